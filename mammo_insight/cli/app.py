@@ -1,0 +1,38 @@
+"""Entry point: registers each stage's command and turns MammoInsightError into a clear message."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from mammo_insight.errors import MammoInsightError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Understand screening-mammography datasets and explain cancer classifiers.")
+
+# Stage name -> module under mammo_insight.cli defining `command`.
+COMMANDS = ["synth", "cohort"]
+
+for _name in COMMANDS:
+    app.command(_name.replace("_", "-"))(importlib.import_module(f"mammo_insight.cli.{_name}").command)
+
+err_console = Console(stderr=True)
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err_console, show_path=False)])
+    try:
+        app()
+    except MammoInsightError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

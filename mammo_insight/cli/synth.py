@@ -1,0 +1,35 @@
+"""`mammo-insight synth`: a synthetic RSNA-like cohort with planted, documented effects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """'512x256' -> (512, 256): height x width."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"size must look like HEIGHTxWIDTH (e.g. 512x256), got {text!r}") from exc
+    if h < 16 or w < 16:
+        raise typer.BadParameter(f"size {text!r} is too small (at least 16x16)")
+    return h, w
+
+
+def command(
+    out: Annotated[Path, typer.Option(help="output folder (RSNA layout)")],
+    patients: Annotated[int, typer.Option(min=1, help="number of women")] = 100,
+    seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 0,
+    size: Annotated[str, typer.Option(help="base image size HxW; a few sizes around it are used")] = "256x192",
+    prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
+) -> None:
+    """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
+    from mammo_insight.cohort.synth import make_synthetic_cohort
+
+    summary = make_synthetic_cohort(out, n_patients=patients, seed=seed, size=parse_size(size),
+                                    prevalence=prevalence)
+    for key, value in summary.items():
+        typer.echo(f"{key}: {value}")

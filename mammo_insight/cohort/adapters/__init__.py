@@ -1,0 +1,41 @@
+"""Dataset adapters: each maps one dataset layout onto the canonical cohort table.
+
+The contract (every adapter honours it, see base.DatasetAdapter): ``load(root, mapping)`` returns a
+validated :class:`~mammo_insight.cohort.schema.Cohort` whose table is row-aligned with the images,
+labels 1/0/NaN, canonical column names, and whose ``label_meaning`` says what "cancer" means here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.schema import Cohort
+from mammo_insight.errors import CohortError
+
+# name -> module that defines ADAPTER; imported lazily so one broken optional reader cannot break the rest.
+ADAPTER_MODULES = {
+    "rsna": "mammo_insight.cohort.adapters.rsna",
+    "mias": "mammo_insight.cohort.adapters.mias",
+    "cbis": "mammo_insight.cohort.adapters.cbis",
+    "cmmd": "mammo_insight.cohort.adapters.cmmd",
+    "inbreast": "mammo_insight.cohort.adapters.inbreast",
+    "generic": "mammo_insight.cohort.adapters.generic",
+}
+
+
+def get_adapter(name: str) -> DatasetAdapter:
+    """The adapter registered under ``name`` (rsna, mias, cbis, cmmd, inbreast, generic)."""
+    key = name.lower()
+    if key not in ADAPTER_MODULES:
+        raise CohortError(f"unknown dataset '{name}'; choose one of {', '.join(ADAPTER_MODULES)}")
+    return importlib.import_module(ADAPTER_MODULES[key]).ADAPTER
+
+
+def load_cohort(dataset: str, root: str | Path, mapping: str | Path | None = None) -> Cohort:
+    """Load and validate any supported dataset."""
+    root = Path(root)
+    if not root.exists():
+        raise CohortError(f"dataset root {root} does not exist")
+    return get_adapter(dataset).load(root, Path(mapping) if mapping else None)

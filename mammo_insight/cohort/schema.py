@@ -1,0 +1,122 @@
+"""The canonical cohort table: one row per image, the same columns for every dataset.
+
+Every adapter returns this table, so statistics, preprocessing and models never care where
+the data came from. Columns a dataset lacks are present and empty (NaN / None).
+Labels are 1.0 / 0.0 / NaN (unknown), as in torchxrayvision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.errors import CohortError
+
+STRING_COLUMNS = ["patient_id", "image_id", "breast_id", "laterality", "view", "site_id", "machine_id",
+                  "density", "image_path"]
+NUMERIC_COLUMNS = ["age", "birads", "implant", "cancer", "biopsy", "invasive", "difficult_negative_case"]
+CANONICAL_COLUMNS = ["patient_id", "image_id", "breast_id", "laterality", "view", "age", "site_id",
+                     "machine_id", "density", "birads", "implant", "cancer", "biopsy", "invasive",
+                     "difficult_negative_case", "image_path"]
+LABEL_COLUMNS = ["cancer", "biopsy", "invasive", "difficult_negative_case", "implant"]
+# Decided after the screening outcome: never a model input unless the user insists.
+POST_OUTCOME_COLUMNS = ["birads", "biopsy", "invasive", "difficult_negative_case"]
+REQUIRED_VALUES = ["patient_id", "image_id", "laterality"]
+LATERALITIES = {"L", "R"}
+DENSITIES = {"A", "B", "C", "D"}
+MAX_ROWS_SHOWN = 5
+
+
+@dataclass
+class Cohort:
+    """A validated canonical table plus what the label means and any lesion annotations.
+
+    annotations: one row per lesion, columns image_id, x, y, radius in original pixel
+    coordinates (x to the right, y down); empty when the dataset has none.
+    """
+
+    table: pd.DataFrame
+    dataset: str
+    label_meaning: str
+    annotations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "x", "y", "radius"]))
+
+
+def _rows(mask: pd.Series) -> str:
+    idx = list(np.flatnonzero(mask.to_numpy()))
+    shown = ", ".join(str(i) for i in idx[:MAX_ROWS_SHOWN])
+    more = f" and {len(idx) - MAX_ROWS_SHOWN} more" if len(idx) > MAX_ROWS_SHOWN else ""
+    return f"row(s) {shown}{more}"
+
+
+def _clean_str(series: pd.Series) -> pd.Series:
+    out = series.astype("string").str.strip()
+    return out.mask(out.isin(["", "nan", "None", "NaN", "<NA>"]))
+
+
+def validate_cohort(table: pd.DataFrame, source: str = "cohort table") -> pd.DataFrame:
+    """Check the canonical contract and return a copy with canonical dtypes and column order.
+
+    Raises CohortError naming the column and the first offending rows (0-based positions).
+    """
+    if table is None or len(table) == 0:
+        raise CohortError(f"{source}: the table is empty (no rows)")
+    missing = [c for c in CANONICAL_COLUMNS if c not in table.columns and c != "breast_id"]
+    if missing:
+        raise CohortError(f"{source}: missing column(s) {', '.join(missing)}; "
+                          f"expected the canonical columns {', '.join(CANONICAL_COLUMNS)}")
+    out = table.reset_index(drop=True).copy()
+    for col in STRING_COLUMNS:
+        if col in out.columns:
+            out[col] = _clean_str(out[col])
+    for col in NUMERIC_COLUMNS:
+        numeric = pd.to_numeric(out[col].replace({"True": 1, "False": 0, True: 1, False: 0}), errors="coerce")
+        bad = numeric.isna() & out[col].notna() & (_clean_str(out[col].astype("string")).notna())
+        if bad.any():
+            example = out.loc[bad, col].iloc[0]
+            raise CohortError(f"{source}: column '{col}' must be numeric; {_rows(bad)} hold non-numeric "
+                              f"values such as {example!r}")
+        out[col] = numeric.astype("float64")
+    for col in REQUIRED_VALUES:
+        empty = out[col].isna()
+        if empty.any():
+            raise CohortError(f"{source}: column '{col}' must not be empty; {_rows(empty)} are empty")
+    out["laterality"] = out["laterality"].str.upper()
+    bad_lat = ~out["laterality"].isin(list(LATERALITIES))
+    if bad_lat.any():
+        values = sorted(set(out.loc[bad_lat, "laterality"].astype(str)))[:MAX_ROWS_SHOWN]
+        raise CohortError(f"{source}: column 'laterality' has unknown value(s) {values} in {_rows(bad_lat)}; "
+                          "expected L or R (map others with a generic mapping file)")
+    out["density"] = out["density"].str.upper()
+    bad_density = out["density"].notna() & ~out["density"].isin(list(DENSITIES))
+    if bad_density.any():
+        values = sorted(set(out.loc[bad_density, "density"].astype(str)))[:MAX_ROWS_SHOWN]
+        raise CohortError(f"{source}: column 'density' has unknown value(s) {values} in {_rows(bad_density)}; "
+                          "expected A, B, C or D")
+    for col in LABEL_COLUMNS:
+        bad_label = out[col].notna() & ~out[col].isin([0.0, 1.0])
+        if bad_label.any():
+            values = sorted(set(out.loc[bad_label, col]))[:MAX_ROWS_SHOWN]
+            raise CohortError(f"{source}: column '{col}' is a 0/1 label but holds {values} in {_rows(bad_label)}")
+    bad_age = out["age"].notna() & ((out["age"] < 0) | (out["age"] > 120))
+    if bad_age.any():
+        raise CohortError(f"{source}: column 'age' must lie in 0-120; {_rows(bad_age)} do not")
+    dup = out["image_id"].duplicated(keep=False)
+    if dup.any():
+        values = list(dict.fromkeys(out.loc[dup, "image_id"]))[:MAX_ROWS_SHOWN]
+        raise CohortError(f"{source}: column 'image_id' must be unique; duplicated id(s) {values} in {_rows(dup)}")
+    expected_breast = out["patient_id"] + "_" + out["laterality"]
+    if "breast_id" not in out.columns or out["breast_id"].isna().all():
+        out["breast_id"] = expected_breast
+    else:
+        out["breast_id"] = out["breast_id"].fillna(expected_breast)
+    extra = [c for c in out.columns if c not in CANONICAL_COLUMNS]
+    return out[CANONICAL_COLUMNS + extra]
+
+
+def empty_canonical(n: int) -> pd.DataFrame:
+    """A table of n rows with every canonical column present and empty; adapters fill what they know."""
+    data = {c: pd.Series([None] * n, dtype="object") for c in STRING_COLUMNS}
+    data.update({c: pd.Series(np.full(n, np.nan)) for c in NUMERIC_COLUMNS})
+    return pd.DataFrame(data)[CANONICAL_COLUMNS]

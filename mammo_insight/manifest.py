@@ -1,0 +1,48 @@
+"""The small manifest every output directory holds: config, seed, versions, input hashes."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import platform
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+TRACKED_PACKAGES = ["mammo-insight", "numpy", "pandas", "polars", "scikit-learn", "statsmodels", "lightgbm",
+                    "shap", "torch", "torchvision", "timm", "lightning", "grad-cam", "pydicom", "pylibjpeg"]
+
+
+def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": sys.version.split()[0], "platform": platform.platform()}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def write_manifest(out_dir: str | Path, stage: str, config: dict[str, Any], seed: int | None = None,
+                   inputs: dict[str, str | Path] | None = None) -> Path:
+    """Write out_dir/manifest.json; inputs maps a name to a file whose sha256 is recorded."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    hashes = {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in (inputs or {}).items()
+              if Path(p).is_file()}
+    manifest = {"stage": stage, "created": _dt.datetime.now().isoformat(timespec="seconds"), "seed": seed,
+                "config": config, "inputs": hashes, "versions": package_versions(),
+                "command": " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))}
+    path = out_dir / "manifest.json"
+    path.write_text(json.dumps(manifest, indent=2, default=str))
+    return path

@@ -1,0 +1,1 @@
+"""timm-backed image classifiers, the run-directory contract, training glue and embeddings."""

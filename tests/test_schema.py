@@ -1,0 +1,75 @@
+"""The canonical table contract: each bad-table case stops with a message naming column and rows."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_insight.cohort.schema import CANONICAL_COLUMNS, empty_canonical, validate_cohort
+from mammo_insight.errors import CohortError
+
+
+def good_table(n: int = 4) -> pd.DataFrame:
+    t = empty_canonical(n)
+    t["patient_id"] = ["p1", "p1", "p2", "p2"][:n]
+    t["image_id"] = [f"i{i}" for i in range(n)]
+    t["laterality"] = ["L", "R", "L", "R"][:n]
+    t["view"] = "CC"
+    t["age"] = [50, 50, 61, 61][:n]
+    t["cancer"] = [0, 1, 0, 0][:n]
+    return t
+
+
+def test_valid_table_gets_breast_id_and_canonical_order():
+    out = validate_cohort(good_table())
+    assert list(out.columns) == CANONICAL_COLUMNS
+    assert out["breast_id"].tolist() == ["p1_L", "p1_R", "p2_L", "p2_R"]
+    assert out["cancer"].dtype == np.float64
+
+
+def test_empty_table():
+    with pytest.raises(CohortError, match="empty"):
+        validate_cohort(good_table().iloc[:0])
+
+
+def test_missing_column_is_named():
+    with pytest.raises(CohortError, match=r"missing column\(s\) view"):
+        validate_cohort(good_table().drop(columns=["view"]))
+
+
+def test_wrong_type_names_column_and_row():
+    t = good_table()
+    t["age"] = t["age"].astype(object)
+    t.loc[2, "age"] = "sixty"
+    with pytest.raises(CohortError, match=r"'age' must be numeric; row\(s\) 2 .*'sixty'"):
+        validate_cohort(t)
+
+
+def test_unknown_laterality():
+    t = good_table()
+    t.loc[3, "laterality"] = "X"
+    with pytest.raises(CohortError, match=re.escape("'laterality' has unknown value(s) ['X'] in row(s) 3")):
+        validate_cohort(t)
+
+
+def test_duplicate_image_id():
+    t = good_table()
+    t.loc[3, "image_id"] = "i1"
+    with pytest.raises(CohortError, match=r"'image_id' must be unique; duplicated id\(s\) \['i1'\] in row\(s\) 1, 3"):
+        validate_cohort(t)
+
+
+def test_label_outside_zero_one():
+    t = good_table()
+    t.loc[0, "cancer"] = 2
+    with pytest.raises(CohortError, match=r"'cancer' is a 0/1 label but holds \[2.0\] in row\(s\) 0"):
+        validate_cohort(t)
+
+
+def test_unknown_label_stays_nan():
+    t = good_table()
+    t["cancer"] = [0, np.nan, 1, 0]
+    assert validate_cohort(t)["cancer"].isna().sum() == 1

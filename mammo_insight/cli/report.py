@@ -1,0 +1,20 @@
+"""`mammo-insight report`: an index page over existing stage directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def command(
+    runs: Annotated[list[Path], typer.Option(help="stage directories, or folders holding them")],
+    out: Annotated[Path, typer.Option(help="output folder for index.html")],
+    more_runs: Annotated[list[Path] | None, typer.Argument(help="further directories (--runs A B C)")] = None,
+) -> None:
+    """Write OUT/index.html linking every stage report found under --runs."""
+    from mammo_insight.report.index import build_index
+
+    page = build_index([*runs, *(more_runs or [])], out)
+    typer.echo(f"wrote {page}")

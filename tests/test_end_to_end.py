@@ -1,0 +1,74 @@
+"""The demo end to end: every stage's contract files, every page in a real browser, size, privacy."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from browser import check_pages, chromium_path
+from mammo_insight.demo import DemoSettings, run_demo
+
+pytestmark = pytest.mark.slow
+
+SMALL = DemoSettings(patients=40, synth_size="256x192", cache_size="96x64", model="resnet10t", folds=2,
+                     epochs=2, explain_cases=8)
+IDENTIFYING_TAGS = ("PatientName", "PatientBirthDate", "InstitutionName", "PatientID", "ReferringPhysicianName")
+
+
+@pytest.fixture(scope="module")
+def demo_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("demo")
+    run_demo(out, SMALL)
+    return out
+
+
+def test_every_stage_writes_its_contract(demo_dir: Path):
+    expected = ["data/train.csv", "data/annotations.csv", "eda/index.html", "eda/summary.json",
+                "eda/tables/rates.csv", "eda/tables/odds_ratios.csv", "eda/tables/leakage.csv",
+                "eda/tables/missingness.csv", "cache/index.parquet", "train/oof_predictions.csv",
+                "train/metrics.json", "train/index.html", "embed/embeddings.parquet", "fusion/metrics.json",
+                "fusion/oof_predictions.csv", "fusion/tables/shap_importance.csv", "fusion/index.html",
+                "explain/cam_metrics.json", "explain/index.html", "index.html"]
+    missing = [p for p in expected if not (demo_dir / p).is_file()]
+    assert not missing, f"missing outputs: {missing}"
+    metrics = json.loads((demo_dir / "train" / "metrics.json").read_text())
+    assert {"image", "breast"} <= set(metrics)
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
+def test_every_page_renders_without_errors(demo_dir: Path, tmp_path: Path):
+    pages = sorted(demo_dir.rglob("*.html"))
+    assert len(pages) >= 6
+    shot = tmp_path / "index.png"
+    for check in check_pages(pages, screenshot=shot):
+        assert not check.console_errors, f"{check.page}: console errors {check.console_errors}"
+        assert check.broken_images == 0, f"{check.page}: {check.broken_images} broken image(s)"
+        assert not check.external_requests, f"{check.page} fetched {check.external_requests}"
+    assert shot.stat().st_size > 10_000
+
+
+def test_reports_fit_the_size_budget(demo_dir: Path):
+    size = sum(p.stat().st_size for p in demo_dir.rglob("*") if p.suffix in {".html", ".png", ".json", ".csv"}
+               and "data" not in p.relative_to(demo_dir).parts[:1] and "cache" not in p.relative_to(demo_dir).parts[:1])
+    assert size <= 20 * 1024 * 1024, f"reports take {size / 1e6:.1f} MB"
+
+
+def test_no_identifying_dicom_tag_reaches_an_output(demo_dir: Path):
+    import pydicom
+
+    dicoms = sorted((demo_dir / "data" / "train_images").rglob("*.dcm"))[:20]
+    secrets = set()
+    for path in dicoms:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        secrets |= {str(ds.get(tag)) for tag in IDENTIFYING_TAGS if ds.get(tag) not in (None, "")}
+    secrets -= {str(v) for v in pd.read_csv(demo_dir / "data" / "train.csv", dtype=str)["patient_id"]}
+    assert secrets, "the synthetic DICOMs should carry fake identifying tags to check against"
+    outputs = [p for p in demo_dir.rglob("*") if p.is_file() and p.suffix in {".html", ".json", ".csv", ".parquet", ".log"}
+               and p.relative_to(demo_dir).parts[0] != "data"]
+    for path in outputs:
+        text = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in text, f"{path} contains the DICOM value {secret!r}"

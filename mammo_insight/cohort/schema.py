@@ -35,12 +35,15 @@ class Cohort:
 
     annotations: one row per lesion, columns image_id, x, y, radius in original pixel
     coordinates (x to the right, y down); empty when the dataset has none.
+    factors: extra (non-canonical) table columns worth analysing, column -> "categorical" or
+    "continuous"; adapters and generic mapping files declare them so eda need not guess.
     """
 
     table: pd.DataFrame
     dataset: str
     label_meaning: str
     annotations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "x", "y", "radius"]))
+    factors: dict[str, str] = field(default_factory=dict)
 
 
 def _rows(mask: pd.Series) -> str:

@@ -1,0 +1,1 @@
+"""Statistics on the cohort table: rates with intervals, tests, regression, missingness, leakage audit."""

@@ -1,0 +1,114 @@
+"""Leakage audit: which columns are known at screening time, and how well each alone predicts the label.
+
+Two ways a column leaks. It may be decided after the outcome (RSNA's BIRADS, biopsy, invasive,
+difficult_negative_case): then it is leaky by definition, whatever its AUC. Or it may predict the
+label implausibly well on its own (AUC >= 0.9), which for screening metadata means it encodes the
+outcome somehow. Later stages drop the columns :func:`leaky_columns` returns.
+
+The AUC of one column is measured honestly: each column is turned into levels (deciles for a
+continuous column, "missing" as a level of its own), each level is scored by its cancer rate in the
+other folds (folds grouped by patient, so a woman never scores herself), and a breast's score is the
+mean of its images' scores, compared with the breast label. High-cardinality columns that would
+memorise patients therefore get no credit, and image-level columns (view) are handled as well as
+breast-level ones.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupKFold
+
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
+
+log = logging.getLogger(__name__)
+
+# Identifiers and file locations are not metadata: they are never model inputs.
+NOT_AUDITED = ["patient_id", "image_id", "breast_id", "image_path"]
+LEAKY_AUC = 0.9
+N_FOLDS = 5
+MAX_LEVELS_AS_IS = 20  # a numeric column with more distinct values is cut into deciles
+PRIOR_WEIGHT = 10.0  # pseudo-count pulling rare levels toward the overall rate
+LEAKAGE_COLUMNS = ["column", "available_at_screening", "auc_alone", "verdict"]
+
+
+def _levels(values: pd.Series) -> pd.Series:
+    """The column as string levels: deciles for continuous numbers, 'missing' for empty cells."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    is_numeric = numeric.notna().sum() == values.notna().sum()
+    if is_numeric and numeric.nunique() > MAX_LEVELS_AS_IS:
+        binned = pd.qcut(numeric, q=10, duplicates="drop")
+        levels = binned.astype("string")
+    else:
+        levels = values.astype("string")
+    return levels.fillna("missing")
+
+
+def _out_of_fold_scores(levels: pd.Series, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Each image scored by its level's smoothed cancer rate among the other folds' patients."""
+    codes, _ = pd.factorize(levels)
+    scores = np.empty(len(levels))
+    for train_idx, test_idx in folds:
+        prior = label[train_idx].mean()
+        n = np.bincount(codes[train_idx], minlength=codes.max() + 1)
+        pos = np.bincount(codes[train_idx], weights=label[train_idx], minlength=codes.max() + 1)
+        rate = (pos + PRIOR_WEIGHT * prior) / (n + PRIOR_WEIGHT)
+        scores[test_idx] = rate[codes[test_idx]]
+    return scores
+
+
+def column_auc(levels: pd.Series, label: np.ndarray, breast: np.ndarray,
+               folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Breast-level, patient-grouped out-of-fold AUC of one column alone (NaN when undefined)."""
+    scores = _out_of_fold_scores(levels, label, folds)
+    per_breast = pd.DataFrame({"breast": breast, "score": scores, "label": label}).groupby("breast", sort=False)
+    agg = per_breast.agg(score=("score", "mean"), label=("label", "max"))
+    if agg["label"].nunique() < 2:
+        return float("nan")
+    return float(roc_auc_score(agg["label"], agg["score"]))
+
+
+def _patient_folds(groups: pd.Series) -> list[tuple[np.ndarray, np.ndarray]]:
+    n_groups = groups.nunique()
+    k = min(N_FOLDS, n_groups)
+    if k < 2:
+        return []
+    return list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
+
+
+def audited_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
+    """Every column but the label, identifiers and file paths."""
+    return [c for c in table.columns if c != label and c not in NOT_AUDITED]
+
+
+def audit_leakage(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
+    """One row per audited column: column, available_at_screening, auc_alone, verdict ('leaky' or 'ok').
+
+    Post-outcome columns are never available at screening and always leaky. Any other column whose
+    AUC alone reaches 0.9 is leaky too. Columns that are entirely empty get a NaN AUC.
+    """
+    known = table[table[label].notna()].reset_index(drop=True)
+    y = known[label].to_numpy(dtype=float)
+    groups = known["patient_id"] if "patient_id" in known.columns else pd.Series(np.arange(len(known)))
+    breast = (known["breast_id"] if "breast_id" in known.columns else groups).to_numpy()
+    folds = _patient_folds(groups)
+    rows = []
+    for col in audited_columns(table, label):
+        available = col not in POST_OUTCOME_COLUMNS
+        auc = float("nan")
+        if folds and known[col].notna().any() and len(y) and 0 < y.sum() < len(y):
+            auc = column_auc(_levels(known[col]), y, breast, folds)
+        leaky = (not available) or (not np.isnan(auc) and auc >= LEAKY_AUC)
+        rows.append({"column": col, "available_at_screening": available, "auc_alone": auc,
+                     "verdict": "leaky" if leaky else "ok"})
+        log.debug("leakage %s: auc %.3f, %s", col, auc, rows[-1]["verdict"])
+    return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
+
+
+def leaky_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
+    """The columns later stages exclude by default (post-outcome or implausibly predictive)."""
+    audit = audit_leakage(table, label)
+    return audit.loc[audit["verdict"] == "leaky", "column"].tolist()

@@ -1,0 +1,206 @@
+"""Bootstrap intervals that resample patients, vectorised so 54k rows x 1000 resamples take about a second.
+
+Images of one woman are correlated (both breasts, both views share her anatomy and her scanner), so
+resampling rows would give intervals that are too narrow. Each resample draws groups (patients) with
+replacement; a resample is a vector of per-group counts, and every metric becomes a weighted metric:
+- threshold metrics and pF1 come from per-group sufficient statistics (counts, sums of prob) times
+  the count matrix: one matrix product for all resamples;
+- ROC-AUC and average precision come from ranks: rows are sorted once, and per resample a cumulative
+  sum of negative weights gives, for each positive, the weight of negatives ranked below it.
+Resamples that hold a single class are skipped (all their metrics are NaN) and counted.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pandas as pd
+from scipy.stats import norm, rankdata
+
+from mammo_insight.metrics.core import (METRIC_NAMES, THRESHOLD_FREE, clean_inputs, counts_metrics, pf1_from_sums,
+                                        point_metrics, tune_threshold)
+
+logger = logging.getLogger(__name__)
+
+CI_LEVEL = 0.95
+MIN_VALID_RESAMPLES = 10
+_CHUNK_CELLS = 4_000_000  # resamples x rows held at once in the rank metrics (float32: 16 MB)
+
+
+def group_codes(groups, n: int) -> tuple[np.ndarray, int]:
+    """Integer codes 0..G-1 of the resampling unit; without groups every row is its own unit."""
+    if groups is None:
+        return np.arange(n), n
+    codes, uniques = pd.factorize(pd.Series(np.asarray(groups)), use_na_sentinel=True)
+    missing = codes < 0
+    if missing.any():  # a row with no group id is its own unit rather than lumped with the others
+        codes = codes.copy()
+        codes[missing] = len(uniques) + np.arange(int(missing.sum()))
+    return codes.astype(np.int64), int(codes.max()) + 1 if codes.size else 0
+
+
+def resample_counts(n_groups: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n_groups) counts: how often each group is drawn in each resample."""
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, n_groups, size=(n_boot, n_groups))
+    flat = draws + (np.arange(n_boot) * n_groups)[:, None]
+    return np.bincount(flat.ravel(), minlength=n_boot * n_groups).reshape(n_boot, n_groups).astype(np.float32)
+
+
+def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+    """Weighted ROC-AUC and average precision for each row of `weights` (resamples x groups)."""
+    order = np.argsort(p, kind="mergesort")
+    ys, ps, cs = y[order], p[order], codes[order]
+    n = ys.size
+    new_level = np.r_[True, ps[1:] != ps[:-1]] if n else np.zeros(0, bool)
+    starts = np.flatnonzero(new_level)
+    ends = np.r_[starts[1:], n]
+    level = np.cumsum(new_level) - 1
+    pos_idx = np.flatnonzero(ys == 1)
+    a, e = starts[level[pos_idx]], ends[level[pos_idx]]  # the level of each positive: [a, e)
+    pos_below = np.searchsorted(pos_idx, a, side="left")  # positives ranked strictly below it
+    neg_mask = (ys == 0).astype(np.float32)
+    n_boot = weights.shape[0]
+    auc, ap = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
+    step = max(1, _CHUNK_CELLS // max(n, 1))
+    for lo in range(0, n_boot, step):
+        w = weights[lo:lo + step][:, cs]
+        cum_neg = np.zeros((w.shape[0], n + 1), dtype=np.float32)
+        np.cumsum(w * neg_mask, axis=1, out=cum_neg[:, 1:])
+        w_pos = w[:, pos_idx].astype(np.float64)
+        cum_pos = np.zeros((w.shape[0], pos_idx.size + 1))
+        np.cumsum(w_pos, axis=1, out=cum_pos[:, 1:])
+        total_pos, total_neg = cum_pos[:, -1], cum_neg[:, -1].astype(np.float64)
+        neg_below = cum_neg[:, a].astype(np.float64)
+        neg_tied = cum_neg[:, e].astype(np.float64) - neg_below
+        with np.errstate(divide="ignore", invalid="ignore"):
+            auc[lo:lo + step] = (w_pos * (neg_below + 0.5 * neg_tied)).sum(1) / (total_pos * total_neg)
+            tp_at = total_pos[:, None] - cum_pos[:, pos_below]
+            fp_at = total_neg[:, None] - neg_below
+            ap[lo:lo + step] = (w_pos * tp_at / (tp_at + fp_at)).sum(1) / total_pos
+    return {"roc_auc": auc, "pr_auc": ap}
+
+
+def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, threshold: float | None,
+                      names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Every metric (or those in `names`) for each resample; NaN where the resample has one class."""
+    names = names or METRIC_NAMES
+    n_groups = weights.shape[1]
+    pos = y == 1
+    pc = np.clip(p, 0.0, 1.0)
+    stats = {"n_pos": pos.astype(float), "n_neg": (~pos).astype(float),
+             "ctp": np.where(pos, pc, 0.0), "cfp": np.where(pos, 0.0, pc)}
+    if threshold is not None:
+        pred = p >= threshold
+        stats.update(tp=(pred & pos).astype(float), fp=(pred & ~pos).astype(float),
+                     fn=(~pred & pos).astype(float), tn=(~pred & ~pos).astype(float))
+    keys = list(stats)
+    per_group = np.stack([np.bincount(codes, weights=stats[k], minlength=n_groups) for k in keys], axis=1)
+    summed = dict(zip(keys, (weights.astype(np.float64) @ per_group).T))
+    out: dict[str, np.ndarray] = {"pf1": pf1_from_sums(summed["ctp"], summed["cfp"], summed["n_pos"])}
+    if threshold is not None:
+        out.update(counts_metrics(summed["tn"], summed["fp"], summed["fn"], summed["tp"]))
+    if {"roc_auc", "pr_auc"} & set(names):
+        out.update(_rank_metrics(y, p, codes, weights))
+    valid = (summed["n_pos"] > 0) & (summed["n_neg"] > 0)
+    return {k: np.where(valid, out[k], np.nan) for k in names if k in out}
+
+
+def _interval(values: np.ndarray) -> tuple[float, float]:
+    finite = values[np.isfinite(values)]
+    if finite.size < MIN_VALID_RESAMPLES:
+        return float("nan"), float("nan")
+    tail = (1 - CI_LEVEL) / 2 * 100
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n_boot: int = 1000,
+                    seed: int = 0, threshold_method: str = "best_f1") -> dict:
+    """Every point metric with a 95% percentile-bootstrap interval resampling groups (patients).
+
+    Returns {metric: {"value", "ci_low", "ci_high"}, ..., "threshold", "threshold_source", "n", "n_pos",
+    "n_groups", "n_boot", "n_boot_valid"}. With threshold=None the threshold is tuned (best F1) on these
+    same rows, which flatters the threshold metrics (accuracy .. f1, confusion counts): pass a threshold
+    tuned on other data (e.g. the training run's out-of-fold predictions) for an honest figure.
+    The threshold itself is held fixed across resamples. Unlabelled rows (NaN label) are dropped.
+    """
+    y, p, g = clean_inputs(y_true, prob, np.arange(np.asarray(prob).size) if groups is None else groups)
+    source = "given"
+    if threshold is None:
+        threshold = tune_threshold(y, p, threshold_method)
+        source = f"tuned ({threshold_method}) on these data: optimistic"
+    codes, n_groups = group_codes(None if groups is None else g, y.size)
+    point = point_metrics(y, p, threshold)
+    boot = (bootstrap_metrics(y, p, codes, resample_counts(n_groups, n_boot, seed), threshold)
+            if n_boot > 0 and y.size else {k: np.full(0, np.nan) for k in METRIC_NAMES})
+    result: dict = {}
+    for name in METRIC_NAMES:
+        low, high = _interval(boot[name])
+        result[name] = {"value": point[name], "ci_low": low, "ci_high": high}
+    n_valid = int(np.isfinite(boot["roc_auc"]).sum()) if len(boot["roc_auc"]) else 0
+    result.update(threshold=float(threshold), threshold_source=source, n=int(y.size), n_pos=int((y == 1).sum()),
+                  n_groups=int(n_groups), n_boot=int(n_boot), n_boot_valid=n_valid)
+    return result
+
+
+def paired_bootstrap(y_true, prob_a, prob_b, groups=None, metric: str = "roc_auc", n_boot: int = 1000,
+                     seed: int = 0, threshold: float | None = None) -> dict[str, float]:
+    """Difference metric(a) - metric(b) on the same rows, with a 95% interval and a two-sided p-value.
+
+    Both models are scored on the same patient resamples, so the shared case mix cancels out. The p-value
+    is the bootstrap tail: 2 * min(share of resampled differences <= 0, share >= 0), with a +1 correction.
+    Threshold metrics use `threshold` for both models (or each model's own best-F1 threshold when None).
+    """
+    y, pa, pb, g = clean_inputs(y_true, prob_a, prob_b,
+                                np.arange(np.asarray(prob_a).size) if groups is None else groups)
+    pa, pb = pa.astype(float), pb.astype(float)
+    if metric not in METRIC_NAMES:
+        raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRIC_NAMES)}")
+    ta = tb = threshold
+    if metric not in THRESHOLD_FREE and threshold is None:
+        ta, tb = tune_threshold(y, pa), tune_threshold(y, pb)
+    value_a = point_metrics(y, pa, 0.5 if ta is None else ta)[metric]
+    value_b = point_metrics(y, pb, 0.5 if tb is None else tb)[metric]
+    codes, n_groups = group_codes(None if groups is None else g, y.size)
+    weights = resample_counts(n_groups, n_boot, seed)
+    da = bootstrap_metrics(y, pa, codes, weights, ta, [metric])[metric]
+    db = bootstrap_metrics(y, pb, codes, weights, tb, [metric])[metric]
+    d = (da - db)[np.isfinite(da - db)]
+    low, high = _interval(da - db)
+    p_value = (min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (d.size + 1)) if d.size
+               else float("nan"))
+    return {"metric": metric, "value_a": float(value_a), "value_b": float(value_b),
+            "diff": float(value_a - value_b), "ci_low": low, "ci_high": high, "p_value": float(p_value),
+            "n_boot_valid": int(d.size)}
+
+
+def delong_test(y_true, prob_a, prob_b) -> dict[str, float]:
+    """DeLong's test for two correlated ROC-AUCs on the same rows (fast midrank algorithm, Sun & Xu 2014).
+
+    Treats rows as independent: with several images per patient, prefer `paired_bootstrap` with groups,
+    or run this at breast or patient level. NaN when one class is absent.
+    """
+    y, pa, pb = clean_inputs(y_true, prob_a, prob_b)
+    pos, neg = y == 1, y == 0
+    m, n = int(pos.sum()), int(neg.sum())
+    nan = float("nan")
+    if m < 2 or n < 2:
+        return {"auc_a": nan, "auc_b": nan, "diff": nan, "z": nan, "p_value": nan}
+    scores = np.stack([pa, pb]).astype(float)
+    x, yy = scores[:, pos], scores[:, neg]
+    tx, ty = rankdata(x, axis=1), rankdata(yy, axis=1)
+    tz = rankdata(np.concatenate([x, yy], axis=1), axis=1)
+    aucs = (tz[:, :m].sum(axis=1) / m - (m + 1) / 2) / n
+    v01 = (tz[:, :m] - tx) / n
+    v10 = 1.0 - (tz[:, m:] - ty) / m
+    cov = np.cov(v01) / m + np.cov(v10) / n
+    diff = float(aucs[0] - aucs[1])
+    var = float(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1])
+    if var <= 0:
+        z, p_value = nan, (1.0 if diff == 0 else 0.0)
+    else:
+        z = diff / np.sqrt(var)
+        p_value = float(2 * norm.sf(abs(z)))
+    return {"auc_a": float(aucs[0]), "auc_b": float(aucs[1]), "diff": diff, "z": float(z), "p_value": p_value}

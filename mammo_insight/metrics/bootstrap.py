@@ -18,8 +18,15 @@ import numpy as np
 import pandas as pd
 from scipy.stats import norm, rankdata
 
-from mammo_insight.metrics.core import (METRIC_NAMES, THRESHOLD_FREE, clean_inputs, counts_metrics, pf1_from_sums,
-                                        point_metrics, tune_threshold)
+from mammo_insight.metrics.core import (
+    METRIC_NAMES,
+    THRESHOLD_FREE,
+    clean_inputs,
+    counts_metrics,
+    pf1_from_sums,
+    point_metrics,
+    tune_threshold,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,127 @@
+"""Baselines scored by the same metrics as the CNN, so a model's figures have a floor to stand on.
+
+- majority: every row gets the training folds' majority class (prob 1 or 0): AUC 0.5, pF1 0 at 2% prevalence.
+- prevalence_random: each row is positive with the training folds' prevalence (seeded): chance level.
+- pixel_logreg: logistic regression on downsampled pixels, out-of-fold: what brightness and shape alone give.
+Every baseline is fitted on the training folds only and predicts the held-out fold, like the CNN.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.metrics.aggregate import evaluate_predictions, require_columns
+
+logger = logging.getLogger(__name__)
+
+BASELINES = ["majority", "prevalence_random", "pixel_logreg"]
+PIXEL_SIZE = (32, 24)  # (height, width) of the pixel baseline's input
+
+
+def _fold_splits(labels: np.ndarray, folds: np.ndarray):
+    """(held-out mask, training mask) per fold; training rows need a label and another fold."""
+    labelled = ~np.isnan(labels)
+    for fold in np.unique(folds[~pd.isna(folds)]):
+        held = folds == fold
+        yield held, labelled & ~held
+
+
+def majority_baseline(labels, folds) -> np.ndarray:
+    """Out-of-fold prob: 1.0 when positives are the majority of the training folds, else 0.0."""
+    y, f = np.asarray(labels, dtype=float), np.asarray(folds)
+    prob = np.full(y.size, np.nan)
+    for held, train in _fold_splits(y, f):
+        prob[held] = float(np.nanmean(y[train]) > 0.5) if train.any() else 0.0
+    return prob
+
+
+def prevalence_random_baseline(labels, folds, seed: int = 0) -> np.ndarray:
+    """Out-of-fold prob: 1.0 with probability equal to the training folds' prevalence, else 0.0 (seeded)."""
+    y, f = np.asarray(labels, dtype=float), np.asarray(folds)
+    rng = np.random.default_rng(seed)
+    prob = np.full(y.size, np.nan)
+    for held, train in _fold_splits(y, f):
+        rate = float(np.nanmean(y[train])) if train.any() else 0.0
+        prob[held] = (rng.random(int(held.sum())) < rate).astype(float)
+    return prob
+
+
+def downsample(images: np.ndarray, size: tuple[int, int] = PIXEL_SIZE) -> np.ndarray:
+    """(n, H, W) images as (n, h*w) float32 rows, area-averaged to size (h, w)."""
+    from PIL import Image
+
+    images = np.asarray(images, dtype=np.float32)
+    if images.ndim != 3:
+        raise ValueError(f"expected images of shape (n, H, W), got {images.shape}")
+    h, w = size
+    if images.shape[1:] == (h, w):
+        return images.reshape(len(images), -1)
+    out = np.empty((len(images), h * w), dtype=np.float32)
+    for i, img in enumerate(images):
+        out[i] = np.asarray(Image.fromarray(img, mode="F").resize((w, h), Image.Resampling.BOX)).ravel()
+    return out
+
+
+def pixel_logreg_baseline(images: np.ndarray, labels, folds, size: tuple[int, int] = PIXEL_SIZE, c: float = 0.1,
+                          seed: int = 0) -> np.ndarray:
+    """Out-of-fold prob of an L2 logistic regression on standardised downsampled pixels.
+
+    Unweighted (no class weights), so its probabilities stay on the prevalence scale that pF1 reads.
+    A fold whose training rows hold a single class predicts that class's rate.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x = downsample(images, size)
+    y, f = np.asarray(labels, dtype=float), np.asarray(folds)
+    if len(x) != y.size:
+        raise ValueError(f"{len(x)} images but {y.size} labels")
+    prob = np.full(y.size, np.nan)
+    for held, train in _fold_splits(y, f):
+        if np.unique(y[train]).size < 2:
+            prob[held] = float(np.nanmean(y[train])) if train.any() else 0.0
+            continue
+        model = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=2000, random_state=seed))
+        model.fit(x[train], y[train].astype(int))
+        prob[held] = model.predict_proba(x[held])[:, 1]
+    return prob
+
+
+def load_cache_images(cache_dir: str | Path, table: pd.DataFrame, size: tuple[int, int] = PIXEL_SIZE) -> np.ndarray:
+    """The cached images of `table`'s rows (with a cache_path column), downsampled: (n, h, w) float32."""
+    from mammo_insight.imaging.cache import load_cache_image
+
+    h, w = size
+    rows = [downsample(load_cache_image(cache_dir, row)[None], size)[0] for row in table.to_dict("records")]
+    return np.stack(rows).reshape(len(rows), h, w) if rows else np.zeros((0, h, w), np.float32)
+
+
+def baseline_predictions(table: pd.DataFrame, images: np.ndarray | None = None, seed: int = 0,
+                         label: str = "cancer") -> pd.DataFrame:
+    """Long table: the rows of `table` (image_id, breast_id, patient_id, fold, label) once per baseline,
+    with columns model and prob. pixel_logreg needs `images` (row-aligned with `table`)."""
+    require_columns(table, ["breast_id", "patient_id", "fold", label], "baseline table")
+    y, f = table[label].to_numpy(dtype=float), table["fold"].to_numpy()
+    probs = {"majority": majority_baseline(y, f), "prevalence_random": prevalence_random_baseline(y, f, seed)}
+    if images is not None:
+        probs["pixel_logreg"] = pixel_logreg_baseline(images, y, f, seed=seed)
+    keep = [c for c in ["image_id", "breast_id", "patient_id", "fold", label] if c in table.columns]
+    frames = [table[keep].assign(model=name, prob=p) for name, p in probs.items()]
+    return pd.concat(frames, ignore_index=True)
+
+
+def evaluate_baselines(table: pd.DataFrame, images: np.ndarray | None = None, n_boot: int = 1000,
+                       seed: int = 0, label: str = "cancer") -> dict:
+    """{baseline: evaluate_predictions body} (image, breast, breast_max levels) for RUN/baselines.json.
+
+    Rows without a fold (never held out) get no prediction and are not scored.
+    """
+    preds = baseline_predictions(table, images, seed, label)
+    preds = preds[preds["prob"].notna()]
+    return {name: evaluate_predictions(part, None, n_boot, seed, label)
+            for name, part in preds.groupby("model", sort=False)}

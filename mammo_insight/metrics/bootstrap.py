@@ -85,7 +85,8 @@ def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.n
             auc[lo:lo + step] = (w_pos * (neg_below + 0.5 * neg_tied)).sum(1) / (total_pos * total_neg)
             tp_at = total_pos[:, None] - cum_pos[:, pos_below]
             fp_at = total_neg[:, None] - neg_below
-            ap[lo:lo + step] = (w_pos * tp_at / (tp_at + fp_at)).sum(1) / total_pos
+            precision_at = np.where(w_pos > 0, tp_at / (tp_at + fp_at), 0.0)  # undrawn positives add nothing
+            ap[lo:lo + step] = (w_pos * precision_at).sum(1) / total_pos
     return {"roc_auc": auc, "pr_auc": ap}
 
 

@@ -1,0 +1,165 @@
+"""Any CSV described by a small TOML mapping file (see examples/cbis_ddsm_manifest.toml for every key).
+
+The mapping says where the table is, which source column fills which canonical column, how values
+are recoded, which column is the label and what counts as positive, and which extra columns are
+factors worth analysing. Everything is checked up front so that a typo in the mapping or a bad
+cell names the mapping file, the column and the rows instead of failing deep inside pandas.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.tables import file_lines, read_table
+from mammo_insight.cohort.schema import (
+    CANONICAL_COLUMNS,
+    LABEL_COLUMNS,
+    Cohort,
+    empty_canonical,
+    validate_cohort,
+)
+from mammo_insight.errors import CohortError
+
+KEYS = {"csv", "sep", "image_root", "missing_values", "label_meaning", "columns", "label", "values", "factors"}
+LABEL_KEYS = {"column", "target", "positive", "negative"}
+FACTOR_KINDS = {"categorical", "continuous"}
+DEFAULT_LABEL_MEANING = "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
+
+
+def read_mapping(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        raise CohortError("generic: a TOML mapping file is required (--mapping FILE.toml); "
+                          "see examples/cbis_ddsm_manifest.toml")
+    if not path.is_file():
+        raise CohortError(f"generic: mapping file {path} does not exist")
+    try:
+        mapping = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CohortError(f"generic: {path} is not valid TOML: {exc}") from exc
+    unknown = sorted(set(mapping) - KEYS)
+    if unknown:
+        raise CohortError(f"generic: {path} has unknown key(s) {unknown}; allowed: {sorted(KEYS)}")
+    if "csv" not in mapping:
+        raise CohortError(f"generic: {path} lacks the key 'csv' (the table's path relative to the dataset root)")
+    return mapping
+
+
+def _as_strings(values: Any) -> list[str]:
+    """TOML lists or scalars of any type, compared with CSV cells as text."""
+    items = values if isinstance(values, list) else [values]
+    return [str(v) for v in items]
+
+
+def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: Path) -> None:
+    columns = mapping.get("columns", {})
+    bad_names = sorted(set(columns) - set(CANONICAL_COLUMNS))
+    if bad_names:
+        raise CohortError(f"generic: {path} [columns] names non-canonical column(s) {bad_names}; "
+                          f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)})")
+    for required in ("patient_id", "laterality"):
+        if required not in columns:
+            raise CohortError(f"generic: {path} [columns] must name the source column for '{required}'")
+    if "image_id" not in columns and "image_path" not in columns:
+        raise CohortError(f"generic: {path} [columns] must name 'image_id' or 'image_path' (used as the id)")
+    label = mapping.get("label", {})
+    if set(label) - LABEL_KEYS:
+        raise CohortError(f"generic: {path} [label] has unknown key(s) {sorted(set(label) - LABEL_KEYS)}")
+    if label and ("column" not in label or "positive" not in label):
+        raise CohortError(f"generic: {path} [label] needs 'column' and 'positive'")
+    target = label.get("target", "cancer")
+    if label and target not in LABEL_COLUMNS:
+        raise CohortError(f"generic: {path} [label] target '{target}' must be one of {LABEL_COLUMNS}")
+    if label and target in columns:
+        raise CohortError(f"generic: {path} maps '{target}' both in [columns] and in [label]; keep one")
+    bad_kinds = {c: k for c, k in mapping.get("factors", {}).items() if k not in FACTOR_KINDS}
+    if bad_kinds:
+        raise CohortError(f"generic: {path} [factors] kinds must be 'categorical' or 'continuous', got {bad_kinds}")
+    named = [*columns.values(), *([label["column"]] if label else []), *mapping.get("factors", {})]
+    absent = [c for c in dict.fromkeys(named) if c not in raw.columns]
+    if absent:
+        raise CohortError(f"generic: {path} names column(s) {absent} that {csv} lacks; "
+                          f"the CSV has {list(raw.columns)}")
+
+
+def _label(raw: pd.DataFrame, label: dict[str, Any]) -> pd.Series:
+    """1 for positive values, 0 for negative ones (or for every other value when no negatives are listed)."""
+    values = raw[label["column"]]
+    positive = values.isin(_as_strings(label["positive"]))
+    negative = values.isin(_as_strings(label["negative"])) if "negative" in label else values.notna() & ~positive
+    return pd.Series(1.0, index=raw.index).where(positive, pd.Series(0.0, index=raw.index).where(negative))
+
+
+def _image_paths(cells: pd.Series, image_root: Path, path: Path, column: str) -> pd.Series:
+    """Absolute paths under image_root; a path that escapes it (.., absolute elsewhere) stops the load."""
+    base = os.path.normpath(image_root.absolute())
+    resolved = cells.map(lambda v: os.path.normpath(os.path.join(base, v)) if isinstance(v, str) else None)
+    outside = resolved.map(lambda p: p is not None and os.path.commonpath([base, p]) != base)
+    if outside.any():
+        shown = ", ".join(repr(v) for v in cells[outside].head(3))
+        raise CohortError(f"generic: image path column '{column}' points outside the image root {base} in "
+                          f"{file_lines(outside.to_numpy().nonzero()[0])} ({shown}); fix the CSV or "
+                          f"'image_root' in {path}")
+    return resolved
+
+
+def _continuous(series: pd.Series, column: str, csv: Path) -> pd.Series:
+    numeric = pd.to_numeric(series, errors="coerce")
+    junk = numeric.isna() & series.notna()
+    if junk.any():
+        raise CohortError(f"generic: continuous factor '{column}' in {csv} holds non-numeric value(s) "
+                          f"{sorted(set(series[junk]))[:5]} in {file_lines(junk.to_numpy().nonzero()[0])}; "
+                          "add them to missing_values or declare the factor categorical")
+    return numeric.astype("float64")
+
+
+class GenericAdapter(DatasetAdapter):
+    name = "generic"
+    label_meaning = DEFAULT_LABEL_MEANING
+
+    def load(self, root: Path, mapping: Path | None = None) -> Cohort:
+        spec = read_mapping(mapping)
+        csv = root / spec["csv"]
+        if not csv.is_file():
+            raise CohortError(f"generic: table {csv} (key 'csv' in {mapping}) does not exist")
+        raw = read_table(csv, sep=spec.get("sep", ","))
+        if raw.empty:
+            raise CohortError(f"generic: {csv} has no data rows")
+        missing = {"", *_as_strings(spec.get("missing_values", []))}
+        raw = raw.mask(raw.isin(missing))
+        _check_mapping(spec, raw, mapping, csv)
+        columns: dict[str, str] = spec.get("columns", {})
+        factors: dict[str, str] = spec.get("factors", {})
+        table = empty_canonical(len(raw))
+        for canonical, source in columns.items():
+            table[canonical] = raw[source].to_numpy()
+        for column, kind in factors.items():
+            if column not in table.columns:
+                table[column] = raw[column].to_numpy()
+        for column, recode in spec.get("values", {}).items():
+            if column not in table.columns:
+                raise CohortError(f"generic: {mapping} [values.{column}] names a column that is neither a mapped "
+                                  f"canonical column nor a factor")
+            table[column] = table[column].replace({str(k): v for k, v in recode.items()})
+        for column, kind in factors.items():
+            if kind == "continuous":
+                table[column] = _continuous(table[column], column, csv)
+        if "label" in spec:
+            table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"]).to_numpy()
+        if "image_path" in columns:
+            image_root = root / spec.get("image_root", ".")
+            table["image_path"] = _image_paths(raw[columns["image_path"]], image_root, mapping,
+                                               columns["image_path"]).to_numpy()
+            if "image_id" not in columns:
+                table["image_id"] = raw[columns["image_path"]].to_numpy()
+        cohort_table = validate_cohort(table, source=f"{csv} (mapped by {mapping})")
+        return Cohort(cohort_table, dataset=self.name, label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
+                      factors=dict(factors))
+
+
+ADAPTER = GenericAdapter()

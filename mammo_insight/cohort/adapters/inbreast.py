@@ -1,0 +1,101 @@
+"""INbreast (Moreira et al. 2012) release layout.
+
+root/INbreast.csv (';'-separated, as released) or root/INbreast.xls with columns Patient ID,
+Patient age, Laterality, View, Acquisition date (or Date), File Name, ACR, Bi-Rads; DICOMs in
+root/AllDICOMs/<File Name>_<patient hash>_MG_<L|R>_<view>_ANON.dcm.
+
+The release blanks Patient ID and age ("removed"), so the woman is taken from the patient hash in
+the DICOM file name; without that file, each image counts as its own woman (logged), which
+undoes patient grouping for those images.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
+from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.errors import CohortError
+
+log = logging.getLogger(__name__)
+
+TABLE_NAMES = ["INbreast.csv", "INbreast.xls", "INbreast.xlsx"]
+REQUIRED = ["Laterality", "View", "File Name", "Bi-Rads"]
+BLANKED = {"", "removed"}
+# Malignancy likelihood of each BI-RADS category (ACR 5th ed.): 1-3 at most 2% -> 0; 4c 50-95%, 5 >= 95%,
+# 6 biopsy-proven -> 1; 4, 4a (2-10%) and 4b (10-50%) are too uncertain to call -> empty.
+LABEL = {"1": 0.0, "2": 0.0, "3": 0.0, "4C": 1.0, "5": 1.0, "6": 1.0}
+DENSITY = {"1": "A", "2": "B", "3": "C", "4": "D"}
+
+
+def find_table(root: Path) -> Path:
+    for name in TABLE_NAMES:
+        if (root / name).exists():
+            return root / name
+    raise CohortError(f"inbreast: no {' or '.join(TABLE_NAMES)} in {root}")
+
+
+def dicom_index(dicom_dir: Path) -> dict[str, tuple[Path, str | None]]:
+    """File Name -> (DICOM path, patient hash) from names like 20586908_6c613a14b80a8591_MG_R_CC_ANON.dcm."""
+    index: dict[str, tuple[Path, str | None]] = {}
+    if not dicom_dir.is_dir():
+        return index
+    for path in sorted(dicom_dir.glob("*.dcm")):
+        parts = path.stem.split("_")
+        index.setdefault(parts[0], (path.resolve(), parts[1] if len(parts) > 2 else None))
+    return index
+
+
+class InbreastAdapter(DatasetAdapter):
+    name = "inbreast"
+    label_meaning = ("INbreast gives no pathology in its table, so cancer is derived from the image's BI-RADS "
+                     "assessment: 1 for Bi-Rads 4c, 5 or 6 (malignancy likelihood above 50%, or proven), 0 for "
+                     "1, 2 or 3 (at most 2%), empty for 4, 4a and 4b (2-50%, too uncertain to call). The label "
+                     "is a function of birads, so birads is a perfect leak; the verbatim category is in "
+                     "'birads_category'. Labels are per image and may differ between views of one breast.")
+
+    def load(self, root: Path, mapping: Path | None = None) -> Cohort:
+        table_path = find_table(root)
+        raw = read_table(table_path, sep=None if table_path.suffix.lower() == ".csv" else ",")
+        require_columns(raw, REQUIRED, table_path, "inbreast")
+        category = raw["Bi-Rads"].str.upper()
+        unknown = ~category.isin([*LABEL, "4", "4A", "4B", ""])
+        if unknown.any():
+            raise CohortError(f"inbreast: {table_path} column 'Bi-Rads' has unknown value(s) "
+                              f"{sorted(set(category[unknown]))[:5]} in {file_lines(unknown.to_numpy().nonzero()[0])}; "
+                              "expected 1, 2, 3, 4, 4a, 4b, 4c, 5, 6 or empty")
+        index = dicom_index(root / "AllDICOMs")
+        found = raw["File Name"].map(index)
+        without = found.isna()
+        if without.any():
+            log.warning("inbreast: %d image(s) of %s have no DICOM in %s (%s); each counts as its own woman",
+                        int(without.sum()), table_path, root / "AllDICOMs", file_lines(without.to_numpy().nonzero()[0]))
+        patient = raw.get("Patient ID", pd.Series("", index=raw.index))
+        from_file = found.map(lambda f: f[1] if isinstance(f, tuple) else None)
+        patient = patient.where(~patient.str.lower().isin(BLANKED), from_file).fillna(raw["File Name"])
+        age = raw.get("Patient age", pd.Series("", index=raw.index))
+        table = empty_canonical(len(raw))
+        table["patient_id"] = patient.to_numpy()
+        table["image_id"] = raw["File Name"].to_numpy()
+        table["laterality"] = raw["Laterality"].to_numpy()
+        table["view"] = raw["View"].str.upper().to_numpy()
+        table["age"] = age.where(~age.str.lower().isin(BLANKED)).to_numpy()
+        acr_col = first_present(raw, ["ACR"])
+        if acr_col:
+            table["density"] = raw[acr_col].map(DENSITY).to_numpy()
+        table["birads"] = category.str[0].to_numpy()
+        table["birads_category"] = raw["Bi-Rads"].to_numpy()
+        table["cancer"] = category.map(LABEL).to_numpy()
+        table["image_path"] = found.map(lambda f: str(f[0]) if isinstance(f, tuple) else None).to_numpy()
+        date_col = first_present(raw, ["Acquisition date", "Date"])
+        if date_col:
+            table["acquisition_date"] = raw[date_col].to_numpy()
+        return Cohort(validate_cohort(table, source=str(table_path)), dataset=self.name,
+                      label_meaning=self.label_meaning)
+
+
+ADAPTER = InbreastAdapter()

@@ -1,0 +1,64 @@
+"""Reading the metadata tables that datasets ship (CSV, xlsx, xls) with messages that name the file.
+
+Every value is read as stripped text so that adapters decide types themselves and validate_cohort
+can name the rows holding junk. Excel readers are optional dependencies (extra ``excel``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_insight.errors import CohortError
+
+EXCEL_READERS = {".xlsx": "openpyxl", ".xlsm": "openpyxl", ".xls": "xlrd"}
+MAX_SHOWN = 5
+
+
+def read_table(path: Path, sep: str | None = ",") -> pd.DataFrame:
+    """A CSV or Excel sheet as a DataFrame of stripped strings ('' for empty); headers stripped too.
+
+    sep=None sniffs the CSV delimiter (INbreast.csv uses ';').
+    """
+    suffix = path.suffix.lower()
+    try:
+        if suffix in EXCEL_READERS:
+            package = EXCEL_READERS[suffix]
+            if importlib.util.find_spec(package) is None:
+                raise CohortError(f"reading {path} needs the optional package '{package}': "
+                                  f"pip install 'mammo-insight[excel]' (or export the sheet as CSV)")
+            raw = pd.read_excel(path, dtype=str, keep_default_na=False, engine=package)
+        else:
+            raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep,
+                              engine="python" if sep is None else "c")
+    except CohortError:
+        raise
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise CohortError(f"cannot read {path}: {exc}") from exc
+    raw.columns = [str(c).strip() for c in raw.columns]
+    if raw.empty:
+        return raw
+    return raw.apply(lambda col: col.astype(str).str.strip())
+
+
+def file_lines(positions: Iterable[int]) -> str:
+    """0-based data rows as the 1-based file lines a user sees in an editor (header is line 1)."""
+    idx = list(positions)
+    shown = ", ".join(str(i + 2) for i in idx[:MAX_SHOWN])
+    more = f" and {len(idx) - MAX_SHOWN} more" if len(idx) > MAX_SHOWN else ""
+    return f"line(s) {shown}{more}"
+
+
+def require_columns(raw: pd.DataFrame, columns: Iterable[str], path: Path, dataset: str) -> None:
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise CohortError(f"{dataset}: {path} lacks column(s) {', '.join(repr(c) for c in missing)}; "
+                          f"it has {', '.join(repr(c) for c in raw.columns)}")
+
+
+def first_present(raw: pd.DataFrame, names: Iterable[str]) -> str | None:
+    """The first of several spellings of one column that the table uses (CBIS: 'breast density'/'breast_density')."""
+    return next((n for n in names if n in raw.columns), None)

@@ -16,14 +16,25 @@ from torch import nn
 from mammo_insight.errors import MammoInsightError
 
 
-def create_backbone(name: str, weights: str | Path | None = None) -> nn.Module:
+def has_fixed_input_size(name: str) -> bool:
+    """True for timm models built for one input size (ViTs): they need ``img_size`` at creation."""
+    try:
+        return bool(timm.models.get_pretrained_cfg(name, allow_unregistered=True).fixed_input_size)
+    except (RuntimeError, AttributeError):
+        return False
+
+
+def create_backbone(name: str, weights: str | Path | None = None,
+                    img_size: tuple[int, int] | None = None) -> nn.Module:
     """A timm feature extractor (num_classes=0) with 1-channel input.
 
     ``weights``: a local timm/torchvision state dict for the 3-channel model; its first conv is
-    folded to one channel by timm's own ``adapt_input_conv``.
+    folded to one channel by timm's own ``adapt_input_conv``. ``img_size`` (H, W) is passed to
+    models with a fixed input size (ViTs) and ignored by the others, which take any size.
     """
+    extra = {"img_size": tuple(img_size)} if img_size is not None and has_fixed_input_size(name) else {}
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1)
+        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **extra)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown names
         raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
     if weights is not None:
@@ -105,9 +116,9 @@ class MultiViewClassifier(nn.Module):
 
 
 def build_classifier(model_name: str, view_mode: str = "single", weights: str | Path | None = None,
-                     dropout: float = 0.0) -> nn.Module:
+                     dropout: float = 0.0, img_size: tuple[int, int] | None = None) -> nn.Module:
     """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast)."""
-    backbone = create_backbone(model_name, weights)
+    backbone = create_backbone(model_name, weights, img_size)
     if view_mode == "single":
         return SingleViewClassifier(backbone, dropout)
     if view_mode == "multi":

@@ -56,7 +56,9 @@ def load_fold_model(run_dir: str | Path, fold: int, device: str | torch.device =
     path = fold_model_path(run_dir, fold)
     if not path.is_file():
         raise MammoInsightError(f"{run_dir}: fold {fold} has no model ({path} missing)")
-    model = build_classifier(config["model"], config.get("view_mode", "single"))
+    size = config.get("image_size")
+    model = build_classifier(config["model"], config.get("view_mode", "single"),
+                             img_size=tuple(size) if size else None)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 

@@ -1,0 +1,138 @@
+"""The training configuration: one dataclass with defaults, overridable by a TOML file and CLI flags.
+
+The resolved config is written to RUN/config.json, so a run can be rebuilt and resumed from it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mammo_insight.errors import MammoInsightError
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation; every transform is off at 0 (or False)."""
+
+    hflip: float = 0.5
+    vflip: float = 0.0
+    rotate_degrees: float = 10.0
+    brightness: float = 0.1
+    contrast: float = 0.1
+    noise_std: float = 0.0
+    erase_p: float = 0.0          # random patch erasure ("destructive patching")
+    erase_scale: tuple[float, float] = (0.02, 0.1)
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on. Field names are the TOML keys (augment is a table)."""
+
+    model: str = "efficientnet_b0"
+    view_mode: str = "single"          # single (per image) | multi (per breast)
+    image_size: tuple[int, int] | None = None   # (H, W); None: the cache's size
+    folds: int = 5
+    epochs: int = 10
+    seed: int = 0
+    batch_size: int = 16
+    lr: float = 3e-4
+    weight_decay: float = 1e-4
+    dropout: float = 0.0
+    schedule: str = "cosine"           # cosine | plateau (ReduceLROnPlateau on the monitored metric) | none
+    monitor: str = "pf1"               # pf1 | auc | loss: selects the fold checkpoint and drives plateau/early stop
+    early_stopping_patience: int = 0   # 0: off
+    # imbalance remedies
+    loss: str = "bce"                  # bce | focal
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = 0.25
+    pos_weight: float | str | None = None      # a number, "auto" (negatives/positives) or None
+    sampler: str = "none"              # none | balanced
+    target_pos_ratio: float = 0.5      # positive fraction per epoch with the balanced sampler
+    undersample_negatives: float | None = None  # keep this fraction of negatives each epoch
+    oversample_positives: int = 1      # repeat each positive this many times per epoch
+    positive_label: float = 1.0        # soft positive labels, e.g. 0.9
+    warmup_epochs: int = 0             # phase 1: balanced subset; then the full data at real prevalence
+    warmup_pos_ratio: float = 0.5
+    freeze_epochs: int = 0             # progressive unfreezing: backbone frozen for this many epochs,
+    unfreeze_stages: int = 1           # then unfrozen from the head down in this many stages, one per epoch
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    # multi-view
+    max_views: int = 4
+    # engine
+    device: str = "auto"               # auto | cpu | cuda
+    precision: str = "auto"            # auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed
+    channels_last: bool = True         # GPU only
+    devices: int | str = "auto"
+    num_nodes: int = 1
+    strategy: str = "auto"             # e.g. ddp
+    num_workers: int = 0
+    weights: str | None = None         # local pretrained weights file
+    threshold_method: str = "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
+    label_column: str = "cancer"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise MammoInsightError(f"{source}: unknown training option(s) {', '.join(unknown)}; "
+                                f"known: {', '.join(sorted(names))}")
+    kwargs = dict(values)
+    if cls is TrainConfig and isinstance(kwargs.get("augment"), dict):
+        kwargs["augment"] = _coerce(AugmentConfig, kwargs["augment"], f"{source} [augment]")
+    for key in ("image_size", "erase_scale"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    return cls(**kwargs)
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
+    """Defaults <- TOML file <- overrides (CLI flags; None means 'not given')."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise MammoInsightError(f"config file {path} does not exist")
+        try:
+            values = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise MammoInsightError(f"config file {path} is not valid TOML: {exc}") from exc
+        values = values.get("train", values)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    config = _coerce(TrainConfig, values, str(path or "config"))
+    validate_config(config)
+    return config
+
+
+def config_from_dict(values: dict[str, Any]) -> TrainConfig:
+    """Rebuild a TrainConfig from RUN/config.json (keys that are not options are ignored)."""
+    names = {f.name for f in dataclasses.fields(TrainConfig)}
+    return _coerce(TrainConfig, {k: v for k, v in values.items() if k in names}, "config.json")
+
+
+def validate_config(config: TrainConfig) -> None:
+    checks = {
+        "view_mode": config.view_mode in {"single", "multi"},
+        "schedule": config.schedule in {"cosine", "plateau", "none"},
+        "monitor": config.monitor in {"pf1", "auc", "loss"},
+        "loss": config.loss in {"bce", "focal"},
+        "sampler": config.sampler in {"none", "balanced"},
+        "device": config.device in {"auto", "cpu", "cuda"},
+        "threshold_method": config.threshold_method in {"best_f1", "prevalence"},
+        "folds": config.folds >= 2,
+        "epochs": config.epochs >= 1,
+        "target_pos_ratio": 0 < config.target_pos_ratio < 1,
+        "positive_label": 0 < config.positive_label <= 1,
+        "oversample_positives": config.oversample_positives >= 1,
+    }
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise MammoInsightError("invalid training option(s): " + ", ".join(
+            f"{name}={getattr(config, name)!r}" for name in bad))

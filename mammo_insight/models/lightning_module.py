@@ -1,0 +1,119 @@
+"""The LightningModule around a classifier: loss, AdamW, LR schedule, per-epoch pF1/AUC/loss.
+
+Lightning owns the loop (checkpoint/resume, precision, DDP, early stopping); this module only
+says how one batch is scored and which metric the run selects checkpoints on.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch import nn
+
+from mammo_insight.metrics import pf1, roc_auc
+from mammo_insight.models.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+class ClassifierModule(pl.LightningModule):
+    """Wraps a Single- or MultiViewClassifier; a batch is the dict the cache datasets yield."""
+
+    def __init__(self, model: nn.Module, config: TrainConfig, loss: nn.Module, use_channels_last: bool = False):
+        super().__init__()
+        self.model = model
+        self.config = config
+        self.loss_fn = loss
+        self.use_channels_last = use_channels_last
+        # (probs, labels, summed loss or None) per batch, scored over the whole epoch
+        self._outputs: dict[str, list[tuple]] = {"train": [], "val": []}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        image = batch["image"]
+        if self.use_channels_last and image.ndim == 4:
+            image = image.contiguous(memory_format=torch.channels_last)
+        if "mask" in batch:
+            return self.model(image, batch["mask"])
+        return self.model(image)
+
+    def on_train_epoch_start(self) -> None:
+        # Dropout and other in-step randomness restart from (seed, epoch): a resumed run repeats it exactly.
+        torch.manual_seed(self.config.seed * 100_003 + self.current_epoch)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        logits = self(batch)
+        loss = self.loss_fn(logits.float(), batch["label"].float())
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        self._outputs["train"].append((torch.sigmoid(logits.detach().float()), (batch["label"] > 0.5).float(),
+                                       loss.detach() * len(logits)))
+        return loss
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        logits = self(batch).float()
+        labels = (batch["label"] > 0.5).float()
+        self.log("val_loss", nn.functional.binary_cross_entropy_with_logits(logits, labels), on_epoch=True,
+                 batch_size=len(logits), sync_dist=True)
+        self._outputs["val"].append((torch.sigmoid(logits).detach(), labels, None))
+
+    def _log_scores(self, split: str) -> None:
+        """pF1 and ROC-AUC over the whole epoch (gathered across DDP ranks); NaN-free for the loggers."""
+        outputs = self._outputs[split]
+        if not outputs:
+            return
+        probs = self.all_gather(torch.cat([o[0] for o in outputs])).flatten().cpu().numpy()
+        labels = self.all_gather(torch.cat([o[1] for o in outputs])).flatten().cpu().numpy()
+        if outputs[0][2] is not None:
+            total = self.all_gather(torch.stack([o[2] for o in outputs]).sum()).sum()
+            self.log(f"{split}_loss", float(total) / len(probs))
+        outputs.clear()
+        auc = roc_auc(labels, probs)
+        self.log(f"{split}_pf1", float(np.nan_to_num(pf1(labels, probs))), prog_bar=split == "val")
+        self.log(f"{split}_auc", float(auc) if np.isfinite(auc) else 0.5, prog_bar=split == "val")
+
+    def on_validation_epoch_end(self) -> None:
+        # Validation runs after the epoch's last training batch, so both splits are scored here and
+        # are in callback_metrics before the checkpoint of this epoch is written.
+        if not self.trainer.sanity_checking:
+            self._log_scores("train")
+            self._log_scores("val")
+        self._outputs["val"].clear()
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
+                                      weight_decay=self.config.weight_decay)
+        if self.config.schedule == "cosine":
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.config.epochs, 1))
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        if self.config.schedule == "plateau":
+            mode = "min" if self.config.monitor == "loss" else "max"
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=1)
+            return {"optimizer": optimizer,
+                    "lr_scheduler": {"scheduler": scheduler, "monitor": monitor_key(self.config.monitor),
+                                     "interval": "epoch"}}
+        return optimizer
+
+
+def monitor_key(monitor: str) -> str:
+    return {"pf1": "val_pf1", "auc": "val_auc", "loss": "val_loss"}[monitor]
+
+
+class ProgressiveUnfreeze(pl.Callback):
+    """Backbone frozen for ``freeze_epochs``, then unfrozen head-down in ``stages`` steps, one per epoch.
+
+    Stateless (a function of the epoch), so it survives a resume. All parameters stay in the
+    optimizer; frozen ones just get no gradient, which AdamW skips.
+    """
+
+    def __init__(self, freeze_epochs: int, stages: int):
+        self.freeze_epochs = freeze_epochs
+        self.stages = max(stages, 1)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        blocks = list(pl_module.model.backbone.children())
+        done = trainer.current_epoch - self.freeze_epochs + 1     # stages unfrozen so far
+        n_open = len(blocks) if done >= self.stages else round(len(blocks) * max(done, 0) / self.stages)
+        for i, block in enumerate(blocks):
+            block.requires_grad_(i >= len(blocks) - n_open)

@@ -1,0 +1,52 @@
+"""Score cache images with a trained classifier: image rows (and breast rows for multi-view models)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+
+# Carried into prediction files so subgroup tables can be built from them.
+CONTEXT_COLUMNS = ["view", "laterality", "age", "density", "site_id", "machine_id"]
+ID_COLUMNS = ["image_id", "breast_id", "patient_id"]
+
+
+@torch.inference_mode()
+def _probs(model: nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
+    model.eval()
+    out = []
+    for batch in loader:
+        image = batch["image"].to(device, non_blocking=True)
+        logits = model(image, batch["mask"].to(device)) if "mask" in batch else model(image)
+        out.append(torch.sigmoid(logits.float()).cpu())
+    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+
+
+def predict_cache(model: nn.Module, cache_dir: str | Path, table: pd.DataFrame, view_mode: str,
+                  image_size: tuple[int, int] | None, batch_size: int = 32, max_views: int = 4,
+                  device: str | torch.device = "cpu", label_column: str = "cancer",
+                  num_workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """(image predictions, breast predictions or None).
+
+    Multi-view models score breasts; each image row then carries its breast's probability, so
+    image-level consumers still work.
+    """
+    device = torch.device(device)
+    table = table.reset_index(drop=True)
+    keep = [c for c in ID_COLUMNS + CONTEXT_COLUMNS if c in table] + [label_column]
+    images = table[keep].copy()
+    if view_mode == "single":
+        ds = CacheImageDataset(cache_dir, table, label_column=label_column, size=image_size)
+        images["prob"] = _probs(model, DataLoader(ds, batch_size, num_workers=num_workers), device)
+        return images, None
+    ds = CacheBreastDataset(cache_dir, table, label_column=label_column, max_views=max_views, size=image_size)
+    breasts = ds.breasts[["breast_id", "patient_id", label_column]].copy()
+    breasts["prob"] = _probs(model, DataLoader(ds, batch_size, num_workers=num_workers), device)
+    images["prob"] = images["breast_id"].map(breasts.set_index("breast_id")["prob"])
+    return images, breasts

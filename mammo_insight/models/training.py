@@ -1,0 +1,279 @@
+"""`train_run`: k-fold training on a cache with PyTorch Lightning, writing the run directory.
+
+Per fold, Lightning's Trainer owns the loop: checkpoint and resume (RUN/checkpoints/fold_<k>/last.ckpt),
+early stopping, mixed precision, DDP. The best checkpoint on the monitored metric is exported
+with ``run_io.save_fold_model`` and scores the fold's validation patients (out-of-fold predictions).
+A fold whose predictions exist is skipped, and an unfinished fold resumes from its last checkpoint,
+so rerunning an interrupted command finishes the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader
+
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
+from mammo_insight.manifest import file_sha256, package_versions, write_manifest
+from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, tune_threshold
+from mammo_insight.models.augment import build_augment
+from mammo_insight.models.config import TrainConfig, validate_config
+from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.models.factory import build_classifier
+from mammo_insight.models.folds import assign_folds, fold_split
+from mammo_insight.models.lightning_module import ClassifierModule, ProgressiveUnfreeze, monitor_key
+from mammo_insight.models.losses import build_loss
+from mammo_insight.models.predict import predict_cache
+from mammo_insight.models.run_io import save_fold_model, save_run_config
+from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
+
+log = logging.getLogger(__name__)
+# Options that may change between an interrupted run and its resume (they do not change the result).
+RUNTIME_OPTIONS = {"device", "precision", "channels_last", "devices", "num_nodes", "strategy", "num_workers"}
+
+
+class History(pl.Callback):
+    """Per-epoch loss, pF1, ROC-AUC and LR of both splits; saved inside checkpoints so resumes keep it."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict[str, Any]] = []
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        m = {k: float(v) for k, v in trainer.callback_metrics.items()}
+        epoch = trainer.current_epoch
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.rows = [r for r in self.rows if r["epoch"] != epoch]
+        for split in ("train", "val"):
+            self.rows.append({"epoch": epoch, "split": split, "loss": m.get(f"{split}_loss", np.nan),
+                              "pf1": m.get(f"{split}_pf1", np.nan), "roc_auc": m.get(f"{split}_auc", np.nan),
+                              "lr": lr})
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.rows = list(state["rows"])
+
+
+def resolve_device(config: TrainConfig) -> tuple[str, str]:
+    """(Lightning accelerator, precision): mixed precision only on a GPU."""
+    cuda = torch.cuda.is_available()
+    if config.device == "cuda" and not cuda:
+        raise MammoInsightError("--device cuda was asked for but torch sees no CUDA GPU")
+    accelerator = "gpu" if (config.device == "cuda" or (config.device == "auto" and cuda)) else "cpu"
+    if accelerator == "cpu":
+        if config.precision not in {"auto", "32-true", "32"}:
+            log.warning("precision %s needs a GPU; training in 32-bit on the CPU", config.precision)
+        return accelerator, "32-true"
+    if config.precision == "auto":
+        return accelerator, "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return accelerator, config.precision
+
+
+def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
+    """The ok cache rows with a known label (unlabelled rows cannot train or be scored)."""
+    index = read_cache_index(cache_dir)
+    if label_column not in index:
+        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no column {label_column!r}")
+    table = index[index[label_column].notna()].reset_index(drop=True)
+    dropped = len(index) - len(table)
+    if dropped:
+        log.warning("%d cache row(s) without a %s label are left out", dropped, label_column)
+    if table.empty:
+        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label_column} label")
+    return table
+
+
+def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
+    """config.json: every option plus what the run depends on (image size, cache hash, versions)."""
+    values = config.to_dict()
+    if config.image_size is None:
+        values["image_size"] = [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])]
+    values.update(cache=str(cache_dir), cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
+                  versions=package_versions(), n_images=len(table), n_patients=int(table["patient_id"].nunique()))
+    return values
+
+
+def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
+    """Refuse to resume into a run directory made with other settings or another cache."""
+    from mammo_insight.models.run_io import load_run_config
+
+    if not (out_dir / "config.json").is_file():
+        return
+    old = load_run_config(out_dir)
+    skip = RUNTIME_OPTIONS | {"versions", "cache", "threshold", "thresholds"}
+    differ = sorted(k for k in values if k not in skip and k in old and _norm(old[k]) != _norm(values[k]))
+    if differ:
+        raise MammoInsightError(f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
+                                "use a new --out folder, or delete this one to start over")
+
+
+def _norm(value: Any) -> Any:
+    return [_norm(v) for v in value] if isinstance(value, (list, tuple)) else (
+        {k: _norm(v) for k, v in value.items()} if isinstance(value, dict) else value)
+
+
+def _datasets(cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig,
+              size: tuple[int, int]) -> tuple[Any, Any]:
+    augment = build_augment(config.augment)
+    if config.view_mode == "single":
+        train_ds = CacheImageDataset(cache_dir, train, augment, config.label_column, size=size)
+        val_ds = CacheImageDataset(cache_dir, val, None, config.label_column, size=size)
+    else:
+        train_ds = CacheBreastDataset(cache_dir, train, augment, config.label_column, config.max_views, size=size)
+        val_ds = CacheBreastDataset(cache_dir, val, None, config.label_column, config.max_views, size=size)
+    return train_ds, val_ds
+
+
+def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, fold: int,
+               config: TrainConfig, size: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Train one fold (resuming from its last checkpoint), export its best model, score its validation rows."""
+    train_idx, val_idx = fold_split(table, folds, fold)
+    train, val = table.loc[train_idx], table.loc[val_idx]
+    log.info("fold %d: %d training and %d validation images", fold, len(train), len(val))
+    pl.seed_everything(config.seed + fold, workers=True, verbose=False)
+    accelerator, precision = resolve_device(config)
+    channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
+
+    train_ds, val_ds = _datasets(cache_dir, train, val, config, size)
+    hard = train_ds.labels.copy()
+    train_ds.labels = soft_labels(hard, config.positive_label)
+    sampler = EpochSampler(hard, config)
+    pin = accelerator == "gpu"
+    common = {"batch_size": config.batch_size, "num_workers": config.num_workers, "pin_memory": pin,
+                  "worker_init_fn": worker_init if config.num_workers else None,
+                  "persistent_workers": config.num_workers > 0}
+    train_loader = DataLoader(train_ds, sampler=sampler, drop_last=len(train_ds) >= 2 * config.batch_size, **common)
+    val_loader = DataLoader(val_ds, shuffle=False, **common)
+
+    model = build_classifier(config.model, config.view_mode, config.weights, config.dropout, img_size=size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss = build_loss(config.loss, pos_weight_value(hard, config.pos_weight), config.focal_gamma, config.focal_alpha)
+    module = ClassifierModule(model, config, loss, use_channels_last=channels_last)
+
+    ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
+    mode = "min" if config.monitor == "loss" else "max"
+    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor_key(config.monitor),
+                                              mode=mode, save_top_k=1, save_last=True)
+    history = History()
+    callbacks: list[pl.Callback] = [history, checkpoint]
+    if config.early_stopping_patience > 0:
+        callbacks.append(pl.callbacks.EarlyStopping(monitor_key(config.monitor), mode=mode,
+                                                    patience=config.early_stopping_patience))
+    if config.freeze_epochs > 0:
+        callbacks.append(ProgressiveUnfreeze(config.freeze_epochs, config.unfreeze_stages))
+    trainer = pl.Trainer(max_epochs=config.epochs, accelerator=accelerator, devices=config.devices,
+                         num_nodes=config.num_nodes, strategy=config.strategy, precision=precision,
+                         callbacks=callbacks, logger=False, num_sanity_val_steps=0,
+                         deterministic="warn" if accelerator == "cpu" else False,
+                         reload_dataloaders_every_n_epochs=1 if config.warmup_epochs else 0,
+                         enable_model_summary=False, log_every_n_steps=1)
+    last = ckpt_dir / "last.ckpt"
+    if last.is_file():
+        log.info("fold %d: resuming from %s", fold, last)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    if not trainer.is_global_zero:
+        return pd.DataFrame(), None
+
+    best = checkpoint.best_model_path or str(last)
+    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    module.load_state_dict(state)
+    model = module.model.to(memory_format=torch.contiguous_format)
+    save_fold_model(out_dir, fold, model)
+    device = trainer.strategy.root_device
+    images, breasts = predict_cache(model.to(device), cache_dir, val, config.view_mode, size, config.batch_size,
+                                    config.max_views, device, config.label_column)
+    fold_dir = out_dir / "folds" / f"fold_{fold}"
+    hist = pd.DataFrame(history.rows).assign(fold=fold)
+    hist.to_csv(fold_dir / "history.csv", index=False)
+    for frame in (images, breasts):
+        if frame is not None:
+            frame.insert(frame.columns.get_loc("patient_id") + 1, "fold", fold)
+    if breasts is not None:
+        breasts.to_csv(fold_dir / "oof_breast.csv", index=False)
+    images.to_csv(fold_dir / "oof.csv", index=False)   # written last: its presence marks the fold done
+    return images, breasts
+
+
+def _read_fold(fold_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    ids = {"image_id": str, "breast_id": str, "patient_id": str}
+    images = pd.read_csv(fold_dir / "oof.csv", dtype=ids)
+    breast_path = fold_dir / "oof_breast.csv"
+    return images, pd.read_csv(breast_path, dtype=ids) if breast_path.is_file() else None
+
+
+def level_thresholds(oof: pd.DataFrame, method: str, label: str) -> dict[str, float]:
+    """Operating thresholds tuned on the out-of-fold predictions, per level (image, breast mean, breast max)."""
+    levels = {"image": oof, "breast": aggregate_to_breast(oof, "mean", label),
+              "breast_max": aggregate_to_breast(oof, "max", label)}
+    return {level: float(tune_threshold(frame[label], frame["prob"], method)) for level, frame in levels.items()}
+
+
+def finish_run(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, values: dict[str, Any],
+               images: list[pd.DataFrame], breasts: list[pd.DataFrame | None], history: list[pd.DataFrame]) -> Path:
+    """Write the run-level files: OOF predictions, history, thresholds, metrics, baselines, manifest, report."""
+    from mammo_insight.metrics.baselines import evaluate_baselines, load_cache_images
+    from mammo_insight.models.run_report import render_run_report
+
+    label = values["label_column"]
+    oof = pd.concat(images, ignore_index=True)
+    oof.to_csv(out_dir / "oof_predictions.csv", index=False)
+    if any(b is not None for b in breasts):
+        pd.concat([b for b in breasts if b is not None], ignore_index=True).to_csv(
+            out_dir / "oof_breast_predictions.csv", index=False)
+    columns = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "lr"]
+    pd.concat(history, ignore_index=True)[columns].to_csv(out_dir / "history.csv", index=False)
+
+    thresholds = level_thresholds(oof, values["threshold_method"], label)
+    values.update(threshold=thresholds["image"], thresholds=thresholds)
+    save_run_config(out_dir, values)
+    save_metrics_json(out_dir / "metrics.json", evaluate_predictions(oof, thresholds, seed=values["seed"],
+                                                                     label=label))
+    scored = table.assign(fold=folds)[table["image_id"].isin(oof["image_id"])]
+    pixels = load_cache_images(cache_dir, scored)
+    save_metrics_json(out_dir / "baselines.json", evaluate_baselines(scored, pixels, seed=values["seed"], label=label))
+    write_manifest(out_dir, "train", {k: v for k, v in values.items() if k != "versions"}, values["seed"],
+                   {"cache_index": cache_dir / INDEX_FILE})
+    render_run_report(out_dir)
+    log.info("run written to %s", out_dir)
+    return out_dir
+
+
+def train_run(cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None) -> Path:
+    """Train every fold (resuming what an interrupted run left) and write the run directory; returns it."""
+    config = config or TrainConfig()
+    validate_config(config)
+    cache_dir, out_dir = Path(cache_dir), Path(out_dir)
+    table = load_training_table(cache_dir, config.label_column)
+    values = resolved_config(config, cache_dir, table)
+    size = tuple(values["image_size"])
+    _check_resumable(out_dir, values)
+    save_run_config(out_dir, values)
+    folds = assign_folds(table, config.folds, config.seed, config.label_column)
+
+    images, breasts, history = [], [], []
+    for fold in range(config.folds):
+        fold_dir = out_dir / "folds" / f"fold_{fold}"
+        if (fold_dir / "oof.csv").is_file() and (fold_dir / "model.pt").is_file():
+            log.info("fold %d: already done, skipped", fold)
+            image_rows, breast_rows = _read_fold(fold_dir)
+        else:
+            image_rows, breast_rows = train_fold(cache_dir, out_dir, table, folds, fold, config, size)
+            if not image_rows.empty or (fold_dir / "oof.csv").is_file():
+                image_rows, breast_rows = _read_fold(fold_dir)
+            else:
+                return out_dir   # a non-zero DDP rank: rank 0 writes the run files
+        images.append(image_rows)
+        breasts.append(breast_rows)
+        history.append(pd.read_csv(fold_dir / "history.csv"))
+    return finish_run(cache_dir, out_dir, table, folds, values, images, breasts, history)

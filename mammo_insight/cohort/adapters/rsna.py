@@ -1,6 +1,7 @@
 """RSNA Screening Mammography Breast Cancer Detection (Kaggle 2022-23) layout.
 
-root/train.csv (or test.csv) and root/train_images/<patient_id>/<image_id>.dcm.
+root/train.csv (or test.csv) and root/train_images/<patient_id>/<image_id>.dcm; an optional
+root/annotations.csv (image_id, x, y, radius; written by the synthetic cohort) becomes Cohort.annotations.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from mammo_insight.errors import CohortError
 RENAMES = {"BIRADS": "birads"}
 DIRECT = ["patient_id", "image_id", "laterality", "view", "age", "site_id", "machine_id", "density",
           "implant", "cancer", "biopsy", "invasive", "difficult_negative_case"]
+ANNOTATION_COLUMNS = ["image_id", "x", "y", "radius"]
 
 
 class RsnaAdapter(DatasetAdapter):
@@ -45,7 +47,27 @@ class RsnaAdapter(DatasetAdapter):
         table["image_path"] = [str(images / p / f"{i}.dcm") for p, i in zip(raw["patient_id"], raw["image_id"])]
         if "prediction_id" in raw.columns:
             table["breast_id"] = raw["prediction_id"].to_numpy()
-        return Cohort(validate_cohort(table, source=str(csv)), dataset=self.name, label_meaning=self.label_meaning)
+        cohort = Cohort(validate_cohort(table, source=str(csv)), dataset=self.name,
+                        label_meaning=self.label_meaning)
+        if (root / "annotations.csv").exists():
+            cohort.annotations = _annotations(root / "annotations.csv")
+        return cohort
+
+
+def _annotations(path: Path) -> pd.DataFrame:
+    """Lesion circles (image_id str; x, y, radius float in original pixels, x right, y down)."""
+    ann = pd.read_csv(path, dtype={"image_id": str})
+    missing = [c for c in ANNOTATION_COLUMNS if c not in ann.columns]
+    if missing:
+        raise CohortError(f"rsna: {path} lacks column(s) {', '.join(missing)}")
+    ann = ann[ANNOTATION_COLUMNS].copy()
+    for col in ANNOTATION_COLUMNS[1:]:
+        values = pd.to_numeric(ann[col], errors="coerce")
+        if values.isna().any():
+            row = int(values.isna().to_numpy().argmax())
+            raise CohortError(f"rsna: {path} column '{col}' must be numeric; row {row} holds {ann[col].iloc[row]!r}")
+        ann[col] = values.astype("float64")
+    return ann
 
 
 ADAPTER = RsnaAdapter()

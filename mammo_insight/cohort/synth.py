@@ -1,0 +1,104 @@
+"""A synthetic RSNA-like cohort on disk: the embedded default for the demo and the tests.
+
+Writes, under ``out``: train.csv (RSNA's exact columns), train_images/<patient_id>/<image_id>.dcm,
+annotations.csv (image_id, x, y, radius of each planted lesion, original pixels, x right, y down) and
+breast_boxes.csv (image_id, x0, y0, x1, y1: the true breast bounding box, x1/y1 exclusive).
+The planted effects are documented in :mod:`mammo_insight.cohort.synth_table` (``TRUE_EFFECTS``);
+the DICOM variety in :mod:`mammo_insight.cohort.synth_dicom`. Same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.cohort.synth_dicom import PROFILES, ImageMeta, to_stored, write_dicom
+from mammo_insight.cohort.synth_images import draw_lesion_spec, render_image
+from mammo_insight.cohort.synth_table import (
+    RSNA_COLUMNS,
+    TRUE_EFFECTS,
+    TrueEffects,
+    breast_level,
+    make_synthetic_table,
+)
+from mammo_insight.progress import track
+
+__all__ = ["TRUE_EFFECTS", "TrueEffects", "breast_level", "make_synthetic_cohort", "make_synthetic_table"]
+
+log = logging.getLogger(__name__)
+
+SIZE_FACTORS = (1.0, 1.25, 1.5)
+SIZE_SHARES = (0.6, 0.25, 0.15)
+PAD_RATE = 0.12
+PROGRESS_MIN_IMAGES = 400
+
+
+def _even(v: float) -> int:
+    return max(16, int(round(v / 2)) * 2)
+
+
+def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:
+    """RSNA's value formats: integer ages (empty when unknown), integer BIRADS or empty, True/False."""
+    out = table[RSNA_COLUMNS].copy()
+    out["age"] = out["age"].astype("Int64")
+    out["difficult_negative_case"] = out["difficult_negative_case"].map({True: "True", False: "False"})
+    return out
+
+
+def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int, int] = (256, 192),
+                          prevalence: float = 0.2) -> dict:
+    """Write the cohort (see module docstring) and return summary counts.
+
+    size is the base (height, width); each woman's images use one of a few sizes around it
+    (x1, x1.25, x1.5). prevalence is the fraction of positive breasts.
+    """
+    out = Path(out)
+    table = make_synthetic_table(n_patients, seed, prevalence)
+    out.mkdir(parents=True, exist_ok=True)
+    _rsna_csv(table).to_csv(out / "train.csv", index=False)
+
+    women = table["patient_id"].unique()
+    woman_rng = np.random.default_rng([seed, 1])
+    factor = dict(zip(women, woman_rng.choice(SIZE_FACTORS, size=len(women), p=SIZE_SHARES)))
+    order = np.random.default_rng([seed, 2]).permutation(len(PROFILES))
+    lesions: dict[tuple[int, str], object] = {}
+    ann_rows, box_rows = [], []
+    rows = table.to_dict("records")
+    items = track(enumerate(rows), "synthetic DICOMs", total=len(rows)) if len(rows) >= PROGRESS_MIN_IMAGES \
+        else enumerate(rows)
+    for i, row in items:
+        pid, lat = int(row["patient_id"]), row["laterality"]
+        key = (pid, lat)
+        if row["cancer"] == 1 and key not in lesions:
+            lesions[key] = draw_lesion_spec(np.random.default_rng([seed, 3, pid, ord(lat)]))
+        rng = np.random.default_rng([seed, 4, int(row["image_id"])])
+        f = factor[row["patient_id"]]
+        img = render_image(rng, _even(size[0] * f), _even(size[1] * f), lat, row["view"],
+                           row["density_true"], lesions.get(key), bool(rng.random() < PAD_RATE))
+        profile = PROFILES[order[i % len(PROFILES)]]
+        stored, pad_value = to_stored(img.pixels, img.padding, profile)
+        meta = ImageMeta(patient_id=str(pid), image_id=str(row["image_id"]), laterality=lat, view=row["view"],
+                         age=float(row["age_true"]), site_id=str(row["site_id"]), seed=seed)
+        write_dicom(out / "train_images" / str(pid) / f"{row['image_id']}.dcm", stored,
+                    pad_value if img.padding.any() else None, profile, meta)
+        box_rows.append((row["image_id"], *img.breast_box))
+        if img.lesion is not None:
+            ann_rows.append((row["image_id"], *(round(v, 2) for v in img.lesion)))
+    pd.DataFrame(ann_rows, columns=["image_id", "x", "y", "radius"]).to_csv(out / "annotations.csv", index=False)
+    pd.DataFrame(box_rows, columns=["image_id", "x0", "y0", "x1", "y1"]).to_csv(out / "breast_boxes.csv",
+                                                                                 index=False)
+    breasts = breast_level(table)
+    summary = {
+        "n_images": len(table),
+        "n_patients": int(table["patient_id"].nunique()),
+        "n_breasts": len(breasts),
+        "n_positive_images": int(table["cancer"].sum()),
+        "n_positive_breasts": int(breasts["cancer"].sum()),
+        "n_lesions": len(ann_rows),
+        "out": str(out),
+    }
+    log.info("synthetic cohort: %s", summary)
+    return summary

@@ -1,0 +1,186 @@
+"""Encode synthetic display images as DICOMs with the variety found in real screening archives.
+
+Each image gets one ``DicomProfile`` (transfer syntax, photometric interpretation, bits stored, rescale,
+VOI LUT form). Stored values are chosen so that the CORRECT display pipeline (modality LUT, then VOI LUT,
+then inversion for MONOCHROME1) shows bright tissue on a dark background: MONOCHROME1 files store
+inverted values. Fake identifying tags (PatientName, PatientBirthDate, InstitutionName, ...) are
+written on purpose so hardening tests can check they never reach any output. UIDs derive from the
+seed and ids (no clock, no randomness): same seed, same bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.sequence import Sequence
+from pydicom.uid import (
+    JPEG2000Lossless,
+    JPEGLosslessSV1,
+    ExplicitVRLittleEndian,
+    RLELossless,
+    UID,
+    generate_uid,
+)
+
+from mammo_insight.cohort.jpeg_lossless import encode_jpeg_lossless_sv1
+
+MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
+IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1473.1")  # fixed: no library version in the bytes
+SYNTAXES = (JPEG2000Lossless, JPEGLosslessSV1, RLELossless, ExplicitVRLittleEndian)
+FIRST_NAMES = ("JANE", "MARY", "ANNA", "ROSA", "EMMA", "LENA", "SARA", "IRIS")
+
+
+@dataclass(frozen=True)
+class DicomProfile:
+    syntax: UID
+    photometric: str  # MONOCHROME1 or MONOCHROME2
+    bits_stored: int  # 12 or 16
+    voi: str  # LINEAR, SIGMOID or LUT (a VOI LUT Sequence plus a LINEAR window)
+    slope: float
+    intercept: float
+
+
+# Cycled over images in a seeded order: every transfer syntax meets both photometric interpretations,
+# both bit depths and every VOI form within the first 16 images of any cohort.
+PROFILES = (
+    DicomProfile(JPEG2000Lossless, "MONOCHROME1", 16, "SIGMOID", 1.0, 0.0),
+    DicomProfile(JPEG2000Lossless, "MONOCHROME2", 12, "LINEAR", 1.0, 0.0),
+    DicomProfile(JPEG2000Lossless, "MONOCHROME2", 16, "LINEAR", 0.5, -100.0),
+    DicomProfile(JPEG2000Lossless, "MONOCHROME1", 12, "LUT", 1.0, 0.0),
+    DicomProfile(JPEGLosslessSV1, "MONOCHROME1", 12, "LINEAR", 1.0, 0.0),
+    DicomProfile(JPEGLosslessSV1, "MONOCHROME2", 16, "SIGMOID", 1.0, 0.0),
+    DicomProfile(JPEGLosslessSV1, "MONOCHROME2", 12, "LUT", 1.0, 0.0),
+    DicomProfile(JPEGLosslessSV1, "MONOCHROME1", 16, "LINEAR", 2.0, -1024.0),
+    DicomProfile(RLELossless, "MONOCHROME2", 12, "SIGMOID", 1.0, 0.0),
+    DicomProfile(RLELossless, "MONOCHROME1", 16, "LINEAR", 1.0, 0.0),
+    DicomProfile(RLELossless, "MONOCHROME2", 16, "LINEAR", 1.0, -1000.0),
+    DicomProfile(RLELossless, "MONOCHROME1", 12, "SIGMOID", 1.0, 0.0),
+    DicomProfile(ExplicitVRLittleEndian, "MONOCHROME2", 16, "LINEAR", 1.0, 0.0),
+    DicomProfile(ExplicitVRLittleEndian, "MONOCHROME1", 16, "LINEAR", 0.5, 0.0),
+    DicomProfile(ExplicitVRLittleEndian, "MONOCHROME2", 12, "SIGMOID", 1.0, 0.0),
+    DicomProfile(ExplicitVRLittleEndian, "MONOCHROME1", 12, "LUT", 1.0, 0.0),
+)
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """Header facts for one image (ids as in train.csv)."""
+
+    patient_id: str
+    image_id: str
+    laterality: str
+    view: str
+    age: float
+    site_id: str
+    seed: int
+
+
+def _stored_range(bits: int) -> tuple[int, int]:
+    """Stored values used for brightness 0..1 (before MONOCHROME1 inversion): most of the bit range."""
+    top = (1 << bits) - 1
+    return int(top * 0.04), int(top * 0.92)
+
+
+def to_stored(pixels: np.ndarray, padding: np.ndarray, profile: DicomProfile) -> tuple[np.ndarray, int]:
+    """Display brightness -> stored uint16 values; returns the array and the padding value."""
+    lo, hi = _stored_range(profile.bits_stored)
+    stored = lo + np.round(np.clip(pixels, 0.0, 1.0) * (hi - lo))
+    if profile.photometric == "MONOCHROME1":
+        stored = hi + lo - stored
+    pad_value = hi if profile.photometric == "MONOCHROME1" else lo
+    stored[padding] = pad_value
+    return stored.astype(np.uint16), pad_value
+
+
+def _uid(meta: ImageMeta, *parts: str) -> UID:
+    return generate_uid(entropy_srcs=["mammo-insight-synth", str(meta.seed), meta.patient_id, *parts])
+
+
+def _voi_lut_item(lo: int, hi: int) -> Dataset:
+    """A VOI LUT Sequence item mapping stored lo..hi to 12-bit output through a gentle S-curve."""
+    n = hi - lo + 1
+    t = np.linspace(0.0, 1.0, n)
+    curve = 1.0 / (1.0 + np.exp(-6.0 * (t - 0.5)))
+    curve = (curve - curve[0]) / (curve[-1] - curve[0])
+    item = Dataset()
+    item.add_new(0x00283002, "US", [n if n < 65536 else 0, lo, 16])  # LUTDescriptor
+    item.LUTExplanation = "SYNTHETIC S-CURVE"
+    item.add_new(0x00283006, "OW", np.round(curve * 65535).astype("<u2").tobytes())  # LUTData
+    return item
+
+
+def build_dataset(stored: np.ndarray, pad_value: int | None, profile: DicomProfile, meta: ImageMeta) -> Dataset:
+    """A Digital Mammography For Presentation dataset with the given pixels (still uncompressed)."""
+    rows, cols = stored.shape
+    sop_uid = _uid(meta, meta.image_id)
+    fm = FileMetaDataset()
+    fm.MediaStorageSOPClassUID = MAMMO_FOR_PRESENTATION
+    fm.MediaStorageSOPInstanceUID = sop_uid
+    fm.TransferSyntaxUID = ExplicitVRLittleEndian
+    fm.ImplementationClassUID = IMPLEMENTATION_UID
+    fm.ImplementationVersionName = "MAMMOINSIGHT01"
+    ds = Dataset()
+    ds.file_meta = fm
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.SOPClassUID = MAMMO_FOR_PRESENTATION
+    ds.SOPInstanceUID = sop_uid
+    ds.StudyDate = "20200101"
+    ds.Modality = "MG"
+    ds.Manufacturer = "SYNTHETIC"
+    ds.InstitutionName = f"SYNTH GENERAL HOSPITAL SITE {meta.site_id}"
+    ds.ReferringPhysicianName = "SYNTH^DOCTOR"
+    ds.AccessionNumber = f"ACC{meta.patient_id}"
+    ds.PatientName = f"SYNTH^{FIRST_NAMES[int(meta.patient_id) % len(FIRST_NAMES)]}"
+    ds.PatientID = meta.patient_id
+    age = 60 if np.isnan(meta.age) else int(meta.age)
+    ds.PatientBirthDate = f"{2020 - age:04d}{1 + int(meta.patient_id) % 12:02d}15"
+    ds.PatientSex = "F"
+    ds.StudyInstanceUID = _uid(meta, "study")
+    ds.SeriesInstanceUID = _uid(meta, "series", meta.laterality)
+    ds.InstanceNumber = 1
+    ds.ImageLaterality = meta.laterality
+    ds.ViewPosition = meta.view
+    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.BurnedInAnnotation = "YES"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = profile.photometric
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated = 16
+    ds.BitsStored = profile.bits_stored
+    ds.HighBit = profile.bits_stored - 1
+    ds.PixelRepresentation = 0
+    if pad_value is not None:
+        ds.PixelPaddingValue = pad_value
+    lo, hi = _stored_range(profile.bits_stored)
+    ds.RescaleIntercept = f"{profile.intercept:g}"
+    ds.RescaleSlope = f"{profile.slope:g}"
+    ds.RescaleType = "US"
+    center = profile.slope * (lo + hi) / 2 + profile.intercept
+    width = profile.slope * (hi - lo) * 0.95
+    ds.WindowCenter = f"{center:.2f}"
+    ds.WindowWidth = f"{width:.2f}"
+    ds.VOILUTFunction = "SIGMOID" if profile.voi == "SIGMOID" else "LINEAR"
+    if profile.voi == "LUT":
+        ds.VOILUTSequence = Sequence([_voi_lut_item(int(profile.slope * lo + profile.intercept),
+                                                    int(profile.slope * hi + profile.intercept))])
+    ds.LossyImageCompression = "00"
+    ds.PixelData = stored.tobytes()
+    return ds
+
+
+def write_dicom(path: Path, stored: np.ndarray, pad_value: int | None, profile: DicomProfile,
+                meta: ImageMeta) -> None:
+    """Build, encode with the profile's transfer syntax and save one file."""
+    ds = build_dataset(stored, pad_value, profile, meta)
+    if profile.syntax == JPEGLosslessSV1:
+        ds.PixelData = encapsulate([encode_jpeg_lossless_sv1(stored, profile.bits_stored)])
+        ds["PixelData"].VR = "OB"
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+    elif profile.syntax != ExplicitVRLittleEndian:
+        ds.compress(profile.syntax, stored, generate_instance_uid=False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(path, enforce_file_format=True)

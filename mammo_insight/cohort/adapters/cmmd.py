@@ -120,7 +120,10 @@ class CmmdAdapter(DatasetAdapter):
             images = clinical[["patient_id", "laterality"]].assign(
                 view=None, image_path=None, image_id=clinical["patient_id"] + "_" + clinical["laterality"])
         images = self._fill_laterality(images, clinical)
-        merged = images.merge(clinical, on=["patient_id", "laterality"], how="left", validate="many_to_one")
+        merged = images.merge(clinical.drop(columns="age"), on=["patient_id", "laterality"], how="left",
+                              validate="many_to_one")
+        # Age belongs to the woman: images of a breast without a clinical row still get it.
+        merged["age"] = merged["patient_id"].map(clinical.dropna(subset=["age"]).groupby("patient_id")["age"].first())
         unknown = sorted(set(merged["patient_id"]) - set(clinical["patient_id"]))
         if unknown:
             log.warning("cmmd: %d woman/women with DICOMs are not in %s (label empty), e.g. %s",

@@ -72,6 +72,36 @@ def test_cbis_real_manifest_through_example_mapping(data_dir, tmp_path):
     assert table["image_path"].map(lambda p: Path(p).is_file()).all()
 
 
+RSNA_AS_GENERIC = """csv = "train.csv"
+[columns]
+patient_id = "patient_id"
+image_id = "image_id"
+laterality = "laterality"
+view = "view"
+age = "age"
+site_id = "site_id"
+machine_id = "machine_id"
+density = "density"
+birads = "BIRADS"
+implant = "implant"
+biopsy = "biopsy"
+invasive = "invasive"
+difficult_negative_case = "difficult_negative_case"
+[label]
+column = "cancer"
+positive = [1]
+negative = [0]
+"""
+
+
+def test_generic_mapping_reproduces_the_rsna_adapter(data_dir, tmp_path):
+    (tmp_path / "rsna.toml").write_text(RSNA_AS_GENERIC)
+    generic = load_cohort("generic", data_dir / "rsna", tmp_path / "rsna.toml").table
+    rsna = load_cohort("rsna", data_dir / "rsna").table
+    columns = [c for c in rsna.columns if c != "image_path"]  # RSNA's CSV has no path column
+    pd.testing.assert_frame_equal(generic[columns], rsna[columns])
+
+
 # --- CLI errors -------------------------------------------------------------------------------------
 
 

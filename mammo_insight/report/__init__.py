@@ -1,7 +1,26 @@
 """Self-contained HTML reports: one look for every stage, figures embedded, data text escaped."""
 
-from mammo_insight.report.blocks import bullet_list, figure, image, metric_cards, paragraph, raw_link, table
+from mammo_insight.report.blocks import (
+           bullet_list,
+           details,
+           figure,
+           image,
+           metric_cards,
+           paragraph,
+           raw_link,
+           table,
+)
 from mammo_insight.report.render import Section, render_page
 
-__all__ = ["Section", "render_page", "paragraph", "bullet_list", "figure", "image", "table", "metric_cards",
-           "raw_link"]
+__all__ = [
+           "Section",
+           "bullet_list",
+           "details",
+           "figure",
+           "image",
+           "metric_cards",
+           "paragraph",
+           "raw_link",
+           "render_page",
+           "table",
+]

@@ -91,6 +91,13 @@ def metric_cards(values: Mapping[str, str]) -> Markup:
     return Markup(f'<div class="cards">{cards}</div>')
 
 
+def details(summary: str, blocks: Iterable[Markup], open_: bool = False) -> Markup:
+    """A collapsible part (long tables, methods) that keeps the page short until the reader asks."""
+    attr = " open" if open_ else ""
+    return Markup(f"<details{attr}><summary>{escape(summary)}</summary>" + "".join(str(b) for b in blocks)
+                  + "</details>")
+
+
 def raw_link(label: str, href: str) -> Markup:
     """A link to a relative file or page of the same output tree."""
     return Markup(f'<a href="{escape(href)}">{escape(label)}</a>')

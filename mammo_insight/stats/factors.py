@@ -1,0 +1,158 @@
+"""Which columns the study analyses, and how: the factor list and the tidy analysis frame.
+
+A factor is a column seen as levels (categorical, or ordinal when its levels have an order) or as a
+number (continuous). The canonical columns have fixed roles; a dataset's extra columns come from
+``Cohort.factors`` (declared by the adapter or the TOML mapping) or, failing that, are guessed from
+their values. Columns that cannot be analysed (empty, constant, identifier-like) are skipped with a
+note that the report shows, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import polars as pl
+
+from mammo_insight.cohort.schema import CANONICAL_COLUMNS, POST_OUTCOME_COLUMNS
+
+AGE_BANDS = ["<40", "40-49", "50-59", "60-69", "70-79", "80+"]
+AGE_EDGES = [-np.inf, 40, 50, 60, 70, 80, np.inf]
+MISSING = "missing"
+MAX_LEVELS = 30  # more distinct values than this looks like an identifier, not a factor
+MIN_CONTINUOUS_VALUES = 12  # a numeric extra column with more distinct values is treated as continuous
+UNIT_IDS = {"image": "image_id", "breast": "breast_id", "patient": "patient_id"}
+# Canonical columns analysed as levels, in report order; birads is shown but flagged post-outcome.
+CANONICAL_FACTORS = ["age_band", "density", "view", "laterality", "site_id", "machine_id", "implant", "birads"]
+ORDERED = {"age_band": AGE_BANDS, "density": ["A", "B", "C", "D"]}
+YES_NO = {"0": "no", "1": "yes"}
+NOT_FACTORS = {"patient_id", "image_id", "breast_id", "image_path", "cancer", "age", "biopsy", "invasive",
+               "difficult_negative_case"}
+
+
+@dataclass(frozen=True)
+class Factor:
+    """One analysed column. ``levels`` is the display order (``missing`` last when present)."""
+
+    name: str
+    kind: str  # "categorical", "ordinal" or "continuous"
+    levels: tuple[str, ...] = ()
+    post_outcome: bool = False
+
+    @property
+    def ordered(self) -> bool:
+        return self.kind == "ordinal"
+
+
+def _as_levels(values: pd.Series) -> pd.Series:
+    """Strings without a spurious '.0' (BIRADS 1.0 -> '1'), empty cells as ``missing``."""
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == values.notna().sum() and values.notna().any():
+        whole = numeric.dropna().eq(numeric.dropna().round()).all()
+        text = numeric.map(lambda v: f"{v:.0f}" if whole else f"{v:g}", na_action="ignore")
+    else:
+        text = values.astype("string").str.strip()
+    return text.astype("object").where(text.notna(), MISSING).astype(str)
+
+
+def age_bands(age: pd.Series) -> pd.Series:
+    """<40, 40-49, ..., 80+; missing ages become ``missing``."""
+    bands = pd.cut(pd.to_numeric(age, errors="coerce"), AGE_EDGES, right=False, labels=AGE_BANDS)
+    return bands.astype("object").where(bands.notna(), MISSING).astype(str)
+
+
+def _sort_levels(levels: list[str], order: list[str] | None) -> tuple[str, ...]:
+    present = [lv for lv in levels if lv != MISSING]
+    if order:
+        head = [lv for lv in order if lv in present]
+        present = head + sorted(lv for lv in present if lv not in order)
+    else:
+        numeric = pd.to_numeric(pd.Series(present), errors="coerce")
+        present = ([present[i] for i in np.argsort(numeric.to_numpy(), kind="stable")] if numeric.notna().all()
+                   else sorted(present))
+    return tuple(present + ([MISSING] if MISSING in levels else []))
+
+
+def _guess_kind(values: pd.Series) -> str:
+    numeric = pd.to_numeric(values, errors="coerce")
+    if numeric.notna().sum() == values.notna().sum() and numeric.nunique() > MIN_CONTINUOUS_VALUES:
+        return "continuous"
+    return "categorical"
+
+
+@dataclass
+class StudyFrame:
+    """The rows with a known label, one column per factor, and the notes on what was skipped."""
+
+    frame: pl.DataFrame
+    factors: list[Factor]
+    notes: list[str]
+    n_unlabelled: int
+
+
+def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None = None) -> StudyFrame:
+    """Turn the canonical table into the analysis frame (polars) and decide the factor list."""
+    notes: list[str] = []
+    labelled = table[table["cancer"].notna()]
+    n_unlabelled = len(table) - len(labelled)
+    if n_unlabelled:
+        notes.append(f"{n_unlabelled} image(s) without a cancer label are left out of every rate and model.")
+    data: dict[str, pd.Series] = {
+        "patient_id": labelled["patient_id"].astype(str), "breast_id": labelled["breast_id"].astype(str),
+        "image_id": labelled["image_id"].astype(str), "cancer": labelled["cancer"].astype(float),
+        "age": pd.to_numeric(labelled["age"], errors="coerce").astype(float)}
+    factors: list[Factor] = []
+
+    def add(name: str, values: pd.Series, kind: str, post_outcome: bool = False) -> None:
+        if values.isna().all() if kind == "continuous" else (values == MISSING).all():
+            notes.append(f"'{name}' is empty for every image: not analysed.")
+            return
+        if kind == "continuous":
+            data[name] = pd.to_numeric(values, errors="coerce").astype(float)
+            factors.append(Factor(name, kind, post_outcome=post_outcome))
+            return
+        distinct = values[values != MISSING].nunique()
+        if distinct < 2:
+            notes.append(f"'{name}' has a single recorded value: not analysed.")
+            return
+        if distinct > MAX_LEVELS:
+            notes.append(f"'{name}' has {distinct} distinct values (identifier-like): not analysed.")
+            return
+        data[name] = values
+        factors.append(Factor(name, kind, _sort_levels(list(values.unique()), ORDERED.get(name)), post_outcome))
+
+    for name in CANONICAL_FACTORS:
+        if name == "age_band":
+            if labelled["age"].notna().any():
+                add("age_band", age_bands(labelled["age"]), "ordinal")
+            else:
+                notes.append("'age' is empty for every image: no age bands and no age trend.")
+            continue
+        values = _as_levels(labelled[name])
+        if name == "implant":
+            values = values.map(lambda v: YES_NO.get(v, v))
+        add(name, values, "ordinal" if name in ORDERED else "categorical", post_outcome=name in POST_OUTCOME_COLUMNS)
+
+    declared = dict(extra_factors or {})
+    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in NOT_FACTORS]
+    for col in extras:
+        kind = declared.get(col) or _guess_kind(labelled[col])
+        if kind not in ("categorical", "continuous"):
+            notes.append(f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed.")
+            continue
+        values = labelled[col] if kind == "continuous" else _as_levels(labelled[col])
+        add(col, values, kind, post_outcome=col in POST_OUTCOME_COLUMNS)
+    for col in declared:
+        if col not in table.columns:
+            notes.append(f"'{col}' is declared as a factor but is not a column of the table.")
+    frame = pl.from_pandas(pd.DataFrame(data).reset_index(drop=True))
+    return StudyFrame(frame, factors, notes, n_unlabelled)
+
+
+def constant_within(frame: pl.DataFrame, column: str, unit: str) -> bool:
+    """Whether ``column`` takes one value per unit (breast, patient) in at least 99% of units."""
+    if unit == "image":
+        return True
+    per_unit = frame.group_by(UNIT_IDS[unit]).agg(pl.col(column).n_unique().alias("k"))
+    return float((per_unit["k"] == 1).mean()) >= 0.99

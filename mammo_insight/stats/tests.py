@@ -1,0 +1,85 @@
+"""Association tests of each factor with cancer, corrected for the number of tests run.
+
+Each factor is tested at the breast level (the unit the label belongs to) when it is constant
+within a breast; image-level factors (view) are tested over images, and the table says so since
+images of one breast are not independent. Levels recorded as missing are left out of the tests
+(their rate is in the rates table). Chi-square is used unless an expected count is below 5, then
+Fisher's exact test (Freeman-Halton extension, Monte Carlo p-value, for more than two levels).
+Ordered factors also get a Cochran-Armitage trend test (the linear-by-linear association test of
+statsmodels, which for a k x 2 table is Cochran-Armitage). Holm's correction covers every test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import polars as pl
+from scipy import stats
+from statsmodels.stats.contingency_tables import Table
+from statsmodels.stats.multitest import multipletests
+
+from mammo_insight.stats.factors import MISSING, UNIT_IDS, Factor, constant_within
+
+TEST_COLUMNS = ["factor", "test", "unit", "n", "n_levels", "statistic", "p_value", "p_adjusted", "significant",
+                "note"]
+MIN_EXPECTED = 5.0
+ALPHA = 0.05
+CORRECTION = "holm"
+MONTE_CARLO_RESAMPLES = 9999
+
+
+def contingency(frame: pl.DataFrame, factor: Factor, unit: str) -> pd.DataFrame:
+    """Counts of negative / positive units per recorded level, in factor order (rows with n > 0)."""
+    sub = frame.filter(pl.col(factor.name) != MISSING)
+    if unit != "image":
+        sub = sub.group_by([factor.name, UNIT_IDS[unit]]).agg(pl.col("cancer").max())
+    counts = sub.group_by(factor.name).agg(pl.len().alias("n"), pl.col("cancer").sum().alias("pos")).to_pandas()
+    counts = counts.set_index(factor.name).reindex([lv for lv in factor.levels if lv != MISSING]).dropna()
+    return pd.DataFrame({"neg": counts["n"] - counts["pos"], "pos": counts["pos"]}).astype(np.int64)
+
+
+def independence_test(table: np.ndarray, seed: int = 0) -> tuple[str, float, float]:
+    """(name, statistic, p) of chi-square, or Fisher's exact test when an expected count is below 5."""
+    expected = stats.contingency.expected_freq(table)
+    if (expected >= MIN_EXPECTED).all():
+        res = stats.chi2_contingency(table, correction=False)
+        return "chi-square", float(res.statistic), float(res.pvalue)
+    if table.shape == (2, 2):
+        res = stats.fisher_exact(table)
+        return "Fisher exact", float(res.statistic), float(res.pvalue)
+    method = stats.MonteCarloMethod(n_resamples=MONTE_CARLO_RESAMPLES, rng=np.random.default_rng(seed))
+    res = stats.fisher_exact(table, method=method)
+    return "Fisher exact (Freeman-Halton, Monte Carlo)", float(res.statistic), float(res.pvalue)
+
+
+def trend_test(table: np.ndarray) -> tuple[float, float]:
+    """Cochran-Armitage trend (z, p) with scores 0..k-1 for the ordered levels."""
+    res = Table(table).test_ordinal_association(row_scores=np.arange(table.shape[0]), col_scores=np.array([0, 1]))
+    return float(res.zscore), float(res.pvalue)
+
+
+def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0) -> pd.DataFrame:
+    """One row per test run, with Holm-adjusted p-values; post-outcome and continuous factors are not tested."""
+    rows = []
+    for factor in factors:
+        if factor.kind == "continuous" or factor.post_outcome:
+            continue
+        unit = "breast" if constant_within(frame, factor.name, "breast") else "image"
+        note = "" if unit == "breast" else "varies within a breast: tested over images, which are clustered"
+        counts = contingency(frame, factor, unit)
+        counts = counts[(counts["neg"] + counts["pos"]) > 0]
+        if len(counts) < 2 or counts["pos"].sum() == 0 or counts["neg"].sum() == 0:
+            continue
+        table = counts.to_numpy()
+        name, statistic, p = independence_test(table, seed)
+        base = {"factor": factor.name, "unit": unit, "n": int(table.sum()), "n_levels": len(counts), "note": note}
+        rows.append({**base, "test": name, "statistic": statistic, "p_value": p})
+        if factor.ordered and len(counts) > 2:
+            z, p_trend = trend_test(table)
+            rows.append({**base, "test": "Cochran-Armitage trend", "statistic": z, "p_value": p_trend})
+    result = pd.DataFrame(rows, columns=TEST_COLUMNS)
+    if len(result):
+        reject, adjusted, _, _ = multipletests(result["p_value"].to_numpy(), alpha=ALPHA, method=CORRECTION)
+        result["p_adjusted"] = adjusted
+        result["significant"] = reject
+    return result

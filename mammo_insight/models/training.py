@@ -44,13 +44,17 @@ class History(pl.Callback):
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
+        self._lr = float("nan")
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]   # the epoch's LR, before the scheduler steps
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
         epoch = trainer.current_epoch
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        lr = self._lr
         self.rows = [r for r in self.rows if r["epoch"] != epoch]
         for split in ("train", "val"):
             self.rows.append({"epoch": epoch, "split": split, "loss": m.get(f"{split}_loss", np.nan),

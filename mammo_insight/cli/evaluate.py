@@ -1,0 +1,29 @@
+"""`mammo-insight evaluate`: external validation of a trained run on another image cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def command(
+    run: Annotated[Path, typer.Option(help="run directory written by `mammo-insight train`")],
+    cache: Annotated[Path, typer.Option(help="another image cache (e.g. INbreast or MIAS)")],
+    out: Annotated[Path, typer.Option(help="output folder")],
+    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+) -> None:
+    """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
+    import json
+
+    from mammo_insight.models.external import evaluate_run
+
+    page = evaluate_run(run, cache, out, device, batch_size)
+    metrics = json.loads((out / "metrics.json").read_text())
+    for level in ("image", "breast"):
+        auc = metrics[level]["roc_auc"]
+        value = "n/a" if auc["value"] is None else f"{auc['value']:.3f}"
+        typer.echo(f"{level}: ROC-AUC {value}")
+    typer.echo(f"report: {page}")

@@ -1,0 +1,139 @@
+"""Training building blocks: patient-grouped folds, train-only rows, samplers, losses, augmentation, config."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.models.augment import build_augment
+from mammo_insight.models.config import AugmentConfig, TrainConfig, load_config
+from mammo_insight.models.folds import assign_folds, fold_split
+from mammo_insight.models.losses import FocalLoss, build_loss
+from mammo_insight.models.sampling import (EpochSampler, balanced_indices, balanced_subset, epoch_plan,
+                                           pos_weight_value, resampled_indices, soft_labels)
+
+
+def _table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p in range(n_patients):
+        positive = rng.random() < 0.2
+        for k in range(int(rng.integers(1, 6))):       # 1-5 images per woman
+            rows.append({"patient_id": f"P{p}", "image_id": f"P{p}_{k}", "cancer": float(positive and k == 0)})
+    return pd.DataFrame(rows)
+
+
+def test_no_patient_in_two_folds_and_every_fold_has_positives():
+    table = _table()
+    folds = assign_folds(table, 5, seed=3)
+    assert folds.between(0, 4).all()
+    assert (table.assign(fold=folds).groupby("patient_id")["fold"].nunique() == 1).all()
+    positives = table.assign(fold=folds).groupby("fold")["cancer"].sum()
+    assert len(positives) == 5 and (positives > 0).all()
+    for k in range(5):
+        train, val = fold_split(table, folds, k)
+        assert not set(table.loc[train, "patient_id"]) & set(table.loc[val, "patient_id"])
+    assert assign_folds(table, 5, seed=3).equals(folds)          # seeded
+    assert not assign_folds(table, 5, seed=4).equals(folds)
+
+
+def test_augmented_and_external_rows_never_validate_and_never_leak():
+    table = _table()
+    source = table[table["cancer"] == 1].head(6)
+    augmented = source.assign(image_id=source["image_id"] + "_aug", is_augmented=True)
+    external = pd.DataFrame({"patient_id": ["EXT1", "EXT1", "EXT2"], "image_id": ["E1", "E2", "E3"],
+                             "cancer": [1.0, 1.0, 0.0], "external_only": [True, True, True]})
+    full = pd.concat([table, augmented, external], ignore_index=True)
+    full["is_augmented"] = full["is_augmented"].astype("boolean")
+    folds = assign_folds(full, 4, seed=0)
+    train_only = full["image_id"].str.endswith("_aug") | full["image_id"].str.startswith("E")
+    assert (folds[full["patient_id"].str.startswith("EXT")] == -1).all()
+    for k in range(4):
+        train, val = fold_split(full, folds, k)
+        assert not train_only[val].any(), "an augmented or external row entered validation"
+        val_patients = set(full.loc[val, "patient_id"])
+        leaked = full.loc[train][full.loc[train, "patient_id"].isin(val_patients)]
+        assert leaked.empty, "an augmented copy of a validation patient's image was trained on"
+        assert {"E1", "E2", "E3"} <= set(full.loc[train, "image_id"])   # external rows train in every fold
+
+
+def test_too_few_patients_for_folds_is_a_clear_error():
+    with pytest.raises(MammoInsightError, match="too few"):
+        assign_folds(_table(3), 5, seed=0)
+
+
+def test_balanced_sampler_hits_the_target_ratio_and_is_seeded():
+    labels = np.array([1.0] * 20 + [0.0] * 980)
+    picked = balanced_indices(labels, 0.25, np.random.default_rng(0))
+    assert len(picked) == 1000 and abs(labels[picked].mean() - 0.25) < 0.01
+    config = TrainConfig(sampler="balanced", target_pos_ratio=0.4, seed=7)
+    assert np.array_equal(epoch_plan(labels, config, 2), epoch_plan(labels, config, 2))
+    assert not np.array_equal(epoch_plan(labels, config, 2), epoch_plan(labels, config, 3))
+
+
+def test_undersampling_oversampling_and_warmup_subset():
+    labels = np.array([1.0] * 10 + [0.0] * 90)
+    rng = np.random.default_rng(0)
+    picked = resampled_indices(labels, 0.5, 3, rng)
+    assert (labels[picked] == 1).sum() == 30 and (labels[picked] == 0).sum() == 45
+    assert len(set(picked[labels[picked] == 0])) == 45           # negatives without replacement
+    subset = balanced_subset(labels, 0.5, rng)
+    assert (labels[subset] == 1).sum() == 10 and (labels[subset] == 0).sum() == 10
+    config = TrainConfig(warmup_epochs=1, seed=0)
+    assert len(epoch_plan(labels, config, 0)) == 20 and len(epoch_plan(labels, config, 1)) == 100
+
+
+def test_epoch_sampler_yields_index_and_seed_per_epoch():
+    sampler = EpochSampler(np.array([1.0, 0.0, 0.0, 1.0]), TrainConfig(seed=1))
+    first = list(sampler)
+    assert sorted(i for i, _ in first) == [0, 1, 2, 3]
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+
+
+def test_soft_labels_and_pos_weight():
+    labels = np.array([1.0, 0.0, 0.0, 0.0])
+    assert soft_labels(labels, 0.9).tolist() == pytest.approx([0.9, 0, 0, 0])
+    assert pos_weight_value(labels, "auto") == 3.0
+    assert pos_weight_value(labels, 2.5) == 2.5 and pos_weight_value(labels, None) is None
+
+
+def test_focal_loss_matches_the_formula_and_bce_uses_pos_weight():
+    logits, targets = torch.tensor([2.0, -1.0, 0.5]), torch.tensor([1.0, 0.0, 0.0])
+    p = torch.sigmoid(logits)
+    pt = torch.where(targets == 1, p, 1 - p)
+    alpha = torch.where(targets == 1, 0.25, 0.75)
+    expected = (-alpha * (1 - pt) ** 2 * torch.log(pt)).mean()
+    assert FocalLoss(2.0, 0.25)(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)
+    weighted = build_loss("bce", pos_weight=4.0)(logits, targets)
+    plain = build_loss("bce")(logits, targets)
+    assert weighted.item() > plain.item()
+
+
+def test_augmentations_keep_shape_and_range_and_erase_a_patch():
+    torch.manual_seed(0)
+    image = torch.full((1, 64, 48), 0.5)
+    out = build_augment(AugmentConfig(hflip=0.5, vflip=0.5, rotate_degrees=0, brightness=0.2, contrast=0.2,
+                                      noise_std=0.05, erase_p=1.0))(image)
+    assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
+    erased = build_augment(AugmentConfig(hflip=0, rotate_degrees=0, brightness=0, contrast=0, erase_p=1.0))(image)
+    assert 0 < (erased == 0).float().mean() < 0.2
+    off = AugmentConfig(hflip=0, rotate_degrees=0, brightness=0, contrast=0)
+    assert build_augment(off) is None
+
+
+def test_config_toml_then_flags(tmp_path):
+    path = tmp_path / "train.toml"
+    path.write_text('model = "resnet10t"\nepochs = 7\nloss = "focal"\n[augment]\nerase_p = 0.3\n')
+    config = load_config(path, epochs=2, seed=None)
+    assert (config.model, config.epochs, config.loss, config.augment.erase_p) == ("resnet10t", 2, "focal", 0.3)
+    path.write_text("lerning_rate = 1\n")
+    with pytest.raises(MammoInsightError, match="lerning_rate"):
+        load_config(path)
+    with pytest.raises(MammoInsightError, match="view_mode"):
+        load_config(None, view_mode="triple")

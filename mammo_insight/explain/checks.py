@@ -1,0 +1,109 @@
+"""Numbers that say whether a CAM is right: pointing game, energy inside the lesion, randomisation check.
+
+All maps here are in original pixels (after ``mapping.cam_to_original``) and lesions are circles
+(x, y, radius) in original pixels, as in ``Cohort.annotations``; a CBIS-style ROI mask can be passed
+as a boolean mask instead.
+
+- Pointing game (Zhang et al. 2016): a hit when the CAM maximum lies inside a lesion, optionally
+  widened by ``tolerance`` original pixels (default 0: the circle itself). Ties are scored as a
+  uniform random pick among the maximal pixels, so a flat (all-zero) map scores exactly the chance
+  rate, the lesion's share of the region the model saw (``support``), instead of a hit or a miss
+  decided by array order.
+- Energy inside: the share of the CAM's total mass that falls inside the lesion; its chance
+  reference is the same area share.
+- Model randomisation (Adebayo et al. 2018): Spearman rank correlation between the CAM of the
+  trained model and that of the same architecture freshly initialised. A map that barely changes
+  when the learned weights are thrown away shows the input's edges, not what the model learned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from mammo_insight.metrics.bootstrap import group_codes, resample_counts
+
+
+def lesion_mask(shape: tuple[int, int], lesions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
+    """Boolean mask of the union of circles (k, 3) = x, y, radius, each widened by ``tolerance`` pixels."""
+    mask = np.zeros(shape, dtype=bool)
+    for x, y, r in np.asarray(lesions, dtype=np.float64).reshape(-1, 3):
+        rr = r + tolerance
+        y0, y1 = max(0, int(np.floor(y - rr))), min(shape[0], int(np.ceil(y + rr)) + 1)
+        x0, x1 = max(0, int(np.floor(x - rr))), min(shape[1], int(np.ceil(x + rr)) + 1)
+        if y0 >= y1 or x0 >= x1:
+            continue
+        yy, xx = np.ogrid[y0:y1, x0:x1]
+        mask[y0:y1, x0:x1] |= (xx - x) ** 2 + (yy - y) ** 2 <= rr ** 2
+    return mask
+
+
+def pointing_hit(heatmap: np.ndarray, lesion: np.ndarray, support: np.ndarray | None = None) -> float:
+    """1.0 when the map's maximum is inside ``lesion`` (bool mask), 0.0 when not; a tie gives the hit share."""
+    region = np.ones(heatmap.shape, dtype=bool) if support is None else support
+    values = np.where(region, heatmap, -np.inf)
+    top = values.max()
+    if not np.isfinite(top):
+        return float("nan")
+    maxima = values >= top - 1e-6 * max(abs(float(top)), 1e-12)
+    return float(np.count_nonzero(maxima & lesion) / np.count_nonzero(maxima))
+
+
+def energy_inside(heatmap: np.ndarray, lesion: np.ndarray) -> float:
+    """Share of the (non-negative) CAM mass inside the lesion; NaN for an all-zero map."""
+    h = np.clip(heatmap, 0.0, None)
+    total = float(h.sum(dtype=np.float64))
+    return float(h[lesion].sum(dtype=np.float64) / total) if total > 0 else float("nan")
+
+
+def area_fraction(lesion: np.ndarray, support: np.ndarray | None = None) -> float:
+    """The lesion's share of the support: the chance level of both the pointing game and the energy."""
+    region = np.ones(lesion.shape, dtype=bool) if support is None else support
+    n = np.count_nonzero(region)
+    return float(np.count_nonzero(lesion & region) / n) if n else float("nan")
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman correlation of two maps of the same shape; NaN when either is constant."""
+    a, b = np.ravel(a), np.ravel(b)
+    if a.shape != b.shape:
+        raise ValueError(f"maps differ in size: {a.shape} vs {b.shape}")
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def lesion_checks(heatmap: np.ndarray, lesion: np.ndarray, support: np.ndarray | None = None) -> dict[str, float]:
+    """The per-image lesion numbers for one map."""
+    return {"pointing": pointing_hit(heatmap, lesion, support), "energy_inside": energy_inside(heatmap, lesion),
+            "area_fraction": area_fraction(lesion, support)}
+
+
+def mean_with_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
+                 seed: int = 0, level: float = 0.95) -> dict[str, float | int]:
+    """Mean of the finite values with a percentile bootstrap interval that resamples ``groups`` (patients).
+
+    Images of one woman are not independent, so the interval resamples women, not images.
+    """
+    values = np.asarray(values, dtype=np.float64)
+    keep = np.isfinite(values)
+    n = int(keep.sum())
+    if n == 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    v = values[keep]
+    codes, n_groups = group_codes(None if groups is None else np.asarray(groups)[keep], n)
+    sums = np.bincount(codes, weights=v, minlength=n_groups)
+    counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
+    w = resample_counts(n_groups, n_boot, seed).astype(np.float64)
+    boot = (w @ sums) / np.maximum(w @ counts, 1e-12)
+    alpha = (1 - level) / 2
+    return {"mean": float(v.mean()), "ci_low": float(np.quantile(boot, alpha)),
+            "ci_high": float(np.quantile(boot, 1 - alpha)), "n": n}
+
+
+def summarise_checks(per_image: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
+    """Mean and patient-bootstrap interval of every check column present in the per-image table."""
+    columns = ["pointing", "energy_inside", "area_fraction", "rank_corr", "random_pointing", "random_energy_inside"]
+    groups = per_image["patient_id"].to_numpy() if "patient_id" in per_image else None
+    return {c: mean_with_ci(per_image[c].to_numpy(), groups, n_boot, seed) for c in columns if c in per_image}

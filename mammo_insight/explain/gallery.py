@@ -1,0 +1,143 @@
+"""Which cases to show, and the pages that show them.
+
+The gallery takes, per fold, the most confident true positives, false positives and false negatives
+from the out-of-fold predictions at the run's operating threshold (config.json ``threshold``): the
+cases where a wrong explanation would mislead most. Each case gets a PNG (original with the CAM,
+model input with the CAM, the randomised model's CAM) and a page; the index holds the checks and
+thumbnails linking to the case pages.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from mammo_insight.report import Section, bullet_list, image, metric_cards, paragraph, raw_link, render_page, table
+
+CATEGORIES = {"TP": "most confident true positives", "FP": "most confident false positives",
+              "FN": "most confident false negatives (missed cancers, lowest probability)"}
+
+
+def select_gallery(oof: pd.DataFrame, threshold: float, n: int, unit: str = "image_id",
+                   label: str = "cancer") -> pd.DataFrame:
+    """Per fold, n cases of each category: TP and FP by highest probability, FN by lowest.
+
+    Returns columns case_id, fold, category, prob, label (one row per case and category).
+    """
+    df = oof[oof[label].notna()].drop_duplicates(unit)
+    predicted = df["prob"] >= threshold
+    picks = []
+    for fold, g in df.groupby("fold", sort=True):
+        pos, pred = g[label] == 1, predicted.loc[g.index]
+        chosen = {"TP": g[pos & pred].nlargest(n, "prob"), "FP": g[~pos & pred].nlargest(n, "prob"),
+                  "FN": g[pos & ~pred].nsmallest(n, "prob")}
+        for category, rows in chosen.items():
+            picks.append(pd.DataFrame({"case_id": rows[unit].astype(str), "fold": int(fold), "category": category,
+                                       "prob": rows["prob"].to_numpy(), "label": rows[label].to_numpy()}))
+    columns = ["case_id", "fold", "category", "prob", "label"]
+    return pd.concat(picks, ignore_index=True)[columns] if picks else pd.DataFrame(columns=columns)
+
+
+def safe_name(case_id: str) -> str:
+    """A file name for a case id (ids come from data: keep only safe characters)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", str(case_id))[:120] or "case"
+
+
+def case_figure(panels: Sequence[Sequence[tuple[np.ndarray, str]]], title: str):
+    """A matplotlib figure: one row per view, columns of (uint8 RGB image, caption)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = len(panels), max(len(r) for r in panels)
+    aspect = max(p[0].shape[0] / p[0].shape[1] for r in panels for p in r)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * aspect * rows + 0.6), squeeze=False)
+    for r, row in enumerate(panels):
+        for c in range(cols):
+            ax = axes[r][c]
+            ax.axis("off")
+            if c < len(row):
+                ax.imshow(row[c][0])
+                ax.set_title(row[c][1], fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
+
+
+def render_case_page(path, case_id: str, png_name: str, facts: Mapping[str, str], per_image: pd.DataFrame,
+                     method: str):
+    """OUT/cases/<case>.html: the case figure, its numbers, and how to read it."""
+    blocks = [metric_cards(dict(facts)), image(path.parent / png_name, caption=(
+        f"Left: {method} of the trained model on the original image (green circle: annotated lesion; "
+        "cross: CAM maximum). Middle: the model input (after crop, flip, resize and padding) with the same "
+        "map. Right: the same architecture with random weights; if it looks like the left panel, the map "
+        "shows image structure, not what the model learned.")), raw_link("Back to the gallery", "../index.html")]
+    sections = [Section("Case", blocks)]
+    if not per_image.empty:
+        sections.append(Section("Numbers per image", [table(per_image)]))
+    return render_page(path, f"CAM case {case_id}", sections, subtitle=f"{method}; mammo-insight explain",
+                       nav=[("Gallery", "../index.html")])
+
+
+def gallery_block(items: Sequence[tuple[np.ndarray, str, str]]) -> Markup:
+    """A grid of thumbnails (uint8 RGB, caption, link to the case page)."""
+    cells = "".join(f"<div>{image(thumb, caption)}{raw_link('open case', href)}</div>" for thumb, caption, href in items)
+    return Markup(f'<div class="gallery">{cells}</div>')
+
+
+def checks_section(metrics: Mapping, tolerance: float) -> Section:
+    """The headline checks with their chance references and how to read them."""
+    def ci(name: str) -> str:
+        entry = metrics.get("summary", {}).get(name) or {}
+        if entry.get("mean") is None:
+            return "–"
+        return f"{entry['mean']:.3f} ({_fmt(entry.get('ci_low'))}–{_fmt(entry.get('ci_high'))})"
+
+    cards = {"cases": str(metrics.get("n_cases", 0)), "pointing game": ci("pointing"),
+             "energy inside lesion": ci("energy_inside"), "lesion area (chance)": ci("area_fraction"),
+             "randomisation rank corr.": ci("rank_corr"), "randomised pointing game": ci("random_pointing")}
+    notes = [
+        f"Pointing game: share of annotated images whose CAM maximum lies inside a lesion circle"
+        f"{f' widened by {tolerance:g} original pixels' if tolerance else ''}; ties count as a random pick "
+        "among the maximal pixels, so a flat map scores the chance level.",
+        "Energy inside: share of the CAM's mass inside the lesion. Both have the lesion's share of the "
+        "cropped breast region as their chance level (lesion area).",
+        "Randomisation check (Adebayo et al. 2018): Spearman rank correlation between the CAM of the trained "
+        "model and of the same architecture with fresh random weights, over all explained images. Near 1: the "
+        "map explains nothing; near 0: it depends on what was learned. The randomised model's pointing game "
+        "should sit near the chance level.",
+        "Intervals: 95% percentile bootstrap resampling women (1000 resamples).",
+    ]
+    return Section("Do the maps point at the lesions?", [metric_cards(cards), bullet_list(notes)])
+
+
+def render_index(path, metrics: Mapping, tolerance: float, gallery: Mapping[tuple[int, str], list],
+                 checks_table: pd.DataFrame, failures: Sequence[str]):
+    """OUT/index.html: checks, then one gallery per fold and category, then the per-image table."""
+    sections = [checks_section(metrics, tolerance)]
+    if metrics.get("n_cases", 0) == 0:
+        sections[0].blocks.insert(0, paragraph("No explained image has a lesion annotation, so only the "
+                                               "randomisation check could be computed.", "warn"))
+    for (fold, category), items in sorted(gallery.items(), key=lambda kv: (kv[0][0], list(CATEGORIES).index(kv[0][1]))):
+        blocks = [paragraph(f"Fold {fold}: the {CATEGORIES[category]} at threshold {metrics['threshold']:.4g}.")]
+        blocks.append(gallery_block(items) if items else paragraph("No case in this category.", "note"))
+        sections.append(Section(f"Fold {fold} — {category}", blocks))
+    if not checks_table.empty:
+        sections.append(Section("Per image", [paragraph("Every explained image; lesion columns are empty where "
+                                                        "the image has no annotation. Full table: "
+                                                        "tables/cam_checks.csv."), table(checks_table)]))
+    if failures:
+        sections.append(Section("Problems", [bullet_list(failures)]))
+    nav = [(s.title, f"#{s.anchor}") for s in sections[:1]]
+    return render_page(path, "Grad-CAM explanations", sections, nav=nav,
+                       subtitle=f"{metrics['method']} of the malignancy logit, mapped onto the original images; "
+                                f"run {metrics.get('run', '')}")

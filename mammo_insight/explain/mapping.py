@@ -1,0 +1,104 @@
+"""CAMs carried from the model input back onto the original mammogram, and the overlays people look at.
+
+A CAM lives on the model's input grid (the cache image, possibly resized to the run's image size).
+``CacheGeometry.heatmap_to_original`` undoes the resize, padding, crop and flip, so the map can be
+compared with lesion annotations given in original pixels and laid over the original image.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from mammo_insight.imaging.geometry import CacheGeometry
+
+
+def cam_to_original(cam: np.ndarray, geometry: CacheGeometry) -> np.ndarray:
+    """A CAM over the model input (any H x W) -> float32 map over the original image (0 outside the crop)."""
+    return geometry.heatmap_to_original(cam)
+
+
+def support_mask(geometry: CacheGeometry) -> np.ndarray:
+    """Original pixels the model saw (the crop box): where a CAM can point at all."""
+    mask = np.zeros((geometry.orig_height, geometry.orig_width), dtype=bool)
+    mask[geometry.crop_y0:geometry.crop_y1, geometry.crop_x0:geometry.crop_x1] = True
+    return mask
+
+
+def original_from_cache(cache_image: np.ndarray, geometry: CacheGeometry) -> np.ndarray:
+    """The original view rebuilt from the cached pixels (crop region only), for display when the
+    original file is not at hand; lesion circles drawn from the original annotations still check it."""
+    return geometry.heatmap_to_original(cache_image)
+
+
+def display_scale(shape: tuple[int, int], max_side: int) -> float:
+    return min(1.0, max_side / max(shape))
+
+
+def downsample(image: np.ndarray, factor: float) -> np.ndarray:
+    """Shrink for display with area averaging (keeps thin bright structures visible)."""
+    if factor >= 1.0:
+        return np.asarray(image, dtype=np.float32)
+    h, w = image.shape[:2]
+    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    return cv2.resize(np.asarray(image, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+
+
+def colourise(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
+    """A [0, 1] map -> float RGB in [0, 1] with a matplotlib colour map."""
+    import matplotlib
+
+    return matplotlib.colormaps[cmap](np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
+
+
+def overlay(gray: np.ndarray, heatmap: np.ndarray, lesions: np.ndarray | None = None,
+            peak: tuple[float, float] | None = None, alpha: float = 0.5, scale: float = 1.0) -> np.ndarray:
+    """uint8 RGB: the grey image under the colour-mapped CAM, lesion circles in green, the CAM peak as a cross.
+
+    The CAM is blended in proportion to its value, so cold regions leave the mammogram readable.
+    ``lesions`` (k, 3) x, y, radius and ``peak`` (x, y) are in the pixel frame of ``gray`` divided by
+    ``scale`` (i.e. pass original coordinates and the display factor).
+    """
+    g = np.clip(np.asarray(gray, dtype=np.float32), 0.0, 1.0)
+    hm = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
+    if hm.shape != g.shape:
+        hm = cv2.resize(hm, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_LINEAR)
+    weight = alpha * hm[..., None]
+    rgb = (1.0 - weight) * np.repeat(g[..., None], 3, axis=2) + weight * colourise(hm)
+    out = np.ascontiguousarray((rgb * 255.0).round().astype(np.uint8))
+    thick = max(1, int(round(max(g.shape) / 250)))
+    for x, y, r in (np.asarray(lesions, dtype=np.float64).reshape(-1, 3) if lesions is not None else []):
+        centre = (int(round((x + 0.5) * scale - 0.5)), int(round((y + 0.5) * scale - 0.5)))
+        cv2.circle(out, centre, max(2, int(round(r * scale))), (40, 230, 60), thick, lineType=cv2.LINE_AA)
+    if peak is not None:
+        px, py = (int(round((v + 0.5) * scale - 0.5)) for v in peak)
+        size = max(4, 3 * thick + 3)
+        cv2.drawMarker(out, (px, py), (255, 255, 255), cv2.MARKER_CROSS, size + 2, thick + 2)
+        cv2.drawMarker(out, (px, py), (220, 0, 200), cv2.MARKER_CROSS, size, thick)
+    return out
+
+
+def peak_location(heatmap: np.ndarray) -> tuple[float, float] | None:
+    """(x, y) of the map's maximum (mean position of tied maxima); None for an all-zero map."""
+    if not np.any(heatmap > 0):
+        return None
+    ys, xs = np.nonzero(heatmap >= heatmap.max() * (1 - 1e-6))
+    return float(xs.mean()), float(ys.mean())
+
+
+def read_original_display(image_path: str, max_side: int) -> tuple[np.ndarray, float]:
+    """The original file as a display image in [0, 1] (same LUT chain as the cache), shrunk to ``max_side``.
+
+    Returns (image, factor) where factor = displayed pixels per original pixel.
+    Raises DicomError / OSError when the file cannot be read; callers fall back to the cache.
+    """
+    from mammo_insight.imaging.decode import read_image
+    from mammo_insight.imaging.intensity import LUT_MAX, display_lut, lut_index
+
+    raw = read_image(image_path)
+    pixels = raw.pixels
+    step = max(1, max(pixels.shape) // 512)
+    table = display_lut(raw.header, pixels.dtype, pixels[::step, ::step], raw.photometric)
+    display = table[lut_index(pixels)].astype(np.float32) / LUT_MAX
+    factor = display_scale(display.shape, max_side)
+    return downsample(display, factor), factor

@@ -19,6 +19,7 @@ from mammo_insight.metrics.aggregate import evaluate_predictions, require_column
 logger = logging.getLogger(__name__)
 
 BASELINES = ["majority", "prevalence_random", "pixel_logreg"]
+HARD_LABEL_THRESHOLD = {"majority": 0.5, "prevalence_random": 0.5}
 PIXEL_SIZE = (32, 24)  # (height, width) of the pixel baseline's input
 
 
@@ -119,9 +120,11 @@ def evaluate_baselines(table: pd.DataFrame, images: np.ndarray | None = None, n_
                        seed: int = 0, label: str = "cancer") -> dict:
     """{baseline: evaluate_predictions body} (image, breast, breast_max levels) for RUN/baselines.json.
 
-    Rows without a fold (never held out) get no prediction and are not scored.
+    Rows without a fold (never held out) get no prediction and are not scored. The hard-label baselines
+    (majority, prevalence_random) are read at threshold 0.5, their own decision; pixel_logreg's threshold
+    is tuned best-F1 on its out-of-fold predictions, as the CNN's is.
     """
     preds = baseline_predictions(table, images, seed, label)
     preds = preds[preds["prob"].notna()]
-    return {name: evaluate_predictions(part, None, n_boot, seed, label)
+    return {name: evaluate_predictions(part, HARD_LABEL_THRESHOLD.get(name), n_boot, seed, label)
             for name, part in preds.groupby("model", sort=False)}

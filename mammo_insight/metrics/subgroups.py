@@ -20,8 +20,7 @@ def add_age_band(df: pd.DataFrame, age: str = "age") -> pd.DataFrame:
     if age not in df.columns or "age_band" in df.columns:
         return df
     out = df.copy()
-    out["age_band"] = pd.cut(pd.to_numeric(out[age], errors="coerce"), AGE_BINS, right=False,
-                             labels=AGE_LABELS).astype("string")
+    out["age_band"] = pd.cut(pd.to_numeric(out[age], errors="coerce"), AGE_BINS, right=False, labels=AGE_LABELS)
     return out
 
 

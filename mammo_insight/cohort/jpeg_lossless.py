@@ -97,15 +97,25 @@ def _codes(bits: list[int], huffval: list[int]) -> tuple[np.ndarray, np.ndarray]
 
 
 def _pack(values: np.ndarray, lengths: np.ndarray) -> bytes:
-    """Concatenate variable-length codes MSB first, pad with 1-bits, stuff 0x00 after each 0xFF."""
+    """Concatenate variable-length codes (<= 32 bits) MSB first, pad with 1-bits, stuff 0x00 after 0xFF.
+
+    Each code is shifted into a 5-byte window at its byte offset; codes never share bits, so OR == sum
+    and one bincount per window byte assembles the stream.
+    """
     total = int(lengths.sum())
     starts = np.cumsum(lengths) - lengths
-    owner = np.repeat(np.arange(len(values)), lengths)
-    shift = (lengths[owner] - 1 - (np.arange(total) - starts[owner])).astype(np.uint64)
-    bitstream = ((values[owner] >> shift) & np.uint64(1)).astype(np.uint8)
-    pad = (-total) % 8
-    bitstream = np.concatenate([bitstream, np.ones(pad, dtype=np.uint8)])
-    return np.packbits(bitstream).tobytes().replace(b"\xff", b"\xff\x00")
+    byte0 = starts // 8
+    shifted = values << (40 - (starts % 8) - lengths).astype(np.uint64)
+    n_bytes = (total + 7) // 8
+    stream = np.zeros(n_bytes + 5, dtype=np.float64)
+    for j in range(5):
+        part = (shifted >> np.uint64(8 * (4 - j))) & np.uint64(0xFF)
+        stream += np.bincount(byte0 + j, weights=part.astype(np.float64), minlength=n_bytes + 5)
+    out = stream[:n_bytes].astype(np.uint8)
+    pad = n_bytes * 8 - total
+    if pad:
+        out[-1] |= (1 << pad) - 1
+    return out.tobytes().replace(b"\xff", b"\xff\x00")
 
 
 def _segment(marker: int, payload: bytes) -> bytes:

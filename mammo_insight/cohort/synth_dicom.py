@@ -181,6 +181,7 @@ def write_dicom(path: Path, stored: np.ndarray, pad_value: int | None, profile: 
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
     elif profile.syntax != ExplicitVRLittleEndian:
-        ds.compress(profile.syntax, stored, generate_instance_uid=False)
+        # pinned plugin: GDCM, when installed, would encode RLE differently (same seed, same bytes everywhere)
+        ds.compress(profile.syntax, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

@@ -12,13 +12,16 @@ triangle in the upper chest-wall corner. Labels are burnt into a background corn
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
-from scipy.ndimage import gaussian_filter, zoom
+from scipy.ndimage import gaussian_filter
+from scipy.special import expit, ndtri
 
-# fibroglandular weight by density category: more dense tissue, brighter breast
-DENSITY_WEIGHT = {"A": 0.08, "B": 0.22, "C": 0.38, "D": 0.55}
+# share of the breast covered by fibroglandular tissue per density category (BI-RADS A-D):
+# denser breasts are brighter overall and hide lesions better, as in real screening
+GLAND_COVER = {"A": 0.08, "B": 0.30, "C": 0.55, "D": 0.80}
 LESION_RADIUS_FRAC = (0.04, 0.07)  # of image height
 LESION_RHO = (0.30, 0.62)  # normalised elliptical radius of the lesion centre
 LESION_THETA = 0.85  # |angle| from the nipple axis, radians
@@ -47,13 +50,47 @@ def draw_lesion_spec(rng: np.random.Generator) -> LesionSpec:
                       radius_frac=float(rng.uniform(*LESION_RADIUS_FRAC)))
 
 
+@lru_cache(maxsize=64)
+def _interp_weights(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left neighbour index and weight for linear interpolation of n_in samples onto n_out."""
+    pos = np.linspace(0.0, n_in - 1.0, n_out)
+    lo = np.minimum(np.floor(pos).astype(np.intp), n_in - 2)
+    return lo, (pos - lo).astype(np.float32)
+
+
+def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Separable linear upsampling by gathers (tiny BLAS calls thrash under load; gathers do not)."""
+    lo, fr = _interp_weights(shape[0], field.shape[0])
+    rows = field[lo] * (1.0 - fr[:, None]) + field[lo + 1] * fr[:, None]
+    lo, fr = _interp_weights(shape[1], field.shape[1])
+    return rows[:, lo] * (1.0 - fr) + rows[:, lo + 1] * fr
+
+
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """Zero-mean, unit-sd smooth noise; drawn at low resolution and upsampled so large sigmas stay cheap."""
-    step = max(1, int(sigma // 2))
-    small = (max(2, -(-shape[0] // step)), max(2, -(-shape[1] // step)))
-    field = gaussian_filter(rng.standard_normal(small), sigma / step, mode="reflect")
-    field = zoom(field, (shape[0] / small[0], shape[1] / small[1]), order=1)[: shape[0], : shape[1]]
+    """Zero-mean, unit-sd smooth noise; large sigmas are drawn at low resolution and upsampled (cheap)."""
+    if sigma <= 3.0:
+        field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="reflect")
+    else:
+        step = sigma / 2.0
+        small = (int(np.ceil(shape[0] / step)) + 1, int(np.ceil(shape[1] / step)) + 1)
+        field = gaussian_filter(rng.standard_normal(small, dtype=np.float32), 2.0, mode="reflect")
+        field = _upsample(field, shape)
     return (field - field.mean()) / (field.std() + 1e-9)
+
+
+STREAK_BINS = (360, 32)  # angle bins over [-pi, pi], radius bins over [0, 1.2]
+
+
+def _radial_streaks(rng: np.random.Generator, angle: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """Fibrous strands radiating from the nipple (angular waves with a slight twist, via a lookup table)."""
+    a = np.linspace(-np.pi, np.pi, STREAK_BINS[0], dtype=np.float32)[:, None]
+    r = np.linspace(0.0, 1.2, STREAK_BINS[1], dtype=np.float32)[None, :]
+    table = np.zeros(STREAK_BINS, dtype=np.float32)
+    for freq in rng.uniform(14.0, 48.0, size=6):
+        table += np.sin(freq * a + rng.uniform(0, 2 * np.pi) + rng.uniform(-1.5, 1.5) * r)
+    ia = np.clip(((angle + np.pi) / (2 * np.pi) * (STREAK_BINS[0] - 1)).astype(np.int32), 0, STREAK_BINS[0] - 1)
+    ir = np.clip((rho / 1.2 * (STREAK_BINS[1] - 1)).astype(np.int32), 0, STREAK_BINS[1] - 1)
+    return table[ia, ir] / np.sqrt(3.0)
 
 
 def _label_patch(text: str, height: int) -> np.ndarray:
@@ -84,18 +121,23 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
     breast = rho <= skin
     thickness = np.sqrt(np.clip(1.0 - (rho / skin) ** 2, 0.0, 1.0))
 
-    weight = DENSITY_WEIGHT[density]
-    glands = np.clip(0.6 * _smooth_noise(rng, (h, w), h / 28) + 0.4 * _smooth_noise(rng, (h, w), h / 9) + 0.3,
-                     0.0, None)
-    fine = _smooth_noise(rng, (h, w), 1.2)
-    tissue = 0.30 + 0.22 * thickness + weight * glands * thickness ** 0.5 + 0.025 * fine
+    cover_z = ndtri(1.0 - GLAND_COVER[density])
+    clumps = (0.45 * _smooth_noise(rng, (h, w), h / 45) + 0.55 * _smooth_noise(rng, (h, w), h / 18)
+              + 0.45 * _smooth_noise(rng, (h, w), h / 7))
+    glands = expit(2.5 * (clumps - cover_z))
+    # strands converge on the nipple (depth = a on the nipple axis)
+    from_nipple = np.sqrt((a - depth) ** 2 + (yy - cy) ** 2) / a
+    streaks = _radial_streaks(rng, np.arctan2(yy - cy, a - depth), from_nipple) * np.minimum(1.0, from_nipple / 0.4)
+    fine = _smooth_noise(rng, (h, w), 1.0)
+    tissue = (0.24 + 0.14 * thickness + 0.30 * glands * (0.55 + 0.45 * thickness)
+              + 0.025 * streaks * thickness + 0.02 * fine)
     img = np.where(breast, tissue, 0.05 + 0.012 * rng.standard_normal((h, w)))
 
     if mlo:
         pw = a * rng.uniform(0.30, 0.45)
         ph = h * rng.uniform(0.35, 0.55)
         pect = (depth / pw + yy / ph) <= 1.0
-        img = np.where(pect & breast, 0.70 + 0.05 * thickness + 0.02 * fine, img)
+        img = np.where(pect & breast, 0.60 + 0.05 * thickness + 0.02 * fine, img)
 
     lesion_xyr = None
     if lesion is not None:
@@ -104,8 +146,9 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
         x_c = d_c if laterality == "L" else (w - 1 - d_c)
         r = lesion.radius_frac * h
         dist2 = ((xx - x_c) ** 2 + (yy - y_c) ** 2) / r ** 2
-        blob = np.clip(1.0 - dist2, 0.0, 1.0) ** 0.6 * (1.0 + 0.08 * fine)
-        img = img + 0.32 * blob * breast
+        lobes = 1.0 + 0.12 * np.sin(3.0 * np.arctan2(yy - y_c, xx - x_c) + lesion.theta)
+        blob = np.clip(1.0 - dist2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine)
+        img = img + 0.24 * blob * breast
         lesion_xyr = (float(x_c), float(y_c), float(r))
 
     img = np.clip(img, 0.01, 1.0)

@@ -38,7 +38,7 @@ class Factor:
     name: str
     kind: str  # "categorical", "ordinal" or "continuous"
     levels: tuple[str, ...] = ()
-    post_outcome: bool = False
+    post_outcome: bool = False  # decided after the outcome, or flagged leaky by the audit
 
     @property
     def ordered(self) -> bool:
@@ -91,8 +91,14 @@ class StudyFrame:
     n_unlabelled: int
 
 
-def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None = None) -> StudyFrame:
-    """Turn the canonical table into the analysis frame (polars) and decide the factor list."""
+def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None = None,
+                      leaky: set[str] | frozenset[str] = frozenset()) -> StudyFrame:
+    """Turn the canonical table into the analysis frame (polars) and decide the factor list.
+
+    ``extra_factors`` (Cohort.factors) names the extra columns to analyse; when it is empty they are
+    guessed from their values. Columns in ``leaky`` (the leakage audit's verdict) are shown but
+    flagged like post-outcome columns: never tested, never a model term.
+    """
     notes: list[str] = []
     labelled = table[table["cancer"].notna()]
     n_unlabelled = len(table) - len(labelled)
@@ -132,17 +138,22 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
         values = _as_levels(labelled[name])
         if name == "implant":
             values = values.map(lambda v: YES_NO.get(v, v))
-        add(name, values, "ordinal" if name in ORDERED else "categorical", post_outcome=name in POST_OUTCOME_COLUMNS)
+        add(name, values, "ordinal" if name in ORDERED else "categorical",
+            post_outcome=name in POST_OUTCOME_COLUMNS or name in leaky)
 
     declared = dict(extra_factors or {})
     extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in NOT_FACTORS]
-    for col in extras:
+    undeclared = [c for c in extras if declared and c not in declared]
+    if undeclared:
+        notes.append(f"Extra column(s) {', '.join(undeclared)} not declared as factors by the dataset: "
+                     "not analysed (they still appear in the leakage audit).")
+    for col in (c for c in extras if c not in undeclared):
         kind = declared.get(col) or _guess_kind(labelled[col])
         if kind not in ("categorical", "continuous"):
             notes.append(f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed.")
             continue
         values = labelled[col] if kind == "continuous" else _as_levels(labelled[col])
-        add(col, values, kind, post_outcome=col in POST_OUTCOME_COLUMNS)
+        add(col, values, kind, post_outcome=col in POST_OUTCOME_COLUMNS or col in leaky)
     for col in declared:
         if col not in table.columns:
             notes.append(f"'{col}' is declared as a factor but is not a column of the table.")

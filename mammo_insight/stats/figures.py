@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
 from mammo_insight.stats.factors import Factor
 
@@ -17,6 +18,8 @@ WARN = "#a4361d"
 MUTED = "#8a93a3"
 MODEL_COLOURS = ["#2f5d9e", "#c8702a", "#3c8d5a", "#8a4f9e", "#a4361d", "#5d6675"]
 UNIT_FOR_PLOT = {"view": "image"}
+MIN_N_FOR_AXIS = 30
+FOREST_TICKS = [0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 1, 1.5, 2, 3, 5, 7, 10, 20, 50, 100]
 
 
 def _style(ax) -> None:
@@ -37,30 +40,47 @@ def plot_unit(factor: Factor, rates: pd.DataFrame) -> str:
     return unit if ((rates["factor"] == factor.name) & (rates["unit"] == unit)).any() else "image"
 
 
-def rates_figure(rates: pd.DataFrame, factors: list[Factor], ncols: int = 3) -> Figure:
-    """One panel per factor: rate and 95% Wilson interval per level, overall rate dashed, n under each level."""
+def _axis_limit(sub: pd.DataFrame, overall: float) -> float:
+    """Upper rate limit (%) set by the levels with enough units; tiny levels' intervals are clipped."""
+    solid = sub[sub["n"] >= MIN_N_FOR_AXIS]
+    top = max(solid["ci_high"].max() if len(solid) else 0.0, sub["rate"].max())
+    return 100 * max(top, 2 * overall, 1e-3) * 1.08
+
+
+def rates_figure(rates: pd.DataFrame, factors: list[Factor], ncols: int = 2) -> Figure:
+    """One panel per factor: rate and 95% Wilson interval per level (rows), overall rate dashed, n in the label.
+
+    Intervals of levels with fewer than MIN_N_FOR_AXIS units may run past the axis: they end in an arrow.
+    """
     shown = [f for f in factors if f.kind != "continuous"]
     nrows = max(1, math.ceil(len(shown) / ncols))
-    fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    heights = [max(len(f.levels) for f in shown[r * ncols:(r + 1) * ncols]) + 1.6 for r in range(nrows)]
+    fig = Figure(figsize=(12, 0.3 * sum(heights) + 0.3), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": heights}).ravel()
     for ax, factor in zip(axes, shown):
         unit = plot_unit(factor, rates)
-        sub = rates[(rates["factor"] == factor.name) & (rates["unit"] == unit)]
-        overall = rates[(rates["factor"] == "all") & (rates["unit"] == unit)]["rate"]
-        x = np.arange(len(sub))
-        y = 100 * sub["rate"].to_numpy()
+        sub = rates[(rates["factor"] == factor.name) & (rates["unit"] == unit)].reset_index(drop=True)
+        overall_rows = rates[(rates["factor"] == "all") & (rates["unit"] == unit)]["rate"]
+        overall = float(overall_rows.iloc[0]) if len(overall_rows) else float(sub["rate"].mean())
+        limit = _axis_limit(sub, overall)
         err = _errors(sub)
-        colours = [MUTED if lv == "missing" else (WARN if factor.post_outcome else ACCENT) for lv in sub["level"]]
-        for xi, yi, lo, hi, c in zip(x, y, err[0], err[1], colours):
-            ax.errorbar(xi, yi, yerr=[[lo], [hi]], fmt="o", color=c, ecolor=c, capsize=3, markersize=5, lw=1.4)
-        if len(overall):
-            ax.axhline(100 * overall.iloc[0], color=MUTED, ls="--", lw=1)
-        ax.set_xticks(x, [f"{lv}\nn={n:,}" for lv, n in zip(sub["level"], sub["n"])], fontsize=7)
-        title = f"{factor.name} ({unit} level)" + (" — decided after outcome" if factor.post_outcome else "")
-        ax.set_title(title, fontsize=10, loc="left", color=WARN if factor.post_outcome else INK)
-        ax.set_ylabel("cancer rate (%)", fontsize=8)
-        ax.set_ylim(bottom=0)
+        for i, r in sub.iterrows():
+            colour = MUTED if r["level"] == "missing" else (WARN if factor.post_outcome else ACCENT)
+            low, high = 100 * r["rate"] - err[0, i], 100 * r["rate"] + err[1, i]
+            ax.plot([low, min(high, limit)], [i, i], color=colour, lw=1.8, solid_capstyle="butt")
+            if high > limit:
+                ax.plot(limit, i, ">", color=colour, markersize=5, clip_on=False)
+            ax.plot(100 * r["rate"], i, "o", color=colour, markersize=5.5)
+        ax.axvline(100 * overall, color=MUTED, ls="--", lw=1)
+        ax.set_yticks(range(len(sub)), [f"{lv}  (n={n:,})" for lv, n in zip(sub["level"], sub["n"])], fontsize=8)
+        ax.set_ylim(len(sub) - 0.5, -0.5)
+        ax.set_xlim(0, limit)
+        title = f"{factor.name}: {unit}s" + ("  (leaks the label)" if factor.post_outcome else "")
+        ax.set_title(title, fontsize=10, loc="left", color=WARN if factor.post_outcome else INK, fontweight="bold")
+        ax.set_xlabel("cancer rate (%), 95% CI", fontsize=8)
         _style(ax)
+        ax.grid(axis="y", visible=False)
+        ax.grid(axis="x", color="#e6e9ef", linewidth=0.8)
     for ax in axes[len(shown):]:
         ax.set_visible(False)
     return fig
@@ -97,6 +117,10 @@ def forest_figure(odds: pd.DataFrame) -> Figure:
         ax.plot(r["odds_ratio"], i, "s", color=colour[r["model"]], markersize=5)
     ax.axvline(1, color=MUTED, ls="--", lw=1)
     ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([t for t in FOREST_TICKS
+                                             if rows["ci_low"].min() / 1.5 <= t <= rows["ci_high"].max() * 1.5]))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(range(len(rows)), [f"{r['term']}  [{r['model']}]" for _, r in rows.iterrows()], fontsize=8)
     ax.set_xlabel("odds ratio (log scale), 95% CI, patient-clustered", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)

@@ -69,7 +69,9 @@ def adjusted_findings(odds: pd.DataFrame) -> list[str]:
         unclear = group.drop(clear.index)
         parts = [f"{r['term']}: {_or(r)}" for _, r in clear.iterrows()]
         text = f"Model '{model}': "
-        text += ("intervals excluding 1 for " + "; ".join(parts) + ". ") if parts else "no factor besides age has an interval excluding 1. "
+        besides = " besides age" if (odds.loc[odds["model"] == model, "term"] == AGE_TERM).any() else ""
+        text += ("intervals excluding 1 for " + "; ".join(parts) + ". ") if parts else \
+            f"no factor{besides} has an interval excluding 1. "
         if len(unclear):
             text += "Compatible with no effect: " + ", ".join(unclear["term"]) + "."
         out.append(text.strip())
@@ -111,7 +113,8 @@ def missingness_findings(missing: pd.DataFrame) -> list[str]:
 
 
 def leakage_finding(leakage: pd.DataFrame) -> str:
-    leaky = leakage[leakage["verdict"] == "leaky"]
+    recorded = leakage[leakage["auc_alone"].notna()]
+    leaky = recorded[recorded["verdict"] == "leaky"]
     if leaky.empty:
         return "No column leaks the label: none is decided after the outcome and none predicts it with AUC >= 0.9 alone."
     parts = []

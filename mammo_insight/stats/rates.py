@@ -21,8 +21,10 @@ ALL = "all"
 
 def wilson(n_cancer: np.ndarray, n: np.ndarray, alpha: float = 0.05) -> tuple[np.ndarray, np.ndarray]:
     """Wilson score interval, the one that behaves at 2% prevalence and in small cells."""
-    low, high = proportion_confint(np.asarray(n_cancer), np.asarray(n), alpha=alpha, method="wilson")
-    return np.asarray(low, dtype=float), np.asarray(high, dtype=float)
+    k, n = np.asarray(n_cancer), np.asarray(n)
+    low, high = proportion_confint(k, n, alpha=alpha, method="wilson")
+    # exact at the edges (the formula leaves a rounding error like 7e-18 when k = 0)
+    return np.where(k == 0, 0.0, low).astype(float), np.where(k == n, 1.0, high).astype(float)
 
 
 def _counts(frame: pl.DataFrame, column: str | None, unit: str) -> pl.DataFrame:

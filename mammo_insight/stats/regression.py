@@ -40,6 +40,8 @@ MIN_UNITS = 30
 ALIAS_CORR = 0.95
 MAX_SITES = 10
 OTHER = "other"
+MAX_LOG_SE = 5.0  # a log-odds standard error this large means (quasi-)separation, not an estimate
+MAX_LOG_OR = 10.0
 
 
 @dataclass
@@ -68,11 +70,11 @@ def model_factors(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[Fact
         if f.post_outcome or f.name == "age_band":
             continue
         if f.name == "machine_id" and "site_id" in names:
-            notes.append("machine_id is not a model term: machines are nested in sites (see the site x machine "
-                         "table), so machine and site cannot be separated; its rates are in the rates table.")
+            notes.append("machine_id is not a term: machines are nested in sites (see the site x machine table), "
+                         "so machine and site cannot be separated")
             continue
         if f.kind != "continuous" and not constant_within(frame, f.name, "breast"):
-            notes.append(f"{f.name} varies within a breast, so it is not a breast-level model term.")
+            notes.append(f"{f.name} varies within a breast, so it is not a breast-level term")
             continue
         kept.append(f)
     return kept, notes
@@ -122,7 +124,7 @@ def _aliased(block: pd.DataFrame, design: pd.DataFrame) -> str:
                 continue
             r = np.corrcoef(design[old], block[new])[0, 1]
             if abs(r) > ALIAS_CORR:
-                return f"'{new}' is almost identical to '{old}' (r = {r:.2f})"
+                return f"'{new}' and '{old}' are almost the same variable (r = {r:.2f}), so their effects cannot be told apart"
     return ""
 
 
@@ -182,12 +184,21 @@ def fit_logistic(design: pd.DataFrame, y: pd.Series, groups: pd.Series):
     return result, converged
 
 
-def odds_ratio_rows(name: str, result, columns: list[str]) -> list[dict]:
+def odds_ratio_rows(name: str, result, columns: list[str]) -> tuple[list[dict], list[str]]:
+    """Odds-ratio rows of the fitted terms, and the terms left out as unstable (separation)."""
     ci = np.asarray(result.conf_int())
-    params, pvalues = np.asarray(result.params), np.asarray(result.pvalues)
-    return [{"model": name, "term": col, "odds_ratio": float(np.exp(params[i])), "ci_low": float(np.exp(ci[i, 0])),
-             "ci_high": float(np.exp(ci[i, 1])), "p_value": float(pvalues[i])}
-            for i, col in enumerate(columns) if col != "const"]
+    params, pvalues, se = np.asarray(result.params), np.asarray(result.pvalues), np.asarray(result.bse)
+    rows, unstable = [], []
+    for i, col in enumerate(columns):
+        if col == "const":
+            continue
+        if not np.isfinite(se[i]) or se[i] > MAX_LOG_SE or abs(params[i]) > MAX_LOG_OR:
+            unstable.append(col)
+            continue
+        rows.append({"model": name, "term": col, "odds_ratio": float(np.exp(params[i])),
+                     "ci_low": float(np.exp(ci[i, 0])), "ci_high": float(np.exp(ci[i, 1])),
+                     "p_value": float(pvalues[i])})
+    return rows, unstable
 
 
 def model_specs(breasts: pd.DataFrame, frame: pl.DataFrame, factors: list[Factor]) -> list[ModelSpec]:
@@ -227,7 +238,10 @@ def fit_models(frame: pl.DataFrame, factors: list[Factor]) -> tuple[pd.DataFrame
         except (np.linalg.LinAlgError, ValueError) as exc:
             model_rows.append({**info, "converged": False, "notes": "; ".join([*notes, f"fit failed: {exc}"])})
             continue
-        or_rows += odds_ratio_rows(spec.name, result, list(design.columns))
+        rows, unstable = odds_ratio_rows(spec.name, result, list(design.columns))
+        or_rows += rows
+        if unstable:
+            notes.append(f"{', '.join(unstable)}: estimate unstable (near-separation), not reported")
         model_rows.append({**info, "converged": converged, "notes": "; ".join(notes)})
         log.info("model %s: %d breasts, %d cancers, %d dropped", spec.name, len(y), n_cancer, n_dropped)
     return pd.DataFrame(or_rows, columns=OR_COLUMNS), pd.DataFrame(model_rows, columns=MODEL_COLUMNS)

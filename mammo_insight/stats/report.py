@@ -35,8 +35,9 @@ def _pct(x: float) -> str:
 def rates_display(rates: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
     """Rates as a reader wants them: '2.1% (1.9–2.3%)'."""
     sub = rates if unit is None else rates[rates["unit"] == unit]
+    first = (sub["factor"] != sub["factor"].shift()) | (sub["unit"] != sub["unit"].shift())
     return pd.DataFrame({
-        "factor": sub["factor"], "level": sub["level"], **({} if unit else {"unit": sub["unit"]}),
+        "factor": sub["factor"].where(first, ""), "level": sub["level"], **({} if unit else {"unit": sub["unit"]}),
         "n": sub["n"].map("{:,}".format), "cancers": sub["n_cancer"].map("{:,}".format),
         "rate (95% CI)": [f"{_pct(r)} ({_pct(lo)}–{_pct(hi)})"
                           for r, lo, hi in zip(sub["rate"], sub["ci_low"], sub["ci_high"])]})
@@ -55,19 +56,34 @@ def _fmt_p(p: float) -> str:
 
 
 def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
-    fmt = _fmt_p
     return pd.DataFrame({"factor": tests["factor"], "test": tests["test"], "unit": tests["unit"],
                          "n": tests["n"].map("{:,}".format), "levels": tests["n_levels"],
-                         "p": tests["p_value"].map(fmt), f"p ({CORRECTION})": tests["p_adjusted"].map(fmt),
+                         "p": tests["p_value"].map(_fmt_p), f"p ({CORRECTION})": tests["p_adjusted"].map(_fmt_p),
                          "significant": tests["significant"].map({True: "yes", False: "no"}),
                          "note": tests["note"]})
 
 
+def _leak_reason(row: pd.Series) -> str:
+    if not row["available_at_screening"]:
+        return "decided after the outcome"
+    if row["verdict"] == "leaky":
+        return f"predicts the label alone with AUC >= {LEAKY_AUC}"
+    return "empty column" if pd.isna(row["auc_alone"]) else ""
+
+
 def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"column": leakage["column"],
-                         "known at screening": leakage["available_at_screening"].map({True: "yes", False: "no"}),
-                         "AUC alone": leakage["auc_alone"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
-                         "verdict": leakage["verdict"]})
+    ordered = leakage.sort_values(["verdict", "auc_alone"], ascending=[True, False])
+    return pd.DataFrame({"column": ordered["column"],
+                         "known at screening": ordered["available_at_screening"].map({True: "yes", False: "no"}),
+                         "AUC alone": ordered["auc_alone"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+                         "verdict": ordered["verdict"], "why": ordered.apply(_leak_reason, axis=1)})
+
+
+def models_display(models: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"model": models["model"], "breasts used": models["n_breasts"].map("{:,}".format),
+                         "women": models["n_patients"].map("{:,}".format), "cancers": models["n_cancer"],
+                         "breasts dropped": models["n_dropped"].map("{:,}".format),
+                         "converged": models["converged"].map({True: "yes", False: "no"})})
 
 
 def _overview(result: StudyResult) -> Section:
@@ -88,7 +104,7 @@ def _rates(result: StudyResult) -> list[Section]:
     if plotted:
         blocks.append(figure(figures.rates_figure(result.rates, plotted),
                              "Cancer rate per level with its 95% Wilson interval; the dashed line is the overall "
-                             "rate; n under each level. Grey: value not recorded. Red: decided after the outcome."))
+                             "rate; n beside each level; an arrow marks an interval running past the axis. Grey: value not recorded. Red: leaks the label (decided after the outcome or flagged by the audit)."))
     blocks += [table(rates_display(result.rates, "breast"), "Breast-level rates", max_rows=400),
                details("All units (image, breast, woman)", [table(rates_display(result.rates), max_rows=1000)]),
                paragraph("A breast or a woman counts under a level when one of her images has it; for view, which "
@@ -124,9 +140,11 @@ def _regression(result: StudyResult) -> Section:
                              "Odds ratios with 95% intervals (log scale); an interval crossing the dashed line at 1 "
                              "is compatible with no effect."))
         blocks.append(table(odds_display(result.odds_ratios), "Odds ratios"))
-    models = result.models.rename(columns={"n_breasts": "breasts used", "n_patients": "women",
-                                           "n_cancer": "cancers", "n_dropped": "breasts dropped"})
-    blocks.append(table(models.drop(columns=["terms"]), "What each model used, dropped and left out (and why)"))
+    blocks.append(table(models_display(result.models), "Breasts each model used and dropped"))
+    notes = [f"{r['model']}: {note}" for _, r in result.models.iterrows()
+             for note in str(r["notes"]).split("; ") if note]
+    if notes:
+        blocks += [paragraph("What each model left out, pooled or dropped, and why:"), bullet_list(notes)]
     return Section("Adjusted odds ratios", blocks)
 
 
@@ -135,7 +153,7 @@ def _missingness(result: StudyResult) -> Section:
                      "Share of images with the column empty, over all sites and per site."),
               paragraph(result.nesting)]
     if not result.site_machine.empty:
-        crosstab = result.site_machine.reset_index()
+        crosstab = result.site_machine.map("{:,}".format).reset_index()
         crosstab.columns = ["machine"] + [f"site {c}" for c in crosstab.columns[1:]]
         blocks.append(table(crosstab, "Images per machine and site"))
     return Section("Missingness, sites and machines", blocks)

@@ -86,7 +86,9 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
 
     table = cohort.table
     summary = timed("summary", lambda: summarise(table))
-    study = timed("frame", lambda: build_study_frame(table, getattr(cohort, "factors", {}) or {}))
+    leakage = timed("leakage", lambda: audit_leakage(table))
+    leaky = set(leakage.loc[leakage["verdict"] == "leaky", "column"])
+    study = timed("frame", lambda: build_study_frame(table, getattr(cohort, "factors", {}) or {}, leaky))
     rates = timed("rates", lambda: compute_rates(study.frame, study.factors))
     age_rates = timed("age_rates", lambda: rates_by_age(study.frame))
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))
@@ -95,7 +97,6 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
     nesting = nesting_remark(crosstab)
-    leakage = timed("leakage", lambda: audit_leakage(table))
     findings = timed("findings", lambda: write_findings(summary, rates, tests, odds, missing, leakage, nesting))
     return StudyResult(cohort.dataset, cohort.label_meaning, summary, study.factors, rates, age_rates, age_fit,
                        tests, odds, models, missing, crosstab, nesting, leakage, findings, study.notes, timings)

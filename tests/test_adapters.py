@@ -344,6 +344,7 @@ def _inbreast_root(tmp_path: Path, birads_override: str | None = None) -> Path:
         lines.append(f"removed;removed;{side};{view};201001;{name};{acr};{birads_override or birads}")
         if patient:
             (root / "AllDICOMs" / f"{name}_{patient}_MG_{side}_{view}_ANON.dcm").write_bytes(b"")
+    lines += [";;;;;;;", ";;;;;;;"]  # trailing blank spreadsheet rows, as exports often have
     (root / "INbreast.csv").write_text("\n".join(lines) + "\n")
     return root
 

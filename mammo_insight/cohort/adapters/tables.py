@@ -41,7 +41,15 @@ def read_table(path: Path, sep: str | None = ",") -> pd.DataFrame:
     raw.columns = [str(c).strip() for c in raw.columns]
     if raw.empty:
         return raw
-    return raw.apply(lambda col: col.astype(str).str.strip())
+    raw = raw.apply(lambda col: col.astype(str).str.strip())
+    return drop_trailing_blank_rows(raw)
+
+
+def drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:
+    """Spreadsheets often end in empty rows; only trailing ones go, so file line numbers stay right."""
+    filled = (raw != "").any(axis=1).to_numpy()
+    last = filled.nonzero()[0]
+    return raw.iloc[: last[-1] + 1 if len(last) else 0]
 
 
 def file_lines(positions: Iterable[int]) -> str:

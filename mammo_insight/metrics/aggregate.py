@@ -57,14 +57,15 @@ def _threshold_for(threshold: float | Mapping[str, float] | None, level: str) ->
 
 def evaluate_predictions(preds: pd.DataFrame, threshold: float | Mapping[str, float] | None = None,
                          n_boot: int = 1000, seed: int = 0, label: str = "cancer", prob: str = "prob",
-                         breast_preds: pd.DataFrame | None = None) -> dict:
+                         breast_preds: pd.DataFrame | None = None, threshold_method: str = "best_f1") -> dict:
     """The metrics.json body: {"image": ..., "breast": ..., "breast_max": ...}.
 
     Each level holds every metric as {"value", "ci_low", "ci_high"} (see `metrics_with_ci`), with
     intervals resampling patients. "breast" aggregates by the mean of the breast's images, "breast_max"
     by the max. `threshold` is one number for every level, a mapping level -> number (e.g. the
     thresholds a training run stored, for external validation), or None to tune best-F1 per level on
-    these predictions (optimistic; each level's "threshold_source" says which happened).
+    these predictions with `threshold_method` (best_f1 or prevalence; optimistic, and each level's
+    "threshold_source" says so; read the tuned values back with `thresholds_of`).
     breast_preds: a model's own breast-level predictions (breast_id, patient_id, prob, label; e.g. a
     multi-view model): "breast" then scores them as they are instead of the mean over images.
     """
@@ -77,7 +78,7 @@ def evaluate_predictions(preds: pd.DataFrame, threshold: float | Mapping[str, fl
         else:
             frame = preds if how is None else aggregate_to_breast(preds, how, label, prob)
         result[level] = metrics_with_ci(frame[label], frame[prob], frame["patient_id"],
-                                        _threshold_for(threshold, level), n_boot, seed)
+                                        _threshold_for(threshold, level), n_boot, seed, threshold_method)
     return result
 
 

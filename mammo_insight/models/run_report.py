@@ -207,6 +207,9 @@ def render_run_report(run_dir: str | Path, out_path: str | Path | None = None, t
     metrics = _read_json(run_dir / "metrics.json")
     baselines = _read_json(run_dir / "baselines.json")
     oof = _read_csv(run_dir / "oof_predictions.csv")
+    label = (config or {}).get("label_column", LABEL)
+    if oof is not None and label != LABEL and label in oof.columns:
+        oof = oof.drop(columns=[LABEL], errors="ignore").rename(columns={label: LABEL})
     history = _read_csv(run_dir / "history.csv")
     sections = [_summary(run_dir, config, metrics, oof)]
     if metrics:

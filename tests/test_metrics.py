@@ -234,6 +234,14 @@ def test_one_class_gives_nan_not_exceptions():
     assert tune_threshold(np.zeros(4), [0.1, 0.2, 0.3, 0.4]) == 0.5
 
 
+def test_rows_without_probability_are_dropped_and_counted():
+    y = np.array([1, 0, 1, 0, 1, 0])
+    p = np.array([0.9, 0.1, np.nan, 0.2, 0.8, 0.3])
+    assert point_metrics(y, p, 0.5)["tp"] == 2
+    res = metrics_with_ci(y, p, None, threshold=0.5, n_boot=20)
+    assert res["n"] == 5 and res["n_missing_prob"] == 1
+
+
 def test_rare_positive_bootstrap_skips_single_class_resamples():
     y = np.zeros(100)
     y[0] = 1

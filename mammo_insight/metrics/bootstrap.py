@@ -151,6 +151,8 @@ def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n
     The threshold itself is held fixed across resamples. Unlabelled rows (NaN label) are dropped.
     """
     y, p, g = clean_inputs(y_true, prob, np.arange(np.asarray(prob).size) if groups is None else groups)
+    labels, probs = np.asarray(y_true, dtype=float).ravel(), np.asarray(prob, dtype=float).ravel()
+    n_missing = int((~np.isnan(labels) & np.isnan(probs)).sum())
     source = "given"
     if threshold is None:
         threshold = tune_threshold(y, p, threshold_method)
@@ -165,7 +167,7 @@ def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n
         result[name] = {"value": point[name], "ci_low": low, "ci_high": high}
     n_valid = int(np.isfinite(boot["roc_auc"]).sum()) if len(boot["roc_auc"]) else 0
     result.update(threshold=float(threshold), threshold_source=source, n=int(y.size), n_pos=int((y == 1).sum()),
-                  n_groups=int(n_groups), n_boot=int(n_boot), n_boot_valid=n_valid)
+                  n_groups=int(n_groups), n_boot=int(n_boot), n_boot_valid=n_valid, n_missing_prob=n_missing)
     return result
 
 

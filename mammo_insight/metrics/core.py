@@ -2,7 +2,8 @@
 
 All functions take a label vector (1/0) and a probability vector and never raise on degenerate
 input: a metric that is undefined (an AUC with one class present, pF1 with no positives) is NaN.
-Rows whose label is NaN are dropped first (unlabelled images cannot be scored).
+Rows whose label is NaN are dropped first (unlabelled images cannot be scored), and so are labelled
+rows without a probability (an image that failed to load), with a warning; metrics_with_ci counts them.
 
 Conventions (chosen to match scikit-learn where it defines them):
 - a prediction is positive when prob >= threshold;
@@ -34,8 +35,10 @@ def clean_inputs(y_true, prob, *others) -> tuple[np.ndarray, ...]:
     if y.shape != p.shape:
         raise ValueError(f"labels ({y.size}) and probabilities ({p.size}) differ in length")
     keep = ~np.isnan(y)
-    if np.isnan(p[keep]).any():
-        raise ValueError(f"{int(np.isnan(p[keep]).sum())} labelled rows have no probability (NaN)")
+    missing = keep & np.isnan(p)
+    if missing.any():  # a failed image must not sink the whole evaluation; it is logged and counted
+        logger.warning("%d labelled row(s) have no probability (NaN) and are not scored", int(missing.sum()))
+        keep &= ~missing
     rest = tuple(np.asarray(o)[keep] for o in others)
     return (y[keep], p[keep], *rest)
 

@@ -331,3 +331,22 @@ def test_pixel_logreg_beats_chance_on_planted_blob():
     assert body["majority"]["image"]["recall"]["value"] == 0.0  # read at its own decision, not a tuned cut
     assert body["prevalence_random"]["image"]["roc_auc"]["ci_low"] < 0.5 < \
         body["prevalence_random"]["image"]["roc_auc"]["ci_high"] + 0.05
+
+
+@pytest.mark.real_data
+def test_real_rsna_baselines_and_age_score(data_dir):
+    """On RSNA's train.csv: counts at both levels, chance baselines at chance, age alone above chance."""
+    from mammo_insight.cohort.adapters import load_cohort
+
+    table = load_cohort("rsna", data_dir / "rsna", None).table
+    table = table.assign(fold=pd.factorize(table["patient_id"])[0] % 5)
+    body = evaluate_baselines(table, None, n_boot=200)
+    for level, n, n_pos in (("image", 54_706, 1_158), ("breast", 23_826, 492)):
+        assert (body["majority"][level]["n"], body["majority"][level]["n_pos"]) == (n, n_pos)
+        assert body["majority"][level]["n_groups"] == 11_913
+        assert body["majority"][level]["roc_auc"]["value"] == 0.5
+        rand = body["prevalence_random"][level]["roc_auc"]
+        assert rand["ci_low"] < 0.5 < rand["ci_high"]
+    breasts = aggregate_to_breast(table.assign(prob=table["age"] / 100), "mean")
+    age = metrics_with_ci(breasts["cancer"], breasts["prob"], breasts["patient_id"], n_boot=200)
+    assert age["n_missing_prob"] == 16 and age["roc_auc"]["ci_low"] > 0.55  # older women: more cancers

@@ -1,0 +1,84 @@
+"""A contact sheet: each sampled image before cropping (crop box in red) next to its cache version."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.imaging.cache import load_cache_image, write_png_atomic
+from mammo_insight.imaging.decode import read_image
+from mammo_insight.imaging.pipeline import THUMBS_DIR, PreprocessConfig, prepare, write_thumbnail
+
+log = logging.getLogger(__name__)
+TILE_HEIGHT = 200
+GAP = 6
+LABEL_HEIGHT = 16
+
+
+def _thumbnail(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.ndarray | None:
+    """The before-crop preview, made again from the original when the run that cached it wrote none."""
+    import cv2
+
+    path = cache_dir / THUMBS_DIR / f"{row['image_id']}.png"
+    if not path.is_file():
+        try:
+            write_thumbnail(cache_dir, str(row["image_id"]), prepare(read_image(row["image_path"], config.backend),
+                                                                      config))
+        except Exception as exc:  # the sheet is a convenience: a missing preview must not fail the run
+            log.warning("no preview for %s: %s", row["image_id"], exc, exc_info=True)
+            return None
+    return cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+
+
+def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
+    import cv2
+
+    width = max(1, round(img.shape[1] * height / img.shape[0]))
+    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.ndarray | None:
+    import cv2
+
+    thumb = _thumbnail(cache_dir, row, config)
+    if thumb is None:
+        return None
+    before = cv2.cvtColor(_fit_height(thumb, TILE_HEIGHT), cv2.COLOR_GRAY2RGB)
+    sx, sy = before.shape[1] / row["orig_width"], TILE_HEIGHT / row["orig_height"]
+    p0 = (int(row["crop_x0"] * sx), int(row["crop_y0"] * sy))
+    p1 = (min(before.shape[1] - 1, int(np.ceil(row["crop_x1"] * sx))),
+          min(TILE_HEIGHT - 1, int(np.ceil(row["crop_y1"] * sy))))
+    cv2.rectangle(before, p0, p1, (255, 40, 40), 2)
+    after = (load_cache_image(cache_dir, row) * 255).round().astype(np.uint8)
+    after = cv2.cvtColor(_fit_height(after, TILE_HEIGHT), cv2.COLOR_GRAY2RGB)
+    cv2.rectangle(after, (0, 0), (after.shape[1] - 1, TILE_HEIGHT - 1), (60, 120, 255), 1)
+    pair = np.full((TILE_HEIGHT + LABEL_HEIGHT, before.shape[1] + GAP + after.shape[1], 3), 255, np.uint8)
+    pair[LABEL_HEIGHT:, :before.shape[1]] = before
+    pair[LABEL_HEIGHT:, before.shape[1] + GAP:] = after
+    label = f"{row['image_id']}{' flipped' if row['flipped'] else ''}"
+    cv2.putText(pair, label[:40], (2, LABEL_HEIGHT - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return pair
+
+
+def write_contact_sheet(cache_dir: str | Path, rows: pd.DataFrame, config: PreprocessConfig, path: str | Path,
+                        columns: int = 4) -> Path | None:
+    """Write the sheet for ``rows`` (ok index rows) to ``path``; None when there is nothing to show."""
+    cache_dir = Path(cache_dir)
+    pairs = [p for p in (_pair(cache_dir, row, config) for _, row in rows.iterrows()) if p is not None]
+    if not pairs:
+        return None
+    cell_w = max(p.shape[1] for p in pairs) + 2 * GAP
+    cell_h = TILE_HEIGHT + LABEL_HEIGHT + 2 * GAP
+    n_rows = int(np.ceil(len(pairs) / columns))
+    sheet = np.full((n_rows * cell_h, min(columns, len(pairs)) * cell_w, 3), 255, np.uint8)
+    for i, pair in enumerate(pairs):
+        r, c = divmod(i, columns)
+        y, x = r * cell_h + GAP, c * cell_w + GAP
+        sheet[y:y + pair.shape[0], x:x + pair.shape[1]] = pair
+    import cv2
+
+    write_png_atomic(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    return Path(path)

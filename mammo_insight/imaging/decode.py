@@ -1,0 +1,132 @@
+"""Read stored pixel values from a DICOM (any transfer syntax a decoder handles) or a plain PNG/PGM.
+
+Backends, all returning the same stored values (tests check it where they are installed):
+
+- "pydicom": pydicom with its default plugins (pylibjpeg for JPEG 2000, JPEG lossless and RLE);
+- "gdcm": pydicom with the GDCM plugin (``pip install mammo-insight[fast]``);
+- "dicomsdl": dicomsdl's own decoder, often the fastest for JPEG 2000;
+- "auto": dicomsdl when installed, else pydicom.
+
+Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never needed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mammo_insight.errors import DicomError
+
+BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
+PLAIN_SUFFIXES = {".png": "PNG", ".pgm": "PGM", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+@dataclass
+class RawImage:
+    """Stored pixel values plus what is needed to display them; header is None for plain images."""
+
+    pixels: np.ndarray
+    header: object | None
+    photometric: str
+    transfer_syntax: str
+
+
+def available_backends() -> list[str]:
+    """Decoders usable here, fastest first."""
+    found = []
+    if importlib.util.find_spec("dicomsdl"):
+        found.append("dicomsdl")
+    found.append("pydicom")
+    if importlib.util.find_spec("gdcm"):
+        found.append("gdcm")
+    return found
+
+
+def resolve_backend(name: str) -> str:
+    """'auto' -> the fastest installed decoder; a named one must be installed."""
+    if name not in BACKENDS:
+        raise DicomError(f"unknown decoder backend {name!r}; choose one of {', '.join(BACKENDS)}")
+    found = available_backends()
+    if name == "auto":
+        return found[0]
+    if name not in found:
+        raise DicomError(f"decoder backend {name!r} is not installed (installed: {', '.join(found)})")
+    return name
+
+
+def _read_plain(path: Path) -> RawImage:
+    import cv2
+
+    pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise DicomError(f"{path}: not a readable {PLAIN_SUFFIXES[path.suffix.lower()]} image")
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    return RawImage(pixels, None, "MONOCHROME2", PLAIN_SUFFIXES[path.suffix.lower()])
+
+
+def _read_header(path: Path):
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=False)
+    except InvalidDicomError as exc:
+        raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
+    except Exception as exc:  # pydicom raises many types on damaged headers
+        raise DicomError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        raise DicomError(f"{path}: the DICOM file has no pixel data")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise DicomError(f"{path}: unsupported PhotometricInterpretation {photometric or 'missing'!r}; "
+                         "mammograms are MONOCHROME1 or MONOCHROME2")
+    if int(ds.get("SamplesPerPixel", 1)) != 1:
+        raise DicomError(f"{path}: {ds.SamplesPerPixel} samples per pixel; expected 1 (grayscale)")
+    return ds
+
+
+def _decode(ds, path: Path, backend: str) -> np.ndarray:
+    if backend == "dicomsdl":
+        import dicomsdl
+
+        pixels = dicomsdl.open(str(path)).pixelData(storedvalue=True)
+    else:
+        if backend == "gdcm":
+            ds.pixel_array_options(decoding_plugin="gdcm")
+        pixels = ds.pixel_array
+    return np.asarray(pixels)
+
+
+def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
+    """Stored pixel values (2-D, integer) of one image; raises DicomError with the reason."""
+    path = Path(path)
+    if not path.is_file():
+        raise DicomError(f"{path}: file not found")
+    if path.suffix.lower() in PLAIN_SUFFIXES:
+        return _read_plain(path)
+    ds = _read_header(path)
+    ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    ts_name = ts.name if ts is not None else "unknown"
+    try:
+        pixels = _decode(ds, path, resolve_backend(backend) if backend == "auto" else backend)
+    except DicomError:
+        raise
+    except Exception as exc:  # decoders raise RuntimeError, ValueError, ... on damaged streams
+        raise DicomError(f"{path}: pixel data could not be decoded ({ts_name}; {type(exc).__name__}: {exc})") \
+            from exc
+    if pixels.ndim == 3:  # multi-frame: a mammogram is one frame; take the first
+        pixels = pixels[0]
+    if pixels.ndim != 2 or min(pixels.shape) < 8:
+        raise DicomError(f"{path}: decoded pixel array has unusable shape {pixels.shape}")
+    if not np.issubdtype(pixels.dtype, np.integer):
+        raise DicomError(f"{path}: float pixel data is not supported (dtype {pixels.dtype})")
+    if pixels.dtype.itemsize > 2:  # some decoders widen 16-bit data; the display table needs 8 or 16 bits
+        narrow = np.uint16 if pixels.min() >= 0 else np.int16
+        if pixels.min() < np.iinfo(narrow).min or pixels.max() > np.iinfo(narrow).max:
+            raise DicomError(f"{path}: stored values exceed 16 bits (range {pixels.min()}..{pixels.max()})")
+        pixels = pixels.astype(narrow)
+    return RawImage(pixels, ds, str(ds.PhotometricInterpretation).upper(), ts_name)

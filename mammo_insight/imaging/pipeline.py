@@ -1,0 +1,139 @@
+"""One image from file to cache PNG: decode, display table, breast box, crop, flip, resize, pad, write.
+
+``process_one`` is the unit of work every engine (inline, process pool, Dask) runs; it never raises
+for a bad image, it returns a failed record with the reason. The order keeps the cost close to the
+decoder's own: the breast is found on a strided view (no copy, at most ~512 px), the display table is
+built once over the stored values, and only the cropped region is looked up and resized.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mammo_insight.errors import DicomError
+from mammo_insight.imaging.cache import relative_image_path, write_png_atomic
+from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_detection
+from mammo_insight.imaging.decode import RawImage, read_image
+from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
+from mammo_insight.imaging.intensity import LUT_MAX, display_lut, lut_index
+
+log = logging.getLogger(__name__)
+THUMB_SIDE = 256
+THUMBS_DIR = "thumbs"
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """What decides the cache's pixels; a cache is only resumed with the same values."""
+
+    size: tuple[int, int]
+    bits: int = 8
+    flip: bool = True
+    backend: str = "pydicom"
+    margin: float = 0.01
+    mask: bool = True  # blank what lies outside the breast (labels, markers inside the box)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["size"] = list(self.size)
+        out["flip"] = "left" if self.flip else "none"
+        return out
+
+
+@dataclass
+class Prepared:
+    """A cache image and where it came from, plus the reduced display image used for the crop."""
+
+    pixels: np.ndarray
+    geometry: CacheGeometry
+    photometric: str
+    transfer_syntax: str
+    preview: np.ndarray
+    preview_stride: int
+
+
+def _quantise(display16: np.ndarray, bits: int) -> np.ndarray:
+    if bits == 16:
+        return display16
+    return ((display16.astype(np.uint32) * 255 + LUT_MAX // 2) // LUT_MAX).astype(np.uint8)
+
+
+def prepare(raw: RawImage, config: PreprocessConfig) -> Prepared:
+    """Everything after decoding, on stored pixels."""
+    import cv2
+
+    pixels = raw.pixels
+    height, width = pixels.shape
+    stride = reduce_for_detection(pixels.shape)
+    sample = pixels[::stride, ::stride]
+    table = display_lut(raw.header, pixels.dtype, sample, raw.photometric)
+    preview = table[lut_index(sample)]
+    box = find_breast(preview, margin=config.margin)
+    crop_box = box_to_original(box, stride, pixels.shape)
+    flipped = config.flip and not box.chest_wall_left
+    out_h, out_w = config.size
+    geom = CacheGeometry.fit(height, width, crop_box, flipped, out_h, out_w)
+    if not config.flip and not box.chest_wall_left:  # keep the chest wall against its own edge
+        geom = CacheGeometry.fit(height, width, crop_box, False, out_h, out_w, pad_x=out_w - geom.resized_width)
+    x0, y0, x1, y1 = crop_box
+    region = table[lut_index(pixels[y0:y1, x0:x1])]
+    small = cv2.resize(region, (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_AREA)
+    if config.mask and box.found:
+        keep = box.mask[box.y0:box.y1, box.x0:box.x1].astype(np.uint8)
+        keep = cv2.resize(keep, (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_NEAREST)
+        small[keep == 0] = 0
+    if flipped:
+        small = small[:, ::-1]
+    canvas = np.zeros((out_h, out_w), np.uint16)
+    canvas[geom.pad_y:geom.pad_y + geom.resized_height, geom.pad_x:geom.pad_x + geom.resized_width] = small
+    return Prepared(_quantise(canvas, config.bits), geom, raw.photometric, raw.transfer_syntax, preview, stride)
+
+
+def failed_record(image_id: str, reason: str) -> dict[str, Any]:
+    return {"image_id": image_id, "status": "failed", "reason": reason}
+
+
+def process_one(task: dict[str, Any]) -> dict[str, Any]:
+    """Decode, prepare and write one image; a record for the index (status ok or failed, with reason).
+
+    task: image_id, patient_id, image_path, cache_dir, config (PreprocessConfig as a dict of
+    size/bits/flip/backend/margin), thumbnail (write a small before-crop preview for the contact sheet).
+    """
+    image_id = str(task["image_id"])
+    config = PreprocessConfig(**{**task["config"], "size": tuple(task["config"]["size"]),
+                                 "flip": task["config"]["flip"] in (True, "left")})
+    try:
+        raw = read_image(task["image_path"], config.backend)
+        prepared = prepare(raw, config)
+    except DicomError as exc:
+        return failed_record(image_id, str(exc))
+    except MemoryError:
+        return failed_record(image_id, f"{task['image_path']}: out of memory while preparing the image")
+    except Exception as exc:  # one odd file must not stop a 50,000-image run; the reason is kept
+        log.debug("unexpected failure on %s", task["image_path"], exc_info=True)
+        return failed_record(image_id, f"{task['image_path']}: {type(exc).__name__}: {exc}")
+    cache_dir = Path(task["cache_dir"])
+    rel = relative_image_path(str(task["patient_id"]), image_id)
+    write_png_atomic(cache_dir / rel, prepared.pixels)
+    if task.get("thumbnail"):
+        write_thumbnail(cache_dir, image_id, prepared)
+    record = {"image_id": image_id, "status": "ok", "reason": None, "cache_path": rel,
+              "photometric": prepared.photometric, "transfer_syntax": prepared.transfer_syntax}
+    record.update({k: v for k, v in prepared.geometry.as_dict().items() if k in GEOMETRY_COLUMNS})
+    return record
+
+
+def write_thumbnail(cache_dir: Path, image_id: str, prepared: Prepared) -> None:
+    """The reduced display image before cropping, for the contact sheet (which draws the crop box on it)."""
+    import cv2
+
+    preview = prepared.preview
+    factor = THUMB_SIDE / max(preview.shape)
+    size = (max(1, round(preview.shape[1] * factor)), max(1, round(preview.shape[0] * factor)))
+    thumb = cv2.resize(preview, size, interpolation=cv2.INTER_AREA)
+    write_png_atomic(cache_dir / THUMBS_DIR / f"{image_id}.png", _quantise(thumb, 8))

@@ -126,7 +126,7 @@ def forest_plot(frame: pd.DataFrame, metrics: list[str]) -> Figure:
         part = frame[frame["metric"] == metric]
         _forest(ax, list(part["level"]), part["value"], part["ci_low"], part["ci_high"], COLORS["image"])
         ax.set_title(metric)
-        ax.set_xlim(0, 1)
+        ax.set_xlim(-0.02, 1.02)
     return fig
 
 
@@ -137,6 +137,6 @@ def subgroup_forest(rows: pd.DataFrame) -> Figure:
     ax = fig.subplots()
     _forest(ax, labels, rows["value"], rows["ci_low"], rows["ci_high"], COLORS["breast"])
     ax.axvline(0.5, ls="--", color="grey", lw=1)
-    ax.set_xlim(0, 1)
+    ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(str(rows["metric"].iloc[0]) if len(rows) else "")
     return fig

@@ -65,12 +65,14 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
     return pd.read_csv(path, dtype=ids)
 
 
-def fmt_ci(cell: Mapping | None, digits: int = 3) -> str:
-    """'0.812 (0.780-0.845)'; counts without decimals; '–' when undefined."""
+COUNT_METRICS = {"tn", "fp", "fn", "tp"}
+
+
+def fmt_ci(cell: Mapping | None, digits: int = 3, count: bool = False) -> str:
+    """'0.812 (0.780–0.845)'; counts without decimals; '–' when undefined."""
     if not isinstance(cell, Mapping) or cell.get("value") is None or not np.isfinite(cell["value"]):
         return "–"
-    is_count = float(cell["value"]).is_integer() and cell["value"] > 1
-    spec = ".0f" if is_count else f".{digits}f"
+    spec = ".0f" if count else f".{digits}f"
     text = format(cell["value"], spec)
     low, high = cell.get("ci_low"), cell.get("ci_high")
     if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
@@ -83,7 +85,9 @@ def metrics_table(metrics: Mapping, levels: list[str] | None = None) -> pd.DataF
     levels = [lv for lv in (levels or list(LEVEL_TITLES)) if isinstance(metrics.get(lv), Mapping)]
     rows = []
     for name in METRIC_NAMES:
-        rows.append({"metric": name, **{LEVEL_TITLES.get(lv, lv): fmt_ci(metrics[lv].get(name)) for lv in levels}})
+        rows.append({"metric": name, **{LEVEL_TITLES.get(lv, lv): fmt_ci(metrics[lv].get(name),
+                                                                         count=name in COUNT_METRICS)
+                                        for lv in levels}})
     for key in ("threshold", "n", "n_pos", "n_groups"):
         rows.append({"metric": key, **{LEVEL_TITLES.get(lv, lv): _plain(metrics[lv].get(key)) for lv in levels}})
     return pd.DataFrame(rows)
@@ -166,9 +170,10 @@ def _subgroup_section(oof: pd.DataFrame, metrics: Mapping | None) -> Section:
     if sub.empty:
         return Section("Subgroups", [paragraph("No subgroup column (view, age, density, site_id, machine_id) "
                                                "in oof_predictions.csv.", "note")])
-    wide = sub.assign(cell=[fmt_ci(r) for r in sub[["value", "ci_low", "ci_high"]].to_dict("records")])
-    wide = wide.pivot_table(index=["factor", "level", "n", "n_pos"], columns="metric", values="cell",
-                            aggfunc="first", sort=False).reset_index()
+    wide = (sub.assign(cell=[fmt_ci(r) for r in sub[["value", "ci_low", "ci_high"]].to_dict("records")])
+            .set_index(["factor", "level", "n", "n_pos", "metric"])["cell"].unstack("metric"))
+    keys = sub[["factor", "level", "n", "n_pos"]].drop_duplicates()  # keep subgroup_metrics' row order
+    wide = wide.reindex(pd.MultiIndex.from_frame(keys)).reset_index()
     wide = wide[["factor", "level", "n", "n_pos", *[m for m in SUBGROUP_METRICS if m in wide.columns]]]
     return Section("Subgroups", [
         paragraph("Image-level metrics per subgroup at one shared threshold: where detection is harder. "

@@ -109,11 +109,19 @@ def test_every_dicom_decodes_with_correct_display(cohort_dir):
         inside = np.zeros(img.shape, dtype=bool)
         inside[b["y0"]:b["y1"], b["x0"]:b["x1"]] = True
         assert img[inside].mean() > img[~inside].mean() + 0.1 * (img.max() - img.min()), path.name
+        # MONOCHROME1 really stores inverted values: a reader that ignores it sees dark tissue
+        raw_brighter = arr[inside].mean() > arr[~inside].mean()
+        assert raw_brighter == (ds.PhotometricInterpretation == "MONOCHROME2"), path.name
+        if "PixelPaddingValue" in ds:
+            seen["padded"] = seen.get("padded", 0) + 1
+            strip = (arr == ds.PixelPaddingValue).all(axis=0)
+            assert strip.sum() >= 0.05 * ds.Columns and not strip[b["x0"]:b["x1"]].any(), path.name
     assert seen["syntax"] == {JPEG2000Lossless, JPEGLosslessSV1, RLELossless, ExplicitVRLittleEndian}
     assert seen["photometric"] == {"MONOCHROME1", "MONOCHROME2"}
     assert seen["bits"] == {12, 16}
     assert seen["voi"] == {"LINEAR", "SIGMOID", "LUT"}
     assert len(seen["shape"]) >= 2
+    assert seen.get("padded", 0) >= 1
 
 
 @pytest.mark.parametrize("precision", [8, 12, 16])

@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 SIZE_FACTORS = (1.0, 1.25, 1.5)
 SIZE_SHARES = (0.6, 0.25, 0.15)
-PAD_RATE = 0.12
+PAD_EVERY = 8  # one image in 8 (seeded phase) gets a padding strip, so even tiny cohorts have one
 PROGRESS_MIN_IMAGES = 400
 
 
@@ -64,6 +64,7 @@ def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int
     woman_rng = np.random.default_rng([seed, 1])
     factor = dict(zip(women, woman_rng.choice(SIZE_FACTORS, size=len(women), p=SIZE_SHARES)))
     order = np.random.default_rng([seed, 2]).permutation(len(PROFILES))
+    pad_phase = int(np.random.default_rng([seed, 5]).integers(PAD_EVERY))
     lesions: dict[tuple[int, str], object] = {}
     ann_rows, box_rows = [], []
     rows = table.to_dict("records")
@@ -77,7 +78,7 @@ def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int
         rng = np.random.default_rng([seed, 4, int(row["image_id"])])
         f = factor[row["patient_id"]]
         img = render_image(rng, _even(size[0] * f), _even(size[1] * f), lat, row["view"],
-                           row["density_true"], lesions.get(key), bool(rng.random() < PAD_RATE))
+                           row["density_true"], lesions.get(key), i % PAD_EVERY == pad_phase)
         profile = PROFILES[order[i % len(PROFILES)]]
         stored, pad_value = to_stored(img.pixels, img.padding, profile)
         meta = ImageMeta(patient_id=str(pid), image_id=str(row["image_id"]), laterality=lat, view=row["view"],

@@ -93,6 +93,7 @@ def _radial_streaks(rng: np.random.Generator, angle: np.ndarray, rho: np.ndarray
     return table[ia, ir] / np.sqrt(3.0)
 
 
+@lru_cache(maxsize=128)
 def _label_patch(text: str, height: int) -> np.ndarray:
     """A bright burnt-in text marker (like 'L MLO') as a float mask scaled to about 6 % of the image height."""
     font = ImageFont.load_default()
@@ -101,7 +102,9 @@ def _label_patch(text: str, height: int) -> np.ndarray:
     ImageDraw.Draw(canvas).text((2 - left, 2 - top), text, fill=255, font=font)
     scale = max(1, round(0.06 * height / canvas.height))
     patch = np.asarray(canvas, dtype=np.float32) / 255.0
-    return np.kron(patch, np.ones((scale, scale), dtype=np.float32))
+    patch = np.kron(patch, np.ones((scale, scale), dtype=np.float32))
+    patch.flags.writeable = False  # cached and shared
+    return patch
 
 
 def render_image(rng: np.random.Generator, height: int, width: int, laterality: str, view: str,
@@ -131,7 +134,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
     fine = _smooth_noise(rng, (h, w), 1.0)
     tissue = (0.24 + 0.14 * thickness + 0.30 * glands * (0.55 + 0.45 * thickness)
               + 0.025 * streaks * thickness + 0.02 * fine)
-    img = np.where(breast, tissue, 0.05 + 0.012 * rng.standard_normal((h, w)))
+    img = np.where(breast, tissue, 0.05 + 0.012 * rng.standard_normal((h, w), dtype=np.float32))
 
     if mlo:
         pw = a * rng.uniform(0.30, 0.45)
@@ -145,15 +148,17 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
         y_c = cy + lesion.rho * b * np.sin(lesion.theta)
         x_c = d_c if laterality == "L" else (w - 1 - d_c)
         r = lesion.radius_frac * h
-        dist2 = ((xx - x_c) ** 2 + (yy - y_c) ** 2) / r ** 2
-        lobes = 1.0 + 0.12 * np.sin(3.0 * np.arctan2(yy - y_c, xx - x_c) + lesion.theta)
-        blob = np.clip(1.0 - dist2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine)
-        img = img + 0.24 * blob * breast
+        win = (slice(max(0, int(y_c - 1.3 * r)), int(y_c + 1.3 * r) + 2),
+               slice(max(0, int(x_c - 1.3 * r)), int(x_c + 1.3 * r) + 2))
+        dx, dy = xx[win] - x_c, yy[win] - y_c
+        lobes = 1.0 + 0.12 * np.sin(3.0 * np.arctan2(dy, dx) + lesion.theta)
+        blob = np.clip(1.0 - (dx ** 2 + dy ** 2) / r ** 2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine[win])
+        img[win] += 0.24 * blob * breast[win]
         lesion_xyr = (float(x_c), float(y_c), float(r))
 
     img = np.clip(img, 0.01, 1.0)
-    ys, xs = np.nonzero(breast)
-    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+    xs, ys = np.flatnonzero(breast.any(axis=0)), np.flatnonzero(breast.any(axis=1))
+    box = [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
     img = _burn_label(img, breast, f"{laterality} {view}", laterality, rng)
 
     full = np.zeros((height, width), dtype=np.float32)

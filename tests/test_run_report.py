@@ -53,8 +53,12 @@ def run_dir(tmp_path_factory) -> Path:
     return fabricate_run(tmp_path_factory.mktemp("run") / "RUN")
 
 
-def test_report_holds_every_section_and_metric(run_dir: Path):
-    page = render_run_report(run_dir)
+@pytest.fixture(scope="module")
+def page(run_dir: Path) -> Path:
+    return render_run_report(run_dir)
+
+
+def test_report_holds_every_section_and_metric(run_dir: Path, page: Path):
     assert page == run_dir / "index.html"
     html = page.read_text()
     for title in SECTIONS:
@@ -85,8 +89,7 @@ def test_report_without_optional_files(tmp_path: Path):
 
 
 @pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
-def test_report_renders_in_chromium(run_dir: Path, tmp_path: Path):
-    page = render_run_report(run_dir)
+def test_report_renders_in_chromium(page: Path, tmp_path: Path):
     shot = tmp_path / "run_report.png"
     (check,) = check_pages([page], screenshot=shot)
     assert not check.console_errors and check.broken_images == 0 and not check.external_requests

@@ -47,13 +47,14 @@ class Factor:
 
 def _as_levels(values: pd.Series) -> pd.Series:
     """Strings without a spurious '.0' (BIRADS 1.0 -> '1'), empty cells as ``missing``."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    if numeric.notna().sum() == values.notna().sum() and values.notna().any():
-        whole = numeric.dropna().eq(numeric.dropna().round()).all()
-        text = numeric.map(lambda v: f"{v:.0f}" if whole else f"{v:g}", na_action="ignore")
+    if pd.api.types.is_numeric_dtype(values):
+        numeric = values.astype(float)
+        present = numeric.dropna().unique()
+        whole = bool((present == np.round(present)).all())
+        text = numeric.map({v: (f"{v:.0f}" if whole else f"{v:g}") for v in present})
     else:
         text = values.astype("string").str.strip()
-    return text.astype("object").where(text.notna(), MISSING).astype(str)
+    return text.astype(object).where(text.notna(), MISSING).astype(str)
 
 
 def age_bands(age: pd.Series) -> pd.Series:

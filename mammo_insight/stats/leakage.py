@@ -35,22 +35,19 @@ PRIOR_WEIGHT = 10.0  # pseudo-count pulling rare levels toward the overall rate
 LEAKAGE_COLUMNS = ["column", "available_at_screening", "auc_alone", "verdict"]
 
 
-def _levels(values: pd.Series) -> pd.Series:
-    """The column as string levels: deciles for continuous numbers, 'missing' for empty cells."""
-    numeric = pd.to_numeric(values, errors="coerce")
-    is_numeric = numeric.notna().sum() == values.notna().sum()
-    if is_numeric and numeric.nunique() > MAX_LEVELS_AS_IS:
-        binned = pd.qcut(numeric, q=10, duplicates="drop")
-        levels = binned.astype("string")
+def _level_codes(values: pd.Series) -> np.ndarray:
+    """Integer level codes: deciles for a continuous numeric column, 0 for an empty cell."""
+    if pd.api.types.is_numeric_dtype(values) and values.nunique() > MAX_LEVELS_AS_IS:
+        codes = pd.qcut(values, q=10, labels=False, duplicates="drop").to_numpy(dtype=float)
+        codes = np.where(np.isnan(codes), -1, codes).astype(np.int64)
     else:
-        levels = values.astype("string")
-    return levels.fillna("missing")
+        codes = pd.factorize(values)[0]
+    return codes + 1
 
 
-def _out_of_fold_scores(levels: pd.Series, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _out_of_fold_scores(codes: np.ndarray, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
     """Each image scored by its level's smoothed cancer rate among the other folds' patients."""
-    codes, _ = pd.factorize(levels)
-    scores = np.empty(len(levels))
+    scores = np.empty(len(codes))
     for train_idx, test_idx in folds:
         prior = label[train_idx].mean()
         n = np.bincount(codes[train_idx], minlength=codes.max() + 1)
@@ -60,15 +57,19 @@ def _out_of_fold_scores(levels: pd.Series, label: np.ndarray, folds: list[tuple[
     return scores
 
 
-def column_auc(levels: pd.Series, label: np.ndarray, breast: np.ndarray,
+def column_auc(codes: np.ndarray, label: np.ndarray, breast: np.ndarray,
                folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
-    """Breast-level, patient-grouped out-of-fold AUC of one column alone (NaN when undefined)."""
-    scores = _out_of_fold_scores(levels, label, folds)
-    per_breast = pd.DataFrame({"breast": breast, "score": scores, "label": label}).groupby("breast", sort=False)
-    agg = per_breast.agg(score=("score", "mean"), label=("label", "max"))
-    if agg["label"].nunique() < 2:
+    """Breast-level, patient-grouped out-of-fold AUC of one column alone (NaN when undefined).
+
+    ``breast`` holds integer breast codes 0..n_breasts-1 (a breast's score is its images' mean).
+    """
+    scores = _out_of_fold_scores(codes, label, folds)
+    n_images = np.bincount(breast)
+    breast_score = np.bincount(breast, weights=scores) / n_images
+    breast_label = np.bincount(breast, weights=label) > 0
+    if breast_label.all() or not breast_label.any():
         return float("nan")
-    return float(roc_auc_score(agg["label"], agg["score"]))
+    return float(roc_auc_score(breast_label, breast_score))
 
 
 def _patient_folds(groups: pd.Series) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -93,14 +94,14 @@ def audit_leakage(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
     known = table[table[label].notna()].reset_index(drop=True)
     y = known[label].to_numpy(dtype=float)
     groups = known["patient_id"] if "patient_id" in known.columns else pd.Series(np.arange(len(known)))
-    breast = (known["breast_id"] if "breast_id" in known.columns else groups).to_numpy()
+    breast = pd.factorize(known["breast_id"] if "breast_id" in known.columns else groups)[0]
     folds = _patient_folds(groups)
     rows = []
     for col in audited_columns(table, label):
         available = col not in POST_OUTCOME_COLUMNS
         auc = float("nan")
         if folds and known[col].notna().any() and len(y) and 0 < y.sum() < len(y):
-            auc = column_auc(_levels(known[col]), y, breast, folds)
+            auc = column_auc(_level_codes(known[col]), y, breast, folds)
         leaky = (not available) or (not np.isnan(auc) and auc >= LEAKY_AUC)
         rows.append({"column": col, "available_at_screening": available, "auc_alone": auc,
                      "verdict": "leaky" if leaky else "ok"})

@@ -111,8 +111,10 @@ def _design_block(values: pd.Series, factor: Factor) -> pd.DataFrame:
         sd = values.std()
         return pd.DataFrame({f"{factor.name} (per SD = {sd:.3g})": (values - values.mean()) / sd})
     ref = _reference(values, factor)
-    order = [lv for lv in (*factor.levels, OTHER) if lv in set(values) and lv != ref]
-    return pd.DataFrame({f"{factor.name}={lv} (vs {ref})": (values == lv).astype(float) for lv in order},
+    present = set(values.unique())
+    order = [lv for lv in (*factor.levels, OTHER) if lv in present and lv != ref]
+    codes = values.to_numpy(dtype=object)
+    return pd.DataFrame({f"{factor.name}={lv} (vs {ref})": (codes == lv).astype(float) for lv in order},
                         index=values.index)
 
 

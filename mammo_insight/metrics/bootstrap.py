@@ -16,6 +16,7 @@ import logging
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 from scipy.stats import norm, rankdata
 
 from mammo_insight.metrics.core import (
@@ -65,8 +66,6 @@ def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.n
     resample weights gives every interval's weight in every resample at once. Its cumulative sum over
     intervals is the negative weight below each cut. Cost: one sparse product of n_negatives x n_boot.
     """
-    from scipy import sparse
-
     order = np.argsort(p, kind="mergesort")
     ys, ps, cs = y[order], p[order], codes[order]
     n, n_groups = ys.size, weights.shape[1]

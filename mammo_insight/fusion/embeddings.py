@@ -1,0 +1,191 @@
+"""Out-of-fold CNN embeddings: each image embedded by the fold model that never saw its woman.
+
+EMB.parquet layout (one file, a ``level`` column tells the two kinds of rows apart):
+
+- ``level == "image"``: one row per cached image: image_id, breast_id, patient_id, view, cancer, fold,
+  oof, emb_000 ... emb_{D-1}. Single-view runs: the model's ``embed`` of the image. Multi-view runs: the
+  model's ``embed`` of that view alone (a one-view stack).
+- ``level == "breast"``: one row per breast: image_id empty, view = the breast's views joined by "+"
+  (e.g. "CC+MLO"), same other columns. Single-view runs: the mean of the breast's image embeddings.
+  Multi-view runs: the model's ``embed`` over the breast's stacked views (what its head sees).
+
+``fold`` is the run's out-of-fold assignment of the patient (from RUN/oof_predictions.csv) and ``oof``
+is True for those rows. Images of patients absent from the run's out-of-fold predictions (a held-out
+cache) get the mean over every fold model's embedding, ``fold`` empty and ``oof`` False.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.cache import read_cache_config, read_cache_index
+from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.models.run_io import load_fold_model, load_oof, load_run_config, run_folds
+from mammo_insight.progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+ID_COLUMNS = ["level", "image_id", "breast_id", "patient_id", "view", "cancer", "fold", "oof"]
+MAX_VIEWS = 4
+
+
+def embedding_columns(frame: pd.DataFrame) -> list[str]:
+    """The emb_### columns of an embeddings table, in order."""
+    return sorted(c for c in frame.columns if c.startswith("emb_"))
+
+
+def patient_folds(oof: pd.DataFrame) -> pd.Series:
+    """patient_id -> the fold whose model never saw her; a patient in two folds is an error (a leak)."""
+    if "fold" not in oof.columns or "patient_id" not in oof.columns:
+        raise MammoInsightError("oof_predictions.csv needs columns patient_id and fold")
+    per_patient = oof.dropna(subset=["fold"]).groupby("patient_id")["fold"].agg(["min", "max"])
+    split = per_patient[per_patient["min"] != per_patient["max"]]
+    if len(split):
+        raise MammoInsightError(f"oof_predictions.csv: patient(s) {', '.join(map(str, split.index[:5]))} appear "
+                                "in more than one fold; folds must be grouped by patient")
+    return per_patient["min"].astype(int)
+
+
+def assign_folds(patient_id: pd.Series, folds_of_patient: pd.Series, available: Sequence[int]) -> np.ndarray:
+    """Fold per row (-1 where the patient is not out-of-fold in the run, or her fold has no saved model)."""
+    fold = patient_id.map(folds_of_patient).fillna(-1).astype(int).to_numpy()
+    missing = sorted(set(fold[fold >= 0]) - set(available))
+    if missing:
+        log.warning("folds %s have no saved model: their images get the mean over the other folds", missing)
+        fold[np.isin(fold, missing)] = -1
+    return fold
+
+
+def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -> DataLoader:
+    return DataLoader(Subset(dataset, rows.tolist()), batch_size=batch_size, shuffle=False, num_workers=workers)
+
+
+@torch.no_grad()
+def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, multi: bool,
+                   single_view_stack: bool, bar, task) -> np.ndarray:
+    out = []
+    for batch in loader:
+        x = batch["image"].to(device)
+        if multi and single_view_stack:
+            emb = model.embed(x.unsqueeze(1))
+        elif multi:
+            emb = model.embed(x, batch["mask"].to(device))
+        else:
+            emb = model.embed(x)
+        out.append(emb.float().cpu().numpy())
+        bar.advance(task, len(x))
+    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
+
+
+def _embed_dataset(run_dir: Path, dataset: Dataset, fold: np.ndarray, folds: list[int], device: torch.device,
+                   multi: bool, single_view_stack: bool, batch_size: int, workers: int, label: str) -> np.ndarray:
+    """Embed every item of ``dataset`` with its fold's model; items with fold -1 get the mean over folds."""
+    held_out = np.flatnonzero(fold < 0)
+    total = int((fold >= 0).sum() + len(held_out) * len(folds))
+    result: np.ndarray | None = None
+    with progress_bar() as bar:
+        task = bar.add_task(label, total=total)
+        for k in folds:
+            model = load_fold_model(run_dir, k, device)
+            for rows, weight in ((np.flatnonzero(fold == k), 1.0), (held_out, 1.0 / len(folds))):
+                if not len(rows):
+                    continue
+                emb = _embed_batches(model, _loader(dataset, rows, batch_size, workers), device, multi,
+                                     single_view_stack, bar, task)
+                if result is None:
+                    result = np.zeros((len(fold), emb.shape[1]), np.float32)
+                result[rows] += weight * emb
+            del model
+    if result is None:
+        raise MammoInsightError("nothing to embed: the cache has no usable image")
+    return result
+
+
+def _frame(level: str, ids: pd.DataFrame, emb: np.ndarray, fold: np.ndarray) -> pd.DataFrame:
+    cols = {f"emb_{i:03d}": emb[:, i] for i in range(emb.shape[1])}
+    frame = pd.DataFrame({"level": level, "image_id": ids.get("image_id"), "breast_id": ids["breast_id"].to_numpy(),
+                          "patient_id": ids["patient_id"].to_numpy(), "view": ids["view"].to_numpy(),
+                          "cancer": ids["cancer"].to_numpy(dtype=float),
+                          "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"), "oof": fold >= 0})
+    return pd.concat([frame, pd.DataFrame(cols, index=frame.index)], axis=1)
+
+
+def _breast_views(index: pd.DataFrame) -> pd.DataFrame:
+    """breast_id, patient_id, cancer, view ("CC+MLO") per breast, sorted by breast_id."""
+    g = index.groupby("breast_id", sort=True)
+    return pd.DataFrame({"patient_id": g["patient_id"].first(), "cancer": g["cancer"].max(),
+                         "view": g["view"].agg(lambda v: "+".join(sorted(set(v.dropna().astype(str)))))}
+                        ).reset_index()
+
+
+def compute_embeddings(run_dir: str | Path, cache_dir: str | Path, batch_size: int = 32, device: str = "auto",
+                       workers: int = 0) -> pd.DataFrame:
+    """The EMB table (image and breast rows, see the module docstring) of every ok image of the cache."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    folds = run_folds(run_dir)
+    if not folds:
+        raise MammoInsightError(f"{run_dir}: no fold model found under folds/fold_<k>/model.pt")
+    index = read_cache_index(cache_dir)
+    if not len(index):
+        raise MammoInsightError(f"{cache_dir}: the cache holds no ok image")
+    index = index.sort_values(["breast_id", "image_id"]).reset_index(drop=True)
+    size = config.get("image_size") or read_cache_config(cache_dir).get("size")
+    size = tuple(size) if size else None
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    multi = config.get("view_mode", "single") == "multi"
+    by_patient = patient_folds(load_oof(run_dir))
+    image_fold = assign_folds(index["patient_id"], by_patient, folds)
+    n_held = int((image_fold < 0).sum())
+    if n_held:
+        log.warning("%d image(s) of patients outside the run's out-of-fold predictions: embedded as the mean "
+                    "over the %d fold models (oof=False)", n_held, len(folds))
+    images = CacheImageDataset(cache_dir, index, size=size)
+    image_emb = _embed_dataset(run_dir, images, image_fold, folds, dev, multi, True, batch_size, workers,
+                               "embedding images")
+    breasts = _breast_views(index)
+    breast_fold = assign_folds(breasts["patient_id"], by_patient, folds)
+    if multi:
+        stacks = CacheBreastDataset(cache_dir, index, max_views=MAX_VIEWS, size=size)
+        order = stacks.breasts["breast_id"].to_numpy()
+        pos = pd.Series(np.arange(len(order)), index=order)[breasts["breast_id"]].to_numpy()  # ours -> theirs
+        stack_fold = np.empty_like(breast_fold)
+        stack_fold[pos] = breast_fold
+        stacked = _embed_dataset(run_dir, stacks, stack_fold, folds, dev, True, False, batch_size, workers,
+                                 "embedding breasts")
+        breast_emb = stacked[pos]
+    else:
+        codes = pd.Categorical(index["breast_id"], categories=breasts["breast_id"]).codes
+        counts = np.bincount(codes, minlength=len(breasts)).astype(np.float32)
+        breast_emb = np.zeros((len(breasts), image_emb.shape[1]), np.float32)
+        np.add.at(breast_emb, codes, image_emb)
+        breast_emb /= counts[:, None]
+    return pd.concat([_frame("image", index, image_emb, image_fold),
+                      _frame("breast", breasts, breast_emb, breast_fold)], ignore_index=True)
+
+
+def read_embeddings(path: str | Path) -> pd.DataFrame:
+    """Read and check an EMB.parquet written by `mammo-insight embed` (or by hand with the same layout)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MammoInsightError(f"embeddings file {path} does not exist")
+    frame = pd.read_parquet(path)
+    missing = [c for c in ("level", "breast_id", "patient_id") if c not in frame.columns]
+    if missing:
+        raise MammoInsightError(f"{path}: missing column(s) {', '.join(missing)}; expected the layout of "
+                                "`mammo-insight embed` (level, image_id, breast_id, patient_id, fold, view, emb_###)")
+    if not embedding_columns(frame):
+        raise MammoInsightError(f"{path}: no emb_### column")
+    for col in ("breast_id", "patient_id", "image_id"):
+        if col in frame.columns:
+            frame[col] = frame[col].astype("string")
+    return frame

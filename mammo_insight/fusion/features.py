@@ -1,0 +1,88 @@
+"""Breast-level metadata features for the fusion model, with leaky columns kept out by default.
+
+The label belongs to the breast (RSNA's prediction_id), so every feature is aggregated to one row per
+breast: age, density (ordinal A=1..D=4 plus a missing flag), site and machine (categorical), implant,
+which views exist and how many images. Columns decided after the outcome (the leakage audit's verdict,
+or the schema's POST_OUTCOME_COLUMNS when the audit is unavailable) never enter unless the caller names
+them in ``include_leaky``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
+from mammo_insight.errors import MammoInsightError
+
+log = logging.getLogger(__name__)
+
+DENSITY_ORDINAL = {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0}
+MAIN_VIEWS = ("CC", "MLO")
+CATEGORICAL = ("site_id", "machine_id")
+# feature -> the cohort column it is derived from (used to drop features whose source column leaks)
+FEATURE_SOURCES = {"age": "age", "density": "density", "density_missing": "density", "site_id": "site_id",
+                   "machine_id": "machine_id", "implant": "implant", "has_CC": "view", "has_MLO": "view",
+                   "n_other_views": "view", "n_images": "view"}
+
+
+def leaky_columns_of(table: pd.DataFrame) -> list[str]:
+    """The leakage audit's leaky columns; the schema's post-outcome list when the audit cannot run."""
+    try:
+        from mammo_insight.stats.leakage import leaky_columns
+    except ImportError:
+        return list(POST_OUTCOME_COLUMNS)
+    return sorted(set(leaky_columns(table)) | set(POST_OUTCOME_COLUMNS))
+
+
+def breast_features(table: pd.DataFrame, exclude: Sequence[str] = (), include_leaky: Sequence[str] = ()
+                    ) -> tuple[pd.DataFrame, list[str]]:
+    """One row per breast: breast_id, patient_id, cancer, then the feature columns (returned as a list).
+
+    ``exclude``: cohort columns whose features are dropped (the leaky ones). ``include_leaky``: cohort
+    columns added as features anyway (max over the breast's images), named ``leaky_<column>``.
+    """
+    missing = [c for c in ("breast_id", "patient_id", "cancer") if c not in table.columns]
+    if missing:
+        raise MammoInsightError(f"cohort table lacks column(s) {', '.join(missing)}")
+    unknown = [c for c in include_leaky if c not in table.columns]
+    if unknown:
+        raise MammoInsightError(f"--include-leaky: column(s) {', '.join(unknown)} not in the cohort table "
+                                f"(columns: {', '.join(map(str, table.columns))})")
+    density = table["density"].astype(object).map(DENSITY_ORDINAL) if "density" in table else np.nan
+    t = table.assign(
+        _density=pd.to_numeric(density, errors="coerce").astype("float64"),
+        _cc=(table["view"] == "CC").astype(float), _mlo=(table["view"] == "MLO").astype(float),
+        _other=(~table["view"].isin(MAIN_VIEWS)).astype(float))
+    g = t.groupby("breast_id", sort=True)
+    out = pd.DataFrame({
+        "patient_id": g["patient_id"].first(),
+        "cancer": g["cancer"].max(),
+        "age": g["age"].mean().astype("float64"),
+        "density": g["_density"].mean(),
+        "site_id": g["site_id"].first(),
+        "machine_id": g["machine_id"].first(),
+        "implant": g["implant"].max(),
+        "has_CC": g["_cc"].max(),
+        "has_MLO": g["_mlo"].max(),
+        "n_other_views": g["_other"].sum(),
+        "n_images": g.size().astype(float),
+    })
+    out["density_missing"] = out["density"].isna().astype(float)
+    for col in CATEGORICAL:
+        out[col] = out[col].astype("string").fillna("missing").astype("category")
+    features = [f for f, src in FEATURE_SOURCES.items() if src not in exclude]
+    features = [f for f in features if not _constant(out[f])]
+    for col in include_leaky:
+        name = f"leaky_{col}"
+        out[name] = pd.to_numeric(t[col], errors="coerce").astype("float64").groupby(t["breast_id"]).max()
+        features.append(name)
+    return out.reset_index()[["breast_id", "patient_id", "cancer", *features]], features
+
+
+def _constant(values: pd.Series) -> bool:
+    """A feature with one value (or all empty) carries nothing; dropping it keeps SHAP plots readable."""
+    return values.nunique(dropna=False) <= 1

@@ -1,0 +1,207 @@
+"""fuse-train from a cohort table (and optional embeddings) to scores, comparisons and SHAP.
+
+Imports no torch: LightGBM/libgomp and torch's OpenMP runtime are kept in separate processes
+(`embed` runs torch, `fuse-train` runs LightGBM), so their import order can never matter.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.fusion.compare import paired_comparisons, score_models
+from mammo_insight.fusion.embeddings import embedding_columns
+from mammo_insight.fusion.features import breast_features, leaky_columns_of
+from mammo_insight.fusion.lgbm import IMAGE_PREFIX, LgbmParams, cross_validate, fill_folds, fit_final, grouped_folds
+
+log = logging.getLogger(__name__)
+
+PER_VIEWS = ("CC", "MLO")
+LEAK_WARNING = ("WARNING: post-outcome / leaky column(s) {cols} were included as features (--include-leaky). "
+                "They are decided after the outcome or predict it implausibly well: every figure below is "
+                "optimistic and must not be read as screening performance.")
+
+
+@dataclass
+class FusionConfig:
+    folds: int = 5
+    seed: int = 0
+    include_leaky: Sequence[str] = ()
+    n_pca: int = 16
+    shap_rows: int = 5000
+    interaction_rows: int = 300
+    n_top_risk: int = 5
+    n_boot: int = 1000
+    params: LgbmParams = field(default_factory=LgbmParams)
+
+
+@dataclass
+class FusionResult:
+    """Everything the outputs and the report need."""
+
+    breasts: pd.DataFrame            # breast_id, patient_id, cancer, fold, metadata features
+    meta_features: list[str]
+    probs: dict[str, np.ndarray]     # model -> out-of-fold probability per breast (rows of `breasts`)
+    scores: dict
+    comparisons: dict
+    per_view: pd.DataFrame
+    excluded_leaky: list[str]
+    included_leaky: list[str]
+    warnings: list[str]
+    explained_model: str = ""
+    shap_X: pd.DataFrame | None = None
+    shap_explanation: object = None
+    shap_rows: np.ndarray | None = None  # positions in `breasts` of the explained rows
+    feature_groups: dict[str, str] = field(default_factory=dict)
+    interactions: pd.DataFrame | None = None
+    top_risk: np.ndarray | None = None   # positions in `breasts` of the highest-risk breasts
+    emb_dim: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    def __init__(self, timings: dict[str, float], name: str):
+        self.timings, self.name = timings, name
+
+    def __enter__(self):
+        self.start = time.perf_counter()
+
+    def __exit__(self, *exc):
+        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
+
+
+def _breast_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(matrix aligned to breast_ids with NaN rows where absent, fold per breast with -1 where unknown)."""
+    rows = emb[emb["level"] == "breast"].drop_duplicates("breast_id").set_index("breast_id")
+    aligned = rows.reindex(breast_ids.astype(str).to_numpy())
+    fold = (pd.to_numeric(aligned["fold"], errors="coerce").fillna(-1).astype(int).to_numpy()
+            if "fold" in aligned.columns else np.full(len(aligned), -1))
+    return aligned[cols].to_numpy(np.float64), fold
+
+
+def _view_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str], view: str) -> np.ndarray:
+    """Mean image embedding of the breast's images of one view (NaN rows for breasts without it)."""
+    rows = emb[(emb["level"] == "image") & (emb["view"] == view)]
+    mean = rows.groupby("breast_id")[cols].mean()
+    return mean.reindex(breast_ids.astype(str).to_numpy()).to_numpy(np.float64)
+
+
+def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: FusionConfig) -> pd.DataFrame:
+    """Image-only model from one view's embeddings (CC only, MLO only) on the breasts that have that view."""
+    from mammo_insight.metrics import metrics_with_ci
+
+    out = []
+    for view in PER_VIEWS:
+        matrix = _view_embeddings(emb, b["breast_id"], cols, view)
+        have = ~np.isnan(matrix).any(axis=1)
+        y, fold = b["cancer"].to_numpy()[have], b["fold"].to_numpy()[have]
+        if have.sum() < 10 or len(np.unique(y)) < 2:
+            continue
+        prob = cross_validate(None, matrix[have], y, fold, cfg.params, cfg.n_pca, cfg.seed)
+        m = metrics_with_ci(y, prob, b["patient_id"].to_numpy()[have], None, cfg.n_boot, cfg.seed)
+        out.append({"embeddings": f"{view} only", "n_breasts": int(have.sum()), "n_positive": int(y.sum()),
+                    "roc_auc": m["roc_auc"]["value"], "ci_low": m["roc_auc"]["ci_low"],
+                    "ci_high": m["roc_auc"]["ci_high"]})
+    return pd.DataFrame(out, columns=["embeddings", "n_breasts", "n_positive", "roc_auc", "ci_low", "ci_high"])
+
+
+def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
+               config: FusionConfig | None = None) -> FusionResult:
+    """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP."""
+    cfg = config or FusionConfig()
+    timings: dict[str, float] = {}
+    warnings: list[str] = []
+    with _Timer(timings, "leakage audit"):
+        leaky = leaky_columns_of(table)
+    included = list(cfg.include_leaky)
+    excluded = [c for c in leaky if c not in included]
+    if included:
+        warnings.append(LEAK_WARNING.format(cols=", ".join(included)))
+        log.warning(warnings[-1])
+    with _Timer(timings, "features"):
+        breasts, meta_features = breast_features(table, exclude=excluded, include_leaky=included)
+        unlabelled = int(breasts["cancer"].isna().sum())
+        if unlabelled:
+            warnings.append(f"{unlabelled} breast(s) have no cancer label and were left out")
+        breasts = breasts[breasts["cancer"].notna()].reset_index(drop=True)
+        emb_matrix, fold, cols = None, np.full(len(breasts), -1), []
+        if embeddings is not None:
+            cols = embedding_columns(embeddings)
+            emb_matrix, fold = _breast_embeddings(embeddings, breasts["breast_id"], cols)
+            absent = np.isnan(emb_matrix).any(axis=1)
+            if absent.all():
+                raise MammoInsightError("no breast of the cohort has an embedding: do the breast_id values of the "
+                                        "embeddings file match the cohort's?")
+            if absent.any():
+                warnings.append(f"{int(absent.sum())} breast(s) without an embedding were left out")
+                keep = ~absent
+                breasts, emb_matrix, fold = breasts[keep].reset_index(drop=True), emb_matrix[keep], fold[keep]
+    if len(breasts) == 0 or breasts["cancer"].nunique() < 2:
+        raise MammoInsightError("fuse-train needs labelled breasts of both classes (cancer 0 and 1)")
+    y = breasts["cancer"].to_numpy(dtype=int)
+    groups = breasts["patient_id"].astype(str).to_numpy()
+    if (fold >= 0).any():
+        n_given = len(set(fold[fold >= 0]))
+        if n_given != cfg.folds:
+            log.info("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
+                     "that saw it", n_given, cfg.folds)
+        fold = fill_folds(fold, y, groups, cfg.seed)
+    else:
+        fold = grouped_folds(y, groups, cfg.folds, cfg.seed)
+    breasts["fold"] = fold
+    meta = breasts[meta_features] if meta_features else None
+    if meta is None and emb_matrix is None:
+        raise MammoInsightError("no feature left: every metadata column is leaky or empty and no embeddings given")
+    probs: dict[str, np.ndarray] = {}
+    with _Timer(timings, "cross-validation (3 models)"):
+        if meta is not None:
+            probs["metadata"] = cross_validate(meta, None, y, fold, cfg.params, cfg.n_pca, cfg.seed)
+        if emb_matrix is not None:
+            probs["image"] = cross_validate(None, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed)
+        if meta is not None and emb_matrix is not None:
+            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed)
+    per_view = pd.DataFrame()
+    if embeddings is not None:
+        with _Timer(timings, "per-view image models"):
+            per_view = _per_view_auc(embeddings, breasts, cols, cfg)
+    with _Timer(timings, "metrics + paired tests"):
+        scores = score_models(y, probs, groups, cfg.n_boot, cfg.seed)
+        comparisons = paired_comparisons(y, probs, groups, cfg.n_boot, cfg.seed)
+    result = FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
+                          comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
+                          included_leaky=included, warnings=warnings, timings=timings,
+                          emb_dim=len(cols))
+    explain(result, meta, emb_matrix, cfg)
+    return result
+
+
+def explain(result: FusionResult, meta: pd.DataFrame | None, emb: np.ndarray | None, cfg: FusionConfig) -> None:
+    """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP."""
+    from mammo_insight.explain.shap_tabular import top_interactions, tree_shap
+
+    name = "fused" if "fused" in result.probs else next(iter(result.probs))
+    use_meta = meta if name in ("fused", "metadata") else None
+    use_emb = emb if name in ("fused", "image") else None
+    y = result.breasts["cancer"].to_numpy(dtype=int)
+    with _Timer(result.timings, "final model"):
+        model, X = fit_final(use_meta, use_emb, y, cfg.params, cfg.n_pca, cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    top = np.argsort(-result.probs[name], kind="stable")[: cfg.n_top_risk]
+    sample = rng.permutation(len(X))[: cfg.shap_rows]
+    rows = np.unique(np.concatenate([sample, top]))
+    with _Timer(result.timings, "SHAP values"):
+        explainer, explanation = tree_shap(model, X.iloc[rows])
+    groups = {f: ("image" if f.startswith(IMAGE_PREFIX) else "metadata") for f in X.columns}
+    meta_cols = [f for f in X.columns if groups[f] == "metadata"]
+    if len(meta_cols) >= 2:
+        with _Timer(result.timings, "SHAP interactions"):
+            inter_rows = rng.permutation(len(X))[: cfg.interaction_rows]
+            result.interactions = top_interactions(explainer, X.iloc[inter_rows], meta_cols)
+    result.explained_model, result.shap_X, result.shap_explanation = name, X.iloc[rows], explanation
+    result.shap_rows, result.feature_groups, result.top_risk = rows, groups, top

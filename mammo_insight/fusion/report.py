@@ -1,0 +1,169 @@
+"""The fuse-train HTML report: plain-words answers first, then the evidence behind them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from markupsafe import Markup
+
+from mammo_insight.explain import shap_tabular as st
+from mammo_insight.fusion.compare import comparison_table, metrics_table
+from mammo_insight.fusion.outputs import shap_groups, shap_importance
+from mammo_insight.fusion.pipeline import FusionResult
+from mammo_insight.report import Section, bullet_list, figure, metric_cards, paragraph, raw_link, render_page, table
+
+FILES = ["metrics.json", "oof_predictions.csv", "tables/shap_importance.csv", "tables/shap_groups.csv",
+         "tables/model_comparison.csv", "tables/per_view_auc.csv", "tables/shap_interactions.csv", "manifest.json"]
+MODEL_WORDS = {"metadata": "metadata only", "image": "image embeddings only", "fused": "metadata + images"}
+
+
+def _auc(result: FusionResult, model: str) -> str:
+    m = result.scores[model]["roc_auc"]
+    return f"{m['value']:.3f} ({m['ci_low']:.3f}-{m['ci_high']:.3f})"
+
+
+def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
+    """The seed study's questions answered in one sentence each, from the numbers of this run."""
+    out = []
+    top = importance.head(5)
+    out.append("Features that move the " + MODEL_WORDS[result.explained_model] + " model most (mean |SHAP|): "
+               + ", ".join(f"{f} ({g}, {v:.3f})" for f, g, v in top.itertuples(index=False)) + ".")
+    share = st.group_share(result.shap_explanation.values, list(result.shap_X.columns), result.feature_groups)
+    if "image" in share and "metadata" in share:
+        out.append(f"The images carry {100 * share['image']:.0f}% of the model's attribution and the metadata "
+                   f"{100 * share['metadata']:.0f}% (share of total mean |SHAP|).")
+    if len(result.per_view):
+        pv = result.per_view.sort_values("roc_auc", ascending=False)
+        views = "; ".join(f"{r.embeddings}: ROC-AUC {r.roc_auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f}, "
+                          f"{r.n_breasts} breasts)" for r in pv.itertuples())
+        out.append(f"Image signal by view (image-only model on one view's embeddings): {views}. "
+                   f"The {pv.iloc[0]['embeddings'].split()[0]} view carries more of it.")
+    cmp = result.comparisons.get("fused_vs_metadata")
+    if cmp:
+        d = cmp["roc_auc"]
+        verdict = ("a clear gain" if d["ci_low"] > 0 else "no gain that the interval can tell from zero"
+                   if d["ci_high"] >= 0 else "a loss")
+        out.append(f"Adding the images to the metadata changes breast-level ROC-AUC from {d['value_b']:.3f} to "
+                   f"{d['value_a']:.3f}: difference {d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to "
+                   f"{d['ci_high']:+.3f}, bootstrap p = {d['p_value']:.3g}, DeLong p = "
+                   f"{cmp['delong']['p_value']:.3g}): {verdict}.")
+    elif "metadata" in result.scores:
+        out.append(f"Metadata-only breast-level ROC-AUC is {_auc(result, 'metadata')}. No embeddings were given, "
+                   "so the added value of the images is not measured here (run `mammo-insight embed` first).")
+    return out
+
+
+def _roc_figure(result: FusionResult):
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import roc_curve
+
+    y = result.breasts["cancer"].to_numpy()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, p in result.probs.items():
+        fpr, tpr, _ = roc_curve(y, p)
+        ax.plot(fpr, tpr, label=f"{MODEL_WORDS[name]} (AUC {result.scores[name]['roc_auc']['value']:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set_xlabel("false positive rate")
+    ax.set_ylabel("true positive rate")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _dependence_blocks(result: FusionResult) -> list:
+    blocks = []
+    for feature in ("age", "density"):
+        if feature in result.shap_X.columns:
+            blocks.append(figure(st.dependence_figure(result.shap_explanation, feature),
+                                 f"SHAP of {feature} against its value"
+                                 + (" (density ordinal A=1 .. D=4; missing not shown)" if feature == "density" else "")))
+    if not blocks:
+        blocks.append(paragraph("Neither age nor density is a feature of this model."))
+    return blocks
+
+
+def _interaction_blocks(result: FusionResult) -> list:
+    if result.interactions is None or not len(result.interactions):
+        return [paragraph("Fewer than two metadata features: no interaction to show.")]
+    a, b = result.interactions.iloc[0][["feature_a", "feature_b"]]
+    return [paragraph("Mean |SHAP interaction value| between metadata features (both halves of the symmetric "
+                      "matrix summed), on a random sample of breasts. A large value means the effect of one "
+                      "feature depends on the other."),
+            table(result.interactions, "strongest metadata interactions"),
+            figure(st.dependence_figure(result.shap_explanation, a, color_by=b),
+                   f"SHAP of {a}, coloured by {b} (the strongest pair)")]
+
+
+def _local_blocks(result: FusionResult) -> list:
+    position = {r: i for i, r in enumerate(result.shap_rows)}
+    blocks = [paragraph("The breasts with the highest out-of-fold risk of the explained model; each bar is one "
+                        "feature's push (log-odds) from the average prediction to this breast's. Explanations "
+                        "come from the final model (fitted on every breast).")]
+    b = result.breasts
+    for r in result.top_risk:
+        title = (f"breast {b.iloc[r]['breast_id']}: out-of-fold risk {result.probs[result.explained_model][r]:.3f}, "
+                 f"cancer = {int(b.iloc[r]['cancer'])}")
+        blocks.append(figure(st.waterfall_figure(result.shap_explanation[position[r]], title), title))
+    return blocks
+
+
+def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: str = "") -> Path:
+    """Write OUT/index.html."""
+    importance = shap_importance(result)
+    groups = shap_groups(result)
+    warn = [paragraph(w, "warn") for w in result.warnings if w.startswith("WARNING")]
+    cards = {f"ROC-AUC {MODEL_WORDS[m]}": f"{result.scores[m]['roc_auc']['value']:.3f}" for m in result.scores}
+    cards["breasts"] = f"{len(result.breasts):,}"
+    cards["positive breasts"] = f"{int(result.breasts['cancer'].sum()):,}"
+    n_folds = result.breasts["fold"].nunique()
+    sections = [
+        Section("Answers", warn + [metric_cards(cards), bullet_list(answers(result, importance))]
+                + ([paragraph(f"Label: {label_meaning}")] if label_meaning else [])),
+        Section("Models compared", [
+            paragraph(f"Breast-level out-of-fold predictions ({n_folds} patient-grouped folds). Intervals: 95% "
+                      "bootstrap over patients. Threshold metrics use the best-F1 threshold tuned on these same "
+                      "predictions (optimistic); ROC-AUC, PR-AUC and pF1 need no threshold."),
+            table(metrics_table(result.scores), "breast-level metrics"),
+            table(comparison_table(result.comparisons), "paired comparisons (a - b) on the same breasts")
+            if result.comparisons else paragraph("Only one model: nothing to compare."),
+            figure(_roc_figure(result), "ROC curves (out-of-fold)")]),
+    ]
+    if len(result.per_view):
+        sections.append(Section("Which views carry the image signal", [
+            paragraph("An image-only LightGBM trained on the embeddings of one view (mean over the breast's images "
+                      "of that view), on the breasts that have it, with the same folds."),
+            table(result.per_view, "per-view image-only ROC-AUC")]))
+    sections += [
+        Section("What drives the model (SHAP)", [
+            paragraph(f"SHAP values (shap.TreeExplainer, log-odds) of the {MODEL_WORDS[result.explained_model]} "
+                      f"model fitted on every breast, over {len(result.shap_rows):,} breasts. Image features are "
+                      "the principal components of the embeddings (img_pc01 ...)."),
+            figure(st.bar_figure(importance), "global importance: mean |SHAP| per feature"),
+            figure(st.beeswarm_figure(result.shap_explanation), "beeswarm: one dot per breast; colour = feature "
+                   "value (categorical features: category code)")]),
+        Section("Metadata versus image, breast by breast", [
+            paragraph("Each breast's prediction splits into a metadata part and an image part (sums of its SHAP "
+                      "values). Per-breast values are in tables/shap_groups.csv."),
+            figure(st.group_figure(groups, groups["cancer"].to_numpy()), "per-breast attribution by group")]
+            if "image" in groups.columns and "metadata" in groups.columns else
+            [paragraph("Only one group of features in this model: see tables/shap_groups.csv.")]),
+        Section("Age and density", _dependence_blocks(result)),
+        Section("Interactions between metadata features", _interaction_blocks(result)),
+        Section("Highest-risk breasts", _local_blocks(result)),
+        Section("Method and files", [
+            bullet_list([
+                f"Metadata features: {', '.join(result.meta_features) or 'none'}.",
+                "Excluded as leaky (post-outcome or implausibly predictive, from the leakage audit): "
+                + (", ".join(result.excluded_leaky) or "none") + ".",
+                f"Included despite being leaky (--include-leaky): {', '.join(result.included_leaky) or 'none'}.",
+                f"Embeddings: {result.emb_dim}-d, reduced by PCA fitted on each training fold only."
+                if result.emb_dim else "Embeddings: none given (metadata only).",
+                "Folds: the CNN run's folds when the embeddings carry them (a validation breast's embedding comes "
+                "from a CNN that never saw the woman), otherwise StratifiedGroupKFold by patient.",
+                *[w for w in result.warnings if not w.startswith("WARNING")]]),
+            Markup("<p>Files: ") + Markup(" · ").join(raw_link(f, f) for f in FILES) + Markup("</p>")]),
+    ]
+    return render_page(out / "index.html", f"Fusion: metadata + image embeddings ({dataset})", sections,
+                       subtitle="LightGBM at breast level, explained with SHAP")

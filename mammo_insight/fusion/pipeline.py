@@ -18,7 +18,14 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.compare import paired_comparisons, score_models
 from mammo_insight.fusion.embeddings import embedding_columns
 from mammo_insight.fusion.features import breast_features, leaky_columns_of
-from mammo_insight.fusion.lgbm import IMAGE_PREFIX, LgbmParams, cross_validate, fill_folds, fit_final, grouped_folds
+from mammo_insight.fusion.lgbm import (
+    IMAGE_PREFIX,
+    LgbmParams,
+    cross_validate,
+    fill_folds,
+    fit_final,
+    grouped_folds,
+)
 
 log = logging.getLogger(__name__)
 

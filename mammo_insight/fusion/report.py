@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
@@ -12,7 +11,16 @@ from mammo_insight.explain import shap_tabular as st
 from mammo_insight.fusion.compare import comparison_table, metrics_table
 from mammo_insight.fusion.outputs import shap_groups, shap_importance
 from mammo_insight.fusion.pipeline import FusionResult
-from mammo_insight.report import Section, bullet_list, figure, metric_cards, paragraph, raw_link, render_page, table
+from mammo_insight.report import (
+    Section,
+    bullet_list,
+    figure,
+    metric_cards,
+    paragraph,
+    raw_link,
+    render_page,
+    table,
+)
 
 FILES = ["metrics.json", "oof_predictions.csv", "tables/shap_importance.csv", "tables/shap_groups.csv",
          "tables/model_comparison.csv", "tables/per_view_auc.csv", "tables/shap_interactions.csv", "manifest.json"]
@@ -160,8 +168,8 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                 f"Included despite being leaky (--include-leaky): {', '.join(result.included_leaky) or 'none'}.",
                 f"Embeddings: {result.emb_dim}-d, reduced by PCA fitted on each training fold only."
                 if result.emb_dim else "Embeddings: none given (metadata only).",
-                "Folds: the CNN run's folds when the embeddings carry them (a validation breast's embedding comes "
-                "from a CNN that never saw the woman), otherwise StratifiedGroupKFold by patient.",
+                ("Folds: the CNN run's folds when the embeddings carry them (a validation breast's embedding comes "
+                "from a CNN that never saw the woman), otherwise StratifiedGroupKFold by patient."),
                 *[w for w in result.warnings if not w.startswith("WARNING")]]),
             Markup("<p>Files: ") + Markup(" · ").join(raw_link(f, f) for f in FILES) + Markup("</p>")]),
     ]

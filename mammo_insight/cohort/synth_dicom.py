@@ -31,6 +31,7 @@ from mammo_insight.cohort.jpeg_lossless import encode_jpeg_lossless_sv1
 MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
 IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1473.1")  # fixed: no library version in the bytes
 SYNTAXES = (JPEG2000Lossless, JPEGLosslessSV1, RLELossless, ExplicitVRLittleEndian)
+J2K_MIN_SIDE = 32
 FIRST_NAMES = ("JANE", "MARY", "ANNA", "ROSA", "EMMA", "LENA", "SARA", "IRIS")
 
 
@@ -176,12 +177,15 @@ def write_dicom(path: Path, stored: np.ndarray, pad_value: int | None, profile: 
                 meta: ImageMeta) -> None:
     """Build, encode with the profile's transfer syntax and save one file."""
     ds = build_dataset(stored, pad_value, profile, meta)
-    if profile.syntax == JPEGLosslessSV1:
+    syntax = profile.syntax
+    if syntax == JPEG2000Lossless and min(stored.shape) < J2K_MIN_SIDE:
+        syntax = ExplicitVRLittleEndian  # openjpeg's 6 DWT levels need at least 32 pixels a side
+    if syntax == JPEGLosslessSV1:
         ds.PixelData = encapsulate([encode_jpeg_lossless_sv1(stored, profile.bits_stored)])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
-    elif profile.syntax != ExplicitVRLittleEndian:
+    elif syntax != ExplicitVRLittleEndian:
         # pinned plugin: GDCM, when installed, would encode RLE differently (same seed, same bytes everywhere)
-        ds.compress(profile.syntax, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
+        ds.compress(syntax, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)

@@ -12,8 +12,15 @@ from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import AugmentConfig, TrainConfig, load_config
 from mammo_insight.models.folds import assign_folds, fold_split
 from mammo_insight.models.losses import FocalLoss, build_loss
-from mammo_insight.models.sampling import (EpochSampler, balanced_indices, balanced_subset, epoch_plan,
-                                           pos_weight_value, resampled_indices, soft_labels)
+from mammo_insight.models.sampling import (
+    EpochSampler,
+    balanced_indices,
+    balanced_subset,
+    epoch_plan,
+    pos_weight_value,
+    resampled_indices,
+    soft_labels,
+)
 
 
 def _table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:

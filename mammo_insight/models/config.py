@@ -70,6 +70,7 @@ class TrainConfig:
     num_nodes: int = 1
     strategy: str = "auto"             # e.g. ddp
     num_workers: int = 0
+    cpu_threads: int | None = None     # torch intra-op threads on the CPU (1 is fastest on a shared machine)
     weights: str | None = None         # local pretrained weights file
     threshold_method: str = "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
     label_column: str = "cancer"

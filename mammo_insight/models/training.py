@@ -36,7 +36,8 @@ from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_l
 
 log = logging.getLogger(__name__)
 # Options that may change between an interrupted run and its resume (they do not change the result).
-RUNTIME_OPTIONS = {"device", "precision", "channels_last", "devices", "num_nodes", "strategy", "num_workers"}
+RUNTIME_OPTIONS = {"device", "precision", "channels_last", "devices", "num_nodes", "strategy", "num_workers",
+                   "cpu_threads"}
 
 
 class History(pl.Callback):
@@ -258,6 +259,15 @@ def train_run(cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | 
     config = config or TrainConfig()
     validate_config(config)
     cache_dir, out_dir = Path(cache_dir), Path(out_dir)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.cpu_threads or threads)
+    try:
+        return _train_run(cache_dir, out_dir, config)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train_run(cache_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
     table = load_training_table(cache_dir, config.label_column)
     values = resolved_config(config, cache_dir, table)
     size = tuple(values["image_size"])

@@ -34,7 +34,7 @@ def command(
 
     from mammo_insight.cohort.schema import validate_cohort
     from mammo_insight.errors import MammoInsightError
-    from mammo_insight.fusion.embeddings import read_embeddings
+    from mammo_insight.fusion.emb_table import read_embeddings
     from mammo_insight.fusion.lgbm import LgbmParams
     from mammo_insight.fusion.outputs import write_outputs
     from mammo_insight.fusion.pipeline import FusionConfig, run_fusion

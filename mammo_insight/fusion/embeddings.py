@@ -1,6 +1,7 @@
 """Out-of-fold CNN embeddings: each image embedded by the fold model that never saw its woman.
 
-EMB.parquet layout (one file, a ``level`` column tells the two kinds of rows apart):
+The table layout lives in :mod:`mammo_insight.fusion.emb_table` (torch-free, so fuse-train reads it without
+importing torch). What each kind of row holds here:
 
 - ``level == "image"``: one row per cached image: image_id, breast_id, patient_id, view, cancer, fold,
   oof, emb_000 ... emb_{D-1}. Single-view runs: the model's ``embed`` of the image. Multi-view runs: the
@@ -26,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.fusion.emb_table import ID_COLUMNS
 from mammo_insight.imaging.cache import read_cache_config, read_cache_index
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.run_io import load_fold_model, load_oof, load_run_config, run_folds
@@ -33,13 +35,7 @@ from mammo_insight.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
-ID_COLUMNS = ["level", "image_id", "breast_id", "patient_id", "view", "cancer", "fold", "oof"]
 MAX_VIEWS = 4
-
-
-def embedding_columns(frame: pd.DataFrame) -> list[str]:
-    """The emb_### columns of an embeddings table, in order."""
-    return sorted(c for c in frame.columns if c.startswith("emb_"))
 
 
 def patient_folds(oof: pd.DataFrame) -> pd.Series:
@@ -114,7 +110,8 @@ def _frame(level: str, ids: pd.DataFrame, emb: np.ndarray, fold: np.ndarray) -> 
     frame = pd.DataFrame({"level": level, "image_id": ids.get("image_id"), "breast_id": ids["breast_id"].to_numpy(),
                           "patient_id": ids["patient_id"].to_numpy(), "view": ids["view"].to_numpy(),
                           "cancer": ids["cancer"].to_numpy(dtype=float),
-                          "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"), "oof": fold >= 0})
+                          "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"), "oof": fold >= 0}
+                         )[ID_COLUMNS]
     return pd.concat([frame, pd.DataFrame(cols, index=frame.index)], axis=1)
 
 
@@ -171,21 +168,3 @@ def compute_embeddings(run_dir: str | Path, cache_dir: str | Path, batch_size: i
         breast_emb /= counts[:, None]
     return pd.concat([_frame("image", index, image_emb, image_fold),
                       _frame("breast", breasts, breast_emb, breast_fold)], ignore_index=True)
-
-
-def read_embeddings(path: str | Path) -> pd.DataFrame:
-    """Read and check an EMB.parquet written by `mammo-insight embed` (or by hand with the same layout)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MammoInsightError(f"embeddings file {path} does not exist")
-    frame = pd.read_parquet(path)
-    missing = [c for c in ("level", "breast_id", "patient_id") if c not in frame.columns]
-    if missing:
-        raise MammoInsightError(f"{path}: missing column(s) {', '.join(missing)}; expected the layout of "
-                                "`mammo-insight embed` (level, image_id, breast_id, patient_id, fold, view, emb_###)")
-    if not embedding_columns(frame):
-        raise MammoInsightError(f"{path}: no emb_### column")
-    for col in ("breast_id", "patient_id", "image_id"):
-        if col in frame.columns:
-            frame[col] = frame[col].astype("string")
-    return frame

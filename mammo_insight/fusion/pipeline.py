@@ -16,7 +16,7 @@ import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.compare import paired_comparisons, score_models
-from mammo_insight.fusion.embeddings import embedding_columns
+from mammo_insight.fusion.emb_table import embedding_columns
 from mammo_insight.fusion.features import breast_features, leaky_columns_of
 from mammo_insight.fusion.lgbm import (
     IMAGE_PREFIX,

@@ -1,0 +1,1 @@
+"""Fusion of metadata and CNN embeddings: `embed` (torch) and `fuse-train` (LightGBM + SHAP, no torch)."""

@@ -1,0 +1,46 @@
+"""The EMB.parquet table that `embed` writes and `fuse-train` reads (no torch here).
+
+One file; a ``level`` column tells the two kinds of rows apart:
+
+- ``level == "image"``: one row per cached image: image_id, breast_id, patient_id, view, cancer, fold,
+  oof, emb_000 ... emb_{D-1}.
+- ``level == "breast"``: one row per breast: image_id empty, view = the breast's views joined by "+"
+  (e.g. "CC+MLO"), same other columns; the breast's pooled embedding.
+
+``fold``: the CNN run's out-of-fold assignment of the patient (empty when she was not in the run's
+out-of-fold predictions); ``oof``: True when the embedding comes from the one fold model that never saw
+her, False when it is the mean over every fold model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_insight.errors import MammoInsightError
+
+ID_COLUMNS = ["level", "image_id", "breast_id", "patient_id", "view", "cancer", "fold", "oof"]
+
+
+def embedding_columns(frame: pd.DataFrame) -> list[str]:
+    """The emb_### columns of an embeddings table, in order."""
+    return sorted(c for c in frame.columns if c.startswith("emb_"))
+
+
+def read_embeddings(path: str | Path) -> pd.DataFrame:
+    """Read and check an EMB.parquet written by `mammo-insight embed` (or by hand with the same layout)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MammoInsightError(f"embeddings file {path} does not exist")
+    frame = pd.read_parquet(path)
+    missing = [c for c in ("level", "breast_id", "patient_id") if c not in frame.columns]
+    if missing:
+        raise MammoInsightError(f"{path}: missing column(s) {', '.join(missing)}; expected the layout of "
+                                "`mammo-insight embed` (level, image_id, breast_id, patient_id, fold, view, emb_###)")
+    if not embedding_columns(frame):
+        raise MammoInsightError(f"{path}: no emb_### column")
+    for col in ("breast_id", "patient_id", "image_id"):
+        if col in frame.columns:
+            frame[col] = frame[col].astype("string")
+    return frame

@@ -146,7 +146,7 @@ def _digest(root: Path) -> str:
 def test_same_seed_same_bytes(tmp_path):
     a = make_synthetic_cohort(tmp_path / "a", n_patients=3, seed=11, size=(48, 36))
     b = make_synthetic_cohort(tmp_path / "b", n_patients=3, seed=11, size=(48, 36))
-    c = make_synthetic_cohort(tmp_path / "c", n_patients=3, seed=12, size=(48, 36))
+    make_synthetic_cohort(tmp_path / "c", n_patients=3, seed=12, size=(48, 36))
     assert {k: v for k, v in a.items() if k != "out"} == {k: v for k, v in b.items() if k != "out"}
     assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
@@ -159,9 +159,10 @@ def _fit(n_patients: int, seed: int):
 
 
 def _true_log_or() -> dict[str, float]:
-    truth = {"age10": np.log(TRUE_EFFECTS.age_or_per_10y)}
+    ors = TRUE_EFFECTS.odds_ratios()
+    truth = {"age10": np.log(ors["age_per_10y"])}
     for level in "BCD":
-        truth[f"C(density_true)[T.{level}]"] = np.log(TRUE_EFFECTS.density_or[level] / TRUE_EFFECTS.density_or["A"])
+        truth[f"C(density_true)[T.{level}]"] = np.log(ors[f"density_{level}_vs_A"])
     return truth
 
 
@@ -183,6 +184,16 @@ def test_95ci_from_2000_women_covers_the_planted_odds_ratios():
     coverage = np.asarray(hits).mean(axis=0)
     assert (coverage >= 0.8).all(), dict(zip(truth, coverage))
     assert coverage.mean() >= 0.88, dict(zip(truth, coverage))
+
+
+def test_site_machine_and_implant_have_no_planted_effect():
+    breasts = make_synthetic_table(20_000, seed=2)
+    breasts = breasts.drop_duplicates(["patient_id", "laterality"]).copy()
+    breasts["age10"] = (breasts["age_true"] - TRUE_EFFECTS.age_center) / 10.0
+    fit = smf.logit("cancer ~ age10 + C(density_true) + C(site_id) + implant", breasts).fit(disp=0)
+    for name in ("C(site_id)[T.2]", "implant"):
+        assert abs(fit.params[name] / fit.bse[name]) < 3.3, name
+    assert TRUE_EFFECTS.odds_ratios()["site_2_vs_1"] == 1.0
 
 
 def test_prevalence_flag_sets_the_fraction_of_positive_breasts():

@@ -37,7 +37,7 @@ PROGRESS_MIN_IMAGES = 400
 
 
 def _even(v: float) -> int:
-    return max(16, int(round(v / 2)) * 2)
+    return max(16, round(v / 2) * 2)
 
 
 def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:

@@ -18,11 +18,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
 from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLosslessSV1,
-    ExplicitVRLittleEndian,
     RLELossless,
-    UID,
     generate_uid,
 )
 

@@ -110,7 +110,7 @@ def _label_patch(text: str, height: int) -> np.ndarray:
 def render_image(rng: np.random.Generator, height: int, width: int, laterality: str, view: str,
                  density: str, lesion: LesionSpec | None, pad_far_side: bool) -> RenderedImage:
     """Render one image; ``rng`` drives texture and small geometry jitter, so views of a breast differ."""
-    pad = int(round(width * rng.uniform(*PAD_FRAC))) if pad_far_side else 0
+    pad = round(width * rng.uniform(*PAD_FRAC)) if pad_far_side else 0
     w = width - pad
     h = height
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)

@@ -2,7 +2,7 @@
 
 Generative model (one woman -> two breasts -> images), chosen to mirror RSNA's train.csv:
 
-- site 1 (54 % of women) and site 2; machines are nested in sites (site 1: 49, 216, 93, 210, 170, 190,
+- site 1 (49 % of women) and site 2; machines are nested in sites (site 1: 49, 216, 93, 210, 170, 190,
   197; site 2: 21, 29, 48) with RSNA-like shares. Site and machine have NO direct effect on cancer:
   any crude association is confounding through age/density or chance.
 - age ~ Normal(58.5, 10) rounded, clipped to 35-90; a tiny fraction recorded missing.
@@ -44,7 +44,7 @@ class TrueEffects:
     density_or: dict[str, float] = field(default_factory=lambda: {"A": 1.0, "B": 1.4, "C": 2.0, "D": 2.8})
     density_share: dict[str, float] = field(
         default_factory=lambda: {"A": 0.11, "B": 0.43, "C": 0.41, "D": 0.05})
-    site_share: dict[str, float] = field(default_factory=lambda: {"1": 0.54, "2": 0.46})
+    site_share: dict[str, float] = field(default_factory=lambda: {"1": 0.49, "2": 0.51})
     machines: dict[str, dict[str, float]] = field(default_factory=lambda: {
         "1": {"49": 0.80, "216": 0.065, "93": 0.065, "210": 0.035, "170": 0.03, "190": 0.004, "197": 0.001},
         "2": {"21": 0.33, "29": 0.33, "48": 0.34}})
@@ -65,6 +65,13 @@ class TrueEffects:
     extra_image_rate: float = 0.08
     extra_views: dict[str, float] = field(default_factory=lambda: {
         "MLO": 0.35, "CC": 0.25, "ML": 0.15, "LM": 0.10, "AT": 0.15})
+
+    def odds_ratios(self) -> dict[str, float]:
+        """The planted breast-level odds ratios by name (density vs A; site, machine, implant: none)."""
+        ors = {"age_per_10y": self.age_or_per_10y}
+        ors.update({f"density_{k}_vs_A": v / self.density_or["A"] for k, v in self.density_or.items() if k != "A"})
+        ors.update({"site_2_vs_1": self.site_or, "machine": self.machine_or, "implant": self.implant_or})
+        return ors
 
 
 TRUE_EFFECTS = TrueEffects()

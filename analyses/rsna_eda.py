@@ -10,25 +10,41 @@ ratios, never a row of the table or an identifier; the script checks that before
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import re
 import sys
 from pathlib import Path
 
+import pandas as pd
+
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.manifest import write_manifest
+from mammo_insight.stats.factors import MAX_LEVELS
 from mammo_insight.stats.study import run_study, write_study
 
 log = logging.getLogger("rsna_eda")
 
 
-def identifiers_in_outputs(out: Path, ids: set[str]) -> list[str]:
-    """Identifiers that appear as a whole token in the page text (figures aside) or in a table."""
+def identifiers_in_outputs(out: Path, table: pd.DataFrame) -> list[str]:
+    """Image and breast ids found as whole tokens in any output (figures aside).
+
+    RSNA's patient ids are small integers: as bare tokens they collide with counts (n = 10048) and
+    machine ids (49), so for them the check is structural instead (see ``row_level_factors``).
+    """
+    ids = {str(v) for col in ("image_id", "breast_id") for v in table[col]}
     found = set()
     for path in [out / "index.html", out / "summary.json", *sorted((out / "tables").glob("*.csv"))]:
         text = re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "", path.read_text())
         found |= ids & set(re.findall(r"[\w.]+", text))
     return sorted(found)
+
+
+def row_level_factors(out: Path) -> list[str]:
+    """Factors of the rates table with more levels than a factor may have (an identifier-like column)."""
+    rates = pd.read_csv(out / "tables" / "rates.csv", dtype=str)
+    per_factor = rates.groupby("factor")["level"].nunique()
+    return per_factor[per_factor > MAX_LEVELS + 1].index.tolist()
 
 
 def main() -> int:
@@ -44,12 +60,14 @@ def main() -> int:
     result = run_study(cohort)
     write_study(result, args.out)
     # no absolute paths of this machine in a committed manifest
-    write_manifest(args.out, "eda", {"dataset": "rsna", "source": "RSNA Screening Mammography train.csv"}, seed=0)
-    table = cohort.table
-    ids = {str(v) for col in ("image_id", "patient_id", "breast_id") for v in table[col]}
-    leaked = identifiers_in_outputs(args.out, {i for i in ids if len(i) >= 4})
+    manifest = write_manifest(args.out, "eda", {"dataset": "rsna", "source": "RSNA Screening Mammography train.csv"},
+                              seed=0)
+    record = json.loads(manifest.read_text())
+    record["command"] = "python analyses/rsna_eda.py TRAIN_CSV"
+    manifest.write_text(json.dumps(record, indent=2))
+    leaked = identifiers_in_outputs(args.out, cohort.table) + row_level_factors(args.out)
     if leaked:
-        log.error("identifiers found in the outputs: %d (e.g. %s)", len(leaked), leaked[0])
+        log.error("row-level data in the outputs: %d identifier(s) or factor(s), e.g. %s", len(leaked), leaked[0])
         return 1
     for finding in result.findings:
         log.info("- %s", finding)

@@ -83,8 +83,12 @@ def tests_finding(tests: pd.DataFrame) -> str:
         return "No association test could be run (too few levels or cancers)."
     sig = tests[tests["significant"]]
     names = ", ".join(f"{r['factor']} ({r['test']})" for _, r in sig.iterrows()) or "none"
-    return (f"{len(tests)} association tests were run; after Holm's correction for {len(tests)} tests, "
+    quiet = [f for f in dict.fromkeys(tests["factor"]) if f not in set(sig["factor"])]
+    text = (f"{len(tests)} association tests were run; after Holm's correction for {len(tests)} tests, "
             f"significant at 5%: {names}.")
+    if quiet:
+        text += f" No detectable association for {', '.join(quiet)}."
+    return text
 
 
 def machine_finding(rates: pd.DataFrame, remark: str) -> str:

@@ -52,7 +52,7 @@ def odds_display(odds: pd.DataFrame) -> pd.DataFrame:
 
 
 def _fmt_p(p: float) -> str:
-    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+    return "<\u00a00.001" if p < 0.001 else f"{p:.3f}"  # no-break space: never wraps in a narrow column
 
 
 def tests_display(tests: pd.DataFrame) -> pd.DataFrame:

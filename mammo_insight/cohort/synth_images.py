@@ -68,12 +68,12 @@ def _upsample(field: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Zero-mean, unit-sd smooth noise; large sigmas are drawn at low resolution and upsampled (cheap)."""
-    if sigma <= 3.0:
+    if sigma <= 6.0:
         field = gaussian_filter(rng.standard_normal(shape, dtype=np.float32), sigma, mode="reflect")
     else:
-        step = sigma / 2.0
+        step = sigma / 4.0
         small = (int(np.ceil(shape[0] / step)) + 1, int(np.ceil(shape[1] / step)) + 1)
-        field = gaussian_filter(rng.standard_normal(small, dtype=np.float32), 2.0, mode="reflect")
+        field = gaussian_filter(rng.standard_normal(small, dtype=np.float32), 4.0, mode="reflect")
         field = _upsample(field, shape)
     return (field - field.mean()) / (field.std() + 1e-9)
 

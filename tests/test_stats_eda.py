@@ -203,3 +203,11 @@ def test_mias_study_runs_and_skips_empty_columns(data_dir, tmp_path):
     leakage = result.leakage.set_index("column")
     assert leakage.loc["abnormality", "verdict"] == "leaky"
     assert not result.odds_ratios["term"].str.contains("abnormality|severity").any()
+
+
+def test_details_block_escapes_its_summary():
+    from mammo_insight.report import details, paragraph
+
+    html = str(details("<img src=x>", [paragraph("<b>x</b>")]))
+    assert "<img" not in html and "&lt;img src=x&gt;" in html and "&lt;b&gt;x&lt;/b&gt;" in html
+    assert html.startswith("<details>") and "<summary>" in html

@@ -116,9 +116,9 @@ def missingness_findings(missing: pd.DataFrame) -> list[str]:
     return out
 
 
-def leakage_finding(leakage: pd.DataFrame) -> str:
-    recorded = leakage[leakage["auc_alone"].notna()]
-    leaky = recorded[recorded["verdict"] == "leaky"]
+def leakage_finding(leakage: pd.DataFrame, recorded: set[str]) -> str:
+    """The leaky columns this dataset actually records (empty post-outcome columns are not news)."""
+    leaky = leakage[(leakage["verdict"] == "leaky") & leakage["column"].isin(recorded)]
     if leaky.empty:
         return "No column leaks the label: none is decided after the outcome and none predicts it with AUC >= 0.9 alone."
     parts = []
@@ -132,7 +132,8 @@ def leakage_finding(leakage: pd.DataFrame) -> str:
 def write_findings(summary: dict, rates: pd.DataFrame, tests: pd.DataFrame, odds: pd.DataFrame,
                    missing: pd.DataFrame, leakage: pd.DataFrame, nesting: str) -> list[str]:
     """The findings, most important first; empty strings are dropped."""
+    recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])
     findings = [prevalence_finding(summary), *age_findings(rates, odds, tests), *adjusted_findings(odds),
                 tests_finding(tests), machine_finding(rates, nesting), *missingness_findings(missing),
-                leakage_finding(leakage)]
+                leakage_finding(leakage, recorded)]
     return [f for f in findings if f]

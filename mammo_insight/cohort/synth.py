@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.cohort.synth_dicom import PROFILES, ImageMeta, to_stored, write_dicom
-from mammo_insight.cohort.synth_images import draw_lesion_spec, render_image
+from mammo_insight.cohort.synth_images import LesionSpec, draw_lesion_spec, render_image
 from mammo_insight.cohort.synth_table import (
     RSNA_COLUMNS,
     TRUE_EFFECTS,
@@ -65,7 +65,7 @@ def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int
     factor = dict(zip(women, woman_rng.choice(SIZE_FACTORS, size=len(women), p=SIZE_SHARES)))
     order = np.random.default_rng([seed, 2]).permutation(len(PROFILES))
     pad_phase = int(np.random.default_rng([seed, 5]).integers(PAD_EVERY))
-    lesions: dict[tuple[int, str], object] = {}
+    lesions: dict[tuple[int, str], LesionSpec] = {}
     ann_rows, box_rows = [], []
     rows = table.to_dict("records")
     items = track(enumerate(rows), "synthetic DICOMs", total=len(rows)) if len(rows) >= PROGRESS_MIN_IMAGES \

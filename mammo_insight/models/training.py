@@ -139,6 +139,41 @@ def _datasets(cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: T
     return train_ds, val_ds
 
 
+def make_loaders(train_ds: Any, val_ds: Any, hard_labels: np.ndarray, config: TrainConfig,
+                 accelerator: str) -> tuple[DataLoader, DataLoader]:
+    """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader."""
+    common = {"batch_size": config.batch_size, "num_workers": config.num_workers, "pin_memory": accelerator == "gpu",
+              "worker_init_fn": worker_init if config.num_workers else None,
+              "persistent_workers": config.num_workers > 0}
+    train_loader = DataLoader(train_ds, sampler=EpochSampler(hard_labels, config),
+                              drop_last=len(train_ds) >= 2 * config.batch_size, **common)
+    return train_loader, DataLoader(val_ds, shuffle=False, **common)
+
+
+def make_module(config: TrainConfig, size: tuple[int, int], hard_labels: np.ndarray,
+                accelerator: str) -> ClassifierModule:
+    """The classifier in its LightningModule; channels_last on a GPU for single-view models."""
+    channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
+    model = build_classifier(config.model, config.view_mode, config.weights, config.dropout, img_size=size)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    loss = build_loss(config.loss, pos_weight_value(hard_labels, config.pos_weight), config.focal_gamma,
+                      config.focal_alpha)
+    return ClassifierModule(model, config, loss, use_channels_last=channels_last)
+
+
+def make_trainer(config: TrainConfig, accelerator: str, precision: str, callbacks: list[pl.Callback],
+                 **overrides: Any) -> pl.Trainer:
+    """The Lightning Trainer of a fold: precision, devices, DDP strategy, determinism on the CPU."""
+    options = {"max_epochs": config.epochs, "accelerator": accelerator, "devices": config.devices,
+               "num_nodes": config.num_nodes, "strategy": config.strategy, "precision": precision,
+               "callbacks": callbacks, "logger": False, "num_sanity_val_steps": 0,
+               "deterministic": "warn" if accelerator == "cpu" else False,
+               "reload_dataloaders_every_n_epochs": 1 if config.warmup_epochs else 0,
+               "enable_model_summary": False, "log_every_n_steps": 1, **overrides}
+    return pl.Trainer(**options)
+
+
 def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, fold: int,
                config: TrainConfig, size: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """Train one fold (resuming from its last checkpoint), export its best model, score its validation rows."""
@@ -147,24 +182,12 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     log.info("fold %d: %d training and %d validation images", fold, len(train), len(val))
     pl.seed_everything(config.seed + fold, workers=True, verbose=False)
     accelerator, precision = resolve_device(config)
-    channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
 
     train_ds, val_ds = _datasets(cache_dir, train, val, config, size)
     hard = train_ds.labels.copy()
     train_ds.labels = soft_labels(hard, config.positive_label)
-    sampler = EpochSampler(hard, config)
-    pin = accelerator == "gpu"
-    common = {"batch_size": config.batch_size, "num_workers": config.num_workers, "pin_memory": pin,
-                  "worker_init_fn": worker_init if config.num_workers else None,
-                  "persistent_workers": config.num_workers > 0}
-    train_loader = DataLoader(train_ds, sampler=sampler, drop_last=len(train_ds) >= 2 * config.batch_size, **common)
-    val_loader = DataLoader(val_ds, shuffle=False, **common)
-
-    model = build_classifier(config.model, config.view_mode, config.weights, config.dropout, img_size=size)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loss = build_loss(config.loss, pos_weight_value(hard, config.pos_weight), config.focal_gamma, config.focal_alpha)
-    module = ClassifierModule(model, config, loss, use_channels_last=channels_last)
+    train_loader, val_loader = make_loaders(train_ds, val_ds, hard, config, accelerator)
+    module = make_module(config, size, hard, accelerator)
 
     ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
     mode = "min" if config.monitor == "loss" else "max"
@@ -177,12 +200,7 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
                                                     patience=config.early_stopping_patience))
     if config.freeze_epochs > 0:
         callbacks.append(ProgressiveUnfreeze(config.freeze_epochs, config.unfreeze_stages))
-    trainer = pl.Trainer(max_epochs=config.epochs, accelerator=accelerator, devices=config.devices,
-                         num_nodes=config.num_nodes, strategy=config.strategy, precision=precision,
-                         callbacks=callbacks, logger=False, num_sanity_val_steps=0,
-                         deterministic="warn" if accelerator == "cpu" else False,
-                         reload_dataloaders_every_n_epochs=1 if config.warmup_epochs else 0,
-                         enable_model_summary=False, log_every_n_steps=1)
+    trainer = make_trainer(config, accelerator, precision, callbacks)
     last = ckpt_dir / "last.ckpt"
     if last.is_file():
         log.info("fold %d: resuming from %s", fold, last)

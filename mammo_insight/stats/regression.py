@@ -97,12 +97,14 @@ def _separated(values: pd.Series, y: pd.Series) -> list[str]:
 
 
 def _reference(values: pd.Series, factor: Factor) -> str:
-    present = set(values.unique())
+    """The lowest recorded level of an ordered factor, else the most common level (ties: factor order)."""
+    counts = values.value_counts()
+    order = [lv for lv in (*factor.levels, OTHER) if lv in counts.index]
     if factor.ordered:
-        for level in factor.levels:
-            if level in present and level != MISSING:
-                return level
-    return str(values.value_counts().index[0])
+        recorded = [lv for lv in order if lv not in (MISSING, OTHER)]
+        if recorded:
+            return recorded[0]
+    return str(counts.reindex(order).idxmax())
 
 
 def _design_block(values: pd.Series, factor: Factor) -> pd.DataFrame:
@@ -146,7 +148,11 @@ def _usable_rows(data: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, lis
         data[f.name], pooled = _pool_rare(data[f.name].astype(str), data["cancer"], f)
         notes += pooled
         separated = _separated(data[f.name], data["cancer"])
-        if separated and len(separated) < data[f.name].nunique():
+        if separated and data[f.name].nunique() - len(separated) < 2:
+            notes.append(f"{f.name}: level(s) {', '.join(map(str, separated))} have no cancers (or only cancers) "
+                         "and no other level is left to compare with: not a term")
+            data[f.name] = MISSING  # one value: build_design leaves it out
+        elif separated:
             gone = data[f.name].isin(separated)
             notes.append(f"{int(gone.sum())} breast(s) at {f.name} level(s) {', '.join(map(str, separated))} "
                          "dropped (no cancers there, so no odds ratio)")
@@ -164,7 +170,8 @@ def build_design(breasts: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, 
         design[AGE_TERM] = (data["age"] - AGE_CENTER) / AGE_SCALE
     for f in spec.factors:
         if data[f.name].nunique() < 2:
-            notes.append(f"{f.name} has one value in this model's breasts: not a term")
+            if not any(n.startswith(f"{f.name}: level(s)") for n in notes):
+                notes.append(f"{f.name} has one value in this model's breasts: not a term")
             continue
         block = _design_block(data[f.name], f)
         alias = _aliased(block, design)

@@ -40,7 +40,15 @@ def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
     return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.ndarray | None:
+def _circles(img: np.ndarray, xs, ys, rs, factor_x: float, factor_y: float) -> None:
+    import cv2
+
+    for x, y, r in zip(xs, ys, rs):
+        radius = max(2, int(round(r * (factor_x + factor_y) / 2)))
+        cv2.circle(img, (int(round(x * factor_x)), int(round(y * factor_y))), radius, (40, 200, 40), 1, cv2.LINE_AA)
+
+
+def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd.DataFrame) -> np.ndarray | None:
     import cv2
 
     thumb = _thumbnail(cache_dir, row, config)
@@ -54,6 +62,10 @@ def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.ndarr
     cv2.rectangle(before, p0, p1, (255, 40, 40), 2)
     after = (load_cache_image(cache_dir, row) * 255).round().astype(np.uint8)
     after = cv2.cvtColor(_fit_height(after, TILE_HEIGHT), cv2.COLOR_GRAY2RGB)
+    if len(lesions):
+        _circles(before, lesions["x"], lesions["y"], lesions["radius"], sx, sy)
+        f = TILE_HEIGHT / row["out_height"]
+        _circles(after, lesions["cache_x"], lesions["cache_y"], lesions["cache_radius"], f, f)
     cv2.rectangle(after, (0, 0), (after.shape[1] - 1, TILE_HEIGHT - 1), (60, 120, 255), 1)
     pair = np.full((TILE_HEIGHT + LABEL_HEIGHT, before.shape[1] + GAP + after.shape[1], 3), 255, np.uint8)
     pair[LABEL_HEIGHT:, :before.shape[1]] = before
@@ -64,12 +76,21 @@ def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.ndarr
 
 
 def write_contact_sheet(cache_dir: str | Path, rows: pd.DataFrame, config: PreprocessConfig, path: str | Path,
-                        columns: int = 4) -> Path | None:
-    """Write the sheet for ``rows`` (ok index rows) to ``path``; None when there is nothing to show."""
+                        annotations: pd.DataFrame | None = None, columns: int | None = None) -> Path | None:
+    """Write the sheet for ``rows`` (ok index rows) to ``path``; None when there is nothing to show.
+
+    Lesions (annotations.parquet rows) are drawn as green circles on both sides, a check that they
+    were carried into cache coordinates correctly.
+    """
     cache_dir = Path(cache_dir)
-    pairs = [p for p in (_pair(cache_dir, row, config) for _, row in rows.iterrows()) if p is not None]
+    annotations = annotations if annotations is not None else pd.DataFrame(columns=["image_id"])
+    by_image = {k: g for k, g in annotations.groupby(annotations["image_id"].astype(str))}
+    empty = annotations.iloc[:0]
+    pairs = [p for p in (_pair(cache_dir, row, config, by_image.get(str(row["image_id"]), empty))
+                         for _, row in rows.iterrows()) if p is not None]
     if not pairs:
         return None
+    columns = columns or (4 if len(pairs) <= 24 else 10)
     cell_w = max(p.shape[1] for p in pairs) + 2 * GAP
     cell_h = TILE_HEIGHT + LABEL_HEIGHT + 2 * GAP
     n_rows = int(np.ceil(len(pairs) / columns))

@@ -1,0 +1,49 @@
+"""`mammo-insight preprocess`: DICOM/PNG -> cropped, resized, display-correct image cache (resumable)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def command(
+    dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")],
+    root: Annotated[Path, typer.Option(help="dataset root folder")],
+    out: Annotated[Path, typer.Option(help="cache folder (created; an existing one is resumed)")],
+    size: Annotated[str, typer.Option(help="output size HEIGHTxWIDTH, e.g. 1024x512 or 512x256")] = "512x256",
+    workers: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 1,
+    mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
+    bits: Annotated[int, typer.Option(help="PNG bit depth: 8 or 16")] = 8,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="mirror so every chest wall is on the left")] = True,
+    mask: Annotated[bool, typer.Option("--mask/--no-mask",
+                                       help="blank labels and markers outside the breast")] = True,
+    backend: Annotated[str, typer.Option(help="local (process pool) or dask (dask.distributed)")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="dask scheduler address (default: a LocalCluster)")] = None,
+    decoder: Annotated[str, typer.Option(help="auto, pydicom, gdcm or dicomsdl")] = "pydicom",
+    sheet_size: Annotated[int, typer.Option(min=0, help="images on the contact sheet")] = 24,
+    retry_failed: Annotated[bool, typer.Option(help="redo images that failed in an earlier run")] = False,
+    seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,
+) -> None:
+    """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
+    from mammo_insight.cli.synth import parse_size
+    from mammo_insight.cohort.adapters import load_cohort
+    from mammo_insight.errors import MammoInsightError
+    from mammo_insight.imaging.build import build_cache
+    from mammo_insight.imaging.decode import resolve_backend
+    from mammo_insight.imaging.pipeline import PreprocessConfig
+
+    if bits not in (8, 16):
+        raise typer.BadParameter(f"--bits must be 8 or 16, got {bits}")
+    if backend not in ("local", "dask"):
+        raise MammoInsightError(f"--backend must be local or dask, got {backend!r}")
+    config = PreprocessConfig(size=parse_size(size), bits=bits, flip=flip, backend=resolve_backend(decoder),
+                              mask=mask)
+    cohort = load_cohort(dataset, root, mapping)
+    summary = build_cache(cohort, out, config, workers=workers, engine=backend, address=scheduler,
+                          sheet_size=sheet_size, retry_failed=retry_failed, seed=seed)
+    for key, value in summary.items():
+        typer.echo(f"{key}: {value}")
+    if summary["failed"]:
+        typer.echo(f"{summary['failed']} image(s) failed: see {out / 'failures.csv'}")

@@ -1,0 +1,204 @@
+"""Build (or finish) an image cache from a cohort: resumable, parallel, failures listed, never half-written.
+
+Resuming: every finished image (ok or failed) is appended as one JSON line to CACHE/progress.jsonl by
+the coordinating process right after its PNG was renamed into place. A rerun reads the journal and
+skips every image already there whose PNG exists; a torn last line (a kill mid-write) is ignored and
+that image redone. PNGs are written to a temp file and renamed, so a file under its final name is
+always complete. The index, annotations, failures and contact sheet are assembled from the journal in
+cohort order at the end, so an interrupted-then-resumed run writes the same cache as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.cache import (
+    ANNOTATION_COLUMNS,
+    ANNOTATIONS_FILE,
+    CACHE_COLUMNS,
+    CONFIG_FILE,
+    CONTACT_SHEET_FILE,
+    FAILURE_COLUMNS,
+    FAILURES_FILE,
+    INDEX_FILE,
+)
+from mammo_insight.imaging.engines import run_tasks
+from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.imaging.pipeline import PreprocessConfig, failed_record, process_one
+
+log = logging.getLogger(__name__)
+JOURNAL_FILE = "progress.jsonl"
+MAX_FAILURES_LOGGED = 10
+# config keys that change pixels: a cache is only resumed when they match
+PIXEL_KEYS = ("size", "bits", "flip", "margin", "mask", "dataset")
+INT_COLUMNS = ["orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "pad_x", "pad_y",
+               "out_height", "out_width"]
+
+
+def _write_atomic(path: Path, write) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
+    path = out_dir / CONFIG_FILE
+    if path.is_file():
+        old = json.loads(path.read_text())
+        changed = [k for k in PIXEL_KEYS if old.get(k) != config.get(k)]
+        if changed:
+            detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
+            raise MammoInsightError(f"{out_dir} already holds a cache made with other settings ({detail}); "
+                                    "use a new --out folder or delete this one")
+    _write_atomic(path, lambda p: p.write_text(json.dumps(config, indent=2)))
+
+
+def read_journal(out_dir: Path) -> dict[str, dict[str, Any]]:
+    """image_id -> last record in the journal whose image is really done (torn lines skipped)."""
+    path = out_dir / JOURNAL_FILE
+    done: dict[str, dict[str, Any]] = {}
+    if not path.is_file():
+        return done
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if record.get("status") == "ok" and not (out_dir / record["cache_path"]).is_file():
+                continue
+            done[str(record["image_id"])] = record
+    return done
+
+
+def _sample(ids: list[str], n: int, seed: int) -> set[str]:
+    if n <= 0 or not ids:
+        return set()
+    rng = np.random.default_rng(seed)
+    return {ids[i] for i in sorted(rng.choice(len(ids), size=min(n, len(ids)), replace=False))}
+
+
+def _index(table: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    rec = pd.DataFrame([records.get(str(i), failed_record(str(i), "not processed")) for i in table["image_id"]])
+    for col in CACHE_COLUMNS + ["reason"]:
+        if col not in rec.columns:
+            rec[col] = None
+    index = table[CANONICAL_COLUMNS].reset_index(drop=True).copy()
+    for col in CACHE_COLUMNS:
+        index[col] = rec[col].to_numpy()
+    for col in INT_COLUMNS:
+        index[col] = pd.array(pd.to_numeric(index[col]), dtype="Int64")
+    index["scale"] = pd.to_numeric(index["scale"]).astype("float64")
+    index["flipped"] = pd.array(index["flipped"].astype(object), dtype="boolean")
+    for col in ("cache_path", "photometric", "transfer_syntax", "status"):
+        index[col] = index[col].astype("string")
+    index.attrs["reasons"] = rec["reason"].tolist()
+    return index
+
+
+def _annotations(annotations: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
+    """Lesions of ok images in original and cache coordinates."""
+    ok = index[index["status"] == "ok"].set_index("image_id")
+    rows = []
+    for image_id, group in annotations.groupby(annotations["image_id"].astype(str), sort=False):
+        if image_id not in ok.index:
+            continue
+        geom = CacheGeometry.from_row(ok.loc[image_id])
+        u, v = geom.to_cache(group["x"].to_numpy(float), group["y"].to_numpy(float))
+        part = group[["image_id", "x", "y", "radius"]].copy()
+        part["image_id"] = image_id
+        part["cache_x"], part["cache_y"] = u, v
+        part["cache_radius"] = geom.length_to_cache(group["radius"].to_numpy(float))
+        rows.append(part)
+    if not rows:
+        return pd.DataFrame(columns=ANNOTATION_COLUMNS)
+    return pd.concat(rows, ignore_index=True)[ANNOTATION_COLUMNS]
+
+
+def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, workers: int = 1,
+                engine: str = "local", address: str | None = None, sheet_size: int = 24,
+                retry_failed: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
+    """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept."""
+    from mammo_insight.imaging.contact_sheet import write_contact_sheet
+    from mammo_insight.manifest import write_manifest
+    from mammo_insight.progress import progress_bar
+
+    started = time.perf_counter()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    settings = {**config.as_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
+                "crop": {"method": "otsu+opening+bounded-hysteresis", "margin": config.margin,
+                         "mask_outside_breast": config.mask}}
+    _check_config(out_dir, settings)
+    done = read_journal(out_dir)
+    if retry_failed:
+        done = {k: v for k, v in done.items() if v.get("status") == "ok"}
+    table = cohort.table
+    ids = [str(i) for i in table["image_id"]]
+    sample = _sample([i for i, p in zip(ids, table["image_path"]) if isinstance(p, str) and Path(p).is_file()],
+                     sheet_size, seed)
+    tasks, immediate = [], []
+    for row in table.itertuples(index=False):
+        image_id = str(row.image_id)
+        if image_id in done:
+            continue
+        if row.image_path is None or pd.isna(row.image_path):
+            immediate.append(failed_record(image_id, "the cohort table gives no image_path"))
+            continue
+        tasks.append({"image_id": image_id, "patient_id": str(row.patient_id), "image_path": str(row.image_path),
+                      "cache_dir": str(out_dir), "config": config.as_dict(), "thumbnail": image_id in sample})
+    skipped = len(done)
+    n_failed = 0
+    with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
+        def keep(record: dict[str, Any]) -> None:
+            nonlocal n_failed
+            journal.write(json.dumps(record) + "\n")
+            journal.flush()
+            done[record["image_id"]] = record
+            if record["status"] != "ok":
+                n_failed += 1
+                if n_failed <= MAX_FAILURES_LOGGED:
+                    log.warning("failed: %s%s", record["reason"],
+                                " (further failures only in failures.csv)" if n_failed == MAX_FAILURES_LOGGED else "")
+
+        for record in immediate:
+            keep(record)
+        results = run_tasks(process_one, tasks, workers=workers, engine=engine, address=address)
+        if show_progress and tasks:
+            with progress_bar() as bar:
+                task_id = bar.add_task("preprocess", total=len(tasks))
+                for record in results:
+                    keep(record)
+                    bar.advance(task_id)
+        else:
+            for record in results:
+                keep(record)
+
+    index = _index(table, done)
+    reasons = index.attrs.pop("reasons")
+    _write_atomic(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
+    failed = index["status"] != "ok"
+    failures = pd.DataFrame({"image_id": index.loc[failed, "image_id"], "image_path": index.loc[failed, "image_path"],
+                             "reason": [r for r, f in zip(reasons, failed) if f]})[FAILURE_COLUMNS]
+    _write_atomic(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
+    lesions = _annotations(cohort.annotations, index)
+    _write_atomic(out_dir / ANNOTATIONS_FILE, lambda p: lesions.to_parquet(p, index=False))
+    sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]
+    sheet = write_contact_sheet(out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, lesions)
+    summary = {"images": len(index), "ok": int((~failed).sum()), "failed": int(failed.sum()),
+               "already_done": skipped, "processed_now": len(tasks) + len(immediate),
+               "seconds": round(time.perf_counter() - started, 2),
+               "contact_sheet": str(sheet) if sheet else None}
+    write_manifest(out_dir, "preprocess", {**settings, "workers": workers, "engine": engine, "summary": summary},
+                   seed=seed)
+    return summary

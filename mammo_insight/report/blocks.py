@@ -32,9 +32,12 @@ def _png_uri(data: bytes) -> str:
 def figure(fig, caption: str = "", dpi: int = 100) -> Markup:
     """Embed a matplotlib figure as PNG and close it (figures left open leak memory in long runs)."""
     import matplotlib.pyplot as plt
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    # a constrained layout already fits the page; a tight bbox would only draw the figure twice
+    constrained = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=None if constrained else "tight")
     plt.close(fig)
     return image(buf.getvalue(), caption)
 

@@ -211,3 +211,11 @@ def test_details_block_escapes_its_summary():
     html = str(details("<img src=x>", [paragraph("<b>x</b>")]))
     assert "<img" not in html and "&lt;img src=x&gt;" in html and "&lt;b&gt;x&lt;/b&gt;" in html
     assert html.startswith("<details>") and "<summary>" in html
+
+
+def test_unlabelled_cohort_is_a_clear_error(tmp_path):
+    from mammo_insight.errors import MammoInsightError
+
+    table = _synthetic_cohort(tmp_path, 20, seed=1).table.assign(cancer=np.nan)
+    with pytest.raises(MammoInsightError, match="'cancer' is empty"):
+        run_study(Cohort(table, dataset="x", label_meaning="y"))

@@ -18,6 +18,7 @@ from typing import Any
 import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
+from mammo_insight.errors import MammoInsightError
 from mammo_insight.stats.factors import Factor, build_study_frame
 from mammo_insight.stats.findings import write_findings
 from mammo_insight.stats.leakage import audit_leakage
@@ -85,6 +86,9 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
         return value
 
     table = cohort.table
+    if table["cancer"].isna().all():
+        raise MammoInsightError(f"eda: {cohort.dataset}: column 'cancer' is empty in all {len(table)} rows, "
+                                "so there is nothing to study (map the label column, e.g. in the TOML [label])")
     summary = timed("summary", lambda: summarise(table))
     leakage = timed("leakage", lambda: audit_leakage(table))
     leaky = set(leakage.loc[leakage["verdict"] == "leaky", "column"])

@@ -44,8 +44,9 @@ def _circles(img: np.ndarray, xs, ys, rs, factor_x: float, factor_y: float) -> N
     import cv2
 
     for x, y, r in zip(xs, ys, rs):
-        radius = max(2, int(round(r * (factor_x + factor_y) / 2)))
-        cv2.circle(img, (int(round(x * factor_x)), int(round(y * factor_y))), radius, (40, 200, 40), 1, cv2.LINE_AA)
+        radius = max(2, int(np.rint(r * (factor_x + factor_y) / 2)))
+        centre = (int(np.rint(x * factor_x)), int(np.rint(y * factor_y)))
+        cv2.circle(img, centre, radius, (40, 200, 40), 1, cv2.LINE_AA)
 
 
 def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd.DataFrame) -> np.ndarray | None:

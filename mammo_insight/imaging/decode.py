@@ -13,6 +13,7 @@ Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,11 +74,16 @@ def _read_header(path: Path):
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=False)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, stop_before_pixels=False)
     except InvalidDicomError as exc:
         raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many types on damaged headers
         raise DicomError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+    ended = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
+    if ended:
+        raise DicomError(f"{path}: the file is truncated, pixel data could not be decoded ({ended[0]})")
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
         raise DicomError(f"{path}: the DICOM file has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()

@@ -108,8 +108,9 @@ def test_output_contract_and_escaping(tmp_path):
     table["breast_id"] = None
     table["image_path"] = None
     table["scanner_room"] = np.where(np.arange(len(table)) % 2 == 0, "<script>alert(1)</script>", "room B")
+    table["bmi"] = np.random.default_rng(0).normal(27, 4, len(table)).round(1)
     cohort = Cohort(validate_cohort(table), dataset="<b>synthetic</b>", label_meaning="cancer <i>label</i>",
-                    factors={"scanner_room": "categorical"})
+                    factors={"scanner_room": "categorical", "bmi": "continuous"})
     result = run_study(cohort)
     out = tmp_path / "eda"
     page = write_study(result, out)
@@ -131,6 +132,10 @@ def test_output_contract_and_escaping(tmp_path):
     rates = pd.read_csv(out / "tables" / "rates.csv", dtype={"level": str})
     assert set(rates["unit"]) == {"image", "breast", "patient"}
     assert "scanner_room" in set(rates["factor"])
+    # a declared continuous factor: quartile rates and a per-SD odds ratio
+    assert rates.loc[rates["factor"] == "bmi_quartile", "level"].str.match(r"Q[1-4] ").all()
+    odds = pd.read_csv(out / "tables" / "odds_ratios.csv")
+    assert odds["term"].str.startswith("bmi (per SD").any()
     assert set(rates.loc[rates["factor"] == "age_band", "level"]) <= set(AGE_BANDS) | {"missing"}
     leakage = pd.read_csv(out / "tables" / "leakage.csv").set_index("column")
     assert (leakage.loc[POST_OUTCOME_COLUMNS, "verdict"] == "leaky").all()

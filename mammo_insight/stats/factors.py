@@ -39,6 +39,7 @@ class Factor:
     kind: str  # "categorical", "ordinal" or "continuous"
     levels: tuple[str, ...] = ()
     post_outcome: bool = False  # decided after the outcome, or flagged leaky by the audit
+    binned_from: str = ""  # the continuous column these bands cut (age_band <- age): not a model term
 
     @property
     def ordered(self) -> bool:
@@ -61,6 +62,18 @@ def age_bands(age: pd.Series) -> pd.Series:
     """<40, 40-49, ..., 80+; missing ages become ``missing``."""
     bands = pd.cut(pd.to_numeric(age, errors="coerce"), AGE_EDGES, right=False, labels=AGE_BANDS)
     return bands.astype("object").where(bands.notna(), MISSING).astype(str)
+
+
+def quartiles(values: pd.Series) -> pd.Series:
+    """Quartile bands labelled by their range ('Q1 12-30'), so the rates of a continuous column can be read."""
+    codes, edges = pd.qcut(values, 4, labels=False, retbins=True, duplicates="drop")
+    labels = {i: f"Q{i + 1} {edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(edges) - 1)}
+    return codes.map(labels).astype(object).where(codes.notna(), MISSING).astype(str)
+
+
+def _band_start(label: str) -> int:
+    """Q1 < Q2 < ...: bands sort by their number."""
+    return int(label.split()[0][1:])
 
 
 def _sort_levels(levels: list[str], order: list[str] | None) -> tuple[str, ...]:
@@ -111,7 +124,7 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
         "age": pd.to_numeric(labelled["age"], errors="coerce").astype(float)}
     factors: list[Factor] = []
 
-    def add(name: str, values: pd.Series, kind: str, post_outcome: bool = False) -> None:
+    def add(name: str, values: pd.Series, kind: str, post_outcome: bool = False, binned_from: str = "") -> None:
         if values.isna().all() if kind == "continuous" else (values == MISSING).all():
             notes.append(f"'{name}' is empty for every image: not analysed.")
             return
@@ -127,12 +140,13 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
             notes.append(f"'{name}' has {distinct} distinct values (identifier-like): not analysed.")
             return
         data[name] = values
-        factors.append(Factor(name, kind, _sort_levels(list(values.unique()), ORDERED.get(name)), post_outcome))
+        order = ORDERED.get(name) or (sorted(set(values) - {MISSING}, key=_band_start) if binned_from else None)
+        factors.append(Factor(name, kind, _sort_levels(list(values.unique()), order), post_outcome, binned_from))
 
     for name in CANONICAL_FACTORS:
         if name == "age_band":
             if labelled["age"].notna().any():
-                add("age_band", age_bands(labelled["age"]), "ordinal")
+                add("age_band", age_bands(labelled["age"]), "ordinal", binned_from="age")
             else:
                 notes.append("'age' is empty for every image: no age bands and no age trend.")
             continue
@@ -153,8 +167,14 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
         if kind not in ("categorical", "continuous"):
             notes.append(f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed.")
             continue
-        values = labelled[col] if kind == "continuous" else _as_levels(labelled[col])
-        add(col, values, kind, post_outcome=col in POST_OUTCOME_COLUMNS or col in leaky)
+        flagged = col in POST_OUTCOME_COLUMNS or col in leaky
+        if kind == "continuous":
+            numeric = pd.to_numeric(labelled[col], errors="coerce")
+            add(col, numeric, kind, post_outcome=flagged)
+            if numeric.nunique() >= 4:
+                add(f"{col}_quartile", quartiles(numeric), "ordinal", post_outcome=flagged, binned_from=col)
+        else:
+            add(col, _as_levels(labelled[col]), kind, post_outcome=flagged)
     for col in declared:
         if col not in table.columns:
             notes.append(f"'{col}' is declared as a factor but is not a column of the table.")

@@ -67,7 +67,7 @@ def model_factors(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[Fact
     names = {f.name for f in factors}
     kept, notes = [], []
     for f in factors:
-        if f.post_outcome or f.name == "age_band":
+        if f.post_outcome or f.binned_from:
             continue
         if f.name == "machine_id" and "site_id" in names:
             notes.append("machine_id is not a term: machines are nested in sites (see the site x machine table), "

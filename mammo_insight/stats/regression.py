@@ -2,8 +2,9 @@
 
 Fitted at the breast level (the unit of the label) as a logistic GLM with cluster-robust (sandwich)
 standard errors clustered on women, so a woman's two breasts are not counted as independent. On
-RSNA this gives the same odds ratios and standard errors as a binomial GEE with exchangeable
-correlation to three significant digits, at a tenth of the time (0.1 s against 7 s for 24k breasts).
+RSNA (23,810 breasts, all-breasts model) this gives the odds ratios and standard errors of a
+binomial GEE with exchangeable correlation to within 0.02% (log-OR difference < 3e-5), in 0.8 s
+against 7.6 s for the GEE on the shared 2-core machine.
 Missingness is handled in the open rather than by silent complete-case fitting:
 
 - a categorical factor keeps an explicit ``missing`` level;

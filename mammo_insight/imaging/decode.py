@@ -3,7 +3,8 @@
 Backends, all returning the same stored values (tests check it where they are installed):
 
 - "pydicom": pydicom with its default plugins (pylibjpeg for JPEG 2000, JPEG lossless and RLE);
-- "gdcm": pydicom with the GDCM plugin (``pip install mammo-insight[fast]``);
+- "gdcm": pydicom with the GDCM plugin (``pip install mammo-insight[fast]``) for the syntaxes that
+  plugin handles (not RLE, which pydicom's own decoder then reads);
 - "dicomsdl": dicomsdl's own decoder, often the fastest for JPEG 2000;
 - "auto": dicomsdl when installed, else pydicom.
 
@@ -95,13 +96,22 @@ def _read_header(path: Path):
     return ds
 
 
+def _gdcm_decodes(ds) -> bool:
+    from pydicom.pixels import get_decoder
+
+    try:
+        return "gdcm" in get_decoder(ds.file_meta.TransferSyntaxUID).available_plugins
+    except (NotImplementedError, AttributeError):
+        return False
+
+
 def _decode(ds, path: Path, backend: str) -> np.ndarray:
     if backend == "dicomsdl":
         import dicomsdl
 
         pixels = dicomsdl.open(str(path)).pixelData(storedvalue=True)
     else:
-        if backend == "gdcm":
+        if backend == "gdcm" and _gdcm_decodes(ds):  # pydicom's GDCM plugin lacks some syntaxes (RLE)
             ds.pixel_array_options(decoding_plugin="gdcm")
         pixels = ds.pixel_array
     return np.asarray(pixels)

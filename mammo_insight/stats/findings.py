@@ -62,18 +62,17 @@ def age_findings(rates: pd.DataFrame, odds: pd.DataFrame, tests: pd.DataFrame) -
 
 
 def adjusted_findings(odds: pd.DataFrame) -> list[str]:
-    """Each non-age term of each model: which intervals exclude 1, and which do not."""
+    """Each model's non-age terms: which adjusted odds ratios have an interval excluding 1, which do not."""
     out = []
     for model, group in odds[odds["term"] != AGE_TERM].groupby("model", sort=False):
         clear = group[(group["ci_low"] > 1) | (group["ci_high"] < 1)]
         unclear = group.drop(clear.index)
-        parts = [f"{r['term']}: {_or(r)}" for _, r in clear.iterrows()]
-        text = f"Model '{model}': "
         besides = " besides age" if (odds.loc[odds["model"] == model, "term"] == AGE_TERM).any() else ""
-        text += ("intervals excluding 1 for " + "; ".join(parts) + ". ") if parts else \
-            f"no factor{besides} has an interval excluding 1. "
+        text = f"Adjusted model '{model}': "
+        text += ("odds ratio with a 95% interval excluding 1 for " + "; ".join(f"{r['term']}, {_or(r)}"
+                 for _, r in clear.iterrows()) + ". ") if len(clear) else f"no factor{besides} has an interval excluding 1. "
         if len(unclear):
-            text += "Compatible with no effect: " + ", ".join(unclear["term"]) + "."
+            text += "No clear effect (interval includes 1): " + ", ".join(unclear["term"]) + "."
         out.append(text.strip())
     return out
 

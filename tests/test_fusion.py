@@ -181,3 +181,15 @@ def test_fuse_train_never_imports_torch():
     code = ("import sys; import mammo_insight.cli.fuse_train, mammo_insight.fusion.pipeline, "
             "mammo_insight.fusion.report, mammo_insight.fusion.emb_table; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_rsna_metadata_only_is_modest_not_leaky(data_dir):
+    """Real RSNA train.csv, metadata only: an honest breast-level ROC-AUC is modest; near 1 would be a leak."""
+    table = load_cohort("rsna", data_dir / "rsna").table
+    result = run_fusion(table, None, FusionConfig(n_boot=100, shap_rows=300, interaction_rows=50, params=FAST))
+    cell = result.scores["metadata"]["roc_auc"]
+    assert len(result.breasts) == 23826
+    assert 0.52 < cell["ci_low"] < cell["value"] < cell["ci_high"] < 0.75
+    assert {"birads", "biopsy", "invasive", "difficult_negative_case"} <= set(result.excluded_leaky)

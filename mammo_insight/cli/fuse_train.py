@@ -26,8 +26,9 @@ def command(
     include_leaky: Annotated[list[str] | None, typer.Option(
         help="a leaky (post-outcome) cohort column to use anyway; repeat for several. Figures become optimistic")] = None,
     n_boot: Annotated[int, typer.Option(min=0, help="bootstrap resamples for intervals and paired tests")] = 1000,
-    shap_rows: Annotated[int, typer.Option(min=10, help="breasts explained with SHAP (a random sample)")] = 5000,
-    threads: Annotated[int, typer.Option(min=1, help="LightGBM threads (1 is safest on a busy machine)")] = 1,
+    shap_rows: Annotated[int, typer.Option(min=10, help="breasts explained with SHAP (a random sample)")] = 3000,
+    workers: Annotated[int, typer.Option(min=1, help="folds fitted at once (threads)")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="LightGBM threads per model (1 is safest on a busy machine)")] = 1,
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
     import pandas as pd
@@ -60,7 +61,7 @@ def command(
         typer.secho(f"!!! WARNING: including leaky column(s) {', '.join(include)}: they are decided after the "
                     "outcome; every figure of this run is optimistic !!!", fg=typer.colors.RED, bold=True, err=True)
     config = FusionConfig(folds=folds, seed=seed, include_leaky=include, n_boot=n_boot, shap_rows=shap_rows,
-                          params=LgbmParams(n_jobs=threads))
+                          workers=workers, params=LgbmParams(n_jobs=threads))
     result = run_fusion(table, emb, config)
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out)
@@ -69,7 +70,7 @@ def command(
     if root is not None and dataset == "rsna":
         inputs["train_csv"] = root / "train.csv"
     write_manifest(out, "fuse-train", {"dataset": name, "root": root, "folds": folds, "include_leaky": include,
-                                       "n_boot": n_boot, "shap_rows": shap_rows, "params": vars(config.params),
+                                       "n_boot": n_boot, "shap_rows": shap_rows, "workers": workers, "params": vars(config.params),
                                        "n_pca": config.n_pca}, seed, inputs)
     for model, body in result.scores.items():
         auc = body["roc_auc"]

@@ -7,7 +7,9 @@ images contributed.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -15,16 +17,30 @@ import pandas as pd
 IMPORTANCE_COLUMNS = ["feature", "group", "mean_abs_shap"]
 
 
-def tree_shap(model, X: pd.DataFrame):
-    """(explainer, shap.Explanation) of the positive class in log-odds, for the rows of X."""
+def tree_shap(model, X: pd.DataFrame, workers: int = 1):
+    """(explainer, shap.Explanation) of the positive class in log-odds, for the rows of X.
+
+    Rows are split into ``workers`` chunks explained in threads (the tree SHAP kernels release the GIL).
+    """
     import shap
 
     explainer = shap.TreeExplainer(model)
-    explanation = explainer(X)
-    if explanation.values.ndim == 3:  # some shap versions return both classes
-        explanation = explanation[..., 1]
-    explanation.data = numeric_view(X)
+    chunks = [c for c in np.array_split(np.arange(len(X)), max(1, workers)) if len(c)]
+    with warnings.catch_warnings():  # shap announces its list-of-classes output for LightGBM on every call
+        warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
+        with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
+            parts = list(pool.map(lambda rows: _positive_class(explainer.shap_values(X.iloc[rows])), chunks))
+    base = np.ravel(explainer.expected_value)[-1]
+    explanation = shap.Explanation(np.concatenate(parts), base_values=np.full(len(X), base),
+                                   data=numeric_view(X), feature_names=list(X.columns))
     return explainer, explanation
+
+
+def _positive_class(values) -> np.ndarray:
+    """SHAP of the positive class whatever shape this shap version returns (list per class or 3-d array)."""
+    if isinstance(values, list):
+        values = values[-1]
+    return values[..., 1] if values.ndim == 3 else values
 
 
 def numeric_view(X: pd.DataFrame) -> np.ndarray:
@@ -59,7 +75,9 @@ def top_interactions(explainer, X: pd.DataFrame, among: Sequence[str], n_pairs: 
 
     Interaction values cost features^2 per row, so pass a modest sample of rows.
     """
-    inter = explainer.shap_interaction_values(X)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
+        inter = explainer.shap_interaction_values(X)
     if isinstance(inter, list):
         inter = inter[-1]
     if inter.ndim == 4:

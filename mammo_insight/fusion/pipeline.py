@@ -41,8 +41,9 @@ class FusionConfig:
     seed: int = 0
     include_leaky: Sequence[str] = ()
     n_pca: int = 16
-    shap_rows: int = 5000
-    interaction_rows: int = 300
+    shap_rows: int = 3000
+    interaction_rows: int = 200
+    workers: int = 2  # folds fitted at once (threads)
     n_top_risk: int = 5
     n_boot: int = 1000
     params: LgbmParams = field(default_factory=LgbmParams)
@@ -110,7 +111,7 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
         y, fold = b["cancer"].to_numpy()[have], b["fold"].to_numpy()[have]
         if have.sum() < 10 or len(np.unique(y)) < 2:
             continue
-        prob = cross_validate(None, matrix[have], y, fold, cfg.params, cfg.n_pca, cfg.seed)
+        prob = cross_validate(None, matrix[have], y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
         m = metrics_with_ci(y, prob, b["patient_id"].to_numpy()[have], None, cfg.n_boot, cfg.seed)
         out.append({"embeddings": f"{view} only", "n_breasts": int(have.sum()), "n_positive": int(y.sum()),
                     "roc_auc": m["roc_auc"]["value"], "ci_low": m["roc_auc"]["ci_low"],
@@ -168,11 +169,11 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     probs: dict[str, np.ndarray] = {}
     with _Timer(timings, "cross-validation (3 models)"):
         if meta is not None:
-            probs["metadata"] = cross_validate(meta, None, y, fold, cfg.params, cfg.n_pca, cfg.seed)
+            probs["metadata"] = cross_validate(meta, None, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
         if emb_matrix is not None:
-            probs["image"] = cross_validate(None, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed)
+            probs["image"] = cross_validate(None, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
         if meta is not None and emb_matrix is not None:
-            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed)
+            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
     per_view = pd.DataFrame()
     if embeddings is not None:
         with _Timer(timings, "per-view image models"):
@@ -203,7 +204,7 @@ def explain(result: FusionResult, meta: pd.DataFrame | None, emb: np.ndarray | N
     sample = rng.permutation(len(X))[: cfg.shap_rows]
     rows = np.unique(np.concatenate([sample, top]))
     with _Timer(result.timings, "SHAP values"):
-        explainer, explanation = tree_shap(model, X.iloc[rows])
+        explainer, explanation = tree_shap(model, X.iloc[rows], cfg.workers)
     groups = {f: ("image" if f.startswith(IMAGE_PREFIX) else "metadata") for f in X.columns}
     meta_cols = [f for f in X.columns if groups[f] == "metadata"]
     if len(meta_cols) >= 2:

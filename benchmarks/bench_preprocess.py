@@ -36,7 +36,7 @@ def _tasks(files: list[Path], cache: Path, config: PreprocessConfig) -> list[dic
 
 def _best_seconds(fn, files: list[Path], config: PreprocessConfig, workers: int, repeats: int) -> float:
     best = float("inf")
-    for _ in range(repeats + 1):  # the first pass warms caches and imports; it is not counted
+    for attempt in range(repeats + 1):  # attempt 0 warms caches and imports; it is not counted
         cache = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
         start = time.perf_counter()
         results = list(run_tasks(fn, _tasks(files, cache, config), workers=workers))
@@ -45,7 +45,8 @@ def _best_seconds(fn, files: list[Path], config: PreprocessConfig, workers: int,
         bad = [r for r in results if r["status"] != "ok"]
         if bad:
             raise SystemExit(f"benchmark input failed: {bad[0]}")
-        best = min(best, elapsed) if _ else best
+        if attempt:
+            best = min(best, elapsed)
     return best
 
 

@@ -135,3 +135,19 @@ def test_real_images_get_a_tight_display_correct_crop(data_dir, rel) -> None:
     rows = slice(geom.pad_y, geom.pad_y + geom.resized_height)
     near, far = geom.resized_width // 10, geom.resized_width - 1 - geom.resized_width // 10
     assert (out.pixels[rows, near] > 0).mean() > (out.pixels[rows, far] > 0).mean()
+
+
+@pytest.mark.parametrize("suffix, dtype", [(".pgm", np.uint16), (".png", np.uint8)])
+def test_plain_images_are_read_as_stored(tmp_path, suffix, dtype) -> None:
+    import cv2
+
+    image = np.zeros((120, 80), dtype)
+    image[10:110, :50] = np.iinfo(dtype).max // 2  # a breast against the left edge
+    path = tmp_path / f"img{suffix}"
+    cv2.imwrite(str(path), image)
+    raw = read_image(path)
+    assert raw.transfer_syntax == suffix[1:].upper() and raw.header is None
+    assert np.array_equal(raw.pixels, image)
+    out = prepare(raw, PreprocessConfig(size=(60, 40)))
+    assert out.geometry.crop_x0 == 0 and out.geometry.crop_x1 >= 50 and out.geometry.crop_x1 <= 56
+    assert out.geometry.crop_y0 <= 10 and out.geometry.crop_y1 >= 110 and not out.geometry.flipped

@@ -224,6 +224,7 @@ class CamExplainer:
         self._wrapped = _FlatViews(model) if self.multi_view else model
         self._cam = METHODS[method](model=self._wrapped, target_layers=[self.target.module],
                                     reshape_transform=self._grid)
+        self.grid_shape: tuple[int, int] | None = None   # the CAM's own resolution, known after a call
 
     def __enter__(self) -> CamExplainer:
         return self
@@ -255,6 +256,9 @@ class CamExplainer:
         with torch.enable_grad():
             maps = self._cam(input_tensor=flat, targets=[LogitTarget() for _ in range(b)])
         logits = self._cam.outputs.detach().float().cpu().numpy().reshape(b)
+        acts = self._cam.activations_and_grads.activations
+        if acts:
+            self.grid_shape = tuple(int(v) for v in acts[0].shape[-2:])
         self._cam.activations_and_grads.clear()
         if self.multi_view:
             maps = maps.reshape(b, v, *maps.shape[1:])

@@ -25,7 +25,8 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import (
-    case_figure,
+    compose_panels,
+    png_bytes,
     render_case_page,
     render_index,
     safe_name,
@@ -40,6 +41,7 @@ from mammo_insight.models.run_io import load_fold_model, load_oof, load_run_conf
 from mammo_insight.progress import progress_bar
 
 log = logging.getLogger(__name__)
+THUMB_SIDE = 320
 SUMMARY_KEYS = {"pointing_game": "pointing", "energy_inside": "energy_inside", "lesion_area_fraction": "area_fraction",
                 "randomisation_rank_corr": "rank_corr", "randomised_pointing_game": "random_pointing",
                 "randomised_energy_inside": "random_energy_inside"}
@@ -164,7 +166,6 @@ def explain_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path,
     (out_dir / "cases").mkdir(parents=True, exist_ok=True)
     (out_dir / "tables").mkdir(parents=True, exist_ok=True)
     lesions_by_image = {k: g[["x", "y", "radius"]].to_numpy(float) for k, g in annotations.groupby("image_id")}
-    dataset_table = index.set_index("image_id", drop=False)
 
     records, gallery = [], {}
     with ExitStack() as stack, progress_bar() as bar:
@@ -175,7 +176,7 @@ def explain_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path,
             for start in range(0, len(fold_cases), cfg.batch_size):
                 batch = fold_cases.iloc[start:start + cfg.batch_size]
                 try:
-                    recs, thumbs = _explain_batch(batch, unit, index, dataset_table, lesions_by_image, trained,
+                    recs, thumbs = _explain_batch(batch, unit, index, lesions_by_image, trained,
                                                   explainers.random, cfg, cache_dir, out_dir, size, max_views, label)
                 except MammoInsightError as exc:
                     failures.append(f"fold {fold}, cases {', '.join(batch['case_id'])}: {exc}")
@@ -199,7 +200,8 @@ def explain_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path,
                                "n_explained_images": int(len(per_image)), "tolerance_px": cfg.tolerance,
                                "threshold": float(run_config["threshold"]), "run": str(run_dir),
                                "model": run_config.get("model"), "view_mode": run_config.get("view_mode", "single"),
-                               "layer": explainers.random.target.name, "folds": sorted(int(f) for f in cases["fold"].unique())}
+                               "layer": explainers.random.target.name,
+                               "cam_grid": list(explainers.random.grid_shape or []), "input_size": list(size), "folds": sorted(int(f) for f in cases["fold"].unique())}
     for key, column in SUMMARY_KEYS.items():
         entry = summary.get(column) or {}
         metrics[key] = entry.get("mean")
@@ -233,7 +235,7 @@ def _load_inputs(case_rows: list[pd.DataFrame], cache_dir: Path, size: tuple[int
     return stack, mask
 
 
-def _explain_batch(batch, unit, index, dataset_table, lesions_by_image, trained, random, cfg, cache_dir, out_dir,
+def _explain_batch(batch, unit, index, lesions_by_image, trained, random, cfg, cache_dir, out_dir,
                    size, max_views, label):
     """CAMs for one batch of cases; writes each case's PNG and page; returns per-image records and thumbnails."""
     from mammo_insight.imaging.cache import load_cache_image
@@ -282,20 +284,17 @@ def _explain_batch(batch, unit, index, dataset_table, lesions_by_image, trained,
             over_rand = mapping.overlay(display, mapping.downsample(full_rand, factor), lesions,
                                         mapping.peak_location(full_rand), scale=factor)
             hit = rec.get("pointing")
-            verdict = "" if hit is None else (" — hit" if hit >= 0.5 else " — miss")
+            verdict = "" if hit is None else (", hit" if hit >= 0.5 else ", miss")
             panels.append([(over, f"{row.get('view', '')} {row.get('laterality', '')}: original ({source}){verdict}"),
                            (model_in, "model input"), (over_rand, "random weights")])
             case_records.append(rec)
             if v == 0:
-                thumb = over
+                f = mapping.display_scale(over.shape[:2], THUMB_SIDE)
+                thumb = np.clip(mapping.downsample(over, f), 0, 255).astype(np.uint8) if f < 1 else over
         name = safe_name(case.case_id)
-        title = (f"{case.case_id} — fold {case.fold}, {'/'.join(case.categories)}, label {case.label:g}, "
+        title = (f"{case.case_id}: fold {case.fold}, {'/'.join(case.categories)}, label {case.label:g}, "
                  f"p={prob:.3f}")
-        fig = case_figure(panels, title)
-        fig.savefig(out_dir / "cases" / f"{name}.png", dpi=90, bbox_inches="tight")
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        (out_dir / "cases" / f"{name}.png").write_bytes(png_bytes(compose_panels(panels, title)))
         facts = {"fold": str(case.fold), "label": f"{case.label:g}", "probability": f"{prob:.3f}",
                  "category": ", ".join(case.categories)}
         table_cols = ["image_id", "cam_max", "rank_corr", "pointing", "energy_inside", "area_fraction",

@@ -47,26 +47,46 @@ def safe_name(case_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", str(case_id))[:120] or "case"
 
 
-def case_figure(panels: Sequence[Sequence[tuple[np.ndarray, str]]], title: str):
-    """A matplotlib figure: one row per view, columns of (uint8 RGB image, caption)."""
-    import matplotlib
+def _caption(text: str, width: int, height: int = 22) -> np.ndarray:
+    """A white strip with dark text (PIL's built-in font: no font files, fast)."""
+    from PIL import Image, ImageDraw, ImageFont
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    strip = Image.new("RGB", (width, height), (255, 255, 255))
+    ImageDraw.Draw(strip).text((4, 4), text, fill=(29, 35, 48), font=ImageFont.load_default(size=13))
+    return np.asarray(strip)
 
-    rows, cols = len(panels), max(len(r) for r in panels)
-    aspect = max(p[0].shape[0] / p[0].shape[1] for r in panels for p in r)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.6 * aspect * rows + 0.6), squeeze=False)
-    for r, row in enumerate(panels):
-        for c in range(cols):
-            ax = axes[r][c]
-            ax.axis("off")
-            if c < len(row):
-                ax.imshow(row[c][0])
-                ax.set_title(row[c][1], fontsize=9)
-    fig.suptitle(title, fontsize=11)
-    fig.tight_layout()
-    return fig
+
+def compose_panels(panels: Sequence[Sequence[tuple[np.ndarray, str]]], title: str, height: int = 360) -> np.ndarray:
+    """uint8 RGB sheet: one row per view, each panel (uint8 RGB, caption) scaled to ``height``, titled on top.
+
+    Drawn with numpy and PIL rather than matplotlib, which spent most of explain's time on layout.
+    """
+    import cv2
+
+    rows = []
+    for row in panels:
+        cells = []
+        for img, caption in row:
+            w = max(1, int(round(img.shape[1] * height / img.shape[0])))
+            scaled = cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA if img.shape[0] > height
+                                else cv2.INTER_LINEAR)
+            cell = np.vstack([_caption(caption, max(w, 160)), np.pad(scaled, ((0, 0), (0, max(w, 160) - w), (0, 0)),
+                                                                     constant_values=255)])
+            cells.append(np.pad(cell, ((0, 0), (0, 8), (0, 0)), constant_values=255))
+        rows.append(np.hstack(cells))
+    width = max(r.shape[1] for r in rows)
+    rows = [np.pad(r, ((0, 8), (0, width - r.shape[1]), (0, 0)), constant_values=255) for r in rows]
+    return np.vstack([_caption(title, width, 26), *rows])
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """Fast PNG encoding of a uint8 RGB array (cv2, low compression)."""
+    import cv2
+
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return data.tobytes()
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -90,7 +110,8 @@ def render_case_page(path, case_id: str, png_name: str, facts: Mapping[str, str]
 
 def gallery_block(items: Sequence[tuple[np.ndarray, str, str]]) -> Markup:
     """A grid of thumbnails (uint8 RGB, caption, link to the case page)."""
-    cells = "".join(f"<div>{image(thumb, caption)}{raw_link('open case', href)}</div>" for thumb, caption, href in items)
+    cells = "".join(f"<div>{image(png_bytes(thumb), caption)}{raw_link('open case', href)}</div>"
+                    for thumb, caption, href in items)
     return Markup(f'<div class="gallery">{cells}</div>')
 
 
@@ -116,6 +137,9 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
         "map explains nothing; near 0: it depends on what was learned. The randomised model's pointing game "
         "should sit near the chance level.",
         "Intervals: 95% percentile bootstrap resampling women (1000 resamples).",
+        f"CAM layer {metrics.get('layer', '?')}: a {' x '.join(map(str, metrics.get('cam_grid') or ['?']))} grid over "
+        f"the {' x '.join(map(str, metrics.get('input_size') or ['?']))} model input. A grid cell much larger than "
+        "the lesions caps the pointing game; choose a finer layer with --layer (e.g. backbone.layer3).",
     ]
     return Section("Do the maps point at the lesions?", [metric_cards(cards), bullet_list(notes)])
 
@@ -127,10 +151,14 @@ def render_index(path, metrics: Mapping, tolerance: float, gallery: Mapping[tupl
     if metrics.get("n_cases", 0) == 0:
         sections[0].blocks.insert(0, paragraph("No explained image has a lesion annotation, so only the "
                                                "randomisation check could be computed.", "warn"))
-    for (fold, category), items in sorted(gallery.items(), key=lambda kv: (kv[0][0], list(CATEGORIES).index(kv[0][1]))):
-        blocks = [paragraph(f"Fold {fold}: the {CATEGORIES[category]} at threshold {metrics['threshold']:.4g}.")]
-        blocks.append(gallery_block(items) if items else paragraph("No case in this category.", "note"))
-        sections.append(Section(f"Fold {fold} — {category}", blocks))
+    for fold in sorted({f for f, _ in gallery}):
+        blocks = [paragraph(f"Cases from the patients held out in fold {fold}, explained by that fold's model; "
+                            f"operating threshold {metrics['threshold']:.4g}.")]
+        for category, meaning in CATEGORIES.items():
+            items = gallery.get((fold, category), [])
+            blocks.append(Markup(f"<h3>{category}: {meaning}</h3>"))
+            blocks.append(gallery_block(items) if items else paragraph("No case in this category.", "note"))
+        sections.append(Section(f"Gallery, fold {fold}", blocks))
     if not checks_table.empty:
         sections.append(Section("Per image", [paragraph("Every explained image; lesion columns are empty where "
                                                         "the image has no annotation. Full table: "

@@ -1,0 +1,134 @@
+"""Issue 7 acceptance: a trained model's Grad-CAM points at planted lesions, a randomised one does not.
+
+The cohort is built here, cheaply: "original" PNG mammograms (breast against the chest wall, left or
+right, a padding strip, a bright lesion at a known original position in positive breasts) and a
+cache made from them with the cache geometry (crop to the breast, flip right breasts, resize,
+pad), so the CAMs must travel back through crop, flip, resize and padding to hit the lesions.
+The model is trained with the real `train_run`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from mammo_insight.cohort.schema import CANONICAL_COLUMNS
+from mammo_insight.imaging.cache import ANNOTATIONS_FILE, INDEX_FILE, relative_image_path, write_png_atomic
+from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
+
+ORIG = (200, 150)     # original height, width
+CACHE = (96, 72)
+
+
+def _original(rng: np.random.Generator, side: str, lesion: bool) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    h, w = ORIG
+    pad = int(rng.integers(10, 25))
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    depth = xx if side == "L" else (w - 1 - xx)
+    a, b, cy = rng.uniform(0.6, 0.75) * (w - pad), rng.uniform(0.42, 0.47) * h, rng.uniform(0.47, 0.53) * h
+    breast = (depth / a) ** 2 + ((yy - cy) / b) ** 2 <= 1.0
+    noise = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 3.0)
+    img = np.where(breast, 0.4 + 0.6 * noise, 0.02)
+    found = None
+    if lesion:
+        r = float(rng.uniform(11, 14))
+        d = rng.uniform(0.25, 0.6) * a
+        y = cy + rng.uniform(-0.5, 0.5) * b
+        x = d if side == "L" else w - 1 - d
+        disc = np.clip(1.2 - np.sqrt((xx - x) ** 2 + (yy - y) ** 2) / r, 0, 1)
+        img = img + 0.45 * disc * breast
+        found = (float(x), float(y), r)
+    return (np.clip(img, 0, 1) * 255).astype(np.uint8), found
+
+
+def _cache_image(original: np.ndarray, geom: CacheGeometry) -> np.ndarray:
+    crop = original[geom.crop_y0:geom.crop_y1, geom.crop_x0:geom.crop_x1]
+    small = cv2.resize(crop, (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_AREA)
+    if geom.flipped:
+        small = small[:, ::-1]
+    canvas = np.zeros((geom.out_height, geom.out_width), np.uint8)
+    canvas[geom.pad_y:geom.pad_y + geom.resized_height, geom.pad_x:geom.pad_x + geom.resized_width] = small
+    return canvas
+
+
+def write_lesion_cohort(root: Path, n_patients: int = 40, seed: int = 0, prevalence: float = 0.4) -> Path:
+    """Originals under root/originals, the cache under root/cache (index, PNGs, annotations)."""
+    rng = np.random.default_rng(seed)
+    cache = root / "cache"
+    rows, lesions = [], []
+    for p in range(n_patients):
+        patient = f"W{p:03d}"
+        for side in "LR":
+            positive = bool(rng.random() < prevalence)
+            for view in ("CC", "MLO"):
+                image_id = f"{patient}{side}{view}"
+                original, lesion = _original(rng, side, positive)
+                path = root / "originals" / f"{image_id}.png"
+                write_png_atomic(path, original)
+                ys, xs = np.nonzero(original > 10)
+                box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+                geom = CacheGeometry.fit(*ORIG, box, side == "R", *CACHE)
+                rel = relative_image_path(patient, image_id)
+                write_png_atomic(cache / rel, _cache_image(original, geom))
+                rows.append({"patient_id": patient, "image_id": image_id, "breast_id": f"{patient}_{side}",
+                             "laterality": side, "view": view, "cancer": float(positive), "image_path": str(path),
+                             "cache_path": rel, "status": "ok", **geom.as_dict()})
+                if lesion is not None:
+                    cx, cy = geom.to_cache(lesion[0], lesion[1])
+                    lesions.append({"image_id": image_id, "x": lesion[0], "y": lesion[1], "radius": lesion[2],
+                                    "cache_x": float(cx), "cache_y": float(cy),
+                                    "cache_radius": float(geom.length_to_cache(lesion[2]))})
+    table = pd.DataFrame(rows)
+    for column in CANONICAL_COLUMNS:
+        if column not in table:
+            table[column] = np.nan
+    table[CANONICAL_COLUMNS + [c for c in table if c not in CANONICAL_COLUMNS]].to_parquet(cache / INDEX_FILE)
+    pd.DataFrame(lesions).to_parquet(cache / ANNOTATIONS_FILE)
+    assert set(GEOMETRY_COLUMNS) <= set(table.columns)
+    return cache
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A test_resnet trained briefly with train_run (one torch thread: faster on busy shared cores)."""
+    from mammo_insight.models.config import load_config
+    from mammo_insight.models.training import train_run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("explain_cohort")
+    cache = write_lesion_cohort(root)
+    config = load_config(None, model="test_resnet", folds=2, epochs=6, batch_size=8, lr=0.01, seed=0,
+                         cpu_threads=1, augment={"rotate_degrees": 0})
+    run = train_run(cache, root / "run", config)
+    yield run, cache
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.slow
+def test_gradcam_points_at_planted_lesions_and_randomised_model_does_not(trained_run, tmp_path):
+    from mammo_insight.explain.cam_run import ExplainConfig, explain_run
+
+    run, cache = trained_run
+    auc = json.loads((run / "metrics.json").read_text())["image"]["roc_auc"]["value"]
+    assert auc >= 0.9, "the fixture model did not learn the lesions; the CAM check would be meaningless"
+    out = tmp_path / "explain"
+    metrics = explain_run(run, cache, out, ExplainConfig(method="gradcam", n=1, max_checked=40,
+                                                         layer="backbone.layer2", batch_size=16))
+    saved = json.loads((out / "cam_metrics.json").read_text())
+    assert saved["method"] == "gradcam" and saved["n_cases"] == metrics["n_cases"] >= 30
+    chance = saved["lesion_area_fraction"]
+    assert saved["pointing_game"] >= 0.8
+    assert saved["energy_inside"] > 3 * chance
+    assert saved["randomised_pointing_game"] <= max(0.25, 5 * chance)
+    assert saved["randomisation_rank_corr"] < 0.5
+    assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
+    assert len(list((out / "cases").glob("*.png"))) == len(list((out / "cases").glob("*.html"))) >= 30
+    checks = pd.read_csv(out / "tables" / "cam_checks.csv")
+    assert checks["pointing"].notna().sum() == saved["n_cases"]

@@ -32,7 +32,8 @@ def tree_shap(model, X: pd.DataFrame, workers: int = 1):
             parts = list(pool.map(lambda rows: _positive_class(explainer.shap_values(X.iloc[rows])), chunks))
     base = np.ravel(explainer.expected_value)[-1]
     explanation = shap.Explanation(np.concatenate(parts), base_values=np.full(len(X), base),
-                                   data=numeric_view(X), feature_names=list(X.columns))
+                                   data=numeric_view(X), display_data=X.astype(object).to_numpy(),
+                                   feature_names=list(X.columns))
     return explainer, explanation
 
 

@@ -38,6 +38,10 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
     top = importance.head(5)
     out.append("Features that move the " + MODEL_WORDS[result.explained_model] + " model most (mean |SHAP|): "
                + ", ".join(f"{f} ({g}, {v:.3f})" for f, g, v in top.itertuples(index=False)) + ".")
+    workup = [f for f in ("n_images", "n_other_views") if f in set(top["feature"])]
+    if workup:
+        out.append(f"Caution: {', '.join(workup)} rank high. Extra images are often diagnostic work-up taken after "
+                   "a suspicious finding, so this signal may partly come from after the screening decision.")
     share = st.group_share(result.shap_explanation.values, list(result.shap_X.columns), result.feature_groups)
     if "image" in share and "metadata" in share:
         out.append(f"The images carry {100 * share['image']:.0f}% of the model's attribution and the metadata "
@@ -113,7 +117,8 @@ def _local_blocks(result: FusionResult) -> list:
     for r in result.top_risk:
         title = (f"breast {b.iloc[r]['breast_id']}: out-of-fold risk {result.probs[result.explained_model][r]:.3f}, "
                  f"cancer = {int(b.iloc[r]['cancer'])}")
-        blocks.append(figure(st.waterfall_figure(result.shap_explanation[position[r]], title), title))
+        blocks.append(figure(st.waterfall_figure(result.shap_explanation[position[r]], title),
+                             "grey numbers: the breast's feature values"))
     return blocks
 
 
@@ -146,8 +151,10 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
     sections += [
         Section("What drives the model (SHAP)", [
             paragraph(f"SHAP values (shap.TreeExplainer, log-odds) of the {MODEL_WORDS[result.explained_model]} "
-                      f"model fitted on every breast, over {len(result.shap_rows):,} breasts. Image features are "
-                      "the principal components of the embeddings (img_pc01 ...)."),
+                      f"model fitted on every breast, over {len(result.shap_rows):,} breasts (a random sample plus "
+                      "the highest-risk ones)."
+                      + (" Image features are the principal components of the embeddings (img_pc01 ...)."
+                         if result.emb_dim else "")),
             figure(st.bar_figure(importance), "global importance: mean |SHAP| per feature"),
             figure(st.beeswarm_figure(result.shap_explanation), "beeswarm: one dot per breast; colour = feature "
                    "value (categorical features: category code)")]),

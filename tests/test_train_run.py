@@ -170,12 +170,15 @@ def test_multi_view_run_with_missing_views(tmp_path: Path):
 
 def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path):
     other = write_cache(tmp_path / "other", n_patients=12, seed=5, size=(80, 60))
+    index = pd.read_parquet(other / "index.parquet")
+    copy = index.head(1).assign(image_id="COPY", is_augmented=True)
+    pd.concat([index, copy], ignore_index=True).to_parquet(other / "index.parquet")
     out = tmp_path / "external"
     result = CliRunner().invoke(app, ["evaluate", "--run", str(run), "--cache", str(other), "--out", str(out),
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     preds = pd.read_csv(out / "oof_predictions.csv")
-    assert len(preds) == 12 * 4 and (preds["fold"] == -1).all()
+    assert len(preds) == 12 * 4 and (preds["fold"] == -1).all() and "COPY" not in set(preds["image_id"])
     metrics = json.loads((out / "metrics.json").read_text())
     run_metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["image"]["threshold"] == pytest.approx(run_metrics["image"]["threshold"])

@@ -16,6 +16,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.manifest import file_sha256, write_manifest
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
+from mammo_insight.models.folds import train_only_mask
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import load_fold_model, load_run_config, run_folds, save_run_config
 
@@ -38,7 +39,8 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path
     index = read_cache_index(cache_dir)
     if label not in index:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no column {label!r} to validate against")
-    table = index[index[label].notna()].reset_index(drop=True)
+    usable = index[label].notna() & ~train_only_mask(index)    # augmented copies are never test images
+    table = index[usable].reset_index(drop=True)
     if table.empty:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label} label")
     dev = torch.device("cuda" if device in {"auto", "cuda"} and torch.cuda.is_available() else "cpu")

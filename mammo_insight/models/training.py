@@ -175,8 +175,11 @@ def make_trainer(config: TrainConfig, accelerator: str, precision: str, callback
 
 
 def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, fold: int,
-               config: TrainConfig, size: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """Train one fold (resuming from its last checkpoint), export its best model, score its validation rows."""
+               config: TrainConfig, size: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+    """Train one fold (resuming from its last checkpoint), export its best model, score its validation rows.
+
+    Returns (image rows, breast rows or None), or None on a DDP rank other than 0.
+    """
     train_idx, val_idx = fold_split(table, folds, fold)
     train, val = table.loc[train_idx], table.loc[val_idx]
     log.info("fold %d: %d training and %d validation images", fold, len(train), len(val))
@@ -206,7 +209,7 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
         log.info("fold %d: resuming from %s", fold, last)
     trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
     if not trainer.is_global_zero:
-        return pd.DataFrame(), None
+        return None
 
     best = checkpoint.best_model_path or str(last)
     state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
@@ -294,18 +297,18 @@ def _train_run(cache_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
     folds = assign_folds(table, config.folds, config.seed, config.label_column)
 
     images, breasts, history = [], [], []
+    rank_zero = True
     for fold in range(config.folds):
         fold_dir = out_dir / "folds" / f"fold_{fold}"
         if (fold_dir / "oof.csv").is_file() and (fold_dir / "model.pt").is_file():
             log.info("fold %d: already done, skipped", fold)
-            image_rows, breast_rows = _read_fold(fold_dir)
-        else:
-            image_rows, breast_rows = train_fold(cache_dir, out_dir, table, folds, fold, config, size)
-            if not image_rows.empty or (fold_dir / "oof.csv").is_file():
-                image_rows, breast_rows = _read_fold(fold_dir)
-            else:
-                return out_dir   # a non-zero DDP rank: rank 0 writes the run files
+        elif train_fold(cache_dir, out_dir, table, folds, fold, config, size) is None:
+            rank_zero = False   # a DDP worker: it trains every fold with rank 0, which writes the files
+            continue
+        image_rows, breast_rows = _read_fold(fold_dir)
         images.append(image_rows)
         breasts.append(breast_rows)
         history.append(pd.read_csv(fold_dir / "history.csv"))
+    if not rank_zero:
+        return out_dir
     return finish_run(cache_dir, out_dir, table, folds, values, images, breasts, history)

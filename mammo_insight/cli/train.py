@@ -20,6 +20,7 @@ def command(
     weights: Annotated[Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu or cuda")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy machine)")] = None,
 ) -> None:
     """Train one model per fold; write RUN/oof_predictions.csv, metrics.json, history.csv, folds/, index.html."""
     import json
@@ -28,7 +29,8 @@ def command(
     from mammo_insight.models.training import train_run
 
     options = load_config(config, model=model, view_mode=view_mode, folds=folds, epochs=epochs, seed=seed,
-                          weights=str(weights) if weights else None, batch_size=batch_size, device=device)
+                          weights=str(weights) if weights else None, batch_size=batch_size, device=device,
+                          cpu_threads=threads)
     run = train_run(cache, out, options)
     metrics = json.loads((run / "metrics.json").read_text())
     for level in ("image", "breast"):

@@ -193,3 +193,14 @@ def test_rsna_metadata_only_is_modest_not_leaky(data_dir):
     assert len(result.breasts) == 23826
     assert 0.52 < cell["ci_low"] < cell["value"] < cell["ci_high"] < 0.75
     assert {"birads", "biopsy", "invasive", "difficult_negative_case"} <= set(result.excluded_leaky)
+
+
+def test_rows_outside_the_cnn_run_get_patient_grouped_folds_and_known_folds_stay():
+    rng = np.random.default_rng(2)
+    groups = np.repeat(np.arange(100), 2)
+    y = (rng.random(200) < 0.3).astype(int)
+    fold = np.where(groups < 60, groups % 3, -1)
+    filled = lgbm.fill_folds(fold, y, groups, seed=0, k=3)
+    np.testing.assert_array_equal(filled[fold >= 0], fold[fold >= 0])
+    assert set(filled) == {0, 1, 2}
+    assert pd.Series(filled).groupby(groups).nunique().max() == 1

@@ -61,14 +61,17 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.nd
     return fold
 
 
-def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
-    """Keep the given folds; rows without one (-1: never in the CNN run) get patient-grouped folds of their own."""
+def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, k: int = 5) -> np.ndarray:
+    """Keep the given folds; rows without one (-1: never in the CNN run) get patient-grouped folds of their own.
+
+    With fewer than two given folds there is nothing to keep: k new patient-grouped folds are drawn.
+    """
     fold = fold.copy()
     missing = fold < 0
     if missing.any():
         known = sorted(set(fold[~missing]))
         if len(known) < 2:
-            return grouped_folds(y, groups, 5, seed)
+            return grouped_folds(y, groups, k, seed)
         sub = grouped_folds(y[missing], groups[missing], len(known), seed)
         fold[missing] = np.asarray(known)[sub]
     return fold

@@ -159,7 +159,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
         if n_given != cfg.folds:
             log.info("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
                      "that saw it", n_given, cfg.folds)
-        fold = fill_folds(fold, y, groups, cfg.seed)
+        fold = fill_folds(fold, y, groups, cfg.seed, cfg.folds)
     else:
         fold = grouped_folds(y, groups, cfg.folds, cfg.seed)
     breasts["fold"] = fold

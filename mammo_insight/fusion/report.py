@@ -44,14 +44,26 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
                    "a suspicious finding, so this signal may partly come from after the screening decision.")
     share = st.group_share(result.shap_explanation.values, list(result.shap_X.columns), result.feature_groups)
     if "image" in share and "metadata" in share:
-        out.append(f"The images carry {100 * share['image']:.0f}% of the model's attribution and the metadata "
-                   f"{100 * share['metadata']:.0f}% (share of total mean |SHAP|).")
+        text = (f"The images carry {100 * share['image']:.0f}% of the model's attribution and the metadata "
+                f"{100 * share['metadata']:.0f}% (share of total mean |SHAP|). Attribution says how much the model "
+                "uses a group, not whether that use generalises: read it next to the out-of-fold AUCs.")
+        if result.scores.get("image", {}).get("roc_auc", {}).get("ci_low", 1.0) <= 0.5:
+            text += (" Here the image-only model is not distinguishable from chance, so the image attribution is "
+                     "mostly the final model fitting noise in the embeddings.")
+        out.append(text)
     if len(result.per_view):
         pv = result.per_view.sort_values("roc_auc", ascending=False)
         views = "; ".join(f"{r.embeddings}: ROC-AUC {r.roc_auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f}, "
                           f"{r.n_breasts} breasts)" for r in pv.itertuples())
-        out.append(f"Image signal by view (image-only model on one view's embeddings): {views}. "
-                   f"The {pv.iloc[0]['embeddings'].split()[0]} view carries more of it.")
+        best = pv.iloc[0]
+        if best["ci_low"] <= 0.5:
+            tail = "No single view's embeddings rank cancers above chance (every interval includes 0.5)."
+        elif len(pv) > 1 and best["ci_low"] > pv.iloc[1]["ci_high"]:
+            tail = f"The {best['embeddings'].split()[0]} view carries clearly more of it (the intervals do not overlap)."
+        else:
+            tail = (f"The {best['embeddings'].split()[0]} view scores higher, but the intervals overlap: the views "
+                    "are not clearly different.")
+        out.append(f"Image signal by view (image-only model on one view's embeddings): {views}. {tail}")
     cmp = result.comparisons.get("fused_vs_metadata")
     if cmp:
         d = cmp["roc_auc"]

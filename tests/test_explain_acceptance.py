@@ -132,3 +132,82 @@ def test_gradcam_points_at_planted_lesions_and_randomised_model_does_not(trained
     assert len(list((out / "cases").glob("*.png"))) == len(list((out / "cases").glob("*.html"))) >= 30
     checks = pd.read_csv(out / "tables" / "cam_checks.csv")
     assert checks["pointing"].notna().sum() == saved["n_cases"]
+
+
+def _untrained_run(root: Path, cache: Path, view_mode: str) -> Path:
+    """A run directory by hand (random weights, random OOF probabilities): cheap, for the pipeline's plumbing."""
+    from mammo_insight.models.factory import build_classifier
+    from mammo_insight.models.run_io import save_fold_model, save_run_config
+
+    index = pd.read_parquet(cache / INDEX_FILE)
+    run = root / f"run_{view_mode}"
+    save_run_config(run, {"model": "test_resnet", "view_mode": view_mode, "image_size": list(CACHE),
+                          "threshold": 0.5, "max_views": 2, "label_column": "cancer"})
+    torch.manual_seed(1)
+    for fold in (0, 1):
+        save_fold_model(run, fold, build_classifier("test_resnet", view_mode))
+    rng = np.random.default_rng(0)
+    oof = index[["image_id", "breast_id", "patient_id", "cancer"]].copy()
+    oof["fold"] = oof["patient_id"].str[1:].astype(int) % 2
+    oof["prob"] = rng.random(len(oof))
+    if view_mode == "multi":
+        oof["prob"] = oof.groupby("breast_id")["prob"].transform("first")
+    oof.to_csv(run / "oof_predictions.csv", index=False)
+    return run
+
+
+@pytest.fixture(scope="module")
+def small_cohort(tmp_path_factory):
+    root = tmp_path_factory.mktemp("explain_small")
+    return root, write_lesion_cohort(root, n_patients=8, seed=3, prevalence=0.6)
+
+
+def test_cli_writes_the_contract_files(small_cohort):
+    from typer.testing import CliRunner
+
+    from mammo_insight.cli.app import app
+
+    root, cache = small_cohort
+    run, out = _untrained_run(root, cache, "single"), root / "cli_out"
+    result = CliRunner().invoke(app, ["explain", "--run", str(run), "--cache", str(cache), "--out", str(out),
+                                      "--method", "eigencam", "--n", "1", "--max-checked", "5"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "cam_metrics.json").read_text())
+    for key in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr"):
+        assert key in metrics
+    assert metrics["method"] == "eigencam" and metrics["n_cases"] == 5
+    assert 0 <= metrics["pointing_game"] <= 1 and metrics["lesion_area_fraction"] > 0
+    assert json.loads((out / "manifest.json").read_text())["stage"] == "explain"
+    html = (out / "index.html").read_text()
+    assert "Gallery, fold 0" in html and "data:image/png;base64" in html
+    pngs = list((out / "cases").glob("*.png"))
+    assert pngs and len(pngs) == len(list((out / "cases").glob("*.html")))
+    assert cv2.imread(str(pngs[0])).shape[0] > 300
+
+
+def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
+    from mammo_insight.explain.cam_run import ExplainConfig, explain_run
+
+    root, cache = small_cohort
+    run = _untrained_run(root, cache, "multi")
+    metrics = explain_run(run, cache, root / "multi_out", ExplainConfig(method="gradcampp", n=1, max_checked=3))
+    checks = pd.read_csv(root / "multi_out" / "tables" / "cam_checks.csv")
+    per_case = checks.groupby("case_id")["image_id"].nunique()
+    assert set(per_case) == {2}                         # CC and MLO of each breast
+    assert all(c.endswith(("_L", "_R")) for c in per_case.index)
+    sampled = checks[checks["categories"].str.contains("checked") & checks["pointing"].notna()]
+    assert metrics["view_mode"] == "multi" and metrics["n_cases"] == len(sampled) == 6   # 3 breasts x 2 views
+
+
+def test_a_run_without_threshold_is_a_clear_error(small_cohort):
+    from mammo_insight.errors import MammoInsightError
+    from mammo_insight.explain.cam_run import explain_run
+    from mammo_insight.models.run_io import load_run_config, save_run_config
+
+    root, cache = small_cohort
+    run = _untrained_run(root, cache, "single")
+    config = load_run_config(run)
+    del config["threshold"]
+    save_run_config(run, config)
+    with pytest.raises(MammoInsightError, match="threshold"):
+        explain_run(run, cache, root / "bad_out")

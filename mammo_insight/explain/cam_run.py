@@ -44,7 +44,9 @@ log = logging.getLogger(__name__)
 THUMB_SIDE = 320
 SUMMARY_KEYS = {"pointing_game": "pointing", "energy_inside": "energy_inside", "lesion_area_fraction": "area_fraction",
                 "randomisation_rank_corr": "rank_corr", "randomised_pointing_game": "random_pointing",
-                "randomised_energy_inside": "random_energy_inside"}
+                "randomised_energy_inside": "random_energy_inside", "pointing_game_cell": "pointing_cell",
+                "randomised_pointing_game_cell": "random_pointing_cell",
+                "lesion_area_fraction_cell": "area_fraction_cell"}
 
 
 @dataclass
@@ -192,7 +194,9 @@ def explain_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path,
 
     per_image = pd.DataFrame(records)
     per_image.to_csv(out_dir / "tables" / "cam_checks.csv", index=False)
-    lesion_rows = per_image[per_image["pointing"].notna()] if "pointing" in per_image else per_image.iloc[:0]
+    # the checks summarise the random sample of annotated images only: gallery picks are chosen by confidence
+    in_sample = per_image["categories"].str.split("+").apply(lambda c: "checked" in c)
+    lesion_rows = per_image[in_sample & per_image["pointing"].notna()] if "pointing" in per_image else per_image.iloc[:0]
     summary = checks.summarise_checks(lesion_rows, seed=cfg.seed)
     summary["rank_corr"] = checks.mean_with_ci(per_image["rank_corr"].to_numpy(), per_image["patient_id"].to_numpy(),
                                                seed=cfg.seed)
@@ -267,6 +271,11 @@ def _explain_batch(batch, unit, index, lesions_by_image, trained, random, cfg, c
             if lesions is not None and len(lesions):
                 hit_mask = checks.lesion_mask(full.shape, lesions, cfg.tolerance)
                 inside = checks.lesion_mask(full.shape, lesions)
+                cell = _half_cell_original(trained.grid_shape, size, geom)
+                cell_mask = checks.lesion_mask(full.shape, lesions, cell)
+                rec.update(pointing_cell=checks.pointing_hit(full, cell_mask, support),
+                           random_pointing_cell=checks.pointing_hit(full_rand, cell_mask, support),
+                           area_fraction_cell=checks.area_fraction(cell_mask, support), half_cell_px=cell)
                 rec.update(pointing=checks.pointing_hit(full, hit_mask, support),
                            energy_inside=checks.energy_inside(full, inside),
                            area_fraction=checks.area_fraction(inside, support),
@@ -310,6 +319,15 @@ def _explain_batch(batch, unit, index, lesions_by_image, trained, random, cfg, c
                 thumbs.append(((int(case.fold), category),
                                (thumb, f"{case.case_id} p={prob:.3f}", f"cases/{name}.html")))
     return records, thumbs
+
+
+def _half_cell_original(grid: tuple[int, int] | None, size: tuple[int, int], geom: CacheGeometry) -> float:
+    """Half the diagonal of one CAM grid cell, in original pixels: the finest the map can point."""
+    if not grid:
+        return 0.0
+    cell_h = size[0] / grid[0] * geom.out_height / size[0]   # input pixels -> cache pixels
+    cell_w = size[1] / grid[1] * geom.out_width / size[1]
+    return float(0.5 * np.hypot(cell_h, cell_w) / np.sqrt(geom.scale_x * geom.scale_y))
 
 
 def cv2_resize(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

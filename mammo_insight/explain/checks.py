@@ -104,6 +104,7 @@ def mean_with_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: i
 
 def summarise_checks(per_image: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Mean and patient-bootstrap interval of every check column present in the per-image table."""
-    columns = ["pointing", "energy_inside", "area_fraction", "rank_corr", "random_pointing", "random_energy_inside"]
+    columns = ["pointing", "energy_inside", "area_fraction", "rank_corr", "random_pointing", "random_energy_inside",
+               "pointing_cell", "random_pointing_cell", "area_fraction_cell"]
     groups = per_image["patient_id"].to_numpy() if "patient_id" in per_image else None
     return {c: mean_with_ci(per_image[c].to_numpy(), groups, n_boot, seed) for c in columns if c in per_image}

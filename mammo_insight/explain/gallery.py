@@ -125,7 +125,10 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
 
     cards = {"cases": str(metrics.get("n_cases", 0)), "pointing game": ci("pointing"),
              "energy inside lesion": ci("energy_inside"), "lesion area (chance)": ci("area_fraction"),
-             "randomisation rank corr.": ci("rank_corr"), "randomised pointing game": ci("random_pointing")}
+             "randomisation rank corr.": ci("rank_corr"), "randomised pointing game": ci("random_pointing"),
+             "pointing game, half-cell tolerance": ci("pointing_cell"),
+             "randomised, half-cell tolerance": ci("random_pointing_cell"),
+             "widened lesion area (chance)": ci("area_fraction_cell")}
     notes = [
         f"Pointing game: share of annotated images whose CAM maximum lies inside a lesion circle"
         f"{f' widened by {tolerance:g} original pixels' if tolerance else ''}; ties count as a random pick "
@@ -139,7 +142,9 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
         "Intervals: 95% percentile bootstrap resampling women (1000 resamples).",
         f"CAM layer {metrics.get('layer', '?')}: a {' x '.join(map(str, metrics.get('cam_grid') or ['?']))} grid over "
         f"the {' x '.join(map(str, metrics.get('input_size') or ['?']))} model input. A grid cell much larger than "
-        "the lesions caps the pointing game; choose a finer layer with --layer (e.g. backbone.layer3).",
+        "the lesions caps the pointing game (the upsampled map peaks at a cell centre); the half-cell "
+        "pointing game widens each lesion by half a cell diagonal, the map's own resolution. For small "
+        "lesions train at a larger size or choose a finer layer with --layer (e.g. backbone.layer3).",
     ]
     return Section("Do the maps point at the lesions?", [metric_cards(cards), bullet_list(notes)])
 

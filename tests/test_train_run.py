@@ -184,3 +184,16 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     assert metrics["image"]["threshold"] == pytest.approx(run_metrics["image"]["threshold"])
     assert metrics["breast"]["roc_auc"]["value"] >= 0.8      # the lesions look the same at another size
     assert (out / "index.html").is_file()
+
+
+def test_every_imbalance_and_schedule_option_trains(tmp_path: Path):
+    """Two-phase warm-up, balanced sampler, focal loss, soft labels, progressive unfreezing, plateau LR, early stop."""
+    cache = write_cache(tmp_path / "cache", n_patients=12, seed=2)
+    config = _config(epochs=3, warmup_epochs=1, sampler="balanced", target_pos_ratio=0.4, loss="focal",
+                     positive_label=0.9, freeze_epochs=1, unfreeze_stages=2, schedule="plateau",
+                     early_stopping_patience=2, pos_weight="auto",
+                     augment={"erase_p": 0.5, "noise_std": 0.02, "vflip": 0.5})
+    out = train_run(cache, tmp_path / "run", config)
+    history = pd.read_csv(out / "history.csv")
+    assert set(history["fold"]) == {0, 1} and history["loss"].notna().all()
+    assert len(load_oof(out)) == 12 * 4

@@ -52,7 +52,7 @@ class TrainConfig:
     pos_weight: float | str | None = None      # a number, "auto" (negatives/positives) or None
     sampler: str = "none"              # none | balanced
     target_pos_ratio: float = 0.5      # positive fraction per epoch with the balanced sampler
-    undersample_negatives: float | None = None  # keep this fraction of negatives each epoch
+    undersample_negatives: float | None = None  # keep this fraction of negatives each epoch (sampler none)
     oversample_positives: int = 1      # repeat each positive this many times per epoch
     positive_label: float = 1.0        # soft positive labels, e.g. 0.9
     warmup_epochs: int = 0             # phase 1: balanced subset; then the full data at real prevalence

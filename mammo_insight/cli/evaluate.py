@@ -18,12 +18,12 @@ def command(
     """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
     import json
 
+    from mammo_insight.cli.train import format_cell
     from mammo_insight.models.external import evaluate_run
 
     page = evaluate_run(run, cache, out, device, batch_size)
     metrics = json.loads((out / "metrics.json").read_text())
     for level in ("image", "breast"):
-        auc = metrics[level]["roc_auc"]
-        value = "n/a" if auc["value"] is None else f"{auc['value']:.3f}"
-        typer.echo(f"{level}: ROC-AUC {value}")
+        body = metrics[level]
+        typer.echo(f"{level}: ROC-AUC {format_cell(body['roc_auc'])}  pF1 {format_cell(body['pf1'])}  PR-AUC {format_cell(body['pr_auc'])}")
     typer.echo(f"report: {page}")

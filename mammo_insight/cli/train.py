@@ -35,11 +35,12 @@ def command(
     metrics = json.loads((run / "metrics.json").read_text())
     for level in ("image", "breast"):
         body = metrics[level]
-        typer.echo(f"{level}: ROC-AUC {_fmt(body['roc_auc'])}  pF1 {_fmt(body['pf1'])}  PR-AUC {_fmt(body['pr_auc'])}")
+        typer.echo(f"{level}: ROC-AUC {format_cell(body['roc_auc'])}  pF1 {format_cell(body['pf1'])}  PR-AUC {format_cell(body['pr_auc'])}")
     typer.echo(f"report: {run / 'index.html'}")
 
 
-def _fmt(cell: dict) -> str:
+def format_cell(cell: dict) -> str:
+    """'0.812 (0.780-0.845)' from a metrics.json cell."""
     if cell.get("value") is None:
         return "n/a"
     low, high = cell.get("ci_low"), cell.get("ci_high")

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
+from mammo_insight.imaging.cache import INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.manifest import file_sha256, write_manifest
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.models.folds import train_only_mask
@@ -65,4 +65,6 @@ def evaluate_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path
     save_run_config(out_dir, values)
     write_manifest(out_dir, "evaluate", {"run": str(run_dir), "cache": str(cache_dir), "device": str(dev)},
                    config.get("seed"), {"cache_index": cache_dir / INDEX_FILE, "run_config": run_dir / "config.json"})
-    return render_run_report(out_dir, title=f"External validation: {config.get('model')} on {cache_dir.name}")
+    dataset = (read_cache_config(cache_dir) if (cache_dir / "config.json").is_file() else {}).get("dataset")
+    where = f"{dataset} ({cache_dir})" if dataset else str(cache_dir)
+    return render_run_report(out_dir, title=f"External validation: {config.get('model')} on {where}")

@@ -35,9 +35,13 @@ def _inline(fn: Callable[[Task], dict], tasks: Sequence[Task]) -> Iterator[dict]
 
 
 def _pool(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int) -> Iterator[dict]:
+    import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    with ProcessPoolExecutor(max_workers=workers, initializer=single_thread_worker) as pool:
+    # forkserver: workers never inherit the parent's threads (OpenCV's pool, Dask's), whose locks
+    # a plain fork can copy held and deadlock on
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=single_thread_worker) as pool:
         futures = [pool.submit(fn, task) for task in tasks]
         try:
             for future in as_completed(futures):

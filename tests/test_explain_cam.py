@@ -108,3 +108,20 @@ def test_named_layer_gives_a_finer_map_source():
     with CamExplainer(model, "gradcam", (64, 48), layer="backbone.layer2") as cam:
         assert cam.target.name == "backbone.layer2"
         assert cam(torch.rand(1, 1, 64, 48)).maps.shape == (1, 64, 48)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet"])
+@pytest.mark.parametrize("method", ["gradcam", "gradcampp"])
+def test_cutting_the_graph_at_the_target_layer_changes_nothing(name, method):
+    """Our speed-up (frozen weights, graph rooted at the target layer) gives pytorch-grad-cam's exact maps."""
+    torch.manual_seed(0)
+    model = build_classifier(name)
+    x = torch.rand(2, 1, 64, 48)
+    with CamExplainer(model, method, (64, 48)) as cam:
+        ours = cam(x).maps
+        layer = cam.target.module
+    with METHODS[method](model=model, target_layers=[layer]) as plain:
+        reference = plain(input_tensor=x, targets=[LogitTarget(), LogitTarget()])
+    assert ours.max() > 0 and ours.std() > 0.01
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    assert all(p.requires_grad for p in model.parameters())

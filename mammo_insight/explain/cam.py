@@ -195,6 +195,19 @@ class _FlatViews(nn.Module):
         return self.model(views, self.mask)
 
 
+def _cut_graph(module: nn.Module, args, output: torch.Tensor) -> torch.Tensor:
+    """Start the autograd graph at the target layer.
+
+    With the weights frozen during a CAM call, nothing before the target layer records a graph (the
+    forward there costs what inference costs) and the backward pass stops at the target layer instead
+    of running down to the stem computing weight gradients nobody uses: about half the time of a
+    plain Grad-CAM. The clone keeps later in-place ops legal.
+    """
+    if torch.is_grad_enabled() and not output.requires_grad:
+        return output.detach().requires_grad_(True).clone()
+    return output
+
+
 @dataclass
 class CamResult:
     """maps: (B, H, W) single-view or (B, V, H, W) multi-view, each in [0, 1]; logits: (B,)."""
@@ -222,6 +235,8 @@ class CamExplainer:
                        else find_target_layer(model.backbone, size, prefix="backbone."))
         self._grid = ToGrid(self.target) if self.target.layout != "nchw" else None
         self._wrapped = _FlatViews(model) if self.multi_view else model
+        # registered before grad-cam's own hooks so they see the re-rooted output (see _cut_graph)
+        self._cut = self.target.module.register_forward_hook(_cut_graph)
         self._cam = METHODS[method](model=self._wrapped, target_layers=[self.target.module],
                                     reshape_transform=self._grid)
         self.grid_shape: tuple[int, int] | None = None   # the CAM's own resolution, known after a call
@@ -235,6 +250,7 @@ class CamExplainer:
     def close(self) -> None:
         """Remove the forward hooks from the model (it can then be used or explained again)."""
         self._cam.activations_and_grads.release()
+        self._cut.remove()
 
     def __call__(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> CamResult:
         device = next(self.model.parameters()).device
@@ -253,8 +269,15 @@ class CamExplainer:
                 raise MammoInsightError(f"a single-view model needs (B, 1, H, W) images, got {tuple(images.shape)}")
             b = images.shape[0]
             flat = images
-        with torch.enable_grad():
-            maps = self._cam(input_tensor=flat, targets=[LogitTarget() for _ in range(b)])
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        try:
+            for p in params:
+                p.requires_grad_(False)
+            with torch.enable_grad():
+                maps = self._cam(input_tensor=flat, targets=[LogitTarget() for _ in range(b)])
+        finally:
+            for p in params:
+                p.requires_grad_(True)
         logits = self._cam.outputs.detach().float().cpu().numpy().reshape(b)
         acts = self._cam.activations_and_grads.activations
         if acts:

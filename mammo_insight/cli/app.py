@@ -16,7 +16,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Understand screening-mammography datasets and explain cancer classifiers.")
 
 # Stage name -> module under mammo_insight.cli defining `command`.
-COMMANDS = ["synth", "cohort", "preprocess", "report", "demo", "eda", "train", "evaluate", "explain", "embed", "fuse_train"]
+COMMANDS = ["synth", "cohort", "preprocess", "report", "demo", "eda", "train", "evaluate", "explain", "embed", "fuse_train", "predict"]
 
 for _name in COMMANDS:
     app.command(_name.replace("_", "-"))(importlib.import_module(f"mammo_insight.cli.{_name}").command)

@@ -9,6 +9,7 @@ so rerunning an interrupted command finishes the run.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
+from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
 from mammo_insight.manifest import file_sha256, package_versions, write_manifest
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, tune_threshold
 from mammo_insight.models.augment import build_augment
@@ -105,6 +106,9 @@ def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -
         values["image_size"] = [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])]
     values.update(cache=str(cache_dir), cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
                   versions=package_versions(), n_images=len(table), n_patients=int(table["patient_id"].nunique()))
+    cache_config = cache_dir / CONFIG_FILE
+    if cache_config.is_file():  # so predict can preprocess new images the same way once the cache is gone
+        values["preprocess"] = json.loads(cache_config.read_text())
     return values
 
 

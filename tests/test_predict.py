@@ -1,0 +1,168 @@
+"""`predict` on new DICOM studies: the run's preprocessing, the mean of its fold models, its breast threshold.
+
+One tiny run (test_resnet, 2 folds, 1 epoch) is trained on a synthetic RSNA-like cohort preprocessed by the
+real pipeline; the cohort's DICOMs are then predicted as if they were new studies.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from mammo_insight.cli.app import app
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.cache import load_cache_image, read_cache_index
+from mammo_insight.metrics import thresholds_of
+from mammo_insight.models.predict_studies import predict_studies
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict[str, Path]:
+    from mammo_insight.cohort.adapters import load_cohort
+    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.imaging.build import build_cache
+    from mammo_insight.imaging.pipeline import PreprocessConfig
+    from mammo_insight.models.config import load_config
+    from mammo_insight.models.training import train_run
+
+    root = tmp_path_factory.mktemp("predict")
+    make_synthetic_cohort(root / "cohort", n_patients=10, seed=0, size=(96, 72), prevalence=0.4)
+    build_cache(load_cohort("rsna", root / "cohort"), root / "cache", PreprocessConfig(size=(48, 32)),
+                sheet_size=0, show_progress=False)
+    config = load_config(None, model="test_resnet", folds=2, epochs=1, batch_size=8, cpu_threads=1)
+    train_run(root / "cache", root / "run", config)
+    return {"root": root, "images": root / "cohort" / "train_images", "cache": root / "cache", "run": root / "run"}
+
+
+def _fold_mean(run: Path, cache: Path) -> pd.Series:
+    """What models/predict.py gives on the same cache, fold by fold, averaged: image_id -> prob."""
+    from mammo_insight.models.predict import predict_cache
+    from mammo_insight.models.run_io import load_fold_model, load_run_config, run_folds
+
+    config = load_run_config(run)
+    index = read_cache_index(cache)
+    probs = [predict_cache(load_fold_model(run, fold), cache, index, "single", tuple(config["image_size"]))[0]
+             .set_index("image_id")["prob"] for fold in run_folds(run)]
+    return pd.concat(probs, axis=1).mean(axis=1)
+
+
+def test_predict_matches_the_run(trained, tmp_path):
+    run = trained["run"]
+    result = predict_studies(run, trained["images"], tmp_path / "out.csv", cache_dir=tmp_path / "cache")
+    config = json.loads((run / "config.json").read_text())
+    assert config["preprocess"]["size"] == [48, 32]          # train recorded its preprocessing
+    new_config = json.loads((tmp_path / "cache" / "config.json").read_text())
+    assert {k: new_config[k] for k in ("size", "bits", "flip", "margin", "mask")} == \
+        {k: config["preprocess"][k] for k in ("size", "bits", "flip", "margin", "mask")}
+    # the same DICOMs preprocessed for prediction give the training cache's pixels
+    old, new = read_cache_index(trained["cache"]), read_cache_index(tmp_path / "cache")
+    for image_id in old["image_id"].head(5):
+        np.testing.assert_array_equal(load_cache_image(trained["cache"], old.set_index("image_id").loc[image_id]),
+                                      load_cache_image(tmp_path / "cache", new.set_index("image_id").loc[image_id]))
+
+    images = pd.read_csv(result.image_csv, dtype={"image_id": str, "breast_id": str, "patient_id": str})
+    breasts = pd.read_csv(result.breast_csv, dtype={"breast_id": str, "patient_id": str})
+    expected = _fold_mean(run, tmp_path / "cache")
+    got = images.set_index("image_id")["prob"]
+    np.testing.assert_allclose(got.loc[expected.index], expected.to_numpy(), atol=1e-6)
+    assert (images["status"] == "ok").all()
+
+    truth = pd.read_csv(trained["root"] / "cohort" / "train.csv", dtype=str)
+    assert set(breasts["breast_id"]) == set(truth["patient_id"] + "_" + truth["laterality"])
+    by_breast = images.groupby("breast_id")["prob"].mean()
+    np.testing.assert_allclose(breasts.set_index("breast_id")["prob"], by_breast.loc[breasts["breast_id"]], atol=1e-6)
+    assert (breasts["n_images"] == breasts["breast_id"].map(images["breast_id"].value_counts())).all()
+    threshold = thresholds_of(json.loads((run / "metrics.json").read_text()))["breast"]
+    assert np.allclose(breasts["threshold"], threshold)
+    assert (breasts["decision"] == (breasts["prob"] >= threshold).astype(int)).all()
+
+
+def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):
+    images = tmp_path / "studies"
+    shutil.copytree(trained["images"], images)
+    patient = min(p.name for p in images.iterdir())
+    victim = min((images / patient).glob("*.dcm"))
+    (images / patient / "garbage.dcm").write_bytes(b"not a dicom at all")
+    (images / patient / "cut.dcm").write_bytes(victim.read_bytes()[:2000])
+    n_good = len(list(trained["images"].rglob("*.dcm")))
+    result = predict_studies(trained["run"], images, tmp_path / "out.csv")
+    rows = result.images.set_index("image_id")
+    assert (rows["status"] == "ok").sum() == n_good and rows["prob"].notna().sum() == n_good
+    assert rows.loc["garbage", "status"] == "failed" and "not a readable DICOM" in rows.loc["garbage", "reason"]
+    assert rows.loc["cut", "status"] == "failed" and "cut.dcm" in rows.loc["cut", "reason"]
+    cut_breast = rows.loc["cut", "breast_id"]
+    assert "1 image(s) failed" in result.breasts.set_index("breast_id").loc[cut_breast, "notes"]
+    assert result.breasts["prob"].notna().all()
+
+
+def test_empty_or_unreadable_folder_is_a_clear_error(trained, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MammoInsightError, match="no file to predict on"):
+        predict_studies(trained["run"], tmp_path / "empty", tmp_path / "out.csv")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.dcm").write_bytes(b"junk")
+    with pytest.raises(MammoInsightError, match="no image under .* could be read"):
+        predict_studies(trained["run"], tmp_path / "bad", tmp_path / "out.csv")
+
+
+def test_cli_flat_folder_with_cams_keeps_no_identifying_tag(trained, tmp_path):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    files = sorted(trained["images"].rglob("*.dcm"))[:6]
+    for path in files:
+        shutil.copy(path, flat / path.name)
+    out = tmp_path / "pred" / "out.csv"
+    result = CliRunner().invoke(app, ["predict", "--run", str(trained["run"]), "--images", str(flat),
+                                      "--out", str(out), "--cams", str(tmp_path / "cams")])
+    assert result.exit_code == 0, result.output
+    assert "6 scored, 0 failed" in result.output
+    images = pd.read_csv(out.with_name("out_images.csv"), dtype=str)
+    # patients from the hashed DICOM PatientID: the same grouping as the folder names
+    folder_patient = {p.stem: p.parent.name for p in files}
+    assert images["patient_id"].str.match(r"^pid-[0-9a-f]{12}$").all()
+    assert images.groupby("patient_id")["image_id"].apply(lambda s: len({folder_patient[i] for i in s})).eq(1).all()
+    assert images["patient_id"].nunique() == len(set(folder_patient.values()))
+    pngs = sorted((tmp_path / "cams").glob("*.png"))
+    assert {p.stem for p in pngs} == set(images["image_id"])
+    assert (tmp_path / "cams" / "index.html").stat().st_size > 10_000
+    for path in [*(tmp_path / "pred").iterdir(), tmp_path / "cams" / "index.html"]:
+        text = path.read_bytes()
+        assert b"SYNTH^" not in text and b"PatientName" not in text
+
+
+def test_multi_view_run_scores_breasts(trained, tmp_path):
+    """A multi-view run: the breast probability is the model's breast output (mean of folds), not an image mean."""
+    from mammo_insight.models.config import load_config
+    from mammo_insight.models.predict import predict_cache
+    from mammo_insight.models.run_io import load_fold_model, run_folds
+    from mammo_insight.models.training import train_run
+
+    run = train_run(trained["cache"], tmp_path / "run", load_config(
+        None, model="test_resnet", view_mode="multi", folds=2, epochs=1, batch_size=4, cpu_threads=1))
+    result = predict_studies(run, trained["images"], tmp_path / "out.csv", cache_dir=tmp_path / "cache")
+    index = read_cache_index(tmp_path / "cache")
+    expected = pd.concat([predict_cache(load_fold_model(run, f), tmp_path / "cache", index, "multi", (48, 32))[1]
+                          .set_index("breast_id")["prob"] for f in run_folds(run)], axis=1).mean(axis=1)
+    got = result.breasts.set_index("breast_id")["prob"]
+    np.testing.assert_allclose(got.loc[expected.index], expected.to_numpy(), atol=1e-6)
+    assert len(list((tmp_path / "cache" / "images").rglob("*.png"))) == len(result.images)
+
+
+@pytest.mark.real_data
+def test_real_rsna_test_dicoms(trained, data_dir, tmp_path):
+    """The public RSNA test DICOMs (JPEG 2000), no CSV: laterality read from the headers matches test.csv."""
+    result = predict_studies(trained["run"], data_dir / "rsna" / "test_images", tmp_path / "out.csv")
+    truth = pd.read_csv(data_dir / "rsna" / "test.csv", dtype=str).set_index("image_id")
+    rows = result.images.set_index("image_id")
+    assert (rows["status"] == "ok").all() and len(rows) == len(truth)
+    assert (rows["laterality"] == truth.loc[rows.index, "laterality"]).all()
+    assert set(result.breasts["breast_id"]) == set(truth["prediction_id"])
+    assert result.breasts["prob"].between(0, 1).all()

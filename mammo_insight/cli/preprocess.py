@@ -41,6 +41,11 @@ def command(
     config = PreprocessConfig(size=parse_size(size), bits=bits, flip=flip, backend=resolve_backend(decoder),
                               mask=mask)
     cohort = load_cohort(dataset, root, mapping)
+    paths = cohort.table["image_path"].dropna()
+    if not any(Path(p).is_file() for p in paths):
+        example = f" (e.g. {paths.iloc[0]})" if len(paths) else ""
+        raise MammoInsightError(f"preprocess: none of the {len(cohort.table)} images the cohort lists exists under "
+                                f"{root}{example}; is --root the dataset folder?")
     summary = build_cache(cohort, out, config, workers=workers, engine=backend, address=scheduler,
                           sheet_size=sheet_size, retry_failed=retry_failed, seed=seed)
     for key, value in summary.items():

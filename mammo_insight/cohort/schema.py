@@ -58,6 +58,12 @@ def _clean_str(series: pd.Series) -> pd.Series:
     return out.mask(out.isin(["", "nan", "None", "NaN", "<NA>"]))
 
 
+def _escapes_folder(value: str) -> bool:
+    """True for an id that would lead a file path out of its folder ('..' part, absolute, drive letter)."""
+    parts = value.replace("\\", "/").split("/")
+    return ".." in parts or value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":" and value[0].isalpha())
+
+
 def validate_cohort(table: pd.DataFrame, source: str = "cohort table") -> pd.DataFrame:
     """Check the canonical contract and return a copy with canonical dtypes and column order.
 
@@ -105,6 +111,12 @@ def validate_cohort(table: pd.DataFrame, source: str = "cohort table") -> pd.Dat
     bad_age = out["age"].notna() & ((out["age"] < 0) | (out["age"] > 120))
     if bad_age.any():
         raise CohortError(f"{source}: column 'age' must lie in 0-120; {_rows(bad_age)} do not")
+    for col in ("patient_id", "image_id"):  # both name files in the image cache
+        unsafe = out[col].map(_escapes_folder)
+        if unsafe.any():
+            values = list(dict.fromkeys(out.loc[unsafe, col]))[:MAX_ROWS_SHOWN]
+            raise CohortError(f"{source}: column '{col}' names cache files, so it may not hold '..' or an absolute "
+                              f"path; {values} in {_rows(unsafe)}")
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
         values = list(dict.fromkeys(out.loc[dup, "image_id"]))[:MAX_ROWS_SHOWN]

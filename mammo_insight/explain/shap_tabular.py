@@ -78,7 +78,8 @@ def top_interactions(explainer, X: pd.DataFrame, among: Sequence[str], n_pairs: 
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="LightGBM binary classifier with TreeExplainer")
-        inter = explainer.shap_interaction_values(X)
+        # shap's own interaction kernel casts X to float: category codes (as LightGBM stores them), not labels
+        inter = explainer.shap_interaction_values(numeric_view(X))
     if isinstance(inter, list):
         inter = inter[-1]
     if inter.ndim == 4:

@@ -14,7 +14,10 @@ Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never
 from __future__ import annotations
 
 import importlib.util
+import logging
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +108,18 @@ def _gdcm_decodes(ds) -> bool:
         return False
 
 
+@contextmanager
+def _pydicom_plugin_logs_muted() -> Iterator[None]:
+    """pydicom logs every failing plugin with a full traceback; the DicomError raised here already lists them."""
+    logger = logging.getLogger("pydicom")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _decode(ds, path: Path, backend: str) -> np.ndarray:
     if backend == "dicomsdl":
         import dicomsdl
@@ -113,7 +128,8 @@ def _decode(ds, path: Path, backend: str) -> np.ndarray:
     else:
         if backend == "gdcm" and _gdcm_decodes(ds):  # pydicom's GDCM plugin lacks some syntaxes (RLE)
             ds.pixel_array_options(decoding_plugin="gdcm")
-        pixels = ds.pixel_array
+        with _pydicom_plugin_logs_muted():
+            pixels = ds.pixel_array
     return np.asarray(pixels)
 
 

@@ -211,12 +211,13 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     last = ckpt_dir / "last.ckpt"
     if last.is_file():
         log.info("fold %d: resuming from %s", fold, last)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None,
+                weights_only=True)
     if not trainer.is_global_zero:
         return None
 
     best = checkpoint.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
     module.load_state_dict(state)
     model = module.model.to(memory_format=torch.contiguous_format)
     save_fold_model(out_dir, fold, model)

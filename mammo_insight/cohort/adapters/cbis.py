@@ -73,6 +73,9 @@ def resolve_image(root: Path, csv_path: str) -> Path | None:
     DICOM is used: a full-mammogram case folder holds only that film.
     """
     rel = PurePosixPath(csv_path.replace("\\", "/"))
+    if rel.is_absolute() or ".." in rel.parts or (len(csv_path) > 1 and csv_path[1] == ":"):
+        raise CohortError(f"cbis: image path {csv_path!r} points outside the dataset root {root}; "
+                          "CSV paths must be relative to it")
     if not rel.parts:
         return None
     for prefix in TREE_PREFIXES:

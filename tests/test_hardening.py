@@ -249,7 +249,13 @@ def _train_config():
 def tiny_cache(tmp_path_factory) -> Path:
     from train_cache import write_cache
 
-    return write_cache(tmp_path_factory.mktemp("hard_cache"), n_patients=12, seed=4, size=(64, 48), prevalence=0.4)
+    cache = write_cache(tmp_path_factory.mktemp("hard_cache"), n_patients=12, seed=4, size=(64, 48), prevalence=0.4)
+    index = pd.read_parquet(cache / "index.parquet")
+    hostile = index["patient_id"].str[-1].astype(int) % 2 == 0
+    index["site_id"] = index["site_id"].where(~hostile, SCRIPT)
+    index["machine_id"] = index["machine_id"].where(index["machine_id"] != "0", IMG_TAG)
+    index.to_parquet(cache / "index.parquet")
+    return cache
 
 
 @pytest.fixture(scope="module")
@@ -277,6 +283,10 @@ def test_same_seed_gives_identical_fusion_metrics(tmp_path):
     assert metrics[0] == metrics[1]
     pd.testing.assert_frame_equal(*(pd.read_csv(out / "oof_predictions.csv") for out in outs))
     _assert_escaped((outs[0] / "index.html").read_text(), SCRIPT, shown=False)  # sites appear only in figures
+
+
+def test_training_report_escapes_site_and_machine_ids(two_runs):
+    _assert_escaped((two_runs[0] / "index.html").read_text(), SCRIPT, IMG_TAG)
 
 
 class _Payload:
@@ -358,6 +368,7 @@ def test_no_identifying_tag_is_written_to_any_output(synth_root, tmp_path):
             setattr(ds, keyword, value)
         ds.save_as(path)
     assert all(str(pydicom.dcmread(f).PatientAddress) == IDENTIFYING["PatientAddress"] for f in files[:2])
+    assert all(v.encode() in files[0].read_bytes() for v in IDENTIFYING.values())  # the byte scan can see them
     outs = {"cache": tmp_path / "cache", "eda": tmp_path / "eda", "cohort": tmp_path / "cohort" / "c.parquet"}
     runs = [cli("preprocess", "--dataset", "rsna", "--root", root, "--out", outs["cache"], "--size", "64x32",
                 "--sheet-size", "4"),

@@ -94,7 +94,7 @@ def _header_facts(path: Path) -> tuple[dict[str, str | None], str | None]:
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # any unreadable header: listed, never fatal
+    except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal
         return {}, f"{path.name}: not a readable DICOM ({type(exc).__name__}: {exc})"
     lat = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()[:1]
     view = str(ds.get("ViewPosition") or "").strip().upper()
@@ -338,7 +338,7 @@ def write_prediction_cams(run_dir: Path, config: dict[str, Any], cache: Path, ok
         heat = mapping.cam_to_original(maps[row.image_id], geom)
         try:
             gray, factor = mapping.read_original_display(row.image_path, side)
-        except Exception as exc:  # display only: fall back to the cached pixels
+        except Exception as exc:  # noqa: BLE001 - display only: fall back to the cached pixels
             log.debug("original %s unreadable for display: %s", row.image_path, exc)
             factor = mapping.display_scale((geom.orig_height, geom.orig_width), side)
             gray = mapping.downsample(mapping.original_from_cache(load_cache_image(cache, row), geom), factor)

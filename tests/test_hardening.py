@@ -344,6 +344,7 @@ def test_a_malicious_resume_checkpoint_is_refused(two_runs, tiny_cache, tmp_path
     (run / "folds" / "fold_0" / "oof.csv").unlink()  # fold 0 is redone, resuming from its last.ckpt
     (run / "oof_predictions.csv").unlink(missing_ok=True)
     marker = tmp_path / "payload_ran"
+    (run / "checkpoints" / "fold_0").mkdir(parents=True, exist_ok=True)  # a done fold's checkpoints are gone
     torch.save({"state_dict": _Payload(marker)}, run / "checkpoints" / "fold_0" / "last.ckpt")
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
         train_run(tiny_cache, run, _train_config())

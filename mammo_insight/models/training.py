@@ -4,13 +4,15 @@ Per fold, Lightning's Trainer owns the loop: checkpoint and resume (RUN/checkpoi
 early stopping, mixed precision, DDP. The best checkpoint on the monitored metric is exported
 with ``run_io.save_fold_model`` and scores the fold's validation patients (out-of-fold predictions).
 A fold whose predictions exist is skipped, and an unfinished fold resumes from its last checkpoint,
-so rerunning an interrupted command finishes the run.
+so rerunning an interrupted command finishes the run. A finished fold's Lightning checkpoints (weights
+plus optimizer state, about three times the model) are deleted: folds/fold_<k>/model.pt is what stays.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -233,6 +235,7 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     if breasts is not None:
         breasts.to_csv(fold_dir / "oof_breast.csv", index=False)
     images.to_csv(fold_dir / "oof.csv", index=False)   # written last: its presence marks the fold done
+    shutil.rmtree(ckpt_dir, ignore_errors=True)         # a done fold is never resumed
     return images, breasts
 
 

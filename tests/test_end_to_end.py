@@ -14,7 +14,7 @@ from mammo_insight.demo import DemoSettings, run_demo
 pytestmark = pytest.mark.slow
 
 SMALL = DemoSettings(patients=40, synth_size="256x192", cache_size="96x64", model="resnet10t", folds=2,
-                     epochs=2, explain_cases=8)
+                     epochs=2, explain_cases=1, new_patients=2)
 IDENTIFYING_TAGS = ("PatientName", "PatientBirthDate", "InstitutionName", "PatientID", "ReferringPhysicianName")
 
 
@@ -31,7 +31,8 @@ def test_every_stage_writes_its_contract(demo_dir: Path):
                 "eda/tables/missingness.csv", "cache/index.parquet", "train/oof_predictions.csv",
                 "train/metrics.json", "train/index.html", "embed/embeddings.parquet", "fusion/metrics.json",
                 "fusion/oof_predictions.csv", "fusion/tables/shap_importance.csv", "fusion/index.html",
-                "explain/cam_metrics.json", "explain/index.html", "index.html"]
+                "explain/cam_metrics.json", "explain/index.html", "predict/predictions.csv",
+                "predict/index.html", "index.html"]
     missing = [p for p in expected if not (demo_dir / p).is_file()]
     assert not missing, f"missing outputs: {missing}"
     metrics = json.loads((demo_dir / "train" / "metrics.json").read_text())

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.decomposition import PCA
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
@@ -24,7 +25,7 @@ from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
 from mammo_insight.explain.shap_tabular import group_share
 from mammo_insight.fusion import lgbm
 from mammo_insight.fusion.features import breast_features
-from mammo_insight.fusion.lgbm import LgbmParams, cross_validate, fit_fold_pca, grouped_folds
+from mammo_insight.fusion.lgbm import ImageFeatures, LgbmParams, cross_validate, fit_fold_pca, grouped_folds
 from mammo_insight.fusion.outputs import write_outputs
 from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
 from mammo_insight.fusion.report import render_report
@@ -153,10 +154,28 @@ def test_cross_validation_fits_pca_on_training_folds_only(monkeypatch):
             return super().fit(X, y)
 
     monkeypatch.setattr(lgbm, "PCA", SpyPCA)
-    cross_validate(None, emb, y, fold, LgbmParams(n_estimators=10), n_pca=3)
+    cross_validate(None, ImageFeatures(emb), y, fold, LgbmParams(n_estimators=10), n_pca=3)
     assert len(fitted) == 3
     for f, seen in enumerate(fitted):
         assert seen == {k * 1000.0 for k in range(3) if k != f}
+
+
+def test_fold_models_with_their_own_embedding_spaces_are_read_through_their_logit():
+    """Each CNN fold model embeds in its own basis: trees fitted on other folds' components cannot read a
+    held-out fold's, but the models' logits share one scale, and with them the image side works."""
+    rng = np.random.default_rng(3)
+    n = 600
+    y = (rng.random(n) < 0.3).astype(int)
+    fold = grouped_folds(y, np.arange(n), 3, 0)
+    signal = y * 1.5 + rng.normal(size=n)
+    latent = np.column_stack([signal, rng.normal(size=(n, 7))])
+    bases = [np.linalg.qr(rng.normal(size=(8, 8)))[0] for _ in range(3)]
+    emb = np.vstack([latent[i] @ bases[fold[i]] for i in range(n)])
+    params = LgbmParams(n_estimators=60)
+    without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params, n_pca=4))
+    with_logit = roc_auc_score(y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params, n_pca=4))
+    assert without < 0.65, "the per-fold rotation should hide the signal from the components"
+    assert with_logit > 0.75
 
 
 def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):

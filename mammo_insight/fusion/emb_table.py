@@ -9,7 +9,12 @@ One file; a ``level`` column tells the two kinds of rows apart:
 
 ``fold``: the CNN run's out-of-fold assignment of the patient (empty when she was not in the run's
 out-of-fold predictions); ``oof``: True when the embedding comes from the one fold model that never saw
-her, False when it is the mean over every fold model.
+her, False when it is the mean over every fold model; ``cnn_logit``: that same model's malignancy logit
+(optional for tables made by hand).
+
+Each fold model has its own embedding space, so LightGBM trained on other folds' embeddings cannot read
+a held-out fold's directly; the logit is on one scale for every fold model, which is why fuse-train
+uses it next to the embedding's principal components.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
 
-ID_COLUMNS = ["level", "image_id", "breast_id", "patient_id", "view", "cancer", "fold", "oof"]
+ID_COLUMNS = ["level", "image_id", "breast_id", "patient_id", "view", "cancer", "fold", "oof", "cnn_logit"]
 
 
 def embedding_columns(frame: pd.DataFrame) -> list[str]:

@@ -67,6 +67,7 @@ def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -
 @torch.no_grad()
 def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, multi: bool,
                    single_view_stack: bool, bar, task) -> np.ndarray:
+    """(n, D + 1): the embedding, then the model's own logit on it (its head is linear on the embedding)."""
     out = []
     for batch in loader:
         x = batch["image"].to(device)
@@ -76,14 +77,15 @@ def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.dev
             emb = model.embed(x, batch["mask"].to(device))
         else:
             emb = model.embed(x)
-        out.append(emb.float().cpu().numpy())
+        logit = model.head(emb)
+        out.append(torch.cat([emb, logit], dim=1).float().cpu().numpy())
         bar.advance(task, len(x))
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def _embed_dataset(run_dir: Path, dataset: Dataset, fold: np.ndarray, folds: list[int], device: torch.device,
                    multi: bool, single_view_stack: bool, batch_size: int, workers: int, label: str) -> np.ndarray:
-    """Embed every item of ``dataset`` with its fold's model; items with fold -1 get the mean over folds."""
+    """Embed (and score) every item with its fold's model; items with fold -1 get the mean over folds."""
     held_out = np.flatnonzero(fold < 0)
     total = int((fold >= 0).sum() + len(held_out) * len(folds))
     result: np.ndarray | None = None
@@ -105,13 +107,14 @@ def _embed_dataset(run_dir: Path, dataset: Dataset, fold: np.ndarray, folds: lis
     return result
 
 
-def _frame(level: str, ids: pd.DataFrame, emb: np.ndarray, fold: np.ndarray) -> pd.DataFrame:
+def _frame(level: str, ids: pd.DataFrame, scored: np.ndarray, fold: np.ndarray) -> pd.DataFrame:
+    emb, logit = scored[:, :-1], scored[:, -1]
     cols = {f"emb_{i:03d}": emb[:, i] for i in range(emb.shape[1])}
     frame = pd.DataFrame({"level": level, "image_id": ids.get("image_id"), "breast_id": ids["breast_id"].to_numpy(),
                           "patient_id": ids["patient_id"].to_numpy(), "view": ids["view"].to_numpy(),
                           "cancer": ids["cancer"].to_numpy(dtype=float),
-                          "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"), "oof": fold >= 0}
-                         )[ID_COLUMNS]
+                          "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"), "oof": fold >= 0,
+                          "cnn_logit": logit})[ID_COLUMNS]
     return pd.concat([frame, pd.DataFrame(cols, index=frame.index)], axis=1)
 
 

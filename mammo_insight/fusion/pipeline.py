@@ -20,6 +20,7 @@ from mammo_insight.fusion.emb_table import embedding_columns
 from mammo_insight.fusion.features import breast_features, leaky_columns_of
 from mammo_insight.fusion.lgbm import (
     IMAGE_PREFIX,
+    ImageFeatures,
     LgbmParams,
     cross_validate,
     fill_folds,
@@ -84,20 +85,26 @@ class _Timer:
         self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
 
 
-def _breast_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(matrix aligned to breast_ids with NaN rows where absent, fold per breast with -1 where unknown)."""
+def _image_features(frame: pd.DataFrame, cols: list[str]) -> ImageFeatures:
+    """Embedding columns and, when the table has it, the CNN logit of the given rows."""
+    logit = frame["cnn_logit"].to_numpy(np.float64) if "cnn_logit" in frame.columns else None
+    return ImageFeatures(frame[cols].to_numpy(np.float64), logit)
+
+
+def _breast_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str]) -> tuple[ImageFeatures, np.ndarray]:
+    """(features aligned to breast_ids with NaN rows where absent, fold per breast with -1 where unknown)."""
     rows = emb[emb["level"] == "breast"].drop_duplicates("breast_id").set_index("breast_id")
     aligned = rows.reindex(breast_ids.astype(str).to_numpy())
     fold = (pd.to_numeric(aligned["fold"], errors="coerce").fillna(-1).astype(int).to_numpy()
             if "fold" in aligned.columns else np.full(len(aligned), -1))
-    return aligned[cols].to_numpy(np.float64), fold
+    return _image_features(aligned, cols), fold
 
 
-def _view_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str], view: str) -> np.ndarray:
-    """Mean image embedding of the breast's images of one view (NaN rows for breasts without it)."""
+def _view_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str], view: str) -> ImageFeatures:
+    """Mean image embedding (and logit) of the breast's images of one view (NaN rows for breasts without it)."""
     rows = emb[(emb["level"] == "image") & (emb["view"] == view)]
-    mean = rows.groupby("breast_id")[cols].mean()
-    return mean.reindex(breast_ids.astype(str).to_numpy()).to_numpy(np.float64)
+    mean = rows.groupby("breast_id")[[c for c in [*cols, "cnn_logit"] if c in rows.columns]].mean()
+    return _image_features(mean.reindex(breast_ids.astype(str).to_numpy()), cols)
 
 
 def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: FusionConfig) -> pd.DataFrame:
@@ -107,7 +114,7 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
     out = []
     for view in PER_VIEWS:
         matrix = _view_embeddings(emb, b["breast_id"], cols, view)
-        have = ~np.isnan(matrix).any(axis=1)
+        have = ~matrix.missing()
         y, fold = b["cancer"].to_numpy()[have], b["fold"].to_numpy()[have]
         if have.sum() < 10 or len(np.unique(y)) < 2:
             continue
@@ -142,7 +149,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
         if embeddings is not None:
             cols = embedding_columns(embeddings)
             emb_matrix, fold = _breast_embeddings(embeddings, breasts["breast_id"], cols)
-            absent = np.isnan(emb_matrix).any(axis=1)
+            absent = emb_matrix.missing()
             if absent.all():
                 raise MammoInsightError("no breast of the cohort has an embedding: do the breast_id values of the "
                                         "embeddings file match the cohort's?")
@@ -189,7 +196,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     return result
 
 
-def explain(result: FusionResult, meta: pd.DataFrame | None, emb: np.ndarray | None, cfg: FusionConfig) -> None:
+def explain(result: FusionResult, meta: pd.DataFrame | None, emb: ImageFeatures | None, cfg: FusionConfig) -> None:
     """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP."""
     from mammo_insight.explain.shap_tabular import top_interactions, tree_shap
 

@@ -158,14 +158,15 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
     if len(result.per_view):
         sections.append(Section("Which views carry the image signal", [
             paragraph("An image-only LightGBM trained on the embeddings of one view (mean over the breast's images "
-                      "of that view), on the breasts that have it, with the same folds."),
+                      "of that view, and its CNN logit), on the breasts that have it, with the same folds."),
             table(result.per_view, "per-view image-only ROC-AUC")]))
     sections += [
         Section("What drives the model (SHAP)", [
             paragraph(f"SHAP values (shap.TreeExplainer, log-odds) of the {MODEL_WORDS[result.explained_model]} "
                       f"model fitted on every breast, over {len(result.shap_rows):,} breasts (a random sample plus "
                       "the highest-risk ones)."
-                      + (" Image features are the principal components of the embeddings (img_pc01 ...)."
+                      + (" Image features are the CNN's out-of-fold logit (img_cnn_logit, when the embeddings "
+                         "file has it) and the principal components of the embeddings (img_pc01 ...)."
                          if result.emb_dim else "")),
             figure(st.bar_figure(importance), "global importance: mean |SHAP| per feature"),
             figure(st.beeswarm_figure(result.shap_explanation), "beeswarm: one dot per breast; colour = feature "

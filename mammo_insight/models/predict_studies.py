@@ -251,8 +251,8 @@ def predict_studies(run_dir: str | Path, images_dir: str | Path, out_csv: str | 
                                                dev, batch_size)
     from mammo_insight.manifest import write_manifest
 
-    write_manifest(out_csv.parent, "predict", {"run": str(run_dir), "images": str(images_dir), "dataset": dataset,
-                                               "threshold": threshold, "preprocess": preprocess.as_dict(),
+    write_manifest(out_csv.parent, "predict", {"run": str(run_dir), "images": str(images_dir), "out": out_csv.name,
+                                               "dataset": dataset, "threshold": threshold, "preprocess": preprocess.as_dict(),
                                                "device": str(dev)}, config.get("seed"),
                    {"run_config": run_dir / "config.json"})
     n_failed = int((image_rows["status"] != "ok").sum())

@@ -16,10 +16,11 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.report.blocks import metric_cards, paragraph, raw_link, table
 from mammo_insight.report.render import Section, render_page
 
-STAGE_ORDER = ["synth", "cohort", "eda", "preprocess", "train", "evaluate", "embed", "fuse-train", "explain"]
+STAGE_ORDER = ["synth", "cohort", "eda", "preprocess", "train", "evaluate", "embed", "fuse-train", "explain",
+               "predict"]
 STAGE_TITLES = {"eda": "Dataset study (EDA)", "preprocess": "Image cache", "train": "CNN training",
                 "evaluate": "External validation", "embed": "Embeddings", "fuse-train": "Fusion: LightGBM + SHAP",
-                "explain": "Grad-CAM explanations"}
+                "explain": "Grad-CAM explanations", "predict": "Predictions on new studies"}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -59,11 +60,26 @@ def headline(stage: str, run_dir: Path) -> dict[str, str]:
         return {k.replace("_", " "): f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, ""))
                 for k in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr")
                 if k in m}
+    if stage == "predict":
+        return _predict_headline(run_dir)
     if stage == "preprocess":
         failures = run_dir / "failures.csv"
         n_failed = max(0, sum(1 for _ in failures.open()) - 1) if failures.is_file() else 0
         return {"failed images": str(n_failed)}
     return {}
+
+
+def _predict_headline(run_dir: Path) -> dict[str, str]:
+    import pandas as pd
+
+    name = _read_json(run_dir / "manifest.json").get("config", {}).get("out")
+    try:
+        breasts = pd.read_csv(run_dir / str(name))
+    except (OSError, ValueError):
+        return {}
+    if "decision" not in breasts:
+        return {}
+    return {"breasts scored": str(len(breasts)), "flagged positive": str(int(breasts["decision"].sum()))}
 
 
 def find_stage_dirs(roots: list[Path]) -> list[tuple[str, Path]]:

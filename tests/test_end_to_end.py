@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-
 from browser import check_pages, chromium_path
+
 from mammo_insight.demo import DemoSettings, run_demo
 
 pytestmark = pytest.mark.slow

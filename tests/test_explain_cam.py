@@ -9,7 +9,12 @@ import torch
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.cam import METHODS, CamExplainer, LogitTarget, ToGrid, find_target_layer
-from mammo_insight.models.factory import MultiViewClassifier, SingleViewClassifier, build_classifier, create_backbone
+from mammo_insight.models.factory import (
+    MultiViewClassifier,
+    SingleViewClassifier,
+    build_classifier,
+    create_backbone,
+)
 
 
 @pytest.mark.parametrize("name, expected", [

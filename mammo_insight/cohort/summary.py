@@ -8,7 +8,7 @@ import pandas as pd
 def cohort_counts(table: pd.DataFrame) -> dict[str, int]:
     positive = table["cancer"] == 1
     return {
-        "n_images": int(len(table)),
+        "n_images": len(table),
         "n_patients": int(table["patient_id"].nunique()),
         "n_breasts": int(table["breast_id"].nunique()),
         "n_positive_images": int(positive.sum()),

@@ -200,8 +200,8 @@ def explain_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path,
     summary = checks.summarise_checks(lesion_rows, seed=cfg.seed)
     summary["rank_corr"] = checks.mean_with_ci(per_image["rank_corr"].to_numpy(), per_image["patient_id"].to_numpy(),
                                                seed=cfg.seed)
-    metrics: dict[str, Any] = {"method": cfg.method, "n_cases": int(len(lesion_rows)),
-                               "n_explained_images": int(len(per_image)), "tolerance_px": cfg.tolerance,
+    metrics: dict[str, Any] = {"method": cfg.method, "n_cases": len(lesion_rows),
+                               "n_explained_images": len(per_image), "tolerance_px": cfg.tolerance,
                                "threshold": float(run_config["threshold"]), "run": str(run_dir),
                                "model": run_config.get("model"), "view_mode": run_config.get("view_mode", "single"),
                                "layer": explainers.random.target.name,

@@ -16,7 +16,16 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from mammo_insight.report import Section, bullet_list, image, metric_cards, paragraph, raw_link, render_page, table
+from mammo_insight.report import (
+    Section,
+    bullet_list,
+    image,
+    metric_cards,
+    paragraph,
+    raw_link,
+    render_page,
+    table,
+)
 
 CATEGORIES = {"TP": "most confident true positives", "FP": "most confident false positives",
               "FN": "most confident false negatives (missed cancers, lowest probability)"}

@@ -106,13 +106,15 @@ def build_index(roots: list[Path], out: Path, title: str = "mammo-insight report
     sections = []
     rows = []
     for stage, run_dir in find_stage_dirs(roots):
-        page = run_dir / "index.html"
-        href = os.path.relpath(page, out) if page.is_file() else ""
+        page = next((run_dir / name for name in ("index.html", "contact_sheet.png") if (run_dir / name).is_file()),
+                    None)
+        href = os.path.relpath(page, out) if page else ""
         numbers = {k: v for k, v in headline(stage, run_dir).items() if v}
         blocks = [paragraph(f"Directory: {os.path.relpath(run_dir, out)}")]
         if numbers:
             blocks.append(metric_cards(numbers))
-        blocks.append(raw_link("Open the report", href) if href else paragraph("This stage wrote no HTML report."))
+        label = "Open the contact sheet" if page and page.suffix == ".png" else "Open the report"
+        blocks.append(raw_link(label, href) if href else paragraph("This stage wrote no HTML report."))
         sections.append(Section(f"{STAGE_TITLES.get(stage, stage)} — {run_dir.name}", blocks))
         rows.append({"stage": stage, "directory": os.path.relpath(run_dir, out), **numbers})
     import pandas as pd

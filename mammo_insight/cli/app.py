@@ -21,12 +21,14 @@ COMMANDS = ["synth", "cohort", "preprocess", "report", "demo", "eda", "train", "
 for _name in COMMANDS:
     app.command(_name.replace("_", "-"))(importlib.import_module(f"mammo_insight.cli.{_name}").command)
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=err_console, show_path=False)])
+    for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners and adverts, printed twice
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()
     except MammoInsightError as exc:

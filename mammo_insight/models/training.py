@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
 from mammo_insight.manifest import file_sha256, package_versions, write_manifest
-from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, tune_threshold
+from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
@@ -246,13 +246,6 @@ def _read_fold(fold_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return images, pd.read_csv(breast_path, dtype=ids) if breast_path.is_file() else None
 
 
-def level_thresholds(oof: pd.DataFrame, method: str, label: str) -> dict[str, float]:
-    """Operating thresholds tuned on the out-of-fold predictions, per level (image, breast mean, breast max)."""
-    levels = {"image": oof, "breast": aggregate_to_breast(oof, "mean", label),
-              "breast_max": aggregate_to_breast(oof, "max", label)}
-    return {level: float(tune_threshold(frame[label], frame["prob"], method)) for level, frame in levels.items()}
-
-
 def finish_run(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, values: dict[str, Any],
                images: list[pd.DataFrame], breasts: list[pd.DataFrame | None], history: list[pd.DataFrame]) -> Path:
     """Write the run-level files: OOF predictions, history, thresholds, metrics, baselines, manifest, report."""
@@ -268,11 +261,13 @@ def finish_run(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     columns = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "lr"]
     pd.concat(history, ignore_index=True)[columns].to_csv(out_dir / "history.csv", index=False)
 
-    thresholds = level_thresholds(oof, values["threshold_method"], label)
+    # thresholds tuned per level on these out-of-fold predictions; metrics.json says they are optimistic
+    metrics = evaluate_predictions(oof, None, seed=values["seed"], label=label,
+                                   threshold_method=values["threshold_method"])
+    thresholds = thresholds_of(metrics)
     values.update(threshold=thresholds["image"], thresholds=thresholds)
     save_run_config(out_dir, values)
-    save_metrics_json(out_dir / "metrics.json", evaluate_predictions(oof, thresholds, seed=values["seed"],
-                                                                     label=label))
+    save_metrics_json(out_dir / "metrics.json", metrics)
     scored = table.assign(fold=folds)[table["image_id"].isin(oof["image_id"])]
     pixels = load_cache_images(cache_dir, scored)
     save_metrics_json(out_dir / "baselines.json", evaluate_baselines(scored, pixels, seed=values["seed"], label=label))

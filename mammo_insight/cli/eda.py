@@ -23,10 +23,10 @@ def command(
 
     study_cohort, inputs = load_study_cohort(dataset, root, mapping, cohort)
     result = run_study(study_cohort, seed=seed)
-    page = write_study(result, out)
     config = {"dataset": study_cohort.dataset, "root": str(root) if root else None,
               "mapping": str(mapping) if mapping else None, "cohort": str(cohort) if cohort else None}
     write_manifest(out, "eda", config, seed=seed, inputs=inputs)
+    page = write_study(result, out)
     s = result.summary
     typer.echo(f"{s['n_images']:,} images, {s['n_patients']:,} women, {s['n_cancer_breasts']:,} of "
                f"{s['n_breasts']:,} breasts with cancer ({s['prevalence_breast']:.2%})")

@@ -65,13 +65,13 @@ def command(
     result = run_fusion(table, emb, config)
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out)
-    render_report(result, out, name, label_meaning)
     inputs = {k: v for k, v in {"cohort": cohort, "embeddings": embeddings, "mapping": mapping}.items() if v}
     if root is not None and dataset == "rsna":
         inputs["train_csv"] = root / "train.csv"
     write_manifest(out, "fuse-train", {"dataset": name, "root": root, "folds": folds, "include_leaky": include,
                                        "n_boot": n_boot, "shap_rows": shap_rows, "workers": workers, "params": vars(config.params),
                                        "n_pca": config.n_pca}, seed, inputs)
+    render_report(result, out, name, label_meaning)
     for model, body in result.scores.items():
         auc = body["roc_auc"]
         typer.echo(f"{model}: breast-level ROC-AUC {auc['value']:.3f} (95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}),"

@@ -215,9 +215,9 @@ def explain_run(run_dir: str | Path, cache_dir: str | Path, out_dir: str | Path,
     metrics["failures"] = failures
     (out_dir / "cam_metrics.json").write_text(json.dumps(metrics, indent=2, default=float))
     shown = per_image.drop(columns=[c for c in ("png",) if c in per_image])
-    render_index(out_dir / "index.html", metrics, cfg.tolerance, gallery, shown, failures)
     write_manifest(out_dir, "explain", {**asdict(cfg), "run": str(run_dir), "cache": str(cache_dir)}, cfg.seed,
                    {"oof_predictions": run_dir / "oof_predictions.csv", "cache_index": cache_dir / "index.parquet"})
+    render_index(out_dir / "index.html", metrics, cfg.tolerance, gallery, shown, failures)
     log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
     return metrics
 

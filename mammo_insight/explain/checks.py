@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from mammo_insight.metrics.bootstrap import group_codes, resample_counts
+from mammo_insight.metrics.bootstrap import group_codes, percentile_interval, resample_counts
 
 
 def lesion_mask(shape: tuple[int, int], lesions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
@@ -97,9 +97,8 @@ def mean_with_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: i
     counts = np.bincount(codes, minlength=n_groups).astype(np.float64)
     w = resample_counts(n_groups, n_boot, seed).astype(np.float64)
     boot = (w @ sums) / np.maximum(w @ counts, 1e-12)
-    alpha = (1 - level) / 2
-    return {"mean": float(v.mean()), "ci_low": float(np.quantile(boot, alpha)),
-            "ci_high": float(np.quantile(boot, 1 - alpha)), "n": n}
+    low, high = percentile_interval(boot, float(v.mean()), level, min_valid=1)
+    return {"mean": float(v.mean()), "ci_low": low, "ci_high": high, "n": n}
 
 
 def summarise_checks(per_image: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:

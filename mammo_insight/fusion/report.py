@@ -100,7 +100,7 @@ def _dependence_blocks(result: FusionResult) -> list:
     blocks = []
     for feature in ("age", "density"):
         if feature in result.shap_X.columns:
-            blocks.append(figure(st.dependence_figure(result.shap_explanation, feature),
+            blocks.append(figure(lambda: st.dependence_figure(result.shap_explanation, feature),
                                  f"SHAP of {feature} against its value"
                                  + (" (density ordinal A=1 .. D=4; missing not shown)" if feature == "density" else "")))
     if not blocks:
@@ -116,7 +116,7 @@ def _interaction_blocks(result: FusionResult) -> list:
                       "matrix summed), on a random sample of breasts. A large value means the effect of one "
                       "feature depends on the other."),
             table(result.interactions, "strongest metadata interactions"),
-            figure(st.dependence_figure(result.shap_explanation, a, color_by=b),
+            figure(lambda: st.dependence_figure(result.shap_explanation, a, color_by=b),
                    f"SHAP of {a}, coloured by {b} (the strongest pair)")]
 
 
@@ -129,7 +129,7 @@ def _local_blocks(result: FusionResult) -> list:
     for r in result.top_risk:
         title = (f"breast {b.iloc[r]['breast_id']}: out-of-fold risk {result.probs[result.explained_model][r]:.3f}, "
                  f"cancer = {int(b.iloc[r]['cancer'])}")
-        blocks.append(figure(st.waterfall_figure(result.shap_explanation[position[r]], title),
+        blocks.append(figure(lambda: st.waterfall_figure(result.shap_explanation[position[r]], title),
                              "grey numbers: the breast's feature values"))
     return blocks
 
@@ -153,7 +153,7 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
             table(metrics_table(result.scores), "breast-level metrics"),
             table(comparison_table(result.comparisons), "paired comparisons (a - b) on the same breasts")
             if result.comparisons else paragraph("Only one model: nothing to compare."),
-            figure(_roc_figure(result), "ROC curves (out-of-fold)")]),
+            figure(lambda: _roc_figure(result), "ROC curves (out-of-fold)")]),
     ]
     if len(result.per_view):
         sections.append(Section("Which views carry the image signal", [
@@ -168,13 +168,13 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                       + (" Image features are the CNN's out-of-fold logit (img_cnn_logit, when the embeddings "
                          "file has it) and the principal components of the embeddings (img_pc01 ...)."
                          if result.emb_dim else "")),
-            figure(st.bar_figure(importance), "global importance: mean |SHAP| per feature"),
-            figure(st.beeswarm_figure(result.shap_explanation), "beeswarm: one dot per breast; colour = feature "
+            figure(lambda: st.bar_figure(importance), "global importance: mean |SHAP| per feature"),
+            figure(lambda: st.beeswarm_figure(result.shap_explanation), "beeswarm: one dot per breast; colour = feature "
                    "value (categorical features: category code)")]),
         Section("Metadata versus image, breast by breast", [
             paragraph("Each breast's prediction splits into a metadata part and an image part (sums of its SHAP "
                       "values). Per-breast values are in tables/shap_groups.csv."),
-            figure(st.group_figure(groups, groups["cancer"].to_numpy()), "per-breast attribution by group")]
+            figure(lambda: st.group_figure(groups, groups["cancer"].to_numpy()), "per-breast attribution by group")]
             if "image" in groups.columns and "metadata" in groups.columns else
             [paragraph("Only one group of features in this model: see tables/shap_groups.csv.")]),
         Section("Age and density", _dependence_blocks(result)),

@@ -102,7 +102,8 @@ def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.n
             fp_at = total_neg[:, None] - neg_below
             precision_at = np.where(w_pos > 0, tp_at / (tp_at + fp_at), 0.0)  # undrawn positives add nothing
             ap[lo:lo + step] = (w_pos * precision_at).sum(1) / total_pos
-    return {"roc_auc": auc, "pr_auc": ap}
+    # sums of products round: keep each resample inside the metric's range (AUC 1 must not read 1 + 1 ulp)
+    return {"roc_auc": np.clip(auc, 0.0, 1.0), "pr_auc": np.clip(ap, 0.0, 1.0)}
 
 
 def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, threshold: float | None,
@@ -130,13 +131,30 @@ def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, threshold: f
     return {k: np.where(valid, out[k], np.nan) for k in names if k in out}
 
 
-def _interval(values: np.ndarray) -> tuple[float, float]:
+ROUNDING = 1e-9  # resampled metrics are sums of float products: a bound may sit this far past the estimate
+
+
+def percentile_interval(values: np.ndarray, point: float, level: float = CI_LEVEL,
+                        min_valid: int = MIN_VALID_RESAMPLES) -> tuple[float, float]:
+    """Percentile interval of the finite resampled values, NaN when fewer than `min_valid` are finite.
+
+    A bound that passes the point estimate by no more than rounding error is set to the estimate, so
+    degenerate cases (AUC exactly 0 or 1, all scores tied, a constant statistic) give an interval that
+    holds its own estimate instead of one an ulp beside it.
+    """
+    values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
-    if finite.size < MIN_VALID_RESAMPLES:
+    if finite.size < max(min_valid, 1):
         return float("nan"), float("nan")
-    tail = (1 - CI_LEVEL) / 2 * 100
-    low, high = np.percentile(finite, [tail, 100 - tail])
-    return float(low), float(high)
+    tail = (1 - level) / 2 * 100
+    low, high = (float(v) for v in np.percentile(finite, [tail, 100 - tail]))
+    if np.isfinite(point):
+        tolerance = ROUNDING * max(1.0, abs(point))
+        if point < low <= point + tolerance:
+            low = float(point)
+        if point - tolerance <= high < point:
+            high = float(point)
+    return low, high
 
 
 def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n_boot: int = 1000,
@@ -162,7 +180,7 @@ def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n
             if n_boot > 0 and y.size else {k: np.full(0, np.nan) for k in METRIC_NAMES})
     result: dict = {}
     for name in METRIC_NAMES:
-        low, high = _interval(boot[name])
+        low, high = percentile_interval(boot[name], point[name])
         result[name] = {"value": point[name], "ci_low": low, "ci_high": high}
     n_valid = int(np.isfinite(boot["roc_auc"]).sum()) if len(boot["roc_auc"]) else 0
     result.update(threshold=float(threshold), threshold_source=source, n=int(y.size), n_pos=int((y == 1).sum()),
@@ -193,7 +211,7 @@ def paired_bootstrap(y_true, prob_a, prob_b, groups=None, metric: str = "roc_auc
     da = bootstrap_metrics(y, pa, codes, weights, ta, [metric])[metric]
     db = bootstrap_metrics(y, pb, codes, weights, tb, [metric])[metric]
     d = (da - db)[np.isfinite(da - db)]
-    low, high = _interval(da - db)
+    low, high = percentile_interval(da - db, value_a - value_b)
     p_value = (min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (d.size + 1)) if d.size
                else float("nan"))
     return {"metric": metric, "value_a": float(value_a), "value_b": float(value_b),

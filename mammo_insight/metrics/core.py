@@ -91,8 +91,9 @@ def average_precision(y_true, prob) -> float:
     last_of_level = np.r_[ps[1:] != ps[:-1], True]
     tp = np.cumsum(ys)[last_of_level]
     fp = np.cumsum(1 - ys)[last_of_level]
-    recall_step = np.diff(np.r_[0.0, tp]) / n_pos
-    return float(np.sum(recall_step * tp / (tp + fp)))
+    # positives gained at each level times the precision there, divided once at the end: a perfect
+    # ranking sums integers and reads exactly 1 (dividing each step first rounds to 1 +- 1 ulp)
+    return float(np.clip(np.sum(np.diff(np.r_[0.0, tp]) * (tp / (tp + fp))) / n_pos, 0.0, 1.0))
 
 
 def counts_metrics(tn, fp, fn, tp) -> dict[str, np.ndarray]:

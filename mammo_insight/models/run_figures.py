@@ -10,6 +10,7 @@ from matplotlib.figure import Figure
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mammo_insight.metrics import average_precision, calibration_table, point_metrics, roc_auc
+from mammo_insight.report.plotting import error_lengths
 
 LABEL, PROB = "cancer", "prob"
 COLORS = {"image": "#2f5d9e", "breast": "#c0392b", "breast_max": "#7d5ba6", "train": "#7f8c8d", "val": "#2f5d9e"}
@@ -109,10 +110,8 @@ def calibration_curves(levels: Mapping[str, pd.DataFrame], n_bins: int = 10) -> 
 
 def _forest(ax, labels: list[str], values, lows, highs, color: str) -> None:
     ypos = np.arange(len(labels))[::-1]
-    values, lows, highs = (np.asarray(a, dtype=float) for a in (values, lows, highs))
-    err = np.vstack([values - lows, highs - values])
-    err = np.where(np.isfinite(err), err, 0)
-    ax.errorbar(values, ypos, xerr=err, fmt="o", color=color, capsize=3)
+    ax.errorbar(np.asarray(values, dtype=float), ypos, xerr=error_lengths(values, lows, highs), fmt="o",
+                color=color, capsize=3)
     ax.set_yticks(ypos, labels)
     ax.grid(alpha=0.3, axis="x")
 

@@ -135,7 +135,7 @@ def _metrics_section(metrics: Mapping) -> Section:
     frame = metrics_table(metrics)
     return Section("Metrics with intervals", [
         table(frame, caption="value (95% interval); confusion counts at the stated threshold"),
-        figure(figs.forest_plot(metrics_frame(metrics, list(LEVEL_TITLES)), ["roc_auc", "pr_auc", "pf1",
+        figure(lambda: figs.forest_plot(metrics_frame(metrics, list(LEVEL_TITLES)), ["roc_auc", "pr_auc", "pf1",
                                                                              "balanced_accuracy", "f1"]),
                "Point estimates and intervals per level"),
     ])
@@ -148,14 +148,14 @@ def _curves_sections(oof: pd.DataFrame, metrics: Mapping | None) -> list[Section
                                                         "hold one class (or no labels).", "warn")])]
     levels = {"image": labelled, "breast": aggregate_to_breast(labelled, "mean")}
     thresholds = thresholds_of(metrics) if metrics else {}
-    out = [Section("ROC and PR curves", [figure(figs.roc_pr_curves(levels),
+    out = [Section("ROC and PR curves", [figure(lambda: figs.roc_pr_curves(levels),
                                                 "Out-of-fold ROC and precision-recall curves; the dashed "
                                                 "lines are chance (the diagonal, and the prevalence)")])]
     if "fold" in labelled.columns and labelled["fold"].nunique() > 1:
-        out[0].blocks.append(figure(figs.per_fold_roc(levels["breast"]), "Breast-level ROC per fold"))
-    out.append(Section("Confusion matrices", [figure(figs.confusion_matrices(levels, thresholds),
+        out[0].blocks.append(figure(lambda: figs.per_fold_roc(levels["breast"]), "Breast-level ROC per fold"))
+    out.append(Section("Confusion matrices", [figure(lambda: figs.confusion_matrices(levels, thresholds),
                                                      "Counts at each level's threshold")]))
-    out.append(Section("Calibration", [figure(figs.calibration_curves(levels),
+    out.append(Section("Calibration", [figure(lambda: figs.calibration_curves(levels),
                                               "Mean predicted probability vs observed rate, equal-count bins; "
                                               "the diagonal is perfect calibration"),
                                        paragraph("pF1 reads the probabilities directly, so calibration moves it; "
@@ -179,7 +179,7 @@ def _subgroup_section(oof: pd.DataFrame, metrics: Mapping | None) -> Section:
         paragraph("Image-level metrics per subgroup at one shared threshold: where detection is harder. "
                   "Small subgroups have wide intervals; compare intervals, not point estimates.", "note"),
         table(wide, caption="value (95% interval, patients resampled)"),
-        figure(figs.subgroup_forest(sub[sub["metric"] == "roc_auc"]), "ROC-AUC per subgroup"),
+        figure(lambda: figs.subgroup_forest(sub[sub["metric"] == "roc_auc"]), "ROC-AUC per subgroup"),
     ])
 
 
@@ -222,7 +222,7 @@ def render_run_report(run_dir: str | Path, out_path: str | Path | None = None, t
     else:
         sections.append(Section("Metrics with intervals", [paragraph("metrics.json is missing.", "warn")]))
     if history is not None and not history.empty:
-        sections.append(Section("Learning curves", [figure(figs.learning_curves(history),
+        sections.append(Section("Learning curves", [figure(lambda: figs.learning_curves(history),
                                                            "Loss, pF1 and ROC-AUC per epoch; one line per fold")]))
     if oof is not None and LABEL in oof.columns:
         sections += _curves_sections(oof, metrics)

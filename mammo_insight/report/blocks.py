@@ -8,12 +8,19 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Iterable, Mapping
+import logging
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from markupsafe import Markup, escape
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+log = logging.getLogger(__name__)
 
 
 def paragraph(text: str, css_class: str = "") -> Markup:
@@ -29,16 +36,29 @@ def _png_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def figure(fig, caption: str = "", dpi: int = 100) -> Markup:
-    """Embed a matplotlib figure as PNG and close it (figures left open leak memory in long runs)."""
+def figure(draw: Callable[[], Figure], caption: str = "", dpi: int = 100) -> Markup:
+    """Draw a matplotlib figure, embed it as PNG and close it (figures left open leak memory in long runs).
+
+    `draw` builds the figure, so that a figure which cannot be drawn (a library refusing odd but valid
+    numbers) becomes a note in the page and a warning in the log instead of ending the stage.
+    """
     import matplotlib.pyplot as plt
     from matplotlib.layout_engine import ConstrainedLayoutEngine
 
-    buf = io.BytesIO()
-    # a constrained layout already fits the page; a tight bbox would only draw the figure twice
-    constrained = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
-    fig.savefig(buf, format="png", dpi=dpi, bbox_inches=None if constrained else "tight")
-    plt.close(fig)
+    fig = None
+    try:
+        fig = draw()
+        buf = io.BytesIO()
+        # a constrained layout already fits the page; a tight bbox would only draw the figure twice
+        constrained = isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine)
+        fig.savefig(buf, format="png", dpi=dpi, bbox_inches=None if constrained else "tight")
+    except Exception as exc:  # noqa: BLE001 - any drawing failure must leave the rest of the report
+        log.warning("figure %r could not be drawn: %s: %s", caption or "untitled", type(exc).__name__, exc)
+        return paragraph(f"This figure could not be drawn ({type(exc).__name__}: {exc}); the numbers it shows "
+                         f"are in the tables and files of this stage. Caption: {caption}", "note")
+    finally:
+        if fig is not None:
+            plt.close(fig)
     return image(buf.getvalue(), caption)
 
 

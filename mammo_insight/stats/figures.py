@@ -10,6 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
 
+from mammo_insight.report.plotting import error_lengths
 from mammo_insight.stats.factors import Factor
 
 INK = "#1d2330"
@@ -30,8 +31,8 @@ def _style(ax) -> None:
 
 
 def _errors(rates: pd.DataFrame) -> np.ndarray:
-    """Error-bar lengths in percent (clipped at 0: Wilson bounds can sit a rounding error past the rate)."""
-    return np.clip(100 * np.vstack([rates["rate"] - rates["ci_low"], rates["ci_high"] - rates["rate"]]), 0, None)
+    """Error-bar lengths in percent."""
+    return 100 * error_lengths(rates["rate"], rates["ci_low"], rates["ci_high"])
 
 
 def plot_unit(factor: Factor, rates: pd.DataFrame) -> str:

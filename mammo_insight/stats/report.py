@@ -102,7 +102,7 @@ def _rates(result: StudyResult) -> list[Section]:
     plotted = [f for f in result.factors if f.kind != "continuous"]
     blocks = []
     if plotted:
-        blocks.append(figure(figures.rates_figure(result.rates, plotted),
+        blocks.append(figure(lambda: figures.rates_figure(result.rates, plotted),
                              "Cancer rate per level with its 95% Wilson interval; the dashed line is the overall "
                              "rate; n beside each level; an arrow marks an interval running past the axis. Grey: value not recorded. Red: leaks the label (decided after the outcome or flagged by the audit)."))
     blocks += [table(rates_display(result.rates, "breast"), "Breast-level rates", max_rows=400),
@@ -112,7 +112,7 @@ def _rates(result: StudyResult) -> list[Section]:
     sections = [Section("Cancer rates by factor", blocks)]
     if len(result.age_rates):
         sections.append(Section("Age as a continuous trend", [
-            figure(figures.age_figure(result.age_rates, result.age_fit),
+            figure(lambda: figures.age_figure(result.age_rates, result.age_fit),
                    "Breast-level cancer rate in 5-year age bins (bins with fewer than 30 breasts left out) and the "
                    "logistic trend on age, with its 95% band (standard errors clustered on women).")]))
     return sections
@@ -136,7 +136,7 @@ def _regression(result: StudyResult) -> Section:
                         f"{AGE_CENTER:.0f}); each categorical factor is compared with its reference level; a "
                         "recorded-as-missing level stays in the model as its own level.")]
     if len(result.odds_ratios):
-        blocks.append(figure(figures.forest_figure(result.odds_ratios),
+        blocks.append(figure(lambda: figures.forest_figure(result.odds_ratios),
                              "Odds ratios with 95% intervals (log scale); an interval crossing the dashed line at 1 "
                              "is compatible with no effect."))
         blocks.append(table(odds_display(result.odds_ratios), "Odds ratios"))
@@ -149,7 +149,7 @@ def _regression(result: StudyResult) -> Section:
 
 
 def _missingness(result: StudyResult) -> Section:
-    blocks = [figure(figures.missingness_figure(result.missingness),
+    blocks = [figure(lambda: figures.missingness_figure(result.missingness),
                      "Share of images with the column empty, over all sites and per site."),
               paragraph(result.nesting)]
     if not result.site_machine.empty:
@@ -165,7 +165,7 @@ def _leakage(result: StudyResult) -> Section:
                   f"or when on its own it predicts the label implausibly well (AUC >= {LEAKY_AUC}). The AUC is "
                   "out-of-fold with folds grouped by woman, at breast level, each level scored by its cancer rate in "
                   "the other folds. Later stages leave leaky columns out by default."),
-        figure(figures.leakage_figure(result.leakage), "AUC of each column alone; dashed 0.5 = chance, dotted = the "
+        figure(lambda: figures.leakage_figure(result.leakage), "AUC of each column alone; dashed 0.5 = chance, dotted = the "
                "leakage threshold."),
         table(leakage_display(result.leakage))])
 

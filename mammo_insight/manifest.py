@@ -33,16 +33,31 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def write_manifest(out_dir: str | Path, stage: str, config: dict[str, Any], seed: int | None = None,
-                   inputs: dict[str, str | Path] | None = None) -> Path:
-    """Write out_dir/manifest.json; inputs maps a name to a file whose sha256 is recorded."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+def manifest_path(out: str | Path) -> Path:
+    """Where a stage's manifest lives: OUT/manifest.json for a folder, FILE.manifest.json beside a file output.
+
+    Stages that write one file (embed's EMB.parquet, predict's CSV) keep their manifest beside it, named after
+    it, so two outputs in one folder never overwrite each other's manifest.
+    """
+    out = Path(out)
+    return out.with_name(out.name + ".manifest.json") if out.suffix else out / "manifest.json"
+
+
+def write_manifest(out: str | Path, stage: str, config: dict[str, Any], seed: int | None = None,
+                   inputs: dict[str, str | Path] | None = None, headline: dict[str, str] | None = None,
+                   report: str | None = None) -> Path:
+    """Write the manifest of a stage output (see `manifest_path`); returns its path.
+
+    inputs maps a name to a file whose sha256 is recorded; headline holds the few formatted numbers the
+    report index shows; report names the page (relative to the manifest) that the index links.
+    """
+    path = manifest_path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
     hashes = {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in (inputs or {}).items()
               if Path(p).is_file()}
     manifest = {"stage": stage, "created": _dt.datetime.now().isoformat(timespec="seconds"), "seed": seed,
-                "config": config, "inputs": hashes, "versions": package_versions(),
+                "config": config, "inputs": hashes, "headline": dict(headline or {}), "report": report,
+                "versions": package_versions(),
                 "command": " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))}
-    path = out_dir / "manifest.json"
     path.write_text(json.dumps(manifest, indent=2, default=str))
     return path

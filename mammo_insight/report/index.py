@@ -1,8 +1,8 @@
 """The report index: one page linking every stage's report, with each stage's headline numbers.
 
-A stage directory is recognised by its manifest.json ("stage" key, written by write_manifest);
-the headline numbers come from the files the CLI contract names, so any run can be indexed,
-wherever and whenever it was produced.
+A stage output is recognised by its manifest (written by mammo_insight.manifest.write_manifest): its
+"stage", its "headline" numbers and its "report" page. The index reads nothing else, so it knows no
+stage's files, and any output can be indexed wherever and whenever it was produced.
 """
 
 from __future__ import annotations
@@ -25,79 +25,33 @@ STAGE_TITLES = {"eda": "Dataset study (EDA)", "preprocess": "Image cache", "trai
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except (OSError, ValueError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
-def _metric(block: Any, name: str) -> str:
-    """'0.812 (0.75-0.87)' from {"name": {"value", "ci_low", "ci_high"}}; '' when absent."""
-    entry = block.get(name) if isinstance(block, dict) else None
-    if not isinstance(entry, dict) or entry.get("value") is None:
-        return ""
-    text = f"{entry['value']:.3f}"
-    if entry.get("ci_low") is not None and entry.get("ci_high") is not None:
-        text += f" ({entry['ci_low']:.3f}–{entry['ci_high']:.3f})"
-    return text
+def find_stage_outputs(roots: list[Path]) -> list[tuple[dict[str, Any], Path]]:
+    """(manifest, manifest path) for every stage output under roots, in data-flow order.
 
-
-def headline(stage: str, run_dir: Path) -> dict[str, str]:
-    """The few numbers worth seeing on the index for one stage directory."""
-    if stage == "eda":
-        s = _read_json(run_dir / "summary.json")
-        return {"images": f"{s.get('n_images', '')}", "women": f"{s.get('n_patients', '')}",
-                "breast prevalence": f"{s.get('prevalence_breast', float('nan')):.2%}" if s else ""}
-    if stage in ("train", "evaluate"):
-        m = _read_json(run_dir / "metrics.json")
-        breast = m.get("breast", {})
-        return {"breast ROC-AUC": _metric(breast, "roc_auc"), "breast pF1": _metric(breast, "pf1"),
-                "breast PR-AUC": _metric(breast, "pr_auc")}
-    if stage == "fuse-train":
-        m = _read_json(run_dir / "metrics.json")
-        return {f"{k} ROC-AUC": _metric(m.get(k, {}), "roc_auc") for k in ("metadata", "image", "fused") if k in m}
-    if stage == "explain":
-        m = _read_json(run_dir / "cam_metrics.json")
-        return {k.replace("_", " "): f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, ""))
-                for k in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr")
-                if k in m}
-    if stage == "predict":
-        return _predict_headline(run_dir)
-    if stage == "preprocess":
-        failures = run_dir / "failures.csv"
-        n_failed = max(0, sum(1 for _ in failures.open()) - 1) if failures.is_file() else 0
-        return {"failed images": str(n_failed)}
-    return {}
-
-
-def _predict_headline(run_dir: Path) -> dict[str, str]:
-    import pandas as pd
-
-    name = _read_json(run_dir / "manifest.json").get("config", {}).get("out")
-    try:
-        breasts = pd.read_csv(run_dir / str(name))
-    except (OSError, ValueError):
-        return {}
-    if "decision" not in breasts:
-        return {}
-    return {"breasts scored": str(len(breasts)), "flagged positive": str(int(breasts["decision"].sum()))}
-
-
-def find_stage_dirs(roots: list[Path]) -> list[tuple[str, Path]]:
-    """(stage, dir) for every directory under roots holding a manifest.json, in data-flow order."""
-    found: list[tuple[str, Path]] = []
+    A folder output holds manifest.json; a file output (EMB.parquet, predictions.csv) has FILE.manifest.json
+    beside it. Roots are searched themselves and one level down.
+    """
+    found: dict[Path, dict[str, Any]] = {}
     for root in roots:
         if not root.exists():
             raise MammoInsightError(f"report: {root} does not exist")
-        for manifest in sorted([root / "manifest.json", *root.glob("*/manifest.json")]):
-            if manifest.is_file():
-                stage = str(_read_json(manifest).get("stage", "unknown"))
-                found.append((stage, manifest.parent))
+        folders = [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []
+        for folder in folders:
+            for path in sorted([folder / "manifest.json", *folder.glob("*.manifest.json")]):
+                if path.is_file() and path.resolve() not in found:
+                    found[path.resolve()] = _read_json(path)
     if not found:
-        raise MammoInsightError("report: no stage directory (with a manifest.json) found under "
+        raise MammoInsightError("report: no stage output (with a manifest.json) found under "
                                 + ", ".join(str(r) for r in roots))
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
-    unique = dict.fromkeys(found)
-    return sorted(unique, key=lambda item: (rank.get(item[0], len(rank)), str(item[1])))
+    return sorted(((m, p) for p, m in found.items()),
+                  key=lambda item: (rank.get(str(item[0].get("stage")), len(rank)), str(item[1])))
 
 
 def build_index(roots: list[Path], out: Path, title: str = "mammo-insight reports") -> Path:
@@ -105,18 +59,23 @@ def build_index(roots: list[Path], out: Path, title: str = "mammo-insight report
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     rows = []
-    for stage, run_dir in find_stage_dirs(roots):
-        page = next((run_dir / name for name in ("index.html", "contact_sheet.png") if (run_dir / name).is_file()),
-                    None)
-        href = os.path.relpath(page, out) if page else ""
-        numbers = {k: v for k, v in headline(stage, run_dir).items() if v}
-        blocks = [paragraph(f"Directory: {os.path.relpath(run_dir, out)}")]
+    for manifest, path in find_stage_outputs(roots):
+        stage = str(manifest.get("stage", "unknown"))
+        name = path.name.removesuffix(".manifest.json") if path.name != "manifest.json" else path.parent.name
+        report = manifest.get("report")
+        page = path.parent / str(report) if isinstance(report, str) and report else None
+        href = os.path.relpath(page, out) if page is not None and page.is_file() else ""
+        headline = manifest.get("headline")
+        numbers = ({str(k): str(v) for k, v in headline.items() if v not in (None, "")}
+                   if isinstance(headline, dict) else {})
+        where = os.path.relpath(path.parent if path.name == "manifest.json" else path.with_name(name), out)
+        blocks = [paragraph(f"Output: {where}")]
         if numbers:
             blocks.append(metric_cards(numbers))
-        label = "Open the contact sheet" if page and page.suffix == ".png" else "Open the report"
-        blocks.append(raw_link(label, href) if href else paragraph("This stage wrote no HTML report."))
-        sections.append(Section(f"{STAGE_TITLES.get(stage, stage)} — {run_dir.name}", blocks))
-        rows.append({"stage": stage, "directory": os.path.relpath(run_dir, out), **numbers})
+        label = "Open the contact sheet" if href.endswith(".png") else "Open the report"
+        blocks.append(raw_link(label, href) if href else paragraph("This stage wrote no report page."))
+        sections.append(Section(f"{STAGE_TITLES.get(stage, stage)} — {name}", blocks))
+        rows.append({"stage": stage, "output": where, **numbers})
     import pandas as pd
 
     overview = Section("Overview", [paragraph("Every stage writes its own directory with a manifest (config, "

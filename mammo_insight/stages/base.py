@@ -1,0 +1,45 @@
+"""The shape every stage shares.
+
+A stage module `stages/<stage>.py` holds a frozen `<Stage>Config`, `run_<stage>(config) -> <Stage>Result`
+(frozen; tables as DataFrames) and `write_<stage>(result, out) -> Path`, which writes the stage's files
+first, then its manifest (config, seed, input hashes, and the `headline` the report index shows), and
+only then draws its report: a report that fails can never cost the results. The CLI parses options and
+calls these two functions; notebooks call them directly, and a result shows its headline in Jupyter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from markupsafe import escape
+
+from mammo_insight.manifest import write_manifest
+from mammo_insight.report.blocks import metric_cards
+
+
+class StageResult:
+    """Base of every stage's frozen result: a headline for the index, the CLI and notebooks."""
+
+    stage: str = ""
+    title: str = ""
+
+    def headline(self) -> dict[str, str]:
+        """The few formatted numbers worth seeing first (label -> text)."""
+        return {}
+
+    def _repr_html_(self) -> str:
+        cards = metric_cards({k: v for k, v in self.headline().items() if v})
+        return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}</div>"
+
+
+def finish_stage(out: Path, result: StageResult, config: Mapping[str, Any], *, seed: int | None = None,
+                 inputs: Mapping[str, str | Path] | None = None, report: str | None = "index.html",
+                 render: Callable[[], Any] | None = None) -> Path:
+    """Write the manifest (with the result's headline), then draw the report; returns the manifest's path."""
+    path = write_manifest(out, result.stage, dict(config), seed, dict(inputs or {}), headline=result.headline(),
+                          report=report if render is not None or report else None)
+    if render is not None:
+        render()
+    return path

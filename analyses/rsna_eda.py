@@ -19,9 +19,9 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.manifest import write_manifest
+from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
 from mammo_insight.stats.factors import MAX_LEVELS
-from mammo_insight.stats.study import run_study, write_study
+from mammo_insight.stats.study import run_study
 
 log = logging.getLogger("rsna_eda")
 
@@ -58,11 +58,11 @@ def main() -> int:
         return 2
     cohort = load_cohort("rsna", args.train_csv.parent)
     result = run_study(cohort)
-    write_study(result, args.out)
+    write_eda(EdaResult(EdaConfig(dataset="rsna"), result), args.out)
     # no absolute paths of this machine in a committed manifest
-    manifest = write_manifest(args.out, "eda", {"dataset": "rsna", "source": "RSNA Screening Mammography train.csv"},
-                              seed=0)
+    manifest = args.out / "manifest.json"
     record = json.loads(manifest.read_text())
+    record["config"]["source"] = "RSNA Screening Mammography train.csv"
     record["command"] = "python analyses/rsna_eda.py TRAIN_CSV"
     manifest.write_text(json.dumps(record, indent=2))
     leaked = identifiers_in_outputs(args.out, cohort.table) + row_level_factors(args.out)

@@ -26,7 +26,8 @@ def main() -> None:
         os.environ[var] = str(args.threads)
 
     from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.stats.study import run_study, write_study
+    from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
+    from mammo_insight.stats.study import run_study
 
     with tempfile.TemporaryDirectory() as tmp:
         root = args.csv.parent
@@ -43,7 +44,7 @@ def main() -> None:
             load = time.perf_counter() - start
             start = time.perf_counter()
             result = run_study(cohort)
-            write_study(result, Path(tmp) / "eda")
+            write_eda(EdaResult(EdaConfig(), result), Path(tmp) / "eda")
             timings = {"load (adapter)": load, **result.timings, "study total": time.perf_counter() - start}
             if best is None or timings["study total"] < best["study total"]:
                 best = timings

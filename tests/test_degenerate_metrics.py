@@ -147,7 +147,8 @@ def test_run_and_evaluate_reports_render_from_perfect_predictions(tmp_path, capl
 def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
     from mammo_insight.cohort.adapters import load_cohort
     from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
-    from mammo_insight.stats.study import run_study, write_study
+    from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
+    from mammo_insight.stats.study import run_study
 
     table = make_synthetic_table(150, 3, 0.2)[RSNA_COLUMNS]
     table["cancer"] = (table["implant"] == 1).astype(int)      # a factor that decides the label
@@ -155,7 +156,7 @@ def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
     table.loc[table.index[:1], "cancer"] = 1
     table.to_csv(tmp_path / "train.csv", index=False)
     result = run_study(load_cohort("rsna", tmp_path), seed=0)
-    page = write_study(result, tmp_path / "EDA")
+    page = write_eda(EdaResult(EdaConfig(), result), tmp_path / "EDA")
     html = page.read_text()
     assert "Leakage audit" in html and "Adjusted odds ratios" in html and "could not be drawn" not in html
     implant = result.leakage.set_index("column").loc["implant"]

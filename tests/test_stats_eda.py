@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, validate_cohort
 from mammo_insight.cohort.synth_table import RSNA_COLUMNS, TRUE_EFFECTS, make_synthetic_table
+from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
 from mammo_insight.stats.factors import AGE_BANDS, build_study_frame
 from mammo_insight.stats.rates import RATE_COLUMNS, compute_rates, wilson
 from mammo_insight.stats.regression import AGE_TERM, fit_models
-from mammo_insight.stats.study import SUMMARY_KEYS, run_study, write_study
+from mammo_insight.stats.study import SUMMARY_KEYS, run_study
 from mammo_insight.stats.tests import association_tests
 
 
@@ -113,7 +114,7 @@ def test_output_contract_and_escaping(tmp_path):
                     factors={"scanner_room": "categorical", "bmi": "continuous"})
     result = run_study(cohort)
     out = tmp_path / "eda"
-    page = write_study(result, out)
+    page = write_eda(EdaResult(EdaConfig(), result), out)
     html = page.read_text()
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>synthetic</b>" not in html and "<i>label</i>" not in html
@@ -202,7 +203,7 @@ def test_mias_study_runs_and_skips_empty_columns(data_dir, tmp_path):
     from mammo_insight.cohort.adapters import load_cohort
 
     result = run_study(load_cohort("mias", data_dir / "mias"))
-    write_study(result, tmp_path / "eda")
+    write_eda(EdaResult(EdaConfig(), result), tmp_path / "eda")
     assert "tissue" in {f.name for f in result.factors}
     assert any("'age' is empty" in n for n in result.notes)
     leakage = result.leakage.set_index("column")

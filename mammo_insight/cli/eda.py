@@ -1,4 +1,4 @@
-"""`mammo-insight eda`: the statistical study of a cohort and its HTML report."""
+"""`mammo-insight eda`: the statistical study of a cohort and its HTML report (stages.eda)."""
 
 from __future__ import annotations
 
@@ -17,17 +17,11 @@ def command(
     seed: Annotated[int, typer.Option(help="seed of the Monte Carlo Fisher tests")] = 0,
 ) -> None:
     """Rates with intervals, tests, adjusted odds ratios, missingness and a leakage audit, in one report."""
-    from mammo_insight.manifest import write_manifest
-    from mammo_insight.stats.io import load_study_cohort
-    from mammo_insight.stats.study import run_study, write_study
+    from mammo_insight.stages.eda import EdaConfig, run_eda, write_eda
 
-    study_cohort, inputs = load_study_cohort(dataset, root, mapping, cohort)
-    result = run_study(study_cohort, seed=seed)
-    config = {"dataset": study_cohort.dataset, "root": str(root) if root else None,
-              "mapping": str(mapping) if mapping else None, "cohort": str(cohort) if cohort else None}
-    write_manifest(out, "eda", config, seed=seed, inputs=inputs)
-    page = write_study(result, out)
-    s = result.summary
+    result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
+    page = write_eda(result, out)
+    s = result.study.summary
     typer.echo(f"{s['n_images']:,} images, {s['n_patients']:,} women, {s['n_cancer_breasts']:,} of "
                f"{s['n_breasts']:,} breasts with cancer ({s['prevalence_breast']:.2%})")
     for finding in result.findings[:3]:

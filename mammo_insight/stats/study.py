@@ -1,18 +1,16 @@
 """The whole dataset study in one call, and the files of the eda output contract.
 
 ``run_study`` computes every table (rates, tests, odds ratios, missingness, leakage, findings) from a
-cohort; ``write_study`` writes OUT/summary.json, OUT/tables/*.csv and OUT/index.html. Each part is
-timed, so the benchmark can say where the time goes.
+cohort; the eda stage (mammo_insight.stages.eda) writes them. Each part is timed, so the benchmark can
+say where the time goes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -104,25 +102,3 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
     findings = timed("findings", lambda: write_findings(summary, rates, tests, odds, missing, leakage, nesting))
     return StudyResult(cohort.dataset, cohort.label_meaning, summary, study.factors, rates, age_rates, age_fit,
                        tests, odds, models, missing, crosstab, nesting, leakage, findings, study.notes, timings)
-
-
-def write_study(result: StudyResult, out: str | Path) -> Path:
-    """Write summary.json, tables/*.csv and index.html under ``out``; returns the page's path."""
-    from mammo_insight.stats.report import render_study
-
-    out = Path(out)
-    tables = out / "tables"
-    tables.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({k: result.summary[k] for k in SUMMARY_KEYS}, indent=2))
-    result.rates.to_csv(tables / "rates.csv", index=False)
-    result.odds_ratios.to_csv(tables / "odds_ratios.csv", index=False)
-    result.leakage.to_csv(tables / "leakage.csv", index=False)
-    result.missingness.to_csv(tables / "missingness.csv", index=False)
-    result.tests.to_csv(tables / "tests.csv", index=False)
-    result.models.to_csv(tables / "models.csv", index=False)
-    if not result.site_machine.empty:
-        result.site_machine.to_csv(tables / "site_machine.csv")
-    start = time.perf_counter()
-    page = render_study(result, out / "index.html")
-    result.timings["report"] = time.perf_counter() - start
-    return page

@@ -1,0 +1,102 @@
+"""`eda`: the statistical study of a cohort (rates, tests, odds ratios, missingness, leakage) and its report.
+
+    from mammo_insight.stages import eda
+    result = eda.run_eda(eda.EdaConfig(dataset="rsna", root=Path("data/rsna")))
+    result.rates                      # a DataFrame; result renders its headline in Jupyter
+    eda.write_eda(result, Path("out/eda"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_insight.cohort.schema import Cohort
+from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stats.io import load_study_cohort
+from mammo_insight.stats.report import render_study
+from mammo_insight.stats.study import SUMMARY_KEYS, StudyResult, run_study
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EdaConfig:
+    """Where the cohort comes from (--cohort, or --dataset/--root[/--mapping]) and the tests' seed."""
+
+    dataset: str | None = None
+    root: Path | None = None
+    mapping: Path | None = None
+    cohort: Path | None = None
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EdaResult(StageResult):
+    """The study's tables (DataFrames), its findings, and the input files it read."""
+
+    config: EdaConfig
+    study: StudyResult
+    inputs: dict[str, Path] = field(default_factory=dict)
+    stage = "eda"
+    title = "Dataset study (EDA)"
+
+    @property
+    def rates(self) -> pd.DataFrame:
+        return self.study.rates
+
+    @property
+    def odds_ratios(self) -> pd.DataFrame:
+        return self.study.odds_ratios
+
+    @property
+    def leakage(self) -> pd.DataFrame:
+        return self.study.leakage
+
+    @property
+    def missingness(self) -> pd.DataFrame:
+        return self.study.missingness
+
+    @property
+    def tests(self) -> pd.DataFrame:
+        return self.study.tests
+
+    @property
+    def findings(self) -> list[str]:
+        return self.study.findings
+
+    def headline(self) -> dict[str, str]:
+        s = self.study.summary
+        return {"images": f"{s['n_images']:,}", "women": f"{s['n_patients']:,}",
+                "breasts with cancer": f"{s['n_cancer_breasts']:,} of {s['n_breasts']:,} "
+                                       f"({s['prevalence_breast']:.2%})"}
+
+
+def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
+    """Compute every table of the study: on `cohort` when given (a notebook's), else on the config's source."""
+    inputs: dict[str, Path] = {}
+    if cohort is None:
+        cohort, inputs = load_study_cohort(config.dataset, config.root, config.mapping, config.cohort)
+    return EdaResult(config, run_study(cohort, seed=config.seed), inputs)
+
+
+def write_eda(result: EdaResult, out: Path) -> Path:
+    """OUT/summary.json and tables/*.csv, then the manifest, then OUT/index.html; returns the page."""
+    study = result.study
+    tables = out / "tables"
+    tables.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps({k: study.summary[k] for k in SUMMARY_KEYS}, indent=2))
+    for name in ("rates", "odds_ratios", "leakage", "missingness", "tests", "models"):
+        getattr(study, name).to_csv(tables / f"{name}.csv", index=False)
+    if not study.site_machine.empty:
+        study.site_machine.to_csv(tables / "site_machine.csv")
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}
+    config["dataset"] = study.dataset
+    page = out / "index.html"
+    finish_stage(out, result, config, seed=result.config.seed, inputs=result.inputs,
+                 render=lambda: render_study(study, page))
+    return page

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
-from mammo_insight.explain.shap_tabular import group_share
+from mammo_insight.fusion.shap_tabular import group_share
 from mammo_insight.fusion import lgbm
 from mammo_insight.fusion.features import breast_features
 from mammo_insight.fusion.lgbm import ImageFeatures, LgbmParams, cross_validate, fit_fold_pca, grouped_folds
@@ -193,11 +193,14 @@ def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     assert metrics["included_leaky"] == ["biopsy"]
     # every cancer is biopsied in the synthetic cohort: the leak must show as an implausible AUC
     assert metrics["metadata"]["roc_auc"]["value"] > 0.9
-    assert (out / "manifest.json").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "fuse-train" and manifest["report"] == "index.html"
+    assert set(manifest["headline"]) == {"metadata only ROC-AUC"}
+    assert manifest["headline"]["metadata only ROC-AUC"].startswith(f"{metrics['metadata']['roc_auc']['value']:.3f}")
 
 
 def test_fuse_train_never_imports_torch():
-    code = ("import sys; import mammo_insight.cli.fuse_train, mammo_insight.fusion.pipeline, "
+    code = ("import sys; import mammo_insight.stages.fuse, mammo_insight.fusion.pipeline, "
             "mammo_insight.fusion.report, mammo_insight.fusion.emb_table; assert 'torch' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 

@@ -1,17 +1,11 @@
-"""`mammo-insight fuse-train`: LightGBM on breast-level metadata plus out-of-fold CNN embeddings, with SHAP.
-
-Never imports torch (LightGBM and torch run in separate processes: `embed` vs `fuse-train`).
-"""
+"""`mammo-insight fuse-train`: LightGBM on breast-level metadata plus out-of-fold CNN embeddings (stages.fuse)."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-log = logging.getLogger(__name__)
 
 
 def command(
@@ -31,52 +25,21 @@ def command(
     threads: Annotated[int, typer.Option(min=1, help="LightGBM threads per model (1 is safest on a busy machine)")] = 1,
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
-    import pandas as pd
+    from mammo_insight.report import fmt_ci
+    from mammo_insight.stages.fuse import FuseConfig, run_fuse, write_fuse
 
-    from mammo_insight.cohort.schema import validate_cohort
-    from mammo_insight.errors import MammoInsightError
-    from mammo_insight.fusion.emb_table import read_embeddings
-    from mammo_insight.fusion.lgbm import LgbmParams
-    from mammo_insight.fusion.outputs import write_outputs
-    from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
-    from mammo_insight.fusion.report import render_report
-    from mammo_insight.manifest import write_manifest
-
-    label_meaning = ""
-    if cohort is not None:
-        if not cohort.is_file():
-            raise MammoInsightError(f"cohort file {cohort} does not exist")
-        table = validate_cohort(pd.read_parquet(cohort), source=str(cohort))
-        name = dataset or cohort.stem
-    elif dataset and root:
-        from mammo_insight.cohort.adapters import load_cohort
-
-        loaded = load_cohort(dataset, root, mapping)
-        table, name, label_meaning = loaded.table, dataset, loaded.label_meaning
-    else:
-        raise MammoInsightError("give --cohort FILE.parquet, or --dataset NAME with --root DIR")
-    emb = read_embeddings(embeddings) if embeddings is not None else None
-    include = list(include_leaky or [])
+    include = tuple(include_leaky or ())
     if include:
         typer.secho(f"!!! WARNING: including leaky column(s) {', '.join(include)}: they are decided after the "
                     "outcome; every figure of this run is optimistic !!!", fg=typer.colors.RED, bold=True, err=True)
-    config = FusionConfig(folds=folds, seed=seed, include_leaky=include, n_boot=n_boot, shap_rows=shap_rows,
-                          workers=workers, params=LgbmParams(n_jobs=threads))
-    result = run_fusion(table, emb, config)
-    out.mkdir(parents=True, exist_ok=True)
-    write_outputs(result, out)
-    inputs = {k: v for k, v in {"cohort": cohort, "embeddings": embeddings, "mapping": mapping}.items() if v}
-    if root is not None and dataset == "rsna":
-        inputs["train_csv"] = root / "train.csv"
-    write_manifest(out, "fuse-train", {"dataset": name, "root": root, "folds": folds, "include_leaky": include,
-                                       "n_boot": n_boot, "shap_rows": shap_rows, "workers": workers, "params": vars(config.params),
-                                       "n_pca": config.n_pca}, seed, inputs)
-    render_report(result, out, name, label_meaning)
+    config = FuseConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, embeddings=embeddings,
+                        folds=folds, seed=seed, include_leaky=include, n_boot=n_boot, shap_rows=shap_rows,
+                        workers=workers, threads=threads)
+    result = run_fuse(config)
+    page = write_fuse(result, out)
     for model, body in result.scores.items():
-        auc = body["roc_auc"]
-        typer.echo(f"{model}: breast-level ROC-AUC {auc['value']:.3f} (95% CI {auc['ci_low']:.3f}-{auc['ci_high']:.3f}),"
-                   f" PR-AUC {body['pr_auc']['value']:.3f}, pF1 {body['pf1']['value']:.3f}, "
-                   f"{body['n']} breasts, {body['n_pos']} positive")
-    for w in result.warnings:
+        typer.echo(f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "
+                   f"pF1 {fmt_ci(body['pf1'])}, {body['n']} breasts, {body['n_pos']} positive")
+    for w in result.fusion.warnings:
         typer.echo(w, err=True)
-    typer.echo(f"wrote {out / 'index.html'}")
+    typer.echo(f"wrote {page}")

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.metrics import delong_test, metrics_with_ci, paired_bootstrap
+from mammo_insight.report import fmt_ci
 
 PAIRS = [("fused", "metadata"), ("fused", "image"), ("image", "metadata")]
 PAIRED_METRICS = ["roc_auc", "pr_auc"]
@@ -50,14 +51,14 @@ def comparison_table(comparisons: Mapping) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def metrics_table(scores: Mapping, metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")
-                  ) -> pd.DataFrame:
-    """One row per model: each metric with its interval as value [low, high] columns."""
+def scores_table(scores: Mapping, metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")
+                 ) -> pd.DataFrame:
+    """One row per model: each metric's value, and its value with the 95% interval as text."""
     rows = []
     for name, body in scores.items():
         row = {"model": name, "n_breasts": body["n"], "n_positive": body["n_pos"]}
         for m in metrics:
             row[m] = body[m]["value"]
-            row[f"{m} 95% CI"] = f"{body[m]['ci_low']:.3f}-{body[m]['ci_high']:.3f}"
+            row[f"{m} (95% CI)"] = fmt_ci(body[m])
         rows.append(row)
     return pd.DataFrame(rows)

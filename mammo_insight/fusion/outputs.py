@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammo_insight.explain.shap_tabular import group_attribution, importance_table
 from mammo_insight.fusion.compare import comparison_table
 from mammo_insight.fusion.pipeline import FusionResult
+from mammo_insight.fusion.shap_tabular import group_attribution, importance_table
 from mammo_insight.metrics import save_metrics_json
 
 OOF_COLUMNS = ["breast_id", "patient_id", "fold", "model", "prob", "cancer"]

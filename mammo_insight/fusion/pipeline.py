@@ -7,9 +7,9 @@ Imports no torch: LightGBM/libgomp and torch's OpenMP runtime are kept in separa
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,6 +27,7 @@ from mammo_insight.fusion.lgbm import (
     fit_final,
     grouped_folds,
 )
+from mammo_insight.progress import Timings
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +51,9 @@ class FusionConfig:
     params: LgbmParams = field(default_factory=LgbmParams)
 
 
-@dataclass
+@dataclass(frozen=True)
 class FusionResult:
-    """Everything the outputs and the report need."""
+    """Everything the outputs and the report need, built complete by run_fusion."""
 
     breasts: pd.DataFrame            # breast_id, patient_id, cancer, fold, metadata features
     meta_features: list[str]
@@ -63,26 +64,15 @@ class FusionResult:
     excluded_leaky: list[str]
     included_leaky: list[str]
     warnings: list[str]
-    explained_model: str = ""
-    shap_X: pd.DataFrame | None = None
-    shap_explanation: object = None
-    shap_rows: np.ndarray | None = None  # positions in `breasts` of the explained rows
-    feature_groups: dict[str, str] = field(default_factory=dict)
-    interactions: pd.DataFrame | None = None
-    top_risk: np.ndarray | None = None   # positions in `breasts` of the highest-risk breasts
-    emb_dim: int = 0
-    timings: dict[str, float] = field(default_factory=dict)
-
-
-class _Timer:
-    def __init__(self, timings: dict[str, float], name: str):
-        self.timings, self.name = timings, name
-
-    def __enter__(self):
-        self.start = time.perf_counter()
-
-    def __exit__(self, *exc):
-        self.timings[self.name] = self.timings.get(self.name, 0.0) + time.perf_counter() - self.start
+    explained_model: str
+    shap_X: pd.DataFrame
+    shap_explanation: Any
+    shap_rows: np.ndarray            # positions in `breasts` of the explained rows
+    feature_groups: dict[str, str]
+    interactions: pd.DataFrame | None
+    top_risk: np.ndarray             # positions in `breasts` of the highest-risk breasts
+    emb_dim: int
+    timings: Timings
 
 
 def _image_features(frame: pd.DataFrame, cols: list[str]) -> ImageFeatures:
@@ -130,16 +120,16 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
                config: FusionConfig | None = None) -> FusionResult:
     """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP."""
     cfg = config or FusionConfig()
-    timings: dict[str, float] = {}
+    timings = Timings()
     warnings: list[str] = []
-    with _Timer(timings, "leakage audit"):
+    with timings.part("leakage audit"):
         leaky = leaky_columns_of(table)
     included = list(cfg.include_leaky)
     excluded = [c for c in leaky if c not in included]
     if included:
         warnings.append(LEAK_WARNING.format(cols=", ".join(included)))
         log.warning(warnings[-1])
-    with _Timer(timings, "features"):
+    with timings.part("features"):
         breasts, meta_features = breast_features(table, exclude=excluded, include_leaky=included)
         unlabelled = int(breasts["cancer"].isna().sum())
         if unlabelled:
@@ -174,7 +164,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     if meta is None and emb_matrix is None:
         raise MammoInsightError("no feature left: every metadata column is leaky or empty and no embeddings given")
     probs: dict[str, np.ndarray] = {}
-    with _Timer(timings, "cross-validation (3 models)"):
+    with timings.part("cross-validation (3 models)"):
         if meta is not None:
             probs["metadata"] = cross_validate(meta, None, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
         if emb_matrix is not None:
@@ -183,40 +173,43 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
             probs["fused"] = cross_validate(meta, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
     per_view = pd.DataFrame()
     if embeddings is not None:
-        with _Timer(timings, "per-view image models"):
+        with timings.part("per-view image models"):
             per_view = _per_view_auc(embeddings, breasts, cols, cfg)
-    with _Timer(timings, "metrics + paired tests"):
+    with timings.part("metrics + paired tests"):
         scores = score_models(y, probs, groups, cfg.n_boot, cfg.seed)
         comparisons = paired_comparisons(y, probs, groups, cfg.n_boot, cfg.seed)
-    result = FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
-                          comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
-                          included_leaky=included, warnings=warnings, timings=timings,
-                          emb_dim=len(cols))
-    explain(result, meta, emb_matrix, cfg)
-    return result
+    shap_fields = explain(probs, y, meta, emb_matrix, cfg, timings)
+    return FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
+                        comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
+                        included_leaky=included, warnings=warnings, timings=timings, emb_dim=len(cols),
+                        **shap_fields)
 
 
-def explain(result: FusionResult, meta: pd.DataFrame | None, emb: ImageFeatures | None, cfg: FusionConfig) -> None:
-    """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP."""
-    from mammo_insight.explain.shap_tabular import top_interactions, tree_shap
+def explain(probs: dict[str, np.ndarray], y: np.ndarray, meta: pd.DataFrame | None, emb: ImageFeatures | None,
+            cfg: FusionConfig, timings: Timings) -> dict[str, Any]:
+    """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP.
 
-    name = "fused" if "fused" in result.probs else next(iter(result.probs))
+    Returns the SHAP fields of FusionResult.
+    """
+    from mammo_insight.fusion.shap_tabular import top_interactions, tree_shap
+
+    name = "fused" if "fused" in probs else next(iter(probs))
     use_meta = meta if name in ("fused", "metadata") else None
     use_emb = emb if name in ("fused", "image") else None
-    y = result.breasts["cancer"].to_numpy(dtype=int)
-    with _Timer(result.timings, "final model"):
+    with timings.part("final model"):
         model, X = fit_final(use_meta, use_emb, y, cfg.params, cfg.n_pca, cfg.seed)
     rng = np.random.default_rng(cfg.seed)
-    top = np.argsort(-result.probs[name], kind="stable")[: cfg.n_top_risk]
+    top = np.argsort(-probs[name], kind="stable")[: cfg.n_top_risk]
     sample = rng.permutation(len(X))[: cfg.shap_rows]
     rows = np.unique(np.concatenate([sample, top]))
-    with _Timer(result.timings, "SHAP values"):
+    with timings.part("SHAP values"):
         explainer, explanation = tree_shap(model, X.iloc[rows], cfg.workers)
     groups = {f: ("image" if f.startswith(IMAGE_PREFIX) else "metadata") for f in X.columns}
     meta_cols = [f for f in X.columns if groups[f] == "metadata"]
+    interactions = None
     if len(meta_cols) >= 2:
-        with _Timer(result.timings, "SHAP interactions"):
+        with timings.part("SHAP interactions"):
             inter_rows = rng.permutation(len(X))[: cfg.interaction_rows]
-            result.interactions = top_interactions(explainer, X.iloc[inter_rows], meta_cols)
-    result.explained_model, result.shap_X, result.shap_explanation = name, X.iloc[rows], explanation
-    result.shap_rows, result.feature_groups, result.top_risk = rows, groups, top
+            interactions = top_interactions(explainer, X.iloc[inter_rows], meta_cols)
+    return {"explained_model": name, "shap_X": X.iloc[rows], "shap_explanation": explanation, "shap_rows": rows,
+            "feature_groups": groups, "interactions": interactions, "top_risk": top}

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 import pandas as pd
 from markupsafe import Markup
 
-from mammo_insight.explain import shap_tabular as st
-from mammo_insight.fusion.compare import comparison_table, metrics_table
+from mammo_insight.fusion import shap_tabular as st
+from mammo_insight.fusion.compare import comparison_table, scores_table
 from mammo_insight.fusion.outputs import shap_groups, shap_importance
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.report import (
     Section,
     bullet_list,
     figure,
+    fmt_ci,
     metric_cards,
     paragraph,
     raw_link,
@@ -28,8 +30,7 @@ MODEL_WORDS = {"metadata": "metadata only", "image": "image embeddings only", "f
 
 
 def _auc(result: FusionResult, model: str) -> str:
-    m = result.scores[model]["roc_auc"]
-    return f"{m['value']:.3f} ({m['ci_low']:.3f}-{m['ci_high']:.3f})"
+    return fmt_ci(result.scores[model]["roc_auc"])
 
 
 def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
@@ -100,7 +101,7 @@ def _dependence_blocks(result: FusionResult) -> list:
     blocks = []
     for feature in ("age", "density"):
         if feature in result.shap_X.columns:
-            blocks.append(figure(lambda: st.dependence_figure(result.shap_explanation, feature),
+            blocks.append(figure(partial(st.dependence_figure, result.shap_explanation, feature),
                                  f"SHAP of {feature} against its value"
                                  + (" (density ordinal A=1 .. D=4; missing not shown)" if feature == "density" else "")))
     if not blocks:
@@ -129,7 +130,7 @@ def _local_blocks(result: FusionResult) -> list:
     for r in result.top_risk:
         title = (f"breast {b.iloc[r]['breast_id']}: out-of-fold risk {result.probs[result.explained_model][r]:.3f}, "
                  f"cancer = {int(b.iloc[r]['cancer'])}")
-        blocks.append(figure(lambda: st.waterfall_figure(result.shap_explanation[position[r]], title),
+        blocks.append(figure(partial(st.waterfall_figure, result.shap_explanation[position[r]], title),
                              "grey numbers: the breast's feature values"))
     return blocks
 
@@ -150,7 +151,7 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
             paragraph(f"Breast-level out-of-fold predictions ({n_folds} patient-grouped folds). Intervals: 95% "
                       "bootstrap over patients. Threshold metrics use the best-F1 threshold tuned on these same "
                       "predictions (optimistic); ROC-AUC, PR-AUC and pF1 need no threshold."),
-            table(metrics_table(result.scores), "breast-level metrics"),
+            table(scores_table(result.scores), "breast-level metrics"),
             table(comparison_table(result.comparisons), "paired comparisons (a - b) on the same breasts")
             if result.comparisons else paragraph("Only one model: nothing to compare."),
             figure(lambda: _roc_figure(result), "ROC curves (out-of-fold)")]),

@@ -14,7 +14,6 @@ import logging
 from collections.abc import Mapping
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from mammo_insight.metrics import (
@@ -29,6 +28,7 @@ from mammo_insight.report import (
     Section,
     bullet_list,
     figure,
+    fmt_ci,
     metric_cards,
     paragraph,
     raw_link,
@@ -66,18 +66,6 @@ def _read_csv(path: Path) -> pd.DataFrame | None:
 
 
 COUNT_METRICS = {"tn", "fp", "fn", "tp"}
-
-
-def fmt_ci(cell: Mapping | None, digits: int = 3, count: bool = False) -> str:
-    """'0.812 (0.780–0.845)'; counts without decimals; '–' when undefined."""
-    if not isinstance(cell, Mapping) or cell.get("value") is None or not np.isfinite(cell["value"]):
-        return "–"
-    spec = ".0f" if count else f".{digits}f"
-    text = format(cell["value"], spec)
-    low, high = cell.get("ci_low"), cell.get("ci_high")
-    if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
-        text += f" ({format(low, spec)}–{format(high, spec)})"
-    return text
 
 
 def metrics_table(metrics: Mapping, levels: list[str] | None = None) -> pd.DataFrame:

@@ -124,3 +124,16 @@ def details(summary: str, blocks: Iterable[Markup], open_: bool = False) -> Mark
 def raw_link(label: str, href: str) -> Markup:
     """A link to a relative file or page of the same output tree."""
     return Markup(f'<a href="{escape(href)}">{escape(label)}</a>')
+
+
+def fmt_ci(cell: Mapping | None, digits: int = 3, count: bool = False) -> str:
+    """'0.812 (0.780–0.845)' from a {"value", "ci_low", "ci_high"} cell: the one way every stage writes an
+    estimate with its interval; counts without decimals; '–' when undefined."""
+    if not isinstance(cell, Mapping) or cell.get("value") is None or not np.isfinite(cell["value"]):
+        return "–"
+    spec = ".0f" if count else f".{digits}f"
+    text = format(cell["value"], spec)
+    low, high = cell.get("ci_low"), cell.get("ci_high")
+    if low is not None and high is not None and np.isfinite(low) and np.isfinite(high):
+        text += f" ({format(low, spec)}–{format(high, spec)})"
+    return text

@@ -8,7 +8,6 @@ say where the time goes.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +16,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.progress import Timings
 from mammo_insight.stats.factors import Factor, build_study_frame
 from mammo_insight.stats.findings import write_findings
 from mammo_insight.stats.leakage import audit_leakage
@@ -74,14 +74,11 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
     """Compute every table of the study from a validated cohort."""
-    timings: dict[str, float] = {}
+    timings = Timings()
 
     def timed(name: str, fn: Callable[[], Any]) -> Any:
-        start = time.perf_counter()
-        value = fn()
-        timings[name] = time.perf_counter() - start
-        log.info("eda %s: %.2f s", name, timings[name])
-        return value
+        with timings.part(name):
+            return fn()
 
     table = cohort.table
     if table["cancer"].isna().all():

@@ -1,0 +1,108 @@
+"""`fuse-train`: LightGBM on breast-level metadata plus out-of-fold CNN embeddings, compared and explained.
+
+Never imports torch (LightGBM's and torch's OpenMP runtimes stay in separate processes: `embed` vs
+`fuse-train`).
+
+    from mammo_insight.stages import fuse
+    result = fuse.run_fuse(fuse.FuseConfig(dataset="rsna", root=Path("data/rsna")))
+    result.scores_table()            # one row per model; result renders its headline in Jupyter
+    fuse.write_fuse(result, Path("out/fusion"))
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_insight.cohort.schema import Cohort
+from mammo_insight.fusion.compare import scores_table
+from mammo_insight.fusion.emb_table import read_embeddings
+from mammo_insight.fusion.lgbm import LgbmParams
+from mammo_insight.fusion.outputs import write_outputs
+from mammo_insight.fusion.pipeline import FusionConfig, FusionResult, run_fusion
+from mammo_insight.fusion.report import MODEL_WORDS, render_report
+from mammo_insight.report import fmt_ci
+from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stats.io import load_study_cohort
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FuseConfig:
+    """Where the cohort and embeddings come from, and how the models are fitted and scored."""
+
+    dataset: str | None = None
+    root: Path | None = None
+    mapping: Path | None = None
+    cohort: Path | None = None
+    embeddings: Path | None = None
+    folds: int = 5
+    seed: int = 0
+    include_leaky: tuple[str, ...] = ()
+    n_boot: int = 1000
+    shap_rows: int = 3000
+    workers: int = 2
+    threads: int = 1
+
+    def fusion_config(self) -> FusionConfig:
+        return FusionConfig(folds=self.folds, seed=self.seed, include_leaky=list(self.include_leaky),
+                            n_boot=self.n_boot, shap_rows=self.shap_rows, workers=self.workers,
+                            params=LgbmParams(n_jobs=self.threads))
+
+
+@dataclass(frozen=True)
+class FuseResult(StageResult):
+    """The fitted comparison (FusionResult) with where its inputs came from."""
+
+    config: FuseConfig
+    fusion: FusionResult
+    dataset: str
+    label_meaning: str = ""
+    inputs: dict[str, Path] = field(default_factory=dict)
+    stage = "fuse-train"
+    title = "Fusion: LightGBM + SHAP"
+
+    @property
+    def scores(self) -> dict:
+        return self.fusion.scores
+
+    def scores_table(self) -> pd.DataFrame:
+        return scores_table(self.fusion.scores)
+
+    def headline(self) -> dict[str, str]:
+        return {f"{MODEL_WORDS.get(m, m)} ROC-AUC": fmt_ci(body["roc_auc"]) for m, body in self.scores.items()}
+
+
+def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
+    """Cross-validate metadata-only, image-only and fused models on `cohort` (or the config's source)."""
+    inputs: dict[str, Path] = {}
+    if cohort is None:
+        cohort, inputs = load_study_cohort(config.dataset, config.root, config.mapping, config.cohort)
+    embeddings = read_embeddings(config.embeddings) if config.embeddings is not None else None
+    if config.embeddings is not None:
+        inputs["embeddings"] = config.embeddings
+    if config.include_leaky:
+        log.warning("including leaky column(s) %s: they are decided after the outcome; every figure of this run "
+                    "is optimistic", ", ".join(config.include_leaky))
+    fusion = run_fusion(cohort.table, embeddings, config.fusion_config())
+    return FuseResult(config, fusion, config.dataset or cohort.dataset, cohort.label_meaning, inputs)
+
+
+def write_fuse(result: FuseResult, out: Path) -> Path:
+    """metrics.json, oof_predictions.csv, tables/*.csv, then the manifest, then OUT/index.html."""
+    out.mkdir(parents=True, exist_ok=True)
+    write_outputs(result.fusion, out)
+    c = result.config
+    fusion_config = c.fusion_config()
+    config = {"dataset": result.dataset, "root": c.root, "cohort": c.cohort, "embeddings": c.embeddings,
+              "folds": c.folds, "include_leaky": list(c.include_leaky), "n_boot": c.n_boot,
+              "shap_rows": c.shap_rows, "workers": c.workers, "params": vars(fusion_config.params),
+              "n_pca": fusion_config.n_pca}
+    page = out / "index.html"
+    finish_stage(out, result, config, seed=c.seed, inputs=result.inputs,
+                 render=lambda: render_report(result.fusion, out, result.dataset, result.label_meaning))
+    return page

@@ -4,7 +4,7 @@ The cohort is built here, cheaply: "original" PNG mammograms (breast against the
 right, a padding strip, a bright lesion at a known original position in positive breasts) and a
 cache made from them with the cache geometry (crop to the breast, flip right breasts, resize,
 pad), so the CAMs must travel back through crop, flip, resize and padding to hit the lesions.
-The model is trained with the real `train_run`.
+The model is trained with the real `stages.train.train_run`.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def write_lesion_cohort(root: Path, n_patients: int = 40, seed: int = 0, prevale
 def trained_run(tmp_path_factory):
     """A test_resnet trained briefly with train_run (one torch thread: faster on busy shared cores)."""
     from mammo_insight.models.config import load_config
-    from mammo_insight.models.training import train_run
+    from mammo_insight.stages.train import train_run
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

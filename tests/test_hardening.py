@@ -260,7 +260,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def two_runs(tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
-    from mammo_insight.models.training import train_run
+    from mammo_insight.stages.train import train_run
 
     base = tmp_path_factory.mktemp("hard_runs")
     return train_run(tiny_cache, base / "a", _train_config()), train_run(tiny_cache, base / "b", _train_config())
@@ -338,7 +338,7 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
 def test_a_malicious_resume_checkpoint_is_refused(two_runs, tiny_cache, tmp_path):
     import torch
 
-    from mammo_insight.models.training import train_run
+    from mammo_insight.stages.train import train_run
 
     run = shutil.copytree(two_runs[0], tmp_path / "run")
     (run / "folds" / "fold_0" / "oof.csv").unlink()  # fold 0 is redone, resuming from its last.ckpt

@@ -31,7 +31,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     from mammo_insight.imaging.build import build_cache
     from mammo_insight.imaging.pipeline import PreprocessConfig
     from mammo_insight.models.config import load_config
-    from mammo_insight.models.training import train_run
+    from mammo_insight.stages.train import train_run
 
     root = tmp_path_factory.mktemp("predict")
     make_synthetic_cohort(root / "cohort", n_patients=10, seed=0, size=(96, 72), prevalence=0.4)
@@ -143,7 +143,7 @@ def test_multi_view_run_scores_breasts(trained, tmp_path):
     from mammo_insight.models.config import load_config
     from mammo_insight.models.predict import predict_cache
     from mammo_insight.models.run_io import load_fold_model, run_folds
-    from mammo_insight.models.training import train_run
+    from mammo_insight.stages.train import train_run
 
     run = train_run(trained["cache"], tmp_path / "run", load_config(
         None, model="test_resnet", view_mode="multi", folds=2, epochs=1, batch_size=4, cpu_threads=1))

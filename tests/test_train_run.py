@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from mammo_insight.cli.app import app
 from mammo_insight.models.config import TrainConfig
 from mammo_insight.models.run_io import load_fold_model, load_oof, run_folds
-from mammo_insight.models.training import train_run
+from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow
 
@@ -123,7 +123,7 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
 def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(run: Path, cache: Path, tmp_path: Path):
     out = tmp_path / "resumed"
     script = ("import sys; sys.path.insert(0, 'tests');"
-              "from test_train_run import _config; from mammo_insight.models.training import train_run;"
+              "from test_train_run import _config; from mammo_insight.stages.train import train_run;"
               f"train_run({str(cache)!r}, {str(out)!r}, _config())")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
                             env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,

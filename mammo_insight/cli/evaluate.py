@@ -18,8 +18,8 @@ def command(
     """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
     import json
 
-    from mammo_insight.cli.train import format_cell
     from mammo_insight.models.external import evaluate_run
+    from mammo_insight.report import fmt_ci as format_cell
 
     page = evaluate_run(run, cache, out, device, batch_size)
     metrics = json.loads((out / "metrics.json").read_text())

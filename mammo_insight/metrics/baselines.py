@@ -93,15 +93,6 @@ def pixel_logreg_baseline(images: np.ndarray, labels, folds, size: tuple[int, in
     return prob
 
 
-def load_cache_images(cache_dir: str | Path, table: pd.DataFrame, size: tuple[int, int] = PIXEL_SIZE) -> np.ndarray:
-    """The cached images of `table`'s rows (with a cache_path column), downsampled: (n, h, w) float32."""
-    from mammo_insight.imaging.cache import load_cache_image
-
-    h, w = size
-    rows = [downsample(load_cache_image(cache_dir, row)[None], size)[0] for row in table.to_dict("records")]
-    return np.stack(rows).reshape(len(rows), h, w) if rows else np.zeros((0, h, w), np.float32)
-
-
 def baseline_predictions(table: pd.DataFrame, images: np.ndarray | None = None, seed: int = 0,
                          label: str = "cancer") -> pd.DataFrame:
     """Long table: the rows of `table` (image_id, breast_id, patient_id, fold, label) once per baseline,

@@ -89,7 +89,8 @@ def _plain(value) -> str:
     return str(int(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def _headline(metrics: Mapping) -> dict[str, str]:
+def run_headline(metrics: Mapping) -> dict[str, str]:
+    """The headline numbers of a run or an evaluation (breast and image level, with intervals)."""
     return {label: fmt_ci(metrics.get(level, {}).get(name)) for level, name, label in HEADLINE
             if isinstance(metrics.get(level), Mapping)}
 
@@ -97,7 +98,7 @@ def _headline(metrics: Mapping) -> dict[str, str]:
 def _summary(run_dir: Path, config: Mapping | None, metrics: Mapping | None, oof: pd.DataFrame | None) -> Section:
     blocks = []
     if metrics:
-        blocks.append(metric_cards(_headline(metrics)))
+        blocks.append(metric_cards(run_headline(metrics)))
     facts = []
     if config:
         keys = ["model", "view_mode", "folds", "epochs", "seed", "image_size", "loss", "sampler", "dataset"]

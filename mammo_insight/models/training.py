@@ -1,4 +1,4 @@
-"""`train_run`: k-fold training on a cache with PyTorch Lightning, writing the run directory.
+"""`train_folds`: k-fold training on a cache with PyTorch Lightning, writing each fold's folder.
 
 Per fold, Lightning's Trainer owns the loop: checkpoint and resume (RUN/checkpoints/fold_<k>/last.ckpt),
 early stopping, mixed precision, DDP. The best checkpoint on the monitored metric is exported
@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,7 @@ from torch.utils.data import DataLoader
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
-from mammo_insight.manifest import file_sha256, package_versions, write_manifest
-from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
+from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
@@ -246,52 +246,35 @@ def _read_fold(fold_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     return images, pd.read_csv(breast_path, dtype=ids) if breast_path.is_file() else None
 
 
-def finish_run(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, values: dict[str, Any],
-               images: list[pd.DataFrame], breasts: list[pd.DataFrame | None], history: list[pd.DataFrame]) -> Path:
-    """Write the run-level files: OOF predictions, history, thresholds, metrics, baselines, manifest, report."""
-    from mammo_insight.metrics.baselines import evaluate_baselines, load_cache_images
-    from mammo_insight.models.run_report import render_run_report
+@dataclass(frozen=True)
+class FoldOutputs:
+    """What the folds left: each fold's out-of-fold rows and history, the table and folds they came from."""
 
-    label = values["label_column"]
-    oof = pd.concat(images, ignore_index=True)
-    oof.to_csv(out_dir / "oof_predictions.csv", index=False)
-    if any(b is not None for b in breasts):
-        pd.concat([b for b in breasts if b is not None], ignore_index=True).to_csv(
-            out_dir / "oof_breast_predictions.csv", index=False)
-    columns = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "lr"]
-    pd.concat(history, ignore_index=True)[columns].to_csv(out_dir / "history.csv", index=False)
-
-    # thresholds tuned per level on these out-of-fold predictions; metrics.json says they are optimistic
-    metrics = evaluate_predictions(oof, None, seed=values["seed"], label=label,
-                                   threshold_method=values["threshold_method"])
-    thresholds = thresholds_of(metrics)
-    values.update(threshold=thresholds["image"], thresholds=thresholds)
-    save_run_config(out_dir, values)
-    save_metrics_json(out_dir / "metrics.json", metrics)
-    scored = table.assign(fold=folds)[table["image_id"].isin(oof["image_id"])]
-    pixels = load_cache_images(cache_dir, scored)
-    save_metrics_json(out_dir / "baselines.json", evaluate_baselines(scored, pixels, seed=values["seed"], label=label))
-    write_manifest(out_dir, "train", {k: v for k, v in values.items() if k != "versions"}, values["seed"],
-                   {"cache_index": cache_dir / INDEX_FILE})
-    render_run_report(out_dir)
-    log.info("run written to %s", out_dir)
-    return out_dir
+    table: pd.DataFrame
+    folds: pd.Series
+    values: dict[str, Any]
+    images: list[pd.DataFrame]
+    breasts: list[pd.DataFrame | None]
+    history: list[pd.DataFrame]
 
 
-def train_run(cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None) -> Path:
-    """Train every fold (resuming what an interrupted run left) and write the run directory; returns it."""
+def train_folds(cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None) -> FoldOutputs | None:
+    """Train every fold (resuming what an interrupted run left, skipping finished folds).
+
+    Returns None on a DDP rank other than 0: it trains every fold with rank 0, which writes the files.
+    """
     config = config or TrainConfig()
     validate_config(config)
     cache_dir, out_dir = Path(cache_dir), Path(out_dir)
     threads = torch.get_num_threads()
     torch.set_num_threads(config.cpu_threads or threads)
     try:
-        return _train_run(cache_dir, out_dir, config)
+        return _train_folds(cache_dir, out_dir, config)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_run(cache_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
+def _train_folds(cache_dir: Path, out_dir: Path, config: TrainConfig) -> FoldOutputs | None:
     table = load_training_table(cache_dir, config.label_column)
     values = resolved_config(config, cache_dir, table)
     size = tuple(values["image_size"])
@@ -306,12 +289,12 @@ def _train_run(cache_dir: Path, out_dir: Path, config: TrainConfig) -> Path:
         if (fold_dir / "oof.csv").is_file() and (fold_dir / "model.pt").is_file():
             log.info("fold %d: already done, skipped", fold)
         elif train_fold(cache_dir, out_dir, table, folds, fold, config, size) is None:
-            rank_zero = False   # a DDP worker: it trains every fold with rank 0, which writes the files
+            rank_zero = False
             continue
         image_rows, breast_rows = _read_fold(fold_dir)
         images.append(image_rows)
         breasts.append(breast_rows)
         history.append(pd.read_csv(fold_dir / "history.csv"))
     if not rank_zero:
-        return out_dir
-    return finish_run(cache_dir, out_dir, table, folds, values, images, breasts, history)
+        return None
+    return FoldOutputs(table, folds, values, images, breasts, history)

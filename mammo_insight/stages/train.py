@@ -1,0 +1,121 @@
+"""`train`: k-fold CNN training on an image cache, writing a run directory.
+
+The per-fold work (Lightning: checkpoints, resume, early stopping, mixed precision, DDP) lives in
+mammo_insight.models.training and writes RUN/folds/fold_<k>/ as each fold finishes, so an interrupted
+run resumes. This stage then writes the run-level files: out-of-fold predictions, history, thresholds,
+metrics with intervals, the baselines every model is judged against, the manifest, and the report.
+
+    from mammo_insight.stages import train
+    result = train.run_train(train.TrainStageConfig(cache=Path("cache"), out=Path("runs/r18"),
+                                                    options=TrainConfig(model="resnet18", epochs=4)))
+    train.write_train(result)        # result.metrics, result.oof; renders its headline in Jupyter
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
+from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
+from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
+from mammo_insight.models.config import TrainConfig
+from mammo_insight.models.run_io import save_run_config
+from mammo_insight.models.run_report import render_run_report, run_headline
+from mammo_insight.models.training import FoldOutputs, train_folds
+from mammo_insight.stages.base import StageResult, finish_stage
+
+log = logging.getLogger(__name__)
+HISTORY_COLUMNS = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "lr"]
+
+
+@dataclass(frozen=True)
+class TrainStageConfig:
+    """The cache to train on, the run folder (rerun the same config to resume it), and the training options."""
+
+    cache: Path
+    out: Path
+    options: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass(frozen=True)
+class TrainResult(StageResult):
+    """Every fold's out-of-fold predictions joined, with metrics and baselines."""
+
+    config: TrainStageConfig
+    values: dict[str, Any]           # config.json: every option plus what the run depends on
+    oof: pd.DataFrame                # one row per scored image: fold, prob, label, metadata
+    oof_breasts: pd.DataFrame | None  # multi-view runs: the model's own breast-level output
+    history: pd.DataFrame
+    metrics: dict[str, Any]
+    baselines: dict[str, Any]
+    stage = "train"
+    title = "CNN training"
+
+    @property
+    def out(self) -> Path:
+        return self.config.out
+
+    def headline(self) -> dict[str, str]:
+        return run_headline(self.metrics)
+
+
+def cache_pixels(cache_dir: Path, table: pd.DataFrame, size: tuple[int, int] = PIXEL_SIZE) -> np.ndarray:
+    """The cached images of `table`'s rows, downsampled for the pixel baseline: (n, h, w) float32."""
+    h, w = size
+    rows = [downsample(load_cache_image(cache_dir, row)[None], size)[0] for row in table.to_dict("records")]
+    return np.stack(rows).reshape(len(rows), h, w) if rows else np.zeros((0, h, w), np.float32)
+
+
+def _results(folds: FoldOutputs) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
+    oof = pd.concat(folds.images, ignore_index=True)
+    breasts = [b for b in folds.breasts if b is not None]
+    history = pd.concat(folds.history, ignore_index=True)[HISTORY_COLUMNS]
+    return oof, (pd.concat(breasts, ignore_index=True) if breasts else None), history
+
+
+def run_train(config: TrainStageConfig) -> TrainResult | None:
+    """Train every fold (resuming what an interrupted run left); None on a DDP worker rank (rank 0 writes)."""
+    folds = train_folds(config.cache, config.out, config.options)
+    if folds is None:
+        return None
+    oof, oof_breasts, history = _results(folds)
+    values = dict(folds.values)
+    label, seed = values["label_column"], values["seed"]
+    # thresholds tuned per level on these out-of-fold predictions; metrics.json says they are optimistic
+    metrics = evaluate_predictions(oof, None, seed=seed, label=label, threshold_method=values["threshold_method"])
+    thresholds = thresholds_of(metrics)
+    values.update(threshold=thresholds["image"], thresholds=thresholds)
+    scored = folds.table.assign(fold=folds.folds)[folds.table["image_id"].isin(oof["image_id"])]
+    baselines = evaluate_baselines(scored, cache_pixels(config.cache, scored), seed=seed, label=label)
+    return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines)
+
+
+def write_train(result: TrainResult) -> Path:
+    """The run-level files into the run folder, then the manifest, then RUN/index.html; returns the page."""
+    out = result.out
+    result.oof.to_csv(out / "oof_predictions.csv", index=False)
+    if result.oof_breasts is not None:
+        result.oof_breasts.to_csv(out / "oof_breast_predictions.csv", index=False)
+    result.history.to_csv(out / "history.csv", index=False)
+    save_run_config(out, result.values)
+    save_metrics_json(out / "metrics.json", result.metrics)
+    save_metrics_json(out / "baselines.json", result.baselines)
+    values = {k: v for k, v in result.values.items() if k != "versions"}
+    finish_stage(out, result, values, seed=result.values["seed"],
+                 inputs={"cache_index": result.config.cache / INDEX_FILE}, render=lambda: render_run_report(out))
+    log.info("run written to %s", out)
+    return out / "index.html"
+
+
+def train_run(cache: str | Path, out: str | Path, options: TrainConfig | None = None) -> Path:
+    """Train and write a run folder in one call, as the CLI does; returns the folder."""
+    result = run_train(TrainStageConfig(Path(cache), Path(out), options or TrainConfig()))
+    if result is not None:
+        write_train(result)
+    return Path(out)

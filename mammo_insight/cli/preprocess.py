@@ -1,4 +1,4 @@
-"""`mammo-insight preprocess`: DICOM/PNG -> cropped, resized, display-correct image cache (resumable)."""
+"""`mammo-insight preprocess`: DICOM/PNG -> cropped, resized, display-correct image cache (stages.preprocess)."""
 
 from __future__ import annotations
 
@@ -28,27 +28,14 @@ def command(
 ) -> None:
     """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
     from mammo_insight.cli.synth import parse_size
-    from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.errors import MammoInsightError
-    from mammo_insight.imaging.build import build_cache
-    from mammo_insight.imaging.decode import resolve_backend
-    from mammo_insight.imaging.pipeline import PreprocessConfig
+    from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess, write_preprocess
 
-    if bits not in (8, 16):
-        raise typer.BadParameter(f"--bits must be 8 or 16, got {bits}")
-    if backend not in ("local", "dask"):
-        raise MammoInsightError(f"--backend must be local or dask, got {backend!r}")
-    config = PreprocessConfig(size=parse_size(size), bits=bits, flip=flip, backend=resolve_backend(decoder),
-                              mask=mask)
-    cohort = load_cohort(dataset, root, mapping)
-    paths = cohort.table["image_path"].dropna()
-    if not any(Path(p).is_file() for p in paths):
-        example = f" (e.g. {paths.iloc[0]})" if len(paths) else ""
-        raise MammoInsightError(f"preprocess: none of the {len(cohort.table)} images the cohort lists exists under "
-                                f"{root}{example}; is --root the dataset folder?")
-    summary = build_cache(cohort, out, config, workers=workers, engine=backend, address=scheduler,
-                          sheet_size=sheet_size, retry_failed=retry_failed, seed=seed)
-    for key, value in summary.items():
+    config = PreprocessStageConfig(dataset=dataset, root=root, out=out, size=parse_size(size), mapping=mapping,
+                                   bits=bits, flip=flip, mask=mask, decoder=decoder, workers=workers, engine=backend,
+                                   scheduler=scheduler, sheet_size=sheet_size, retry_failed=retry_failed, seed=seed)
+    result = run_preprocess(config)
+    write_preprocess(result)
+    for key, value in result.summary.items():
         typer.echo(f"{key}: {value}")
-    if summary["failed"]:
-        typer.echo(f"{summary['failed']} image(s) failed: see {out / 'failures.csv'}")
+    if result.summary["failed"]:
+        typer.echo(f"{result.summary['failed']} image(s) failed: see {out / 'failures.csv'}")

@@ -128,9 +128,12 @@ def _annotations(annotations: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame
 def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, workers: int = 1,
                 engine: str = "local", address: str | None = None, sheet_size: int = 24,
                 retry_failed: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
-    """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept."""
+    """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept.
+
+    Writes the cache's files (config.json, images, index, annotations, failures, contact sheet); the
+    preprocess stage adds the manifest.
+    """
     from mammo_insight.imaging.contact_sheet import write_contact_sheet
-    from mammo_insight.manifest import write_manifest
     from mammo_insight.progress import progress_bar
 
     started = time.perf_counter()
@@ -199,6 +202,4 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
                "already_done": skipped, "processed_now": len(tasks) + len(immediate),
                "seconds": round(time.perf_counter() - started, 2),
                "contact_sheet": str(sheet) if sheet else None}
-    write_manifest(out_dir, "preprocess", {**settings, "workers": workers, "engine": engine, "summary": summary},
-                   seed=seed)
     return summary

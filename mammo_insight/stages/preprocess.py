@@ -1,0 +1,95 @@
+"""`preprocess`: DICOM/PNG -> cropped, resized, display-correct image cache (resumable).
+
+The cache builder (mammo_insight.imaging.build) writes the cache's files as it goes, so an interrupted
+run resumes; this stage loads the cohort, runs the builder and writes the manifest, whose report is the
+contact sheet a person looks at.
+
+    from mammo_insight.stages import preprocess
+    result = preprocess.run_preprocess(preprocess.PreprocessStageConfig(dataset="rsna", root=Path("data"),
+                                                                        out=Path("cache"), size=(512, 256)))
+    preprocess.write_preprocess(result)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.build import build_cache
+from mammo_insight.imaging.cache import CONTACT_SHEET_FILE
+from mammo_insight.imaging.decode import resolve_backend
+from mammo_insight.imaging.pipeline import PreprocessConfig
+from mammo_insight.stages.base import StageResult, finish_stage
+
+ENGINES = ("local", "dask")
+
+
+@dataclass(frozen=True)
+class PreprocessStageConfig:
+    """The dataset, the cache folder, what decides the pixels, and how the work is spread."""
+
+    dataset: str
+    root: Path
+    out: Path
+    size: tuple[int, int] = (512, 256)
+    mapping: Path | None = None
+    bits: int = 8
+    flip: bool = True
+    mask: bool = True
+    decoder: str = "pydicom"
+    workers: int = 1
+    engine: str = "local"
+    scheduler: str | None = None
+    sheet_size: int = 24
+    retry_failed: bool = False
+    seed: int = 0
+
+    def pixels(self) -> PreprocessConfig:
+        """The settings that decide the cache's pixels (a cache is only resumed with the same ones)."""
+        if self.bits not in (8, 16):
+            raise MammoInsightError(f"--bits must be 8 or 16, got {self.bits}")
+        return PreprocessConfig(size=self.size, bits=self.bits, flip=self.flip, backend=resolve_backend(self.decoder),
+                                mask=self.mask)
+
+
+@dataclass(frozen=True)
+class PreprocessResult(StageResult):
+    """The builder's counts: images, ok, failed, already done, processed now, seconds, contact sheet."""
+
+    config: PreprocessStageConfig
+    summary: dict[str, Any]
+    stage = "preprocess"
+    title = "Image cache"
+
+    def headline(self) -> dict[str, str]:
+        s = self.summary
+        return {"images cached": f"{s['ok']:,} of {s['images']:,}", "failed images": f"{s['failed']:,}"}
+
+
+def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
+    """Load the cohort and build (or resume) the cache in config.out."""
+    if config.engine not in ENGINES:
+        raise MammoInsightError(f"--backend must be local or dask, got {config.engine!r}")
+    pixels = config.pixels()
+    cohort = load_cohort(config.dataset, config.root, config.mapping)
+    paths = cohort.table["image_path"].dropna()
+    if not any(Path(p).is_file() for p in paths):
+        example = f" (e.g. {paths.iloc[0]})" if len(paths) else ""
+        raise MammoInsightError(f"preprocess: none of the {len(cohort.table)} images the cohort lists exists under "
+                                f"{config.root}{example}; is --root the dataset folder?")
+    summary = build_cache(cohort, config.out, pixels, workers=config.workers, engine=config.engine,
+                          address=config.scheduler, sheet_size=config.sheet_size, retry_failed=config.retry_failed,
+                          seed=config.seed)
+    return PreprocessResult(config, summary)
+
+
+def write_preprocess(result: PreprocessResult) -> Path:
+    """The manifest of the cache (its report is the contact sheet); returns the manifest's path."""
+    c = result.config
+    config = {**c.pixels().as_dict(), "dataset": c.dataset, "root": str(c.root), "workers": c.workers,
+              "engine": c.engine, "summary": result.summary}
+    sheet = CONTACT_SHEET_FILE if result.summary.get("contact_sheet") else None
+    return finish_stage(c.out, result, config, seed=c.seed, report=sheet)

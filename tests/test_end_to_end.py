@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from browser import check_pages, chromium_path
 
-from mammo_insight.demo import DemoSettings, run_demo
+from mammo_insight.stages.demo import DemoSettings, run_demo
 
 pytestmark = pytest.mark.slow
 

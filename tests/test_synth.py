@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +235,5 @@ def test_synth_cli_writes_the_cohort(tmp_path):
     assert result.exit_code == 0, result.output
     assert "n_images:" in result.output
     assert load_cohort("rsna", tmp_path / "c").table["patient_id"].nunique() == 2
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["stage"] == "synth" and manifest["headline"]["women"] == "2"

@@ -1,4 +1,4 @@
-"""`mammo-insight cohort`: load a dataset through its adapter, validate, write the canonical table."""
+"""`mammo-insight cohort`: load a dataset through its adapter, validate, write the canonical table (stages.cohort)."""
 
 from __future__ import annotations
 
@@ -15,15 +15,11 @@ def command(
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
 ) -> None:
     """Write the canonical cohort table and print its counts."""
-    from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.cohort.summary import cohort_counts
+    from mammo_insight.stages.cohort import CohortConfig, run_cohort, write_cohort
 
-    cohort = load_cohort(dataset, root, mapping)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cohort.table.to_parquet(out, index=False)
-    if len(cohort.annotations):
-        cohort.annotations.to_parquet(out.with_name(out.stem + "_annotations.parquet"), index=False)
-    for key, value in cohort_counts(cohort.table).items():
+    result = run_cohort(CohortConfig(dataset, root, mapping))
+    write_cohort(result, out)
+    for key, value in result.counts().items():
         typer.echo(f"{key}: {value}")
-    typer.echo(f"label: {cohort.label_meaning}")
+    typer.echo(f"label: {result.cohort.label_meaning}")
     typer.echo(f"wrote {out}")

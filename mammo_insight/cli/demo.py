@@ -14,7 +14,7 @@ def command(
     seed: Annotated[int, typer.Option(help="seed for every stage")] = 0,
 ) -> None:
     """Run synth, eda, preprocess, train, embed, fuse-train and explain; write OUT/index.html."""
-    from mammo_insight.demo import DemoSettings, run_demo
+    from mammo_insight.stages.demo import DemoSettings, run_demo
 
     page = run_demo(out, DemoSettings(patients=patients, seed=seed))
     typer.echo(f"open {page}")

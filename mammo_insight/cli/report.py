@@ -1,4 +1,4 @@
-"""`mammo-insight report`: an index page over existing stage directories."""
+"""`mammo-insight report`: an index page over existing stage outputs (stages.report)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def command(
     more_runs: Annotated[list[Path] | None, typer.Argument(help="further directories (--runs A B C)")] = None,
 ) -> None:
     """Write OUT/index.html linking every stage report found under --runs."""
-    from mammo_insight.report.index import build_index
+    from mammo_insight.stages.report import write_report
 
-    page = build_index([*runs, *(more_runs or [])], out)
+    page = write_report([*runs, *(more_runs or [])], out)
     typer.echo(f"wrote {page}")

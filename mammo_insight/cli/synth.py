@@ -1,4 +1,4 @@
-"""`mammo-insight synth`: a synthetic RSNA-like cohort with planted, documented effects."""
+"""`mammo-insight synth`: a synthetic RSNA-like cohort with planted, documented effects (stages.synth)."""
 
 from __future__ import annotations
 
@@ -27,9 +27,9 @@ def command(
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.stages.synth import SynthConfig, run_synth, write_synth
 
-    summary = make_synthetic_cohort(out, n_patients=patients, seed=seed, size=parse_size(size),
-                                    prevalence=prevalence)
-    for key, value in summary.items():
+    result = run_synth(SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence))
+    write_synth(result)
+    for key, value in result.summary.items():
         typer.echo(f"{key}: {value}")

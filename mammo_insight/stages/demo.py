@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.stages.report import write_report
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,6 @@ def plan(out: Path, s: DemoSettings) -> list[Stage]:
 
 def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> Path:
     """Run every stage into OUT and write OUT/index.html; raise listing the stages that failed."""
-    from mammo_insight.report.index import build_index
-
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.toml").write_text(train_config(settings))
     stages = plan(out, settings)
@@ -106,7 +105,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> Path:
         log.info("%s ...", prefix)
         t0 = time.perf_counter()
         proc = subprocess.run([sys.executable, "-m", "mammo_insight.cli.app", *stage.args],
-                              capture_output=True, text=True)
+                              check=False, capture_output=True, text=True)
         (out / "logs").mkdir(exist_ok=True)
         (out / "logs" / f"{stage.name}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
@@ -116,7 +115,7 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> Path:
                       out / "logs" / f"{stage.name}.log")
             continue
         log.info("%s done in %.0f s", prefix, time.perf_counter() - t0)
-    page = build_index([out], out, title="mammo-insight demo")
+    page = write_report([out], out, title="mammo-insight demo")
     log.info("demo finished in %.0f s: %s", time.perf_counter() - started, page)
     if failed:
         raise MammoInsightError("demo: stage(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))

@@ -1,0 +1,48 @@
+"""`cohort`: a dataset through its adapter, validated, written as the canonical table (one row per image)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.summary import cohort_counts
+from mammo_insight.stages.base import StageResult, finish_stage
+
+
+@dataclass(frozen=True)
+class CohortConfig:
+    dataset: str
+    root: Path
+    mapping: Path | None = None
+
+
+@dataclass(frozen=True)
+class CohortResult(StageResult):
+    config: CohortConfig
+    cohort: Cohort
+    stage = "cohort"
+    title = "Cohort table"
+
+    def counts(self) -> dict[str, int]:
+        return cohort_counts(self.cohort.table)
+
+    def headline(self) -> dict[str, str]:
+        return {k.replace("n_", "").replace("_", " "): f"{v:,}" for k, v in self.counts().items()}
+
+
+def run_cohort(config: CohortConfig) -> CohortResult:
+    return CohortResult(config, load_cohort(config.dataset, config.root, config.mapping))
+
+
+def write_cohort(result: CohortResult, out: Path) -> Path:
+    """OUT.parquet (and OUT_annotations.parquet when the dataset has lesions), then OUT.parquet.manifest.json."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.cohort.table.to_parquet(out, index=False)
+    if len(result.cohort.annotations):
+        result.cohort.annotations.to_parquet(out.with_name(out.stem + "_annotations.parquet"), index=False)
+    c = result.config
+    finish_stage(out, result, {"dataset": c.dataset, "root": str(c.root), "mapping": c.mapping and str(c.mapping)},
+                 report=None)
+    return out

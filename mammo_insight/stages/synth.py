@@ -1,0 +1,45 @@
+"""`synth`: a synthetic RSNA-like cohort with planted, documented effects (DICOMs, train.csv, annotations)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mammo_insight.cohort.synth import make_synthetic_cohort
+from mammo_insight.stages.base import StageResult, finish_stage
+
+
+@dataclass(frozen=True)
+class SynthConfig:
+    out: Path
+    patients: int = 100
+    seed: int = 0
+    size: tuple[int, int] = (256, 192)
+    prevalence: float = 0.2
+
+
+@dataclass(frozen=True)
+class SynthResult(StageResult):
+    config: SynthConfig
+    summary: dict[str, Any]
+    stage = "synth"
+    title = "Synthetic cohort"
+
+    def headline(self) -> dict[str, str]:
+        s = self.summary
+        return {"women": f"{s['n_patients']:,}", "images": f"{s['n_images']:,}",
+                "breasts with a planted lesion": f"{s['n_positive_breasts']:,} of {s['n_breasts']:,}"}
+
+
+def run_synth(config: SynthConfig) -> SynthResult:
+    """Write the cohort into config.out (same seed, same bytes) and return its counts."""
+    summary = make_synthetic_cohort(config.out, n_patients=config.patients, seed=config.seed, size=config.size,
+                                    prevalence=config.prevalence)
+    return SynthResult(config, summary)
+
+
+def write_synth(result: SynthResult) -> Path:
+    """The cohort's manifest (its files were written by run_synth)."""
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}
+    return finish_stage(result.config.out, result, config, seed=result.config.seed, report=None)

@@ -80,7 +80,7 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
     return out
 
 
-def _roc_figure(result: FusionResult):
+def roc_figure(result: FusionResult):
     import matplotlib.pyplot as plt
     from sklearn.metrics import roc_curve
 
@@ -154,7 +154,7 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
             table(scores_table(result.scores), "breast-level metrics"),
             table(comparison_table(result.comparisons), "paired comparisons (a - b) on the same breasts")
             if result.comparisons else paragraph("Only one model: nothing to compare."),
-            figure(lambda: _roc_figure(result), "ROC curves (out-of-fold)")]),
+            figure(lambda: roc_figure(result), "ROC curves (out-of-fold)")]),
     ]
     if len(result.per_view):
         sections.append(Section("Which views carry the image signal", [

@@ -16,7 +16,7 @@ from typing import Any
 from markupsafe import escape
 
 from mammo_insight.manifest import write_manifest
-from mammo_insight.report.blocks import metric_cards
+from mammo_insight.report.blocks import figure, metric_cards
 
 
 class StageResult:
@@ -29,9 +29,14 @@ class StageResult:
         """The few formatted numbers worth seeing first (label -> text)."""
         return {}
 
+    def figures(self) -> list[tuple[Callable[[], Any], str]]:
+        """The report's key figures as (draw, caption) pairs, for the notebook view."""
+        return []
+
     def _repr_html_(self) -> str:
         cards = metric_cards({k: v for k, v in self.headline().items() if v})
-        return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}</div>"
+        drawn = "".join(str(figure(draw, caption)) for draw, caption in self.figures())
+        return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}{drawn}</div>"
 
 
 def finish_stage(out: Path, result: StageResult, config: Mapping[str, Any], *, seed: int | None = None,

@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stats import figures as stats_figures
 from mammo_insight.stats.io import load_study_cohort
 from mammo_insight.stats.report import render_study
 from mammo_insight.stats.study import SUMMARY_KEYS, StudyResult, run_study
@@ -68,6 +71,9 @@ class EdaResult(StageResult):
     @property
     def findings(self) -> list[str]:
         return self.study.findings
+
+    def figures(self) -> list[tuple[Callable[[], Any], str]]:
+        return [(lambda: stats_figures.forest_figure(self.odds_ratios), "Odds ratios with 95% intervals")]
 
     def headline(self) -> dict[str, str]:
         s = self.study.summary

@@ -12,8 +12,10 @@ Never imports torch (LightGBM's and torch's OpenMP runtimes stay in separate pro
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -23,7 +25,7 @@ from mammo_insight.fusion.emb_table import read_embeddings
 from mammo_insight.fusion.lgbm import LgbmParams
 from mammo_insight.fusion.outputs import write_outputs
 from mammo_insight.fusion.pipeline import FusionConfig, FusionResult, run_fusion
-from mammo_insight.fusion.report import MODEL_WORDS, render_report
+from mammo_insight.fusion.report import MODEL_WORDS, render_report, roc_figure
 from mammo_insight.report import fmt_ci
 from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.stats.io import load_study_cohort
@@ -72,6 +74,9 @@ class FuseResult(StageResult):
 
     def scores_table(self) -> pd.DataFrame:
         return scores_table(self.fusion.scores)
+
+    def figures(self) -> list[tuple[Callable[[], Any], str]]:
+        return [(lambda: roc_figure(self.fusion), "ROC curves (out-of-fold)")]
 
     def headline(self) -> dict[str, str]:
         return {f"{MODEL_WORDS.get(m, m)} ROC-AUC": fmt_ci(body["roc_auc"]) for m, body in self.scores.items()}

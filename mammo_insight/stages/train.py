@@ -14,6 +14,7 @@ metrics with intervals, the baselines every model is judged against, the manifes
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
-from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
+from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
+from mammo_insight.models import run_figures
 from mammo_insight.models.config import TrainConfig
 from mammo_insight.models.run_io import save_run_config
 from mammo_insight.models.run_report import render_run_report, run_headline
@@ -63,6 +65,13 @@ class TrainResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         return run_headline(self.metrics)
+
+    def figures(self) -> list[tuple[Callable[[], Any], str]]:
+        label = self.values["label_column"]
+        oof = self.oof if label == "cancer" else self.oof.drop(columns=["cancer"], errors="ignore")
+        labelled = oof[oof[label].notna()].rename(columns={label: "cancer"})
+        levels = {"image": labelled, "breast": aggregate_to_breast(labelled, "mean")}
+        return [(lambda: run_figures.roc_pr_curves(levels), "Out-of-fold ROC and precision-recall curves")]
 
 
 def cache_pixels(cache_dir: Path, table: pd.DataFrame, size: tuple[int, int] = PIXEL_SIZE) -> np.ndarray:

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
+from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 from mammo_insight.explain.shap_tabular import group_share
 from mammo_insight.fusion import lgbm
 from mammo_insight.fusion.features import breast_features

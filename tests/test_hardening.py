@@ -52,7 +52,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("hard_synth")
     make_synthetic_cohort(root, n_patients=5, seed=11, size=(96, 64), prevalence=0.5)
@@ -203,7 +203,7 @@ def _assert_escaped(html: str, *payloads: str, shown: bool = True) -> None:
 
 
 def _hostile_rsna(tmp_path: Path, n_patients: int = 60) -> Path:
-    from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
+    from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
     table = make_synthetic_table(n_patients, 3, 0.3)[RSNA_COLUMNS].copy()
     table["site_id"] = np.where(table["patient_id"].astype(int) % 2 == 0, SCRIPT, "2")

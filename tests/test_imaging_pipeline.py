@@ -34,7 +34,7 @@ SIZE = (96, 48)
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("imaging_synth")
     make_synthetic_cohort(root, n_patients=5, seed=7, size=(128, 96), prevalence=0.6)

@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
     from mammo_insight.imaging.build import build_cache
     from mammo_insight.imaging.pipeline import PreprocessConfig
     from mammo_insight.models.config import load_config

@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, validate_cohort
-from mammo_insight.cohort.synth_table import RSNA_COLUMNS, TRUE_EFFECTS, make_synthetic_table
+from mammo_insight.synth.table import RSNA_COLUMNS, TRUE_EFFECTS, make_synthetic_table
 from mammo_insight.stats.factors import AGE_BANDS, build_study_frame
 from mammo_insight.stats.rates import RATE_COLUMNS, compute_rates, wilson
 from mammo_insight.stats.regression import AGE_TERM, fit_models

@@ -27,7 +27,7 @@ def command(
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     summary = make_synthetic_cohort(out, n_patients=patients, seed=seed, size=parse_size(size),
                                     prevalence=prevalence)

@@ -21,7 +21,6 @@ from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 from mammo_insight.explain.shap_tabular import group_share
 from mammo_insight.fusion import lgbm
 from mammo_insight.fusion.features import breast_features
@@ -29,6 +28,7 @@ from mammo_insight.fusion.lgbm import ImageFeatures, LgbmParams, cross_validate,
 from mammo_insight.fusion.outputs import write_outputs
 from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
 from mammo_insight.fusion.report import render_report
+from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
 FAST = LgbmParams(n_estimators=120, learning_rate=0.05)
 DIM = 24

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammo_insight.progress import track
 from mammo_insight.synth.dicom import PROFILES, ImageMeta, to_stored, write_dicom
 from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image
 from mammo_insight.synth.table import (
@@ -24,7 +25,6 @@ from mammo_insight.synth.table import (
     breast_level,
     make_synthetic_table,
 )
-from mammo_insight.progress import track
 
 __all__ = ["TRUE_EFFECTS", "TrueEffects", "breast_level", "make_synthetic_cohort", "make_synthetic_table"]
 

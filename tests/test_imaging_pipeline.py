@@ -283,5 +283,6 @@ def test_cli_writes_the_cache(tmp_path, synth_root) -> None:
     # without flipping, right breasts keep their chest wall on the right edge of the canvas
     right = index[index["laterality"] == "R"]
     assert ((right["pad_x"] + [CacheGeometry.from_row(r).resized_width for _, r in right.iterrows()]) == 32).all()
-    assert read_cache_config(out)["flip"] == "none" and read_cache_config(out)["bits"] == 16
+    assert read_cache_config(out)["flip"] is False and read_cache_config(out)["bits"] == 16
+    assert PreprocessConfig.from_cache(out) == PreprocessConfig(size=(64, 32), bits=16, flip=False)
     shutil.rmtree(out)

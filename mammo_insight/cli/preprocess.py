@@ -27,18 +27,18 @@ def command(
     seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,
 ) -> None:
     """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
-    from mammo_insight.cli.synth import parse_size
     from mammo_insight.cohort.adapters import load_cohort
     from mammo_insight.errors import MammoInsightError
     from mammo_insight.imaging.build import build_cache
     from mammo_insight.imaging.decode import resolve_backend
     from mammo_insight.imaging.pipeline import PreprocessConfig
+    from mammo_insight.sizes import parse_size
 
     if bits not in (8, 16):
         raise typer.BadParameter(f"--bits must be 8 or 16, got {bits}")
     if backend not in ("local", "dask"):
         raise MammoInsightError(f"--backend must be local or dask, got {backend!r}")
-    config = PreprocessConfig(size=parse_size(size), bits=bits, flip=flip, backend=resolve_backend(decoder),
+    config = PreprocessConfig(size=parse_size(size), bits=bits, flip=flip, decoder=resolve_backend(decoder),
                               mask=mask)
     cohort = load_cohort(dataset, root, mapping)
     paths = cohort.table["image_path"].dropna()

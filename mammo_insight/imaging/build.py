@@ -55,6 +55,8 @@ def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
     path = out_dir / CONFIG_FILE
     if path.is_file():
         old = json.loads(path.read_text())
+        if "size" in old:  # an older cache's flip "left"/"none" and "backend" read as today's fields
+            old = {**old, **PreprocessConfig.from_dict(old).to_dict()}
         changed = [k for k in PIXEL_KEYS if old.get(k) != config.get(k)]
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
@@ -136,7 +138,7 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
     started = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {**config.as_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
+    settings = {**config.to_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
                 "crop": {"method": "otsu+opening+bounded-hysteresis", "margin": config.margin,
                          "mask_outside_breast": config.mask}}
     _check_config(out_dir, settings)
@@ -156,7 +158,7 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
             immediate.append(failed_record(image_id, "the cohort table gives no image_path"))
             continue
         tasks.append({"image_id": image_id, "patient_id": str(row.patient_id), "image_path": str(row.image_path),
-                      "cache_dir": str(out_dir), "config": config.as_dict(), "thumbnail": image_id in sample})
+                      "cache_dir": str(out_dir), "config": config.to_dict(), "thumbnail": image_id in sample})
     skipped = len(done)
     n_failed = 0
     with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:

@@ -33,8 +33,10 @@ dark background, 0 is the padding value. ``load_cache_image`` returns float32 in
 annotations.parquet: image_id, x, y, radius (original pixels, as in Cohort.annotations) and
 cache_x, cache_y, cache_radius (cache pixels), one row per lesion of an ok image.
 
-config.json: {"size": [H, W], "bits": 8|16, "flip": "left"|"none", "dataset": ..., "label_meaning": ...,
-"crop": {...}}.
+config.json: ``PreprocessConfig.to_dict()`` ({"size": [H, W], "bits": 8|16, "flip": true|false, "decoder": ...,
+"margin": ..., "mask": ...}) plus "dataset", "label_meaning" and "crop": the one record of how the cache was
+made; read it back with ``PreprocessConfig.from_cache(CACHE)`` (older caches wrote flip as
+"left"/"none" and the decoder as "backend"; from_dict reads both).
 """
 
 from __future__ import annotations

@@ -68,7 +68,8 @@ def command(
     inputs = {k: v for k, v in {"cohort": cohort, "embeddings": embeddings, "mapping": mapping}.items() if v}
     if root is not None and dataset == "rsna":
         inputs["train_csv"] = root / "train.csv"
-    write_manifest(out, "fuse-train", {"dataset": name, "root": root, "folds": folds, "include_leaky": include,
+    write_manifest(out, "fuse-train", {"dataset": name, "root": root, "folds": result.folds.get("k", folds),
+                                       "folds_requested": folds, "include_leaky": include,
                                        "n_boot": n_boot, "shap_rows": shap_rows, "workers": workers, "params": vars(config.params),
                                        "n_pca": config.n_pca}, seed, inputs)
     render_report(result, out, name, label_meaning)

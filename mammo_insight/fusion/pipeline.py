@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mammo_insight.cohort.folds import folds_record
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.compare import paired_comparisons, score_models
 from mammo_insight.fusion.emb_table import embedding_columns
@@ -71,6 +72,7 @@ class FusionResult:
     interactions: pd.DataFrame | None = None
     top_risk: np.ndarray | None = None   # positions in `breasts` of the highest-risk breasts
     emb_dim: int = 0
+    folds: dict = field(default_factory=dict)  # the folds actually used (cohort.folds.folds_record + requested, source)
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -164,12 +166,15 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     if (fold >= 0).any():
         n_given = len(set(fold[fold >= 0]))
         if n_given != cfg.folds:
-            log.info("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
-                     "that saw it", n_given, cfg.folds)
+            log.warning("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
+                        "that saw it", n_given, cfg.folds)
         fold = fill_folds(fold, y, groups, cfg.seed, cfg.folds)
+        source = "the embeddings' CNN folds (breasts without one split under the same policy)"
     else:
         fold = grouped_folds(y, groups, cfg.folds, cfg.seed)
+        source = "drawn for this run"
     breasts["fold"] = fold
+    folds_used = {**folds_record(groups, y, fold, seed=cfg.seed), "requested": cfg.folds, "source": source}
     meta = breasts[meta_features] if meta_features else None
     if meta is None and emb_matrix is None:
         raise MammoInsightError("no feature left: every metadata column is leaky or empty and no embeddings given")
@@ -191,7 +196,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     result = FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
                           comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
                           included_leaky=included, warnings=warnings, timings=timings,
-                          emb_dim=len(cols))
+                          emb_dim=len(cols), folds=folds_used)
     explain(result, meta, emb_matrix, cfg)
     return result
 

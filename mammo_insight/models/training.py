@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from mammo_insight.cohort.folds import assign_folds, fold_split, folds_record
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
 from mammo_insight.imaging.pipeline import PreprocessConfig
@@ -31,7 +32,6 @@ from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.folds import assign_folds, fold_split
 from mammo_insight.models.lightning_module import ClassifierModule, ProgressiveUnfreeze, monitor_key
 from mammo_insight.models.losses import build_loss
 from mammo_insight.models.predict import predict_cache
@@ -270,6 +270,7 @@ def finish_run(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     thresholds = thresholds_of(metrics)
     values.update(threshold=thresholds["image"], thresholds=thresholds)
     save_run_config(out_dir, values)
+    metrics["folds"] = folds_record(table["patient_id"], table[label], folds, seed=values["seed"])
     save_metrics_json(out_dir / "metrics.json", metrics)
     scored = table.assign(fold=folds)[table["image_id"].isin(oof["image_id"])]
     pixels = load_cache_images(cache_dir, scored)

@@ -7,7 +7,8 @@ outcome somehow. Later stages drop the columns :func:`leaky_columns` returns.
 
 The AUC of one column is measured honestly: each column is turned into levels (deciles for a
 continuous column, "missing" as a level of its own), each level is scored by its cancer rate in the
-other folds (folds grouped by patient, so a woman never scores herself), and a breast's score is the
+other folds (the one folds policy: grouped by patient, so a woman never scores herself, and
+stratified on her label), and a breast's score is the
 mean of its images' scores, compared with the breast label. High-cardinality columns that would
 memorise patients therefore get no credit, and image-level columns (view) are handled as well as
 breast-level ones.
@@ -20,9 +21,10 @@ import logging
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GroupKFold
 
+from mammo_insight.cohort.folds import patient_folds
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
+from mammo_insight.errors import MammoInsightError
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +74,15 @@ def column_auc(codes: np.ndarray, label: np.ndarray, breast: np.ndarray,
     return float(roc_auc_score(breast_label, breast_score))
 
 
-def _patient_folds(groups: pd.Series) -> list[tuple[np.ndarray, np.ndarray]]:
-    n_groups = groups.nunique()
-    k = min(N_FOLDS, n_groups)
-    if k < 2:
+def _patient_folds(groups: pd.Series, label: np.ndarray, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, test) row positions of N_FOLDS folds under the one folds policy (cohort.folds); none when the
+    cohort has too few women or positive women for it (the AUCs are then left empty, with a warning)."""
+    try:
+        fold = patient_folds(groups, label, N_FOLDS, seed)
+    except MammoInsightError as exc:
+        log.warning("leakage audit: no AUC alone for any column: %s", exc)
         return []
-    return list(GroupKFold(n_splits=k).split(np.zeros(len(groups)), groups=groups))
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(N_FOLDS)]
 
 
 def audited_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
@@ -95,7 +100,7 @@ def audit_leakage(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
     y = known[label].to_numpy(dtype=float)
     groups = known["patient_id"] if "patient_id" in known.columns else pd.Series(np.arange(len(known)))
     breast = pd.factorize(known["breast_id"] if "breast_id" in known.columns else groups)[0]
-    folds = _patient_folds(groups)
+    folds = _patient_folds(groups, y)
     rows = []
     for col in audited_columns(table, label):
         available = col not in POST_OUTCOME_COLUMNS

@@ -33,7 +33,7 @@ def command(
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
     import pandas as pd
 
-    from mammo_insight.cohort.schema import validate_cohort
+    from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, validate_cohort
     from mammo_insight.errors import MammoInsightError
     from mammo_insight.fusion.emb_table import read_embeddings
     from mammo_insight.fusion.lgbm import LgbmParams
@@ -43,6 +43,7 @@ def command(
     from mammo_insight.manifest import write_manifest
 
     label_meaning = ""
+    post_outcome = POST_OUTCOME_COLUMNS  # a cohort file's: the canonical post-outcome columns
     if cohort is not None:
         if not cohort.is_file():
             raise MammoInsightError(f"cohort file {cohort} does not exist")
@@ -52,7 +53,7 @@ def command(
         from mammo_insight.cohort.adapters import load_cohort
 
         loaded = load_cohort(dataset, root, mapping)
-        table, name, label_meaning = loaded.table, dataset, loaded.label_meaning
+        table, name, label_meaning, post_outcome = loaded.table, dataset, loaded.label_meaning, loaded.post_outcome
     else:
         raise MammoInsightError("give --cohort FILE.parquet, or --dataset NAME with --root DIR")
     emb = read_embeddings(embeddings) if embeddings is not None else None
@@ -62,7 +63,7 @@ def command(
                     "outcome; every figure of this run is optimistic !!!", fg=typer.colors.RED, bold=True, err=True)
     config = FusionConfig(folds=folds, seed=seed, include_leaky=include, n_boot=n_boot, shap_rows=shap_rows,
                           workers=workers, params=LgbmParams(n_jobs=threads))
-    result = run_fusion(table, emb, config)
+    result = run_fusion(table, emb, config, post_outcome=post_outcome)
     out.mkdir(parents=True, exist_ok=True)
     write_outputs(result, out)
     inputs = {k: v for k, v in {"cohort": cohort, "embeddings": embeddings, "mapping": mapping}.items() if v}

@@ -21,7 +21,10 @@ CANONICAL_COLUMNS = ["patient_id", "image_id", "breast_id", "laterality", "view"
                      "machine_id", "density", "birads", "implant", "cancer", "biopsy", "invasive",
                      "difficult_negative_case", "image_path"]
 LABEL_COLUMNS = ["cancer", "biopsy", "invasive", "difficult_negative_case", "implant"]
-# Decided after the screening outcome: never a model input unless the user insists.
+# Decided after the screening outcome: never a model input unless the user insists. This is RSNA's
+# declaration (RsnaAdapter.post_outcome); every other adapter declares its own list. The canonical columns
+# it names are post-outcome in whichever dataset fills them, so it is also the list of a Cohort whose source
+# declares none (a cohort .parquet file, a table built in code).
 POST_OUTCOME_COLUMNS = ["birads", "biopsy", "invasive", "difficult_negative_case"]
 REQUIRED_VALUES = ["patient_id", "image_id", "laterality"]
 LATERALITIES = {"L", "R"}
@@ -37,6 +40,8 @@ class Cohort:
     coordinates (x to the right, y down); empty when the dataset has none.
     factors: extra (non-canonical) table columns worth analysing, column -> "categorical" or
     "continuous"; adapters and generic mapping files declare them so eda need not guess.
+    post_outcome: the columns decided after the outcome (the adapter's declaration): the leakage audit
+    calls them leaky whatever their AUC, eda never tests them, fuse-train never uses them unless asked.
     """
 
     table: pd.DataFrame
@@ -44,6 +49,7 @@ class Cohort:
     label_meaning: str
     annotations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "x", "y", "radius"]))
     factors: dict[str, str] = field(default_factory=dict)
+    post_outcome: list[str] = field(default_factory=lambda: list(POST_OUTCOME_COLUMNS))
 
 
 def _rows(mask: pd.Series) -> str:

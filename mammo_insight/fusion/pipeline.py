@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.cohort.folds import folds_record
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.compare import paired_comparisons, score_models
 from mammo_insight.fusion.emb_table import embedding_columns
@@ -129,13 +130,17 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
 
 
 def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
-               config: FusionConfig | None = None) -> FusionResult:
-    """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP."""
+               config: FusionConfig | None = None, *, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
+               ) -> FusionResult:
+    """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP.
+
+    ``post_outcome``: the cohort's post-outcome columns (Cohort.post_outcome), left out unless included.
+    """
     cfg = config or FusionConfig()
     timings: dict[str, float] = {}
     warnings: list[str] = []
     with _Timer(timings, "leakage audit"):
-        leaky = leaky_columns_of(table)
+        leaky = leaky_columns_of(table, post_outcome)
     included = list(cfg.include_leaky)
     excluded = [c for c in leaky if c not in included]
     if included:

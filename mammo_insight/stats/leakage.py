@@ -1,7 +1,8 @@
 """Leakage audit: which columns are known at screening time, and how well each alone predicts the label.
 
-Two ways a column leaks. It may be decided after the outcome (RSNA's BIRADS, biopsy, invasive,
-difficult_negative_case): then it is leaky by definition, whatever its AUC. Or it may predict the
+Two ways a column leaks. It may be decided after the outcome (the cohort's ``post_outcome`` list, which
+its adapter declares: RSNA's BIRADS, biopsy, invasive, difficult_negative_case; CMMD's classification,
+subtype, abnormality ...): then it is leaky by definition, whatever its AUC. Or it may predict the
 label implausibly well on its own (AUC >= 0.9), which for screening metadata means it encodes the
 outcome somehow. Later stages drop the columns :func:`leaky_columns` returns.
 
@@ -17,6 +18,7 @@ breast-level ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,11 +92,13 @@ def audited_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
     return [c for c in table.columns if c != label and c not in NOT_AUDITED]
 
 
-def audit_leakage(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
+def audit_leakage(table: pd.DataFrame, label: str = "cancer", *,
+                  post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> pd.DataFrame:
     """One row per audited column: column, available_at_screening, auc_alone, verdict ('leaky' or 'ok').
 
-    Post-outcome columns are never available at screening and always leaky. Any other column whose
-    AUC alone reaches 0.9 is leaky too. Columns that are entirely empty get a NaN AUC.
+    Post-outcome columns (``post_outcome``: the cohort's declaration, Cohort.post_outcome; the canonical
+    ones by default) are never available at screening and always leaky. Any other column whose AUC alone
+    reaches 0.9 is leaky too. Columns that are entirely empty get a NaN AUC.
     """
     known = table[table[label].notna()].reset_index(drop=True)
     y = known[label].to_numpy(dtype=float)
@@ -103,7 +107,7 @@ def audit_leakage(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
     folds = _patient_folds(groups, y)
     rows = []
     for col in audited_columns(table, label):
-        available = col not in POST_OUTCOME_COLUMNS
+        available = col not in post_outcome
         auc = float("nan")
         if folds and known[col].notna().any() and len(y) and 0 < y.sum() < len(y):
             auc = column_auc(_level_codes(known[col]), y, breast, folds)
@@ -114,7 +118,8 @@ def audit_leakage(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
     return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
 
 
-def leaky_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
+def leaky_columns(table: pd.DataFrame, label: str = "cancer", *,
+                  post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> list[str]:
     """The columns later stages exclude by default (post-outcome or implausibly predictive)."""
-    audit = audit_leakage(table, label)
+    audit = audit_leakage(table, label, post_outcome=post_outcome)
     return audit.loc[audit["verdict"] == "leaky", "column"].tolist()

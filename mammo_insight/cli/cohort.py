@@ -16,13 +16,11 @@ def command(
 ) -> None:
     """Write the canonical cohort table and print its counts."""
     from mammo_insight.cohort.adapters import load_cohort
+    from mammo_insight.cohort.source import write_cohort_file
     from mammo_insight.cohort.summary import cohort_counts
 
     cohort = load_cohort(dataset, root, mapping)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cohort.table.to_parquet(out, index=False)
-    if len(cohort.annotations):
-        cohort.annotations.to_parquet(out.with_name(out.stem + "_annotations.parquet"), index=False)
+    write_cohort_file(cohort, out)
     for key, value in cohort_counts(cohort.table).items():
         typer.echo(f"{key}: {value}")
     typer.echo(f"label: {cohort.label_meaning}")

@@ -91,11 +91,14 @@ def _sample(ids: list[str], n: int, seed: int) -> set[str]:
 
 
 def _index(table: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every cohort column (canonical first, then the adapter's own: a second label, is_augmented,
+    external_only ...), then the cache columns."""
     rec = pd.DataFrame([records.get(str(i), failed_record(str(i), "not processed")) for i in table["image_id"]])
     for col in CACHE_COLUMNS + ["reason"]:
         if col not in rec.columns:
             rec[col] = None
-    index = table[CANONICAL_COLUMNS].reset_index(drop=True).copy()
+    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in CACHE_COLUMNS]
+    index = table[CANONICAL_COLUMNS + extras].reset_index(drop=True).copy()
     for col in CACHE_COLUMNS:
         index[col] = rec[col].to_numpy()
     for col in INT_COLUMNS:
@@ -136,6 +139,10 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
     from mammo_insight.progress import progress_bar
 
     started = time.perf_counter()
+    clash = [c for c in cohort.table.columns if c in CACHE_COLUMNS + ["reason"]]
+    if clash:
+        raise MammoInsightError(f"the cohort has column(s) {', '.join(clash)}, which the cache index writes "
+                                "itself; rename them in the cohort")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     settings = {**config.to_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,

@@ -10,7 +10,8 @@ Layout of a cache directory CACHE::
     CACHE/manifest.json        mammo_insight.manifest.write_manifest (stage "preprocess")
     CACHE/contact_sheet.png    before/after crop for a sample of images, for a person to look at
 
-index.parquet columns: the canonical cohort columns (mammo_insight.cohort.schema.CANONICAL_COLUMNS)
+index.parquet columns: the canonical cohort columns (mammo_insight.cohort.schema.CANONICAL_COLUMNS), then
+every other column of the cohort (an adapter's own: a second label, is_augmented, external_only ...),
 followed by
 
 - cache_path: PNG path relative to CACHE (None when failed)

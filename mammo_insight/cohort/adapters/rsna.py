@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
-from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_canonical
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_canonical, file_lines
 from mammo_insight.errors import CohortError
 
 RENAMES = {"BIRADS": "birads"}
@@ -65,7 +65,8 @@ def _annotations(path: Path) -> pd.DataFrame:
         values = pd.to_numeric(ann[col], errors="coerce")
         if values.isna().any():
             row = int(values.isna().to_numpy().argmax())
-            raise CohortError(f"rsna: {path} column '{col}' must be numeric; row {row} holds {ann[col].iloc[row]!r}")
+            raise CohortError(f"rsna: {path} column '{col}' must be numeric; {file_lines([row])} holds "
+                              f"{ann[col].iloc[row]!r}")
         ann[col] = values.astype("float64")
     return ann
 

@@ -75,3 +75,25 @@ def test_leakage_audit_uses_the_policy_and_leaves_aucs_empty_when_too_small(capl
     table = pd.DataFrame({"patient_id": patient[:8], "cancer": label[:8], "age": np.arange(8.0)})
     audit = leakage.audit_leakage(table)
     assert audit["auc_alone"].isna().all() and "too few" in caplog.text
+
+
+def test_the_fast_split_is_sklearns_stratified_group_k_fold_exactly() -> None:
+    import warnings
+
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from mammo_insight.cohort.folds import stratified_group_folds
+
+    rng = np.random.default_rng(5)
+    for trial in range(40):
+        n, k = int(rng.integers(10, 300)), int(rng.integers(2, 8))
+        y = (rng.random(n) < rng.uniform(0.05, 0.6)).astype(int) if trial % 4 else rng.integers(0, 3, n)
+        if np.bincount(y).min() < k:
+            continue
+        expected = np.empty(n, dtype=int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            splits = StratifiedGroupKFold(k, shuffle=True, random_state=trial).split(np.zeros(n), y, np.arange(n))
+            for f, (_, test) in enumerate(splits):
+                expected[test] = f
+        np.testing.assert_array_equal(stratified_group_folds(y, k, trial), expected)

@@ -15,11 +15,12 @@ otherwise fold -1: they train in every fold and are validated in none.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.utils import check_random_state
 
 from mammo_insight.errors import MammoInsightError
 
@@ -59,12 +60,46 @@ def patient_folds(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndar
     """Fold number (0..k-1) per row under the one policy: every row of a woman in her fold."""
     patients = patient_labels(patient_id, label)
     check_fold_counts(len(patients), int(patients.sum()), k)
-    ids = patients.index.to_numpy()
-    splitter = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
-    fold_of: dict[Any, int] = {}
-    for f, (_, val) in enumerate(splitter.split(np.zeros(len(ids)), patients.to_numpy(), groups=ids)):
-        fold_of.update(dict.fromkeys(ids[val], f))
+    fold_of = dict(zip(patients.index, stratified_group_folds(patients.to_numpy(), k, seed)))
     return np.array(pd.Series(np.asarray(patient_id)).map(fold_of), dtype=int)
+
+
+def stratified_group_folds(group_label: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold per group (one label each), exactly as ``StratifiedGroupKFold(k, shuffle=True, random_state=seed)``
+    splits one row per group with the groups in sorted order, about 20 times faster.
+
+    scikit-learn's greedy loop (shuffle the groups, take them by decreasing spread of their class counts,
+    put each in the fold that keeps the class shares most even, ties to the smaller fold) scores each
+    candidate fold with a separate numpy call: 7 s for RSNA's 11,913 women. Here the k candidates are
+    scored in one call; the arithmetic is the same, so the folds are identical (tested against sklearn).
+    """
+    rng = check_random_state(seed)
+    _, y_inv, y_cnt = np.unique(np.asarray(group_label), return_inverse=True, return_counts=True)
+    n = len(y_inv)
+    counts = np.zeros((n, len(y_cnt)))
+    counts[np.arange(n), y_inv] = 1
+    perm = np.arange(n)
+    rng.shuffle(perm)
+    counts = counts[perm]
+    inv_perm = np.empty_like(perm)
+    inv_perm[perm] = np.arange(n)
+    order = np.argsort(-np.std(counts, axis=1), kind="stable")
+    per_fold = np.zeros((k, len(y_cnt)))
+    eye = np.eye(k)[:, :, None]
+    scale = y_cnt.reshape(1, 1, -1)
+    fold_of_shuffled = np.empty(n, dtype=int)
+    for g in order:
+        proposed = per_fold[None, :, :] + eye * counts[g]   # candidate i: the group added to fold i
+        evals = np.mean(np.std(proposed / scale, axis=1), axis=1).tolist()
+        sizes = per_fold.sum(axis=1).tolist()
+        best, min_eval, min_size = 0, math.inf, math.inf
+        for i in range(k):  # sklearn's tie-break in its order; np.isclose's test (finite once a fold is taken)
+            if evals[i] < min_eval or (abs(evals[i] - min_eval) <= 1e-8 + 1e-5 * abs(min_eval)
+                                       and sizes[i] < min_size):
+                best, min_eval, min_size = i, evals[i], sizes[i]
+        per_fold[best] += counts[g]
+        fold_of_shuffled[g] = best
+    return fold_of_shuffled[inv_perm]
 
 
 def assign_folds(table: pd.DataFrame, n_folds: int, seed: int, label_column: str = "cancer") -> pd.Series:

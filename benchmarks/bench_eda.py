@@ -32,7 +32,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.csv.parent
         if not args.csv.is_file():
-            from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
+            from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
             root = Path(tmp) / "synthetic"
             root.mkdir()

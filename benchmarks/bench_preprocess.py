@@ -25,13 +25,13 @@ from mammo_insight.imaging.pipeline import PreprocessConfig, process_one
 
 
 def decode_only(task: dict) -> dict:
-    pixels = read_image(task["image_path"], task["config"]["backend"]).pixels
+    pixels = read_image(task["image_path"], task["config"]["decoder"]).pixels
     return {"image_id": task["image_id"], "status": "ok", "shape": pixels.shape}
 
 
 def _tasks(files: list[Path], cache: Path, config: PreprocessConfig) -> list[dict]:
     return [{"image_id": f"{f.stem}_{i}", "patient_id": f.parent.name, "image_path": str(f), "cache_dir": str(cache),
-             "config": config.as_dict(), "thumbnail": False} for i, f in enumerate(files)]
+             "config": config.to_dict(), "thumbnail": False} for i, f in enumerate(files)]
 
 
 def _best_seconds(fn, files: list[Path], config: PreprocessConfig, workers: int, repeats: int) -> float:
@@ -64,7 +64,7 @@ def main() -> None:
     # largest first, so two workers are not left waiting on one big file at the end
     files = sorted((args.data / "rsna").rglob("*.dcm"), key=lambda p: -p.stat().st_size) * args.copies
     h, w = (int(v) for v in args.size.lower().split("x"))
-    config = PreprocessConfig(size=(h, w), backend=args.decoder)
+    config = PreprocessConfig(size=(h, w), decoder=args.decoder)
     rows = {}
     for workers in (1, 2):
         for name, fn in (("decode", decode_only), ("pipeline", process_one)):

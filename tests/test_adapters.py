@@ -467,7 +467,7 @@ def test_generic_mapping_names_absent_column(tmp_path):
 
 def test_generic_junk_in_numeric_column_names_column_and_row(tmp_path):
     root, mapping = _generic(tmp_path, csv=GENERIC_CSV.replace(",51,", ",fifty,", 1))
-    with pytest.raises(CohortError, match=r"column 'age' must be numeric; row\(s\) 0 hold non-numeric .*'fifty'"):
+    with pytest.raises(CohortError, match=r"column 'age' must be numeric; line\(s\) 2 hold non-numeric .*'fifty'"):
         load_cohort("generic", root, mapping)
 
 
@@ -479,7 +479,7 @@ def test_generic_junk_in_continuous_factor_names_column_and_line(tmp_path):
 
 def test_generic_unmapped_laterality_is_named(tmp_path):
     root, mapping = _generic(tmp_path, toml=GENERIC_TOML.replace('RIGHT = "R"\n', ""))
-    with pytest.raises(CohortError, match=r"'laterality' has unknown value\(s\) \['RIGHT'\] in row\(s\) 2, 3"):
+    with pytest.raises(CohortError, match=r"'laterality' has unknown value\(s\) \['RIGHT'\] in line\(s\) 4, 5"):
         load_cohort("generic", root, mapping)
 
 

@@ -146,9 +146,9 @@ def test_run_and_evaluate_reports_render_from_perfect_predictions(tmp_path, capl
 
 def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
     from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
     from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
     from mammo_insight.stats.study import run_study
+    from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
     table = make_synthetic_table(150, 3, 0.2)[RSNA_COLUMNS]
     table["cancer"] = (table["implant"] == 1).astype(int)      # a factor that decides the label
@@ -169,7 +169,6 @@ def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
 @pytest.mark.slow
 def test_fusion_explain_and_index_render_from_degenerate_numbers(tmp_path):
     from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
     from mammo_insight.explain.gallery import render_index
     from mammo_insight.fusion.lgbm import LgbmParams
     from mammo_insight.fusion.outputs import write_outputs
@@ -177,6 +176,7 @@ def test_fusion_explain_and_index_render_from_degenerate_numbers(tmp_path):
     from mammo_insight.fusion.report import render_report
     from mammo_insight.manifest import write_manifest
     from mammo_insight.report.index import build_index
+    from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
     make_synthetic_table(200, 5, 0.2)[RSNA_COLUMNS].to_csv(tmp_path / "train.csv", index=False)
     cohort = load_cohort("rsna", tmp_path).table

@@ -21,14 +21,14 @@ from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
-from mammo_insight.fusion.shap_tabular import group_share
 from mammo_insight.fusion import lgbm
 from mammo_insight.fusion.features import breast_features
 from mammo_insight.fusion.lgbm import ImageFeatures, LgbmParams, cross_validate, fit_fold_pca, grouped_folds
 from mammo_insight.fusion.outputs import write_outputs
 from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
 from mammo_insight.fusion.report import render_report
+from mammo_insight.fusion.shap_tabular import group_share
+from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
 FAST = LgbmParams(n_estimators=120, learning_rate=0.05)
 DIM = 24
@@ -110,6 +110,9 @@ def test_outputs_follow_the_contract(fused):
         cell = metrics[model]["roc_auc"]
         assert cell["ci_low"] <= cell["value"] <= cell["ci_high"]
     assert {"fused_vs_metadata", "fused_vs_image", "image_vs_metadata"} <= set(metrics["comparisons"])
+    folds = metrics["folds"]  # the folds actually used: the embeddings' CNN folds
+    assert folds["k"] == result.breasts["fold"].nunique() and folds["source"].startswith("the embeddings'")
+    assert sum(f["patients"] for f in folds["per_fold"]) == result.breasts["patient_id"].nunique()
     oof = pd.read_csv(out / "oof_predictions.csv")
     assert list(oof.columns[:5]) == ["breast_id", "patient_id", "fold", "model", "prob"]
     assert len(oof) == 3 * len(result.breasts) and oof["prob"].between(0, 1).all()
@@ -191,6 +194,8 @@ def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert set(metrics) >= {"metadata"} and "fused" not in metrics
     assert metrics["included_leaky"] == ["biopsy"]
+    assert metrics["folds"]["k"] == 5 and metrics["folds"]["source"] == "drawn for this run"
+    assert json.loads((out / "manifest.json").read_text())["config"]["folds"] == 5
     # every cancer is biopsied in the synthetic cohort: the leak must show as an implausible AUC
     assert metrics["metadata"]["roc_auc"]["value"] > 0.9
     manifest = json.loads((out / "manifest.json").read_text())

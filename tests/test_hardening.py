@@ -52,7 +52,7 @@ def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("hard_synth")
     make_synthetic_cohort(root, n_patients=5, seed=11, size=(96, 64), prevalence=0.5)
@@ -160,11 +160,11 @@ def test_preprocess_with_a_table_but_no_images_names_the_folder(synth_root, tmp_
 
 # 3. CSVs with missing columns or junk values -----------------------------------------------------------
 
-JUNK = {  # kind -> (change to train.csv, words the message must hold)
-    "age": (lambda t: t.loc.__setitem__((2, "age"), "abc"), ["'age'", "row(s) 2", "abc"]),
-    "laterality": (lambda t: t.loc.__setitem__((3, "laterality"), "X"), ["'laterality'", "row(s) 3", "X"]),
-    "cancer": (lambda t: t.loc.__setitem__((1, "cancer"), "2"), ["'cancer'", "row(s) 1", "2"]),
-    "duplicate": (lambda t: t.loc.__setitem__((4, "image_id"), t.loc[0, "image_id"]), ["'image_id'", "0, 4"]),
+JUNK = {  # kind -> (change to train.csv, words the message must hold: rows as CSV lines, header = line 1)
+    "age": (lambda t: t.loc.__setitem__((2, "age"), "abc"), ["'age'", "line(s) 4", "abc"]),
+    "laterality": (lambda t: t.loc.__setitem__((3, "laterality"), "X"), ["'laterality'", "line(s) 5", "X"]),
+    "cancer": (lambda t: t.loc.__setitem__((1, "cancer"), "2"), ["'cancer'", "line(s) 3", "2"]),
+    "duplicate": (lambda t: t.loc.__setitem__((4, "image_id"), t.loc[0, "image_id"]), ["'image_id'", "2, 6"]),
     "missing": (lambda t: t.pop("laterality"), ["laterality", "lacks"]),
 }
 
@@ -203,7 +203,7 @@ def _assert_escaped(html: str, *payloads: str, shown: bool = True) -> None:
 
 
 def _hostile_rsna(tmp_path: Path, n_patients: int = 60) -> Path:
-    from mammo_insight.cohort.synth_table import RSNA_COLUMNS, make_synthetic_table
+    from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
     table = make_synthetic_table(n_patients, 3, 0.3)[RSNA_COLUMNS].copy()
     table["site_id"] = np.where(table["patient_id"].astype(int) % 2 == 0, SCRIPT, "2")
@@ -420,7 +420,7 @@ def test_rsna_ids_cannot_point_outside_the_image_folder(synth_root, tmp_path):
     table.loc[2, "image_id"] = "../../../../etc/passwd"
     table.to_csv(root / "train.csv", index=False)
     result = cli("cohort", "--dataset", "rsna", "--root", root, "--out", tmp_path / "c.parquet")
-    assert_clean_error(result, "'image_id'", "row(s) 2", "../../../../etc/passwd")
+    assert_clean_error(result, "'image_id'", "line(s) 4", "../../../../etc/passwd")
 
 
 def test_cache_files_cannot_be_written_outside_the_cache(synth_root, tmp_path):
@@ -434,7 +434,7 @@ def test_cache_files_cannot_be_written_outside_the_cache(synth_root, tmp_path):
                                        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n')
     result = cli("preprocess", "--dataset", "generic", "--root", tmp_path, "--mapping", tmp_path / "map.toml",
                  "--out", tmp_path / "a" / "b" / "cache", "--size", "64x32")
-    assert_clean_error(result, "'patient_id'", "row(s) 1", "../../../escaped")
+    assert_clean_error(result, "'patient_id'", "line(s) 3", "../../../escaped")
     assert not list(tmp_path.rglob("escaped*"))
 
 

@@ -84,7 +84,7 @@ def test_signed_pixels_index_the_table() -> None:
 @pytest.fixture(scope="module")
 def synth_files(tmp_path_factory) -> dict[str, Path]:
     """One synthetic DICOM per transfer syntax."""
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("imaging_decode_synth")
     make_synthetic_cohort(root, n_patients=4, seed=2, size=(96, 64))

@@ -18,6 +18,7 @@ import pytest
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, validate_cohort
+from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.build import JOURNAL_FILE, build_cache
 from mammo_insight.imaging.cache import (
     CACHE_COLUMNS,
@@ -34,7 +35,7 @@ SIZE = (96, 48)
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("imaging_synth")
     make_synthetic_cohort(root, n_patients=5, seed=7, size=(128, 96), prevalence=0.6)
@@ -144,6 +145,32 @@ def test_sixteen_bit_cache_matches_eight_bit(tmp_path, cohort, reference) -> Non
         b = load_cache_image(reference, row)
         assert np.abs(a - b).max() <= 1 / 255 + 1e-6
         assert len(np.unique(a)) > len(np.unique(b))
+
+
+def test_every_adapter_column_reaches_the_index(tmp_path, cohort) -> None:
+    """A second label, is_augmented and external_only travel from the cohort into index.parquet."""
+    table = cohort.table.head(4).copy()
+    table["second_label"] = [1.0, 0.0, None, 1.0]
+    table["is_augmented"] = pd.array([True, None, False, None], dtype="boolean")
+    table["external_only"] = pd.array([None, True, None, None], dtype="boolean")
+    table["scanner_note"] = ["a", "b", None, "d"]
+    extra = Cohort(validate_cohort(table), cohort.dataset, cohort.label_meaning)
+    build_cache(extra, tmp_path, PreprocessConfig(size=SIZE), show_progress=False, sheet_size=0)
+    index = read_cache_index(tmp_path, include_failed=True)
+    extras = ["second_label", "is_augmented", "external_only", "scanner_note"]
+    assert list(index.columns) == [*table.columns[:len(table.columns) - len(extras)], *extras, *CACHE_COLUMNS]
+    for col in extras:
+        pd.testing.assert_series_equal(index[col], table[col].reset_index(drop=True), check_dtype=False)
+    from mammo_insight.cohort.folds import train_only_mask
+
+    assert train_only_mask(index).tolist() == [True, True, False, False]
+
+
+def test_a_cohort_column_named_like_a_cache_column_is_refused_up_front(tmp_path, cohort) -> None:
+    clash = Cohort(cohort.table.head(2).assign(status="x"), cohort.dataset, cohort.label_meaning)
+    with pytest.raises(MammoInsightError, match="status"):
+        build_cache(clash, tmp_path, PreprocessConfig(size=SIZE), show_progress=False, sheet_size=0)
+    assert not (tmp_path / "index.parquet").exists()
 
 
 def _bad_files(tmp: Path, good: Path) -> dict[str, tuple[Path, str]]:
@@ -283,5 +310,6 @@ def test_cli_writes_the_cache(tmp_path, synth_root) -> None:
     # without flipping, right breasts keep their chest wall on the right edge of the canvas
     right = index[index["laterality"] == "R"]
     assert ((right["pad_x"] + [CacheGeometry.from_row(r).resized_width for _, r in right.iterrows()]) == 32).all()
-    assert read_cache_config(out)["flip"] == "none" and read_cache_config(out)["bits"] == 16
+    assert read_cache_config(out)["flip"] is False and read_cache_config(out)["bits"] == 16
+    assert PreprocessConfig.from_cache(out) == PreprocessConfig(size=(64, 32), bits=16, flip=False)
     shutil.rmtree(out)

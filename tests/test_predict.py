@@ -27,11 +27,11 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.cohort.synth import make_synthetic_cohort
     from mammo_insight.imaging.build import build_cache
     from mammo_insight.imaging.pipeline import PreprocessConfig
     from mammo_insight.models.config import load_config
     from mammo_insight.stages.train import train_run
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("predict")
     make_synthetic_cohort(root / "cohort", n_patients=10, seed=0, size=(96, 72), prevalence=0.4)

@@ -44,28 +44,28 @@ def test_wrong_type_names_column_and_row():
     t = good_table()
     t["age"] = t["age"].astype(object)
     t.loc[2, "age"] = "sixty"
-    with pytest.raises(CohortError, match=r"'age' must be numeric; row\(s\) 2 .*'sixty'"):
+    with pytest.raises(CohortError, match=r"'age' must be numeric; line\(s\) 4 .*'sixty'"):
         validate_cohort(t)
 
 
 def test_unknown_laterality():
     t = good_table()
     t.loc[3, "laterality"] = "X"
-    with pytest.raises(CohortError, match=re.escape("'laterality' has unknown value(s) ['X'] in row(s) 3")):
+    with pytest.raises(CohortError, match=re.escape("'laterality' has unknown value(s) ['X'] in line(s) 5")):
         validate_cohort(t)
 
 
 def test_duplicate_image_id():
     t = good_table()
     t.loc[3, "image_id"] = "i1"
-    with pytest.raises(CohortError, match=r"'image_id' must be unique; duplicated id\(s\) \['i1'\] in row\(s\) 1, 3"):
+    with pytest.raises(CohortError, match=r"'image_id' must be unique; duplicated id\(s\) \['i1'\] in line\(s\) 3, 5"):
         validate_cohort(t)
 
 
 def test_label_outside_zero_one():
     t = good_table()
     t.loc[0, "cancer"] = 2
-    with pytest.raises(CohortError, match=r"'cancer' is a 0/1 label but holds \[2.0\] in row\(s\) 0"):
+    with pytest.raises(CohortError, match=r"'cancer' is a 0/1 label but holds \[2.0\] in line\(s\) 2"):
         validate_cohort(t)
 
 
@@ -73,3 +73,23 @@ def test_unknown_label_stays_nan():
     t = good_table()
     t["cancer"] = [0, np.nan, 1, 0]
     assert validate_cohort(t)["cancer"].isna().sum() == 1
+
+
+def test_messages_name_the_csv_line_an_editor_shows(tmp_path):
+    """Rows are named as 1-based file lines (header = line 1): the named line holds the junk."""
+    from mammo_insight.cohort.adapters import load_cohort
+
+    rows = ["patient_id,image_id,laterality,view,age,cancer"] + [f"p{i},i{i},L,CC,50,0" for i in range(6)]
+    rows[4] = "p3,i3,L,CC,fifty,0"
+    (tmp_path / "train.csv").write_text("\n".join(rows) + "\n")
+    with pytest.raises(CohortError, match=r"line\(s\) (\d+) ") as info:
+        load_cohort("rsna", tmp_path)
+    line = int(re.search(r"line\(s\) (\d+) ", str(info.value)).group(1))
+    assert "fifty" in (tmp_path / "train.csv").read_text().splitlines()[line - 1]
+
+
+def test_rows_not_in_file_order_are_named_by_their_given_lines():
+    t = good_table()
+    t.loc[1, "laterality"] = "X"
+    with pytest.raises(CohortError, match=re.escape("in line(s) 40")):
+        validate_cohort(t, lines=[10 * (i + 3) for i in range(len(t))])

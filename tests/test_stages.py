@@ -14,7 +14,7 @@ from mammo_insight.report.index import build_index
 
 @pytest.fixture(scope="module")
 def synth_root(tmp_path_factory) -> Path:
-    from mammo_insight.cohort.synth import make_synthetic_cohort
+    from mammo_insight.synth.cohort import make_synthetic_cohort
 
     root = tmp_path_factory.mktemp("stages_synth")
     make_synthetic_cohort(root, n_patients=6, seed=3, size=(96, 64), prevalence=0.5)

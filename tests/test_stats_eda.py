@@ -11,13 +11,13 @@ import pytest
 from typer.testing import CliRunner
 
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, validate_cohort
-from mammo_insight.cohort.synth_table import RSNA_COLUMNS, TRUE_EFFECTS, make_synthetic_table
 from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
 from mammo_insight.stats.factors import AGE_BANDS, build_study_frame
 from mammo_insight.stats.rates import RATE_COLUMNS, compute_rates, wilson
 from mammo_insight.stats.regression import AGE_TERM, fit_models
 from mammo_insight.stats.study import SUMMARY_KEYS, run_study
 from mammo_insight.stats.tests import association_tests
+from mammo_insight.synth.table import RSNA_COLUMNS, TRUE_EFFECTS, make_synthetic_table
 
 
 def _synthetic_cohort(tmp_path, n_patients: int, seed: int, prevalence: float = 0.2) -> Cohort:

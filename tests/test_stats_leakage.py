@@ -56,8 +56,10 @@ def test_leaky_columns_lists_names():
 def test_rsna_post_outcome_columns_are_leaky(data_dir):
     from mammo_insight.cohort.adapters import load_cohort
 
-    table = load_cohort("rsna", data_dir / "rsna").table
-    audit = audit_leakage(table).set_index("column")
+    cohort = load_cohort("rsna", data_dir / "rsna")
+    table = cohort.table
+    assert cohort.post_outcome == POST_OUTCOME_COLUMNS  # RSNA's declaration
+    audit = audit_leakage(table, post_outcome=cohort.post_outcome).set_index("column")
     for col in POST_OUTCOME_COLUMNS:
         assert audit.loc[col, "verdict"] == "leaky", col
         assert not audit.loc[col, "available_at_screening"]

@@ -16,9 +16,9 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1, RLELossless
 
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.cohort.jpeg_lossless import encode_jpeg_lossless_sv1
-from mammo_insight.cohort.synth import TRUE_EFFECTS, breast_level, make_synthetic_cohort, make_synthetic_table
-from mammo_insight.cohort.synth_table import RSNA_COLUMNS
+from mammo_insight.synth.cohort import TRUE_EFFECTS, breast_level, make_synthetic_cohort, make_synthetic_table
+from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless_sv1
+from mammo_insight.synth.table import RSNA_COLUMNS
 
 SIZE = (80, 60)
 

@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 import torch
 
+from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import AugmentConfig, TrainConfig, load_config
-from mammo_insight.models.folds import assign_folds, fold_split
 from mammo_insight.models.losses import FocalLoss, build_loss
 from mammo_insight.models.sampling import (
     EpochSampler,

@@ -87,6 +87,9 @@ def run(cache, tmp_path_factory) -> Path:
 def test_short_cpu_training_finds_the_planted_lesions(run: Path):
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["breast"]["roc_auc"]["value"] >= 0.8
+    folds = metrics["folds"]  # the folds actually used, as cohort.folds drew them
+    assert folds["k"] == 2 and folds["seed"] == json.loads((run / "config.json").read_text())["seed"]
+    assert all(f["positive_patients"] > 0 for f in folds["per_fold"]) and "stratified" in folds["policy"]
     for level in ("image", "breast"):
         for name in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1", "pf1", "roc_auc",
                      "pr_auc"):

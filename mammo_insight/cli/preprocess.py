@@ -27,7 +27,7 @@ def command(
     seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,
 ) -> None:
     """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
-    from mammo_insight.cli.synth import parse_size
+    from mammo_insight.sizes import parse_size
     from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess, write_preprocess
 
     config = PreprocessStageConfig(dataset=dataset, root=root, out=out, size=parse_size(size), mapping=mapping,

@@ -8,17 +8,6 @@ from typing import Annotated
 import typer
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """'512x256' -> (512, 256): height x width."""
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError as exc:
-        raise typer.BadParameter(f"size must look like HEIGHTxWIDTH (e.g. 512x256), got {text!r}") from exc
-    if h < 16 or w < 16:
-        raise typer.BadParameter(f"size {text!r} is too small (at least 16x16)")
-    return h, w
-
-
 def command(
     out: Annotated[Path, typer.Option(help="output folder (RSNA layout)")],
     patients: Annotated[int, typer.Option(min=1, help="number of women")] = 100,
@@ -27,6 +16,7 @@ def command(
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
+    from mammo_insight.sizes import parse_size
     from mammo_insight.stages.synth import SynthConfig, run_synth, write_synth
 
     result = run_synth(SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence))

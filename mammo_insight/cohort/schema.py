@@ -7,6 +7,7 @@ Labels are 1.0 / 0.0 / NaN (unknown), as in torchxrayvision.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,10 @@ CANONICAL_COLUMNS = ["patient_id", "image_id", "breast_id", "laterality", "view"
                      "machine_id", "density", "birads", "implant", "cancer", "biopsy", "invasive",
                      "difficult_negative_case", "image_path"]
 LABEL_COLUMNS = ["cancer", "biopsy", "invasive", "difficult_negative_case", "implant"]
-# Decided after the screening outcome: never a model input unless the user insists.
+# Decided after the screening outcome: never a model input unless the user insists. This is RSNA's
+# declaration (RsnaAdapter.post_outcome); every other adapter declares its own list. The canonical columns
+# it names are post-outcome in whichever dataset fills them, so it is also the list of a Cohort whose source
+# declares none (a cohort .parquet file, a table built in code).
 POST_OUTCOME_COLUMNS = ["birads", "biopsy", "invasive", "difficult_negative_case"]
 REQUIRED_VALUES = ["patient_id", "image_id", "laterality"]
 LATERALITIES = {"L", "R"}
@@ -37,6 +41,8 @@ class Cohort:
     coordinates (x to the right, y down); empty when the dataset has none.
     factors: extra (non-canonical) table columns worth analysing, column -> "categorical" or
     "continuous"; adapters and generic mapping files declare them so eda need not guess.
+    post_outcome: the columns decided after the outcome (the adapter's declaration): the leakage audit
+    calls them leaky whatever their AUC, eda never tests them, fuse-train never uses them unless asked.
     """
 
     table: pd.DataFrame
@@ -44,13 +50,20 @@ class Cohort:
     label_meaning: str
     annotations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "x", "y", "radius"]))
     factors: dict[str, str] = field(default_factory=dict)
+    post_outcome: list[str] = field(default_factory=lambda: list(POST_OUTCOME_COLUMNS))
 
 
-def _rows(mask: pd.Series) -> str:
-    idx = list(np.flatnonzero(mask.to_numpy()))
-    shown = ", ".join(str(i) for i in idx[:MAX_ROWS_SHOWN])
+def file_lines(positions: Iterable[int], lines: Sequence[int] | None = None) -> str:
+    """0-based table rows as the 1-based file lines a user sees in an editor (the header is line 1).
+
+    Every message of cohort validation names rows this way. ``lines``: the file line of each table row when
+    the table is not the file's rows in order; by default row i is line i + 2 (a CSV read in order, or a
+    table as the ``cohort`` command would write it).
+    """
+    idx = [int(i) for i in positions]
+    shown = ", ".join(str(lines[i] if lines is not None else i + 2) for i in idx[:MAX_ROWS_SHOWN])
     more = f" and {len(idx) - MAX_ROWS_SHOWN} more" if len(idx) > MAX_ROWS_SHOWN else ""
-    return f"row(s) {shown}{more}"
+    return f"line(s) {shown}{more}"
 
 
 def _clean_str(series: pd.Series) -> pd.Series:
@@ -64,11 +77,17 @@ def _escapes_folder(value: str) -> bool:
     return ".." in parts or value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":" and value[0].isalpha())
 
 
-def validate_cohort(table: pd.DataFrame, source: str = "cohort table") -> pd.DataFrame:
+def validate_cohort(table: pd.DataFrame, source: str = "cohort table", lines: Sequence[int] | None = None
+                    ) -> pd.DataFrame:
     """Check the canonical contract and return a copy with canonical dtypes and column order.
 
-    Raises CohortError naming the column and the first offending rows (0-based positions).
+    Raises CohortError naming the column and the first offending rows as file lines (header = line 1;
+    see :func:`file_lines`, ``lines`` gives each row's line when the table is not the file's rows in order).
     """
+
+    def _rows(mask: pd.Series) -> str:
+        return file_lines(np.flatnonzero(mask.to_numpy()), lines)
+
     if table is None or len(table) == 0:
         raise CohortError(f"{source}: the table is empty (no rows)")
     missing = [c for c in CANONICAL_COLUMNS if c not in table.columns and c != "breast_id"]

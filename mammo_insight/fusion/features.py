@@ -2,8 +2,8 @@
 
 The label belongs to the breast (RSNA's prediction_id), so every feature is aggregated to one row per
 breast: age, density (ordinal A=1..D=4 plus a missing flag), site and machine (categorical), implant,
-which views exist and how many images. Columns decided after the outcome (the leakage audit's verdict,
-or the schema's POST_OUTCOME_COLUMNS when the audit is unavailable) never enter unless the caller names
+which views exist and how many images. Columns decided after the outcome (the cohort's post-outcome list,
+which its adapter declares) and those the leakage audit calls leaky never enter unless the caller names
 them in ``include_leaky``.
 """
 
@@ -29,13 +29,11 @@ FEATURE_SOURCES = {"age": "age", "density": "density", "density_missing": "densi
                    "n_other_views": "view", "n_images": "view"}
 
 
-def leaky_columns_of(table: pd.DataFrame) -> list[str]:
-    """The leakage audit's leaky columns; the schema's post-outcome list when the audit cannot run."""
-    try:
-        from mammo_insight.stats.leakage import leaky_columns
-    except ImportError:
-        return list(POST_OUTCOME_COLUMNS)
-    return sorted(set(leaky_columns(table)) | set(POST_OUTCOME_COLUMNS))
+def leaky_columns_of(table: pd.DataFrame, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> list[str]:
+    """The leakage audit's leaky columns plus the cohort's post-outcome columns (Cohort.post_outcome)."""
+    from mammo_insight.stats.leakage import leaky_columns
+
+    return sorted(set(leaky_columns(table, post_outcome=post_outcome)) | set(post_outcome))
 
 
 def breast_features(table: pd.DataFrame, exclude: Sequence[str] = (), include_leaky: Sequence[str] = ()

@@ -1,6 +1,7 @@
 """Cross-validated LightGBM at breast level, with embedding PCA fitted inside each training fold only.
 
-Folds are grouped by patient (a woman's two breasts never sit on both sides of a split). When the
+Folds follow the one folds policy (:mod:`mammo_insight.cohort.folds`: grouped by patient, so a woman's two
+breasts never sit on both sides of a split, and stratified on the patient's label). When the
 embeddings come from a CNN run, its folds are reused, so a validation breast's embedding always comes
 from a CNN that never saw her and the LightGBM fold that scores her never trained on her either.
 """
@@ -14,8 +15,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 from sklearn.decomposition import PCA
-from sklearn.model_selection import StratifiedGroupKFold
 
+from mammo_insight.cohort.folds import patient_folds
 from mammo_insight.errors import MammoInsightError
 
 log = logging.getLogger(__name__)
@@ -69,25 +70,16 @@ class LgbmParams:
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Fold number per row: StratifiedGroupKFold by patient (k lowered to what the data allow)."""
-    n_groups = len(pd.unique(groups))
-    n_pos = int(np.nansum(y))
-    k_eff = min(k, n_groups, max(n_pos, 2))
-    if k_eff < 2:
-        raise MammoInsightError(f"cannot make patient-grouped folds: {n_groups} patient(s), {n_pos} positive breast(s)")
-    if k_eff < k:
-        log.warning("only %d folds possible (%d patients, %d positive breasts); asked for %d", k_eff, n_groups, n_pos, k)
-    fold = np.full(len(y), -1)
-    splitter = StratifiedGroupKFold(n_splits=k_eff, shuffle=True, random_state=seed)
-    for f, (_, test) in enumerate(splitter.split(np.zeros(len(y)), y.astype(int), groups)):
-        fold[test] = f
-    return fold
+    """Fold number per breast under the one folds policy (:mod:`mammo_insight.cohort.folds`): grouped by
+    patient, stratified on the patient's label; too few women or positive women for k is an error."""
+    return patient_folds(groups, y, k, seed)
 
 
 def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, k: int = 5) -> np.ndarray:
     """Keep the given folds; rows without one (-1: never in the CNN run) get patient-grouped folds of their own.
 
-    With fewer than two given folds there is nothing to keep: k new patient-grouped folds are drawn.
+    The rows without a fold are split into as many folds as were given, under the same policy. With fewer
+    than two given folds there is nothing to keep: k new patient-grouped folds are drawn.
     """
     fold = fold.copy()
     missing = fold < 0
@@ -95,7 +87,11 @@ def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, k
         known = sorted(set(fold[~missing]))
         if len(known) < 2:
             return grouped_folds(y, groups, k, seed)
-        sub = grouped_folds(y[missing], groups[missing], len(known), seed)
+        try:
+            sub = grouped_folds(y[missing], groups[missing], len(known), seed)
+        except MammoInsightError as exc:
+            raise MammoInsightError(f"{int(missing.sum())} breast(s) have an embedding but no CNN fold, and they "
+                                    f"cannot be split into the run's {len(known)} folds: {exc}") from exc
         fold[missing] = np.asarray(known)[sub]
     return fold
 

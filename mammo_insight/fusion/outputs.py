@@ -51,6 +51,7 @@ def metrics_body(result: FusionResult) -> dict:
     body["included_leaky"] = result.included_leaky
     body["warnings"] = result.warnings
     body["explained_model"] = result.explained_model
+    body["folds"] = result.folds
     return body
 
 

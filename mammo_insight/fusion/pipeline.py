@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo_insight.cohort.folds import folds_record
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.compare import paired_comparisons, score_models
 from mammo_insight.fusion.emb_table import embedding_columns
@@ -72,6 +74,7 @@ class FusionResult:
     interactions: pd.DataFrame | None
     top_risk: np.ndarray             # positions in `breasts` of the highest-risk breasts
     emb_dim: int
+    folds: dict                      # the folds actually used (cohort.folds.folds_record + requested, source)
     timings: Timings
 
 
@@ -117,13 +120,17 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
 
 
 def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
-               config: FusionConfig | None = None) -> FusionResult:
-    """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP."""
+               config: FusionConfig | None = None, *, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
+               ) -> FusionResult:
+    """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP.
+
+    ``post_outcome``: the cohort's post-outcome columns (Cohort.post_outcome), left out unless included.
+    """
     cfg = config or FusionConfig()
     timings = Timings()
     warnings: list[str] = []
     with timings.part("leakage audit"):
-        leaky = leaky_columns_of(table)
+        leaky = leaky_columns_of(table, post_outcome)
     included = list(cfg.include_leaky)
     excluded = [c for c in leaky if c not in included]
     if included:
@@ -154,12 +161,15 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     if (fold >= 0).any():
         n_given = len(set(fold[fold >= 0]))
         if n_given != cfg.folds:
-            log.info("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
-                     "that saw it", n_given, cfg.folds)
+            log.warning("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
+                        "that saw it", n_given, cfg.folds)
         fold = fill_folds(fold, y, groups, cfg.seed, cfg.folds)
+        source = "the embeddings' CNN folds (breasts without one split under the same policy)"
     else:
         fold = grouped_folds(y, groups, cfg.folds, cfg.seed)
+        source = "drawn for this run"
     breasts["fold"] = fold
+    folds_used = {**folds_record(groups, y, fold, seed=cfg.seed), "requested": cfg.folds, "source": source}
     meta = breasts[meta_features] if meta_features else None
     if meta is None and emb_matrix is None:
         raise MammoInsightError("no feature left: every metadata column is leaky or empty and no embeddings given")
@@ -181,7 +191,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     shap_fields = explain(probs, y, meta, emb_matrix, cfg, timings)
     return FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
                         comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
-                        included_leaky=included, warnings=warnings, timings=timings, emb_dim=len(cols),
+                        included_leaky=included, warnings=warnings, timings=timings, emb_dim=len(cols), folds=folds_used,
                         **shap_fields)
 
 

@@ -55,6 +55,8 @@ def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
     path = out_dir / CONFIG_FILE
     if path.is_file():
         old = json.loads(path.read_text())
+        if "size" in old:  # an older cache's flip "left"/"none" and "backend" read as today's fields
+            old = {**old, **PreprocessConfig.from_dict(old).to_dict()}
         changed = [k for k in PIXEL_KEYS if old.get(k) != config.get(k)]
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
@@ -89,11 +91,14 @@ def _sample(ids: list[str], n: int, seed: int) -> set[str]:
 
 
 def _index(table: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    """Every cohort column (canonical first, then the adapter's own: a second label, is_augmented,
+    external_only ...), then the cache columns."""
     rec = pd.DataFrame([records.get(str(i), failed_record(str(i), "not processed")) for i in table["image_id"]])
     for col in CACHE_COLUMNS + ["reason"]:
         if col not in rec.columns:
             rec[col] = None
-    index = table[CANONICAL_COLUMNS].reset_index(drop=True).copy()
+    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in CACHE_COLUMNS]
+    index = table[CANONICAL_COLUMNS + extras].reset_index(drop=True).copy()
     for col in CACHE_COLUMNS:
         index[col] = rec[col].to_numpy()
     for col in INT_COLUMNS:
@@ -137,9 +142,13 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
     from mammo_insight.progress import progress_bar
 
     started = time.perf_counter()
+    clash = [c for c in cohort.table.columns if c in CACHE_COLUMNS + ["reason"]]
+    if clash:
+        raise MammoInsightError(f"the cohort has column(s) {', '.join(clash)}, which the cache index writes "
+                                "itself; rename them in the cohort")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {**config.as_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
+    settings = {**config.to_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
                 "crop": {"method": "otsu+opening+bounded-hysteresis", "margin": config.margin,
                          "mask_outside_breast": config.mask}}
     _check_config(out_dir, settings)
@@ -159,7 +168,7 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
             immediate.append(failed_record(image_id, "the cohort table gives no image_path"))
             continue
         tasks.append({"image_id": image_id, "patient_id": str(row.patient_id), "image_path": str(row.image_path),
-                      "cache_dir": str(out_dir), "config": config.as_dict(), "thumbnail": image_id in sample})
+                      "cache_dir": str(out_dir), "config": config.to_dict(), "thumbnail": image_id in sample})
     skipped = len(done)
     n_failed = 0
     with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:

@@ -10,7 +10,8 @@ Layout of a cache directory CACHE::
     CACHE/manifest.json        mammo_insight.manifest.write_manifest (stage "preprocess")
     CACHE/contact_sheet.png    before/after crop for a sample of images, for a person to look at
 
-index.parquet columns: the canonical cohort columns (mammo_insight.cohort.schema.CANONICAL_COLUMNS)
+index.parquet columns: the canonical cohort columns (mammo_insight.cohort.schema.CANONICAL_COLUMNS), then
+every other column of the cohort (an adapter's own: a second label, is_augmented, external_only ...),
 followed by
 
 - cache_path: PNG path relative to CACHE (None when failed)
@@ -33,8 +34,10 @@ dark background, 0 is the padding value. ``load_cache_image`` returns float32 in
 annotations.parquet: image_id, x, y, radius (original pixels, as in Cohort.annotations) and
 cache_x, cache_y, cache_radius (cache pixels), one row per lesion of an ok image.
 
-config.json: {"size": [H, W], "bits": 8|16, "flip": "left"|"none", "dataset": ..., "label_meaning": ...,
-"crop": {...}}.
+config.json: ``PreprocessConfig.to_dict()`` ({"size": [H, W], "bits": 8|16, "flip": true|false, "decoder": ...,
+"margin": ..., "mask": ...}) plus "dataset", "label_meaning" and "crop": the one record of how the cache was
+made; read it back with ``PreprocessConfig.from_cache(CACHE)`` (older caches wrote flip as
+"left"/"none" and the decoder as "backend"; from_dict reads both).
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ def _thumbnail(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.
     path = cache_dir / THUMBS_DIR / f"{row['image_id']}.png"
     if not path.is_file():
         try:
-            write_thumbnail(cache_dir, str(row["image_id"]), prepare(read_image(row["image_path"], config.backend),
+            write_thumbnail(cache_dir, str(row["image_id"]), prepare(read_image(row["image_path"], config.decoder),
                                                                       config))
         except Exception as exc:  # the sheet is a convenience: a missing preview must not fail the run
             log.warning("no preview for %s: %s", row["image_id"], exc, exc_info=True)

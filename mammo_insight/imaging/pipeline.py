@@ -9,14 +9,15 @@ built once over the stored values, and only the cropped region is looked up and 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mammo_insight.errors import DicomError
-from mammo_insight.imaging.cache import relative_image_path, write_png_atomic
+from mammo_insight.errors import DicomError, MammoInsightError
+from mammo_insight.imaging.cache import read_cache_config, relative_image_path, write_png_atomic
 from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_detection
 from mammo_insight.imaging.decode import RawImage, read_image
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
@@ -29,20 +30,61 @@ THUMBS_DIR = "thumbs"
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """What decides the cache's pixels; a cache is only resumed with the same values."""
+    """What decides the cache's pixels; a cache is only resumed with the same values.
+
+    ``size``: (height, width) of every cache image. ``decoder``: the DICOM decoder (pydicom, gdcm or
+    dicomsdl; not the engine that runs the work). ``to_dict()`` is what CACHE/config.json holds and
+    ``from_dict()`` reads it back (also older caches: key "backend", flip "left"/"none"), so the cache's
+    config.json is the one record of how a cache was made.
+    """
 
     size: tuple[int, int]
     bits: int = 8
     flip: bool = True
-    backend: str = "pydicom"
+    decoder: str = "pydicom"
     margin: float = 0.01
     mask: bool = True  # blank what lies outside the breast (labels, markers inside the box)
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: size as [H, W], every other field as it is."""
+        return {"size": [int(self.size[0]), int(self.size[1])], "bits": self.bits, "flip": self.flip,
+                "decoder": self.decoder, "margin": self.margin, "mask": self.mask}
+
     def as_dict(self) -> dict[str, Any]:
-        out = asdict(self)
-        out["size"] = list(self.size)
-        out["flip"] = "left" if self.flip else "none"
-        return out
+        """Deprecated name of :meth:`to_dict` (kept until its last caller moves)."""
+        return self.to_dict()
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
+        """The config a dict (a cache's config.json, a run's copy of it) describes; other keys are ignored.
+
+        Reads older caches too: the decoder under "backend", flip as "left" (mirror) or "none".
+        """
+        if not isinstance(values, Mapping) or "size" not in values:
+            raise MammoInsightError(f"a preprocessing config needs at least 'size' [H, W], got {values!r}")
+        size = values["size"]
+        try:
+            height, width = (int(v) for v in size)
+        except (TypeError, ValueError) as exc:
+            raise MammoInsightError(f"preprocessing config: 'size' must be [H, W], got {size!r}") from exc
+        out: dict[str, Any] = {"size": (height, width)}
+        for key in ("bits", "margin", "mask"):
+            if key in values:
+                out[key] = values[key]
+        if "flip" in values:
+            flip = values["flip"]
+            if flip not in (True, False, "left", "none"):
+                raise MammoInsightError(f"preprocessing config: 'flip' must be true/false, got {flip!r}")
+            out["flip"] = flip in (True, "left")
+        decoder = values.get("decoder", values.get("backend"))
+        if decoder is not None:
+            out["decoder"] = str(decoder)
+        return cls(**out)
+
+    @classmethod
+    def from_cache(cls, cache_dir: str | Path) -> PreprocessConfig:
+        """How the cache under ``cache_dir`` was made (its config.json)."""
+        return cls.from_dict(read_cache_config(cache_dir))
 
 
 @dataclass
@@ -101,14 +143,13 @@ def failed_record(image_id: str, reason: str) -> dict[str, Any]:
 def process_one(task: dict[str, Any]) -> dict[str, Any]:
     """Decode, prepare and write one image; a record for the index (status ok or failed, with reason).
 
-    task: image_id, patient_id, image_path, cache_dir, config (PreprocessConfig as a dict of
-    size/bits/flip/backend/margin), thumbnail (write a small before-crop preview for the contact sheet).
+    task: image_id, patient_id, image_path, cache_dir, config (``PreprocessConfig.to_dict()``),
+    thumbnail (write a small before-crop preview for the contact sheet).
     """
     image_id = str(task["image_id"])
-    config = PreprocessConfig(**{**task["config"], "size": tuple(task["config"]["size"]),
-                                 "flip": task["config"]["flip"] in (True, "left")})
+    config = PreprocessConfig.from_dict(task["config"])
     try:
-        raw = read_image(task["image_path"], config.backend)
+        raw = read_image(task["image_path"], config.decoder)
         prepared = prepare(raw, config)
     except DicomError as exc:
         return failed_record(image_id, str(exc))

@@ -9,7 +9,6 @@ Every baseline is fitted on the training folds only and predicts the held-out fo
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mammo_insight.cohort.folds import train_only_mask
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.manifest import file_sha256, write_manifest
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
-from mammo_insight.models.folds import train_only_mask
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import load_fold_model, load_run_config, run_folds, save_run_config
 

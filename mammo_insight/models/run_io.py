@@ -5,7 +5,7 @@ RUN/config.json          resolved training config: model, view_mode, image_size 
 RUN/folds/fold_<k>/model.pt   the chosen checkpoint of fold k as a plain state_dict
                               (loads with torch.load(weights_only=True))
 RUN/oof_predictions.csv  image_id, breast_id, patient_id, fold, prob (+ cancer label)
-RUN/metrics.json         {"image": {...}, "breast": {...}}
+RUN/metrics.json         {"image": {...}, "breast": {...}, "folds": {k, seed, policy, per_fold: patients, positive}}
 """
 
 from __future__ import annotations

@@ -23,14 +23,15 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
+from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
+from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.folds import assign_folds, fold_split
 from mammo_insight.models.lightning_module import ClassifierModule, ProgressiveUnfreeze, monitor_key
 from mammo_insight.models.losses import build_loss
 from mammo_insight.models.predict import predict_cache
@@ -104,13 +105,15 @@ def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
 def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
     """config.json: every option plus what the run depends on (image size, cache hash, versions)."""
     values = config.to_dict()
-    if config.image_size is None:
-        values["image_size"] = [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])]
+    cache_config = cache_dir / CONFIG_FILE
+    preprocess = json.loads(cache_config.read_text()) if cache_config.is_file() else None
+    if config.image_size is None:  # the cache's config.json says how it was made; the index only for old caches
+        values["image_size"] = (list(PreprocessConfig.from_dict(preprocess).size) if preprocess else
+                                [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])])
     values.update(cache=str(cache_dir), cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
                   versions=package_versions(), n_images=len(table), n_patients=int(table["patient_id"].nunique()))
-    cache_config = cache_dir / CONFIG_FILE
-    if cache_config.is_file():  # so predict can preprocess new images the same way once the cache is gone
-        values["preprocess"] = json.loads(cache_config.read_text())
+    if preprocess:  # one verbatim copy, so predict can preprocess new images the same way once the cache is gone
+        values["preprocess"] = preprocess
     return values
 
 

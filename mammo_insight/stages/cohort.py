@@ -7,6 +7,7 @@ from pathlib import Path
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.source import write_cohort_file
 from mammo_insight.cohort.summary import cohort_counts
 from mammo_insight.stages.base import StageResult, finish_stage
 
@@ -38,10 +39,7 @@ def run_cohort(config: CohortConfig) -> CohortResult:
 
 def write_cohort(result: CohortResult, out: Path) -> Path:
     """OUT.parquet (and OUT_annotations.parquet when the dataset has lesions), then OUT.parquet.manifest.json."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.cohort.table.to_parquet(out, index=False)
-    if len(result.cohort.annotations):
-        result.cohort.annotations.to_parquet(out.with_name(out.stem + "_annotations.parquet"), index=False)
+    write_cohort_file(result.cohort, out)
     c = result.config
     finish_stage(out, result, {"dataset": c.dataset, "root": str(c.root), "mapping": c.mapping and str(c.mapping)},
                  report=None)

@@ -18,9 +18,9 @@ from typing import Any
 import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.stats import figures as stats_figures
-from mammo_insight.stats.io import load_study_cohort
 from mammo_insight.stats.report import render_study
 from mammo_insight.stats.study import SUMMARY_KEYS, StudyResult, run_study
 
@@ -86,7 +86,8 @@ def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
     """Compute every table of the study: on `cohort` when given (a notebook's), else on the config's source."""
     inputs: dict[str, Path] = {}
     if cohort is None:
-        cohort, inputs = load_study_cohort(config.dataset, config.root, config.mapping, config.cohort)
+        cohort, inputs = load_cohort_source(cohort=config.cohort, dataset=config.dataset, root=config.root,
+                                            mapping=config.mapping)
     return EdaResult(config, run_study(cohort, seed=config.seed), inputs)
 
 

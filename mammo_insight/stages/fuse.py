@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.fusion.compare import scores_table
 from mammo_insight.fusion.emb_table import read_embeddings
 from mammo_insight.fusion.lgbm import LgbmParams
@@ -28,7 +29,6 @@ from mammo_insight.fusion.pipeline import FusionConfig, FusionResult, run_fusion
 from mammo_insight.fusion.report import MODEL_WORDS, render_report, roc_figure
 from mammo_insight.report import fmt_ci
 from mammo_insight.stages.base import StageResult, finish_stage
-from mammo_insight.stats.io import load_study_cohort
 
 log = logging.getLogger(__name__)
 
@@ -86,14 +86,15 @@ def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
     """Cross-validate metadata-only, image-only and fused models on `cohort` (or the config's source)."""
     inputs: dict[str, Path] = {}
     if cohort is None:
-        cohort, inputs = load_study_cohort(config.dataset, config.root, config.mapping, config.cohort)
+        cohort, inputs = load_cohort_source(cohort=config.cohort, dataset=config.dataset, root=config.root,
+                                            mapping=config.mapping)
     embeddings = read_embeddings(config.embeddings) if config.embeddings is not None else None
     if config.embeddings is not None:
         inputs["embeddings"] = config.embeddings
     if config.include_leaky:
         log.warning("including leaky column(s) %s: they are decided after the outcome; every figure of this run "
                     "is optimistic", ", ".join(config.include_leaky))
-    fusion = run_fusion(cohort.table, embeddings, config.fusion_config())
+    fusion = run_fusion(cohort.table, embeddings, config.fusion_config(), post_outcome=cohort.post_outcome)
     return FuseResult(config, fusion, config.dataset or cohort.dataset, cohort.label_meaning, inputs)
 
 
@@ -104,7 +105,7 @@ def write_fuse(result: FuseResult, out: Path) -> Path:
     c = result.config
     fusion_config = c.fusion_config()
     config = {"dataset": result.dataset, "root": c.root, "cohort": c.cohort, "embeddings": c.embeddings,
-              "folds": c.folds, "include_leaky": list(c.include_leaky), "n_boot": c.n_boot,
+              "folds": result.fusion.folds.get("k", c.folds), "folds_requested": c.folds, "include_leaky": list(c.include_leaky), "n_boot": c.n_boot,
               "shap_rows": c.shap_rows, "workers": c.workers, "params": vars(fusion_config.params),
               "n_pca": fusion_config.n_pca}
     page = out / "index.html"

@@ -51,7 +51,7 @@ class PreprocessStageConfig:
         """The settings that decide the cache's pixels (a cache is only resumed with the same ones)."""
         if self.bits not in (8, 16):
             raise MammoInsightError(f"--bits must be 8 or 16, got {self.bits}")
-        return PreprocessConfig(size=self.size, bits=self.bits, flip=self.flip, backend=resolve_backend(self.decoder),
+        return PreprocessConfig(size=self.size, bits=self.bits, flip=self.flip, decoder=resolve_backend(self.decoder),
                                 mask=self.mask)
 
 
@@ -89,7 +89,7 @@ def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
 def write_preprocess(result: PreprocessResult) -> Path:
     """The manifest of the cache (its report is the contact sheet); returns the manifest's path."""
     c = result.config
-    config = {**c.pixels().as_dict(), "dataset": c.dataset, "root": str(c.root), "workers": c.workers,
+    config = {**c.pixels().to_dict(), "dataset": c.dataset, "root": str(c.root), "workers": c.workers,
               "engine": c.engine, "summary": result.summary}
     sheet = CONTACT_SHEET_FILE if result.summary.get("contact_sheet") else None
     return finish_stage(c.out, result, config, seed=c.seed, report=sheet)

@@ -6,8 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mammo_insight.cohort.synth import make_synthetic_cohort
 from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.synth.cohort import make_synthetic_cohort
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo_insight.cohort.folds import folds_record
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
@@ -100,6 +101,7 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
     metrics = evaluate_predictions(oof, None, seed=seed, label=label, threshold_method=values["threshold_method"])
     thresholds = thresholds_of(metrics)
     values.update(threshold=thresholds["image"], thresholds=thresholds)
+    metrics["folds"] = folds_record(folds.table["patient_id"], folds.table[label], folds.folds, seed=seed)
     scored = folds.table.assign(fold=folds.folds)[folds.table["image_id"].isin(oof["image_id"])]
     baselines = evaluate_baselines(scored, cache_pixels(config.cache, scored), seed=seed, label=label)
     return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines)

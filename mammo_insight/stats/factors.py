@@ -9,6 +9,7 @@ note that the report shows, so nothing disappears silently.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -106,12 +107,13 @@ class StudyFrame:
 
 
 def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None = None,
-                      leaky: set[str] | frozenset[str] = frozenset()) -> StudyFrame:
+                      leaky: set[str] | frozenset[str] = frozenset(),
+                      post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> StudyFrame:
     """Turn the canonical table into the analysis frame (polars) and decide the factor list.
 
     ``extra_factors`` (Cohort.factors) names the extra columns to analyse; when it is empty they are
-    guessed from their values. Columns in ``leaky`` (the leakage audit's verdict) are shown but
-    flagged like post-outcome columns: never tested, never a model term.
+    guessed from their values. Columns in ``post_outcome`` (Cohort.post_outcome, the adapter's declaration)
+    or in ``leaky`` (the leakage audit's verdict) are shown but flagged: never tested, never a model term.
     """
     notes: list[str] = []
     labelled = table[table["cancer"].notna()]
@@ -154,7 +156,7 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
         if name == "implant":
             values = values.map(lambda v: YES_NO.get(v, v))
         add(name, values, "ordinal" if name in ORDERED else "categorical",
-            post_outcome=name in POST_OUTCOME_COLUMNS or name in leaky)
+            post_outcome=name in post_outcome or name in leaky)
 
     declared = dict(extra_factors or {})
     extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in NOT_FACTORS]
@@ -167,7 +169,7 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
         if kind not in ("categorical", "continuous"):
             notes.append(f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed.")
             continue
-        flagged = col in POST_OUTCOME_COLUMNS or col in leaky
+        flagged = col in post_outcome or col in leaky
         if kind == "continuous":
             numeric = pd.to_numeric(labelled[col], errors="coerce")
             add(col, numeric, kind, post_outcome=flagged)

@@ -163,7 +163,7 @@ def _leakage(result: StudyResult) -> Section:
     return Section("Leakage audit", [
         paragraph("A column leaks the label when it is decided after the outcome (it cannot be known at screening) "
                   f"or when on its own it predicts the label implausibly well (AUC >= {LEAKY_AUC}). The AUC is "
-                  "out-of-fold with folds grouped by woman, at breast level, each level scored by its cancer rate in "
+                  "out-of-fold with folds grouped by woman and stratified on her label, at breast level, each level scored by its cancer rate in "
                   "the other folds. Later stages leave leaky columns out by default."),
         figure(lambda: figures.leakage_figure(result.leakage), "AUC of each column alone; dashed 0.5 = chance, dotted = the "
                "leakage threshold."),

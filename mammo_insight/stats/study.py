@@ -85,9 +85,9 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
         raise MammoInsightError(f"eda: {cohort.dataset}: column 'cancer' is empty in all {len(table)} rows, "
                                 "so there is nothing to study (map the label column, e.g. in the TOML [label])")
     summary = timed("summary", lambda: summarise(table))
-    leakage = timed("leakage", lambda: audit_leakage(table))
+    leakage = timed("leakage", lambda: audit_leakage(table, post_outcome=cohort.post_outcome))
     leaky = set(leakage.loc[leakage["verdict"] == "leaky", "column"])
-    study = timed("frame", lambda: build_study_frame(table, getattr(cohort, "factors", {}) or {}, leaky))
+    study = timed("frame", lambda: build_study_frame(table, cohort.factors, leaky, post_outcome=cohort.post_outcome))
     rates = timed("rates", lambda: compute_rates(study.frame, study.factors))
     age_rates = timed("age_rates", lambda: rates_by_age(study.frame))
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))

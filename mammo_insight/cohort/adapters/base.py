@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from pathlib import Path
 
-from mammo_insight.cohort.schema import Cohort
+import pandas as pd
+
+from mammo_insight.cohort.schema import Cohort, validate_cohort
 
 
 class DatasetAdapter(ABC):
@@ -15,10 +18,25 @@ class DatasetAdapter(ABC):
     canonical columns (absent ones empty), labels 1.0/0.0/NaN, ``image_path`` absolute or None,
     ``breast_id`` = patient_id + "_" + laterality. ``annotations`` hold lesion circles in original
     pixel coordinates (x right, y down). ``label_meaning`` is shown in every report.
+    ``post_outcome`` names the columns decided after the outcome (the Cohort carries the list): the
+    leakage audit, eda and fuse-train read it from the cohort, never from a global list.
     """
 
     name: str = ""
     label_meaning: str = ""
+    post_outcome: tuple[str, ...] = ()
+
+    def cohort(self, table: pd.DataFrame, *, source: str, label_meaning: str | None = None,
+               post_outcome: Sequence[str] | None = None, annotations: pd.DataFrame | None = None,
+               factors: dict[str, str] | None = None) -> Cohort:
+        """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list."""
+        cohort = Cohort(validate_cohort(table, source=source), dataset=self.name,
+                        label_meaning=self.label_meaning if label_meaning is None else label_meaning,
+                        factors=dict(factors or {}),
+                        post_outcome=list(self.post_outcome if post_outcome is None else post_outcome))
+        if annotations is not None:
+            cohort.annotations = annotations
+        return cohort
 
     @abstractmethod
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:

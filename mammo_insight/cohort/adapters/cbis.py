@@ -17,7 +17,7 @@ import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
-from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,9 @@ def resolve_image(root: Path, csv_path: str) -> Path | None:
 
 class CbisAdapter(DatasetAdapter):
     name = "cbis"
+    # the biopsy's verdict (the label's source) and the radiologist's assessment (BI-RADS, the work-up's call);
+    # abnormality type and subtlety describe what a reader sees on the film and stay screening-time factors
+    post_outcome = ("pathology", "birads")
     label_meaning = ("cancer = 1 when any abnormality on the film has biopsy-proven pathology MALIGNANT; "
                      "BENIGN and BENIGN_WITHOUT_CALLBACK are 0. This is lesion malignancy among films "
                      "that all hold a suspicious finding, not screening cancer detection. birads is the "
@@ -134,8 +137,7 @@ class CbisAdapter(DatasetAdapter):
         found = table["image_path"].notna().sum()
         log.info("cbis: %d films from %d CSV(s); %d resolved to a DICOM under %s", len(table), len(csvs), found, root)
         source = ", ".join(str(p) for p in csvs)
-        return Cohort(validate_cohort(table, source=source), dataset=self.name, label_meaning=self.label_meaning,
-                      factors={"abnormality_type": "categorical", "subtlety": "continuous"})
+        return self.cohort(table, source=source, factors={"abnormality_type": "categorical", "subtlety": "continuous"})
 
     @staticmethod
     def _film_path(root: Path, csv_paths: list[str]) -> str | None:

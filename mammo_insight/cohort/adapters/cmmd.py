@@ -23,7 +23,7 @@ from pydicom.errors import InvalidDicomError
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, read_table, require_columns
-from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 from mammo_insight.progress import track
 
@@ -101,6 +101,7 @@ def read_headers(dicom_root: Path) -> tuple[pd.DataFrame, list[str]]:
 
 class CmmdAdapter(DatasetAdapter):
     name = "cmmd"
+    post_outcome = ("classification", "subtype", "abnormality")  # the biopsy's verdict and what it found
     label_meaning = ("cancer = 1 when CMMD's clinical table classifies the breast's biopsied lesion as Malignant, "
                      "0 when Benign (every CMMD breast in the table holds a lesion: this is lesion malignancy, "
                      "not screening detection). Images of a breast absent from the clinical table have an "
@@ -133,8 +134,7 @@ class CmmdAdapter(DatasetAdapter):
             table[col] = merged[col].to_numpy()
         for col in ("abnormality", "classification", "subtype"):
             table[col] = merged[col].to_numpy()
-        return Cohort(validate_cohort(table, source=str(table_path)), dataset=self.name,
-                      label_meaning=self.label_meaning)
+        return self.cohort(table, source=str(table_path))
 
     @staticmethod
     def _fill_laterality(images: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:

@@ -20,13 +20,14 @@ from mammo_insight.cohort.adapters.tables import file_lines, read_table
 from mammo_insight.cohort.schema import (
     CANONICAL_COLUMNS,
     LABEL_COLUMNS,
+    POST_OUTCOME_COLUMNS,
     Cohort,
     empty_canonical,
-    validate_cohort,
 )
 from mammo_insight.errors import CohortError
 
-KEYS = {"csv", "sep", "image_root", "missing_values", "label_meaning", "columns", "label", "values", "factors"}
+KEYS = {"csv", "sep", "image_root", "missing_values", "label_meaning", "columns", "label", "values", "factors",
+        "post_outcome"}
 LABEL_KEYS = {"column", "target", "positive", "negative"}
 FACTOR_KINDS = {"categorical", "continuous"}
 DEFAULT_LABEL_MEANING = "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
@@ -118,6 +119,19 @@ def _continuous(series: pd.Series, column: str, csv: Path) -> pd.Series:
     return numeric.astype("float64")
 
 
+def _post_outcome(spec: dict[str, Any], table: pd.DataFrame, path: Path) -> list[str]:
+    """The canonical post-outcome columns (birads, biopsy, invasive, difficult_negative_case) plus the mapping's
+    ``post_outcome`` list, which names canonical columns or factors (source names)."""
+    declared = spec.get("post_outcome", [])
+    if not isinstance(declared, list) or not all(isinstance(c, str) for c in declared):
+        raise CohortError(f"generic: {path} 'post_outcome' must be a list of column names, got {declared!r}")
+    unknown = [c for c in declared if c not in table.columns]
+    if unknown:
+        raise CohortError(f"generic: {path} 'post_outcome' names {unknown}, which are neither canonical columns "
+                          "nor [factors] of the mapping")
+    return list(dict.fromkeys([*POST_OUTCOME_COLUMNS, *declared]))
+
+
 class GenericAdapter(DatasetAdapter):
     name = "generic"
     label_meaning = DEFAULT_LABEL_MEANING
@@ -157,9 +171,9 @@ class GenericAdapter(DatasetAdapter):
                                                columns["image_path"]).to_numpy()
             if "image_id" not in columns:
                 table["image_id"] = raw[columns["image_path"]].to_numpy()
-        cohort_table = validate_cohort(table, source=f"{csv} (mapped by {mapping})")
-        return Cohort(cohort_table, dataset=self.name, label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
-                      factors=dict(factors))
+        return self.cohort(table, source=f"{csv} (mapped by {mapping})", factors=factors,
+                           label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
+                           post_outcome=_post_outcome(spec, table, mapping))
 
 
 ADAPTER = GenericAdapter()

@@ -18,7 +18,7 @@ import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
-from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ def dicom_index(dicom_dir: Path) -> dict[str, tuple[Path, str | None]]:
 
 class InbreastAdapter(DatasetAdapter):
     name = "inbreast"
+    post_outcome = ("birads", "birads_category")  # the label is a function of the BI-RADS assessment
     label_meaning = ("INbreast gives no pathology in its table, so cancer is derived from the image's BI-RADS "
                      "assessment: 1 for Bi-Rads 4c, 5 or 6 (malignancy likelihood above 50%, or proven), 0 for "
                      "1, 2 or 3 (at most 2%), empty for 4, 4a and 4b (2-50%, too uncertain to call). The label "
@@ -94,8 +95,7 @@ class InbreastAdapter(DatasetAdapter):
         date_col = first_present(raw, ["Acquisition date", "Date"])
         if date_col:
             table["acquisition_date"] = raw[date_col].to_numpy()
-        return Cohort(validate_cohort(table, source=str(table_path)), dataset=self.name,
-                      label_meaning=self.label_meaning)
+        return self.cohort(table, source=str(table_path))
 
 
 ADAPTER = InbreastAdapter()

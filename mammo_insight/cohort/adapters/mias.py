@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
-from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 
 log = logging.getLogger(__name__)
@@ -79,6 +79,8 @@ def _image_height(path: Path | None, ref: str) -> int:
 
 class MiasAdapter(DatasetAdapter):
     name = "mias"
+    # the abnormality class decides the label (NORM or not); severity and malignant come from the work-up
+    post_outcome = ("abnormality", "severity", "malignant")
     label_meaning = ("cancer = 1 for any abnormal film (mini-MIAS abnormality class other than NORM, benign "
                      "or malignant): the dataset's task is abnormal vs normal, NOT malignancy. Lesion "
                      "malignancy is in the column 'malignant' (1 when any lesion on the film is severity M). "
@@ -113,9 +115,8 @@ class MiasAdapter(DatasetAdapter):
         table["abnormality"] = images["abnormality"].to_numpy()
         table["severity"] = images["severity"].to_numpy()
         table["malignant"] = (images["severity"] == "M").astype(float).to_numpy()
-        return Cohort(validate_cohort(table, source=str(info_path)), dataset=self.name,
-                      label_meaning=self.label_meaning, annotations=self._annotations(lesions, paths),
-                      factors={"tissue": "categorical"})
+        return self.cohort(table, source=str(info_path), annotations=self._annotations(lesions, paths),
+                           factors={"tissue": "categorical"})
 
     @staticmethod
     def _annotations(lesions: pd.DataFrame, paths: dict[str, Path | None]) -> pd.DataFrame:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
-from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_canonical, file_lines
 from mammo_insight.errors import CohortError
 
 RENAMES = {"BIRADS": "birads"}
@@ -22,6 +22,7 @@ ANNOTATION_COLUMNS = ["image_id", "x", "y", "radius"]
 
 class RsnaAdapter(DatasetAdapter):
     name = "rsna"
+    post_outcome = tuple(POST_OUTCOME_COLUMNS)
     label_meaning = ("cancer = 1 when the breast was diagnosed with cancer after this screening exam "
                      "(label set at breast level; every image of the breast carries it). "
                      "BIRADS, biopsy, invasive and difficult_negative_case were decided after the outcome.")
@@ -47,8 +48,7 @@ class RsnaAdapter(DatasetAdapter):
         table["image_path"] = [str(images / p / f"{i}.dcm") for p, i in zip(raw["patient_id"], raw["image_id"])]
         if "prediction_id" in raw.columns:
             table["breast_id"] = raw["prediction_id"].to_numpy()
-        cohort = Cohort(validate_cohort(table, source=str(csv)), dataset=self.name,
-                        label_meaning=self.label_meaning)
+        cohort = self.cohort(table, source=str(csv))
         if (root / "annotations.csv").exists():
             cohort.annotations = _annotations(root / "annotations.csv")
         return cohort
@@ -65,7 +65,8 @@ def _annotations(path: Path) -> pd.DataFrame:
         values = pd.to_numeric(ann[col], errors="coerce")
         if values.isna().any():
             row = int(values.isna().to_numpy().argmax())
-            raise CohortError(f"rsna: {path} column '{col}' must be numeric; row {row} holds {ann[col].iloc[row]!r}")
+            raise CohortError(f"rsna: {path} column '{col}' must be numeric; {file_lines([row])} holds "
+                              f"{ann[col].iloc[row]!r}")
         ann[col] = values.astype("float64")
     return ann
 

@@ -12,10 +12,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_insight.cohort.schema import file_lines
 from mammo_insight.errors import CohortError
 
+__all__ = ["drop_trailing_blank_rows", "file_lines", "first_present", "read_table", "require_columns"]
+
 EXCEL_READERS = {".xlsx": "openpyxl", ".xlsm": "openpyxl", ".xls": "xlrd"}
-MAX_SHOWN = 5
 
 
 def read_table(path: Path, sep: str | None = ",") -> pd.DataFrame:
@@ -50,14 +52,6 @@ def drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:
     filled = (raw != "").any(axis=1).to_numpy()
     last = filled.nonzero()[0]
     return raw.iloc[: last[-1] + 1 if len(last) else 0]
-
-
-def file_lines(positions: Iterable[int]) -> str:
-    """0-based data rows as the 1-based file lines a user sees in an editor (header is line 1)."""
-    idx = list(positions)
-    shown = ", ".join(str(i + 2) for i in idx[:MAX_SHOWN])
-    more = f" and {len(idx) - MAX_SHOWN} more" if len(idx) > MAX_SHOWN else ""
-    return f"line(s) {shown}{more}"
 
 
 def require_columns(raw: pd.DataFrame, columns: Iterable[str], path: Path, dataset: str) -> None:

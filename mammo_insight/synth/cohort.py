@@ -3,8 +3,8 @@
 Writes, under ``out``: train.csv (RSNA's exact columns), train_images/<patient_id>/<image_id>.dcm,
 annotations.csv (image_id, x, y, radius of each planted lesion, original pixels, x right, y down) and
 breast_boxes.csv (image_id, x0, y0, x1, y1: the true breast bounding box, x1/y1 exclusive).
-The planted effects are documented in :mod:`mammo_insight.cohort.synth_table` (``TRUE_EFFECTS``);
-the DICOM variety in :mod:`mammo_insight.cohort.synth_dicom`. Same seed, same bytes.
+The planted effects are documented in :mod:`mammo_insight.synth.table` (``TRUE_EFFECTS``);
+the DICOM variety in :mod:`mammo_insight.synth.dicom`. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -15,16 +15,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mammo_insight.cohort.synth_dicom import PROFILES, ImageMeta, to_stored, write_dicom
-from mammo_insight.cohort.synth_images import LesionSpec, draw_lesion_spec, render_image
-from mammo_insight.cohort.synth_table import (
+from mammo_insight.progress import track
+from mammo_insight.synth.dicom import PROFILES, ImageMeta, to_stored, write_dicom
+from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image
+from mammo_insight.synth.table import (
     RSNA_COLUMNS,
     TRUE_EFFECTS,
     TrueEffects,
     breast_level,
     make_synthetic_table,
 )
-from mammo_insight.progress import track
 
 __all__ = ["TRUE_EFFECTS", "TrueEffects", "breast_level", "make_synthetic_cohort", "make_synthetic_table"]
 

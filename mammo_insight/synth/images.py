@@ -1,7 +1,7 @@
 """Synthetic mammogram pixels: a plausible breast, background, burnt-in labels, padding and lesions.
 
 Images are rendered as display brightness in [0, 1] (bright = dense tissue, as a radiologist sees
-it after VOI LUT and MONOCHROME1 inversion); synth_dicom turns them into stored values.
+it after VOI LUT and MONOCHROME1 inversion); synth.dicom turns them into stored values.
 
 Geometry: the chest wall lies on the image's right edge for R breasts and on its left edge for L
 breasts (the usual back-to-back hanging). The breast is a half-ellipse against that edge with a

@@ -1,0 +1,137 @@
+"""Cross-validation folds: one policy for every stage (train, fuse-train, the leakage audit).
+
+The policy (``POLICY``): folds are grouped by patient (a woman never sits on both sides of a split)
+and stratified on the patient's label (positive when any of her rows is), drawn by scikit-learn's
+``StratifiedGroupKFold(shuffle=True, random_state=seed)`` over one row per woman. Too few women, or
+too few positive women, for k folds is a :class:`MammoInsightError` naming the counts: k is never
+lowered behind the user's back.
+
+Rows flagged as augmented copies or external-only samples (any truthy column in
+``TRAIN_ONLY_COLUMNS``) are never in a validation fold (:func:`assign_folds`). They take their
+patient's fold when that patient also has ordinary rows, so they are also left out of training in the
+fold that validates on that patient (an augmented copy of a validation image is a leak too);
+otherwise fold -1: they train in every fold and are validated in none.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
+
+from mammo_insight.errors import MammoInsightError
+
+TRAIN_ONLY_COLUMNS = ("is_augmented", "external_only")
+POLICY = "patient-grouped, stratified on the patient's label (StratifiedGroupKFold, shuffled with the seed)"
+
+
+def train_only_mask(table: pd.DataFrame) -> pd.Series:
+    """True for rows that may train but never validate or test."""
+    mask = pd.Series(False, index=table.index)
+    for column in TRAIN_ONLY_COLUMNS:
+        if column in table:
+            mask |= table[column].fillna(False).astype(bool)
+    return mask
+
+
+def check_fold_counts(n_patients: int, n_positive: int, k: int) -> None:
+    """The policy's one rule on sizes: at least k women, and k positive women when any is positive."""
+    if k < 2:
+        raise MammoInsightError(f"cross-validation needs at least 2 folds, got {k}")
+    if n_patients < k:
+        raise MammoInsightError(f"{n_patients} woman/women with validatable rows ({n_positive} positive): "
+                                f"too few for {k} patient-grouped folds")
+    if 0 < n_positive < k:
+        raise MammoInsightError(f"only {n_positive} positive woman/women (of {n_patients}): too few for {k} "
+                                "folds stratified on the patient's label; use fewer folds")
+
+
+def patient_labels(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray) -> pd.Series:
+    """1 per woman when any of her rows is positive, else 0 (unknown labels count as negative); sorted by id."""
+    frame = pd.DataFrame({"patient_id": np.asarray(patient_id), "label": pd.to_numeric(np.asarray(label))})
+    return (frame.groupby("patient_id")["label"].max().fillna(0) > 0).astype(int)
+
+
+def patient_folds(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray, k: int, seed: int
+                  ) -> np.ndarray:
+    """Fold number (0..k-1) per row under the one policy: every row of a woman in her fold."""
+    patients = patient_labels(patient_id, label)
+    check_fold_counts(len(patients), int(patients.sum()), k)
+    fold_of = dict(zip(patients.index, stratified_group_folds(patients.to_numpy(), k, seed)))
+    return np.array(pd.Series(np.asarray(patient_id)).map(fold_of), dtype=int)
+
+
+def stratified_group_folds(group_label: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Fold per group (one label each), exactly as ``StratifiedGroupKFold(k, shuffle=True, random_state=seed)``
+    splits one row per group with the groups in sorted order, about 20 times faster.
+
+    scikit-learn's greedy loop (shuffle the groups, take them by decreasing spread of their class counts,
+    put each in the fold that keeps the class shares most even, ties to the smaller fold) scores each
+    candidate fold with a separate numpy call: 7 s for RSNA's 11,913 women. Here the k candidates are
+    scored in one call; the arithmetic is the same, so the folds are identical (tested against sklearn).
+    """
+    rng = check_random_state(seed)
+    _, y_inv, y_cnt = np.unique(np.asarray(group_label), return_inverse=True, return_counts=True)
+    n = len(y_inv)
+    counts = np.zeros((n, len(y_cnt)))
+    counts[np.arange(n), y_inv] = 1
+    perm = np.arange(n)
+    rng.shuffle(perm)
+    counts = counts[perm]
+    inv_perm = np.empty_like(perm)
+    inv_perm[perm] = np.arange(n)
+    order = np.argsort(-np.std(counts, axis=1), kind="stable")
+    per_fold = np.zeros((k, len(y_cnt)))
+    eye = np.eye(k)[:, :, None]
+    scale = y_cnt.reshape(1, 1, -1)
+    fold_of_shuffled = np.empty(n, dtype=int)
+    for g in order:
+        proposed = per_fold[None, :, :] + eye * counts[g]   # candidate i: the group added to fold i
+        evals = np.mean(np.std(proposed / scale, axis=1), axis=1).tolist()
+        sizes = per_fold.sum(axis=1).tolist()
+        best, min_eval, min_size = 0, math.inf, math.inf
+        for i in range(k):  # sklearn's tie-break in its order; np.isclose's test (finite once a fold is taken)
+            if evals[i] < min_eval or (abs(evals[i] - min_eval) <= 1e-8 + 1e-5 * abs(min_eval)
+                                       and sizes[i] < min_size):
+                best, min_eval, min_size = i, evals[i], sizes[i]
+        per_fold[best] += counts[g]
+        fold_of_shuffled[g] = best
+    return fold_of_shuffled[inv_perm]
+
+
+def assign_folds(table: pd.DataFrame, n_folds: int, seed: int, label_column: str = "cancer") -> pd.Series:
+    """Fold number per row (0..k-1, or -1 for train-only rows of train-only patients)."""
+    eligible = table[~train_only_mask(table)]
+    folds = patient_folds(eligible["patient_id"], eligible[label_column], n_folds, seed)
+    fold_of = dict(zip(eligible["patient_id"], folds))
+    return table["patient_id"].map(fold_of).fillna(-1).astype(int).rename("fold")
+
+
+def fold_split(table: pd.DataFrame, folds: pd.Series, fold: int) -> tuple[pd.Index, pd.Index]:
+    """(train index, validation index) of one fold; train-only rows never validate."""
+    train_only = train_only_mask(table)
+    val = table.index[(folds == fold) & ~train_only]
+    train = table.index[folds != fold]
+    return train, val
+
+
+def folds_record(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray, fold: np.ndarray | pd.Series,
+                 *, seed: int | None, policy: str = POLICY) -> dict[str, Any]:
+    """The folds actually used, for metrics.json: k, seed, policy, and women / positive women per fold.
+
+    Rows with fold -1 (train-only) are counted apart as ``train_only_patients``.
+    """
+    frame = pd.DataFrame({"patient_id": np.asarray(patient_id), "label": pd.to_numeric(np.asarray(label)),
+                          "fold": np.asarray(fold, dtype=int)})
+    per_fold = []
+    for f, rows in frame[frame["fold"] >= 0].groupby("fold", sort=True):
+        women = patient_labels(rows["patient_id"], rows["label"])
+        per_fold.append({"fold": int(f), "patients": len(women), "positive_patients": int(women.sum())})
+    record = {"k": len(per_fold), "seed": seed, "policy": policy, "per_fold": per_fold}
+    train_only = frame.loc[frame["fold"] < 0, "patient_id"].nunique()
+    if train_only:
+        record["train_only_patients"] = int(train_only)
+    return record

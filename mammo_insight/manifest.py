@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from mammo_insight.files import write_text_atomic
+
 TRACKED_PACKAGES = ["mammo-insight", "numpy", "pandas", "polars", "scikit-learn", "statsmodels", "lightgbm",
                     "shap", "torch", "torchvision", "timm", "lightning", "grad-cam", "pydicom", "pylibjpeg"]
 
@@ -59,5 +61,4 @@ def write_manifest(out: str | Path, stage: str, config: dict[str, Any], seed: in
                 "config": config, "inputs": hashes, "headline": dict(headline or {}), "report": report,
                 "versions": package_versions(),
                 "command": " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))}
-    path.write_text(json.dumps(manifest, indent=2, default=str))
-    return path
+    return write_text_atomic(path, json.dumps(manifest, indent=2, default=str))

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import atomic_write
 from mammo_insight.imaging.cache import (
     ANNOTATION_COLUMNS,
     ANNOTATIONS_FILE,
@@ -45,12 +45,6 @@ INT_COLUMNS = ["orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1", "cr
                "out_height", "out_width"]
 
 
-def _write_atomic(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
     path = out_dir / CONFIG_FILE
     if path.is_file():
@@ -62,7 +56,7 @@ def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
             raise MammoInsightError(f"{out_dir} already holds a cache made with other settings ({detail}); "
                                     "use a new --out folder or delete this one")
-    _write_atomic(path, lambda p: p.write_text(json.dumps(config, indent=2)))
+    atomic_write(path, lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
 def read_journal(out_dir: Path) -> dict[str, dict[str, Any]]:
@@ -198,13 +192,13 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
 
     index = _index(table, done)
     reasons = index.attrs.pop("reasons")
-    _write_atomic(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
+    atomic_write(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
     failed = index["status"] != "ok"
     failures = pd.DataFrame({"image_id": index.loc[failed, "image_id"], "image_path": index.loc[failed, "image_path"],
                              "reason": [r for r, f in zip(reasons, failed) if f]})[FAILURE_COLUMNS]
-    _write_atomic(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
+    atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
     lesions = _annotations(cohort.annotations, index)
-    _write_atomic(out_dir / ANNOTATIONS_FILE, lambda p: lesions.to_parquet(p, index=False))
+    atomic_write(out_dir / ANNOTATIONS_FILE, lambda p: lesions.to_parquet(p, index=False))
     sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]
     sheet = write_contact_sheet(out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, lesions)
     summary = {"images": len(index), "ok": int((~failed).sum()), "failed": int(failed.sum()),

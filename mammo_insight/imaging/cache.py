@@ -43,8 +43,6 @@ made; read it back with ``PreprocessConfig.from_cache(CACHE)`` (older caches wro
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -53,6 +51,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import atomic_write
 
 INDEX_FILE = "index.parquet"
 ANNOTATIONS_FILE = "annotations.parquet"
@@ -127,15 +126,7 @@ def write_png_atomic(path: str | Path, pixels: np.ndarray) -> None:
     import cv2
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     ok, data = cv2.imencode(".png", pixels, [cv2.IMWRITE_PNG_COMPRESSION, 1])
     if not ok:
         raise MammoInsightError(f"PNG encoding failed for {path}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda tmp: tmp.write_bytes(data.tobytes()))

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import write_text_atomic
 from mammo_insight.metrics.bootstrap import metrics_with_ci
 
 BREAST_LEVEL_COLUMNS = ["fold", "laterality", "age", "age_band", "density", "site_id", "machine_id", "implant",
@@ -103,10 +104,7 @@ def to_jsonable(obj):
 
 def save_metrics_json(path: str | Path, metrics: Mapping) -> Path:
     """Write metrics as strict JSON (NaN -> null)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(to_jsonable(metrics), indent=2))
-    return path
+    return write_text_atomic(path, json.dumps(to_jsonable(metrics), indent=2))
 
 
 def metrics_frame(metrics: Mapping, levels: list[str] | None = None) -> pd.DataFrame:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import load_cohort_source
+from mammo_insight.files import write_text_atomic
 from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.stats import figures as stats_figures
 from mammo_insight.stats.report import render_study
@@ -96,7 +97,7 @@ def write_eda(result: EdaResult, out: Path) -> Path:
     study = result.study
     tables = out / "tables"
     tables.mkdir(parents=True, exist_ok=True)
-    (out / "summary.json").write_text(json.dumps({k: study.summary[k] for k in SUMMARY_KEYS}, indent=2))
+    write_text_atomic(out / "summary.json", json.dumps({k: study.summary[k] for k in SUMMARY_KEYS}, indent=2))
     for name in ("rates", "odds_ratios", "leakage", "missingness", "tests", "models"):
         getattr(study, name).to_csv(tables / f"{name}.csv", index=False)
     if not study.site_machine.empty:

@@ -1,0 +1,28 @@
+"""atomic_write: a failed write leaves the old file and no temporary behind."""
+
+from __future__ import annotations
+
+import pytest
+
+from mammo_insight.files import atomic_write, write_text_atomic
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
+    path = write_text_atomic(tmp_path / "metrics.json", "old")
+
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+
+
+def test_two_writers_use_distinct_temporaries(tmp_path):
+    seen = []
+    atomic_write(tmp_path / "a.csv", lambda tmp: (seen.append(tmp), tmp.write_text("1")))
+    atomic_write(tmp_path / "a.csv", lambda tmp: (seen.append(tmp), tmp.write_text("2")))
+    assert seen[0] != seen[1] and (tmp_path / "a.csv").read_text() == "2"
+    assert all(p.parent == tmp_path and p.name.startswith(".a.csv.") for p in seen)

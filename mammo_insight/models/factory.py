@@ -50,6 +50,44 @@ def _listed(keys: list[str], limit: int = 12) -> str:
     return ", ".join(keys[:limit]) + more
 
 
+def _unexpected(name: str, own: dict, shapes: dict[str, tuple]) -> list[str]:
+    """Tensors of the file the backbone has no place for, the pretrained classifier left aside."""
+    classifier = timm.models.get_pretrained_cfg_value(name, "classifier") or ()
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    return sorted(k for k in set(shapes) - set(own) if not (heads and k.startswith(heads)))
+
+
+def _stem_only(file_shape: tuple, own_shape: tuple) -> bool:
+    """A conv weight that differs only in its input channels: timm folds it with adapt_input_conv."""
+    return len(file_shape) == len(own_shape) == 4 and file_shape[:1] + file_shape[2:] == own_shape[:1] + own_shape[2:]
+
+
+def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_error: str = "") -> None:
+    """Raise the MammoInsightError listing what of the backbone did not load, if anything.
+
+    Without ``load_error`` timm loaded the file (its filter and stem adaptation made the shapes fit), so only
+    tensors absent from the file count; with it, tensors whose shape differs are listed too.
+    """
+    missing = sorted(k for k in own if k not in shapes and not k.endswith("num_batches_tracked"))
+    differ = [] if not load_error else sorted(
+        k for k in own if k in shapes and shapes[k] != tuple(own[k].shape)
+        and not _stem_only(shapes[k], tuple(own[k].shape)))
+    if not missing and not differ and not load_error:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of its {len(own)} tensors are not in the file ({_listed(missing)})")
+    if differ:
+        parts.append(f"{len(differ)} have another shape in the file ({_listed(differ)})")
+    if not parts:
+        parts.append(load_error)
+    unexpected = _unexpected(name, own, shapes)
+    if unexpected:
+        parts.append(f"the file has {len(unexpected)} the model does not ({_listed(unexpected)})")
+    raise MammoInsightError(f"weights file {path} does not load into {name}: {'; '.join(parts)}; "
+                            "is it a checkpoint of another architecture?")
+
+
 def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
     """The 1-channel feature extractor ``name`` with the weights of a local file, through timm's public API.
 
@@ -71,25 +109,19 @@ def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
                                 f"torch.load(weights_only=True): {type(exc).__name__}: {exc}") from exc
     if not isinstance(state, dict) or not state:
         raise MammoInsightError(f"weights file {path} holds no state dict")
-    in_file = set(state)
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     try:
         model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state},
                                   num_classes=0, in_chans=1, **kwargs)
     except RuntimeError as exc:  # unknown name, or tensors of the wrong shape ("size mismatch for ...")
         if not timm.is_model(name):
             raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
-        raise MammoInsightError(f"weights file {path} does not fit {name}: {exc}") from exc
+        plain = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **kwargs).state_dict()
+        _refuse(path, name, plain, shapes, load_error=" ".join(str(exc).split())[:300])
+        raise  # _refuse always raises
     own = model.state_dict()
-    missing = sorted(k for k in own if k not in in_file and not k.endswith("num_batches_tracked"))
-    classifier = timm.models.get_pretrained_cfg_value(name, "classifier") or ()
-    classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    unexpected = sorted(k for k in in_file - set(own) if not k.startswith(tuple(f"{c}." for c in classifier)))
-    if missing:
-        raise MammoInsightError(
-            f"weights file {path} does not load into {name}: {len(missing)} of its {len(own)} tensors are not "
-            f"in the file ({_listed(missing)})" + (f"; the file has {len(unexpected)} the model does not "
-                                                   f"({_listed(unexpected)})" if unexpected else "")
-            + ": is it a checkpoint of another architecture?")
+    _refuse(path, name, own, shapes)
+    unexpected = _unexpected(name, own, shapes)
     if unexpected:
         log.warning("weights file %s: %d tensor(s) the %s backbone has no place for were ignored: %s", path,
                     len(unexpected), name, _listed(unexpected))

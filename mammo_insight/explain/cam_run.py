@@ -69,7 +69,7 @@ def random_twin(model_name: str, view_mode: str, image_size: tuple[int, int] | N
     return model.eval()
 
 
-def case_images(case_id: str, unit: str, table: pd.DataFrame, max_views: int, label: str) -> pd.DataFrame:
+def case_images(case_id: str, table: pd.DataFrame, *, unit: str, max_views: int, label: str) -> pd.DataFrame:
     """The cache rows of one case: the image, or a breast's views in the order the model saw them."""
     rows = table[table[unit] == case_id].reset_index(drop=True)
     if unit == "image_id" or rows.empty:
@@ -132,7 +132,7 @@ def explain_batch(batch: pd.DataFrame, context: CaseContext, *, trained: CamExpl
                   random: CamExplainer) -> list[ExplainedCase]:
     """CAMs of one batch of cases (columns case_id, fold, categories, prob, label) by both explainers."""
     multi = context.multi
-    case_rows = [case_images(c, context.unit, context.index, context.max_views, context.label)
+    case_rows = [case_images(c, context.index, unit=context.unit, max_views=context.max_views, label=context.label)
                  for c in batch["case_id"]]
     missing = [c for c, rows in zip(batch["case_id"], case_rows) if rows.empty]
     if missing:

@@ -180,7 +180,7 @@ class MultiViewClassifier(nn.Module):
         return self.head(self.dropout(self.embed(x, mask))).squeeze(-1)
 
 
-def build_classifier(model_name: str, view_mode: str = "single", weights: str | Path | None = None,
+def build_classifier(model_name: str, view_mode: str = "single", *, weights: str | Path | None = None,
                      dropout: float = 0.0, img_size: tuple[int, int] | None = None) -> nn.Module:
     """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast)."""
     backbone = create_backbone(model_name, weights, img_size)

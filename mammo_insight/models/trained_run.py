@@ -168,8 +168,9 @@ class TrainedRun:
         images = breasts = None
         for fold, model in self.models(device):
             log.info("fold %d model scores %d images of %s", fold, len(rows), cache_dir)
-            images, breasts = predict_cache(model, cache_dir, rows, self.view_mode, self.image_size, batch_size,
-                                            self.max_views, device, label)
+            images, breasts = predict_cache(model, cache_dir, rows, self.view_mode, image_size=self.image_size,
+                                            batch_size=batch_size, max_views=self.max_views, device=device,
+                                            label_column=label)
             image_probs.append(images["prob"].to_numpy())
             if breasts is not None:
                 breast_probs.append(breasts["prob"].to_numpy())

@@ -166,7 +166,8 @@ def make_module(config: TrainConfig, size: tuple[int, int], hard_labels: np.ndar
                 accelerator: str) -> ClassifierModule:
     """The classifier in its LightningModule; channels_last on a GPU for single-view models."""
     channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
-    model = build_classifier(config.model, config.view_mode, config.weights, config.dropout, img_size=size)
+    model = build_classifier(config.model, config.view_mode, weights=config.weights, dropout=config.dropout,
+                             img_size=size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss = build_loss(config.loss, pos_weight_value(hard_labels, config.pos_weight), config.focal_gamma,

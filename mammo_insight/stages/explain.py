@@ -92,8 +92,8 @@ class ExplainResult(StageResult):
         return items
 
 
-def _cases(oof: pd.DataFrame, index: pd.DataFrame, annotations: pd.DataFrame, threshold: float, cfg: ExplainConfig,
-           *, unit: str, label: str) -> pd.DataFrame:
+def _cases(oof: pd.DataFrame, index: pd.DataFrame, annotations: pd.DataFrame, *, threshold: float,
+           cfg: ExplainConfig, unit: str, label: str) -> pd.DataFrame:
     """One row per case to explain: case_id, fold, categories (list), prob, label."""
     usable = oof[oof["image_id"].isin(index["image_id"])]
     if cfg.fold is not None:
@@ -157,7 +157,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     annotations = annotations.assign(image_id=annotations["image_id"].astype(str))
     failures = [f"image {i}: in the OOF predictions but not an ok image of the cache"
                 for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]]
-    cases = _cases(oof, index, annotations, float(threshold), cfg, unit=unit, label=label)
+    cases = _cases(oof, index, annotations, threshold=float(threshold), cfg=cfg, unit=unit, label=label)
     if cases.empty:
         raise MammoInsightError(f"no case to explain: the OOF predictions of {run_dir} share no image with "
                                 f"{cache_dir} (or the chosen fold is empty)")

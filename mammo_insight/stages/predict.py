@@ -235,7 +235,7 @@ def run_predict(config: PredictConfig) -> PredictResult:
         breast_rows = _breast_table(image_rows, breasts, threshold)
         overlays = None
         if config.cams is not None:
-            overlays = _cam_overlays(run, cache, ok, image_rows, breast_rows, device=device,
+            overlays = _cam_overlays(run, cache, ok, image_rows=image_rows, breast_rows=breast_rows, device=device,
                                      batch_size=config.batch_size)
     n_failed = int((image_rows["status"] != "ok").sum())
     log.info("%d breast(s) scored from %d image(s); %d file(s) failed", breast_rows["prob"].notna().sum(),
@@ -321,8 +321,8 @@ def _cam_maps(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_s
     return {k: v / len(run.folds) for k, v in sums.items()}
 
 
-def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, image_rows: pd.DataFrame,
-                  breast_rows: pd.DataFrame, *, device, batch_size: int, side: int = CAM_SIDE) -> tuple[CamOverlay, ...]:
+def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows: pd.DataFrame,
+                  breast_rows: pd.DataFrame, device, batch_size: int, side: int = CAM_SIDE) -> tuple[CamOverlay, ...]:
     """One overlay per scored image: the averaged CAM on the original mammogram, titled with its breast's decision."""
     import cv2
 

@@ -176,6 +176,7 @@ class EmbedResult(StageResult):
 
 def run_embed(config: EmbedConfig) -> EmbedResult:
     """The EMB table of every ok image of the cache (image and breast rows, see the module docstring)."""
+    device = resolve_device(config.device)   # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
     cache_dir = Path(config.cache)
     index = read_cache_index(cache_dir)
@@ -184,7 +185,6 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
     index = index.sort_values(["breast_id", "image_id"]).reset_index(drop=True)
     size = run.image_size or read_cache_config(cache_dir).get("size")
     size = tuple(size) if size else None
-    device = resolve_device(config.device)
     common = {"device": device, "batch_size": config.batch_size, "workers": config.workers}
     by_patient = patient_folds(run.oof())
     image_fold = fold_of_rows(index["patient_id"], by_patient, run.folds)

@@ -64,6 +64,7 @@ class EvaluateResult(StageResult):
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Score the cache's labelled, non-augmented images with every fold model (mean) at the run's thresholds."""
+    device = resolve_device(config.device)   # a device that is absent fails before any work
     run_dir, cache_dir = Path(config.run), Path(config.cache)
     run = TrainedRun.open(run_dir)
     label = run.label_column
@@ -74,7 +75,6 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     table = index[usable].reset_index(drop=True)
     if table.empty:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label} label")
-    device = resolve_device(config.device)
     preds, _ = run.ensemble_predict(cache_dir, table, device, config.batch_size)
     preds.insert(preds.columns.get_loc("patient_id") + 1, "fold", -1)
     metrics = evaluate_predictions(preds, run.thresholds() or None, seed=run.config.get("seed", 0), label=label)

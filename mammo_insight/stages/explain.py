@@ -135,6 +135,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     """Explain the chosen cases with their fold's model and a random twin; summarise the checks."""
     if cfg.method not in METHODS:
         raise MammoInsightError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
+    device = resolve_device(cfg.device)   # a device that is absent fails before any work
     run_dir, cache_dir = Path(cfg.run), Path(cfg.cache)
     run = TrainedRun.open(run_dir)
     label = run.label_column
@@ -150,7 +151,6 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     oof = oof[oof["fold"].isin(run.folds)]
     if cfg.fold is not None and cfg.fold not in run.folds:
         raise MammoInsightError(f"{run_dir}: fold {cfg.fold} has no model; folds with a model: {list(run.folds)}")
-    device = resolve_device(cfg.device)
     index = read_cache_index(cache_dir)
     index = index.assign(image_id=index["image_id"].astype(str), breast_id=index["breast_id"].astype(str))
     annotations = read_cache_annotations(cache_dir)

@@ -204,6 +204,7 @@ def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, thresh
 
 def run_predict(config: PredictConfig) -> PredictResult:
     """Preprocess the images as the run was trained, score them with every fold model (mean), decide."""
+    device = resolve_device(config.device)   # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
     images_dir = Path(config.images)
     threshold = run.threshold("breast")
@@ -215,7 +216,6 @@ def run_predict(config: PredictConfig) -> PredictResult:
         cohort, unreadable = dataset_cohort(config.dataset, images_dir, mapping_file), pd.DataFrame()
     else:
         cohort, unreadable = folder_cohort(images_dir)
-    device = resolve_device(config.device)
     from mammo_insight.imaging.build import build_cache
 
     with tempfile.TemporaryDirectory(prefix="mammo-predict-") as tmp:

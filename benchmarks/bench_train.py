@@ -51,7 +51,7 @@ def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
     import lightning.pytorch as pl
 
     from mammo_insight.models.data import CacheImageDataset
-    from mammo_insight.models.training import make_loaders, make_module, make_trainer, resolve_device
+    from mammo_insight.models.training import lightning_device, make_loaders, make_module, make_trainer
 
     class EpochTimer(pl.Callback):
         def __init__(self) -> None:
@@ -66,7 +66,7 @@ def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
             self.times.append(time.perf_counter() - self.t0)
 
     pl.seed_everything(0, verbose=False)
-    accelerator, precision = resolve_device(config)
+    accelerator, precision = lightning_device(config)
     ds = CacheImageDataset(cache, table, None, size=size)
     train_loader, _ = make_loaders(ds, ds, ds.labels, config, accelerator)
     module = make_module(config, size, ds.labels, accelerator)
@@ -83,10 +83,10 @@ def bench_bare(cache: Path, table, config, size, device: str) -> list[float]:
     from torch.utils.data import DataLoader
 
     from mammo_insight.models.data import CacheImageDataset
-    from mammo_insight.models.training import resolve_device
+    from mammo_insight.models.training import lightning_device
 
     torch.manual_seed(0)
-    _, precision = resolve_device(config)
+    _, precision = lightning_device(config)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     backbone = timm.create_model(config.model, pretrained=False, num_classes=1, in_chans=1)
     model = backbone.to(device)

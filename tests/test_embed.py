@@ -19,12 +19,21 @@ from typer.testing import CliRunner
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS
 from mammo_insight.fusion.emb_table import embedding_columns, read_embeddings
-from mammo_insight.fusion.embeddings import compute_embeddings
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.run_io import load_fold_model, save_fold_model, save_run_config
+from mammo_insight.models.run_io import save_fold_model, save_run_config
+from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.stages.embed import EmbedConfig, run_embed
 
 SIZE = (64, 48)
+
+
+def compute_embeddings(run, cache, batch_size, device):
+    return run_embed(EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device)).table
+
+
+def load_fold_model(run, fold):
+    return TrainedRun.open(run).model(fold)
 FOLD_OF = {"p0": 0, "p1": 1, "p2": 2, "p3": 0, "p4": 1}  # p5 is held out (not in the OOF file)
 PATIENTS = [*FOLD_OF, "p5"]
 
@@ -138,3 +147,7 @@ def test_cli_embed_writes_a_readable_table(tmp_path, single):
     table = read_embeddings(out)
     assert set(table["level"]) == {"image", "breast"}
     assert "not out-of-fold" in result.output
+    manifest = json.loads(out.with_name("EMB.parquet.manifest.json").read_text())
+    assert manifest["stage"] == "embed" and manifest["report"] is None
+    assert manifest["headline"] == {"images": str(4 * len(PATIENTS)), "breasts": str(2 * len(PATIENTS)),
+                                    "embedding dim": str(len(embedding_columns(table)))}

@@ -113,14 +113,16 @@ def trained_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_gradcam_points_at_planted_lesions_and_randomised_model_does_not(trained_run, tmp_path):
-    from mammo_insight.explain.cam_run import ExplainConfig, explain_run
+    from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
     run, cache = trained_run
     auc = json.loads((run / "metrics.json").read_text())["image"]["roc_auc"]["value"]
     assert auc >= 0.9, "the fixture model did not learn the lesions; the CAM check would be meaningless"
     out = tmp_path / "explain"
-    metrics = explain_run(run, cache, out, ExplainConfig(method="gradcam", n=1, max_checked=40,
-                                                         layer="backbone.layer2", batch_size=16))
+    result = run_explain(ExplainConfig(run=run, cache=cache, method="gradcam", n=1, max_checked=40,
+                                       layer="backbone.layer2", batch_size=16))
+    write_explain(result, out)
+    metrics = result.metrics
     saved = json.loads((out / "cam_metrics.json").read_text())
     assert saved["method"] == "gradcam" and saved["n_cases"] == metrics["n_cases"] >= 30
     chance = saved["lesion_area_fraction"]
@@ -177,7 +179,9 @@ def test_cli_writes_the_contract_files(small_cohort):
         assert key in metrics
     assert metrics["method"] == "eigencam" and metrics["n_cases"] == 5
     assert 0 <= metrics["pointing_game"] <= 1 and metrics["lesion_area_fraction"] > 0
-    assert json.loads((out / "manifest.json").read_text())["stage"] == "explain"
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["stage"] == "explain" and manifest["report"] == "index.html"
+    assert manifest["headline"]["method"] == "eigencam" and manifest["headline"]["n cases"] == "5"
     html = (out / "index.html").read_text()
     assert "Gallery, fold 0" in html and "data:image/png;base64" in html
     pngs = list((out / "cases").glob("*.png"))
@@ -186,11 +190,13 @@ def test_cli_writes_the_contract_files(small_cohort):
 
 
 def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
-    from mammo_insight.explain.cam_run import ExplainConfig, explain_run
+    from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
     root, cache = small_cohort
     run = _untrained_run(root, cache, "multi")
-    metrics = explain_run(run, cache, root / "multi_out", ExplainConfig(method="gradcampp", n=1, max_checked=3))
+    result = run_explain(ExplainConfig(run=run, cache=cache, method="gradcampp", n=1, max_checked=3))
+    write_explain(result, root / "multi_out")
+    metrics = result.metrics
     checks = pd.read_csv(root / "multi_out" / "tables" / "cam_checks.csv")
     per_case = checks.groupby("case_id")["image_id"].nunique()
     assert set(per_case) == {2}                         # CC and MLO of each breast
@@ -201,8 +207,8 @@ def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
 
 def test_a_run_without_threshold_is_a_clear_error(small_cohort):
     from mammo_insight.errors import MammoInsightError
-    from mammo_insight.explain.cam_run import explain_run
     from mammo_insight.models.run_io import load_run_config, save_run_config
+    from mammo_insight.stages.explain import ExplainConfig, run_explain
 
     root, cache = small_cohort
     run = _untrained_run(root, cache, "single")
@@ -210,4 +216,4 @@ def test_a_run_without_threshold_is_a_clear_error(small_cohort):
     del config["threshold"]
     save_run_config(run, config)
     with pytest.raises(MammoInsightError, match="threshold"):
-        explain_run(run, cache, root / "bad_out")
+        run_explain(ExplainConfig(run=run, cache=cache))

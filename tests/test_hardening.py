@@ -316,7 +316,8 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     import torch
 
     from mammo_insight.models.factory import build_classifier
-    from mammo_insight.models.run_io import fold_model_path, load_fold_model
+    from mammo_insight.models.run_io import fold_model_path
+    from mammo_insight.models.trained_run import TrainedRun
 
     # the payload is real: a plain unpickle runs it
     probe = tmp_path / "probe.pt"
@@ -328,7 +329,7 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     marker = tmp_path / "payload_ran"
     torch.save({"state": _Payload(marker)}, fold_model_path(run, 0))
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
-        load_fold_model(run, 0)
+        TrainedRun.open(run).model(0)
     assert not marker.exists()
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
         build_classifier("test_resnet", "single", weights=fold_model_path(run, 0))

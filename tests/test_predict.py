@@ -19,9 +19,23 @@ from mammo_insight.cli.app import app
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.metrics import thresholds_of
-from mammo_insight.models.predict_studies import predict_studies
+from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.stages.predict import (
+    PredictConfig,
+    PredictResult,
+    image_csv_path,
+    run_predict,
+    write_predict,
+)
 
 pytestmark = pytest.mark.slow
+
+
+def predict_studies(run: Path, images: Path, out: Path, **options) -> PredictResult:
+    """The predict stage as the CLI runs it: run_predict, then write_predict to OUT.csv."""
+    result = run_predict(PredictConfig(run=run, images=images, **options))
+    write_predict(result, out)
+    return result
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +59,17 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 def _fold_mean(run: Path, cache: Path) -> pd.Series:
     """What models/predict.py gives on the same cache, fold by fold, averaged: image_id -> prob."""
     from mammo_insight.models.predict import predict_cache
-    from mammo_insight.models.run_io import load_fold_model, load_run_config, run_folds
-
-    config = load_run_config(run)
+    config = json.loads((run / "config.json").read_text())
     index = read_cache_index(cache)
-    probs = [predict_cache(load_fold_model(run, fold), cache, index, "single", tuple(config["image_size"]))[0]
-             .set_index("image_id")["prob"] for fold in run_folds(run)]
+    opened = TrainedRun.open(run)
+    probs = [predict_cache(opened.model(fold), cache, index, "single", tuple(config["image_size"]))[0]
+             .set_index("image_id")["prob"] for fold in opened.folds]
     return pd.concat(probs, axis=1).mean(axis=1)
 
 
 def test_predict_matches_the_run(trained, tmp_path):
     run = trained["run"]
-    result = predict_studies(run, trained["images"], tmp_path / "out.csv", cache_dir=tmp_path / "cache")
+    predict_studies(run, trained["images"], tmp_path / "out.csv", cache=tmp_path / "cache")
     config = json.loads((run / "config.json").read_text())
     assert config["preprocess"]["size"] == [48, 32]          # train recorded its preprocessing
     new_config = json.loads((tmp_path / "cache" / "config.json").read_text())
@@ -68,8 +81,9 @@ def test_predict_matches_the_run(trained, tmp_path):
         np.testing.assert_array_equal(load_cache_image(trained["cache"], old.set_index("image_id").loc[image_id]),
                                       load_cache_image(tmp_path / "cache", new.set_index("image_id").loc[image_id]))
 
-    images = pd.read_csv(result.image_csv, dtype={"image_id": str, "breast_id": str, "patient_id": str})
-    breasts = pd.read_csv(result.breast_csv, dtype={"breast_id": str, "patient_id": str})
+    images = pd.read_csv(image_csv_path(tmp_path / "out.csv"), dtype={"image_id": str, "breast_id": str,
+                                                                     "patient_id": str})
+    breasts = pd.read_csv(tmp_path / "out.csv", dtype={"breast_id": str, "patient_id": str})
     expected = _fold_mean(run, tmp_path / "cache")
     got = images.set_index("image_id")["prob"]
     np.testing.assert_allclose(got.loc[expected.index], expected.to_numpy(), atol=1e-6)
@@ -83,6 +97,10 @@ def test_predict_matches_the_run(trained, tmp_path):
     threshold = thresholds_of(json.loads((run / "metrics.json").read_text()))["breast"]
     assert np.allclose(breasts["threshold"], threshold)
     assert (breasts["decision"] == (breasts["prob"] >= threshold).astype(int)).all()
+    manifest = json.loads((tmp_path / "out.csv.manifest.json").read_text())   # beside the CSV, named after it
+    assert manifest["stage"] == "predict" and manifest["config"]["out"] == "out.csv"
+    assert manifest["headline"] == {"breasts scored": str(len(breasts)),
+                                    "flagged positive": str(int(breasts["decision"].sum()))}
 
 
 def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):
@@ -142,15 +160,15 @@ def test_multi_view_run_scores_breasts(trained, tmp_path):
     """A multi-view run: the breast probability is the model's breast output (mean of folds), not an image mean."""
     from mammo_insight.models.config import load_config
     from mammo_insight.models.predict import predict_cache
-    from mammo_insight.models.run_io import load_fold_model, run_folds
     from mammo_insight.stages.train import train_run
 
     run = train_run(trained["cache"], tmp_path / "run", load_config(
         None, model="test_resnet", view_mode="multi", folds=2, epochs=1, batch_size=4, cpu_threads=1))
-    result = predict_studies(run, trained["images"], tmp_path / "out.csv", cache_dir=tmp_path / "cache")
+    result = predict_studies(run, trained["images"], tmp_path / "out.csv", cache=tmp_path / "cache")
     index = read_cache_index(tmp_path / "cache")
-    expected = pd.concat([predict_cache(load_fold_model(run, f), tmp_path / "cache", index, "multi", (48, 32))[1]
-                          .set_index("breast_id")["prob"] for f in run_folds(run)], axis=1).mean(axis=1)
+    opened = TrainedRun.open(run)
+    expected = pd.concat([predict_cache(opened.model(f), tmp_path / "cache", index, "multi", (48, 32))[1]
+                          .set_index("breast_id")["prob"] for f in opened.folds], axis=1).mean(axis=1)
     got = result.breasts.set_index("breast_id")["prob"]
     np.testing.assert_allclose(got.loc[expected.index], expected.to_numpy(), atol=1e-6)
     assert len(list((tmp_path / "cache" / "images").rglob("*.png"))) == len(result.images)

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.run_io import load_fold_model, save_fold_model, save_run_config
+from mammo_insight.models.run_io import save_fold_model, save_run_config
+from mammo_insight.models.trained_run import TrainedRun
 
 STUDY_MODELS = ["efficientnet_b0", "densenet121", "resnet50", "resnet101", "vit_small_patch16_224", "convnext_tiny",
                 "convnextv2_tiny", "tf_efficientnetv2_s"]
@@ -44,7 +45,7 @@ def test_vit_run_rebuilds_at_its_image_size(tmp_path):
     model = build_classifier("vit_small_patch16_224", "multi", img_size=(64, 48))
     save_run_config(tmp_path, {"model": "vit_small_patch16_224", "view_mode": "multi", "image_size": [64, 48]})
     save_fold_model(tmp_path, 0, model)
-    again = load_fold_model(tmp_path, 0)
+    again = TrainedRun.open(tmp_path).model(0)
     x, mask = torch.rand(1, 2, 1, 64, 48), torch.tensor([[True, False]])
     with torch.inference_mode():
         assert torch.allclose(model.eval()(x, mask), again(x, mask))

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
 from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.run_io import load_fold_model, load_oof, run_folds
+from mammo_insight.models.run_io import load_oof
+from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow
@@ -113,8 +114,8 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
     assert (oof.groupby("patient_id")["fold"].nunique() == 1).all()
     assert {"image_id", "breast_id", "patient_id", "fold", "prob", "cancer", "view", "age"} <= set(oof.columns)
     # the exported fold model reproduces its out-of-fold probabilities
-    assert run_folds(run) == [0, 1]
-    model = load_fold_model(run, 0)
+    assert TrainedRun.open(run).folds == (0, 1)
+    model = TrainedRun.open(run).model(0)
     from mammo_insight.models.predict import predict_cache
 
     val = index[index["image_id"].isin(oof.loc[oof["fold"] == 0, "image_id"])]
@@ -168,7 +169,7 @@ def test_multi_view_run_with_missing_views(tmp_path: Path):
     assert len(oof) == len(index)
     one_view = index.groupby("breast_id").size().loc[lambda s: s == 1].index
     assert len(one_view) > 0 and oof[oof["breast_id"].isin(one_view)]["prob"].notna().all()
-    assert load_fold_model(out, 1).__class__.__name__ == "MultiViewClassifier"
+    assert TrainedRun.open(out).model(1).__class__.__name__ == "MultiViewClassifier"
 
 
 def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path):

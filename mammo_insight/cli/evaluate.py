@@ -1,4 +1,4 @@
-"""`mammo-insight evaluate`: external validation of a trained run on another image cache."""
+"""`mammo-insight evaluate`: external validation of a trained run on another image cache (stages/evaluate.py)."""
 
 from __future__ import annotations
 
@@ -7,23 +7,21 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.models.device import DEVICE_HELP
+
 
 def command(
     run: Annotated[Path, typer.Option(help="run directory written by `mammo-insight train`")],
     cache: Annotated[Path, typer.Option(help="another image cache (e.g. INbreast or MIAS)")],
     out: Annotated[Path, typer.Option(help="output folder")],
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
-    import json
+    from mammo_insight.stages.evaluate import EvaluateConfig, run_evaluate, write_evaluate
 
-    from mammo_insight.models.external import evaluate_run
-    from mammo_insight.report import fmt_ci as format_cell
-
-    page = evaluate_run(run, cache, out, device, batch_size)
-    metrics = json.loads((out / "metrics.json").read_text())
-    for level in ("image", "breast"):
-        body = metrics[level]
-        typer.echo(f"{level}: ROC-AUC {format_cell(body['roc_auc'])}  pF1 {format_cell(body['pf1'])}  PR-AUC {format_cell(body['pr_auc'])}")
+    result = run_evaluate(EvaluateConfig(run=run, cache=cache, device=device, batch_size=batch_size))
+    page = write_evaluate(result, out)
+    for label, value in result.headline().items():
+        typer.echo(f"{label}: {value}")
     typer.echo(f"report: {page}")

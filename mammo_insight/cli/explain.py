@@ -1,4 +1,4 @@
-"""`mammo-insight explain`: Grad-CAM maps of a run's fold models on the original images, checked against lesions."""
+"""`mammo-insight explain`: Grad-CAM maps of a run's fold models on the original images (stages/explain.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from mammo_insight.models.device import DEVICE_HELP
 
 
 def command(
@@ -21,22 +23,19 @@ def command(
                                                    "(default: the last feature map, found automatically)")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per CAM batch")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the randomised model and of the check sample")] = 0,
-    device: Annotated[str, typer.Option(help="cpu or cuda")] = "cpu",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Write OUT/index.html, OUT/cam_metrics.json, OUT/cases/*.png|html, OUT/tables/cam_checks.csv."""
-    from mammo_insight.errors import MammoInsightError
-    from mammo_insight.explain.cam import METHODS
-    from mammo_insight.explain.cam_run import ExplainConfig, explain_run
+    from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
-    if method not in METHODS:
-        raise MammoInsightError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
-    metrics = explain_run(run, cache, out, ExplainConfig(method=method, n=n, fold=fold, max_checked=max_checked,
-                                                         tolerance=tolerance, layer=layer, batch_size=batch_size,
-                                                         seed=seed, device=device))
+    result = run_explain(ExplainConfig(run=run, cache=cache, method=method, n=n, fold=fold, max_checked=max_checked,
+                                       tolerance=tolerance, layer=layer, batch_size=batch_size, seed=seed,
+                                       device=device))
+    page = write_explain(result, out)
     for key in ("method", "n_cases", "pointing_game", "energy_inside", "lesion_area_fraction",
                 "randomisation_rank_corr", "randomised_pointing_game"):
-        value = metrics.get(key)
+        value = result.metrics.get(key)
         typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    for problem in metrics.get("failures", []):
+    for problem in result.failures:
         typer.echo(f"problem: {problem}", err=True)
-    typer.echo(f"wrote {out / 'index.html'}")
+    typer.echo(f"wrote {page}")

@@ -1,4 +1,4 @@
-"""`mammo-insight predict`: breast probabilities and the run's tuned decision for new DICOM studies."""
+"""`mammo-insight predict`: breast probabilities and the run's tuned decision for new DICOM studies (stages/predict.py)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from mammo_insight.models.device import DEVICE_HELP
 
 
 def command(
@@ -16,23 +18,25 @@ def command(
     dataset: Annotated[str | None, typer.Option(help="read IMAGES through this dataset adapter (rsna, ...)")] = None,
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
     cache: Annotated[Path | None, typer.Option(help="keep the preprocessed images here (default: temporary)")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda")] = "auto",
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[int, typer.Option(min=1, help="preprocessing worker processes")] = 1,
 ) -> None:
     """Preprocess IMAGES as the run was trained, score with every fold model (mean), decide at the run's threshold."""
-    from mammo_insight.models.predict_studies import predict_studies
+    from mammo_insight.stages.predict import PredictConfig, image_csv_path, run_predict, write_predict
 
-    result = predict_studies(run, images, out, cams, dataset, mapping, cache, device, batch_size, workers)
+    result = run_predict(PredictConfig(run=run, images=images, cams=cams, dataset=dataset, mapping=mapping,
+                                       cache=cache, device=device, batch_size=batch_size, workers=workers))
+    breast_csv = write_predict(result, out)
     breasts, files = result.breasts, result.images
     scored = breasts["prob"].notna()
     typer.echo(f"breasts: {int(scored.sum())} scored, {int(breasts.loc[scored, 'decision'].sum())} positive at "
-               f"threshold {breasts['threshold'].iloc[0]:.3f}")
+               f"threshold {result.threshold:.3f}")
     failed = files[files["status"] != "ok"]
     typer.echo(f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed")
     for row in failed.head(10).itertuples(index=False):
         typer.echo(f"  failed: {row.file}: {row.reason}")
-    typer.echo(f"breast predictions: {result.breast_csv}")
-    typer.echo(f"image predictions: {result.image_csv}")
-    if result.cams_index is not None:
-        typer.echo(f"Grad-CAM overlays: {result.cams_index}")
+    typer.echo(f"breast predictions: {breast_csv}")
+    typer.echo(f"image predictions: {image_csv_path(breast_csv)}")
+    if cams is not None:
+        typer.echo(f"Grad-CAM overlays: {cams / 'index.html'}")

@@ -50,10 +50,6 @@ class PreprocessConfig:
         return {"size": [int(self.size[0]), int(self.size[1])], "bits": self.bits, "flip": self.flip,
                 "decoder": self.decoder, "margin": self.margin, "mask": self.mask}
 
-    def as_dict(self) -> dict[str, Any]:
-        """Deprecated name of :meth:`to_dict` (kept until its last caller moves)."""
-        return self.to_dict()
-
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
         """The config a dict (a cache's config.json, a run's copy of it) describes; other keys are ignored.

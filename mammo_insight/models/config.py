@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.models.device import is_device_name
 
 
 @dataclass
@@ -63,7 +64,7 @@ class TrainConfig:
     # multi-view
     max_views: int = 4
     # engine
-    device: str = "auto"               # auto | cpu | cuda
+    device: str = "auto"               # auto | cpu | cuda | cuda:N (models/device.resolve_device)
     precision: str = "auto"            # auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed
     channels_last: bool = True         # GPU only
     devices: int | str = "auto"
@@ -125,7 +126,7 @@ def validate_config(config: TrainConfig) -> None:
         "monitor": config.monitor in {"pf1", "auc", "loss"},
         "loss": config.loss in {"bce", "focal"},
         "sampler": config.sampler in {"none", "balanced"},
-        "device": config.device in {"auto", "cpu", "cuda"},
+        "device": is_device_name(config.device),
         "threshold_method": config.threshold_method in {"best_f1", "prevalence"},
         "folds": config.folds >= 2,
         "epochs": config.epochs >= 1,

@@ -1,19 +1,23 @@
 """Build the single-view and multi-view classifiers from any timm backbone.
 
 Input is one channel (mammograms are grey). Pretrained weights come only from a local file
-(``weights``); nothing is downloaded. Both models expose ``embed`` (the pooled feature vector
+(``weights``, loaded through timm's public pretrained API); nothing is downloaded. Both models expose ``embed`` (the pooled feature vector
 that embeddings and fusion use) and return one malignancy logit per image or per breast.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
+
+log = logging.getLogger(__name__)
 
 
 def has_fixed_input_size(name: str) -> bool:
@@ -28,40 +32,101 @@ def create_backbone(name: str, weights: str | Path | None = None,
                     img_size: tuple[int, int] | None = None) -> nn.Module:
     """A timm feature extractor (num_classes=0) with 1-channel input.
 
-    ``weights``: a local timm/torchvision state dict for the 3-channel model; its first conv is
-    folded to one channel by timm's own ``adapt_input_conv``. ``img_size`` (H, W) is passed to
-    models with a fixed input size (ViTs) and ignored by the others, which take any size.
+    ``weights``: a local timm/torchvision state dict for the 3-channel model, loaded through timm's own
+    pretrained path (see `load_weights`). ``img_size`` (H, W) is passed to models with a fixed input
+    size (ViTs) and ignored by the others, which take any size.
     """
     extra = {"img_size": tuple(img_size)} if img_size is not None and has_fixed_input_size(name) else {}
+    if weights is not None:
+        return load_weights(name, Path(weights), **extra)
     try:
-        model = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **extra)
+        return timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **extra)
     except RuntimeError as exc:  # timm raises RuntimeError for unknown names
         raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
-    if weights is not None:
-        load_local_weights(model, Path(weights))
-    return model
 
 
-def load_local_weights(model: nn.Module, path: Path) -> None:
-    """Load a local checkpoint into a 1-channel timm model, adapting the stem and dropping the head."""
-    from timm.models._manipulate import adapt_input_conv
+def _listed(keys: list[str], limit: int = 12) -> str:
+    more = f" and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
 
+
+def _unexpected(name: str, own: dict, shapes: dict[str, tuple]) -> list[str]:
+    """Tensors of the file the backbone has no place for, the pretrained classifier left aside."""
+    classifier = timm.models.get_pretrained_cfg_value(name, "classifier") or ()
+    heads = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    return sorted(k for k in set(shapes) - set(own) if not (heads and k.startswith(heads)))
+
+
+def _stem_only(file_shape: tuple, own_shape: tuple) -> bool:
+    """A conv weight that differs only in its input channels: timm folds it with adapt_input_conv."""
+    return len(file_shape) == len(own_shape) == 4 and file_shape[:1] + file_shape[2:] == own_shape[:1] + own_shape[2:]
+
+
+def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_error: str = "") -> None:
+    """Raise the MammoInsightError listing what of the backbone did not load, if anything.
+
+    Without ``load_error`` timm loaded the file (its filter and stem adaptation made the shapes fit), so only
+    tensors absent from the file count; with it, tensors whose shape differs are listed too.
+    """
+    missing = sorted(k for k in own if k not in shapes and not k.endswith("num_batches_tracked"))
+    differ = [] if not load_error else sorted(
+        k for k in own if k in shapes and shapes[k] != tuple(own[k].shape)
+        and not _stem_only(shapes[k], tuple(own[k].shape)))
+    if not missing and not differ and not load_error:
+        return
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} of its {len(own)} tensors are not in the file ({_listed(missing)})")
+    if differ:
+        parts.append(f"{len(differ)} have another shape in the file ({_listed(differ)})")
+    if not parts:
+        parts.append(load_error)
+    unexpected = _unexpected(name, own, shapes)
+    if unexpected:
+        parts.append(f"the file has {len(unexpected)} the model does not ({_listed(unexpected)})")
+    raise MammoInsightError(f"weights file {path} does not load into {name}: {'; '.join(parts)}; "
+                            "is it a checkpoint of another architecture?")
+
+
+def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
+    """The 1-channel feature extractor ``name`` with the weights of a local file, through timm's public API.
+
+    The file is read by ``timm.models.load_state_dict`` (``weights_only=True``: a pickle that would run
+    code is refused; safetensors, EMA and DDP-prefixed checkpoints work) and handed to
+    ``timm.create_model(pretrained=True, pretrained_cfg_overlay=dict(state_dict=...))``, so timm applies
+    the model's own checkpoint filter (e.g. a ViT's position embedding resampled to ``img_size``), folds
+    the RGB stem to one channel with ``timm.models.adapt_input_conv`` and drops the classifier. Every
+    tensor of the backbone body must come from the file: one that does not is a MammoInsightError
+    listing them (never a silent partial load); tensors of the file the model has no place for are
+    logged.
+    """
     if not path.is_file():
         raise MammoInsightError(f"weights file {path} does not exist")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    try:
+        state = timm.models.load_state_dict(str(path), weights_only=True)
+    except Exception as exc:
+        raise MammoInsightError(f"weights file {path} is not a plain state dict that loads with "
+                                f"torch.load(weights_only=True): {type(exc).__name__}: {exc}") from exc
+    if not isinstance(state, dict) or not state:
+        raise MammoInsightError(f"weights file {path} holds no state dict")
+    shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+    try:
+        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state},
+                                  num_classes=0, in_chans=1, **kwargs)
+    except RuntimeError as exc:  # unknown name, or tensors of the wrong shape ("size mismatch for ...")
+        if not timm.is_model(name):
+            raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
+        plain = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **kwargs).state_dict()
+        _refuse(path, name, plain, shapes, load_error=" ".join(str(exc).split())[:300])
+        raise  # _refuse always raises
     own = model.state_dict()
-    adapted = {}
-    for key, value in state.items():
-        if key not in own:
-            continue
-        if value.ndim == 4 and own[key].ndim == 4 and value.shape[1] != own[key].shape[1]:
-            value = adapt_input_conv(own[key].shape[1], value)
-        if value.shape == own[key].shape:
-            adapted[key] = value
-    if not adapted:
-        raise MammoInsightError(f"weights file {path} has no tensor matching model {type(model).__name__}")
-    model.load_state_dict(adapted, strict=False)
+    _refuse(path, name, own, shapes)
+    unexpected = _unexpected(name, own, shapes)
+    if unexpected:
+        log.warning("weights file %s: %d tensor(s) the %s backbone has no place for were ignored: %s", path,
+                    len(unexpected), name, _listed(unexpected))
+    log.info("loaded %d tensors of %s from %s (classifier dropped, stem folded to 1 channel)", len(own), name, path)
+    return model
 
 
 class SingleViewClassifier(nn.Module):
@@ -115,7 +180,7 @@ class MultiViewClassifier(nn.Module):
         return self.head(self.dropout(self.embed(x, mask))).squeeze(-1)
 
 
-def build_classifier(model_name: str, view_mode: str = "single", weights: str | Path | None = None,
+def build_classifier(model_name: str, view_mode: str = "single", *, weights: str | Path | None = None,
                      dropout: float = 0.0, img_size: tuple[int, int] | None = None) -> nn.Module:
     """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast)."""
     backbone = create_backbone(model_name, weights, img_size)

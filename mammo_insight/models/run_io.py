@@ -1,4 +1,4 @@
-"""The run directory contract that train writes and embed, explain, evaluate and predict read.
+"""The run directory contract that train writes and `TrainedRun` (models/trained_run.py) reads.
 
 RUN/config.json          resolved training config: model, view_mode, image_size [H, W], folds, seed,
                          threshold (tuned on out-of-fold predictions), cache_index_sha256, ...
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.factory import build_classifier
+from mammo_insight.files import atomic_write, write_text_atomic
 
 
 def fold_model_path(run_dir: str | Path, fold: int) -> Path:
@@ -34,39 +34,13 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
 
 
 def save_run_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
-    path = Path(run_dir) / "config.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(config, indent=2, default=str))
-    return path
+    return write_text_atomic(Path(run_dir) / "config.json", json.dumps(config, indent=2, default=str))
 
 
 def save_fold_model(run_dir: str | Path, fold: int, model: nn.Module) -> Path:
     """Write atomically so a kill never leaves a half-written model that looks done."""
-    path = fold_model_path(run_dir, fold)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
-    tmp.replace(path)
-    return path
-
-
-def load_fold_model(run_dir: str | Path, fold: int, device: str | torch.device = "cpu") -> nn.Module:
-    """The eval-mode classifier of one fold, rebuilt from config.json and its state_dict."""
-    config = load_run_config(run_dir)
-    path = fold_model_path(run_dir, fold)
-    if not path.is_file():
-        raise MammoInsightError(f"{run_dir}: fold {fold} has no model ({path} missing)")
-    size = config.get("image_size")
-    model = build_classifier(config["model"], config.get("view_mode", "single"),
-                             img_size=tuple(size) if size else None)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-    return model.to(device).eval()
-
-
-def run_folds(run_dir: str | Path) -> list[int]:
-    """Folds with a saved model, ascending."""
-    root = Path(run_dir) / "folds"
-    return sorted(int(p.parent.name.split("_")[1]) for p in root.glob("fold_*/model.pt"))
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    return atomic_write(fold_model_path(run_dir, fold), lambda tmp: torch.save(state, tmp))
 
 
 def load_oof(run_dir: str | Path) -> pd.DataFrame:

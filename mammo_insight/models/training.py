@@ -31,6 +31,7 @@ from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier
 from mammo_insight.models.lightning_module import ClassifierModule, ProgressiveUnfreeze, monitor_key
 from mammo_insight.models.losses import build_loss
@@ -73,12 +74,10 @@ class History(pl.Callback):
         self.rows = list(state["rows"])
 
 
-def resolve_device(config: TrainConfig) -> tuple[str, str]:
-    """(Lightning accelerator, precision): mixed precision only on a GPU."""
-    cuda = torch.cuda.is_available()
-    if config.device == "cuda" and not cuda:
-        raise MammoInsightError("--device cuda was asked for but torch sees no CUDA GPU")
-    accelerator = "gpu" if (config.device == "cuda" or (config.device == "auto" and cuda)) else "cpu"
+def lightning_device(config: TrainConfig) -> tuple[str, str]:
+    """(Lightning accelerator, precision) from ``--device`` (models/device.resolve_device's policy):
+    mixed precision only on a GPU."""
+    accelerator = "gpu" if resolve_device(config.device).type == "cuda" else "cpu"
     if accelerator == "cpu":
         if config.precision not in {"auto", "32-true", "32"}:
             log.warning("precision %s needs a GPU; training in 32-bit on the CPU", config.precision)
@@ -86,6 +85,13 @@ def resolve_device(config: TrainConfig) -> tuple[str, str]:
     if config.precision == "auto":
         return accelerator, "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
     return accelerator, config.precision
+
+
+def _trainer_devices(config: TrainConfig, accelerator: str) -> int | str | list[int]:
+    """Lightning's ``devices``: the one GPU of ``--device cuda:N``, else the ``devices`` option."""
+    if accelerator == "gpu" and config.devices == "auto" and ":" in config.device:
+        return [int(resolve_device(config.device).index or 0)]
+    return config.devices
 
 
 def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
@@ -163,7 +169,8 @@ def make_module(config: TrainConfig, size: tuple[int, int], hard_labels: np.ndar
                 accelerator: str) -> ClassifierModule:
     """The classifier in its LightningModule; channels_last on a GPU for single-view models."""
     channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
-    model = build_classifier(config.model, config.view_mode, config.weights, config.dropout, img_size=size)
+    model = build_classifier(config.model, config.view_mode, weights=config.weights, dropout=config.dropout,
+                             img_size=size)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     loss = build_loss(config.loss, pos_weight_value(hard_labels, config.pos_weight), config.focal_gamma,
@@ -174,7 +181,8 @@ def make_module(config: TrainConfig, size: tuple[int, int], hard_labels: np.ndar
 def make_trainer(config: TrainConfig, accelerator: str, precision: str, callbacks: list[pl.Callback],
                  **overrides: Any) -> pl.Trainer:
     """The Lightning Trainer of a fold: precision, devices, DDP strategy, determinism on the CPU."""
-    options = {"max_epochs": config.epochs, "accelerator": accelerator, "devices": config.devices,
+    options = {"max_epochs": config.epochs, "accelerator": accelerator,
+               "devices": _trainer_devices(config, accelerator),
                "num_nodes": config.num_nodes, "strategy": config.strategy, "precision": precision,
                "callbacks": callbacks, "logger": False, "num_sanity_val_steps": 0,
                "deterministic": "warn" if accelerator == "cpu" else False,
@@ -193,7 +201,7 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     train, val = table.loc[train_idx], table.loc[val_idx]
     log.info("fold %d: %d training and %d validation images", fold, len(train), len(val))
     pl.seed_everything(config.seed + fold, workers=True, verbose=False)
-    accelerator, precision = resolve_device(config)
+    accelerator, precision = lightning_device(config)
 
     train_ds, val_ds = _datasets(cache_dir, train, val, config, size)
     hard = train_ds.labels.copy()

@@ -2,7 +2,7 @@
 
 The images go through exactly the preprocessing the run was trained on (size, bit depth, flip,
 crop margin, masking, decoder: the run's config.json ``preprocess``, else its training cache's
-config.json) into a cache (temporary unless ``cache_dir`` is given), every fold model scores it and
+config.json) into a cache (temporary unless ``cache`` is given), every fold model scores it and
 the fold probabilities are averaged (no fold model saw these images, so none is preferred). Breast
 probabilities are formed as the run's metrics formed them: the mean over a breast's images for a
 single-view model, the model's own breast output for a multi-view one; the decision is
@@ -13,13 +13,16 @@ Without ``dataset`` the folder needs no CSV: patient_id is the first sub-folder 
 PatientID; laterality comes from ImageLaterality/Laterality and view from ViewPosition. What could not
 be determined is written in the ``notes`` column. No identifying DICOM tag (PatientName, BirthDate,
 ...) is ever copied to an output; PatientID only as a one-way hash.
+
+OUT.csv (breasts), OUT_images.csv (files), OUT.csv.manifest.json beside them; with ``cams`` one Grad-CAM
+overlay PNG per scored image and index.html in that folder.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,58 +33,82 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.imaging.cache import CONFIG_FILE, read_cache_index
-from mammo_insight.imaging.pipeline import PreprocessConfig
+from mammo_insight.explain import mapping as cam_mapping
+from mammo_insight.explain.cam import CamExplainer
+from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
+from mammo_insight.imaging.cache import load_cache_image, read_cache_index
+from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.models.device import resolve_device
+from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
 BREAST_COLUMNS = ["breast_id", "patient_id", "laterality", "n_images", "prob", "threshold", "decision", "notes"]
 IMAGE_COLUMNS = ["image_id", "breast_id", "patient_id", "laterality", "view", "file", "prob", "status", "reason",
                  "notes"]
-PREPROCESS_KEYS = ("size", "bits", "flip", "backend", "margin", "mask")
 THUMB_SIDE = 256  # index.html embeds thumbnails; the full overlays are the PNG files
+CAM_SIDE = 768    # longest side of an overlay PNG
 
 
-@dataclass
-class Prediction:
-    """What `predict_studies` wrote: the breast and image tables and their paths."""
+@dataclass(frozen=True)
+class PredictConfig:
+    """What a prediction depends on.
 
-    breasts: pd.DataFrame
-    images: pd.DataFrame
-    breast_csv: Path
-    image_csv: Path
-    cams_index: Path | None = None
+    cache: keep the preprocessed images there (default: a temporary folder, deleted afterwards).
+    cams: write one Grad-CAM overlay PNG per scored image (on the original mammogram) and index.html there.
+    """
 
-
-def run_preprocess_config(run_dir: Path, config: dict[str, Any]) -> PreprocessConfig:
-    """The preprocessing the run was trained on: config.json ``preprocess``, else the training cache's config."""
-    settings = config.get("preprocess")
-    if not settings and config.get("cache") and (Path(config["cache"]) / CONFIG_FILE).is_file():
-        settings = json.loads((Path(config["cache"]) / CONFIG_FILE).read_text())
-    if not settings:
-        size = config.get("image_size")
-        if not size:
-            raise MammoInsightError(f"{run_dir}/config.json records neither its preprocessing nor an image_size")
-        log.warning("%s records no preprocessing and its training cache %s is gone: using the preprocess "
-                    "defaults at size %sx%s", run_dir, config.get("cache"), *size)
-        settings = {"size": size}
-    values = {k: settings[k] for k in PREPROCESS_KEYS if k in settings}
-    values["size"] = tuple(int(v) for v in values["size"])
-    if "flip" in values:
-        values["flip"] = values["flip"] in (True, "left")
-    return PreprocessConfig(**values)
+    run: Path
+    images: Path
+    cams: Path | None = None
+    dataset: str | None = None
+    mapping: Path | None = None
+    cache: Path | None = None
+    device: str = "auto"
+    batch_size: int = 32
+    workers: int = 1
 
 
-def breast_threshold(run_dir: Path, config: dict[str, Any]) -> float:
-    """The breast-level operating threshold the run tuned (metrics.json, else config.json ``thresholds``)."""
-    from mammo_insight.metrics import thresholds_of
+@dataclass(frozen=True, eq=False)
+class CamOverlay:
+    """One scored image's Grad-CAM on the original mammogram: the PNG and its gallery thumbnail."""
 
-    path = run_dir / "metrics.json"
-    thresholds = thresholds_of(json.loads(path.read_text())) if path.is_file() else {}
-    thresholds = thresholds or config.get("thresholds") or {}
-    if "breast" not in thresholds:
-        raise MammoInsightError(f"{run_dir}: no breast-level threshold in metrics.json or config.json; "
-                                "is the training run finished?")
-    return float(thresholds["breast"])
+    image_id: str
+    caption: str
+    png: bytes
+    thumb: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return f"{safe_name(self.image_id)}.png"
+
+
+@dataclass(frozen=True, eq=False)
+class PredictResult(StageResult):
+    """The breast and image tables (and the Grad-CAM overlays when asked for)."""
+
+    config: PredictConfig
+    breasts: pd.DataFrame          # one row per breast: prob (mean of fold models), threshold, decision
+    images: pd.DataFrame           # one row per input file: prob, or status failed and the reason
+    threshold: float
+    preprocess: dict[str, Any]     # the run's preprocessing the images went through
+    device: str
+    seed: int | None = None
+    overlays: tuple[CamOverlay, ...] | None = None
+
+    stage = "predict"
+    title = "Predictions on new studies"
+
+    def headline(self) -> dict[str, str]:
+        scored = self.breasts["prob"].notna()
+        return {"breasts scored": str(int(scored.sum())),
+                "flagged positive": str(int(self.breasts.loc[scored, "decision"].sum()))}
+
+
+def image_csv_path(out_csv: str | Path) -> Path:
+    """OUT_images.csv beside the breast-level OUT.csv."""
+    out_csv = Path(out_csv)
+    return out_csv.with_name(f"{out_csv.stem}_images.csv")
 
 
 def _hashed(value: str) -> str:
@@ -155,32 +182,6 @@ def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Coho
     return cohort
 
 
-def score_cache(run_dir: Path, config: dict[str, Any], cache_dir: Path, table: pd.DataFrame,
-                device: str = "cpu", batch_size: int = 32) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-    """(image probs, breast probs or None): the mean of every fold model's probabilities."""
-    from mammo_insight.models.predict import predict_cache
-    from mammo_insight.models.run_io import load_fold_model, run_folds
-
-    folds = run_folds(run_dir)
-    if not folds:
-        raise MammoInsightError(f"{run_dir} has no trained fold model (folds/fold_<k>/model.pt)")
-    label = config.get("label_column", "cancer")
-    table = table.assign(**{label: np.nan}) if label not in table else table
-    size = tuple(config["image_size"]) if config.get("image_size") else None
-    image_probs, breast_probs, images, breasts = [], [], None, None
-    for fold in folds:
-        model = load_fold_model(run_dir, fold, device)
-        images, breasts = predict_cache(model, cache_dir, table, config.get("view_mode", "single"), size,
-                                        batch_size, config.get("max_views", 4), device, label)
-        image_probs.append(images["prob"].to_numpy())
-        if breasts is not None:
-            breast_probs.append(breasts["prob"].to_numpy())
-    images["prob"] = np.mean(image_probs, axis=0)
-    if breasts is not None:
-        breasts["prob"] = np.mean(breast_probs, axis=0)
-    return images, breasts
-
-
 def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, threshold: float) -> pd.DataFrame:
     """One row per breast of the input, also those none of whose images could be scored (prob empty)."""
     rows = image_rows[image_rows["breast_id"].notna()]
@@ -201,64 +202,73 @@ def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, thresh
     return out[BREAST_COLUMNS]
 
 
-def predict_studies(run_dir: str | Path, images_dir: str | Path, out_csv: str | Path,
-                    cams_dir: str | Path | None = None, dataset: str | None = None, mapping: str | Path | None = None,
-                    cache_dir: str | Path | None = None, device: str = "auto", batch_size: int = 32,
-                    workers: int = 1) -> Prediction:
-    """Write OUT.csv (one row per breast) and OUT_images.csv (one row per file, failures with reason).
-
-    cache_dir: keep the preprocessed cache there (default: a temporary folder, deleted afterwards).
-    cams_dir: one Grad-CAM overlay PNG per scored image on the original mammogram, plus index.html.
-    """
-    import torch
-
-    from mammo_insight.imaging.build import build_cache
-    from mammo_insight.models.run_io import load_run_config
-
-    run_dir, images_dir, out_csv = Path(run_dir), Path(images_dir), Path(out_csv)
-    config = load_run_config(run_dir)
-    threshold = breast_threshold(run_dir, config)
-    preprocess = run_preprocess_config(run_dir, config)
+def run_predict(config: PredictConfig) -> PredictResult:
+    """Preprocess the images as the run was trained, score them with every fold model (mean), decide."""
+    device = resolve_device(config.device)   # a device that is absent fails before any work
+    run = TrainedRun.open(config.run)
+    images_dir = Path(config.images)
+    threshold = run.threshold("breast")
+    preprocess = run.preprocess_config()
     if not images_dir.is_dir():
         raise MammoInsightError(f"--images {images_dir} is not a folder")
-    if dataset:
-        cohort, unreadable = dataset_cohort(dataset, images_dir, Path(mapping) if mapping else None), pd.DataFrame()
+    if config.dataset:
+        mapping_file = Path(config.mapping) if config.mapping else None
+        cohort, unreadable = dataset_cohort(config.dataset, images_dir, mapping_file), pd.DataFrame()
     else:
         cohort, unreadable = folder_cohort(images_dir)
-    dev = torch.device("cuda" if device in {"auto", "cuda"} and torch.cuda.is_available() else "cpu")
+    from mammo_insight.imaging.build import build_cache
+
     with tempfile.TemporaryDirectory(prefix="mammo-predict-") as tmp:
-        cache = Path(cache_dir) if cache_dir else Path(tmp) / "cache"
+        cache = Path(config.cache) if config.cache else Path(tmp) / "cache"
         if cohort.table.empty:
             index = pd.DataFrame(columns=["image_id", "status"])
         else:
-            build_cache(cohort, cache, preprocess, workers=workers, sheet_size=0, show_progress=False)
+            build_cache(cohort, cache, preprocess, workers=config.workers, sheet_size=0, show_progress=False)
             index = read_cache_index(cache, include_failed=True)
         ok = index[index["status"] == "ok"].reset_index(drop=True)
         if ok.empty:
             reasons = list(unreadable.get("reason", [])) + list(_cache_reasons_by_id(cache).values())
             raise MammoInsightError(f"no image under {images_dir} could be read ({len(reasons)} file(s) failed"
                                     + (f"; first: {reasons[0]}" if reasons else "") + ")")
-        images, breasts = score_cache(run_dir, config, cache, ok, dev, batch_size)
-        image_rows = _image_table(cohort.table, unreadable, index, images, _cache_reasons_by_id(cache))
+        images, breasts = run.ensemble_predict(cache, ok, device, config.batch_size)
+        image_rows = _image_table(cohort.table, unreadable, index, images, reasons=_cache_reasons_by_id(cache))
         breast_rows = _breast_table(image_rows, breasts, threshold)
-        out_csv.parent.mkdir(parents=True, exist_ok=True)
-        image_csv = out_csv.with_name(f"{out_csv.stem}_images.csv")
-        breast_rows.to_csv(out_csv, index=False)
-        image_rows.to_csv(image_csv, index=False)
-        cams_index = None
-        if cams_dir is not None:
-            cams_index = write_prediction_cams(run_dir, config, cache, ok, image_rows, breast_rows, Path(cams_dir),
-                                               dev, batch_size)
-    from mammo_insight.manifest import write_manifest
-
-    write_manifest(out_csv.parent, "predict", {"run": str(run_dir), "images": str(images_dir), "out": out_csv.name,
-                                               "dataset": dataset, "threshold": threshold, "preprocess": preprocess.as_dict(),
-                                               "device": str(dev)}, config.get("seed"),
-                   {"run_config": run_dir / "config.json"})
+        overlays = None
+        if config.cams is not None:
+            overlays = _cam_overlays(run, cache, ok, image_rows=image_rows, breast_rows=breast_rows, device=device,
+                                     batch_size=config.batch_size)
     n_failed = int((image_rows["status"] != "ok").sum())
-    log.info("%d breast(s) scored from %d image(s); %d file(s) failed (see %s)", breast_rows["prob"].notna().sum(),
-             len(images), n_failed, image_csv.name)
-    return Prediction(breast_rows, image_rows, out_csv, image_csv, cams_index)
+    log.info("%d breast(s) scored from %d image(s); %d file(s) failed", breast_rows["prob"].notna().sum(),
+             len(images), n_failed)
+    return PredictResult(config=config, breasts=breast_rows, images=image_rows, threshold=threshold,
+                         preprocess=preprocess.to_dict(), device=str(device), seed=run.seed, overlays=overlays)
+
+
+def write_predict(result: PredictResult, out: str | Path) -> Path:
+    """OUT.csv (one row per breast), OUT_images.csv (one row per file), the overlays, then OUT.csv.manifest.json,
+    then the overlays' index.html; returns OUT.csv."""
+    out_csv = Path(out)
+    config = result.config
+    out_csv.parent.mkdir(parents=True, exist_ok=True)
+    result.breasts.to_csv(out_csv, index=False)
+    result.images.to_csv(image_csv_path(out_csv), index=False)
+    render, report = None, None
+    if config.cams is not None and result.overlays is not None:
+        cams = Path(config.cams)
+        cams.mkdir(parents=True, exist_ok=True)
+        for item in result.overlays:
+            (cams / item.name).write_bytes(item.png)
+        report = os.path.relpath(cams / "index.html", out_csv.parent)
+
+        def render() -> Path:
+            return _render_cams(result, cams / "index.html")
+    run_dir = Path(config.run)
+    finish_stage(out_csv, result, {"run": str(run_dir), "images": str(config.images), "out": out_csv.name,
+                                   "dataset": config.dataset, "threshold": result.threshold,
+                                   "preprocess": result.preprocess, "device": result.device,
+                                   "cams": str(config.cams) if config.cams else None},
+                 seed=result.seed, inputs={"run_config": run_dir / "config.json"}, report=report, render=render)
+    return out_csv
 
 
 def _cache_reasons_by_id(cache: Path) -> dict[str, str]:
@@ -270,7 +280,7 @@ def _cache_reasons_by_id(cache: Path) -> dict[str, str]:
 
 
 def _image_table(cohort_table: pd.DataFrame, unreadable: pd.DataFrame, index: pd.DataFrame, images: pd.DataFrame,
-                 reasons: dict[str, str]) -> pd.DataFrame:
+                 *, reasons: dict[str, str]) -> pd.DataFrame:
     """One row per input file: its probability, or status failed and the reason."""
     rows = pd.concat([cohort_table, unreadable], ignore_index=True) if not unreadable.empty else cohort_table.copy()
     prob = images.set_index("image_id")["prob"]
@@ -284,89 +294,82 @@ def _image_table(cohort_table: pd.DataFrame, unreadable: pd.DataFrame, index: pd
     return rows[IMAGE_COLUMNS]
 
 
-def _cam_maps(run_dir: Path, config: dict[str, Any], cache: Path, ok: pd.DataFrame, device, batch_size: int
-              ) -> dict[str, np.ndarray]:
+def _cam_maps(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_size: int) -> dict[str, np.ndarray]:
     """image_id -> Grad-CAM over the model input, the mean of the fold models' maps (as for the probabilities)."""
     from torch.utils.data import DataLoader
 
-    from mammo_insight.explain.cam import CamExplainer
     from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
-    from mammo_insight.models.run_io import load_fold_model, run_folds
 
-    size = tuple(config["image_size"])
-    multi = config.get("view_mode", "single") != "single"
+    size = run.image_size
     table = ok.assign(_label=np.nan)
-    if multi:
-        ds = CacheBreastDataset(cache, table, label_column="_label", max_views=config.get("max_views", 4), size=size)
+    if run.multi_view:
+        ds = CacheBreastDataset(cache, table, label_column="_label", max_views=run.max_views, size=size)
         keys = [[table.at[r, "image_id"] for r in rows] for rows in ds.breasts["rows"]]
     else:
         ds = CacheImageDataset(cache, table, label_column="_label", size=size)
         keys = [[i] for i in table["image_id"]]
     sums: dict[str, np.ndarray] = {}
-    folds = run_folds(run_dir)
-    for fold in folds:
-        with CamExplainer(load_fold_model(run_dir, fold, device), "gradcam", size) as cam:
+    for _, model in run.models(device):
+        with CamExplainer(model, "gradcam", size) as cam:
             start = 0
             for batch in DataLoader(ds, batch_size):
                 maps = cam(batch["image"], batch.get("mask")).maps
                 for item, ids in zip(maps, keys[start:start + len(maps)]):
                     for k, image_id in enumerate(ids):
-                        sums[image_id] = sums.get(image_id, 0) + (item[k] if multi else item)
+                        sums[image_id] = sums.get(image_id, 0) + (item[k] if run.multi_view else item)
                 start += len(maps)
-    return {k: v / len(folds) for k, v in sums.items()}
+    return {k: v / len(run.folds) for k, v in sums.items()}
 
 
-def write_prediction_cams(run_dir: Path, config: dict[str, Any], cache: Path, ok: pd.DataFrame,
-                          image_rows: pd.DataFrame, breast_rows: pd.DataFrame, out_dir: Path, device,
-                          batch_size: int, side: int = 768) -> Path:
-    """OUT/<image_id>.png (the CAM on the original mammogram) and OUT/index.html listing them by breast."""
+def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows: pd.DataFrame,
+                  breast_rows: pd.DataFrame, device, batch_size: int, side: int = CAM_SIDE) -> tuple[CamOverlay, ...]:
+    """One overlay per scored image: the averaged CAM on the original mammogram, titled with its breast's decision."""
     import cv2
 
-    from mammo_insight.explain import mapping
-    from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
-    from mammo_insight.imaging.cache import load_cache_image
-    from mammo_insight.imaging.geometry import CacheGeometry
-    from mammo_insight.report import Section, paragraph, render_page, table
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    maps = _cam_maps(run_dir, config, cache, ok, device, batch_size)
+    maps = _cam_maps(run, cache, ok, device=device, batch_size=batch_size)
     breasts = breast_rows.set_index("breast_id")
     image_prob = image_rows.set_index("image_id")["prob"]
     items = []
     for row in ok.itertuples(index=False):
         geom = CacheGeometry.from_row(row)
-        heat = mapping.cam_to_original(maps[row.image_id], geom)
+        heat = cam_mapping.cam_to_original(maps[row.image_id], geom)
         try:
-            gray, factor = mapping.read_original_display(row.image_path, side)
+            gray, factor = cam_mapping.read_original_display(row.image_path, side)
         except Exception as exc:  # noqa: BLE001 - display only: fall back to the cached pixels
             log.debug("original %s unreadable for display: %s", row.image_path, exc)
-            factor = mapping.display_scale((geom.orig_height, geom.orig_width), side)
-            gray = mapping.downsample(mapping.original_from_cache(load_cache_image(cache, row), geom), factor)
-        peak = mapping.peak_location(heat)
-        shown = mapping.overlay(gray, mapping.downsample(heat, factor), peak=peak, scale=factor)
+            factor = cam_mapping.display_scale((geom.orig_height, geom.orig_width), side)
+            gray = cam_mapping.downsample(cam_mapping.original_from_cache(load_cache_image(cache, row), geom), factor)
+        peak = cam_mapping.peak_location(heat)
+        shown = cam_mapping.overlay(gray, cam_mapping.downsample(heat, factor), peak=peak, scale=factor)
         breast = breasts.loc[row.breast_id]
         decision = "positive" if breast["decision"] == 1 else "negative"
         title = (f"{row.image_id}  breast {row.breast_id}: p={breast['prob']:.3f} "
                  f"(threshold {breast['threshold']:.3f}) -> {decision}")
         sheet = compose_panels([[(shown, f"Grad-CAM, image p={image_prob[row.image_id]:.3f}; cross: maximum")]],
                                title, height=min(shown.shape[0], 720))
-        name = f"{safe_name(row.image_id)}.png"
-        (out_dir / name).write_bytes(png_bytes(sheet))
-        thumb = cv2.resize(shown, None, fx=min(1.0, THUMB_SIDE / max(shown.shape[:2])),
-                           fy=min(1.0, THUMB_SIDE / max(shown.shape[:2])), interpolation=cv2.INTER_AREA)
-        items.append((thumb, f"{row.image_id} ({row.breast_id}, {decision})", name))
+        scale = min(1.0, THUMB_SIDE / max(shown.shape[:2]))
+        thumb = cv2.resize(shown, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        items.append(CamOverlay(image_id=str(row.image_id), caption=f"{row.image_id} ({row.breast_id}, {decision})",
+                                png=png_bytes(sheet), thumb=thumb))
+    return tuple(items)
+
+
+def _render_cams(result: PredictResult, page: Path) -> Path:
+    """CAMS/index.html: the breast table and the overlays' thumbnails, linking each PNG."""
+    from mammo_insight.report import Section, paragraph, render_page, table
+
     sections = [
         Section("Breasts", [paragraph(
             "Breast probability: mean of the fold models; decision: probability >= the run's breast-level "
             "threshold tuned on its out-of-fold predictions. Research software, not a diagnostic device."),
-            table(breast_rows)]),
+            table(result.breasts)]),
         Section("Grad-CAM per image", [paragraph(
             "Where the averaged fold models' malignancy logit is most sensitive, laid over the original "
             "mammogram (only the breast crop the model saw can light up). Click a thumbnail's link for the full PNG."),
-            gallery_block(items)]),
+            gallery_block([(item.thumb, item.caption, item.name) for item in result.overlays or ()])]),
     ]
-    failed = image_rows[image_rows["status"] != "ok"]
+    failed = result.images[result.images["status"] != "ok"]
     if not failed.empty:
         sections.append(Section("Files not scored", [table(failed[["file", "reason"]])]))
-    return render_page(out_dir / "index.html", "Predictions with Grad-CAM", sections,
-                       subtitle=f"run {run_dir.name}; mammo-insight predict")
+    return render_page(page, "Predictions with Grad-CAM", sections,
+                       subtitle=f"run {Path(result.config.run).name}; mammo-insight predict")

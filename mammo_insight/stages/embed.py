@@ -1,4 +1,4 @@
-"""Out-of-fold CNN embeddings: each image embedded by the fold model that never saw its woman.
+"""`embed`: out-of-fold CNN embeddings, each image embedded by the fold model that never saw its woman.
 
 The table layout lives in :mod:`mammo_insight.fusion.emb_table` (torch-free, so fuse-train reads it without
 importing torch). What each kind of row holds here:
@@ -13,12 +13,15 @@ importing torch). What each kind of row holds here:
 ``fold`` is the run's out-of-fold assignment of the patient (from RUN/oof_predictions.csv) and ``oof``
 is True for those rows. Images of patients absent from the run's out-of-fold predictions (a held-out
 cache) get the mean over every fold model's embedding, ``fold`` empty and ``oof`` False.
+
+The table goes to EMB.parquet, its manifest beside it (EMB.parquet.manifest.json).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,11 +30,13 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.fusion.emb_table import ID_COLUMNS
-from mammo_insight.imaging.cache import read_cache_config, read_cache_index
+from mammo_insight.fusion.emb_table import ID_COLUMNS, embedding_columns
+from mammo_insight.imaging.cache import INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
-from mammo_insight.models.run_io import load_fold_model, load_oof, load_run_config, run_folds
+from mammo_insight.models.device import resolve_device
+from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.progress import progress_bar
+from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +55,7 @@ def patient_folds(oof: pd.DataFrame) -> pd.Series:
     return per_patient["min"].astype(int)
 
 
-def assign_folds(patient_id: pd.Series, folds_of_patient: pd.Series, available: Sequence[int]) -> np.ndarray:
+def fold_of_rows(patient_id: pd.Series, folds_of_patient: pd.Series, available: Sequence[int]) -> np.ndarray:
     """Fold per row (-1 where the patient is not out-of-fold in the run, or her fold has no saved model)."""
     fold = patient_id.map(folds_of_patient).fillna(-1).astype(int).to_numpy()
     missing = sorted(set(fold[fold >= 0]) - set(available))
@@ -65,7 +70,7 @@ def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -
 
 
 @torch.no_grad()
-def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, multi: bool,
+def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, *, multi: bool,
                    single_view_stack: bool, bar, task) -> np.ndarray:
     """(n, D + 1): the embedding, then the model's own logit on it (its head is linear on the embedding)."""
     out = []
@@ -83,21 +88,21 @@ def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _embed_dataset(run_dir: Path, dataset: Dataset, fold: np.ndarray, folds: list[int], device: torch.device,
-                   multi: bool, single_view_stack: bool, batch_size: int, workers: int, label: str) -> np.ndarray:
+def _embed_dataset(run: TrainedRun, dataset: Dataset, fold: np.ndarray, *, device: torch.device,
+                   single_view_stack: bool, batch_size: int, workers: int, label: str) -> np.ndarray:
     """Embed (and score) every item with its fold's model; items with fold -1 get the mean over folds."""
+    folds, multi = run.folds, run.multi_view
     held_out = np.flatnonzero(fold < 0)
     total = int((fold >= 0).sum() + len(held_out) * len(folds))
     result: np.ndarray | None = None
     with progress_bar() as bar:
         task = bar.add_task(label, total=total)
-        for k in folds:
-            model = load_fold_model(run_dir, k, device)
+        for k, model in run.models(device):
             for rows, weight in ((np.flatnonzero(fold == k), 1.0), (held_out, 1.0 / len(folds))):
                 if not len(rows):
                     continue
-                emb = _embed_batches(model, _loader(dataset, rows, batch_size, workers), device, multi,
-                                     single_view_stack, bar, task)
+                emb = _embed_batches(model, _loader(dataset, rows, batch_size, workers), device, multi=multi,
+                                     single_view_stack=single_view_stack, bar=bar, task=task)
                 if result is None:
                     result = np.zeros((len(fold), emb.shape[1]), np.float32)
                 result[rows] += weight * emb
@@ -126,48 +131,101 @@ def _breast_views(index: pd.DataFrame) -> pd.DataFrame:
                         ).reset_index()
 
 
-def compute_embeddings(run_dir: str | Path, cache_dir: str | Path, batch_size: int = 32, device: str = "auto",
-                       workers: int = 0) -> pd.DataFrame:
-    """The EMB table (image and breast rows, see the module docstring) of every ok image of the cache."""
-    run_dir = Path(run_dir)
-    config = load_run_config(run_dir)
-    folds = run_folds(run_dir)
-    if not folds:
-        raise MammoInsightError(f"{run_dir}: no fold model found under folds/fold_<k>/model.pt")
+@dataclass(frozen=True)
+class EmbedConfig:
+    """Which run embeds which cache."""
+
+    run: Path
+    cache: Path
+    batch_size: int = 32
+    device: str = "auto"
+    workers: int = 0
+
+
+@dataclass(frozen=True, eq=False)
+class EmbedResult(StageResult):
+    """The EMB table: image and breast rows (see the module docstring)."""
+
+    config: EmbedConfig
+    table: pd.DataFrame
+    device: str
+
+    stage = "embed"
+    title = "Embeddings"
+
+    @property
+    def images(self) -> pd.DataFrame:
+        return self.table[self.table["level"] == "image"]
+
+    @property
+    def breasts(self) -> pd.DataFrame:
+        return self.table[self.table["level"] == "breast"]
+
+    @property
+    def dim(self) -> int:
+        return len(embedding_columns(self.table))
+
+    @property
+    def n_held_out(self) -> int:
+        """Images not out-of-fold in the run (embedded as the mean over the fold models)."""
+        return int((~self.images["oof"].astype(bool)).sum())
+
+    def headline(self) -> dict[str, str]:
+        return {"images": str(len(self.images)), "breasts": str(len(self.breasts)), "embedding dim": str(self.dim)}
+
+
+def run_embed(config: EmbedConfig) -> EmbedResult:
+    """The EMB table of every ok image of the cache (image and breast rows, see the module docstring)."""
+    device = resolve_device(config.device)   # a device that is absent fails before any work
+    run = TrainedRun.open(config.run)
+    cache_dir = Path(config.cache)
     index = read_cache_index(cache_dir)
     if not len(index):
         raise MammoInsightError(f"{cache_dir}: the cache holds no ok image")
     index = index.sort_values(["breast_id", "image_id"]).reset_index(drop=True)
-    size = config.get("image_size") or read_cache_config(cache_dir).get("size")
+    size = run.image_size or read_cache_config(cache_dir).get("size")
     size = tuple(size) if size else None
-    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                       ("cpu" if device == "auto" else device))
-    multi = config.get("view_mode", "single") == "multi"
-    by_patient = patient_folds(load_oof(run_dir))
-    image_fold = assign_folds(index["patient_id"], by_patient, folds)
+    common = {"device": device, "batch_size": config.batch_size, "workers": config.workers}
+    by_patient = patient_folds(run.oof())
+    image_fold = fold_of_rows(index["patient_id"], by_patient, run.folds)
     n_held = int((image_fold < 0).sum())
     if n_held:
         log.warning("%d image(s) of patients outside the run's out-of-fold predictions: embedded as the mean "
-                    "over the %d fold models (oof=False)", n_held, len(folds))
-    images = CacheImageDataset(cache_dir, index, size=size)
-    image_emb = _embed_dataset(run_dir, images, image_fold, folds, dev, multi, True, batch_size, workers,
-                               "embedding images")
-    breasts = _breast_views(index)
-    breast_fold = assign_folds(breasts["patient_id"], by_patient, folds)
-    if multi:
-        stacks = CacheBreastDataset(cache_dir, index, max_views=MAX_VIEWS, size=size)
-        order = stacks.breasts["breast_id"].to_numpy()
-        pos = pd.Series(np.arange(len(order)), index=order)[breasts["breast_id"]].to_numpy()  # ours -> theirs
-        stack_fold = np.empty_like(breast_fold)
-        stack_fold[pos] = breast_fold
-        stacked = _embed_dataset(run_dir, stacks, stack_fold, folds, dev, True, False, batch_size, workers,
-                                 "embedding breasts")
-        breast_emb = stacked[pos]
-    else:
-        codes = pd.Categorical(index["breast_id"], categories=breasts["breast_id"]).codes
-        counts = np.bincount(codes, minlength=len(breasts)).astype(np.float32)
-        breast_emb = np.zeros((len(breasts), image_emb.shape[1]), np.float32)
-        np.add.at(breast_emb, codes, image_emb)
-        breast_emb /= counts[:, None]
-    return pd.concat([_frame("image", index, image_emb, image_fold),
-                      _frame("breast", breasts, breast_emb, breast_fold)], ignore_index=True)
+                    "over the %d fold models (oof=False)", n_held, len(run.folds))
+    with torch.inference_mode():
+        images = CacheImageDataset(cache_dir, index, size=size)
+        image_emb = _embed_dataset(run, images, image_fold, single_view_stack=True, label="embedding images",
+                                   **common)
+        breasts = _breast_views(index)
+        breast_fold = fold_of_rows(breasts["patient_id"], by_patient, run.folds)
+        if run.multi_view:
+            stacks = CacheBreastDataset(cache_dir, index, max_views=MAX_VIEWS, size=size)
+            order = stacks.breasts["breast_id"].to_numpy()
+            pos = pd.Series(np.arange(len(order)), index=order)[breasts["breast_id"]].to_numpy()  # ours -> theirs
+            stack_fold = np.empty_like(breast_fold)
+            stack_fold[pos] = breast_fold
+            stacked = _embed_dataset(run, stacks, stack_fold, single_view_stack=False, label="embedding breasts",
+                                     **common)
+            breast_emb = stacked[pos]
+        else:
+            codes = pd.Categorical(index["breast_id"], categories=breasts["breast_id"]).codes
+            counts = np.bincount(codes, minlength=len(breasts)).astype(np.float32)
+            breast_emb = np.zeros((len(breasts), image_emb.shape[1]), np.float32)
+            np.add.at(breast_emb, codes, image_emb)
+            breast_emb /= counts[:, None]
+    table = pd.concat([_frame("image", index, image_emb, image_fold),
+                       _frame("breast", breasts, breast_emb, breast_fold)], ignore_index=True)
+    return EmbedResult(config=config, table=table, device=str(device))
+
+
+def write_embed(result: EmbedResult, out: str | Path) -> Path:
+    """EMB.parquet, then its manifest beside it (EMB.parquet.manifest.json); returns the table's path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    result.table.to_parquet(out, index=False)
+    run, cache = Path(result.config.run), Path(result.config.cache)
+    finish_stage(out, result, {"run": str(run), "cache": str(cache), "batch_size": result.config.batch_size,
+                               "device": result.config.device},
+                 inputs={"run_config": run / "config.json", "oof": run / "oof_predictions.csv",
+                         "cache_index": cache / INDEX_FILE}, report=None)
+    return out

@@ -1,0 +1,102 @@
+"""`evaluate`: external validation of a trained run on another image cache.
+
+Every fold model of the run scores the cache and the fold probabilities are averaged
+(``TrainedRun.ensemble_predict``). The operating thresholds are the ones the run tuned on its own
+out-of-fold predictions, never re-tuned on the external data (that would be optimistic).
+
+OUT/oof_predictions.csv (fold -1: mean of folds), metrics.json, config.json, manifest.json, index.html.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mammo_insight.cohort.folds import train_only_mask
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_config, read_cache_index
+from mammo_insight.manifest import file_sha256
+from mammo_insight.metrics import evaluate_predictions, save_metrics_json
+from mammo_insight.models.device import resolve_device
+from mammo_insight.models.run_io import save_run_config
+from mammo_insight.models.run_report import fmt_ci, render_run_report
+from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.stages.base import StageResult, finish_stage
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """Which run scores which cache, and where."""
+
+    run: Path
+    cache: Path
+    device: str = "auto"
+    batch_size: int = 32
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluateResult(StageResult):
+    """The averaged predictions of the run's fold models on the cache and their metrics (run thresholds)."""
+
+    config: EvaluateConfig
+    predictions: pd.DataFrame      # one row per image, fold -1, prob = mean of the fold models
+    metrics: dict[str, Any]        # the metrics.json body
+    run_config: dict[str, Any]     # what OUT/config.json records: the run's config plus what was evaluated
+    folds: tuple[int, ...]
+    device: str
+    title: str
+    seed: int | None = None
+    inputs: dict[str, Path] = field(default_factory=dict)
+
+    stage = "evaluate"
+
+    def headline(self) -> dict[str, str]:
+        breast = self.metrics.get("breast", {})
+        return {"breast ROC-AUC": fmt_ci(breast.get("roc_auc")), "breast pF1": fmt_ci(breast.get("pf1")),
+                "breast PR-AUC": fmt_ci(breast.get("pr_auc"))}
+
+
+def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
+    """Score the cache's labelled, non-augmented images with every fold model (mean) at the run's thresholds."""
+    device = resolve_device(config.device)   # a device that is absent fails before any work
+    run_dir, cache_dir = Path(config.run), Path(config.cache)
+    run = TrainedRun.open(run_dir)
+    label = run.label_column
+    index = read_cache_index(cache_dir)
+    if label not in index:
+        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no column {label!r} to validate against")
+    usable = index[label].notna() & ~train_only_mask(index)    # augmented copies are never test images
+    table = index[usable].reset_index(drop=True)
+    if table.empty:
+        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label} label")
+    preds, _ = run.ensemble_predict(cache_dir, table, device, config.batch_size)
+    preds.insert(preds.columns.get_loc("patient_id") + 1, "fold", -1)
+    metrics = evaluate_predictions(preds, run.thresholds() or None, seed=run.config.get("seed", 0), label=label)
+    values = {**run.config, "evaluated_run": str(run_dir), "cache": str(cache_dir), "folds_averaged": list(run.folds),
+              "cache_index_sha256": file_sha256(cache_dir / INDEX_FILE), "n_images": len(table)}
+    dataset = (read_cache_config(cache_dir) if (cache_dir / CONFIG_FILE).is_file() else {}).get("dataset")
+    where = f"{dataset} ({cache_dir})" if dataset else str(cache_dir)
+    return EvaluateResult(config=config, predictions=preds, metrics=metrics, run_config=values, folds=run.folds,
+                          device=str(device), title=f"External validation: {run.config.get('model')} on {where}",
+                          seed=run.seed, inputs={"cache_index": cache_dir / INDEX_FILE,
+                                                 "run_config": run_dir / "config.json"})
+
+
+def write_evaluate(result: EvaluateResult, out: str | Path) -> Path:
+    """OUT/oof_predictions.csv, metrics.json, config.json, then the manifest, then index.html (returned)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    result.predictions.to_csv(out / "oof_predictions.csv", index=False)
+    save_metrics_json(out / "metrics.json", result.metrics)
+    save_run_config(out, result.run_config)
+    finish_stage(out, result, {"run": str(result.config.run), "cache": str(result.config.cache),
+                               "device": result.device, "batch_size": result.config.batch_size},
+                 seed=result.seed, inputs=result.inputs,
+                 render=lambda: render_run_report(out, title=result.title))
+    return out / "index.html"

@@ -111,7 +111,7 @@ def _display(row: pd.Series, cache_image: np.ndarray, geom: CacheGeometry, side:
             img, factor = mapping.read_original_display(path, side)
             if img.shape[:2] == tuple(round(v * factor) for v in (geom.orig_height, geom.orig_width)):
                 return img, factor, "original file"
-        except Exception as exc:  # a display fallback, never a reason to lose the case
+        except Exception as exc:  # noqa: BLE001 - a display fallback, never a reason to lose the case
             log.debug("original %s unreadable for display: %s", path, exc)
     factor = mapping.display_scale((geom.orig_height, geom.orig_width), side)
     return mapping.downsample(mapping.original_from_cache(cache_image, geom), factor), factor, "rebuilt from cache"

@@ -100,7 +100,7 @@ def _dependence_blocks(result: FusionResult) -> list:
     blocks = []
     for feature in ("age", "density"):
         if feature in result.shap_X.columns:
-            blocks.append(figure(lambda: st.dependence_figure(result.shap_explanation, feature),
+            blocks.append(figure(lambda feature=feature: st.dependence_figure(result.shap_explanation, feature),
                                  f"SHAP of {feature} against its value"
                                  + (" (density ordinal A=1 .. D=4; missing not shown)" if feature == "density" else "")))
     if not blocks:
@@ -129,7 +129,7 @@ def _local_blocks(result: FusionResult) -> list:
     for r in result.top_risk:
         title = (f"breast {b.iloc[r]['breast_id']}: out-of-fold risk {result.probs[result.explained_model][r]:.3f}, "
                  f"cancer = {int(b.iloc[r]['cancer'])}")
-        blocks.append(figure(lambda: st.waterfall_figure(result.shap_explanation[position[r]], title),
+        blocks.append(figure(lambda r=r, title=title: st.waterfall_figure(result.shap_explanation[position[r]], title),
                              "grey numbers: the breast's feature values"))
     return blocks
 

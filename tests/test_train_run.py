@@ -179,6 +179,14 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     preds = pd.read_csv(out / "oof_predictions.csv")
     assert len(preds) == 12 * 4 and (preds["fold"] == -1).all() and "COPY" not in set(preds["image_id"])
+    # every fold model scores every image (resized to the run's 64 x 48) and the probabilities are averaged
+    from mammo_insight.models.predict import predict_cache
+
+    per_fold = [predict_cache(load_fold_model(run, k), other, index, "single", (64, 48))[0].set_index("image_id")["prob"]
+                for k in run_folds(run)]
+    assert len(per_fold) == 2 and (per_fold[0] - per_fold[1]).abs().max() > 1e-3
+    mean = (per_fold[0] + per_fold[1]) / 2
+    assert (preds.set_index("image_id")["prob"].loc[mean.index] - mean).abs().max() < 1e-5
     metrics = json.loads((out / "metrics.json").read_text())
     run_metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["image"]["threshold"] == pytest.approx(run_metrics["image"]["threshold"])

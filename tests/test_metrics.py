@@ -345,6 +345,7 @@ def test_pixel_logreg_beats_chance_on_planted_blob():
         body["prevalence_random"]["image"]["roc_auc"]["ci_high"] + 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_real_rsna_baselines_and_age_score(data_dir):
     """On RSNA's train.csv: counts at both levels, chance baselines at chance, age alone above chance."""

@@ -3,9 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_torch_thread():
+    """One torch thread per test process (each xdist worker is one process). On busy shared cores, OpenMP
+    barriers with more threads than free cores make the small models of the tests tens of times slower."""
+    torch = sys.modules.get("torch")   # imported by the collected test modules that need it; never imported here
+    if torch is None:
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ def run_cohort(*args: str) -> dict[str, int]:
 # --- real data --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_rsna_real_counts(data_dir, tmp_path):
     counts = run_cohort("--dataset", "rsna", "--root", str(data_dir / "rsna"), "--out", str(tmp_path / "r.parquet"))
     assert counts["n_images"] == 54706
@@ -94,6 +95,7 @@ negative = [0]
 """
 
 
+@pytest.mark.slow
 def test_generic_mapping_reproduces_the_rsna_adapter(data_dir, tmp_path):
     (tmp_path / "rsna.toml").write_text(RSNA_AS_GENERIC)
     generic = load_cohort("generic", data_dir / "rsna", tmp_path / "rsna.toml").table

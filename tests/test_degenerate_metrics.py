@@ -135,6 +135,7 @@ def _perfect_run(run_dir):
     return run_dir
 
 
+@pytest.mark.slow
 def test_run_and_evaluate_reports_render_from_perfect_predictions(tmp_path, caplog):
     run_dir = _perfect_run(tmp_path / "RUN")
     with caplog.at_level(logging.WARNING):
@@ -144,6 +145,7 @@ def test_run_and_evaluate_reports_render_from_perfect_predictions(tmp_path, capl
     assert not [r for r in caplog.records if "could not be drawn" in r.message]
 
 
+@pytest.mark.slow
 def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
     from mammo_insight.cohort.adapters import load_cohort
     from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda

@@ -119,6 +119,7 @@ def test_breast_rows_pool_their_images(single):
     assert breasts.loc["p2_L", "fold"] == 2 and not breasts.loc["p5_R", "oof"]
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_multi_view_breast_embedding_comes_from_stacked_views(tmp_path):
     cache, run = tmp_path / "cache", tmp_path / "run"
@@ -138,6 +139,7 @@ def test_multi_view_breast_embedding_comes_from_stacked_views(tmp_path):
     np.testing.assert_allclose(image[cols].to_numpy(float), single_view, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_cli_embed_writes_a_readable_table(tmp_path, single):
     cache, run, _ = single
     out = tmp_path / "EMB.parquet"

@@ -164,6 +164,7 @@ def small_cohort(tmp_path_factory):
     return root, write_lesion_cohort(root, n_patients=8, seed=3, prevalence=0.6)
 
 
+@pytest.mark.slow
 def test_cli_writes_the_contract_files(small_cohort):
     from typer.testing import CliRunner
 
@@ -189,6 +190,7 @@ def test_cli_writes_the_contract_files(small_cohort):
     assert cv2.imread(str(pngs[0])).shape[0] > 300
 
 
+@pytest.mark.slow
 def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
     from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 

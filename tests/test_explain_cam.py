@@ -110,9 +110,15 @@ def test_bad_inputs_raise_clear_errors():
 
 def test_named_layer_gives_a_finer_map_source():
     model = build_classifier("test_resnet")
+    x = torch.rand(1, 1, 64, 48)
     with CamExplainer(model, "gradcam", (64, 48), layer="backbone.layer2") as cam:
         assert cam.target.name == "backbone.layer2"
-        assert cam(torch.rand(1, 1, 64, 48)).maps.shape == (1, 64, 48)
+        assert cam(x).maps.shape == (1, 64, 48)
+        fine = cam.grid_shape
+    with CamExplainer(model, "gradcam", (64, 48)) as cam:
+        cam(x)
+        coarse = cam.grid_shape
+    assert fine[0] > coarse[0] and fine[1] > coarse[1]          # layer2's grid has more cells than layer4's
 
 
 @pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet"])

@@ -32,7 +32,7 @@ def test_cache_peak_lands_on_the_original_pixel(flipped):
 
 
 def test_flip_sends_the_peak_to_the_mirrored_side():
-    kw = dict(orig_height=400, orig_width=300, box=(40, 60, 240, 380), out_height=64, out_width=48)
+    kw = {"orig_height": 400, "orig_width": 300, "box": (40, 60, 240, 380), "out_height": 64, "out_width": 48}
     plain, flipped = CacheGeometry.fit(flipped=False, **kw), CacheGeometry.fit(flipped=True, **kw)
     cam = _peak_map((64, 48), 8.0, 32.0)
     xp = np.unravel_index(np.argmax(cam_to_original(cam, plain)), (400, 300))[1]

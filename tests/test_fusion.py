@@ -74,6 +74,7 @@ def auc(result, model: str) -> float:
     return result.scores[model]["roc_auc"]["value"]
 
 
+@pytest.mark.slow
 def test_fused_beats_both_sources_and_images_carry_shap_weight(fused):
     _, _, result, _ = fused
     assert set(result.probs) == {"metadata", "image", "fused"}
@@ -86,12 +87,14 @@ def test_fused_beats_both_sources_and_images_carry_shap_weight(fused):
     assert share["image"] > 0.25 and share["metadata"] > 0.05
 
 
+@pytest.mark.slow
 def test_per_view_auc_finds_the_view_with_more_signal(fused):
     _, _, result, _ = fused
     per_view = result.per_view.set_index("embeddings")["roc_auc"]
     assert per_view["MLO only"] > per_view["CC only"] > 0.5
 
 
+@pytest.mark.slow
 def test_embedding_folds_are_reused(fused):
     _, emb, result, _ = fused
     cnn_fold = emb[emb["level"] == "breast"].set_index("breast_id")["fold"]
@@ -100,6 +103,7 @@ def test_embedding_folds_are_reused(fused):
     assert (per_patient == 1).all()
 
 
+@pytest.mark.slow
 def test_outputs_follow_the_contract(fused):
     _, _, result, tmp = fused
     out = tmp / "out"
@@ -122,6 +126,7 @@ def test_outputs_follow_the_contract(fused):
     assert "Which views carry the image signal" in html and "WARNING" not in html
 
 
+@pytest.mark.slow
 def test_leaky_columns_are_excluded_by_default(fused):
     table, _, result, _ = fused
     assert {"birads", "biopsy", "invasive", "difficult_negative_case"} <= set(result.excluded_leaky)
@@ -181,6 +186,7 @@ def test_fold_models_with_their_own_embedding_spaces_are_read_through_their_logi
     assert with_logit > 0.75
 
 
+@pytest.mark.slow
 def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     table = synthetic_table(tmp_path, 300)
     cohort = tmp_path / "cohort.parquet"
@@ -204,6 +210,7 @@ def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     assert manifest["headline"]["metadata only ROC-AUC"].startswith(f"{metrics['metadata']['roc_auc']['value']:.3f}")
 
 
+@pytest.mark.slow
 def test_fuse_train_never_imports_torch():
     code = ("import sys; import mammo_insight.stages.fuse, mammo_insight.fusion.pipeline, "
             "mammo_insight.fusion.report, mammo_insight.fusion.emb_table; assert 'torch' not in sys.modules")

@@ -110,6 +110,7 @@ def _damage(root: Path) -> dict[str, str]:
     return expect
 
 
+@pytest.mark.slow
 def test_preprocess_cli_lists_every_bad_file_and_caches_the_rest(synth_root, tmp_path):
     root = _copy(synth_root, tmp_path / "data")
     expect = _damage(root)
@@ -133,7 +134,7 @@ def test_preprocess_cli_lists_every_bad_file_and_caches_the_rest(synth_root, tmp
 
 # 2. empty folders --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dataset", ["rsna", "mias", "cbis", "cmmd", "inbreast"])
+@pytest.mark.parametrize("dataset", ["rsna", "mias", "cbis", pytest.param("cmmd", marks=pytest.mark.slow), "inbreast"])
 def test_cohort_on_an_empty_folder_names_it(dataset, tmp_path):
     empty = tmp_path / "empty_dataset"
     empty.mkdir()
@@ -142,7 +143,7 @@ def test_cohort_on_an_empty_folder_names_it(dataset, tmp_path):
     assert not (tmp_path / "c.parquet").exists()
 
 
-@pytest.mark.parametrize("command", ["preprocess", "eda"])
+@pytest.mark.parametrize("command", ["preprocess", pytest.param("eda", marks=pytest.mark.slow)])
 def test_preprocess_and_eda_on_an_empty_folder_name_it(command, tmp_path):
     empty = tmp_path / "empty_dataset"
     empty.mkdir()
@@ -169,7 +170,7 @@ JUNK = {  # kind -> (change to train.csv, words the message must hold: rows as C
 }
 
 
-@pytest.mark.parametrize("command", ["cohort", "eda"])
+@pytest.mark.parametrize("command", ["cohort", pytest.param("eda", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("kind", sorted(JUNK))
 def test_junk_csv_gives_a_message_naming_column_and_rows(kind, command, synth_root, tmp_path):
     change, words = JUNK[kind]
@@ -214,6 +215,7 @@ def _hostile_rsna(tmp_path: Path, n_patients: int = 60) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_eda_report_escapes_csv_cells(tmp_path):
     root = _hostile_rsna(tmp_path)
     out = tmp_path / "eda"
@@ -222,6 +224,7 @@ def test_eda_report_escapes_csv_cells(tmp_path):
     _assert_escaped((out / "index.html").read_text(), SCRIPT, IMG_TAG)
 
 
+@pytest.mark.slow
 def test_eda_report_escapes_a_generic_mapping_extra_column(synth_root, tmp_path):
     table = pd.read_csv(synth_root / "train.csv", dtype=str)
     table["scanner_note"] = [SCRIPT if i % 2 else "plain" for i in range(len(table))]
@@ -266,12 +269,14 @@ def two_runs(tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
     return train_run(tiny_cache, base / "a", _train_config()), train_run(tiny_cache, base / "b", _train_config())
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_training_metrics(two_runs):
     a, b = two_runs
     assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
     pd.testing.assert_frame_equal(pd.read_csv(a / "oof_predictions.csv"), pd.read_csv(b / "oof_predictions.csv"))
 
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_fusion_metrics(tmp_path):
     root = _hostile_rsna(tmp_path, n_patients=150)
     outs = [tmp_path / "fuse_a", tmp_path / "fuse_b"]
@@ -285,6 +290,7 @@ def test_same_seed_gives_identical_fusion_metrics(tmp_path):
     _assert_escaped((outs[0] / "index.html").read_text(), SCRIPT, shown=False)  # sites appear only in figures
 
 
+@pytest.mark.slow
 def test_training_report_escapes_site_and_machine_ids(two_runs):
     _assert_escaped((two_runs[0] / "index.html").read_text(), SCRIPT, IMG_TAG)
 
@@ -312,6 +318,7 @@ def test_every_torch_load_in_the_package_passes_weights_only_true():
     assert [where for where, safe in calls if not safe] == []
 
 
+@pytest.mark.slow
 def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     import torch
 
@@ -336,6 +343,7 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_a_malicious_resume_checkpoint_is_refused(two_runs, tiny_cache, tmp_path):
     import torch
 
@@ -361,6 +369,7 @@ def _png_text(path: Path) -> str:
         return " ".join(f"{k}={v}" for k, v in (getattr(im, "text", None) or im.info).items())
 
 
+@pytest.mark.slow
 def test_no_identifying_tag_is_written_to_any_output(synth_root, tmp_path):
     root = _copy(synth_root, tmp_path / "data")
     files = sorted((root / "train_images").rglob("*.dcm"))
@@ -398,6 +407,7 @@ def test_no_identifying_tag_is_written_to_any_output(synth_root, tmp_path):
 
 # 8. image paths from a CSV stay inside the image root ---------------------------------------------------
 
+@pytest.mark.slow
 def test_generic_paths_escaping_the_image_root_are_rejected(synth_root, tmp_path):
     table = pd.read_csv(synth_root / "train.csv", dtype=str)
     table["path"] = [f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"])]

@@ -243,6 +243,7 @@ def test_resume_after_partial_run_redoes_only_the_missing(tmp_path, cohort, refe
     assert _png_bytes(out) == _png_bytes(reference)
 
 
+@pytest.mark.slow
 def test_kill_mid_run_then_rerun_equals_uninterrupted(tmp_path, synth_root, reference) -> None:
     out = tmp_path / "cache"
     cmd = [sys.executable, "-m", "mammo_insight.cli.app", "preprocess", "--dataset", "rsna", "--root",
@@ -287,6 +288,7 @@ def _same_as_reference(cohort, reference, tmp_path, engine: str) -> None:
         assert (reference / rel).read_bytes() == data
 
 
+@pytest.mark.slow
 def test_process_pool_gives_the_same_cache(tmp_path, cohort, reference) -> None:
     _same_as_reference(cohort, reference, tmp_path, "local")
 

@@ -270,6 +270,18 @@ def test_evaluate_predictions_levels_hold_every_metric_with_interval():
         for name in METRIC_NAMES:
             assert set(body[level][name]) == {"value", "ci_low", "ci_high"}
     assert body["image"]["n"] == 240 and body["breast"]["n"] == 120
+    # each level scores its own rows: images as they are, breasts by the mean / the max of their images
+    by_breast = preds.groupby("breast_id").agg(cancer=("cancer", "max"), mean=("prob", "mean"), max=("prob", "max"))
+    for level, y, p in (("image", preds["cancer"], preds["prob"]), ("breast", by_breast["cancer"], by_breast["mean"]),
+                        ("breast_max", by_breast["cancer"], by_breast["max"])):
+        cells = body[level]
+        assert cells["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(y, p))
+        assert cells["pr_auc"]["value"] == pytest.approx(skm.average_precision_score(y, p))
+        assert cells["recall"]["value"] == pytest.approx(skm.recall_score(y, p >= cells["threshold"]))
+        for name in ("roc_auc", "pr_auc", "pf1", "recall", "balanced_accuracy"):
+            assert cells[name]["ci_low"] <= cells[name]["value"] <= cells[name]["ci_high"], (level, name)
+            assert cells[name]["ci_low"] < cells[name]["ci_high"], (level, name)
+    assert body["breast"]["roc_auc"]["value"] != body["breast_max"]["roc_auc"]["value"]
     text = json.dumps(to_jsonable(body), allow_nan=False)  # strict JSON
     frame = metrics_frame(json.loads(text))
     assert set(frame["level"]) == {"image", "breast", "breast_max"}
@@ -333,6 +345,7 @@ def test_pixel_logreg_beats_chance_on_planted_blob():
         body["prevalence_random"]["image"]["roc_auc"]["ci_high"] + 0.05
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_real_rsna_baselines_and_age_score(data_dir):
     """On RSNA's train.csv: counts at both levels, chance baselines at chance, age alone above chance."""

@@ -13,6 +13,8 @@ from browser import check_pages, chromium_path
 from mammo_insight.metrics import evaluate_baselines, evaluate_predictions, save_metrics_json
 from mammo_insight.models.run_report import metrics_table, render_run_report
 
+pytestmark = pytest.mark.slow   # the fabricated run (bootstrap intervals, baselines) and each render take seconds
+
 SECTIONS = ["Summary", "Metrics with intervals", "Learning curves", "ROC and PR curves", "Confusion matrices",
             "Calibration", "Subgroups", "Baselines", "Files"]
 

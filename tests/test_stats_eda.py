@@ -73,6 +73,7 @@ def test_rates_match_pandas_on_synthetic(tmp_path):
     assert overall.loc["patient", "n_cancer"] == table.loc[table["cancer"] == 1, "patient_id"].nunique()
 
 
+@pytest.mark.slow
 def test_planted_age_and_density_odds_ratios_inside_intervals(tmp_path):
     """The synthetic cohort's TRUE_EFFECTS (age per 10 years, density B/C/D vs A) lie in the 95% intervals."""
     table = _synthetic_cohort(tmp_path, 6000, seed=11).table
@@ -104,6 +105,7 @@ def test_trend_test_detects_planted_age_effect_and_counts_tests(tmp_path):
     assert (view["unit"] == "image").all() and view["note"].str.contains("clustered").all()
 
 
+@pytest.mark.slow
 def test_output_contract_and_escaping(tmp_path):
     table = make_synthetic_table(300, seed=2)[RSNA_COLUMNS].rename(columns={"BIRADS": "birads"})
     table["breast_id"] = None
@@ -147,6 +149,7 @@ def test_output_contract_and_escaping(tmp_path):
     assert ids and not ids & set(re.findall(r"[\w.]+", text))
 
 
+@pytest.mark.slow
 def test_cli_eda_with_cohort_parquet(tmp_path):
     from mammo_insight.cli.app import app
 
@@ -164,6 +167,7 @@ def test_cli_eda_with_cohort_parquet(tmp_path):
     assert res.exit_code != 0
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_rsna_counts_and_rates_match_pandas(data_dir):
     from mammo_insight.cohort.adapters import load_cohort
@@ -198,6 +202,7 @@ def test_rsna_counts_and_rates_match_pandas(data_dir):
     assert any("rises from" in f for f in result.findings)
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_mias_study_runs_and_skips_empty_columns(data_dir, tmp_path):
     from mammo_insight.cohort.adapters import load_cohort

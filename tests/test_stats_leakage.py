@@ -52,6 +52,7 @@ def test_leaky_columns_lists_names():
     assert set(leaky_columns(_table())) == {"proxy", "biopsy"}
 
 
+@pytest.mark.slow
 @pytest.mark.real_data
 def test_rsna_post_outcome_columns_are_leaky(data_dir):
     from mammo_insight.cohort.adapters import load_cohort

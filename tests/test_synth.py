@@ -175,6 +175,7 @@ def test_planted_effects_are_recovered_by_logistic_regression():
 
 
 
+@pytest.mark.slow
 def test_95ci_from_2000_women_covers_the_planted_odds_ratios():
     """At the scale of a small study the 95% CIs hold the planted ORs about 95% of the time."""
     truth = _true_log_or()

@@ -97,8 +97,11 @@ def test_epoch_sampler_yields_index_and_seed_per_epoch():
     sampler = EpochSampler(np.array([1.0, 0.0, 0.0, 1.0]), TrainConfig(seed=1))
     first = list(sampler)
     assert sorted(i for i, _ in first) == [0, 1, 2, 3]
+    seeds = [seed for _, seed in first]
+    assert all(isinstance(seed, int) and 0 <= seed < 2**31 for seed in seeds) and len(set(seeds)) == 4
     sampler.set_epoch(1)
     assert list(sampler) != first
+    assert not {seed for _, seed in sampler} & set(seeds)        # each epoch augments with fresh seeds
     sampler.set_epoch(0)
     assert list(sampler) == first
 
@@ -119,7 +122,9 @@ def test_focal_loss_matches_the_formula_and_bce_uses_pos_weight():
     assert FocalLoss(2.0, 0.25)(logits, targets).item() == pytest.approx(expected.item(), rel=1e-5)
     weighted = build_loss("bce", pos_weight=4.0)(logits, targets)
     plain = build_loss("bce")(logits, targets)
-    assert weighted.item() > plain.item()
+    positive, negative = -torch.log(p), -torch.log(1 - p)
+    assert plain.item() == pytest.approx(torch.where(targets == 1, positive, negative).mean().item(), rel=1e-5)
+    assert weighted.item() == pytest.approx(torch.where(targets == 1, 4.0 * positive, negative).mean().item(), rel=1e-5)
 
 
 def test_augmentations_keep_shape_and_range_and_erase_a_patch():

@@ -37,7 +37,33 @@ def test_study_backbones_build_and_forward_one_channel(name):
 
 
 def test_multi_view_pools_over_present_views_only():
+    """The breast embedding is [mean, max] of the present views' backbone features, as the class documents:
+    absent views change nothing, the order of views changes nothing, every present view counts."""
     _check("efficientnet_b0", "multi")
+    torch.manual_seed(0)
+    model = build_classifier("efficientnet_b0", "multi", img_size=(64, 48)).eval()
+    x = torch.rand(2, 3, 1, 64, 48)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    with torch.inference_mode():
+        out, embedding = model(x, mask), model.embed(x, mask)
+        per_view = model.backbone(x.flatten(0, 1)).view(2, 3, -1)   # eval mode: each view scored on its own
+        two = per_view[0, :2]
+        assert torch.allclose(embedding[0], torch.cat([two.mean(0), two.amax(0)]), atol=1e-5)
+        assert torch.allclose(embedding[1], torch.cat([per_view[1, 0], per_view[1, 0]]), atol=1e-5)
+        assert torch.allclose(out, model.head(embedding).squeeze(-1), atol=1e-5)
+
+        junk = x.clone()
+        junk[0, 2], junk[1, 1:] = torch.rand(1, 64, 48), torch.rand(2, 1, 64, 48)   # only absent views
+        assert torch.allclose(model(junk, mask), out, atol=1e-5)
+        swapped = x[:, [1, 0, 2]]
+        assert torch.allclose(model(swapped, mask)[0], out[0], atol=1e-5)          # pooling ignores order
+        changed = x.clone()
+        changed[0, 1] = torch.rand(1, 64, 48)                                      # a present view
+        assert not torch.allclose(model.embed(changed, mask)[0], embedding[0])
+        assert torch.allclose(model.embed(changed, mask)[1], embedding[1], atol=1e-5)   # other breasts untouched
+        # without a mask every view counts
+        full = model.embed(x)[0]
+        assert torch.allclose(full, torch.cat([per_view[0].mean(0), per_view[0].amax(0)]), atol=1e-5)
 
 
 def test_vit_run_rebuilds_at_its_image_size(tmp_path):

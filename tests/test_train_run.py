@@ -183,6 +183,14 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     assert result.exit_code == 0, result.output
     preds = pd.read_csv(out / "oof_predictions.csv")
     assert len(preds) == 12 * 4 and (preds["fold"] == -1).all() and "COPY" not in set(preds["image_id"])
+    # every fold model scores every image (resized to the run's 64 x 48) and the probabilities are averaged
+    from mammo_insight.models.predict import predict_cache
+
+    per_fold = [predict_cache(load_fold_model(run, k), other, index, "single", (64, 48))[0].set_index("image_id")["prob"]
+                for k in run_folds(run)]
+    assert len(per_fold) == 2 and (per_fold[0] - per_fold[1]).abs().max() > 1e-3
+    mean = (per_fold[0] + per_fold[1]) / 2
+    assert (preds.set_index("image_id")["prob"].loc[mean.index] - mean).abs().max() < 1e-5
     metrics = json.loads((out / "metrics.json").read_text())
     run_metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["image"]["threshold"] == pytest.approx(run_metrics["image"]["threshold"])
@@ -190,14 +198,123 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     assert (out / "index.html").is_file()
 
 
-def test_every_imbalance_and_schedule_option_trains(tmp_path: Path):
-    """Two-phase warm-up, balanced sampler, focal loss, soft labels, progressive unfreezing, plateau LR, early stop."""
-    cache = write_cache(tmp_path / "cache", n_patients=12, seed=2)
-    config = _config(epochs=3, warmup_epochs=1, sampler="balanced", target_pos_ratio=0.4, loss="focal",
-                     positive_label=0.9, freeze_epochs=1, unfreeze_stages=2, schedule="plateau",
-                     early_stopping_patience=2, pos_weight="auto",
+def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkeypatch):
+    """Two-phase warm-up, balanced sampler, focal loss, soft labels, progressive unfreezing, plateau LR, early stop:
+    each option is seen doing what it says, through what the run records or a cheap probe.
+
+    The positive women are external-only (they train in every fold and are never validated), so every
+    validation fold is negative and its pF1, the monitored metric, is 0 from the first epoch: the plateau
+    schedule and early stopping are then bound to act, at epochs worked out by hand below.
+    """
+    import numpy as np
+    import torch
+
+    from mammo_insight.models.lightning_module import ProgressiveUnfreeze
+    from mammo_insight.models.losses import FocalLoss
+    from mammo_insight.models.sampling import EpochSampler
+
+    cache = write_cache(tmp_path / "cache", n_patients=12, seed=2, prevalence=0.15)
+    index = pd.read_parquet(cache / "index.parquet")
+    positive_women = set(index.loc[index["cancer"] == 1, "patient_id"])
+    index["external_only"] = index["patient_id"].isin(positive_women)
+    index.to_parquet(cache / "index.parquet")
+    assert 2 <= len(positive_women) <= 6
+
+    epochs_seen: list[tuple[int, int]] = []            # (fold, epoch) in training order
+    plans: list[tuple[int, np.ndarray, np.ndarray]] = []   # (epoch, training labels, labels of the items drawn)
+    trainable: list[float] = []                        # share of backbone parameters that train, per epoch
+    weights: list[dict[str, torch.Tensor]] = []        # backbone + head parameters at each epoch start
+    losses: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []   # (epoch index, logits, targets, loss)
+
+    sampler_iter = EpochSampler.__iter__
+
+    def recording_iter(self):
+        plans.append((self.epoch, self.labels, self.labels[self._plan()]))
+        return sampler_iter(self)
+
+    unfreeze = ProgressiveUnfreeze.on_train_epoch_start
+
+    def recording_unfreeze(self, trainer, pl_module):
+        unfreeze(self, trainer, pl_module)
+        folds_started = sum(epoch == 0 for _, epoch in epochs_seen)
+        fold = folds_started if trainer.current_epoch == 0 else folds_started - 1
+        epochs_seen.append((fold, trainer.current_epoch))
+        params = list(pl_module.model.backbone.parameters())
+        trainable.append(sum(p.numel() for p in params if p.requires_grad) / sum(p.numel() for p in params))
+        weights.append({k: v.detach().clone() for k, v in pl_module.model.named_parameters()})
+
+    focal = FocalLoss.forward
+
+    def recording_focal(self, logits, targets):
+        value = focal(self, logits, targets)
+        losses.append((len(epochs_seen) - 1, logits.detach().clone(), targets.detach().clone(), float(value.detach())))
+        return value
+
+    monkeypatch.setattr(EpochSampler, "__iter__", recording_iter)
+    monkeypatch.setattr(ProgressiveUnfreeze, "on_train_epoch_start", recording_unfreeze)
+    monkeypatch.setattr(FocalLoss, "forward", recording_focal)
+
+    lr, patience = 0.01, 3
+    config = _config(epochs=6, warmup_epochs=1, sampler="balanced", target_pos_ratio=0.4, warmup_pos_ratio=0.5,
+                     loss="focal", focal_gamma=2.0, focal_alpha=0.25, positive_label=0.9, freeze_epochs=1,
+                     unfreeze_stages=2, schedule="plateau", early_stopping_patience=patience, lr=lr,
+                     pos_weight="auto",      # a BCE option: focal loss ignores it (the hand computation shows it)
                      augment={"erase_p": 0.5, "noise_std": 0.02, "vflip": 0.5})
     out = train_run(cache, tmp_path / "run", config)
     history = pd.read_csv(out / "history.csv")
     assert set(history["fold"]) == {0, 1} and history["loss"].notna().all()
-    assert len(load_oof(out)) == 12 * 4
+    oof = load_oof(out)
+    assert len(oof) == (~index["external_only"]).sum() and not set(oof["patient_id"]) & positive_women
+
+    # early stopping: validation pF1 never beats its first value, so each fold ends after 1 + patience epochs
+    val = history[history["split"] == "val"]
+    assert (val["pf1"] == 0).all()
+    n_run = 1 + patience
+    assert (val.groupby("fold")["epoch"].max() == n_run - 1).all() and n_run < config.epochs
+    assert epochs_seen == [(f, e) for f in (0, 1) for e in range(n_run)]
+
+    # plateau: the LR halves after two epochs without improvement (history holds each epoch's starting LR)
+    train_hist = history[history["split"] == "train"].sort_values(["fold", "epoch"])
+    for _, rows in train_hist.groupby("fold"):
+        assert rows["lr"].tolist() == pytest.approx([lr, lr, lr, lr / 2])
+
+    # two-phase sampling: epoch 0 is every positive plus as many negatives (drawn once each),
+    # later epochs a balanced draw of the training set's size at the target positive share
+    assert [epoch for epoch, _, _ in plans] == [epoch for _, epoch in epochs_seen]
+    for epoch, labels, drawn in plans:
+        n_pos = int((labels == 1).sum())
+        assert n_pos == (index["cancer"] == 1).sum()                   # every positive trains in every fold
+        if epoch == 0:
+            assert len(drawn) == 2 * n_pos and (drawn == 1).sum() == n_pos
+        else:
+            assert len(drawn) == len(labels) and (drawn == 1).sum() == round(0.4 * len(labels))
+
+    # progressive unfreezing: backbone frozen in epoch 0, its top half open in epoch 1, all of it from epoch 2;
+    # a frozen parameter does not move during its epoch, an open one does
+    fractions = dict(zip(epochs_seen, trainable, strict=True))
+    for fold in (0, 1):
+        assert fractions[fold, 0] == 0 and 0 < fractions[fold, 1] < 1
+        assert all(fractions[fold, e] == 1 for e in range(2, n_run))
+    first_block = next(k for k in weights[0] if k.startswith("backbone.conv1"))
+    last_block = next(k for k in weights[0] if k.startswith("backbone.layer4"))
+    for i in range(n_run - 1):                                         # fold 0's epochs
+        before, after = weights[i], weights[i + 1]
+        assert not torch.equal(before["head.weight"], after["head.weight"])
+        assert torch.equal(before[first_block], after[first_block]) == (i < 2)
+        assert torch.equal(before[last_block], after[last_block]) == (i < 1)
+
+    # focal loss on soft labels: the targets are 0 and 0.9, and every batch's loss is the formula by hand
+    targets = torch.cat([t for _, _, t, _ in losses])
+    assert targets.unique().tolist() == pytest.approx([0.0, 0.9])
+    for _, logits, target, value in losses:
+        p = torch.sigmoid(logits.double())
+        t = target.double()
+        ce = -(t * torch.log(p) + (1 - t) * torch.log(1 - p))
+        p_t = p * t + (1 - p) * (1 - t)
+        alpha_t = 0.25 * t + 0.75 * (1 - t)
+        assert value == pytest.approx(float((alpha_t * ce * (1 - p_t) ** 2).mean()), rel=1e-4)
+    # and history's training loss is the epoch's item-weighted mean of those batch losses
+    batches = pd.DataFrame([(*epochs_seen[i], value * len(logits), len(logits)) for i, logits, _, value in losses],
+                           columns=["fold", "epoch", "total", "n"]).groupby(["fold", "epoch"]).sum()
+    got = train_hist.set_index(["fold", "epoch"])["loss"].loc[batches.index]
+    np.testing.assert_allclose(got, batches["total"] / batches["n"], rtol=1e-4)

@@ -20,6 +20,7 @@ module only supplies what it cannot know about our models:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Self
 
 import numpy as np
 import torch
@@ -93,7 +94,7 @@ class ToGrid:
                 gh, gw = self.input_hw[0] // ph, self.input_hw[1] // pw
             if gh * gw == n_tokens:
                 return int(gh), int(gw)
-        side = int(round(n_tokens ** 0.5))
+        side = round(n_tokens ** 0.5)
         if side * side != n_tokens:
             raise MammoInsightError(f"cannot arrange {n_tokens} tokens of layer {self.target.name} into a grid")
         return side, side
@@ -241,7 +242,7 @@ class CamExplainer:
                                     reshape_transform=self._grid)
         self.grid_shape: tuple[int, int] | None = None   # the CAM's own resolution, known after a call
 
-    def __enter__(self) -> CamExplainer:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -76,7 +76,7 @@ def compose_panels(panels: Sequence[Sequence[tuple[np.ndarray, str]]], title: st
     for row in panels:
         cells = []
         for img, caption in row:
-            w = max(1, int(round(img.shape[1] * height / img.shape[0])))
+            w = max(1, round(img.shape[1] * height / img.shape[0]))
             scaled = cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA if img.shape[0] > height
                                 else cv2.INTER_LINEAR)
             cell = np.vstack([_caption(caption, max(w, 160)), np.pad(scaled, ((0, 0), (0, max(w, 160) - w), (0, 0)),
@@ -139,21 +139,21 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
              "randomised, half-cell tolerance": ci("random_pointing_cell"),
              "widened lesion area (chance)": ci("area_fraction_cell")}
     notes = [
-        f"Pointing game: share of annotated images whose CAM maximum lies inside a lesion circle"
-        f"{f' widened by {tolerance:g} original pixels' if tolerance else ''}; ties count as a random pick "
-        "among the maximal pixels, so a flat map scores the chance level.",
-        "Energy inside: share of the CAM's mass inside the lesion. Both have the lesion's share of the "
-        "cropped breast region as their chance level (lesion area).",
-        "Randomisation check (Adebayo et al. 2018): Spearman rank correlation between the CAM of the trained "
-        "model and of the same architecture with fresh random weights, over all explained images. Near 1: the "
-        "map explains nothing; near 0: it depends on what was learned. The randomised model's pointing game "
-        "should sit near the chance level.",
+        (f"Pointing game: share of annotated images whose CAM maximum lies inside a lesion circle"
+         f"{f' widened by {tolerance:g} original pixels' if tolerance else ''}; ties count as a random pick "
+         "among the maximal pixels, so a flat map scores the chance level."),
+        ("Energy inside: share of the CAM's mass inside the lesion. Both have the lesion's share of the "
+         "cropped breast region as their chance level (lesion area)."),
+        ("Randomisation check (Adebayo et al. 2018): Spearman rank correlation between the CAM of the trained "
+         "model and of the same architecture with fresh random weights, over all explained images. Near 1: the "
+         "map explains nothing; near 0: it depends on what was learned. The randomised model's pointing game "
+         "should sit near the chance level."),
         "Intervals: 95% percentile bootstrap resampling women (1000 resamples).",
-        f"CAM layer {metrics.get('layer', '?')}: a {' x '.join(map(str, metrics.get('cam_grid') or ['?']))} grid over "
-        f"the {' x '.join(map(str, metrics.get('input_size') or ['?']))} model input. A grid cell much larger than "
-        "the lesions caps the pointing game (the upsampled map peaks at a cell centre); the half-cell "
-        "pointing game widens each lesion by half a cell diagonal, the map's own resolution. For small "
-        "lesions train at a larger size or choose a finer layer with --layer (e.g. backbone.layer3).",
+        (f"CAM layer {metrics.get('layer', '?')}: a {' x '.join(map(str, metrics.get('cam_grid') or ['?']))} grid "
+         f"over the {' x '.join(map(str, metrics.get('input_size') or ['?']))} model input. A grid cell much larger "
+         "than the lesions caps the pointing game (the upsampled map peaks at a cell centre); the half-cell "
+         "pointing game widens each lesion by half a cell diagonal, the map's own resolution. For small "
+         "lesions train at a larger size or choose a finer layer with --layer (e.g. backbone.layer3)."),
     ]
     return Section("Do the maps point at the lesions?", [metric_cards(cards), bullet_list(notes)])
 

@@ -40,7 +40,7 @@ def downsample(image: np.ndarray, factor: float) -> np.ndarray:
     if factor >= 1.0:
         return np.asarray(image, dtype=np.float32)
     h, w = image.shape[:2]
-    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    size = (max(1, round(w * factor)), max(1, round(h * factor)))
     return cv2.resize(np.asarray(image, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
 
 
@@ -66,12 +66,12 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, lesions: np.ndarray | None = 
     weight = alpha * hm[..., None]
     rgb = (1.0 - weight) * np.repeat(g[..., None], 3, axis=2) + weight * colourise(hm)
     out = np.ascontiguousarray((rgb * 255.0).round().astype(np.uint8))
-    thick = max(1, int(round(max(g.shape) / 250)))
+    thick = max(1, round(max(g.shape) / 250))
     for x, y, r in (np.asarray(lesions, dtype=np.float64).reshape(-1, 3) if lesions is not None else []):
-        centre = (int(round((x + 0.5) * scale - 0.5)), int(round((y + 0.5) * scale - 0.5)))
-        cv2.circle(out, centre, max(2, int(round(r * scale))), (40, 230, 60), thick, lineType=cv2.LINE_AA)
+        centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
+        cv2.circle(out, centre, max(2, round(r * scale)), (40, 230, 60), thick, lineType=cv2.LINE_AA)
     if peak is not None:
-        px, py = (int(round((v + 0.5) * scale - 0.5)) for v in peak)
+        px, py = (round((v + 0.5) * scale - 0.5) for v in peak)
         size = max(4, 3 * thick + 3)
         cv2.drawMarker(out, (px, py), (255, 255, 255), cv2.MARKER_CROSS, size + 2, thick + 2)
         cv2.drawMarker(out, (px, py), (220, 0, 200), cv2.MARKER_CROSS, size, thick)

@@ -186,8 +186,9 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     # every fold model scores every image (resized to the run's 64 x 48) and the probabilities are averaged
     from mammo_insight.models.predict import predict_cache
 
-    per_fold = [predict_cache(load_fold_model(run, k), other, index, "single", (64, 48))[0].set_index("image_id")["prob"]
-                for k in run_folds(run)]
+    opened = TrainedRun.open(run)
+    per_fold = [predict_cache(opened.model(k), other, index, "single", (64, 48))[0].set_index("image_id")["prob"]
+                for k in opened.folds]
     assert len(per_fold) == 2 and (per_fold[0] - per_fold[1]).abs().max() > 1e-3
     mean = (per_fold[0] + per_fold[1]) / 2
     assert (preds.set_index("image_id")["prob"].loc[mean.index] - mean).abs().max() < 1e-5

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.models.device import DEVICE_HELP
+
 
 def command(
     cache: Annotated[Path, typer.Option(help="image cache written by `mammo-insight preprocess`")],
@@ -19,7 +21,7 @@ def command(
     config: Annotated[Path | None, typer.Option(help="TOML file of training options (flags win)")] = None,
     weights: Annotated[Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy machine)")] = None,
 ) -> None:
     """Train one model per fold; write RUN/oof_predictions.csv, metrics.json, history.csv, folds/, index.html."""

@@ -23,11 +23,11 @@ from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, png_bytes, safe_name
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.imaging.resize import resize, thumbnail
 from mammo_insight.models.data import CacheImageDataset, breast_table
 from mammo_insight.models.factory import build_classifier
 
 log = logging.getLogger(__name__)
-THUMB_SIDE = 320
 CASE_TABLE_COLUMNS = ["image_id", "cam_max", "rank_corr", "pointing", "energy_inside", "area_fraction",
                       "random_pointing", "random_energy_inside"]
 
@@ -75,21 +75,6 @@ def case_images(case_id: str, table: pd.DataFrame, *, unit: str, max_views: int,
     if unit == "image_id" or rows.empty:
         return rows
     return rows.iloc[breast_table(rows, max_views, label).at[0, "rows"]].reset_index(drop=True)
-
-
-def display_image(row: Mapping, cache_image: np.ndarray, geom: CacheGeometry,
-                  side: int) -> tuple[np.ndarray, float, str]:
-    """(display image, factor, source): the original file when readable, else rebuilt from the cache."""
-    path = row.get("image_path")
-    if isinstance(path, str) and Path(path).is_file():
-        try:
-            img, factor = mapping.read_original_display(path, side)
-            if img.shape[:2] == tuple(round(v * factor) for v in (geom.orig_height, geom.orig_width)):
-                return img, factor, "original file"
-        except Exception as exc:  # noqa: BLE001 - a display fallback, never a reason to lose the case
-            log.debug("original %s unreadable for display: %s", path, exc)
-    factor = mapping.display_scale((geom.orig_height, geom.orig_width), side)
-    return mapping.downsample(mapping.original_from_cache(cache_image, geom), factor), factor, "rebuilt from cache"
 
 
 def load_inputs(case_rows: Sequence[pd.DataFrame], cache_dir: Path, *, size: tuple[int, int], multi: bool,
@@ -153,8 +138,7 @@ def explain_batch(batch: pd.DataFrame, context: CaseContext, *, trained: CamExpl
             records.append(rec)
             if v == 0:
                 over = panel[0][0]
-                f = mapping.display_scale(over.shape[:2], THUMB_SIDE)
-                thumb = np.clip(mapping.downsample(over, f), 0, 255).astype(np.uint8) if f < 1 else over
+                thumb = thumbnail(over)
         name = safe_name(case.case_id)
         for rec in records:
             rec["png"] = f"cases/{name}.png"
@@ -193,14 +177,14 @@ def _explain_image(row: dict, case, context: CaseContext, *, cam: np.ndarray, ca
                    area_fraction=checks.area_fraction(inside, support),
                    random_pointing=checks.pointing_hit(full_rand, hit_mask, support),
                    random_energy_inside=checks.energy_inside(full_rand, inside))
-    display, factor, source = display_image(row, cache_img, geom, context.display_side)
+    display, factor, source = mapping.display_image(row, cache_img, geom, context.display_side)
     peak = mapping.peak_location(full)
     over = mapping.overlay(display, mapping.downsample(full, factor), lesions, peak, scale=factor)
     cache_lesions = None
     if lesions is not None and len(lesions):
         cx, cy = geom.to_cache(lesions[:, 0], lesions[:, 1])
         cache_lesions = np.stack([cx, cy, geom.length_to_cache(lesions[:, 2])], axis=1)
-    model_in = mapping.overlay(cache_img, cv2_resize(cam, cache_img.shape), cache_lesions)
+    model_in = mapping.overlay(cache_img, resize(cam, cache_img.shape[:2]), cache_lesions)
     over_rand = mapping.overlay(display, mapping.downsample(full_rand, factor), lesions,
                                 mapping.peak_location(full_rand), scale=factor)
     hit = rec.get("pointing")
@@ -217,9 +201,3 @@ def half_cell_original(grid: tuple[int, int] | None, size: tuple[int, int], geom
     cell_h = size[0] / grid[0] * geom.out_height / size[0]   # input pixels -> cache pixels
     cell_w = size[1] / grid[1] * geom.out_width / size[1]
     return float(0.5 * np.hypot(cell_h, cell_w) / np.sqrt(geom.scale_x * geom.scale_y))
-
-
-def cv2_resize(cam: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    import cv2
-
-    return cam if cam.shape == tuple(shape) else cv2.resize(cam, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
+from mammo_insight.imaging.resize import resize
 from mammo_insight.report import (
     Section,
     bullet_list,
@@ -70,15 +71,13 @@ def compose_panels(panels: Sequence[Sequence[tuple[np.ndarray, str]]], title: st
 
     Drawn with numpy and PIL rather than matplotlib, which spent most of explain's time on layout.
     """
-    import cv2
 
     rows = []
     for row in panels:
         cells = []
         for img, caption in row:
             w = max(1, round(img.shape[1] * height / img.shape[0]))
-            scaled = cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA if img.shape[0] > height
-                                else cv2.INTER_LINEAR)
+            scaled = resize(img, (height, w))
             cell = np.vstack([_caption(caption, max(w, 160)), np.pad(scaled, ((0, 0), (0, max(w, 160) - w), (0, 0)),
                                                                      constant_values=255)])
             cells.append(np.pad(cell, ((0, 0), (0, 8), (0, 0)), constant_values=255))

@@ -7,10 +7,17 @@ compared with lesion annotations given in original pixels and laid over the orig
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
 import cv2
 import numpy as np
 
 from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.imaging.resize import resize, scale_by
+
+log = logging.getLogger(__name__)
 
 
 def cam_to_original(cam: np.ndarray, geometry: CacheGeometry) -> np.ndarray:
@@ -36,12 +43,9 @@ def display_scale(shape: tuple[int, int], max_side: int) -> float:
 
 
 def downsample(image: np.ndarray, factor: float) -> np.ndarray:
-    """Shrink for display with area averaging (keeps thin bright structures visible)."""
-    if factor >= 1.0:
-        return np.asarray(image, dtype=np.float32)
-    h, w = image.shape[:2]
-    size = (max(1, round(w * factor)), max(1, round(h * factor)))
-    return cv2.resize(np.asarray(image, dtype=np.float32), size, interpolation=cv2.INTER_AREA)
+    """Shrink for display (float32), never enlarge."""
+    image = np.asarray(image, dtype=np.float32)
+    return scale_by(image, factor) if factor < 1.0 else image
 
 
 def colourise(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
@@ -61,8 +65,7 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, lesions: np.ndarray | None = 
     """
     g = np.clip(np.asarray(gray, dtype=np.float32), 0.0, 1.0)
     hm = np.clip(np.asarray(heatmap, dtype=np.float32), 0.0, 1.0)
-    if hm.shape != g.shape:
-        hm = cv2.resize(hm, (g.shape[1], g.shape[0]), interpolation=cv2.INTER_LINEAR)
+    hm = resize(hm, g.shape[:2])
     weight = alpha * hm[..., None]
     rgb = (1.0 - weight) * np.repeat(g[..., None], 3, axis=2) + weight * colourise(hm)
     out = np.ascontiguousarray((rgb * 255.0).round().astype(np.uint8))
@@ -102,3 +105,18 @@ def read_original_display(image_path: str, max_side: int) -> tuple[np.ndarray, f
     display = table[lut_index(pixels)].astype(np.float32) / LUT_MAX
     factor = display_scale(display.shape, max_side)
     return downsample(display, factor), factor
+
+
+def display_image(row: Mapping, cache_image: np.ndarray, geom: CacheGeometry,
+                  side: int) -> tuple[np.ndarray, float, str]:
+    """(display image, factor, source): the original file when readable, else rebuilt from the cache."""
+    path = row.get("image_path")
+    if isinstance(path, str) and Path(path).is_file():
+        try:
+            img, factor = read_original_display(path, side)
+            if img.shape[:2] == tuple(round(v * factor) for v in (geom.orig_height, geom.orig_width)):
+                return img, factor, "original file"
+        except Exception as exc:  # noqa: BLE001 - a display fallback, never a reason to lose the case
+            log.debug("original %s unreadable for display: %s", path, exc)
+    factor = display_scale((geom.orig_height, geom.orig_width), side)
+    return downsample(original_from_cache(cache_image, geom), factor), factor, "rebuilt from cache"

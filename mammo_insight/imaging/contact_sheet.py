@@ -11,6 +11,7 @@ import pandas as pd
 from mammo_insight.imaging.cache import load_cache_image, write_png_atomic
 from mammo_insight.imaging.decode import read_image
 from mammo_insight.imaging.pipeline import THUMBS_DIR, PreprocessConfig, prepare, write_thumbnail
+from mammo_insight.imaging.resize import resize
 
 log = logging.getLogger(__name__)
 TILE_HEIGHT = 200
@@ -34,10 +35,7 @@ def _thumbnail(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.
 
 
 def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
-    import cv2
-
-    width = max(1, round(img.shape[1] * height / img.shape[0]))
-    return cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+    return resize(img, (height, max(1, round(img.shape[1] * height / img.shape[0]))))
 
 
 def _circles(img: np.ndarray, xs, ys, rs, factor_x: float, factor_y: float) -> None:

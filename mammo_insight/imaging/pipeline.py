@@ -22,9 +22,9 @@ from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_
 from mammo_insight.imaging.decode import RawImage, read_image
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
 from mammo_insight.imaging.intensity import LUT_MAX, display_lut, lut_index
+from mammo_insight.imaging.resize import thumbnail
 
 log = logging.getLogger(__name__)
-THUMB_SIDE = 256
 THUMBS_DIR = "thumbs"
 
 
@@ -167,10 +167,5 @@ def process_one(task: dict[str, Any]) -> dict[str, Any]:
 
 def write_thumbnail(cache_dir: Path, image_id: str, prepared: Prepared) -> None:
     """The reduced display image before cropping, for the contact sheet (which draws the crop box on it)."""
-    import cv2
-
-    preview = prepared.preview
-    factor = THUMB_SIDE / max(preview.shape)
-    size = (max(1, round(preview.shape[1] * factor)), max(1, round(preview.shape[0] * factor)))
-    thumb = cv2.resize(preview, size, interpolation=cv2.INTER_AREA)
+    thumb = thumbnail(prepared.preview)
     write_png_atomic(cache_dir / THUMBS_DIR / f"{image_id}.png", _quantise(thumb, 8))

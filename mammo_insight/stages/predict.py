@@ -10,7 +10,8 @@ prob >= the breast-level threshold the run tuned on its out-of-fold predictions.
 
 Without ``dataset`` the folder needs no CSV: patient_id is the first sub-folder under DIR
 (RSNA layout ``<patient_id>/<image_id>.dcm``), or for files directly in DIR a hash of the DICOM
-PatientID; laterality comes from ImageLaterality/Laterality and view from ViewPosition. What could not
+PatientID; laterality and view come from cohort.dicom_header (ImageLaterality/Laterality, ViewPosition or
+ViewCodeSequence). What could not
 be determined is written in the ``notes`` column. No identifying DICOM tag (PatientName, BirthDate,
 ...) is ever copied to an output; PatientID only as a one-way hash.
 
@@ -31,6 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo_insight.cohort.dicom_header import laterality_of, view_of
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import mapping as cam_mapping
@@ -38,6 +40,7 @@ from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.imaging.resize import thumbnail
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
@@ -46,7 +49,6 @@ log = logging.getLogger(__name__)
 BREAST_COLUMNS = ["breast_id", "patient_id", "laterality", "n_images", "prob", "threshold", "decision", "notes"]
 IMAGE_COLUMNS = ["image_id", "breast_id", "patient_id", "laterality", "view", "file", "prob", "status", "reason",
                  "notes"]
-THUMB_SIDE = 256  # index.html embeds thumbnails; the full overlays are the PNG files
 CAM_SIDE = 768    # longest side of an overlay PNG
 
 
@@ -123,11 +125,8 @@ def _header_facts(path: Path) -> tuple[dict[str, str | None], str | None]:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal
         return {}, f"{path.name}: not a readable DICOM ({type(exc).__name__}: {exc})"
-    lat = str(ds.get("ImageLaterality") or ds.get("Laterality") or "").strip().upper()[:1]
-    view = str(ds.get("ViewPosition") or "").strip().upper()
     pid = str(ds.get("PatientID") or "").strip()
-    return {"laterality": lat if lat in ("L", "R") else None, "view": view or None,
-            "hashed_patient": _hashed(pid) if pid else None}, None
+    return {"laterality": laterality_of(ds), "view": view_of(ds), "hashed_patient": _hashed(pid) if pid else None}, None
 
 
 def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
@@ -324,7 +323,6 @@ def _cam_maps(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_s
 def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows: pd.DataFrame,
                   breast_rows: pd.DataFrame, device, batch_size: int, side: int = CAM_SIDE) -> tuple[CamOverlay, ...]:
     """One overlay per scored image: the averaged CAM on the original mammogram, titled with its breast's decision."""
-    import cv2
 
     maps = _cam_maps(run, cache, ok, device=device, batch_size=batch_size)
     breasts = breast_rows.set_index("breast_id")
@@ -333,12 +331,7 @@ def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows:
     for row in ok.itertuples(index=False):
         geom = CacheGeometry.from_row(row)
         heat = cam_mapping.cam_to_original(maps[row.image_id], geom)
-        try:
-            gray, factor = cam_mapping.read_original_display(row.image_path, side)
-        except Exception as exc:  # noqa: BLE001 - display only: fall back to the cached pixels
-            log.debug("original %s unreadable for display: %s", row.image_path, exc)
-            factor = cam_mapping.display_scale((geom.orig_height, geom.orig_width), side)
-            gray = cam_mapping.downsample(cam_mapping.original_from_cache(load_cache_image(cache, row), geom), factor)
+        gray, factor, _ = cam_mapping.display_image(row._asdict(), load_cache_image(cache, row), geom, side)
         peak = cam_mapping.peak_location(heat)
         shown = cam_mapping.overlay(gray, cam_mapping.downsample(heat, factor), peak=peak, scale=factor)
         breast = breasts.loc[row.breast_id]
@@ -347,8 +340,7 @@ def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows:
                  f"(threshold {breast['threshold']:.3f}) -> {decision}")
         sheet = compose_panels([[(shown, f"Grad-CAM, image p={image_prob[row.image_id]:.3f}; cross: maximum")]],
                                title, height=min(shown.shape[0], 720))
-        scale = min(1.0, THUMB_SIDE / max(shown.shape[:2]))
-        thumb = cv2.resize(shown, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA)
+        thumb = thumbnail(shown)
         items.append(CamOverlay(image_id=str(row.image_id), caption=f"{row.image_id} ({row.breast_id}, {decision})",
                                 png=png_bytes(sheet), thumb=thumb))
     return tuple(items)

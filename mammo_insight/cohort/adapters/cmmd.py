@@ -23,6 +23,7 @@ from pydicom.errors import InvalidDicomError
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, read_table, require_columns
+from mammo_insight.cohort.dicom_header import HEADER_TAGS, laterality_of, view_of
 from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 from mammo_insight.progress import track
@@ -32,9 +33,7 @@ log = logging.getLogger(__name__)
 TABLE_NAMES = ["CMMD_clinicaldata_revision.xlsx", "CMMD_clinicaldata_revision.csv"]
 REQUIRED = ["ID1", "LeftRight", "classification"]
 LABEL = {"malignant": 1.0, "benign": 0.0}
-HEADER_TAGS = ["PatientID", "ImageLaterality", "Laterality", "ViewPosition", "ViewCodeSequence"]
 # SNOMED CT codes of the two standard views (DICOM CID 4014) and their usual meanings.
-VIEW_CODES = {"399162004": "CC", "399368009": "MLO", "cranio-caudal": "CC", "medio-lateral oblique": "MLO"}
 
 
 def find_clinical_table(root: Path) -> Path:
@@ -69,17 +68,6 @@ def read_clinical(path: Path) -> pd.DataFrame:
     return table.drop_duplicates(["patient_id", "laterality"]).reset_index(drop=True)
 
 
-def _view(ds: pydicom.Dataset) -> str | None:
-    position = str(ds.get("ViewPosition", "") or "").strip().upper()
-    if position:
-        return position
-    for item in ds.get("ViewCodeSequence", []) or []:
-        for key in (str(item.get("CodeValue", "")), str(item.get("CodeMeaning", "")).strip().lower()):
-            if key in VIEW_CODES:
-                return VIEW_CODES[key]
-    return None
-
-
 def read_headers(dicom_root: Path) -> tuple[pd.DataFrame, list[str]]:
     """patient_id, laterality, view, image_path per DICOM under dicom_root, and the files that failed."""
     files = sorted(dicom_root.rglob("*.dcm"))
@@ -92,9 +80,8 @@ def read_headers(dicom_root: Path) -> tuple[pd.DataFrame, list[str]]:
             continue
         rel = path.relative_to(dicom_root)
         folder_patient = rel.parts[0] if len(rel.parts) > 1 else None
-        laterality = str(ds.get("ImageLaterality", "") or ds.get("Laterality", "") or "").strip().upper()
         rows.append({"patient_id": str(ds.get("PatientID", "") or "").strip() or folder_patient,
-                     "laterality": laterality or None, "view": _view(ds), "image_path": str(path.resolve()),
+                     "laterality": laterality_of(ds), "view": view_of(ds), "image_path": str(path.resolve()),
                      "image_id": rel.with_suffix("").as_posix()})
     return pd.DataFrame(rows, columns=["patient_id", "laterality", "view", "image_path", "image_id"]), failures
 

@@ -119,7 +119,7 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
     from mammo_insight.models.predict import predict_cache
 
     val = index[index["image_id"].isin(oof.loc[oof["fold"] == 0, "image_id"])]
-    again, _ = predict_cache(model, cache, val, "single", (64, 48))
+    again, _ = predict_cache(model, cache, val, "single", image_size=(64, 48))
     merged = again.merge(oof, on="image_id", suffixes=("", "_oof"))
     assert (merged["prob"] - merged["prob_oof"]).abs().max() < 1e-5
 
@@ -187,7 +187,7 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     from mammo_insight.models.predict import predict_cache
 
     opened = TrainedRun.open(run)
-    per_fold = [predict_cache(opened.model(k), other, index, "single", (64, 48))[0].set_index("image_id")["prob"]
+    per_fold = [predict_cache(opened.model(k), other, index, "single", image_size=(64, 48))[0].set_index("image_id")["prob"]
                 for k in opened.folds]
     assert len(per_fold) == 2 and (per_fold[0] - per_fold[1]).abs().max() > 1e-3
     mean = (per_fold[0] + per_fold[1]) / 2

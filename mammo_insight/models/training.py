@@ -235,8 +235,9 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     model = module.model.to(memory_format=torch.contiguous_format)
     save_fold_model(out_dir, fold, model)
     device = trainer.strategy.root_device
-    images, breasts = predict_cache(model.to(device), cache_dir, val, config.view_mode, size, config.batch_size,
-                                    config.max_views, device, config.label_column)
+    images, breasts = predict_cache(model.to(device), cache_dir, val, config.view_mode, image_size=size,
+                                    batch_size=config.batch_size, max_views=config.max_views, device=device,
+                                    label_column=config.label_column)
     fold_dir = out_dir / "folds" / f"fold_{fold}"
     hist = pd.DataFrame(history.rows).assign(fold=fold)
     hist.to_csv(fold_dir / "history.csv", index=False)

@@ -81,7 +81,7 @@ def lesion_checks(heatmap: np.ndarray, lesion: np.ndarray, support: np.ndarray |
 
 
 def mean_with_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
-                 seed: int = 0, level: float = 0.95) -> dict[str, float | int]:
+                 seed: int = 0, *, level: float = 0.95) -> dict[str, float | int]:
     """Mean of the finite values with a percentile bootstrap interval that resamples ``groups`` (patients).
 
     Images of one woman are not independent, so the interval resamples women, not images.

@@ -56,7 +56,7 @@ def colourise(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
 
 
 def overlay(gray: np.ndarray, heatmap: np.ndarray, lesions: np.ndarray | None = None,
-            peak: tuple[float, float] | None = None, alpha: float = 0.5, scale: float = 1.0) -> np.ndarray:
+            peak: tuple[float, float] | None = None, *, alpha: float = 0.5, scale: float = 1.0) -> np.ndarray:
     """uint8 RGB: the grey image under the colour-mapped CAM, lesion circles in green, the CAM peak as a cross.
 
     The CAM is blended in proportion to its value, so cold regions leave the mammogram readable.

@@ -125,7 +125,7 @@ def _annotations(annotations: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame
 
 
 def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, workers: int = 1,
-                engine: str = "local", address: str | None = None, sheet_size: int = 24,
+                *, engine: str = "local", address: str | None = None, sheet_size: int = 24,
                 retry_failed: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
     """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept.
 

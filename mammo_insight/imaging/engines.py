@@ -76,7 +76,7 @@ def _dask(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, addre
 
 
 def run_tasks(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int = 1, engine: str = "local",
-              address: str | None = None) -> Iterator[dict]:
+              *, address: str | None = None) -> Iterator[dict]:
     """Run ``fn`` over ``tasks``; yields each result as it completes.
 
     engine "local": inline when workers == 1 (no pickling), else a process pool; "dask": a

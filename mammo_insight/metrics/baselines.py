@@ -66,7 +66,7 @@ def downsample(images: np.ndarray, size: tuple[int, int] = PIXEL_SIZE) -> np.nda
     return out
 
 
-def pixel_logreg_baseline(images: np.ndarray, labels, folds, size: tuple[int, int] = PIXEL_SIZE, c: float = 0.1,
+def pixel_logreg_baseline(images: np.ndarray, labels, folds, size: tuple[int, int] = PIXEL_SIZE, *, c: float = 0.1,
                           seed: int = 0) -> np.ndarray:
     """Out-of-fold prob of an L2 logistic regression on standardised downsampled pixels.
 
@@ -107,7 +107,7 @@ def baseline_predictions(table: pd.DataFrame, images: np.ndarray | None = None, 
 
 
 def evaluate_baselines(table: pd.DataFrame, images: np.ndarray | None = None, n_boot: int = 1000,
-                       seed: int = 0, label: str = "cancer") -> dict:
+                       seed: int = 0, *, label: str = "cancer") -> dict:
     """{baseline: evaluate_predictions body} (image, breast, breast_max levels) for RUN/baselines.json.
 
     Rows without a fold (never held out) get no prediction and are not scored. The hard-label baselines

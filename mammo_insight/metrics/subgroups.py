@@ -25,7 +25,7 @@ def add_age_band(df: pd.DataFrame, age: str = "age") -> pd.DataFrame:
 
 
 def subgroup_metrics(df: pd.DataFrame, by: list[str] | None = None, label: str = "cancer", prob: str = "prob",
-                     group: str = "patient_id", threshold: float | None = None, n_boot: int = 200,
+                     *, group: str = "patient_id", threshold: float | None = None, n_boot: int = 200,
                      seed: int = 0, metrics: list[str] | None = None, min_rows: int = 1) -> pd.DataFrame:
     """Tidy rows (factor, level, n, n_pos, metric, value, ci_low, ci_high) for every level of each factor.
 

@@ -51,7 +51,7 @@ class CacheImageDataset(Dataset):
     """One cached image -> (tensor 1xHxW, label, row). Keys are an index or (index, augmentation seed)."""
 
     def __init__(self, cache_dir: str | Path, table: pd.DataFrame, transform: Transform | None = None,
-                 label_column: str = "cancer", labels: np.ndarray | None = None,
+                 label_column: str = "cancer", *, labels: np.ndarray | None = None,
                  size: tuple[int, int] | None = None):
         self.cache_dir = Path(cache_dir)
         self.size = tuple(size) if size is not None else None
@@ -84,7 +84,7 @@ class CacheBreastDataset(Dataset):
     """
 
     def __init__(self, cache_dir: str | Path, table: pd.DataFrame, transform: Transform | None = None,
-                 label_column: str = "cancer", max_views: int = 4, labels: np.ndarray | None = None,
+                 label_column: str = "cancer", *, max_views: int = 4, labels: np.ndarray | None = None,
                  size: tuple[int, int] | None = None):
         self.images = CacheImageDataset(cache_dir, table, None, label_column, size=size)
         self.breasts = breast_table(self.images.table, max_views, label_column)

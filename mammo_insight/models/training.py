@@ -149,8 +149,9 @@ def _datasets(cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: T
         train_ds = CacheImageDataset(cache_dir, train, augment, config.label_column, size=size)
         val_ds = CacheImageDataset(cache_dir, val, None, config.label_column, size=size)
     else:
-        train_ds = CacheBreastDataset(cache_dir, train, augment, config.label_column, config.max_views, size=size)
-        val_ds = CacheBreastDataset(cache_dir, val, None, config.label_column, config.max_views, size=size)
+        train_ds = CacheBreastDataset(cache_dir, train, augment, config.label_column, max_views=config.max_views,
+                                      size=size)
+        val_ds = CacheBreastDataset(cache_dir, val, None, config.label_column, max_views=config.max_views, size=size)
     return train_ds, val_ds
 
 

@@ -30,7 +30,7 @@ class Section:
 
 
 def render_page(path: str | Path, title: str, sections: Sequence[Section], subtitle: str = "",
-                nav: Sequence[tuple[str, str]] = ()) -> Path:
+                *, nav: Sequence[tuple[str, str]] = ()) -> Path:
     """Write one self-contained HTML page and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

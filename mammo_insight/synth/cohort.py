@@ -49,7 +49,7 @@ def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int, int] = (256, 192),
-                          prevalence: float = 0.2) -> dict:
+                          *, prevalence: float = 0.2) -> dict:
     """Write the cohort (see module docstring) and return summary counts.
 
     size is the base (height, width); each woman's images use one of a few sizes around it

@@ -49,9 +49,9 @@ def main() -> None:
     other = np.clip(breasts["prob"] + np.random.default_rng(1).normal(0, 0.02, len(breasts)), 0, 1)
     cases = {
         f"metrics_with_ci, {len(df):,} images, {args.boot} resamples":
-            lambda: metrics_with_ci(df["cancer"], df["prob"], df["patient_id"], 0.1, args.boot),
+            lambda: metrics_with_ci(df["cancer"], df["prob"], df["patient_id"], 0.1, n_boot=args.boot),
         f"metrics_with_ci, {len(breasts):,} breasts, {args.boot} resamples":
-            lambda: metrics_with_ci(breasts["cancer"], breasts["prob"], breasts["patient_id"], 0.1, args.boot),
+            lambda: metrics_with_ci(breasts["cancer"], breasts["prob"], breasts["patient_id"], 0.1, n_boot=args.boot),
         f"paired_bootstrap roc_auc, {len(breasts):,} breasts":
             lambda: paired_bootstrap(breasts["cancer"], breasts["prob"], other, breasts["patient_id"],
                                      n_boot=args.boot),

@@ -68,7 +68,7 @@ def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
     pl.seed_everything(0, verbose=False)
     accelerator, precision = lightning_device(config)
     ds = CacheImageDataset(cache, table, None, size=size)
-    train_loader, _ = make_loaders(ds, ds, ds.labels, config, accelerator)
+    train_loader, _ = make_loaders(ds, ds, ds.labels, config, accelerator=accelerator)
     module = make_module(config, size, ds.labels, accelerator)
     timer = EpochTimer()
     trainer = make_trainer(config, accelerator, precision, [timer], enable_checkpointing=False,

@@ -46,7 +46,7 @@ def manifest_path(out: str | Path) -> Path:
 
 
 def write_manifest(out: str | Path, stage: str, config: dict[str, Any], seed: int | None = None,
-                   inputs: dict[str, str | Path] | None = None, headline: dict[str, str] | None = None,
+                   *, inputs: dict[str, str | Path] | None = None, headline: dict[str, str] | None = None,
                    report: str | None = None) -> Path:
     """Write the manifest of a stage output (see `manifest_path`); returns its path.
 

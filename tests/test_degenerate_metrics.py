@@ -202,7 +202,7 @@ def test_fusion_explain_and_index_render_from_degenerate_numbers(tmp_path):
                "summary": {}, "n_explained_images": 3}
     (explain_dir / "cam_metrics.json").write_text(json.dumps(metrics))
     write_manifest(explain_dir, "explain", {})
-    render_index(explain_dir / "index.html", metrics, 0.0, {}, pd.DataFrame(), [])
+    render_index(explain_dir / "index.html", metrics, 0.0, {}, checks_table=pd.DataFrame(), failures=[])
 
     run_dir = _perfect_run(tmp_path / "RUN")
     write_manifest(run_dir, "train", {})

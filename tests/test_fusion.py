@@ -162,7 +162,7 @@ def test_cross_validation_fits_pca_on_training_folds_only(monkeypatch):
             return super().fit(X, y)
 
     monkeypatch.setattr(lgbm, "PCA", SpyPCA)
-    cross_validate(None, ImageFeatures(emb), y, fold, LgbmParams(n_estimators=10), n_pca=3)
+    cross_validate(None, ImageFeatures(emb), y, fold, params=LgbmParams(n_estimators=10), n_pca=3)
     assert len(fitted) == 3
     for f, seen in enumerate(fitted):
         assert seen == {k * 1000.0 for k in range(3) if k != f}
@@ -180,8 +180,8 @@ def test_fold_models_with_their_own_embedding_spaces_are_read_through_their_logi
     bases = [np.linalg.qr(rng.normal(size=(8, 8)))[0] for _ in range(3)]
     emb = np.vstack([latent[i] @ bases[fold[i]] for i in range(n)])
     params = LgbmParams(n_estimators=60)
-    without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params, n_pca=4))
-    with_logit = roc_auc_score(y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params, n_pca=4))
+    without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params=params, n_pca=4))
+    with_logit = roc_auc_score(y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params=params, n_pca=4))
     assert without < 0.65, "the per-fold rotation should hide the signal from the components"
     assert with_logit > 0.75
 

@@ -33,7 +33,7 @@ CATEGORIES = {"TP": "most confident true positives", "FP": "most confident false
 
 
 def select_gallery(oof: pd.DataFrame, threshold: float, n: int, unit: str = "image_id",
-                   label: str = "cancer") -> pd.DataFrame:
+                   *, label: str = "cancer") -> pd.DataFrame:
     """Per fold, n cases of each category: TP and FP by highest probability, FN by lowest.
 
     Returns columns case_id, fold, category, prob, label (one row per case and category).
@@ -101,7 +101,7 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "–" if value is None or (isinstance(value, float) and not np.isfinite(value)) else f"{value:.{digits}f}"
 
 
-def render_case_page(path, case_id: str, png_name: str, facts: Mapping[str, str], per_image: pd.DataFrame,
+def render_case_page(path, case_id: str, png_name: str, facts: Mapping[str, str], *, per_image: pd.DataFrame,
                      method: str):
     """OUT/cases/<case>.html: the case figure, its numbers, and how to read it."""
     blocks = [metric_cards(dict(facts)), image(path.parent / png_name, caption=(
@@ -158,7 +158,7 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
 
 
 def render_index(path, metrics: Mapping, tolerance: float, gallery: Mapping[tuple[int, str], list],
-                 checks_table: pd.DataFrame, failures: Sequence[str]):
+                 *, checks_table: pd.DataFrame, failures: Sequence[str]):
     """OUT/index.html: checks, then one gallery per fold and category, then the per-image table."""
     sections = [checks_section(metrics, tolerance)]
     if metrics.get("n_cases", 0) == 0:

@@ -20,19 +20,19 @@ PAIRED_METRICS = ["roc_auc", "pr_auc"]
 
 
 def score_models(y: np.ndarray, probs: Mapping[str, np.ndarray], patient_id: np.ndarray, n_boot: int = 1000,
-                 seed: int = 0) -> dict:
+                 *, seed: int = 0) -> dict:
     """{model: metrics_with_ci body} for each model with a probability vector."""
-    return {name: metrics_with_ci(y, p, patient_id, None, n_boot, seed) for name, p in probs.items()}
+    return {name: metrics_with_ci(y, p, patient_id, None, n_boot=n_boot, seed=seed) for name, p in probs.items()}
 
 
 def paired_comparisons(y: np.ndarray, probs: Mapping[str, np.ndarray], patient_id: np.ndarray,
-                       n_boot: int = 1000, seed: int = 0) -> dict:
+                       n_boot: int = 1000, *, seed: int = 0) -> dict:
     """{"fused_vs_metadata": {"roc_auc": paired bootstrap, "pr_auc": ..., "delong": ...}, ...}."""
     out = {}
     for a, b in PAIRS:
         if a not in probs or b not in probs:
             continue
-        body = {m: paired_bootstrap(y, probs[a], probs[b], patient_id, m, n_boot, seed) for m in PAIRED_METRICS}
+        body = {m: paired_bootstrap(y, probs[a], probs[b], patient_id, metric=m, n_boot=n_boot, seed=seed) for m in PAIRED_METRICS}
         body["delong"] = delong_test(y, probs[a], probs[b])
         out[f"{a}_vs_{b}"] = body
     return out

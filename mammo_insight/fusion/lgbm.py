@@ -75,7 +75,7 @@ def grouped_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.nd
     return patient_folds(groups, y, k, seed)
 
 
-def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, k: int = 5) -> np.ndarray:
+def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, *, k: int = 5) -> np.ndarray:
     """Keep the given folds; rows without one (-1: never in the CNN run) get patient-grouped folds of their own.
 
     The rows without a fold are split into as many folds as were given, under the same policy. With fewer
@@ -126,7 +126,7 @@ def _has_both_classes(y: np.ndarray) -> bool:
     return len(np.unique(y)) == 2
 
 
-def _fit_predict_fold(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, fold: np.ndarray, f: int,
+def _fit_predict_fold(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, fold: np.ndarray, *, f: int,
                       params: LgbmParams, n_pca: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(validation rows, their probabilities) of fold f, PCA and trees fitted on the other folds only."""
     train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
@@ -138,7 +138,7 @@ def _fit_predict_fold(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: n
 
 
 def cross_validate(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, fold: np.ndarray,
-                   params: LgbmParams, n_pca: int = 16, seed: int = 0, workers: int = 1) -> np.ndarray:
+                   *, params: LgbmParams, n_pca: int = 16, seed: int = 0, workers: int = 1) -> np.ndarray:
     """Out-of-fold probability per row; rows of a fold whose training part holds one class get its rate.
 
     ``workers`` folds are fitted at once in threads (LightGBM and BLAS release the GIL), each model on
@@ -149,14 +149,14 @@ def cross_validate(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.n
     prob = np.full(len(y), np.nan)
     folds = sorted(set(fold))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        done = pool.map(lambda f: _fit_predict_fold(meta, emb, y, fold, f, params, n_pca, seed), folds)
+        done = pool.map(lambda f: _fit_predict_fold(meta, emb, y, fold, f=f, params=params, n_pca=n_pca, seed=seed), folds)
         for test, p in done:
             prob[test] = p
     return prob
 
 
 def fit_final(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, params: LgbmParams,
-              n_pca: int = 16, seed: int = 0):
+              *, n_pca: int = 16, seed: int = 0):
     """The model fitted on every labelled breast (what SHAP explains) and its design matrix."""
     rows = np.arange(len(y))
     pca = fit_fold_pca(emb.emb, rows, components_for(y, n_pca), seed) if emb is not None else None

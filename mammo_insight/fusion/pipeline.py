@@ -111,8 +111,8 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
         y, fold = b["cancer"].to_numpy()[have], b["fold"].to_numpy()[have]
         if have.sum() < 10 or len(np.unique(y)) < 2:
             continue
-        prob = cross_validate(None, matrix[have], y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
-        m = metrics_with_ci(y, prob, b["patient_id"].to_numpy()[have], None, cfg.n_boot, cfg.seed)
+        prob = cross_validate(None, matrix[have], y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
+        m = metrics_with_ci(y, prob, b["patient_id"].to_numpy()[have], None, n_boot=cfg.n_boot, seed=cfg.seed)
         out.append({"embeddings": f"{view} only", "n_breasts": int(have.sum()), "n_positive": int(y.sum()),
                     "roc_auc": m["roc_auc"]["value"], "ci_low": m["roc_auc"]["ci_low"],
                     "ci_high": m["roc_auc"]["ci_high"]})
@@ -163,7 +163,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
         if n_given != cfg.folds:
             log.warning("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
                         "that saw it", n_given, cfg.folds)
-        fold = fill_folds(fold, y, groups, cfg.seed, cfg.folds)
+        fold = fill_folds(fold, y, groups, cfg.seed, k=cfg.folds)
         source = "the embeddings' CNN folds (breasts without one split under the same policy)"
     else:
         fold = grouped_folds(y, groups, cfg.folds, cfg.seed)
@@ -176,19 +176,19 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     probs: dict[str, np.ndarray] = {}
     with timings.part("cross-validation (3 models)"):
         if meta is not None:
-            probs["metadata"] = cross_validate(meta, None, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
+            probs["metadata"] = cross_validate(meta, None, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
         if emb_matrix is not None:
-            probs["image"] = cross_validate(None, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
+            probs["image"] = cross_validate(None, emb_matrix, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
         if meta is not None and emb_matrix is not None:
-            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, cfg.params, cfg.n_pca, cfg.seed, cfg.workers)
+            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
     per_view = pd.DataFrame()
     if embeddings is not None:
         with timings.part("per-view image models"):
             per_view = _per_view_auc(embeddings, breasts, cols, cfg)
     with timings.part("metrics + paired tests"):
-        scores = score_models(y, probs, groups, cfg.n_boot, cfg.seed)
-        comparisons = paired_comparisons(y, probs, groups, cfg.n_boot, cfg.seed)
-    shap_fields = explain(probs, y, meta, emb_matrix, cfg, timings)
+        scores = score_models(y, probs, groups, cfg.n_boot, seed=cfg.seed)
+        comparisons = paired_comparisons(y, probs, groups, cfg.n_boot, seed=cfg.seed)
+    shap_fields = explain(probs, y, meta, emb_matrix, cfg=cfg, timings=timings)
     return FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
                         comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
                         included_leaky=included, warnings=warnings, timings=timings, emb_dim=len(cols), folds=folds_used,
@@ -196,7 +196,7 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
 
 
 def explain(probs: dict[str, np.ndarray], y: np.ndarray, meta: pd.DataFrame | None, emb: ImageFeatures | None,
-            cfg: FusionConfig, timings: Timings) -> dict[str, Any]:
+            *, cfg: FusionConfig, timings: Timings) -> dict[str, Any]:
     """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP.
 
     Returns the SHAP fields of FusionResult.
@@ -207,7 +207,7 @@ def explain(probs: dict[str, np.ndarray], y: np.ndarray, meta: pd.DataFrame | No
     use_meta = meta if name in ("fused", "metadata") else None
     use_emb = emb if name in ("fused", "image") else None
     with timings.part("final model"):
-        model, X = fit_final(use_meta, use_emb, y, cfg.params, cfg.n_pca, cfg.seed)
+        model, X = fit_final(use_meta, use_emb, y, cfg.params, n_pca=cfg.n_pca, seed=cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     top = np.argsort(-probs[name], kind="stable")[: cfg.n_top_risk]
     sample = rng.permutation(len(X))[: cfg.shap_rows]

@@ -200,7 +200,7 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
     lesions = _annotations(cohort.annotations, index)
     atomic_write(out_dir / ANNOTATIONS_FILE, lambda p: lesions.to_parquet(p, index=False))
     sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]
-    sheet = write_contact_sheet(out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, lesions)
+    sheet = write_contact_sheet(out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, annotations=lesions)
     summary = {"images": len(index), "ok": int((~failed).sum()), "failed": int(failed.sum()),
                "already_done": skipped, "processed_now": len(tasks) + len(immediate),
                "seconds": round(time.perf_counter() - started, 2),

@@ -38,7 +38,7 @@ def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
     return resize(img, (height, max(1, round(img.shape[1] * height / img.shape[0]))))
 
 
-def _circles(img: np.ndarray, xs, ys, rs, factor_x: float, factor_y: float) -> None:
+def _circles(img: np.ndarray, xs, ys, rs, *, factor_x: float, factor_y: float) -> None:
     import cv2
 
     for x, y, r in zip(xs, ys, rs):
@@ -62,9 +62,9 @@ def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd
     after = (load_cache_image(cache_dir, row) * 255).round().astype(np.uint8)
     after = cv2.cvtColor(_fit_height(after, TILE_HEIGHT), cv2.COLOR_GRAY2RGB)
     if len(lesions):
-        _circles(before, lesions["x"], lesions["y"], lesions["radius"], sx, sy)
+        _circles(before, lesions["x"], lesions["y"], lesions["radius"], factor_x=sx, factor_y=sy)
         f = TILE_HEIGHT / row["out_height"]
-        _circles(after, lesions["cache_x"], lesions["cache_y"], lesions["cache_radius"], f, f)
+        _circles(after, lesions["cache_x"], lesions["cache_y"], lesions["cache_radius"], factor_x=f, factor_y=f)
     cv2.rectangle(after, (0, 0), (after.shape[1] - 1, TILE_HEIGHT - 1), (60, 120, 255), 1)
     pair = np.full((TILE_HEIGHT + LABEL_HEIGHT, before.shape[1] + GAP + after.shape[1], 3), 255, np.uint8)
     pair[LABEL_HEIGHT:, :before.shape[1]] = before
@@ -75,7 +75,7 @@ def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd
 
 
 def write_contact_sheet(cache_dir: str | Path, rows: pd.DataFrame, config: PreprocessConfig, path: str | Path,
-                        annotations: pd.DataFrame | None = None, columns: int | None = None) -> Path | None:
+                        *, annotations: pd.DataFrame | None = None, columns: int | None = None) -> Path | None:
     """Write the sheet for ``rows`` (ok index rows) to ``path``; None when there is nothing to show.
 
     Lesions (annotations.parquet rows) are drawn as green circles on both sides, a check that they

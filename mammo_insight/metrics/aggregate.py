@@ -57,7 +57,7 @@ def _threshold_for(threshold: float | Mapping[str, float] | None, level: str) ->
 
 
 def evaluate_predictions(preds: pd.DataFrame, threshold: float | Mapping[str, float] | None = None,
-                         n_boot: int = 1000, seed: int = 0, label: str = "cancer", prob: str = "prob",
+                         n_boot: int = 1000, seed: int = 0, *, label: str = "cancer", prob: str = "prob",
                          breast_preds: pd.DataFrame | None = None, threshold_method: str = "best_f1") -> dict:
     """The metrics.json body: {"image": ..., "breast": ..., "breast_max": ...}.
 
@@ -79,7 +79,7 @@ def evaluate_predictions(preds: pd.DataFrame, threshold: float | Mapping[str, fl
         else:
             frame = preds if how is None else aggregate_to_breast(preds, how, label, prob)
         result[level] = metrics_with_ci(frame[label], frame[prob], frame["patient_id"],
-                                        _threshold_for(threshold, level), n_boot, seed, threshold_method)
+                                        _threshold_for(threshold, level), n_boot=n_boot, seed=seed, threshold_method=threshold_method)
     return result
 
 

@@ -116,5 +116,5 @@ def evaluate_baselines(table: pd.DataFrame, images: np.ndarray | None = None, n_
     """
     preds = baseline_predictions(table, images, seed, label)
     preds = preds[preds["prob"].notna()]
-    return {name: evaluate_predictions(part, HARD_LABEL_THRESHOLD.get(name), n_boot, seed, label)
+    return {name: evaluate_predictions(part, HARD_LABEL_THRESHOLD.get(name), n_boot, seed, label=label)
             for name, part in preds.groupby("model", sort=False)}

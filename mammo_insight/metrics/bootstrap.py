@@ -106,7 +106,7 @@ def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.n
     return {"roc_auc": np.clip(auc, 0.0, 1.0), "pr_auc": np.clip(ap, 0.0, 1.0)}
 
 
-def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, threshold: float | None,
+def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, *, threshold: float | None,
                       names: list[str] | None = None) -> dict[str, np.ndarray]:
     """Every metric (or those in `names`) for each resample; NaN where the resample has one class."""
     names = names or METRIC_NAMES
@@ -157,7 +157,7 @@ def percentile_interval(values: np.ndarray, point: float, level: float = CI_LEVE
     return low, high
 
 
-def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n_boot: int = 1000,
+def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, *, n_boot: int = 1000,
                     seed: int = 0, threshold_method: str = "best_f1") -> dict:
     """Every point metric with a 95% percentile-bootstrap interval resampling groups (patients).
 
@@ -176,7 +176,7 @@ def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n
         source = f"tuned ({threshold_method}) on these data: optimistic"
     codes, n_groups = group_codes(None if groups is None else g, y.size)
     point = point_metrics(y, p, threshold)
-    boot = (bootstrap_metrics(y, p, codes, resample_counts(n_groups, n_boot, seed), threshold)
+    boot = (bootstrap_metrics(y, p, codes, resample_counts(n_groups, n_boot, seed), threshold=threshold)
             if n_boot > 0 and y.size else {k: np.full(0, np.nan) for k in METRIC_NAMES})
     result: dict = {}
     for name in METRIC_NAMES:
@@ -188,7 +188,7 @@ def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, n
     return result
 
 
-def paired_bootstrap(y_true, prob_a, prob_b, groups=None, metric: str = "roc_auc", n_boot: int = 1000,
+def paired_bootstrap(y_true, prob_a, prob_b, groups=None, *, metric: str = "roc_auc", n_boot: int = 1000,
                      seed: int = 0, threshold: float | None = None) -> dict[str, float]:
     """Difference metric(a) - metric(b) on the same rows, with a 95% interval and a two-sided p-value.
 
@@ -208,8 +208,8 @@ def paired_bootstrap(y_true, prob_a, prob_b, groups=None, metric: str = "roc_auc
     value_b = point_metrics(y, pb, 0.5 if tb is None else tb)[metric]
     codes, n_groups = group_codes(None if groups is None else g, y.size)
     weights = resample_counts(n_groups, n_boot, seed)
-    da = bootstrap_metrics(y, pa, codes, weights, ta, [metric])[metric]
-    db = bootstrap_metrics(y, pb, codes, weights, tb, [metric])[metric]
+    da = bootstrap_metrics(y, pa, codes, weights, threshold=ta, names=[metric])[metric]
+    db = bootstrap_metrics(y, pb, codes, weights, threshold=tb, names=[metric])[metric]
     d = (da - db)[np.isfinite(da - db)]
     low, high = percentile_interval(da - db, value_a - value_b)
     p_value = (min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (d.size + 1)) if d.size

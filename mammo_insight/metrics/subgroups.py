@@ -46,7 +46,7 @@ def subgroup_metrics(df: pd.DataFrame, by: list[str] | None = None, label: str =
             if len(part) < min_rows:
                 continue
             groups = part[group] if group in part.columns else None
-            res = metrics_with_ci(part[label], part[prob], groups, threshold, n_boot, seed)
+            res = metrics_with_ci(part[label], part[prob], groups, threshold, n_boot=n_boot, seed=seed)
             for name in metrics:
                 rows.append({"factor": factor, "level": str(level), "n": res["n"], "n_pos": res["n_pos"],
                              "metric": name, **res[name]})

@@ -108,7 +108,7 @@ def calibration_curves(levels: Mapping[str, pd.DataFrame], n_bins: int = 10) -> 
     return fig
 
 
-def _forest(ax, labels: list[str], values, lows, highs, color: str) -> None:
+def _forest(ax, labels: list[str], values, lows, *, highs, color: str) -> None:
     ypos = np.arange(len(labels))[::-1]
     ax.errorbar(np.asarray(values, dtype=float), ypos, xerr=error_lengths(values, lows, highs), fmt="o",
                 color=color, capsize=3)
@@ -123,7 +123,7 @@ def forest_plot(frame: pd.DataFrame, metrics: list[str]) -> Figure:
     axes = fig.subplots(1, max(len(metrics), 1), squeeze=False, sharey=True)[0]
     for ax, metric in zip(axes, metrics):
         part = frame[frame["metric"] == metric]
-        _forest(ax, list(part["level"]), part["value"], part["ci_low"], part["ci_high"], COLORS["image"])
+        _forest(ax, list(part["level"]), part["value"], part["ci_low"], highs=part["ci_high"], color=COLORS["image"])
         ax.set_title(metric)
         ax.set_xlim(-0.02, 1.02)
     return fig
@@ -134,7 +134,7 @@ def subgroup_forest(rows: pd.DataFrame) -> Figure:
     labels = [f"{f}: {lv} (n={n})" for f, lv, n in zip(rows["factor"], rows["level"], rows["n"])]
     fig = Figure(figsize=(6.5, 0.32 * len(labels) + 1.2), layout="constrained")
     ax = fig.subplots()
-    _forest(ax, labels, rows["value"], rows["ci_low"], rows["ci_high"], COLORS["breast"])
+    _forest(ax, labels, rows["value"], rows["ci_low"], highs=rows["ci_high"], color=COLORS["breast"])
     ax.axvline(0.5, ls="--", color="grey", lw=1)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(str(rows["metric"].iloc[0]) if len(rows) else "")

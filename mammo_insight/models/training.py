@@ -143,7 +143,7 @@ def _norm(value: Any) -> Any:
 
 
 def _datasets(cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig,
-              size: tuple[int, int]) -> tuple[Any, Any]:
+              *, size: tuple[int, int]) -> tuple[Any, Any]:
     augment = build_augment(config.augment)
     if config.view_mode == "single":
         train_ds = CacheImageDataset(cache_dir, train, augment, config.label_column, size=size)
@@ -156,7 +156,7 @@ def _datasets(cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: T
 
 
 def make_loaders(train_ds: Any, val_ds: Any, hard_labels: np.ndarray, config: TrainConfig,
-                 accelerator: str) -> tuple[DataLoader, DataLoader]:
+                 *, accelerator: str) -> tuple[DataLoader, DataLoader]:
     """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader."""
     common = {"batch_size": config.batch_size, "num_workers": config.num_workers, "pin_memory": accelerator == "gpu",
               "worker_init_fn": worker_init if config.num_workers else None,
@@ -192,7 +192,7 @@ def make_trainer(config: TrainConfig, accelerator: str, precision: str, callback
     return pl.Trainer(**options)
 
 
-def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, fold: int,
+def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, *, fold: int,
                config: TrainConfig, size: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
     """Train one fold (resuming from its last checkpoint), export its best model, score its validation rows.
 
@@ -204,10 +204,10 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     pl.seed_everything(config.seed + fold, workers=True, verbose=False)
     accelerator, precision = lightning_device(config)
 
-    train_ds, val_ds = _datasets(cache_dir, train, val, config, size)
+    train_ds, val_ds = _datasets(cache_dir, train, val, config, size=size)
     hard = train_ds.labels.copy()
     train_ds.labels = soft_labels(hard, config.positive_label)
-    train_loader, val_loader = make_loaders(train_ds, val_ds, hard, config, accelerator)
+    train_loader, val_loader = make_loaders(train_ds, val_ds, hard, config, accelerator=accelerator)
     module = make_module(config, size, hard, accelerator)
 
     ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
@@ -301,7 +301,7 @@ def _train_folds(cache_dir: Path, out_dir: Path, config: TrainConfig) -> FoldOut
         fold_dir = out_dir / "folds" / f"fold_{fold}"
         if (fold_dir / "oof.csv").is_file() and (fold_dir / "model.pt").is_file():
             log.info("fold %d: already done, skipped", fold)
-        elif train_fold(cache_dir, out_dir, table, folds, fold, config, size) is None:
+        elif train_fold(cache_dir, out_dir, table, folds, fold=fold, config=config, size=size) is None:
             rank_zero = False
             continue
         image_rows, breast_rows = _read_fold(fold_dir)

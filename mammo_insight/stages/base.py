@@ -43,7 +43,7 @@ def finish_stage(out: Path, result: StageResult, config: Mapping[str, Any], *, s
                  inputs: Mapping[str, str | Path] | None = None, report: str | None = "index.html",
                  render: Callable[[], Any] | None = None) -> Path:
     """Write the manifest (with the result's headline), then draw the report; returns the manifest's path."""
-    path = write_manifest(out, result.stage, dict(config), seed, dict(inputs or {}), headline=result.headline(),
+    path = write_manifest(out, result.stage, dict(config), seed, inputs=dict(inputs or {}), headline=result.headline(),
                           report=report if render is not None or report else None)
     if render is not None:
         render()

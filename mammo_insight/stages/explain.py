@@ -98,7 +98,7 @@ def _cases(oof: pd.DataFrame, index: pd.DataFrame, annotations: pd.DataFrame, *,
     usable = oof[oof["image_id"].isin(index["image_id"])]
     if cfg.fold is not None:
         usable = usable[usable["fold"] == cfg.fold]
-    gallery = select_gallery(usable, threshold, cfg.n, unit, label)
+    gallery = select_gallery(usable, threshold, cfg.n, unit, label=label)
     annotated = usable[usable["image_id"].isin(annotations["image_id"].astype(str))].drop_duplicates(unit)
     if len(annotated) > cfg.max_checked:
         annotated = annotated.sample(cfg.max_checked, random_state=cfg.seed)
@@ -214,7 +214,7 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
     for case in result.cases:
         (out / "cases" / f"{case.name}.png").write_bytes(case.png)
         render_case_page(out / "cases" / f"{case.name}.html", case.case_id, f"{case.name}.png", case.facts,
-                         case.table(), cfg.method)
+                         per_image=case.table(), method=cfg.method)
     result.checks.to_csv(out / "tables" / "cam_checks.csv", index=False)
     (out / "cam_metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
     shown = result.checks.drop(columns=[c for c in ("png",) if c in result.checks])
@@ -222,5 +222,5 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
     finish_stage(out, result, {**asdict(cfg), "run": str(run_dir), "cache": str(cache_dir)}, seed=cfg.seed,
                  inputs={"oof_predictions": run_dir / "oof_predictions.csv", "cache_index": cache_dir / INDEX_FILE},
                  render=lambda: render_index(out / "index.html", result.metrics, cfg.tolerance, result.gallery(),
-                                             shown, list(result.failures)))
+                                             checks_table=shown, failures=list(result.failures)))
     return out / "index.html"

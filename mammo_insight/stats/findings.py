@@ -129,7 +129,7 @@ def leakage_finding(leakage: pd.DataFrame, recorded: set[str]) -> str:
 
 
 def write_findings(summary: dict, rates: pd.DataFrame, tests: pd.DataFrame, odds: pd.DataFrame,
-                   missing: pd.DataFrame, leakage: pd.DataFrame, nesting: str) -> list[str]:
+                   *, missing: pd.DataFrame, leakage: pd.DataFrame, nesting: str) -> list[str]:
     """The findings, most important first; empty strings are dropped."""
     recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])
     findings = [prevalence_finding(summary), *age_findings(rates, odds, tests), *adjusted_findings(odds),

@@ -96,6 +96,6 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
     nesting = nesting_remark(crosstab)
-    findings = timed("findings", lambda: write_findings(summary, rates, tests, odds, missing, leakage, nesting))
+    findings = timed("findings", lambda: write_findings(summary, rates, tests, odds, missing=missing, leakage=leakage, nesting=nesting))
     return StudyResult(cohort.dataset, cohort.label_meaning, summary, study.factors, rates, age_rates, age_fit,
                        tests, odds, models, missing, crosstab, nesting, leakage, findings, study.notes, timings)

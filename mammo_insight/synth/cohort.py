@@ -77,14 +77,14 @@ def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int
             lesions[key] = draw_lesion_spec(np.random.default_rng([seed, 3, pid, ord(lat)]))
         rng = np.random.default_rng([seed, 4, int(row["image_id"])])
         f = factor[row["patient_id"]]
-        img = render_image(rng, _even(size[0] * f), _even(size[1] * f), lat, row["view"],
-                           row["density_true"], lesions.get(key), i % PAD_EVERY == pad_phase)
+        img = render_image(rng, _even(size[0] * f), _even(size[1] * f), lat, view=row["view"],
+                           density=row["density_true"], lesion=lesions.get(key), pad_far_side=i % PAD_EVERY == pad_phase)
         profile = PROFILES[order[i % len(PROFILES)]]
         stored, pad_value = to_stored(img.pixels, img.padding, profile)
         meta = ImageMeta(patient_id=str(pid), image_id=str(row["image_id"]), laterality=lat, view=row["view"],
                          age=float(row["age_true"]), site_id=str(row["site_id"]), seed=seed)
         write_dicom(out / "train_images" / str(pid) / f"{row['image_id']}.dcm", stored,
-                    pad_value if img.padding.any() else None, profile, meta)
+                    pad_value if img.padding.any() else None, profile, meta=meta)
         box_rows.append((row["image_id"], *img.breast_box))
         if img.lesion is not None:
             ann_rows.append((row["image_id"], *(round(v, 2) for v in img.lesion)))

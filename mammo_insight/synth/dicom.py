@@ -174,7 +174,7 @@ def build_dataset(stored: np.ndarray, pad_value: int | None, profile: DicomProfi
 
 
 def write_dicom(path: Path, stored: np.ndarray, pad_value: int | None, profile: DicomProfile,
-                meta: ImageMeta) -> None:
+                *, meta: ImageMeta) -> None:
     """Build, encode with the profile's transfer syntax and save one file."""
     ds = build_dataset(stored, pad_value, profile, meta)
     syntax = profile.syntax

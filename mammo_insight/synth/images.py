@@ -107,7 +107,7 @@ def _label_patch(text: str, height: int) -> np.ndarray:
     return patch
 
 
-def render_image(rng: np.random.Generator, height: int, width: int, laterality: str, view: str,
+def render_image(rng: np.random.Generator, height: int, width: int, laterality: str, *, view: str,
                  density: str, lesion: LesionSpec | None, pad_far_side: bool) -> RenderedImage:
     """Render one image; ``rng`` drives texture and small geometry jitter, so views of a breast differ."""
     pad = round(width * rng.uniform(*PAD_FRAC)) if pad_far_side else 0
@@ -159,7 +159,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
     img = np.clip(img, 0.01, 1.0)
     xs, ys = np.flatnonzero(breast.any(axis=0)), np.flatnonzero(breast.any(axis=1))
     box = [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
-    img = _burn_label(img, breast, f"{laterality} {view}", laterality, rng)
+    img = _burn_label(img, breast, f"{laterality} {view}", laterality, rng=rng)
 
     full = np.zeros((height, width), dtype=np.float32)
     padding = np.zeros((height, width), dtype=bool)
@@ -176,7 +176,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
 
 
 def _burn_label(img: np.ndarray, breast: np.ndarray, text: str, laterality: str,
-                rng: np.random.Generator) -> np.ndarray:
+                *, rng: np.random.Generator) -> np.ndarray:
     """Stamp the text marker (and sometimes a solid square) into a background corner far from the chest wall."""
     h, w = img.shape
     patch = _label_patch(text, h)

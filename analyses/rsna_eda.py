@@ -48,7 +48,9 @@ def row_level_factors(out: Path) -> list[str]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("train_csv", type=Path)
     parser.add_argument("--out", type=Path, default=Path("reports/rsna_eda"))
     args = parser.parse_args()
@@ -67,7 +69,9 @@ def main() -> int:
     manifest.write_text(json.dumps(record, indent=2))
     leaked = identifiers_in_outputs(args.out, cohort.table) + row_level_factors(args.out)
     if leaked:
-        log.error("row-level data in the outputs: %d identifier(s) or factor(s), e.g. %s", len(leaked), leaked[0])
+        log.error(
+            "row-level data in the outputs: %d identifier(s) or factor(s), e.g. %s", len(leaked), leaked[0]
+        )
         return 1
     for finding in result.findings:
         log.info("- %s", finding)

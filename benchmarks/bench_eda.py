@@ -17,7 +17,9 @@ from pathlib import Path
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--csv", type=Path, default=Path("/work/shared/data/rsna/train.csv"))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
@@ -36,7 +38,9 @@ def main() -> None:
 
             root = Path(tmp) / "synthetic"
             root.mkdir()
-            make_synthetic_table(11913, seed=0, prevalence=0.021)[RSNA_COLUMNS].to_csv(root / "train.csv", index=False)
+            make_synthetic_table(11913, seed=0, prevalence=0.021)[RSNA_COLUMNS].to_csv(
+                root / "train.csv", index=False
+            )
         best: dict[str, float] | None = None
         for _ in range(args.repeats):
             start = time.perf_counter()
@@ -48,8 +52,10 @@ def main() -> None:
             timings = {"load (adapter)": load, **result.timings, "study total": time.perf_counter() - start}
             if best is None or timings["study total"] < best["study total"]:
                 best = timings
-    print(f"eda on {len(cohort.table):,} rows ({'real' if args.csv.is_file() else 'synthetic'}), "
-          f"threads={args.threads}, best of {args.repeats}:")
+    print(
+        f"eda on {len(cohort.table):,} rows ({'real' if args.csv.is_file() else 'synthetic'}), "
+        f"threads={args.threads}, best of {args.repeats}:"
+    )
     for name, seconds in best.items():
         print(f"  {name:<16} {seconds:6.2f} s")
 

@@ -20,7 +20,9 @@ from mammo_insight.models.factory import build_classifier
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="efficientnet_b0")
     parser.add_argument("--method", default="gradcam", choices=sorted(METHODS))
     parser.add_argument("--images", type=int, default=100)
@@ -37,12 +39,14 @@ def main() -> None:
         cam(images[: args.batch_size])
         start = time.perf_counter()
         for i in range(0, args.images, args.batch_size):
-            cam(images[i:i + args.batch_size])
+            cam(images[i : i + args.batch_size])
         seconds = time.perf_counter() - start
     verdict = "PASS" if seconds <= 60 * args.images / 100 else "SLOW"
-    print(f"{args.method} {args.model} {args.images} images {h}x{w}, {args.threads} threads, "
-          f"batch {args.batch_size}: {seconds:.1f} s ({args.images / seconds:.2f} images/s) "
-          f"target layer {cam.target.name}: {verdict} (target <= 60 s per 100 images)")
+    print(
+        f"{args.method} {args.model} {args.images} images {h}x{w}, {args.threads} threads, "
+        f"batch {args.batch_size}: {seconds:.1f} s ({args.images / seconds:.2f} images/s) "
+        f"target layer {cam.target.name}: {verdict} (target <= 60 s per 100 images)"
+    )
 
 
 if __name__ == "__main__":

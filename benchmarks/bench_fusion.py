@@ -31,30 +31,47 @@ def random_embeddings(table: pd.DataFrame, seed: int = 0) -> pd.DataFrame:
     patients = table["patient_id"].unique()
     fold_of = pd.Series(rng.permutation(len(patients)) % 5, index=patients)
     images = table[["image_id", "breast_id", "patient_id", "view", "cancer"]].reset_index(drop=True)
-    images = pd.concat([images, pd.DataFrame(rng.normal(size=(len(images), DIM)).astype(np.float32), columns=cols)],
-                       axis=1)
-    images["level"], images["fold"], images["oof"] = "image", images["patient_id"].map(fold_of).to_numpy(), True
-    breasts = images.groupby("breast_id").agg(patient_id=("patient_id", "first"), cancer=("cancer", "max"),
-                                              fold=("fold", "first"), **{c: (c, "mean") for c in cols})
+    images = pd.concat(
+        [images, pd.DataFrame(rng.normal(size=(len(images), DIM)).astype(np.float32), columns=cols)], axis=1
+    )
+    images["level"], images["fold"], images["oof"] = (
+        "image",
+        images["patient_id"].map(fold_of).to_numpy(),
+        True,
+    )
+    breasts = images.groupby("breast_id").agg(
+        patient_id=("patient_id", "first"),
+        cancer=("cancer", "max"),
+        fold=("fold", "first"),
+        **{c: (c, "mean") for c in cols},
+    )
     breasts = breasts.reset_index().assign(level="breast", view="CC+MLO", oof=True)
     return pd.concat([images, breasts], ignore_index=True)
 
 
 def main() -> None:
-    root = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(os.environ.get("MAMMO_INSIGHT_DATA_DIR", ".")) / "rsna"
+    root = (
+        Path(sys.argv[1])
+        if len(sys.argv) > 1
+        else Path(os.environ.get("MAMMO_INSIGHT_DATA_DIR", ".")) / "rsna"
+    )
     t0 = time.perf_counter()
     table = load_cohort("rsna", root).table
     emb = random_embeddings(table)
-    print(f"load cohort + random embeddings: {time.perf_counter() - t0:6.1f} s "
-          f"({len(table):,} images, {table['breast_id'].nunique():,} breasts, {DIM}-d)")
+    print(
+        f"load cohort + random embeddings: {time.perf_counter() - t0:6.1f} s "
+        f"({len(table):,} images, {table['breast_id'].nunique():,} breasts, {DIM}-d)"
+    )
     t0, cpu0 = time.perf_counter(), os.times()
     result = run_fusion(table, emb, FusionConfig())
     total, cpu1 = time.perf_counter() - t0, os.times()
     for part, seconds in result.timings.items():
         print(f"  {part:32s} {seconds:6.1f} s")
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
-    print(f"fuse-train (5-fold CV x 3 models + per-view + metrics + SHAP): {total:6.1f} s wall, {cpu:6.1f} s CPU "
-          f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other work shares them)")
+    print(
+        f"fuse-train (5-fold CV x 3 models + per-view + metrics + SHAP): {total:6.1f} s wall, {cpu:6.1f} s CPU "
+        f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores: other work shares them)"
+    )
     with tempfile.TemporaryDirectory() as out:
         t0 = time.perf_counter()
         write_outputs(result, Path(out))

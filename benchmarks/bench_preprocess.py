@@ -30,8 +30,17 @@ def decode_only(task: dict) -> dict:
 
 
 def _tasks(files: list[Path], cache: Path, config: PreprocessConfig) -> list[dict]:
-    return [{"image_id": f"{f.stem}_{i}", "patient_id": f.parent.name, "image_path": str(f), "cache_dir": str(cache),
-             "config": config.to_dict(), "thumbnail": False} for i, f in enumerate(files)]
+    return [
+        {
+            "image_id": f"{f.stem}_{i}",
+            "patient_id": f.parent.name,
+            "image_path": str(f),
+            "cache_dir": str(cache),
+            "config": config.to_dict(),
+            "thumbnail": False,
+        }
+        for i, f in enumerate(files)
+    ]
 
 
 def _best_seconds(fn, files: list[Path], config: PreprocessConfig, workers: int, repeats: int) -> float:
@@ -56,8 +65,12 @@ def main() -> None:
     parser.add_argument("--size", default="512x256")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--decoder", default="pydicom")
-    parser.add_argument("--copies", type=int, default=2,
-                        help="each file is processed this many times per pass, so pool start-up is amortised")
+    parser.add_argument(
+        "--copies",
+        type=int,
+        default=2,
+        help="each file is processed this many times per pass, so pool start-up is amortised",
+    )
     args = parser.parse_args()
     if args.data is None:
         raise SystemExit("give --data or set MAMMO_INSIGHT_DATA_DIR")
@@ -69,17 +82,23 @@ def main() -> None:
     for workers in (1, 2):
         for name, fn in (("decode", decode_only), ("pipeline", process_one)):
             rows[(name, workers)] = len(files) / _best_seconds(fn, files, config, workers, args.repeats)
-    print(f"{len(files) // args.copies} RSNA DICOMs (JPEG 2000) x {args.copies}, decoder {args.decoder}, output {args.size}, "
-          f"{os.cpu_count()} CPUs, best of {args.repeats}\n")
+    print(
+        f"{len(files) // args.copies} RSNA DICOMs (JPEG 2000) x {args.copies}, decoder {args.decoder}, output {args.size}, "
+        f"{os.cpu_count()} CPUs, best of {args.repeats}\n"
+    )
     print("| workers | decode only (img/s) | whole pipeline (img/s) | pipeline overhead |")
     print("|---|---|---|---|")
     for workers in (1, 2):
         d, p = rows[("decode", workers)], rows[("pipeline", workers)]
         print(f"| {workers} | {d:.2f} | {p:.2f} | {100 * (d / p - 1):+.1f}% |")
-    print(f"\npipeline/decode overhead, 1 worker: {100 * (rows[('decode', 1)] / rows[('pipeline', 1)] - 1):+.1f}% "
-          "(target <= 15%)")
-    print(f"2-vs-1 worker speed-up, pipeline: {rows[('pipeline', 2)] / rows[('pipeline', 1)]:.2f}x "
-          f"(decode alone {rows[('decode', 2)] / rows[('decode', 1)]:.2f}x; target >= 1.7x)")
+    print(
+        f"\npipeline/decode overhead, 1 worker: {100 * (rows[('decode', 1)] / rows[('pipeline', 1)] - 1):+.1f}% "
+        "(target <= 15%)"
+    )
+    print(
+        f"2-vs-1 worker speed-up, pipeline: {rows[('pipeline', 2)] / rows[('pipeline', 1)]:.2f}x "
+        f"(decode alone {rows[('decode', 2)] / rows[('decode', 1)]:.2f}x; target >= 1.7x)"
+    )
 
 
 if __name__ == "__main__":

@@ -19,8 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-DEFAULTS = {"cpu": {"model": "resnet10t", "size": "128x96", "images": 256, "batch": 32, "workers": 0},
-            "cuda": {"model": "efficientnet_b0", "size": "512x256", "images": 2048, "batch": 32, "workers": 8}}
+DEFAULTS = {
+    "cpu": {"model": "resnet10t", "size": "128x96", "images": 256, "batch": 32, "workers": 0},
+    "cuda": {"model": "efficientnet_b0", "size": "512x256", "images": 2048, "batch": 32, "workers": 8},
+}
 
 
 def write_cache(root: Path, n: int, size: tuple[int, int], seed: int = 0):
@@ -35,8 +37,15 @@ def write_cache(root: Path, n: int, size: tuple[int, int], seed: int = 0):
     for i in range(n):
         rel = relative_image_path(f"P{i // 4}", f"I{i}")
         write_png_atomic(root / rel, rng.integers(0, 256, size, dtype=np.uint8))
-        rows.append({"patient_id": f"P{i // 4}", "image_id": f"I{i}", "breast_id": f"P{i // 4}_L",
-                     "cancer": float(i % 4 == 0), "cache_path": rel})
+        rows.append(
+            {
+                "patient_id": f"P{i // 4}",
+                "image_id": f"I{i}",
+                "breast_id": f"P{i // 4}_L",
+                "cancer": float(i % 4 == 0),
+                "cache_path": rel,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -71,8 +80,15 @@ def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
     train_loader, _ = make_loaders(ds, ds, ds.labels, config, accelerator=accelerator)
     module = make_module(config, size, ds.labels, accelerator)
     timer = EpochTimer()
-    trainer = make_trainer(config, accelerator, precision, [timer], enable_checkpointing=False,
-                           enable_progress_bar=False, limit_val_batches=0)
+    trainer = make_trainer(
+        config,
+        accelerator,
+        precision,
+        [timer],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+    )
     trainer.fit(module, train_loader)
     return timer.times
 
@@ -96,9 +112,15 @@ def bench_bare(cache: Path, table, config, size, device: str) -> list[float]:
     scaler = torch.amp.GradScaler(enabled=dtype is torch.float16)
     loss_fn = torch.nn.BCEWithLogitsLoss()
     ds = CacheImageDataset(cache, table, None, size=size)
-    loader = DataLoader(ds, batch_size=config.batch_size, shuffle=True, drop_last=True,
-                        num_workers=config.num_workers, pin_memory=device == "cuda",
-                        persistent_workers=config.num_workers > 0)
+    loader = DataLoader(
+        ds,
+        batch_size=config.batch_size,
+        shuffle=True,
+        drop_last=True,
+        num_workers=config.num_workers,
+        pin_memory=device == "cuda",
+        persistent_workers=config.num_workers > 0,
+    )
     times = []
     model.train()
     for _ in range(config.epochs):
@@ -121,7 +143,9 @@ def bench_bare(cache: Path, table, config, size, device: str) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--model")
     parser.add_argument("--size", help="HxW")
@@ -139,7 +163,9 @@ def main() -> None:
 
     from mammo_insight.models.config import AugmentConfig, TrainConfig
 
-    device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device = (
+        "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     d = DEFAULTS[device]
     model, n, batch = args.model or d["model"], args.images or d["images"], args.batch or d["batch"]
     workers = d["workers"] if args.workers is None else args.workers
@@ -147,20 +173,34 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     off = AugmentConfig(hflip=0, vflip=0, rotate_degrees=0, brightness=0, contrast=0)
-    config = TrainConfig(model=model, batch_size=batch, epochs=args.epochs, device=device, num_workers=workers,
-                         augment=off, precision=args.precision, schedule="none")
+    config = TrainConfig(
+        model=model,
+        batch_size=batch,
+        epochs=args.epochs,
+        device=device,
+        num_workers=workers,
+        augment=off,
+        precision=args.precision,
+        schedule="none",
+    )
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)
         table = write_cache(cache, n, size)
-        print(f"device {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}), model {model}, "
-              f"{n} images {size[0]}x{size[1]}, batch {batch}, workers {workers}, epochs {args.epochs} (1 warm-up)")
+        print(
+            f"device {device} ({torch.cuda.get_device_name() if device == 'cuda' else 'CPU'}), model {model}, "
+            f"{n} images {size[0]}x{size[1]}, batch {batch}, workers {workers}, epochs {args.epochs} (1 warm-up)"
+        )
         bare = bench_bare(cache, table, config, size, device)
         engine = bench_engine(cache, table, config, size, device)
     per_epoch = (n // batch) * batch
     bare_ips = per_epoch / statistics.median(bare[1:])
     engine_ips = per_epoch / statistics.median(engine[1:])
-    print(f"bare timm + PyTorch loop: {bare_ips:8.1f} images/s  (epochs {', '.join(f'{t:.2f}s' for t in bare)})")
-    print(f"mammo-insight engine:     {engine_ips:8.1f} images/s  (epochs {', '.join(f'{t:.2f}s' for t in engine)})")
+    print(
+        f"bare timm + PyTorch loop: {bare_ips:8.1f} images/s  (epochs {', '.join(f'{t:.2f}s' for t in bare)})"
+    )
+    print(
+        f"mammo-insight engine:     {engine_ips:8.1f} images/s  (epochs {', '.join(f'{t:.2f}s' for t in engine)})"
+    )
     print(f"engine overhead: {100 * (bare_ips / engine_ips - 1):+.1f}% (target <= 10%)")
 
 

@@ -13,8 +13,23 @@ from typing import Any
 
 from mammo_insight.files import write_text_atomic
 
-TRACKED_PACKAGES = ["mammo-insight", "numpy", "pandas", "polars", "scikit-learn", "statsmodels", "lightgbm",
-                    "shap", "torch", "torchvision", "timm", "lightning", "grad-cam", "pydicom", "pylibjpeg"]
+TRACKED_PACKAGES = [
+    "mammo-insight",
+    "numpy",
+    "pandas",
+    "polars",
+    "scikit-learn",
+    "statsmodels",
+    "lightgbm",
+    "shap",
+    "torch",
+    "torchvision",
+    "timm",
+    "lightning",
+    "grad-cam",
+    "pydicom",
+    "pylibjpeg",
+]
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -45,9 +60,16 @@ def manifest_path(out: str | Path) -> Path:
     return out.with_name(out.name + ".manifest.json") if out.suffix else out / "manifest.json"
 
 
-def write_manifest(out: str | Path, stage: str, config: dict[str, Any], seed: int | None = None,
-                   *, inputs: dict[str, str | Path] | None = None, headline: dict[str, str] | None = None,
-                   report: str | None = None) -> Path:
+def write_manifest(
+    out: str | Path,
+    stage: str,
+    config: dict[str, Any],
+    seed: int | None = None,
+    *,
+    inputs: dict[str, str | Path] | None = None,
+    headline: dict[str, str] | None = None,
+    report: str | None = None,
+) -> Path:
     """Write the manifest of a stage output (see `manifest_path`); returns its path.
 
     inputs maps a name to a file whose sha256 is recorded; headline holds the few formatted numbers the
@@ -55,10 +77,20 @@ def write_manifest(out: str | Path, stage: str, config: dict[str, Any], seed: in
     """
     path = manifest_path(out)
     path.parent.mkdir(parents=True, exist_ok=True)
-    hashes = {name: {"path": str(p), "sha256": file_sha256(p)} for name, p in (inputs or {}).items()
-              if Path(p).is_file()}
-    manifest = {"stage": stage, "created": _dt.datetime.now().isoformat(timespec="seconds"), "seed": seed,
-                "config": config, "inputs": hashes, "headline": dict(headline or {}), "report": report,
-                "versions": package_versions(),
-                "command": " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv))}
+    hashes = {
+        name: {"path": str(p), "sha256": file_sha256(p)}
+        for name, p in (inputs or {}).items()
+        if Path(p).is_file()
+    }
+    manifest = {
+        "stage": stage,
+        "created": _dt.datetime.now().isoformat(timespec="seconds"),
+        "seed": seed,
+        "config": config,
+        "inputs": hashes,
+        "headline": dict(headline or {}),
+        "report": report,
+        "versions": package_versions(),
+        "command": " ".join(Path(sys.argv[0]).name if i == 0 else a for i, a in enumerate(sys.argv)),
+    }
     return write_text_atomic(path, json.dumps(manifest, indent=2, default=str))

@@ -6,8 +6,15 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def chromium_path() -> str | None:
@@ -33,14 +40,21 @@ def check_pages(pages: list[Path], screenshot: Path | None = None) -> list[PageC
         for page_path in pages:
             check = PageCheck(page_path)
             page = browser.new_page(viewport={"width": 1280, "height": 1800})
-            page.on("console", lambda m, c=check: c.console_errors.append(m.text) if m.type == "error" else None)
+            page.on(
+                "console", lambda m, c=check: c.console_errors.append(m.text) if m.type == "error" else None
+            )
             page.on("pageerror", lambda e, c=check: c.console_errors.append(str(e)))
-            page.on("request", lambda r, c=check: c.external_requests.append(r.url)
-                    if not r.url.startswith(("file:", "data:")) else None)
+            page.on(
+                "request",
+                lambda r, c=check: (
+                    c.external_requests.append(r.url) if not r.url.startswith(("file:", "data:")) else None
+                ),
+            )
             page.goto(page_path.resolve().as_uri(), wait_until="load")
             check.n_images = page.evaluate("document.images.length")
             check.broken_images = page.evaluate(
-                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length")
+                "Array.from(document.images).filter(i => !(i.complete && i.naturalWidth > 0)).length"
+            )
             if screenshot is not None and page_path == pages[0]:
                 page.screenshot(path=str(screenshot), full_page=False)
             page.close()

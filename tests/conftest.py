@@ -13,7 +13,9 @@ import pytest
 def one_torch_thread():
     """One torch thread per test process (each xdist worker is one process). On busy shared cores, OpenMP
     barriers with more threads than free cores make the small models of the tests tens of times slower."""
-    torch = sys.modules.get("torch")   # imported by the collected test modules that need it; never imported here
+    torch = sys.modules.get(
+        "torch"
+    )  # imported by the collected test modules that need it; never imported here
     if torch is None:
         yield
         return

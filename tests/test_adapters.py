@@ -35,7 +35,9 @@ def run_cohort(*args: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_rsna_real_counts(data_dir, tmp_path):
-    counts = run_cohort("--dataset", "rsna", "--root", str(data_dir / "rsna"), "--out", str(tmp_path / "r.parquet"))
+    counts = run_cohort(
+        "--dataset", "rsna", "--root", str(data_dir / "rsna"), "--out", str(tmp_path / "r.parquet")
+    )
     assert counts["n_images"] == 54706
     assert counts["n_patients"] == 11913
     assert counts["n_breasts"] == 23826
@@ -62,8 +64,16 @@ def test_mias_real_counts_and_annotations(data_dir, tmp_path):
 
 def test_cbis_real_manifest_through_example_mapping(data_dir, tmp_path):
     out = tmp_path / "cbis.parquet"
-    counts = run_cohort("--dataset", "generic", "--root", str(data_dir / "cbis_ddsm"),
-                        "--mapping", str(EXAMPLE_MAPPING), "--out", str(out))
+    counts = run_cohort(
+        "--dataset",
+        "generic",
+        "--root",
+        str(data_dir / "cbis_ddsm"),
+        "--mapping",
+        str(EXAMPLE_MAPPING),
+        "--out",
+        str(out),
+    )
     assert counts["n_images"] == 4 and counts["n_patients"] == 1 and counts["n_breasts"] == 2
     table = pd.read_parquet(out)
     by_side = table.groupby("laterality")["cancer"].agg(["min", "max"])
@@ -107,15 +117,33 @@ def test_generic_mapping_reproduces_the_rsna_adapter(data_dir, tmp_path):
 # --- CLI errors -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("dataset, root, message", [
-    ("nosuch", None, "unknown dataset 'nosuch'"),
-    ("mias", "does/not/exist", "does not exist"),
-])
+@pytest.mark.parametrize(
+    "dataset, root, message",
+    [
+        ("nosuch", None, "unknown dataset 'nosuch'"),
+        ("mias", "does/not/exist", "does not exist"),
+    ],
+)
 def test_cohort_cli_clear_errors(tmp_path, dataset, root, message):
     root_arg = str(tmp_path / root) if root else str(tmp_path)
-    proc = subprocess.run([sys.executable, "-m", "mammo_insight.cli.app", "cohort", "--dataset", dataset,
-                           "--root", root_arg, "--out", str(tmp_path / "o.parquet")],
-                          check=False, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mammo_insight.cli.app",
+            "cohort",
+            "--dataset",
+            dataset,
+            "--root",
+            root_arg,
+            "--out",
+            str(tmp_path / "o.parquet"),
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert message in " ".join(proc.stderr.split())  # rich wraps long lines
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -125,9 +153,12 @@ def test_cohort_cli_clear_errors(tmp_path, dataset, root, message):
 
 
 def test_mias_fabricated_pgm_and_height(tmp_path):
-    info = "header text\n\nmdb001 G CIRC B 10 20 5 \nmdb002 F NORM \nmdb003 D CALC M *NOTE 3*\nmdb004 D NORM\n"
+    info = (
+        "header text\n\nmdb001 G CIRC B 10 20 5 \nmdb002 F NORM \nmdb003 D CALC M *NOTE 3*\nmdb004 D NORM\n"
+    )
     (tmp_path / "Info.txt").write_text(info)
     from PIL import Image
+
     Image.fromarray(np.zeros((100, 80), np.uint8)).save(tmp_path / "mdb001.pgm")
     cohort = load_cohort("mias", tmp_path)
     assert cohort.table["patient_id"].tolist() == ["mias_001", "mias_001", "mias_003", "mias_003"]
@@ -144,32 +175,49 @@ def test_mias_missing_info(tmp_path):
 
 # --- CBIS-DDSM, fabricated --------------------------------------------------------------------------
 
-MASS_HEADER = ("patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,"
-               "mass shape,mass margins,assessment,pathology,subtlety,image file path,cropped image file path,"
-               "ROI mask file path\n")
-CALC_HEADER = MASS_HEADER.replace("breast_density", "breast density").replace("mass shape,mass margins",
-                                                                           "calc type,calc distribution")
+MASS_HEADER = (
+    "patient_id,breast_density,left or right breast,image view,abnormality id,abnormality type,"
+    "mass shape,mass margins,assessment,pathology,subtlety,image file path,cropped image file path,"
+    "ROI mask file path\n"
+)
+CALC_HEADER = MASS_HEADER.replace("breast_density", "breast density").replace(
+    "mass shape,mass margins", "calc type,calc distribution"
+)
 
 
 def _mass_row(pid, side, view, n, pathology, assessment, density=2, split="Training"):
     case = f"Mass-{split}_{pid}_{side}_{view}"
-    return (f"{pid},{density},{side},{view},{n},mass,OVAL,CIRCUMSCRIBED,{assessment},{pathology},3,"
-            f"{case}/1.2.3/1.2.4/000000.dcm,{case}_{n}/1.2.5/1.2.6/000000.dcm,{case}_{n}/1.2.5/1.2.7/000001.dcm\n")
+    return (
+        f"{pid},{density},{side},{view},{n},mass,OVAL,CIRCUMSCRIBED,{assessment},{pathology},3,"
+        f"{case}/1.2.3/1.2.4/000000.dcm,{case}_{n}/1.2.5/1.2.6/000000.dcm,{case}_{n}/1.2.5/1.2.7/000001.dcm\n"
+    )
 
 
 def _cbis_root(tmp_path: Path) -> Path:
     root = tmp_path / "cbis"
     root.mkdir()
     (root / "mass_case_description_train_set.csv").write_text(
-        MASS_HEADER + _mass_row("P_00001", "LEFT", "CC", 1, "BENIGN", 3)
+        MASS_HEADER
+        + _mass_row("P_00001", "LEFT", "CC", 1, "BENIGN", 3)
         + _mass_row("P_00001", "LEFT", "CC", 2, "MALIGNANT", 5)
-        + _mass_row("P_00001", "LEFT", "MLO", 1, "BENIGN_WITHOUT_CALLBACK", 2, density=4))
+        + _mass_row("P_00001", "LEFT", "MLO", 1, "BENIGN_WITHOUT_CALLBACK", 2, density=4)
+    )
     (root / "csv").mkdir()
     (root / "csv" / "calc_case_description_test_set.csv").write_text(
-        CALC_HEADER + _mass_row("P_00002", "RIGHT", "CC", 1, "BENIGN", 4, density=1, split="Test")
-        .replace(",mass,", ",calcification,"))
+        CALC_HEADER
+        + _mass_row("P_00002", "RIGHT", "CC", 1, "BENIGN", 4, density=1, split="Test").replace(
+            ",mass,", ",calcification,"
+        )
+    )
     # TCIA's downloader renames the folders below the case folder and the file itself.
-    dcm = root / "CBIS-DDSM" / "Mass-Training_P_00001_LEFT_CC" / "07-20-2016-DDSM-1" / "1.000-full-2" / "1-1.dcm"
+    dcm = (
+        root
+        / "CBIS-DDSM"
+        / "Mass-Training_P_00001_LEFT_CC"
+        / "07-20-2016-DDSM-1"
+        / "1.000-full-2"
+        / "1-1.dcm"
+    )
     dcm.parent.mkdir(parents=True)
     dcm.write_bytes(b"")
     return root
@@ -199,21 +247,32 @@ def test_cbis_no_csv(tmp_path):
 
 def test_cbis_missing_column_named(tmp_path):
     (tmp_path / "mass_case_description_train_set.csv").write_text(
-        MASS_HEADER.replace("pathology", "path") + _mass_row("P_1", "LEFT", "CC", 1, "BENIGN", 3))
-    with pytest.raises(CohortError, match=r"mass_case_description_train_set.csv lacks column\(s\) 'pathology'"):
+        MASS_HEADER.replace("pathology", "path") + _mass_row("P_1", "LEFT", "CC", 1, "BENIGN", 3)
+    )
+    with pytest.raises(
+        CohortError, match=r"mass_case_description_train_set.csv lacks column\(s\) 'pathology'"
+    ):
         load_cohort("cbis", tmp_path)
 
 
 def test_cbis_bad_side_names_line(tmp_path):
     (tmp_path / "mass_case_description_train_set.csv").write_text(
-        MASS_HEADER + _mass_row("P_1", "LEFT", "CC", 1, "BENIGN", 3) + _mass_row("P_2", "BOTH", "CC", 1, "BENIGN", 3))
-    with pytest.raises(CohortError, match=r"'left or right breast' has unknown value\(s\) \['BOTH'\] in line\(s\) 3"):
+        MASS_HEADER
+        + _mass_row("P_1", "LEFT", "CC", 1, "BENIGN", 3)
+        + _mass_row("P_2", "BOTH", "CC", 1, "BENIGN", 3)
+    )
+    with pytest.raises(
+        CohortError, match=r"'left or right breast' has unknown value\(s\) \['BOTH'\] in line\(s\) 3"
+    ):
         load_cohort("cbis", tmp_path)
 
 
 def test_cbis_unknown_pathology_warns_and_leaves_label_empty(tmp_path, caplog):
     (tmp_path / "mass_case_description_train_set.csv").write_text(
-        MASS_HEADER + _mass_row("P_1", "LEFT", "CC", 1, "BENIGN", 3) + _mass_row("P_2", "LEFT", "CC", 1, "UNSURE", 3))
+        MASS_HEADER
+        + _mass_row("P_1", "LEFT", "CC", 1, "BENIGN", 3)
+        + _mass_row("P_2", "LEFT", "CC", 1, "UNSURE", 3)
+    )
     with caplog.at_level(logging.WARNING):
         cohort = load_cohort("cbis", tmp_path)
     assert cohort.table["cancer"].isna().tolist() == [False, True]
@@ -243,15 +302,18 @@ def _view_code(value: str, meaning: str) -> list[Dataset]:
     return [item]
 
 
-CMMD_ROWS = [("D1-0001", "L", 44, 2, "mass", "Malignant", "Luminal A"),
-             ("D1-0002", "R", 61, 2, "calcification", "Benign", ""),
-             ("D1-0004", "L", 50, 2, "both", "Benign", "")]
+CMMD_ROWS = [
+    ("D1-0001", "L", 44, 2, "mass", "Malignant", "Luminal A"),
+    ("D1-0002", "R", 61, 2, "calcification", "Benign", ""),
+    ("D1-0004", "L", 50, 2, "both", "Benign", ""),
+]
 
 
 def _cmmd_root(tmp_path: Path, clinical: str = "csv") -> Path:
     root = tmp_path / "cmmd"
-    frame = pd.DataFrame(CMMD_ROWS, columns=["ID1", "LeftRight", "Age", "number", "abnormality",
-                                             "classification", "subtype"])
+    frame = pd.DataFrame(
+        CMMD_ROWS, columns=["ID1", "LeftRight", "Age", "number", "abnormality", "classification", "subtype"]
+    )
     root.mkdir()
     if clinical == "csv":
         frame.to_csv(root / "CMMD_clinicaldata_revision.csv", sep=";", index=False)
@@ -259,12 +321,21 @@ def _cmmd_root(tmp_path: Path, clinical: str = "csv") -> Path:
         frame.to_excel(root / "CMMD_clinicaldata_revision.xlsx", index=False)
     series = "CMMD/D1-0001/07-18-2010-NA-1/1.000000-NA-1"
     write_dicom(root / series / "1-1.dcm", PatientID="D1-0001", ImageLaterality="L", ViewPosition="CC")
-    write_dicom(root / series / "1-2.dcm", PatientID="D1-0001", ImageLaterality="L",
-                ViewCodeSequence=_view_code("399368009", "medio-lateral oblique"))
+    write_dicom(
+        root / series / "1-2.dcm",
+        PatientID="D1-0001",
+        ImageLaterality="L",
+        ViewCodeSequence=_view_code("399368009", "medio-lateral oblique"),
+    )
     write_dicom(root / series / "1-3.dcm", PatientID="D1-0001", ImageLaterality="R", ViewPosition="MLO")
-    write_dicom(root / "CMMD/D1-0002/s/se/1-1.dcm", PatientID="D1-0002",
-                ViewCodeSequence=_view_code("399162004", "cranio-caudal"))  # no laterality: table has R only
-    write_dicom(root / "CMMD/D1-0003/s/se/1-1.dcm", PatientID="D1-0003", ImageLaterality="R", ViewPosition="CC")
+    write_dicom(
+        root / "CMMD/D1-0002/s/se/1-1.dcm",
+        PatientID="D1-0002",
+        ViewCodeSequence=_view_code("399162004", "cranio-caudal"),
+    )  # no laterality: table has R only
+    write_dicom(
+        root / "CMMD/D1-0003/s/se/1-1.dcm", PatientID="D1-0003", ImageLaterality="R", ViewPosition="CC"
+    )
     (root / "CMMD/D1-0003/s/se/broken.dcm").write_bytes(b"not a dicom")
     return root
 
@@ -293,8 +364,11 @@ def test_cmmd_xlsx_without_openpyxl_is_clear(tmp_path, monkeypatch):
     root.mkdir()
     (root / "CMMD_clinicaldata_revision.xlsx").write_bytes(b"PK")
     real = tables_module.importlib.util.find_spec
-    monkeypatch.setattr(tables_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "openpyxl" else real(name, *a))
+    monkeypatch.setattr(
+        tables_module.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "openpyxl" else real(name, *a),
+    )
     with pytest.raises(CohortError, match=r"needs the optional package 'openpyxl'.*mammo-insight\[excel\]"):
         load_cohort("cmmd", root)
 
@@ -302,20 +376,28 @@ def test_cmmd_xlsx_without_openpyxl_is_clear(tmp_path, monkeypatch):
 def test_cmmd_without_dicoms_gives_breast_rows(tmp_path):
     root = tmp_path / "c"
     root.mkdir()
-    pd.DataFrame(CMMD_ROWS, columns=["ID1", "LeftRight", "Age", "number", "abnormality", "classification",
-                                     "subtype"]).to_csv(root / "CMMD_clinicaldata_revision.csv", index=False)
+    pd.DataFrame(
+        CMMD_ROWS, columns=["ID1", "LeftRight", "Age", "number", "abnormality", "classification", "subtype"]
+    ).to_csv(root / "CMMD_clinicaldata_revision.csv", index=False)
     t = load_cohort("cmmd", root).table
     assert t["image_id"].tolist() == ["D1-0001_L", "D1-0002_R", "D1-0004_L"]
     assert t["cancer"].tolist() == [1.0, 0.0, 0.0] and t["image_path"].isna().all()
 
 
-@pytest.mark.parametrize("edit, message", [
-    (lambda f: f.drop(columns=["classification"]), r"lacks column\(s\) 'classification'"),
-    (lambda f: f.assign(LeftRight=["L", "B", "R"]), r"'LeftRight' has unknown value\(s\) \['B'\] in line\(s\) 3"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda f: f.drop(columns=["classification"]), r"lacks column\(s\) 'classification'"),
+        (
+            lambda f: f.assign(LeftRight=["L", "B", "R"]),
+            r"'LeftRight' has unknown value\(s\) \['B'\] in line\(s\) 3",
+        ),
+    ],
+)
 def test_cmmd_bad_clinical_table(tmp_path, edit, message):
-    frame = pd.DataFrame(CMMD_ROWS, columns=["ID1", "LeftRight", "Age", "number", "abnormality", "classification",
-                                             "subtype"])
+    frame = pd.DataFrame(
+        CMMD_ROWS, columns=["ID1", "LeftRight", "Age", "number", "abnormality", "classification", "subtype"]
+    )
     edit(frame).to_csv(tmp_path / "CMMD_clinicaldata_revision.csv", index=False)
     with pytest.raises(CohortError, match=message):
         load_cohort("cmmd", tmp_path)
@@ -358,7 +440,9 @@ def test_inbreast_fabricated(tmp_path, caplog):
     np.testing.assert_array_equal(t["cancer"], [0.0, 0.0, np.nan, 1.0, 1.0, 1.0])
     assert t["birads"].tolist() == [1.0, 3.0, 4.0, 4.0, 5.0, 6.0]
     assert t["birads_category"].tolist() == ["1", "3", "4a", "4c", "5", "6"]
-    assert t["patient_id"].tolist()[:5] == ["6c613a14b80a8591"] * 2 + ["f4b2d377f43ba0bd"] * 2 + ["e2a2b3b5c5d6e7f8"]
+    assert t["patient_id"].tolist()[:5] == ["6c613a14b80a8591"] * 2 + ["f4b2d377f43ba0bd"] * 2 + [
+        "e2a2b3b5c5d6e7f8"
+    ]
     assert t.loc[5, "patient_id"] == "24065557" and pd.isna(t.loc[5, "image_path"])
     assert t["density"].tolist()[:4] == ["B", "B", "D", "D"] and pd.isna(t.loc[4, "density"])  # blank ACR
     assert t["age"].isna().all()  # "removed" in the release
@@ -374,8 +458,9 @@ def test_inbreast_unknown_birads_names_line(tmp_path):
 def test_inbreast_xls_without_xlrd_is_clear(tmp_path, monkeypatch):
     (tmp_path / "INbreast.xls").write_bytes(b"\xd0\xcf")
     real = tables_module.importlib.util.find_spec
-    monkeypatch.setattr(tables_module.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "xlrd" else real(name, *a))
+    monkeypatch.setattr(
+        tables_module.importlib.util, "find_spec", lambda name, *a: None if name == "xlrd" else real(name, *a)
+    )
     with pytest.raises(CohortError, match="needs the optional package 'xlrd'"):
         load_cohort("inbreast", tmp_path)
 
@@ -456,20 +541,26 @@ def test_generic_without_negative_values_calls_the_rest_zero(tmp_path):
 @pytest.mark.parametrize("bad_path", ["../../etc/passwd", "/etc/passwd", "a/../../outside.png"])
 def test_generic_rejects_paths_outside_image_root(tmp_path, bad_path):
     root, mapping = _generic(tmp_path, csv=GENERIC_CSV.replace("b/r_cc.png", bad_path))
-    with pytest.raises(CohortError, match=r"column 'img' points outside the image root .* line\(s\) 5") as err:
+    with pytest.raises(
+        CohortError, match=r"column 'img' points outside the image root .* line\(s\) 5"
+    ) as err:
         load_cohort("generic", root, mapping)
     assert bad_path in str(err.value) and "m.toml" in str(err.value)
 
 
 def test_generic_mapping_names_absent_column(tmp_path):
     root, mapping = _generic(tmp_path, toml=GENERIC_TOML.replace('view = "proj"', 'view = "projection"'))
-    with pytest.raises(CohortError, match=r"m.toml names column\(s\) \['projection'\] that .*table.csv lacks"):
+    with pytest.raises(
+        CohortError, match=r"m.toml names column\(s\) \['projection'\] that .*table.csv lacks"
+    ):
         load_cohort("generic", root, mapping)
 
 
 def test_generic_junk_in_numeric_column_names_column_and_row(tmp_path):
     root, mapping = _generic(tmp_path, csv=GENERIC_CSV.replace(",51,", ",fifty,", 1))
-    with pytest.raises(CohortError, match=r"column 'age' must be numeric; line\(s\) 2 hold non-numeric .*'fifty'"):
+    with pytest.raises(
+        CohortError, match=r"column 'age' must be numeric; line\(s\) 2 hold non-numeric .*'fifty'"
+    ):
         load_cohort("generic", root, mapping)
 
 
@@ -481,19 +572,30 @@ def test_generic_junk_in_continuous_factor_names_column_and_line(tmp_path):
 
 def test_generic_unmapped_laterality_is_named(tmp_path):
     root, mapping = _generic(tmp_path, toml=GENERIC_TOML.replace('RIGHT = "R"\n', ""))
-    with pytest.raises(CohortError, match=r"'laterality' has unknown value\(s\) \['RIGHT'\] in line\(s\) 4, 5"):
+    with pytest.raises(
+        CohortError, match=r"'laterality' has unknown value\(s\) \['RIGHT'\] in line\(s\) 4, 5"
+    ):
         load_cohort("generic", root, mapping)
 
 
-@pytest.mark.parametrize("toml, message", [
-    (None, r"mapping file is required"),
-    ("csv = [unclosed", r"is not valid TOML"),
-    ("colour = 1\n" + GENERIC_TOML, r"unknown key\(s\) \['colour'\]"),
-    (GENERIC_TOML.replace("[columns]", "[columns]\nmammo_view = \"proj\""), r"non-canonical column\(s\) \['mammo_view'\]"),
-    (GENERIC_TOML.replace('patient_id = "pid"\n', ""), r"must name the source column for 'patient_id'"),
-    (GENERIC_TOML.replace('bmi = "continuous"', 'bmi = "ordinal"'), r"'categorical' or 'continuous'"),
-    (GENERIC_TOML.replace('csv = "table.csv"', 'csv = "nope.csv"'), r"nope.csv \(key 'csv' in .*m.toml\) does not exist"),
-])
+@pytest.mark.parametrize(
+    "toml, message",
+    [
+        (None, r"mapping file is required"),
+        ("csv = [unclosed", r"is not valid TOML"),
+        ("colour = 1\n" + GENERIC_TOML, r"unknown key\(s\) \['colour'\]"),
+        (
+            GENERIC_TOML.replace("[columns]", '[columns]\nmammo_view = "proj"'),
+            r"non-canonical column\(s\) \['mammo_view'\]",
+        ),
+        (GENERIC_TOML.replace('patient_id = "pid"\n', ""), r"must name the source column for 'patient_id'"),
+        (GENERIC_TOML.replace('bmi = "continuous"', 'bmi = "ordinal"'), r"'categorical' or 'continuous'"),
+        (
+            GENERIC_TOML.replace('csv = "table.csv"', 'csv = "nope.csv"'),
+            r"nope.csv \(key 'csv' in .*m.toml\) does not exist",
+        ),
+    ],
+)
 def test_generic_bad_mapping(tmp_path, toml, message):
     root, mapping = _generic(tmp_path, toml=toml or GENERIC_TOML)
     with pytest.raises(CohortError, match=message):

@@ -26,18 +26,26 @@ def mias_root(tmp_path) -> Path:
 
 def test_dataset_and_root_load_through_the_adapter_and_name_the_files_to_hash(mias_root) -> None:
     cohort, inputs = load_cohort_source(cohort=None, dataset="mias", root=mias_root, mapping=None)
-    assert cohort.dataset == "mias" and len(cohort.table) == 4 and inputs == {"Info.txt": mias_root / "Info.txt"}
+    assert (
+        cohort.dataset == "mias" and len(cohort.table) == 4 and inputs == {"Info.txt": mias_root / "Info.txt"}
+    )
 
 
 def test_a_cohort_file_from_the_cohort_command_keeps_its_declarations(mias_root, tmp_path) -> None:
     out = tmp_path / "c.parquet"
-    result = CliRunner().invoke(app, ["cohort", "--dataset", "mias", "--root", str(mias_root), "--out", str(out)])
+    result = CliRunner().invoke(
+        app, ["cohort", "--dataset", "mias", "--root", str(mias_root), "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     direct, _ = load_cohort_source(cohort=None, dataset="mias", root=mias_root, mapping=None)
     cohort, inputs = load_cohort_source(cohort=out, dataset=None, root=None, mapping=None)
     assert inputs == {"cohort": out}
     assert (cohort.dataset, cohort.label_meaning, cohort.factors, cohort.post_outcome) == (
-        "mias", direct.label_meaning, direct.factors, direct.post_outcome)
+        "mias",
+        direct.label_meaning,
+        direct.factors,
+        direct.post_outcome,
+    )
     pd.testing.assert_frame_equal(cohort.table, direct.table)
     assert len(cohort.annotations) == len(direct.annotations) == 2
 
@@ -53,13 +61,16 @@ def test_a_plain_canonical_parquet_gets_the_defaults(mias_root, tmp_path) -> Non
     assert named.dataset == "mine"
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({}, "give --dataset NAME and --root DIR"),
-    ({"dataset": "mias"}, "give --dataset NAME and --root DIR"),
-    ({"cohort": "c.parquet", "root": "."}, "not both"),
-    ({"cohort": "missing.parquet"}, "does not exist"),
-    ({"cohort": "junk.parquet"}, "cannot read"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give --dataset NAME and --root DIR"),
+        ({"dataset": "mias"}, "give --dataset NAME and --root DIR"),
+        ({"cohort": "c.parquet", "root": "."}, "not both"),
+        ({"cohort": "missing.parquet"}, "does not exist"),
+        ({"cohort": "junk.parquet"}, "cannot read"),
+    ],
+)
 def test_neither_both_or_a_bad_file_is_a_clear_error(tmp_path, kwargs, message) -> None:
     (tmp_path / "junk.parquet").write_text("not parquet")
     args = {"cohort": None, "dataset": None, "root": None, "mapping": None, **kwargs}

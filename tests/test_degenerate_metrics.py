@@ -49,7 +49,7 @@ def test_perfect_ranking_gives_auc_one_inside_its_interval(seed):
     y, p, groups = _perfect(int(np.random.default_rng(seed).integers(10, 400)), seed)
     result = metrics_with_ci(y, p, groups, n_boot=300, seed=seed)
     assert result["roc_auc"]["value"] == 1.0
-    assert result["pr_auc"]["value"] == 1.0   # a sum of precision steps, clipped where it rounds past 1
+    assert result["pr_auc"]["value"] == 1.0  # a sum of precision steps, clipped where it rounds past 1
     assert result["roc_auc"]["ci_low"] == result["roc_auc"]["ci_high"] == 1.0
     assert _contains_estimate(result) == []
 
@@ -77,7 +77,7 @@ def test_one_positive_and_resamples_without_it():
     y[7] = 1
     p = np.linspace(0, 1, 60)
     result = metrics_with_ci(y, p, np.arange(60) // 2, n_boot=400)
-    assert 0 < result["n_boot_valid"] < 400        # resamples that miss the positive are skipped, not errors
+    assert 0 < result["n_boot_valid"] < 400  # resamples that miss the positive are skipped, not errors
     assert _contains_estimate(result) == []
 
 
@@ -94,17 +94,24 @@ def test_paired_difference_of_identical_models_is_exactly_zero():
 
 
 def test_bounds_one_rounding_error_past_the_estimate_are_snapped_and_real_gaps_kept():
-    above = np.full(100, 0.1 + 0.2)               # 0.30000000000000004: a rounding error above 0.3
+    above = np.full(100, 0.1 + 0.2)  # 0.30000000000000004: a rounding error above 0.3
     assert percentile_interval(above, 0.3) == (0.3, 0.1 + 0.2)
-    below = np.full(100, 0.7 - 0.4)               # 0.29999999999999993: a rounding error below 0.3
+    below = np.full(100, 0.7 - 0.4)  # 0.29999999999999993: a rounding error below 0.3
     assert percentile_interval(below, 0.3) == (0.7 - 0.4, 0.3)
-    assert percentile_interval(np.full(100, 0.5), 0.3) == (0.5, 0.5)   # a genuine gap is not hidden
-    assert np.isnan(percentile_interval(np.full(5, 0.5), 0.5)[0])      # too few valid resamples
+    assert percentile_interval(np.full(100, 0.5), 0.3) == (0.5, 0.5)  # a genuine gap is not hidden
+    assert np.isnan(percentile_interval(np.full(5, 0.5), 0.5)[0])  # too few valid resamples
 
 
 def test_forest_plot_draws_a_bound_one_ulp_past_its_estimate():
-    frame = pd.DataFrame({"level": ["image", "breast"], "metric": "roc_auc", "value": [1.0, 0.9],
-                          "ci_low": [1.0000000000000002, 0.8], "ci_high": [1.0, np.nan]})
+    frame = pd.DataFrame(
+        {
+            "level": ["image", "breast"],
+            "metric": "roc_auc",
+            "value": [1.0, 0.9],
+            "ci_low": [1.0000000000000002, 0.8],
+            "ci_high": [1.0, np.nan],
+        }
+    )
     block = str(figure(lambda: run_figures.forest_plot(frame, ["roc_auc"]), "forest"))
     assert "data:image/png;base64," in block
 
@@ -116,7 +123,7 @@ def test_a_figure_that_fails_becomes_a_note_and_a_warning(caplog):
     with caplog.at_level(logging.WARNING):
         block = str(figure(broken, "Point estimates <per level>"))
     assert "could not be drawn" in block and "xerr" in block and "<img" not in block
-    assert "&lt;per level&gt;" in block               # the caption is still escaped
+    assert "&lt;per level&gt;" in block  # the caption is still escaped
     assert any("could not be drawn" in r.message for r in caplog.records)
 
 
@@ -126,11 +133,13 @@ def test_a_figure_that_fails_becomes_a_note_and_a_warning(caplog):
 def _perfect_run(run_dir):
     """A run whose out-of-fold predictions separate the classes perfectly, with one bound an ulp off."""
     fabricate_run(run_dir, n_patients=60)
-    oof = pd.read_csv(run_dir / "oof_predictions.csv", dtype={"image_id": str, "breast_id": str, "patient_id": str})
+    oof = pd.read_csv(
+        run_dir / "oof_predictions.csv", dtype={"image_id": str, "breast_id": str, "patient_id": str}
+    )
     oof["prob"] = np.where(oof["cancer"] == 1, 0.9, 0.05)
     oof.to_csv(run_dir / "oof_predictions.csv", index=False)
     metrics = evaluate_predictions(oof, n_boot=100)
-    metrics["image"]["roc_auc"]["ci_low"] = 1.0000000000000002   # what crashed train's forest plot
+    metrics["image"]["roc_auc"]["ci_low"] = 1.0000000000000002  # what crashed train's forest plot
     save_metrics_json(run_dir / "metrics.json", metrics)
     return run_dir
 
@@ -153,7 +162,7 @@ def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
     from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
 
     table = make_synthetic_table(150, 3, 0.2)[RSNA_COLUMNS]
-    table["cancer"] = (table["implant"] == 1).astype(int)      # a factor that decides the label
+    table["cancer"] = (table["implant"] == 1).astype(int)  # a factor that decides the label
     table.loc[table.index[:1], "implant"] = 1
     table.loc[table.index[:1], "cancer"] = 1
     table.to_csv(tmp_path / "train.csv", index=False)
@@ -165,7 +174,9 @@ def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
     assert implant["auc_alone"] == pytest.approx(1.0) and implant["verdict"] == "leaky"
     rates = result.rates
     finite = rates[np.isfinite(rates["ci_low"])]
-    assert (finite["ci_low"] <= finite["rate"] + 1e-12).all() and (finite["rate"] <= finite["ci_high"] + 1e-12).all()
+    assert (finite["ci_low"] <= finite["rate"] + 1e-12).all() and (
+        finite["rate"] <= finite["ci_high"] + 1e-12
+    ).all()
 
 
 @pytest.mark.slow
@@ -183,9 +194,12 @@ def test_fusion_explain_and_index_render_from_degenerate_numbers(tmp_path):
     make_synthetic_table(200, 5, 0.2)[RSNA_COLUMNS].to_csv(tmp_path / "train.csv", index=False)
     cohort = load_cohort("rsna", tmp_path).table
     emb = simulated_embeddings(cohort)
-    emb["cnn_logit"] = np.where(emb["cancer"] == 1, 4.0, -4.0)     # an image model that is never wrong
-    result = run_fusion(cohort, emb, FusionConfig(n_boot=100, shap_rows=200, interaction_rows=50,
-                                                  params=LgbmParams(n_estimators=40)))
+    emb["cnn_logit"] = np.where(emb["cancer"] == 1, 4.0, -4.0)  # an image model that is never wrong
+    result = run_fusion(
+        cohort,
+        emb,
+        FusionConfig(n_boot=100, shap_rows=200, interaction_rows=50, params=LgbmParams(n_estimators=40)),
+    )
     fuse_dir = tmp_path / "FUSE"
     fuse_dir.mkdir()
     write_outputs(result, fuse_dir)
@@ -196,10 +210,20 @@ def test_fusion_explain_and_index_render_from_degenerate_numbers(tmp_path):
 
     explain_dir = tmp_path / "EXPLAIN"
     explain_dir.mkdir()
-    metrics = {"method": "gradcam", "n_cases": 3, "threshold": 0.5, "pointing_game": 1.0,
-               "pointing_game_ci": [1.0, 1.0], "energy_inside": 0.0, "energy_inside_ci": [0.0, 0.0],
-               "randomisation_rank_corr": 1.0, "randomisation_rank_corr_ci": [1.0, 1.0], "failures": [],
-               "summary": {}, "n_explained_images": 3}
+    metrics = {
+        "method": "gradcam",
+        "n_cases": 3,
+        "threshold": 0.5,
+        "pointing_game": 1.0,
+        "pointing_game_ci": [1.0, 1.0],
+        "energy_inside": 0.0,
+        "energy_inside_ci": [0.0, 0.0],
+        "randomisation_rank_corr": 1.0,
+        "randomisation_rank_corr_ci": [1.0, 1.0],
+        "failures": [],
+        "summary": {},
+        "n_explained_images": 3,
+    }
     (explain_dir / "cam_metrics.json").write_text(json.dumps(metrics))
     write_manifest(explain_dir, "explain", {})
     render_index(explain_dir / "index.html", metrics, 0.0, {}, checks_table=pd.DataFrame(), failures=[])

@@ -34,6 +34,8 @@ def compute_embeddings(run, cache, batch_size, device):
 
 def load_fold_model(run, fold):
     return TrainedRun.open(run).model(fold)
+
+
 FOLD_OF = {"p0": 0, "p1": 1, "p2": 2, "p3": 0, "p4": 1}  # p5 is held out (not in the OOF file)
 PATIENTS = [*FOLD_OF, "p5"]
 
@@ -48,9 +50,18 @@ def make_cache(root):
                 rel = f"images/{p}/{image_id}.png"
                 (root / "images" / p).mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(root / rel), (rng.random(SIZE) * 255).astype(np.uint8))
-                rows.append({"patient_id": p, "image_id": image_id, "breast_id": f"{p}_{lat}", "laterality": lat,
-                             "view": view, "cancer": float(p == "p1" and lat == "L"), "cache_path": rel,
-                             "status": "ok"})
+                rows.append(
+                    {
+                        "patient_id": p,
+                        "image_id": image_id,
+                        "breast_id": f"{p}_{lat}",
+                        "laterality": lat,
+                        "view": view,
+                        "cancer": float(p == "p1" and lat == "L"),
+                        "cache_path": rel,
+                        "status": "ok",
+                    }
+                )
     index = pd.DataFrame(rows)
     for col in CANONICAL_COLUMNS:
         if col not in index:
@@ -61,8 +72,16 @@ def make_cache(root):
 
 
 def make_run(root, index, view_mode):
-    save_run_config(root, {"model": "test_efficientnet", "view_mode": view_mode, "image_size": list(SIZE),
-                           "folds": 3, "seed": 0})
+    save_run_config(
+        root,
+        {
+            "model": "test_efficientnet",
+            "view_mode": view_mode,
+            "image_size": list(SIZE),
+            "folds": 3,
+            "seed": 0,
+        },
+    )
     for k in range(3):
         torch.manual_seed(100 + k)
         save_fold_model(root, k, build_classifier("test_efficientnet", view_mode))
@@ -114,8 +133,9 @@ def test_breast_rows_pool_their_images(single):
     assert len(breasts) == 2 * len(PATIENTS)
     assert (breasts["view"] == "CC+MLO").all()
     pooled = images.groupby("breast_id")[cols].mean()
-    np.testing.assert_allclose(breasts.loc[pooled.index, cols].to_numpy(float), pooled.to_numpy(), rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        breasts.loc[pooled.index, cols].to_numpy(float), pooled.to_numpy(), rtol=1e-5, atol=1e-6
+    )
     assert breasts.loc["p2_L", "fold"] == 2 and not breasts.loc["p5_R", "oof"]
 
 
@@ -143,13 +163,17 @@ def test_multi_view_breast_embedding_comes_from_stacked_views(tmp_path):
 def test_cli_embed_writes_a_readable_table(tmp_path, single):
     cache, run, _ = single
     out = tmp_path / "EMB.parquet"
-    result = CliRunner().invoke(app, ["embed", "--run", str(run), "--cache", str(cache), "--out", str(out),
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["embed", "--run", str(run), "--cache", str(cache), "--out", str(out), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     table = read_embeddings(out)
     assert set(table["level"]) == {"image", "breast"}
     assert "not out-of-fold" in result.output
     manifest = json.loads(out.with_name("EMB.parquet.manifest.json").read_text())
     assert manifest["stage"] == "embed" and manifest["report"] is None
-    assert manifest["headline"] == {"images": str(4 * len(PATIENTS)), "breasts": str(2 * len(PATIENTS)),
-                                    "embedding dim": str(len(embedding_columns(table)))}
+    assert manifest["headline"] == {
+        "images": str(4 * len(PATIENTS)),
+        "breasts": str(2 * len(PATIENTS)),
+        "embedding dim": str(len(embedding_columns(table))),
+    }

@@ -15,7 +15,13 @@ from mammo_insight.stages.demo import DemoSettings, run_demo
 
 pytestmark = pytest.mark.slow
 
-IDENTIFYING_TAGS = ("PatientName", "PatientBirthDate", "InstitutionName", "PatientID", "ReferringPhysicianName")
+IDENTIFYING_TAGS = (
+    "PatientName",
+    "PatientBirthDate",
+    "InstitutionName",
+    "PatientID",
+    "ReferringPhysicianName",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +32,30 @@ def demo_dir(tmp_path_factory) -> Path:
 
 
 def test_every_stage_writes_its_contract(demo_dir: Path):
-    expected = ["data/train.csv", "data/annotations.csv", "eda/index.html", "eda/summary.json",
-                "eda/tables/rates.csv", "eda/tables/odds_ratios.csv", "eda/tables/leakage.csv",
-                "eda/tables/missingness.csv", "cache/index.parquet", "train/oof_predictions.csv",
-                "train/metrics.json", "train/index.html", "embed/embeddings.parquet", "fusion/metrics.json",
-                "fusion/oof_predictions.csv", "fusion/tables/shap_importance.csv", "fusion/index.html",
-                "explain/cam_metrics.json", "explain/index.html", "predict/predictions.csv",
-                "predict/index.html", "index.html"]
+    expected = [
+        "data/train.csv",
+        "data/annotations.csv",
+        "eda/index.html",
+        "eda/summary.json",
+        "eda/tables/rates.csv",
+        "eda/tables/odds_ratios.csv",
+        "eda/tables/leakage.csv",
+        "eda/tables/missingness.csv",
+        "cache/index.parquet",
+        "train/oof_predictions.csv",
+        "train/metrics.json",
+        "train/index.html",
+        "embed/embeddings.parquet",
+        "fusion/metrics.json",
+        "fusion/oof_predictions.csv",
+        "fusion/tables/shap_importance.csv",
+        "fusion/index.html",
+        "explain/cam_metrics.json",
+        "explain/index.html",
+        "predict/predictions.csv",
+        "predict/index.html",
+        "index.html",
+    ]
     missing = [p for p in expected if not (demo_dir / p).is_file()]
     assert not missing, f"missing outputs: {missing}"
     metrics = json.loads((demo_dir / "train" / "metrics.json").read_text())
@@ -58,8 +81,13 @@ def test_every_page_renders_without_errors(demo_dir: Path, tmp_path: Path):
 
 
 def test_reports_fit_the_size_budget(demo_dir: Path):
-    size = sum(p.stat().st_size for p in demo_dir.rglob("*") if p.suffix in {".html", ".png", ".json", ".csv"}
-               and "data" not in p.relative_to(demo_dir).parts[:1] and "cache" not in p.relative_to(demo_dir).parts[:1])
+    size = sum(
+        p.stat().st_size
+        for p in demo_dir.rglob("*")
+        if p.suffix in {".html", ".png", ".json", ".csv"}
+        and "data" not in p.relative_to(demo_dir).parts[:1]
+        and "cache" not in p.relative_to(demo_dir).parts[:1]
+    )
     assert size <= 20 * 1024 * 1024, f"reports take {size / 1e6:.1f} MB"
 
 
@@ -73,8 +101,13 @@ def test_no_identifying_dicom_tag_reaches_an_output(demo_dir: Path):
         secrets |= {str(ds.get(tag)) for tag in IDENTIFYING_TAGS if ds.get(tag) not in (None, "")}
     secrets -= {str(v) for v in pd.read_csv(demo_dir / "data" / "train.csv", dtype=str)["patient_id"]}
     assert secrets, "the synthetic DICOMs should carry fake identifying tags to check against"
-    outputs = [p for p in demo_dir.rglob("*") if p.is_file() and p.suffix in {".html", ".json", ".csv", ".parquet", ".log"}
-               and p.relative_to(demo_dir).parts[0] != "data"]
+    outputs = [
+        p
+        for p in demo_dir.rglob("*")
+        if p.is_file()
+        and p.suffix in {".html", ".json", ".csv", ".parquet", ".log"}
+        and p.relative_to(demo_dir).parts[0] != "data"
+    ]
     for path in outputs:
         text = path.read_bytes()
         for secret in secrets:

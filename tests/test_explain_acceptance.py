@@ -22,11 +22,13 @@ from mammo_insight.cohort.schema import CANONICAL_COLUMNS
 from mammo_insight.imaging.cache import ANNOTATIONS_FILE, INDEX_FILE, relative_image_path, write_png_atomic
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
 
-ORIG = (200, 150)     # original height, width
+ORIG = (200, 150)  # original height, width
 CACHE = (96, 72)
 
 
-def _original(rng: np.random.Generator, side: str, lesion: bool) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+def _original(
+    rng: np.random.Generator, side: str, lesion: bool
+) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     h, w = ORIG
     pad = int(rng.integers(10, 25))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
@@ -48,12 +50,14 @@ def _original(rng: np.random.Generator, side: str, lesion: bool) -> tuple[np.nda
 
 
 def _cache_image(original: np.ndarray, geom: CacheGeometry) -> np.ndarray:
-    crop = original[geom.crop_y0:geom.crop_y1, geom.crop_x0:geom.crop_x1]
+    crop = original[geom.crop_y0 : geom.crop_y1, geom.crop_x0 : geom.crop_x1]
     small = cv2.resize(crop, (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_AREA)
     if geom.flipped:
         small = small[:, ::-1]
     canvas = np.zeros((geom.out_height, geom.out_width), np.uint8)
-    canvas[geom.pad_y:geom.pad_y + geom.resized_height, geom.pad_x:geom.pad_x + geom.resized_width] = small
+    canvas[geom.pad_y : geom.pad_y + geom.resized_height, geom.pad_x : geom.pad_x + geom.resized_width] = (
+        small
+    )
     return canvas
 
 
@@ -76,14 +80,33 @@ def write_lesion_cohort(root: Path, n_patients: int = 40, seed: int = 0, prevale
                 geom = CacheGeometry.fit(*ORIG, box, side == "R", *CACHE)
                 rel = relative_image_path(patient, image_id)
                 write_png_atomic(cache / rel, _cache_image(original, geom))
-                rows.append({"patient_id": patient, "image_id": image_id, "breast_id": f"{patient}_{side}",
-                             "laterality": side, "view": view, "cancer": float(positive), "image_path": str(path),
-                             "cache_path": rel, "status": "ok", **geom.as_dict()})
+                rows.append(
+                    {
+                        "patient_id": patient,
+                        "image_id": image_id,
+                        "breast_id": f"{patient}_{side}",
+                        "laterality": side,
+                        "view": view,
+                        "cancer": float(positive),
+                        "image_path": str(path),
+                        "cache_path": rel,
+                        "status": "ok",
+                        **geom.as_dict(),
+                    }
+                )
                 if lesion is not None:
                     cx, cy = geom.to_cache(lesion[0], lesion[1])
-                    lesions.append({"image_id": image_id, "x": lesion[0], "y": lesion[1], "radius": lesion[2],
-                                    "cache_x": float(cx), "cache_y": float(cy),
-                                    "cache_radius": float(geom.length_to_cache(lesion[2]))})
+                    lesions.append(
+                        {
+                            "image_id": image_id,
+                            "x": lesion[0],
+                            "y": lesion[1],
+                            "radius": lesion[2],
+                            "cache_x": float(cx),
+                            "cache_y": float(cy),
+                            "cache_radius": float(geom.length_to_cache(lesion[2])),
+                        }
+                    )
     table = pd.DataFrame(rows)
     for column in CANONICAL_COLUMNS:
         if column not in table:
@@ -104,8 +127,17 @@ def trained_run(tmp_path_factory):
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("explain_cohort")
     cache = write_lesion_cohort(root)
-    config = load_config(None, model="test_resnet", folds=2, epochs=6, batch_size=8, lr=0.01, seed=0,
-                         cpu_threads=1, augment={"rotate_degrees": 0})
+    config = load_config(
+        None,
+        model="test_resnet",
+        folds=2,
+        epochs=6,
+        batch_size=8,
+        lr=0.01,
+        seed=0,
+        cpu_threads=1,
+        augment={"rotate_degrees": 0},
+    )
     run = train_run(cache, root / "run", config)
     yield run, cache
     torch.set_num_threads(threads)
@@ -119,8 +151,17 @@ def test_gradcam_points_at_planted_lesions_and_randomised_model_does_not(trained
     auc = json.loads((run / "metrics.json").read_text())["image"]["roc_auc"]["value"]
     assert auc >= 0.9, "the fixture model did not learn the lesions; the CAM check would be meaningless"
     out = tmp_path / "explain"
-    result = run_explain(ExplainConfig(run=run, cache=cache, method="gradcam", n=1, max_checked=40,
-                                       layer="backbone.layer2", batch_size=16))
+    result = run_explain(
+        ExplainConfig(
+            run=run,
+            cache=cache,
+            method="gradcam",
+            n=1,
+            max_checked=40,
+            layer="backbone.layer2",
+            batch_size=16,
+        )
+    )
     write_explain(result, out)
     metrics = result.metrics
     saved = json.loads((out / "cam_metrics.json").read_text())
@@ -143,8 +184,17 @@ def _untrained_run(root: Path, cache: Path, view_mode: str) -> Path:
 
     index = pd.read_parquet(cache / INDEX_FILE)
     run = root / f"run_{view_mode}"
-    save_run_config(run, {"model": "test_resnet", "view_mode": view_mode, "image_size": list(CACHE),
-                          "threshold": 0.5, "max_views": 2, "label_column": "cancer"})
+    save_run_config(
+        run,
+        {
+            "model": "test_resnet",
+            "view_mode": view_mode,
+            "image_size": list(CACHE),
+            "threshold": 0.5,
+            "max_views": 2,
+            "label_column": "cancer",
+        },
+    )
     torch.manual_seed(1)
     for fold in (0, 1):
         save_fold_model(run, fold, build_classifier("test_resnet", view_mode))
@@ -172,8 +222,24 @@ def test_cli_writes_the_contract_files(small_cohort):
 
     root, cache = small_cohort
     run, out = _untrained_run(root, cache, "single"), root / "cli_out"
-    result = CliRunner().invoke(app, ["explain", "--run", str(run), "--cache", str(cache), "--out", str(out),
-                                      "--method", "eigencam", "--n", "1", "--max-checked", "5"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            "--run",
+            str(run),
+            "--cache",
+            str(cache),
+            "--out",
+            str(out),
+            "--method",
+            "eigencam",
+            "--n",
+            "1",
+            "--max-checked",
+            "5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "cam_metrics.json").read_text())
     for key in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr"):
@@ -201,10 +267,10 @@ def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
     metrics = result.metrics
     checks = pd.read_csv(root / "multi_out" / "tables" / "cam_checks.csv")
     per_case = checks.groupby("case_id")["image_id"].nunique()
-    assert set(per_case) == {2}                         # CC and MLO of each breast
+    assert set(per_case) == {2}  # CC and MLO of each breast
     assert all(c.endswith(("_L", "_R")) for c in per_case.index)
     sampled = checks[checks["categories"].str.contains("checked") & checks["pointing"].notna()]
-    assert metrics["view_mode"] == "multi" and metrics["n_cases"] == len(sampled) == 6   # 3 breasts x 2 views
+    assert metrics["view_mode"] == "multi" and metrics["n_cases"] == len(sampled) == 6  # 3 breasts x 2 views
 
 
 def test_a_run_without_threshold_is_a_clear_error(small_cohort):

@@ -17,14 +17,17 @@ from mammo_insight.models.factory import (
 )
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("resnet18", "layer4"),
-    ("efficientnet_b0", "bn2"),
-    ("densenet121", "features"),
-    ("convnext_atto", "norm_pre"),
-    ("test_resnet", "layer4"),
-    ("test_efficientnet", "bn2"),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet18", "layer4"),
+        ("efficientnet_b0", "bn2"),
+        ("densenet121", "features"),
+        ("convnext_atto", "norm_pre"),
+        ("test_resnet", "layer4"),
+        ("test_efficientnet", "bn2"),
+    ],
+)
 def test_cnn_target_layer_is_the_final_feature_map(name, expected):
     backbone = create_backbone(name)
     target = find_target_layer(backbone, (64, 48))
@@ -48,7 +51,9 @@ def test_vit_uses_last_block_norm1_and_drops_the_class_token():
     tokens = torch.arange(1 + 100, dtype=torch.float32).view(1, 101, 1).expand(1, 101, 4)
     out = grid(tokens)
     assert out.shape == (1, 4, 10, 10)
-    assert out[0, 0, 0, 0] == 1 and out[0, 0, 0, 1] == 2 and out[0, 0, 1, 0] == 11  # row-major patches, no cls
+    assert (
+        out[0, 0, 0, 0] == 1 and out[0, 0, 0, 1] == 2 and out[0, 0, 1, 0] == 11
+    )  # row-major patches, no cls
 
 
 def test_vit_cam_has_the_input_shape():
@@ -104,7 +109,10 @@ def test_bad_inputs_raise_clear_errors():
         CamExplainer(model, "nope")
     with pytest.raises(MammoInsightError, match="no layer named"):
         CamExplainer(model, "gradcam", (64, 48), layer="backbone.nowhere")
-    with CamExplainer(model, "gradcam", (64, 48)) as cam, pytest.raises(MammoInsightError, match="single-view"):
+    with (
+        CamExplainer(model, "gradcam", (64, 48)) as cam,
+        pytest.raises(MammoInsightError, match="single-view"),
+    ):
         cam(torch.rand(1, 2, 1, 64, 48))
 
 
@@ -118,7 +126,7 @@ def test_named_layer_gives_a_finer_map_source():
     with CamExplainer(model, "gradcam", (64, 48)) as cam:
         cam(x)
         coarse = cam.grid_shape
-    assert fine[0] > coarse[0] and fine[1] > coarse[1]          # layer2's grid has more cells than layer4's
+    assert fine[0] > coarse[0] and fine[1] > coarse[1]  # layer2's grid has more cells than layer4's
 
 
 @pytest.mark.parametrize("name", ["test_resnet", "test_efficientnet"])

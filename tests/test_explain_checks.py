@@ -37,7 +37,7 @@ def test_pointing_hit_and_miss_and_tolerance():
     inside = lesion_mask(SHAPE, LESION)
     assert pointing_hit(_map_with_peak(35, 42), inside) == 1.0
     assert pointing_hit(_map_with_peak(80, 80), inside) == 0.0
-    near = _map_with_peak(43, 40)     # 3 px outside the circle
+    near = _map_with_peak(43, 40)  # 3 px outside the circle
     assert pointing_hit(near, inside) == 0.0
     assert pointing_hit(near, lesion_mask(SHAPE, LESION, tolerance=5)) == 1.0
 
@@ -57,7 +57,7 @@ def test_energy_inside():
     m = np.zeros(SHAPE, np.float32)
     m[inside] = 1.0
     assert energy_inside(m, inside) == pytest.approx(1.0)
-    m[:, 100:] = 1.0    # 20 columns outside, same weight
+    m[:, 100:] = 1.0  # 20 columns outside, same weight
     expected = inside.sum() / (inside.sum() + 20 * 100)
     assert energy_inside(m, inside) == pytest.approx(expected)
 
@@ -75,13 +75,19 @@ def test_mean_with_ci_resamples_groups_and_skips_nan():
     values = np.array([1.0, 1.0, 0.0, 0.0, np.nan])
     out = mean_with_ci(values, groups=np.array(["a", "a", "b", "b", "c"]), n_boot=500)
     assert out["mean"] == 0.5 and out["n"] == 4
-    assert out["ci_low"] == 0.0 and out["ci_high"] == 1.0   # two women: each resample is 0, 0.5 or 1
+    assert out["ci_low"] == 0.0 and out["ci_high"] == 1.0  # two women: each resample is 0, 0.5 or 1
     assert mean_with_ci(np.array([np.nan]))["mean"] is None
 
 
 def test_summarise_checks_columns():
-    frame = pd.DataFrame({"patient_id": ["a", "b", "c"], "pointing": [1.0, 0.0, 1.0],
-                          "energy_inside": [0.5, 0.1, 0.3], "rank_corr": [0.1, 0.2, np.nan]})
+    frame = pd.DataFrame(
+        {
+            "patient_id": ["a", "b", "c"],
+            "pointing": [1.0, 0.0, 1.0],
+            "energy_inside": [0.5, 0.1, 0.3],
+            "rank_corr": [0.1, 0.2, np.nan],
+        }
+    )
     summary = summarise_checks(frame, n_boot=200)
     assert summary["pointing"]["mean"] == pytest.approx(2 / 3)
     assert summary["rank_corr"]["n"] == 2

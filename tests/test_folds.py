@@ -29,8 +29,10 @@ def test_every_fold_is_patient_grouped_and_holds_its_share_of_positive_women() -
     np.testing.assert_array_equal(patient_folds(patient, label, 5, seed=4), fold)  # seeded
 
 
-@pytest.mark.parametrize(("n", "n_pos", "match"), [(4, 2, "4 woman/women .* too few for 5"),
-                                                    (40, 3, "only 3 positive woman/women \\(of 40\\)")])
+@pytest.mark.parametrize(
+    ("n", "n_pos", "match"),
+    [(4, 2, "4 woman/women .* too few for 5"), (40, 3, "only 3 positive woman/women \\(of 40\\)")],
+)
 def test_too_few_women_or_positive_women_is_an_error_naming_the_counts(n, n_pos, match) -> None:
     patient, label = _women(n, n_pos)
     with pytest.raises(MammoInsightError, match=match):
@@ -42,15 +44,17 @@ def test_fusion_no_longer_lowers_k_silently() -> None:
     with pytest.raises(MammoInsightError, match="only 3 positive"):
         lgbm.grouped_folds(label.astype(int), patient, 5, seed=0)
     patient, label = _women(40, 10)
-    np.testing.assert_array_equal(lgbm.grouped_folds(label.astype(int), patient, 5, 0),
-                                  patient_folds(patient, label, 5, 0))
+    np.testing.assert_array_equal(
+        lgbm.grouped_folds(label.astype(int), patient, 5, 0), patient_folds(patient, label, 5, 0)
+    )
 
 
 def test_train_folds_and_fusion_folds_are_the_same_policy() -> None:
     patient, label = _women(60, 12)
     table = pd.DataFrame({"patient_id": patient, "cancer": label})
-    np.testing.assert_array_equal(assign_folds(table, 5, seed=2).to_numpy(),
-                                  lgbm.grouped_folds(label.astype(int), patient, 5, seed=2))
+    np.testing.assert_array_equal(
+        assign_folds(table, 5, seed=2).to_numpy(), lgbm.grouped_folds(label.astype(int), patient, 5, seed=2)
+    )
 
 
 def test_folds_record_counts_women_and_positive_women_per_fold() -> None:
@@ -93,7 +97,9 @@ def test_the_fast_split_is_sklearns_stratified_group_k_fold_exactly() -> None:
         expected = np.empty(n, dtype=int)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            splits = StratifiedGroupKFold(k, shuffle=True, random_state=trial).split(np.zeros(n), y, np.arange(n))
+            splits = StratifiedGroupKFold(k, shuffle=True, random_state=trial).split(
+                np.zeros(n), y, np.arange(n)
+            )
             for f, (_, test) in enumerate(splits):
                 expected[test] = f
         np.testing.assert_array_equal(stratified_group_folds(y, k, trial), expected)

@@ -52,11 +52,20 @@ def simulated_embeddings(table: pd.DataFrame, seed: int = 1, strength: float = 1
     patients = table["patient_id"].unique()
     fold_of = pd.Series(rng.permutation(len(patients)) % 5, index=patients)
     cols = [f"emb_{i:03d}" for i in range(DIM)]
-    images = pd.concat([table[["image_id", "breast_id", "patient_id", "view", "cancer"]].reset_index(drop=True),
-                        pd.DataFrame(emb, columns=cols)], axis=1)
+    images = pd.concat(
+        [
+            table[["image_id", "breast_id", "patient_id", "view", "cancer"]].reset_index(drop=True),
+            pd.DataFrame(emb, columns=cols),
+        ],
+        axis=1,
+    )
     images["level"], images["fold"] = "image", images["patient_id"].map(fold_of).to_numpy()
-    breasts = images.groupby("breast_id").agg(patient_id=("patient_id", "first"), cancer=("cancer", "max"),
-                                              fold=("fold", "first"), **{c: (c, "mean") for c in cols})
+    breasts = images.groupby("breast_id").agg(
+        patient_id=("patient_id", "first"),
+        cancer=("cancer", "max"),
+        fold=("fold", "first"),
+        **{c: (c, "mean") for c in cols},
+    )
     breasts = breasts.reset_index().assign(level="breast", view="CC+MLO")
     return pd.concat([images, breasts], ignore_index=True)
 
@@ -98,7 +107,9 @@ def test_per_view_auc_finds_the_view_with_more_signal(fused):
 def test_embedding_folds_are_reused(fused):
     _, emb, result, _ = fused
     cnn_fold = emb[emb["level"] == "breast"].set_index("breast_id")["fold"]
-    assert (result.breasts.set_index("breast_id")["fold"] == cnn_fold.reindex(result.breasts["breast_id"])).all()
+    assert (
+        result.breasts.set_index("breast_id")["fold"] == cnn_fold.reindex(result.breasts["breast_id"])
+    ).all()
     per_patient = result.breasts.groupby("patient_id")["fold"].nunique()
     assert (per_patient == 1).all()
 
@@ -121,7 +132,10 @@ def test_outputs_follow_the_contract(fused):
     assert list(oof.columns[:5]) == ["breast_id", "patient_id", "fold", "model", "prob"]
     assert len(oof) == 3 * len(result.breasts) and oof["prob"].between(0, 1).all()
     imp = pd.read_csv(out / "tables" / "shap_importance.csv")
-    assert list(imp.columns) == ["feature", "group", "mean_abs_shap"] and set(imp["group"]) == {"metadata", "image"}
+    assert list(imp.columns) == ["feature", "group", "mean_abs_shap"] and set(imp["group"]) == {
+        "metadata",
+        "image",
+    }
     html = page.read_text()
     assert "Which views carry the image signal" in html and "WARNING" not in html
 
@@ -141,7 +155,9 @@ def test_pca_never_sees_validation_rows():
     train, val = np.arange(150), np.arange(150, 200)
     before = fit_fold_pca(emb, train, 4, 0).components_
     poisoned = emb.copy()
-    poisoned[val] = 1e6 * rng.normal(size=(50, 12))  # validation rows that would dominate any PCA they entered
+    poisoned[val] = 1e6 * rng.normal(
+        size=(50, 12)
+    )  # validation rows that would dominate any PCA they entered
     after = fit_fold_pca(poisoned, train, 4, 0).components_
     np.testing.assert_allclose(before, after)
 
@@ -181,7 +197,9 @@ def test_fold_models_with_their_own_embedding_spaces_are_read_through_their_logi
     emb = np.vstack([latent[i] @ bases[fold[i]] for i in range(n)])
     params = LgbmParams(n_estimators=60)
     without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params=params, n_pca=4))
-    with_logit = roc_auc_score(y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params=params, n_pca=4))
+    with_logit = roc_auc_score(
+        y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params=params, n_pca=4)
+    )
     assert without < 0.65, "the per-fold rotation should hide the signal from the components"
     assert with_logit > 0.75
 
@@ -192,8 +210,22 @@ def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     cohort = tmp_path / "cohort.parquet"
     table.to_parquet(cohort)
     out = tmp_path / "leaky"
-    result = CliRunner().invoke(app, ["fuse-train", "--cohort", str(cohort), "--out", str(out), "--n-boot", "50",
-                                      "--shap-rows", "200", "--include-leaky", "biopsy"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "fuse-train",
+            "--cohort",
+            str(cohort),
+            "--out",
+            str(out),
+            "--n-boot",
+            "50",
+            "--shap-rows",
+            "200",
+            "--include-leaky",
+            "biopsy",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "WARNING" in result.output and "biopsy" in result.output
     assert "WARNING" in (out / "index.html").read_text()
@@ -207,13 +239,17 @@ def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "fuse-train" and manifest["report"] == "index.html"
     assert set(manifest["headline"]) == {"metadata only ROC-AUC"}
-    assert manifest["headline"]["metadata only ROC-AUC"].startswith(f"{metrics['metadata']['roc_auc']['value']:.3f}")
+    assert manifest["headline"]["metadata only ROC-AUC"].startswith(
+        f"{metrics['metadata']['roc_auc']['value']:.3f}"
+    )
 
 
 @pytest.mark.slow
 def test_fuse_train_never_imports_torch():
-    code = ("import sys; import mammo_insight.stages.fuse, mammo_insight.fusion.pipeline, "
-            "mammo_insight.fusion.report, mammo_insight.fusion.emb_table; assert 'torch' not in sys.modules")
+    code = (
+        "import sys; import mammo_insight.stages.fuse, mammo_insight.fusion.pipeline, "
+        "mammo_insight.fusion.report, mammo_insight.fusion.emb_table; assert 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -222,7 +258,9 @@ def test_fuse_train_never_imports_torch():
 def test_rsna_metadata_only_is_modest_not_leaky(data_dir):
     """Real RSNA train.csv, metadata only: an honest breast-level ROC-AUC is modest; near 1 would be a leak."""
     table = load_cohort("rsna", data_dir / "rsna").table
-    result = run_fusion(table, None, FusionConfig(n_boot=100, shap_rows=300, interaction_rows=50, params=FAST))
+    result = run_fusion(
+        table, None, FusionConfig(n_boot=100, shap_rows=300, interaction_rows=50, params=FAST)
+    )
     cell = result.scores["metadata"]["roc_auc"]
     assert len(result.breasts) == 23826
     assert 0.52 < cell["ci_low"] < cell["value"] < cell["ci_high"] < 0.75

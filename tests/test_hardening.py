@@ -28,17 +28,31 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = "<script>alert(1)</script>"
 IMG_TAG = "<img src=x onerror=alert(2)>"
 # identifying tags no output may carry (their values are made distinctive below)
-IDENTIFYING = {"PatientName": "ZQ^SECRETNAME", "PatientBirthDate": "19230517", "OtherPatientIDs": "ZQOTHERID77",
-               "PatientAddress": "ZQ 42 HIDDEN LANE", "InstitutionName": "ZQ SECRET HOSPITAL",
-               "ReferringPhysicianName": "ZQ^REFERRER", "AccessionNumber": "ZQACC9137",
-               "InstitutionAddress": "ZQ 7 CLINIC ROAD", "PatientTelephoneNumbers": "ZQ555123987"}
+IDENTIFYING = {
+    "PatientName": "ZQ^SECRETNAME",
+    "PatientBirthDate": "19230517",
+    "OtherPatientIDs": "ZQOTHERID77",
+    "PatientAddress": "ZQ 42 HIDDEN LANE",
+    "InstitutionName": "ZQ SECRET HOSPITAL",
+    "ReferringPhysicianName": "ZQ^REFERRER",
+    "AccessionNumber": "ZQACC9137",
+    "InstitutionAddress": "ZQ 7 CLINIC ROAD",
+    "PatientTelephoneNumbers": "ZQ555123987",
+}
 
 
 def cli(*args, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run the real CLI in a fresh process (wide terminal so rich does not wrap messages)."""
     env = {**os.environ, "COLUMNS": "1000", "NO_COLOR": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, "-m", "mammo_insight.cli.app", *map(str, args)], capture_output=True,
-                          text=True, env=env, cwd=REPO, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "mammo_insight.cli.app", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *words: str) -> None:
@@ -70,6 +84,7 @@ def _syntax(path: Path) -> str:
 
 # 1. corrupt, truncated, non-DICOM, unsupported transfer syntax, no pixel data ---------------------------
 
+
 def _damage(root: Path) -> dict[str, str]:
     """Overwrite six of the cohort's DICOMs in place; image_id -> words its failure reason must hold."""
     from pydicom.encaps import encapsulate
@@ -78,7 +93,9 @@ def _damage(root: Path) -> dict[str, str]:
     j2k = [f for f in files if _syntax(f) == "1.2.840.10008.1.2.4.90"]
     native = [f for f in files if _syntax(f) == "1.2.840.10008.1.2.1"]
     others = [f for f in files if f not in j2k[:2] and f not in native[:3]]
-    assert len(j2k) >= 2 and len(native) >= 3 and others, "the synthetic cohort lacks the syntaxes this test needs"
+    assert len(j2k) >= 2 and len(native) >= 3 and others, (
+        "the synthetic cohort lacks the syntaxes this test needs"
+    )
     truncated, corrupt = j2k[:2]
     made_up, mpeg, no_pixels = native[:3]
     not_dicom = others[0]
@@ -89,7 +106,7 @@ def _damage(root: Path) -> dict[str, str]:
     expect[truncated.stem] = "truncated"
     data = bytearray(corrupt.read_bytes())
     start = bytes(data).index(b"\xff\x4f\xff\x51")  # the JPEG 2000 codestream: garble its header
-    data[start:start + 64] = np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes()
+    data[start : start + 64] = np.random.default_rng(0).integers(0, 256, 64, dtype=np.uint8).tobytes()
     corrupt.write_bytes(bytes(data))
     expect[corrupt.stem] = "could not be decoded"
     ds = pydicom.dcmread(made_up)
@@ -115,8 +132,19 @@ def test_preprocess_cli_lists_every_bad_file_and_caches_the_rest(synth_root, tmp
     root = _copy(synth_root, tmp_path / "data")
     expect = _damage(root)
     out = tmp_path / "cache"
-    result = cli("preprocess", "--dataset", "rsna", "--root", root, "--out", out, "--size", "64x32",
-                 "--sheet-size", "2")
+    result = cli(
+        "preprocess",
+        "--dataset",
+        "rsna",
+        "--root",
+        root,
+        "--out",
+        out,
+        "--size",
+        "64x32",
+        "--sheet-size",
+        "2",
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     assert f"{len(expect)} image(s) failed" in result.stdout
@@ -134,12 +162,16 @@ def test_preprocess_cli_lists_every_bad_file_and_caches_the_rest(synth_root, tmp
 
 # 2. empty folders --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("dataset", ["rsna", "mias", "cbis", pytest.param("cmmd", marks=pytest.mark.slow), "inbreast"])
+
+@pytest.mark.parametrize(
+    "dataset", ["rsna", "mias", "cbis", pytest.param("cmmd", marks=pytest.mark.slow), "inbreast"]
+)
 def test_cohort_on_an_empty_folder_names_it(dataset, tmp_path):
     empty = tmp_path / "empty_dataset"
     empty.mkdir()
-    assert_clean_error(cli("cohort", "--dataset", dataset, "--root", empty, "--out", tmp_path / "c.parquet"),
-                       "empty_dataset")
+    assert_clean_error(
+        cli("cohort", "--dataset", dataset, "--root", empty, "--out", tmp_path / "c.parquet"), "empty_dataset"
+    )
     assert not (tmp_path / "c.parquet").exists()
 
 
@@ -147,15 +179,18 @@ def test_cohort_on_an_empty_folder_names_it(dataset, tmp_path):
 def test_preprocess_and_eda_on_an_empty_folder_name_it(command, tmp_path):
     empty = tmp_path / "empty_dataset"
     empty.mkdir()
-    assert_clean_error(cli(command, "--dataset", "rsna", "--root", empty, "--out", tmp_path / "out"),
-                       "empty_dataset")
+    assert_clean_error(
+        cli(command, "--dataset", "rsna", "--root", empty, "--out", tmp_path / "out"), "empty_dataset"
+    )
 
 
 def test_preprocess_with_a_table_but_no_images_names_the_folder(synth_root, tmp_path):
     root = tmp_path / "no_images"
     root.mkdir()
     shutil.copy(synth_root / "train.csv", root / "train.csv")
-    result = cli("preprocess", "--dataset", "rsna", "--root", root, "--out", tmp_path / "cache", "--size", "64x32")
+    result = cli(
+        "preprocess", "--dataset", "rsna", "--root", root, "--out", tmp_path / "cache", "--size", "64x32"
+    )
     assert_clean_error(result, "no_images", "none of the")
 
 
@@ -184,14 +219,26 @@ def test_junk_csv_gives_a_message_naming_column_and_rows(kind, command, synth_ro
 
 
 def test_generic_mapping_with_a_missing_column_names_it(synth_root, tmp_path):
-    (tmp_path / "map.toml").write_text('csv = "train.csv"\n[columns]\npatient_id = "patient_id"\n'
-                                       'image_id = "image_id"\nlaterality = "side"\n')
-    result = cli("cohort", "--dataset", "generic", "--root", synth_root, "--mapping", tmp_path / "map.toml",
-                 "--out", tmp_path / "c.parquet")
+    (tmp_path / "map.toml").write_text(
+        'csv = "train.csv"\n[columns]\npatient_id = "patient_id"\n'
+        'image_id = "image_id"\nlaterality = "side"\n'
+    )
+    result = cli(
+        "cohort",
+        "--dataset",
+        "generic",
+        "--root",
+        synth_root,
+        "--mapping",
+        tmp_path / "map.toml",
+        "--out",
+        tmp_path / "c.parquet",
+    )
     assert_clean_error(result, "'side'", "train.csv")
 
 
 # 5. every string from the data is escaped in HTML ------------------------------------------------------
+
 
 def _assert_escaped(html: str, *payloads: str, shown: bool = True) -> None:
     """No payload as markup; with shown=True each appears as escaped text (so the check is not vacuous)."""
@@ -232,27 +279,43 @@ def test_eda_report_escapes_a_generic_mapping_extra_column(synth_root, tmp_path)
     (tmp_path / "map.toml").write_text(
         'csv = "table.csv"\n[columns]\npatient_id = "patient_id"\nimage_id = "image_id"\nlaterality = "laterality"\n'
         'view = "view"\nage = "age"\n[label]\ncolumn = "cancer"\npositive = ["1"]\nnegative = ["0"]\n'
-        '[factors]\nscanner_note = "categorical"\n')
+        '[factors]\nscanner_note = "categorical"\n'
+    )
     out = tmp_path / "eda"
-    result = cli("eda", "--dataset", "generic", "--root", tmp_path, "--mapping", tmp_path / "map.toml", "--out", out)
+    result = cli(
+        "eda", "--dataset", "generic", "--root", tmp_path, "--mapping", tmp_path / "map.toml", "--out", out
+    )
     assert result.returncode == 0, result.stderr
     _assert_escaped((out / "index.html").read_text(), SCRIPT)
 
 
 # 6 + 9 share one tiny training run ------------------------------------------------------------------
 
+
 def _train_config():
     from mammo_insight.models.config import load_config
 
-    return load_config(None, model="test_resnet", folds=2, epochs=1, batch_size=8, lr=0.01, seed=3,
-                       augment={"rotate_degrees": 0}, cpu_threads=1, device="cpu")
+    return load_config(
+        None,
+        model="test_resnet",
+        folds=2,
+        epochs=1,
+        batch_size=8,
+        lr=0.01,
+        seed=3,
+        augment={"rotate_degrees": 0},
+        cpu_threads=1,
+        device="cpu",
+    )
 
 
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory) -> Path:
     from train_cache import write_cache
 
-    cache = write_cache(tmp_path_factory.mktemp("hard_cache"), n_patients=12, seed=4, size=(64, 48), prevalence=0.4)
+    cache = write_cache(
+        tmp_path_factory.mktemp("hard_cache"), n_patients=12, seed=4, size=(64, 48), prevalence=0.4
+    )
     index = pd.read_parquet(cache / "index.parquet")
     hostile = index["patient_id"].str[-1].astype(int) % 2 == 0
     index["site_id"] = index["site_id"].where(~hostile, SCRIPT)
@@ -266,14 +329,18 @@ def two_runs(tiny_cache, tmp_path_factory) -> tuple[Path, Path]:
     from mammo_insight.stages.train import train_run
 
     base = tmp_path_factory.mktemp("hard_runs")
-    return train_run(tiny_cache, base / "a", _train_config()), train_run(tiny_cache, base / "b", _train_config())
+    return train_run(tiny_cache, base / "a", _train_config()), train_run(
+        tiny_cache, base / "b", _train_config()
+    )
 
 
 @pytest.mark.slow
 def test_same_seed_gives_identical_training_metrics(two_runs):
     a, b = two_runs
     assert json.loads((a / "metrics.json").read_text()) == json.loads((b / "metrics.json").read_text())
-    pd.testing.assert_frame_equal(pd.read_csv(a / "oof_predictions.csv"), pd.read_csv(b / "oof_predictions.csv"))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(a / "oof_predictions.csv"), pd.read_csv(b / "oof_predictions.csv")
+    )
 
 
 @pytest.mark.slow
@@ -281,8 +348,25 @@ def test_same_seed_gives_identical_fusion_metrics(tmp_path):
     root = _hostile_rsna(tmp_path, n_patients=150)
     outs = [tmp_path / "fuse_a", tmp_path / "fuse_b"]
     for out in outs:
-        result = cli("fuse-train", "--dataset", "rsna", "--root", root, "--out", out, "--folds", "3", "--seed", "5",
-                     "--n-boot", "30", "--shap-rows", "40", "--workers", "1")
+        result = cli(
+            "fuse-train",
+            "--dataset",
+            "rsna",
+            "--root",
+            root,
+            "--out",
+            out,
+            "--folds",
+            "3",
+            "--seed",
+            "5",
+            "--n-boot",
+            "30",
+            "--shap-rows",
+            "40",
+            "--workers",
+            "1",
+        )
         assert result.returncode == 0, result.stderr
     metrics = [json.loads((out / "metrics.json").read_text()) for out in outs]
     assert metrics[0] == metrics[1]
@@ -309,11 +393,20 @@ def test_every_torch_load_in_the_package_passes_weights_only_true():
     calls = []
     for path in (REPO / "mammo_insight").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "load"
-                    and isinstance(node.func.value, ast.Name) and node.func.value.id == "torch"):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "load"
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "torch"
+            ):
                 flag = next((k.value for k in node.keywords if k.arg == "weights_only"), None)
-                calls.append((f"{path.relative_to(REPO)}:{node.lineno}",
-                              isinstance(flag, ast.Constant) and flag.value is True))
+                calls.append(
+                    (
+                        f"{path.relative_to(REPO)}:{node.lineno}",
+                        isinstance(flag, ast.Constant) and flag.value is True,
+                    )
+                )
     assert calls, "no torch.load call found: the scan is broken"
     assert [where for where, safe in calls if not safe] == []
 
@@ -362,6 +455,7 @@ def test_a_malicious_resume_checkpoint_is_refused(two_runs, tiny_cache, tmp_path
 
 # 7. no identifying DICOM tag reaches any output --------------------------------------------------------
 
+
 def _png_text(path: Path) -> str:
     from PIL import Image
 
@@ -379,19 +473,40 @@ def test_no_identifying_tag_is_written_to_any_output(synth_root, tmp_path):
             setattr(ds, keyword, value)
         ds.save_as(path)
     assert all(str(pydicom.dcmread(f).PatientAddress) == IDENTIFYING["PatientAddress"] for f in files[:2])
-    assert all(v.encode() in files[0].read_bytes() for v in IDENTIFYING.values())  # the byte scan can see them
+    assert all(
+        v.encode() in files[0].read_bytes() for v in IDENTIFYING.values()
+    )  # the byte scan can see them
     outs = {"cache": tmp_path / "cache", "eda": tmp_path / "eda", "cohort": tmp_path / "cohort" / "c.parquet"}
-    runs = [cli("preprocess", "--dataset", "rsna", "--root", root, "--out", outs["cache"], "--size", "64x32",
-                "--sheet-size", "4"),
-            cli("eda", "--dataset", "rsna", "--root", root, "--out", outs["eda"]),
-            cli("cohort", "--dataset", "rsna", "--root", root, "--out", outs["cohort"])]
-    secrets = [v.encode() for v in IDENTIFYING.values()] + [v.split("^")[-1].encode() for v in IDENTIFYING.values()]
+    runs = [
+        cli(
+            "preprocess",
+            "--dataset",
+            "rsna",
+            "--root",
+            root,
+            "--out",
+            outs["cache"],
+            "--size",
+            "64x32",
+            "--sheet-size",
+            "4",
+        ),
+        cli("eda", "--dataset", "rsna", "--root", root, "--out", outs["eda"]),
+        cli("cohort", "--dataset", "rsna", "--root", root, "--out", outs["cohort"]),
+    ]
+    secrets = [v.encode() for v in IDENTIFYING.values()] + [
+        v.split("^")[-1].encode() for v in IDENTIFYING.values()
+    ]
     for result in runs:
         assert result.returncode == 0, result.stderr
         for secret in secrets:
             assert secret.decode() not in result.stdout + result.stderr
-    written = [p for out in (tmp_path / "cache", tmp_path / "eda", tmp_path / "cohort") for p in out.rglob("*")
-               if p.is_file()]
+    written = [
+        p
+        for out in (tmp_path / "cache", tmp_path / "eda", tmp_path / "cohort")
+        for p in out.rglob("*")
+        if p.is_file()
+    ]
     assert any(p.suffix == ".png" for p in written) and any(p.suffix == ".parquet" for p in written)
     for path in written:
         data = path.read_bytes()
@@ -407,6 +522,7 @@ def test_no_identifying_tag_is_written_to_any_output(synth_root, tmp_path):
 
 # 8. image paths from a CSV stay inside the image root ---------------------------------------------------
 
+
 @pytest.mark.slow
 def test_generic_paths_escaping_the_image_root_are_rejected(synth_root, tmp_path):
     table = pd.read_csv(synth_root / "train.csv", dtype=str)
@@ -415,12 +531,25 @@ def test_generic_paths_escaping_the_image_root_are_rejected(synth_root, tmp_path
     table.loc[5, "path"] = "/etc/passwd"
     table.to_csv(tmp_path / "table.csv", index=False)
     shutil.copytree(synth_root / "train_images", tmp_path / "train_images")
-    (tmp_path / "map.toml").write_text('csv = "table.csv"\n[columns]\npatient_id = "patient_id"\n'
-                                       'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n')
+    (tmp_path / "map.toml").write_text(
+        'csv = "table.csv"\n[columns]\npatient_id = "patient_id"\n'
+        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n'
+    )
     for command in ("cohort", "preprocess"):
-        result = cli(command, "--dataset", "generic", "--root", tmp_path, "--mapping", tmp_path / "map.toml",
-                     "--out", tmp_path / "out")
-        assert_clean_error(result, "outside the image root", "line(s) 5, 7", "../../etc/passwd", "/etc/passwd")
+        result = cli(
+            command,
+            "--dataset",
+            "generic",
+            "--root",
+            tmp_path,
+            "--mapping",
+            tmp_path / "map.toml",
+            "--out",
+            tmp_path / "out",
+        )
+        assert_clean_error(
+            result, "outside the image root", "line(s) 5, 7", "../../etc/passwd", "/etc/passwd"
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -441,10 +570,23 @@ def test_cache_files_cannot_be_written_outside_the_cache(synth_root, tmp_path):
     table.loc[1, "patient_id"] = "../../../escaped"
     table.to_csv(tmp_path / "table.csv", index=False)
     shutil.copytree(synth_root / "train_images", tmp_path / "train_images")
-    (tmp_path / "map.toml").write_text('csv = "table.csv"\n[columns]\npatient_id = "patient_id"\n'
-                                       'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n')
-    result = cli("preprocess", "--dataset", "generic", "--root", tmp_path, "--mapping", tmp_path / "map.toml",
-                 "--out", tmp_path / "a" / "b" / "cache", "--size", "64x32")
+    (tmp_path / "map.toml").write_text(
+        'csv = "table.csv"\n[columns]\npatient_id = "patient_id"\n'
+        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n'
+    )
+    result = cli(
+        "preprocess",
+        "--dataset",
+        "generic",
+        "--root",
+        tmp_path,
+        "--mapping",
+        tmp_path / "map.toml",
+        "--out",
+        tmp_path / "a" / "b" / "cache",
+        "--size",
+        "64x32",
+    )
     assert_clean_error(result, "'patient_id'", "line(s) 3", "../../../escaped")
     assert not list(tmp_path.rglob("escaped*"))
 

@@ -60,7 +60,9 @@ def test_voi_lut_sequence_wins_over_the_window_and_uses_its_own_range() -> None:
 
 def test_monochrome1_is_inverted_and_rescale_applies_first() -> None:
     # window given in modality units: stored 1000..2000 -> modality 1900..3900 with slope 2, intercept -100
-    ds = _ds(WindowCenter=2900, WindowWidth=2001, VOILUTFunction="LINEAR", RescaleSlope=2, RescaleIntercept=-100)
+    ds = _ds(
+        WindowCenter=2900, WindowWidth=2001, VOILUTFunction="LINEAR", RescaleSlope=2, RescaleIntercept=-100
+    )
     mono2 = _table(ds)
     assert mono2[900] == 0 and mono2[2100] == 1 and mono2[1500] == pytest.approx(0.5, abs=0.01)
     ds.PhotometricInterpretation = "MONOCHROME1"
@@ -90,7 +92,9 @@ def synth_files(tmp_path_factory) -> dict[str, Path]:
     make_synthetic_cohort(root, n_patients=4, seed=2, size=(96, 64))
     files: dict[str, Path] = {}
     for path in sorted(root.rglob("*.dcm")):
-        files.setdefault(pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID.name, path)
+        files.setdefault(
+            pydicom.dcmread(path, stop_before_pixels=True).file_meta.TransferSyntaxUID.name, path
+        )
     assert len(files) == 4
     return files
 
@@ -115,8 +119,16 @@ def test_backends_agree_on_a_real_rsna_jpeg2000(data_dir) -> None:
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("rel", ["rsna/train_images/10006/462822612.dcm", "rsna/test_images/10008/361203119.dcm",
-                                 "cbis_ddsm/P_00820/1-281.dcm", "mias/mdb005.png", "mias/mdb132.png"])
+@pytest.mark.parametrize(
+    "rel",
+    [
+        "rsna/train_images/10006/462822612.dcm",
+        "rsna/test_images/10008/361203119.dcm",
+        "cbis_ddsm/P_00820/1-281.dcm",
+        "mias/mdb005.png",
+        "mias/mdb132.png",
+    ],
+)
 def test_real_images_get_a_tight_display_correct_crop(data_dir, rel) -> None:
     raw = read_image(data_dir / rel)
     out = prepare(raw, PreprocessConfig(size=(128, 64)))
@@ -127,7 +139,7 @@ def test_real_images_get_a_tight_display_correct_crop(data_dir, rel) -> None:
     preview = out.preview.astype(np.float64) / LUT_MAX
     outside = np.ones(preview.shape, bool)
     s = out.preview_stride
-    outside[geom.crop_y0 // s:geom.crop_y1 // s, geom.crop_x0 // s:geom.crop_x1 // s] = False
+    outside[geom.crop_y0 // s : geom.crop_y1 // s, geom.crop_x0 // s : geom.crop_x1 // s] = False
     assert image[image > 0].mean() > 2 * np.percentile(preview[outside], 25) + 0.1
     area = geom.crop_width * geom.crop_height / (geom.orig_width * geom.orig_height)
     assert 0.1 < area < 0.8, area

@@ -12,13 +12,14 @@ from mammo_insight.imaging.geometry import CacheGeometry
 
 def _apply(geom: CacheGeometry, image: np.ndarray) -> np.ndarray:
     """What the cache builder does to pixels, written independently of CacheGeometry's maths."""
-    crop = image[geom.crop_y0:geom.crop_y1, geom.crop_x0:geom.crop_x1]
+    crop = image[geom.crop_y0 : geom.crop_y1, geom.crop_x0 : geom.crop_x1]
     if geom.flipped:
         crop = crop[:, ::-1]
-    small = cv2.resize(np.ascontiguousarray(crop), (geom.resized_width, geom.resized_height),
-                       interpolation=cv2.INTER_LINEAR)
+    small = cv2.resize(
+        np.ascontiguousarray(crop), (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_LINEAR
+    )
     out = np.zeros((geom.out_height, geom.out_width), np.float32)
-    out[geom.pad_y:geom.pad_y + geom.resized_height, geom.pad_x:geom.pad_x + geom.resized_width] = small
+    out[geom.pad_y : geom.pad_y + geom.resized_height, geom.pad_x : geom.pad_x + geom.resized_width] = small
     return out
 
 
@@ -48,7 +49,7 @@ def test_mapping_agrees_with_pixels(flipped: bool) -> None:
     image = np.zeros((300, 240), np.float32)
     yy, xx = np.mgrid[:300, :240]
     cx, cy = 170.0, 90.0
-    image[:] = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 12.0 ** 2))
+    image[:] = np.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / (2 * 12.0**2))
     geom = CacheGeometry.fit(300, 240, (60, 30, 230, 280), flipped, 96, 64)
     out = _apply(geom, image)
     vy, vx = np.mgrid[:96, :64]

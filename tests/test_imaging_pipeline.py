@@ -62,7 +62,7 @@ def _png_bytes(cache: Path) -> dict[str, bytes]:
 def test_every_synthetic_image_is_cached_with_the_contract(reference, cohort) -> None:
     index = read_cache_index(reference)
     assert len(index) == len(cohort.table)
-    assert list(index.columns[-len(CACHE_COLUMNS):]) == CACHE_COLUMNS
+    assert list(index.columns[-len(CACHE_COLUMNS) :]) == CACHE_COLUMNS
     assert set(index["status"]) == {"ok"}
     syntaxes = set(index["transfer_syntax"])
     assert any("2000" in s for s in syntaxes) and any("Process 14" in s for s in syntaxes)
@@ -81,10 +81,15 @@ def test_crop_holds_the_true_breast_box_and_little_else(reference, synth_root) -
     truth = pd.read_csv(synth_root / "breast_boxes.csv", dtype={"image_id": str})
     m = index.merge(truth, on="image_id")
     assert len(m) == len(index)
-    cut = np.maximum.reduce([m.crop_x0 - m.x0, m.crop_y0 - m.y0, m.x1 - m.crop_x1, m.y1 - m.crop_y1]).astype(int)
-    assert (cut <= 0).all(), m.loc[cut > 0, ["image_id", "x0", "y0", "x1", "y1", "crop_x0", "crop_y0", "crop_x1",
-                                             "crop_y1"]]
-    ratio = ((m.crop_x1 - m.crop_x0) * (m.crop_y1 - m.crop_y0) / ((m.x1 - m.x0) * (m.y1 - m.y0))).astype(float)
+    cut = np.maximum.reduce([m.crop_x0 - m.x0, m.crop_y0 - m.y0, m.x1 - m.crop_x1, m.y1 - m.crop_y1]).astype(
+        int
+    )
+    assert (cut <= 0).all(), m.loc[
+        cut > 0, ["image_id", "x0", "y0", "x1", "y1", "crop_x0", "crop_y0", "crop_x1", "crop_y1"]
+    ]
+    ratio = ((m.crop_x1 - m.crop_x0) * (m.crop_y1 - m.crop_y0) / ((m.x1 - m.x0) * (m.y1 - m.y0))).astype(
+        float
+    )
     assert ratio.max() < 1.35
 
 
@@ -95,7 +100,7 @@ def test_flip_puts_every_chest_wall_on_the_left(reference) -> None:
     for _, row in index.iterrows():
         image = load_cache_image(reference, row)
         cols = image.mean(axis=0)
-        assert cols[: SIZE[1] // 4].mean() > cols[-SIZE[1] // 4:].mean()
+        assert cols[: SIZE[1] // 4].mean() > cols[-SIZE[1] // 4 :].mean()
 
 
 def test_tissue_is_bright_on_dark_for_every_dicom_variant(reference, synth_root, cohort) -> None:
@@ -109,19 +114,21 @@ def test_tissue_is_bright_on_dark_for_every_dicom_variant(reference, synth_root,
         raw = read_image(row.image_path)
         ds = raw.header
         seen.add((raw.photometric, str(ds.get("VOILUTFunction", "LUT" if "VOILUTSequence" in ds else "-"))))
-        display = display_lut(ds, raw.pixels.dtype, raw.pixels, raw.photometric)[lut_index(raw.pixels)] / 65535
+        display = (
+            display_lut(ds, raw.pixels.dtype, raw.pixels, raw.photometric)[lut_index(raw.pixels)] / 65535
+        )
         box = truth.loc[row.image_id]
         w, h = box.x1 - box.x0, box.y1 - box.y0
-        centre = display[box.y0 + h // 4:box.y1 - h // 4, box.x0 + w // 4:box.x1 - w // 4]
+        centre = display[box.y0 + h // 4 : box.y1 - h // 4, box.x0 + w // 4 : box.x1 - w // 4]
         outside = np.ones(display.shape, bool)
-        outside[box.y0:box.y1, box.x0:box.x1] = False
+        outside[box.y0 : box.y1, box.x0 : box.x1] = False
         assert np.median(centre) > np.median(display[outside]) + 0.2, (row.image_id, raw.photometric)
     assert {p for p, _ in seen} == {"MONOCHROME1", "MONOCHROME2"}
     assert {"LINEAR", "SIGMOID", "LUT"} <= {f for _, f in seen} | {"LUT"} and len(seen) >= 4
     index = read_cache_index(reference)
     for _, row in index.iterrows():  # the canvas right of the resized crop is padding: exactly 0
         geom = CacheGeometry.from_row(row)
-        padding = load_cache_image(reference, row)[:, geom.pad_x + geom.resized_width:]
+        padding = load_cache_image(reference, row)[:, geom.pad_x + geom.resized_width :]
         assert padding.size == 0 or padding.max() == 0
 
 
@@ -158,7 +165,11 @@ def test_every_adapter_column_reaches_the_index(tmp_path, cohort) -> None:
     build_cache(extra, tmp_path, PreprocessConfig(size=SIZE), show_progress=False, sheet_size=0)
     index = read_cache_index(tmp_path, include_failed=True)
     extras = ["second_label", "is_augmented", "external_only", "scanner_note"]
-    assert list(index.columns) == [*table.columns[:len(table.columns) - len(extras)], *extras, *CACHE_COLUMNS]
+    assert list(index.columns) == [
+        *table.columns[: len(table.columns) - len(extras)],
+        *extras,
+        *CACHE_COLUMNS,
+    ]
     for col in extras:
         pd.testing.assert_series_equal(index[col], table[col].reset_index(drop=True), check_dtype=False)
     from mammo_insight.cohort.folds import train_only_mask
@@ -182,22 +193,30 @@ def _bad_files(tmp: Path, good: Path) -> dict[str, tuple[Path, str]]:
     ds = pydicom.dcmread(good)
     start = data.index(b"\xff\x4f\xff\x51")  # JPEG 2000 codestream: SOC then SIZ
     garbled = bytearray(data)
-    garbled[start:start + 48] = np.random.default_rng(0).integers(0, 256, 48, dtype=np.uint8).tobytes()
+    garbled[start : start + 48] = np.random.default_rng(0).integers(0, 256, 48, dtype=np.uint8).tobytes()
     corrupt.write_bytes(bytes(garbled))
     not_dicom = tmp / "not_dicom.dcm"
     not_dicom.write_text("patient_id,image_id\n1,2\n")
     no_pixels = tmp / "no_pixels.dcm"
     del ds.PixelData
     ds.save_as(no_pixels)
-    return {"bad_truncated": (truncated, "decoded"), "bad_corrupt": (corrupt, "decoded"),
-            "bad_not_dicom": (not_dicom, "not a DICOM"), "bad_no_pixels": (no_pixels, "no pixel data"),
-            "bad_missing": (tmp / "gone.dcm", "not found")}
+    return {
+        "bad_truncated": (truncated, "decoded"),
+        "bad_corrupt": (corrupt, "decoded"),
+        "bad_not_dicom": (not_dicom, "not a DICOM"),
+        "bad_no_pixels": (no_pixels, "no pixel data"),
+        "bad_missing": (tmp / "gone.dcm", "not found"),
+    }
 
 
 def test_bad_files_are_listed_and_the_rest_is_cached(tmp_path, cohort) -> None:
     table = cohort.table
-    j2k = table[[("2000" in pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID.name)
-                 for p in table["image_path"]]].iloc[0]
+    j2k = table[
+        [
+            ("2000" in pydicom.dcmread(p, stop_before_pixels=True).file_meta.TransferSyntaxUID.name)
+            for p in table["image_path"]
+        ]
+    ].iloc[0]
     bad = _bad_files(tmp_path, Path(j2k["image_path"]))
     rows = []
     for image_id, (path, _) in bad.items():
@@ -206,7 +225,9 @@ def test_bad_files_are_listed_and_the_rest_is_cached(tmp_path, cohort) -> None:
         rows.append(row)
     good = table.head(4)
     mixed = Cohort(validate_cohort(pd.concat([good, pd.DataFrame(rows)], ignore_index=True)), "rsna", "test")
-    summary = build_cache(mixed, tmp_path / "cache", PreprocessConfig(size=SIZE), show_progress=False, sheet_size=2)
+    summary = build_cache(
+        mixed, tmp_path / "cache", PreprocessConfig(size=SIZE), show_progress=False, sheet_size=2
+    )
     assert summary["ok"] == len(good) and summary["failed"] == len(bad)
     failures = pd.read_csv(tmp_path / "cache" / "failures.csv").set_index("image_id")
     assert set(failures.index) == set(bad)
@@ -246,9 +267,24 @@ def test_resume_after_partial_run_redoes_only_the_missing(tmp_path, cohort, refe
 @pytest.mark.slow
 def test_kill_mid_run_then_rerun_equals_uninterrupted(tmp_path, synth_root, reference) -> None:
     out = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "mammo_insight.cli.app", "preprocess", "--dataset", "rsna", "--root",
-           str(synth_root), "--out", str(out), "--size", f"{SIZE[0]}x{SIZE[1]}", "--workers", "1",
-           "--sheet-size", "4"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mammo_insight.cli.app",
+        "preprocess",
+        "--dataset",
+        "rsna",
+        "--root",
+        str(synth_root),
+        "--out",
+        str(out),
+        "--size",
+        f"{SIZE[0]}x{SIZE[1]}",
+        "--workers",
+        "1",
+        "--sheet-size",
+        "4",
+    ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     journal = out / JOURNAL_FILE
     deadline = time.monotonic() + 120
@@ -282,7 +318,9 @@ def test_changed_settings_refuse_to_resume(tmp_path, cohort) -> None:
 def _same_as_reference(cohort, reference, tmp_path, engine: str) -> None:
     small = Cohort(cohort.table.head(6), cohort.dataset, cohort.label_meaning, cohort.annotations)
     out = tmp_path / engine
-    build_cache(small, out, PreprocessConfig(size=SIZE), workers=2, engine=engine, show_progress=False, sheet_size=0)
+    build_cache(
+        small, out, PreprocessConfig(size=SIZE), workers=2, engine=engine, show_progress=False, sheet_size=0
+    )
     pd.testing.assert_frame_equal(read_cache_index(out), read_cache_index(reference).head(6))
     for rel, data in _png_bytes(out).items():
         assert (reference / rel).read_bytes() == data
@@ -304,14 +342,33 @@ def test_cli_writes_the_cache(tmp_path, synth_root) -> None:
     from mammo_insight.cli.app import app
 
     out = tmp_path / "cache"
-    result = CliRunner().invoke(app, ["preprocess", "--dataset", "rsna", "--root", str(synth_root), "--out", str(out),
-                                      "--size", "64x32", "--no-flip", "--bits", "16", "--sheet-size", "2"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "preprocess",
+            "--dataset",
+            "rsna",
+            "--root",
+            str(synth_root),
+            "--out",
+            str(out),
+            "--size",
+            "64x32",
+            "--no-flip",
+            "--bits",
+            "16",
+            "--sheet-size",
+            "2",
+        ],
+    )
     assert result.exit_code == 0, result.output
     index = read_cache_index(out)
     assert not index["flipped"].any() and (index["out_width"] == 32).all()
     # without flipping, right breasts keep their chest wall on the right edge of the canvas
     right = index[index["laterality"] == "R"]
-    assert ((right["pad_x"] + [CacheGeometry.from_row(r).resized_width for _, r in right.iterrows()]) == 32).all()
+    assert (
+        (right["pad_x"] + [CacheGeometry.from_row(r).resized_width for _, r in right.iterrows()]) == 32
+    ).all()
     assert read_cache_config(out)["flip"] is False and read_cache_config(out)["bits"] == 16
     assert PreprocessConfig.from_cache(out) == PreprocessConfig(size=(64, 32), bits=16, flip=False)
     shutil.rmtree(out)

@@ -44,6 +44,7 @@ def _scores(rng, n, shift=1.0, prevalence=0.3, decimals=None):
 
 # --- pF1 -------------------------------------------------------------------------------------------------
 
+
 def test_pf1_hand_computed():
     # ctp = 0.5, cfp = 1.0 -> precision 1/3, recall 0.5 -> F1 = 0.4, F2 = 5/11
     y, p = [1, 0, 0, 0], [0.5, 0.5, 0.25, 0.25]
@@ -62,6 +63,7 @@ def test_pf1_ignores_unlabelled_rows_and_is_nan_without_positives():
 
 
 # --- agreement with scikit-learn ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("decimals", [None, 1])
 def test_point_metrics_agree_with_sklearn(decimals):
@@ -93,14 +95,16 @@ def test_bootstrap_engine_matches_explicit_resample():
     weights = resample_counts(n_groups, 3, seed=1)
     boot = bootstrap_metrics(y, p, codes, weights, threshold=0.6)
     for b in range(3):
-        rows = np.concatenate([np.flatnonzero(codes == g).repeat(1) for g in range(n_groups)
-                               for _ in range(int(weights[b, g]))])
+        rows = np.concatenate(
+            [np.flatnonzero(codes == g).repeat(1) for g in range(n_groups) for _ in range(int(weights[b, g]))]
+        )
         direct = point_metrics(y[rows], p[rows], 0.6)
         for name in METRIC_NAMES:
             assert boot[name][b] == pytest.approx(direct[name], rel=1e-5), name
 
 
 # --- bootstrap intervals --------------------------------------------------------------------------------
+
 
 def test_bootstrap_interval_covers_true_auc():
     true_auc = norm.cdf(1 / np.sqrt(2))  # scores N(1,1) vs N(0,1)
@@ -142,16 +146,19 @@ def test_metrics_with_ci_shape_and_threshold_source():
 
 # --- aggregation, thresholds, calibration ---------------------------------------------------------------
 
+
 def _image_preds():
-    return pd.DataFrame({
-        "image_id": ["a", "b", "c", "d", "e"],
-        "breast_id": ["1_L", "1_L", "1_R", "2_L", "2_L"],
-        "patient_id": ["1", "1", "1", "2", "2"],
-        "view": ["CC", "MLO", "CC", "CC", "MLO"],
-        "fold": [0, 0, 0, 1, 1],
-        "prob": [0.2, 0.8, 0.1, 0.4, 0.6],
-        "cancer": [0.0, 1.0, 0.0, np.nan, 0.0],
-    })
+    return pd.DataFrame(
+        {
+            "image_id": ["a", "b", "c", "d", "e"],
+            "breast_id": ["1_L", "1_L", "1_R", "2_L", "2_L"],
+            "patient_id": ["1", "1", "1", "2", "2"],
+            "view": ["CC", "MLO", "CC", "CC", "MLO"],
+            "fold": [0, 0, 0, 1, 1],
+            "prob": [0.2, 0.8, 0.1, 0.4, 0.6],
+            "cancer": [0.0, 1.0, 0.0, np.nan, 0.0],
+        }
+    )
 
 
 def test_aggregate_to_breast_mean_and_max():
@@ -190,6 +197,7 @@ def test_calibration_table_on_calibrated_predictions():
 
 # --- paired comparison ----------------------------------------------------------------------------------
 
+
 def test_delong_and_paired_bootstrap_agree_on_a_clear_difference():
     rng = np.random.default_rng(11)
     n = 600
@@ -217,6 +225,7 @@ def test_delong_variance_matches_hanley_mcneil_scale():
 
 
 # --- degenerate inputs ----------------------------------------------------------------------------------
+
 
 def test_one_class_gives_nan_not_exceptions():
     y, p = np.ones(6), np.linspace(0.1, 0.9, 6)
@@ -252,6 +261,7 @@ def test_rare_positive_bootstrap_skips_single_class_resamples():
 
 # --- evaluation body, JSON, subgroups -------------------------------------------------------------------
 
+
 def test_evaluate_predictions_levels_hold_every_metric_with_interval():
     rng = np.random.default_rng(4)
     n_patients = 60
@@ -260,9 +270,16 @@ def test_evaluate_predictions_levels_hold_every_metric_with_interval():
         for side in "LR":
             label = float(rng.random() < 0.25)
             for view in ("CC", "MLO"):
-                rows.append({"image_id": f"{pid}{side}{view}", "breast_id": f"{pid}_{side}", "patient_id": str(pid),
-                             "view": view, "cancer": label,
-                             "prob": float(np.clip(0.3 + 0.4 * label + rng.normal(0, 0.2), 0, 1))})
+                rows.append(
+                    {
+                        "image_id": f"{pid}{side}{view}",
+                        "breast_id": f"{pid}_{side}",
+                        "patient_id": str(pid),
+                        "view": view,
+                        "cancer": label,
+                        "prob": float(np.clip(0.3 + 0.4 * label + rng.normal(0, 0.2), 0, 1)),
+                    }
+                )
     preds = pd.DataFrame(rows)
     body = evaluate_predictions(preds, n_boot=100)
     assert {"image", "breast", "breast_max"} <= set(body)
@@ -271,9 +288,14 @@ def test_evaluate_predictions_levels_hold_every_metric_with_interval():
             assert set(body[level][name]) == {"value", "ci_low", "ci_high"}
     assert body["image"]["n"] == 240 and body["breast"]["n"] == 120
     # each level scores its own rows: images as they are, breasts by the mean / the max of their images
-    by_breast = preds.groupby("breast_id").agg(cancer=("cancer", "max"), mean=("prob", "mean"), max=("prob", "max"))
-    for level, y, p in (("image", preds["cancer"], preds["prob"]), ("breast", by_breast["cancer"], by_breast["mean"]),
-                        ("breast_max", by_breast["cancer"], by_breast["max"])):
+    by_breast = preds.groupby("breast_id").agg(
+        cancer=("cancer", "max"), mean=("prob", "mean"), max=("prob", "max")
+    )
+    for level, y, p in (
+        ("image", preds["cancer"], preds["prob"]),
+        ("breast", by_breast["cancer"], by_breast["mean"]),
+        ("breast_max", by_breast["cancer"], by_breast["max"]),
+    ):
         cells = body[level]
         assert cells["roc_auc"]["value"] == pytest.approx(skm.roc_auc_score(y, p))
         assert cells["pr_auc"]["value"] == pytest.approx(skm.average_precision_score(y, p))
@@ -296,8 +318,15 @@ def test_subgroup_metrics_finds_the_harder_subgroup():
     y = (rng.random(n) < 0.3).astype(float)
     shift = np.where(density == "A", 2.0, 0.3)  # detection harder in dense breasts
     p = 1 / (1 + np.exp(-(rng.normal(0, 1, n) + shift * y)))
-    df = pd.DataFrame({"cancer": y, "prob": p, "density": density, "patient_id": np.arange(n) // 2,
-                       "age": rng.integers(40, 80, n)})
+    df = pd.DataFrame(
+        {
+            "cancer": y,
+            "prob": p,
+            "density": density,
+            "patient_id": np.arange(n) // 2,
+            "age": rng.integers(40, 80, n),
+        }
+    )
     table = subgroup_metrics(df, ["density", "age_band", "site_id"], n_boot=100)
     assert list(table.columns) == ["factor", "level", "n", "n_pos", "metric", "value", "ci_low", "ci_high"]
     auc = table[table["metric"] == "roc_auc"].set_index(["factor", "level"])["value"]
@@ -308,6 +337,7 @@ def test_subgroup_metrics_finds_the_harder_subgroup():
 
 
 # --- baselines ------------------------------------------------------------------------------------------
+
 
 def test_baselines_score_chance_on_random_data():
     rng = np.random.default_rng(9)
@@ -332,17 +362,26 @@ def test_pixel_logreg_beats_chance_on_planted_blob():
     images = rng.random((n, 64, 48)).astype(np.float32) * 0.5
     for i in np.flatnonzero(y):
         r, c = rng.integers(12, 52), rng.integers(12, 36)
-        images[i, r - 8:r + 8, c - 8:c + 8] += 0.25
-    table = pd.DataFrame({"image_id": [f"i{i}" for i in range(n)], "breast_id": [f"b{i // 2}" for i in range(n)],
-                          "patient_id": [f"p{i // 4}" for i in range(n)], "fold": (np.arange(n) // 4) % 5,
-                          "cancer": y})
+        images[i, r - 8 : r + 8, c - 8 : c + 8] += 0.25
+    table = pd.DataFrame(
+        {
+            "image_id": [f"i{i}" for i in range(n)],
+            "breast_id": [f"b{i // 2}" for i in range(n)],
+            "patient_id": [f"p{i // 4}" for i in range(n)],
+            "fold": (np.arange(n) // 4) % 5,
+            "cancer": y,
+        }
+    )
     body = evaluate_baselines(table, images, n_boot=200)
     assert set(body) == {"majority", "prevalence_random", "pixel_logreg"}
     assert body["pixel_logreg"]["image"]["roc_auc"]["ci_low"] > 0.6
     assert body["majority"]["image"]["roc_auc"]["value"] == pytest.approx(0.5)
     assert body["majority"]["image"]["recall"]["value"] == 0.0  # read at its own decision, not a tuned cut
-    assert body["prevalence_random"]["image"]["roc_auc"]["ci_low"] < 0.5 < \
-        body["prevalence_random"]["image"]["roc_auc"]["ci_high"] + 0.05
+    assert (
+        body["prevalence_random"]["image"]["roc_auc"]["ci_low"]
+        < 0.5
+        < body["prevalence_random"]["image"]["roc_auc"]["ci_high"] + 0.05
+    )
 
 
 @pytest.mark.slow

@@ -13,9 +13,14 @@ from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, validate_c
 from mammo_insight.errors import CohortError
 from mammo_insight.stats.leakage import audit_leakage
 
-EXPECTED = {"rsna": set(POST_OUTCOME_COLUMNS), "cbis": {"pathology", "birads"},
-            "cmmd": {"classification", "subtype", "abnormality"}, "inbreast": {"birads", "birads_category"},
-            "mias": {"abnormality", "severity", "malignant"}, "generic": set()}
+EXPECTED = {
+    "rsna": set(POST_OUTCOME_COLUMNS),
+    "cbis": {"pathology", "birads"},
+    "cmmd": {"classification", "subtype", "abnormality"},
+    "inbreast": {"birads", "birads_category"},
+    "mias": {"abnormality", "severity", "malignant"},
+    "generic": set(),
+}
 
 
 @pytest.mark.parametrize("name", list(ADAPTER_MODULES))
@@ -26,8 +31,9 @@ def test_every_adapter_declares_its_post_outcome_columns(name) -> None:
 
 
 def test_mias_cohort_carries_its_declaration(tmp_path) -> None:
-    (tmp_path / "Info.txt").write_text("mdb001 G CIRC B 10 20 5\nmdb002 F NORM\nmdb003 D CALC M 1 2 3\n"
-                                       "mdb004 D NORM\n")
+    (tmp_path / "Info.txt").write_text(
+        "mdb001 G CIRC B 10 20 5\nmdb002 F NORM\nmdb003 D CALC M 1 2 3\nmdb004 D NORM\n"
+    )
     cohort = load_cohort("mias", tmp_path)
     assert cohort.post_outcome == ["abnormality", "severity", "malignant"]
     assert {"abnormality", "severity", "malignant"} <= set(cohort.table.columns)
@@ -36,12 +42,28 @@ def test_mias_cohort_carries_its_declaration(tmp_path) -> None:
 def _table(n_women: int = 80, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     cancer = (rng.random(n_women) < 0.25).astype(float)
-    return validate_cohort(pd.DataFrame({
-        "patient_id": [f"P{i}" for i in range(n_women)], "image_id": [f"I{i}" for i in range(n_women)],
-        "laterality": "L", "view": "CC", "age": rng.integers(40, 80, n_women).astype(float), "site_id": "1",
-        "machine_id": "9", "density": None, "birads": np.nan, "implant": 0.0, "cancer": cancer,
-        "biopsy": np.nan, "invasive": np.nan, "difficult_negative_case": np.nan, "image_path": None,
-        "workup": rng.choice(["a", "b", "c"], n_women)}))  # noise, but decided after the outcome
+    return validate_cohort(
+        pd.DataFrame(
+            {
+                "patient_id": [f"P{i}" for i in range(n_women)],
+                "image_id": [f"I{i}" for i in range(n_women)],
+                "laterality": "L",
+                "view": "CC",
+                "age": rng.integers(40, 80, n_women).astype(float),
+                "site_id": "1",
+                "machine_id": "9",
+                "density": None,
+                "birads": np.nan,
+                "implant": 0.0,
+                "cancer": cancer,
+                "biopsy": np.nan,
+                "invasive": np.nan,
+                "difficult_negative_case": np.nan,
+                "image_path": None,
+                "workup": rng.choice(["a", "b", "c"], n_women),
+            }
+        )
+    )  # noise, but decided after the outcome
 
 
 def test_leakage_audit_reads_the_declared_list() -> None:
@@ -49,15 +71,18 @@ def test_leakage_audit_reads_the_declared_list() -> None:
     default = audit_leakage(table).set_index("column")
     assert default.loc["workup", "verdict"] == "ok" and default.loc["birads", "verdict"] == "leaky"
     declared = audit_leakage(table, post_outcome=["workup"]).set_index("column")
-    assert declared.loc["workup", "verdict"] == "leaky" and not declared.loc["workup", "available_at_screening"]
+    assert (
+        declared.loc["workup", "verdict"] == "leaky" and not declared.loc["workup", "available_at_screening"]
+    )
     assert declared.loc["birads", "verdict"] == "ok"  # not declared by this cohort, empty, no AUC
 
 
 def test_eda_flags_the_cohorts_post_outcome_factor() -> None:
     from mammo_insight.stats.study import run_study
 
-    cohort = Cohort(_table(), dataset="x", label_meaning="", factors={"workup": "categorical"},
-                    post_outcome=["workup"])
+    cohort = Cohort(
+        _table(), dataset="x", label_meaning="", factors={"workup": "categorical"}, post_outcome=["workup"]
+    )
     result = run_study(cohort)
     factor = next(f for f in result.factors if f.name == "workup")
     assert factor.post_outcome
@@ -88,8 +113,10 @@ work = "categorical"
 """
 
 
-@pytest.mark.parametrize(("post", "expected"), [("", POST_OUTCOME_COLUMNS),
-                                                ('post_outcome = ["work"]', [*POST_OUTCOME_COLUMNS, "work"])])
+@pytest.mark.parametrize(
+    ("post", "expected"),
+    [("", POST_OUTCOME_COLUMNS), ('post_outcome = ["work"]', [*POST_OUTCOME_COLUMNS, "work"])],
+)
 def test_generic_mapping_declares_post_outcome_columns(tmp_path, post, expected) -> None:
     (tmp_path / "t.csv").write_text(GENERIC_CSV)
     (tmp_path / "m.toml").write_text(GENERIC_TOML.format(post=post))

@@ -48,11 +48,21 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("predict")
     make_synthetic_cohort(root / "cohort", n_patients=10, seed=0, size=(96, 72), prevalence=0.4)
-    build_cache(load_cohort("rsna", root / "cohort"), root / "cache", PreprocessConfig(size=(48, 32)),
-                sheet_size=0, show_progress=False)
+    build_cache(
+        load_cohort("rsna", root / "cohort"),
+        root / "cache",
+        PreprocessConfig(size=(48, 32)),
+        sheet_size=0,
+        show_progress=False,
+    )
     config = load_config(None, model="test_resnet", folds=2, epochs=1, batch_size=8, cpu_threads=1)
     train_run(root / "cache", root / "run", config)
-    return {"root": root, "images": root / "cohort" / "train_images", "cache": root / "cache", "run": root / "run"}
+    return {
+        "root": root,
+        "images": root / "cohort" / "train_images",
+        "cache": root / "cache",
+        "run": root / "run",
+    }
 
 
 def _by_hand(run: Path, cache: Path) -> pd.DataFrame:
@@ -72,7 +82,7 @@ def _by_hand(run: Path, cache: Path) -> pd.DataFrame:
     pixels = {}
     for image_id, row in index.iterrows():
         array = np.asarray(Image.open(cache / row["cache_path"]))
-        assert list(array.shape) == config["image_size"]            # no resizing to reproduce
+        assert list(array.shape) == config["image_size"]  # no resizing to reproduce
         pixels[image_id] = torch.from_numpy(array.astype(np.float32) / np.iinfo(array.dtype).max)[None]
     groups = index.groupby("breast_id").groups if multi else {i: [i] for i in index.index}
     folds = sorted((run / "folds").glob("fold_*/model.pt"))
@@ -81,7 +91,9 @@ def _by_hand(run: Path, cache: Path) -> pd.DataFrame:
     for path in folds:
         state = torch.load(path, map_location="cpu", weights_only=True)
         backbone = timm.create_model(config["model"], pretrained=False, num_classes=0, in_chans=1).eval()
-        backbone.load_state_dict({k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")})
+        backbone.load_state_dict(
+            {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        )
         weight, bias = state["head.weight"], state["head.bias"]
         assert set(state) == {f"backbone.{k}" for k in backbone.state_dict()} | {"head.weight", "head.bias"}
         fold_probs = {}
@@ -102,38 +114,46 @@ def test_predict_matches_the_run(trained, tmp_path):
     run = trained["run"]
     predict_studies(run, trained["images"], tmp_path / "out.csv", cache=tmp_path / "cache")
     config = json.loads((run / "config.json").read_text())
-    assert config["preprocess"]["size"] == [48, 32]          # train recorded its preprocessing
+    assert config["preprocess"]["size"] == [48, 32]  # train recorded its preprocessing
     new_config = json.loads((tmp_path / "cache" / "config.json").read_text())
-    assert {k: new_config[k] for k in ("size", "bits", "flip", "margin", "mask")} == \
-        {k: config["preprocess"][k] for k in ("size", "bits", "flip", "margin", "mask")}
+    assert {k: new_config[k] for k in ("size", "bits", "flip", "margin", "mask")} == {
+        k: config["preprocess"][k] for k in ("size", "bits", "flip", "margin", "mask")
+    }
     # the same DICOMs preprocessed for prediction give the training cache's pixels
     old, new = read_cache_index(trained["cache"]), read_cache_index(tmp_path / "cache")
     for image_id in old["image_id"].head(5):
-        np.testing.assert_array_equal(load_cache_image(trained["cache"], old.set_index("image_id").loc[image_id]),
-                                      load_cache_image(tmp_path / "cache", new.set_index("image_id").loc[image_id]))
+        np.testing.assert_array_equal(
+            load_cache_image(trained["cache"], old.set_index("image_id").loc[image_id]),
+            load_cache_image(tmp_path / "cache", new.set_index("image_id").loc[image_id]),
+        )
 
-    images = pd.read_csv(image_csv_path(tmp_path / "out.csv"), dtype={"image_id": str, "breast_id": str,
-                                                                     "patient_id": str})
+    images = pd.read_csv(
+        image_csv_path(tmp_path / "out.csv"), dtype={"image_id": str, "breast_id": str, "patient_id": str}
+    )
     breasts = pd.read_csv(tmp_path / "out.csv", dtype={"breast_id": str, "patient_id": str})
     # every new study scored as the fold models score the training cache's images, by hand
     expected = _by_hand(run, trained["cache"])
     assert (images["status"] == "ok").all() and sorted(images["image_id"]) == sorted(expected.index)
     got = images.set_index("image_id")["prob"]
     np.testing.assert_allclose(got.loc[expected.index], expected["prob"], atol=1e-5)
-    assert expected["prob"].std() > 1e-4                         # the check would see a mix-up of images
+    assert expected["prob"].std() > 1e-4  # the check would see a mix-up of images
 
     truth = pd.read_csv(trained["root"] / "cohort" / "train.csv", dtype=str)
     assert set(breasts["breast_id"]) == set(truth["patient_id"] + "_" + truth["laterality"])
-    by_breast = expected.groupby("breast_id")["prob"].mean()     # a single-view breast: the mean of its images
-    np.testing.assert_allclose(breasts.set_index("breast_id")["prob"], by_breast.loc[breasts["breast_id"]], atol=1e-5)
+    by_breast = expected.groupby("breast_id")["prob"].mean()  # a single-view breast: the mean of its images
+    np.testing.assert_allclose(
+        breasts.set_index("breast_id")["prob"], by_breast.loc[breasts["breast_id"]], atol=1e-5
+    )
     assert (breasts["n_images"] == breasts["breast_id"].map(images["breast_id"].value_counts())).all()
     threshold = thresholds_of(json.loads((run / "metrics.json").read_text()))["breast"]
     assert np.allclose(breasts["threshold"], threshold)
     assert (breasts["decision"] == (breasts["prob"] >= threshold).astype(int)).all()
-    manifest = json.loads((tmp_path / "out.csv.manifest.json").read_text())   # beside the CSV, named after it
+    manifest = json.loads((tmp_path / "out.csv.manifest.json").read_text())  # beside the CSV, named after it
     assert manifest["stage"] == "predict" and manifest["config"]["out"] == "out.csv"
-    assert manifest["headline"] == {"breasts scored": str(len(breasts)),
-                                    "flagged positive": str(int(breasts["decision"].sum()))}
+    assert manifest["headline"] == {
+        "breasts scored": str(len(breasts)),
+        "flagged positive": str(int(breasts["decision"].sum())),
+    }
 
 
 def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):
@@ -147,7 +167,9 @@ def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):
     result = predict_studies(trained["run"], images, tmp_path / "out.csv")
     rows = result.images.set_index("image_id")
     assert (rows["status"] == "ok").sum() == n_good and rows["prob"].notna().sum() == n_good
-    assert rows.loc["garbage", "status"] == "failed" and "not a readable DICOM" in rows.loc["garbage", "reason"]
+    assert (
+        rows.loc["garbage", "status"] == "failed" and "not a readable DICOM" in rows.loc["garbage", "reason"]
+    )
     assert rows.loc["cut", "status"] == "failed" and "cut.dcm" in rows.loc["cut", "reason"]
     cut_breast = rows.loc["cut", "breast_id"]
     assert "1 image(s) failed" in result.breasts.set_index("breast_id").loc[cut_breast, "notes"]
@@ -171,15 +193,32 @@ def test_cli_flat_folder_with_cams_keeps_no_identifying_tag(trained, tmp_path):
     for path in files:
         shutil.copy(path, flat / path.name)
     out = tmp_path / "pred" / "out.csv"
-    result = CliRunner().invoke(app, ["predict", "--run", str(trained["run"]), "--images", str(flat),
-                                      "--out", str(out), "--cams", str(tmp_path / "cams")])
+    result = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "--run",
+            str(trained["run"]),
+            "--images",
+            str(flat),
+            "--out",
+            str(out),
+            "--cams",
+            str(tmp_path / "cams"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "6 scored, 0 failed" in result.output
     images = pd.read_csv(out.with_name("out_images.csv"), dtype=str)
     # patients from the hashed DICOM PatientID: the same grouping as the folder names
     folder_patient = {p.stem: p.parent.name for p in files}
     assert images["patient_id"].str.match(r"^pid-[0-9a-f]{12}$").all()
-    assert images.groupby("patient_id")["image_id"].apply(lambda s: len({folder_patient[i] for i in s})).eq(1).all()
+    assert (
+        images.groupby("patient_id")["image_id"]
+        .apply(lambda s: len({folder_patient[i] for i in s}))
+        .eq(1)
+        .all()
+    )
     assert images["patient_id"].nunique() == len(set(folder_patient.values()))
     pngs = sorted((tmp_path / "cams").glob("*.png"))
     assert {p.stem for p in pngs} == set(images["image_id"])
@@ -194,8 +233,13 @@ def test_multi_view_run_scores_breasts(trained, tmp_path):
     from mammo_insight.models.config import load_config
     from mammo_insight.stages.train import train_run
 
-    run = train_run(trained["cache"], tmp_path / "run", load_config(
-        None, model="test_resnet", view_mode="multi", folds=2, epochs=1, batch_size=4, cpu_threads=1))
+    run = train_run(
+        trained["cache"],
+        tmp_path / "run",
+        load_config(
+            None, model="test_resnet", view_mode="multi", folds=2, epochs=1, batch_size=4, cpu_threads=1
+        ),
+    )
     result = predict_studies(run, trained["images"], tmp_path / "out.csv", cache=tmp_path / "cache")
     expected = _by_hand(run, trained["cache"])["prob"]
     got = result.breasts.set_index("breast_id")["prob"]

@@ -14,9 +14,15 @@ from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.sizes import MAX_SIDE, MIN_SIDE, format_size, parse_size
 
 sides = st.integers(MIN_SIDE, MAX_SIDE)
-configs = st.builds(PreprocessConfig, size=st.tuples(sides, sides), bits=st.sampled_from([8, 16]),
-                    flip=st.booleans(), decoder=st.sampled_from(["pydicom", "gdcm", "dicomsdl"]),
-                    margin=st.floats(0, 0.5, allow_nan=False), mask=st.booleans())
+configs = st.builds(
+    PreprocessConfig,
+    size=st.tuples(sides, sides),
+    bits=st.sampled_from([8, 16]),
+    flip=st.booleans(),
+    decoder=st.sampled_from(["pydicom", "gdcm", "dicomsdl"]),
+    margin=st.floats(0, 0.5, allow_nan=False),
+    mask=st.booleans(),
+)
 
 
 @given(configs)
@@ -24,25 +30,42 @@ def test_to_dict_from_dict_round_trips_through_json(config) -> None:
     stored = json.loads(json.dumps(config.to_dict()))
     assert stored["decoder"] == config.decoder and isinstance(stored["flip"], bool)
     assert PreprocessConfig.from_dict(stored) == config
-    assert PreprocessConfig.from_dict({**stored, "dataset": "rsna", "crop": {}}) == config  # cache keys ignored
+    assert (
+        PreprocessConfig.from_dict({**stored, "dataset": "rsna", "crop": {}}) == config
+    )  # cache keys ignored
 
 
 @given(configs)
 def test_old_caches_flip_left_none_and_backend_are_read(config) -> None:
-    old = {"size": list(config.size), "bits": config.bits, "flip": "left" if config.flip else "none",
-           "backend": config.decoder, "margin": config.margin, "mask": config.mask}
+    old = {
+        "size": list(config.size),
+        "bits": config.bits,
+        "flip": "left" if config.flip else "none",
+        "backend": config.decoder,
+        "margin": config.margin,
+        "mask": config.mask,
+    }
     assert PreprocessConfig.from_dict(old) == config
 
 
-@pytest.mark.parametrize("bad", [{}, {"size": 5}, {"size": ["a", 3]}, {"size": [64, 32], "flip": "right"}, None])
+@pytest.mark.parametrize(
+    "bad", [{}, {"size": 5}, {"size": ["a", 3]}, {"size": [64, 32], "flip": "right"}, None]
+)
 def test_from_dict_rejects_what_is_not_a_config(bad) -> None:
     with pytest.raises(MammoInsightError):
         PreprocessConfig.from_dict(bad)
 
 
 def test_an_old_cache_config_resumes_with_the_same_settings(tmp_path) -> None:
-    old = {"size": [64, 32], "bits": 8, "flip": "left", "backend": "pydicom", "margin": 0.01, "mask": True,
-           "dataset": "rsna"}
+    old = {
+        "size": [64, 32],
+        "bits": 8,
+        "flip": "left",
+        "backend": "pydicom",
+        "margin": 0.01,
+        "mask": True,
+        "dataset": "rsna",
+    }
     (tmp_path / "config.json").write_text(json.dumps(old))
     new = {**PreprocessConfig(size=(64, 32)).to_dict(), "dataset": "rsna"}
     _check_config(tmp_path, new)  # same pixels: no error, config.json rewritten in today's form
@@ -67,8 +90,22 @@ def test_any_text_parses_or_raises_mammo_insight_error(text) -> None:
     assert MIN_SIDE <= height <= MAX_SIDE and MIN_SIDE <= width <= MAX_SIDE
 
 
-@pytest.mark.parametrize("text", ["512", "512x", "x256", "15x256", "512x256x3", "-512x256", "1e3x256",
-                                  "99999999x16", "9" * 5000 + "x16", "512*256", ""])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "512",
+        "512x",
+        "x256",
+        "15x256",
+        "512x256x3",
+        "-512x256",
+        "1e3x256",
+        "99999999x16",
+        "9" * 5000 + "x16",
+        "512*256",
+        "",
+    ],
+)
 def test_invalid_sizes_are_clear_errors(text) -> None:
     with pytest.raises(MammoInsightError, match="size"):
         parse_size(text)

@@ -29,10 +29,12 @@ def one_torch_thread():
 def fabricated(tmp_path):
     cache, run = tmp_path / "cache", tmp_path / "run"
     index = make_cache(cache)
-    index.loc[index["image_id"] == "p0LCC", "is_augmented"] = True        # never a test image
+    index.loc[index["image_id"] == "p0LCC", "is_augmented"] = True  # never a test image
     index.to_parquet(cache / "index.parquet")
     make_run(run, "single", folds=(0, 1))
-    (run / "metrics.json").write_text(json.dumps({"image": {"threshold": 0.47}, "breast": {"threshold": 0.52}}))
+    (run / "metrics.json").write_text(
+        json.dumps({"image": {"threshold": 0.47}, "breast": {"threshold": 0.52}})
+    )
     return run, cache
 
 
@@ -44,20 +46,27 @@ def test_evaluate_stage_scores_with_the_fold_mean_at_the_runs_thresholds(fabrica
     assert "p0LCC" not in set(preds["image_id"]) and (preds["fold"] == -1).all() and len(preds) == 11
     index = pd.read_parquet(cache / "index.parquet")
     images, _ = TrainedRun.open(run).ensemble_predict(cache, index[index["image_id"] != "p0LCC"], "cpu")
-    np.testing.assert_allclose(preds.set_index("image_id")["prob"], images.set_index("image_id")["prob"], rtol=1e-6)
+    np.testing.assert_allclose(
+        preds.set_index("image_id")["prob"], images.set_index("image_id")["prob"], rtol=1e-6
+    )
     assert result.metrics["image"]["threshold"] == pytest.approx(0.47)
     assert result.metrics["breast"]["threshold"] == pytest.approx(0.52)
     with pytest.raises(AttributeError):
-        result.metrics = {}                                               # frozen
+        result.metrics = {}  # frozen
 
     page = write_evaluate(result, tmp_path / "out")
     out = tmp_path / "out"
     assert page == out / "index.html" and page.is_file()
-    assert {"oof_predictions.csv", "metrics.json", "config.json", "manifest.json"} <= {p.name for p in out.iterdir()}
+    assert {"oof_predictions.csv", "metrics.json", "config.json", "manifest.json"} <= {
+        p.name for p in out.iterdir()
+    }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "evaluate" and manifest["report"] == "index.html"
     assert manifest["headline"] == result.headline() and set(result.headline()) == {
-        "breast ROC-AUC", "breast pF1", "breast PR-AUC"}
+        "breast ROC-AUC",
+        "breast pF1",
+        "breast PR-AUC",
+    }
     assert "breast ROC-AUC" in result._repr_html_()
     assert json.loads((out / "config.json").read_text())["folds_averaged"] == [0, 1]
 
@@ -65,9 +74,12 @@ def test_evaluate_stage_scores_with_the_fold_mean_at_the_runs_thresholds(fabrica
 def test_an_absent_gpu_is_a_clear_cli_error(fabricated, tmp_path, monkeypatch):
     run, cache = fabricated
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    for command in (["evaluate", "--out", str(tmp_path / "e")], ["embed", "--out", str(tmp_path / "e.parquet")],
-                    ["explain", "--out", str(tmp_path / "x")],
-                    ["predict", "--out", str(tmp_path / "p.csv"), "--images", str(tmp_path)]):
+    for command in (
+        ["evaluate", "--out", str(tmp_path / "e")],
+        ["embed", "--out", str(tmp_path / "e.parquet")],
+        ["explain", "--out", str(tmp_path / "x")],
+        ["predict", "--out", str(tmp_path / "p.csv"), "--images", str(tmp_path)],
+    ):
         where = [] if command[0] == "predict" else ["--cache", str(cache)]
         result = CliRunner().invoke(app, [*command, "--run", str(run), *where, "--device", "cuda:1"])
         assert result.exit_code != 0

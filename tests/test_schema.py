@@ -58,7 +58,9 @@ def test_unknown_laterality():
 def test_duplicate_image_id():
     t = good_table()
     t.loc[3, "image_id"] = "i1"
-    with pytest.raises(CohortError, match=r"'image_id' must be unique; duplicated id\(s\) \['i1'\] in line\(s\) 3, 5"):
+    with pytest.raises(
+        CohortError, match=r"'image_id' must be unique; duplicated id\(s\) \['i1'\] in line\(s\) 3, 5"
+    ):
         validate_cohort(t)
 
 

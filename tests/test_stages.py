@@ -24,11 +24,13 @@ def synth_root(tmp_path_factory) -> Path:
 def test_file_outputs_keep_their_manifest_beside_them(tmp_path):
     assert manifest_path(tmp_path / "run") == tmp_path / "run" / "manifest.json"
     assert manifest_path(tmp_path / "emb.parquet") == tmp_path / "emb.parquet.manifest.json"
-    write_manifest(tmp_path / "a.csv", "predict", {}, headline={"breasts scored": "4"}, report="a_report.html")
+    write_manifest(
+        tmp_path / "a.csv", "predict", {}, headline={"breasts scored": "4"}, report="a_report.html"
+    )
     write_manifest(tmp_path / "b.csv", "predict", {}, headline={"breasts scored": "9"})
     (tmp_path / "a_report.html").write_text("<html></html>")
     html = build_index([tmp_path], tmp_path / "index").read_text()
-    assert "— a.csv" in html and "— b.csv" in html                 # two outputs, neither overwritten
+    assert "— a.csv" in html and "— b.csv" in html  # two outputs, neither overwritten
     assert ">4<" in html and ">9<" in html and "a_report.html" in html
 
 
@@ -37,8 +39,9 @@ def test_preprocess_and_eda_manifests_carry_headline_and_report(synth_root, tmp_
     from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess, write_preprocess
 
     cache = tmp_path / "cache"
-    pre = run_preprocess(PreprocessStageConfig(dataset="rsna", root=synth_root, out=cache, size=(64, 32),
-                                               sheet_size=4))
+    pre = run_preprocess(
+        PreprocessStageConfig(dataset="rsna", root=synth_root, out=cache, size=(64, 32), sheet_size=4)
+    )
     write_preprocess(pre)
     n = pre.summary["images"]
     manifest = json.loads((cache / "manifest.json").read_text())
@@ -56,4 +59,4 @@ def test_preprocess_and_eda_manifests_carry_headline_and_report(synth_root, tmp_
 
     html = build_index([tmp_path], tmp_path / "index").read_text()
     assert "cache/contact_sheet.png" in html and "eda/index.html" in html
-    assert f"{n} of {n}" in html                                   # the preprocess headline, read from its manifest
+    assert f"{n} of {n}" in html  # the preprocess headline, read from its manifest

@@ -24,7 +24,9 @@ def _synthetic_cohort(tmp_path, n_patients: int, seed: int, prevalence: float = 
     """The synthetic cohort through the real RSNA adapter, as a user would load it."""
     from mammo_insight.cohort.adapters import load_cohort
 
-    make_synthetic_table(n_patients, seed, prevalence)[RSNA_COLUMNS].to_csv(tmp_path / "train.csv", index=False)
+    make_synthetic_table(n_patients, seed, prevalence)[RSNA_COLUMNS].to_csv(
+        tmp_path / "train.csv", index=False
+    )
     return load_cohort("rsna", tmp_path)
 
 
@@ -65,7 +67,9 @@ def test_rates_match_pandas_on_synthetic(tmp_path):
     rates = compute_rates(study.frame, study.factors)
     assert list(rates.columns) == RATE_COLUMNS
     bands = pd.cut(table["age"], [-np.inf, 40, 50, 60, 70, 80, np.inf], right=False, labels=AGE_BANDS)
-    _check_against_pandas(table, rates, "age_band", bands.cat.add_categories("missing").fillna("missing").astype(str))
+    _check_against_pandas(
+        table, rates, "age_band", bands.cat.add_categories("missing").fillna("missing").astype(str)
+    )
     _check_against_pandas(table, rates, "density", table["density"].fillna("missing").astype(str))
     _check_against_pandas(table, rates, "view", table["view"].astype(str))
     overall = rates[rates["factor"] == "all"].set_index("unit")
@@ -88,7 +92,11 @@ def test_planted_age_and_density_odds_ratios_inside_intervals(tmp_path):
     # the intervals are informative, not trivially wide
     assert site1.loc[AGE_TERM, "ci_high"] / site1.loc[AGE_TERM, "ci_low"] < 1.5
     all_breasts = odds[odds["model"] == "all breasts"].set_index("term")
-    assert all_breasts.loc[AGE_TERM, "ci_low"] <= TRUE_EFFECTS.age_or_per_10y <= all_breasts.loc[AGE_TERM, "ci_high"]
+    assert (
+        all_breasts.loc[AGE_TERM, "ci_low"]
+        <= TRUE_EFFECTS.age_or_per_10y
+        <= all_breasts.loc[AGE_TERM, "ci_high"]
+    )
     assert set(models["model"]) >= {"all breasts", "site 1", "site 2", "age alone"}
     assert (models["n_breasts"] + models["n_dropped"] > 0).all()
 
@@ -112,8 +120,12 @@ def test_output_contract_and_escaping(tmp_path):
     table["image_path"] = None
     table["scanner_room"] = np.where(np.arange(len(table)) % 2 == 0, "<script>alert(1)</script>", "room B")
     table["bmi"] = np.random.default_rng(0).normal(27, 4, len(table)).round(1)
-    cohort = Cohort(validate_cohort(table), dataset="<b>synthetic</b>", label_meaning="cancer <i>label</i>",
-                    factors={"scanner_room": "categorical", "bmi": "continuous"})
+    cohort = Cohort(
+        validate_cohort(table),
+        dataset="<b>synthetic</b>",
+        label_meaning="cancer <i>label</i>",
+        factors={"scanner_room": "categorical", "bmi": "continuous"},
+    )
     result = run_study(cohort)
     out = tmp_path / "eda"
     page = write_eda(EdaResult(EdaConfig(), result), out)
@@ -125,11 +137,15 @@ def test_output_contract_and_escaping(tmp_path):
     assert list(summary) == SUMMARY_KEYS
     assert summary["n_images"] == len(table)
     positive = table[table["cancer"] == 1]
-    assert summary["n_cancer_breasts"] == (positive["patient_id"].astype(str) + positive["laterality"]).nunique()
-    expected = {"rates": ["factor", "level", "unit", "n", "n_cancer", "rate", "ci_low", "ci_high"],
-                "odds_ratios": ["model", "term", "odds_ratio", "ci_low", "ci_high", "p_value"],
-                "leakage": ["column", "available_at_screening", "auc_alone", "verdict"],
-                "missingness": ["column", "site_id", "missing_fraction"]}
+    assert (
+        summary["n_cancer_breasts"] == (positive["patient_id"].astype(str) + positive["laterality"]).nunique()
+    )
+    expected = {
+        "rates": ["factor", "level", "unit", "n", "n_cancer", "rate", "ci_low", "ci_high"],
+        "odds_ratios": ["model", "term", "odds_ratio", "ci_low", "ci_high", "p_value"],
+        "leakage": ["column", "available_at_screening", "auc_alone", "verdict"],
+        "missingness": ["column", "site_id", "missing_fraction"],
+    }
     for name, columns in expected.items():
         assert list(pd.read_csv(out / "tables" / f"{name}.csv").columns) == columns, name
     rates = pd.read_csv(out / "tables" / "rates.csv", dtype={"level": str})
@@ -159,8 +175,15 @@ def test_cli_eda_with_cohort_parquet(tmp_path):
     out = tmp_path / "eda"
     res = CliRunner().invoke(app, ["eda", "--cohort", str(parquet), "--out", str(out)])
     assert res.exit_code == 0, res.output
-    for name in ("index.html", "summary.json", "manifest.json", "tables/rates.csv", "tables/odds_ratios.csv",
-                 "tables/leakage.csv", "tables/missingness.csv"):
+    for name in (
+        "index.html",
+        "summary.json",
+        "manifest.json",
+        "tables/rates.csv",
+        "tables/odds_ratios.csv",
+        "tables/leakage.csv",
+        "tables/missingness.csv",
+    ):
         assert (out / name).is_file(), name
     assert json.loads((out / "manifest.json").read_text())["stage"] == "eda"
     res = CliRunner().invoke(app, ["eda", "--out", str(out)])
@@ -185,7 +208,9 @@ def test_rsna_counts_and_rates_match_pandas(data_dir):
     assert s["n_cancer_patients"] == raw.loc[raw["cancer"] == 1, "patient_id"].nunique()
     assert s["prevalence_breast"] == pytest.approx(s["n_cancer_breasts"] / s["n_breasts"])
     bands = pd.cut(raw["age"], [-np.inf, 40, 50, 60, 70, 80, np.inf], right=False, labels=AGE_BANDS)
-    _check_against_pandas(table, result.rates, "age_band", bands.cat.add_categories("missing").fillna("missing").astype(str))
+    _check_against_pandas(
+        table, result.rates, "age_band", bands.cat.add_categories("missing").fillna("missing").astype(str)
+    )
     _check_against_pandas(table, result.rates, "density", raw["density"].fillna("missing"))
     _check_against_pandas(table, result.rates, "site_id", raw["site_id"].astype(str))
     _check_against_pandas(table, result.rates, "machine_id", raw["machine_id"].astype(str))

@@ -18,11 +18,22 @@ def _table(n_patients: int = 400, seed: int = 0) -> pd.DataFrame:
         for lat in "LR":
             cancer = float(rng.random() < 0.1)
             for view in ("CC", "MLO"):
-                rows.append({"patient_id": f"p{p}", "image_id": f"p{p}{lat}{view}", "breast_id": f"p{p}_{lat}",
-                             "laterality": lat, "view": view, "age": age, "cancer": cancer,
-                             # a screening-time column that copies the label 95% of the time
-                             "proxy": str(int(cancer) if rng.random() < 0.95 else 1 - int(cancer)),
-                             "biopsy": cancer, "noise": rng.normal(), "empty": np.nan})
+                rows.append(
+                    {
+                        "patient_id": f"p{p}",
+                        "image_id": f"p{p}{lat}{view}",
+                        "breast_id": f"p{p}_{lat}",
+                        "laterality": lat,
+                        "view": view,
+                        "age": age,
+                        "cancer": cancer,
+                        # a screening-time column that copies the label 95% of the time
+                        "proxy": str(int(cancer) if rng.random() < 0.95 else 1 - int(cancer)),
+                        "biopsy": cancer,
+                        "noise": rng.normal(),
+                        "empty": np.nan,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

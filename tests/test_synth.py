@@ -83,7 +83,7 @@ def test_lesions_lie_inside_the_breast_box_and_are_brighter(cohort_dir):
         ds = pydicom.dcmread(paths[les["image_id"]])
         assert 0.03 * ds.Rows <= les["radius"] <= 0.08 * ds.Rows
         img = _display(ds)
-        yy, xx = np.mgrid[0:ds.Rows, 0:ds.Columns]
+        yy, xx = np.mgrid[0 : ds.Rows, 0 : ds.Columns]
         d2 = (xx - les["x"]) ** 2 + (yy - les["y"]) ** 2
         core = img[d2 <= (0.5 * les["radius"]) ** 2].mean()
         ring = img[(d2 >= (1.5 * les["radius"]) ** 2) & (d2 <= (2.5 * les["radius"]) ** 2)].mean()
@@ -93,12 +93,18 @@ def test_lesions_lie_inside_the_breast_box_and_are_brighter(cohort_dir):
 def test_every_dicom_decodes_with_correct_display(cohort_dir):
     out, _ = cohort_dir
     boxes = pd.read_csv(out / "breast_boxes.csv", dtype={"image_id": str}).set_index("image_id")
-    seen: dict[str, set] = {"syntax": set(), "photometric": set(), "bits": set(), "voi": set(), "shape": set()}
+    seen: dict[str, set] = {
+        "syntax": set(),
+        "photometric": set(),
+        "bits": set(),
+        "voi": set(),
+        "shape": set(),
+    }
     for path in _files(out):
         ds = pydicom.dcmread(path)
         arr = ds.pixel_array
         assert arr.shape == (ds.Rows, ds.Columns)
-        assert int(arr.max()) < 2 ** ds.BitsStored
+        assert int(arr.max()) < 2**ds.BitsStored
         assert str(ds.PatientName).startswith("SYNTH^") and ds.PatientBirthDate and ds.InstitutionName
         seen["syntax"].add(ds.file_meta.TransferSyntaxUID)
         seen["photometric"].add(ds.PhotometricInterpretation)
@@ -108,7 +114,7 @@ def test_every_dicom_decodes_with_correct_display(cohort_dir):
         img = _display(ds)
         b = boxes.loc[path.stem]
         inside = np.zeros(img.shape, dtype=bool)
-        inside[b["y0"]:b["y1"], b["x0"]:b["x1"]] = True
+        inside[b["y0"] : b["y1"], b["x0"] : b["x1"]] = True
         assert img[inside].mean() > img[~inside].mean() + 0.1 * (img.max() - img.min()), path.name
         # MONOCHROME1 really stores inverted values: a reader that ignores it sees dark tissue
         raw_brighter = arr[inside].mean() > arr[~inside].mean()
@@ -116,7 +122,7 @@ def test_every_dicom_decodes_with_correct_display(cohort_dir):
         if "PixelPaddingValue" in ds:
             seen["padded"] = seen.get("padded", 0) + 1
             strip = (arr == ds.PixelPaddingValue).all(axis=0)
-            assert strip.sum() >= 0.05 * ds.Columns and not strip[b["x0"]:b["x1"]].any(), path.name
+            assert strip.sum() >= 0.05 * ds.Columns and not strip[b["x0"] : b["x1"]].any(), path.name
     assert seen["syntax"] == {JPEG2000Lossless, JPEGLosslessSV1, RLELossless, ExplicitVRLittleEndian}
     assert seen["photometric"] == {"MONOCHROME1", "MONOCHROME2"}
     assert seen["bits"] == {12, 16}
@@ -128,9 +134,9 @@ def test_every_dicom_decodes_with_correct_display(cohort_dir):
 @pytest.mark.parametrize("precision", [8, 12, 16])
 def test_jpeg_lossless_sv1_encoder_roundtrips_bit_exactly(precision):
     rng = np.random.default_rng(precision)
-    img = rng.integers(0, 2 ** precision, size=(37, 29)).astype(np.uint16)
+    img = rng.integers(0, 2**precision, size=(37, 29)).astype(np.uint16)
     img[:5] = 0
-    img[5:8] = 2 ** precision - 1  # large jumps exercise the modulo-2**16 differences
+    img[5:8] = 2**precision - 1  # large jumps exercise the modulo-2**16 differences
     img[10:20, :15] = img[10, 0]
     decoded = libjpeg_decode(encode_jpeg_lossless_sv1(img, precision))
     np.testing.assert_array_equal(decoded, img)
@@ -172,7 +178,6 @@ def test_planted_effects_are_recovered_by_logistic_regression():
     for name, value in _true_log_or().items():
         z = (fit.params[name] - value) / fit.bse[name]
         assert abs(z) < 3.3, f"{name}: estimate {fit.params[name]:.3f} vs planted {value:.3f} (z={z:.1f})"
-
 
 
 @pytest.mark.slow
@@ -231,8 +236,9 @@ def test_synth_cli_writes_the_cohort(tmp_path):
 
     from mammo_insight.cli.app import app
 
-    result = CliRunner().invoke(app, ["synth", "--out", str(tmp_path / "c"), "--patients", "2", "--seed", "1",
-                                      "--size", "48x36"])
+    result = CliRunner().invoke(
+        app, ["synth", "--out", str(tmp_path / "c"), "--patients", "2", "--seed", "1", "--size", "48x36"]
+    )
     assert result.exit_code == 0, result.output
     assert "n_images:" in result.output
     assert load_cohort("rsna", tmp_path / "c").table["patient_id"].nunique() == 2

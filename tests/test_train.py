@@ -28,8 +28,10 @@ def _table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
     rows = []
     for p in range(n_patients):
         positive = rng.random() < 0.2
-        for k in range(int(rng.integers(1, 6))):       # 1-5 images per woman
-            rows.append({"patient_id": f"P{p}", "image_id": f"P{p}_{k}", "cancer": float(positive and k == 0)})
+        for k in range(int(rng.integers(1, 6))):  # 1-5 images per woman
+            rows.append(
+                {"patient_id": f"P{p}", "image_id": f"P{p}_{k}", "cancer": float(positive and k == 0)}
+            )
     return pd.DataFrame(rows)
 
 
@@ -43,7 +45,7 @@ def test_no_patient_in_two_folds_and_every_fold_has_positives():
     for k in range(5):
         train, val = fold_split(table, folds, k)
         assert not set(table.loc[train, "patient_id"]) & set(table.loc[val, "patient_id"])
-    assert assign_folds(table, 5, seed=3).equals(folds)          # seeded
+    assert assign_folds(table, 5, seed=3).equals(folds)  # seeded
     assert not assign_folds(table, 5, seed=4).equals(folds)
 
 
@@ -51,8 +53,14 @@ def test_augmented_and_external_rows_never_validate_and_never_leak():
     table = _table()
     source = table[table["cancer"] == 1].head(6)
     augmented = source.assign(image_id=source["image_id"] + "_aug", is_augmented=True)
-    external = pd.DataFrame({"patient_id": ["EXT1", "EXT1", "EXT2"], "image_id": ["E1", "E2", "E3"],
-                             "cancer": [1.0, 1.0, 0.0], "external_only": [True, True, True]})
+    external = pd.DataFrame(
+        {
+            "patient_id": ["EXT1", "EXT1", "EXT2"],
+            "image_id": ["E1", "E2", "E3"],
+            "cancer": [1.0, 1.0, 0.0],
+            "external_only": [True, True, True],
+        }
+    )
     full = pd.concat([table, augmented, external], ignore_index=True)
     full["is_augmented"] = full["is_augmented"].astype("boolean")
     folds = assign_folds(full, 4, seed=0)
@@ -64,7 +72,7 @@ def test_augmented_and_external_rows_never_validate_and_never_leak():
         val_patients = set(full.loc[val, "patient_id"])
         leaked = full.loc[train][full.loc[train, "patient_id"].isin(val_patients)]
         assert leaked.empty, "an augmented copy of a validation patient's image was trained on"
-        assert {"E1", "E2", "E3"} <= set(full.loc[train, "image_id"])   # external rows train in every fold
+        assert {"E1", "E2", "E3"} <= set(full.loc[train, "image_id"])  # external rows train in every fold
 
 
 def test_too_few_patients_for_folds_is_a_clear_error():
@@ -86,7 +94,7 @@ def test_undersampling_oversampling_and_warmup_subset():
     rng = np.random.default_rng(0)
     picked = resampled_indices(labels, 0.5, 3, rng)
     assert (labels[picked] == 1).sum() == 30 and (labels[picked] == 0).sum() == 45
-    assert len(set(picked[labels[picked] == 0])) == 45           # negatives without replacement
+    assert len(set(picked[labels[picked] == 0])) == 45  # negatives without replacement
     subset = balanced_subset(labels, 0.5, rng)
     assert (labels[subset] == 1).sum() == 10 and (labels[subset] == 0).sum() == 10
     config = TrainConfig(warmup_epochs=1, seed=0)
@@ -101,7 +109,7 @@ def test_epoch_sampler_yields_index_and_seed_per_epoch():
     assert all(isinstance(seed, int) and 0 <= seed < 2**31 for seed in seeds) and len(set(seeds)) == 4
     sampler.set_epoch(1)
     assert list(sampler) != first
-    assert not {seed for _, seed in sampler} & set(seeds)        # each epoch augments with fresh seeds
+    assert not {seed for _, seed in sampler} & set(seeds)  # each epoch augments with fresh seeds
     sampler.set_epoch(0)
     assert list(sampler) == first
 
@@ -123,17 +131,26 @@ def test_focal_loss_matches_the_formula_and_bce_uses_pos_weight():
     weighted = build_loss("bce", pos_weight=4.0)(logits, targets)
     plain = build_loss("bce")(logits, targets)
     positive, negative = -torch.log(p), -torch.log(1 - p)
-    assert plain.item() == pytest.approx(torch.where(targets == 1, positive, negative).mean().item(), rel=1e-5)
-    assert weighted.item() == pytest.approx(torch.where(targets == 1, 4.0 * positive, negative).mean().item(), rel=1e-5)
+    assert plain.item() == pytest.approx(
+        torch.where(targets == 1, positive, negative).mean().item(), rel=1e-5
+    )
+    assert weighted.item() == pytest.approx(
+        torch.where(targets == 1, 4.0 * positive, negative).mean().item(), rel=1e-5
+    )
 
 
 def test_augmentations_keep_shape_and_range_and_erase_a_patch():
     torch.manual_seed(0)
     image = torch.full((1, 64, 48), 0.5)
-    out = build_augment(AugmentConfig(hflip=0.5, vflip=0.5, rotate_degrees=0, brightness=0.2, contrast=0.2,
-                                      noise_std=0.05, erase_p=1.0))(image)
+    out = build_augment(
+        AugmentConfig(
+            hflip=0.5, vflip=0.5, rotate_degrees=0, brightness=0.2, contrast=0.2, noise_std=0.05, erase_p=1.0
+        )
+    )(image)
     assert out.shape == image.shape and 0 <= out.min() and out.max() <= 1
-    erased = build_augment(AugmentConfig(hflip=0, rotate_degrees=0, brightness=0, contrast=0, erase_p=1.0))(image)
+    erased = build_augment(AugmentConfig(hflip=0, rotate_degrees=0, brightness=0, contrast=0, erase_p=1.0))(
+        image
+    )
     assert 0 < (erased == 0).float().mean() < 0.2
     off = AugmentConfig(hflip=0, rotate_degrees=0, brightness=0, contrast=0)
     assert build_augment(off) is None
@@ -143,7 +160,12 @@ def test_config_toml_then_flags(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text('model = "resnet10t"\nepochs = 7\nloss = "focal"\n[augment]\nerase_p = 0.3\n')
     config = load_config(path, epochs=2, seed=None)
-    assert (config.model, config.epochs, config.loss, config.augment.erase_p) == ("resnet10t", 2, "focal", 0.3)
+    assert (config.model, config.epochs, config.loss, config.augment.erase_p) == (
+        "resnet10t",
+        2,
+        "focal",
+        0.3,
+    )
     path.write_text("lerning_rate = 1\n")
     with pytest.raises(MammoInsightError, match="lerning_rate"):
         load_config(path)

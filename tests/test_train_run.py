@@ -41,8 +41,19 @@ rotate_degrees = 0
 def _config(**changes) -> TrainConfig:
     from mammo_insight.models.config import load_config
 
-    return load_config(None, **{"model": "test_resnet", "folds": 2, "epochs": 5, "batch_size": 8, "lr": 0.01,
-                                "augment": {"rotate_degrees": 0}, "cpu_threads": 1, **changes})
+    return load_config(
+        None,
+        **{
+            "model": "test_resnet",
+            "folds": 2,
+            "epochs": 5,
+            "batch_size": 8,
+            "lr": 0.01,
+            "augment": {"rotate_degrees": 0},
+            "cpu_threads": 1,
+            **changes,
+        },
+    )
 
 
 def _cache_with_train_only_rows(root: Path) -> Path:
@@ -50,8 +61,9 @@ def _cache_with_train_only_rows(root: Path) -> Path:
     index = pd.read_parquet(root / "index.parquet")
     pos = index[index["cancer"] == 1].head(4)
     augmented = pos.assign(image_id=pos["image_id"] + "_aug", is_augmented=True)
-    external = pos.head(2).assign(patient_id="EXT", breast_id="EXT_L", image_id=["EXT1", "EXT2"],
-                                  external_only=True)
+    external = pos.head(2).assign(
+        patient_id="EXT", breast_id="EXT_L", image_id=["EXT1", "EXT2"], external_only=True
+    )
     full = pd.concat([index, augmented, external], ignore_index=True)
     full.to_parquet(root / "index.parquet")
     return root
@@ -79,8 +91,9 @@ def run(cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "run"
     config = out.parent / "train.toml"
     config.write_text(TOML)
-    result = CliRunner().invoke(app, ["train", "--cache", str(cache), "--out", str(out), "--config", str(config),
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["train", "--cache", str(cache), "--out", str(out), "--config", str(config), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -92,8 +105,17 @@ def test_short_cpu_training_finds_the_planted_lesions(run: Path):
     assert folds["k"] == 2 and folds["seed"] == json.loads((run / "config.json").read_text())["seed"]
     assert all(f["positive_patients"] > 0 for f in folds["per_fold"]) and "stratified" in folds["policy"]
     for level in ("image", "breast"):
-        for name in ("accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1", "pf1", "roc_auc",
-                     "pr_auc"):
+        for name in (
+            "accuracy",
+            "balanced_accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "macro_f1",
+            "pf1",
+            "roc_auc",
+            "pr_auc",
+        ):
             cell = metrics[level][name]
             assert cell["ci_low"] <= cell["value"] <= cell["ci_high"], (level, name)
     config = json.loads((run / "config.json").read_text())
@@ -112,7 +134,9 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
     assert sorted(oof["image_id"]) == sorted(ordinary["image_id"])
     assert not oof["image_id"].str.endswith("_aug").any() and "EXT" not in set(oof["patient_id"])
     assert (oof.groupby("patient_id")["fold"].nunique() == 1).all()
-    assert {"image_id", "breast_id", "patient_id", "fold", "prob", "cancer", "view", "age"} <= set(oof.columns)
+    assert {"image_id", "breast_id", "patient_id", "fold", "prob", "cancer", "view", "age"} <= set(
+        oof.columns
+    )
     # the exported fold model reproduces its out-of-fold probabilities
     assert TrainedRun.open(run).folds == (0, 1)
     model = TrainedRun.open(run).model(0)
@@ -124,19 +148,28 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
     assert (merged["prob"] - merged["prob_oof"]).abs().max() < 1e-5
 
 
-def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(run: Path, cache: Path, tmp_path: Path):
+def test_killed_training_resumes_and_ends_where_an_uninterrupted_run_ends(
+    run: Path, cache: Path, tmp_path: Path
+):
     out = tmp_path / "resumed"
-    script = ("import sys; sys.path.insert(0, 'tests');"
-              "from test_train_run import _config; from mammo_insight.stages.train import train_run;"
-              f"train_run({str(cache)!r}, {str(out)!r}, _config())")
-    proc = subprocess.Popen([sys.executable, "-c", script], cwd=Path(__file__).parent.parent,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+    script = (
+        "import sys; sys.path.insert(0, 'tests');"
+        "from test_train_run import _config; from mammo_insight.stages.train import train_run;"
+        f"train_run({str(cache)!r}, {str(out)!r}, _config())"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     last = out / "checkpoints" / "fold_0" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.is_file() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(0.3)                      # let the checkpoint write finish
+    time.sleep(0.3)  # let the checkpoint write finish
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert last.is_file(), "the first epoch's checkpoint never appeared"
@@ -178,8 +211,9 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     copy = index.head(1).assign(image_id="COPY", is_augmented=True)
     pd.concat([index, copy], ignore_index=True).to_parquet(other / "index.parquet")
     out = tmp_path / "external"
-    result = CliRunner().invoke(app, ["evaluate", "--run", str(run), "--cache", str(other), "--out", str(out),
-                                      "--device", "cpu"])
+    result = CliRunner().invoke(
+        app, ["evaluate", "--run", str(run), "--cache", str(other), "--out", str(out), "--device", "cpu"]
+    )
     assert result.exit_code == 0, result.output
     preds = pd.read_csv(out / "oof_predictions.csv")
     assert len(preds) == 12 * 4 and (preds["fold"] == -1).all() and "COPY" not in set(preds["image_id"])
@@ -187,15 +221,19 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     from mammo_insight.models.predict import predict_cache
 
     opened = TrainedRun.open(run)
-    per_fold = [predict_cache(opened.model(k), other, index, "single", image_size=(64, 48))[0].set_index("image_id")["prob"]
-                for k in opened.folds]
+    per_fold = [
+        predict_cache(opened.model(k), other, index, "single", image_size=(64, 48))[0].set_index("image_id")[
+            "prob"
+        ]
+        for k in opened.folds
+    ]
     assert len(per_fold) == 2 and (per_fold[0] - per_fold[1]).abs().max() > 1e-3
     mean = (per_fold[0] + per_fold[1]) / 2
     assert (preds.set_index("image_id")["prob"].loc[mean.index] - mean).abs().max() < 1e-5
     metrics = json.loads((out / "metrics.json").read_text())
     run_metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["image"]["threshold"] == pytest.approx(run_metrics["image"]["threshold"])
-    assert metrics["breast"]["roc_auc"]["value"] >= 0.8      # the lesions look the same at another size
+    assert metrics["breast"]["roc_auc"]["value"] >= 0.8  # the lesions look the same at another size
     assert (out / "index.html").is_file()
 
 
@@ -221,11 +259,13 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
     index.to_parquet(cache / "index.parquet")
     assert 2 <= len(positive_women) <= 6
 
-    epochs_seen: list[tuple[int, int]] = []            # (fold, epoch) in training order
-    plans: list[tuple[int, np.ndarray, np.ndarray]] = []   # (epoch, training labels, labels of the items drawn)
-    trainable: list[float] = []                        # share of backbone parameters that train, per epoch
-    weights: list[dict[str, torch.Tensor]] = []        # backbone + head parameters at each epoch start
-    losses: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []   # (epoch index, logits, targets, loss)
+    epochs_seen: list[tuple[int, int]] = []  # (fold, epoch) in training order
+    plans: list[
+        tuple[int, np.ndarray, np.ndarray]
+    ] = []  # (epoch, training labels, labels of the items drawn)
+    trainable: list[float] = []  # share of backbone parameters that train, per epoch
+    weights: list[dict[str, torch.Tensor]] = []  # backbone + head parameters at each epoch start
+    losses: list[tuple[int, torch.Tensor, torch.Tensor, float]] = []  # (epoch index, logits, targets, loss)
 
     sampler_iter = EpochSampler.__iter__
 
@@ -248,7 +288,9 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
 
     def recording_focal(self, logits, targets):
         value = focal(self, logits, targets)
-        losses.append((len(epochs_seen) - 1, logits.detach().clone(), targets.detach().clone(), float(value.detach())))
+        losses.append(
+            (len(epochs_seen) - 1, logits.detach().clone(), targets.detach().clone(), float(value.detach()))
+        )
         return value
 
     monkeypatch.setattr(EpochSampler, "__iter__", recording_iter)
@@ -256,11 +298,24 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
     monkeypatch.setattr(FocalLoss, "forward", recording_focal)
 
     lr, patience = 0.01, 3
-    config = _config(epochs=6, warmup_epochs=1, sampler="balanced", target_pos_ratio=0.4, warmup_pos_ratio=0.5,
-                     loss="focal", focal_gamma=2.0, focal_alpha=0.25, positive_label=0.9, freeze_epochs=1,
-                     unfreeze_stages=2, schedule="plateau", early_stopping_patience=patience, lr=lr,
-                     pos_weight="auto",      # a BCE option: focal loss ignores it (the hand computation shows it)
-                     augment={"erase_p": 0.5, "noise_std": 0.02, "vflip": 0.5})
+    config = _config(
+        epochs=6,
+        warmup_epochs=1,
+        sampler="balanced",
+        target_pos_ratio=0.4,
+        warmup_pos_ratio=0.5,
+        loss="focal",
+        focal_gamma=2.0,
+        focal_alpha=0.25,
+        positive_label=0.9,
+        freeze_epochs=1,
+        unfreeze_stages=2,
+        schedule="plateau",
+        early_stopping_patience=patience,
+        lr=lr,
+        pos_weight="auto",  # a BCE option: focal loss ignores it (the hand computation shows it)
+        augment={"erase_p": 0.5, "noise_std": 0.02, "vflip": 0.5},
+    )
     out = train_run(cache, tmp_path / "run", config)
     history = pd.read_csv(out / "history.csv")
     assert set(history["fold"]) == {0, 1} and history["loss"].notna().all()
@@ -284,7 +339,7 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
     assert [epoch for epoch, _, _ in plans] == [epoch for _, epoch in epochs_seen]
     for epoch, labels, drawn in plans:
         n_pos = int((labels == 1).sum())
-        assert n_pos == (index["cancer"] == 1).sum()                   # every positive trains in every fold
+        assert n_pos == (index["cancer"] == 1).sum()  # every positive trains in every fold
         if epoch == 0:
             assert len(drawn) == 2 * n_pos and (drawn == 1).sum() == n_pos
         else:
@@ -298,7 +353,7 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
         assert all(fractions[fold, e] == 1 for e in range(2, n_run))
     first_block = next(k for k in weights[0] if k.startswith("backbone.conv1"))
     last_block = next(k for k in weights[0] if k.startswith("backbone.layer4"))
-    for i in range(n_run - 1):                                         # fold 0's epochs
+    for i in range(n_run - 1):  # fold 0's epochs
         before, after = weights[i], weights[i + 1]
         assert not torch.equal(before["head.weight"], after["head.weight"])
         assert torch.equal(before[first_block], after[first_block]) == (i < 2)
@@ -315,7 +370,13 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
         alpha_t = 0.25 * t + 0.75 * (1 - t)
         assert value == pytest.approx(float((alpha_t * ce * (1 - p_t) ** 2).mean()), rel=1e-4)
     # and history's training loss is the epoch's item-weighted mean of those batch losses
-    batches = pd.DataFrame([(*epochs_seen[i], value * len(logits), len(logits)) for i, logits, _, value in losses],
-                           columns=["fold", "epoch", "total", "n"]).groupby(["fold", "epoch"]).sum()
+    batches = (
+        pd.DataFrame(
+            [(*epochs_seen[i], value * len(logits), len(logits)) for i, logits, _, value in losses],
+            columns=["fold", "epoch", "total", "n"],
+        )
+        .groupby(["fold", "epoch"])
+        .sum()
+    )
     got = train_hist.set_index(["fold", "epoch"])["loss"].loc[batches.index]
     np.testing.assert_allclose(got, batches["total"] / batches["n"], rtol=1e-4)

@@ -42,8 +42,18 @@ def make_cache(root) -> pd.DataFrame:
                 rel = f"images/{p}/{image_id}.png"
                 (root / "images" / p).mkdir(parents=True, exist_ok=True)
                 cv2.imwrite(str(root / rel), (rng.random(SIZE) * 255).astype(np.uint8))
-                rows.append({"patient_id": p, "image_id": image_id, "breast_id": f"{p}_{lat}", "laterality": lat,
-                             "view": view, "cancer": float(p == "p1"), "cache_path": rel, "status": "ok"})
+                rows.append(
+                    {
+                        "patient_id": p,
+                        "image_id": image_id,
+                        "breast_id": f"{p}_{lat}",
+                        "laterality": lat,
+                        "view": view,
+                        "cancer": float(p == "p1"),
+                        "cache_path": rel,
+                        "status": "ok",
+                    }
+                )
     index = pd.DataFrame(rows)
     for col in CANONICAL_COLUMNS:
         if col not in index:
@@ -53,8 +63,17 @@ def make_cache(root) -> pd.DataFrame:
 
 
 def make_run(root, view_mode: str, folds=(0, 1, 2), **extra) -> list[torch.nn.Module]:
-    save_run_config(root, {"model": "test_resnet", "view_mode": view_mode, "image_size": list(SIZE), "max_views": 2,
-                           "seed": 0, **extra})
+    save_run_config(
+        root,
+        {
+            "model": "test_resnet",
+            "view_mode": view_mode,
+            "image_size": list(SIZE),
+            "max_views": 2,
+            "seed": 0,
+            **extra,
+        },
+    )
     models = []
     for k in folds:
         torch.manual_seed(10 + k)
@@ -77,10 +96,10 @@ def test_ensemble_predict_is_the_mean_of_each_fold_models_probability(tmp_path):
     run = TrainedRun.open(run_dir)
     assert run.folds == (0, 1, 2) and run.image_size == SIZE and not run.multi_view
     images, breasts = run.ensemble_predict(cache, index.drop(columns=["cancer"]), "cpu", batch_size=5)
-    assert breasts is None and images["cancer"].isna().all()     # rows without the label get it empty
+    assert breasts is None and images["cancer"].isna().all()  # rows without the label get it empty
     x = torch.stack([pixels(cache, i) for i in images["image_id"]])[:, None]
     per_fold = np.stack([torch.sigmoid(m(x)).numpy() for m in models])
-    assert np.abs(per_fold[0] - per_fold[1]).max() > 1e-4           # the fold models are distinguishable
+    assert np.abs(per_fold[0] - per_fold[1]).max() > 1e-4  # the fold models are distinguishable
     np.testing.assert_allclose(images["prob"].to_numpy(), per_fold.mean(axis=0), rtol=1e-5, atol=1e-6)
 
 
@@ -90,7 +109,7 @@ def test_multi_view_ensemble_scores_breasts(tmp_path):
     index = make_cache(cache)
     models = make_run(run_dir, "multi", folds=(0, 1))
     images, breasts = TrainedRun.open(run_dir).ensemble_predict(cache, index, "cpu")
-    stack = torch.stack([pixels(cache, "p2RCC"), pixels(cache, "p2RMLO")])[None, :, None]   # (1, V, 1, H, W)
+    stack = torch.stack([pixels(cache, "p2RCC"), pixels(cache, "p2RMLO")])[None, :, None]  # (1, V, 1, H, W)
     mask = torch.ones(1, 2, dtype=torch.bool)
     expected = np.mean([torch.sigmoid(m(stack, mask)).item() for m in models])
     got = breasts.set_index("breast_id").loc["p2_R", "prob"]
@@ -127,18 +146,28 @@ def test_thresholds_come_from_metrics_json_else_config(tmp_path):
     make_run(tmp_path, "single", folds=(0,), thresholds={"image": 0.2, "breast": 0.3})
     run = TrainedRun.open(tmp_path)
     assert run.thresholds() == {"image": 0.2, "breast": 0.3}
-    (tmp_path / "metrics.json").write_text(json.dumps({"image": {"threshold": 0.4}, "breast": {"threshold": 0.5},
-                                                       "note": "x"}))
+    (tmp_path / "metrics.json").write_text(
+        json.dumps({"image": {"threshold": 0.4}, "breast": {"threshold": 0.5}, "note": "x"})
+    )
     assert run.thresholds() == {"image": 0.4, "breast": 0.5} and run.threshold("breast") == 0.5
 
 
 def test_preprocessing_is_the_runs_copy_else_its_cache_else_defaults(tmp_path):
-    settings = {"size": [48, 32], "bits": 16, "flip": "none", "backend": "pydicom", "margin": 0.02, "mask": False}
+    settings = {
+        "size": [48, 32],
+        "bits": 16,
+        "flip": "none",
+        "backend": "pydicom",
+        "margin": 0.02,
+        "mask": False,
+    }
     make_run(tmp_path / "a", "single", folds=(0,), preprocess=settings)
     run = TrainedRun.open(tmp_path / "a")
     assert run.preprocess() == settings
     config = run.preprocess_config()
-    assert tuple(config.size) == (48, 32) and config.bits == 16 and config.flip is False and config.mask is False
+    assert (
+        tuple(config.size) == (48, 32) and config.bits == 16 and config.flip is False and config.mask is False
+    )
 
     cache = tmp_path / "cache"
     cache.mkdir()

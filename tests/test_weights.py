@@ -34,7 +34,7 @@ def test_weights_load_into_the_one_channel_backbone(rgb_weights):
     for key, value in got.items():
         if key != stem:
             assert torch.equal(value, state[key]), key
-    assert not any(k.startswith("fc.") for k in got)     # the 1000-class head is not part of the backbone
+    assert not any(k.startswith("fc.") for k in got)  # the 1000-class head is not part of the backbone
 
 
 def test_weights_reach_the_classifier_and_change_its_output(rgb_weights):
@@ -57,7 +57,9 @@ def test_a_file_of_another_architecture_is_an_error_listing_what_did_not_load(tm
     message = str(info.value)
     assert "does not load into test_resnet" in message and "\n" not in message
     assert "have another shape in the file" in message and "bn1.weight" in message
-    assert "conv1.0.weight" not in message.split("another shape")[1].split(";")[0]   # the stem is adapted, not refused
+    assert (
+        "conv1.0.weight" not in message.split("another shape")[1].split(";")[0]
+    )  # the stem is adapted, not refused
 
 
 def test_missing_body_tensors_are_listed(rgb_weights, tmp_path):

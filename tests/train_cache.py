@@ -23,12 +23,19 @@ def _image(rng: np.random.Generator, size: tuple[int, int], lesion: bool) -> np.
     pixels = np.where(breast, tissue, 0.0)
     if lesion:
         cy, cx = rng.uniform(0.3 * h, 0.7 * h), rng.uniform(0.15 * w, 0.55 * w)
-        pixels = pixels + 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0 ** 2))
+        pixels = pixels + 0.5 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * 3.0**2))
     return (np.clip(pixels, 0, 1) * 255).astype(np.uint8)
 
 
-def write_cache(root: Path, n_patients: int = 40, seed: int = 0, size: tuple[int, int] = (64, 48),
-                prevalence: float = 0.3, drop_views: int = 0, extra_rows: pd.DataFrame | None = None) -> Path:
+def write_cache(
+    root: Path,
+    n_patients: int = 40,
+    seed: int = 0,
+    size: tuple[int, int] = (64, 48),
+    prevalence: float = 0.3,
+    drop_views: int = 0,
+    extra_rows: pd.DataFrame | None = None,
+) -> Path:
     """Write CACHE under root; ``drop_views`` images are removed so some breasts have one view."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -40,11 +47,24 @@ def write_cache(root: Path, n_patients: int = 40, seed: int = 0, size: tuple[int
                 image_id = f"{patient}{side}{view}"
                 rel = relative_image_path(patient, image_id)
                 write_png_atomic(root / rel, _image(rng, size, positive))
-                rows.append({"patient_id": patient, "image_id": image_id, "breast_id": f"{patient}_{side}",
-                             "laterality": side, "view": view, "age": float(rng.integers(40, 80)),
-                             "site_id": str(p % 2 + 1), "machine_id": str(p % 3), "density": "ABCD"[p % 4],
-                             "cancer": float(positive), "cache_path": rel, "status": "ok",
-                             "out_height": size[0], "out_width": size[1]})
+                rows.append(
+                    {
+                        "patient_id": patient,
+                        "image_id": image_id,
+                        "breast_id": f"{patient}_{side}",
+                        "laterality": side,
+                        "view": view,
+                        "age": float(rng.integers(40, 80)),
+                        "site_id": str(p % 2 + 1),
+                        "machine_id": str(p % 3),
+                        "density": "ABCD"[p % 4],
+                        "cancer": float(positive),
+                        "cache_path": rel,
+                        "status": "ok",
+                        "out_height": size[0],
+                        "out_width": size[1],
+                    }
+                )
     table = pd.DataFrame(rows)
     if drop_views:
         table = table.drop(index=rng.choice(len(table), drop_views, replace=False))

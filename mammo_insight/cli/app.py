@@ -12,11 +12,28 @@ from rich.logging import RichHandler
 
 from mammo_insight.errors import MammoInsightError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Understand screening-mammography datasets and explain cancer classifiers.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Understand screening-mammography datasets and explain cancer classifiers.",
+)
 
 # Stage name -> module under mammo_insight.cli defining `command`.
-COMMANDS = ["synth", "cohort", "preprocess", "report", "demo", "eda", "train", "evaluate", "explain", "embed", "fuse_train", "predict"]
+COMMANDS = [
+    "synth",
+    "cohort",
+    "preprocess",
+    "report",
+    "demo",
+    "eda",
+    "train",
+    "evaluate",
+    "explain",
+    "embed",
+    "fuse_train",
+    "predict",
+]
 
 for _name in COMMANDS:
     app.command(_name.replace("_", "-"))(importlib.import_module(f"mammo_insight.cli.{_name}").command)
@@ -25,8 +42,12 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
-                        handlers=[RichHandler(console=err_console, show_path=False)])
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(message)s",
+        datefmt="[%X]",
+        handlers=[RichHandler(console=err_console, show_path=False)],
+    )
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners and adverts, printed twice
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

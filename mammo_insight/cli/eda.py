@@ -13,7 +13,9 @@ def command(
     dataset: Annotated[str | None, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")] = None,
     root: Annotated[Path | None, typer.Option(help="dataset root folder")] = None,
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
-    cohort: Annotated[Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")] = None,
+    cohort: Annotated[
+        Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")
+    ] = None,
     seed: Annotated[int, typer.Option(help="seed of the Monte Carlo Fisher tests")] = 0,
 ) -> None:
     """Rates with intervals, tests, adjusted odds ratios, missingness and a leakage audit, in one report."""
@@ -22,8 +24,10 @@ def command(
     result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
     page = write_eda(result, out)
     s = result.study.summary
-    typer.echo(f"{s['n_images']:,} images, {s['n_patients']:,} women, {s['n_cancer_breasts']:,} of "
-               f"{s['n_breasts']:,} breasts with cancer ({s['prevalence_breast']:.2%})")
+    typer.echo(
+        f"{s['n_images']:,} images, {s['n_patients']:,} women, {s['n_cancer_breasts']:,} of "
+        f"{s['n_breasts']:,} breasts with cancer ({s['prevalence_breast']:.2%})"
+    )
     for finding in result.findings[:3]:
         typer.echo(f"- {finding}")
     typer.echo(f"wrote {page}")

@@ -21,7 +21,9 @@ def command(
     """Embed every cached image with the fold model that never saw its patient; pool per breast."""
     from mammo_insight.stages.embed import EmbedConfig, run_embed, write_embed
 
-    result = run_embed(EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device, workers=workers))
+    result = run_embed(
+        EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device, workers=workers)
+    )
     path = write_embed(result, out)
     typer.echo(f"images: {len(result.images)} ({result.n_held_out} not out-of-fold: mean over fold models)")
     typer.echo(f"breasts: {len(result.breasts)}; embedding dim: {result.dim}")

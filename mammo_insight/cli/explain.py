@@ -11,16 +11,25 @@ from mammo_insight.models.device import DEVICE_HELP
 
 
 def command(
-    run: Annotated[Path, typer.Option(help="training run directory (config.json, folds/, oof_predictions.csv)")],
+    run: Annotated[
+        Path, typer.Option(help="training run directory (config.json, folds/, oof_predictions.csv)")
+    ],
     cache: Annotated[Path, typer.Option(help="image cache the run was trained on (index.parquet)")],
     out: Annotated[Path, typer.Option(help="output folder")],
     method: Annotated[str, typer.Option(help="gradcam | gradcampp | eigencam (gradient-free)")] = "gradcam",
     n: Annotated[int, typer.Option(min=0, help="gallery cases per fold and category (TP, FP, FN)")] = 3,
     fold: Annotated[int | None, typer.Option(help="explain only this fold")] = None,
     max_checked: Annotated[int, typer.Option(min=0, help="annotated images used by the lesion checks")] = 100,
-    tolerance: Annotated[float, typer.Option(min=0.0, help="pointing-game tolerance in original pixels")] = 0.0,
-    layer: Annotated[str | None, typer.Option(help="CAM layer by module name, e.g. backbone.layer3 "
-                                                   "(default: the last feature map, found automatically)")] = None,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="pointing-game tolerance in original pixels")
+    ] = 0.0,
+    layer: Annotated[
+        str | None,
+        typer.Option(
+            help="CAM layer by module name, e.g. backbone.layer3 "
+            "(default: the last feature map, found automatically)"
+        ),
+    ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per CAM batch")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the randomised model and of the check sample")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
@@ -28,12 +37,31 @@ def command(
     """Write OUT/index.html, OUT/cam_metrics.json, OUT/cases/*.png|html, OUT/tables/cam_checks.csv."""
     from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
-    result = run_explain(ExplainConfig(run=run, cache=cache, method=method, n=n, fold=fold, max_checked=max_checked,
-                                       tolerance=tolerance, layer=layer, batch_size=batch_size, seed=seed,
-                                       device=device))
+    result = run_explain(
+        ExplainConfig(
+            run=run,
+            cache=cache,
+            method=method,
+            n=n,
+            fold=fold,
+            max_checked=max_checked,
+            tolerance=tolerance,
+            layer=layer,
+            batch_size=batch_size,
+            seed=seed,
+            device=device,
+        )
+    )
     page = write_explain(result, out)
-    for key in ("method", "n_cases", "pointing_game", "energy_inside", "lesion_area_fraction",
-                "randomisation_rank_corr", "randomised_pointing_game"):
+    for key in (
+        "method",
+        "n_cases",
+        "pointing_game",
+        "energy_inside",
+        "lesion_area_fraction",
+        "randomisation_rank_corr",
+        "randomised_pointing_game",
+    ):
         value = result.metrics.get(key)
         typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     for problem in result.failures:

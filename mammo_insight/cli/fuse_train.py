@@ -13,16 +13,28 @@ def command(
     dataset: Annotated[str | None, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")] = None,
     root: Annotated[Path | None, typer.Option(help="dataset root folder")] = None,
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
-    cohort: Annotated[Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")] = None,
+    cohort: Annotated[
+        Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")
+    ] = None,
     embeddings: Annotated[Path | None, typer.Option(help="EMB.parquet from `mammo-insight embed`")] = None,
     folds: Annotated[int, typer.Option(min=2, help="folds when the embeddings carry none")] = 5,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
-    include_leaky: Annotated[list[str] | None, typer.Option(
-        help="a leaky (post-outcome) cohort column to use anyway; repeat for several. Figures become optimistic")] = None,
-    n_boot: Annotated[int, typer.Option(min=0, help="bootstrap resamples for intervals and paired tests")] = 1000,
-    shap_rows: Annotated[int, typer.Option(min=10, help="breasts explained with SHAP (a random sample)")] = 3000,
+    include_leaky: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="a leaky (post-outcome) cohort column to use anyway; repeat for several. Figures become optimistic"
+        ),
+    ] = None,
+    n_boot: Annotated[
+        int, typer.Option(min=0, help="bootstrap resamples for intervals and paired tests")
+    ] = 1000,
+    shap_rows: Annotated[
+        int, typer.Option(min=10, help="breasts explained with SHAP (a random sample)")
+    ] = 3000,
     workers: Annotated[int, typer.Option(min=1, help="folds fitted at once (threads)")] = 2,
-    threads: Annotated[int, typer.Option(min=1, help="LightGBM threads per model (1 is safest on a busy machine)")] = 1,
+    threads: Annotated[
+        int, typer.Option(min=1, help="LightGBM threads per model (1 is safest on a busy machine)")
+    ] = 1,
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
     from mammo_insight.report import fmt_ci
@@ -30,16 +42,34 @@ def command(
 
     include = tuple(include_leaky or ())
     if include:
-        typer.secho(f"!!! WARNING: including leaky column(s) {', '.join(include)}: they are decided after the "
-                    "outcome; every figure of this run is optimistic !!!", fg=typer.colors.RED, bold=True, err=True)
-    config = FuseConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, embeddings=embeddings,
-                        folds=folds, seed=seed, include_leaky=include, n_boot=n_boot, shap_rows=shap_rows,
-                        workers=workers, threads=threads)
+        typer.secho(
+            f"!!! WARNING: including leaky column(s) {', '.join(include)}: they are decided after the "
+            "outcome; every figure of this run is optimistic !!!",
+            fg=typer.colors.RED,
+            bold=True,
+            err=True,
+        )
+    config = FuseConfig(
+        dataset=dataset,
+        root=root,
+        mapping=mapping,
+        cohort=cohort,
+        embeddings=embeddings,
+        folds=folds,
+        seed=seed,
+        include_leaky=include,
+        n_boot=n_boot,
+        shap_rows=shap_rows,
+        workers=workers,
+        threads=threads,
+    )
     result = run_fuse(config)
     page = write_fuse(result, out)
     for model, body in result.scores.items():
-        typer.echo(f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "
-                   f"pF1 {fmt_ci(body['pf1'])}, {body['n']} breasts, {body['n_pos']} positive")
+        typer.echo(
+            f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "
+            f"pF1 {fmt_ci(body['pf1'])}, {body['n']} breasts, {body['n_pos']} positive"
+        )
     for w in result.fusion.warnings:
         typer.echo(w, err=True)
     typer.echo(f"wrote {page}")

@@ -14,10 +14,16 @@ def command(
     run: Annotated[Path, typer.Option(help="run directory written by `mammo-insight train`")],
     images: Annotated[Path, typer.Option(help="folder of DICOMs (<patient_id>/<image_id>.dcm or flat)")],
     out: Annotated[Path, typer.Option(help="breast-level CSV to write; per-image rows go to OUT_images.csv")],
-    cams: Annotated[Path | None, typer.Option(help="write a Grad-CAM PNG per image and index.html here")] = None,
-    dataset: Annotated[str | None, typer.Option(help="read IMAGES through this dataset adapter (rsna, ...)")] = None,
+    cams: Annotated[
+        Path | None, typer.Option(help="write a Grad-CAM PNG per image and index.html here")
+    ] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="read IMAGES through this dataset adapter (rsna, ...)")
+    ] = None,
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
-    cache: Annotated[Path | None, typer.Option(help="keep the preprocessed images here (default: temporary)")] = None,
+    cache: Annotated[
+        Path | None, typer.Option(help="keep the preprocessed images here (default: temporary)")
+    ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[int, typer.Option(min=1, help="preprocessing worker processes")] = 1,
@@ -25,13 +31,26 @@ def command(
     """Preprocess IMAGES as the run was trained, score with every fold model (mean), decide at the run's threshold."""
     from mammo_insight.stages.predict import PredictConfig, image_csv_path, run_predict, write_predict
 
-    result = run_predict(PredictConfig(run=run, images=images, cams=cams, dataset=dataset, mapping=mapping,
-                                       cache=cache, device=device, batch_size=batch_size, workers=workers))
+    result = run_predict(
+        PredictConfig(
+            run=run,
+            images=images,
+            cams=cams,
+            dataset=dataset,
+            mapping=mapping,
+            cache=cache,
+            device=device,
+            batch_size=batch_size,
+            workers=workers,
+        )
+    )
     breast_csv = write_predict(result, out)
     breasts, files = result.breasts, result.images
     scored = breasts["prob"].notna()
-    typer.echo(f"breasts: {int(scored.sum())} scored, {int(breasts.loc[scored, 'decision'].sum())} positive at "
-               f"threshold {result.threshold:.3f}")
+    typer.echo(
+        f"breasts: {int(scored.sum())} scored, {int(breasts.loc[scored, 'decision'].sum())} positive at "
+        f"threshold {result.threshold:.3f}"
+    )
     failed = files[files["status"] != "ok"]
     typer.echo(f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed")
     for row in failed.head(10).itertuples(index=False):

@@ -16,11 +16,16 @@ def command(
     workers: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 1,
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
     bits: Annotated[int, typer.Option(help="PNG bit depth: 8 or 16")] = 8,
-    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="mirror so every chest wall is on the left")] = True,
-    mask: Annotated[bool, typer.Option("--mask/--no-mask",
-                                       help="blank labels and markers outside the breast")] = True,
+    flip: Annotated[
+        bool, typer.Option("--flip/--no-flip", help="mirror so every chest wall is on the left")
+    ] = True,
+    mask: Annotated[
+        bool, typer.Option("--mask/--no-mask", help="blank labels and markers outside the breast")
+    ] = True,
     backend: Annotated[str, typer.Option(help="local (process pool) or dask (dask.distributed)")] = "local",
-    scheduler: Annotated[str | None, typer.Option(help="dask scheduler address (default: a LocalCluster)")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="dask scheduler address (default: a LocalCluster)")
+    ] = None,
     decoder: Annotated[str, typer.Option(help="auto, pydicom, gdcm or dicomsdl")] = "pydicom",
     sheet_size: Annotated[int, typer.Option(min=0, help="images on the contact sheet")] = 24,
     retry_failed: Annotated[bool, typer.Option(help="redo images that failed in an earlier run")] = False,
@@ -30,9 +35,23 @@ def command(
     from mammo_insight.sizes import parse_size
     from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess, write_preprocess
 
-    config = PreprocessStageConfig(dataset=dataset, root=root, out=out, size=parse_size(size), mapping=mapping,
-                                   bits=bits, flip=flip, mask=mask, decoder=decoder, workers=workers, engine=backend,
-                                   scheduler=scheduler, sheet_size=sheet_size, retry_failed=retry_failed, seed=seed)
+    config = PreprocessStageConfig(
+        dataset=dataset,
+        root=root,
+        out=out,
+        size=parse_size(size),
+        mapping=mapping,
+        bits=bits,
+        flip=flip,
+        mask=mask,
+        decoder=decoder,
+        workers=workers,
+        engine=backend,
+        scheduler=scheduler,
+        sheet_size=sheet_size,
+        retry_failed=retry_failed,
+        seed=seed,
+    )
     result = run_preprocess(config)
     write_preprocess(result)
     for key, value in result.summary.items():

@@ -12,14 +12,18 @@ def command(
     out: Annotated[Path, typer.Option(help="output folder (RSNA layout)")],
     patients: Annotated[int, typer.Option(min=1, help="number of women")] = 100,
     seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 0,
-    size: Annotated[str, typer.Option(help="base image size HxW; a few sizes around it are used")] = "256x192",
+    size: Annotated[
+        str, typer.Option(help="base image size HxW; a few sizes around it are used")
+    ] = "256x192",
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
     from mammo_insight.sizes import parse_size
     from mammo_insight.stages.synth import SynthConfig, run_synth, write_synth
 
-    result = run_synth(SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence))
+    result = run_synth(
+        SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence)
+    )
     write_synth(result)
     for key, value in result.summary.items():
         typer.echo(f"{key}: {value}")

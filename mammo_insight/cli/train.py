@@ -19,20 +19,33 @@ def command(
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of training options (flags win)")] = None,
-    weights: Annotated[Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")] = None,
+    weights: Annotated[
+        Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy machine)")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy machine)")
+    ] = None,
 ) -> None:
     """Train one model per fold; write RUN/oof_predictions.csv, metrics.json, history.csv, folds/, index.html."""
     from mammo_insight.models.config import load_config
     from mammo_insight.stages.train import TrainStageConfig, run_train, write_train
 
-    options = load_config(config, model=model, view_mode=view_mode, folds=folds, epochs=epochs, seed=seed,
-                          weights=str(weights) if weights else None, batch_size=batch_size, device=device,
-                          cpu_threads=threads)
+    options = load_config(
+        config,
+        model=model,
+        view_mode=view_mode,
+        folds=folds,
+        epochs=epochs,
+        seed=seed,
+        weights=str(weights) if weights else None,
+        batch_size=batch_size,
+        device=device,
+        cpu_threads=threads,
+    )
     result = run_train(TrainStageConfig(cache, out, options))
-    if result is None:      # a DDP worker rank: rank 0 writes the run
+    if result is None:  # a DDP worker rank: rank 0 writes the run
         return
     page = write_train(result)
     for label, value in result.headline().items():

@@ -42,11 +42,15 @@ def check_fold_counts(n_patients: int, n_positive: int, k: int) -> None:
     if k < 2:
         raise MammoInsightError(f"cross-validation needs at least 2 folds, got {k}")
     if n_patients < k:
-        raise MammoInsightError(f"{n_patients} woman/women with validatable rows ({n_positive} positive): "
-                                f"too few for {k} patient-grouped folds")
+        raise MammoInsightError(
+            f"{n_patients} woman/women with validatable rows ({n_positive} positive): "
+            f"too few for {k} patient-grouped folds"
+        )
     if 0 < n_positive < k:
-        raise MammoInsightError(f"only {n_positive} positive woman/women (of {n_patients}): too few for {k} "
-                                "folds stratified on the patient's label; use fewer folds")
+        raise MammoInsightError(
+            f"only {n_positive} positive woman/women (of {n_patients}): too few for {k} "
+            "folds stratified on the patient's label; use fewer folds"
+        )
 
 
 def patient_labels(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray) -> pd.Series:
@@ -55,8 +59,9 @@ def patient_labels(patient_id: pd.Series | np.ndarray, label: pd.Series | np.nda
     return (frame.groupby("patient_id")["label"].max().fillna(0) > 0).astype(int)
 
 
-def patient_folds(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray, k: int, seed: int
-                  ) -> np.ndarray:
+def patient_folds(
+    patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray, k: int, seed: int
+) -> np.ndarray:
     """Fold number (0..k-1) per row under the one policy: every row of a woman in her fold."""
     patients = patient_labels(patient_id, label)
     check_fold_counts(len(patients), int(patients.sum()), k)
@@ -89,13 +94,16 @@ def stratified_group_folds(group_label: np.ndarray, k: int, seed: int) -> np.nda
     scale = y_cnt.reshape(1, 1, -1)
     fold_of_shuffled = np.empty(n, dtype=int)
     for g in order:
-        proposed = per_fold[None, :, :] + eye * counts[g]   # candidate i: the group added to fold i
+        proposed = per_fold[None, :, :] + eye * counts[g]  # candidate i: the group added to fold i
         evals = np.mean(np.std(proposed / scale, axis=1), axis=1).tolist()
         sizes = per_fold.sum(axis=1).tolist()
         best, min_eval, min_size = 0, math.inf, math.inf
-        for i in range(k):  # sklearn's tie-break in its order; np.isclose's test (finite once a fold is taken)
-            if evals[i] < min_eval or (abs(evals[i] - min_eval) <= 1e-8 + 1e-5 * abs(min_eval)
-                                       and sizes[i] < min_size):
+        for i in range(
+            k
+        ):  # sklearn's tie-break in its order; np.isclose's test (finite once a fold is taken)
+            if evals[i] < min_eval or (
+                abs(evals[i] - min_eval) <= 1e-8 + 1e-5 * abs(min_eval) and sizes[i] < min_size
+            ):
                 best, min_eval, min_size = i, evals[i], sizes[i]
         per_fold[best] += counts[g]
         fold_of_shuffled[g] = best
@@ -118,14 +126,25 @@ def fold_split(table: pd.DataFrame, folds: pd.Series, fold: int) -> tuple[pd.Ind
     return train, val
 
 
-def folds_record(patient_id: pd.Series | np.ndarray, label: pd.Series | np.ndarray, fold: np.ndarray | pd.Series,
-                 *, seed: int | None, policy: str = POLICY) -> dict[str, Any]:
+def folds_record(
+    patient_id: pd.Series | np.ndarray,
+    label: pd.Series | np.ndarray,
+    fold: np.ndarray | pd.Series,
+    *,
+    seed: int | None,
+    policy: str = POLICY,
+) -> dict[str, Any]:
     """The folds actually used, for metrics.json: k, seed, policy, and women / positive women per fold.
 
     Rows with fold -1 (train-only) are counted apart as ``train_only_patients``.
     """
-    frame = pd.DataFrame({"patient_id": np.asarray(patient_id), "label": pd.to_numeric(np.asarray(label)),
-                          "fold": np.asarray(fold, dtype=int)})
+    frame = pd.DataFrame(
+        {
+            "patient_id": np.asarray(patient_id),
+            "label": pd.to_numeric(np.asarray(label)),
+            "fold": np.asarray(fold, dtype=int),
+        }
+    )
     per_fold = []
     for f, rows in frame[frame["fold"] >= 0].groupby("fold", sort=True):
         women = patient_labels(rows["patient_id"], rows["label"])

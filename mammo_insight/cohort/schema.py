@@ -15,12 +15,36 @@ import pandas as pd
 
 from mammo_insight.errors import CohortError
 
-STRING_COLUMNS = ["patient_id", "image_id", "breast_id", "laterality", "view", "site_id", "machine_id",
-                  "density", "image_path"]
+STRING_COLUMNS = [
+    "patient_id",
+    "image_id",
+    "breast_id",
+    "laterality",
+    "view",
+    "site_id",
+    "machine_id",
+    "density",
+    "image_path",
+]
 NUMERIC_COLUMNS = ["age", "birads", "implant", "cancer", "biopsy", "invasive", "difficult_negative_case"]
-CANONICAL_COLUMNS = ["patient_id", "image_id", "breast_id", "laterality", "view", "age", "site_id",
-                     "machine_id", "density", "birads", "implant", "cancer", "biopsy", "invasive",
-                     "difficult_negative_case", "image_path"]
+CANONICAL_COLUMNS = [
+    "patient_id",
+    "image_id",
+    "breast_id",
+    "laterality",
+    "view",
+    "age",
+    "site_id",
+    "machine_id",
+    "density",
+    "birads",
+    "implant",
+    "cancer",
+    "biopsy",
+    "invasive",
+    "difficult_negative_case",
+    "image_path",
+]
 LABEL_COLUMNS = ["cancer", "biopsy", "invasive", "difficult_negative_case", "implant"]
 # Decided after the screening outcome: never a model input unless the user insists. This is RSNA's
 # declaration (RsnaAdapter.post_outcome); every other adapter declares its own list. The canonical columns
@@ -48,7 +72,9 @@ class Cohort:
     table: pd.DataFrame
     dataset: str
     label_meaning: str
-    annotations: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["image_id", "x", "y", "radius"]))
+    annotations: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=["image_id", "x", "y", "radius"])
+    )
     factors: dict[str, str] = field(default_factory=dict)
     post_outcome: list[str] = field(default_factory=lambda: list(POST_OUTCOME_COLUMNS))
 
@@ -74,11 +100,16 @@ def _clean_str(series: pd.Series) -> pd.Series:
 def _escapes_folder(value: str) -> bool:
     """True for an id that would lead a file path out of its folder ('..' part, absolute, drive letter)."""
     parts = value.replace("\\", "/").split("/")
-    return ".." in parts or value.startswith(("/", "\\")) or (len(value) > 1 and value[1] == ":" and value[0].isalpha())
+    return (
+        ".." in parts
+        or value.startswith(("/", "\\"))
+        or (len(value) > 1 and value[1] == ":" and value[0].isalpha())
+    )
 
 
-def validate_cohort(table: pd.DataFrame, source: str = "cohort table", lines: Sequence[int] | None = None
-                    ) -> pd.DataFrame:
+def validate_cohort(
+    table: pd.DataFrame, source: str = "cohort table", lines: Sequence[int] | None = None
+) -> pd.DataFrame:
     """Check the canonical contract and return a copy with canonical dtypes and column order.
 
     Raises CohortError naming the column and the first offending rows as file lines (header = line 1;
@@ -92,8 +123,10 @@ def validate_cohort(table: pd.DataFrame, source: str = "cohort table", lines: Se
         raise CohortError(f"{source}: the table is empty (no rows)")
     missing = [c for c in CANONICAL_COLUMNS if c not in table.columns and c != "breast_id"]
     if missing:
-        raise CohortError(f"{source}: missing column(s) {', '.join(missing)}; "
-                          f"expected the canonical columns {', '.join(CANONICAL_COLUMNS)}")
+        raise CohortError(
+            f"{source}: missing column(s) {', '.join(missing)}; "
+            f"expected the canonical columns {', '.join(CANONICAL_COLUMNS)}"
+        )
     out = table.reset_index(drop=True).copy()
     for col in STRING_COLUMNS:
         if col in out.columns:
@@ -103,8 +136,10 @@ def validate_cohort(table: pd.DataFrame, source: str = "cohort table", lines: Se
         bad = numeric.isna() & out[col].notna() & (_clean_str(out[col].astype("string")).notna())
         if bad.any():
             example = out.loc[bad, col].iloc[0]
-            raise CohortError(f"{source}: column '{col}' must be numeric; {_rows(bad)} hold non-numeric "
-                              f"values such as {example!r}")
+            raise CohortError(
+                f"{source}: column '{col}' must be numeric; {_rows(bad)} hold non-numeric "
+                f"values such as {example!r}"
+            )
         out[col] = numeric.astype("float64")
     for col in REQUIRED_VALUES:
         empty = out[col].isna()
@@ -114,19 +149,25 @@ def validate_cohort(table: pd.DataFrame, source: str = "cohort table", lines: Se
     bad_lat = ~out["laterality"].isin(list(LATERALITIES))
     if bad_lat.any():
         values = sorted(set(out.loc[bad_lat, "laterality"].astype(str)))[:MAX_ROWS_SHOWN]
-        raise CohortError(f"{source}: column 'laterality' has unknown value(s) {values} in {_rows(bad_lat)}; "
-                          "expected L or R (map others with a generic mapping file)")
+        raise CohortError(
+            f"{source}: column 'laterality' has unknown value(s) {values} in {_rows(bad_lat)}; "
+            "expected L or R (map others with a generic mapping file)"
+        )
     out["density"] = out["density"].str.upper()
     bad_density = out["density"].notna() & ~out["density"].isin(list(DENSITIES))
     if bad_density.any():
         values = sorted(set(out.loc[bad_density, "density"].astype(str)))[:MAX_ROWS_SHOWN]
-        raise CohortError(f"{source}: column 'density' has unknown value(s) {values} in {_rows(bad_density)}; "
-                          "expected A, B, C or D")
+        raise CohortError(
+            f"{source}: column 'density' has unknown value(s) {values} in {_rows(bad_density)}; "
+            "expected A, B, C or D"
+        )
     for col in LABEL_COLUMNS:
         bad_label = out[col].notna() & ~out[col].isin([0.0, 1.0])
         if bad_label.any():
             values = sorted(set(out.loc[bad_label, col]))[:MAX_ROWS_SHOWN]
-            raise CohortError(f"{source}: column '{col}' is a 0/1 label but holds {values} in {_rows(bad_label)}")
+            raise CohortError(
+                f"{source}: column '{col}' is a 0/1 label but holds {values} in {_rows(bad_label)}"
+            )
     bad_age = out["age"].notna() & ((out["age"] < 0) | (out["age"] > 120))
     if bad_age.any():
         raise CohortError(f"{source}: column 'age' must lie in 0-120; {_rows(bad_age)} do not")
@@ -134,12 +175,16 @@ def validate_cohort(table: pd.DataFrame, source: str = "cohort table", lines: Se
         unsafe = out[col].map(_escapes_folder)
         if unsafe.any():
             values = list(dict.fromkeys(out.loc[unsafe, col]))[:MAX_ROWS_SHOWN]
-            raise CohortError(f"{source}: column '{col}' names cache files, so it may not hold '..' or an absolute "
-                              f"path; {values} in {_rows(unsafe)}")
+            raise CohortError(
+                f"{source}: column '{col}' names cache files, so it may not hold '..' or an absolute "
+                f"path; {values} in {_rows(unsafe)}"
+            )
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
         values = list(dict.fromkeys(out.loc[dup, "image_id"]))[:MAX_ROWS_SHOWN]
-        raise CohortError(f"{source}: column 'image_id' must be unique; duplicated id(s) {values} in {_rows(dup)}")
+        raise CohortError(
+            f"{source}: column 'image_id' must be unique; duplicated id(s) {values} in {_rows(dup)}"
+        )
     expected_breast = out["patient_id"] + "_" + out["laterality"]
     if "breast_id" not in out.columns or out["breast_id"].isna().all():
         out["breast_id"] = expected_breast

@@ -22,17 +22,20 @@ ATTRS_KEY = "mammo_insight_cohort"  # parquet metadata (pandas DataFrame.attrs) 
 ROOT_FILES = ("train.csv", "test.csv", "Info.txt", "manifest.csv")
 
 
-def load_cohort_source(*, cohort: Path | None, dataset: str | None, root: Path | None, mapping: Path | None
-                       ) -> tuple[Cohort, dict[str, Path]]:
+def load_cohort_source(
+    *, cohort: Path | None, dataset: str | None, root: Path | None, mapping: Path | None
+) -> tuple[Cohort, dict[str, Path]]:
     """(the validated cohort, input files to hash in the manifest) from exactly one of the two forms."""
     if cohort is not None and (root is not None or mapping is not None):
-        raise MammoInsightError("give either --cohort FILE.parquet or --dataset/--root (with --mapping for "
-                                "generic), not both")
+        raise MammoInsightError(
+            "give either --cohort FILE.parquet or --dataset/--root (with --mapping for generic), not both"
+        )
     if cohort is not None:
         return read_cohort_file(Path(cohort), dataset=dataset), {"cohort": Path(cohort)}
     if dataset is None or root is None:
-        raise MammoInsightError("give --dataset NAME and --root DIR (and --mapping M.toml for generic), "
-                                "or --cohort FILE.parquet")
+        raise MammoInsightError(
+            "give --dataset NAME and --root DIR (and --mapping M.toml for generic), or --cohort FILE.parquet"
+        )
     from mammo_insight.cohort.adapters import load_cohort
 
     root = Path(root)
@@ -54,10 +57,13 @@ def read_cohort_file(path: Path, dataset: str | None = None) -> Cohort:
         raise MammoInsightError(f"cannot read {path} as parquet: {exc}") from exc
     meta: dict[str, Any] = dict(table.attrs.get(ATTRS_KEY) or {})
     table.attrs.clear()
-    cohort = Cohort(validate_cohort(table, source=str(path)), dataset=dataset or meta.get("dataset") or path.stem,
-                    label_meaning=meta.get("label_meaning") or PARQUET_LABEL,
-                    factors=dict(meta.get("factors") or {}),
-                    post_outcome=list(meta.get("post_outcome") or POST_OUTCOME_COLUMNS))
+    cohort = Cohort(
+        validate_cohort(table, source=str(path)),
+        dataset=dataset or meta.get("dataset") or path.stem,
+        label_meaning=meta.get("label_meaning") or PARQUET_LABEL,
+        factors=dict(meta.get("factors") or {}),
+        post_outcome=list(meta.get("post_outcome") or POST_OUTCOME_COLUMNS),
+    )
     annotations = path.with_name(path.stem + "_annotations.parquet")
     if annotations.is_file():
         cohort.annotations = pd.read_parquet(annotations)
@@ -68,8 +74,14 @@ def write_cohort_file(cohort: Cohort, path: Path) -> Path:
     """The cohort as a canonical .parquet that keeps its declarations (and its lesions beside it)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = cohort.table.copy()
-    table.attrs = {ATTRS_KEY: {"dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
-                               "factors": dict(cohort.factors), "post_outcome": list(cohort.post_outcome)}}
+    table.attrs = {
+        ATTRS_KEY: {
+            "dataset": cohort.dataset,
+            "label_meaning": cohort.label_meaning,
+            "factors": dict(cohort.factors),
+            "post_outcome": list(cohort.post_outcome),
+        }
+    }
     table.to_parquet(path, index=False)
     if len(cohort.annotations):
         cohort.annotations.to_parquet(path.with_name(path.stem + "_annotations.parquet"), index=False)

@@ -94,15 +94,17 @@ class ToGrid:
                 gh, gw = self.input_hw[0] // ph, self.input_hw[1] // pw
             if gh * gw == n_tokens:
                 return int(gh), int(gw)
-        side = round(n_tokens ** 0.5)
+        side = round(n_tokens**0.5)
         if side * side != n_tokens:
-            raise MammoInsightError(f"cannot arrange {n_tokens} tokens of layer {self.target.name} into a grid")
+            raise MammoInsightError(
+                f"cannot arrange {n_tokens} tokens of layer {self.target.name} into a grid"
+            )
         return side, side
 
     def __call__(self, tensor: torch.Tensor) -> torch.Tensor:
         if self.target.layout == "nhwc":
             return tensor.permute(0, 3, 1, 2)
-        tokens = tensor[:, self.target.num_prefix_tokens:, :]
+        tokens = tensor[:, self.target.num_prefix_tokens :, :]
         gh, gw = self.grid(tokens.shape[1])
         return tokens.reshape(tokens.shape[0], gh, gw, tokens.shape[2]).permute(0, 3, 1, 2)
 
@@ -120,14 +122,21 @@ def _default_input_size(backbone: nn.Module) -> tuple[int, int]:
     return (int(size[0]), int(size[1])) if size is not None else (64, 64)
 
 
-def _trace(backbone: nn.Module, input_size: tuple[int, int]) -> tuple[torch.Tensor, list[tuple[str, nn.Module, object]]]:
+def _trace(
+    backbone: nn.Module, input_size: tuple[int, int]
+) -> tuple[torch.Tensor, list[tuple[str, nn.Module, object]]]:
     """Run forward_features once; return its output and (name, module, output) in completion order."""
     if not hasattr(backbone, "forward_features"):
-        raise MammoInsightError(f"{type(backbone).__name__} has no forward_features: not a timm backbone, "
-                                "name the CAM layer explicitly")
+        raise MammoInsightError(
+            f"{type(backbone).__name__} has no forward_features: not a timm backbone, "
+            "name the CAM layer explicitly"
+        )
     records: list[tuple[str, nn.Module, object]] = []
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: records.append((name, mod, out)))
-               for name, m in backbone.named_modules() if name]
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: records.append((name, mod, out)))
+        for name, m in backbone.named_modules()
+        if name
+    ]
     try:
         was_training = backbone.training
         backbone.eval()
@@ -142,8 +151,9 @@ def _trace(backbone: nn.Module, input_size: tuple[int, int]) -> tuple[torch.Tens
     return feats, records
 
 
-def find_target_layer(backbone: nn.Module, input_size: tuple[int, int] | None = None,
-                      prefix: str = "") -> TargetLayer:
+def find_target_layer(
+    backbone: nn.Module, input_size: tuple[int, int] | None = None, prefix: str = ""
+) -> TargetLayer:
     """The layer whose activations Grad-CAM should use, found by tracing one forward pass (see module doc)."""
     input_size = tuple(input_size) if input_size is not None else _default_input_size(backbone)
     feats, records = _trace(backbone, input_size)
@@ -151,23 +161,31 @@ def find_target_layer(backbone: nn.Module, input_size: tuple[int, int] | None = 
     if feats.ndim == 3:
         blocks = getattr(backbone, "blocks", None)
         if blocks is None or len(blocks) == 0:
-            raise MammoInsightError(f"{type(backbone).__name__}: token features without `blocks`; "
-                                    "name the CAM layer explicitly")
+            raise MammoInsightError(
+                f"{type(backbone).__name__}: token features without `blocks`; name the CAM layer explicitly"
+            )
         last = len(blocks) - 1
         module = getattr(blocks[last], "norm1", blocks[last])
         name = f"blocks.{last}.norm1" if module is not blocks[last] else f"blocks.{last}"
-        prefix_tokens = int(getattr(backbone, "num_prefix_tokens", 1 if hasattr(backbone, "cls_token") else 0))
-        return TargetLayer(prefix + name, module, "tokens", prefix_tokens, getattr(backbone, "patch_embed", None))
+        prefix_tokens = int(
+            getattr(backbone, "num_prefix_tokens", 1 if hasattr(backbone, "cls_token") else 0)
+        )
+        return TargetLayer(
+            prefix + name, module, "tokens", prefix_tokens, getattr(backbone, "patch_embed", None)
+        )
     if feats.ndim != 4:
-        raise MammoInsightError(f"{type(backbone).__name__}: feature map of shape {tuple(feats.shape)} "
-                                "is neither NCHW nor tokens")
+        raise MammoInsightError(
+            f"{type(backbone).__name__}: feature map of shape {tuple(feats.shape)} is neither NCHW nor tokens"
+        )
     layout = "nhwc" if feats.shape[1] != n_features and feats.shape[-1] == n_features else "nchw"
     same = [r for r in records if r[2] is feats]
     if not same:  # forward_features ended in a functional op: take the last module of the same shape
         same = [r for r in records if isinstance(r[2], torch.Tensor) and r[2].shape == feats.shape]
     if not same:
-        raise MammoInsightError(f"{type(backbone).__name__}: no module outputs the final feature map; "
-                                "name the CAM layer explicitly")
+        raise MammoInsightError(
+            f"{type(backbone).__name__}: no module outputs the final feature map; "
+            "name the CAM layer explicitly"
+        )
     name, module, _ = same[-1]
     return TargetLayer(prefix + name, module, layout)
 
@@ -224,23 +242,32 @@ class CamExplainer:
     ...     result = cam(images)          # (B, 1, H, W), or (B, V, 1, H, W) with mask for multi-view
     """
 
-    def __init__(self, model: nn.Module, method: str = "gradcam", input_size: tuple[int, int] | None = None,
-                 layer: str | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        method: str = "gradcam",
+        input_size: tuple[int, int] | None = None,
+        layer: str | None = None,
+    ):
         if method not in METHODS:
             raise MammoInsightError(f"unknown CAM method {method!r}; choose one of {', '.join(METHODS)}")
         self.model = model.eval()
         self.method = method
         self.multi_view = isinstance(model, MultiViewClassifier)
         size = tuple(input_size) if input_size is not None else _default_input_size(model.backbone)
-        self.target = (named_target_layer(model, layer, size) if layer
-                       else find_target_layer(model.backbone, size, prefix="backbone."))
+        self.target = (
+            named_target_layer(model, layer, size)
+            if layer
+            else find_target_layer(model.backbone, size, prefix="backbone.")
+        )
         self._grid = ToGrid(self.target) if self.target.layout != "nchw" else None
         self._wrapped = _FlatViews(model) if self.multi_view else model
         # registered before grad-cam's own hooks so they see the re-rooted output (see _cut_graph)
         self._cut = self.target.module.register_forward_hook(_cut_graph)
-        self._cam = METHODS[method](model=self._wrapped, target_layers=[self.target.module],
-                                    reshape_transform=self._grid)
-        self.grid_shape: tuple[int, int] | None = None   # the CAM's own resolution, known after a call
+        self._cam = METHODS[method](
+            model=self._wrapped, target_layers=[self.target.module], reshape_transform=self._grid
+        )
+        self.grid_shape: tuple[int, int] | None = None  # the CAM's own resolution, known after a call
 
     def __enter__(self) -> Self:
         return self
@@ -260,14 +287,18 @@ class CamExplainer:
             self._grid.input_hw = tuple(images.shape[-2:])
         if self.multi_view:
             if images.ndim != 5:
-                raise MammoInsightError(f"a multi-view model needs (B, V, 1, H, W) images, got {tuple(images.shape)}")
+                raise MammoInsightError(
+                    f"a multi-view model needs (B, V, 1, H, W) images, got {tuple(images.shape)}"
+                )
             b, v = images.shape[:2]
             self._wrapped.n_views = v
             self._wrapped.mask = (mask if mask is not None else torch.ones(b, v, dtype=torch.bool)).to(device)
             flat = images.flatten(0, 1)
         else:
             if images.ndim != 4:
-                raise MammoInsightError(f"a single-view model needs (B, 1, H, W) images, got {tuple(images.shape)}")
+                raise MammoInsightError(
+                    f"a single-view model needs (B, 1, H, W) images, got {tuple(images.shape)}"
+                )
             b = images.shape[0]
             flat = images
         params = [p for p in self.model.parameters() if p.requires_grad]

@@ -28,8 +28,16 @@ from mammo_insight.models.data import CacheImageDataset, breast_table
 from mammo_insight.models.factory import build_classifier
 
 log = logging.getLogger(__name__)
-CASE_TABLE_COLUMNS = ["image_id", "cam_max", "rank_corr", "pointing", "energy_inside", "area_fraction",
-                      "random_pointing", "random_energy_inside"]
+CASE_TABLE_COLUMNS = [
+    "image_id",
+    "cam_max",
+    "rank_corr",
+    "pointing",
+    "energy_inside",
+    "area_fraction",
+    "random_pointing",
+    "random_energy_inside",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,9 +48,9 @@ class ExplainedCase:
     fold: int
     categories: tuple[str, ...]
     label: float
-    prob: float                    # the fold model's probability now (the OOF file's is in the records)
-    records: tuple[dict, ...]      # one per image (view) of the case
-    png: bytes                     # the case figure: original + CAM, model input, random weights
+    prob: float  # the fold model's probability now (the OOF file's is in the records)
+    records: tuple[dict, ...]  # one per image (view) of the case
+    png: bytes  # the case figure: original + CAM, model input, random weights
     thumb: np.ndarray = field(repr=False)
 
     @property
@@ -52,8 +60,12 @@ class ExplainedCase:
 
     @property
     def facts(self) -> dict[str, str]:
-        return {"fold": str(self.fold), "label": f"{self.label:g}", "probability": f"{self.prob:.3f}",
-                "category": ", ".join(self.categories)}
+        return {
+            "fold": str(self.fold),
+            "label": f"{self.label:g}",
+            "probability": f"{self.prob:.3f}",
+            "category": ", ".join(self.categories),
+        }
 
     def table(self) -> pd.DataFrame:
         """The per-image numbers its page shows."""
@@ -61,7 +73,9 @@ class ExplainedCase:
         return frame[[c for c in CASE_TABLE_COLUMNS if c in frame]]
 
 
-def random_twin(model_name: str, view_mode: str, image_size: tuple[int, int] | None, seed: int) -> torch.nn.Module:
+def random_twin(
+    model_name: str, view_mode: str, image_size: tuple[int, int] | None, seed: int
+) -> torch.nn.Module:
     """The run's architecture with fresh random weights (seeded without touching the global RNG)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -77,8 +91,9 @@ def case_images(case_id: str, table: pd.DataFrame, *, unit: str, max_views: int,
     return rows.iloc[breast_table(rows, max_views, label).at[0, "rows"]].reset_index(drop=True)
 
 
-def load_inputs(case_rows: Sequence[pd.DataFrame], cache_dir: Path, *, size: tuple[int, int], multi: bool,
-                max_views: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+def load_inputs(
+    case_rows: Sequence[pd.DataFrame], cache_dir: Path, *, size: tuple[int, int], multi: bool, max_views: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Model inputs exactly as training saw them (the cache datasets' loading and resizing)."""
     tensors = []
     for rows in case_rows:
@@ -99,9 +114,9 @@ class CaseContext:
     """What every case of an explain run shares: the cache, the model input and the check settings."""
 
     cache_dir: Path
-    index: pd.DataFrame            # ok cache rows, image_id and breast_id as str
+    index: pd.DataFrame  # ok cache rows, image_id and breast_id as str
     lesions_by_image: Mapping[str, np.ndarray]
-    unit: str                      # image_id (single-view run) or breast_id (multi-view)
+    unit: str  # image_id (single-view run) or breast_id (multi-view)
     size: tuple[int, int]
     max_views: int
     label: str
@@ -113,17 +128,21 @@ class CaseContext:
         return self.unit == "breast_id"
 
 
-def explain_batch(batch: pd.DataFrame, context: CaseContext, *, trained: CamExplainer,
-                  random: CamExplainer) -> list[ExplainedCase]:
+def explain_batch(
+    batch: pd.DataFrame, context: CaseContext, *, trained: CamExplainer, random: CamExplainer
+) -> list[ExplainedCase]:
     """CAMs of one batch of cases (columns case_id, fold, categories, prob, label) by both explainers."""
     multi = context.multi
-    case_rows = [case_images(c, context.index, unit=context.unit, max_views=context.max_views, label=context.label)
-                 for c in batch["case_id"]]
+    case_rows = [
+        case_images(c, context.index, unit=context.unit, max_views=context.max_views, label=context.label)
+        for c in batch["case_id"]
+    ]
     missing = [c for c, rows in zip(batch["case_id"], case_rows) if rows.empty]
     if missing:
         raise MammoInsightError(f"no cache image for case(s) {', '.join(missing)}")
-    images, mask = load_inputs(case_rows, context.cache_dir, size=context.size, multi=multi,
-                               max_views=context.max_views)
+    images, mask = load_inputs(
+        case_rows, context.cache_dir, size=context.size, multi=multi, max_views=context.max_views
+    )
     got, rnd = trained(images, mask), random(images, mask)
     explained = []
     for b, (case, rows) in enumerate(zip(batch.itertuples(), case_rows)):
@@ -132,8 +151,9 @@ def explain_batch(batch: pd.DataFrame, context: CaseContext, *, trained: CamExpl
         for v, row in enumerate(rows.to_dict("records")):
             cam = got.maps[b, v] if multi else got.maps[b]
             cam_rand = rnd.maps[b, v] if multi else rnd.maps[b]
-            rec, panel = _explain_image(row, case, context, cam=cam, cam_rand=cam_rand, prob=prob,
-                                        grid=trained.grid_shape)
+            rec, panel = _explain_image(
+                row, case, context, cam=cam, cam_rand=cam_rand, prob=prob, grid=trained.grid_shape
+            )
             panels.append(panel)
             records.append(rec)
             if v == 0:
@@ -142,17 +162,35 @@ def explain_batch(batch: pd.DataFrame, context: CaseContext, *, trained: CamExpl
         name = safe_name(case.case_id)
         for rec in records:
             rec["png"] = f"cases/{name}.png"
-        title = (f"{case.case_id}: fold {case.fold}, {'/'.join(case.categories)}, label {case.label:g}, "
-                 f"p={prob:.3f}")
-        explained.append(ExplainedCase(case_id=str(case.case_id), fold=int(case.fold),
-                                       categories=tuple(case.categories), label=float(case.label), prob=prob,
-                                       records=tuple(records), png=png_bytes(compose_panels(panels, title)),
-                                       thumb=thumb))
+        title = (
+            f"{case.case_id}: fold {case.fold}, {'/'.join(case.categories)}, label {case.label:g}, "
+            f"p={prob:.3f}"
+        )
+        explained.append(
+            ExplainedCase(
+                case_id=str(case.case_id),
+                fold=int(case.fold),
+                categories=tuple(case.categories),
+                label=float(case.label),
+                prob=prob,
+                records=tuple(records),
+                png=png_bytes(compose_panels(panels, title)),
+                thumb=thumb,
+            )
+        )
     return explained
 
 
-def _explain_image(row: dict, case, context: CaseContext, *, cam: np.ndarray, cam_rand: np.ndarray, prob: float,
-                   grid: tuple[int, int] | None) -> tuple[dict, list]:
+def _explain_image(
+    row: dict,
+    case,
+    context: CaseContext,
+    *,
+    cam: np.ndarray,
+    cam_rand: np.ndarray,
+    prob: float,
+    grid: tuple[int, int] | None,
+) -> tuple[dict, list]:
     """One image of a case: its check record and its figure row (original + CAM, model input, random)."""
     geom = CacheGeometry.from_row(row)
     cache_img = load_cache_image(context.cache_dir, row)
@@ -160,23 +198,36 @@ def _explain_image(row: dict, case, context: CaseContext, *, cam: np.ndarray, ca
     full_rand = mapping.cam_to_original(cam_rand, geom)
     support = mapping.support_mask(geom)
     lesions = context.lesions_by_image.get(str(row["image_id"]))
-    rec = {"case_id": case.case_id, "image_id": row["image_id"], "patient_id": row.get("patient_id"),
-           "fold": int(case.fold), "categories": "+".join(case.categories), "label": case.label,
-           "oof_prob": case.prob, "prob": prob, "cam_max": float(cam.max()),
-           "rank_corr": checks.rank_correlation(cam, cam_rand)}
+    rec = {
+        "case_id": case.case_id,
+        "image_id": row["image_id"],
+        "patient_id": row.get("patient_id"),
+        "fold": int(case.fold),
+        "categories": "+".join(case.categories),
+        "label": case.label,
+        "oof_prob": case.prob,
+        "prob": prob,
+        "cam_max": float(cam.max()),
+        "rank_corr": checks.rank_correlation(cam, cam_rand),
+    }
     if lesions is not None and len(lesions):
         hit_mask = checks.lesion_mask(full.shape, lesions, context.tolerance)
         inside = checks.lesion_mask(full.shape, lesions)
         cell = half_cell_original(grid, context.size, geom)
         cell_mask = checks.lesion_mask(full.shape, lesions, cell)
-        rec.update(pointing_cell=checks.pointing_hit(full, cell_mask, support),
-                   random_pointing_cell=checks.pointing_hit(full_rand, cell_mask, support),
-                   area_fraction_cell=checks.area_fraction(cell_mask, support), half_cell_px=cell)
-        rec.update(pointing=checks.pointing_hit(full, hit_mask, support),
-                   energy_inside=checks.energy_inside(full, inside),
-                   area_fraction=checks.area_fraction(inside, support),
-                   random_pointing=checks.pointing_hit(full_rand, hit_mask, support),
-                   random_energy_inside=checks.energy_inside(full_rand, inside))
+        rec.update(
+            pointing_cell=checks.pointing_hit(full, cell_mask, support),
+            random_pointing_cell=checks.pointing_hit(full_rand, cell_mask, support),
+            area_fraction_cell=checks.area_fraction(cell_mask, support),
+            half_cell_px=cell,
+        )
+        rec.update(
+            pointing=checks.pointing_hit(full, hit_mask, support),
+            energy_inside=checks.energy_inside(full, inside),
+            area_fraction=checks.area_fraction(inside, support),
+            random_pointing=checks.pointing_hit(full_rand, hit_mask, support),
+            random_energy_inside=checks.energy_inside(full_rand, inside),
+        )
     display, factor, source = mapping.display_image(row, cache_img, geom, context.display_side)
     peak = mapping.peak_location(full)
     over = mapping.overlay(display, mapping.downsample(full, factor), lesions, peak, scale=factor)
@@ -185,12 +236,20 @@ def _explain_image(row: dict, case, context: CaseContext, *, cam: np.ndarray, ca
         cx, cy = geom.to_cache(lesions[:, 0], lesions[:, 1])
         cache_lesions = np.stack([cx, cy, geom.length_to_cache(lesions[:, 2])], axis=1)
     model_in = mapping.overlay(cache_img, resize(cam, cache_img.shape[:2]), cache_lesions)
-    over_rand = mapping.overlay(display, mapping.downsample(full_rand, factor), lesions,
-                                mapping.peak_location(full_rand), scale=factor)
+    over_rand = mapping.overlay(
+        display,
+        mapping.downsample(full_rand, factor),
+        lesions,
+        mapping.peak_location(full_rand),
+        scale=factor,
+    )
     hit = rec.get("pointing")
     verdict = "" if hit is None else (", hit" if hit >= 0.5 else ", miss")
-    panel = [(over, f"{row.get('view', '')} {row.get('laterality', '')}: original ({source}){verdict}"),
-             (model_in, "model input"), (over_rand, "random weights")]
+    panel = [
+        (over, f"{row.get('view', '')} {row.get('laterality', '')}: original ({source}){verdict}"),
+        (model_in, "model input"),
+        (over_rand, "random weights"),
+    ]
     return rec, panel
 
 
@@ -198,6 +257,6 @@ def half_cell_original(grid: tuple[int, int] | None, size: tuple[int, int], geom
     """Half the diagonal of one CAM grid cell, in original pixels: the finest the map can point."""
     if not grid:
         return 0.0
-    cell_h = size[0] / grid[0] * geom.out_height / size[0]   # input pixels -> cache pixels
+    cell_h = size[0] / grid[0] * geom.out_height / size[0]  # input pixels -> cache pixels
     cell_w = size[1] / grid[1] * geom.out_width / size[1]
     return float(0.5 * np.hypot(cell_h, cell_w) / np.sqrt(geom.scale_x * geom.scale_y))

@@ -35,7 +35,7 @@ def lesion_mask(shape: tuple[int, int], lesions: np.ndarray, tolerance: float = 
         if y0 >= y1 or x0 >= x1:
             continue
         yy, xx = np.ogrid[y0:y1, x0:x1]
-        mask[y0:y1, x0:x1] |= (xx - x) ** 2 + (yy - y) ** 2 <= rr ** 2
+        mask[y0:y1, x0:x1] |= (xx - x) ** 2 + (yy - y) ** 2 <= rr**2
     return mask
 
 
@@ -74,14 +74,25 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(spearmanr(a, b).statistic)
 
 
-def lesion_checks(heatmap: np.ndarray, lesion: np.ndarray, support: np.ndarray | None = None) -> dict[str, float]:
+def lesion_checks(
+    heatmap: np.ndarray, lesion: np.ndarray, support: np.ndarray | None = None
+) -> dict[str, float]:
     """The per-image lesion numbers for one map."""
-    return {"pointing": pointing_hit(heatmap, lesion, support), "energy_inside": energy_inside(heatmap, lesion),
-            "area_fraction": area_fraction(lesion, support)}
+    return {
+        "pointing": pointing_hit(heatmap, lesion, support),
+        "energy_inside": energy_inside(heatmap, lesion),
+        "area_fraction": area_fraction(lesion, support),
+    }
 
 
-def mean_with_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: int = 1000,
-                 seed: int = 0, *, level: float = 0.95) -> dict[str, float | int]:
+def mean_with_ci(
+    values: np.ndarray,
+    groups: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    level: float = 0.95,
+) -> dict[str, float | int]:
     """Mean of the finite values with a percentile bootstrap interval that resamples ``groups`` (patients).
 
     Images of one woman are not independent, so the interval resamples women, not images.
@@ -103,7 +114,16 @@ def mean_with_ci(values: np.ndarray, groups: np.ndarray | None = None, n_boot: i
 
 def summarise_checks(per_image: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:
     """Mean and patient-bootstrap interval of every check column present in the per-image table."""
-    columns = ["pointing", "energy_inside", "area_fraction", "rank_corr", "random_pointing", "random_energy_inside",
-               "pointing_cell", "random_pointing_cell", "area_fraction_cell"]
+    columns = [
+        "pointing",
+        "energy_inside",
+        "area_fraction",
+        "rank_corr",
+        "random_pointing",
+        "random_energy_inside",
+        "pointing_cell",
+        "random_pointing_cell",
+        "area_fraction_cell",
+    ]
     groups = per_image["patient_id"].to_numpy() if "patient_id" in per_image else None
     return {c: mean_with_ci(per_image[c].to_numpy(), groups, n_boot, seed) for c in columns if c in per_image}

@@ -28,7 +28,7 @@ def cam_to_original(cam: np.ndarray, geometry: CacheGeometry) -> np.ndarray:
 def support_mask(geometry: CacheGeometry) -> np.ndarray:
     """Original pixels the model saw (the crop box): where a CAM can point at all."""
     mask = np.zeros((geometry.orig_height, geometry.orig_width), dtype=bool)
-    mask[geometry.crop_y0:geometry.crop_y1, geometry.crop_x0:geometry.crop_x1] = True
+    mask[geometry.crop_y0 : geometry.crop_y1, geometry.crop_x0 : geometry.crop_x1] = True
     return mask
 
 
@@ -55,8 +55,15 @@ def colourise(heatmap: np.ndarray, cmap: str = "jet") -> np.ndarray:
     return matplotlib.colormaps[cmap](np.clip(heatmap, 0.0, 1.0))[..., :3].astype(np.float32)
 
 
-def overlay(gray: np.ndarray, heatmap: np.ndarray, lesions: np.ndarray | None = None,
-            peak: tuple[float, float] | None = None, *, alpha: float = 0.5, scale: float = 1.0) -> np.ndarray:
+def overlay(
+    gray: np.ndarray,
+    heatmap: np.ndarray,
+    lesions: np.ndarray | None = None,
+    peak: tuple[float, float] | None = None,
+    *,
+    alpha: float = 0.5,
+    scale: float = 1.0,
+) -> np.ndarray:
     """uint8 RGB: the grey image under the colour-mapped CAM, lesion circles in green, the CAM peak as a cross.
 
     The CAM is blended in proportion to its value, so cold regions leave the mammogram readable.
@@ -70,7 +77,7 @@ def overlay(gray: np.ndarray, heatmap: np.ndarray, lesions: np.ndarray | None = 
     rgb = (1.0 - weight) * np.repeat(g[..., None], 3, axis=2) + weight * colourise(hm)
     out = np.ascontiguousarray((rgb * 255.0).round().astype(np.uint8))
     thick = max(1, round(max(g.shape) / 250))
-    for x, y, r in (np.asarray(lesions, dtype=np.float64).reshape(-1, 3) if lesions is not None else []):
+    for x, y, r in np.asarray(lesions, dtype=np.float64).reshape(-1, 3) if lesions is not None else []:
         centre = (round((x + 0.5) * scale - 0.5), round((y + 0.5) * scale - 0.5))
         cv2.circle(out, centre, max(2, round(r * scale)), (40, 230, 60), thick, lineType=cv2.LINE_AA)
     if peak is not None:
@@ -107,8 +114,9 @@ def read_original_display(image_path: str, max_side: int) -> tuple[np.ndarray, f
     return downsample(display, factor), factor
 
 
-def display_image(row: Mapping, cache_image: np.ndarray, geom: CacheGeometry,
-                  side: int) -> tuple[np.ndarray, float, str]:
+def display_image(
+    row: Mapping, cache_image: np.ndarray, geom: CacheGeometry, side: int
+) -> tuple[np.ndarray, float, str]:
     """(display image, factor, source): the original file when readable, else rebuilt from the cache."""
     path = row.get("image_path")
     if isinstance(path, str) and Path(path).is_file():

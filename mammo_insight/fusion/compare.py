@@ -19,20 +19,37 @@ PAIRS = [("fused", "metadata"), ("fused", "image"), ("image", "metadata")]
 PAIRED_METRICS = ["roc_auc", "pr_auc"]
 
 
-def score_models(y: np.ndarray, probs: Mapping[str, np.ndarray], patient_id: np.ndarray, n_boot: int = 1000,
-                 *, seed: int = 0) -> dict:
+def score_models(
+    y: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    patient_id: np.ndarray,
+    n_boot: int = 1000,
+    *,
+    seed: int = 0,
+) -> dict:
     """{model: metrics_with_ci body} for each model with a probability vector."""
-    return {name: metrics_with_ci(y, p, patient_id, None, n_boot=n_boot, seed=seed) for name, p in probs.items()}
+    return {
+        name: metrics_with_ci(y, p, patient_id, None, n_boot=n_boot, seed=seed) for name, p in probs.items()
+    }
 
 
-def paired_comparisons(y: np.ndarray, probs: Mapping[str, np.ndarray], patient_id: np.ndarray,
-                       n_boot: int = 1000, *, seed: int = 0) -> dict:
+def paired_comparisons(
+    y: np.ndarray,
+    probs: Mapping[str, np.ndarray],
+    patient_id: np.ndarray,
+    n_boot: int = 1000,
+    *,
+    seed: int = 0,
+) -> dict:
     """{"fused_vs_metadata": {"roc_auc": paired bootstrap, "pr_auc": ..., "delong": ...}, ...}."""
     out = {}
     for a, b in PAIRS:
         if a not in probs or b not in probs:
             continue
-        body = {m: paired_bootstrap(y, probs[a], probs[b], patient_id, metric=m, n_boot=n_boot, seed=seed) for m in PAIRED_METRICS}
+        body = {
+            m: paired_bootstrap(y, probs[a], probs[b], patient_id, metric=m, n_boot=n_boot, seed=seed)
+            for m in PAIRED_METRICS
+        }
         body["delong"] = delong_test(y, probs[a], probs[b])
         out[f"{a}_vs_{b}"] = body
     return out
@@ -44,15 +61,25 @@ def comparison_table(comparisons: Mapping) -> pd.DataFrame:
     for pair, body in comparisons.items():
         for metric in PAIRED_METRICS:
             cell = body[metric]
-            rows.append({"comparison": pair.replace("_vs_", " vs "), "metric": metric, "a": cell["value_a"],
-                         "b": cell["value_b"], "difference": cell["diff"], "ci_low": cell["ci_low"],
-                         "ci_high": cell["ci_high"], "p_bootstrap": cell["p_value"],
-                         "p_delong": body["delong"]["p_value"] if metric == "roc_auc" else np.nan})
+            rows.append(
+                {
+                    "comparison": pair.replace("_vs_", " vs "),
+                    "metric": metric,
+                    "a": cell["value_a"],
+                    "b": cell["value_b"],
+                    "difference": cell["diff"],
+                    "ci_low": cell["ci_low"],
+                    "ci_high": cell["ci_high"],
+                    "p_bootstrap": cell["p_value"],
+                    "p_delong": body["delong"]["p_value"] if metric == "roc_auc" else np.nan,
+                }
+            )
     return pd.DataFrame(rows)
 
 
-def scores_table(scores: Mapping, metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")
-                 ) -> pd.DataFrame:
+def scores_table(
+    scores: Mapping, metrics: tuple[str, ...] = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")
+) -> pd.DataFrame:
     """One row per model: each metric's value, and its value with the 95% interval as text."""
     rows = []
     for name, body in scores.items():

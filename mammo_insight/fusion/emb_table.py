@@ -41,8 +41,10 @@ def read_embeddings(path: str | Path) -> pd.DataFrame:
     frame = pd.read_parquet(path)
     missing = [c for c in ("level", "breast_id", "patient_id") if c not in frame.columns]
     if missing:
-        raise MammoInsightError(f"{path}: missing column(s) {', '.join(missing)}; expected the layout of "
-                                "`mammo-insight embed` (level, image_id, breast_id, patient_id, fold, view, emb_###)")
+        raise MammoInsightError(
+            f"{path}: missing column(s) {', '.join(missing)}; expected the layout of "
+            "`mammo-insight embed` (level, image_id, breast_id, patient_id, fold, view, emb_###)"
+        )
     if not embedding_columns(frame):
         raise MammoInsightError(f"{path}: no emb_### column")
     for col in ("breast_id", "patient_id", "image_id"):

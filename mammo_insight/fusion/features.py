@@ -24,20 +24,32 @@ DENSITY_ORDINAL = {"A": 1.0, "B": 2.0, "C": 3.0, "D": 4.0}
 MAIN_VIEWS = ("CC", "MLO")
 CATEGORICAL = ("site_id", "machine_id")
 # feature -> the cohort column it is derived from (used to drop features whose source column leaks)
-FEATURE_SOURCES = {"age": "age", "density": "density", "density_missing": "density", "site_id": "site_id",
-                   "machine_id": "machine_id", "implant": "implant", "has_CC": "view", "has_MLO": "view",
-                   "n_other_views": "view", "n_images": "view"}
+FEATURE_SOURCES = {
+    "age": "age",
+    "density": "density",
+    "density_missing": "density",
+    "site_id": "site_id",
+    "machine_id": "machine_id",
+    "implant": "implant",
+    "has_CC": "view",
+    "has_MLO": "view",
+    "n_other_views": "view",
+    "n_images": "view",
+}
 
 
-def leaky_columns_of(table: pd.DataFrame, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> list[str]:
+def leaky_columns_of(
+    table: pd.DataFrame, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
+) -> list[str]:
     """The leakage audit's leaky columns plus the cohort's post-outcome columns (Cohort.post_outcome)."""
     from mammo_insight.stats.leakage import leaky_columns
 
     return sorted(set(leaky_columns(table, post_outcome=post_outcome)) | set(post_outcome))
 
 
-def breast_features(table: pd.DataFrame, exclude: Sequence[str] = (), include_leaky: Sequence[str] = ()
-                    ) -> tuple[pd.DataFrame, list[str]]:
+def breast_features(
+    table: pd.DataFrame, exclude: Sequence[str] = (), include_leaky: Sequence[str] = ()
+) -> tuple[pd.DataFrame, list[str]]:
     """One row per breast: breast_id, patient_id, cancer, then the feature columns (returned as a list).
 
     ``exclude``: cohort columns whose features are dropped (the leaky ones). ``include_leaky``: cohort
@@ -48,27 +60,33 @@ def breast_features(table: pd.DataFrame, exclude: Sequence[str] = (), include_le
         raise MammoInsightError(f"cohort table lacks column(s) {', '.join(missing)}")
     unknown = [c for c in include_leaky if c not in table.columns]
     if unknown:
-        raise MammoInsightError(f"--include-leaky: column(s) {', '.join(unknown)} not in the cohort table "
-                                f"(columns: {', '.join(map(str, table.columns))})")
+        raise MammoInsightError(
+            f"--include-leaky: column(s) {', '.join(unknown)} not in the cohort table "
+            f"(columns: {', '.join(map(str, table.columns))})"
+        )
     density = table["density"].astype(object).map(DENSITY_ORDINAL) if "density" in table else np.nan
     t = table.assign(
         _density=pd.to_numeric(density, errors="coerce").astype("float64"),
-        _cc=(table["view"] == "CC").astype(float), _mlo=(table["view"] == "MLO").astype(float),
-        _other=(~table["view"].isin(MAIN_VIEWS)).astype(float))
+        _cc=(table["view"] == "CC").astype(float),
+        _mlo=(table["view"] == "MLO").astype(float),
+        _other=(~table["view"].isin(MAIN_VIEWS)).astype(float),
+    )
     g = t.groupby("breast_id", sort=True)
-    out = pd.DataFrame({
-        "patient_id": g["patient_id"].first(),
-        "cancer": g["cancer"].max(),
-        "age": g["age"].mean().astype("float64"),
-        "density": g["_density"].mean(),
-        "site_id": g["site_id"].first(),
-        "machine_id": g["machine_id"].first(),
-        "implant": g["implant"].max(),
-        "has_CC": g["_cc"].max(),
-        "has_MLO": g["_mlo"].max(),
-        "n_other_views": g["_other"].sum(),
-        "n_images": g.size().astype(float),
-    })
+    out = pd.DataFrame(
+        {
+            "patient_id": g["patient_id"].first(),
+            "cancer": g["cancer"].max(),
+            "age": g["age"].mean().astype("float64"),
+            "density": g["_density"].mean(),
+            "site_id": g["site_id"].first(),
+            "machine_id": g["machine_id"].first(),
+            "implant": g["implant"].max(),
+            "has_CC": g["_cc"].max(),
+            "has_MLO": g["_mlo"].max(),
+            "n_other_views": g["_other"].sum(),
+            "n_images": g.size().astype(float),
+        }
+    )
     out["density_missing"] = out["density"].isna().astype(float)
     for col in CATEGORICAL:
         out[col] = out[col].astype("string").fillna("missing").astype("category")

@@ -21,7 +21,7 @@ from mammo_insight.errors import MammoInsightError
 
 log = logging.getLogger(__name__)
 
-IMAGE_PREFIX = "img_"   # every image feature's name starts so (img_cnn_logit, img_pc01 ...)
+IMAGE_PREFIX = "img_"  # every image feature's name starts so (img_cnn_logit, img_pc01 ...)
 
 
 @dataclass(frozen=True)
@@ -60,13 +60,16 @@ class LgbmParams:
     subsample_freq: int = 1
     colsample_bytree: float = 0.8
     reg_lambda: float = 1.0
-    n_jobs: int = 1  # OpenMP threads spin when cores are oversubscribed: 2 threads on a busy 2-core box ran 30x slower
+    n_jobs: int = (
+        1  # OpenMP threads spin when cores are oversubscribed: 2 threads on a busy 2-core box ran 30x slower
+    )
 
     def estimator(self, seed: int):
         import lightgbm as lgb
 
-        return lgb.LGBMClassifier(**asdict(self), random_state=seed, deterministic=True, force_row_wise=True,
-                                  verbose=-1)
+        return lgb.LGBMClassifier(
+            **asdict(self), random_state=seed, deterministic=True, force_row_wise=True, verbose=-1
+        )
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -90,8 +93,10 @@ def fill_folds(fold: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: int, *
         try:
             sub = grouped_folds(y[missing], groups[missing], len(known), seed)
         except MammoInsightError as exc:
-            raise MammoInsightError(f"{int(missing.sum())} breast(s) have an embedding but no CNN fold, and they "
-                                    f"cannot be split into the run's {len(known)} folds: {exc}") from exc
+            raise MammoInsightError(
+                f"{int(missing.sum())} breast(s) have an embedding but no CNN fold, and they "
+                f"cannot be split into the run's {len(known)} folds: {exc}"
+            ) from exc
         fold[missing] = np.asarray(known)[sub]
     return fold
 
@@ -108,8 +113,9 @@ def fit_fold_pca(emb: np.ndarray, train_idx: np.ndarray, n_components: int, seed
     return PCA(n_components=k, random_state=seed).fit(emb[train_idx])
 
 
-def design_matrix(meta: pd.DataFrame | None, img: ImageFeatures | None, pca: PCA | None, rows: np.ndarray
-                  ) -> pd.DataFrame:
+def design_matrix(
+    meta: pd.DataFrame | None, img: ImageFeatures | None, pca: PCA | None, rows: np.ndarray
+) -> pd.DataFrame:
     """Metadata columns, the CNN logit (img_cnn_logit) and the embedding's components (img_pc01 ...)."""
     parts = []
     if meta is not None:
@@ -118,7 +124,9 @@ def design_matrix(meta: pd.DataFrame | None, img: ImageFeatures | None, pca: PCA
         if img.logit is not None:
             parts.append(pd.DataFrame({f"{IMAGE_PREFIX}cnn_logit": img.logit[rows]}))
         scores = pca.transform(img.emb[rows])
-        parts.append(pd.DataFrame(scores, columns=[f"{IMAGE_PREFIX}pc{i + 1:02d}" for i in range(scores.shape[1])]))
+        parts.append(
+            pd.DataFrame(scores, columns=[f"{IMAGE_PREFIX}pc{i + 1:02d}" for i in range(scores.shape[1])])
+        )
     return pd.concat(parts, axis=1)
 
 
@@ -126,8 +134,17 @@ def _has_both_classes(y: np.ndarray) -> bool:
     return len(np.unique(y)) == 2
 
 
-def _fit_predict_fold(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, fold: np.ndarray, *, f: int,
-                      params: LgbmParams, n_pca: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _fit_predict_fold(
+    meta: pd.DataFrame | None,
+    emb: ImageFeatures | None,
+    y: np.ndarray,
+    fold: np.ndarray,
+    *,
+    f: int,
+    params: LgbmParams,
+    n_pca: int,
+    seed: int,
+) -> tuple[np.ndarray, np.ndarray]:
     """(validation rows, their probabilities) of fold f, PCA and trees fitted on the other folds only."""
     train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
     if not _has_both_classes(y[train]):
@@ -137,8 +154,17 @@ def _fit_predict_fold(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: n
     return test, model.predict_proba(design_matrix(meta, emb, pca, test))[:, 1]
 
 
-def cross_validate(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, fold: np.ndarray,
-                   *, params: LgbmParams, n_pca: int = 16, seed: int = 0, workers: int = 1) -> np.ndarray:
+def cross_validate(
+    meta: pd.DataFrame | None,
+    emb: ImageFeatures | None,
+    y: np.ndarray,
+    fold: np.ndarray,
+    *,
+    params: LgbmParams,
+    n_pca: int = 16,
+    seed: int = 0,
+    workers: int = 1,
+) -> np.ndarray:
     """Out-of-fold probability per row; rows of a fold whose training part holds one class get its rate.
 
     ``workers`` folds are fitted at once in threads (LightGBM and BLAS release the GIL), each model on
@@ -149,14 +175,23 @@ def cross_validate(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.n
     prob = np.full(len(y), np.nan)
     folds = sorted(set(fold))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        done = pool.map(lambda f: _fit_predict_fold(meta, emb, y, fold, f=f, params=params, n_pca=n_pca, seed=seed), folds)
+        done = pool.map(
+            lambda f: _fit_predict_fold(meta, emb, y, fold, f=f, params=params, n_pca=n_pca, seed=seed), folds
+        )
         for test, p in done:
             prob[test] = p
     return prob
 
 
-def fit_final(meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, params: LgbmParams,
-              *, n_pca: int = 16, seed: int = 0):
+def fit_final(
+    meta: pd.DataFrame | None,
+    emb: ImageFeatures | None,
+    y: np.ndarray,
+    params: LgbmParams,
+    *,
+    n_pca: int = 16,
+    seed: int = 0,
+):
     """The model fitted on every labelled breast (what SHAP explains) and its design matrix."""
     rows = np.arange(len(y))
     pca = fit_fold_pca(emb.emb, rows, components_for(y, n_pca), seed) if emb is not None else None

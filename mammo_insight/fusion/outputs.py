@@ -18,23 +18,34 @@ OOF_COLUMNS = ["breast_id", "patient_id", "fold", "model", "prob", "cancer"]
 def oof_long(result: FusionResult) -> pd.DataFrame:
     """breast_id, patient_id, fold, model, prob, cancer: one row per breast and model."""
     b = result.breasts
-    parts = [b[["breast_id", "patient_id", "fold"]].assign(model=name, prob=p, cancer=b["cancer"].to_numpy())
-             for name, p in result.probs.items()]
+    parts = [
+        b[["breast_id", "patient_id", "fold"]].assign(model=name, prob=p, cancer=b["cancer"].to_numpy())
+        for name, p in result.probs.items()
+    ]
     return pd.concat(parts, ignore_index=True)[OOF_COLUMNS]
 
 
 def shap_importance(result: FusionResult) -> pd.DataFrame:
-    return importance_table(result.shap_explanation.values, list(result.shap_X.columns), result.feature_groups)
+    return importance_table(
+        result.shap_explanation.values, list(result.shap_X.columns), result.feature_groups
+    )
 
 
 def shap_groups(result: FusionResult) -> pd.DataFrame:
     """Per explained breast: its metadata and image SHAP sums, the base value, the label and the model's risk."""
     b = result.breasts.iloc[result.shap_rows]
-    attribution = group_attribution(result.shap_explanation.values, list(result.shap_X.columns),
-                                    result.feature_groups)
+    attribution = group_attribution(
+        result.shap_explanation.values, list(result.shap_X.columns), result.feature_groups
+    )
     base = np.broadcast_to(np.asarray(result.shap_explanation.base_values, dtype=float), len(b))
-    out = pd.DataFrame({"breast_id": b["breast_id"].to_numpy(), "patient_id": b["patient_id"].to_numpy(),
-                        "cancer": b["cancer"].to_numpy(), "base_value": base})
+    out = pd.DataFrame(
+        {
+            "breast_id": b["breast_id"].to_numpy(),
+            "patient_id": b["patient_id"].to_numpy(),
+            "cancer": b["cancer"].to_numpy(),
+            "base_value": base,
+        }
+    )
     out = pd.concat([out, attribution.reset_index(drop=True)], axis=1)
     out["oof_prob"] = result.probs[result.explained_model][result.shap_rows]
     return out
@@ -59,10 +70,14 @@ def write_outputs(result: FusionResult, out: Path) -> dict[str, Path]:
     """Write every data file of OUT and return their paths by name."""
     tables = out / "tables"
     tables.mkdir(parents=True, exist_ok=True)
-    paths = {"metrics": save_metrics_json(out / "metrics.json", metrics_body(result)),
-             "oof": out / "oof_predictions.csv", "importance": tables / "shap_importance.csv",
-             "groups": tables / "shap_groups.csv", "comparisons": tables / "model_comparison.csv",
-             "per_view": tables / "per_view_auc.csv"}
+    paths = {
+        "metrics": save_metrics_json(out / "metrics.json", metrics_body(result)),
+        "oof": out / "oof_predictions.csv",
+        "importance": tables / "shap_importance.csv",
+        "groups": tables / "shap_groups.csv",
+        "comparisons": tables / "model_comparison.csv",
+        "per_view": tables / "per_view_auc.csv",
+    }
     oof_long(result).to_csv(paths["oof"], index=False)
     shap_importance(result).to_csv(paths["importance"], index=False)
     shap_groups(result).to_csv(paths["groups"], index=False)

@@ -34,9 +34,11 @@ from mammo_insight.progress import Timings
 log = logging.getLogger(__name__)
 
 PER_VIEWS = ("CC", "MLO")
-LEAK_WARNING = ("WARNING: post-outcome / leaky column(s) {cols} were included as features (--include-leaky). "
-                "They are decided after the outcome or predict it implausibly well: every figure below is "
-                "optimistic and must not be read as screening performance.")
+LEAK_WARNING = (
+    "WARNING: post-outcome / leaky column(s) {cols} were included as features (--include-leaky). "
+    "They are decided after the outcome or predict it implausibly well: every figure below is "
+    "optimistic and must not be read as screening performance."
+)
 
 
 @dataclass
@@ -57,9 +59,9 @@ class FusionConfig:
 class FusionResult:
     """Everything the outputs and the report need, built complete by run_fusion."""
 
-    breasts: pd.DataFrame            # breast_id, patient_id, cancer, fold, metadata features
+    breasts: pd.DataFrame  # breast_id, patient_id, cancer, fold, metadata features
     meta_features: list[str]
-    probs: dict[str, np.ndarray]     # model -> out-of-fold probability per breast (rows of `breasts`)
+    probs: dict[str, np.ndarray]  # model -> out-of-fold probability per breast (rows of `breasts`)
     scores: dict
     comparisons: dict
     per_view: pd.DataFrame
@@ -69,12 +71,12 @@ class FusionResult:
     explained_model: str
     shap_X: pd.DataFrame
     shap_explanation: Any
-    shap_rows: np.ndarray            # positions in `breasts` of the explained rows
+    shap_rows: np.ndarray  # positions in `breasts` of the explained rows
     feature_groups: dict[str, str]
     interactions: pd.DataFrame | None
-    top_risk: np.ndarray             # positions in `breasts` of the highest-risk breasts
+    top_risk: np.ndarray  # positions in `breasts` of the highest-risk breasts
     emb_dim: int
-    folds: dict                      # the folds actually used (cohort.folds.folds_record + requested, source)
+    folds: dict  # the folds actually used (cohort.folds.folds_record + requested, source)
     timings: Timings
 
 
@@ -84,12 +86,17 @@ def _image_features(frame: pd.DataFrame, cols: list[str]) -> ImageFeatures:
     return ImageFeatures(frame[cols].to_numpy(np.float64), logit)
 
 
-def _breast_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str]) -> tuple[ImageFeatures, np.ndarray]:
+def _breast_embeddings(
+    emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str]
+) -> tuple[ImageFeatures, np.ndarray]:
     """(features aligned to breast_ids with NaN rows where absent, fold per breast with -1 where unknown)."""
     rows = emb[emb["level"] == "breast"].drop_duplicates("breast_id").set_index("breast_id")
     aligned = rows.reindex(breast_ids.astype(str).to_numpy())
-    fold = (pd.to_numeric(aligned["fold"], errors="coerce").fillna(-1).astype(int).to_numpy()
-            if "fold" in aligned.columns else np.full(len(aligned), -1))
+    fold = (
+        pd.to_numeric(aligned["fold"], errors="coerce").fillna(-1).astype(int).to_numpy()
+        if "fold" in aligned.columns
+        else np.full(len(aligned), -1)
+    )
     return _image_features(aligned, cols), fold
 
 
@@ -111,17 +118,39 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
         y, fold = b["cancer"].to_numpy()[have], b["fold"].to_numpy()[have]
         if have.sum() < 10 or len(np.unique(y)) < 2:
             continue
-        prob = cross_validate(None, matrix[have], y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
+        prob = cross_validate(
+            None,
+            matrix[have],
+            y,
+            fold,
+            params=cfg.params,
+            n_pca=cfg.n_pca,
+            seed=cfg.seed,
+            workers=cfg.workers,
+        )
         m = metrics_with_ci(y, prob, b["patient_id"].to_numpy()[have], None, n_boot=cfg.n_boot, seed=cfg.seed)
-        out.append({"embeddings": f"{view} only", "n_breasts": int(have.sum()), "n_positive": int(y.sum()),
-                    "roc_auc": m["roc_auc"]["value"], "ci_low": m["roc_auc"]["ci_low"],
-                    "ci_high": m["roc_auc"]["ci_high"]})
-    return pd.DataFrame(out, columns=["embeddings", "n_breasts", "n_positive", "roc_auc", "ci_low", "ci_high"])
+        out.append(
+            {
+                "embeddings": f"{view} only",
+                "n_breasts": int(have.sum()),
+                "n_positive": int(y.sum()),
+                "roc_auc": m["roc_auc"]["value"],
+                "ci_low": m["roc_auc"]["ci_low"],
+                "ci_high": m["roc_auc"]["ci_high"],
+            }
+        )
+    return pd.DataFrame(
+        out, columns=["embeddings", "n_breasts", "n_positive", "roc_auc", "ci_low", "ci_high"]
+    )
 
 
-def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
-               config: FusionConfig | None = None, *, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
-               ) -> FusionResult:
+def run_fusion(
+    table: pd.DataFrame,
+    embeddings: pd.DataFrame | None = None,
+    config: FusionConfig | None = None,
+    *,
+    post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
+) -> FusionResult:
     """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP.
 
     ``post_outcome``: the cohort's post-outcome columns (Cohort.post_outcome), left out unless included.
@@ -148,8 +177,10 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
             emb_matrix, fold = _breast_embeddings(embeddings, breasts["breast_id"], cols)
             absent = emb_matrix.missing()
             if absent.all():
-                raise MammoInsightError("no breast of the cohort has an embedding: do the breast_id values of the "
-                                        "embeddings file match the cohort's?")
+                raise MammoInsightError(
+                    "no breast of the cohort has an embedding: do the breast_id values of the "
+                    "embeddings file match the cohort's?"
+                )
             if absent.any():
                 warnings.append(f"{int(absent.sum())} breast(s) without an embedding were left out")
                 keep = ~absent
@@ -161,8 +192,12 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     if (fold >= 0).any():
         n_given = len(set(fold[fold >= 0]))
         if n_given != cfg.folds:
-            log.warning("using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
-                        "that saw it", n_given, cfg.folds)
+            log.warning(
+                "using the embeddings' %d CNN folds (not --folds %d) so no breast is scored by a model "
+                "that saw it",
+                n_given,
+                cfg.folds,
+            )
         fold = fill_folds(fold, y, groups, cfg.seed, k=cfg.folds)
         source = "the embeddings' CNN folds (breasts without one split under the same policy)"
     else:
@@ -172,15 +207,37 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
     folds_used = {**folds_record(groups, y, fold, seed=cfg.seed), "requested": cfg.folds, "source": source}
     meta = breasts[meta_features] if meta_features else None
     if meta is None and emb_matrix is None:
-        raise MammoInsightError("no feature left: every metadata column is leaky or empty and no embeddings given")
+        raise MammoInsightError(
+            "no feature left: every metadata column is leaky or empty and no embeddings given"
+        )
     probs: dict[str, np.ndarray] = {}
     with timings.part("cross-validation (3 models)"):
         if meta is not None:
-            probs["metadata"] = cross_validate(meta, None, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
+            probs["metadata"] = cross_validate(
+                meta, None, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers
+            )
         if emb_matrix is not None:
-            probs["image"] = cross_validate(None, emb_matrix, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
+            probs["image"] = cross_validate(
+                None,
+                emb_matrix,
+                y,
+                fold,
+                params=cfg.params,
+                n_pca=cfg.n_pca,
+                seed=cfg.seed,
+                workers=cfg.workers,
+            )
         if meta is not None and emb_matrix is not None:
-            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers)
+            probs["fused"] = cross_validate(
+                meta,
+                emb_matrix,
+                y,
+                fold,
+                params=cfg.params,
+                n_pca=cfg.n_pca,
+                seed=cfg.seed,
+                workers=cfg.workers,
+            )
     per_view = pd.DataFrame()
     if embeddings is not None:
         with timings.part("per-view image models"):
@@ -189,14 +246,32 @@ def run_fusion(table: pd.DataFrame, embeddings: pd.DataFrame | None = None,
         scores = score_models(y, probs, groups, cfg.n_boot, seed=cfg.seed)
         comparisons = paired_comparisons(y, probs, groups, cfg.n_boot, seed=cfg.seed)
     shap_fields = explain(probs, y, meta, emb_matrix, cfg=cfg, timings=timings)
-    return FusionResult(breasts=breasts, meta_features=meta_features, probs=probs, scores=scores,
-                        comparisons=comparisons, per_view=per_view, excluded_leaky=excluded,
-                        included_leaky=included, warnings=warnings, timings=timings, emb_dim=len(cols), folds=folds_used,
-                        **shap_fields)
+    return FusionResult(
+        breasts=breasts,
+        meta_features=meta_features,
+        probs=probs,
+        scores=scores,
+        comparisons=comparisons,
+        per_view=per_view,
+        excluded_leaky=excluded,
+        included_leaky=included,
+        warnings=warnings,
+        timings=timings,
+        emb_dim=len(cols),
+        folds=folds_used,
+        **shap_fields,
+    )
 
 
-def explain(probs: dict[str, np.ndarray], y: np.ndarray, meta: pd.DataFrame | None, emb: ImageFeatures | None,
-            *, cfg: FusionConfig, timings: Timings) -> dict[str, Any]:
+def explain(
+    probs: dict[str, np.ndarray],
+    y: np.ndarray,
+    meta: pd.DataFrame | None,
+    emb: ImageFeatures | None,
+    *,
+    cfg: FusionConfig,
+    timings: Timings,
+) -> dict[str, Any]:
     """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP.
 
     Returns the SHAP fields of FusionResult.
@@ -221,5 +296,12 @@ def explain(probs: dict[str, np.ndarray], y: np.ndarray, meta: pd.DataFrame | No
         with timings.part("SHAP interactions"):
             inter_rows = rng.permutation(len(X))[: cfg.interaction_rows]
             interactions = top_interactions(explainer, X.iloc[inter_rows], meta_cols)
-    return {"explained_model": name, "shap_X": X.iloc[rows], "shap_explanation": explanation, "shap_rows": rows,
-            "feature_groups": groups, "interactions": interactions, "top_risk": top}
+    return {
+        "explained_model": name,
+        "shap_X": X.iloc[rows],
+        "shap_explanation": explanation,
+        "shap_rows": rows,
+        "feature_groups": groups,
+        "interactions": interactions,
+        "top_risk": top,
+    }

@@ -31,9 +31,13 @@ def tree_shap(model, X: pd.DataFrame, workers: int = 1):
         with ThreadPoolExecutor(max_workers=len(chunks)) as pool:
             parts = list(pool.map(lambda rows: _positive_class(explainer.shap_values(X.iloc[rows])), chunks))
     base = np.ravel(explainer.expected_value)[-1]
-    explanation = shap.Explanation(np.concatenate(parts), base_values=np.full(len(X), base),
-                                   data=numeric_view(X), display_data=X.astype(object).to_numpy(),
-                                   feature_names=list(X.columns))
+    explanation = shap.Explanation(
+        np.concatenate(parts),
+        base_values=np.full(len(X), base),
+        data=numeric_view(X),
+        display_data=X.astype(object).to_numpy(),
+        feature_names=list(X.columns),
+    )
     return explainer, explanation
 
 
@@ -46,15 +50,24 @@ def _positive_class(values) -> np.ndarray:
 
 def numeric_view(X: pd.DataFrame) -> np.ndarray:
     """X as floats for colouring plots: categorical columns become their category codes (NaN when missing)."""
-    cols = [X[c].cat.codes.replace(-1, np.nan).astype(float) if isinstance(X[c].dtype, pd.CategoricalDtype)
-            else X[c].astype(float) for c in X.columns]
+    cols = [
+        X[c].cat.codes.replace(-1, np.nan).astype(float)
+        if isinstance(X[c].dtype, pd.CategoricalDtype)
+        else X[c].astype(float)
+        for c in X.columns
+    ]
     return np.column_stack(cols) if cols else np.zeros((len(X), 0))
 
 
 def importance_table(values: np.ndarray, features: Sequence[str], groups: Mapping[str, str]) -> pd.DataFrame:
     """feature, group, mean_abs_shap: the global importance, largest first."""
-    table = pd.DataFrame({"feature": list(features), "group": [groups[f] for f in features],
-                          "mean_abs_shap": np.abs(values).mean(axis=0)})
+    table = pd.DataFrame(
+        {
+            "feature": list(features),
+            "group": [groups[f] for f in features],
+            "mean_abs_shap": np.abs(values).mean(axis=0),
+        }
+    )
     return table.sort_values("mean_abs_shap", ascending=False, ignore_index=True)[IMPORTANCE_COLUMNS]
 
 
@@ -86,8 +99,15 @@ def top_interactions(explainer, X: pd.DataFrame, among: Sequence[str], n_pairs: 
         inter = inter[..., 1]
     strength = np.abs(inter).mean(axis=0)
     idx = [list(X.columns).index(f) for f in among]
-    rows = [{"feature_a": X.columns[i], "feature_b": X.columns[j], "mean_abs_interaction": float(2 * strength[i, j])}
-            for n, i in enumerate(idx) for j in idx[n + 1:]]
+    rows = [
+        {
+            "feature_a": X.columns[i],
+            "feature_b": X.columns[j],
+            "mean_abs_interaction": float(2 * strength[i, j]),
+        }
+        for n, i in enumerate(idx)
+        for j in idx[n + 1 :]
+    ]
     table = pd.DataFrame(rows, columns=["feature_a", "feature_b", "mean_abs_interaction"])
     return table.sort_values("mean_abs_interaction", ascending=False, ignore_index=True).head(n_pairs)
 
@@ -111,7 +131,9 @@ def beeswarm_figure(explanation, max_display: int = 15):
     import matplotlib.pyplot as plt
     import shap
 
-    shap.plots.beeswarm(explanation, max_display=max_display, show=False, plot_size=(8, 0.35 * max_display + 1.5))
+    shap.plots.beeswarm(
+        explanation, max_display=max_display, show=False, plot_size=(8, 0.35 * max_display + 1.5)
+    )
     return plt.gcf()
 
 
@@ -135,10 +157,22 @@ def group_figure(attribution: pd.DataFrame, label: np.ndarray):
 
     fig, ax = plt.subplots(figsize=(6, 5))
     neg, pos = label == 0, label == 1
-    ax.scatter(attribution.loc[neg, "metadata"], attribution.loc[neg, "image"], s=4, alpha=0.3, c="#7f7f7f",
-               label="cancer = 0")
-    ax.scatter(attribution.loc[pos, "metadata"], attribution.loc[pos, "image"], s=10, alpha=0.8, c="#d62728",
-               label="cancer = 1")
+    ax.scatter(
+        attribution.loc[neg, "metadata"],
+        attribution.loc[neg, "image"],
+        s=4,
+        alpha=0.3,
+        c="#7f7f7f",
+        label="cancer = 0",
+    )
+    ax.scatter(
+        attribution.loc[pos, "metadata"],
+        attribution.loc[pos, "image"],
+        s=10,
+        alpha=0.8,
+        c="#d62728",
+        label="cancer = 1",
+    )
     ax.axhline(0, lw=0.5, c="k")
     ax.axvline(0, lw=0.5, c="k")
     ax.set_xlabel("metadata contribution (sum of SHAP, log-odds)")

@@ -41,8 +41,18 @@ JOURNAL_FILE = "progress.jsonl"
 MAX_FAILURES_LOGGED = 10
 # config keys that change pixels: a cache is only resumed when they match
 PIXEL_KEYS = ("size", "bits", "flip", "margin", "mask", "dataset")
-INT_COLUMNS = ["orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "pad_x", "pad_y",
-               "out_height", "out_width"]
+INT_COLUMNS = [
+    "orig_height",
+    "orig_width",
+    "crop_x0",
+    "crop_y0",
+    "crop_x1",
+    "crop_y1",
+    "pad_x",
+    "pad_y",
+    "out_height",
+    "out_width",
+]
 
 
 def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
@@ -54,8 +64,10 @@ def _check_config(out_dir: Path, config: dict[str, Any]) -> None:
         changed = [k for k in PIXEL_KEYS if old.get(k) != config.get(k)]
         if changed:
             detail = ", ".join(f"{k}: {old.get(k)!r} -> {config.get(k)!r}" for k in changed)
-            raise MammoInsightError(f"{out_dir} already holds a cache made with other settings ({detail}); "
-                                    "use a new --out folder or delete this one")
+            raise MammoInsightError(
+                f"{out_dir} already holds a cache made with other settings ({detail}); "
+                "use a new --out folder or delete this one"
+            )
     atomic_write(path, lambda p: p.write_text(json.dumps(config, indent=2)))
 
 
@@ -87,7 +99,9 @@ def _sample(ids: list[str], n: int, seed: int) -> set[str]:
 def _index(table: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Every cohort column (canonical first, then the adapter's own: a second label, is_augmented,
     external_only ...), then the cache columns."""
-    rec = pd.DataFrame([records.get(str(i), failed_record(str(i), "not processed")) for i in table["image_id"]])
+    rec = pd.DataFrame(
+        [records.get(str(i), failed_record(str(i), "not processed")) for i in table["image_id"]]
+    )
     for col in CACHE_COLUMNS + ["reason"]:
         if col not in rec.columns:
             rec[col] = None
@@ -124,9 +138,19 @@ def _annotations(annotations: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame
     return pd.concat(rows, ignore_index=True)[ANNOTATION_COLUMNS]
 
 
-def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, workers: int = 1,
-                *, engine: str = "local", address: str | None = None, sheet_size: int = 24,
-                retry_failed: bool = False, seed: int = 0, show_progress: bool = True) -> dict[str, Any]:
+def build_cache(
+    cohort: Cohort,
+    out_dir: str | Path,
+    config: PreprocessConfig,
+    workers: int = 1,
+    *,
+    engine: str = "local",
+    address: str | None = None,
+    sheet_size: int = 24,
+    retry_failed: bool = False,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
     """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept.
 
     Writes the cache's files (config.json, images, index, annotations, failures, contact sheet); the
@@ -138,21 +162,33 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
     started = time.perf_counter()
     clash = [c for c in cohort.table.columns if c in CACHE_COLUMNS + ["reason"]]
     if clash:
-        raise MammoInsightError(f"the cohort has column(s) {', '.join(clash)}, which the cache index writes "
-                                "itself; rename them in the cohort")
+        raise MammoInsightError(
+            f"the cohort has column(s) {', '.join(clash)}, which the cache index writes "
+            "itself; rename them in the cohort"
+        )
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {**config.to_dict(), "dataset": cohort.dataset, "label_meaning": cohort.label_meaning,
-                "crop": {"method": "otsu+opening+bounded-hysteresis", "margin": config.margin,
-                         "mask_outside_breast": config.mask}}
+    settings = {
+        **config.to_dict(),
+        "dataset": cohort.dataset,
+        "label_meaning": cohort.label_meaning,
+        "crop": {
+            "method": "otsu+opening+bounded-hysteresis",
+            "margin": config.margin,
+            "mask_outside_breast": config.mask,
+        },
+    }
     _check_config(out_dir, settings)
     done = read_journal(out_dir)
     if retry_failed:
         done = {k: v for k, v in done.items() if v.get("status") == "ok"}
     table = cohort.table
     ids = [str(i) for i in table["image_id"]]
-    sample = _sample([i for i, p in zip(ids, table["image_path"]) if isinstance(p, str) and Path(p).is_file()],
-                     sheet_size, seed)
+    sample = _sample(
+        [i for i, p in zip(ids, table["image_path"]) if isinstance(p, str) and Path(p).is_file()],
+        sheet_size,
+        seed,
+    )
     tasks, immediate = [], []
     for row in table.itertuples(index=False):
         image_id = str(row.image_id)
@@ -161,11 +197,20 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
         if row.image_path is None or pd.isna(row.image_path):
             immediate.append(failed_record(image_id, "the cohort table gives no image_path"))
             continue
-        tasks.append({"image_id": image_id, "patient_id": str(row.patient_id), "image_path": str(row.image_path),
-                      "cache_dir": str(out_dir), "config": config.to_dict(), "thumbnail": image_id in sample})
+        tasks.append(
+            {
+                "image_id": image_id,
+                "patient_id": str(row.patient_id),
+                "image_path": str(row.image_path),
+                "cache_dir": str(out_dir),
+                "config": config.to_dict(),
+                "thumbnail": image_id in sample,
+            }
+        )
     skipped = len(done)
     n_failed = 0
     with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
+
         def keep(record: dict[str, Any]) -> None:
             nonlocal n_failed
             journal.write(json.dumps(record) + "\n")
@@ -174,8 +219,11 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
             if record["status"] != "ok":
                 n_failed += 1
                 if n_failed <= MAX_FAILURES_LOGGED:
-                    log.warning("failed: %s%s", record["reason"],
-                                " (further failures only in failures.csv)" if n_failed == MAX_FAILURES_LOGGED else "")
+                    log.warning(
+                        "failed: %s%s",
+                        record["reason"],
+                        " (further failures only in failures.csv)" if n_failed == MAX_FAILURES_LOGGED else "",
+                    )
 
         for record in immediate:
             keep(record)
@@ -194,15 +242,27 @@ def build_cache(cohort: Cohort, out_dir: str | Path, config: PreprocessConfig, w
     reasons = index.attrs.pop("reasons")
     atomic_write(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
     failed = index["status"] != "ok"
-    failures = pd.DataFrame({"image_id": index.loc[failed, "image_id"], "image_path": index.loc[failed, "image_path"],
-                             "reason": [r for r, f in zip(reasons, failed) if f]})[FAILURE_COLUMNS]
+    failures = pd.DataFrame(
+        {
+            "image_id": index.loc[failed, "image_id"],
+            "image_path": index.loc[failed, "image_path"],
+            "reason": [r for r, f in zip(reasons, failed) if f],
+        }
+    )[FAILURE_COLUMNS]
     atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
     lesions = _annotations(cohort.annotations, index)
     atomic_write(out_dir / ANNOTATIONS_FILE, lambda p: lesions.to_parquet(p, index=False))
     sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]
-    sheet = write_contact_sheet(out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, annotations=lesions)
-    summary = {"images": len(index), "ok": int((~failed).sum()), "failed": int(failed.sum()),
-               "already_done": skipped, "processed_now": len(tasks) + len(immediate),
-               "seconds": round(time.perf_counter() - started, 2),
-               "contact_sheet": str(sheet) if sheet else None}
+    sheet = write_contact_sheet(
+        out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, annotations=lesions
+    )
+    summary = {
+        "images": len(index),
+        "ok": int((~failed).sum()),
+        "failed": int(failed.sum()),
+        "already_done": skipped,
+        "processed_now": len(tasks) + len(immediate),
+        "seconds": round(time.perf_counter() - started, 2),
+        "contact_sheet": str(sheet) if sheet else None,
+    }
     return summary

@@ -59,8 +59,24 @@ FAILURES_FILE = "failures.csv"
 CONFIG_FILE = "config.json"
 CONTACT_SHEET_FILE = "contact_sheet.png"
 IMAGES_DIR = "images"
-CACHE_COLUMNS = ["cache_path", "orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flipped",
-                 "scale", "pad_x", "pad_y", "out_height", "out_width", "photometric", "transfer_syntax", "status"]
+CACHE_COLUMNS = [
+    "cache_path",
+    "orig_height",
+    "orig_width",
+    "crop_x0",
+    "crop_y0",
+    "crop_x1",
+    "crop_y1",
+    "flipped",
+    "scale",
+    "pad_x",
+    "pad_y",
+    "out_height",
+    "out_width",
+    "photometric",
+    "transfer_syntax",
+    "status",
+]
 ANNOTATION_COLUMNS = ["image_id", "x", "y", "radius", "cache_x", "cache_y", "cache_radius"]
 FAILURE_COLUMNS = ["image_id", "image_path", "reason"]
 
@@ -74,7 +90,9 @@ def read_cache_index(cache_dir: str | Path, include_failed: bool = False) -> pd.
     """The cache index: the ok rows (all rows with include_failed=True)."""
     path = Path(cache_dir) / INDEX_FILE
     if not path.is_file():
-        raise MammoInsightError(f"{path} not found: is {cache_dir} a cache written by `mammo-insight preprocess`?")
+        raise MammoInsightError(
+            f"{path} not found: is {cache_dir} a cache written by `mammo-insight preprocess`?"
+        )
     index = pd.read_parquet(path)
     if include_failed:
         return index
@@ -84,7 +102,9 @@ def read_cache_index(cache_dir: str | Path, include_failed: bool = False) -> pd.
 def read_cache_config(cache_dir: str | Path) -> dict[str, Any]:
     path = Path(cache_dir) / CONFIG_FILE
     if not path.is_file():
-        raise MammoInsightError(f"{path} not found: is {cache_dir} a cache written by `mammo-insight preprocess`?")
+        raise MammoInsightError(
+            f"{path} not found: is {cache_dir} a cache written by `mammo-insight preprocess`?"
+        )
     return json.loads(path.read_text())
 
 

@@ -26,8 +26,11 @@ def _thumbnail(cache_dir: Path, row: pd.Series, config: PreprocessConfig) -> np.
     path = cache_dir / THUMBS_DIR / f"{row['image_id']}.png"
     if not path.is_file():
         try:
-            write_thumbnail(cache_dir, str(row["image_id"]), prepare(read_image(row["image_path"], config.decoder),
-                                                                      config))
+            write_thumbnail(
+                cache_dir,
+                str(row["image_id"]),
+                prepare(read_image(row["image_path"], config.decoder), config),
+            )
         except Exception as exc:  # the sheet is a convenience: a missing preview must not fail the run
             log.warning("no preview for %s: %s", row["image_id"], exc, exc_info=True)
             return None
@@ -47,7 +50,9 @@ def _circles(img: np.ndarray, xs, ys, rs, *, factor_x: float, factor_y: float) -
         cv2.circle(img, centre, radius, (40, 200, 40), 1, cv2.LINE_AA)
 
 
-def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd.DataFrame) -> np.ndarray | None:
+def _pair(
+    cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd.DataFrame
+) -> np.ndarray | None:
     import cv2
 
     thumb = _thumbnail(cache_dir, row, config)
@@ -56,26 +61,39 @@ def _pair(cache_dir: Path, row: pd.Series, config: PreprocessConfig, lesions: pd
     before = cv2.cvtColor(_fit_height(thumb, TILE_HEIGHT), cv2.COLOR_GRAY2RGB)
     sx, sy = before.shape[1] / row["orig_width"], TILE_HEIGHT / row["orig_height"]
     p0 = (int(row["crop_x0"] * sx), int(row["crop_y0"] * sy))
-    p1 = (min(before.shape[1] - 1, int(np.ceil(row["crop_x1"] * sx))),
-          min(TILE_HEIGHT - 1, int(np.ceil(row["crop_y1"] * sy))))
+    p1 = (
+        min(before.shape[1] - 1, int(np.ceil(row["crop_x1"] * sx))),
+        min(TILE_HEIGHT - 1, int(np.ceil(row["crop_y1"] * sy))),
+    )
     cv2.rectangle(before, p0, p1, (255, 40, 40), 2)
     after = (load_cache_image(cache_dir, row) * 255).round().astype(np.uint8)
     after = cv2.cvtColor(_fit_height(after, TILE_HEIGHT), cv2.COLOR_GRAY2RGB)
     if len(lesions):
         _circles(before, lesions["x"], lesions["y"], lesions["radius"], factor_x=sx, factor_y=sy)
         f = TILE_HEIGHT / row["out_height"]
-        _circles(after, lesions["cache_x"], lesions["cache_y"], lesions["cache_radius"], factor_x=f, factor_y=f)
+        _circles(
+            after, lesions["cache_x"], lesions["cache_y"], lesions["cache_radius"], factor_x=f, factor_y=f
+        )
     cv2.rectangle(after, (0, 0), (after.shape[1] - 1, TILE_HEIGHT - 1), (60, 120, 255), 1)
     pair = np.full((TILE_HEIGHT + LABEL_HEIGHT, before.shape[1] + GAP + after.shape[1], 3), 255, np.uint8)
-    pair[LABEL_HEIGHT:, :before.shape[1]] = before
-    pair[LABEL_HEIGHT:, before.shape[1] + GAP:] = after
+    pair[LABEL_HEIGHT:, : before.shape[1]] = before
+    pair[LABEL_HEIGHT:, before.shape[1] + GAP :] = after
     label = f"{row['image_id']}{' flipped' if row['flipped'] else ''}"
-    cv2.putText(pair, label[:40], (2, LABEL_HEIGHT - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(
+        pair, label[:40], (2, LABEL_HEIGHT - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA
+    )
     return pair
 
 
-def write_contact_sheet(cache_dir: str | Path, rows: pd.DataFrame, config: PreprocessConfig, path: str | Path,
-                        *, annotations: pd.DataFrame | None = None, columns: int | None = None) -> Path | None:
+def write_contact_sheet(
+    cache_dir: str | Path,
+    rows: pd.DataFrame,
+    config: PreprocessConfig,
+    path: str | Path,
+    *,
+    annotations: pd.DataFrame | None = None,
+    columns: int | None = None,
+) -> Path | None:
     """Write the sheet for ``rows`` (ok index rows) to ``path``; None when there is nothing to show.
 
     Lesions (annotations.parquet rows) are drawn as green circles on both sides, a check that they
@@ -85,8 +103,14 @@ def write_contact_sheet(cache_dir: str | Path, rows: pd.DataFrame, config: Prepr
     annotations = annotations if annotations is not None else pd.DataFrame(columns=["image_id"])
     by_image = {k: g for k, g in annotations.groupby(annotations["image_id"].astype(str))}
     empty = annotations.iloc[:0]
-    pairs = [p for p in (_pair(cache_dir, row, config, by_image.get(str(row["image_id"]), empty))
-                         for _, row in rows.iterrows()) if p is not None]
+    pairs = [
+        p
+        for p in (
+            _pair(cache_dir, row, config, by_image.get(str(row["image_id"]), empty))
+            for _, row in rows.iterrows()
+        )
+        if p is not None
+    ]
     if not pairs:
         return None
     columns = columns or (4 if len(pairs) <= 24 else 10)
@@ -97,7 +121,7 @@ def write_contact_sheet(cache_dir: str | Path, rows: pd.DataFrame, config: Prepr
     for i, pair in enumerate(pairs):
         r, c = divmod(i, columns)
         y, x = r * cell_h + GAP, c * cell_w + GAP
-        sheet[y:y + pair.shape[0], x:x + pair.shape[1]] = pair
+        sheet[y : y + pair.shape[0], x : x + pair.shape[1]] = pair
     import cv2
 
     write_png_atomic(path, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))

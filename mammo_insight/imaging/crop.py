@@ -70,7 +70,7 @@ def _strip_constant_borders(img: np.ndarray, tol: float = 4.0) -> np.ndarray:
         band = max(1, int(BORDER_BAND * n))
         flat = std < tol
         head = np.flatnonzero(flat[:band])
-        tail = np.flatnonzero(flat[n - band:])
+        tail = np.flatnonzero(flat[n - band :])
         lo = head[-1] + 1 if head.size else 0
         hi = n - band + tail[0] if tail.size else n
         if axis == 0:
@@ -109,8 +109,9 @@ def find_breast(display: np.ndarray, margin: float = 0.01) -> BreastBox:
     t_lo = bg + LOW_FRACTION * (t_hi - bg)
     low = ((smooth > t_lo) & inside).astype(np.uint8)
     disk = _disk(OPEN_FRACTION * max(h, w))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(cv2.morphologyEx(low, cv2.MORPH_OPEN, disk),
-                                                           connectivity=8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(
+        cv2.morphologyEx(low, cv2.MORPH_OPEN, disk), connectivity=8
+    )
     if n <= 1:
         return BreastBox(0, 0, w, h, True, False, np.ones((h, w), bool))
     core = (labels == 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
@@ -123,7 +124,9 @@ def find_breast(display: np.ndarray, margin: float = 0.01) -> BreastBox:
     y0, y1 = max(0, ys[0] - pad), min(h, ys[-1] + 1 + pad)
     # the chest wall is the box side where tissue runs along the whole edge; the nipple side has a bulge
     edge = max(1, (xs[-1] + 1 - xs[0]) // 20)
-    chest_wall_left = bool(breast[:, xs[0]:xs[0] + edge].sum() >= breast[:, xs[-1] + 1 - edge:xs[-1] + 1].sum())
+    chest_wall_left = bool(
+        breast[:, xs[0] : xs[0] + edge].sum() >= breast[:, xs[-1] + 1 - edge : xs[-1] + 1].sum()
+    )
     filled = np.zeros((h, w), np.uint8)  # holes (fat darker than the threshold inside the breast) are breast
     contours, _ = cv2.findContours(breast.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
@@ -139,4 +142,9 @@ def reduce_for_detection(shape: tuple[int, int], work_side: int = WORK_SIDE) -> 
 def box_to_original(box: BreastBox, stride: int, shape: tuple[int, int]) -> tuple[int, int, int, int]:
     """A box found on ``pixels[::stride, ::stride]`` -> original pixels, covering every sampled pixel's block."""
     h, w = shape
-    return (max(0, box.x0 * stride), max(0, box.y0 * stride), min(w, box.x1 * stride), min(h, box.y1 * stride))
+    return (
+        max(0, box.x0 * stride),
+        max(0, box.y0 * stride),
+        min(w, box.x1 * stride),
+        min(h, box.y1 * stride),
+    )

@@ -95,8 +95,10 @@ def _read_header(path: Path):
         raise DicomError(f"{path}: the DICOM file has no pixel data")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
-        raise DicomError(f"{path}: unsupported PhotometricInterpretation {photometric or 'missing'!r}; "
-                         "mammograms are MONOCHROME1 or MONOCHROME2")
+        raise DicomError(
+            f"{path}: unsupported PhotometricInterpretation {photometric or 'missing'!r}; "
+            "mammograms are MONOCHROME1 or MONOCHROME2"
+        )
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DicomError(f"{path}: {ds.SamplesPerPixel} samples per pixel; expected 1 (grayscale)")
     return ds
@@ -152,8 +154,9 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     except DicomError:
         raise
     except Exception as exc:  # decoders raise RuntimeError, ValueError, ... on damaged streams
-        raise DicomError(f"{path}: pixel data could not be decoded ({ts_name}; {type(exc).__name__}: {exc})") \
-            from exc
+        raise DicomError(
+            f"{path}: pixel data could not be decoded ({ts_name}; {type(exc).__name__}: {exc})"
+        ) from exc
     if pixels.ndim == 3:  # multi-frame: a mammogram is one frame; take the first
         pixels = pixels[0]
     if pixels.ndim != 2 or min(pixels.shape) < 8:

@@ -41,7 +41,9 @@ def _pool(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int) -> It
     # forkserver: workers never inherit the parent's threads (OpenCV's pool, Dask's), whose locks
     # a plain fork can copy held and deadlock on
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=single_thread_worker) as pool:
+    with ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=single_thread_worker
+    ) as pool:
         futures = [pool.submit(fn, task) for task in tasks]
         try:
             for future in as_completed(futures):
@@ -51,17 +53,22 @@ def _pool(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int) -> It
                 future.cancel()
 
 
-def _dask(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, address: str | None) -> Iterator[dict]:
+def _dask(
+    fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, address: str | None
+) -> Iterator[dict]:
     try:
         from distributed import Client, LocalCluster, as_completed
     except ImportError as exc:
-        raise MammoInsightError("--backend dask needs the optional extra: pip install 'mammo-insight[distributed]'") \
-            from exc
+        raise MammoInsightError(
+            "--backend dask needs the optional extra: pip install 'mammo-insight[distributed]'"
+        ) from exc
     cluster = None
     if address:
         client = Client(address)
     else:
-        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None)
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
         client = Client(cluster)
     try:
         client.run(single_thread_worker)
@@ -75,8 +82,14 @@ def _dask(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, addre
             cluster.close()
 
 
-def run_tasks(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int = 1, engine: str = "local",
-              *, address: str | None = None) -> Iterator[dict]:
+def run_tasks(
+    fn: Callable[[Task], dict],
+    tasks: Sequence[Task],
+    workers: int = 1,
+    engine: str = "local",
+    *,
+    address: str | None = None,
+) -> Iterator[dict]:
     """Run ``fn`` over ``tasks``; yields each result as it completes.
 
     engine "local": inline when workers == 1 (no pickling), else a process pool; "dask": a

@@ -22,8 +22,20 @@ from typing import Any
 
 import numpy as np
 
-GEOMETRY_COLUMNS = ["orig_height", "orig_width", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flipped", "scale",
-                    "pad_x", "pad_y", "out_height", "out_width"]
+GEOMETRY_COLUMNS = [
+    "orig_height",
+    "orig_width",
+    "crop_x0",
+    "crop_y0",
+    "crop_x1",
+    "crop_y1",
+    "flipped",
+    "scale",
+    "pad_x",
+    "pad_y",
+    "out_height",
+    "out_width",
+]
 
 
 def _resized(length: int, scale: float, limit: int) -> int:
@@ -49,16 +61,32 @@ class CacheGeometry:
     out_width: int
 
     def __post_init__(self) -> None:
-        if not (0 <= self.crop_x0 < self.crop_x1 <= self.orig_width
-                and 0 <= self.crop_y0 < self.crop_y1 <= self.orig_height):
-            raise ValueError(f"crop box ({self.crop_x0}, {self.crop_y0}, {self.crop_x1}, {self.crop_y1}) does not "
-                             f"fit an image of {self.orig_width}x{self.orig_height} (width x height)")
-        if self.pad_x + self.resized_width > self.out_width or self.pad_y + self.resized_height > self.out_height:
+        if not (
+            0 <= self.crop_x0 < self.crop_x1 <= self.orig_width
+            and 0 <= self.crop_y0 < self.crop_y1 <= self.orig_height
+        ):
+            raise ValueError(
+                f"crop box ({self.crop_x0}, {self.crop_y0}, {self.crop_x1}, {self.crop_y1}) does not "
+                f"fit an image of {self.orig_width}x{self.orig_height} (width x height)"
+            )
+        if (
+            self.pad_x + self.resized_width > self.out_width
+            or self.pad_y + self.resized_height > self.out_height
+        ):
             raise ValueError("the resized crop plus its padding offset exceeds the output size")
 
     @classmethod
-    def fit(cls, orig_height: int, orig_width: int, box: tuple[int, int, int, int], flipped: bool,
-            out_height: int, out_width: int, pad_x: int | None = None, pad_y: int | None = None) -> CacheGeometry:
+    def fit(
+        cls,
+        orig_height: int,
+        orig_width: int,
+        box: tuple[int, int, int, int],
+        flipped: bool,
+        out_height: int,
+        out_width: int,
+        pad_x: int | None = None,
+        pad_y: int | None = None,
+    ) -> CacheGeometry:
         """The geometry that fits the crop ``box`` = (x0, y0, x1, y1) into the output, keeping its aspect.
 
         By default the resized crop is centred vertically and placed against the left edge (where a
@@ -67,9 +95,20 @@ class CacheGeometry:
         x0, y0, x1, y1 = (int(v) for v in box)
         scale = min(out_height / (y1 - y0), out_width / (x1 - x0))
         rh = _resized(y1 - y0, scale, out_height)
-        return cls(int(orig_height), int(orig_width), x0, y0, x1, y1, bool(flipped), float(scale),
-                   0 if pad_x is None else int(pad_x),
-                   (out_height - rh) // 2 if pad_y is None else int(pad_y), int(out_height), int(out_width))
+        return cls(
+            int(orig_height),
+            int(orig_width),
+            x0,
+            y0,
+            x1,
+            y1,
+            bool(flipped),
+            float(scale),
+            0 if pad_x is None else int(pad_x),
+            (out_height - rh) // 2 if pad_y is None else int(pad_y),
+            int(out_height),
+            int(out_width),
+        )
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any] | Any) -> CacheGeometry:
@@ -144,11 +183,14 @@ class CacheGeometry:
             raise ValueError(f"heatmap must be 2-D, got shape {hm.shape}")
         if hm.shape != (self.out_height, self.out_width):
             hm = cv2.resize(hm, (self.out_width, self.out_height), interpolation=cv2.INTER_LINEAR)
-        inner = hm[self.pad_y:self.pad_y + self.resized_height, self.pad_x:self.pad_x + self.resized_width]
-        back = cv2.resize(np.ascontiguousarray(inner), (self.crop_width, self.crop_height),
-                          interpolation=cv2.INTER_LINEAR)
+        inner = hm[
+            self.pad_y : self.pad_y + self.resized_height, self.pad_x : self.pad_x + self.resized_width
+        ]
+        back = cv2.resize(
+            np.ascontiguousarray(inner), (self.crop_width, self.crop_height), interpolation=cv2.INTER_LINEAR
+        )
         if self.flipped:
             back = back[:, ::-1]
         full = np.zeros((self.orig_height, self.orig_width), dtype=np.float32)
-        full[self.crop_y0:self.crop_y1, self.crop_x0:self.crop_x1] = back
+        full[self.crop_y0 : self.crop_y1, self.crop_x0 : self.crop_x1] = back
         return full

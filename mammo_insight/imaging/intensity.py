@@ -45,7 +45,7 @@ def _voi(ds, modality: np.ndarray, sample: np.ndarray) -> np.ndarray:
     from pydicom.pixels import apply_voi, apply_windowing
 
     if ds.get("VOILUTSequence"):
-        ints = np.clip(np.rint(modality), -(2 ** 31), 2 ** 31 - 1).astype(np.int64)
+        ints = np.clip(np.rint(modality), -(2**31), 2**31 - 1).astype(np.int64)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             out = apply_voi(ints, ds).astype(np.float64)
@@ -68,8 +68,11 @@ def display_lut(header, dtype: np.dtype, sample: np.ndarray, photometric: str) -
     values = _all_stored_values(np.dtype(dtype))
     if header is None:
         info = np.iinfo(values.dtype)
-        display = _scale01(values.astype(np.float64), 0.0, float(info.max)) if info.min == 0 else \
-            _scale01(values.astype(np.float64), float(info.min), float(info.max))
+        display = (
+            _scale01(values.astype(np.float64), 0.0, float(info.max))
+            if info.min == 0
+            else _scale01(values.astype(np.float64), float(info.min), float(info.max))
+        )
     else:
         from pydicom.pixels import apply_modality_lut
 

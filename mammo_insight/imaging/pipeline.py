@@ -47,8 +47,14 @@ class PreprocessConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: size as [H, W], every other field as it is."""
-        return {"size": [int(self.size[0]), int(self.size[1])], "bits": self.bits, "flip": self.flip,
-                "decoder": self.decoder, "margin": self.margin, "mask": self.mask}
+        return {
+            "size": [int(self.size[0]), int(self.size[1])],
+            "bits": self.bits,
+            "flip": self.flip,
+            "decoder": self.decoder,
+            "margin": self.margin,
+            "mask": self.mask,
+        }
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> PreprocessConfig:
@@ -117,19 +123,25 @@ def prepare(raw: RawImage, config: PreprocessConfig) -> Prepared:
     out_h, out_w = config.size
     geom = CacheGeometry.fit(height, width, crop_box, flipped, out_h, out_w)
     if not config.flip and not box.chest_wall_left:  # keep the chest wall against its own edge
-        geom = CacheGeometry.fit(height, width, crop_box, False, out_h, out_w, pad_x=out_w - geom.resized_width)
+        geom = CacheGeometry.fit(
+            height, width, crop_box, False, out_h, out_w, pad_x=out_w - geom.resized_width
+        )
     x0, y0, x1, y1 = crop_box
     region = table[lut_index(pixels[y0:y1, x0:x1])]
     small = cv2.resize(region, (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_AREA)
     if config.mask and box.found:
-        keep = box.mask[box.y0:box.y1, box.x0:box.x1].astype(np.uint8)
+        keep = box.mask[box.y0 : box.y1, box.x0 : box.x1].astype(np.uint8)
         keep = cv2.resize(keep, (geom.resized_width, geom.resized_height), interpolation=cv2.INTER_NEAREST)
         small[keep == 0] = 0
     if flipped:
         small = small[:, ::-1]
     canvas = np.zeros((out_h, out_w), np.uint16)
-    canvas[geom.pad_y:geom.pad_y + geom.resized_height, geom.pad_x:geom.pad_x + geom.resized_width] = small
-    return Prepared(_quantise(canvas, config.bits), geom, raw.photometric, raw.transfer_syntax, preview, stride)
+    canvas[geom.pad_y : geom.pad_y + geom.resized_height, geom.pad_x : geom.pad_x + geom.resized_width] = (
+        small
+    )
+    return Prepared(
+        _quantise(canvas, config.bits), geom, raw.photometric, raw.transfer_syntax, preview, stride
+    )
 
 
 def failed_record(image_id: str, reason: str) -> dict[str, Any]:
@@ -159,8 +171,14 @@ def process_one(task: dict[str, Any]) -> dict[str, Any]:
     write_png_atomic(cache_dir / rel, prepared.pixels)
     if task.get("thumbnail"):
         write_thumbnail(cache_dir, image_id, prepared)
-    record = {"image_id": image_id, "status": "ok", "reason": None, "cache_path": rel,
-              "photometric": prepared.photometric, "transfer_syntax": prepared.transfer_syntax}
+    record = {
+        "image_id": image_id,
+        "status": "ok",
+        "reason": None,
+        "cache_path": rel,
+        "photometric": prepared.photometric,
+        "transfer_syntax": prepared.transfer_syntax,
+    }
     record.update({k: v for k, v in prepared.geometry.as_dict().items() if k in GEOMETRY_COLUMNS})
     return record
 

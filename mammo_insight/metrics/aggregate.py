@@ -19,8 +19,18 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import write_text_atomic
 from mammo_insight.metrics.bootstrap import metrics_with_ci
 
-BREAST_LEVEL_COLUMNS = ["fold", "laterality", "age", "age_band", "density", "site_id", "machine_id", "implant",
-                        "dataset", "model"]
+BREAST_LEVEL_COLUMNS = [
+    "fold",
+    "laterality",
+    "age",
+    "age_band",
+    "density",
+    "site_id",
+    "machine_id",
+    "implant",
+    "dataset",
+    "model",
+]
 LEVELS = {"image": None, "breast": "mean", "breast_max": "max"}
 
 
@@ -30,8 +40,9 @@ def require_columns(frame: pd.DataFrame, columns: list[str], source: str) -> Non
         raise MammoInsightError(f"{source}: missing column(s) {', '.join(missing)}")
 
 
-def aggregate_to_breast(preds: pd.DataFrame, how: str = "mean", label: str = "cancer",
-                        prob: str = "prob") -> pd.DataFrame:
+def aggregate_to_breast(
+    preds: pd.DataFrame, how: str = "mean", label: str = "cancer", prob: str = "prob"
+) -> pd.DataFrame:
     """One row per breast_id: patient_id, prob (mean or max over its images), label (max over its images).
 
     Columns that describe the breast (fold, laterality, age, density, site, machine, ...) are carried
@@ -56,9 +67,17 @@ def _threshold_for(threshold: float | Mapping[str, float] | None, level: str) ->
     return threshold.get(level)
 
 
-def evaluate_predictions(preds: pd.DataFrame, threshold: float | Mapping[str, float] | None = None,
-                         n_boot: int = 1000, seed: int = 0, *, label: str = "cancer", prob: str = "prob",
-                         breast_preds: pd.DataFrame | None = None, threshold_method: str = "best_f1") -> dict:
+def evaluate_predictions(
+    preds: pd.DataFrame,
+    threshold: float | Mapping[str, float] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    label: str = "cancer",
+    prob: str = "prob",
+    breast_preds: pd.DataFrame | None = None,
+    threshold_method: str = "best_f1",
+) -> dict:
     """The metrics.json body: {"image": ..., "breast": ..., "breast_max": ...}.
 
     Each level holds every metric as {"value", "ci_low", "ci_high"} (see `metrics_with_ci`), with
@@ -78,15 +97,25 @@ def evaluate_predictions(preds: pd.DataFrame, threshold: float | Mapping[str, fl
             frame = breast_preds
         else:
             frame = preds if how is None else aggregate_to_breast(preds, how, label, prob)
-        result[level] = metrics_with_ci(frame[label], frame[prob], frame["patient_id"],
-                                        _threshold_for(threshold, level), n_boot=n_boot, seed=seed, threshold_method=threshold_method)
+        result[level] = metrics_with_ci(
+            frame[label],
+            frame[prob],
+            frame["patient_id"],
+            _threshold_for(threshold, level),
+            n_boot=n_boot,
+            seed=seed,
+            threshold_method=threshold_method,
+        )
     return result
 
 
 def thresholds_of(metrics: Mapping) -> dict[str, float]:
     """The per-level thresholds stored in a metrics.json body (to reuse them on external data)."""
-    return {level: float(body["threshold"]) for level, body in metrics.items()
-            if isinstance(body, Mapping) and "threshold" in body and body["threshold"] is not None}
+    return {
+        level: float(body["threshold"])
+        for level, body in metrics.items()
+        if isinstance(body, Mapping) and "threshold" in body and body["threshold"] is not None
+    }
 
 
 def to_jsonable(obj):
@@ -115,7 +144,14 @@ def metrics_frame(metrics: Mapping, levels: list[str] | None = None) -> pd.DataF
             continue
         for name, cell in body.items():
             if isinstance(cell, Mapping) and "value" in cell:
-                rows.append({"level": level, "metric": name,
-                             **{k: np.nan if cell.get(k) is None else float(cell[k])
-                                for k in ("value", "ci_low", "ci_high")}})
+                rows.append(
+                    {
+                        "level": level,
+                        "metric": name,
+                        **{
+                            k: np.nan if cell.get(k) is None else float(cell[k])
+                            for k in ("value", "ci_low", "ci_high")
+                        },
+                    }
+                )
     return pd.DataFrame(rows, columns=["level", "metric", "value", "ci_low", "ci_high"])

@@ -66,8 +66,9 @@ def downsample(images: np.ndarray, size: tuple[int, int] = PIXEL_SIZE) -> np.nda
     return out
 
 
-def pixel_logreg_baseline(images: np.ndarray, labels, folds, size: tuple[int, int] = PIXEL_SIZE, *, c: float = 0.1,
-                          seed: int = 0) -> np.ndarray:
+def pixel_logreg_baseline(
+    images: np.ndarray, labels, folds, size: tuple[int, int] = PIXEL_SIZE, *, c: float = 0.1, seed: int = 0
+) -> np.ndarray:
     """Out-of-fold prob of an L2 logistic regression on standardised downsampled pixels.
 
     Unweighted (no class weights), so its probabilities stay on the prevalence scale that pF1 reads.
@@ -92,8 +93,9 @@ def pixel_logreg_baseline(images: np.ndarray, labels, folds, size: tuple[int, in
     return prob
 
 
-def baseline_predictions(table: pd.DataFrame, images: np.ndarray | None = None, seed: int = 0,
-                         label: str = "cancer") -> pd.DataFrame:
+def baseline_predictions(
+    table: pd.DataFrame, images: np.ndarray | None = None, seed: int = 0, label: str = "cancer"
+) -> pd.DataFrame:
     """Long table: the rows of `table` (image_id, breast_id, patient_id, fold, label) once per baseline,
     with columns model and prob. pixel_logreg needs `images` (row-aligned with `table`)."""
     require_columns(table, ["breast_id", "patient_id", "fold", label], "baseline table")
@@ -106,8 +108,14 @@ def baseline_predictions(table: pd.DataFrame, images: np.ndarray | None = None, 
     return pd.concat(frames, ignore_index=True)
 
 
-def evaluate_baselines(table: pd.DataFrame, images: np.ndarray | None = None, n_boot: int = 1000,
-                       seed: int = 0, *, label: str = "cancer") -> dict:
+def evaluate_baselines(
+    table: pd.DataFrame,
+    images: np.ndarray | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+    *,
+    label: str = "cancer",
+) -> dict:
     """{baseline: evaluate_predictions body} (image, breast, breast_max levels) for RUN/baselines.json.
 
     Rows without a fold (never held out) get no prediction and are not scored. The hard-label baselines
@@ -116,5 +124,7 @@ def evaluate_baselines(table: pd.DataFrame, images: np.ndarray | None = None, n_
     """
     preds = baseline_predictions(table, images, seed, label)
     preds = preds[preds["prob"].notna()]
-    return {name: evaluate_predictions(part, HARD_LABEL_THRESHOLD.get(name), n_boot, seed, label=label)
-            for name, part in preds.groupby("model", sort=False)}
+    return {
+        name: evaluate_predictions(part, HARD_LABEL_THRESHOLD.get(name), n_boot, seed, label=label)
+        for name, part in preds.groupby("model", sort=False)
+    }

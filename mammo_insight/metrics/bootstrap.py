@@ -57,7 +57,9 @@ def resample_counts(n_groups: int, n_boot: int, seed: int) -> np.ndarray:
     return counts
 
 
-def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
+def _rank_metrics(
+    y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     """Weighted ROC-AUC and average precision for each row of `weights` (resamples x groups).
 
     Both need, for each positive, the resampled weight of negatives ranked strictly below its score
@@ -78,16 +80,21 @@ def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.n
     pos_below = np.searchsorted(pos_idx, a, side="left")  # positives ranked strictly below its level
     cuts = np.unique(np.r_[a, e])
     neg_idx = np.flatnonzero(ys == 0)
-    interval = np.searchsorted(cuts, neg_idx, side="right")  # a negative counts below cut j when j >= interval
-    counts = sparse.csr_matrix((np.ones(neg_idx.size, np.float32), (interval, cs[neg_idx])),
-                               shape=(cuts.size + 1, n_groups))
+    interval = np.searchsorted(
+        cuts, neg_idx, side="right"
+    )  # a negative counts below cut j when j >= interval
+    counts = sparse.csr_matrix(
+        (np.ones(neg_idx.size, np.float32), (interval, cs[neg_idx])), shape=(cuts.size + 1, n_groups)
+    )
     a_cut, e_cut = np.searchsorted(cuts, a), np.searchsorted(cuts, e)
     n_boot = weights.shape[0]
     auc, ap = np.full(n_boot, np.nan), np.full(n_boot, np.nan)
     step = max(1, _CHUNK_CELLS // max(n_groups, 1))
     for lo in range(0, n_boot, step):
-        w = weights[lo:lo + step]
-        per_interval = np.asarray(counts @ np.ascontiguousarray(w.T), dtype=np.float64)  # intervals x resamples
+        w = weights[lo : lo + step]
+        per_interval = np.asarray(
+            counts @ np.ascontiguousarray(w.T), dtype=np.float64
+        )  # intervals x resamples
         below_cut = np.cumsum(per_interval, axis=0).T  # [:, j]: negative weight below cuts[j]; [:, -1]: all
         total_neg = below_cut[:, -1]
         w_pos = w[:, cs[pos_idx]].astype(np.float64)
@@ -97,28 +104,37 @@ def _rank_metrics(y: np.ndarray, p: np.ndarray, codes: np.ndarray, weights: np.n
         neg_below = below_cut[:, a_cut]
         neg_tied = below_cut[:, e_cut] - neg_below
         with np.errstate(divide="ignore", invalid="ignore"):
-            auc[lo:lo + step] = (w_pos * (neg_below + 0.5 * neg_tied)).sum(1) / (total_pos * total_neg)
+            auc[lo : lo + step] = (w_pos * (neg_below + 0.5 * neg_tied)).sum(1) / (total_pos * total_neg)
             tp_at = total_pos[:, None] - cum_pos[:, pos_below]
             fp_at = total_neg[:, None] - neg_below
             precision_at = np.where(w_pos > 0, tp_at / (tp_at + fp_at), 0.0)  # undrawn positives add nothing
-            ap[lo:lo + step] = (w_pos * precision_at).sum(1) / total_pos
+            ap[lo : lo + step] = (w_pos * precision_at).sum(1) / total_pos
     # sums of products round: keep each resample inside the metric's range (AUC 1 must not read 1 + 1 ulp)
     return {"roc_auc": np.clip(auc, 0.0, 1.0), "pr_auc": np.clip(ap, 0.0, 1.0)}
 
 
-def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, *, threshold: float | None,
-                      names: list[str] | None = None) -> dict[str, np.ndarray]:
+def bootstrap_metrics(
+    y, p, codes: np.ndarray, weights: np.ndarray, *, threshold: float | None, names: list[str] | None = None
+) -> dict[str, np.ndarray]:
     """Every metric (or those in `names`) for each resample; NaN where the resample has one class."""
     names = names or METRIC_NAMES
     n_groups = weights.shape[1]
     pos = y == 1
     pc = np.clip(p, 0.0, 1.0)
-    stats = {"n_pos": pos.astype(float), "n_neg": (~pos).astype(float),
-             "ctp": np.where(pos, pc, 0.0), "cfp": np.where(pos, 0.0, pc)}
+    stats = {
+        "n_pos": pos.astype(float),
+        "n_neg": (~pos).astype(float),
+        "ctp": np.where(pos, pc, 0.0),
+        "cfp": np.where(pos, 0.0, pc),
+    }
     if threshold is not None:
         pred = p >= threshold
-        stats.update(tp=(pred & pos).astype(float), fp=(pred & ~pos).astype(float),
-                     fn=(~pred & pos).astype(float), tn=(~pred & ~pos).astype(float))
+        stats.update(
+            tp=(pred & pos).astype(float),
+            fp=(pred & ~pos).astype(float),
+            fn=(~pred & pos).astype(float),
+            tn=(~pred & ~pos).astype(float),
+        )
     keys = list(stats)
     per_group = np.stack([np.bincount(codes, weights=stats[k], minlength=n_groups) for k in keys], axis=1)
     summed = dict(zip(keys, (weights.astype(np.float64) @ per_group).T))
@@ -134,8 +150,9 @@ def bootstrap_metrics(y, p, codes: np.ndarray, weights: np.ndarray, *, threshold
 ROUNDING = 1e-9  # resampled metrics are sums of float products: a bound may sit this far past the estimate
 
 
-def percentile_interval(values: np.ndarray, point: float, level: float = CI_LEVEL,
-                        min_valid: int = MIN_VALID_RESAMPLES) -> tuple[float, float]:
+def percentile_interval(
+    values: np.ndarray, point: float, level: float = CI_LEVEL, min_valid: int = MIN_VALID_RESAMPLES
+) -> tuple[float, float]:
     """Percentile interval of the finite resampled values, NaN when fewer than `min_valid` are finite.
 
     A bound that passes the point estimate by no more than rounding error is set to the estimate, so
@@ -157,8 +174,16 @@ def percentile_interval(values: np.ndarray, point: float, level: float = CI_LEVE
     return low, high
 
 
-def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, *, n_boot: int = 1000,
-                    seed: int = 0, threshold_method: str = "best_f1") -> dict:
+def metrics_with_ci(
+    y_true,
+    prob,
+    groups=None,
+    threshold: float | None = None,
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold_method: str = "best_f1",
+) -> dict:
     """Every point metric with a 95% percentile-bootstrap interval resampling groups (patients).
 
     Returns {metric: {"value", "ci_low", "ci_high"}, ..., "threshold", "threshold_source", "n", "n_pos",
@@ -176,28 +201,49 @@ def metrics_with_ci(y_true, prob, groups=None, threshold: float | None = None, *
         source = f"tuned ({threshold_method}) on these data: optimistic"
     codes, n_groups = group_codes(None if groups is None else g, y.size)
     point = point_metrics(y, p, threshold)
-    boot = (bootstrap_metrics(y, p, codes, resample_counts(n_groups, n_boot, seed), threshold=threshold)
-            if n_boot > 0 and y.size else {k: np.full(0, np.nan) for k in METRIC_NAMES})
+    boot = (
+        bootstrap_metrics(y, p, codes, resample_counts(n_groups, n_boot, seed), threshold=threshold)
+        if n_boot > 0 and y.size
+        else {k: np.full(0, np.nan) for k in METRIC_NAMES}
+    )
     result: dict = {}
     for name in METRIC_NAMES:
         low, high = percentile_interval(boot[name], point[name])
         result[name] = {"value": point[name], "ci_low": low, "ci_high": high}
     n_valid = int(np.isfinite(boot["roc_auc"]).sum()) if len(boot["roc_auc"]) else 0
-    result.update(threshold=float(threshold), threshold_source=source, n=int(y.size), n_pos=int((y == 1).sum()),
-                  n_groups=int(n_groups), n_boot=int(n_boot), n_boot_valid=n_valid, n_missing_prob=n_missing)
+    result.update(
+        threshold=float(threshold),
+        threshold_source=source,
+        n=int(y.size),
+        n_pos=int((y == 1).sum()),
+        n_groups=int(n_groups),
+        n_boot=int(n_boot),
+        n_boot_valid=n_valid,
+        n_missing_prob=n_missing,
+    )
     return result
 
 
-def paired_bootstrap(y_true, prob_a, prob_b, groups=None, *, metric: str = "roc_auc", n_boot: int = 1000,
-                     seed: int = 0, threshold: float | None = None) -> dict[str, float]:
+def paired_bootstrap(
+    y_true,
+    prob_a,
+    prob_b,
+    groups=None,
+    *,
+    metric: str = "roc_auc",
+    n_boot: int = 1000,
+    seed: int = 0,
+    threshold: float | None = None,
+) -> dict[str, float]:
     """Difference metric(a) - metric(b) on the same rows, with a 95% interval and a two-sided p-value.
 
     Both models are scored on the same patient resamples, so the shared case mix cancels out. The p-value
     is the bootstrap tail: 2 * min(share of resampled differences <= 0, share >= 0), with a +1 correction.
     Threshold metrics use `threshold` for both models (or each model's own best-F1 threshold when None).
     """
-    y, pa, pb, g = clean_inputs(y_true, prob_a, prob_b,
-                                np.arange(np.asarray(prob_a).size) if groups is None else groups)
+    y, pa, pb, g = clean_inputs(
+        y_true, prob_a, prob_b, np.arange(np.asarray(prob_a).size) if groups is None else groups
+    )
     pa, pb = pa.astype(float), pb.astype(float)
     if metric not in METRIC_NAMES:
         raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRIC_NAMES)}")
@@ -212,11 +258,19 @@ def paired_bootstrap(y_true, prob_a, prob_b, groups=None, *, metric: str = "roc_
     db = bootstrap_metrics(y, pb, codes, weights, threshold=tb, names=[metric])[metric]
     d = (da - db)[np.isfinite(da - db)]
     low, high = percentile_interval(da - db, value_a - value_b)
-    p_value = (min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (d.size + 1)) if d.size
-               else float("nan"))
-    return {"metric": metric, "value_a": float(value_a), "value_b": float(value_b),
-            "diff": float(value_a - value_b), "ci_low": low, "ci_high": high, "p_value": float(p_value),
-            "n_boot_valid": int(d.size)}
+    p_value = (
+        min(1.0, 2 * min((d <= 0).sum() + 1, (d >= 0).sum() + 1) / (d.size + 1)) if d.size else float("nan")
+    )
+    return {
+        "metric": metric,
+        "value_a": float(value_a),
+        "value_b": float(value_b),
+        "diff": float(value_a - value_b),
+        "ci_low": low,
+        "ci_high": high,
+        "p_value": float(p_value),
+        "n_boot_valid": int(d.size),
+    }
 
 
 def delong_test(y_true, prob_a, prob_b) -> dict[str, float]:

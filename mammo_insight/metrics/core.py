@@ -23,8 +23,21 @@ from scipy.stats import rankdata
 
 logger = logging.getLogger(__name__)
 
-METRIC_NAMES = ["accuracy", "balanced_accuracy", "precision", "recall", "f1", "macro_f1", "pf1", "roc_auc",
-                "pr_auc", "tn", "fp", "fn", "tp"]
+METRIC_NAMES = [
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "macro_f1",
+    "pf1",
+    "roc_auc",
+    "pr_auc",
+    "tn",
+    "fp",
+    "fn",
+    "tp",
+]
 THRESHOLD_FREE = ["pf1", "roc_auc", "pr_auc"]
 
 
@@ -115,10 +128,23 @@ def counts_metrics(tn, fp, fn, tp) -> dict[str, np.ndarray]:
     pos_present, neg_present = (tp + fn + fp) > 0, (tn + fp + fn) > 0
     n_present = pos_present.astype(float) + neg_present
     with np.errstate(divide="ignore", invalid="ignore"):
-        macro_f1 = np.where(n_present > 0, (np.where(pos_present, f1, 0) + np.where(neg_present, f1_neg, 0))
-                            / n_present, np.nan)
-    return {"accuracy": accuracy, "balanced_accuracy": balanced, "precision": precision, "recall": recall,
-            "f1": f1, "macro_f1": macro_f1, "tn": tn, "fp": fp, "fn": fn, "tp": tp}
+        macro_f1 = np.where(
+            n_present > 0,
+            (np.where(pos_present, f1, 0) + np.where(neg_present, f1_neg, 0)) / n_present,
+            np.nan,
+        )
+    return {
+        "accuracy": accuracy,
+        "balanced_accuracy": balanced,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "macro_f1": macro_f1,
+        "tn": tn,
+        "fp": fp,
+        "fn": fn,
+        "tp": tp,
+    }
 
 
 def point_metrics(y_true, prob, threshold: float) -> dict[str, float]:
@@ -126,7 +152,9 @@ def point_metrics(y_true, prob, threshold: float) -> dict[str, float]:
     y, p = clean_inputs(y_true, prob)
     pred = p >= threshold
     pos = y == 1
-    counts = counts_metrics(np.sum(~pred & ~pos), np.sum(pred & ~pos), np.sum(~pred & pos), np.sum(pred & pos))
+    counts = counts_metrics(
+        np.sum(~pred & ~pos), np.sum(pred & ~pos), np.sum(~pred & pos), np.sum(pred & pos)
+    )
     out = {k: float(v) for k, v in counts.items()}
     out["pf1"] = pf1(y, p)
     out["roc_auc"] = roc_auc(y, p)

@@ -20,13 +20,25 @@ def add_age_band(df: pd.DataFrame, age: str = "age") -> pd.DataFrame:
     if age not in df.columns or "age_band" in df.columns:
         return df
     out = df.copy()
-    out["age_band"] = pd.cut(pd.to_numeric(out[age], errors="coerce"), AGE_BINS, right=False, labels=AGE_LABELS)
+    out["age_band"] = pd.cut(
+        pd.to_numeric(out[age], errors="coerce"), AGE_BINS, right=False, labels=AGE_LABELS
+    )
     return out
 
 
-def subgroup_metrics(df: pd.DataFrame, by: list[str] | None = None, label: str = "cancer", prob: str = "prob",
-                     *, group: str = "patient_id", threshold: float | None = None, n_boot: int = 200,
-                     seed: int = 0, metrics: list[str] | None = None, min_rows: int = 1) -> pd.DataFrame:
+def subgroup_metrics(
+    df: pd.DataFrame,
+    by: list[str] | None = None,
+    label: str = "cancer",
+    prob: str = "prob",
+    *,
+    group: str = "patient_id",
+    threshold: float | None = None,
+    n_boot: int = 200,
+    seed: int = 0,
+    metrics: list[str] | None = None,
+    min_rows: int = 1,
+) -> pd.DataFrame:
     """Tidy rows (factor, level, n, n_pos, metric, value, ci_low, ci_high) for every level of each factor.
 
     One threshold serves every subgroup (tuned best-F1 on the whole of `df` when None) so subgroups are
@@ -48,8 +60,16 @@ def subgroup_metrics(df: pd.DataFrame, by: list[str] | None = None, label: str =
             groups = part[group] if group in part.columns else None
             res = metrics_with_ci(part[label], part[prob], groups, threshold, n_boot=n_boot, seed=seed)
             for name in metrics:
-                rows.append({"factor": factor, "level": str(level), "n": res["n"], "n_pos": res["n_pos"],
-                             "metric": name, **res[name]})
+                rows.append(
+                    {
+                        "factor": factor,
+                        "level": str(level),
+                        "n": res["n"],
+                        "n_pos": res["n_pos"],
+                        "metric": name,
+                        **res[name],
+                    }
+                )
     out = pd.DataFrame(rows, columns=SUBGROUP_COLUMNS)
     out[["value", "ci_low", "ci_high"]] = out[["value", "ci_low", "ci_high"]].astype(float).fillna(np.nan)
     return out

@@ -25,7 +25,7 @@ class AugmentConfig:
     brightness: float = 0.1
     contrast: float = 0.1
     noise_std: float = 0.0
-    erase_p: float = 0.0          # random patch erasure ("destructive patching")
+    erase_p: float = 0.0  # random patch erasure ("destructive patching")
     erase_scale: tuple[float, float] = (0.02, 0.1)
 
 
@@ -34,8 +34,8 @@ class TrainConfig:
     """Everything a training run depends on. Field names are the TOML keys (augment is a table)."""
 
     model: str = "efficientnet_b0"
-    view_mode: str = "single"          # single (per image) | multi (per breast)
-    image_size: tuple[int, int] | None = None   # (H, W); None: the cache's size
+    view_mode: str = "single"  # single (per image) | multi (per breast)
+    image_size: tuple[int, int] | None = None  # (H, W); None: the cache's size
     folds: int = 5
     epochs: int = 10
     seed: int = 0
@@ -43,37 +43,39 @@ class TrainConfig:
     lr: float = 3e-4
     weight_decay: float = 1e-4
     dropout: float = 0.0
-    schedule: str = "cosine"           # cosine | plateau (ReduceLROnPlateau on the monitored metric) | none
-    monitor: str = "pf1"               # pf1 | auc | loss: selects the fold checkpoint and drives plateau/early stop
-    early_stopping_patience: int = 0   # 0: off
+    schedule: str = "cosine"  # cosine | plateau (ReduceLROnPlateau on the monitored metric) | none
+    monitor: str = "pf1"  # pf1 | auc | loss: selects the fold checkpoint and drives plateau/early stop
+    early_stopping_patience: int = 0  # 0: off
     # imbalance remedies
-    loss: str = "bce"                  # bce | focal
+    loss: str = "bce"  # bce | focal
     focal_gamma: float = 2.0
     focal_alpha: float | None = 0.25
-    pos_weight: float | str | None = None      # a number, "auto" (negatives/positives) or None
-    sampler: str = "none"              # none | balanced
-    target_pos_ratio: float = 0.5      # positive fraction per epoch with the balanced sampler
+    pos_weight: float | str | None = None  # a number, "auto" (negatives/positives) or None
+    sampler: str = "none"  # none | balanced
+    target_pos_ratio: float = 0.5  # positive fraction per epoch with the balanced sampler
     undersample_negatives: float | None = None  # keep this fraction of negatives each epoch (sampler none)
-    oversample_positives: int = 1      # repeat each positive this many times per epoch
-    positive_label: float = 1.0        # soft positive labels, e.g. 0.9
-    warmup_epochs: int = 0             # phase 1: balanced subset; then the full data at real prevalence
+    oversample_positives: int = 1  # repeat each positive this many times per epoch
+    positive_label: float = 1.0  # soft positive labels, e.g. 0.9
+    warmup_epochs: int = 0  # phase 1: balanced subset; then the full data at real prevalence
     warmup_pos_ratio: float = 0.5
-    freeze_epochs: int = 0             # progressive unfreezing: backbone frozen for this many epochs,
-    unfreeze_stages: int = 1           # then unfrozen from the head down in this many stages, one per epoch
+    freeze_epochs: int = 0  # progressive unfreezing: backbone frozen for this many epochs,
+    unfreeze_stages: int = 1  # then unfrozen from the head down in this many stages, one per epoch
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # multi-view
     max_views: int = 4
     # engine
-    device: str = "auto"               # auto | cpu | cuda | cuda:N (models/device.resolve_device)
-    precision: str = "auto"            # auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed
-    channels_last: bool = True         # GPU only
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (models/device.resolve_device)
+    precision: str = "auto"  # auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed
+    channels_last: bool = True  # GPU only
     devices: int | str = "auto"
     num_nodes: int = 1
-    strategy: str = "auto"             # e.g. ddp
+    strategy: str = "auto"  # e.g. ddp
     num_workers: int = 0
-    cpu_threads: int | None = None     # torch intra-op threads on the CPU (1 is fastest on a shared machine)
-    weights: str | None = None         # local pretrained weights file
-    threshold_method: str = "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
+    cpu_threads: int | None = None  # torch intra-op threads on the CPU (1 is fastest on a shared machine)
+    weights: str | None = None  # local pretrained weights file
+    threshold_method: str = (
+        "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
+    )
     label_column: str = "cancer"
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,8 +86,9 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
     if unknown:
-        raise MammoInsightError(f"{source}: unknown training option(s) {', '.join(unknown)}; "
-                                f"known: {', '.join(sorted(names))}")
+        raise MammoInsightError(
+            f"{source}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
     kwargs = dict(values)
     if cls is TrainConfig and isinstance(kwargs.get("augment"), dict):
         kwargs["augment"] = _coerce(AugmentConfig, kwargs["augment"], f"{source} [augment]")
@@ -136,5 +139,6 @@ def validate_config(config: TrainConfig) -> None:
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
-        raise MammoInsightError("invalid training option(s): " + ", ".join(
-            f"{name}={getattr(config, name)!r}" for name in bad))
+        raise MammoInsightError(
+            "invalid training option(s): " + ", ".join(f"{name}={getattr(config, name)!r}" for name in bad)
+        )

@@ -27,11 +27,13 @@ def breast_table(table: pd.DataFrame, max_views: int, label_column: str = "cance
     ordered = table.assign(_order=table["view"].map(VIEW_ORDER).fillna(len(VIEW_ORDER)))
     ordered = ordered.sort_values(["breast_id", "_order", "image_id"], kind="stable")
     rows = ordered.reset_index().groupby("breast_id", sort=False)
-    out = pd.DataFrame({
-        "patient_id": rows["patient_id"].first(),
-        "rows": rows["index"].agg(lambda s: list(s)[:max_views]),
-        label_column: rows[label_column].max(),   # a breast is positive when any of its images is
-    })
+    out = pd.DataFrame(
+        {
+            "patient_id": rows["patient_id"].first(),
+            "rows": rows["index"].agg(lambda s: list(s)[:max_views]),
+            label_column: rows[label_column].max(),  # a breast is positive when any of its images is
+        }
+    )
     return out.reset_index()
 
 
@@ -50,15 +52,25 @@ def _key(key: int | tuple[int, int]) -> tuple[int, int | None]:
 class CacheImageDataset(Dataset):
     """One cached image -> (tensor 1xHxW, label, row). Keys are an index or (index, augmentation seed)."""
 
-    def __init__(self, cache_dir: str | Path, table: pd.DataFrame, transform: Transform | None = None,
-                 label_column: str = "cancer", *, labels: np.ndarray | None = None,
-                 size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        table: pd.DataFrame,
+        transform: Transform | None = None,
+        label_column: str = "cancer",
+        *,
+        labels: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+    ):
         self.cache_dir = Path(cache_dir)
         self.size = tuple(size) if size is not None else None
         self.table = table.reset_index(drop=True)
         self.paths = self.table["cache_path"].tolist()
-        self.labels = (np.asarray(labels, dtype=np.float32) if labels is not None
-                       else self.table[label_column].fillna(0).to_numpy(np.float32))
+        self.labels = (
+            np.asarray(labels, dtype=np.float32)
+            if labels is not None
+            else self.table[label_column].fillna(0).to_numpy(np.float32)
+        )
         self.transform = transform
 
     def __len__(self) -> int:
@@ -67,14 +79,18 @@ class CacheImageDataset(Dataset):
     def image(self, i: int) -> torch.Tensor:
         image = torch.from_numpy(load_cache_image(self.cache_dir, self.paths[i])).unsqueeze(0)
         if self.size is not None and tuple(image.shape[-2:]) != self.size:
-            image = torch.nn.functional.interpolate(image[None], size=self.size, mode="bilinear",
-                                                    antialias=True, align_corners=False)[0]
+            image = torch.nn.functional.interpolate(
+                image[None], size=self.size, mode="bilinear", antialias=True, align_corners=False
+            )[0]
         return image
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         i, seed = _key(key)
-        return {"image": _seeded(self.transform, self.image(i), seed),
-                "label": torch.tensor(self.labels[i]), "row": torch.tensor(i)}
+        return {
+            "image": _seeded(self.transform, self.image(i), seed),
+            "label": torch.tensor(self.labels[i]),
+            "row": torch.tensor(i),
+        }
 
 
 class CacheBreastDataset(Dataset):
@@ -83,13 +99,24 @@ class CacheBreastDataset(Dataset):
     A breast with one view, or more views than max_views, works: absent slots are masked.
     """
 
-    def __init__(self, cache_dir: str | Path, table: pd.DataFrame, transform: Transform | None = None,
-                 label_column: str = "cancer", *, max_views: int = 4, labels: np.ndarray | None = None,
-                 size: tuple[int, int] | None = None):
+    def __init__(
+        self,
+        cache_dir: str | Path,
+        table: pd.DataFrame,
+        transform: Transform | None = None,
+        label_column: str = "cancer",
+        *,
+        max_views: int = 4,
+        labels: np.ndarray | None = None,
+        size: tuple[int, int] | None = None,
+    ):
         self.images = CacheImageDataset(cache_dir, table, None, label_column, size=size)
         self.breasts = breast_table(self.images.table, max_views, label_column)
-        self.labels = (np.asarray(labels, dtype=np.float32) if labels is not None
-                       else self.breasts[label_column].fillna(0).to_numpy(np.float32))
+        self.labels = (
+            np.asarray(labels, dtype=np.float32)
+            if labels is not None
+            else self.breasts[label_column].fillna(0).to_numpy(np.float32)
+        )
         self.transform = transform
         self.max_views = max_views
 
@@ -99,8 +126,10 @@ class CacheBreastDataset(Dataset):
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
         i, seed = _key(key)
         rows = self.breasts.at[i, "rows"]
-        views = [_seeded(self.transform, self.images.image(r), None if seed is None else seed + k)
-                 for k, r in enumerate(rows)]
+        views = [
+            _seeded(self.transform, self.images.image(r), None if seed is None else seed + k)
+            for k, r in enumerate(rows)
+        ]
         stack = torch.zeros((self.max_views, *views[0].shape), dtype=views[0].dtype)
         stack[: len(views)] = torch.stack(views)
         mask = torch.zeros(self.max_views, dtype=torch.bool)

@@ -42,10 +42,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda", 0) if available else torch.device("cpu")
     index = int(text.split(":")[1]) if ":" in text else 0
     if not available:
-        raise MammoInsightError(f"--device {name} was asked for but torch sees no CUDA GPU "
-                                "(use --device cpu or auto)")
+        raise MammoInsightError(
+            f"--device {name} was asked for but torch sees no CUDA GPU (use --device cpu or auto)"
+        )
     count = torch.cuda.device_count()
     if index >= count:
-        raise MammoInsightError(f"--device {name} was asked for but torch sees {count} CUDA GPU(s) "
-                                f"(cuda:0 to cuda:{count - 1})")
+        raise MammoInsightError(
+            f"--device {name} was asked for but torch sees {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
+        )
     return torch.device("cuda", index)

@@ -28,8 +28,9 @@ def has_fixed_input_size(name: str) -> bool:
         return False
 
 
-def create_backbone(name: str, weights: str | Path | None = None,
-                    img_size: tuple[int, int] | None = None) -> nn.Module:
+def create_backbone(
+    name: str, weights: str | Path | None = None, img_size: tuple[int, int] | None = None
+) -> nn.Module:
     """A timm feature extractor (num_classes=0) with 1-channel input.
 
     ``weights``: a local timm/torchvision state dict for the 3-channel model, loaded through timm's own
@@ -59,7 +60,10 @@ def _unexpected(name: str, own: dict, shapes: dict[str, tuple]) -> list[str]:
 
 def _stem_only(file_shape: tuple, own_shape: tuple) -> bool:
     """A conv weight that differs only in its input channels: timm folds it with adapt_input_conv."""
-    return len(file_shape) == len(own_shape) == 4 and file_shape[:1] + file_shape[2:] == own_shape[:1] + own_shape[2:]
+    return (
+        len(file_shape) == len(own_shape) == 4
+        and file_shape[:1] + file_shape[2:] == own_shape[:1] + own_shape[2:]
+    )
 
 
 def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_error: str = "") -> None:
@@ -69,9 +73,17 @@ def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_
     tensors absent from the file count; with it, tensors whose shape differs are listed too.
     """
     missing = sorted(k for k in own if k not in shapes and not k.endswith("num_batches_tracked"))
-    differ = [] if not load_error else sorted(
-        k for k in own if k in shapes and shapes[k] != tuple(own[k].shape)
-        and not _stem_only(shapes[k], tuple(own[k].shape)))
+    differ = (
+        []
+        if not load_error
+        else sorted(
+            k
+            for k in own
+            if k in shapes
+            and shapes[k] != tuple(own[k].shape)
+            and not _stem_only(shapes[k], tuple(own[k].shape))
+        )
+    )
     if not missing and not differ and not load_error:
         return
     parts = []
@@ -84,8 +96,10 @@ def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_
     unexpected = _unexpected(name, own, shapes)
     if unexpected:
         parts.append(f"the file has {len(unexpected)} the model does not ({_listed(unexpected)})")
-    raise MammoInsightError(f"weights file {path} does not load into {name}: {'; '.join(parts)}; "
-                            "is it a checkpoint of another architecture?")
+    raise MammoInsightError(
+        f"weights file {path} does not load into {name}: {'; '.join(parts)}; "
+        "is it a checkpoint of another architecture?"
+    )
 
 
 def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
@@ -105,14 +119,22 @@ def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
     try:
         state = timm.models.load_state_dict(str(path), weights_only=True)
     except Exception as exc:
-        raise MammoInsightError(f"weights file {path} is not a plain state dict that loads with "
-                                f"torch.load(weights_only=True): {type(exc).__name__}: {exc}") from exc
+        raise MammoInsightError(
+            f"weights file {path} is not a plain state dict that loads with "
+            f"torch.load(weights_only=True): {type(exc).__name__}: {exc}"
+        ) from exc
     if not isinstance(state, dict) or not state:
         raise MammoInsightError(f"weights file {path} holds no state dict")
     shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     try:
-        model = timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"state_dict": state},
-                                  num_classes=0, in_chans=1, **kwargs)
+        model = timm.create_model(
+            name,
+            pretrained=True,
+            pretrained_cfg_overlay={"state_dict": state},
+            num_classes=0,
+            in_chans=1,
+            **kwargs,
+        )
     except RuntimeError as exc:  # unknown name, or tensors of the wrong shape ("size mismatch for ...")
         if not timm.is_model(name):
             raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
@@ -123,9 +145,16 @@ def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
     _refuse(path, name, own, shapes)
     unexpected = _unexpected(name, own, shapes)
     if unexpected:
-        log.warning("weights file %s: %d tensor(s) the %s backbone has no place for were ignored: %s", path,
-                    len(unexpected), name, _listed(unexpected))
-    log.info("loaded %d tensors of %s from %s (classifier dropped, stem folded to 1 channel)", len(own), name, path)
+        log.warning(
+            "weights file %s: %d tensor(s) the %s backbone has no place for were ignored: %s",
+            path,
+            len(unexpected),
+            name,
+            _listed(unexpected),
+        )
+    log.info(
+        "loaded %d tensors of %s from %s (classifier dropped, stem folded to 1 channel)", len(own), name, path
+    )
     return model
 
 
@@ -180,8 +209,14 @@ class MultiViewClassifier(nn.Module):
         return self.head(self.dropout(self.embed(x, mask))).squeeze(-1)
 
 
-def build_classifier(model_name: str, view_mode: str = "single", *, weights: str | Path | None = None,
-                     dropout: float = 0.0, img_size: tuple[int, int] | None = None) -> nn.Module:
+def build_classifier(
+    model_name: str,
+    view_mode: str = "single",
+    *,
+    weights: str | Path | None = None,
+    dropout: float = 0.0,
+    img_size: tuple[int, int] | None = None,
+) -> nn.Module:
     """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast)."""
     backbone = create_backbone(model_name, weights, img_size)
     if view_mode == "single":

@@ -22,7 +22,9 @@ log = logging.getLogger(__name__)
 class ClassifierModule(pl.LightningModule):
     """Wraps a Single- or MultiViewClassifier; a batch is the dict the cache datasets yield."""
 
-    def __init__(self, model: nn.Module, config: TrainConfig, loss: nn.Module, use_channels_last: bool = False):
+    def __init__(
+        self, model: nn.Module, config: TrainConfig, loss: nn.Module, use_channels_last: bool = False
+    ):
         super().__init__()
         self.model = model
         self.config = config
@@ -47,15 +49,25 @@ class ClassifierModule(pl.LightningModule):
         logits = self(batch)
         loss = self.loss_fn(logits.float(), batch["label"].float())
         self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
-        self._outputs["train"].append((torch.sigmoid(logits.detach().float()), (batch["label"] > 0.5).float(),
-                                       loss.detach() * len(logits)))
+        self._outputs["train"].append(
+            (
+                torch.sigmoid(logits.detach().float()),
+                (batch["label"] > 0.5).float(),
+                loss.detach() * len(logits),
+            )
+        )
         return loss
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         logits = self(batch).float()
         labels = (batch["label"] > 0.5).float()
-        self.log("val_loss", nn.functional.binary_cross_entropy_with_logits(logits, labels), on_epoch=True,
-                 batch_size=len(logits), sync_dist=True)
+        self.log(
+            "val_loss",
+            nn.functional.binary_cross_entropy_with_logits(logits, labels),
+            on_epoch=True,
+            batch_size=len(logits),
+            sync_dist=True,
+        )
         self._outputs["val"].append((torch.sigmoid(logits).detach(), labels, None))
 
     def _log_scores(self, split: str) -> None:
@@ -82,17 +94,27 @@ class ClassifierModule(pl.LightningModule):
         self._outputs["val"].clear()
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.config.lr,
-                                      weight_decay=self.config.weight_decay)
+        optimizer = torch.optim.AdamW(
+            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+        )
         if self.config.schedule == "cosine":
-            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.config.epochs, 1))
+            scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(self.config.epochs, 1)
+            )
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
         if self.config.schedule == "plateau":
             mode = "min" if self.config.monitor == "loss" else "max"
-            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode=mode, factor=0.5, patience=1)
-            return {"optimizer": optimizer,
-                    "lr_scheduler": {"scheduler": scheduler, "monitor": monitor_key(self.config.monitor),
-                                     "interval": "epoch"}}
+            scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=0.5, patience=1
+            )
+            return {
+                "optimizer": optimizer,
+                "lr_scheduler": {
+                    "scheduler": scheduler,
+                    "monitor": monitor_key(self.config.monitor),
+                    "interval": "epoch",
+                },
+            }
         return optimizer
 
 
@@ -113,7 +135,7 @@ class ProgressiveUnfreeze(pl.Callback):
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         blocks = list(pl_module.model.backbone.children())
-        done = trainer.current_epoch - self.freeze_epochs + 1     # stages unfrozen so far
+        done = trainer.current_epoch - self.freeze_epochs + 1  # stages unfrozen so far
         n_open = len(blocks) if done >= self.stages else round(len(blocks) * max(done, 0) / self.stages)
         for i, block in enumerate(blocks):
             block.requires_grad_(i >= len(blocks) - n_open)

@@ -28,10 +28,19 @@ def _probs(model: nn.Module, loader: DataLoader, device: torch.device) -> np.nda
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
-def predict_cache(model: nn.Module, cache_dir: str | Path, table: pd.DataFrame, view_mode: str, *,
-                  image_size: tuple[int, int] | None, batch_size: int = 32, max_views: int = 4,
-                  device: str | torch.device = "cpu", label_column: str = "cancer",
-                  num_workers: int = 0) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def predict_cache(
+    model: nn.Module,
+    cache_dir: str | Path,
+    table: pd.DataFrame,
+    view_mode: str,
+    *,
+    image_size: tuple[int, int] | None,
+    batch_size: int = 32,
+    max_views: int = 4,
+    device: str | torch.device = "cpu",
+    label_column: str = "cancer",
+    num_workers: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(image predictions, breast predictions or None).
 
     Multi-view models score breasts; each image row then carries its breast's probability, so

@@ -13,7 +13,13 @@ from mammo_insight.metrics import average_precision, calibration_table, point_me
 from mammo_insight.report.plotting import error_lengths
 
 LABEL, PROB = "cancer", "prob"
-COLORS = {"image": "#2f5d9e", "breast": "#c0392b", "breast_max": "#7d5ba6", "train": "#7f8c8d", "val": "#2f5d9e"}
+COLORS = {
+    "image": "#2f5d9e",
+    "breast": "#c0392b",
+    "breast_max": "#7d5ba6",
+    "train": "#7f8c8d",
+    "val": "#2f5d9e",
+}
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:
@@ -28,8 +34,15 @@ def learning_curves(history: pd.DataFrame) -> Figure:
             for split, style in (("train", "--"), ("val", "-")):
                 rows = part[part["split"] == split].sort_values("epoch")
                 if rows[metric].notna().any():
-                    ax.plot(rows["epoch"], rows[metric], style, color=COLORS[split], alpha=0.75, marker=".",
-                            label=f"{split}" if fold == folds[0] else None)
+                    ax.plot(
+                        rows["epoch"],
+                        rows[metric],
+                        style,
+                        color=COLORS[split],
+                        alpha=0.75,
+                        marker=".",
+                        label=f"{split}" if fold == folds[0] else None,
+                    )
         ax.set_title(metric)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -45,11 +58,18 @@ def roc_pr_curves(levels: Mapping[str, pd.DataFrame]) -> Figure:
         fpr, tpr, _ = roc_curve(y, p)
         ax_roc.plot(fpr, tpr, color=COLORS.get(level), label=f"{level} (AUC {roc_auc(y, p):.3f})")
         precision, recall, _ = precision_recall_curve(y, p)
-        ax_pr.step(recall, precision, where="post", color=COLORS.get(level),
-                   label=f"{level} (AP {average_precision(y, p):.3f})")
+        ax_pr.step(
+            recall,
+            precision,
+            where="post",
+            color=COLORS.get(level),
+            label=f"{level} (AP {average_precision(y, p):.3f})",
+        )
         ax_pr.axhline(y.mean(), ls=":", color=COLORS.get(level), lw=1)
     ax_roc.plot([0, 1], [0, 1], "--", color="grey", lw=1)
-    ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax_roc.set(
+        xlabel="false positive rate", ylabel="true positive rate", title="ROC", xlim=(0, 1), ylim=(0, 1.01)
+    )
     ax_pr.set(xlabel="recall", ylabel="precision", title="Precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     for ax in (ax_roc, ax_pr):
         ax.legend(frameon=False, loc="lower right" if ax is ax_roc else "upper right")
@@ -81,11 +101,19 @@ def confusion_matrices(levels: Mapping[str, pd.DataFrame], thresholds: Mapping[s
         m = point_metrics(frame[LABEL], frame[PROB], t)
         grid = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
         rows = grid.sum(axis=1, keepdims=True)
-        ax.imshow(np.divide(grid, rows, out=np.zeros_like(grid), where=rows > 0), cmap="Blues", vmin=0, vmax=1)
+        ax.imshow(
+            np.divide(grid, rows, out=np.zeros_like(grid), where=rows > 0), cmap="Blues", vmin=0, vmax=1
+        )
         for (i, j), v in np.ndenumerate(grid):
             share = v / grid[i].sum() if grid[i].sum() else np.nan
-            ax.text(j, i, f"{int(v):,}\n{share:.1%}", ha="center", va="center",
-                    color="white" if share > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{int(v):,}\n{share:.1%}",
+                ha="center",
+                va="center",
+                color="white" if share > 0.6 else "black",
+            )
         ax.set_xticks([0, 1], ["predicted 0", "predicted 1"])
         ax.set_yticks([0, 1], ["true 0", "true 1"])
         ax.set_title(f"{level} (threshold {t:.3g})")
@@ -110,8 +138,14 @@ def calibration_curves(levels: Mapping[str, pd.DataFrame], n_bins: int = 10) -> 
 
 def _forest(ax, labels: list[str], values, lows, *, highs, color: str) -> None:
     ypos = np.arange(len(labels))[::-1]
-    ax.errorbar(np.asarray(values, dtype=float), ypos, xerr=error_lengths(values, lows, highs), fmt="o",
-                color=color, capsize=3)
+    ax.errorbar(
+        np.asarray(values, dtype=float),
+        ypos,
+        xerr=error_lengths(values, lows, highs),
+        fmt="o",
+        color=color,
+        capsize=3,
+    )
     ax.set_yticks(ypos, labels)
     ax.grid(alpha=0.3, axis="x")
 
@@ -119,11 +153,20 @@ def _forest(ax, labels: list[str], values, lows, *, highs, color: str) -> None:
 def forest_plot(frame: pd.DataFrame, metrics: list[str]) -> Figure:
     """Tidy metrics (level, metric, value, ci_low, ci_high): one panel per metric, one row per level."""
     metrics = [m for m in metrics if m in set(frame["metric"])]
-    fig = Figure(figsize=(2.6 * max(len(metrics), 1), 0.45 * frame["level"].nunique() + 1.4), layout="constrained")
+    fig = Figure(
+        figsize=(2.6 * max(len(metrics), 1), 0.45 * frame["level"].nunique() + 1.4), layout="constrained"
+    )
     axes = fig.subplots(1, max(len(metrics), 1), squeeze=False, sharey=True)[0]
     for ax, metric in zip(axes, metrics):
         part = frame[frame["metric"] == metric]
-        _forest(ax, list(part["level"]), part["value"], part["ci_low"], highs=part["ci_high"], color=COLORS["image"])
+        _forest(
+            ax,
+            list(part["level"]),
+            part["value"],
+            part["ci_low"],
+            highs=part["ci_high"],
+            color=COLORS["image"],
+        )
         ax.set_title(metric)
         ax.set_xlim(-0.02, 1.02)
     return fig

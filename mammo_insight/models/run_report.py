@@ -39,9 +39,13 @@ from mammo_insight.report import (
 log = logging.getLogger(__name__)
 
 LEVEL_TITLES = {"image": "image", "breast": "breast (mean of images)", "breast_max": "breast (max of images)"}
-HEADLINE = [("breast", "roc_auc", "breast ROC-AUC"), ("breast", "pf1", "breast pF1"),
-            ("breast", "pr_auc", "breast PR-AUC"), ("image", "roc_auc", "image ROC-AUC"),
-            ("image", "pf1", "image pF1")]
+HEADLINE = [
+    ("breast", "roc_auc", "breast ROC-AUC"),
+    ("breast", "pf1", "breast pF1"),
+    ("breast", "pr_auc", "breast PR-AUC"),
+    ("image", "roc_auc", "image ROC-AUC"),
+    ("image", "pf1", "image pF1"),
+]
 BASELINE_METRICS = ["roc_auc", "pr_auc", "pf1", "balanced_accuracy", "f1"]
 SUBGROUP_METRICS = ["roc_auc", "pr_auc", "pf1", "recall"]
 SUBGROUP_BOOT = 200
@@ -73,11 +77,19 @@ def metrics_table(metrics: Mapping, levels: list[str] | None = None) -> pd.DataF
     levels = [lv for lv in (levels or list(LEVEL_TITLES)) if isinstance(metrics.get(lv), Mapping)]
     rows = []
     for name in METRIC_NAMES:
-        rows.append({"metric": name, **{LEVEL_TITLES.get(lv, lv): fmt_ci(metrics[lv].get(name),
-                                                                         count=name in COUNT_METRICS)
-                                        for lv in levels}})
+        rows.append(
+            {
+                "metric": name,
+                **{
+                    LEVEL_TITLES.get(lv, lv): fmt_ci(metrics[lv].get(name), count=name in COUNT_METRICS)
+                    for lv in levels
+                },
+            }
+        )
     for key in ("threshold", "n", "n_pos", "n_groups"):
-        rows.append({"metric": key, **{LEVEL_TITLES.get(lv, lv): _plain(metrics[lv].get(key)) for lv in levels}})
+        rows.append(
+            {"metric": key, **{LEVEL_TITLES.get(lv, lv): _plain(metrics[lv].get(key)) for lv in levels}}
+        )
     return pd.DataFrame(rows)
 
 
@@ -91,11 +103,16 @@ def _plain(value) -> str:
 
 def run_headline(metrics: Mapping) -> dict[str, str]:
     """The headline numbers of a run or an evaluation (breast and image level, with intervals)."""
-    return {label: fmt_ci(metrics.get(level, {}).get(name)) for level, name, label in HEADLINE
-            if isinstance(metrics.get(level), Mapping)}
+    return {
+        label: fmt_ci(metrics.get(level, {}).get(name))
+        for level, name, label in HEADLINE
+        if isinstance(metrics.get(level), Mapping)
+    }
 
 
-def _summary(run_dir: Path, config: Mapping | None, metrics: Mapping | None, oof: pd.DataFrame | None) -> Section:
+def _summary(
+    run_dir: Path, config: Mapping | None, metrics: Mapping | None, oof: pd.DataFrame | None
+) -> Section:
     blocks = []
     if metrics:
         blocks.append(metric_cards(run_headline(metrics)))
@@ -105,71 +122,138 @@ def _summary(run_dir: Path, config: Mapping | None, metrics: Mapping | None, oof
         facts += [f"{k}: {config[k]}" for k in keys if k in config]
     if oof is not None:
         labelled = oof[oof[LABEL].notna()] if LABEL in oof.columns else oof.iloc[:0]
-        facts.append(f"{len(oof):,} images, {oof['breast_id'].nunique():,} breasts, "
-                     f"{oof['patient_id'].nunique():,} patients; {int(labelled[LABEL].sum()):,} positive images")
+        facts.append(
+            f"{len(oof):,} images, {oof['breast_id'].nunique():,} breasts, "
+            f"{oof['patient_id'].nunique():,} patients; {int(labelled[LABEL].sum()):,} positive images"
+        )
     if metrics:
         for level, body in metrics.items():
             if isinstance(body, Mapping) and "threshold" in body:
-                facts.append(f"{LEVEL_TITLES.get(level, level)} threshold {body['threshold']:.4g}: "
-                             f"{body.get('threshold_source', '')}")
+                facts.append(
+                    f"{LEVEL_TITLES.get(level, level)} threshold {body['threshold']:.4g}: "
+                    f"{body.get('threshold_source', '')}"
+                )
     blocks.append(bullet_list(facts))
-    blocks.append(paragraph("Intervals are 95% percentile bootstrap intervals that resample patients, so the "
-                            "correlation between a woman's images is respected. At a few percent prevalence "
-                            "accuracy means little: read pF1, PR-AUC and balanced accuracy next to ROC-AUC.",
-                            "note"))
+    blocks.append(
+        paragraph(
+            "Intervals are 95% percentile bootstrap intervals that resample patients, so the "
+            "correlation between a woman's images is respected. At a few percent prevalence "
+            "accuracy means little: read pF1, PR-AUC and balanced accuracy next to ROC-AUC.",
+            "note",
+        )
+    )
     return Section("Summary", blocks)
 
 
 def _metrics_section(metrics: Mapping) -> Section:
     frame = metrics_table(metrics)
-    return Section("Metrics with intervals", [
-        table(frame, caption="value (95% interval); confusion counts at the stated threshold"),
-        figure(lambda: figs.forest_plot(metrics_frame(metrics, list(LEVEL_TITLES)), ["roc_auc", "pr_auc", "pf1",
-                                                                             "balanced_accuracy", "f1"]),
-               "Point estimates and intervals per level"),
-    ])
+    return Section(
+        "Metrics with intervals",
+        [
+            table(frame, caption="value (95% interval); confusion counts at the stated threshold"),
+            figure(
+                lambda: figs.forest_plot(
+                    metrics_frame(metrics, list(LEVEL_TITLES)),
+                    ["roc_auc", "pr_auc", "pf1", "balanced_accuracy", "f1"],
+                ),
+                "Point estimates and intervals per level",
+            ),
+        ],
+    )
 
 
 def _curves_sections(oof: pd.DataFrame, metrics: Mapping | None) -> list[Section]:
     labelled = oof[oof[LABEL].notna()]
     if labelled.empty or labelled[LABEL].nunique() < 2:
-        return [Section("ROC and PR curves", [paragraph("Both classes are needed for curves: these predictions "
-                                                        "hold one class (or no labels).", "warn")])]
+        return [
+            Section(
+                "ROC and PR curves",
+                [
+                    paragraph(
+                        "Both classes are needed for curves: these predictions "
+                        "hold one class (or no labels).",
+                        "warn",
+                    )
+                ],
+            )
+        ]
     levels = {"image": labelled, "breast": aggregate_to_breast(labelled, "mean")}
     thresholds = thresholds_of(metrics) if metrics else {}
-    out = [Section("ROC and PR curves", [figure(lambda: figs.roc_pr_curves(levels),
-                                                "Out-of-fold ROC and precision-recall curves; the dashed "
-                                                "lines are chance (the diagonal, and the prevalence)")])]
+    out = [
+        Section(
+            "ROC and PR curves",
+            [
+                figure(
+                    lambda: figs.roc_pr_curves(levels),
+                    "Out-of-fold ROC and precision-recall curves; the dashed "
+                    "lines are chance (the diagonal, and the prevalence)",
+                )
+            ],
+        )
+    ]
     if "fold" in labelled.columns and labelled["fold"].nunique() > 1:
         out[0].blocks.append(figure(lambda: figs.per_fold_roc(levels["breast"]), "Breast-level ROC per fold"))
-    out.append(Section("Confusion matrices", [figure(lambda: figs.confusion_matrices(levels, thresholds),
-                                                     "Counts at each level's threshold")]))
-    out.append(Section("Calibration", [figure(lambda: figs.calibration_curves(levels),
-                                              "Mean predicted probability vs observed rate, equal-count bins; "
-                                              "the diagonal is perfect calibration"),
-                                       paragraph("pF1 reads the probabilities directly, so calibration moves it; "
-                                                 "ROC-AUC ignores it.", "note")]))
+    out.append(
+        Section(
+            "Confusion matrices",
+            [figure(lambda: figs.confusion_matrices(levels, thresholds), "Counts at each level's threshold")],
+        )
+    )
+    out.append(
+        Section(
+            "Calibration",
+            [
+                figure(
+                    lambda: figs.calibration_curves(levels),
+                    "Mean predicted probability vs observed rate, equal-count bins; "
+                    "the diagonal is perfect calibration",
+                ),
+                paragraph(
+                    "pF1 reads the probabilities directly, so calibration moves it; ROC-AUC ignores it.",
+                    "note",
+                ),
+            ],
+        )
+    )
     return out
 
 
 def _subgroup_section(oof: pd.DataFrame, metrics: Mapping | None) -> Section:
     labelled = oof[oof[LABEL].notna()]
     threshold = (metrics or {}).get("image", {}).get("threshold")
-    sub = subgroup_metrics(labelled, None, threshold=threshold, n_boot=SUBGROUP_BOOT, metrics=SUBGROUP_METRICS)
+    sub = subgroup_metrics(
+        labelled, None, threshold=threshold, n_boot=SUBGROUP_BOOT, metrics=SUBGROUP_METRICS
+    )
     if sub.empty:
-        return Section("Subgroups", [paragraph("No subgroup column (view, age, density, site_id, machine_id) "
-                                               "in oof_predictions.csv.", "note")])
-    wide = (sub.assign(cell=[fmt_ci(r) for r in sub[["value", "ci_low", "ci_high"]].to_dict("records")])
-            .set_index(["factor", "level", "n", "n_pos", "metric"])["cell"].unstack("metric"))
+        return Section(
+            "Subgroups",
+            [
+                paragraph(
+                    "No subgroup column (view, age, density, site_id, machine_id) in oof_predictions.csv.",
+                    "note",
+                )
+            ],
+        )
+    wide = (
+        sub.assign(cell=[fmt_ci(r) for r in sub[["value", "ci_low", "ci_high"]].to_dict("records")])
+        .set_index(["factor", "level", "n", "n_pos", "metric"])["cell"]
+        .unstack("metric")
+    )
     keys = sub[["factor", "level", "n", "n_pos"]].drop_duplicates()  # keep subgroup_metrics' row order
     wide = wide.reindex(pd.MultiIndex.from_frame(keys)).reset_index()
     wide = wide[["factor", "level", "n", "n_pos", *[m for m in SUBGROUP_METRICS if m in wide.columns]]]
-    return Section("Subgroups", [
-        paragraph("Image-level metrics per subgroup at one shared threshold: where detection is harder. "
-                  "Small subgroups have wide intervals; compare intervals, not point estimates.", "note"),
-        table(wide, caption="value (95% interval, patients resampled)"),
-        figure(lambda: figs.subgroup_forest(sub[sub["metric"] == "roc_auc"]), "ROC-AUC per subgroup"),
-    ])
+    return Section(
+        "Subgroups",
+        [
+            paragraph(
+                "Image-level metrics per subgroup at one shared threshold: where detection is harder. "
+                "Small subgroups have wide intervals; compare intervals, not point estimates.",
+                "note",
+            ),
+            table(wide, caption="value (95% interval, patients resampled)"),
+            figure(lambda: figs.subgroup_forest(sub[sub["metric"] == "roc_auc"]), "ROC-AUC per subgroup"),
+        ],
+    )
 
 
 def _baselines_section(baselines: Mapping, metrics: Mapping | None) -> Section:
@@ -178,23 +262,42 @@ def _baselines_section(baselines: Mapping, metrics: Mapping | None) -> Section:
     for name, body in entries.items():
         for level in ("image", "breast"):
             if isinstance(body.get(level), Mapping):
-                rows.append({"model": name, "level": level,
-                             **{m: fmt_ci(body[level].get(m)) for m in BASELINE_METRICS}})
-    return Section("Baselines", [
-        paragraph("Majority class, prevalence-random and logistic regression on downsampled pixels, fitted on "
-                  "the same folds and scored by the same functions: the floor the CNN has to clear.", "note"),
-        table(pd.DataFrame(rows), caption="value (95% interval)"),
-    ])
+                rows.append(
+                    {
+                        "model": name,
+                        "level": level,
+                        **{m: fmt_ci(body[level].get(m)) for m in BASELINE_METRICS},
+                    }
+                )
+    return Section(
+        "Baselines",
+        [
+            paragraph(
+                "Majority class, prevalence-random and logistic regression on downsampled pixels, fitted on "
+                "the same folds and scored by the same functions: the floor the CNN has to clear.",
+                "note",
+            ),
+            table(pd.DataFrame(rows), caption="value (95% interval)"),
+        ],
+    )
 
 
 def _files_section(run_dir: Path) -> Section:
-    names = ["metrics.json", "oof_predictions.csv", "history.csv", "baselines.json", "config.json",
-             "manifest.json"]
+    names = [
+        "metrics.json",
+        "oof_predictions.csv",
+        "history.csv",
+        "baselines.json",
+        "config.json",
+        "manifest.json",
+    ]
     links = [raw_link(n, n) for n in names if (run_dir / n).is_file()]
     return Section("Files", [paragraph("Raw outputs of this run:"), *links])
 
 
-def render_run_report(run_dir: str | Path, out_path: str | Path | None = None, title: str | None = None) -> Path:
+def render_run_report(
+    run_dir: str | Path, out_path: str | Path | None = None, title: str | None = None
+) -> Path:
     """Write RUN/index.html (or out_path) from the run directory's files; returns the page path."""
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json")
@@ -211,8 +314,17 @@ def render_run_report(run_dir: str | Path, out_path: str | Path | None = None, t
     else:
         sections.append(Section("Metrics with intervals", [paragraph("metrics.json is missing.", "warn")]))
     if history is not None and not history.empty:
-        sections.append(Section("Learning curves", [figure(lambda: figs.learning_curves(history),
-                                                           "Loss, pF1 and ROC-AUC per epoch; one line per fold")]))
+        sections.append(
+            Section(
+                "Learning curves",
+                [
+                    figure(
+                        lambda: figs.learning_curves(history),
+                        "Loss, pF1 and ROC-AUC per epoch; one line per fold",
+                    )
+                ],
+            )
+        )
     if oof is not None and LABEL in oof.columns:
         sections += _curves_sections(oof, metrics)
         sections.append(_subgroup_section(oof, metrics))

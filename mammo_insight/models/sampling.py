@@ -28,15 +28,18 @@ def soft_labels(labels: np.ndarray, positive_label: float) -> np.ndarray:
     return np.where(labels > 0.5, positive_label, labels).astype(np.float32)
 
 
-def balanced_indices(labels: np.ndarray, pos_ratio: float, rng: np.random.Generator,
-                     n_items: int | None = None) -> np.ndarray:
+def balanced_indices(
+    labels: np.ndarray, pos_ratio: float, rng: np.random.Generator, n_items: int | None = None
+) -> np.ndarray:
     """Draw with replacement so that about ``pos_ratio`` of the items are positive."""
     pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
     if len(pos) == 0 or len(neg) == 0:
         return rng.permutation(len(labels))
     n_items = n_items or len(labels)
     n_pos = round(n_items * pos_ratio)
-    picked = np.concatenate([rng.choice(pos, n_pos, replace=True), rng.choice(neg, n_items - n_pos, replace=True)])
+    picked = np.concatenate(
+        [rng.choice(pos, n_pos, replace=True), rng.choice(neg, n_items - n_pos, replace=True)]
+    )
     return rng.permutation(picked)
 
 
@@ -47,12 +50,20 @@ def balanced_subset(labels: np.ndarray, pos_ratio: float, rng: np.random.Generat
     return rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]))
 
 
-def resampled_indices(labels: np.ndarray, undersample_negatives: float | None, oversample_positives: int,
-                      rng: np.random.Generator) -> np.ndarray:
+def resampled_indices(
+    labels: np.ndarray,
+    undersample_negatives: float | None,
+    oversample_positives: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """Keep a fraction of negatives and repeat each positive ``oversample_positives`` times."""
     pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
     if undersample_negatives is not None:
-        neg = rng.choice(neg, max(1, round(len(neg) * undersample_negatives)), replace=False) if len(neg) else neg
+        neg = (
+            rng.choice(neg, max(1, round(len(neg) * undersample_negatives)), replace=False)
+            if len(neg)
+            else neg
+        )
     return rng.permutation(np.concatenate([np.repeat(pos, oversample_positives), neg]))
 
 

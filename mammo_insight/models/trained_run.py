@@ -103,8 +103,10 @@ class TrainedRun:
         """One level's threshold; a clear error when the run has none (an unfinished run)."""
         thresholds = self.thresholds()
         if level not in thresholds:
-            raise MammoInsightError(f"{self.root}: no {level}-level threshold in metrics.json or config.json; "
-                                    "is the training run finished?")
+            raise MammoInsightError(
+                f"{self.root}: no {level}-level threshold in metrics.json or config.json; "
+                "is the training run finished?"
+            )
         return float(thresholds[level])
 
     # preprocessing
@@ -120,10 +122,16 @@ class TrainedRun:
             settings = json.loads((Path(cache) / CONFIG_FILE).read_text())
         if not settings:
             if self.image_size is None:
-                raise MammoInsightError(f"{self.root}/config.json records neither its preprocessing nor an "
-                                        "image_size")
-            log.warning("%s records no preprocessing and its training cache %s is gone: using the preprocess "
-                        "defaults at size %sx%s", self.root, cache, *self.image_size)
+                raise MammoInsightError(
+                    f"{self.root}/config.json records neither its preprocessing nor an image_size"
+                )
+            log.warning(
+                "%s records no preprocessing and its training cache %s is gone: using the preprocess "
+                "defaults at size %sx%s",
+                self.root,
+                cache,
+                *self.image_size,
+            )
             settings = {"size": list(self.image_size)}
         return dict(settings)
 
@@ -136,8 +144,10 @@ class TrainedRun:
         """The eval-mode classifier of one fold, rebuilt from config.json and its state dict (weights_only)."""
         path = fold_model_path(self.root, fold)
         if fold not in self.folds or not path.is_file():
-            raise MammoInsightError(f"{self.root}: fold {fold} has no model ({path} missing); folds with a model: "
-                                    f"{list(self.folds)}")
+            raise MammoInsightError(
+                f"{self.root}: fold {fold} has no model ({path} missing); folds with a model: "
+                f"{list(self.folds)}"
+            )
         model = build_classifier(self.model_name, self.view_mode, img_size=self.image_size)
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         return model.to(device).eval()
@@ -153,8 +163,13 @@ class TrainedRun:
         """The out-of-fold predictions; ``fold`` says which model never saw each patient."""
         return load_oof(self.root)
 
-    def ensemble_predict(self, cache_dir: str | Path, rows: pd.DataFrame, device: str | torch.device = "cpu",
-                         batch_size: int = 32) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    def ensemble_predict(
+        self,
+        cache_dir: str | Path,
+        rows: pd.DataFrame,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         """(image predictions, breast predictions or None) of cache rows: the mean of every fold model's probability.
 
         Multi-view runs score breasts (the image rows carry their breast's probability). Rows without the
@@ -166,9 +181,17 @@ class TrainedRun:
         images = breasts = None
         for fold, model in self.models(device):
             log.info("fold %d model scores %d images of %s", fold, len(rows), cache_dir)
-            images, breasts = predict_cache(model, cache_dir, rows, self.view_mode, image_size=self.image_size,
-                                            batch_size=batch_size, max_views=self.max_views, device=device,
-                                            label_column=label)
+            images, breasts = predict_cache(
+                model,
+                cache_dir,
+                rows,
+                self.view_mode,
+                image_size=self.image_size,
+                batch_size=batch_size,
+                max_views=self.max_views,
+                device=device,
+                label_column=label,
+            )
             image_probs.append(images["prob"].to_numpy())
             if breasts is not None:
                 breast_probs.append(breasts["prob"].to_numpy())

@@ -41,8 +41,16 @@ from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_l
 
 log = logging.getLogger(__name__)
 # Options that may change between an interrupted run and its resume (they do not change the result).
-RUNTIME_OPTIONS = {"device", "precision", "channels_last", "devices", "num_nodes", "strategy", "num_workers",
-                   "cpu_threads"}
+RUNTIME_OPTIONS = {
+    "device",
+    "precision",
+    "channels_last",
+    "devices",
+    "num_nodes",
+    "strategy",
+    "num_workers",
+    "cpu_threads",
+}
 
 
 class History(pl.Callback):
@@ -53,7 +61,7 @@ class History(pl.Callback):
         self._lr = float("nan")
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._lr = trainer.optimizers[0].param_groups[0]["lr"]   # the epoch's LR, before the scheduler steps
+        self._lr = trainer.optimizers[0].param_groups[0]["lr"]  # the epoch's LR, before the scheduler steps
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.sanity_checking:
@@ -63,9 +71,16 @@ class History(pl.Callback):
         lr = self._lr
         self.rows = [r for r in self.rows if r["epoch"] != epoch]
         for split in ("train", "val"):
-            self.rows.append({"epoch": epoch, "split": split, "loss": m.get(f"{split}_loss", np.nan),
-                              "pf1": m.get(f"{split}_pf1", np.nan), "roc_auc": m.get(f"{split}_auc", np.nan),
-                              "lr": lr})
+            self.rows.append(
+                {
+                    "epoch": epoch,
+                    "split": split,
+                    "loss": m.get(f"{split}_loss", np.nan),
+                    "pf1": m.get(f"{split}_pf1", np.nan),
+                    "roc_auc": m.get(f"{split}_auc", np.nan),
+                    "lr": lr,
+                }
+            )
 
     def state_dict(self) -> dict[str, Any]:
         return {"rows": self.rows}
@@ -113,12 +128,24 @@ def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -
     values = config.to_dict()
     cache_config = cache_dir / CONFIG_FILE
     preprocess = json.loads(cache_config.read_text()) if cache_config.is_file() else None
-    if config.image_size is None:  # the cache's config.json says how it was made; the index only for old caches
-        values["image_size"] = (list(PreprocessConfig.from_dict(preprocess).size) if preprocess else
-                                [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])])
-    values.update(cache=str(cache_dir), cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
-                  versions=package_versions(), n_images=len(table), n_patients=int(table["patient_id"].nunique()))
-    if preprocess:  # one verbatim copy, so predict can preprocess new images the same way once the cache is gone
+    if (
+        config.image_size is None
+    ):  # the cache's config.json says how it was made; the index only for old caches
+        values["image_size"] = (
+            list(PreprocessConfig.from_dict(preprocess).size)
+            if preprocess
+            else [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])]
+        )
+    values.update(
+        cache=str(cache_dir),
+        cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
+        versions=package_versions(),
+        n_images=len(table),
+        n_patients=int(table["patient_id"].nunique()),
+    )
+    if (
+        preprocess
+    ):  # one verbatim copy, so predict can preprocess new images the same way once the cache is gone
         values["preprocess"] = preprocess
     return values
 
@@ -133,67 +160,106 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
     skip = RUNTIME_OPTIONS | {"versions", "cache", "threshold", "thresholds"}
     differ = sorted(k for k in values if k not in skip and k in old and _norm(old[k]) != _norm(values[k]))
     if differ:
-        raise MammoInsightError(f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
-                                "use a new --out folder, or delete this one to start over")
+        raise MammoInsightError(
+            f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
+            "use a new --out folder, or delete this one to start over"
+        )
 
 
 def _norm(value: Any) -> Any:
-    return [_norm(v) for v in value] if isinstance(value, (list, tuple)) else (
-        {k: _norm(v) for k, v in value.items()} if isinstance(value, dict) else value)
+    return (
+        [_norm(v) for v in value]
+        if isinstance(value, (list, tuple))
+        else ({k: _norm(v) for k, v in value.items()} if isinstance(value, dict) else value)
+    )
 
 
-def _datasets(cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig,
-              *, size: tuple[int, int]) -> tuple[Any, Any]:
+def _datasets(
+    cache_dir: Path, train: pd.DataFrame, val: pd.DataFrame, config: TrainConfig, *, size: tuple[int, int]
+) -> tuple[Any, Any]:
     augment = build_augment(config.augment)
     if config.view_mode == "single":
         train_ds = CacheImageDataset(cache_dir, train, augment, config.label_column, size=size)
         val_ds = CacheImageDataset(cache_dir, val, None, config.label_column, size=size)
     else:
-        train_ds = CacheBreastDataset(cache_dir, train, augment, config.label_column, max_views=config.max_views,
-                                      size=size)
-        val_ds = CacheBreastDataset(cache_dir, val, None, config.label_column, max_views=config.max_views, size=size)
+        train_ds = CacheBreastDataset(
+            cache_dir, train, augment, config.label_column, max_views=config.max_views, size=size
+        )
+        val_ds = CacheBreastDataset(
+            cache_dir, val, None, config.label_column, max_views=config.max_views, size=size
+        )
     return train_ds, val_ds
 
 
-def make_loaders(train_ds: Any, val_ds: Any, hard_labels: np.ndarray, config: TrainConfig,
-                 *, accelerator: str) -> tuple[DataLoader, DataLoader]:
+def make_loaders(
+    train_ds: Any, val_ds: Any, hard_labels: np.ndarray, config: TrainConfig, *, accelerator: str
+) -> tuple[DataLoader, DataLoader]:
     """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader."""
-    common = {"batch_size": config.batch_size, "num_workers": config.num_workers, "pin_memory": accelerator == "gpu",
-              "worker_init_fn": worker_init if config.num_workers else None,
-              "persistent_workers": config.num_workers > 0}
-    train_loader = DataLoader(train_ds, sampler=EpochSampler(hard_labels, config),
-                              drop_last=len(train_ds) >= 2 * config.batch_size, **common)
+    common = {
+        "batch_size": config.batch_size,
+        "num_workers": config.num_workers,
+        "pin_memory": accelerator == "gpu",
+        "worker_init_fn": worker_init if config.num_workers else None,
+        "persistent_workers": config.num_workers > 0,
+    }
+    train_loader = DataLoader(
+        train_ds,
+        sampler=EpochSampler(hard_labels, config),
+        drop_last=len(train_ds) >= 2 * config.batch_size,
+        **common,
+    )
     return train_loader, DataLoader(val_ds, shuffle=False, **common)
 
 
-def make_module(config: TrainConfig, size: tuple[int, int], hard_labels: np.ndarray,
-                accelerator: str) -> ClassifierModule:
+def make_module(
+    config: TrainConfig, size: tuple[int, int], hard_labels: np.ndarray, accelerator: str
+) -> ClassifierModule:
     """The classifier in its LightningModule; channels_last on a GPU for single-view models."""
     channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
-    model = build_classifier(config.model, config.view_mode, weights=config.weights, dropout=config.dropout,
-                             img_size=size)
+    model = build_classifier(
+        config.model, config.view_mode, weights=config.weights, dropout=config.dropout, img_size=size
+    )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    loss = build_loss(config.loss, pos_weight_value(hard_labels, config.pos_weight), config.focal_gamma,
-                      config.focal_alpha)
+    loss = build_loss(
+        config.loss, pos_weight_value(hard_labels, config.pos_weight), config.focal_gamma, config.focal_alpha
+    )
     return ClassifierModule(model, config, loss, use_channels_last=channels_last)
 
 
-def make_trainer(config: TrainConfig, accelerator: str, precision: str, callbacks: list[pl.Callback],
-                 **overrides: Any) -> pl.Trainer:
+def make_trainer(
+    config: TrainConfig, accelerator: str, precision: str, callbacks: list[pl.Callback], **overrides: Any
+) -> pl.Trainer:
     """The Lightning Trainer of a fold: precision, devices, DDP strategy, determinism on the CPU."""
-    options = {"max_epochs": config.epochs, "accelerator": accelerator,
-               "devices": _trainer_devices(config, accelerator),
-               "num_nodes": config.num_nodes, "strategy": config.strategy, "precision": precision,
-               "callbacks": callbacks, "logger": False, "num_sanity_val_steps": 0,
-               "deterministic": "warn" if accelerator == "cpu" else False,
-               "reload_dataloaders_every_n_epochs": 1 if config.warmup_epochs else 0,
-               "enable_model_summary": False, "log_every_n_steps": 1, **overrides}
+    options = {
+        "max_epochs": config.epochs,
+        "accelerator": accelerator,
+        "devices": _trainer_devices(config, accelerator),
+        "num_nodes": config.num_nodes,
+        "strategy": config.strategy,
+        "precision": precision,
+        "callbacks": callbacks,
+        "logger": False,
+        "num_sanity_val_steps": 0,
+        "deterministic": "warn" if accelerator == "cpu" else False,
+        "reload_dataloaders_every_n_epochs": 1 if config.warmup_epochs else 0,
+        "enable_model_summary": False,
+        "log_every_n_steps": 1,
+        **overrides,
+    }
     return pl.Trainer(**options)
 
 
-def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Series, *, fold: int,
-               config: TrainConfig, size: tuple[int, int]) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
+def train_fold(
+    cache_dir: Path,
+    out_dir: Path,
+    table: pd.DataFrame,
+    folds: pd.Series,
+    *,
+    fold: int,
+    config: TrainConfig,
+    size: tuple[int, int],
+) -> tuple[pd.DataFrame, pd.DataFrame | None] | None:
     """Train one fold (resuming from its last checkpoint), export its best model, score its validation rows.
 
     Returns (image rows, breast rows or None), or None on a DDP rank other than 0.
@@ -212,21 +278,31 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
 
     ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
     mode = "min" if config.monitor == "loss" else "max"
-    checkpoint = pl.callbacks.ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor_key(config.monitor),
-                                              mode=mode, save_top_k=1, save_last=True)
+    checkpoint = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir,
+        filename="best",
+        monitor=monitor_key(config.monitor),
+        mode=mode,
+        save_top_k=1,
+        save_last=True,
+    )
     history = History()
     callbacks: list[pl.Callback] = [history, checkpoint]
     if config.early_stopping_patience > 0:
-        callbacks.append(pl.callbacks.EarlyStopping(monitor_key(config.monitor), mode=mode,
-                                                    patience=config.early_stopping_patience))
+        callbacks.append(
+            pl.callbacks.EarlyStopping(
+                monitor_key(config.monitor), mode=mode, patience=config.early_stopping_patience
+            )
+        )
     if config.freeze_epochs > 0:
         callbacks.append(ProgressiveUnfreeze(config.freeze_epochs, config.unfreeze_stages))
     trainer = make_trainer(config, accelerator, precision, callbacks)
     last = ckpt_dir / "last.ckpt"
     if last.is_file():
         log.info("fold %d: resuming from %s", fold, last)
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None,
-                weights_only=True)
+    trainer.fit(
+        module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True
+    )
     if not trainer.is_global_zero:
         return None
 
@@ -236,9 +312,17 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
     model = module.model.to(memory_format=torch.contiguous_format)
     save_fold_model(out_dir, fold, model)
     device = trainer.strategy.root_device
-    images, breasts = predict_cache(model.to(device), cache_dir, val, config.view_mode, image_size=size,
-                                    batch_size=config.batch_size, max_views=config.max_views, device=device,
-                                    label_column=config.label_column)
+    images, breasts = predict_cache(
+        model.to(device),
+        cache_dir,
+        val,
+        config.view_mode,
+        image_size=size,
+        batch_size=config.batch_size,
+        max_views=config.max_views,
+        device=device,
+        label_column=config.label_column,
+    )
     fold_dir = out_dir / "folds" / f"fold_{fold}"
     hist = pd.DataFrame(history.rows).assign(fold=fold)
     hist.to_csv(fold_dir / "history.csv", index=False)
@@ -247,8 +331,8 @@ def train_fold(cache_dir: Path, out_dir: Path, table: pd.DataFrame, folds: pd.Se
             frame.insert(frame.columns.get_loc("patient_id") + 1, "fold", fold)
     if breasts is not None:
         breasts.to_csv(fold_dir / "oof_breast.csv", index=False)
-    images.to_csv(fold_dir / "oof.csv", index=False)   # written last: its presence marks the fold done
-    shutil.rmtree(ckpt_dir, ignore_errors=True)         # a done fold is never resumed
+    images.to_csv(fold_dir / "oof.csv", index=False)  # written last: its presence marks the fold done
+    shutil.rmtree(ckpt_dir, ignore_errors=True)  # a done fold is never resumed
     return images, breasts
 
 
@@ -271,7 +355,9 @@ class FoldOutputs:
     history: list[pd.DataFrame]
 
 
-def train_folds(cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None) -> FoldOutputs | None:
+def train_folds(
+    cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None
+) -> FoldOutputs | None:
     """Train every fold (resuming what an interrupted run left, skipping finished folds).
 
     Returns None on a DDP rank other than 0: it trains every fold with rank 0, which writes the files.

@@ -54,8 +54,11 @@ def figure(draw: Callable[[], Figure], caption: str = "", dpi: int = 100) -> Mar
         fig.savefig(buf, format="png", dpi=dpi, bbox_inches=None if constrained else "tight")
     except Exception as exc:  # noqa: BLE001 - any drawing failure must leave the rest of the report
         log.warning("figure %r could not be drawn: %s: %s", caption or "untitled", type(exc).__name__, exc)
-        return paragraph(f"This figure could not be drawn ({type(exc).__name__}: {exc}); the numbers it shows "
-                         f"are in the tables and files of this stage. Caption: {caption}", "note")
+        return paragraph(
+            f"This figure could not be drawn ({type(exc).__name__}: {exc}); the numbers it shows "
+            f"are in the tables and files of this stage. Caption: {caption}",
+            "note",
+        )
     finally:
         if fig is not None:
             plt.close(fig)
@@ -83,7 +86,7 @@ def _fmt(value, digits: int) -> str:
     if isinstance(value, (float, np.floating)):
         if np.isnan(value):
             return "–"
-        if value != 0 and (abs(value) < 10 ** -digits or abs(value) >= 1e6):
+        if value != 0 and (abs(value) < 10**-digits or abs(value) >= 1e6):
             return f"{value:.{digits}g}"
         return f"{value:.{digits}f}"
     if value is None or (isinstance(value, float) and np.isnan(value)) or value is pd.NA:
@@ -99,26 +102,37 @@ def table(df: pd.DataFrame, caption: str = "", digits: int = 3, max_rows: int = 
     for rec in shown.itertuples(index=False):
         cells = "".join(
             f'<td class="{"num" if isinstance(v, (int, float, np.number)) else ""}">{escape(_fmt(v, digits))}</td>'
-            for v in rec)
+            for v in rec
+        )
         rows.append(f"<tr>{cells}</tr>")
-    note = (f'<p class="note">{len(df) - max_rows} more rows in the CSV file.</p>' if len(df) > max_rows else "")
+    note = (
+        f'<p class="note">{len(df) - max_rows} more rows in the CSV file.</p>' if len(df) > max_rows else ""
+    )
     cap = f"<caption>{escape(caption)}</caption>" if caption else ""
-    return Markup(f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
-                  f'<tbody>{"".join(rows)}</tbody></table></div>{note}')
+    return Markup(
+        f'<div class="table-wrap"><table>{cap}<thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{note}"
+    )
 
 
 def metric_cards(values: Mapping[str, str]) -> Markup:
     """A row of headline numbers: label -> already formatted value."""
-    cards = "".join(f'<div class="card"><div class="card-value">{escape(v)}</div>'
-                    f'<div class="card-label">{escape(k)}</div></div>' for k, v in values.items())
+    cards = "".join(
+        f'<div class="card"><div class="card-value">{escape(v)}</div>'
+        f'<div class="card-label">{escape(k)}</div></div>'
+        for k, v in values.items()
+    )
     return Markup(f'<div class="cards">{cards}</div>')
 
 
 def details(summary: str, blocks: Iterable[Markup], open_: bool = False) -> Markup:
     """A collapsible part (long tables, methods) that keeps the page short until the reader asks."""
     attr = " open" if open_ else ""
-    return Markup(f"<details{attr}><summary>{escape(summary)}</summary>" + "".join(str(b) for b in blocks)
-                  + "</details>")
+    return Markup(
+        f"<details{attr}><summary>{escape(summary)}</summary>"
+        + "".join(str(b) for b in blocks)
+        + "</details>"
+    )
 
 
 def raw_link(label: str, href: str) -> Markup:

@@ -16,11 +16,28 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.report.blocks import metric_cards, paragraph, raw_link, table
 from mammo_insight.report.render import Section, render_page
 
-STAGE_ORDER = ["synth", "cohort", "eda", "preprocess", "train", "evaluate", "embed", "fuse-train", "explain",
-               "predict"]
-STAGE_TITLES = {"eda": "Dataset study (EDA)", "preprocess": "Image cache", "train": "CNN training",
-                "evaluate": "External validation", "embed": "Embeddings", "fuse-train": "Fusion: LightGBM + SHAP",
-                "explain": "Grad-CAM explanations", "predict": "Predictions on new studies"}
+STAGE_ORDER = [
+    "synth",
+    "cohort",
+    "eda",
+    "preprocess",
+    "train",
+    "evaluate",
+    "embed",
+    "fuse-train",
+    "explain",
+    "predict",
+]
+STAGE_TITLES = {
+    "eda": "Dataset study (EDA)",
+    "preprocess": "Image cache",
+    "train": "CNN training",
+    "evaluate": "External validation",
+    "embed": "Embeddings",
+    "fuse-train": "Fusion: LightGBM + SHAP",
+    "explain": "Grad-CAM explanations",
+    "predict": "Predictions on new studies",
+}
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -47,11 +64,14 @@ def find_stage_outputs(roots: list[Path]) -> list[tuple[dict[str, Any], Path]]:
                 if path.is_file() and path.resolve() not in found:
                     found[path.resolve()] = _read_json(path)
     if not found:
-        raise MammoInsightError("report: no stage output (with a manifest.json) found under "
-                                + ", ".join(str(r) for r in roots))
+        raise MammoInsightError(
+            "report: no stage output (with a manifest.json) found under " + ", ".join(str(r) for r in roots)
+        )
     rank = {s: i for i, s in enumerate(STAGE_ORDER)}
-    return sorted(((m, p) for p, m in found.items()),
-                  key=lambda item: (rank.get(str(item[0].get("stage")), len(rank)), str(item[1])))
+    return sorted(
+        ((m, p) for p, m in found.items()),
+        key=lambda item: (rank.get(str(item[0].get("stage")), len(rank)), str(item[1])),
+    )
 
 
 def build_index(roots: list[Path], out: Path, title: str = "mammo-insight reports") -> Path:
@@ -66,8 +86,11 @@ def build_index(roots: list[Path], out: Path, title: str = "mammo-insight report
         page = path.parent / str(report) if isinstance(report, str) and report else None
         href = os.path.relpath(page, out) if page is not None and page.is_file() else ""
         headline = manifest.get("headline")
-        numbers = ({str(k): str(v) for k, v in headline.items() if v not in (None, "")}
-                   if isinstance(headline, dict) else {})
+        numbers = (
+            {str(k): str(v) for k, v in headline.items() if v not in (None, "")}
+            if isinstance(headline, dict)
+            else {}
+        )
         where = os.path.relpath(path.parent if path.name == "manifest.json" else path.with_name(name), out)
         blocks = [paragraph(f"Output: {where}")]
         if numbers:
@@ -78,8 +101,19 @@ def build_index(roots: list[Path], out: Path, title: str = "mammo-insight report
         rows.append({"stage": stage, "output": where, **numbers})
     import pandas as pd
 
-    overview = Section("Overview", [paragraph("Every stage writes its own directory with a manifest (config, "
-                                              "seed, package versions, input hashes); this page links them."),
-                                    table(pd.DataFrame(rows).fillna(""))])
-    return render_page(out / "index.html", title, [overview, *sections],
-                       subtitle="From the dataset to explained models, one page per stage.")
+    overview = Section(
+        "Overview",
+        [
+            paragraph(
+                "Every stage writes its own directory with a manifest (config, "
+                "seed, package versions, input hashes); this page links them."
+            ),
+            table(pd.DataFrame(rows).fillna("")),
+        ],
+    )
+    return render_page(
+        out / "index.html",
+        title,
+        [overview, *sections],
+        subtitle="From the dataset to explained models, one page per stage.",
+    )

@@ -12,8 +12,10 @@ from markupsafe import Markup
 
 import mammo_insight
 
-_ENV = Environment(loader=PackageLoader("mammo_insight.report", "templates"),
-                   autoescape=select_autoescape(default=True, default_for_string=True))
+_ENV = Environment(
+    loader=PackageLoader("mammo_insight.report", "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+)
 
 
 @dataclass
@@ -29,14 +31,25 @@ class Section:
             self.anchor = "".join(ch if ch.isalnum() else "-" for ch in self.title.lower()).strip("-")
 
 
-def render_page(path: str | Path, title: str, sections: Sequence[Section], subtitle: str = "",
-                *, nav: Sequence[tuple[str, str]] = ()) -> Path:
+def render_page(
+    path: str | Path,
+    title: str,
+    sections: Sequence[Section],
+    subtitle: str = "",
+    *,
+    nav: Sequence[tuple[str, str]] = (),
+) -> Path:
     """Write one self-contained HTML page and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     html = _ENV.get_template("page.html").render(
-        title=title, subtitle=subtitle, sections=sections, nav=nav,
-        version=mammo_insight.__version__, generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
-        css=Markup(_ENV.loader.get_source(_ENV, "style.css")[0]))
+        title=title,
+        subtitle=subtitle,
+        sections=sections,
+        nav=nav,
+        version=mammo_insight.__version__,
+        generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
+        css=Markup(_ENV.loader.get_source(_ENV, "style.css")[0]),
+    )
     path.write_text(html, encoding="utf-8")
     return path

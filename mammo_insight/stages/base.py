@@ -39,12 +39,26 @@ class StageResult:
         return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}{drawn}</div>"
 
 
-def finish_stage(out: Path, result: StageResult, config: Mapping[str, Any], *, seed: int | None = None,
-                 inputs: Mapping[str, str | Path] | None = None, report: str | None = "index.html",
-                 render: Callable[[], Any] | None = None) -> Path:
+def finish_stage(
+    out: Path,
+    result: StageResult,
+    config: Mapping[str, Any],
+    *,
+    seed: int | None = None,
+    inputs: Mapping[str, str | Path] | None = None,
+    report: str | None = "index.html",
+    render: Callable[[], Any] | None = None,
+) -> Path:
     """Write the manifest (with the result's headline), then draw the report; returns the manifest's path."""
-    path = write_manifest(out, result.stage, dict(config), seed, inputs=dict(inputs or {}), headline=result.headline(),
-                          report=report if render is not None or report else None)
+    path = write_manifest(
+        out,
+        result.stage,
+        dict(config),
+        seed,
+        inputs=dict(inputs or {}),
+        headline=result.headline(),
+        report=report if render is not None or report else None,
+    )
     if render is not None:
         render()
     return path

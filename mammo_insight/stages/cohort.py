@@ -41,6 +41,10 @@ def write_cohort(result: CohortResult, out: Path) -> Path:
     """OUT.parquet (and OUT_annotations.parquet when the dataset has lesions), then OUT.parquet.manifest.json."""
     write_cohort_file(result.cohort, out)
     c = result.config
-    finish_stage(out, result, {"dataset": c.dataset, "root": str(c.root), "mapping": c.mapping and str(c.mapping)},
-                 report=None)
+    finish_stage(
+        out,
+        result,
+        {"dataset": c.dataset, "root": str(c.root), "mapping": c.mapping and str(c.mapping)},
+        report=None,
+    )
     return out

@@ -37,13 +37,13 @@ class DemoSettings:
     folds: int = 3
     epochs: int = 12
     lr: float = 3e-3
-    target_pos_ratio: float = 0.4      # balanced sampler: positive share of each training epoch
-    explain_cases: int = 1             # gallery cases per fold and category (TP, FP, FN)
-    explain_checked: int = 16          # annotated images in the pointing-game sample (a page each: ~0.5 MB)
+    target_pos_ratio: float = 0.4  # balanced sampler: positive share of each training epoch
+    explain_cases: int = 1  # gallery cases per fold and category (TP, FP, FN)
+    explain_checked: int = 16  # annotated images in the pointing-game sample (a page each: ~0.5 MB)
     # resnet10t's last stage is a 4 x 3 grid at 128x96, coarser than the lesions; its third gives 8 x 6:
     # pointing game 0.25 (chance 0.03) instead of 0.007 on the default cohort
     explain_layer: str = "backbone.layer3"
-    new_patients: int = 4              # unseen synthetic women scored by `predict`
+    new_patients: int = 4  # unseen synthetic women scored by `predict`
 
 
 @dataclass
@@ -55,8 +55,7 @@ class Stage:
 
 def train_config(s: DemoSettings) -> str:
     """The demo's training options as a TOML file body (what `train --config` reads)."""
-    return (f'lr = {s.lr}\nsampler = "balanced"\ntarget_pos_ratio = {s.target_pos_ratio}\n'
-            "batch_size = 16\n")
+    return f'lr = {s.lr}\nsampler = "balanced"\ntarget_pos_ratio = {s.target_pos_ratio}\nbatch_size = 16\n'
 
 
 def plan(out: Path, s: DemoSettings) -> list[Stage]:
@@ -64,27 +63,130 @@ def plan(out: Path, s: DemoSettings) -> list[Stage]:
     emb = out / "embed" / "embeddings.parquet"
     new = out / "new_studies"
     return [
-        Stage("synth", ["synth", "--out", str(data), "--patients", str(s.patients), "--seed", str(s.seed),
-                        "--size", s.synth_size]),
+        Stage(
+            "synth",
+            [
+                "synth",
+                "--out",
+                str(data),
+                "--patients",
+                str(s.patients),
+                "--seed",
+                str(s.seed),
+                "--size",
+                s.synth_size,
+            ],
+        ),
         Stage("eda", ["eda", "--dataset", "rsna", "--root", str(data), "--out", str(out / "eda")], ["synth"]),
-        Stage("preprocess", ["preprocess", "--dataset", "rsna", "--root", str(data), "--out", str(cache),
-                             "--size", s.cache_size, "--workers", "2"], ["synth"]),
-        Stage("train", ["train", "--cache", str(cache), "--out", str(train), "--model", s.model,
-                        "--folds", str(s.folds), "--epochs", str(s.epochs), "--seed", str(s.seed),
-                        "--config", str(out / "train_config.toml")], ["preprocess"]),
+        Stage(
+            "preprocess",
+            [
+                "preprocess",
+                "--dataset",
+                "rsna",
+                "--root",
+                str(data),
+                "--out",
+                str(cache),
+                "--size",
+                s.cache_size,
+                "--workers",
+                "2",
+            ],
+            ["synth"],
+        ),
+        Stage(
+            "train",
+            [
+                "train",
+                "--cache",
+                str(cache),
+                "--out",
+                str(train),
+                "--model",
+                s.model,
+                "--folds",
+                str(s.folds),
+                "--epochs",
+                str(s.epochs),
+                "--seed",
+                str(s.seed),
+                "--config",
+                str(out / "train_config.toml"),
+            ],
+            ["preprocess"],
+        ),
         Stage("embed", ["embed", "--run", str(train), "--cache", str(cache), "--out", str(emb)], ["train"]),
-        Stage("fuse-train", ["fuse-train", "--dataset", "rsna", "--root", str(data), "--embeddings", str(emb),
-                             "--out", str(out / "fusion"), "--folds", str(s.folds), "--seed", str(s.seed)],
-              ["synth", "embed"]),
-        Stage("explain", ["explain", "--run", str(train), "--cache", str(cache), "--out", str(out / "explain"),
-                          "--n", str(s.explain_cases), "--max-checked", str(s.explain_checked), "--seed", str(s.seed),
-                          "--layer", s.explain_layer], ["train"]),
+        Stage(
+            "fuse-train",
+            [
+                "fuse-train",
+                "--dataset",
+                "rsna",
+                "--root",
+                str(data),
+                "--embeddings",
+                str(emb),
+                "--out",
+                str(out / "fusion"),
+                "--folds",
+                str(s.folds),
+                "--seed",
+                str(s.seed),
+            ],
+            ["synth", "embed"],
+        ),
+        Stage(
+            "explain",
+            [
+                "explain",
+                "--run",
+                str(train),
+                "--cache",
+                str(cache),
+                "--out",
+                str(out / "explain"),
+                "--n",
+                str(s.explain_cases),
+                "--max-checked",
+                str(s.explain_checked),
+                "--seed",
+                str(s.seed),
+                "--layer",
+                s.explain_layer,
+            ],
+            ["train"],
+        ),
         # women the run never saw, as new studies arriving without labels
-        Stage("synth-new", ["synth", "--out", str(new), "--patients", str(s.new_patients),
-                            "--seed", str(s.seed + 1), "--size", s.synth_size]),
-        Stage("predict", ["predict", "--run", str(train), "--images", str(new / "train_images"),
-                          "--out", str(out / "predict" / "predictions.csv"), "--cams", str(out / "predict")],
-              ["train", "synth-new"]),
+        Stage(
+            "synth-new",
+            [
+                "synth",
+                "--out",
+                str(new),
+                "--patients",
+                str(s.new_patients),
+                "--seed",
+                str(s.seed + 1),
+                "--size",
+                s.synth_size,
+            ],
+        ),
+        Stage(
+            "predict",
+            [
+                "predict",
+                "--run",
+                str(train),
+                "--images",
+                str(new / "train_images"),
+                "--out",
+                str(out / "predict" / "predictions.csv"),
+                "--cams",
+                str(out / "predict"),
+            ],
+            ["train", "synth-new"],
+        ),
     ]
 
 
@@ -104,15 +206,24 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> Path:
             continue
         log.info("%s ...", prefix)
         t0 = time.perf_counter()
-        proc = subprocess.run([sys.executable, "-m", "mammo_insight.cli.app", *stage.args],
-                              check=False, capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "mammo_insight.cli.app", *stage.args],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         (out / "logs").mkdir(exist_ok=True)
         (out / "logs" / f"{stage.name}.log").write_text(proc.stdout + proc.stderr)
         if proc.returncode != 0:
             last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
             failed[stage.name] = last[0]
-            log.error("%s failed after %.0f s: %s (log: %s)", prefix, time.perf_counter() - t0, last[0],
-                      out / "logs" / f"{stage.name}.log")
+            log.error(
+                "%s failed after %.0f s: %s (log: %s)",
+                prefix,
+                time.perf_counter() - t0,
+                last[0],
+                out / "logs" / f"{stage.name}.log",
+            )
             continue
         log.info("%s done in %.0f s", prefix, time.perf_counter() - t0)
     page = write_report([out], out, title="mammo-insight demo")

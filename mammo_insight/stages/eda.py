@@ -1,9 +1,9 @@
 """`eda`: the statistical study of a cohort (rates, tests, odds ratios, missingness, leakage) and its report.
 
-    from mammo_insight.stages import eda
-    result = eda.run_eda(eda.EdaConfig(dataset="rsna", root=Path("data/rsna")))
-    result.rates                      # a DataFrame; result renders its headline in Jupyter
-    eda.write_eda(result, Path("out/eda"))
+from mammo_insight.stages import eda
+result = eda.run_eda(eda.EdaConfig(dataset="rsna", root=Path("data/rsna")))
+result.rates                      # a DataFrame; result renders its headline in Jupyter
+eda.write_eda(result, Path("out/eda"))
 """
 
 from __future__ import annotations
@@ -78,17 +78,21 @@ class EdaResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         s = self.study.summary
-        return {"images": f"{s['n_images']:,}", "women": f"{s['n_patients']:,}",
-                "breasts with cancer": f"{s['n_cancer_breasts']:,} of {s['n_breasts']:,} "
-                                       f"({s['prevalence_breast']:.2%})"}
+        return {
+            "images": f"{s['n_images']:,}",
+            "women": f"{s['n_patients']:,}",
+            "breasts with cancer": f"{s['n_cancer_breasts']:,} of {s['n_breasts']:,} "
+            f"({s['prevalence_breast']:.2%})",
+        }
 
 
 def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
     """Compute every table of the study: on `cohort` when given (a notebook's), else on the config's source."""
     inputs: dict[str, Path] = {}
     if cohort is None:
-        cohort, inputs = load_cohort_source(cohort=config.cohort, dataset=config.dataset, root=config.root,
-                                            mapping=config.mapping)
+        cohort, inputs = load_cohort_source(
+            cohort=config.cohort, dataset=config.dataset, root=config.root, mapping=config.mapping
+        )
     return EdaResult(config, run_study(cohort, seed=config.seed), inputs)
 
 
@@ -105,6 +109,12 @@ def write_eda(result: EdaResult, out: Path) -> Path:
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}
     config["dataset"] = study.dataset
     page = out / "index.html"
-    finish_stage(out, result, config, seed=result.config.seed, inputs=result.inputs,
-                 render=lambda: render_study(study, page))
+    finish_stage(
+        out,
+        result,
+        config,
+        seed=result.config.seed,
+        inputs=result.inputs,
+        render=lambda: render_study(study, page),
+    )
     return page

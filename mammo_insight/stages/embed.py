@@ -50,8 +50,10 @@ def patient_folds(oof: pd.DataFrame) -> pd.Series:
     per_patient = oof.dropna(subset=["fold"]).groupby("patient_id")["fold"].agg(["min", "max"])
     split = per_patient[per_patient["min"] != per_patient["max"]]
     if len(split):
-        raise MammoInsightError(f"oof_predictions.csv: patient(s) {', '.join(map(str, split.index[:5]))} appear "
-                                "in more than one fold; folds must be grouped by patient")
+        raise MammoInsightError(
+            f"oof_predictions.csv: patient(s) {', '.join(map(str, split.index[:5]))} appear "
+            "in more than one fold; folds must be grouped by patient"
+        )
     return per_patient["min"].astype(int)
 
 
@@ -66,12 +68,22 @@ def fold_of_rows(patient_id: pd.Series, folds_of_patient: pd.Series, available: 
 
 
 def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -> DataLoader:
-    return DataLoader(Subset(dataset, rows.tolist()), batch_size=batch_size, shuffle=False, num_workers=workers)
+    return DataLoader(
+        Subset(dataset, rows.tolist()), batch_size=batch_size, shuffle=False, num_workers=workers
+    )
 
 
 @torch.no_grad()
-def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.device, *, multi: bool,
-                   single_view_stack: bool, bar, task) -> np.ndarray:
+def _embed_batches(
+    model: torch.nn.Module,
+    loader: DataLoader,
+    device: torch.device,
+    *,
+    multi: bool,
+    single_view_stack: bool,
+    bar,
+    task,
+) -> np.ndarray:
     """(n, D + 1): the embedding, then the model's own logit on it (its head is linear on the embedding)."""
     out = []
     for batch in loader:
@@ -88,8 +100,17 @@ def _embed_batches(model: torch.nn.Module, loader: DataLoader, device: torch.dev
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _embed_dataset(run: TrainedRun, dataset: Dataset, fold: np.ndarray, *, device: torch.device,
-                   single_view_stack: bool, batch_size: int, workers: int, label: str) -> np.ndarray:
+def _embed_dataset(
+    run: TrainedRun,
+    dataset: Dataset,
+    fold: np.ndarray,
+    *,
+    device: torch.device,
+    single_view_stack: bool,
+    batch_size: int,
+    workers: int,
+    label: str,
+) -> np.ndarray:
     """Embed (and score) every item with its fold's model; items with fold -1 get the mean over folds."""
     folds, multi = run.folds, run.multi_view
     held_out = np.flatnonzero(fold < 0)
@@ -101,8 +122,15 @@ def _embed_dataset(run: TrainedRun, dataset: Dataset, fold: np.ndarray, *, devic
             for rows, weight in ((np.flatnonzero(fold == k), 1.0), (held_out, 1.0 / len(folds))):
                 if not len(rows):
                     continue
-                emb = _embed_batches(model, _loader(dataset, rows, batch_size, workers), device, multi=multi,
-                                     single_view_stack=single_view_stack, bar=bar, task=task)
+                emb = _embed_batches(
+                    model,
+                    _loader(dataset, rows, batch_size, workers),
+                    device,
+                    multi=multi,
+                    single_view_stack=single_view_stack,
+                    bar=bar,
+                    task=task,
+                )
                 if result is None:
                     result = np.zeros((len(fold), emb.shape[1]), np.float32)
                 result[rows] += weight * emb
@@ -115,20 +143,32 @@ def _embed_dataset(run: TrainedRun, dataset: Dataset, fold: np.ndarray, *, devic
 def _frame(level: str, ids: pd.DataFrame, scored: np.ndarray, fold: np.ndarray) -> pd.DataFrame:
     emb, logit = scored[:, :-1], scored[:, -1]
     cols = {f"emb_{i:03d}": emb[:, i] for i in range(emb.shape[1])}
-    frame = pd.DataFrame({"level": level, "image_id": ids.get("image_id"), "breast_id": ids["breast_id"].to_numpy(),
-                          "patient_id": ids["patient_id"].to_numpy(), "view": ids["view"].to_numpy(),
-                          "cancer": ids["cancer"].to_numpy(dtype=float),
-                          "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"), "oof": fold >= 0,
-                          "cnn_logit": logit})[ID_COLUMNS]
+    frame = pd.DataFrame(
+        {
+            "level": level,
+            "image_id": ids.get("image_id"),
+            "breast_id": ids["breast_id"].to_numpy(),
+            "patient_id": ids["patient_id"].to_numpy(),
+            "view": ids["view"].to_numpy(),
+            "cancer": ids["cancer"].to_numpy(dtype=float),
+            "fold": pd.array(np.where(fold >= 0, fold, None), dtype="Int64"),
+            "oof": fold >= 0,
+            "cnn_logit": logit,
+        }
+    )[ID_COLUMNS]
     return pd.concat([frame, pd.DataFrame(cols, index=frame.index)], axis=1)
 
 
 def _breast_views(index: pd.DataFrame) -> pd.DataFrame:
     """breast_id, patient_id, cancer, view ("CC+MLO") per breast, sorted by breast_id."""
     g = index.groupby("breast_id", sort=True)
-    return pd.DataFrame({"patient_id": g["patient_id"].first(), "cancer": g["cancer"].max(),
-                         "view": g["view"].agg(lambda v: "+".join(sorted(set(v.dropna().astype(str)))))}
-                        ).reset_index()
+    return pd.DataFrame(
+        {
+            "patient_id": g["patient_id"].first(),
+            "cancer": g["cancer"].max(),
+            "view": g["view"].agg(lambda v: "+".join(sorted(set(v.dropna().astype(str))))),
+        }
+    ).reset_index()
 
 
 @dataclass(frozen=True)
@@ -171,12 +211,16 @@ class EmbedResult(StageResult):
         return int((~self.images["oof"].astype(bool)).sum())
 
     def headline(self) -> dict[str, str]:
-        return {"images": str(len(self.images)), "breasts": str(len(self.breasts)), "embedding dim": str(self.dim)}
+        return {
+            "images": str(len(self.images)),
+            "breasts": str(len(self.breasts)),
+            "embedding dim": str(self.dim),
+        }
 
 
 def run_embed(config: EmbedConfig) -> EmbedResult:
     """The EMB table of every ok image of the cache (image and breast rows, see the module docstring)."""
-    device = resolve_device(config.device)   # a device that is absent fails before any work
+    device = resolve_device(config.device)  # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
     cache_dir = Path(config.cache)
     index = read_cache_index(cache_dir)
@@ -190,22 +234,30 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
     image_fold = fold_of_rows(index["patient_id"], by_patient, run.folds)
     n_held = int((image_fold < 0).sum())
     if n_held:
-        log.warning("%d image(s) of patients outside the run's out-of-fold predictions: embedded as the mean "
-                    "over the %d fold models (oof=False)", n_held, len(run.folds))
+        log.warning(
+            "%d image(s) of patients outside the run's out-of-fold predictions: embedded as the mean "
+            "over the %d fold models (oof=False)",
+            n_held,
+            len(run.folds),
+        )
     with torch.inference_mode():
         images = CacheImageDataset(cache_dir, index, size=size)
-        image_emb = _embed_dataset(run, images, image_fold, single_view_stack=True, label="embedding images",
-                                   **common)
+        image_emb = _embed_dataset(
+            run, images, image_fold, single_view_stack=True, label="embedding images", **common
+        )
         breasts = _breast_views(index)
         breast_fold = fold_of_rows(breasts["patient_id"], by_patient, run.folds)
         if run.multi_view:
             stacks = CacheBreastDataset(cache_dir, index, max_views=MAX_VIEWS, size=size)
             order = stacks.breasts["breast_id"].to_numpy()
-            pos = pd.Series(np.arange(len(order)), index=order)[breasts["breast_id"]].to_numpy()  # ours -> theirs
+            pos = pd.Series(np.arange(len(order)), index=order)[
+                breasts["breast_id"]
+            ].to_numpy()  # ours -> theirs
             stack_fold = np.empty_like(breast_fold)
             stack_fold[pos] = breast_fold
-            stacked = _embed_dataset(run, stacks, stack_fold, single_view_stack=False, label="embedding breasts",
-                                     **common)
+            stacked = _embed_dataset(
+                run, stacks, stack_fold, single_view_stack=False, label="embedding breasts", **common
+            )
             breast_emb = stacked[pos]
         else:
             codes = pd.Categorical(index["breast_id"], categories=breasts["breast_id"]).codes
@@ -213,8 +265,10 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
             breast_emb = np.zeros((len(breasts), image_emb.shape[1]), np.float32)
             np.add.at(breast_emb, codes, image_emb)
             breast_emb /= counts[:, None]
-    table = pd.concat([_frame("image", index, image_emb, image_fold),
-                       _frame("breast", breasts, breast_emb, breast_fold)], ignore_index=True)
+    table = pd.concat(
+        [_frame("image", index, image_emb, image_fold), _frame("breast", breasts, breast_emb, breast_fold)],
+        ignore_index=True,
+    )
     return EmbedResult(config=config, table=table, device=str(device))
 
 
@@ -224,8 +278,20 @@ def write_embed(result: EmbedResult, out: str | Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     result.table.to_parquet(out, index=False)
     run, cache = Path(result.config.run), Path(result.config.cache)
-    finish_stage(out, result, {"run": str(run), "cache": str(cache), "batch_size": result.config.batch_size,
-                               "device": result.config.device},
-                 inputs={"run_config": run / "config.json", "oof": run / "oof_predictions.csv",
-                         "cache_index": cache / INDEX_FILE}, report=None)
+    finish_stage(
+        out,
+        result,
+        {
+            "run": str(run),
+            "cache": str(cache),
+            "batch_size": result.config.batch_size,
+            "device": result.config.device,
+        },
+        inputs={
+            "run_config": run / "config.json",
+            "oof": run / "oof_predictions.csv",
+            "cache_index": cache / INDEX_FILE,
+        },
+        report=None,
+    )
     return out

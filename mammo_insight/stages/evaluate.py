@@ -45,9 +45,9 @@ class EvaluateResult(StageResult):
     """The averaged predictions of the run's fold models on the cache and their metrics (run thresholds)."""
 
     config: EvaluateConfig
-    predictions: pd.DataFrame      # one row per image, fold -1, prob = mean of the fold models
-    metrics: dict[str, Any]        # the metrics.json body
-    run_config: dict[str, Any]     # what OUT/config.json records: the run's config plus what was evaluated
+    predictions: pd.DataFrame  # one row per image, fold -1, prob = mean of the fold models
+    metrics: dict[str, Any]  # the metrics.json body
+    run_config: dict[str, Any]  # what OUT/config.json records: the run's config plus what was evaluated
     folds: tuple[int, ...]
     device: str
     title: str
@@ -58,34 +58,52 @@ class EvaluateResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         breast = self.metrics.get("breast", {})
-        return {"breast ROC-AUC": fmt_ci(breast.get("roc_auc")), "breast pF1": fmt_ci(breast.get("pf1")),
-                "breast PR-AUC": fmt_ci(breast.get("pr_auc"))}
+        return {
+            "breast ROC-AUC": fmt_ci(breast.get("roc_auc")),
+            "breast pF1": fmt_ci(breast.get("pf1")),
+            "breast PR-AUC": fmt_ci(breast.get("pr_auc")),
+        }
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Score the cache's labelled, non-augmented images with every fold model (mean) at the run's thresholds."""
-    device = resolve_device(config.device)   # a device that is absent fails before any work
+    device = resolve_device(config.device)  # a device that is absent fails before any work
     run_dir, cache_dir = Path(config.run), Path(config.cache)
     run = TrainedRun.open(run_dir)
     label = run.label_column
     index = read_cache_index(cache_dir)
     if label not in index:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no column {label!r} to validate against")
-    usable = index[label].notna() & ~train_only_mask(index)    # augmented copies are never test images
+    usable = index[label].notna() & ~train_only_mask(index)  # augmented copies are never test images
     table = index[usable].reset_index(drop=True)
     if table.empty:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label} label")
     preds, _ = run.ensemble_predict(cache_dir, table, device, config.batch_size)
     preds.insert(preds.columns.get_loc("patient_id") + 1, "fold", -1)
-    metrics = evaluate_predictions(preds, run.thresholds() or None, seed=run.config.get("seed", 0), label=label)
-    values = {**run.config, "evaluated_run": str(run_dir), "cache": str(cache_dir), "folds_averaged": list(run.folds),
-              "cache_index_sha256": file_sha256(cache_dir / INDEX_FILE), "n_images": len(table)}
+    metrics = evaluate_predictions(
+        preds, run.thresholds() or None, seed=run.config.get("seed", 0), label=label
+    )
+    values = {
+        **run.config,
+        "evaluated_run": str(run_dir),
+        "cache": str(cache_dir),
+        "folds_averaged": list(run.folds),
+        "cache_index_sha256": file_sha256(cache_dir / INDEX_FILE),
+        "n_images": len(table),
+    }
     dataset = (read_cache_config(cache_dir) if (cache_dir / CONFIG_FILE).is_file() else {}).get("dataset")
     where = f"{dataset} ({cache_dir})" if dataset else str(cache_dir)
-    return EvaluateResult(config=config, predictions=preds, metrics=metrics, run_config=values, folds=run.folds,
-                          device=str(device), title=f"External validation: {run.config.get('model')} on {where}",
-                          seed=run.seed, inputs={"cache_index": cache_dir / INDEX_FILE,
-                                                 "run_config": run_dir / "config.json"})
+    return EvaluateResult(
+        config=config,
+        predictions=preds,
+        metrics=metrics,
+        run_config=values,
+        folds=run.folds,
+        device=str(device),
+        title=f"External validation: {run.config.get('model')} on {where}",
+        seed=run.seed,
+        inputs={"cache_index": cache_dir / INDEX_FILE, "run_config": run_dir / "config.json"},
+    )
 
 
 def write_evaluate(result: EvaluateResult, out: str | Path) -> Path:
@@ -95,8 +113,17 @@ def write_evaluate(result: EvaluateResult, out: str | Path) -> Path:
     result.predictions.to_csv(out / "oof_predictions.csv", index=False)
     save_metrics_json(out / "metrics.json", result.metrics)
     save_run_config(out, result.run_config)
-    finish_stage(out, result, {"run": str(result.config.run), "cache": str(result.config.cache),
-                               "device": result.device, "batch_size": result.config.batch_size},
-                 seed=result.seed, inputs=result.inputs,
-                 render=lambda: render_run_report(out, title=result.title))
+    finish_stage(
+        out,
+        result,
+        {
+            "run": str(result.config.run),
+            "cache": str(result.config.cache),
+            "device": result.device,
+            "batch_size": result.config.batch_size,
+        },
+        seed=result.seed,
+        inputs=result.inputs,
+        render=lambda: render_run_report(out, title=result.title),
+    )
     return out / "index.html"

@@ -33,11 +33,17 @@ from mammo_insight.progress import progress_bar
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
-SUMMARY_KEYS = {"pointing_game": "pointing", "energy_inside": "energy_inside", "lesion_area_fraction": "area_fraction",
-                "randomisation_rank_corr": "rank_corr", "randomised_pointing_game": "random_pointing",
-                "randomised_energy_inside": "random_energy_inside", "pointing_game_cell": "pointing_cell",
-                "randomised_pointing_game_cell": "random_pointing_cell",
-                "lesion_area_fraction_cell": "area_fraction_cell"}
+SUMMARY_KEYS = {
+    "pointing_game": "pointing",
+    "energy_inside": "energy_inside",
+    "lesion_area_fraction": "area_fraction",
+    "randomisation_rank_corr": "rank_corr",
+    "randomised_pointing_game": "random_pointing",
+    "randomised_energy_inside": "random_energy_inside",
+    "pointing_game_cell": "pointing_cell",
+    "randomised_pointing_game_cell": "random_pointing_cell",
+    "lesion_area_fraction_cell": "area_fraction_cell",
+}
 GALLERY_CATEGORIES = ("TP", "FP", "FN")
 
 
@@ -48,14 +54,14 @@ class ExplainConfig:
     run: Path
     cache: Path
     method: str = "gradcam"
-    n: int = 3                  # gallery cases per fold and category
-    fold: int | None = None     # only this fold
-    max_checked: int = 100      # annotated images used by the checks
-    tolerance: float = 0.0      # pointing-game tolerance, original pixels
-    layer: str | None = None    # CAM layer by name; None: found automatically
+    n: int = 3  # gallery cases per fold and category
+    fold: int | None = None  # only this fold
+    max_checked: int = 100  # annotated images used by the checks
+    tolerance: float = 0.0  # pointing-game tolerance, original pixels
+    layer: str | None = None  # CAM layer by name; None: found automatically
     batch_size: int = 8
-    seed: int = 0               # random-model weights and the check sample
-    display_side: int = 640     # longest side of displayed originals
+    seed: int = 0  # random-model weights and the check sample
+    display_side: int = 640  # longest side of displayed originals
     device: str = "auto"
 
 
@@ -65,8 +71,8 @@ class ExplainResult(StageResult):
 
     config: ExplainConfig
     cases: tuple[ExplainedCase, ...]
-    checks: pd.DataFrame           # one row per explained image (tables/cam_checks.csv)
-    metrics: dict[str, Any]        # cam_metrics.json
+    checks: pd.DataFrame  # one row per explained image (tables/cam_checks.csv)
+    metrics: dict[str, Any]  # cam_metrics.json
     failures: tuple[str, ...]
 
     stage = "explain"
@@ -74,9 +80,11 @@ class ExplainResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         m = self.metrics
-        return {k.replace("_", " "): f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, ""))
-                for k in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr")
-                if k in m}
+        return {
+            k.replace("_", " "): f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, ""))
+            for k in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr")
+            if k in m
+        }
 
     def gallery(self) -> dict[tuple[int, str], list]:
         """(fold, TP/FP/FN) -> [(thumbnail, caption, case page)] for every fold with a case."""
@@ -85,15 +93,24 @@ class ExplainResult(StageResult):
             for category in case.categories:
                 if category in GALLERY_CATEGORIES:
                     items.setdefault((case.fold, category), []).append(
-                        (case.thumb, f"{case.case_id} p={case.prob:.3f}", f"cases/{case.name}.html"))
+                        (case.thumb, f"{case.case_id} p={case.prob:.3f}", f"cases/{case.name}.html")
+                    )
         for fold in sorted({c.fold for c in self.cases} | set(self.metrics.get("folds", []))):
             for category in GALLERY_CATEGORIES:
                 items.setdefault((int(fold), category), [])
         return items
 
 
-def _cases(oof: pd.DataFrame, index: pd.DataFrame, annotations: pd.DataFrame, *, threshold: float,
-           cfg: ExplainConfig, unit: str, label: str) -> pd.DataFrame:
+def _cases(
+    oof: pd.DataFrame,
+    index: pd.DataFrame,
+    annotations: pd.DataFrame,
+    *,
+    threshold: float,
+    cfg: ExplainConfig,
+    unit: str,
+    label: str,
+) -> pd.DataFrame:
     """One row per case to explain: case_id, fold, categories (list), prob, label."""
     usable = oof[oof["image_id"].isin(index["image_id"])]
     if cfg.fold is not None:
@@ -102,11 +119,21 @@ def _cases(oof: pd.DataFrame, index: pd.DataFrame, annotations: pd.DataFrame, *,
     annotated = usable[usable["image_id"].isin(annotations["image_id"].astype(str))].drop_duplicates(unit)
     if len(annotated) > cfg.max_checked:
         annotated = annotated.sample(cfg.max_checked, random_state=cfg.seed)
-    checked = pd.DataFrame({"case_id": annotated[unit].astype(str), "fold": annotated["fold"].astype(int),
-                            "category": "checked", "prob": annotated["prob"], "label": annotated[label]})
+    checked = pd.DataFrame(
+        {
+            "case_id": annotated[unit].astype(str),
+            "fold": annotated["fold"].astype(int),
+            "category": "checked",
+            "prob": annotated["prob"],
+            "label": annotated[label],
+        }
+    )
     both = pd.concat([gallery, checked], ignore_index=True)
-    return (both.groupby(["case_id", "fold"], sort=False)
-            .agg(categories=("category", list), prob=("prob", "first"), label=("label", "first")).reset_index())
+    return (
+        both.groupby(["case_id", "fold"], sort=False)
+        .agg(categories=("category", list), prob=("prob", "first"), label=("label", "first"))
+        .reset_index()
+    )
 
 
 class _Explainers:
@@ -125,8 +152,9 @@ class _Explainers:
             if self.trained is not None:
                 self.trained.close()
             model = self.run.model(fold, self.device)
-            self.trained = self.stack.enter_context(CamExplainer(model, self.cfg.method, self.run.image_size,
-                                                                 self.cfg.layer))
+            self.trained = self.stack.enter_context(
+                CamExplainer(model, self.cfg.method, self.run.image_size, self.cfg.layer)
+            )
             self.fold = fold
         return self.trained
 
@@ -135,7 +163,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     """Explain the chosen cases with their fold's model and a random twin; summarise the checks."""
     if cfg.method not in METHODS:
         raise MammoInsightError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
-    device = resolve_device(cfg.device)   # a device that is absent fails before any work
+    device = resolve_device(cfg.device)  # a device that is absent fails before any work
     run_dir, cache_dir = Path(cfg.run), Path(cfg.cache)
     run = TrainedRun.open(run_dir)
     label = run.label_column
@@ -150,21 +178,36 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         raise MammoInsightError(f"{run_dir / 'oof_predictions.csv'} has no column {label!r}")
     oof = oof[oof["fold"].isin(run.folds)]
     if cfg.fold is not None and cfg.fold not in run.folds:
-        raise MammoInsightError(f"{run_dir}: fold {cfg.fold} has no model; folds with a model: {list(run.folds)}")
+        raise MammoInsightError(
+            f"{run_dir}: fold {cfg.fold} has no model; folds with a model: {list(run.folds)}"
+        )
     index = read_cache_index(cache_dir)
     index = index.assign(image_id=index["image_id"].astype(str), breast_id=index["breast_id"].astype(str))
     annotations = read_cache_annotations(cache_dir)
     annotations = annotations.assign(image_id=annotations["image_id"].astype(str))
-    failures = [f"image {i}: in the OOF predictions but not an ok image of the cache"
-                for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]]
+    failures = [
+        f"image {i}: in the OOF predictions but not an ok image of the cache"
+        for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]
+    ]
     cases = _cases(oof, index, annotations, threshold=float(threshold), cfg=cfg, unit=unit, label=label)
     if cases.empty:
-        raise MammoInsightError(f"no case to explain: the OOF predictions of {run_dir} share no image with "
-                                f"{cache_dir} (or the chosen fold is empty)")
-    context = CaseContext(cache_dir=cache_dir, index=index, unit=unit, size=run.image_size, max_views=run.max_views,
-                          label=label, tolerance=cfg.tolerance, display_side=cfg.display_side,
-                          lesions_by_image={k: g[["x", "y", "radius"]].to_numpy(float)
-                                            for k, g in annotations.groupby("image_id")})
+        raise MammoInsightError(
+            f"no case to explain: the OOF predictions of {run_dir} share no image with "
+            f"{cache_dir} (or the chosen fold is empty)"
+        )
+    context = CaseContext(
+        cache_dir=cache_dir,
+        index=index,
+        unit=unit,
+        size=run.image_size,
+        max_views=run.max_views,
+        label=label,
+        tolerance=cfg.tolerance,
+        display_side=cfg.display_side,
+        lesions_by_image={
+            k: g[["x", "y", "radius"]].to_numpy(float) for k, g in annotations.groupby("image_id")
+        },
+    )
     explained: list[ExplainedCase] = []
     with ExitStack() as stack, progress_bar() as bar:
         explainers = _Explainers(run, cfg, device, stack)
@@ -172,7 +215,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         for fold, fold_cases in cases.groupby("fold", sort=True):
             trained = explainers.for_fold(int(fold))
             for start in range(0, len(fold_cases), cfg.batch_size):
-                batch = fold_cases.iloc[start:start + cfg.batch_size]
+                batch = fold_cases.iloc[start : start + cfg.batch_size]
                 try:
                     explained.extend(explain_batch(batch, context, trained=trained, random=explainers.random))
                 except MammoInsightError as exc:
@@ -183,16 +226,29 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     per_image = pd.DataFrame([rec for case in explained for rec in case.records])
     # the checks summarise the random sample of annotated images only: gallery picks are chosen by confidence
     in_sample = per_image["categories"].str.split("+").apply(lambda c: "checked" in c)
-    lesion_rows = per_image[in_sample & per_image["pointing"].notna()] if "pointing" in per_image else per_image.iloc[:0]
+    lesion_rows = (
+        per_image[in_sample & per_image["pointing"].notna()]
+        if "pointing" in per_image
+        else per_image.iloc[:0]
+    )
     summary = checks.summarise_checks(lesion_rows, seed=cfg.seed)
-    summary["rank_corr"] = checks.mean_with_ci(per_image["rank_corr"].to_numpy(), per_image["patient_id"].to_numpy(),
-                                               seed=cfg.seed)
-    metrics: dict[str, Any] = {"method": cfg.method, "n_cases": len(lesion_rows),
-                               "n_explained_images": len(per_image), "tolerance_px": cfg.tolerance,
-                               "threshold": float(threshold), "run": str(run_dir),
-                               "model": run.config.get("model"), "view_mode": run.view_mode,
-                               "layer": layer, "cam_grid": grid, "input_size": list(run.image_size),
-                               "folds": sorted(int(f) for f in cases["fold"].unique())}
+    summary["rank_corr"] = checks.mean_with_ci(
+        per_image["rank_corr"].to_numpy(), per_image["patient_id"].to_numpy(), seed=cfg.seed
+    )
+    metrics: dict[str, Any] = {
+        "method": cfg.method,
+        "n_cases": len(lesion_rows),
+        "n_explained_images": len(per_image),
+        "tolerance_px": cfg.tolerance,
+        "threshold": float(threshold),
+        "run": str(run_dir),
+        "model": run.config.get("model"),
+        "view_mode": run.view_mode,
+        "layer": layer,
+        "cam_grid": grid,
+        "input_size": list(run.image_size),
+        "folds": sorted(int(f) for f in cases["fold"].unique()),
+    }
     for key, column in SUMMARY_KEYS.items():
         entry = summary.get(column) or {}
         metrics[key] = entry.get("mean")
@@ -201,8 +257,9 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     metrics["summary"] = summary
     metrics["failures"] = failures
     log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
-    return ExplainResult(config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics,
-                         failures=tuple(failures))
+    return ExplainResult(
+        config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics, failures=tuple(failures)
+    )
 
 
 def write_explain(result: ExplainResult, out: str | Path) -> Path:
@@ -213,14 +270,31 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for case in result.cases:
         (out / "cases" / f"{case.name}.png").write_bytes(case.png)
-        render_case_page(out / "cases" / f"{case.name}.html", case.case_id, f"{case.name}.png", case.facts,
-                         per_image=case.table(), method=cfg.method)
+        render_case_page(
+            out / "cases" / f"{case.name}.html",
+            case.case_id,
+            f"{case.name}.png",
+            case.facts,
+            per_image=case.table(),
+            method=cfg.method,
+        )
     result.checks.to_csv(out / "tables" / "cam_checks.csv", index=False)
     (out / "cam_metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
     shown = result.checks.drop(columns=[c for c in ("png",) if c in result.checks])
     run_dir, cache_dir = Path(cfg.run), Path(cfg.cache)
-    finish_stage(out, result, {**asdict(cfg), "run": str(run_dir), "cache": str(cache_dir)}, seed=cfg.seed,
-                 inputs={"oof_predictions": run_dir / "oof_predictions.csv", "cache_index": cache_dir / INDEX_FILE},
-                 render=lambda: render_index(out / "index.html", result.metrics, cfg.tolerance, result.gallery(),
-                                             checks_table=shown, failures=list(result.failures)))
+    finish_stage(
+        out,
+        result,
+        {**asdict(cfg), "run": str(run_dir), "cache": str(cache_dir)},
+        seed=cfg.seed,
+        inputs={"oof_predictions": run_dir / "oof_predictions.csv", "cache_index": cache_dir / INDEX_FILE},
+        render=lambda: render_index(
+            out / "index.html",
+            result.metrics,
+            cfg.tolerance,
+            result.gallery(),
+            checks_table=shown,
+            failures=list(result.failures),
+        ),
+    )
     return out / "index.html"

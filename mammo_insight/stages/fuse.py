@@ -51,9 +51,15 @@ class FuseConfig:
     threads: int = 1
 
     def fusion_config(self) -> FusionConfig:
-        return FusionConfig(folds=self.folds, seed=self.seed, include_leaky=list(self.include_leaky),
-                            n_boot=self.n_boot, shap_rows=self.shap_rows, workers=self.workers,
-                            params=LgbmParams(n_jobs=self.threads))
+        return FusionConfig(
+            folds=self.folds,
+            seed=self.seed,
+            include_leaky=list(self.include_leaky),
+            n_boot=self.n_boot,
+            shap_rows=self.shap_rows,
+            workers=self.workers,
+            params=LgbmParams(n_jobs=self.threads),
+        )
 
 
 @dataclass(frozen=True)
@@ -79,21 +85,27 @@ class FuseResult(StageResult):
         return [(lambda: roc_figure(self.fusion), "ROC curves (out-of-fold)")]
 
     def headline(self) -> dict[str, str]:
-        return {f"{MODEL_WORDS.get(m, m)} ROC-AUC": fmt_ci(body["roc_auc"]) for m, body in self.scores.items()}
+        return {
+            f"{MODEL_WORDS.get(m, m)} ROC-AUC": fmt_ci(body["roc_auc"]) for m, body in self.scores.items()
+        }
 
 
 def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
     """Cross-validate metadata-only, image-only and fused models on `cohort` (or the config's source)."""
     inputs: dict[str, Path] = {}
     if cohort is None:
-        cohort, inputs = load_cohort_source(cohort=config.cohort, dataset=config.dataset, root=config.root,
-                                            mapping=config.mapping)
+        cohort, inputs = load_cohort_source(
+            cohort=config.cohort, dataset=config.dataset, root=config.root, mapping=config.mapping
+        )
     embeddings = read_embeddings(config.embeddings) if config.embeddings is not None else None
     if config.embeddings is not None:
         inputs["embeddings"] = config.embeddings
     if config.include_leaky:
-        log.warning("including leaky column(s) %s: they are decided after the outcome; every figure of this run "
-                    "is optimistic", ", ".join(config.include_leaky))
+        log.warning(
+            "including leaky column(s) %s: they are decided after the outcome; every figure of this run "
+            "is optimistic",
+            ", ".join(config.include_leaky),
+        )
     fusion = run_fusion(cohort.table, embeddings, config.fusion_config(), post_outcome=cohort.post_outcome)
     return FuseResult(config, fusion, config.dataset or cohort.dataset, cohort.label_meaning, inputs)
 
@@ -104,11 +116,27 @@ def write_fuse(result: FuseResult, out: Path) -> Path:
     write_outputs(result.fusion, out)
     c = result.config
     fusion_config = c.fusion_config()
-    config = {"dataset": result.dataset, "root": c.root, "cohort": c.cohort, "embeddings": c.embeddings,
-              "folds": result.fusion.folds.get("k", c.folds), "folds_requested": c.folds, "include_leaky": list(c.include_leaky), "n_boot": c.n_boot,
-              "shap_rows": c.shap_rows, "workers": c.workers, "params": vars(fusion_config.params),
-              "n_pca": fusion_config.n_pca}
+    config = {
+        "dataset": result.dataset,
+        "root": c.root,
+        "cohort": c.cohort,
+        "embeddings": c.embeddings,
+        "folds": result.fusion.folds.get("k", c.folds),
+        "folds_requested": c.folds,
+        "include_leaky": list(c.include_leaky),
+        "n_boot": c.n_boot,
+        "shap_rows": c.shap_rows,
+        "workers": c.workers,
+        "params": vars(fusion_config.params),
+        "n_pca": fusion_config.n_pca,
+    }
     page = out / "index.html"
-    finish_stage(out, result, config, seed=c.seed, inputs=result.inputs,
-                 render=lambda: render_report(result.fusion, out, result.dataset, result.label_meaning))
+    finish_stage(
+        out,
+        result,
+        config,
+        seed=c.seed,
+        inputs=result.inputs,
+        render=lambda: render_report(result.fusion, out, result.dataset, result.label_meaning),
+    )
     return page

@@ -46,10 +46,29 @@ from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
-BREAST_COLUMNS = ["breast_id", "patient_id", "laterality", "n_images", "prob", "threshold", "decision", "notes"]
-IMAGE_COLUMNS = ["image_id", "breast_id", "patient_id", "laterality", "view", "file", "prob", "status", "reason",
-                 "notes"]
-CAM_SIDE = 768    # longest side of an overlay PNG
+BREAST_COLUMNS = [
+    "breast_id",
+    "patient_id",
+    "laterality",
+    "n_images",
+    "prob",
+    "threshold",
+    "decision",
+    "notes",
+]
+IMAGE_COLUMNS = [
+    "image_id",
+    "breast_id",
+    "patient_id",
+    "laterality",
+    "view",
+    "file",
+    "prob",
+    "status",
+    "reason",
+    "notes",
+]
+CAM_SIDE = 768  # longest side of an overlay PNG
 
 
 @dataclass(frozen=True)
@@ -90,10 +109,10 @@ class PredictResult(StageResult):
     """The breast and image tables (and the Grad-CAM overlays when asked for)."""
 
     config: PredictConfig
-    breasts: pd.DataFrame          # one row per breast: prob (mean of fold models), threshold, decision
-    images: pd.DataFrame           # one row per input file: prob, or status failed and the reason
+    breasts: pd.DataFrame  # one row per breast: prob (mean of fold models), threshold, decision
+    images: pd.DataFrame  # one row per input file: prob, or status failed and the reason
     threshold: float
-    preprocess: dict[str, Any]     # the run's preprocessing the images went through
+    preprocess: dict[str, Any]  # the run's preprocessing the images went through
     device: str
     seed: int | None = None
     overlays: tuple[CamOverlay, ...] | None = None
@@ -103,8 +122,10 @@ class PredictResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         scored = self.breasts["prob"].notna()
-        return {"breasts scored": str(int(scored.sum())),
-                "flagged positive": str(int(self.breasts.loc[scored, "decision"].sum()))}
+        return {
+            "breasts scored": str(int(scored.sum())),
+            "flagged positive": str(int(self.breasts.loc[scored, "decision"].sum())),
+        }
 
 
 def image_csv_path(out_csv: str | Path) -> Path:
@@ -126,13 +147,20 @@ def _header_facts(path: Path) -> tuple[dict[str, str | None], str | None]:
     except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal
         return {}, f"{path.name}: not a readable DICOM ({type(exc).__name__}: {exc})"
     pid = str(ds.get("PatientID") or "").strip()
-    return {"laterality": laterality_of(ds), "view": view_of(ds), "hashed_patient": _hashed(pid) if pid else None}, None
+    return {
+        "laterality": laterality_of(ds),
+        "view": view_of(ds),
+        "hashed_patient": _hashed(pid) if pid else None,
+    }, None
 
 
 def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
     """A canonical table for a folder of DICOMs without a CSV, plus the files whose header is unreadable."""
-    files = sorted(p for p in images_dir.rglob("*") if p.is_file() and not any(
-        part.startswith(".") for part in p.relative_to(images_dir).parts))
+    files = sorted(
+        p
+        for p in images_dir.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(images_dir).parts)
+    )
     if not files:
         raise MammoInsightError(f"{images_dir} holds no file to predict on")
     stems = pd.Series([p.stem for p in files])
@@ -155,12 +183,28 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
         if facts.get("view") is None:
             notes.append("view unknown")
         if reason:  # no breast to attach it to: listed in the image table only
-            failed.append({"patient_id": patient if len(rel.parts) > 1 else None, "image_id": image_id,
-                           "file": str(rel), "reason": reason, "notes": ""})
+            failed.append(
+                {
+                    "patient_id": patient if len(rel.parts) > 1 else None,
+                    "image_id": image_id,
+                    "file": str(rel),
+                    "reason": reason,
+                    "notes": "",
+                }
+            )
             continue
-        rows.append({"patient_id": patient, "image_id": image_id, "laterality": lat, "view": facts.get("view"),
-                     "breast_id": f"{patient}_{lat}" if lat else f"{patient}_{image_id}", "image_path": str(path),
-                     "file": str(rel), "notes": "; ".join(notes)})
+        rows.append(
+            {
+                "patient_id": patient,
+                "image_id": image_id,
+                "laterality": lat,
+                "view": facts.get("view"),
+                "breast_id": f"{patient}_{lat}" if lat else f"{patient}_{image_id}",
+                "image_path": str(path),
+                "file": str(rel),
+                "notes": "; ".join(notes),
+            }
+        )
     table = pd.DataFrame(rows, columns=[*CANONICAL_COLUMNS, "file", "notes"])
     for col in CANONICAL_COLUMNS:
         if col not in ("patient_id", "image_id", "laterality", "view", "breast_id", "image_path"):
@@ -174,8 +218,12 @@ def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Coho
 
     cohort = load_cohort(dataset, images_dir, mapping)
     table = cohort.table.copy()
-    table["file"] = [str(Path(p).relative_to(images_dir)) if isinstance(p, str) and Path(p).is_relative_to(images_dir)
-                     else (Path(p).name if isinstance(p, str) else "") for p in table["image_path"]]
+    table["file"] = [
+        str(Path(p).relative_to(images_dir))
+        if isinstance(p, str) and Path(p).is_relative_to(images_dir)
+        else (Path(p).name if isinstance(p, str) else "")
+        for p in table["image_path"]
+    ]
     table["notes"] = ""
     cohort.table = table
     return cohort
@@ -185,25 +233,40 @@ def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, thresh
     """One row per breast of the input, also those none of whose images could be scored (prob empty)."""
     rows = image_rows[image_rows["breast_id"].notna()]
     ok = rows[rows["status"] == "ok"]
-    prob = (breasts.set_index("breast_id")["prob"] if breasts is not None
-            else ok.groupby("breast_id", sort=False)["prob"].mean())
-    out = rows.groupby("breast_id", sort=False).agg(
-        patient_id=("patient_id", "first"), laterality=("laterality", "first"),
-        notes=("notes", lambda s: "; ".join(dict.fromkeys(n for v in s.dropna() for n in str(v).split("; ") if n))),
-    ).reset_index()
+    prob = (
+        breasts.set_index("breast_id")["prob"]
+        if breasts is not None
+        else ok.groupby("breast_id", sort=False)["prob"].mean()
+    )
+    out = (
+        rows.groupby("breast_id", sort=False)
+        .agg(
+            patient_id=("patient_id", "first"),
+            laterality=("laterality", "first"),
+            notes=(
+                "notes",
+                lambda s: "; ".join(dict.fromkeys(n for v in s.dropna() for n in str(v).split("; ") if n)),
+            ),
+        )
+        .reset_index()
+    )
     out["n_images"] = out["breast_id"].map(ok["breast_id"].value_counts()).fillna(0).astype(int)
     n_failed = out["breast_id"].map(rows.loc[rows["status"] != "ok", "breast_id"].value_counts()).fillna(0)
-    out["notes"] = [("; ".join(filter(None, [n, f"{int(f)} image(s) failed"])) if f else n)
-                    for n, f in zip(out["notes"], n_failed)]
+    out["notes"] = [
+        ("; ".join(filter(None, [n, f"{int(f)} image(s) failed"])) if f else n)
+        for n, f in zip(out["notes"], n_failed)
+    ]
     out["prob"] = out["breast_id"].map(prob)
     out["threshold"] = threshold
-    out["decision"] = pd.array([pd.NA if pd.isna(p) else int(p >= threshold) for p in out["prob"]], dtype="Int64")
+    out["decision"] = pd.array(
+        [pd.NA if pd.isna(p) else int(p >= threshold) for p in out["prob"]], dtype="Int64"
+    )
     return out[BREAST_COLUMNS]
 
 
 def run_predict(config: PredictConfig) -> PredictResult:
     """Preprocess the images as the run was trained, score them with every fold model (mean), decide."""
-    device = resolve_device(config.device)   # a device that is absent fails before any work
+    device = resolve_device(config.device)  # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
     images_dir = Path(config.images)
     threshold = run.threshold("breast")
@@ -227,20 +290,44 @@ def run_predict(config: PredictConfig) -> PredictResult:
         ok = index[index["status"] == "ok"].reset_index(drop=True)
         if ok.empty:
             reasons = list(unreadable.get("reason", [])) + list(_cache_reasons_by_id(cache).values())
-            raise MammoInsightError(f"no image under {images_dir} could be read ({len(reasons)} file(s) failed"
-                                    + (f"; first: {reasons[0]}" if reasons else "") + ")")
+            raise MammoInsightError(
+                f"no image under {images_dir} could be read ({len(reasons)} file(s) failed"
+                + (f"; first: {reasons[0]}" if reasons else "")
+                + ")"
+            )
         images, breasts = run.ensemble_predict(cache, ok, device, config.batch_size)
-        image_rows = _image_table(cohort.table, unreadable, index, images, reasons=_cache_reasons_by_id(cache))
+        image_rows = _image_table(
+            cohort.table, unreadable, index, images, reasons=_cache_reasons_by_id(cache)
+        )
         breast_rows = _breast_table(image_rows, breasts, threshold)
         overlays = None
         if config.cams is not None:
-            overlays = _cam_overlays(run, cache, ok, image_rows=image_rows, breast_rows=breast_rows, device=device,
-                                     batch_size=config.batch_size)
+            overlays = _cam_overlays(
+                run,
+                cache,
+                ok,
+                image_rows=image_rows,
+                breast_rows=breast_rows,
+                device=device,
+                batch_size=config.batch_size,
+            )
     n_failed = int((image_rows["status"] != "ok").sum())
-    log.info("%d breast(s) scored from %d image(s); %d file(s) failed", breast_rows["prob"].notna().sum(),
-             len(images), n_failed)
-    return PredictResult(config=config, breasts=breast_rows, images=image_rows, threshold=threshold,
-                         preprocess=preprocess.to_dict(), device=str(device), seed=run.seed, overlays=overlays)
+    log.info(
+        "%d breast(s) scored from %d image(s); %d file(s) failed",
+        breast_rows["prob"].notna().sum(),
+        len(images),
+        n_failed,
+    )
+    return PredictResult(
+        config=config,
+        breasts=breast_rows,
+        images=image_rows,
+        threshold=threshold,
+        preprocess=preprocess.to_dict(),
+        device=str(device),
+        seed=run.seed,
+        overlays=overlays,
+    )
 
 
 def write_predict(result: PredictResult, out: str | Path) -> Path:
@@ -261,12 +348,26 @@ def write_predict(result: PredictResult, out: str | Path) -> Path:
 
         def render() -> Path:
             return _render_cams(result, cams / "index.html")
+
     run_dir = Path(config.run)
-    finish_stage(out_csv, result, {"run": str(run_dir), "images": str(config.images), "out": out_csv.name,
-                                   "dataset": config.dataset, "threshold": result.threshold,
-                                   "preprocess": result.preprocess, "device": result.device,
-                                   "cams": str(config.cams) if config.cams else None},
-                 seed=result.seed, inputs={"run_config": run_dir / "config.json"}, report=report, render=render)
+    finish_stage(
+        out_csv,
+        result,
+        {
+            "run": str(run_dir),
+            "images": str(config.images),
+            "out": out_csv.name,
+            "dataset": config.dataset,
+            "threshold": result.threshold,
+            "preprocess": result.preprocess,
+            "device": result.device,
+            "cams": str(config.cams) if config.cams else None,
+        },
+        seed=result.seed,
+        inputs={"run_config": run_dir / "config.json"},
+        report=report,
+        render=render,
+    )
     return out_csv
 
 
@@ -278,14 +379,27 @@ def _cache_reasons_by_id(cache: Path) -> dict[str, str]:
     return dict(zip(failures["image_id"], failures["reason"]))
 
 
-def _image_table(cohort_table: pd.DataFrame, unreadable: pd.DataFrame, index: pd.DataFrame, images: pd.DataFrame,
-                 *, reasons: dict[str, str]) -> pd.DataFrame:
+def _image_table(
+    cohort_table: pd.DataFrame,
+    unreadable: pd.DataFrame,
+    index: pd.DataFrame,
+    images: pd.DataFrame,
+    *,
+    reasons: dict[str, str],
+) -> pd.DataFrame:
     """One row per input file: its probability, or status failed and the reason."""
-    rows = pd.concat([cohort_table, unreadable], ignore_index=True) if not unreadable.empty else cohort_table.copy()
+    rows = (
+        pd.concat([cohort_table, unreadable], ignore_index=True)
+        if not unreadable.empty
+        else cohort_table.copy()
+    )
     prob = images.set_index("image_id")["prob"]
     rows["prob"] = rows["image_id"].map(prob)
-    status = rows["image_id"].map(index.set_index("image_id")["status"]) if not index.empty else pd.Series(
-        np.nan, index=rows.index)
+    status = (
+        rows["image_id"].map(index.set_index("image_id")["status"])
+        if not index.empty
+        else pd.Series(np.nan, index=rows.index)
+    )
     rows["status"] = status.fillna("failed").astype(str)
     if "reason" not in rows:
         rows["reason"] = None
@@ -293,7 +407,9 @@ def _image_table(cohort_table: pd.DataFrame, unreadable: pd.DataFrame, index: pd
     return rows[IMAGE_COLUMNS]
 
 
-def _cam_maps(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_size: int) -> dict[str, np.ndarray]:
+def _cam_maps(
+    run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_size: int
+) -> dict[str, np.ndarray]:
     """image_id -> Grad-CAM over the model input, the mean of the fold models' maps (as for the probabilities)."""
     from torch.utils.data import DataLoader
 
@@ -313,15 +429,24 @@ def _cam_maps(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_s
             start = 0
             for batch in DataLoader(ds, batch_size):
                 maps = cam(batch["image"], batch.get("mask")).maps
-                for item, ids in zip(maps, keys[start:start + len(maps)]):
+                for item, ids in zip(maps, keys[start : start + len(maps)]):
                     for k, image_id in enumerate(ids):
                         sums[image_id] = sums.get(image_id, 0) + (item[k] if run.multi_view else item)
                 start += len(maps)
     return {k: v / len(run.folds) for k, v in sums.items()}
 
 
-def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows: pd.DataFrame,
-                  breast_rows: pd.DataFrame, device, batch_size: int, side: int = CAM_SIDE) -> tuple[CamOverlay, ...]:
+def _cam_overlays(
+    run: TrainedRun,
+    cache: Path,
+    ok: pd.DataFrame,
+    *,
+    image_rows: pd.DataFrame,
+    breast_rows: pd.DataFrame,
+    device,
+    batch_size: int,
+    side: int = CAM_SIDE,
+) -> tuple[CamOverlay, ...]:
     """One overlay per scored image: the averaged CAM on the original mammogram, titled with its breast's decision."""
 
     maps = _cam_maps(run, cache, ok, device=device, batch_size=batch_size)
@@ -336,13 +461,24 @@ def _cam_overlays(run: TrainedRun, cache: Path, ok: pd.DataFrame, *, image_rows:
         shown = cam_mapping.overlay(gray, cam_mapping.downsample(heat, factor), peak=peak, scale=factor)
         breast = breasts.loc[row.breast_id]
         decision = "positive" if breast["decision"] == 1 else "negative"
-        title = (f"{row.image_id}  breast {row.breast_id}: p={breast['prob']:.3f} "
-                 f"(threshold {breast['threshold']:.3f}) -> {decision}")
-        sheet = compose_panels([[(shown, f"Grad-CAM, image p={image_prob[row.image_id]:.3f}; cross: maximum")]],
-                               title, height=min(shown.shape[0], 720))
+        title = (
+            f"{row.image_id}  breast {row.breast_id}: p={breast['prob']:.3f} "
+            f"(threshold {breast['threshold']:.3f}) -> {decision}"
+        )
+        sheet = compose_panels(
+            [[(shown, f"Grad-CAM, image p={image_prob[row.image_id]:.3f}; cross: maximum")]],
+            title,
+            height=min(shown.shape[0], 720),
+        )
         thumb = thumbnail(shown)
-        items.append(CamOverlay(image_id=str(row.image_id), caption=f"{row.image_id} ({row.breast_id}, {decision})",
-                                png=png_bytes(sheet), thumb=thumb))
+        items.append(
+            CamOverlay(
+                image_id=str(row.image_id),
+                caption=f"{row.image_id} ({row.breast_id}, {decision})",
+                png=png_bytes(sheet),
+                thumb=thumb,
+            )
+        )
     return tuple(items)
 
 
@@ -351,17 +487,33 @@ def _render_cams(result: PredictResult, page: Path) -> Path:
     from mammo_insight.report import Section, paragraph, render_page, table
 
     sections = [
-        Section("Breasts", [paragraph(
-            "Breast probability: mean of the fold models; decision: probability >= the run's breast-level "
-            "threshold tuned on its out-of-fold predictions. Research software, not a diagnostic device."),
-            table(result.breasts)]),
-        Section("Grad-CAM per image", [paragraph(
-            "Where the averaged fold models' malignancy logit is most sensitive, laid over the original "
-            "mammogram (only the breast crop the model saw can light up). Click a thumbnail's link for the full PNG."),
-            gallery_block([(item.thumb, item.caption, item.name) for item in result.overlays or ()])]),
+        Section(
+            "Breasts",
+            [
+                paragraph(
+                    "Breast probability: mean of the fold models; decision: probability >= the run's breast-level "
+                    "threshold tuned on its out-of-fold predictions. Research software, not a diagnostic device."
+                ),
+                table(result.breasts),
+            ],
+        ),
+        Section(
+            "Grad-CAM per image",
+            [
+                paragraph(
+                    "Where the averaged fold models' malignancy logit is most sensitive, laid over the original "
+                    "mammogram (only the breast crop the model saw can light up). Click a thumbnail's link for the full PNG."
+                ),
+                gallery_block([(item.thumb, item.caption, item.name) for item in result.overlays or ()]),
+            ],
+        ),
     ]
     failed = result.images[result.images["status"] != "ok"]
     if not failed.empty:
         sections.append(Section("Files not scored", [table(failed[["file", "reason"]])]))
-    return render_page(page, "Predictions with Grad-CAM", sections,
-                       subtitle=f"run {Path(result.config.run).name}; mammo-insight predict")
+    return render_page(
+        page,
+        "Predictions with Grad-CAM",
+        sections,
+        subtitle=f"run {Path(result.config.run).name}; mammo-insight predict",
+    )

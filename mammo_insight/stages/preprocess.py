@@ -51,8 +51,13 @@ class PreprocessStageConfig:
         """The settings that decide the cache's pixels (a cache is only resumed with the same ones)."""
         if self.bits not in (8, 16):
             raise MammoInsightError(f"--bits must be 8 or 16, got {self.bits}")
-        return PreprocessConfig(size=self.size, bits=self.bits, flip=self.flip, decoder=resolve_backend(self.decoder),
-                                mask=self.mask)
+        return PreprocessConfig(
+            size=self.size,
+            bits=self.bits,
+            flip=self.flip,
+            decoder=resolve_backend(self.decoder),
+            mask=self.mask,
+        )
 
 
 @dataclass(frozen=True)
@@ -78,18 +83,34 @@ def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
     paths = cohort.table["image_path"].dropna()
     if not any(Path(p).is_file() for p in paths):
         example = f" (e.g. {paths.iloc[0]})" if len(paths) else ""
-        raise MammoInsightError(f"preprocess: none of the {len(cohort.table)} images the cohort lists exists under "
-                                f"{config.root}{example}; is --root the dataset folder?")
-    summary = build_cache(cohort, config.out, pixels, workers=config.workers, engine=config.engine,
-                          address=config.scheduler, sheet_size=config.sheet_size, retry_failed=config.retry_failed,
-                          seed=config.seed)
+        raise MammoInsightError(
+            f"preprocess: none of the {len(cohort.table)} images the cohort lists exists under "
+            f"{config.root}{example}; is --root the dataset folder?"
+        )
+    summary = build_cache(
+        cohort,
+        config.out,
+        pixels,
+        workers=config.workers,
+        engine=config.engine,
+        address=config.scheduler,
+        sheet_size=config.sheet_size,
+        retry_failed=config.retry_failed,
+        seed=config.seed,
+    )
     return PreprocessResult(config, summary)
 
 
 def write_preprocess(result: PreprocessResult) -> Path:
     """The manifest of the cache (its report is the contact sheet); returns the manifest's path."""
     c = result.config
-    config = {**c.pixels().to_dict(), "dataset": c.dataset, "root": str(c.root), "workers": c.workers,
-              "engine": c.engine, "summary": result.summary}
+    config = {
+        **c.pixels().to_dict(),
+        "dataset": c.dataset,
+        "root": str(c.root),
+        "workers": c.workers,
+        "engine": c.engine,
+        "summary": result.summary,
+    }
     sheet = CONTACT_SHEET_FILE if result.summary.get("contact_sheet") else None
     return finish_stage(c.out, result, config, seed=c.seed, report=sheet)

@@ -28,14 +28,22 @@ class SynthResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         s = self.summary
-        return {"women": f"{s['n_patients']:,}", "images": f"{s['n_images']:,}",
-                "breasts with a planted lesion": f"{s['n_positive_breasts']:,} of {s['n_breasts']:,}"}
+        return {
+            "women": f"{s['n_patients']:,}",
+            "images": f"{s['n_images']:,}",
+            "breasts with a planted lesion": f"{s['n_positive_breasts']:,} of {s['n_breasts']:,}",
+        }
 
 
 def run_synth(config: SynthConfig) -> SynthResult:
     """Write the cohort into config.out (same seed, same bytes) and return its counts."""
-    summary = make_synthetic_cohort(config.out, n_patients=config.patients, seed=config.seed, size=config.size,
-                                    prevalence=config.prevalence)
+    summary = make_synthetic_cohort(
+        config.out,
+        n_patients=config.patients,
+        seed=config.seed,
+        size=config.size,
+        prevalence=config.prevalence,
+    )
     return SynthResult(config, summary)
 
 

@@ -51,8 +51,8 @@ class TrainResult(StageResult):
     """Every fold's out-of-fold predictions joined, with metrics and baselines."""
 
     config: TrainStageConfig
-    values: dict[str, Any]           # config.json: every option plus what the run depends on
-    oof: pd.DataFrame                # one row per scored image: fold, prob, label, metadata
+    values: dict[str, Any]  # config.json: every option plus what the run depends on
+    oof: pd.DataFrame  # one row per scored image: fold, prob, label, metadata
     oof_breasts: pd.DataFrame | None  # multi-view runs: the model's own breast-level output
     history: pd.DataFrame
     metrics: dict[str, Any]
@@ -98,7 +98,9 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
     values = dict(folds.values)
     label, seed = values["label_column"], values["seed"]
     # thresholds tuned per level on these out-of-fold predictions; metrics.json says they are optimistic
-    metrics = evaluate_predictions(oof, None, seed=seed, label=label, threshold_method=values["threshold_method"])
+    metrics = evaluate_predictions(
+        oof, None, seed=seed, label=label, threshold_method=values["threshold_method"]
+    )
     thresholds = thresholds_of(metrics)
     values.update(threshold=thresholds["image"], thresholds=thresholds)
     metrics["folds"] = folds_record(folds.table["patient_id"], folds.table[label], folds.folds, seed=seed)
@@ -118,8 +120,14 @@ def write_train(result: TrainResult) -> Path:
     save_metrics_json(out / "metrics.json", result.metrics)
     save_metrics_json(out / "baselines.json", result.baselines)
     values = {k: v for k, v in result.values.items() if k != "versions"}
-    finish_stage(out, result, values, seed=result.values["seed"],
-                 inputs={"cache_index": result.config.cache / INDEX_FILE}, render=lambda: render_run_report(out))
+    finish_stage(
+        out,
+        result,
+        values,
+        seed=result.values["seed"],
+        inputs={"cache_index": result.config.cache / INDEX_FILE},
+        render=lambda: render_run_report(out),
+    )
     log.info("run written to %s", out)
     return out / "index.html"
 

@@ -25,11 +25,29 @@ MAX_LEVELS = 30  # more distinct values than this looks like an identifier, not 
 MIN_CONTINUOUS_VALUES = 12  # a numeric extra column with more distinct values is treated as continuous
 UNIT_IDS = {"image": "image_id", "breast": "breast_id", "patient": "patient_id"}
 # Canonical columns analysed as levels, in report order; birads is shown but flagged post-outcome.
-CANONICAL_FACTORS = ["age_band", "density", "view", "laterality", "site_id", "machine_id", "implant", "birads"]
+CANONICAL_FACTORS = [
+    "age_band",
+    "density",
+    "view",
+    "laterality",
+    "site_id",
+    "machine_id",
+    "implant",
+    "birads",
+]
 ORDERED = {"age_band": AGE_BANDS, "density": ["A", "B", "C", "D"]}
 YES_NO = {"0": "no", "1": "yes"}
-NOT_FACTORS = {"patient_id", "image_id", "breast_id", "image_path", "cancer", "age", "biopsy", "invasive",
-               "difficult_negative_case"}
+NOT_FACTORS = {
+    "patient_id",
+    "image_id",
+    "breast_id",
+    "image_path",
+    "cancer",
+    "age",
+    "biopsy",
+    "invasive",
+    "difficult_negative_case",
+}
 
 
 @dataclass(frozen=True)
@@ -84,8 +102,11 @@ def _sort_levels(levels: list[str], order: list[str] | None) -> tuple[str, ...]:
         present = head + sorted(lv for lv in present if lv not in order)
     else:
         numeric = pd.to_numeric(pd.Series(present), errors="coerce")
-        present = ([present[i] for i in np.argsort(numeric.to_numpy(), kind="stable")] if numeric.notna().all()
-                   else sorted(present))
+        present = (
+            [present[i] for i in np.argsort(numeric.to_numpy(), kind="stable")]
+            if numeric.notna().all()
+            else sorted(present)
+        )
     return tuple(present + ([MISSING] if MISSING in levels else []))
 
 
@@ -106,9 +127,12 @@ class StudyFrame:
     n_unlabelled: int
 
 
-def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None = None,
-                      leaky: set[str] | frozenset[str] = frozenset(),
-                      post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> StudyFrame:
+def build_study_frame(
+    table: pd.DataFrame,
+    extra_factors: dict[str, str] | None = None,
+    leaky: set[str] | frozenset[str] = frozenset(),
+    post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
+) -> StudyFrame:
     """Turn the canonical table into the analysis frame (polars) and decide the factor list.
 
     ``extra_factors`` (Cohort.factors) names the extra columns to analyse; when it is empty they are
@@ -121,12 +145,17 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
     if n_unlabelled:
         notes.append(f"{n_unlabelled} image(s) without a cancer label are left out of every rate and model.")
     data: dict[str, pd.Series] = {
-        "patient_id": labelled["patient_id"].astype(str), "breast_id": labelled["breast_id"].astype(str),
-        "image_id": labelled["image_id"].astype(str), "cancer": labelled["cancer"].astype(float),
-        "age": pd.to_numeric(labelled["age"], errors="coerce").astype(float)}
+        "patient_id": labelled["patient_id"].astype(str),
+        "breast_id": labelled["breast_id"].astype(str),
+        "image_id": labelled["image_id"].astype(str),
+        "cancer": labelled["cancer"].astype(float),
+        "age": pd.to_numeric(labelled["age"], errors="coerce").astype(float),
+    }
     factors: list[Factor] = []
 
-    def add(name: str, values: pd.Series, kind: str, post_outcome: bool = False, binned_from: str = "") -> None:
+    def add(
+        name: str, values: pd.Series, kind: str, post_outcome: bool = False, binned_from: str = ""
+    ) -> None:
         if values.isna().all() if kind == "continuous" else (values == MISSING).all():
             notes.append(f"'{name}' is empty for every image: not analysed.")
             return
@@ -142,8 +171,12 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
             notes.append(f"'{name}' has {distinct} distinct values (identifier-like): not analysed.")
             return
         data[name] = values
-        order = ORDERED.get(name) or (sorted(set(values) - {MISSING}, key=_band_start) if binned_from else None)
-        factors.append(Factor(name, kind, _sort_levels(list(values.unique()), order), post_outcome, binned_from))
+        order = ORDERED.get(name) or (
+            sorted(set(values) - {MISSING}, key=_band_start) if binned_from else None
+        )
+        factors.append(
+            Factor(name, kind, _sort_levels(list(values.unique()), order), post_outcome, binned_from)
+        )
 
     for name in CANONICAL_FACTORS:
         if name == "age_band":
@@ -155,19 +188,27 @@ def build_study_frame(table: pd.DataFrame, extra_factors: dict[str, str] | None 
         values = _as_levels(labelled[name])
         if name == "implant":
             values = values.map(lambda v: YES_NO.get(v, v))
-        add(name, values, "ordinal" if name in ORDERED else "categorical",
-            post_outcome=name in post_outcome or name in leaky)
+        add(
+            name,
+            values,
+            "ordinal" if name in ORDERED else "categorical",
+            post_outcome=name in post_outcome or name in leaky,
+        )
 
     declared = dict(extra_factors or {})
     extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in NOT_FACTORS]
     undeclared = [c for c in extras if declared and c not in declared]
     if undeclared:
-        notes.append(f"Extra column(s) {', '.join(undeclared)} not declared as factors by the dataset: "
-                     "not analysed (they still appear in the leakage audit).")
+        notes.append(
+            f"Extra column(s) {', '.join(undeclared)} not declared as factors by the dataset: "
+            "not analysed (they still appear in the leakage audit)."
+        )
     for col in (c for c in extras if c not in undeclared):
         kind = declared.get(col) or _guess_kind(labelled[col])
         if kind not in ("categorical", "continuous"):
-            notes.append(f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed.")
+            notes.append(
+                f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed."
+            )
             continue
         flagged = col in post_outcome or col in leaky
         if kind == "continuous":

@@ -55,7 +55,7 @@ def rates_figure(rates: pd.DataFrame, factors: list[Factor], ncols: int = 2) -> 
     """
     shown = [f for f in factors if f.kind != "continuous"]
     nrows = max(1, math.ceil(len(shown) / ncols))
-    heights = [max(len(f.levels) for f in shown[r * ncols:(r + 1) * ncols]) + 1.6 for r in range(nrows)]
+    heights = [max(len(f.levels) for f in shown[r * ncols : (r + 1) * ncols]) + 1.6 for r in range(nrows)]
     fig = Figure(figsize=(12, 0.3 * sum(heights) + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": heights}).ravel()
     for ax, factor in zip(axes, shown):
@@ -73,16 +73,20 @@ def rates_figure(rates: pd.DataFrame, factors: list[Factor], ncols: int = 2) -> 
                 ax.plot(limit, i, ">", color=colour, markersize=5, clip_on=False)
             ax.plot(100 * r["rate"], i, "o", color=colour, markersize=5.5)
         ax.axvline(100 * overall, color=MUTED, ls="--", lw=1)
-        ax.set_yticks(range(len(sub)), [f"{lv}  (n={n:,})" for lv, n in zip(sub["level"], sub["n"])], fontsize=8)
+        ax.set_yticks(
+            range(len(sub)), [f"{lv}  (n={n:,})" for lv, n in zip(sub["level"], sub["n"])], fontsize=8
+        )
         ax.set_ylim(len(sub) - 0.5, -0.5)
         ax.set_xlim(0, limit)
         title = f"{factor.name}: {unit}s" + ("  (leaks the label)" if factor.post_outcome else "")
-        ax.set_title(title, fontsize=10, loc="left", color=WARN if factor.post_outcome else INK, fontweight="bold")
+        ax.set_title(
+            title, fontsize=10, loc="left", color=WARN if factor.post_outcome else INK, fontweight="bold"
+        )
         ax.set_xlabel("cancer rate (%), 95% CI", fontsize=8)
         _style(ax)
         ax.grid(axis="y", visible=False)
         ax.grid(axis="x", color="#e6e9ef", linewidth=0.8)
-    for ax in axes[len(shown):]:
+    for ax in axes[len(shown) :]:
         ax.set_visible(False)
     return fig
 
@@ -92,12 +96,28 @@ def age_figure(age_rates: pd.DataFrame, age_fit: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(8, 3.6), layout="constrained")
     ax = fig.subplots()
     if len(age_fit):
-        ax.fill_between(age_fit["age"], 100 * age_fit["ci_low"], 100 * age_fit["ci_high"], color=ACCENT, alpha=0.15,
-                        lw=0, label="logistic trend, 95% band")
+        ax.fill_between(
+            age_fit["age"],
+            100 * age_fit["ci_low"],
+            100 * age_fit["ci_high"],
+            color=ACCENT,
+            alpha=0.15,
+            lw=0,
+            label="logistic trend, 95% band",
+        )
         ax.plot(age_fit["age"], 100 * age_fit["rate"], color=ACCENT, lw=1.6)
     err = _errors(age_rates)
-    ax.errorbar(age_rates["age_mid"], 100 * age_rates["rate"], yerr=err, fmt="o", color=INK, capsize=3,
-                markersize=4, lw=1.1, label="5-year bins, 95% Wilson CI")
+    ax.errorbar(
+        age_rates["age_mid"],
+        100 * age_rates["rate"],
+        yerr=err,
+        fmt="o",
+        color=INK,
+        capsize=3,
+        markersize=4,
+        lw=1.1,
+        label="5-year bins, 95% Wilson CI",
+    )
     ax.set_xlabel("age (years)", fontsize=9)
     ax.set_ylabel("breast-level cancer rate (%)", fontsize=9)
     ax.set_ylim(bottom=0)
@@ -118,8 +138,11 @@ def forest_figure(odds: pd.DataFrame) -> Figure:
         ax.plot(r["odds_ratio"], i, "s", color=colour[r["model"]], markersize=5)
     ax.axvline(1, color=MUTED, ls="--", lw=1)
     ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator([t for t in FOREST_TICKS
-                                             if rows["ci_low"].min() / 1.5 <= t <= rows["ci_high"].max() * 1.5]))
+    ax.xaxis.set_major_locator(
+        FixedLocator(
+            [t for t in FOREST_TICKS if rows["ci_low"].min() / 1.5 <= t <= rows["ci_high"].max() * 1.5]
+        )
+    )
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set_yticks(range(len(rows)), [f"{r['term']}  [{r['model']}]" for _, r in rows.iterrows()], fontsize=8)
@@ -139,10 +162,14 @@ def missingness_figure(missing: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(1.6 + 1.1 * wide.shape[1], 0.6 + 0.32 * wide.shape[0]), layout="constrained")
     ax = fig.subplots()
     im = ax.imshow(wide.to_numpy(dtype=float), cmap="Reds", vmin=0, vmax=1, aspect="auto")
-    ax.set_xticks(range(wide.shape[1]), [f"site {s}" if s != "all" else "all sites" for s in wide.columns], fontsize=8)
+    ax.set_xticks(
+        range(wide.shape[1]), [f"site {s}" if s != "all" else "all sites" for s in wide.columns], fontsize=8
+    )
     ax.set_yticks(range(wide.shape[0]), wide.index, fontsize=8)
     for (i, j), v in np.ndenumerate(wide.to_numpy(dtype=float)):
-        ax.text(j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else INK)
+        ax.text(
+            j, i, f"{100 * v:.0f}%", ha="center", va="center", fontsize=7, color="white" if v > 0.6 else INK
+        )
     fig.colorbar(im, ax=ax, shrink=0.6, label="missing fraction")
     return fig
 

@@ -49,7 +49,9 @@ def _level_codes(values: pd.Series) -> np.ndarray:
     return codes + 1
 
 
-def _out_of_fold_scores(codes: np.ndarray, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+def _out_of_fold_scores(
+    codes: np.ndarray, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray:
     """Each image scored by its level's smoothed cancer rate among the other folds' patients."""
     scores = np.empty(len(codes))
     for train_idx, test_idx in folds:
@@ -61,8 +63,9 @@ def _out_of_fold_scores(codes: np.ndarray, label: np.ndarray, folds: list[tuple[
     return scores
 
 
-def column_auc(codes: np.ndarray, label: np.ndarray, breast: np.ndarray,
-               folds: list[tuple[np.ndarray, np.ndarray]]) -> float:
+def column_auc(
+    codes: np.ndarray, label: np.ndarray, breast: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
+) -> float:
     """Breast-level, patient-grouped out-of-fold AUC of one column alone (NaN when undefined).
 
     ``breast`` holds integer breast codes 0..n_breasts-1 (a breast's score is its images' mean).
@@ -76,7 +79,9 @@ def column_auc(codes: np.ndarray, label: np.ndarray, breast: np.ndarray,
     return float(roc_auc_score(breast_label, breast_score))
 
 
-def _patient_folds(groups: pd.Series, label: np.ndarray, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
+def _patient_folds(
+    groups: pd.Series, label: np.ndarray, seed: int = 0
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train, test) row positions of N_FOLDS folds under the one folds policy (cohort.folds); none when the
     cohort has too few women or positive women for it (the AUCs are then left empty, with a warning)."""
     try:
@@ -92,8 +97,9 @@ def audited_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
     return [c for c in table.columns if c != label and c not in NOT_AUDITED]
 
 
-def audit_leakage(table: pd.DataFrame, label: str = "cancer", *,
-                  post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> pd.DataFrame:
+def audit_leakage(
+    table: pd.DataFrame, label: str = "cancer", *, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
+) -> pd.DataFrame:
     """One row per audited column: column, available_at_screening, auc_alone, verdict ('leaky' or 'ok').
 
     Post-outcome columns (``post_outcome``: the cohort's declaration, Cohort.post_outcome; the canonical
@@ -112,14 +118,21 @@ def audit_leakage(table: pd.DataFrame, label: str = "cancer", *,
         if folds and known[col].notna().any() and len(y) and 0 < y.sum() < len(y):
             auc = column_auc(_level_codes(known[col]), y, breast, folds)
         leaky = (not available) or (not np.isnan(auc) and auc >= LEAKY_AUC)
-        rows.append({"column": col, "available_at_screening": available, "auc_alone": auc,
-                     "verdict": "leaky" if leaky else "ok"})
+        rows.append(
+            {
+                "column": col,
+                "available_at_screening": available,
+                "auc_alone": auc,
+                "verdict": "leaky" if leaky else "ok",
+            }
+        )
         log.debug("leakage %s: auc %.3f, %s", col, auc, rows[-1]["verdict"])
     return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
 
 
-def leaky_columns(table: pd.DataFrame, label: str = "cancer", *,
-                  post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)) -> list[str]:
+def leaky_columns(
+    table: pd.DataFrame, label: str = "cancer", *, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
+) -> list[str]:
     """The columns later stages exclude by default (post-outcome or implausibly predictive)."""
     audit = audit_leakage(table, label, post_outcome=post_outcome)
     return audit.loc[audit["verdict"] == "leaky", "column"].tolist()

@@ -38,8 +38,9 @@ def _counts(frame: pl.DataFrame, column: str | None, unit: str) -> pl.DataFrame:
     return grouped.agg(pl.len().alias("n"), pl.col("cancer").sum().cast(pl.Int64).alias("n_cancer"))
 
 
-def compute_rates(frame: pl.DataFrame, factors: list[Factor], units: tuple[str, ...] = ("image", "breast", "patient")
-                  ) -> pd.DataFrame:
+def compute_rates(
+    frame: pl.DataFrame, factors: list[Factor], units: tuple[str, ...] = ("image", "breast", "patient")
+) -> pd.DataFrame:
     """The rates table: factor, level, unit, n, n_cancer, rate, ci_low, ci_high (levels in factor order).
 
     The first rows (factor ``all``) hold the overall rate per unit; continuous factors are not listed
@@ -58,8 +59,13 @@ def compute_rates(frame: pl.DataFrame, factors: list[Factor], units: tuple[str, 
     rates = pd.concat(parts, ignore_index=True)
     factor_rank = {ALL: -1, **{f.name: i for i, f in enumerate(factors)}}
     unit_rank = {u: i for i, u in enumerate(units)}
-    rates = rates.sort_values(["factor", "unit", "order"], key=lambda s: s.map(factor_rank) if s.name == "factor"
-                              else s.map(unit_rank) if s.name == "unit" else s, kind="stable")
+    rates = rates.sort_values(
+        ["factor", "unit", "order"],
+        key=lambda s: (
+            s.map(factor_rank) if s.name == "factor" else s.map(unit_rank) if s.name == "unit" else s
+        ),
+        kind="stable",
+    )
     rates["rate"] = rates["n_cancer"] / rates["n"]
     rates["ci_low"], rates["ci_high"] = wilson(rates["n_cancer"].to_numpy(), rates["n"].to_numpy())
     rates["level"] = rates["level"].astype(str)
@@ -69,7 +75,8 @@ def compute_rates(frame: pl.DataFrame, factors: list[Factor], units: tuple[str, 
 def rates_by_age(frame: pl.DataFrame, width: int = 5, unit: str = "breast", min_n: int = 30) -> pd.DataFrame:
     """Rates in fine age bins (for the continuous-age plot); bins with fewer than ``min_n`` units dropped."""
     binned = frame.filter(pl.col("age").is_not_null() & pl.col("age").is_not_nan()).with_columns(
-        ((pl.col("age") // width) * width).cast(pl.Int64).alias("age_bin"))
+        ((pl.col("age") // width) * width).cast(pl.Int64).alias("age_bin")
+    )
     counts = _counts(binned, "age_bin", unit).to_pandas().rename(columns={"level": "age_bin"})
     counts = counts[counts["n"] >= min_n].sort_values("age_bin").reset_index(drop=True)
     counts["age_mid"] = counts["age_bin"] + width / 2

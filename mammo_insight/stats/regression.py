@@ -71,8 +71,10 @@ def model_factors(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[Fact
         if f.post_outcome or f.binned_from:
             continue
         if f.name == "machine_id" and "site_id" in names:
-            notes.append("machine_id is not a term: machines are nested in sites (see the site x machine table), "
-                         "so machine and site cannot be separated")
+            notes.append(
+                "machine_id is not a term: machines are nested in sites (see the site x machine table), "
+                "so machine and site cannot be separated"
+            )
             continue
         if f.kind != "continuous" and not constant_within(frame, f.name, "breast"):
             notes.append(f"{f.name} varies within a breast, so it is not a breast-level term")
@@ -87,8 +89,10 @@ def _pool_rare(values: pd.Series, y: pd.Series, factor: Factor) -> tuple[pd.Seri
     rare = counts.index[(counts["sum"] < MIN_EVENTS) | (counts["size"] < MIN_UNITS)].tolist()
     if len(rare) < 2:
         return values, []
-    return (values.where(~values.isin(rare), OTHER),
-            [f"{factor.name}: rare levels {', '.join(map(str, rare))} pooled as '{OTHER}'"])
+    return (
+        values.where(~values.isin(rare), OTHER),
+        [f"{factor.name}: rare levels {', '.join(map(str, rare))} pooled as '{OTHER}'"],
+    )
 
 
 def _separated(values: pd.Series, y: pd.Series) -> list[str]:
@@ -117,8 +121,9 @@ def _design_block(values: pd.Series, factor: Factor) -> pd.DataFrame:
     present = set(values.unique())
     order = [lv for lv in (*factor.levels, OTHER) if lv in present and lv != ref]
     codes = values.to_numpy(dtype=object)
-    return pd.DataFrame({f"{factor.name}={lv} (vs {ref})": (codes == lv).astype(float) for lv in order},
-                        index=values.index)
+    return pd.DataFrame(
+        {f"{factor.name}={lv} (vs {ref})": (codes == lv).astype(float) for lv in order}, index=values.index
+    )
 
 
 def _aliased(block: pd.DataFrame, design: pd.DataFrame) -> str:
@@ -150,18 +155,24 @@ def _usable_rows(data: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, lis
         notes += pooled
         separated = _separated(data[f.name], data["cancer"])
         if separated and data[f.name].nunique() - len(separated) < 2:
-            notes.append(f"{f.name}: level(s) {', '.join(map(str, separated))} have no cancers (or only cancers) "
-                         "and no other level is left to compare with: not a term")
+            notes.append(
+                f"{f.name}: level(s) {', '.join(map(str, separated))} have no cancers (or only cancers) "
+                "and no other level is left to compare with: not a term"
+            )
             data[f.name] = MISSING  # one value: build_design leaves it out
         elif separated:
             gone = data[f.name].isin(separated)
-            notes.append(f"{int(gone.sum())} breast(s) at {f.name} level(s) {', '.join(map(str, separated))} "
-                         "dropped (no cancers there, so no odds ratio)")
+            notes.append(
+                f"{int(gone.sum())} breast(s) at {f.name} level(s) {', '.join(map(str, separated))} "
+                "dropped (no cancers there, so no odds ratio)"
+            )
             data = data[~gone]
     return data, notes
 
 
-def build_design(breasts: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, pd.Series, pd.Series, list[str], int]:
+def build_design(
+    breasts: pd.DataFrame, spec: ModelSpec
+) -> tuple[pd.DataFrame, pd.Series, pd.Series, list[str], int]:
     """(X, y, groups, notes, n_dropped) for one model; X holds a constant and the kept terms."""
     data, notes = _usable_rows(breasts.iloc[spec.rows], spec)
     notes = list(spec.notes) + notes
@@ -205,9 +216,16 @@ def odds_ratio_rows(name: str, result, columns: list[str]) -> tuple[list[dict], 
         if not np.isfinite(se[i]) or se[i] > MAX_LOG_SE or abs(params[i]) > MAX_LOG_OR:
             unstable.append(col)
             continue
-        rows.append({"model": name, "term": col, "odds_ratio": float(np.exp(params[i])),
-                     "ci_low": float(np.exp(ci[i, 0])), "ci_high": float(np.exp(ci[i, 1])),
-                     "p_value": float(pvalues[i])})
+        rows.append(
+            {
+                "model": name,
+                "term": col,
+                "odds_ratio": float(np.exp(params[i])),
+                "ci_low": float(np.exp(ci[i, 0])),
+                "ci_high": float(np.exp(ci[i, 1])),
+                "p_value": float(pvalues[i]),
+            }
+        )
     return rows, unstable
 
 
@@ -237,16 +255,29 @@ def fit_models(frame: pl.DataFrame, factors: list[Factor]) -> tuple[pd.DataFrame
     for spec in model_specs(breasts, frame, factors):
         design, y, groups, notes, n_dropped = build_design(breasts, spec)
         n_cancer = int(y.sum())
-        info = {"model": spec.name, "terms": ", ".join(design.columns[1:]), "n_breasts": len(y),
-                "n_patients": int(groups.nunique()), "n_cancer": n_cancer, "n_dropped": n_dropped}
+        info = {
+            "model": spec.name,
+            "terms": ", ".join(design.columns[1:]),
+            "n_breasts": len(y),
+            "n_patients": int(groups.nunique()),
+            "n_cancer": n_cancer,
+            "n_dropped": n_dropped,
+        }
         if design.shape[1] < 2 or n_cancer < MIN_EVENTS or n_cancer == len(y):
-            model_rows.append({**info, "converged": False,
-                               "notes": "; ".join([*notes, "not fitted: too few cancers or no terms"])})
+            model_rows.append(
+                {
+                    **info,
+                    "converged": False,
+                    "notes": "; ".join([*notes, "not fitted: too few cancers or no terms"]),
+                }
+            )
             continue
         try:
             result, converged = fit_logistic(design, y, groups)
         except (np.linalg.LinAlgError, ValueError) as exc:
-            model_rows.append({**info, "converged": False, "notes": "; ".join([*notes, f"fit failed: {exc}"])})
+            model_rows.append(
+                {**info, "converged": False, "notes": "; ".join([*notes, f"fit failed: {exc}"])}
+            )
             continue
         rows, unstable = odds_ratio_rows(spec.name, result, list(design.columns))
         or_rows += rows
@@ -271,5 +302,11 @@ def age_curve(frame: pl.DataFrame, points: int = 60) -> pd.DataFrame:
     grid = np.linspace(low, high, points)
     pred = result.get_prediction(np.column_stack([np.ones(points), (grid - AGE_CENTER) / AGE_SCALE]))
     frame_ci = pred.summary_frame(alpha=0.05)
-    return pd.DataFrame({"age": grid, "rate": frame_ci["mean"].to_numpy(), "ci_low": frame_ci["mean_ci_lower"].to_numpy(),
-                         "ci_high": frame_ci["mean_ci_upper"].to_numpy()})
+    return pd.DataFrame(
+        {
+            "age": grid,
+            "rate": frame_ci["mean"].to_numpy(),
+            "ci_low": frame_ci["mean_ci_lower"].to_numpy(),
+            "ci_high": frame_ci["mean_ci_upper"].to_numpy(),
+        }
+    )

@@ -36,19 +36,33 @@ def rates_display(rates: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
     """Rates as a reader wants them: '2.1% (1.9–2.3%)'."""
     sub = rates if unit is None else rates[rates["unit"] == unit]
     first = (sub["factor"] != sub["factor"].shift()) | (sub["unit"] != sub["unit"].shift())
-    return pd.DataFrame({
-        "factor": sub["factor"].where(first, ""), "level": sub["level"], **({} if unit else {"unit": sub["unit"]}),
-        "n": sub["n"].map("{:,}".format), "cancers": sub["n_cancer"].map("{:,}".format),
-        "rate (95% CI)": [f"{_pct(r)} ({_pct(lo)}–{_pct(hi)})"
-                          for r, lo, hi in zip(sub["rate"], sub["ci_low"], sub["ci_high"])]})
+    return pd.DataFrame(
+        {
+            "factor": sub["factor"].where(first, ""),
+            "level": sub["level"],
+            **({} if unit else {"unit": sub["unit"]}),
+            "n": sub["n"].map("{:,}".format),
+            "cancers": sub["n_cancer"].map("{:,}".format),
+            "rate (95% CI)": [
+                f"{_pct(r)} ({_pct(lo)}–{_pct(hi)})"
+                for r, lo, hi in zip(sub["rate"], sub["ci_low"], sub["ci_high"])
+            ],
+        }
+    )
 
 
 def odds_display(odds: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({
-        "model": odds["model"], "term": odds["term"],
-        "odds ratio (95% CI)": [f"{o:.2f} ({lo:.2f}–{hi:.2f})"
-                                for o, lo, hi in zip(odds["odds_ratio"], odds["ci_low"], odds["ci_high"])],
-        "p": odds["p_value"].map(_fmt_p)})
+    return pd.DataFrame(
+        {
+            "model": odds["model"],
+            "term": odds["term"],
+            "odds ratio (95% CI)": [
+                f"{o:.2f} ({lo:.2f}–{hi:.2f})"
+                for o, lo, hi in zip(odds["odds_ratio"], odds["ci_low"], odds["ci_high"])
+            ],
+            "p": odds["p_value"].map(_fmt_p),
+        }
+    )
 
 
 def _fmt_p(p: float) -> str:
@@ -56,11 +70,19 @@ def _fmt_p(p: float) -> str:
 
 
 def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"factor": tests["factor"], "test": tests["test"], "unit": tests["unit"],
-                         "n": tests["n"].map("{:,}".format), "levels": tests["n_levels"],
-                         "p": tests["p_value"].map(_fmt_p), f"p ({CORRECTION})": tests["p_adjusted"].map(_fmt_p),
-                         "significant": tests["significant"].map({True: "yes", False: "no"}),
-                         "note": tests["note"]})
+    return pd.DataFrame(
+        {
+            "factor": tests["factor"],
+            "test": tests["test"],
+            "unit": tests["unit"],
+            "n": tests["n"].map("{:,}".format),
+            "levels": tests["n_levels"],
+            "p": tests["p_value"].map(_fmt_p),
+            f"p ({CORRECTION})": tests["p_adjusted"].map(_fmt_p),
+            "significant": tests["significant"].map({True: "yes", False: "no"}),
+            "note": tests["note"],
+        }
+    )
 
 
 def _leak_reason(row: pd.Series) -> str:
@@ -73,48 +95,90 @@ def _leak_reason(row: pd.Series) -> str:
 
 def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
     ordered = leakage.sort_values(["verdict", "auc_alone"], ascending=[True, False])
-    return pd.DataFrame({"column": ordered["column"],
-                         "known at screening": ordered["available_at_screening"].map({True: "yes", False: "no"}),
-                         "AUC alone": ordered["auc_alone"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
-                         "verdict": ordered["verdict"], "why": ordered.apply(_leak_reason, axis=1)})
+    return pd.DataFrame(
+        {
+            "column": ordered["column"],
+            "known at screening": ordered["available_at_screening"].map({True: "yes", False: "no"}),
+            "AUC alone": ordered["auc_alone"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+            "verdict": ordered["verdict"],
+            "why": ordered.apply(_leak_reason, axis=1),
+        }
+    )
 
 
 def models_display(models: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"model": models["model"], "breasts used": models["n_breasts"].map("{:,}".format),
-                         "women": models["n_patients"].map("{:,}".format), "cancers": models["n_cancer"],
-                         "breasts dropped": models["n_dropped"].map("{:,}".format),
-                         "converged": models["converged"].map({True: "yes", False: "no"})})
+    return pd.DataFrame(
+        {
+            "model": models["model"],
+            "breasts used": models["n_breasts"].map("{:,}".format),
+            "women": models["n_patients"].map("{:,}".format),
+            "cancers": models["n_cancer"],
+            "breasts dropped": models["n_dropped"].map("{:,}".format),
+            "converged": models["converged"].map({True: "yes", False: "no"}),
+        }
+    )
 
 
 def _overview(result: StudyResult) -> Section:
     s = result.summary
-    cards = metric_cards({"images": f"{s['n_images']:,}", "women": f"{s['n_patients']:,}",
-                          "breasts": f"{s['n_breasts']:,}", "breasts with cancer": f"{s['n_cancer_breasts']:,}",
-                          "breast-level prevalence": _pct(s["prevalence_breast"]),
-                          "image-level prevalence": _pct(s["prevalence_image"])})
-    return Section("Overview", [
-        cards, paragraph(f"What the label means in {result.dataset}: {result.label_meaning}"),
-        paragraph("Rates are given with 95% Wilson intervals; a breast is the unit the label belongs to, so the "
-                  "breast level is the headline and the image and woman levels are in the CSV.", "note")])
+    cards = metric_cards(
+        {
+            "images": f"{s['n_images']:,}",
+            "women": f"{s['n_patients']:,}",
+            "breasts": f"{s['n_breasts']:,}",
+            "breasts with cancer": f"{s['n_cancer_breasts']:,}",
+            "breast-level prevalence": _pct(s["prevalence_breast"]),
+            "image-level prevalence": _pct(s["prevalence_image"]),
+        }
+    )
+    return Section(
+        "Overview",
+        [
+            cards,
+            paragraph(f"What the label means in {result.dataset}: {result.label_meaning}"),
+            paragraph(
+                "Rates are given with 95% Wilson intervals; a breast is the unit the label belongs to, so the "
+                "breast level is the headline and the image and woman levels are in the CSV.",
+                "note",
+            ),
+        ],
+    )
 
 
 def _rates(result: StudyResult) -> list[Section]:
     plotted = [f for f in result.factors if f.kind != "continuous"]
     blocks = []
     if plotted:
-        blocks.append(figure(lambda: figures.rates_figure(result.rates, plotted),
-                             "Cancer rate per level with its 95% Wilson interval; the dashed line is the overall "
-                             "rate; n beside each level; an arrow marks an interval running past the axis. Grey: value not recorded. Red: leaks the label (decided after the outcome or flagged by the audit)."))
-    blocks += [table(rates_display(result.rates, "breast"), "Breast-level rates", max_rows=400),
-               details("All units (image, breast, woman)", [table(rates_display(result.rates), max_rows=1000)]),
-               paragraph("A breast or a woman counts under a level when one of her images has it; for view, which "
-                         "varies within a breast, a breast counts under each of its views.", "note")]
+        blocks.append(
+            figure(
+                lambda: figures.rates_figure(result.rates, plotted),
+                "Cancer rate per level with its 95% Wilson interval; the dashed line is the overall "
+                "rate; n beside each level; an arrow marks an interval running past the axis. Grey: value not recorded. Red: leaks the label (decided after the outcome or flagged by the audit).",
+            )
+        )
+    blocks += [
+        table(rates_display(result.rates, "breast"), "Breast-level rates", max_rows=400),
+        details("All units (image, breast, woman)", [table(rates_display(result.rates), max_rows=1000)]),
+        paragraph(
+            "A breast or a woman counts under a level when one of her images has it; for view, which "
+            "varies within a breast, a breast counts under each of its views.",
+            "note",
+        ),
+    ]
     sections = [Section("Cancer rates by factor", blocks)]
     if len(result.age_rates):
-        sections.append(Section("Age as a continuous trend", [
-            figure(lambda: figures.age_figure(result.age_rates, result.age_fit),
-                   "Breast-level cancer rate in 5-year age bins (bins with fewer than 30 breasts left out) and the "
-                   "logistic trend on age, with its 95% band (standard errors clustered on women).")]))
+        sections.append(
+            Section(
+                "Age as a continuous trend",
+                [
+                    figure(
+                        lambda: figures.age_figure(result.age_rates, result.age_fit),
+                        "Breast-level cancer rate in 5-year age bins (bins with fewer than 30 breasts left out) and the "
+                        "logistic trend on age, with its 95% band (standard errors clustered on women).",
+                    )
+                ],
+            )
+        )
     return sections
 
 
@@ -122,36 +186,58 @@ def _tests(result: StudyResult) -> Section:
     if result.tests.empty:
         return Section("Association tests", [paragraph("No test could be run (too few levels or cancers).")])
     n = len(result.tests)
-    return Section("Association tests", [
-        paragraph(f"{n} tests were run, so p-values are corrected for {n} tests with Holm's method (family-wise "
-                  "error 5%). Chi-square, or Fisher's exact test where an expected count is below 5; for ordered "
-                  "factors also the Cochran-Armitage trend test. Levels recorded as missing are left out of the "
-                  "tests; post-outcome columns are not tested."),
-        table(tests_display(result.tests))])
+    return Section(
+        "Association tests",
+        [
+            paragraph(
+                f"{n} tests were run, so p-values are corrected for {n} tests with Holm's method (family-wise "
+                "error 5%). Chi-square, or Fisher's exact test where an expected count is below 5; for ordered "
+                "factors also the Cochran-Armitage trend test. Levels recorded as missing are left out of the "
+                "tests; post-outcome columns are not tested."
+            ),
+            table(tests_display(result.tests)),
+        ],
+    )
 
 
 def _regression(result: StudyResult) -> Section:
-    blocks = [paragraph("Logistic regression of breast-level cancer with standard errors clustered on women (a "
-                        "woman's two breasts are not independent). Age enters per 10 years (centred at "
-                        f"{AGE_CENTER:.0f}); each categorical factor is compared with its reference level; a "
-                        "recorded-as-missing level stays in the model as its own level.")]
+    blocks = [
+        paragraph(
+            "Logistic regression of breast-level cancer with standard errors clustered on women (a "
+            "woman's two breasts are not independent). Age enters per 10 years (centred at "
+            f"{AGE_CENTER:.0f}); each categorical factor is compared with its reference level; a "
+            "recorded-as-missing level stays in the model as its own level."
+        )
+    ]
     if len(result.odds_ratios):
-        blocks.append(figure(lambda: figures.forest_figure(result.odds_ratios),
-                             "Odds ratios with 95% intervals (log scale); an interval crossing the dashed line at 1 "
-                             "is compatible with no effect."))
+        blocks.append(
+            figure(
+                lambda: figures.forest_figure(result.odds_ratios),
+                "Odds ratios with 95% intervals (log scale); an interval crossing the dashed line at 1 "
+                "is compatible with no effect.",
+            )
+        )
         blocks.append(table(odds_display(result.odds_ratios), "Odds ratios"))
     blocks.append(table(models_display(result.models), "Breasts each model used and dropped"))
-    notes = [f"{r['model']}: {note}" for _, r in result.models.iterrows()
-             for note in str(r["notes"]).split("; ") if note]
+    notes = [
+        f"{r['model']}: {note}"
+        for _, r in result.models.iterrows()
+        for note in str(r["notes"]).split("; ")
+        if note
+    ]
     if notes:
         blocks += [paragraph("What each model left out, pooled or dropped, and why:"), bullet_list(notes)]
     return Section("Adjusted odds ratios", blocks)
 
 
 def _missingness(result: StudyResult) -> Section:
-    blocks = [figure(lambda: figures.missingness_figure(result.missingness),
-                     "Share of images with the column empty, over all sites and per site."),
-              paragraph(result.nesting)]
+    blocks = [
+        figure(
+            lambda: figures.missingness_figure(result.missingness),
+            "Share of images with the column empty, over all sites and per site.",
+        ),
+        paragraph(result.nesting),
+    ]
     if not result.site_machine.empty:
         crosstab = result.site_machine.map("{:,}".format).reset_index()
         crosstab.columns = ["machine"] + [f"site {c}" for c in crosstab.columns[1:]]
@@ -160,26 +246,54 @@ def _missingness(result: StudyResult) -> Section:
 
 
 def _leakage(result: StudyResult) -> Section:
-    return Section("Leakage audit", [
-        paragraph("A column leaks the label when it is decided after the outcome (it cannot be known at screening) "
-                  f"or when on its own it predicts the label implausibly well (AUC >= {LEAKY_AUC}). The AUC is "
-                  "out-of-fold with folds grouped by woman and stratified on her label, at breast level, each level scored by its cancer rate in "
-                  "the other folds. Later stages leave leaky columns out by default."),
-        figure(lambda: figures.leakage_figure(result.leakage), "AUC of each column alone; dashed 0.5 = chance, dotted = the "
-               "leakage threshold."),
-        table(leakage_display(result.leakage))])
+    return Section(
+        "Leakage audit",
+        [
+            paragraph(
+                "A column leaks the label when it is decided after the outcome (it cannot be known at screening) "
+                f"or when on its own it predicts the label implausibly well (AUC >= {LEAKY_AUC}). The AUC is "
+                "out-of-fold with folds grouped by woman and stratified on her label, at breast level, each level scored by its cancer rate in "
+                "the other folds. Later stages leave leaky columns out by default."
+            ),
+            figure(
+                lambda: figures.leakage_figure(result.leakage),
+                "AUC of each column alone; dashed 0.5 = chance, dotted = the leakage threshold.",
+            ),
+            table(leakage_display(result.leakage)),
+        ],
+    )
 
 
 def _notes(result: StudyResult) -> Section:
     notes = result.notes or ["Every column with a role was analysed."]
-    return Section("Notes on the data", [bullet_list(notes), paragraph(
-        "Tables: tables/rates.csv, tests.csv, odds_ratios.csv, models.csv, missingness.csv, leakage.csv "
-        "(aggregates only: no row-level data and no identifiers).", "note")])
+    return Section(
+        "Notes on the data",
+        [
+            bullet_list(notes),
+            paragraph(
+                "Tables: tables/rates.csv, tests.csv, odds_ratios.csv, models.csv, missingness.csv, leakage.csv "
+                "(aggregates only: no row-level data and no identifiers).",
+                "note",
+            ),
+        ],
+    )
 
 
 def render_study(result: StudyResult, path: str | Path) -> Path:
     """Write the study's self-contained HTML page."""
-    sections = [_overview(result), Section("Findings", [bullet_list(result.findings)]), *_rates(result),
-                _tests(result), _regression(result), _missingness(result), _leakage(result), _notes(result)]
-    return render_page(path, f"Dataset study: {result.dataset}", sections,
-                       subtitle="What in the metadata relates to cancer, what leaks the label, and what is missing.")
+    sections = [
+        _overview(result),
+        Section("Findings", [bullet_list(result.findings)]),
+        *_rates(result),
+        _tests(result),
+        _regression(result),
+        _missingness(result),
+        _leakage(result),
+        _notes(result),
+    ]
+    return render_page(
+        path,
+        f"Dataset study: {result.dataset}",
+        sections,
+        subtitle="What in the metadata relates to cancer, what leaks the label, and what is missing.",
+    )

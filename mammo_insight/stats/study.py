@@ -27,8 +27,16 @@ from mammo_insight.stats.tests import association_tests
 
 log = logging.getLogger(__name__)
 
-SUMMARY_KEYS = ["n_images", "n_patients", "n_breasts", "n_cancer_images", "n_cancer_breasts", "n_cancer_patients",
-                "prevalence_image", "prevalence_breast"]
+SUMMARY_KEYS = [
+    "n_images",
+    "n_patients",
+    "n_breasts",
+    "n_cancer_images",
+    "n_cancer_breasts",
+    "n_cancer_patients",
+    "prevalence_image",
+    "prevalence_breast",
+]
 
 
 @dataclass
@@ -67,8 +75,11 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         "n_cancer_breasts": int(positive["breast_id"].nunique()),
         "n_cancer_patients": int(positive["patient_id"].nunique()),
         "prevalence_image": float(len(positive) / len(labelled)) if len(labelled) else float("nan"),
-        "prevalence_breast": (float(positive["breast_id"].nunique() / n_labelled_breasts)
-                              if n_labelled_breasts else float("nan")),
+        "prevalence_breast": (
+            float(positive["breast_id"].nunique() / n_labelled_breasts)
+            if n_labelled_breasts
+            else float("nan")
+        ),
     }
 
 
@@ -82,12 +93,16 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
 
     table = cohort.table
     if table["cancer"].isna().all():
-        raise MammoInsightError(f"eda: {cohort.dataset}: column 'cancer' is empty in all {len(table)} rows, "
-                                "so there is nothing to study (map the label column, e.g. in the TOML [label])")
+        raise MammoInsightError(
+            f"eda: {cohort.dataset}: column 'cancer' is empty in all {len(table)} rows, "
+            "so there is nothing to study (map the label column, e.g. in the TOML [label])"
+        )
     summary = timed("summary", lambda: summarise(table))
     leakage = timed("leakage", lambda: audit_leakage(table, post_outcome=cohort.post_outcome))
     leaky = set(leakage.loc[leakage["verdict"] == "leaky", "column"])
-    study = timed("frame", lambda: build_study_frame(table, cohort.factors, leaky, post_outcome=cohort.post_outcome))
+    study = timed(
+        "frame", lambda: build_study_frame(table, cohort.factors, leaky, post_outcome=cohort.post_outcome)
+    )
     rates = timed("rates", lambda: compute_rates(study.frame, study.factors))
     age_rates = timed("age_rates", lambda: rates_by_age(study.frame))
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))
@@ -96,6 +111,28 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
     nesting = nesting_remark(crosstab)
-    findings = timed("findings", lambda: write_findings(summary, rates, tests, odds, missing=missing, leakage=leakage, nesting=nesting))
-    return StudyResult(cohort.dataset, cohort.label_meaning, summary, study.factors, rates, age_rates, age_fit,
-                       tests, odds, models, missing, crosstab, nesting, leakage, findings, study.notes, timings)
+    findings = timed(
+        "findings",
+        lambda: write_findings(
+            summary, rates, tests, odds, missing=missing, leakage=leakage, nesting=nesting
+        ),
+    )
+    return StudyResult(
+        cohort.dataset,
+        cohort.label_meaning,
+        summary,
+        study.factors,
+        rates,
+        age_rates,
+        age_fit,
+        tests,
+        odds,
+        models,
+        missing,
+        crosstab,
+        nesting,
+        leakage,
+        findings,
+        study.notes,
+        timings,
+    )

@@ -20,8 +20,18 @@ from statsmodels.stats.multitest import multipletests
 
 from mammo_insight.stats.factors import MISSING, UNIT_IDS, Factor, constant_within
 
-TEST_COLUMNS = ["factor", "test", "unit", "n", "n_levels", "statistic", "p_value", "p_adjusted", "significant",
-                "note"]
+TEST_COLUMNS = [
+    "factor",
+    "test",
+    "unit",
+    "n",
+    "n_levels",
+    "statistic",
+    "p_value",
+    "p_adjusted",
+    "significant",
+    "note",
+]
 MIN_EXPECTED = 5.0
 ALPHA = 0.05
 CORRECTION = "holm"
@@ -33,7 +43,9 @@ def contingency(frame: pl.DataFrame, factor: Factor, unit: str) -> pd.DataFrame:
     sub = frame.filter(pl.col(factor.name) != MISSING)
     if unit != "image":
         sub = sub.group_by([factor.name, UNIT_IDS[unit]]).agg(pl.col("cancer").max())
-    counts = sub.group_by(factor.name).agg(pl.len().alias("n"), pl.col("cancer").sum().alias("pos")).to_pandas()
+    counts = (
+        sub.group_by(factor.name).agg(pl.len().alias("n"), pl.col("cancer").sum().alias("pos")).to_pandas()
+    )
     counts = counts.set_index(factor.name).reindex([lv for lv in factor.levels if lv != MISSING]).dropna()
     return pd.DataFrame({"neg": counts["n"] - counts["pos"], "pos": counts["pos"]}).astype(np.int64)
 
@@ -54,7 +66,9 @@ def independence_test(table: np.ndarray, seed: int = 0) -> tuple[str, float, flo
 
 def trend_test(table: np.ndarray) -> tuple[float, float]:
     """Cochran-Armitage trend (z, p) with scores 0..k-1 for the ordered levels."""
-    res = Table(table).test_ordinal_association(row_scores=np.arange(table.shape[0]), col_scores=np.array([0, 1]))
+    res = Table(table).test_ordinal_association(
+        row_scores=np.arange(table.shape[0]), col_scores=np.array([0, 1])
+    )
     return float(res.zscore), float(res.pvalue)
 
 
@@ -72,7 +86,13 @@ def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0)
             continue
         table = counts.to_numpy()
         name, statistic, p = independence_test(table, seed)
-        base = {"factor": factor.name, "unit": unit, "n": int(table.sum()), "n_levels": len(counts), "note": note}
+        base = {
+            "factor": factor.name,
+            "unit": unit,
+            "n": int(table.sum()),
+            "n_levels": len(counts),
+            "note": note,
+        }
         rows.append({**base, "test": name, "statistic": statistic, "p_value": p})
         if factor.ordered and len(counts) > 2:
             z, p_trend = trend_test(table)

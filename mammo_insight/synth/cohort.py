@@ -48,8 +48,9 @@ def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int, int] = (256, 192),
-                          *, prevalence: float = 0.2) -> dict:
+def make_synthetic_cohort(
+    out: Path, n_patients: int, seed: int, size: tuple[int, int] = (256, 192), *, prevalence: float = 0.2
+) -> dict:
     """Write the cohort (see module docstring) and return summary counts.
 
     size is the base (height, width); each woman's images use one of a few sizes around it
@@ -68,8 +69,11 @@ def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int
     lesions: dict[tuple[int, str], LesionSpec] = {}
     ann_rows, box_rows = [], []
     rows = table.to_dict("records")
-    items = track(enumerate(rows), "synthetic DICOMs", total=len(rows)) if len(rows) >= PROGRESS_MIN_IMAGES \
+    items = (
+        track(enumerate(rows), "synthetic DICOMs", total=len(rows))
+        if len(rows) >= PROGRESS_MIN_IMAGES
         else enumerate(rows)
+    )
     for i, row in items:
         pid, lat = int(row["patient_id"]), row["laterality"]
         key = (pid, lat)
@@ -77,20 +81,43 @@ def make_synthetic_cohort(out: Path, n_patients: int, seed: int, size: tuple[int
             lesions[key] = draw_lesion_spec(np.random.default_rng([seed, 3, pid, ord(lat)]))
         rng = np.random.default_rng([seed, 4, int(row["image_id"])])
         f = factor[row["patient_id"]]
-        img = render_image(rng, _even(size[0] * f), _even(size[1] * f), lat, view=row["view"],
-                           density=row["density_true"], lesion=lesions.get(key), pad_far_side=i % PAD_EVERY == pad_phase)
+        img = render_image(
+            rng,
+            _even(size[0] * f),
+            _even(size[1] * f),
+            lat,
+            view=row["view"],
+            density=row["density_true"],
+            lesion=lesions.get(key),
+            pad_far_side=i % PAD_EVERY == pad_phase,
+        )
         profile = PROFILES[order[i % len(PROFILES)]]
         stored, pad_value = to_stored(img.pixels, img.padding, profile)
-        meta = ImageMeta(patient_id=str(pid), image_id=str(row["image_id"]), laterality=lat, view=row["view"],
-                         age=float(row["age_true"]), site_id=str(row["site_id"]), seed=seed)
-        write_dicom(out / "train_images" / str(pid) / f"{row['image_id']}.dcm", stored,
-                    pad_value if img.padding.any() else None, profile, meta=meta)
+        meta = ImageMeta(
+            patient_id=str(pid),
+            image_id=str(row["image_id"]),
+            laterality=lat,
+            view=row["view"],
+            age=float(row["age_true"]),
+            site_id=str(row["site_id"]),
+            seed=seed,
+        )
+        write_dicom(
+            out / "train_images" / str(pid) / f"{row['image_id']}.dcm",
+            stored,
+            pad_value if img.padding.any() else None,
+            profile,
+            meta=meta,
+        )
         box_rows.append((row["image_id"], *img.breast_box))
         if img.lesion is not None:
             ann_rows.append((row["image_id"], *(round(v, 2) for v in img.lesion)))
-    pd.DataFrame(ann_rows, columns=["image_id", "x", "y", "radius"]).to_csv(out / "annotations.csv", index=False)
-    pd.DataFrame(box_rows, columns=["image_id", "x0", "y0", "x1", "y1"]).to_csv(out / "breast_boxes.csv",
-                                                                                 index=False)
+    pd.DataFrame(ann_rows, columns=["image_id", "x", "y", "radius"]).to_csv(
+        out / "annotations.csv", index=False
+    )
+    pd.DataFrame(box_rows, columns=["image_id", "x0", "y0", "x1", "y1"]).to_csv(
+        out / "breast_boxes.csv", index=False
+    )
     breasts = breast_level(table)
     summary = {
         "n_images": len(table),

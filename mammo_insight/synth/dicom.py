@@ -114,7 +114,9 @@ def _voi_lut_item(lo: int, hi: int) -> Dataset:
     return item
 
 
-def build_dataset(stored: np.ndarray, pad_value: int | None, profile: DicomProfile, meta: ImageMeta) -> Dataset:
+def build_dataset(
+    stored: np.ndarray, pad_value: int | None, profile: DicomProfile, meta: ImageMeta
+) -> Dataset:
     """A Digital Mammography For Presentation dataset with the given pixels (still uncompressed)."""
     rows, cols = stored.shape
     sop_uid = _uid(meta, meta.image_id)
@@ -166,15 +168,21 @@ def build_dataset(stored: np.ndarray, pad_value: int | None, profile: DicomProfi
     ds.WindowWidth = f"{width:.2f}"
     ds.VOILUTFunction = "SIGMOID" if profile.voi == "SIGMOID" else "LINEAR"
     if profile.voi == "LUT":
-        ds.VOILUTSequence = Sequence([_voi_lut_item(int(profile.slope * lo + profile.intercept),
-                                                    int(profile.slope * hi + profile.intercept))])
+        ds.VOILUTSequence = Sequence(
+            [
+                _voi_lut_item(
+                    int(profile.slope * lo + profile.intercept), int(profile.slope * hi + profile.intercept)
+                )
+            ]
+        )
     ds.LossyImageCompression = "00"
     ds.PixelData = stored.tobytes()
     return ds
 
 
-def write_dicom(path: Path, stored: np.ndarray, pad_value: int | None, profile: DicomProfile,
-                *, meta: ImageMeta) -> None:
+def write_dicom(
+    path: Path, stored: np.ndarray, pad_value: int | None, profile: DicomProfile, *, meta: ImageMeta
+) -> None:
     """Build, encode with the profile's transfer syntax and save one file."""
     ds = build_dataset(stored, pad_value, profile, meta)
     syntax = profile.syntax

@@ -46,8 +46,11 @@ class RenderedImage:
 
 
 def draw_lesion_spec(rng: np.random.Generator) -> LesionSpec:
-    return LesionSpec(rho=float(rng.uniform(*LESION_RHO)), theta=float(rng.uniform(-LESION_THETA, LESION_THETA)),
-                      radius_frac=float(rng.uniform(*LESION_RADIUS_FRAC)))
+    return LesionSpec(
+        rho=float(rng.uniform(*LESION_RHO)),
+        theta=float(rng.uniform(-LESION_THETA, LESION_THETA)),
+        radius_frac=float(rng.uniform(*LESION_RADIUS_FRAC)),
+    )
 
 
 @lru_cache(maxsize=64)
@@ -88,7 +91,9 @@ def _radial_streaks(rng: np.random.Generator, angle: np.ndarray, rho: np.ndarray
     table = np.zeros(STREAK_BINS, dtype=np.float32)
     for freq in rng.uniform(14.0, 48.0, size=6):
         table += np.sin(freq * a + rng.uniform(0, 2 * np.pi) + rng.uniform(-1.5, 1.5) * r)
-    ia = np.clip(((angle + np.pi) / (2 * np.pi) * (STREAK_BINS[0] - 1)).astype(np.int32), 0, STREAK_BINS[0] - 1)
+    ia = np.clip(
+        ((angle + np.pi) / (2 * np.pi) * (STREAK_BINS[0] - 1)).astype(np.int32), 0, STREAK_BINS[0] - 1
+    )
     ir = np.clip((rho / 1.2 * (STREAK_BINS[1] - 1)).astype(np.int32), 0, STREAK_BINS[1] - 1)
     return table[ia, ir] / np.sqrt(3.0)
 
@@ -107,8 +112,17 @@ def _label_patch(text: str, height: int) -> np.ndarray:
     return patch
 
 
-def render_image(rng: np.random.Generator, height: int, width: int, laterality: str, *, view: str,
-                 density: str, lesion: LesionSpec | None, pad_far_side: bool) -> RenderedImage:
+def render_image(
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    laterality: str,
+    *,
+    view: str,
+    density: str,
+    lesion: LesionSpec | None,
+    pad_far_side: bool,
+) -> RenderedImage:
     """Render one image; ``rng`` drives texture and small geometry jitter, so views of a breast differ."""
     pad = round(width * rng.uniform(*PAD_FRAC)) if pad_far_side else 0
     w = width - pad
@@ -125,15 +139,25 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
     thickness = np.sqrt(np.clip(1.0 - (rho / skin) ** 2, 0.0, 1.0))
 
     cover_z = ndtri(1.0 - GLAND_COVER[density])
-    clumps = (0.45 * _smooth_noise(rng, (h, w), h / 45) + 0.55 * _smooth_noise(rng, (h, w), h / 18)
-              + 0.45 * _smooth_noise(rng, (h, w), h / 7))
+    clumps = (
+        0.45 * _smooth_noise(rng, (h, w), h / 45)
+        + 0.55 * _smooth_noise(rng, (h, w), h / 18)
+        + 0.45 * _smooth_noise(rng, (h, w), h / 7)
+    )
     glands = expit(2.5 * (clumps - cover_z))
     # strands converge on the nipple (depth = a on the nipple axis)
     from_nipple = np.sqrt((a - depth) ** 2 + (yy - cy) ** 2) / a
-    streaks = _radial_streaks(rng, np.arctan2(yy - cy, a - depth), from_nipple) * np.minimum(1.0, from_nipple / 0.4)
+    streaks = _radial_streaks(rng, np.arctan2(yy - cy, a - depth), from_nipple) * np.minimum(
+        1.0, from_nipple / 0.4
+    )
     fine = _smooth_noise(rng, (h, w), 1.0)
-    tissue = (0.24 + 0.14 * thickness + 0.30 * glands * (0.55 + 0.45 * thickness)
-              + 0.025 * streaks * thickness + 0.02 * fine)
+    tissue = (
+        0.24
+        + 0.14 * thickness
+        + 0.30 * glands * (0.55 + 0.45 * thickness)
+        + 0.025 * streaks * thickness
+        + 0.02 * fine
+    )
     img = np.where(breast, tissue, 0.05 + 0.012 * rng.standard_normal((h, w), dtype=np.float32))
 
     if mlo:
@@ -148,11 +172,13 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
         y_c = cy + lesion.rho * b * np.sin(lesion.theta)
         x_c = d_c if laterality == "L" else (w - 1 - d_c)
         r = lesion.radius_frac * h
-        win = (slice(max(0, int(y_c - 1.3 * r)), int(y_c + 1.3 * r) + 2),
-               slice(max(0, int(x_c - 1.3 * r)), int(x_c + 1.3 * r) + 2))
+        win = (
+            slice(max(0, int(y_c - 1.3 * r)), int(y_c + 1.3 * r) + 2),
+            slice(max(0, int(x_c - 1.3 * r)), int(x_c + 1.3 * r) + 2),
+        )
         dx, dy = xx[win] - x_c, yy[win] - y_c
         lobes = 1.0 + 0.12 * np.sin(3.0 * np.arctan2(dy, dx) + lesion.theta)
-        blob = np.clip(1.0 - (dx ** 2 + dy ** 2) / r ** 2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine[win])
+        blob = np.clip(1.0 - (dx**2 + dy**2) / r**2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine[win])
         img[win] += 0.24 * blob * breast[win]
         lesion_xyr = (float(x_c), float(y_c), float(r))
 
@@ -164,7 +190,7 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
     full = np.zeros((height, width), dtype=np.float32)
     padding = np.zeros((height, width), dtype=bool)
     offset = 0 if laterality == "L" else pad  # the strip goes on the side away from the chest wall
-    full[:, offset:offset + w] = img
+    full[:, offset : offset + w] = img
     if pad:
         strip = slice(w, width) if laterality == "L" else slice(0, pad)
         padding[:, strip] = True
@@ -175,8 +201,9 @@ def render_image(rng: np.random.Generator, height: int, width: int, laterality: 
     return RenderedImage(full, padding, tuple(box), lesion_xyr)
 
 
-def _burn_label(img: np.ndarray, breast: np.ndarray, text: str, laterality: str,
-                *, rng: np.random.Generator) -> np.ndarray:
+def _burn_label(
+    img: np.ndarray, breast: np.ndarray, text: str, laterality: str, *, rng: np.random.Generator
+) -> np.ndarray:
     """Stamp the text marker (and sometimes a solid square) into a background corner far from the chest wall."""
     h, w = img.shape
     patch = _label_patch(text, h)

@@ -143,5 +143,11 @@ def encode_jpeg_lossless_sv1(image: np.ndarray, precision: int) -> bytes:
     sof = struct.pack(">BHHB", precision, rows, cols, 1) + bytes([1, 0x11, 0])
     dht = bytes([0x00]) + bytes(bits) + bytes(huffval)
     sos = bytes([1, 1, 0x00, 1, 0, 0])  # Ns=1, Cs=1 Td=0, Ss=predictor 1, Se=0, Ah/Al=0
-    return (b"\xff\xd8" + _segment(0xFFC3, sof) + _segment(0xFFC4, dht) + _segment(0xFFDA, sos)
-            + _pack(values, lengths) + b"\xff\xd9")
+    return (
+        b"\xff\xd8"
+        + _segment(0xFFC3, sof)
+        + _segment(0xFFC4, dht)
+        + _segment(0xFFDA, sos)
+        + _pack(values, lengths)
+        + b"\xff\xd9"
+    )

@@ -27,8 +27,22 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.special import expit
 
-RSNA_COLUMNS = ["site_id", "patient_id", "image_id", "laterality", "view", "age", "cancer", "biopsy",
-                "invasive", "BIRADS", "implant", "density", "machine_id", "difficult_negative_case"]
+RSNA_COLUMNS = [
+    "site_id",
+    "patient_id",
+    "image_id",
+    "laterality",
+    "view",
+    "age",
+    "cancer",
+    "biopsy",
+    "invasive",
+    "BIRADS",
+    "implant",
+    "density",
+    "machine_id",
+    "difficult_negative_case",
+]
 DENSITY_LEVELS = ("A", "B", "C", "D")
 
 
@@ -43,11 +57,23 @@ class TrueEffects:
     age_center: float = 60.0
     density_or: dict[str, float] = field(default_factory=lambda: {"A": 1.0, "B": 1.4, "C": 2.0, "D": 2.8})
     density_share: dict[str, float] = field(
-        default_factory=lambda: {"A": 0.11, "B": 0.43, "C": 0.41, "D": 0.05})
+        default_factory=lambda: {"A": 0.11, "B": 0.43, "C": 0.41, "D": 0.05}
+    )
     site_share: dict[str, float] = field(default_factory=lambda: {"1": 0.49, "2": 0.51})
-    machines: dict[str, dict[str, float]] = field(default_factory=lambda: {
-        "1": {"49": 0.80, "216": 0.065, "93": 0.065, "210": 0.035, "170": 0.03, "190": 0.004, "197": 0.001},
-        "2": {"21": 0.33, "29": 0.33, "48": 0.34}})
+    machines: dict[str, dict[str, float]] = field(
+        default_factory=lambda: {
+            "1": {
+                "49": 0.80,
+                "216": 0.065,
+                "93": 0.065,
+                "210": 0.035,
+                "170": 0.03,
+                "190": 0.004,
+                "197": 0.001,
+            },
+            "2": {"21": 0.33, "29": 0.33, "48": 0.34},
+        }
+    )
     site_or: float = 1.0  # no direct site effect (documented null)
     machine_or: float = 1.0  # no direct machine effect (documented null)
     implant_or: float = 1.0  # no implant effect
@@ -61,15 +87,20 @@ class TrueEffects:
     recall_rate_negative: dict[str, float] = field(default_factory=lambda: {"1": 0.17, "2": 0.105})
     biopsy_given_recall: dict[str, float] = field(default_factory=lambda: {"1": 0.34, "2": 0.045})
     # BIRADS of non-recalled negatives at site 1: 1, 2 or missing
-    birads_site1_negative: dict[str, float] = field(default_factory=lambda: {"1": 0.667, "2": 0.09, "": 0.243})
+    birads_site1_negative: dict[str, float] = field(
+        default_factory=lambda: {"1": 0.667, "2": 0.09, "": 0.243}
+    )
     extra_image_rate: float = 0.08
-    extra_views: dict[str, float] = field(default_factory=lambda: {
-        "MLO": 0.35, "CC": 0.25, "ML": 0.15, "LM": 0.10, "AT": 0.15})
+    extra_views: dict[str, float] = field(
+        default_factory=lambda: {"MLO": 0.35, "CC": 0.25, "ML": 0.15, "LM": 0.10, "AT": 0.15}
+    )
 
     def odds_ratios(self) -> dict[str, float]:
         """The planted breast-level odds ratios by name (density vs A; site, machine, implant: none)."""
         ors = {"age_per_10y": self.age_or_per_10y}
-        ors.update({f"density_{k}_vs_A": v / self.density_or["A"] for k, v in self.density_or.items() if k != "A"})
+        ors.update(
+            {f"density_{k}_vs_A": v / self.density_or["A"] for k, v in self.density_or.items() if k != "A"}
+        )
         ors.update({"site_2_vs_1": self.site_or, "machine": self.machine_or, "implant": self.implant_or})
         return ors
 
@@ -101,16 +132,27 @@ def _women(rng: np.random.Generator, n: int, eff: TrueEffects) -> pd.DataFrame:
     age = np.clip(np.round(rng.normal(eff.age_mean, eff.age_sd, n)), lo, hi)
     density = _choice(rng, eff.density_share, n)
     implant = ((site == "1") & (rng.random(n) < eff.implant_rate_site1)).astype(int)
-    return pd.DataFrame({"patient_id": patient_id, "site_id": site, "machine_id": machine, "age": age,
-                         "density_true": density, "implant": implant})
+    return pd.DataFrame(
+        {
+            "patient_id": patient_id,
+            "site_id": site,
+            "machine_id": machine,
+            "age": age,
+            "density_true": density,
+            "implant": implant,
+        }
+    )
 
 
-def _breasts(rng: np.random.Generator, women: pd.DataFrame, prevalence: float, eff: TrueEffects) -> pd.DataFrame:
+def _breasts(
+    rng: np.random.Generator, women: pd.DataFrame, prevalence: float, eff: TrueEffects
+) -> pd.DataFrame:
     b = women.loc[women.index.repeat(2)].reset_index(drop=True)
     b["laterality"] = np.tile(["L", "R"], len(women))
     n = len(b)
-    linear = (np.log(eff.age_or_per_10y) * (b["age"].to_numpy() - eff.age_center) / 10.0
-              + np.log(b["density_true"].map(eff.density_or).to_numpy(dtype=float)))
+    linear = np.log(eff.age_or_per_10y) * (b["age"].to_numpy() - eff.age_center) / 10.0 + np.log(
+        b["density_true"].map(eff.density_or).to_numpy(dtype=float)
+    )
     if 0.0 < prevalence < 1.0:
         b["p_cancer"] = expit(solve_intercept(linear, prevalence) + linear)
     else:  # degenerate cohorts (all negative / all positive) are allowed for testing pipelines
@@ -128,7 +170,8 @@ def _breasts(rng: np.random.Generator, women: pd.DataFrame, prevalence: float, e
     b["difficult_negative_case"] = recalled_neg
     cuts = np.cumsum(list(eff.birads_site1_negative.values()))
     site1_neg = np.array(list(eff.birads_site1_negative), dtype=object)[
-        np.minimum(np.searchsorted(cuts / cuts[-1], u_birads, side="right"), len(cuts) - 1)]
+        np.minimum(np.searchsorted(cuts / cuts[-1], u_birads, side="right"), len(cuts) - 1)
+    ]
     birads = np.full(n, "", dtype=object)
     s1 = site == "1"
     birads[s1 & (cancer == 0)] = site1_neg[s1 & (cancer == 0)]
@@ -155,8 +198,9 @@ def _images(rng: np.random.Generator, breasts: pd.DataFrame, eff: TrueEffects) -
     return table.iloc[order].reset_index(drop=True)
 
 
-def make_synthetic_table(n_patients: int, seed: int, prevalence: float = 0.2,
-                         effects: TrueEffects = TRUE_EFFECTS) -> pd.DataFrame:
+def make_synthetic_table(
+    n_patients: int, seed: int, prevalence: float = 0.2, effects: TrueEffects = TRUE_EFFECTS
+) -> pd.DataFrame:
     """One row per image with RSNA's columns plus latent truth columns (density_true, p_cancer).
 
     Fast (vectorised, no images): 5,000 women take well under a second. Values are strings

@@ -26,14 +26,24 @@ class DatasetAdapter(ABC):
     label_meaning: str = ""
     post_outcome: tuple[str, ...] = ()
 
-    def cohort(self, table: pd.DataFrame, *, source: str, label_meaning: str | None = None,
-               post_outcome: Sequence[str] | None = None, annotations: pd.DataFrame | None = None,
-               factors: dict[str, str] | None = None) -> Cohort:
+    def cohort(
+        self,
+        table: pd.DataFrame,
+        *,
+        source: str,
+        label_meaning: str | None = None,
+        post_outcome: Sequence[str] | None = None,
+        annotations: pd.DataFrame | None = None,
+        factors: dict[str, str] | None = None,
+    ) -> Cohort:
         """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list."""
-        cohort = Cohort(validate_cohort(table, source=source), dataset=self.name,
-                        label_meaning=self.label_meaning if label_meaning is None else label_meaning,
-                        factors=dict(factors or {}),
-                        post_outcome=list(self.post_outcome if post_outcome is None else post_outcome))
+        cohort = Cohort(
+            validate_cohort(table, source=source),
+            dataset=self.name,
+            label_meaning=self.label_meaning if label_meaning is None else label_meaning,
+            factors=dict(factors or {}),
+            post_outcome=list(self.post_outcome if post_outcome is None else post_outcome),
+        )
         if annotations is not None:
             cohort.annotations = annotations
         return cohort

@@ -42,27 +42,33 @@ def _read_one(path: Path) -> pd.DataFrame:
     side = raw["left or right breast"].str.upper()
     bad = ~side.isin(list(SIDES))
     if bad.any():
-        raise CohortError(f"cbis: {path} column 'left or right breast' has unknown value(s) "
-                          f"{sorted(set(side[bad]))[:5]} in {file_lines(bad.to_numpy().nonzero()[0])}; "
-                          "expected LEFT or RIGHT")
+        raise CohortError(
+            f"cbis: {path} column 'left or right breast' has unknown value(s) "
+            f"{sorted(set(side[bad]))[:5]} in {file_lines(bad.to_numpy().nonzero()[0])}; "
+            "expected LEFT or RIGHT"
+        )
     density_col = first_present(raw, ["breast_density", "breast density"])
     name = path.name.lower()
-    return pd.DataFrame({
-        "patient_id": raw["patient_id"],
-        "laterality": side.map(SIDES),
-        "side": side,
-        "view": raw["image view"].str.upper(),
-        "pathology": raw["pathology"].str.upper(),
-        "density": raw[density_col] if density_col else "",
-        "assessment": raw.get("assessment", ""),
-        "subtlety": raw.get("subtlety", ""),
-        "abnormality_type": raw.get("abnormality type", "mass" if name.startswith("mass") else "calcification"),
-        "image_file": raw["image file path"],
-        "roi_mask": raw.get("ROI mask file path", ""),
-        "split": "test" if "_test_" in name else "train",
-        "source": str(path),
-        "line": range(2, len(raw) + 2),
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": raw["patient_id"],
+            "laterality": side.map(SIDES),
+            "side": side,
+            "view": raw["image view"].str.upper(),
+            "pathology": raw["pathology"].str.upper(),
+            "density": raw[density_col] if density_col else "",
+            "assessment": raw.get("assessment", ""),
+            "subtlety": raw.get("subtlety", ""),
+            "abnormality_type": raw.get(
+                "abnormality type", "mass" if name.startswith("mass") else "calcification"
+            ),
+            "image_file": raw["image file path"],
+            "roi_mask": raw.get("ROI mask file path", ""),
+            "split": "test" if "_test_" in name else "train",
+            "source": str(path),
+            "line": range(2, len(raw) + 2),
+        }
+    )
 
 
 def resolve_image(root: Path, csv_path: str) -> Path | None:
@@ -74,8 +80,10 @@ def resolve_image(root: Path, csv_path: str) -> Path | None:
     """
     rel = PurePosixPath(csv_path.replace("\\", "/"))
     if rel.is_absolute() or ".." in rel.parts or (len(csv_path) > 1 and csv_path[1] == ":"):
-        raise CohortError(f"cbis: image path {csv_path!r} points outside the dataset root {root}; "
-                          "CSV paths must be relative to it")
+        raise CohortError(
+            f"cbis: image path {csv_path!r} points outside the dataset root {root}; "
+            "CSV paths must be relative to it"
+        )
     if not rel.parts:
         return None
     for prefix in TREE_PREFIXES:
@@ -88,8 +96,11 @@ def resolve_image(root: Path, csv_path: str) -> Path | None:
             found = sorted(case_dir.rglob("*.dcm"))
             if len(found) == 1:
                 return found[0].resolve()
-            log.warning("cbis: case folder %s holds %d DICOMs, expected 1; image_path left empty",
-                        case_dir, len(found))
+            log.warning(
+                "cbis: case folder %s holds %d DICOMs, expected 1; image_path left empty",
+                case_dir,
+                len(found),
+            )
             return None
     return None
 
@@ -99,21 +110,29 @@ class CbisAdapter(DatasetAdapter):
     # the biopsy's verdict (the label's source) and the radiologist's assessment (BI-RADS, the work-up's call);
     # abnormality type and subtlety describe what a reader sees on the film and stay screening-time factors
     post_outcome = ("pathology", "birads")
-    label_meaning = ("cancer = 1 when any abnormality on the film has biopsy-proven pathology MALIGNANT; "
-                     "BENIGN and BENIGN_WITHOUT_CALLBACK are 0. This is lesion malignancy among films "
-                     "that all hold a suspicious finding, not screening cancer detection. birads is the "
-                     "radiologist's assessment (worst over the film's abnormalities).")
+    label_meaning = (
+        "cancer = 1 when any abnormality on the film has biopsy-proven pathology MALIGNANT; "
+        "BENIGN and BENIGN_WITHOUT_CALLBACK are 0. This is lesion malignancy among films "
+        "that all hold a suspicious finding, not screening cancer detection. birads is the "
+        "radiologist's assessment (worst over the film's abnormalities)."
+    )
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         csvs = find_description_csvs(root)
         if not csvs:
-            raise CohortError(f"cbis: no CBIS-DDSM description CSV ({CSV_PATTERN}, e.g. "
-                              f"mass_case_description_train_set.csv) in {root} or one folder below")
+            raise CohortError(
+                f"cbis: no CBIS-DDSM description CSV ({CSV_PATTERN}, e.g. "
+                f"mass_case_description_train_set.csv) in {root} or one folder below"
+            )
         rows = pd.concat([_read_one(p) for p in csvs], ignore_index=True)
         unknown = ~rows["pathology"].isin(list(PATHOLOGY_RANK))
         for source, group in rows[unknown].groupby("source"):
-            log.warning("cbis: %s column 'pathology' has unknown value(s) %s on line(s) %s; label left empty",
-                        source, sorted(set(group["pathology"]))[:5], ", ".join(map(str, group["line"][:5])))
+            log.warning(
+                "cbis: %s column 'pathology' has unknown value(s) %s on line(s) %s; label left empty",
+                source,
+                sorted(set(group["pathology"]))[:5],
+                ", ".join(map(str, group["line"][:5])),
+            )
         rows["rank"] = rows["pathology"].map(PATHOLOGY_RANK).fillna(len(PATHOLOGY_RANK))
         rows["image_id"] = rows["patient_id"] + "_" + rows["side"] + "_" + rows["view"]
         films = rows.sort_values(["image_id", "rank"], kind="stable").groupby("image_id", sort=True)
@@ -127,7 +146,9 @@ class CbisAdapter(DatasetAdapter):
         table["birads"] = assessment.reindex(first.index).to_numpy()
         table["cancer"] = first["pathology"].map(LABEL).to_numpy()
         table["pathology"] = first["pathology"].to_numpy()
-        table["abnormality_type"] = films["abnormality_type"].agg(lambda s: ";".join(sorted(set(s)))).to_numpy()
+        table["abnormality_type"] = (
+            films["abnormality_type"].agg(lambda s: ";".join(sorted(set(s)))).to_numpy()
+        )
         table["n_abnormalities"] = films.size().to_numpy().astype(float)
         subtlety = pd.to_numeric(rows["subtlety"], errors="coerce").groupby(rows["image_id"]).max()
         table["subtlety"] = subtlety.reindex(first.index).to_numpy()
@@ -135,9 +156,17 @@ class CbisAdapter(DatasetAdapter):
         table["roi_mask_path"] = films["roi_mask"].agg(lambda s: ";".join(v for v in s if v)).to_numpy()
         table["image_path"] = [self._film_path(root, files) for files in films["image_file"].agg(list)]
         found = table["image_path"].notna().sum()
-        log.info("cbis: %d films from %d CSV(s); %d resolved to a DICOM under %s", len(table), len(csvs), found, root)
+        log.info(
+            "cbis: %d films from %d CSV(s); %d resolved to a DICOM under %s",
+            len(table),
+            len(csvs),
+            found,
+            root,
+        )
         source = ", ".join(str(p) for p in csvs)
-        return self.cohort(table, source=source, factors={"abnormality_type": "categorical", "subtlety": "continuous"})
+        return self.cohort(
+            table, source=source, factors={"abnormality_type": "categorical", "subtlety": "continuous"}
+        )
 
     @staticmethod
     def _film_path(root: Path, csv_paths: list[str]) -> str | None:

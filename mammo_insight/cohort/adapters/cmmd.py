@@ -53,16 +53,30 @@ def read_clinical(path: Path) -> pd.DataFrame:
     side = raw["LeftRight"].str.upper()
     bad_side = ~side.isin(["L", "R"])
     if bad_side.any():
-        raise CohortError(f"cmmd: {path} column 'LeftRight' has unknown value(s) {sorted(set(side[bad_side]))[:5]} "
-                          f"in {file_lines(bad_side.to_numpy().nonzero()[0])}; expected L or R")
+        raise CohortError(
+            f"cmmd: {path} column 'LeftRight' has unknown value(s) {sorted(set(side[bad_side]))[:5]} "
+            f"in {file_lines(bad_side.to_numpy().nonzero()[0])}; expected L or R"
+        )
     label = raw["classification"].str.lower().map(LABEL)
     unknown = label.isna() & (raw["classification"] != "")
     if unknown.any():
-        log.warning("cmmd: %s column 'classification' has unknown value(s) %s in %s; label left empty", path,
-                    sorted(set(raw.loc[unknown, "classification"]))[:5], file_lines(unknown.to_numpy().nonzero()[0]))
-    table = pd.DataFrame({"patient_id": raw["ID1"], "laterality": side, "cancer": label,
-                          "age": raw.get("Age", ""), "abnormality": raw.get("abnormality", ""),
-                          "classification": raw["classification"], "subtype": raw.get("subtype", "")})
+        log.warning(
+            "cmmd: %s column 'classification' has unknown value(s) %s in %s; label left empty",
+            path,
+            sorted(set(raw.loc[unknown, "classification"]))[:5],
+            file_lines(unknown.to_numpy().nonzero()[0]),
+        )
+    table = pd.DataFrame(
+        {
+            "patient_id": raw["ID1"],
+            "laterality": side,
+            "cancer": label,
+            "age": raw.get("Age", ""),
+            "abnormality": raw.get("abnormality", ""),
+            "classification": raw["classification"],
+            "subtype": raw.get("subtype", ""),
+        }
+    )
     table = table.replace({"": None})
     table = table.sort_values("cancer", ascending=False, na_position="last", kind="stable")
     return table.drop_duplicates(["patient_id", "laterality"]).reset_index(drop=True)
@@ -80,20 +94,30 @@ def read_headers(dicom_root: Path) -> tuple[pd.DataFrame, list[str]]:
             continue
         rel = path.relative_to(dicom_root)
         folder_patient = rel.parts[0] if len(rel.parts) > 1 else None
-        rows.append({"patient_id": str(ds.get("PatientID", "") or "").strip() or folder_patient,
-                     "laterality": laterality_of(ds), "view": view_of(ds), "image_path": str(path.resolve()),
-                     "image_id": rel.with_suffix("").as_posix()})
-    return pd.DataFrame(rows, columns=["patient_id", "laterality", "view", "image_path", "image_id"]), failures
+        rows.append(
+            {
+                "patient_id": str(ds.get("PatientID", "") or "").strip() or folder_patient,
+                "laterality": laterality_of(ds),
+                "view": view_of(ds),
+                "image_path": str(path.resolve()),
+                "image_id": rel.with_suffix("").as_posix(),
+            }
+        )
+    return pd.DataFrame(
+        rows, columns=["patient_id", "laterality", "view", "image_path", "image_id"]
+    ), failures
 
 
 class CmmdAdapter(DatasetAdapter):
     name = "cmmd"
     post_outcome = ("classification", "subtype", "abnormality")  # the biopsy's verdict and what it found
-    label_meaning = ("cancer = 1 when CMMD's clinical table classifies the breast's biopsied lesion as Malignant, "
-                     "0 when Benign (every CMMD breast in the table holds a lesion: this is lesion malignancy, "
-                     "not screening detection). Images of a breast absent from the clinical table have an "
-                     "empty label. 'abnormality' (calcification/mass/both) and 'subtype' (molecular subtype, "
-                     "malignant cases only) are known after the outcome.")
+    label_meaning = (
+        "cancer = 1 when CMMD's clinical table classifies the breast's biopsied lesion as Malignant, "
+        "0 when Benign (every CMMD breast in the table holds a lesion: this is lesion malignancy, "
+        "not screening detection). Images of a breast absent from the clinical table have an "
+        "empty label. 'abnormality' (calcification/mass/both) and 'subtype' (molecular subtype, "
+        "malignant cases only) are known after the outcome."
+    )
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         table_path = find_clinical_table(root)
@@ -103,19 +127,30 @@ class CmmdAdapter(DatasetAdapter):
         for failure in failures:
             log.warning("cmmd: unreadable DICOM %s", failure)
         if images.empty:
-            log.warning("cmmd: no DICOMs under %s; one row per breast of %s, without image paths",
-                        dicom_root, table_path)
+            log.warning(
+                "cmmd: no DICOMs under %s; one row per breast of %s, without image paths",
+                dicom_root,
+                table_path,
+            )
             images = clinical[["patient_id", "laterality"]].assign(
-                view=None, image_path=None, image_id=clinical["patient_id"] + "_" + clinical["laterality"])
+                view=None, image_path=None, image_id=clinical["patient_id"] + "_" + clinical["laterality"]
+            )
         images = self._fill_laterality(images, clinical)
-        merged = images.merge(clinical.drop(columns="age"), on=["patient_id", "laterality"], how="left",
-                              validate="many_to_one")
+        merged = images.merge(
+            clinical.drop(columns="age"), on=["patient_id", "laterality"], how="left", validate="many_to_one"
+        )
         # Age belongs to the woman: images of a breast without a clinical row still get it.
-        merged["age"] = merged["patient_id"].map(clinical.dropna(subset=["age"]).groupby("patient_id")["age"].first())
+        merged["age"] = merged["patient_id"].map(
+            clinical.dropna(subset=["age"]).groupby("patient_id")["age"].first()
+        )
         unknown = sorted(set(merged["patient_id"]) - set(clinical["patient_id"]))
         if unknown:
-            log.warning("cmmd: %d woman/women with DICOMs are not in %s (label empty), e.g. %s",
-                        len(unknown), table_path, ", ".join(unknown[:5]))
+            log.warning(
+                "cmmd: %d woman/women with DICOMs are not in %s (label empty), e.g. %s",
+                len(unknown),
+                table_path,
+                ", ".join(unknown[:5]),
+            )
         table = empty_canonical(len(merged))
         for col in ("patient_id", "image_id", "laterality", "view", "image_path", "age", "cancer"):
             table[col] = merged[col].to_numpy()
@@ -131,12 +166,18 @@ class CmmdAdapter(DatasetAdapter):
         if missing.any():
             fill = images.loc[missing, "patient_id"].map(sides)
             images.loc[missing, "laterality"] = fill
-            log.warning("cmmd: %d DICOM(s) without ImageLaterality; side taken from the clinical table for %d",
-                        int(missing.sum()), int(fill.notna().sum()))
+            log.warning(
+                "cmmd: %d DICOM(s) without ImageLaterality; side taken from the clinical table for %d",
+                int(missing.sum()),
+                int(fill.notna().sum()),
+            )
         unresolved = images["laterality"].isna()
         if unresolved.any():
-            log.warning("cmmd: dropped %d DICOM(s) whose side is unknown: %s", int(unresolved.sum()),
-                        ", ".join(images.loc[unresolved, "image_path"].head(5)))
+            log.warning(
+                "cmmd: dropped %d DICOM(s) whose side is unknown: %s",
+                int(unresolved.sum()),
+                ", ".join(images.loc[unresolved, "image_path"].head(5)),
+            )
         return images[~unresolved].reset_index(drop=True)
 
 

@@ -26,17 +26,31 @@ from mammo_insight.cohort.schema import (
 )
 from mammo_insight.errors import CohortError
 
-KEYS = {"csv", "sep", "image_root", "missing_values", "label_meaning", "columns", "label", "values", "factors",
-        "post_outcome"}
+KEYS = {
+    "csv",
+    "sep",
+    "image_root",
+    "missing_values",
+    "label_meaning",
+    "columns",
+    "label",
+    "values",
+    "factors",
+    "post_outcome",
+}
 LABEL_KEYS = {"column", "target", "positive", "negative"}
 FACTOR_KINDS = {"categorical", "continuous"}
-DEFAULT_LABEL_MEANING = "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
+DEFAULT_LABEL_MEANING = (
+    "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
+)
 
 
 def read_mapping(path: Path | None) -> dict[str, Any]:
     if path is None:
-        raise CohortError("generic: a TOML mapping file is required (--mapping FILE.toml); "
-                          "see examples/cbis_ddsm_manifest.toml")
+        raise CohortError(
+            "generic: a TOML mapping file is required (--mapping FILE.toml); "
+            "see examples/cbis_ddsm_manifest.toml"
+        )
     if not path.is_file():
         raise CohortError(f"generic: mapping file {path} does not exist")
     try:
@@ -47,7 +61,9 @@ def read_mapping(path: Path | None) -> dict[str, Any]:
     if unknown:
         raise CohortError(f"generic: {path} has unknown key(s) {unknown}; allowed: {sorted(KEYS)}")
     if "csv" not in mapping:
-        raise CohortError(f"generic: {path} lacks the key 'csv' (the table's path relative to the dataset root)")
+        raise CohortError(
+            f"generic: {path} lacks the key 'csv' (the table's path relative to the dataset root)"
+        )
     return mapping
 
 
@@ -61,8 +77,10 @@ def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: 
     columns = mapping.get("columns", {})
     bad_names = sorted(set(columns) - set(CANONICAL_COLUMNS))
     if bad_names:
-        raise CohortError(f"generic: {path} [columns] names non-canonical column(s) {bad_names}; "
-                          f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)})")
+        raise CohortError(
+            f"generic: {path} [columns] names non-canonical column(s) {bad_names}; "
+            f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)})"
+        )
     for required in ("patient_id", "laterality"):
         if required not in columns:
             raise CohortError(f"generic: {path} [columns] must name the source column for '{required}'")
@@ -80,19 +98,24 @@ def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: 
         raise CohortError(f"generic: {path} maps '{target}' both in [columns] and in [label]; keep one")
     bad_kinds = {c: k for c, k in mapping.get("factors", {}).items() if k not in FACTOR_KINDS}
     if bad_kinds:
-        raise CohortError(f"generic: {path} [factors] kinds must be 'categorical' or 'continuous', got {bad_kinds}")
+        raise CohortError(
+            f"generic: {path} [factors] kinds must be 'categorical' or 'continuous', got {bad_kinds}"
+        )
     named = [*columns.values(), *([label["column"]] if label else []), *mapping.get("factors", {})]
     absent = [c for c in dict.fromkeys(named) if c not in raw.columns]
     if absent:
-        raise CohortError(f"generic: {path} names column(s) {absent} that {csv} lacks; "
-                          f"the CSV has {list(raw.columns)}")
+        raise CohortError(
+            f"generic: {path} names column(s) {absent} that {csv} lacks; the CSV has {list(raw.columns)}"
+        )
 
 
 def _label(raw: pd.DataFrame, label: dict[str, Any]) -> pd.Series:
     """1 for positive values, 0 for negative ones (or for every other value when no negatives are listed)."""
     values = raw[label["column"]]
     positive = values.isin(_as_strings(label["positive"]))
-    negative = values.isin(_as_strings(label["negative"])) if "negative" in label else values.notna() & ~positive
+    negative = (
+        values.isin(_as_strings(label["negative"])) if "negative" in label else values.notna() & ~positive
+    )
     return pd.Series(1.0, index=raw.index).where(positive, pd.Series(0.0, index=raw.index).where(negative))
 
 
@@ -103,9 +126,11 @@ def _image_paths(cells: pd.Series, image_root: Path, path: Path, column: str) ->
     outside = resolved.map(lambda p: p is not None and os.path.commonpath([base, p]) != base)
     if outside.any():
         shown = ", ".join(repr(v) for v in cells[outside].head(3))
-        raise CohortError(f"generic: image path column '{column}' points outside the image root {base} in "
-                          f"{file_lines(outside.to_numpy().nonzero()[0])} ({shown}); fix the CSV or "
-                          f"'image_root' in {path}")
+        raise CohortError(
+            f"generic: image path column '{column}' points outside the image root {base} in "
+            f"{file_lines(outside.to_numpy().nonzero()[0])} ({shown}); fix the CSV or "
+            f"'image_root' in {path}"
+        )
     return resolved
 
 
@@ -113,9 +138,11 @@ def _continuous(series: pd.Series, column: str, csv: Path) -> pd.Series:
     numeric = pd.to_numeric(series, errors="coerce")
     junk = numeric.isna() & series.notna()
     if junk.any():
-        raise CohortError(f"generic: continuous factor '{column}' in {csv} holds non-numeric value(s) "
-                          f"{sorted(set(series[junk]))[:5]} in {file_lines(junk.to_numpy().nonzero()[0])}; "
-                          "add them to missing_values or declare the factor categorical")
+        raise CohortError(
+            f"generic: continuous factor '{column}' in {csv} holds non-numeric value(s) "
+            f"{sorted(set(series[junk]))[:5]} in {file_lines(junk.to_numpy().nonzero()[0])}; "
+            "add them to missing_values or declare the factor categorical"
+        )
     return numeric.astype("float64")
 
 
@@ -127,8 +154,10 @@ def _post_outcome(spec: dict[str, Any], table: pd.DataFrame, path: Path) -> list
         raise CohortError(f"generic: {path} 'post_outcome' must be a list of column names, got {declared!r}")
     unknown = [c for c in declared if c not in table.columns]
     if unknown:
-        raise CohortError(f"generic: {path} 'post_outcome' names {unknown}, which are neither canonical columns "
-                          "nor [factors] of the mapping")
+        raise CohortError(
+            f"generic: {path} 'post_outcome' names {unknown}, which are neither canonical columns "
+            "nor [factors] of the mapping"
+        )
     return list(dict.fromkeys([*POST_OUTCOME_COLUMNS, *declared]))
 
 
@@ -157,8 +186,10 @@ class GenericAdapter(DatasetAdapter):
                 table[column] = raw[column].to_numpy()
         for column, recode in spec.get("values", {}).items():
             if column not in table.columns:
-                raise CohortError(f"generic: {mapping} [values.{column}] names a column that is neither a mapped "
-                                  f"canonical column nor a factor")
+                raise CohortError(
+                    f"generic: {mapping} [values.{column}] names a column that is neither a mapped "
+                    f"canonical column nor a factor"
+                )
             table[column] = table[column].replace({str(k): v for k, v in recode.items()})
         for column, kind in factors.items():
             if kind == "continuous":
@@ -167,13 +198,18 @@ class GenericAdapter(DatasetAdapter):
             table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"]).to_numpy()
         if "image_path" in columns:
             image_root = root / spec.get("image_root", ".")
-            table["image_path"] = _image_paths(raw[columns["image_path"]], image_root, mapping,
-                                               columns["image_path"]).to_numpy()
+            table["image_path"] = _image_paths(
+                raw[columns["image_path"]], image_root, mapping, columns["image_path"]
+            ).to_numpy()
             if "image_id" not in columns:
                 table["image_id"] = raw[columns["image_path"]].to_numpy()
-        return self.cohort(table, source=f"{csv} (mapped by {mapping})", factors=factors,
-                           label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
-                           post_outcome=_post_outcome(spec, table, mapping))
+        return self.cohort(
+            table,
+            source=f"{csv} (mapped by {mapping})",
+            factors=factors,
+            label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
+            post_outcome=_post_outcome(spec, table, mapping),
+        )
 
 
 ADAPTER = GenericAdapter()

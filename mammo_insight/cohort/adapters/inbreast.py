@@ -53,11 +53,13 @@ def dicom_index(dicom_dir: Path) -> dict[str, tuple[Path, str | None]]:
 class InbreastAdapter(DatasetAdapter):
     name = "inbreast"
     post_outcome = ("birads", "birads_category")  # the label is a function of the BI-RADS assessment
-    label_meaning = ("INbreast gives no pathology in its table, so cancer is derived from the image's BI-RADS "
-                     "assessment: 1 for Bi-Rads 4c, 5 or 6 (malignancy likelihood above 50%, or proven), 0 for "
-                     "1, 2 or 3 (at most 2%), empty for 4, 4a and 4b (2-50%, too uncertain to call). The label "
-                     "is a function of birads, so birads is a perfect leak; the verbatim category is in "
-                     "'birads_category'. Labels are per image and may differ between views of one breast.")
+    label_meaning = (
+        "INbreast gives no pathology in its table, so cancer is derived from the image's BI-RADS "
+        "assessment: 1 for Bi-Rads 4c, 5 or 6 (malignancy likelihood above 50%, or proven), 0 for "
+        "1, 2 or 3 (at most 2%), empty for 4, 4a and 4b (2-50%, too uncertain to call). The label "
+        "is a function of birads, so birads is a perfect leak; the verbatim category is in "
+        "'birads_category'. Labels are per image and may differ between views of one breast."
+    )
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         table_path = find_table(root)
@@ -66,15 +68,22 @@ class InbreastAdapter(DatasetAdapter):
         category = raw["Bi-Rads"].str.upper()
         unknown = ~category.isin([*LABEL, "4", "4A", "4B", ""])
         if unknown.any():
-            raise CohortError(f"inbreast: {table_path} column 'Bi-Rads' has unknown value(s) "
-                              f"{sorted(set(category[unknown]))[:5]} in {file_lines(unknown.to_numpy().nonzero()[0])}; "
-                              "expected 1, 2, 3, 4, 4a, 4b, 4c, 5, 6 or empty")
+            raise CohortError(
+                f"inbreast: {table_path} column 'Bi-Rads' has unknown value(s) "
+                f"{sorted(set(category[unknown]))[:5]} in {file_lines(unknown.to_numpy().nonzero()[0])}; "
+                "expected 1, 2, 3, 4, 4a, 4b, 4c, 5, 6 or empty"
+            )
         index = dicom_index(root / "AllDICOMs")
         found = raw["File Name"].map(index)
         without = found.isna()
         if without.any():
-            log.warning("inbreast: %d image(s) of %s have no DICOM in %s (%s); each counts as its own woman",
-                        int(without.sum()), table_path, root / "AllDICOMs", file_lines(without.to_numpy().nonzero()[0]))
+            log.warning(
+                "inbreast: %d image(s) of %s have no DICOM in %s (%s); each counts as its own woman",
+                int(without.sum()),
+                table_path,
+                root / "AllDICOMs",
+                file_lines(without.to_numpy().nonzero()[0]),
+            )
         patient = raw.get("Patient ID", pd.Series("", index=raw.index))
         from_file = found.map(lambda f: f[1] if isinstance(f, tuple) else None)
         patient = patient.where(~patient.str.lower().isin(BLANKED), from_file).fillna(raw["File Name"])

@@ -49,8 +49,18 @@ def parse_info(path: Path) -> pd.DataFrame:
         if abnormality != "NORM" and severity is None:
             raise CohortError(f"mias: {path} line {lineno}: abnormal film {ref} has no severity B or M")
         x, y, radius = (float(t) for t in coords) if numeric else (float("nan"),) * 3
-        rows.append({"ref": ref, "number": int(number), "tissue": tissue, "abnormality": abnormality,
-                     "severity": severity, "x": x, "y": y, "radius": radius})
+        rows.append(
+            {
+                "ref": ref,
+                "number": int(number),
+                "tissue": tissue,
+                "abnormality": abnormality,
+                "severity": severity,
+                "x": x,
+                "y": y,
+                "radius": radius,
+            }
+        )
     if not rows:
         raise CohortError(f"mias: {path} holds no 'mdbNNN ...' lines")
     return pd.DataFrame(rows)
@@ -67,8 +77,11 @@ def _image_file(root: Path, ref: str) -> Path | None:
 def _image_height(path: Path | None, ref: str) -> int:
     """Height in pixels from the file header (lazy open, no decode); the mini-MIAS size when absent."""
     if path is None:
-        log.warning("mias: no image file for %s; converting its lesion y with the mini-MIAS height %d",
-                    ref, MINI_MIAS_SIZE)
+        log.warning(
+            "mias: no image file for %s; converting its lesion y with the mini-MIAS height %d",
+            ref,
+            MINI_MIAS_SIZE,
+        )
         return MINI_MIAS_SIZE
     try:
         with Image.open(path) as im:
@@ -81,27 +94,41 @@ class MiasAdapter(DatasetAdapter):
     name = "mias"
     # the abnormality class decides the label (NORM or not); severity and malignant come from the work-up
     post_outcome = ("abnormality", "severity", "malignant")
-    label_meaning = ("cancer = 1 for any abnormal film (mini-MIAS abnormality class other than NORM, benign "
-                     "or malignant): the dataset's task is abnormal vs normal, NOT malignancy. Lesion "
-                     "malignancy is in the column 'malignant' (1 when any lesion on the film is severity M). "
-                     "'tissue' is MIAS background tissue (F fatty, G fatty-glandular, D dense-glandular), not "
-                     "BI-RADS density, so 'density' is left empty.")
+    label_meaning = (
+        "cancer = 1 for any abnormal film (mini-MIAS abnormality class other than NORM, benign "
+        "or malignant): the dataset's task is abnormal vs normal, NOT malignancy. Lesion "
+        "malignancy is in the column 'malignant' (1 when any lesion on the film is severity M). "
+        "'tissue' is MIAS background tissue (F fatty, G fatty-glandular, D dense-glandular), not "
+        "BI-RADS density, so 'density' is left empty."
+    )
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         info_path = root / "Info.txt"
         if not info_path.exists():
             raise CohortError(f"mias: {info_path} not found (expected mini-MIAS Info.txt in the root)")
         lesions = parse_info(info_path)
-        images = (lesions.groupby("ref", sort=True)
-                  .agg(number=("number", "first"), tissue=("tissue", "first"),
-                       abnormality=("abnormality", lambda s: ";".join(dict.fromkeys(s))),
-                       severity=("severity", lambda s: "M" if (s == "M").any() else ("B" if s.notna().any() else None)))
-                  .reset_index())
+        images = (
+            lesions.groupby("ref", sort=True)
+            .agg(
+                number=("number", "first"),
+                tissue=("tissue", "first"),
+                abnormality=("abnormality", lambda s: ";".join(dict.fromkeys(s))),
+                severity=(
+                    "severity",
+                    lambda s: "M" if (s == "M").any() else ("B" if s.notna().any() else None),
+                ),
+            )
+            .reset_index()
+        )
         paths = {ref: _image_file(root, ref) for ref in images["ref"]}
         missing = [ref for ref, p in paths.items() if p is None]
         if missing:
-            log.warning("mias: %d film(s) listed in %s have no .png/.pgm file, e.g. %s; image_path left empty",
-                        len(missing), info_path, ", ".join(missing[:5]))
+            log.warning(
+                "mias: %d film(s) listed in %s have no .png/.pgm file, e.g. %s; image_path left empty",
+                len(missing),
+                info_path,
+                ", ".join(missing[:5]),
+            )
         pair_first = (images["number"] + 1) // 2 * 2 - 1
         table = empty_canonical(len(images))
         table["image_id"] = images["ref"].to_numpy()
@@ -115,22 +142,28 @@ class MiasAdapter(DatasetAdapter):
         table["abnormality"] = images["abnormality"].to_numpy()
         table["severity"] = images["severity"].to_numpy()
         table["malignant"] = (images["severity"] == "M").astype(float).to_numpy()
-        return self.cohort(table, source=str(info_path), annotations=self._annotations(lesions, paths),
-                           factors={"tissue": "categorical"})
+        return self.cohort(
+            table,
+            source=str(info_path),
+            annotations=self._annotations(lesions, paths),
+            factors={"tissue": "categorical"},
+        )
 
     @staticmethod
     def _annotations(lesions: pd.DataFrame, paths: dict[str, Path | None]) -> pd.DataFrame:
         """Lesion circles with y turned from MIAS's bottom-left origin to y-down (y_down = height - y)."""
         located = lesions.dropna(subset=["x", "y", "radius"])
         heights = {ref: _image_height(paths.get(ref), ref) for ref in located["ref"].unique()}
-        return pd.DataFrame({
-            "image_id": located["ref"].to_numpy(),
-            "x": located["x"].to_numpy(),
-            "y": [heights[r] - y for r, y in zip(located["ref"], located["y"])],
-            "radius": located["radius"].to_numpy(),
-            "abnormality": located["abnormality"].to_numpy(),
-            "severity": located["severity"].to_numpy(),
-        })
+        return pd.DataFrame(
+            {
+                "image_id": located["ref"].to_numpy(),
+                "x": located["x"].to_numpy(),
+                "y": [heights[r] - y for r, y in zip(located["ref"], located["y"])],
+                "radius": located["radius"].to_numpy(),
+                "abnormality": located["abnormality"].to_numpy(),
+                "severity": located["severity"].to_numpy(),
+            }
+        )
 
 
 ADAPTER = MiasAdapter()

@@ -15,17 +15,32 @@ from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_cano
 from mammo_insight.errors import CohortError
 
 RENAMES = {"BIRADS": "birads"}
-DIRECT = ["patient_id", "image_id", "laterality", "view", "age", "site_id", "machine_id", "density",
-          "implant", "cancer", "biopsy", "invasive", "difficult_negative_case"]
+DIRECT = [
+    "patient_id",
+    "image_id",
+    "laterality",
+    "view",
+    "age",
+    "site_id",
+    "machine_id",
+    "density",
+    "implant",
+    "cancer",
+    "biopsy",
+    "invasive",
+    "difficult_negative_case",
+]
 ANNOTATION_COLUMNS = ["image_id", "x", "y", "radius"]
 
 
 class RsnaAdapter(DatasetAdapter):
     name = "rsna"
     post_outcome = tuple(POST_OUTCOME_COLUMNS)
-    label_meaning = ("cancer = 1 when the breast was diagnosed with cancer after this screening exam "
-                     "(label set at breast level; every image of the breast carries it). "
-                     "BIRADS, biopsy, invasive and difficult_negative_case were decided after the outcome.")
+    label_meaning = (
+        "cancer = 1 when the breast was diagnosed with cancer after this screening exam "
+        "(label set at breast level; every image of the breast carries it). "
+        "BIRADS, biopsy, invasive and difficult_negative_case were decided after the outcome."
+    )
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         for split in ("train", "test"):
@@ -45,7 +60,9 @@ class RsnaAdapter(DatasetAdapter):
             if col in raw.columns:
                 table[col] = raw[col].to_numpy()
         images = root / f"{split}_images"
-        table["image_path"] = [str(images / p / f"{i}.dcm") for p, i in zip(raw["patient_id"], raw["image_id"])]
+        table["image_path"] = [
+            str(images / p / f"{i}.dcm") for p, i in zip(raw["patient_id"], raw["image_id"])
+        ]
         if "prediction_id" in raw.columns:
             table["breast_id"] = raw["prediction_id"].to_numpy()
         cohort = self.cohort(table, source=str(csv))
@@ -65,8 +82,10 @@ def _annotations(path: Path) -> pd.DataFrame:
         values = pd.to_numeric(ann[col], errors="coerce")
         if values.isna().any():
             row = int(values.isna().to_numpy().argmax())
-            raise CohortError(f"rsna: {path} column '{col}' must be numeric; {file_lines([row])} holds "
-                              f"{ann[col].iloc[row]!r}")
+            raise CohortError(
+                f"rsna: {path} column '{col}' must be numeric; {file_lines([row])} holds "
+                f"{ann[col].iloc[row]!r}"
+            )
         ann[col] = values.astype("float64")
     return ann
 

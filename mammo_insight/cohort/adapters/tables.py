@@ -30,12 +30,15 @@ def read_table(path: Path, sep: str | None = ",") -> pd.DataFrame:
         if suffix in EXCEL_READERS:
             package = EXCEL_READERS[suffix]
             if importlib.util.find_spec(package) is None:
-                raise CohortError(f"reading {path} needs the optional package '{package}': "
-                                  f"pip install 'mammo-insight[excel]' (or export the sheet as CSV)")
+                raise CohortError(
+                    f"reading {path} needs the optional package '{package}': "
+                    f"pip install 'mammo-insight[excel]' (or export the sheet as CSV)"
+                )
             raw = pd.read_excel(path, dtype=str, keep_default_na=False, engine=package)
         else:
-            raw = pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep,
-                              engine="python" if sep is None else "c")
+            raw = pd.read_csv(
+                path, dtype=str, keep_default_na=False, sep=sep, engine="python" if sep is None else "c"
+            )
     except CohortError:
         raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -57,8 +60,10 @@ def drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:
 def require_columns(raw: pd.DataFrame, columns: Iterable[str], path: Path, dataset: str) -> None:
     missing = [c for c in columns if c not in raw.columns]
     if missing:
-        raise CohortError(f"{dataset}: {path} lacks column(s) {', '.join(repr(c) for c in missing)}; "
-                          f"it has {', '.join(repr(c) for c in raw.columns)}")
+        raise CohortError(
+            f"{dataset}: {path} lacks column(s) {', '.join(repr(c) for c in missing)}; "
+            f"it has {', '.join(repr(c) for c in raw.columns)}"
+        )
 
 
 def first_present(raw: pd.DataFrame, names: Iterable[str]) -> str | None:

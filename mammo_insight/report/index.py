@@ -105,8 +105,8 @@ def build_index(roots: list[Path], out: Path, title: str = "mammo-insight report
         "Overview",
         [
             paragraph(
-                "Every stage writes its own directory with a manifest (config, "
-                "seed, package versions, input hashes); this page links them."
+                "Every stage output has a manifest (config, seed, package versions, input hashes, headline "
+                "numbers); this page shows their headlines and links their reports."
             ),
             table(pd.DataFrame(rows).fillna("")),
         ],

@@ -95,3 +95,16 @@ def test_rows_not_in_file_order_are_named_by_their_given_lines():
     t.loc[1, "laterality"] = "X"
     with pytest.raises(CohortError, match=re.escape("in line(s) 40")):
         validate_cohort(t, lines=[10 * (i + 3) for i in range(len(t))])
+
+
+def test_unknown_laterality_is_allowed_only_when_asked_and_bad_values_still_fail():
+    table = pd.DataFrame({c: [None, None] for c in CANONICAL_COLUMNS})
+    table["patient_id"], table["image_id"] = ["p1", "p1"], ["a", "b"]
+    table["laterality"], table["breast_id"] = ["L", None], ["p1_L", "p1_b"]
+    with pytest.raises(CohortError, match="'laterality' must not be empty; line"):
+        validate_cohort(table)
+    out = validate_cohort(table, laterality_may_be_unknown=True)
+    assert list(out["breast_id"]) == ["p1_L", "p1_b"] and out["laterality"].isna().sum() == 1
+    table.loc[1, "laterality"] = "X"
+    with pytest.raises(CohortError, match="unknown value"):
+        validate_cohort(table, laterality_may_be_unknown=True)

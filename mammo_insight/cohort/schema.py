@@ -108,12 +108,18 @@ def _escapes_folder(value: str) -> bool:
 
 
 def validate_cohort(
-    table: pd.DataFrame, source: str = "cohort table", lines: Sequence[int] | None = None
+    table: pd.DataFrame,
+    source: str = "cohort table",
+    lines: Sequence[int] | None = None,
+    *,
+    laterality_may_be_unknown: bool = False,
 ) -> pd.DataFrame:
     """Check the canonical contract and return a copy with canonical dtypes and column order.
 
     Raises CohortError naming the column and the first offending rows as file lines (header = line 1;
     see :func:`file_lines`, ``lines`` gives each row's line when the table is not the file's rows in order).
+    ``laterality_may_be_unknown``: unlabelled studies to score (predict's folder mode) may lack it; each
+    such image is then its own breast.
     """
 
     def _rows(mask: pd.Series) -> str:
@@ -141,12 +147,15 @@ def validate_cohort(
                 f"values such as {example!r}"
             )
         out[col] = numeric.astype("float64")
-    for col in REQUIRED_VALUES:
+    required = [c for c in REQUIRED_VALUES if not (laterality_may_be_unknown and c == "laterality")]
+    for col in required:
         empty = out[col].isna()
         if empty.any():
             raise CohortError(f"{source}: column '{col}' must not be empty; {_rows(empty)} are empty")
     out["laterality"] = out["laterality"].str.upper()
     bad_lat = ~out["laterality"].isin(list(LATERALITIES))
+    if laterality_may_be_unknown:
+        bad_lat &= out["laterality"].notna()
     if bad_lat.any():
         values = sorted(set(out.loc[bad_lat, "laterality"].astype(str)))[:MAX_ROWS_SHOWN]
         raise CohortError(

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.cohort.dicom_header import laterality_of, view_of
-from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
+from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import mapping as cam_mapping
 from mammo_insight.explain.cam import CamExplainer
@@ -209,6 +209,7 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
     for col in CANONICAL_COLUMNS:
         if col not in ("patient_id", "image_id", "laterality", "view", "breast_id", "image_path"):
             table[col] = np.nan
+    table = validate_cohort(table, source=str(images_dir), laterality_may_be_unknown=True)
     return Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)"), pd.DataFrame(failed)
 
 

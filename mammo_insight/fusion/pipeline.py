@@ -212,32 +212,13 @@ def run_fusion(
         )
     probs: dict[str, np.ndarray] = {}
     with timings.part("cross-validation (3 models)"):
+        fitting = {"params": cfg.params, "n_pca": cfg.n_pca, "seed": cfg.seed, "workers": cfg.workers}
         if meta is not None:
-            probs["metadata"] = cross_validate(
-                meta, None, y, fold, params=cfg.params, n_pca=cfg.n_pca, seed=cfg.seed, workers=cfg.workers
-            )
+            probs["metadata"] = cross_validate(meta, None, y, fold, **fitting)
         if emb_matrix is not None:
-            probs["image"] = cross_validate(
-                None,
-                emb_matrix,
-                y,
-                fold,
-                params=cfg.params,
-                n_pca=cfg.n_pca,
-                seed=cfg.seed,
-                workers=cfg.workers,
-            )
+            probs["image"] = cross_validate(None, emb_matrix, y, fold, **fitting)
         if meta is not None and emb_matrix is not None:
-            probs["fused"] = cross_validate(
-                meta,
-                emb_matrix,
-                y,
-                fold,
-                params=cfg.params,
-                n_pca=cfg.n_pca,
-                seed=cfg.seed,
-                workers=cfg.workers,
-            )
+            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, **fitting)
     per_view = pd.DataFrame()
     if embeddings is not None:
         with timings.part("per-view image models"):

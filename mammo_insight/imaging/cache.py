@@ -52,6 +52,7 @@ import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
+from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS
 
 INDEX_FILE = "index.parquet"
 ANNOTATIONS_FILE = "annotations.parquet"
@@ -59,24 +60,7 @@ FAILURES_FILE = "failures.csv"
 CONFIG_FILE = "config.json"
 CONTACT_SHEET_FILE = "contact_sheet.png"
 IMAGES_DIR = "images"
-CACHE_COLUMNS = [
-    "cache_path",
-    "orig_height",
-    "orig_width",
-    "crop_x0",
-    "crop_y0",
-    "crop_x1",
-    "crop_y1",
-    "flipped",
-    "scale",
-    "pad_x",
-    "pad_y",
-    "out_height",
-    "out_width",
-    "photometric",
-    "transfer_syntax",
-    "status",
-]
+CACHE_COLUMNS = ["cache_path", *GEOMETRY_COLUMNS, "photometric", "transfer_syntax", "status"]
 ANNOTATION_COLUMNS = ["image_id", "x", "y", "radius", "cache_x", "cache_y", "cache_radius"]
 FAILURE_COLUMNS = ["image_id", "image_path", "reason"]
 

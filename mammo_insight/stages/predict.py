@@ -209,7 +209,8 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
     for col in CANONICAL_COLUMNS:
         if col not in ("patient_id", "image_id", "laterality", "view", "breast_id", "image_path"):
             table[col] = np.nan
-    table = validate_cohort(table, source=str(images_dir), laterality_may_be_unknown=True)
+    if len(table):  # no readable file at all is reported by the caller, with the reasons
+        table = validate_cohort(table, source=str(images_dir), laterality_may_be_unknown=True)
     return Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)"), pd.DataFrame(failed)
 
 

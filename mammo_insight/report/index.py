@@ -98,7 +98,9 @@ def build_index(roots: list[Path], out: Path, title: str = "mammo-insight report
         label = "Open the contact sheet" if href.endswith(".png") else "Open the report"
         blocks.append(raw_link(label, href) if href else paragraph("This stage wrote no report page."))
         sections.append(Section(f"{STAGE_TITLES.get(stage, stage)} — {name}", blocks))
-        rows.append({"stage": stage, "output": where, **numbers})
+        rows.append(
+            {"stage": stage, "output": where, "headline": "; ".join(f"{k}: {v}" for k, v in numbers.items())}
+        )
     import pandas as pd
 
     overview = Section(

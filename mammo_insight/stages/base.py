@@ -49,7 +49,10 @@ def finish_stage(
     report: str | None = "index.html",
     render: Callable[[], Any] | None = None,
 ) -> Path:
-    """Write the manifest (with the result's headline), then draw the report; returns the manifest's path."""
+    """Write the manifest (with the result's headline), then draw the report; returns the manifest's path.
+
+    `report` names the page (relative to the manifest) the index links; None when the stage has none.
+    """
     path = write_manifest(
         out,
         result.stage,
@@ -57,7 +60,7 @@ def finish_stage(
         seed,
         inputs=dict(inputs or {}),
         headline=result.headline(),
-        report=report if render is not None or report else None,
+        report=report,
     )
     if render is not None:
         render()

@@ -601,3 +601,14 @@ def test_cbis_csv_paths_cannot_leave_the_dataset_root(tmp_path):
         resolve_image(tmp_path / "root", "../secret.dcm")
     with pytest.raises(CohortError, match="outside"):
         resolve_image(tmp_path / "root", str(tmp_path / "secret.dcm"))
+
+
+def test_error_messages_are_printed_verbatim_square_brackets_included(synth_root, tmp_path):
+    from mammo_insight.cohort.adapters import load_cohort
+
+    table = load_cohort("rsna", synth_root).table.assign(cancer=float("nan"))
+    table.to_parquet(tmp_path / "unlabelled.parquet")
+    result = cli("eda", "--cohort", tmp_path / "unlabelled.parquet", "--out", tmp_path / "eda")
+    assert_clean_error(
+        result, "'cancer' is empty", "e.g. in the TOML [label])"
+    )  # rich markup would drop [label]

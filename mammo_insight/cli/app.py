@@ -9,6 +9,7 @@ import sys
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.text import Text
 
 from mammo_insight.errors import MammoInsightError
 
@@ -53,7 +54,8 @@ def main() -> None:
     try:
         app()
     except MammoInsightError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True)
+        # the message verbatim: '[excel]' or '[label]' in it is text, not rich markup
+        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False)
         sys.exit(2)
 
 

@@ -101,12 +101,12 @@ def _plain(value) -> str:
     return str(int(value)) if isinstance(value, (int, float)) else str(value)
 
 
-def run_headline(metrics: Mapping) -> dict[str, str]:
-    """The headline numbers of a run or an evaluation (breast and image level, with intervals)."""
+def run_headline(metrics: Mapping, levels: tuple[str, ...] = ("breast", "image")) -> dict[str, str]:
+    """The headline numbers of a run or an evaluation (the given levels, with intervals)."""
     return {
         label: fmt_ci(metrics.get(level, {}).get(name))
         for level, name, label in HEADLINE
-        if isinstance(metrics.get(level), Mapping)
+        if level in levels and isinstance(metrics.get(level), Mapping)
     }
 
 

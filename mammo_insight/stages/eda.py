@@ -9,7 +9,6 @@ eda.write_eda(result, Path("out/eda"))
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,8 +23,6 @@ from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.stats import figures as stats_figures
 from mammo_insight.stats.report import render_study
 from mammo_insight.stats.study import SUMMARY_KEYS, StudyResult, run_study
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

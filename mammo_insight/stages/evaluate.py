@@ -9,7 +9,6 @@ OUT/oof_predictions.csv (fold -1: mean of folds), metrics.json, config.json, man
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,9 @@ from mammo_insight.manifest import file_sha256
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.run_io import save_run_config
-from mammo_insight.models.run_report import fmt_ci, render_run_report
+from mammo_insight.models.run_report import render_run_report, run_headline
 from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -57,12 +54,7 @@ class EvaluateResult(StageResult):
     stage = "evaluate"
 
     def headline(self) -> dict[str, str]:
-        breast = self.metrics.get("breast", {})
-        return {
-            "breast ROC-AUC": fmt_ci(breast.get("roc_auc")),
-            "breast pF1": fmt_ci(breast.get("pf1")),
-            "breast PR-AUC": fmt_ci(breast.get("pr_auc")),
-        }
+        return run_headline(self.metrics, levels=("breast",))
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:

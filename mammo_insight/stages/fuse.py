@@ -11,7 +11,6 @@ Never imports torch (LightGBM's and torch's OpenMP runtimes stay in separate pro
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,8 +28,6 @@ from mammo_insight.fusion.pipeline import FusionConfig, FusionResult, run_fusion
 from mammo_insight.fusion.report import MODEL_WORDS, render_report, roc_figure
 from mammo_insight.report import fmt_ci
 from mammo_insight.stages.base import StageResult, finish_stage
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -100,12 +97,6 @@ def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
     embeddings = read_embeddings(config.embeddings) if config.embeddings is not None else None
     if config.embeddings is not None:
         inputs["embeddings"] = config.embeddings
-    if config.include_leaky:
-        log.warning(
-            "including leaky column(s) %s: they are decided after the outcome; every figure of this run "
-            "is optimistic",
-            ", ".join(config.include_leaky),
-        )
     fusion = run_fusion(cohort.table, embeddings, config.fusion_config(), post_outcome=cohort.post_outcome)
     return FuseResult(config, fusion, config.dataset or cohort.dataset, cohort.label_meaning, inputs)
 

@@ -65,6 +65,7 @@ class PreprocessResult(StageResult):
     """The builder's counts: images, ok, failed, already done, processed now, seconds, contact sheet."""
 
     config: PreprocessStageConfig
+    pixels: PreprocessConfig  # what decided the pixels, as resolved when the cache was built
     summary: dict[str, Any]
     stage = "preprocess"
     title = "Image cache"
@@ -98,14 +99,14 @@ def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
         retry_failed=config.retry_failed,
         seed=config.seed,
     )
-    return PreprocessResult(config, summary)
+    return PreprocessResult(config, pixels, summary)
 
 
 def write_preprocess(result: PreprocessResult) -> Path:
     """The manifest of the cache (its report is the contact sheet); returns the manifest's path."""
     c = result.config
     config = {
-        **c.pixels().to_dict(),
+        **result.pixels.to_dict(),
         "dataset": c.dataset,
         "root": str(c.root),
         "workers": c.workers,

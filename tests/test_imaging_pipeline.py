@@ -331,11 +331,6 @@ def test_process_pool_gives_the_same_cache(tmp_path, cohort, reference) -> None:
     _same_as_reference(cohort, reference, tmp_path, "local")
 
 
-def test_dask_cluster_gives_the_same_cache(tmp_path, cohort, reference) -> None:
-    pytest.importorskip("distributed")
-    _same_as_reference(cohort, reference, tmp_path, "dask")
-
-
 def test_cli_writes_the_cache(tmp_path, synth_root) -> None:
     from typer.testing import CliRunner
 

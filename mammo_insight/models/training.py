@@ -336,6 +336,12 @@ def train_fold(
     return images, breasts
 
 
+def _remove_if_empty(folder: Path) -> None:
+    """Finished folds delete their checkpoints; the folder that held them goes once all are done."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+
+
 def _read_fold(fold_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     ids = {"image_id": str, "breast_id": str, "patient_id": str}
     images = pd.read_csv(fold_dir / "oof.csv", dtype=ids)
@@ -396,4 +402,5 @@ def _train_folds(cache_dir: Path, out_dir: Path, config: TrainConfig) -> FoldOut
         history.append(pd.read_csv(fold_dir / "history.csv"))
     if not rank_zero:
         return None
+    _remove_if_empty(out_dir / "checkpoints")
     return FoldOutputs(table, folds, values, images, breasts, history)

@@ -89,6 +89,15 @@ def read_journal(out_dir: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
+def crashed_record(task: dict[str, Any]) -> dict[str, Any]:
+    """The failure of an image whose worker process died while it was processed (twice: once in the
+    pool, once alone), e.g. a segmentation fault in a decoder's native code."""
+    return failed_record(
+        task["image_id"],
+        f"{task['image_path']}: the worker process died while decoding it (crash in native code)",
+    )
+
+
 def _sample(ids: list[str], n: int, seed: int) -> set[str]:
     if n <= 0 or not ids:
         return set()
@@ -227,7 +236,9 @@ def build_cache(
 
         for record in immediate:
             keep(record)
-        results = run_tasks(process_one, tasks, workers=workers, engine=engine, address=address)
+        results = run_tasks(
+            process_one, tasks, workers=workers, engine=engine, address=address, on_crash=crashed_record
+        )
         if show_progress and tasks:
             with progress_bar() as bar:
                 task_id = bar.add_task("preprocess", total=len(tasks))

@@ -19,7 +19,7 @@ import numpy as np
 from mammo_insight.errors import DicomError, MammoInsightError
 from mammo_insight.imaging.cache import read_cache_config, relative_image_path, write_png_atomic
 from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_detection
-from mammo_insight.imaging.decode import RawImage, read_image
+from mammo_insight.imaging.decode import RawImage, is_interrupt, read_image
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
 from mammo_insight.imaging.intensity import LUT_MAX, display_lut, lut_index
 from mammo_insight.imaging.resize import thumbnail
@@ -163,7 +163,9 @@ def process_one(task: dict[str, Any]) -> dict[str, Any]:
         return failed_record(image_id, str(exc))
     except MemoryError:
         return failed_record(image_id, f"{task['image_path']}: out of memory while preparing the image")
-    except Exception as exc:  # one odd file must not stop a 50,000-image run; the reason is kept
+    except BaseException as exc:  # one odd file must not stop a 50,000-image run; the reason is kept
+        if is_interrupt(exc):
+            raise
         log.debug("unexpected failure on %s", task["image_path"], exc_info=True)
         return failed_record(image_id, f"{task['image_path']}: {type(exc).__name__}: {exc}")
     cache_dir = Path(task["cache_dir"])

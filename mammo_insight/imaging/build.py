@@ -211,6 +211,7 @@ def build_cache(
                 "image_id": image_id,
                 "patient_id": str(row.patient_id),
                 "image_path": str(row.image_path),
+                "image_root": str(cohort.image_root) if cohort.image_root else None,
                 "cache_dir": str(out_dir),
                 "config": config.to_dict(),
                 "thumbnail": image_id in sample,

@@ -161,7 +161,7 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     ts_name = ts.name if ts is not None else "unknown"
     damaged = stream_problem(ds)
     if damaged:
-        raise DicomError(f"{path}: {damaged} ({ts_name})")
+        raise DicomError(f"{path}: pixel data could not be decoded ({ts_name}; damaged stream: {damaged})")
     try:
         pixels = _decode(ds, path, resolve_backend(backend) if backend == "auto" else backend)
     except DicomError:

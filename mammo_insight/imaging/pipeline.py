@@ -9,6 +9,7 @@ built once over the stored values, and only the cropped region is looked up and 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mammo_insight.errors import DicomError, MammoInsightError
+from mammo_insight.files import inside_root
 from mammo_insight.imaging.cache import read_cache_config, relative_image_path, write_png_atomic
 from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_detection
 from mammo_insight.imaging.decode import RawImage, is_interrupt, read_image
@@ -151,11 +153,18 @@ def failed_record(image_id: str, reason: str) -> dict[str, Any]:
 def process_one(task: dict[str, Any]) -> dict[str, Any]:
     """Decode, prepare and write one image; a record for the index (status ok or failed, with reason).
 
-    task: image_id, patient_id, image_path, cache_dir, config (``PreprocessConfig.to_dict()``),
-    thumbnail (write a small before-crop preview for the contact sheet).
+    task: image_id, patient_id, image_path, image_root (None: not checked), cache_dir, config
+    (``PreprocessConfig.to_dict()``), thumbnail (write a small before-crop preview for the contact sheet).
     """
     image_id = str(task["image_id"])
     config = PreprocessConfig.from_dict(task["config"])
+    root = task.get("image_root")
+    if root and not inside_root(task["image_path"], root):
+        return failed_record(
+            image_id,
+            f"{task['image_path']}: resolves to {os.path.realpath(task['image_path'])}, outside the image "
+            f"root {root} (a symbolic link?); not read",
+        )
     try:
         raw = read_image(task["image_path"], config.decoder)
         prepared = prepare(raw, config)

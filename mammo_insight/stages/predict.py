@@ -38,6 +38,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import mapping as cam_mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
+from mammo_insight.files import inside_root
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import thumbnail
@@ -168,7 +169,10 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
     for path, stem, dup in zip(files, stems, stems.duplicated(keep=False)):
         rel = path.relative_to(images_dir)
         image_id = "_".join(rel.with_suffix("").parts) if dup else stem
-        facts, reason = _header_facts(path)
+        if inside_root(path, images_dir):
+            facts, reason = _header_facts(path)
+        else:  # a link out of the folder is never opened
+            facts, reason = {}, f"{rel}: a link that leads outside {images_dir}; not read"
         notes = []
         if len(rel.parts) > 1:
             patient = rel.parts[0]
@@ -211,7 +215,8 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
             table[col] = np.nan
     if len(table):  # no readable file at all is reported by the caller, with the reasons
         table = validate_cohort(table, source=str(images_dir), laterality_may_be_unknown=True)
-    return Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)"), pd.DataFrame(failed)
+    cohort = Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)", image_root=images_dir)
+    return cohort, pd.DataFrame(failed)
 
 
 def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Cohort:

@@ -146,6 +146,15 @@ def prepare(raw: RawImage, config: PreprocessConfig) -> Prepared:
     )
 
 
+def source_stamp(image_path: str) -> dict[str, Any]:
+    """What the cache records of an image's source file (path, size, mtime) to notice it changed later."""
+    try:
+        stat = os.stat(image_path)
+    except OSError:
+        return {"source_path": image_path, "source_size": None, "source_mtime_ns": None}
+    return {"source_path": image_path, "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
 def failed_record(image_id: str, reason: str) -> dict[str, Any]:
     return {"image_id": image_id, "status": "failed", "reason": reason}
 
@@ -156,6 +165,11 @@ def process_one(task: dict[str, Any]) -> dict[str, Any]:
     task: image_id, patient_id, image_path, image_root (None: not checked), cache_dir, config
     (``PreprocessConfig.to_dict()``), thumbnail (write a small before-crop preview for the contact sheet).
     """
+    stamp = source_stamp(task["image_path"])  # before reading: a change during the run shows next time
+    return {**_process(task), **stamp}
+
+
+def _process(task: dict[str, Any]) -> dict[str, Any]:
     image_id = str(task["image_id"])
     config = PreprocessConfig.from_dict(task["config"])
     root = task.get("image_root")

@@ -30,6 +30,7 @@ from mammo_insight.errors import DicomError
 from mammo_insight.imaging.integrity import pixel_problem, stream_problem
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
+MAX_PLAIN_PIXELS = 100_000_000  # 10x the largest digitised film; a larger PNG/PGM header is not decoded
 PLAIN_SUFFIXES = {".png": "PNG", ".pgm": "PGM", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -72,8 +73,33 @@ def resolve_backend(name: str) -> str:
     return name
 
 
+def _plain_size_problem(path: Path) -> str | None:
+    """A PNG/PGM whose header claims more pixels than any mammogram (a decompression bomb), read from the
+    header alone; None when the size is plausible or the header unreadable (the decoder then says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        return f"the header claims an image too large to decode ({exc})"
+    except Exception:  # noqa: BLE001 - cv2 below reports an unreadable file in its own words
+        return None
+    if width * height > MAX_PLAIN_PIXELS:
+        return (
+            f"the header claims {width}x{height} pixels, more than the {MAX_PLAIN_PIXELS:,} decoded at most"
+        )
+    return None
+
+
 def _read_plain(path: Path) -> RawImage:
     import cv2
+
+    too_large = _plain_size_problem(path)
+    if too_large:
+        raise DicomError(f"{path}: {too_large}")
 
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:

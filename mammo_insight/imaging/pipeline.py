@@ -182,8 +182,11 @@ def _process(task: dict[str, Any]) -> dict[str, Any]:
     try:
         raw = read_image(task["image_path"], config.decoder)
         prepared = prepare(raw, config)
-    except DicomError as exc:
-        return failed_record(image_id, str(exc))
+    except DicomError as exc:  # some reasons (display LUT attributes) do not know the file: name it
+        reason = str(exc)
+        return failed_record(
+            image_id, reason if task["image_path"] in reason else f"{task['image_path']}: {reason}"
+        )
     except MemoryError:
         return failed_record(image_id, f"{task['image_path']}: out of memory while preparing the image")
     except BaseException as exc:  # one odd file must not stop a 50,000-image run; the reason is kept

@@ -25,6 +25,8 @@ damaged corpus (``benchmarks/bench_corruption.py``).
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 JPEG_SYNTAXES = {
@@ -42,73 +44,59 @@ J2K_MAX_ZERO_RUN = 64
 JPEG_BETWEEN_SCANS = {0xC4, 0xCC, 0xDB, 0xDD, 0xDA, 0xDC, 0xFE, *range(0xE0, 0xF0)}
 
 
-def _trim_padding(buf: np.ndarray) -> np.ndarray:
-    """Without the zero bytes a DICOM fragment may end with (even length, some writers pad more)."""
-    nonzero = np.flatnonzero(buf)
-    return buf[: nonzero[-1] + 1] if len(nonzero) else buf[:0]
+# inside entropy-coded data a 0xFF is followed by 0x00 (stuffing) or 0xFF (fill); anything else is a marker
+JPEG_MARKER_IN_DATA = re.compile(rb"\xff[^\x00\xff]")
 
 
-def _jpeg_problem(buf: np.ndarray) -> str | None:
+def _jpeg_problem(buf: bytes) -> str | None:
     end = len(buf)
-    if end < 4 or buf[0] != 0xFF or buf[1] != 0xD8:
+    if end < 4 or not buf.startswith(b"\xff\xd8"):
         return "the JPEG stream does not start with its start-of-image marker"
-    if buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
+    if not buf.endswith(b"\xff\xd9"):
         return "the JPEG stream does not end with its end-of-image marker (truncated or damaged)"
     pos, scans = 2, 0
     while pos < end - 2:
         if buf[pos] != 0xFF:
             return f"no JPEG marker where one must be (byte {pos})"
-        marker = int(buf[pos + 1])
+        marker = buf[pos + 1]
         if marker == 0xFF:  # fill byte before a marker
             pos += 1
             continue
         if marker == 0xD9:
             return f"the JPEG end-of-image marker comes early (byte {pos} of {end})"
-        length = int(buf[pos + 2]) << 8 | int(buf[pos + 3])
+        length = int.from_bytes(buf[pos + 2 : pos + 4], "big")
         pos += 2 + length
         if length < 2 or pos > end - 2:
             return f"a JPEG segment (marker 0x{marker:02X}) runs past the end of the stream"
         if marker != 0xDA:
             continue
         scans += 1
-        data = buf[pos : end - 2]
-        at_ff = np.flatnonzero(data[:-1] == 0xFF)
-        follower = data[at_ff + 1]
-        special = at_ff[(follower != 0x00) & (follower != 0xFF)]
-        codes = data[special + 1]
-        is_restart = (codes >= 0xD0) & (codes <= 0xD7)
-        first_other = np.flatnonzero(~is_restart)
-        restarts = codes[: first_other[0]] if len(first_other) else codes
-        if np.any((restarts.astype(int) - 0xD0) != np.arange(len(restarts)) % 8):
-            return "the JPEG restart markers are out of order (damaged entropy-coded data)"
-        if not len(first_other):
+        expected_restart = 0
+        for found in JPEG_MARKER_IN_DATA.finditer(buf, pos, end - 2):
+            code = buf[found.start() + 1]
+            if 0xD0 <= code <= 0xD7:
+                if code - 0xD0 != expected_restart:
+                    return "the JPEG restart markers are out of order (damaged entropy-coded data)"
+                expected_restart = (expected_restart + 1) % 8
+                continue
+            if code not in JPEG_BETWEEN_SCANS:
+                return f"a stray JPEG marker 0x{code:02X} inside entropy-coded data (byte {found.start()})"
+            pos = found.start()  # the scan ends at a table or the next scan's header
+            break
+        else:
             pos = end - 2  # the scan runs to EOI
-            continue
-        next_marker = int(codes[first_other[0]])
-        if next_marker not in JPEG_BETWEEN_SCANS:
-            return (
-                f"a stray JPEG marker 0x{next_marker:02X} inside entropy-coded data "
-                f"(byte {pos + int(special[first_other[0]])})"
-            )
-        pos += int(special[first_other[0]])
     return None if scans else "the JPEG stream holds no scan"
 
 
-def _longest_zero_run(data: np.ndarray) -> int:
-    zero = np.concatenate([[False], data == 0, [False]])
-    edges = np.flatnonzero(np.diff(zero.astype(np.int8)))
-    return int((edges[1::2] - edges[::2]).max()) if len(edges) else 0
+def _u16(buf: bytes, pos: int) -> int:
+    return int.from_bytes(buf[pos : pos + 2], "big")
 
 
-def _u16(buf: np.ndarray, pos: int) -> int:
-    return int(buf[pos]) << 8 | int(buf[pos + 1])
+def _u32(buf: bytes, pos: int) -> int:
+    return int.from_bytes(buf[pos : pos + 4], "big")
 
 
-def _u32(buf: np.ndarray, pos: int) -> int:
-    return _u16(buf, pos) << 16 | _u16(buf, pos + 2)
-
-
-def _j2k_tile_count(buf: np.ndarray, siz: int) -> int:
+def _j2k_tile_count(buf: bytes, siz: int) -> int:
     xsiz, ysiz = (_u32(buf, siz + 6 + 4 * i) for i in range(2))
     xtsiz, ytsiz, xtosiz, ytosiz = (_u32(buf, siz + 22 + 4 * i) for i in range(4))
     if not xtsiz or not ytsiz:
@@ -116,14 +104,14 @@ def _j2k_tile_count(buf: np.ndarray, siz: int) -> int:
     return -(-(xsiz - xtosiz) // xtsiz) * -(-(ysiz - ytosiz) // ytsiz)
 
 
-def _jp2_codestream(buf: np.ndarray) -> np.ndarray | None:
+def _jp2_codestream(buf: bytes) -> bytes | None:
     """The codestream inside a JP2 file's 'jp2c' box (RSNA's DICOMs wrap it so), or None without one."""
     pos = 0
     while pos + 8 <= len(buf):
-        length, kind = _u32(buf, pos), bytes(buf[pos + 4 : pos + 8])
+        length, kind = _u32(buf, pos), buf[pos + 4 : pos + 8]
         header = 8
         if length == 1:  # 64-bit length follows
-            length, header = _u32(buf, pos + 8) << 32 | _u32(buf, pos + 12), 16
+            length, header = int.from_bytes(buf[pos + 8 : pos + 16], "big"), 16
         stop = len(buf) if length == 0 else pos + length
         if kind == b"jp2c":
             return buf[pos + header : stop]
@@ -133,28 +121,30 @@ def _jp2_codestream(buf: np.ndarray) -> np.ndarray | None:
     return None
 
 
-def _j2k_problem(buf: np.ndarray) -> str | None:
-    if bytes(buf[4:8]) == b"jP  ":
+def _j2k_problem(buf: bytes) -> str | None:
+    if buf[4:8] == b"jP  ":
         buf = _jp2_codestream(buf)
         if buf is None:
             return "the JP2 file holds no codestream box"
-        buf = _trim_padding(buf)
-    if bytes(buf[:4]) != b"\xff\x4f\xff\x51":
+        buf = buf.rstrip(b"\0")
+    if not buf.startswith(b"\xff\x4f\xff\x51"):
         return "the JPEG 2000 stream does not start with SOC and SIZ"
     end = len(buf)
-    if end < 4 or buf[end - 2] != 0xFF or buf[end - 1] != 0xD9:
+    if end < 4 or not buf.endswith(b"\xff\xd9"):
         return "the JPEG 2000 stream does not end with its EOC marker (truncated or damaged)"
     tiles_expected = _j2k_tile_count(buf, 2) if end > 40 else 0
-    pos, allowed = 2, set()
+    pos, allowed = 2, b""
     while pos < end - 2 and _u16(buf, pos) != 0xFF90:  # main header, up to the first tile-part
         marker = _u16(buf, pos)
         if marker >> 8 != 0xFF:
             return f"no JPEG 2000 marker where one must be (byte {pos})"
         if marker == 0xFF52:  # COD: Scod bit 1 allows SOP, bit 2 EPH markers in packet data
-            scod = int(buf[pos + 4])
-            allowed = {0x91} if scod & 2 else set()
-            allowed |= {0x92} if scod & 4 else set()
+            scod = buf[pos + 4]
+            allowed = (b"\x91" if scod & 2 else b"") + (b"\x92" if scod & 4 else b"")
         pos += 2 + _u16(buf, pos + 2)
+    # bit stuffing: after 0xFF packet data holds a byte of at most 0x8F
+    marker_like = re.compile(b"\\xff[" + re.escape(bytes(range(0x90, 0x100)).translate(None, allowed)) + b"]")
+    zero_run = bytes(J2K_MAX_ZERO_RUN)
     tiles_seen = set()
     while pos < end - 2:
         if _u16(buf, pos) != 0xFF90:
@@ -164,21 +154,20 @@ def _j2k_problem(buf: np.ndarray) -> str | None:
         part_end = end - 2 if psot == 0 else pos + psot
         if part_end > end - 2:
             return "a JPEG 2000 tile-part runs past the end of the stream (truncated)"
-        header = bytes(buf[pos:part_end]).find(b"\xff\x93")  # SOD: packet data follows
-        if header < 0:
+        sod = buf.find(b"\xff\x93", pos, part_end)  # start of data: packet data follows
+        if sod < 0:
             return f"a JPEG 2000 tile-part has no start-of-data marker (byte {pos})"
-        data = buf[pos + header + 2 : part_end]
-        at_ff = np.flatnonzero(data[:-1] == 0xFF)
-        follower = data[at_ff + 1]
-        bad = (follower > 0x8F) & ~np.isin(follower, list(allowed))
-        if bad.any():
+        found = marker_like.search(buf, sod + 2, part_end)
+        if found:
             return (
-                f"a marker-like byte pair 0xFF{int(follower[bad][0]):02X} inside JPEG 2000 packet data "
-                f"(byte {pos + header + 2 + int(at_ff[bad][0])}): damaged data"
+                f"a marker-like byte pair 0x{buf[found.start() : found.end()].hex().upper()} inside JPEG 2000 "
+                f"packet data (byte {found.start()}): damaged data"
             )
-        run = _longest_zero_run(data)
-        if run >= J2K_MAX_ZERO_RUN:
-            return f"{run} zero bytes in a row inside JPEG 2000 packet data (byte {pos}): damaged data"
+        zeros = buf.find(zero_run, sod + 2, part_end)
+        if zeros >= 0:
+            return (
+                f"{J2K_MAX_ZERO_RUN} or more zero bytes in a row inside JPEG 2000 packet data (byte {zeros})"
+            )
         pos = part_end
     if tiles_expected and len(tiles_seen) != tiles_expected:
         return f"the JPEG 2000 stream holds {len(tiles_seen)} of its {tiles_expected} tiles"
@@ -217,7 +206,7 @@ def stream_problem(ds) -> str | None:
         frame = next(generate_frames(ds.PixelData, number_of_frames=frames))
     except Exception as exc:  # noqa: BLE001 - any damage to the encapsulation is the finding
         return f"the encapsulated pixel data is damaged ({type(exc).__name__}: {exc})"
-    buf = _trim_padding(np.frombuffer(frame, np.uint8))
+    buf = bytes(frame).rstrip(b"\0")  # a fragment is padded to an even length (some writers pad more)
     if syntax in JPEG_SYNTAXES:
         return _jpeg_problem(buf)
     return _j2k_problem(buf)

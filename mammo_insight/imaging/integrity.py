@@ -12,6 +12,8 @@ decoder's own errors:
   stream, every tile appears, and no 0xFF byte in packet data is followed by a byte above 0x8F (the
   codestream's bit stuffing forbids it; SOP/EPH markers only when COD allows them), and no run of
   64 or more zero bytes in packet data.
+  RLE: the segment table is sound and every segment decodes to exactly Rows x Columns bytes with
+  nothing but padding left unread.
 - ``pixel_problem`` looks at the decoded stored values: the size the header promises, values within
   BitsStored, RescaleSlope not 0, not all zero, not constant or nearly so (one value on more than
   99.5% of the pixels).
@@ -35,6 +37,7 @@ JPEG_SYNTAXES = {
     "1.2.840.10008.1.2.4.57",  # lossless
     "1.2.840.10008.1.2.4.70",  # lossless, first-order prediction (RSNA, CBIS-DDSM exports)
 }
+RLE_SYNTAX = "1.2.840.10008.1.2.5"
 J2K_SYNTAXES = {"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
 NEAR_CONSTANT_SHARE = 0.995
 # MQ-coded packet data is close to random and an empty packet is one byte: runs of zero bytes stay short
@@ -174,6 +177,38 @@ def _j2k_problem(buf: bytes) -> str | None:
     return None
 
 
+def _rle_problem(buf: bytes, ds) -> str | None:
+    """PS3.5 Annex G: a 64-byte header of segment offsets, each segment (PackBits) decoding to exactly
+    Rows x Columns bytes and consumed to its end (at most a few zero pad bytes left). pylibjpeg-rle stops
+    once a segment's output is full, so junk that leaves the bytes unread is caught only here."""
+    if len(buf) < 64:
+        return "the RLE frame is shorter than its 64-byte header"
+    n_segments = int.from_bytes(buf[:4], "little")
+    offsets = [int.from_bytes(buf[4 + 4 * i : 8 + 4 * i], "little") for i in range(min(n_segments, 15))]
+    expected = int(ds.BitsAllocated) // 8 * int(ds.get("SamplesPerPixel", 1))
+    if n_segments != expected or offsets[:1] != [64] or offsets != sorted(offsets) or offsets[-1] > len(buf):
+        return f"the RLE header's segment table is damaged ({n_segments} segments at {offsets})"
+    target = int(ds.Rows) * int(ds.Columns)
+    for i, (start, end) in enumerate(zip(offsets, [*offsets[1:], len(buf)])):
+        pos, out = start, 0
+        while out < target and pos < end:
+            control = buf[pos]
+            if control < 128:  # literal run of control + 1 bytes
+                out += control + 1
+                pos += control + 2
+            elif control > 128:  # one byte repeated 257 - control times
+                out += 257 - control
+                pos += 2
+            else:
+                pos += 1
+        if out != target or pos > end:
+            return f"RLE segment {i + 1} decodes to {out} bytes where Rows x Columns is {target}"
+        rest = buf[pos:end]
+        if len(rest) > 3 or rest.strip(b"\0"):
+            return f"RLE segment {i + 1} leaves {len(rest)} bytes unread after its last pixel (damaged data)"
+    return None
+
+
 def _native_length_problem(ds) -> str | None:
     """Uncompressed pixel data must hold exactly Rows x Columns x frames values (plus one pad byte)."""
     try:
@@ -199,13 +234,15 @@ def stream_problem(ds) -> str | None:
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     if syntax is not None and not syntax.is_encapsulated and "PixelData" in ds:
         return _native_length_problem(ds)
-    if syntax not in JPEG_SYNTAXES and syntax not in J2K_SYNTAXES:
+    if syntax not in JPEG_SYNTAXES and syntax not in J2K_SYNTAXES and syntax != RLE_SYNTAX:
         return None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     try:
         frame = next(generate_frames(ds.PixelData, number_of_frames=frames))
     except Exception as exc:  # noqa: BLE001 - any damage to the encapsulation is the finding
         return f"the encapsulated pixel data is damaged ({type(exc).__name__}: {exc})"
+    if syntax == RLE_SYNTAX:
+        return _rle_problem(bytes(frame), ds)
     buf = bytes(frame).rstrip(b"\0")  # a fragment is padded to an even length (some writers pad more)
     if syntax in JPEG_SYNTAXES:
         return _jpeg_problem(buf)

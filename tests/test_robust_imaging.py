@@ -90,7 +90,10 @@ def _panicking_rle(by_syntax, tmp_path) -> Path:
     pytest.fail("no damaged RLE file made pylibjpeg-rle panic")
 
 
-def test_a_decoder_panic_is_one_failed_file(by_syntax, synth_root, tmp_path) -> None:
+def test_a_decoder_panic_is_one_failed_file(by_syntax, synth_root, tmp_path, monkeypatch) -> None:
+    # the RLE segment walk now catches this file before the decoder sees it: switched off here so that
+    # the decoder's Rust panic (a BaseException) is what must be caught
+    monkeypatch.setattr("mammo_insight.imaging.decode.stream_problem", lambda ds: None)
     panicking = _panicking_rle(by_syntax, tmp_path)
     cohort = load_cohort("rsna", synth_root)
     table = cohort.table.head(3).copy()
@@ -103,9 +106,7 @@ def test_a_decoder_panic_is_one_failed_file(by_syntax, synth_root, tmp_path) -> 
     failures = pd.read_csv(out / "failures.csv")
     assert failures["image_id"].tolist() == ["panics"] and "PanicException" in failures["reason"][0]
     journal = [json.loads(line) for line in (out / JOURNAL_FILE).read_text().splitlines()]
-    assert {"image_id": "panics", "status": "failed"}.items() <= journal[-1].items() or any(
-        r["image_id"] == "panics" and r["status"] == "failed" for r in journal
-    )
+    assert any(r["image_id"] == "panics" and r["status"] == "failed" for r in journal)
 
 
 @pytest.mark.slow
@@ -120,8 +121,8 @@ def test_a_dead_worker_takes_only_its_own_task_with_it() -> None:
 
 
 @pytest.mark.slow
-def test_the_pool_gives_the_panic_as_a_failure_too(by_syntax, synth_root, tmp_path) -> None:
-    panicking = _panicking_rle(by_syntax, tmp_path)
+def test_the_pool_gives_a_damaged_file_as_a_failure_too(by_syntax, synth_root, tmp_path) -> None:
+    panicking = write_damaged(by_syntax["RLE Lossless"][0], tmp_path / "bad.dcm", "junk", 500)
     cohort = load_cohort("rsna", synth_root)
     table = cohort.table.head(3).copy()
     bad = table.iloc[0].copy()

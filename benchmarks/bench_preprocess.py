@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from mammo_insight.imaging.build import crashed_record
 from mammo_insight.imaging.decode import read_image
 from mammo_insight.imaging.engines import run_tasks
 from mammo_insight.imaging.pipeline import PreprocessConfig, process_one
@@ -50,7 +51,11 @@ def best_seconds(
     for attempt in range(repeats + 1):  # attempt 0 warms caches and imports; it is not counted
         cache = Path(tempfile.mkdtemp(prefix="bench_preprocess_"))
         start = time.perf_counter()
-        results = list(run_tasks(fn, _tasks(files, cache, config), workers=workers, engine=engine))
+        results = list(
+            run_tasks(
+                fn, _tasks(files, cache, config), workers=workers, engine=engine, on_crash=crashed_record
+            )
+        )
         elapsed = time.perf_counter() - start
         shutil.rmtree(cache)
         bad = [r for r in results if r["status"] != "ok"]

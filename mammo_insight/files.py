@@ -29,3 +29,13 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def inside_root(path: str | Path, root: str | Path) -> bool:
+    """True when ``path``, every symbolic link and '..' resolved, lies inside ``root`` (also resolved).
+
+    The text of a path says nothing about where a link leads: a file or a folder linked out of a dataset
+    root passes every check on the text. Every file opened from a table, a folder or an index is checked here.
+    """
+    real_root = os.path.realpath(root)
+    return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root

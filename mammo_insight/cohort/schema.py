@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,6 +68,8 @@ class Cohort:
     "continuous"; adapters and generic mapping files declare them so eda need not guess.
     post_outcome: the columns decided after the outcome (the adapter's declaration): the leakage audit
     calls them leaky whatever their AUC, eda never tests them, fuse-train never uses them unless asked.
+    image_root: the folder the images were found under (the dataset root, a generic mapping's image_root,
+    predict's folder); preprocess refuses a file whose real path lies outside it.
     """
 
     table: pd.DataFrame
@@ -77,6 +80,9 @@ class Cohort:
     )
     factors: dict[str, str] = field(default_factory=dict)
     post_outcome: list[str] = field(default_factory=lambda: list(POST_OUTCOME_COLUMNS))
+    image_root: Path | None = (
+        None  # every image_path must resolve inside it (links followed); None: unchecked
+    )
 
 
 def file_lines(positions: Iterable[int], lines: Sequence[int] | None = None) -> str:

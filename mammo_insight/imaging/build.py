@@ -10,6 +10,7 @@ cohort order at the end, so an interrupted-then-resumed run writes the same cach
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time
@@ -34,7 +35,7 @@ from mammo_insight.imaging.cache import (
 )
 from mammo_insight.imaging.engines import run_tasks
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.imaging.pipeline import PreprocessConfig, failed_record, process_one
+from mammo_insight.imaging.pipeline import PreprocessConfig, failed_record, process_one, source_stamp
 
 log = logging.getLogger(__name__)
 JOURNAL_FILE = "progress.jsonl"
@@ -87,6 +88,37 @@ def read_journal(out_dir: Path) -> dict[str, dict[str, Any]]:
                 continue
             done[str(record["image_id"])] = record
     return done
+
+
+def crashed_record(task: dict[str, Any]) -> dict[str, Any]:
+    """The failure of an image whose worker process died while it was processed (twice: once in the
+    pool, once alone), e.g. a segmentation fault in a decoder's native code."""
+    return failed_record(
+        task["image_id"],
+        f"{task['image_path']}: the worker process died while decoding it (crash in native code)",
+    )
+
+
+def _changed_inputs(done: dict[str, dict[str, Any]], ids: list[str], paths: pd.Series) -> list[str]:
+    """Ids of journalled images whose source file is not the one cached: another path, size or mtime.
+
+    Journals written before sources were recorded have no stamp: their images are kept as they are.
+    """
+    changed = []
+    for image_id, path in zip(ids, paths):
+        record = done.get(image_id)
+        if record is None or "source_size" not in record or not isinstance(path, str):
+            continue
+        now = source_stamp(path)
+        if any(record.get(key) != value for key, value in now.items()):
+            changed.append(image_id)
+    return changed
+
+
+def table_sha256(table: pd.DataFrame) -> str:
+    """A fingerprint of the cohort table's content (row order, columns and values), for the manifest."""
+    rows = pd.util.hash_pandas_object(table.astype("string"), index=False).to_numpy()
+    return hashlib.sha256(",".join(table.columns).encode() + rows.tobytes()).hexdigest()
 
 
 def _sample(ids: list[str], n: int, seed: int) -> set[str]:
@@ -184,6 +216,16 @@ def build_cache(
         done = {k: v for k, v in done.items() if v.get("status") == "ok"}
     table = cohort.table
     ids = [str(i) for i in table["image_id"]]
+    changed = _changed_inputs(done, ids, table["image_path"])
+    for image_id in changed:
+        del done[image_id]
+    if changed:
+        log.warning(
+            "%d image(s) changed since they were cached (path, size or modification time), redone: %s%s",
+            len(changed),
+            ", ".join(changed[:5]),
+            " ..." if len(changed) > 5 else "",
+        )
     sample = _sample(
         [i for i, p in zip(ids, table["image_path"]) if isinstance(p, str) and Path(p).is_file()],
         sheet_size,
@@ -202,6 +244,7 @@ def build_cache(
                 "image_id": image_id,
                 "patient_id": str(row.patient_id),
                 "image_path": str(row.image_path),
+                "image_root": str(cohort.image_root) if cohort.image_root else None,
                 "cache_dir": str(out_dir),
                 "config": config.to_dict(),
                 "thumbnail": image_id in sample,
@@ -227,7 +270,9 @@ def build_cache(
 
         for record in immediate:
             keep(record)
-        results = run_tasks(process_one, tasks, workers=workers, engine=engine, address=address)
+        results = run_tasks(
+            process_one, tasks, workers=workers, engine=engine, address=address, on_crash=crashed_record
+        )
         if show_progress and tasks:
             with progress_bar() as bar:
                 task_id = bar.add_task("preprocess", total=len(tasks))
@@ -261,7 +306,9 @@ def build_cache(
         "ok": int((~failed).sum()),
         "failed": int(failed.sum()),
         "already_done": skipped,
+        "changed_inputs": len(changed),
         "processed_now": len(tasks) + len(immediate),
+        "table_sha256": table_sha256(table),
         "seconds": round(time.perf_counter() - started, 2),
         "contact_sheet": str(sheet) if sheet else None,
     }

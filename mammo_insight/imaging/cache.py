@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.files import atomic_write
+from mammo_insight.files import atomic_write, inside_root
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS
 
 INDEX_FILE = "index.parquet"
@@ -78,6 +78,15 @@ def read_cache_index(cache_dir: str | Path, include_failed: bool = False) -> pd.
             f"{path} not found: is {cache_dir} a cache written by `mammo-insight preprocess`?"
         )
     index = pd.read_parquet(path)
+    if "cache_path" in index.columns:
+        escapes = [
+            p for p in index["cache_path"].dropna() if not inside_root(Path(cache_dir) / str(p), cache_dir)
+        ]
+        if escapes:
+            raise MammoInsightError(
+                f"{path}: {len(escapes)} cache_path value(s) lead outside the cache (e.g. {escapes[0]!r}); "
+                "was the index edited? Rebuild it with `mammo-insight preprocess`"
+            )
     if include_failed:
         return index
     return index[index["status"] == "ok"].reset_index(drop=True)
@@ -104,7 +113,7 @@ def load_cache_image(cache_dir: str | Path, row_or_path: Mapping[str, Any] | Any
     """One cached image as float32 in [0, 1], shape (out_height, out_width).
 
     row_or_path: an index row (Series, dict or itertuples record with cache_path), or a path
-    relative to the cache (an absolute path is used as is).
+    relative to the cache; either must resolve inside the cache (an edited index cannot point elsewhere).
     """
     import cv2
 
@@ -116,7 +125,9 @@ def load_cache_image(cache_dir: str | Path, row_or_path: Mapping[str, Any] | Any
         rel = getattr(row_or_path, "cache_path", None)
     if rel is None or (isinstance(rel, float) and np.isnan(rel)):
         raise MammoInsightError("this index row has no cache_path (its status is probably 'failed')")
-    path = Path(rel) if Path(rel).is_absolute() else Path(cache_dir) / rel
+    path = Path(cache_dir) / rel
+    if not inside_root(path, cache_dir):
+        raise MammoInsightError(f"cache_path {rel!r} leads outside the cache {cache_dir}; not read")
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise MammoInsightError(f"cannot read cached image {path}")

@@ -27,8 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from mammo_insight.errors import DicomError
+from mammo_insight.imaging.integrity import pixel_problem, stream_problem
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
+MAX_PLAIN_PIXELS = 100_000_000  # 10x the largest digitised film; a larger PNG/PGM header is not decoded
 PLAIN_SUFFIXES = {".png": "PNG", ".pgm": "PGM", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -40,6 +42,12 @@ class RawImage:
     header: object | None
     photometric: str
     transfer_syntax: str
+
+
+def is_interrupt(exc: BaseException) -> bool:
+    """True for the exceptions that mean "stop" (Ctrl-C, exit); every other one, a decoder's Rust panic
+    (pyo3's PanicException derives from BaseException) included, is a fault of one file."""
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit))
 
 
 def available_backends() -> list[str]:
@@ -65,14 +73,42 @@ def resolve_backend(name: str) -> str:
     return name
 
 
+def _plain_size_problem(path: Path) -> str | None:
+    """A PNG/PGM whose header claims more pixels than any mammogram (a decompression bomb), read from the
+    header alone; None when the size is plausible or the header unreadable (the decoder then says why)."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as exc:
+        return f"the header claims an image too large to decode ({exc})"
+    except Exception:  # noqa: BLE001 - cv2 below reports an unreadable file in its own words
+        return None
+    if width * height > MAX_PLAIN_PIXELS:
+        return (
+            f"the header claims {width}x{height} pixels, more than the {MAX_PLAIN_PIXELS:,} decoded at most"
+        )
+    return None
+
+
 def _read_plain(path: Path) -> RawImage:
     import cv2
+
+    too_large = _plain_size_problem(path)
+    if too_large:
+        raise DicomError(f"{path}: {too_large}")
 
     pixels = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if pixels is None:
         raise DicomError(f"{path}: not a readable {PLAIN_SUFFIXES[path.suffix.lower()]} image")
     if pixels.ndim == 3:
         pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+    implausible = pixel_problem(pixels)
+    if implausible:
+        raise DicomError(f"{path}: {implausible}")
     return RawImage(pixels, None, "MONOCHROME2", PLAIN_SUFFIXES[path.suffix.lower()])
 
 
@@ -149,11 +185,18 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     ds = _read_header(path)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     ts_name = ts.name if ts is not None else "unknown"
+    damaged = stream_problem(ds)
+    if damaged:
+        raise DicomError(f"{path}: pixel data could not be decoded ({ts_name}; damaged stream: {damaged})")
     try:
         pixels = _decode(ds, path, resolve_backend(backend) if backend == "auto" else backend)
     except DicomError:
         raise
-    except Exception as exc:  # decoders raise RuntimeError, ValueError, ... on damaged streams
+    except (
+        BaseException
+    ) as exc:  # decoders raise RuntimeError, ValueError, even Rust panics on damaged streams
+        if is_interrupt(exc):
+            raise
         raise DicomError(
             f"{path}: pixel data could not be decoded ({ts_name}; {type(exc).__name__}: {exc})"
         ) from exc
@@ -168,4 +211,7 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
         if pixels.min() < np.iinfo(narrow).min or pixels.max() > np.iinfo(narrow).max:
             raise DicomError(f"{path}: stored values exceed 16 bits (range {pixels.min()}..{pixels.max()})")
         pixels = pixels.astype(narrow)
+    implausible = pixel_problem(pixels, ds)
+    if implausible:
+        raise DicomError(f"{path}: {implausible}")
     return RawImage(pixels, ds, str(ds.PhotometricInterpretation).upper(), ts_name)

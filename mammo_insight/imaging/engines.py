@@ -6,12 +6,17 @@ the progress bar. Every worker keeps OpenCV to one thread: N workers then use N 
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from mammo_insight.errors import MammoInsightError
 
 ENGINES = ("local", "dask")
+PARENT_POLL_SECONDS = 0.5
 Task = dict[str, Any]
 
 
@@ -20,6 +25,26 @@ def single_thread_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+
+
+def _exit_when_gone(main_pid: int) -> None:
+    while True:
+        time.sleep(PARENT_POLL_SECONDS)
+        try:
+            os.kill(main_pid, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # the pid was reused by another user's process: ours is gone
+            os._exit(1)
+
+
+def worker_init(main_pid: int) -> None:
+    """Pool worker initialiser: one OpenCV thread; Ctrl-C left to the main process (which shuts the pool
+    down); and a watch thread that ends the worker once the main process is gone (kill -9 of the main
+    process leaves no worker behind: they block on a queue whose write end they hold themselves)."""
+    single_thread_worker()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
 
 
 def _inline(fn: Callable[[Task], dict], tasks: Sequence[Task]) -> Iterator[dict]:
@@ -34,30 +59,97 @@ def _inline(fn: Callable[[Task], dict], tasks: Sequence[Task]) -> Iterator[dict]
         cv2.setNumThreads(before)
 
 
-def _pool(fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int) -> Iterator[dict]:
+def _new_pool(workers: int):
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import ProcessPoolExecutor
 
     # forkserver: workers never inherit the parent's threads (OpenCV's pool, Dask's), whose locks
     # a plain fork can copy held and deadlock on
     context = multiprocessing.get_context("forkserver")
-    with ProcessPoolExecutor(
-        max_workers=workers, mp_context=context, initializer=single_thread_worker
-    ) as pool:
-        futures = [pool.submit(fn, task) for task in tasks]
-        try:
-            for future in as_completed(futures):
-                yield future.result()
-        finally:
-            for future in futures:
-                future.cancel()
+    # workers fork from a server that has imported the decoding stack once: a fresh pool (after a
+    # worker died) starts in milliseconds, not seconds of imports per worker
+    context.set_forkserver_preload(["mammo_insight.imaging.pipeline"])
+    return ProcessPoolExecutor(
+        max_workers=workers, mp_context=context, initializer=worker_init, initargs=(os.getpid(),)
+    )
+
+
+def _pool_until_broken(
+    fn: Callable[[Task], dict], todo: list[Task], workers: int, window: int
+) -> Iterator[dict | list[Task]]:
+    """Run tasks from ``todo`` (popped from its end), at most ``window`` in flight; yields each result.
+
+    When a worker process dies (a crash in native decoder code, the kernel's OOM killer) the pool breaks:
+    the tasks then in flight are yielded as one list, the suspects, and the generator ends.
+    """
+    from concurrent.futures import FIRST_COMPLETED, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = _new_pool(workers)
+    in_flight: dict = {}
+    try:
+        while todo or in_flight:
+            while todo and len(in_flight) < window:
+                task = todo.pop()
+                in_flight[pool.submit(fn, task)] = task
+            finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                task = in_flight.pop(future)
+                try:
+                    yield future.result()
+                except BrokenProcessPool:
+                    yield [task, *in_flight.values()]
+                    in_flight.clear()
+                    return
+    finally:
+        for future in in_flight:
+            future.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _alone(fn: Callable[[Task], dict], task: Task, on_crash: Callable[[Task], dict]) -> dict:
+    """One suspect of a broken pool in a pool of its own: its result, or on_crash(task) if it kills it too."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    pool = _new_pool(1)
+    try:
+        return pool.submit(fn, task).result()
+    except BrokenProcessPool:
+        return on_crash(task)
+    finally:
+        pool.shutdown(wait=True)
+
+
+def _pool(
+    fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, on_crash: Callable[[Task], dict]
+) -> Iterator[dict]:
+    """A process pool where a worker that dies takes only its own task with it.
+
+    Tasks are fed ``2 x workers`` at a time, so when the pool breaks only those in flight are suspects;
+    each suspect is rerun alone (the one that kills its worker again becomes on_crash(task)), then a
+    fresh pool takes the rest.
+    """
+    todo = list(reversed(tasks))
+    while todo:
+        suspects: list[Task] = []
+        for item in _pool_until_broken(fn, todo, workers, window=2 * workers):
+            if isinstance(item, list):
+                suspects = item
+            else:
+                yield item
+        for task in suspects:
+            yield _alone(fn, task, on_crash)
 
 
 def _dask(
-    fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, address: str | None
+    fn: Callable[[Task], dict],
+    tasks: Sequence[Task],
+    workers: int,
+    address: str | None,
+    on_crash: Callable[[Task], dict],
 ) -> Iterator[dict]:
     try:
-        from distributed import Client, LocalCluster, as_completed
+        from distributed import Client, KilledWorker, LocalCluster, as_completed
     except ImportError as exc:
         raise MammoInsightError(
             "--backend dask needs the optional extra: pip install 'mammo-insight[distributed]'"
@@ -73,8 +165,12 @@ def _dask(
     try:
         client.run(single_thread_worker)
         futures = client.map(fn, list(tasks), pure=False)
+        task_of = {future.key: task for future, task in zip(futures, tasks)}
         for future in as_completed(futures):
-            yield future.result()
+            try:
+                yield future.result()
+            except KilledWorker:  # the task killed every worker Dask gave it to
+                yield on_crash(task_of[future.key])
             future.release()
     finally:
         client.close()
@@ -89,18 +185,21 @@ def run_tasks(
     engine: str = "local",
     *,
     address: str | None = None,
+    on_crash: Callable[[Task], dict],
 ) -> Iterator[dict]:
     """Run ``fn`` over ``tasks``; yields each result as it completes.
 
     engine "local": inline when workers == 1 (no pickling), else a process pool; "dask": a
     dask.distributed LocalCluster of ``workers`` processes, or the scheduler at ``address``.
+    ``on_crash(task)`` is the result of a task whose worker process died under it (the pool and Dask
+    engines go on with the rest; inline, a crash in native code ends the process).
     """
     if engine not in ENGINES:
         raise MammoInsightError(f"unknown backend {engine!r}; choose one of {', '.join(ENGINES)}")
     if not tasks:
         return iter(())
     if engine == "dask":
-        return _dask(fn, tasks, workers, address)
+        return _dask(fn, tasks, workers, address, on_crash)
     if workers <= 1:
         return _inline(fn, tasks)
-    return _pool(fn, tasks, workers)
+    return _pool(fn, tasks, workers, on_crash)

@@ -9,6 +9,7 @@ built once over the stored values, and only the cropped region is looked up and 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from mammo_insight.errors import DicomError, MammoInsightError
+from mammo_insight.files import inside_root
 from mammo_insight.imaging.cache import read_cache_config, relative_image_path, write_png_atomic
 from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_detection
-from mammo_insight.imaging.decode import RawImage, read_image
+from mammo_insight.imaging.decode import RawImage, is_interrupt, read_image
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
 from mammo_insight.imaging.intensity import LUT_MAX, display_lut, lut_index
 from mammo_insight.imaging.resize import thumbnail
@@ -144,6 +146,15 @@ def prepare(raw: RawImage, config: PreprocessConfig) -> Prepared:
     )
 
 
+def source_stamp(image_path: str) -> dict[str, Any]:
+    """What the cache records of an image's source file (path, size, mtime) to notice it changed later."""
+    try:
+        stat = os.stat(image_path)
+    except OSError:
+        return {"source_path": image_path, "source_size": None, "source_mtime_ns": None}
+    return {"source_path": image_path, "source_size": stat.st_size, "source_mtime_ns": stat.st_mtime_ns}
+
+
 def failed_record(image_id: str, reason: str) -> dict[str, Any]:
     return {"image_id": image_id, "status": "failed", "reason": reason}
 
@@ -151,19 +162,36 @@ def failed_record(image_id: str, reason: str) -> dict[str, Any]:
 def process_one(task: dict[str, Any]) -> dict[str, Any]:
     """Decode, prepare and write one image; a record for the index (status ok or failed, with reason).
 
-    task: image_id, patient_id, image_path, cache_dir, config (``PreprocessConfig.to_dict()``),
-    thumbnail (write a small before-crop preview for the contact sheet).
+    task: image_id, patient_id, image_path, image_root (None: not checked), cache_dir, config
+    (``PreprocessConfig.to_dict()``), thumbnail (write a small before-crop preview for the contact sheet).
     """
+    stamp = source_stamp(task["image_path"])  # before reading: a change during the run shows next time
+    return {**_process(task), **stamp}
+
+
+def _process(task: dict[str, Any]) -> dict[str, Any]:
     image_id = str(task["image_id"])
     config = PreprocessConfig.from_dict(task["config"])
+    root = task.get("image_root")
+    if root and not inside_root(task["image_path"], root):
+        return failed_record(
+            image_id,
+            f"{task['image_path']}: resolves to {os.path.realpath(task['image_path'])}, outside the image "
+            f"root {root} (a symbolic link?); not read",
+        )
     try:
         raw = read_image(task["image_path"], config.decoder)
         prepared = prepare(raw, config)
-    except DicomError as exc:
-        return failed_record(image_id, str(exc))
+    except DicomError as exc:  # some reasons (display LUT attributes) do not know the file: name it
+        reason = str(exc)
+        return failed_record(
+            image_id, reason if task["image_path"] in reason else f"{task['image_path']}: {reason}"
+        )
     except MemoryError:
         return failed_record(image_id, f"{task['image_path']}: out of memory while preparing the image")
-    except Exception as exc:  # one odd file must not stop a 50,000-image run; the reason is kept
+    except BaseException as exc:  # one odd file must not stop a 50,000-image run; the reason is kept
+        if is_interrupt(exc):
+            raise
         log.debug("unexpected failure on %s", task["image_path"], exc_info=True)
         return failed_record(image_id, f"{task['image_path']}: {type(exc).__name__}: {exc}")
     cache_dir = Path(task["cache_dir"])

@@ -9,11 +9,12 @@ single-view model, the model's own breast output for a multi-view one; the decis
 prob >= the breast-level threshold the run tuned on its out-of-fold predictions.
 
 Without ``dataset`` the folder needs no CSV: patient_id is the first sub-folder under DIR
-(RSNA layout ``<patient_id>/<image_id>.dcm``), or for files directly in DIR a hash of the DICOM
-PatientID; laterality and view come from cohort.dicom_header (ImageLaterality/Laterality, ViewPosition or
+(RSNA layout ``<patient_id>/<image_id>.dcm``), or for files directly in DIR a keyed hash (HMAC-SHA256)
+of the DICOM PatientID under a random key drawn for each run and kept in memory only, so images of one
+woman share an id within a run and no id can be traced back to a PatientID by hashing guesses; laterality and view come from cohort.dicom_header (ImageLaterality/Laterality, ViewPosition or
 ViewCodeSequence). What could not
 be determined is written in the ``notes`` column. No identifying DICOM tag (PatientName, BirthDate,
-...) is ever copied to an output; PatientID only as a one-way hash.
+...) is ever copied to an output; PatientID only as that keyed hash.
 
 OUT.csv (breasts), OUT_images.csv (files), OUT.csv.manifest.json beside them; with ``cams`` one Grad-CAM
 overlay PNG per scored image and index.html in that folder.
@@ -22,8 +23,10 @@ overlay PNG per scored image and index.html in that folder.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import logging
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import mapping as cam_mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
+from mammo_insight.files import inside_root
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import thumbnail
@@ -134,11 +138,29 @@ def image_csv_path(out_csv: str | Path) -> Path:
     return out_csv.with_name(f"{out_csv.stem}_images.csv")
 
 
-def _hashed(value: str) -> str:
-    return "pid-" + hashlib.sha256(value.encode()).hexdigest()[:12]
+def _hashed(value: str, key: bytes) -> str:
+    """A patient id that groups one woman's images in this run and reveals nothing of ``value``: HMAC
+    under a per-run random key (a plain hash of a PatientID is undone by hashing every likely id)."""
+    return "pid-" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12]
 
 
-def _header_facts(path: Path) -> tuple[dict[str, str | None], str | None]:
+def _unique_ids(candidates: list[str]) -> list[str]:
+    """The candidates with later duplicates suffixed -2, -3, ... (never an id already taken)."""
+    taken, out = set(candidates), []
+    seen: set[str] = set()
+    for value in candidates:
+        if value in seen:
+            k = 2
+            while f"{value}-{k}" in taken:
+                k += 1
+            value = f"{value}-{k}"
+            taken.add(value)
+        seen.add(value)
+        out.append(value)
+    return out
+
+
+def _header_facts(path: Path, key: bytes) -> tuple[dict[str, str | None], str | None]:
     """(laterality, view, hashed patient id) from the header only, or the reason it is not a DICOM."""
     import pydicom
 
@@ -150,7 +172,7 @@ def _header_facts(path: Path) -> tuple[dict[str, str | None], str | None]:
     return {
         "laterality": laterality_of(ds),
         "view": view_of(ds),
-        "hashed_patient": _hashed(pid) if pid else None,
+        "hashed_patient": _hashed(pid, key) if pid else None,
     }, None
 
 
@@ -164,11 +186,20 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
     if not files:
         raise MammoInsightError(f"{images_dir} holds no file to predict on")
     stems = pd.Series([p.stem for p in files])
+    image_ids = _unique_ids(
+        [
+            "_".join(p.relative_to(images_dir).with_suffix("").parts) if dup else stem
+            for p, stem, dup in zip(files, stems, stems.duplicated(keep=False))
+        ]
+    )
+    key = secrets.token_bytes(32)  # this run's only: never written anywhere
     rows, failed = [], []
-    for path, stem, dup in zip(files, stems, stems.duplicated(keep=False)):
+    for path, image_id in zip(files, image_ids):
         rel = path.relative_to(images_dir)
-        image_id = "_".join(rel.with_suffix("").parts) if dup else stem
-        facts, reason = _header_facts(path)
+        if inside_root(path, images_dir):
+            facts, reason = _header_facts(path, key)
+        else:  # a link out of the folder is never opened
+            facts, reason = {}, f"{rel}: a link that leads outside {images_dir}; not read"
         notes = []
         if len(rel.parts) > 1:
             patient = rel.parts[0]
@@ -211,7 +242,8 @@ def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
             table[col] = np.nan
     if len(table):  # no readable file at all is reported by the caller, with the reasons
         table = validate_cohort(table, source=str(images_dir), laterality_may_be_unknown=True)
-    return Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)"), pd.DataFrame(failed)
+    cohort = Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)", image_root=images_dir)
+    return cohort, pd.DataFrame(failed)
 
 
 def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Cohort:

@@ -25,6 +25,7 @@ from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.stages.base import StageResult, finish_stage
 
 ENGINES = ("local", "dask")
+TABLE_SUFFIXES = {".csv", ".txt", ".xls", ".xlsx", ".toml"}
 
 
 @dataclass(frozen=True)
@@ -114,4 +115,18 @@ def write_preprocess(result: PreprocessResult) -> Path:
         "summary": result.summary,
     }
     sheet = CONTACT_SHEET_FILE if result.summary.get("contact_sheet") else None
-    return finish_stage(c.out, result, config, seed=c.seed, report=sheet)
+    return finish_stage(c.out, result, config, seed=c.seed, inputs=table_files(c), report=sheet)
+
+
+def table_files(config: PreprocessStageConfig) -> dict[str, Path]:
+    """The files the cohort was read from, for the manifest's sha256s: the tables directly under the root
+    (train.csv, Info.txt, a CMMD or INbreast spreadsheet, ...) and the mapping. The images themselves are
+    fingerprinted per file (size, mtime) in the cache's journal, and the table's content as table_sha256."""
+    files = {
+        f"table {p.name}": p
+        for p in sorted(Path(config.root).glob("*"))
+        if p.is_file() and p.suffix.lower() in TABLE_SUFFIXES
+    }
+    if config.mapping:
+        files["mapping"] = Path(config.mapping)
+    return files

@@ -38,4 +38,7 @@ def load_cohort(dataset: str, root: str | Path, mapping: str | Path | None = Non
     root = Path(root)
     if not root.exists():
         raise CohortError(f"dataset root {root} does not exist")
-    return get_adapter(dataset).load(root, Path(mapping) if mapping else None)
+    cohort = get_adapter(dataset).load(root, Path(mapping) if mapping else None)
+    if cohort.image_root is None:
+        cohort.image_root = root
+    return cohort

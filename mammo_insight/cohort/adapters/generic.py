@@ -196,20 +196,22 @@ class GenericAdapter(DatasetAdapter):
                 table[column] = _continuous(table[column], column, csv)
         if "label" in spec:
             table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"]).to_numpy()
+        image_root = root / spec.get("image_root", ".")
         if "image_path" in columns:
-            image_root = root / spec.get("image_root", ".")
             table["image_path"] = _image_paths(
                 raw[columns["image_path"]], image_root, mapping, columns["image_path"]
             ).to_numpy()
             if "image_id" not in columns:
                 table["image_id"] = raw[columns["image_path"]].to_numpy()
-        return self.cohort(
+        cohort = self.cohort(
             table,
             source=f"{csv} (mapped by {mapping})",
             factors=factors,
             label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
             post_outcome=_post_outcome(spec, table, mapping),
         )
+        cohort.image_root = image_root
+        return cohort
 
 
 ADAPTER = GenericAdapter()

@@ -74,8 +74,9 @@ def _image_file(root: Path, ref: str) -> Path | None:
     return None
 
 
-def _image_height(path: Path | None, ref: str) -> int:
-    """Height in pixels from the file header (lazy open, no decode); the mini-MIAS size when absent."""
+def _image_height(path: Path | None, ref: str) -> int | None:
+    """Height in pixels from the file header (lazy open, no decode); the mini-MIAS size when absent; None
+    for a film whose header cannot be read (preprocess lists the film in failures.csv with its reason)."""
     if path is None:
         log.warning(
             "mias: no image file for %s; converting its lesion y with the mini-MIAS height %d",
@@ -86,8 +87,14 @@ def _image_height(path: Path | None, ref: str) -> int:
     try:
         with Image.open(path) as im:
             return im.size[1]
-    except OSError as exc:
-        raise CohortError(f"mias: cannot read the size of {path}: {exc}") from exc
+    except Exception as exc:  # noqa: BLE001 - OSError, PIL's DecompressionBombError, ...: one film, not the load
+        log.warning(
+            "mias: cannot read the size of %s (%s: %s); its lesions are dropped",
+            path,
+            type(exc).__name__,
+            exc,
+        )
+        return None
 
 
 class MiasAdapter(DatasetAdapter):
@@ -154,6 +161,7 @@ class MiasAdapter(DatasetAdapter):
         """Lesion circles with y turned from MIAS's bottom-left origin to y-down (y_down = height - y)."""
         located = lesions.dropna(subset=["x", "y", "radius"])
         heights = {ref: _image_height(paths.get(ref), ref) for ref in located["ref"].unique()}
+        located = located[[heights[r] is not None for r in located["ref"]]]
         return pd.DataFrame(
             {
                 "image_id": located["ref"].to_numpy(),

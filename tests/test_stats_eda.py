@@ -82,7 +82,7 @@ def test_planted_age_and_density_odds_ratios_inside_intervals(tmp_path):
     """The synthetic cohort's TRUE_EFFECTS (age per 10 years, density B/C/D vs A) lie in the 95% intervals."""
     table = _synthetic_cohort(tmp_path, 6000, seed=11).table
     study = build_study_frame(table, leaky=set(POST_OUTCOME_COLUMNS))
-    odds, models = fit_models(study.frame, study.factors)
+    odds, models, _ = fit_models(study.frame, study.factors)
     site1 = odds[odds["model"] == "site 1"].set_index("term")
     checks = {AGE_TERM: TRUE_EFFECTS.age_or_per_10y}
     checks.update({f"density={lv} (vs A)": TRUE_EFFECTS.density_or[lv] for lv in "BCD"})

@@ -84,9 +84,14 @@ def age_bands(age: pd.Series) -> pd.Series:
 
 
 def quartiles(values: pd.Series) -> pd.Series:
-    """Quartile bands labelled by their range ('Q1 12-30'), so the rates of a continuous column can be read."""
-    codes, edges = pd.qcut(values, 4, labels=False, retbins=True, duplicates="drop")
-    labels = {i: f"Q{i + 1} {edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(edges) - 1)}
+    """Quartile bands labelled by the values they hold ('Q1 1-2', 'Q2 3'), so labels never overlap even
+    when a tied value sits on a cut (qcut's edges would say 'Q1 1-3', 'Q2 3-4')."""
+    codes = pd.qcut(values, 4, labels=False, duplicates="drop")
+    span = values.groupby(codes).agg(["min", "max"])
+    labels = {
+        int(i): f"Q{int(i) + 1} {lo:.3g}" + ("" if lo == hi else f"-{hi:.3g}")
+        for i, (lo, hi) in span.iterrows()
+    }
     return codes.map(labels).astype(object).where(codes.notna(), MISSING).astype(str)
 
 

@@ -186,7 +186,12 @@ def build_study_frame(
     for name in CANONICAL_FACTORS:
         if name == "age_band":
             if labelled["age"].notna().any():
-                add("age_band", age_bands(labelled["age"]), "ordinal", binned_from="age")
+                flagged = "age" in post_outcome or "age" in leaky
+                add("age_band", age_bands(labelled["age"]), "ordinal", flagged, binned_from="age")
+                if flagged:
+                    notes.append(
+                        "'age' is flagged by the leakage audit: its bands are shown, never tested or modelled."
+                    )
             else:
                 notes.append("'age' is empty for every image: no age bands and no age trend.")
             continue

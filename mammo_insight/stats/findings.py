@@ -97,7 +97,8 @@ def age_findings(
     if len(bands) >= 2:
         t = trend.iloc[0] if len(trend) else None
         # the bands support a direction when their rates rank (almost) in band order, that way round
-        rho = float(spearmanr(range(len(bands)), bands["rate"]).statistic) if len(bands) > 2 else 0.0
+        flat = bands["rate"].nunique() == 1
+        rho = 0.0 if len(bands) < 3 or flat else float(spearmanr(range(len(bands)), bands["rate"]).statistic)
         steady = t is not None and abs(rho) >= MIN_BAND_RHO and (rho > 0) == (t["statistic"] > 0)
         test_text = f"trend test {_holm(t)}" if t is not None else "no trend test"
         if steady and bool(t["significant"]):
@@ -269,9 +270,10 @@ def write_findings(
     """
     unit = "breast" if summary["n_breasts"] is not None else "image"
     recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])
+    age_leaky = bool(((leakage["column"] == "age") & (leakage["verdict"] == "leaky")).any())
     findings = [
         prevalence_finding(summary),
-        *age_findings(rates, odds, tests, joint, unit),
+        *([] if age_leaky else age_findings(rates, odds, tests, joint, unit)),
         *adjusted_findings(odds, joint, aliases),
         tests_finding(tests),
         machine_finding(rates, nesting, unit),

@@ -327,7 +327,7 @@ def audit_leakage(
             rows.append(miss_row)
             if miss_row["verdict"] == "leaky" and col not in post_outcome:
                 value_row["verdict"] = "leaky"
-                why = miss_row["reason"].split("; ")[-1]
+                why = miss_row["reason"].split("; ")[0]
                 value_row["reason"] = "; ".join(
                     r for r in [value_row["reason"], f"its missingness encodes the label: {why}"] if r
                 )

@@ -106,8 +106,6 @@ def site_structure(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[str
             continue
         values = frame[name].to_numpy().astype(str)
         table = pd.crosstab(values, site)
-        if ((table > 0).sum(axis=1) == 1).all():
-            continue  # every level at one site only: nested in sites (like machines), not a recording gap
         for level in table.index:
             at_level = values == level
             for s in sites:
@@ -122,6 +120,8 @@ def site_structure(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[str
                         f"contrast of site {s} with the other sites, not an effect of {name}."
                     )
         recorded = table.drop(index="missing", errors="ignore")
+        if ((recorded > 0).sum(axis=1) <= 1).all():
+            continue  # every level at one site only: nested in sites (like machines), not a recording gap
         for s in sites:
             n_here = int(recorded[s].sum()) if s in recorded.columns else 0
             others = recorded.drop(columns=s)

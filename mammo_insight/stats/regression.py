@@ -313,7 +313,8 @@ def model_specs(breasts: pd.DataFrame, frame: pl.DataFrame, factors: list[Factor
     """All breasts; one model per site (when several sites); age alone (the continuous trend)."""
     usable, notes = model_factors(frame, factors)
     all_rows = np.arange(len(breasts))
-    has_age = breasts["age"].notna().any()
+    age_flagged = any(f.binned_from == "age" and f.post_outcome for f in factors)
+    has_age = bool(breasts["age"].notna().any()) and not age_flagged
     specs = [ModelSpec("all breasts", all_rows, usable, has_age, notes)]
     sites = [f for f in usable if f.name == "site_id"]
     if sites:

@@ -120,12 +120,16 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
         "frame", lambda: build_study_frame(table, cohort.factors, leaky, post_outcome=cohort.post_outcome)
     )
     rates = timed("rates", lambda: compute_rates(study.frame, study.factors, units))
-    age_rates = timed("age_rates", lambda: rates_by_age(study.frame))
+    age_flagged = "age" in leaky or "age" in cohort.post_outcome
+    frame_for_age = (
+        study.frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("age")) if age_flagged else study.frame
+    )
+    age_rates = timed("age_rates", lambda: rates_by_age(frame_for_age))
     structure, aliases = timed("structure", lambda: site_structure(study.frame, study.factors))
     fits = timed("regression", lambda: fit_models(study.frame, study.factors, site_aliases=set(aliases)))
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))
     tests, joint = one_family(tests, fits, units=units, frame=study.frame)
-    age_fit = timed("age_curve", lambda: age_curve(study.frame))
+    age_fit = timed("age_curve", lambda: age_curve(frame_for_age))
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
     nesting = nesting_remark(crosstab)

@@ -72,6 +72,7 @@ def test_a_column_missing_only_for_normals_is_flagged_with_that_reason():
     assert not any("Each 10 years" in f or "age band" in f for f in result.findings)
 
 
+@pytest.mark.slow
 def test_uninformative_columns_are_not_below_chance_and_say_how():
     rng = np.random.default_rng(2)
     n = 600
@@ -120,6 +121,7 @@ def test_a_non_monotone_age_pattern_is_described_not_called_a_rise():
     assert "By age band the breast-level cancer rate is 40-49 23.3% (35/150); 50-59 12.0% (18/150)" in text
 
 
+@pytest.mark.slow
 def test_a_steady_significant_rise_is_called_a_rise():
     result = run_study(_age_table([8, 20, 35, 55]))
     assert any(f.startswith("The breast-level cancer rate rises from 5.3%") for f in result.findings)
@@ -134,6 +136,7 @@ def test_an_age_effect_whose_interval_includes_one_is_not_claimed():
     assert "besides age" not in text
 
 
+@pytest.mark.slow
 def test_a_level_that_is_a_site_and_a_level_never_recorded_at_a_site_are_named():
     """RSNA's shape: density missing exactly at site 2; implant never 'yes' at site 2."""
     rng = np.random.default_rng(3)
@@ -182,6 +185,7 @@ def test_inbreast_totals_row_skipped_and_no_women_invented(tmp_path):
 MASSES = "BI-RADS,Age,Shape,Margin,Density,Severity\n"
 
 
+@pytest.mark.slow
 def test_lesion_table_with_no_ids_loads_with_the_example_mapping(tmp_path):
     rng = np.random.default_rng(4)
     rows = [
@@ -210,6 +214,7 @@ def test_quartile_labels_never_overlap():
     assert len(spans) >= 3 and all(hi < next_lo for (_, hi), (next_lo, _) in pairwise(spans))
 
 
+@pytest.mark.slow
 def test_breast_level_values_follow_the_documented_rule_and_mixed_breasts_are_noted():
     """Two films of one breast with subtlety 2 and 5: the model uses 5 (max) and the notes say so."""
     rng = np.random.default_rng(5)

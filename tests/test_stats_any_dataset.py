@@ -171,6 +171,10 @@ def test_inbreast_totals_row_skipped_and_no_women_invented(tmp_path):
     assert len(cohort.table) == len(rows) and cohort.known_units == ("image",)
     assert any("totals/footer" in n and f"line(s) {len(rows) + 2}" in n for n in cohort.notes)
     assert "finding_mass" in cohort.post_outcome
+    from mammo_insight.cohort.source import read_cohort_file, write_cohort_file
+
+    kept = read_cohort_file(write_cohort_file(cohort, tmp_path / "c.parquet"))
+    assert kept.known_units == ("image",) and kept.notes == cohort.notes  # the cohort file keeps both
     result = run_study(cohort)
     s = result.summary
     assert s["n_patients"] is None and s["n_breasts"] is None and s["n_cancer_breasts"] is None

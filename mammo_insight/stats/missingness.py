@@ -95,8 +95,7 @@ def site_structure(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[str
     aliases: dict[str, str] = {}
     if "site_id" not in frame.columns:
         return out, aliases
-    site = frame["site_id"].to_numpy().astype(str)
-    sites = [s for s in dict.fromkeys(site) if s != "missing"]
+    sites = [s for s in frame["site_id"].unique(maintain_order=True).to_list() if s != "missing"]
     if len(sites) < 2:
         return out, aliases
     for factor in factors:
@@ -104,16 +103,15 @@ def site_structure(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[str
         skip = name in ("site_id", "machine_id") or factor.kind == "continuous" or factor.post_outcome
         if skip or name not in frame.columns:
             continue
-        values = frame[name].to_numpy().astype(str)
-        table = pd.crosstab(values, site)
+        counts = frame.group_by([name, "site_id"]).len().to_pandas()
+        table = counts.pivot(index=name, columns="site_id", values="len").fillna(0).astype(int)
+        per_level, per_site = table.sum(axis=1), table.sum(axis=0)
         for level in table.index:
-            at_level = values == level
             for s in sites:
-                at_site = site == s
-                both = int((at_level & at_site).sum())
-                union = int((at_level | at_site).sum())
+                both = int(table.loc[level, s]) if s in table.columns else 0
+                union = int(per_level[level] + per_site.get(s, 0) - both)
                 if union and both / union >= ALIAS_JACCARD:
-                    aliases[f"{name}={level}"] = s
+                    aliases[f"{name}={level}"] = str(s)
                     same = "exactly" if both == union else f"almost exactly ({both:,} of {union:,})"
                     out.append(
                         f"{name}={level} is {same} the images of site {s}: its rate and odds ratio are a "

@@ -148,7 +148,11 @@ def _overview(result: StudyResult) -> Section:
             paragraph(f"What the label means in {result.dataset}: {result.label_meaning}"),
             paragraph(
                 "Rates are given with 95% Wilson intervals; a breast is the unit the label belongs to, so the "
-                "breast level is the headline and the image and woman levels are in the CSV.",
+                "breast level is the headline and the image and woman levels are in the CSV."
+                if s["n_breasts"] is not None
+                else "Rates are given with 95% Wilson intervals. This source does not identify breasts"
+                + (" or women" if s["n_patients"] is None else "")
+                + ": every figure is per image (table row), and the tests take rows as independent.",
                 "note",
             ),
         ],

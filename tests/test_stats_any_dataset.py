@@ -266,3 +266,26 @@ def test_cmmd_clinical_table_leaves_its_post_outcome_columns_out_of_the_model(tm
     for column in ("subtype", "abnormality", "classification"):
         assert _leak(result, column)["verdict"] == "leaky", column
     assert not result.odds_ratios["term"].str.contains("subtype|abnormality|classification").any()
+
+
+def test_an_image_level_test_is_asked_again_clustered_by_woman():
+    """Eight films per breast, all but one at the breast's level: the films repeat the breast 8 times,
+    so the chi-square over images is far surer than the data allow; the clustered p says so."""
+    rng = np.random.default_rng(7)
+    n, films = 150, 8
+    level = rng.choice(["a", "b"], n)
+    cancer = (rng.random(n) < np.where(level == "a", 0.2, 0.32)).astype(float)
+    table = empty_canonical(n * films)
+    table["patient_id"] = np.repeat([f"w{i}" for i in range(n)], films)
+    table["image_id"] = [f"i{i}" for i in range(n * films)]
+    table["laterality"] = "L"
+    table["cancer"] = np.repeat(cancer, films)
+    per_film = np.repeat(level, films).astype(object)
+    per_film[::films] = np.where(level == "a", "b", "a")  # one film per breast differs: an image-level factor
+    table["acquisition"] = per_film
+    result = run_study(Cohort(validate_cohort(table), "made", "", factors={"acquisition": "categorical"}))
+    tests = result.tests.set_index("factor")
+    row = tests.loc["acquisition"]
+    assert row["unit"] == "image" and "assumes independent images" in row["note"]
+    assert row["p_clustered"] > 5 * row["p_value"]
+    assert tests["p_clustered"].drop("acquisition").isna().all()

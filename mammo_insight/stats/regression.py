@@ -309,6 +309,36 @@ def joint_test_rows(name: str, result, design: pd.DataFrame, *, left_out: Collec
     return rows
 
 
+def clustered_association_p(frame: pl.DataFrame, factor: Factor, unit: str) -> float:
+    """p of the association of a factor with cancer over breasts or images, clustered by woman.
+
+    The logistic regression of the unit's label on the factor's levels alone, with a Wald test of all
+    levels at once on the patient-clustered (sandwich) covariance: the chi-square test's question without
+    its assumption that a woman's breasts or images are independent. Levels without a cancer (or without a
+    non-cancer) have no odds ratio and are left out; NaN when fewer than two levels remain.
+    """
+    sub = frame.filter(pl.col(factor.name) != MISSING)
+    if unit == "breast":
+        sub = sub.group_by("breast_id").agg(
+            pl.col("patient_id").first(), pl.col("cancer").max(), pl.col(factor.name).first()
+        )
+    data = sub.select(["patient_id", "cancer", factor.name]).to_pandas()
+    counts = data.groupby(factor.name)["cancer"].agg(["size", "sum"])
+    usable = counts.index[(counts["sum"] > 0) & (counts["sum"] < counts["size"])]
+    data = data[data[factor.name].isin(usable)]
+    if len(usable) < 2:
+        return float("nan")
+    block = _design_block(data[factor.name].astype(str), factor)
+    design = pd.concat([pd.DataFrame({"const": 1.0}, index=data.index), block], axis=1)
+    try:
+        result, _ = fit_logistic(design, data["cancer"].astype(float), data["patient_id"])
+    except (np.linalg.LinAlgError, ValueError):
+        return float("nan")
+    design.attrs["blocks"] = {factor.name: list(block.columns)}
+    rows = joint_test_rows("", result, design)
+    return rows[0]["p_value"] if rows else float("nan")
+
+
 def model_specs(breasts: pd.DataFrame, frame: pl.DataFrame, factors: list[Factor]) -> list[ModelSpec]:
     """All breasts; one model per site (when several sites); age alone (the continuous trend)."""
     usable, notes = model_factors(frame, factors)

@@ -79,6 +79,7 @@ def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
             "levels": tests["n_levels"],
             "p": tests["p_value"].map(_fmt_p),
             f"p ({CORRECTION})": tests["p_adjusted"].map(_fmt_p),
+            "p clustered by woman": tests["p_clustered"].map(lambda p: "–" if pd.isna(p) else _fmt_p(p)),
             "significant": tests["significant"].map({True: "yes", False: "no"}),
             "note": tests["note"],
         }
@@ -209,7 +210,9 @@ def _tests(result: StudyResult) -> Section:
                 "factors also the Cochran-Armitage trend test. Levels recorded as missing are left out of these "
                 "tests; post-outcome columns are not tested. These tests take each breast (or image, for "
                 "factors that vary within a breast) as independent, which a woman's two breasts are not: the "
-                "note column says where that applies. The same family holds the joint Wald test of each "
+                "note column says where that applies; for tests over images (whose views share a breast's "
+                "label) 'p clustered by woman' asks the same question with a logistic Wald test on a covariance "
+                "clustered by woman (a check beside the test, outside the Holm family). The same family holds the joint Wald test of each "
                 "factor in each adjusted model (all its levels at once, covariance clustered by woman): "
                 "a factor's levels are headlined only when that test is significant."
             ),

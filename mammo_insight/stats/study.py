@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import polars as pl
 
@@ -28,7 +29,13 @@ from mammo_insight.stats.missingness import (
     site_structure,
 )
 from mammo_insight.stats.rates import compute_rates, rates_by_age
-from mammo_insight.stats.regression import ModelFits, age_curve, fit_models, mixed_breast_notes
+from mammo_insight.stats.regression import (
+    ModelFits,
+    age_curve,
+    clustered_association_p,
+    fit_models,
+    mixed_breast_notes,
+)
 from mammo_insight.stats.tests import TEST_COLUMNS, adjust_family, association_tests
 
 log = logging.getLogger(__name__)
@@ -128,7 +135,9 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
     structure, aliases = timed("structure", lambda: site_structure(study.frame, study.factors))
     fits = timed("regression", lambda: fit_models(study.frame, study.factors, site_aliases=set(aliases)))
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))
-    tests, joint = one_family(tests, fits, units=units, frame=study.frame)
+    tests, joint = timed(
+        "clustering", lambda: one_family(tests, fits, units=units, frame=study.frame, factors=study.factors)
+    )
     age_fit = timed("age_curve", lambda: age_curve(frame_for_age))
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
@@ -182,21 +191,36 @@ def _independence_note(frame: pl.DataFrame, unit: str, units: tuple[str, ...]) -
 
 
 def one_family(
-    tests: pd.DataFrame, fits: ModelFits, *, units: tuple[str, ...], frame: pl.DataFrame
+    tests: pd.DataFrame,
+    fits: ModelFits,
+    *,
+    units: tuple[str, ...],
+    frame: pl.DataFrame,
+    factors: list[Factor],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The association tests and every adjusted model's joint Wald tests as one Holm family.
 
     Returns the tests table (joint tests appended, p-values adjusted over all rows, units and independence
-    notes stated) and the joint tests with their adjusted p-values, for the findings.
+    notes stated, and ``p_clustered``: an image-level test's question asked again with a logistic Wald
+    test clustered by woman, since the views of a breast share its label; breast-level tests keep only their
+    note, a woman's two breasts being far less alike) and the joint tests with their adjusted p-values.
     """
     if "breast" not in units:  # breasts are placeholders: each image is its own
         tests = tests.assign(unit=tests["unit"].replace({"breast": "image"}))
+    by_name = {f.name: f for f in factors}
+    tests["p_clustered"] = np.nan
     for unit in ("breast", "image"):
         at_unit = tests["unit"] == unit
         note = _independence_note(frame, unit, units) if at_unit.any() else ""
-        if note:
-            tests.loc[at_unit, "note"] = [
-                "; ".join(n for n in (old, note) if n) for old in tests.loc[at_unit, "note"]
+        if not note:
+            continue
+        tests.loc[at_unit, "note"] = [
+            "; ".join(n for n in (old, note) if n) for old in tests.loc[at_unit, "note"]
+        ]
+        if unit == "image" and "patient" in units:  # views of a breast share its label: ask again, clustered
+            first = at_unit & ~tests["factor"].duplicated()
+            tests.loc[first, "p_clustered"] = [
+                clustered_association_p(frame, by_name[f], unit) for f in tests.loc[first, "factor"]
             ]
     models = fits.models.set_index("model")
     joint_rows = [

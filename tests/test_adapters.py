@@ -588,7 +588,10 @@ def test_generic_unmapped_laterality_is_named(tmp_path):
             GENERIC_TOML.replace("[columns]", '[columns]\nmammo_view = "proj"'),
             r"non-canonical column\(s\) \['mammo_view'\]",
         ),
-        (GENERIC_TOML.replace('patient_id = "pid"\n', ""), r"must name the source column for 'patient_id'"),
+        (
+            GENERIC_TOML.replace('[label]\ncolumn = "outcome"\npositive = ["yes"]\nnegative = ["no"]\n', ""),
+            r"needs a label",
+        ),
         (GENERIC_TOML.replace('bmi = "continuous"', 'bmi = "ordinal"'), r"'categorical' or 'continuous'"),
         (
             GENERIC_TOML.replace('csv = "table.csv"', 'csv = "nope.csv"'),

@@ -17,7 +17,15 @@ EXPECTED = {
     "rsna": set(POST_OUTCOME_COLUMNS),
     "cbis": {"pathology", "birads"},
     "cmmd": {"classification", "subtype", "abnormality"},
-    "inbreast": {"birads", "birads_category"},
+    "inbreast": {
+        "birads",
+        "birads_category",
+        "finding_mass",
+        "finding_micros",
+        "finding_distortion",
+        "finding_asymmetry",
+        "finding_notes",
+    },
     "mias": {"abnormality", "severity", "malignant"},
     "generic": set(),
 }

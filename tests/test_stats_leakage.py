@@ -38,14 +38,16 @@ def _table(n_patients: int = 400, seed: int = 0) -> pd.DataFrame:
 
 
 def test_audit_flags_proxy_and_post_outcome_but_not_noise():
-    audit = audit_leakage(_table()).set_index("column")
-    assert list(audit.reset_index().columns) == LEAKAGE_COLUMNS
+    audit = audit_leakage(_table())
+    assert list(audit.columns) == LEAKAGE_COLUMNS
+    audit = audit[audit["audited"] == "values"].set_index("column")
     assert audit.loc["proxy", "verdict"] == "leaky" and audit.loc["proxy", "auc_alone"] >= 0.9
     assert bool(audit.loc["proxy", "available_at_screening"])
     assert audit.loc["biopsy", "verdict"] == "leaky" and not audit.loc["biopsy", "available_at_screening"]
     for col in ("noise", "view", "laterality", "age"):
         assert audit.loc[col, "verdict"] == "ok", col
         assert 0.3 < audit.loc[col, "auc_alone"] < 0.7, col
+        assert audit.loc[col, "auc_alone"] >= 0.49, col  # not biased below chance
     assert np.isnan(audit.loc["empty", "auc_alone"]) and audit.loc["empty", "verdict"] == "ok"
     assert not {"patient_id", "image_id", "breast_id", "cancer"} & set(audit.index)
 
@@ -71,7 +73,8 @@ def test_rsna_post_outcome_columns_are_leaky(data_dir):
     cohort = load_cohort("rsna", data_dir / "rsna")
     table = cohort.table
     assert cohort.post_outcome == POST_OUTCOME_COLUMNS  # RSNA's declaration
-    audit = audit_leakage(table, post_outcome=cohort.post_outcome).set_index("column")
+    audit = audit_leakage(table, post_outcome=cohort.post_outcome)
+    audit = audit[audit["audited"] == "values"].set_index("column")
     for col in POST_OUTCOME_COLUMNS:
         assert audit.loc[col, "verdict"] == "leaky", col
         assert not audit.loc[col, "available_at_screening"]

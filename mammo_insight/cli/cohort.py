@@ -20,6 +20,8 @@ def command(
     result = run_cohort(CohortConfig(dataset, root, mapping))
     write_cohort(result, out)
     for key, value in result.counts().items():
-        typer.echo(f"{key}: {value}")
+        typer.echo(f"{key}: {'not identified by the source' if value is None else value}")
+    for note in result.cohort.notes:
+        typer.echo(f"note: {note}")
     typer.echo(f"label: {result.cohort.label_meaning}")
     typer.echo(f"wrote {out}")

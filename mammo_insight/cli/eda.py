@@ -23,11 +23,7 @@ def command(
 
     result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
     page = write_eda(result, out)
-    s = result.study.summary
-    typer.echo(
-        f"{s['n_images']:,} images, {s['n_patients']:,} women, {s['n_cancer_breasts']:,} of "
-        f"{s['n_breasts']:,} breasts with cancer ({s['prevalence_breast']:.2%})"
-    )
+    typer.echo(", ".join(f"{key}: {value}" for key, value in result.headline().items()))
     for finding in result.findings[:3]:
         typer.echo(f"- {finding}")
     typer.echo(f"wrote {page}")

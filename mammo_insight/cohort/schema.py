@@ -52,6 +52,7 @@ LABEL_COLUMNS = ["cancer", "biopsy", "invasive", "difficult_negative_case", "imp
 # it names are post-outcome in whichever dataset fills them, so it is also the list of a Cohort whose source
 # declares none (a cohort .parquet file, a table built in code).
 POST_OUTCOME_COLUMNS = ["birads", "biopsy", "invasive", "difficult_negative_case"]
+UNITS = ("image", "breast", "patient")
 REQUIRED_VALUES = ["patient_id", "image_id", "laterality"]
 LATERALITIES = {"L", "R"}
 DENSITIES = {"A", "B", "C", "D"}
@@ -70,6 +71,9 @@ class Cohort:
     calls them leaky whatever their AUC, eda never tests them, fuse-train never uses them unless asked.
     image_root: the folder the images were found under (the dataset root, a generic mapping's image_root,
     predict's folder); preprocess refuses a file whose real path lies outside it.
+    known_units: the units whose ids are real (image, breast, patient); when a source cannot identify
+    women (or breasts), their ids are placeholders (each image its own) and eda reports no figures there.
+    notes: what loading did to the source (rows skipped, codes out of range): shown in the eda report.
     """
 
     table: pd.DataFrame
@@ -80,9 +84,9 @@ class Cohort:
     )
     factors: dict[str, str] = field(default_factory=dict)
     post_outcome: list[str] = field(default_factory=lambda: list(POST_OUTCOME_COLUMNS))
-    image_root: Path | None = (
-        None  # every image_path must resolve inside it (links followed); None: unchecked
-    )
+    image_root: Path | None = None  # None: paths unchecked (a cohort read from a table file)
+    known_units: tuple[str, ...] = UNITS
+    notes: list[str] = field(default_factory=list)
 
 
 def file_lines(positions: Iterable[int], lines: Sequence[int] | None = None) -> str:

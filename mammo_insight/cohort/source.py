@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, validate_cohort
+from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, UNITS, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
 
 PARQUET_LABEL = "as recorded in the cohort file (cancer = 1 positive, 0 negative, empty unknown)"
@@ -63,6 +63,8 @@ def read_cohort_file(path: Path, dataset: str | None = None) -> Cohort:
         label_meaning=meta.get("label_meaning") or PARQUET_LABEL,
         factors=dict(meta.get("factors") or {}),
         post_outcome=list(meta.get("post_outcome") or POST_OUTCOME_COLUMNS),
+        known_units=tuple(meta.get("known_units") or UNITS),
+        notes=list(meta.get("notes") or []),
     )
     annotations = path.with_name(path.stem + "_annotations.parquet")
     if annotations.is_file():
@@ -80,6 +82,8 @@ def write_cohort_file(cohort: Cohort, path: Path) -> Path:
             "label_meaning": cohort.label_meaning,
             "factors": dict(cohort.factors),
             "post_outcome": list(cohort.post_outcome),
+            "known_units": list(cohort.known_units),
+            "notes": list(cohort.notes),
         }
     }
     table.to_parquet(path, index=False)

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import pandas as pd
 
+from mammo_insight.cohort.schema import UNITS
 
-def cohort_counts(table: pd.DataFrame) -> dict[str, int]:
+
+def cohort_counts(table: pd.DataFrame, known_units: tuple[str, ...] = UNITS) -> dict[str, int | None]:
+    """Images, women, breasts and positives; None for a unit the source cannot identify (no invented women)."""
     positive = table["cancer"] == 1
+    patients, breasts = "patient" in known_units, "breast" in known_units
     return {
         "n_images": len(table),
-        "n_patients": int(table["patient_id"].nunique()),
-        "n_breasts": int(table["breast_id"].nunique()),
+        "n_patients": int(table["patient_id"].nunique()) if patients else None,
+        "n_breasts": int(table["breast_id"].nunique()) if breasts else None,
         "n_positive_images": int(positive.sum()),
-        "n_positive_breasts": int(table.loc[positive, "breast_id"].nunique()),
+        "n_positive_breasts": int(table.loc[positive, "breast_id"].nunique()) if breasts else None,
     }

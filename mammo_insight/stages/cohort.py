@@ -11,6 +11,8 @@ from mammo_insight.cohort.source import write_cohort_file
 from mammo_insight.cohort.summary import cohort_counts
 from mammo_insight.stages.base import StageResult, finish_stage
 
+NOT_IDENTIFIED = "not identified by the source"
+
 
 @dataclass(frozen=True)
 class CohortConfig:
@@ -26,11 +28,14 @@ class CohortResult(StageResult):
     stage = "cohort"
     title = "Cohort table"
 
-    def counts(self) -> dict[str, int]:
-        return cohort_counts(self.cohort.table)
+    def counts(self) -> dict[str, int | None]:
+        return cohort_counts(self.cohort.table, self.cohort.known_units)
 
     def headline(self) -> dict[str, str]:
-        return {k.replace("n_", "").replace("_", " "): f"{v:,}" for k, v in self.counts().items()}
+        return {
+            k.replace("n_", "").replace("_", " "): NOT_IDENTIFIED if v is None else f"{v:,}"
+            for k, v in self.counts().items()
+        }
 
 
 def run_cohort(config: CohortConfig) -> CohortResult:

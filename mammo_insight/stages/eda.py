@@ -75,12 +75,12 @@ class EdaResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         s = self.study.summary
-        return {
-            "images": f"{s['n_images']:,}",
-            "women": f"{s['n_patients']:,}",
-            "breasts with cancer": f"{s['n_cancer_breasts']:,} of {s['n_breasts']:,} "
-            f"({s['prevalence_breast']:.2%})",
-        }
+        women = "not identified" if s["n_patients"] is None else f"{s['n_patients']:,}"
+        if s["n_breasts"] is None:
+            k, n, unit = s["n_cancer_images"], s["n_labelled_images"], "images with cancer"
+        else:
+            k, n, unit = s["n_cancer_breasts"], s["n_labelled_breasts"], "breasts with cancer"
+        return {"images": f"{s['n_images']:,}", "women": women, unit: f"{k:,} of {n:,} ({k / n:.2%})"}
 
 
 def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:

@@ -84,9 +84,14 @@ def age_bands(age: pd.Series) -> pd.Series:
 
 
 def quartiles(values: pd.Series) -> pd.Series:
-    """Quartile bands labelled by their range ('Q1 12-30'), so the rates of a continuous column can be read."""
-    codes, edges = pd.qcut(values, 4, labels=False, retbins=True, duplicates="drop")
-    labels = {i: f"Q{i + 1} {edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(len(edges) - 1)}
+    """Quartile bands labelled by the values they hold ('Q1 1-2', 'Q2 3'), so labels never overlap even
+    when a tied value sits on a cut (qcut's edges would say 'Q1 1-3', 'Q2 3-4')."""
+    codes = pd.qcut(values, 4, labels=False, duplicates="drop")
+    span = values.groupby(codes).agg(["min", "max"])
+    labels = {
+        int(i): f"Q{int(i) + 1} {lo:.3g}" + ("" if lo == hi else f"-{hi:.3g}")
+        for i, (lo, hi) in span.iterrows()
+    }
     return codes.map(labels).astype(object).where(codes.notna(), MISSING).astype(str)
 
 
@@ -181,7 +186,12 @@ def build_study_frame(
     for name in CANONICAL_FACTORS:
         if name == "age_band":
             if labelled["age"].notna().any():
-                add("age_band", age_bands(labelled["age"]), "ordinal", binned_from="age")
+                flagged = "age" in post_outcome or "age" in leaky
+                add("age_band", age_bands(labelled["age"]), "ordinal", flagged, binned_from="age")
+                if flagged:
+                    notes.append(
+                        "'age' is flagged by the leakage audit: its bands are shown, never tested or modelled."
+                    )
             else:
                 notes.append("'age' is empty for every image: no age bands and no age trend.")
             continue

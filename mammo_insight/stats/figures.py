@@ -176,16 +176,19 @@ def missingness_figure(missing: pd.DataFrame) -> Figure:
 
 def leakage_figure(leakage: pd.DataFrame) -> Figure:
     """AUC of each column alone (patient-grouped, breast level), leaky ones in red."""
-    rows = leakage.dropna(subset=["auc_alone"]).sort_values("auc_alone")
+    rows = leakage.dropna(subset=["auc_alone"]).sort_values("auc_alone").reset_index(drop=True)
     fig = Figure(figsize=(7, 0.8 + 0.3 * max(len(rows), 1)), layout="constrained")
     ax = fig.subplots()
     colours = [WARN if v == "leaky" else ACCENT for v in rows["verdict"]]
     ax.barh(range(len(rows)), rows["auc_alone"], color=colours, height=0.6)
-    ax.set_yticks(range(len(rows)), rows["column"], fontsize=8)
+    for i, r in rows.iterrows():  # the permutation null: what chance gives
+        ax.plot([r["null_low"], r["null_high"]], [i, i], color=INK, lw=2.5, alpha=0.5, solid_capstyle="butt")
+    names = rows["column"] + rows["audited"].map({"values": "", "missingness": " (missing)"})
+    ax.set_yticks(range(len(rows)), names, fontsize=8)
     ax.axvline(0.5, color=MUTED, ls="--", lw=1)
     ax.axvline(0.9, color=WARN, ls=":", lw=1)
     ax.set_xlim(min(0.3, float(rows["auc_alone"].min()) - 0.05) if len(rows) else 0.3, 1.0)
-    ax.set_xlabel("AUC of the column alone (red: leaky)", fontsize=9)
+    ax.set_xlabel("AUC of the column alone (red: leaky; grey bar: 95% of permutations)", fontsize=9)
     ax.tick_params(axis="x", labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     return fig

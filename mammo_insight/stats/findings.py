@@ -1,18 +1,24 @@
 """Plain-language findings written from the numbers, for the top of the report.
 
-Every sentence is computed from the study's tables (nothing is hard-coded about any dataset), and
-each carries its interval or test so a reader can judge it without opening the tables.
+Every sentence is computed from the study's tables (nothing is hard-coded about any dataset), carries
+its interval or test, and claims no more than that test: "rises" only when the trend test is
+significant after Holm's correction and the band rates rank in band order (Spearman >= 0.8, same sign);
+age's effect in words only when its own interval excludes 1; a multi-level factor is headlined only when
+its joint (Wald) test in that model is significant within the one Holm family of every test run.
 """
 
 from __future__ import annotations
 
 import pandas as pd
+from scipy.stats import spearmanr
 
 from mammo_insight.stats.factors import MISSING
-from mammo_insight.stats.regression import AGE_TERM
+from mammo_insight.stats.regression import AGE_ALONE, AGE_TERM
 
-MIN_BAND_N = 100  # an age band with fewer breasts is too noisy to headline
+MIN_BAND_N = 100  # an age band with fewer units is too noisy to headline
 MIN_MACHINE_N = 200
+MIN_BAND_RHO = 0.8  # Spearman correlation of band rates with band order for "rises"/"falls"
+WALD = "Wald joint test"
 
 
 def _pct(x: float) -> str:
@@ -33,65 +39,148 @@ def _or(row: pd.Series) -> str:
     )
 
 
+def _of(k: int, n: int, what: str) -> str:
+    """'79 of 389 images (20.3%)': the percentage is always the printed numerator over the printed denominator."""
+    return f"{k:,} of {n:,} {what} ({_pct(k / n) if n else '–'})"
+
+
 def prevalence_finding(summary: dict) -> str:
-    return (
-        f"{summary['n_cancer_breasts']:,} of {summary['n_breasts']:,} breasts "
-        f"({_pct(summary['prevalence_breast'])}) and {summary['n_cancer_patients']:,} of "
-        f"{summary['n_patients']:,} women have cancer; {_pct(summary['prevalence_image'])} of the "
-        f"{summary['n_images']:,} images are positive."
+    """Cancer counts at each unit the source identifies, each percentage from the numbers beside it."""
+    images = _of(summary["n_cancer_images"], summary["n_labelled_images"], "labelled images")
+    unlabelled_images = summary["n_images"] - summary["n_labelled_images"]
+    tail = (
+        f" ({summary['n_images']:,} images in all, {unlabelled_images:,} without a label)"
+        if unlabelled_images
+        else ""
     )
+    if summary["n_breasts"] is None:
+        who = "women" if summary["n_patients"] is None else "breasts"
+        return (
+            f"{images} are positive{tail}. The source does not identify {who}, so each image counts as its own "
+            f"unit: {'woman- and breast' if who == 'women' else 'breast'}-level figures are unavailable."
+        )
+    n_labelled = summary["n_labelled_breasts"]
+    breasts = _of(
+        summary["n_cancer_breasts"],
+        n_labelled,
+        "labelled breasts" if n_labelled < summary["n_breasts"] else "breasts",
+    )
+    women = (
+        f" and {summary['n_cancer_patients']:,} of {summary['n_patients']:,} women"
+        if summary["n_patients"] is not None
+        else " (women are not identified by the source)"
+    )
+    return f"{breasts}{women} have cancer; {images} are positive{tail}."
 
 
-def age_findings(rates: pd.DataFrame, odds: pd.DataFrame, tests: pd.DataFrame) -> list[str]:
+def _joint(joint: pd.DataFrame, model: str, factor: str) -> pd.Series | None:
+    rows = joint[(joint["model"] == model) & (joint["factor"] == factor)]
+    return rows.iloc[0] if len(rows) else None
+
+
+def _holm(row: pd.Series) -> str:
+    return f"{_p(row['p_value'])}, Holm-adjusted {_p(row['p_adjusted'])}"
+
+
+def age_findings(
+    rates: pd.DataFrame, odds: pd.DataFrame, tests: pd.DataFrame, joint: pd.DataFrame, unit: str = "breast"
+) -> list[str]:
+    """The age-band pattern in words the trend test and the bands support, and the adjusted age odds ratio."""
     bands = rates[
         (rates["factor"] == "age_band")
-        & (rates["unit"] == "breast")
+        & (rates["unit"] == unit)
         & (rates["level"] != MISSING)
         & (rates["n"] >= MIN_BAND_N)
     ].reset_index(drop=True)
     out = []
+    trend = tests[(tests["factor"] == "age_band") & (tests["test"] == "Cochran-Armitage trend")]
     if len(bands) >= 2:
-        low, high = bands.loc[bands["rate"].idxmin()], bands.loc[bands["rate"].idxmax()]
-        verb = "rises" if high.name > low.name else "falls"
-        first, last = (low, high) if high.name > low.name else (high, low)
-        sentence = (
-            f"The breast-level cancer rate {verb} from {_ci(first)} at age {first['level']} to "
-            f"{_ci(last)} at {last['level']}"
-        )
-        trend = tests[(tests["factor"] == "age_band") & (tests["test"] == "Cochran-Armitage trend")]
-        if len(trend):
-            sentence += f" (trend test {_p(trend['p_value'].iloc[0])}, Holm-adjusted {_p(trend['p_adjusted'].iloc[0])})"
-        out.append(sentence + ".")
+        t = trend.iloc[0] if len(trend) else None
+        # the bands support a direction when their rates rank (almost) in band order, that way round
+        flat = bands["rate"].nunique() == 1
+        rho = 0.0 if len(bands) < 3 or flat else float(spearmanr(range(len(bands)), bands["rate"]).statistic)
+        steady = t is not None and abs(rho) >= MIN_BAND_RHO and (rho > 0) == (t["statistic"] > 0)
+        test_text = f"trend test {_holm(t)}" if t is not None else "no trend test"
+        if steady and bool(t["significant"]):
+            low, high = bands.loc[bands["rate"].idxmin()], bands.loc[bands["rate"].idxmax()]
+            verb = "rises" if rho > 0 else "falls"
+            first, last = (low, high) if rho > 0 else (high, low)
+            out.append(
+                f"The {unit}-level cancer rate {verb} from {_ci(first)} at age {first['level']} to "
+                f"{_ci(last)} at {last['level']} ({test_text})."
+            )
+        else:
+            pattern = "; ".join(
+                f"{r['level']} {_pct(r['rate'])} ({int(r['n_cancer'])}/{int(r['n']):,})"
+                for _, r in bands.iterrows()
+            )
+            why = (
+                "the trend test finds a linear trend but the bands do not rise or fall steadily"
+                if t is not None and bool(t["significant"])
+                else "no clear trend with age"
+            )
+            out.append(f"By age band the {unit}-level cancer rate is {pattern}: {why} ({test_text}).")
     term = odds[(odds["term"] == AGE_TERM) & (odds["model"] == "all breasts")]
     if len(term):
         row = term.iloc[0]
-        out.append(
-            f"Each 10 years of age multiplies the odds of cancer by {row['odds_ratio']:.2f} "
-            f"(95% CI {row['ci_low']:.2f}–{row['ci_high']:.2f}, {_p(row['p_value'])}) "
-            "after adjustment for the other screening-time factors."
+        test = _joint(joint, "all breasts", "age")
+        excludes_one = row["ci_low"] > 1 or row["ci_high"] < 1
+        ci = (
+            f"{row['odds_ratio']:.2f} (95% CI {row['ci_low']:.2f}–{row['ci_high']:.2f}, {_p(row['p_value'])})"
         )
+        if excludes_one and (test is None or bool(test["significant"])):
+            verb = "multiplies" if row["odds_ratio"] > 1 else "multiplies (lowers)"
+            out.append(
+                f"Each 10 years of age {verb} the odds of cancer by {ci} after adjustment for the other "
+                "screening-time factors."
+            )
+        elif excludes_one:
+            out.append(
+                f"After adjustment, the odds ratio per 10 years of age is {ci}: its interval excludes 1, but "
+                f"it is not significant after Holm's correction ({_holm(test)})."
+            )
+        else:
+            out.append(
+                f"After adjustment, age shows no clear effect: odds ratio per 10 years {ci}, an interval that "
+                "includes 1."
+            )
     return out
 
 
-def adjusted_findings(odds: pd.DataFrame) -> list[str]:
-    """Each model's non-age terms: which adjusted odds ratios have an interval excluding 1, which do not."""
+def adjusted_findings(odds: pd.DataFrame, joint: pd.DataFrame, aliases: dict[str, str]) -> list[str]:
+    """Per model: the factors whose joint test survives Holm, with their levels' intervals; the rest by name."""
     out = []
-    for model, group in odds[odds["term"] != AGE_TERM].groupby("model", sort=False):
-        clear = group[(group["ci_low"] > 1) | (group["ci_high"] < 1)]
-        unclear = group.drop(clear.index)
-        besides = " besides age" if (odds.loc[odds["model"] == model, "term"] == AGE_TERM).any() else ""
+    for model, group in odds[(odds["term"] != AGE_TERM) & (odds["model"] != AGE_ALONE)].groupby(
+        "model", sort=False
+    ):
+        factors = list(dict.fromkeys(t.split("=")[0].split(" (per SD")[0] for t in group["term"]))
+        clear, quiet = [], []
+        for factor in factors:
+            terms = group[
+                group["term"].str.startswith(f"{factor}=") | group["term"].str.startswith(f"{factor} (per SD")
+            ]
+            test = _joint(joint, model, factor)
+            if test is None or not bool(test["significant"]):
+                quiet.append(factor + (f" (joint test {_holm(test)})" if test is not None else ""))
+                continue
+            shown = []
+            for _, r in terms[(terms["ci_low"] > 1) | (terms["ci_high"] < 1)].iterrows():
+                level = r["term"].split(" (vs")[0]
+                alias = (
+                    f"; the same images as site {aliases[level]}: a site contrast" if level in aliases else ""
+                )
+                shown.append(f"{r['term']}, {_or(r)}{alias}")
+            clear.append(f"{factor} (joint test {_holm(test)})" + (": " + "; ".join(shown) if shown else ""))
+        age = _joint(joint, model, "age")
+        besides = " besides age" if age is not None and bool(age["significant"]) else ""
         text = f"Adjusted model '{model}': "
         text += (
-            (
-                "odds ratio with a 95% interval excluding 1 for "
-                + "; ".join(f"{r['term']}, {_or(r)}" for _, r in clear.iterrows())
-                + ". "
-            )
-            if len(clear)
-            else f"no factor{besides} has an interval excluding 1. "
+            "factors significant after Holm's correction: " + " | ".join(clear) + ". "
+            if clear
+            else f"no factor{besides} is significant after Holm's correction. "
         )
-        if len(unclear):
-            text += "No clear effect (interval includes 1): " + ", ".join(unclear["term"]) + "."
+        if quiet:
+            text += "No clear effect: " + ", ".join(quiet) + "."
         out.append(text.strip())
     return out
 
@@ -102,19 +191,20 @@ def tests_finding(tests: pd.DataFrame) -> str:
     sig = tests[tests["significant"]]
     names = ", ".join(f"{r['factor']} ({r['test']})" for _, r in sig.iterrows()) or "none"
     quiet = [f for f in dict.fromkeys(tests["factor"]) if f not in set(sig["factor"])]
+    n_joint = int(tests["test"].str.startswith(WALD).sum())
     text = (
-        f"{len(tests)} association tests were run; after Holm's correction for {len(tests)} tests, "
-        f"significant at 5%: {names}."
+        f"{len(tests)} tests were run ({len(tests) - n_joint} association tests and {n_joint} joint tests of "
+        f"the adjusted models' factors); after Holm's correction for all {len(tests)}, significant at 5%: {names}."
     )
     if quiet:
         text += f" No detectable association for {', '.join(quiet)}."
     return text
 
 
-def machine_finding(rates: pd.DataFrame, remark: str) -> str:
+def machine_finding(rates: pd.DataFrame, remark: str, unit: str = "breast") -> str:
     machines = rates[
         (rates["factor"] == "machine_id")
-        & (rates["unit"] == "breast")
+        & (rates["unit"] == unit)
         & (rates["n"] >= MIN_MACHINE_N)
         & (rates["level"] != MISSING)
     ].reset_index(drop=True)
@@ -122,7 +212,7 @@ def machine_finding(rates: pd.DataFrame, remark: str) -> str:
         return ""
     low, high = machines.loc[machines["rate"].idxmin()], machines.loc[machines["rate"].idxmax()]
     return (
-        f"Among machines with at least {MIN_MACHINE_N} breasts, the rate ranges from {_ci(low)} on machine "
+        f"Among machines with at least {MIN_MACHINE_N} {unit}s, the rate ranges from {_ci(low)} on machine "
         f"{low['level']} to {_ci(high)} on machine {high['level']}. {remark}"
     )
 
@@ -145,15 +235,18 @@ def missingness_findings(missing: pd.DataFrame) -> list[str]:
 
 
 def leakage_finding(leakage: pd.DataFrame, recorded: set[str]) -> str:
-    """The leaky columns this dataset actually records (empty post-outcome columns are not news)."""
-    leaky = leakage[(leakage["verdict"] == "leaky") & leakage["column"].isin(recorded)]
+    """The leaky columns this dataset actually records, each with its reason (empty post-outcome columns are not news)."""
+    values = leakage[leakage["audited"] == "values"]
+    leaky = values[(values["verdict"] == "leaky") & values["column"].isin(recorded)]
     if leaky.empty:
-        return "No column leaks the label: none is decided after the outcome and none predicts it with AUC >= 0.9 alone."
+        return (
+            "No column leaks the label: none is declared post-outcome, none is recorded differently by label, "
+            "and none predicts it with AUC >= 0.9 alone."
+        )
     parts = []
     for _, r in leaky.iterrows():
         auc = "" if pd.isna(r["auc_alone"]) else f" (AUC {r['auc_alone']:.2f} alone)"
-        why = "decided after the outcome" if not r["available_at_screening"] else "implausibly predictive"
-        parts.append(f"{r['column']}{auc}, {why}")
+        parts.append(f"{r['column']}{auc}: {r['reason']}")
     return "Leaky columns, excluded from models by default: " + "; ".join(parts) + "."
 
 
@@ -163,19 +256,29 @@ def write_findings(
     tests: pd.DataFrame,
     odds: pd.DataFrame,
     *,
+    joint: pd.DataFrame,
     missing: pd.DataFrame,
     leakage: pd.DataFrame,
     nesting: str,
+    structure: list[str],
+    aliases: dict[str, str],
 ) -> list[str]:
-    """The findings, most important first; empty strings are dropped."""
+    """The findings, most important first; empty strings are dropped.
+
+    ``joint``: the joint Wald tests with their Holm-adjusted p-values (the same family as ``tests``);
+    ``structure``: sentences on levels that are a site or never occur at one; ``aliases``: 'factor=level' -> site.
+    """
+    unit = "breast" if summary["n_breasts"] is not None else "image"
     recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])
+    age_leaky = bool(((leakage["column"] == "age") & (leakage["verdict"] == "leaky")).any())
     findings = [
         prevalence_finding(summary),
-        *age_findings(rates, odds, tests),
-        *adjusted_findings(odds),
+        *([] if age_leaky else age_findings(rates, odds, tests, joint, unit)),
+        *adjusted_findings(odds, joint, aliases),
         tests_finding(tests),
-        machine_finding(rates, nesting),
+        machine_finding(rates, nesting, unit),
         *missingness_findings(missing),
+        *structure,
         leakage_finding(leakage, recorded),
     ]
     return [f for f in findings if f]

@@ -20,22 +20,27 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 import polars as pl
 import statsmodels.api as sm
+from scipy import stats
 
 from mammo_insight.stats.factors import MISSING, Factor, constant_within
 
 log = logging.getLogger(__name__)
 
 OR_COLUMNS = ["model", "term", "odds_ratio", "ci_low", "ci_high", "p_value"]
+JOINT_COLUMNS = ["model", "factor", "n_terms", "statistic", "p_value"]
 MODEL_COLUMNS = ["model", "terms", "n_breasts", "n_patients", "n_cancer", "n_dropped", "converged", "notes"]
 AGE_CENTER = 60.0
 AGE_SCALE = 10.0
 AGE_TERM = "age (per 10 years)"
+AGE_ALONE = "age alone"
 MIN_EVENTS = 5
 MIN_UNITS = 30
 ALIAS_CORR = 0.95
@@ -56,11 +61,54 @@ class ModelSpec:
     notes: list[str] = field(default_factory=list)
 
 
+BREAST_RULE = {
+    "continuous": "the highest value among the breast's images",
+    "ordinal": "the highest recorded level among the breast's images",
+    "categorical": "the level most of the breast's images hold (ties: the first in level order)",
+}
+
+
+def _breast_value(factor: Factor) -> pl.Expr:
+    """The breast's value of a factor by its documented rule (BREAST_RULE); 'missing' only when no image has one."""
+    if factor.kind == "continuous":
+        return pl.col(factor.name).max()
+    rank = {lv: i for i, lv in enumerate(lv for lv in factor.levels if lv != MISSING)}
+    ranked = pl.col(factor.name).replace_strict(rank, default=None, return_dtype=pl.Int64)
+    if factor.ordered:
+        best = ranked.max()
+    else:  # most frequent recorded level; ties go to the lowest rank
+        best = ranked.drop_nulls().mode().min()
+    levels = [lv for lv in factor.levels if lv != MISSING]
+    return best.replace_strict(dict(enumerate(levels)), default=MISSING, return_dtype=pl.String).fill_null(
+        MISSING
+    )
+
+
 def breast_table(frame: pl.DataFrame, factors: list[Factor]) -> pd.DataFrame:
-    """One row per breast: patient, label, age and each breast-level factor (the breast's first value)."""
+    """One row per breast: patient, label, mean age and each factor by its rule (BREAST_RULE)."""
     aggs = [pl.col("patient_id").first(), pl.col("cancer").max(), pl.col("age").mean()]
-    aggs += [pl.col(f.name).first() for f in factors]
+    aggs += [_breast_value(f).alias(f.name) for f in factors]
     return frame.group_by("breast_id", maintain_order=True).agg(aggs).to_pandas()
+
+
+def mixed_breast_notes(frame: pl.DataFrame, factors: list[Factor]) -> list[str]:
+    """For each breast-level factor, the breasts whose images hold two or more recorded levels, and how they count."""
+    notes = []
+    for f in factors:
+        if f.binned_from or not constant_within(frame, f.name, "breast"):
+            continue
+        recorded = frame.filter(pl.col(f.name).is_not_null())
+        if f.kind != "continuous":
+            recorded = recorded.filter(pl.col(f.name) != MISSING)
+        per_breast = recorded.group_by("breast_id").agg(pl.col(f.name).n_unique().alias("k"))
+        n_mixed = int((per_breast["k"] > 1).sum())
+        if n_mixed:
+            notes.append(
+                f"{f.name}: {n_mixed:,} breast(s) have images with different values; in the rates such a breast "
+                f"counts under each of its levels (so the levels' breasts sum to more than the breasts), and "
+                f"in the models it takes {BREAST_RULE[f.kind]}."
+            )
+    return notes
 
 
 def model_factors(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[Factor], list[str]]:
@@ -173,13 +221,18 @@ def _usable_rows(data: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, lis
 def build_design(
     breasts: pd.DataFrame, spec: ModelSpec
 ) -> tuple[pd.DataFrame, pd.Series, pd.Series, list[str], int]:
-    """(X, y, groups, notes, n_dropped) for one model; X holds a constant and the kept terms."""
+    """(X, y, groups, notes, n_dropped) for one model; X holds a constant and the kept terms.
+
+    ``X.attrs['blocks']`` maps each factor (and age) to its columns, for the joint tests.
+    """
     data, notes = _usable_rows(breasts.iloc[spec.rows], spec)
     notes = list(spec.notes) + notes
     y = data["cancer"].astype(float)
     design = pd.DataFrame({"const": 1.0}, index=data.index)
+    blocks: dict[str, list[str]] = {}
     if spec.use_age:
         design[AGE_TERM] = (data["age"] - AGE_CENTER) / AGE_SCALE
+        blocks["age"] = [AGE_TERM]
     for f in spec.factors:
         if data[f.name].nunique() < 2:
             if not any(n.startswith(f"{f.name}: level(s)") for n in notes):
@@ -191,6 +244,8 @@ def build_design(
             notes.append(f"{f.name} left out: {alias}")
             continue
         design = pd.concat([design, block], axis=1)
+        blocks[f.name] = list(block.columns)
+    design.attrs["blocks"] = blocks
     return design, y, data["patient_id"], notes, len(spec.rows) - len(data)
 
 
@@ -229,11 +284,67 @@ def odds_ratio_rows(name: str, result, columns: list[str]) -> tuple[list[dict], 
     return rows, unstable
 
 
+def joint_test_rows(name: str, result, design: pd.DataFrame, *, left_out: Collection[str] = ()) -> list[dict]:
+    """One Wald test per factor of a fitted model: all its terms at once, with the clustered covariance.
+
+    This is the test that may headline a multi-level factor (a level's own interval is one of several).
+    ``left_out``: terms not tested (unstable ones, and levels that are a site: their contrast is the site's).
+    """
+    columns = list(design.columns)
+    params, cov = np.asarray(result.params), np.asarray(result.cov_params())
+    rows = []
+    for factor, terms in design.attrs.get("blocks", {}).items():
+        idx = [columns.index(t) for t in terms if t not in left_out]
+        if not idx:
+            continue
+        b, v = params[idx], cov[np.ix_(idx, idx)]
+        try:
+            statistic = float(b @ np.linalg.solve(v, b))
+        except np.linalg.LinAlgError:
+            continue
+        p = float(stats.chi2.sf(statistic, len(idx)))
+        rows.append(
+            {"model": name, "factor": factor, "n_terms": len(idx), "statistic": statistic, "p_value": p}
+        )
+    return rows
+
+
+def clustered_association_p(frame: pl.DataFrame, factor: Factor, unit: str) -> float:
+    """p of the association of a factor with cancer over breasts or images, clustered by woman.
+
+    The logistic regression of the unit's label on the factor's levels alone, with a Wald test of all
+    levels at once on the patient-clustered (sandwich) covariance: the chi-square test's question without
+    its assumption that a woman's breasts or images are independent. Levels without a cancer (or without a
+    non-cancer) have no odds ratio and are left out; NaN when fewer than two levels remain.
+    """
+    sub = frame.filter(pl.col(factor.name) != MISSING)
+    if unit == "breast":
+        sub = sub.group_by("breast_id").agg(
+            pl.col("patient_id").first(), pl.col("cancer").max(), pl.col(factor.name).first()
+        )
+    data = sub.select(["patient_id", "cancer", factor.name]).to_pandas()
+    counts = data.groupby(factor.name)["cancer"].agg(["size", "sum"])
+    usable = counts.index[(counts["sum"] > 0) & (counts["sum"] < counts["size"])]
+    data = data[data[factor.name].isin(usable)]
+    if len(usable) < 2:
+        return float("nan")
+    block = _design_block(data[factor.name].astype(str), factor)
+    design = pd.concat([pd.DataFrame({"const": 1.0}, index=data.index), block], axis=1)
+    try:
+        result, _ = fit_logistic(design, data["cancer"].astype(float), data["patient_id"])
+    except (np.linalg.LinAlgError, ValueError):
+        return float("nan")
+    design.attrs["blocks"] = {factor.name: list(block.columns)}
+    rows = joint_test_rows("", result, design)
+    return rows[0]["p_value"] if rows else float("nan")
+
+
 def model_specs(breasts: pd.DataFrame, frame: pl.DataFrame, factors: list[Factor]) -> list[ModelSpec]:
     """All breasts; one model per site (when several sites); age alone (the continuous trend)."""
     usable, notes = model_factors(frame, factors)
     all_rows = np.arange(len(breasts))
-    has_age = breasts["age"].notna().any()
+    age_flagged = any(f.binned_from == "age" and f.post_outcome for f in factors)
+    has_age = bool(breasts["age"].notna().any()) and not age_flagged
     specs = [ModelSpec("all breasts", all_rows, usable, has_age, notes)]
     sites = [f for f in usable if f.name == "site_id"]
     if sites:
@@ -244,14 +355,26 @@ def model_specs(breasts: pd.DataFrame, frame: pl.DataFrame, factors: list[Factor
                 rows = np.flatnonzero((breasts["site_id"] == level).to_numpy())
                 specs.append(ModelSpec(f"site {level}", rows, others, has_age))
     if has_age:
-        specs.append(ModelSpec("age alone", all_rows, []))
+        specs.append(ModelSpec(AGE_ALONE, all_rows, []))
     return specs
 
 
-def fit_models(frame: pl.DataFrame, factors: list[Factor]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(odds ratios table, models table: n used and dropped, terms, notes) for every model spec."""
+class ModelFits(NamedTuple):
+    """The odds ratios, the models (n used and dropped, terms, notes) and each factor's joint Wald test."""
+
+    odds: pd.DataFrame
+    models: pd.DataFrame
+    joint: pd.DataFrame
+
+
+def fit_models(frame: pl.DataFrame, factors: list[Factor], site_aliases: Collection[str] = ()) -> ModelFits:
+    """Every model spec fitted: odds ratios, the models table and the joint test of each factor per model.
+
+    ``site_aliases``: 'factor=level' pairs whose breasts are one site's (missingness.site_structure); their
+    terms stay in the model (and the odds-ratio table) but out of the factor's joint test.
+    """
     breasts = breast_table(frame, [f for f in factors if not f.post_outcome])
-    or_rows, model_rows = [], []
+    or_rows, model_rows, joint_rows = [], [], []
     for spec in model_specs(breasts, frame, factors):
         design, y, groups, notes, n_dropped = build_design(breasts, spec)
         n_cancer = int(y.sum())
@@ -281,11 +404,18 @@ def fit_models(frame: pl.DataFrame, factors: list[Factor]) -> tuple[pd.DataFrame
             continue
         rows, unstable = odds_ratio_rows(spec.name, result, list(design.columns))
         or_rows += rows
+        if spec.name != AGE_ALONE:
+            aliased = [t for t in design.columns if t.split(" (vs")[0] in site_aliases]
+            joint_rows += joint_test_rows(spec.name, result, design, left_out=[*unstable, *aliased])
         if unstable:
             notes.append(f"{', '.join(unstable)}: estimate unstable (near-separation), not reported")
         model_rows.append({**info, "converged": converged, "notes": "; ".join(notes)})
         log.info("model %s: %d breasts, %d cancers, %d dropped", spec.name, len(y), n_cancer, n_dropped)
-    return pd.DataFrame(or_rows, columns=OR_COLUMNS), pd.DataFrame(model_rows, columns=MODEL_COLUMNS)
+    return ModelFits(
+        pd.DataFrame(or_rows, columns=OR_COLUMNS),
+        pd.DataFrame(model_rows, columns=MODEL_COLUMNS),
+        pd.DataFrame(joint_rows, columns=JOINT_COLUMNS),
+    )
 
 
 def age_curve(frame: pl.DataFrame, points: int = 60) -> pd.DataFrame:

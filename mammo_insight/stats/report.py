@@ -79,29 +79,33 @@ def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
             "levels": tests["n_levels"],
             "p": tests["p_value"].map(_fmt_p),
             f"p ({CORRECTION})": tests["p_adjusted"].map(_fmt_p),
+            "p clustered by woman": tests["p_clustered"].map(lambda p: "–" if pd.isna(p) else _fmt_p(p)),
             "significant": tests["significant"].map({True: "yes", False: "no"}),
             "note": tests["note"],
         }
     )
 
 
-def _leak_reason(row: pd.Series) -> str:
-    if not row["available_at_screening"]:
-        return "decided after the outcome"
-    if row["verdict"] == "leaky":
-        return f"predicts the label alone with AUC >= {LEAKY_AUC}"
-    return "empty column" if pd.isna(row["auc_alone"]) else ""
-
-
 def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
-    ordered = leakage.sort_values(["verdict", "auc_alone"], ascending=[True, False])
+    ordered = leakage.assign(_leaky=leakage["verdict"] != "leaky").sort_values(
+        ["_leaky", "auc_alone"], ascending=[True, False]
+    )
     return pd.DataFrame(
         {
-            "column": ordered["column"],
+            "column": ordered["column"]
+            + ordered["audited"].map({"values": "", "missingness": " (missing or not)"}),
             "known at screening": ordered["available_at_screening"].map({True: "yes", False: "no"}),
             "AUC alone": ordered["auc_alone"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
+            "chance (95% of permutations)": [
+                "–" if pd.isna(lo) else f"{lo:.3f}–{hi:.3f}"
+                for lo, hi in zip(ordered["null_low"], ordered["null_high"])
+            ],
+            "how": ordered["auc_method"].map(lambda m: m or "–"),
             "verdict": ordered["verdict"],
-            "why": ordered.apply(_leak_reason, axis=1),
+            "why": [
+                r if r else ("empty column" if pd.isna(a) else "")
+                for r, a in zip(ordered["reason"], ordered["auc_alone"])
+            ],
         }
     )
 
@@ -121,14 +125,21 @@ def models_display(models: pd.DataFrame) -> pd.DataFrame:
 
 def _overview(result: StudyResult) -> Section:
     s = result.summary
+
+    def count(key: str) -> str:
+        return "not identified" if s[key] is None else f"{s[key]:,}"
+
+    def share(k: str, n: str) -> str:
+        return "–" if s[k] is None or not s[n] else f"{s[k]:,}/{s[n]:,} = {_pct(s[k] / s[n])}"
+
     cards = metric_cards(
         {
-            "images": f"{s['n_images']:,}",
-            "women": f"{s['n_patients']:,}",
-            "breasts": f"{s['n_breasts']:,}",
-            "breasts with cancer": f"{s['n_cancer_breasts']:,}",
-            "breast-level prevalence": _pct(s["prevalence_breast"]),
-            "image-level prevalence": _pct(s["prevalence_image"]),
+            "images": count("n_images"),
+            "women": count("n_patients"),
+            "breasts": count("n_breasts"),
+            "breasts with cancer": count("n_cancer_breasts"),
+            "breast-level prevalence": share("n_cancer_breasts", "n_labelled_breasts"),
+            "image-level prevalence": share("n_cancer_images", "n_labelled_images"),
         }
     )
     return Section(
@@ -138,7 +149,11 @@ def _overview(result: StudyResult) -> Section:
             paragraph(f"What the label means in {result.dataset}: {result.label_meaning}"),
             paragraph(
                 "Rates are given with 95% Wilson intervals; a breast is the unit the label belongs to, so the "
-                "breast level is the headline and the image and woman levels are in the CSV.",
+                "breast level is the headline and the image and woman levels are in the CSV."
+                if s["n_breasts"] is not None
+                else "Rates are given with 95% Wilson intervals. This source does not identify breasts"
+                + (" or women" if s["n_patients"] is None else "")
+                + ": every figure is per image (table row), and the tests take rows as independent.",
                 "note",
             ),
         ],
@@ -192,8 +207,14 @@ def _tests(result: StudyResult) -> Section:
             paragraph(
                 f"{n} tests were run, so p-values are corrected for {n} tests with Holm's method (family-wise "
                 "error 5%). Chi-square, or Fisher's exact test where an expected count is below 5; for ordered "
-                "factors also the Cochran-Armitage trend test. Levels recorded as missing are left out of the "
-                "tests; post-outcome columns are not tested."
+                "factors also the Cochran-Armitage trend test. Levels recorded as missing are left out of these "
+                "tests; post-outcome columns are not tested. These tests take each breast (or image, for "
+                "factors that vary within a breast) as independent, which a woman's two breasts are not: the "
+                "note column says where that applies; for tests over images (whose views share a breast's "
+                "label) 'p clustered by woman' asks the same question with a logistic Wald test on a covariance "
+                "clustered by woman (a check beside the test, outside the Holm family). The same family holds the joint Wald test of each "
+                "factor in each adjusted model (all its levels at once, covariance clustered by woman): "
+                "a factor's levels are headlined only when that test is significant."
             ),
             table(tests_display(result.tests)),
         ],
@@ -250,10 +271,15 @@ def _leakage(result: StudyResult) -> Section:
         "Leakage audit",
         [
             paragraph(
-                "A column leaks the label when it is decided after the outcome (it cannot be known at screening) "
-                f"or when on its own it predicts the label implausibly well (AUC >= {LEAKY_AUC}). The AUC is "
-                "out-of-fold with folds grouped by woman and stratified on her label, at breast level, each level scored by its cancer rate in "
-                "the other folds. Later stages leave leaky columns out by default."
+                "A column leaks the label when the dataset declares it decided after the outcome, when it is "
+                "recorded differently by label (present only for cancers, missing only for normals, or values "
+                f"that occur in one class only), or when on its own it predicts the label implausibly well (AUC "
+                f">= {LEAKY_AUC}). Whether a column is recorded or missing is audited like a column: when that "
+                "leaks, the column leaks. The AUC alone scores each level by its cancer rate, at breast level: "
+                "in-sample for columns with few levels (it cannot fall below chance the wrong way), out-of-fold "
+                "by woman for many-level columns (reported in the better direction). 'Chance' is the central "
+                "95% of the same AUC with the labels permuted: an AUC inside it is what no association gives. "
+                "Later stages leave leaky columns out by default."
             ),
             figure(
                 lambda: figures.leakage_figure(result.leakage),

@@ -12,18 +12,31 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import polars as pl
 
-from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.schema import UNITS, Cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.progress import Timings
-from mammo_insight.stats.factors import Factor, build_study_frame
-from mammo_insight.stats.findings import write_findings
+from mammo_insight.stats.factors import UNIT_IDS, Factor, build_study_frame
+from mammo_insight.stats.findings import WALD, write_findings
 from mammo_insight.stats.leakage import audit_leakage
-from mammo_insight.stats.missingness import missingness_by_site, nesting_remark, site_machine_table
+from mammo_insight.stats.missingness import (
+    missingness_by_site,
+    nesting_remark,
+    site_machine_table,
+    site_structure,
+)
 from mammo_insight.stats.rates import compute_rates, rates_by_age
-from mammo_insight.stats.regression import age_curve, fit_models
-from mammo_insight.stats.tests import association_tests
+from mammo_insight.stats.regression import (
+    ModelFits,
+    age_curve,
+    clustered_association_p,
+    fit_models,
+    mixed_breast_notes,
+)
+from mammo_insight.stats.tests import TEST_COLUMNS, adjust_family, association_tests
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +49,9 @@ SUMMARY_KEYS = [
     "n_cancer_patients",
     "prevalence_image",
     "prevalence_breast",
+    "n_labelled_images",
+    "n_labelled_breasts",
+    "known_units",
 ]
 
 
@@ -62,24 +78,30 @@ class StudyResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def summarise(table: pd.DataFrame) -> dict[str, Any]:
-    """Headline counts; prevalences are over images / breasts with a known label."""
+def summarise(table: pd.DataFrame, known_units: tuple[str, ...] = UNITS) -> dict[str, Any]:
+    """Headline counts; prevalences are over images / breasts with a known label (their denominators are
+    ``n_labelled_*``). A unit the source cannot identify (Cohort.known_units) gets None, never a count of
+    placeholder ids."""
     labelled = table[table["cancer"].notna()]
     positive = labelled[labelled["cancer"] == 1]
-    n_labelled_breasts = labelled["breast_id"].nunique()
+    n_labelled_breasts = int(labelled["breast_id"].nunique())
+    breasts, patients = "breast" in known_units, "patient" in known_units
     return {
         "n_images": len(table),
-        "n_patients": int(table["patient_id"].nunique()),
-        "n_breasts": int(table["breast_id"].nunique()),
+        "n_patients": int(table["patient_id"].nunique()) if patients else None,
+        "n_breasts": int(table["breast_id"].nunique()) if breasts else None,
         "n_cancer_images": len(positive),
-        "n_cancer_breasts": int(positive["breast_id"].nunique()),
-        "n_cancer_patients": int(positive["patient_id"].nunique()),
+        "n_cancer_breasts": int(positive["breast_id"].nunique()) if breasts else None,
+        "n_cancer_patients": int(positive["patient_id"].nunique()) if patients else None,
         "prevalence_image": float(len(positive) / len(labelled)) if len(labelled) else float("nan"),
         "prevalence_breast": (
             float(positive["breast_id"].nunique() / n_labelled_breasts)
-            if n_labelled_breasts
-            else float("nan")
+            if n_labelled_breasts and breasts
+            else None
         ),
+        "n_labelled_images": len(labelled),
+        "n_labelled_breasts": n_labelled_breasts if breasts else None,
+        "known_units": list(known_units),
     }
 
 
@@ -97,24 +119,43 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
             f"eda: {cohort.dataset}: column 'cancer' is empty in all {len(table)} rows, "
             "so there is nothing to study (map the label column, e.g. in the TOML [label])"
         )
-    summary = timed("summary", lambda: summarise(table))
-    leakage = timed("leakage", lambda: audit_leakage(table, post_outcome=cohort.post_outcome))
+    units = tuple(cohort.known_units)
+    summary = timed("summary", lambda: summarise(table, units))
+    leakage = timed("leakage", lambda: audit_leakage(table, post_outcome=cohort.post_outcome, seed=seed))
     leaky = set(leakage.loc[leakage["verdict"] == "leaky", "column"])
     study = timed(
         "frame", lambda: build_study_frame(table, cohort.factors, leaky, post_outcome=cohort.post_outcome)
     )
-    rates = timed("rates", lambda: compute_rates(study.frame, study.factors))
-    age_rates = timed("age_rates", lambda: rates_by_age(study.frame))
+    rates = timed("rates", lambda: compute_rates(study.frame, study.factors, units))
+    age_flagged = "age" in leaky or "age" in cohort.post_outcome
+    frame_for_age = (
+        study.frame.with_columns(pl.lit(None, dtype=pl.Float64).alias("age")) if age_flagged else study.frame
+    )
+    age_rates = timed("age_rates", lambda: rates_by_age(frame_for_age))
+    structure, aliases = timed("structure", lambda: site_structure(study.frame, study.factors))
+    fits = timed("regression", lambda: fit_models(study.frame, study.factors, site_aliases=set(aliases)))
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))
-    odds, models = timed("regression", lambda: fit_models(study.frame, study.factors))
-    age_fit = timed("age_curve", lambda: age_curve(study.frame))
+    tests, joint = timed(
+        "clustering", lambda: one_family(tests, fits, units=units, frame=study.frame, factors=study.factors)
+    )
+    age_fit = timed("age_curve", lambda: age_curve(frame_for_age))
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
     nesting = nesting_remark(crosstab)
+    notes = [*cohort.notes, *study.notes, *mixed_breast_notes(study.frame, study.factors)]
     findings = timed(
         "findings",
         lambda: write_findings(
-            summary, rates, tests, odds, missing=missing, leakage=leakage, nesting=nesting
+            summary,
+            rates,
+            tests,
+            fits.odds,
+            joint=joint,
+            missing=missing,
+            leakage=leakage,
+            nesting=nesting,
+            structure=structure,
+            aliases=aliases,
         ),
     )
     return StudyResult(
@@ -126,13 +167,84 @@ def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
         age_rates,
         age_fit,
         tests,
-        odds,
-        models,
+        fits.odds,
+        fits.models,
         missing,
         crosstab,
         nesting,
         leakage,
         findings,
-        study.notes,
+        notes,
         timings,
     )
+
+
+def _independence_note(frame: pl.DataFrame, unit: str, units: tuple[str, ...]) -> str:
+    """What a test over breasts or images assumes about the woman's other units (her clustering)."""
+    if "patient" not in units:
+        return f"women not identified: {unit}s are taken as independent"
+    per_woman = frame.group_by("patient_id").agg(pl.col(UNIT_IDS[unit]).n_unique().alias("k"))
+    n_several = int((per_woman["k"] > 1).sum())
+    if not n_several:
+        return ""
+    return f"assumes independent {unit}s ({n_several:,} of {len(per_woman):,} women contribute several)"
+
+
+def one_family(
+    tests: pd.DataFrame,
+    fits: ModelFits,
+    *,
+    units: tuple[str, ...],
+    frame: pl.DataFrame,
+    factors: list[Factor],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The association tests and every adjusted model's joint Wald tests as one Holm family.
+
+    Returns the tests table (joint tests appended, p-values adjusted over all rows, units and independence
+    notes stated, and ``p_clustered``: an image-level test's question asked again with a logistic Wald
+    test clustered by woman, since the views of a breast share its label; breast-level tests keep only their
+    note, a woman's two breasts being far less alike) and the joint tests with their adjusted p-values.
+    """
+    if "breast" not in units:  # breasts are placeholders: each image is its own
+        tests = tests.assign(unit=tests["unit"].replace({"breast": "image"}))
+    by_name = {f.name: f for f in factors}
+    tests["p_clustered"] = np.nan
+    for unit in ("breast", "image"):
+        at_unit = tests["unit"] == unit
+        note = _independence_note(frame, unit, units) if at_unit.any() else ""
+        if not note:
+            continue
+        tests.loc[at_unit, "note"] = [
+            "; ".join(n for n in (old, note) if n) for old in tests.loc[at_unit, "note"]
+        ]
+        if unit == "image" and "patient" in units:  # views of a breast share its label: ask again, clustered
+            first = at_unit & ~tests["factor"].duplicated()
+            tests.loc[first, "p_clustered"] = [
+                clustered_association_p(frame, by_name[f], unit) for f in tests.loc[first, "factor"]
+            ]
+    models = fits.models.set_index("model")
+    joint_rows = [
+        {
+            "factor": r["factor"],
+            "test": f"{WALD} (model '{r['model']}')",
+            "unit": "breast" if "breast" in units else "image",
+            "n": int(models.loc[r["model"], "n_breasts"]),
+            "n_levels": int(r["n_terms"]),
+            "statistic": r["statistic"],
+            "p_value": r["p_value"],
+            "note": "logistic regression, covariance clustered by woman"
+            if "patient" in units
+            else "logistic regression; women not identified, units taken as independent",
+        }
+        for _, r in fits.joint.iterrows()
+    ]
+    family = adjust_family(
+        pd.concat([tests, pd.DataFrame(joint_rows, columns=TEST_COLUMNS)], ignore_index=True)
+    )
+    is_joint = family["test"].str.startswith(WALD)
+    joint = fits.joint.assign(
+        p_adjusted=family.loc[is_joint, "p_adjusted"].to_numpy(),
+        significant=family.loc[is_joint, "significant"].to_numpy().astype(bool),
+    )
+    family["significant"] = family["significant"].astype(bool)
+    return family, joint

@@ -97,7 +97,11 @@ def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0)
         if factor.ordered and len(counts) > 2:
             z, p_trend = trend_test(table)
             rows.append({**base, "test": "Cochran-Armitage trend", "statistic": z, "p_value": p_trend})
-    result = pd.DataFrame(rows, columns=TEST_COLUMNS)
+    return adjust_family(pd.DataFrame(rows, columns=TEST_COLUMNS))
+
+
+def adjust_family(result: pd.DataFrame) -> pd.DataFrame:
+    """Holm's correction over every row of a tests table (the whole family: the study adds its joint tests)."""
     if len(result):
         reject, adjusted, _, _ = multipletests(result["p_value"].to_numpy(), alpha=ALPHA, method=CORRECTION)
         result["p_adjusted"] = adjusted

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from mammo_insight.cohort.schema import Cohort, validate_cohort
+from mammo_insight.cohort.schema import UNITS, Cohort, validate_cohort
 
 
 class DatasetAdapter(ABC):
@@ -35,14 +35,21 @@ class DatasetAdapter(ABC):
         post_outcome: Sequence[str] | None = None,
         annotations: pd.DataFrame | None = None,
         factors: dict[str, str] | None = None,
+        known_units: tuple[str, ...] = UNITS,
+        notes: Sequence[str] = (),
+        laterality_may_be_unknown: bool = False,
+        image_root: Path | None = None,
     ) -> Cohort:
         """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list."""
         cohort = Cohort(
-            validate_cohort(table, source=source),
+            validate_cohort(table, source=source, laterality_may_be_unknown=laterality_may_be_unknown),
             dataset=self.name,
             label_meaning=self.label_meaning if label_meaning is None else label_meaning,
             factors=dict(factors or {}),
             post_outcome=list(self.post_outcome if post_outcome is None else post_outcome),
+            known_units=tuple(known_units),
+            notes=list(notes),
+            image_root=image_root,
         )
         if annotations is not None:
             cohort.annotations = annotations

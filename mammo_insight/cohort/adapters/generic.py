@@ -4,10 +4,18 @@ The mapping says where the table is, which source column fills which canonical c
 are recoded, which column is the label and what counts as positive, and which extra columns are
 factors worth analysing. Everything is checked up front so that a typo in the mapping or a bad
 cell names the mapping file, the column and the rows instead of failing deep inside pandas.
+
+Only a label is required (``[label]``, or ``cancer`` in ``[columns]``): a table with one row per lesion or
+per woman and no image files loads as it is. Without an image id each row is its own image (named by its
+file line); without a woman id each row is its own unit and the cohort declares women unidentified (eda
+then reports no woman-level figures, and says so); without laterality (or a breast id) breasts are
+unidentified in the same way. Codes outside a known scale (BI-RADS 0-6, density A-D) are flagged with
+their lines in the cohort's notes and set to missing, so they never become levels of their own.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -19,12 +27,16 @@ from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, read_table
 from mammo_insight.cohort.schema import (
     CANONICAL_COLUMNS,
+    DENSITIES,
     LABEL_COLUMNS,
     POST_OUTCOME_COLUMNS,
+    UNITS,
     Cohort,
     empty_canonical,
 )
 from mammo_insight.errors import CohortError
+
+log = logging.getLogger(__name__)
 
 KEYS = {
     "csv",
@@ -39,6 +51,8 @@ KEYS = {
     "post_outcome",
 }
 LABEL_KEYS = {"column", "target", "positive", "negative"}
+BIRADS_CODE = r"^[0-6](?:[abcABC]|\.0)?$"  # 4a/4b/4c are BI-RADS 4; "3.0" is 3
+ROW_ID = "row"
 FACTOR_KINDS = {"categorical", "continuous"}
 DEFAULT_LABEL_MEANING = (
     "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
@@ -81,12 +95,11 @@ def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: 
             f"generic: {path} [columns] names non-canonical column(s) {bad_names}; "
             f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)})"
         )
-    for required in ("patient_id", "laterality"):
-        if required not in columns:
-            raise CohortError(f"generic: {path} [columns] must name the source column for '{required}'")
-    if "image_id" not in columns and "image_path" not in columns:
-        raise CohortError(f"generic: {path} [columns] must name 'image_id' or 'image_path' (used as the id)")
     label = mapping.get("label", {})
+    if not label and not set(LABEL_COLUMNS) & set(columns):
+        raise CohortError(
+            f"generic: {path} needs a label: a [label] table (column, positive) or 'cancer' in [columns]"
+        )
     if set(label) - LABEL_KEYS:
         raise CohortError(f"generic: {path} [label] has unknown key(s) {sorted(set(label) - LABEL_KEYS)}")
     if label and ("column" not in label or "positive" not in label):
@@ -161,6 +174,53 @@ def _post_outcome(spec: dict[str, Any], table: pd.DataFrame, path: Path) -> list
     return list(dict.fromkeys([*POST_OUTCOME_COLUMNS, *declared]))
 
 
+def _out_of_range(table: pd.DataFrame, columns: dict[str, str], csv: Path) -> list[str]:
+    """Codes outside BI-RADS 0-6 or density A-D set to missing; one note per column naming values and lines."""
+    notes = []
+    checks = {
+        "birads": (lambda v: v.astype(str).str.match(BIRADS_CODE), "BI-RADS is 0-6; 4a, 4b, 4c count as 4"),
+        "density": (lambda v: v.astype(str).str.upper().isin(sorted(DENSITIES)), "density is A, B, C or D"),
+    }
+    for column, (valid, scale) in checks.items():
+        if column not in columns:
+            continue
+        values = table[column]
+        text = values.astype("string").str.strip()
+        bad = text.notna() & ~valid(text.fillna(""))
+        if bad.any():
+            notes.append(
+                f"generic: column '{columns[column]}' ({column}) of {csv.name} holds out-of-range value(s) "
+                f"{sorted(set(text[bad]))[:5]} in {file_lines(bad.to_numpy().nonzero()[0])}: set to missing, "
+                f"since {scale}"
+            )
+            log.warning(notes[-1])
+            table[column] = values.mask(bad)
+        if column == "birads":
+            table[column] = table[column].astype("string").str.strip().str[0]
+    return notes
+
+
+def _identify_units(table: pd.DataFrame, columns: dict[str, str]) -> tuple[tuple[str, ...], list[str]]:
+    """Fill ids the mapping does not give (each row its own image, woman, breast); the units really known."""
+    known, notes = ["image"], []
+    if "patient_id" in columns:
+        known.append("patient")
+    else:
+        table["patient_id"] = table["image_id"]
+        notes.append(
+            "generic: no woman id mapped (patient_id): each row is its own unit; woman-level figures are unavailable"
+        )
+    if "breast_id" in columns or ("laterality" in columns and "patient_id" in columns):
+        known.append("breast")
+    else:
+        table["breast_id"] = table["image_id"]
+        if "patient_id" in columns:
+            notes.append(
+                "generic: no laterality or breast id mapped: breasts cannot be identified, each row counts as its own"
+            )
+    return tuple(u for u in UNITS if u in known), notes
+
+
 class GenericAdapter(DatasetAdapter):
     name = "generic"
     label_meaning = DEFAULT_LABEL_MEANING
@@ -203,15 +263,21 @@ class GenericAdapter(DatasetAdapter):
             ).to_numpy()
             if "image_id" not in columns:
                 table["image_id"] = raw[columns["image_path"]].to_numpy()
-        cohort = self.cohort(
+        elif "image_id" not in columns:
+            table["image_id"] = [f"{ROW_ID}{line}" for line in range(2, len(table) + 2)]
+        notes = _out_of_range(table, columns, csv)
+        known_units, unit_notes = _identify_units(table, columns)
+        return self.cohort(
             table,
             source=f"{csv} (mapped by {mapping})",
             factors=factors,
             label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
             post_outcome=_post_outcome(spec, table, mapping),
+            known_units=known_units,
+            notes=[*unit_notes, *notes],
+            laterality_may_be_unknown="laterality" not in columns,
+            image_root=image_root,
         )
-        cohort.image_root = image_root
-        return cohort
 
 
 ADAPTER = GenericAdapter()

@@ -5,8 +5,15 @@ Patient age, Laterality, View, Acquisition date (or Date), File Name, ACR, Bi-Ra
 root/AllDICOMs/<File Name>_<patient hash>_MG_<L|R>_<view>_ANON.dcm.
 
 The release blanks Patient ID and age ("removed"), so the woman is taken from the patient hash in
-the DICOM file name; without that file, each image counts as its own woman (logged), which
-undoes patient grouping for those images.
+the DICOM file name. Without the DICOMs no woman (hence no breast) can be identified: the cohort then
+declares only the image as a known unit, so eda gives image-level figures and says that woman- and
+breast-level ones are unavailable, instead of counting each image as a woman. When only some images
+lack their DICOM, those few are their own woman, and the cohort's notes say how many.
+
+The official INbreast.xls ends with a totals row (counts under Bi-Rads and the finding columns, no File
+Name); rows without a File Name are not images and are skipped, with a note naming their lines. The
+finding columns (Mass, Micros, Distortion, Asymmetry, Findings notes) describe what the reading found:
+they are kept as ``finding_*`` columns and declared post-outcome, like the BI-RADS assessment.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
-from mammo_insight.cohort.schema import Cohort, empty_canonical
+from mammo_insight.cohort.schema import UNITS, Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 
 log = logging.getLogger(__name__)
@@ -26,6 +33,14 @@ log = logging.getLogger(__name__)
 TABLE_NAMES = ["INbreast.csv", "INbreast.xls", "INbreast.xlsx"]
 REQUIRED = ["Laterality", "View", "File Name", "Bi-Rads"]
 BLANKED = {"", "removed"}
+# header prefixes of the finding columns (lower case) -> the column name in the cohort table
+FINDINGS = {
+    "mass": "finding_mass",
+    "micros": "finding_micros",
+    "distortion": "finding_distortion",
+    "asymmetry": "finding_asymmetry",
+    "findings": "finding_notes",
+}
 # Malignancy likelihood of each BI-RADS category (ACR 5th ed.): 1-3 at most 2% -> 0; 4c 50-95%, 5 >= 95%,
 # 6 biopsy-proven -> 1; 4, 4a (2-10%) and 4b (10-50%) are too uncertain to call -> empty.
 LABEL = {"1": 0.0, "2": 0.0, "3": 0.0, "4C": 1.0, "5": 1.0, "6": 1.0}
@@ -52,7 +67,8 @@ def dicom_index(dicom_dir: Path) -> dict[str, tuple[Path, str | None]]:
 
 class InbreastAdapter(DatasetAdapter):
     name = "inbreast"
-    post_outcome = ("birads", "birads_category")  # the label is a function of the BI-RADS assessment
+    # the label is a function of the BI-RADS assessment; the findings are what that reading saw
+    post_outcome = ("birads", "birads_category", *FINDINGS.values())
     label_meaning = (
         "INbreast gives no pathology in its table, so cancer is derived from the image's BI-RADS "
         "assessment: 1 for Bi-Rads 4c, 5 or 6 (malignancy likelihood above 50%, or proven), 0 for "
@@ -65,6 +81,16 @@ class InbreastAdapter(DatasetAdapter):
         table_path = find_table(root)
         raw = read_table(table_path, sep=None if table_path.suffix.lower() == ".csv" else ",")
         require_columns(raw, REQUIRED, table_path, "inbreast")
+        notes = []
+        footer = raw["File Name"] == ""
+        if footer.any():
+            note = (
+                f"inbreast: {int(footer.sum())} row(s) of {table_path.name} without a File Name skipped as "
+                f"totals/footer rows ({file_lines(footer.to_numpy().nonzero()[0])})"
+            )
+            log.warning(note)
+            notes.append(note)
+            raw = raw[~footer].reset_index(drop=True)
         category = raw["Bi-Rads"].str.upper()
         unknown = ~category.isin([*LABEL, "4", "4A", "4B", ""])
         if unknown.any():
@@ -76,14 +102,21 @@ class InbreastAdapter(DatasetAdapter):
         index = dicom_index(root / "AllDICOMs")
         found = raw["File Name"].map(index)
         without = found.isna()
-        if without.any():
-            log.warning(
-                "inbreast: %d image(s) of %s have no DICOM in %s (%s); each counts as its own woman",
-                int(without.sum()),
-                table_path,
-                root / "AllDICOMs",
-                file_lines(without.to_numpy().nonzero()[0]),
+        known_units = UNITS
+        if without.all():
+            known_units = ("image",)
+            notes.append(
+                f"inbreast: no DICOM in {root / 'AllDICOMs'}, so women (the patient hash of the file names) "
+                "and breasts cannot be identified: figures are given per image; woman- and breast-level "
+                "figures are unavailable"
             )
+            log.warning(notes[-1])
+        elif without.any():
+            notes.append(
+                f"inbreast: {int(without.sum())} image(s) have no DICOM in {root / 'AllDICOMs'} "
+                f"({file_lines(without.to_numpy().nonzero()[0])}); each counts as its own woman"
+            )
+            log.warning(notes[-1])
         patient = raw.get("Patient ID", pd.Series("", index=raw.index))
         from_file = found.map(lambda f: f[1] if isinstance(f, tuple) else None)
         patient = patient.where(~patient.str.lower().isin(BLANKED), from_file).fillna(raw["File Name"])
@@ -104,7 +137,11 @@ class InbreastAdapter(DatasetAdapter):
         date_col = first_present(raw, ["Acquisition date", "Date"])
         if date_col:
             table["acquisition_date"] = raw[date_col].to_numpy()
-        return self.cohort(table, source=str(table_path))
+        for header in raw.columns:
+            name = next((v for k, v in FINDINGS.items() if header.lower().startswith(k)), None)
+            if name and name not in table.columns:
+                table[name] = raw[header].replace("", None).to_numpy()
+        return self.cohort(table, source=str(table_path), known_units=known_units, notes=notes)
 
 
 ADAPTER = InbreastAdapter()

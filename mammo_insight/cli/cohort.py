@@ -15,10 +15,12 @@ def command(
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
 ) -> None:
     """Write the canonical cohort table and print its counts."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.cohort import CohortConfig, run_cohort, write_cohort
 
-    result = run_cohort(CohortConfig(dataset, root, mapping))
-    write_cohort(result, out)
+    with claim_output(out, "cohort", folder=False):
+        result = run_cohort(CohortConfig(dataset, root, mapping))
+        write_cohort(result, out)
     for key, value in result.counts().items():
         typer.echo(f"{key}: {value}")
     typer.echo(f"label: {result.cohort.label_meaning}")

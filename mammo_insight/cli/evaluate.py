@@ -18,10 +18,12 @@ def command(
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
 ) -> None:
     """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.evaluate import EvaluateConfig, run_evaluate, write_evaluate
 
-    result = run_evaluate(EvaluateConfig(run=run, cache=cache, device=device, batch_size=batch_size))
-    page = write_evaluate(result, out)
+    with claim_output(out, "evaluate"):
+        result = run_evaluate(EvaluateConfig(run=run, cache=cache, device=device, batch_size=batch_size))
+        page = write_evaluate(result, out)
     for label, value in result.headline().items():
         typer.echo(f"{label}: {value}")
     typer.echo(f"report: {page}")

@@ -7,6 +7,7 @@ says how one batch is scored and which metric the run selects checkpoints on.
 from __future__ import annotations
 
 import logging
+import random
 
 import lightning.pytorch as pl
 import numpy as np
@@ -139,3 +140,21 @@ class ProgressiveUnfreeze(pl.Callback):
         n_open = len(blocks) if done >= self.stages else round(len(blocks) * max(done, 0) / self.stages)
         for i, block in enumerate(blocks):
             block.requires_grad_(i >= len(blocks) - n_open)
+
+
+class EpochSeed(pl.Callback):
+    """Reseed python, numpy and torch (every CUDA device too) at each epoch start from (seed, epoch).
+
+    Dropout and anything else drawing on the global generators then depend only on the epoch, not on
+    what ran before it, so a run resumed from an epoch-end checkpoint (after a kill -9) draws exactly
+    what the uninterrupted run drew; the sampler and augmentation seeds are epoch-seeded already.
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state = np.random.SeedSequence([self.seed, trainer.current_epoch]).generate_state(3)
+        random.seed(int(state[0]))
+        np.random.seed(int(state[1]))
+        torch.manual_seed(int(state[2]))  # seeds the CUDA generators as well

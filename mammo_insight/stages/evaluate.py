@@ -17,6 +17,7 @@ import pandas as pd
 
 from mammo_insight.cohort.folds import train_only_mask
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.manifest import file_sha256
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json
@@ -102,7 +103,7 @@ def write_evaluate(result: EvaluateResult, out: str | Path) -> Path:
     """OUT/oof_predictions.csv, metrics.json, config.json, then the manifest, then index.html (returned)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result.predictions.to_csv(out / "oof_predictions.csv", index=False)
+    write_csv_atomic(out / "oof_predictions.csv", result.predictions)
     save_metrics_json(out / "metrics.json", result.metrics)
     save_run_config(out, result.run_config)
     finish_stage(

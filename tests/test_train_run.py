@@ -208,6 +208,8 @@ def test_multi_view_run_with_missing_views(tmp_path: Path):
 def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path):
     other = write_cache(tmp_path / "other", n_patients=12, seed=5, size=(80, 60))
     index = pd.read_parquet(other / "index.parquet")
+    for col in ("patient_id", "image_id", "breast_id"):  # other women: ids the run never saw
+        index[col] = "X" + index[col]
     copy = index.head(1).assign(image_id="COPY", is_augmented=True)
     pd.concat([index, copy], ignore_index=True).to_parquet(other / "index.parquet")
     out = tmp_path / "external"

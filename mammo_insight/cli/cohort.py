@@ -23,5 +23,10 @@ def command(
         write_cohort(result, out)
     for key, value in result.counts().items():
         typer.echo(f"{key}: {value}")
+    if not result.counts()["n_labelled_images"]:
+        typer.echo(
+            "labels: missing: no image has a cancer label (no label column, or one under another name), "
+            "so nothing can be counted as positive"
+        )
     typer.echo(f"label: {result.cohort.label_meaning}")
     typer.echo(f"wrote {out}")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
-from mammo_insight.cohort.adapters.tables import read_table
+from mammo_insight.cohort.adapters.tables import check_column_case, read_table
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_canonical, file_lines
 from mammo_insight.errors import CohortError
 
@@ -52,6 +52,7 @@ class RsnaAdapter(DatasetAdapter):
             raise CohortError(f"rsna: neither train.csv nor test.csv found in {root}")
         raw = read_table(csv)
         raw = raw.rename(columns=RENAMES)
+        check_column_case(raw, [*DIRECT, "birads", "prediction_id"], csv, "rsna")
         needed = ["patient_id", "image_id", "laterality", "view"]
         missing = [c for c in needed if c not in raw.columns]
         if missing:

@@ -496,27 +496,23 @@ def test_a_torn_last_checkpoint_is_set_aside_and_the_best_one_resumes(tmp_path, 
     assert not (tmp_path / "ran").exists()
 
 
-def test_each_epoch_draws_the_same_random_numbers_whatever_ran_before():
+def test_each_training_batch_draws_the_same_random_numbers_whatever_ran_before():
     import random
     from types import SimpleNamespace
 
     import torch
 
-    from mammo_insight.models.lightning_module import EpochSeed
+    from mammo_insight.models.lightning_module import StepSeed
 
-    def draws(epoch: int) -> tuple:
-        EpochSeed(7).on_train_epoch_start(SimpleNamespace(current_epoch=epoch), None)
-        return (
-            random.random(),
-            float(np.random.rand()),
-            float(torch.rand(1)),
-            float(torch.nn.functional.dropout(torch.ones(8), 0.5).sum()),
-        )
+    def draws(epoch: int, batch: int) -> tuple:
+        StepSeed(7).on_train_batch_start(SimpleNamespace(current_epoch=epoch), None, None, batch)
+        dropped = torch.nn.functional.dropout(torch.ones(64), 0.5)
+        return random.random(), float(np.random.rand()), float(torch.rand(1)), tuple(dropped.tolist())
 
-    first = draws(2)
-    torch.rand(100), np.random.rand(5), random.random()  # what an uninterrupted run drew before epoch 2
-    assert draws(2) == first
-    assert draws(3) != first
+    first = draws(2, 5)
+    torch.rand(100), np.random.rand(5), random.random()  # what an uninterrupted run drew before
+    assert draws(2, 5) == first
+    assert draws(3, 5) != first and draws(2, 6) != first
 
 
 # fusion embeddings ---------------------------------------------------------------------------------------

@@ -42,10 +42,6 @@ class ClassifierModule(pl.LightningModule):
             return self.model(image, batch["mask"])
         return self.model(image)
 
-    def on_train_epoch_start(self) -> None:
-        # Dropout and other in-step randomness restart from (seed, epoch): a resumed run repeats it exactly.
-        torch.manual_seed(self.config.seed * 100_003 + self.current_epoch)
-
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
         loss = self.loss_fn(logits.float(), batch["label"].float())
@@ -142,19 +138,24 @@ class ProgressiveUnfreeze(pl.Callback):
             block.requires_grad_(i >= len(blocks) - n_open)
 
 
-class EpochSeed(pl.Callback):
-    """Reseed python, numpy and torch (every CUDA device too) at each epoch start from (seed, epoch).
+class StepSeed(pl.Callback):
+    """Reseed python, numpy and torch (every CUDA device too) before each training batch from
+    (seed, epoch, batch).
 
-    Dropout and anything else drawing on the global generators then depend only on the epoch, not on
-    what ran before it, so a run resumed from an epoch-end checkpoint (after a kill -9) draws exactly
-    what the uninterrupted run drew; the sampler and augmentation seeds are epoch-seeded already.
+    Dropout and anything else drawing on the global generators then depend only on where training is,
+    not on what ran before (a resumed run builds its data loader iterator, which draws from torch's
+    generator, at another moment than an uninterrupted one), so a run resumed from an epoch-end
+    checkpoint after a kill -9 draws exactly what the uninterrupted run drew. The sampler and the
+    augmentation are seeded per epoch and per item already (models/sampling.EpochSampler).
     """
 
     def __init__(self, seed: int):
         self.seed = seed
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state = np.random.SeedSequence([self.seed, trainer.current_epoch]).generate_state(3)
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        state = np.random.SeedSequence([self.seed, trainer.current_epoch, batch_idx]).generate_state(3)
         random.seed(int(state[0]))
         np.random.seed(int(state[1]))
         torch.manual_seed(int(state[2]))  # seeds the CUDA generators as well

@@ -36,8 +36,8 @@ from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier
 from mammo_insight.models.lightning_module import (
     ClassifierModule,
-    EpochSeed,
     ProgressiveUnfreeze,
+    StepSeed,
     monitor_key,
 )
 from mammo_insight.models.losses import build_loss
@@ -320,7 +320,7 @@ def train_fold(
         save_last=True,
     )
     history = History()
-    callbacks: list[pl.Callback] = [history, checkpoint, EpochSeed(config.seed + fold)]
+    callbacks: list[pl.Callback] = [history, checkpoint, StepSeed(config.seed + fold)]
     if config.early_stopping_patience > 0:
         callbacks.append(
             pl.callbacks.EarlyStopping(

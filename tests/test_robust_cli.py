@@ -564,3 +564,40 @@ def test_fuse_train_with_a_non_parquet_embeddings_file_is_one_line(tmp_path, cap
         tmp_path / "f",
     )
     assert_one_line_error(result, str(emb))
+
+
+# evaluate: an "external" cache that shares women with the run ------------------------------------------
+
+
+def test_evaluate_refuses_a_cache_sharing_women_with_the_run(tmp_path):
+    import torch
+    from test_trained_run import make_cache, make_run
+
+    from mammo_insight.stages.evaluate import INTERNAL, EvaluateConfig, run_evaluate, write_evaluate
+
+    cache, run = tmp_path / "cache", tmp_path / "run"
+    index = make_cache(cache)
+    make_run(run, "single", folds=(0, 1))
+    seen = index[index["patient_id"] == index["patient_id"].iloc[0]].assign(fold=0, prob=0.5)
+    seen[["image_id", "breast_id", "patient_id", "fold", "prob", "cancer"]].to_csv(
+        run / "oof_predictions.csv", index=False
+    )
+    n_women = index["patient_id"].nunique()
+    with pytest.raises(MammoInsightError, match=f"1 of its {n_women} women and {len(seen)} of its"):
+        run_evaluate(EvaluateConfig(run=run, cache=cache, device="cpu"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = run_evaluate(EvaluateConfig(run=run, cache=cache, device="cpu", allow_overlap=True))
+    finally:
+        torch.set_num_threads(threads)
+    assert result.headline()["validation"] == INTERNAL and result.title.startswith("Internal validation")
+    page = write_evaluate(result, tmp_path / "out")
+    assert INTERNAL in page.read_text()
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["validation"] == INTERNAL and metrics["training_overlap"]["shared_women"] == 1
+
+    other = seen.assign(patient_id="elsewhere", image_id="x" + seen["image_id"])  # no shared id: external
+    other.to_csv(run / "oof_predictions.csv", index=False)
+    result = run_evaluate(EvaluateConfig(run=run, cache=cache, device="cpu"))
+    assert "validation" not in result.headline() and result.title.startswith("External validation")

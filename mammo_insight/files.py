@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mammo_insight.errors import MammoInsightError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
@@ -39,3 +48,87 @@ def inside_root(path: str | Path, root: str | Path) -> bool:
     """
     real_root = os.path.realpath(root)
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def write_csv_atomic(path: str | Path, frame: pd.DataFrame, **to_csv: Any) -> Path:
+    """frame.to_csv through atomic_write (index=False unless told)."""
+    to_csv.setdefault("index", False)
+    return atomic_write(path, lambda tmp: frame.to_csv(tmp, **to_csv))
+
+
+LOCK_FILE = ".lock"
+MANIFEST_FILE = "manifest.json"
+
+
+@contextmanager
+def claim_output(
+    out: str | Path, stage: str, *, folder: bool = True, reuse: bool = False, markers: tuple[str, ...] = ()
+) -> Iterator[Path]:
+    """Check an output path before a stage does any work, and hold a lock on it while the stage runs.
+
+    Refused at once, with a one-line message: a folder output that is a file (or a file output that is a
+    folder), a path that cannot be created or written, and a path another run holds. A folder must be new,
+    empty, or an earlier (possibly interrupted) output of the same stage: its OUT/.lock names the stage
+    that made it, or its manifest, or one of `markers` (files only this stage writes, e.g. a run's
+    config.json) is there. `reuse` skips that last check (report and demo write beside other outputs).
+    The lock is an flock on OUT/.lock (a folder; the file stays as the stage's mark) or on a hidden
+    .NAME.lock beside a file output (removed on exit); the kernel drops it when the process dies.
+    """
+    out = Path(out)
+    if folder:
+        _check_folder(out, stage, reuse=reuse, markers=markers)
+        lock_path = out / LOCK_FILE
+    else:
+        if out.is_dir():
+            raise MammoInsightError(f"{out} is a folder; --out must name a file here")
+        lock_path = out.parent / f".{out.name}.lock"
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise MammoInsightError(f"cannot write to {lock_path.parent}: {exc.strerror or exc}") from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").split()
+            by = f" ({holder[0]}, pid {holder[1]})" if len(holder) >= 2 else ""
+            raise MammoInsightError(
+                f"{out} is in use by another mammo-insight run{by}: wait for it to end or choose another --out"
+            ) from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{stage} {os.getpid()}\n".encode(), 0)
+        except OSError as exc:
+            raise MammoInsightError(f"cannot write to {lock_path.parent}: {exc.strerror or exc}") from exc
+        yield out
+    finally:
+        if not folder:
+            lock_path.unlink(missing_ok=True)
+        os.close(fd)  # releases the flock
+
+
+def _check_folder(out: Path, stage: str, *, reuse: bool, markers: tuple[str, ...]) -> None:
+    if out.exists() and not out.is_dir():
+        raise MammoInsightError(f"{out} exists and is not a folder; --out must be a folder (new or empty)")
+    if reuse or not out.is_dir() or not any(out.iterdir()):
+        return
+    if _made_by(out, stage) or any((out / name).exists() for name in markers):
+        return
+    raise MammoInsightError(
+        f"{out} is not empty and holds no earlier '{stage}' output: choose a new or empty --out folder"
+    )
+
+
+def _made_by(out: Path, stage: str) -> bool:
+    """Whether OUT/.lock or OUT/manifest.json names `stage` (unreadable ones name nothing)."""
+    try:
+        words = (out / LOCK_FILE).read_text(encoding="utf-8").split()
+        if words and words[0] == stage:
+            return True
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        return json.loads((out / MANIFEST_FILE).read_text(encoding="utf-8")).get("stage") == stage
+    except (OSError, ValueError, AttributeError):
+        return False

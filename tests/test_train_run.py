@@ -208,6 +208,8 @@ def test_multi_view_run_with_missing_views(tmp_path: Path):
 def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path):
     other = write_cache(tmp_path / "other", n_patients=12, seed=5, size=(80, 60))
     index = pd.read_parquet(other / "index.parquet")
+    for col in ("patient_id", "image_id", "breast_id"):  # other women: ids the run never saw
+        index[col] = "X" + index[col]
     copy = index.head(1).assign(image_id="COPY", is_augmented=True)
     pd.concat([index, copy], ignore_index=True).to_parquet(other / "index.parquet")
     out = tmp_path / "external"
@@ -380,3 +382,71 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
     )
     got = train_hist.set_index(["fold", "epoch"])["loss"].loc[batches.index]
     np.testing.assert_allclose(got, batches["total"] / batches["n"], rtol=1e-4)
+
+
+def _train_in_subprocess(cache: Path, out: Path, changes: dict) -> subprocess.Popen:
+    script = (
+        "import sys; sys.path.insert(0, 'tests');"
+        "from test_train_run import _config; from mammo_insight.stages.train import train_run;"
+        f"train_run({str(cache)!r}, {str(out)!r}, _config(**{changes!r}))"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).parent.parent,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
+def _kill_when(proc: subprocess.Popen, ready) -> None:
+    deadline = time.monotonic() + 300
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_kill_9_at_several_points_with_dropout_and_augmentation_resumes_byte_identical(
+    cache: Path, tmp_path: Path
+):
+    """Dropout draws from torch's global generator; StepSeed reseeds it (and numpy's, python's, CUDA's)
+    from (seed, fold, epoch, batch) before each training batch, so a run killed at any point and resumed from its
+    epoch-end checkpoint writes the same bytes as one that never stopped. Kills: just after fold 0's first
+    checkpoint, mid-fold 0 (epoch 3 written), and during fold 1 (fold 0 done, its checkpoint gone)."""
+    changes = {
+        "dropout": 0.5,
+        "epochs": 4,
+        "augment": {"hflip": 0.5, "rotate_degrees": 10, "brightness": 0.2, "noise_std": 0.05},
+    }
+    straight = tmp_path / "straight"
+    train_run(cache, straight, _config(**changes))
+    out = tmp_path / "killed"
+    fold0, fold1 = (out / "checkpoints" / f"fold_{k}" / "last.ckpt" for k in (0, 1))
+
+    def epoch_of(path: Path) -> int:
+        from mammo_insight.errors import MammoInsightError
+        from mammo_insight.models.run_io import load_weights
+
+        try:
+            return int(load_weights(path)["epoch"])
+        except MammoInsightError:  # absent or being written
+            return -1
+
+    kills = [
+        lambda: fold0.is_file(),
+        lambda: epoch_of(fold0) >= 2,
+        lambda: (out / "folds" / "fold_0" / "oof.csv").is_file() and fold1.is_file(),
+    ]
+    for ready in kills:
+        _kill_when(_train_in_subprocess(cache, out, changes), ready)
+        assert not (out / "oof_predictions.csv").is_file(), "the run finished before it could be killed"
+    train_run(cache, out, _config(**changes))
+    for name in ("oof_predictions.csv", "metrics.json", "baselines.json"):
+        assert (out / name).read_bytes() == (straight / name).read_bytes(), name
+    no_dropout = tmp_path / "no_dropout"  # the test can fail: dropout changes the predictions
+    train_run(cache, no_dropout, _config(**{**changes, "dropout": 0.0}))
+    assert (no_dropout / "oof_predictions.csv").read_bytes() != (
+        straight / "oof_predictions.csv"
+    ).read_bytes()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib
 import logging
 import sys
@@ -40,6 +41,14 @@ for _name in COMMANDS:
     app.command(_name.replace("_", "-"))(importlib.import_module(f"mammo_insight.cli.{_name}").command)
 
 err_console = Console(stderr=True, soft_wrap=True)
+# failures of the disk, not of the program: a full or read-only disk, a folder the user may not write
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG}
+
+
+def _error(message: str) -> None:
+    # the message verbatim: '[excel]' or '[label]' in it is text, not rich markup
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+    sys.exit(2)
 
 
 def main() -> None:
@@ -54,9 +63,12 @@ def main() -> None:
     try:
         app()
     except MammoInsightError as exc:
-        # the message verbatim: '[excel]' or '[label]' in it is text, not rich markup
-        err_console.print(Text.assemble(("error:", "bold red"), " ", str(exc)), highlight=False)
-        sys.exit(2)
+        _error(str(exc))
+    except OSError as exc:
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        where = exc.filename or "writing an output"  # outputs are written atomically: no half file is left
+        _error(f"{where}: {exc.strerror or errno.errorcode[exc.errno]}")
 
 
 if __name__ == "__main__":

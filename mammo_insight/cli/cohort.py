@@ -15,13 +15,20 @@ def command(
     mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
 ) -> None:
     """Write the canonical cohort table and print its counts."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.cohort import CohortConfig, run_cohort, write_cohort
 
-    result = run_cohort(CohortConfig(dataset, root, mapping))
-    write_cohort(result, out)
+    with claim_output(out, "cohort", folder=False):
+        result = run_cohort(CohortConfig(dataset, root, mapping))
+        write_cohort(result, out)
     for key, value in result.counts().items():
         typer.echo(f"{key}: {'not identified by the source' if value is None else value}")
     for note in result.cohort.notes:
         typer.echo(f"note: {note}")
+    if not result.counts()["n_labelled_images"]:
+        typer.echo(
+            "labels: missing: no image has a cancer label (no label column, or one under another name), "
+            "so nothing can be counted as positive"
+        )
     typer.echo(f"label: {result.cohort.label_meaning}")
     typer.echo(f"wrote {out}")

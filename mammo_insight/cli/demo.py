@@ -14,7 +14,9 @@ def command(
     seed: Annotated[int, typer.Option(help="seed for every stage")] = 0,
 ) -> None:
     """Run synth, eda, preprocess, train, embed, fuse-train and explain; write OUT/index.html."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.demo import DemoSettings, run_demo
 
-    page = run_demo(out, DemoSettings(patients=patients, seed=seed))
+    with claim_output(out, "demo", reuse=True):
+        page = run_demo(out, DemoSettings(patients=patients, seed=seed))
     typer.echo(f"open {page}")

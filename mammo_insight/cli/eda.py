@@ -19,10 +19,12 @@ def command(
     seed: Annotated[int, typer.Option(help="seed of the Monte Carlo Fisher tests")] = 0,
 ) -> None:
     """Rates with intervals, tests, adjusted odds ratios, missingness and a leakage audit, in one report."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.eda import EdaConfig, run_eda, write_eda
 
-    result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
-    page = write_eda(result, out)
+    with claim_output(out, "eda"):
+        result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
+        page = write_eda(result, out)
     typer.echo(", ".join(f"{key}: {value}" for key, value in result.headline().items()))
     for finding in result.findings[:3]:
         typer.echo(f"- {finding}")

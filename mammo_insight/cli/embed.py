@@ -19,12 +19,14 @@ def command(
     workers: Annotated[int, typer.Option(min=0, help="data-loading worker processes")] = 0,
 ) -> None:
     """Embed every cached image with the fold model that never saw its patient; pool per breast."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.embed import EmbedConfig, run_embed, write_embed
 
-    result = run_embed(
-        EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device, workers=workers)
-    )
-    path = write_embed(result, out)
+    with claim_output(out, "embed", folder=False):  # before any embedding is computed
+        result = run_embed(
+            EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device, workers=workers)
+        )
+        path = write_embed(result, out)
     typer.echo(f"images: {len(result.images)} ({result.n_held_out} not out-of-fold: mean over fold models)")
     typer.echo(f"breasts: {len(result.breasts)}; embedding dim: {result.dim}")
     typer.echo(f"wrote {path}")

@@ -16,12 +16,22 @@ def command(
     out: Annotated[Path, typer.Option(help="output folder")],
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    allow_overlap: Annotated[
+        bool,
+        typer.Option(help="score a cache that shares women with the run's training data; labelled internal"),
+    ] = False,
 ) -> None:
     """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.evaluate import EvaluateConfig, run_evaluate, write_evaluate
 
-    result = run_evaluate(EvaluateConfig(run=run, cache=cache, device=device, batch_size=batch_size))
-    page = write_evaluate(result, out)
+    with claim_output(out, "evaluate"):
+        result = run_evaluate(
+            EvaluateConfig(
+                run=run, cache=cache, device=device, batch_size=batch_size, allow_overlap=allow_overlap
+            )
+        )
+        page = write_evaluate(result, out)
     for label, value in result.headline().items():
         typer.echo(f"{label}: {value}")
     typer.echo(f"report: {page}")

@@ -35,24 +35,26 @@ def command(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:
     """Write OUT/index.html, OUT/cam_metrics.json, OUT/cases/*.png|html, OUT/tables/cam_checks.csv."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
-    result = run_explain(
-        ExplainConfig(
-            run=run,
-            cache=cache,
-            method=method,
-            n=n,
-            fold=fold,
-            max_checked=max_checked,
-            tolerance=tolerance,
-            layer=layer,
-            batch_size=batch_size,
-            seed=seed,
-            device=device,
+    with claim_output(out, "explain"):
+        result = run_explain(
+            ExplainConfig(
+                run=run,
+                cache=cache,
+                method=method,
+                n=n,
+                fold=fold,
+                max_checked=max_checked,
+                tolerance=tolerance,
+                layer=layer,
+                batch_size=batch_size,
+                seed=seed,
+                device=device,
+            )
         )
-    )
-    page = write_explain(result, out)
+        page = write_explain(result, out)
     for key in (
         "method",
         "n_cases",

@@ -37,6 +37,7 @@ def command(
     ] = 1,
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
+    from mammo_insight.files import claim_output
     from mammo_insight.report import fmt_ci
     from mammo_insight.stages.fuse import FuseConfig, run_fuse, write_fuse
 
@@ -63,8 +64,9 @@ def command(
         workers=workers,
         threads=threads,
     )
-    result = run_fuse(config)
-    page = write_fuse(result, out)
+    with claim_output(out, "fuse-train"):
+        result = run_fuse(config)
+        page = write_fuse(result, out)
     for model, body in result.scores.items():
         typer.echo(
             f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "

@@ -29,22 +29,28 @@ def command(
     workers: Annotated[int, typer.Option(min=1, help="preprocessing worker processes")] = 1,
 ) -> None:
     """Preprocess IMAGES as the run was trained, score with every fold model (mean), decide at the run's threshold."""
+    from contextlib import ExitStack
+
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.predict import PredictConfig, image_csv_path, run_predict, write_predict
 
-    result = run_predict(
-        PredictConfig(
-            run=run,
-            images=images,
-            cams=cams,
-            dataset=dataset,
-            mapping=mapping,
-            cache=cache,
-            device=device,
-            batch_size=batch_size,
-            workers=workers,
+    with claim_output(out, "predict", folder=False), ExitStack() as stack:
+        if cams is not None:  # may be the folder of OUT itself
+            stack.enter_context(claim_output(cams, "predict", reuse=True))
+        result = run_predict(
+            PredictConfig(
+                run=run,
+                images=images,
+                cams=cams,
+                dataset=dataset,
+                mapping=mapping,
+                cache=cache,
+                device=device,
+                batch_size=batch_size,
+                workers=workers,
+            )
         )
-    )
-    breast_csv = write_predict(result, out)
+        breast_csv = write_predict(result, out)
     breasts, files = result.breasts, result.images
     scored = breasts["prob"].notna()
     typer.echo(

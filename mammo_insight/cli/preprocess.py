@@ -32,6 +32,9 @@ def command(
     seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,
 ) -> None:
     """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
+    from mammo_insight.files import claim_output
+    from mammo_insight.imaging.build import JOURNAL_FILE
+    from mammo_insight.imaging.cache import INDEX_FILE
     from mammo_insight.sizes import parse_size
     from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess, write_preprocess
 
@@ -52,8 +55,9 @@ def command(
         retry_failed=retry_failed,
         seed=seed,
     )
-    result = run_preprocess(config)
-    write_preprocess(result)
+    with claim_output(out, "preprocess", markers=(JOURNAL_FILE, INDEX_FILE)):
+        result = run_preprocess(config)
+        write_preprocess(result)
     for key, value in result.summary.items():
         typer.echo(f"{key}: {value}")
     if result.summary["failed"]:

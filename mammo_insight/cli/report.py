@@ -14,7 +14,9 @@ def command(
     more_runs: Annotated[list[Path] | None, typer.Argument(help="further directories (--runs A B C)")] = None,
 ) -> None:
     """Write OUT/index.html linking every stage report found under --runs."""
+    from mammo_insight.files import claim_output
     from mammo_insight.stages.report import write_report
 
-    page = write_report([*runs, *(more_runs or [])], out)
+    with claim_output(out, "report", reuse=True):  # an index may sit beside the outputs it links
+        page = write_report([*runs, *(more_runs or [])], out)
     typer.echo(f"wrote {page}")

@@ -18,12 +18,14 @@ def command(
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
+    from mammo_insight.files import claim_output
     from mammo_insight.sizes import parse_size
     from mammo_insight.stages.synth import SynthConfig, run_synth, write_synth
 
-    result = run_synth(
-        SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence)
-    )
-    write_synth(result)
+    with claim_output(out, "synth"):
+        result = run_synth(
+            SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence)
+        )
+        write_synth(result)
     for key, value in result.summary.items():
         typer.echo(f"{key}: {value}")

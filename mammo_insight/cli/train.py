@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
@@ -29,6 +31,7 @@ def command(
     ] = None,
 ) -> None:
     """Train one model per fold; write RUN/oof_predictions.csv, metrics.json, history.csv, folds/, index.html."""
+    from mammo_insight.files import claim_output
     from mammo_insight.models.config import load_config
     from mammo_insight.stages.train import TrainStageConfig, run_train, write_train
 
@@ -44,10 +47,14 @@ def command(
         device=device,
         cpu_threads=threads,
     )
-    result = run_train(TrainStageConfig(cache, out, options))
-    if result is None:  # a DDP worker rank: rank 0 writes the run
-        return
-    page = write_train(result)
+    # DDP worker ranks rerun this command while rank 0 holds the lock (Lightning sets LOCAL_RANK/NODE_RANK,
+    # torchrun RANK): only global rank 0 claims the folder
+    worker_rank = any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    with nullcontext() if worker_rank else claim_output(out, "train", markers=("folds",)):
+        result = run_train(TrainStageConfig(cache, out, options))
+        if result is None:  # a DDP worker rank: rank 0 writes the run
+            return
+        page = write_train(result)
     for label, value in result.headline().items():
         typer.echo(f"{label}: {value}")
     typer.echo(f"report: {page}")

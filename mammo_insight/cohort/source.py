@@ -15,6 +15,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, UNITS, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import atomic_write
 
 PARQUET_LABEL = "as recorded in the cohort file (cancer = 1 positive, 0 negative, empty unknown)"
 ATTRS_KEY = "mammo_insight_cohort"  # parquet metadata (pandas DataFrame.attrs) written by write_cohort_file
@@ -86,7 +87,8 @@ def write_cohort_file(cohort: Cohort, path: Path) -> Path:
             "notes": list(cohort.notes),
         }
     }
-    table.to_parquet(path, index=False)
+    atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))
     if len(cohort.annotations):
-        cohort.annotations.to_parquet(path.with_name(path.stem + "_annotations.parquet"), index=False)
+        lesions = path.with_name(path.stem + "_annotations.parquet")
+        atomic_write(lesions, lambda tmp: cohort.annotations.to_parquet(tmp, index=False))
     return path

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
@@ -38,15 +39,28 @@ def read_embeddings(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise MammoInsightError(f"embeddings file {path} does not exist")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise MammoInsightError(f"embeddings file {path} is not a readable parquet table: {exc}") from exc
     missing = [c for c in ("level", "breast_id", "patient_id") if c not in frame.columns]
     if missing:
         raise MammoInsightError(
             f"{path}: missing column(s) {', '.join(missing)}; expected the layout of "
             "`mammo-insight embed` (level, image_id, breast_id, patient_id, fold, view, emb_###)"
         )
-    if not embedding_columns(frame):
+    emb = embedding_columns(frame)
+    if not emb:
         raise MammoInsightError(f"{path}: no emb_### column")
+    values = frame[[*emb, *(["cnn_logit"] if "cnn_logit" in frame.columns else [])]]
+    numeric = values.apply(pd.to_numeric, errors="coerce").to_numpy(dtype="float64")
+    bad = ~np.isfinite(numeric) & values.notna().to_numpy()  # inf or text; empty cells are allowed
+    if bad.any():
+        row, col = (int(i[0]) for i in bad.nonzero())
+        raise MammoInsightError(
+            f"{path}: {int(bad.any(axis=1).sum())} row(s) hold non-finite or non-numeric embedding values, "
+            f"first row {row} column {values.columns[col]!r} = {values.iat[row, col]}"
+        )
     for col in ("breast_id", "patient_id", "image_id"):
         if col in frame.columns:
             frame[col] = frame[col].astype("string")

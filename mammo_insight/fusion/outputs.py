@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.fusion.compare import comparison_table
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.fusion.shap_tabular import group_attribution, importance_table
@@ -78,12 +79,12 @@ def write_outputs(result: FusionResult, out: Path) -> dict[str, Path]:
         "comparisons": tables / "model_comparison.csv",
         "per_view": tables / "per_view_auc.csv",
     }
-    oof_long(result).to_csv(paths["oof"], index=False)
-    shap_importance(result).to_csv(paths["importance"], index=False)
-    shap_groups(result).to_csv(paths["groups"], index=False)
-    comparison_table(result.comparisons).to_csv(paths["comparisons"], index=False)
-    result.per_view.to_csv(paths["per_view"], index=False)
+    write_csv_atomic(paths["oof"], oof_long(result))
+    write_csv_atomic(paths["importance"], shap_importance(result))
+    write_csv_atomic(paths["groups"], shap_groups(result))
+    write_csv_atomic(paths["comparisons"], comparison_table(result.comparisons))
+    write_csv_atomic(paths["per_view"], result.per_view)
     if result.interactions is not None:
         paths["interactions"] = tables / "shap_interactions.csv"
-        result.interactions.to_csv(paths["interactions"], index=False)
+        write_csv_atomic(paths["interactions"], result.interactions)
     return paths

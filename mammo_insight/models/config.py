@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,7 +97,35 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
     for key in ("image_size", "erase_scale"):
         if isinstance(kwargs.get(key), list):
             kwargs[key] = tuple(kwargs[key])
+    hints = typing.get_type_hints(cls)
+    wrong = [
+        f"{k} = {v!r} (expected {_type_name(hints[k])})" for k, v in kwargs.items() if not _fits(v, hints[k])
+    ]
+    if wrong:
+        raise MammoInsightError(f"{source}: wrong type for training option(s) {'; '.join(wrong)}")
     return cls(**kwargs)
+
+
+def _fits(value: Any, hint: Any) -> bool:
+    """Whether a TOML value fits an option's annotation (an int fits a float; a bool fits only bool)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and len(value) == len(args) and all(map(_fits, value, args))
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _type_name(hint: Any) -> str:
+    if dataclasses.is_dataclass(hint):
+        return "a table of options"
+    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
@@ -136,6 +166,13 @@ def validate_config(config: TrainConfig) -> None:
         "target_pos_ratio": 0 < config.target_pos_ratio < 1,
         "positive_label": 0 < config.positive_label <= 1,
         "oversample_positives": config.oversample_positives >= 1,
+        "batch_size": config.batch_size >= 1,
+        "lr": config.lr > 0,
+        "dropout": 0 <= config.dropout < 1,
+        "image_size": config.image_size is None or min(config.image_size) >= 16,
+        "max_views": config.max_views >= 1,
+        "num_workers": config.num_workers >= 0,
+        "label_column": bool(config.label_column),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

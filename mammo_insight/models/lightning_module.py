@@ -7,6 +7,7 @@ says how one batch is scored and which metric the run selects checkpoints on.
 from __future__ import annotations
 
 import logging
+import random
 
 import lightning.pytorch as pl
 import numpy as np
@@ -40,10 +41,6 @@ class ClassifierModule(pl.LightningModule):
         if "mask" in batch:
             return self.model(image, batch["mask"])
         return self.model(image)
-
-    def on_train_epoch_start(self) -> None:
-        # Dropout and other in-step randomness restart from (seed, epoch): a resumed run repeats it exactly.
-        torch.manual_seed(self.config.seed * 100_003 + self.current_epoch)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         logits = self(batch)
@@ -139,3 +136,26 @@ class ProgressiveUnfreeze(pl.Callback):
         n_open = len(blocks) if done >= self.stages else round(len(blocks) * max(done, 0) / self.stages)
         for i, block in enumerate(blocks):
             block.requires_grad_(i >= len(blocks) - n_open)
+
+
+class StepSeed(pl.Callback):
+    """Reseed python, numpy and torch (every CUDA device too) before each training batch from
+    (seed, epoch, batch).
+
+    Dropout and anything else drawing on the global generators then depend only on where training is,
+    not on what ran before (a resumed run builds its data loader iterator, which draws from torch's
+    generator, at another moment than an uninterrupted one), so a run resumed from an epoch-end
+    checkpoint after a kill -9 draws exactly what the uninterrupted run drew. The sampler and the
+    augmentation are seeded per epoch and per item already (models/sampling.EpochSampler).
+    """
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        state = np.random.SeedSequence([self.seed, trainer.current_epoch, batch_idx]).generate_state(3)
+        random.seed(int(state[0]))
+        np.random.seed(int(state[1]))
+        torch.manual_seed(int(state[2]))  # seeds the CUDA generators as well

@@ -11,6 +11,7 @@ RUN/metrics.json         {"image": {...}, "breast": {...}, "folds": {k, seed, po
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,25 @@ def save_fold_model(run_dir: str | Path, fold: int, model: nn.Module) -> Path:
     """Write atomically so a kill never leaves a half-written model that looks done."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     return atomic_write(fold_model_path(run_dir, fold), lambda tmp: torch.save(state, tmp))
+
+
+class TornCheckpointError(MammoInsightError):
+    """A checkpoint file that is cut short or garbled (a kill or full disk mid-write), not a refused one."""
+
+
+def load_weights(path: str | Path) -> Any:
+    """torch.load(weights_only=True) with one-line errors: a file holding objects other than tensors and
+    plain containers is refused (MammoInsightError); a torn one raises TornCheckpointError."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise MammoInsightError(
+            f"refused to unpickle {path}: it holds objects other than tensors, which could run code "
+            f"(torch.load weights_only=True: {reason[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, ValueError, OSError) as exc:
+        raise TornCheckpointError(f"{path} is truncated or corrupt ({type(exc).__name__}: {exc})") from exc
 
 
 def load_oof(run_dir: str | Path) -> pd.DataFrame:

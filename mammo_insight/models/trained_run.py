@@ -28,7 +28,7 @@ from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.metrics import thresholds_of
 from mammo_insight.models.factory import build_classifier
 from mammo_insight.models.predict import predict_cache
-from mammo_insight.models.run_io import fold_model_path, load_oof, load_run_config
+from mammo_insight.models.run_io import fold_model_path, load_oof, load_run_config, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -149,7 +149,7 @@ class TrainedRun:
                 f"{list(self.folds)}"
             )
         model = build_classifier(self.model_name, self.view_mode, img_size=self.image_size)
-        model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        model.load_state_dict(load_weights(path))
         return model.to(device).eval()
 
     def models(self, device: str | torch.device = "cpu") -> Iterator[tuple[int, nn.Module]]:

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
@@ -33,10 +34,15 @@ from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.lightning_module import ClassifierModule, ProgressiveUnfreeze, monitor_key
+from mammo_insight.models.lightning_module import (
+    ClassifierModule,
+    ProgressiveUnfreeze,
+    StepSeed,
+    monitor_key,
+)
 from mammo_insight.models.losses import build_loss
 from mammo_insight.models.predict import predict_cache
-from mammo_insight.models.run_io import save_fold_model, save_run_config
+from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
 
 log = logging.getLogger(__name__)
@@ -109,6 +115,24 @@ def _trainer_devices(config: TrainConfig, accelerator: str) -> int | str | list[
     return config.devices
 
 
+def resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The checkpoint a fold resumes from: last.ckpt, or when it is torn (set aside as *.torn, with a
+    warning) the best one, or None (start over). A refused (unsafe) file stops the run instead."""
+    for name in ("last.ckpt", "best.ckpt"):
+        path = ckpt_dir / name
+        if not path.is_file():
+            continue
+        try:
+            load_weights(path)
+        except TornCheckpointError as exc:
+            aside = path.with_name(path.name + ".torn")
+            path.replace(aside)
+            log.warning("%s; set aside as %s, training goes on from the previous good state", exc, aside.name)
+            continue
+        return path
+    return None
+
+
 def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
     """The ok cache rows with a known label (unlabelled rows cannot train or be scored)."""
     index = read_cache_index(cache_dir)
@@ -120,6 +144,15 @@ def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
         log.warning("%d cache row(s) without a %s label are left out", dropped, label_column)
     if table.empty:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label_column} label")
+    labels = pd.to_numeric(table[label_column], errors="coerce")
+    bad = ~labels.isin([0, 1])
+    if bad.any():  # caught before any fold trains, not when the metrics meet a non-binary label
+        row = int(bad.to_numpy().argmax())
+        raise MammoInsightError(
+            f"label_column {label_column!r} must hold 0/1 labels, but {cache_dir / INDEX_FILE} holds "
+            f"{table[label_column].iloc[row]!r} (image {table['image_id'].iloc[row]}); "
+            f"{int(bad.sum())} such row(s)"
+        )
     return table
 
 
@@ -287,7 +320,7 @@ def train_fold(
         save_last=True,
     )
     history = History()
-    callbacks: list[pl.Callback] = [history, checkpoint]
+    callbacks: list[pl.Callback] = [history, checkpoint, StepSeed(config.seed + fold)]
     if config.early_stopping_patience > 0:
         callbacks.append(
             pl.callbacks.EarlyStopping(
@@ -297,17 +330,17 @@ def train_fold(
     if config.freeze_epochs > 0:
         callbacks.append(ProgressiveUnfreeze(config.freeze_epochs, config.unfreeze_stages))
     trainer = make_trainer(config, accelerator, precision, callbacks)
-    last = ckpt_dir / "last.ckpt"
-    if last.is_file():
-        log.info("fold %d: resuming from %s", fold, last)
+    resume = resume_checkpoint(ckpt_dir)
+    if resume is not None:
+        log.info("fold %d: resuming from %s", fold, resume)
     trainer.fit(
-        module, train_loader, val_loader, ckpt_path=str(last) if last.is_file() else None, weights_only=True
+        module, train_loader, val_loader, ckpt_path=str(resume) if resume else None, weights_only=True
     )
     if not trainer.is_global_zero:
         return None
 
-    best = checkpoint.best_model_path or str(last)
-    state = torch.load(best, map_location="cpu", weights_only=True)["state_dict"]
+    best = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
+    state = load_weights(best)["state_dict"]
     module.load_state_dict(state)
     model = module.model.to(memory_format=torch.contiguous_format)
     save_fold_model(out_dir, fold, model)
@@ -325,13 +358,13 @@ def train_fold(
     )
     fold_dir = out_dir / "folds" / f"fold_{fold}"
     hist = pd.DataFrame(history.rows).assign(fold=fold)
-    hist.to_csv(fold_dir / "history.csv", index=False)
+    write_csv_atomic(fold_dir / "history.csv", hist)
     for frame in (images, breasts):
         if frame is not None:
             frame.insert(frame.columns.get_loc("patient_id") + 1, "fold", fold)
     if breasts is not None:
-        breasts.to_csv(fold_dir / "oof_breast.csv", index=False)
-    images.to_csv(fold_dir / "oof.csv", index=False)  # written last: its presence marks the fold done
+        write_csv_atomic(fold_dir / "oof_breast.csv", breasts)
+    write_csv_atomic(fold_dir / "oof.csv", images)  # written last: its presence marks the fold done
     shutil.rmtree(ckpt_dir, ignore_errors=True)  # a done fold is never resumed
     return images, breasts
 

@@ -11,6 +11,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 import mammo_insight
+from mammo_insight.files import write_text_atomic
 
 _ENV = Environment(
     loader=PackageLoader("mammo_insight.report", "templates"),
@@ -51,5 +52,4 @@ def render_page(
         generated=_dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         css=Markup(_ENV.loader.get_source(_ENV, "style.css")[0]),
     )
-    path.write_text(html, encoding="utf-8")
-    return path
+    return write_text_atomic(path, html)

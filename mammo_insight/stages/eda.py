@@ -18,7 +18,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import load_cohort_source
-from mammo_insight.files import write_text_atomic
+from mammo_insight.files import write_csv_atomic, write_text_atomic
 from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.stats import figures as stats_figures
 from mammo_insight.stats.report import render_study
@@ -100,9 +100,9 @@ def write_eda(result: EdaResult, out: Path) -> Path:
     tables.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / "summary.json", json.dumps({k: study.summary[k] for k in SUMMARY_KEYS}, indent=2))
     for name in ("rates", "odds_ratios", "leakage", "missingness", "tests", "models"):
-        getattr(study, name).to_csv(tables / f"{name}.csv", index=False)
+        write_csv_atomic(tables / f"{name}.csv", getattr(study, name))
     if not study.site_machine.empty:
-        study.site_machine.to_csv(tables / "site_machine.csv")
+        write_csv_atomic(tables / "site_machine.csv", study.site_machine, index=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}
     config["dataset"] = study.dataset
     page = out / "index.html"

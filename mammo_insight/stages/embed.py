@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import atomic_write
 from mammo_insight.fusion.emb_table import ID_COLUMNS, embedding_columns
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
@@ -275,8 +276,7 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
 def write_embed(result: EmbedResult, out: str | Path) -> Path:
     """EMB.parquet, then its manifest beside it (EMB.parquet.manifest.json); returns the table's path."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_parquet(out, index=False)
+    atomic_write(out, lambda tmp: result.table.to_parquet(tmp, index=False))
     run, cache = Path(result.config.run), Path(result.config.cache)
     finish_stage(
         out,

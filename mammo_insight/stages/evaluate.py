@@ -9,6 +9,7 @@ OUT/oof_predictions.csv (fold -1: mean of folds), metrics.json, config.json, man
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import pandas as pd
 
 from mammo_insight.cohort.folds import train_only_mask
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.manifest import file_sha256
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json
@@ -25,6 +27,8 @@ from mammo_insight.models.run_io import save_run_config
 from mammo_insight.models.run_report import render_run_report, run_headline
 from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class EvaluateConfig:
     cache: Path
     device: str = "auto"
     batch_size: int = 32
+    allow_overlap: bool = False  # score a cache sharing women with the training data, labelled internal
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,11 +55,37 @@ class EvaluateResult(StageResult):
     title: str
     seed: int | None = None
     inputs: dict[str, Path] = field(default_factory=dict)
+    overlap: dict[str, int] = field(default_factory=dict)  # shared with the run's training data
 
     stage = "evaluate"
 
     def headline(self) -> dict[str, str]:
-        return run_headline(self.metrics, levels=("breast",))
+        validation = {"validation": INTERNAL} if self.overlap else {}
+        return {**validation, **run_headline(self.metrics, levels=("breast",))}
+
+
+INTERNAL = "internal, not external"
+
+
+def training_overlap(run: TrainedRun, table: pd.DataFrame) -> dict[str, int]:
+    """Women and images of `table` that the run trained or validated on (its out-of-fold table); {} if none.
+
+    Ids are compared as text: two datasets that reuse the same ids for different women look shared too.
+    """
+    if not (run.root / "oof_predictions.csv").is_file():
+        log.warning("%s has no oof_predictions.csv: its overlap with this cache cannot be checked", run.root)
+        return {}
+    seen = run.oof()
+    women = set(table["patient_id"].astype(str)) & set(seen["patient_id"].astype(str))
+    images = set(table["image_id"].astype(str)) & set(seen["image_id"].astype(str))
+    if not women and not images:
+        return {}
+    return {
+        "shared_women": len(women),
+        "women": int(table["patient_id"].nunique()),
+        "shared_images": len(images),
+        "images": len(table),
+    }
 
 
 def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
@@ -70,6 +101,14 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     table = index[usable].reset_index(drop=True)
     if table.empty:
         raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label} label")
+    overlap = training_overlap(run, table)
+    if overlap and not config.allow_overlap:
+        raise MammoInsightError(
+            f"{cache_dir} is not external to {run_dir}: {overlap['shared_women']} of its {overlap['women']} "
+            f"women and {overlap['shared_images']} of its {overlap['images']} images are in the run's "
+            "training data; use a cache of other women, or --allow-overlap to score it labelled "
+            f"'{INTERNAL}'"
+        )
     preds, _ = run.ensemble_predict(cache_dir, table, device, config.batch_size)
     preds.insert(preds.columns.get_loc("patient_id") + 1, "fold", -1)
     metrics = evaluate_predictions(
@@ -82,7 +121,11 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         "folds_averaged": list(run.folds),
         "cache_index_sha256": file_sha256(cache_dir / INDEX_FILE),
         "n_images": len(table),
+        "training_overlap": overlap,
     }
+    if overlap:
+        metrics["validation"] = INTERNAL
+        metrics["training_overlap"] = overlap
     dataset = (read_cache_config(cache_dir) if (cache_dir / CONFIG_FILE).is_file() else {}).get("dataset")
     where = f"{dataset} ({cache_dir})" if dataset else str(cache_dir)
     return EvaluateResult(
@@ -92,9 +135,15 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         run_config=values,
         folds=run.folds,
         device=str(device),
-        title=f"External validation: {run.config.get('model')} on {where}",
+        title=(
+            f"Internal validation ({INTERNAL}: {overlap['shared_women']} of {overlap['women']} women were "
+            f"in training): {run.config.get('model')} on {where}"
+            if overlap
+            else f"External validation: {run.config.get('model')} on {where}"
+        ),
         seed=run.seed,
         inputs={"cache_index": cache_dir / INDEX_FILE, "run_config": run_dir / "config.json"},
+        overlap=overlap,
     )
 
 
@@ -102,7 +151,7 @@ def write_evaluate(result: EvaluateResult, out: str | Path) -> Path:
     """OUT/oof_predictions.csv, metrics.json, config.json, then the manifest, then index.html (returned)."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    result.predictions.to_csv(out / "oof_predictions.csv", index=False)
+    write_csv_atomic(out / "oof_predictions.csv", result.predictions)
     save_metrics_json(out / "metrics.json", result.metrics)
     save_run_config(out, result.run_config)
     finish_stage(

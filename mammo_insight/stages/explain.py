@@ -26,6 +26,7 @@ from mammo_insight.explain import checks
 from mammo_insight.explain.cam import METHODS, CamExplainer
 from mammo_insight.explain.cam_run import CaseContext, ExplainedCase, explain_batch, random_twin
 from mammo_insight.explain.gallery import render_case_page, render_index, select_gallery
+from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_annotations, read_cache_index
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.trained_run import TrainedRun
@@ -269,7 +270,7 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
     (out / "cases").mkdir(parents=True, exist_ok=True)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     for case in result.cases:
-        (out / "cases" / f"{case.name}.png").write_bytes(case.png)
+        atomic_write(out / "cases" / f"{case.name}.png", lambda tmp, png=case.png: tmp.write_bytes(png))
         render_case_page(
             out / "cases" / f"{case.name}.html",
             case.case_id,
@@ -278,8 +279,8 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
             per_image=case.table(),
             method=cfg.method,
         )
-    result.checks.to_csv(out / "tables" / "cam_checks.csv", index=False)
-    (out / "cam_metrics.json").write_text(json.dumps(result.metrics, indent=2, default=float))
+    write_csv_atomic(out / "tables" / "cam_checks.csv", result.checks)
+    write_text_atomic(out / "cam_metrics.json", json.dumps(result.metrics, indent=2, default=float))
     shown = result.checks.drop(columns=[c for c in ("png",) if c in result.checks])
     run_dir, cache_dir = Path(cfg.run), Path(cfg.cache)
     finish_stage(

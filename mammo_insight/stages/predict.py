@@ -41,7 +41,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import mapping as cam_mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
-from mammo_insight.files import inside_root
+from mammo_insight.files import atomic_write, inside_root, write_csv_atomic
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import thumbnail
@@ -369,15 +369,14 @@ def write_predict(result: PredictResult, out: str | Path) -> Path:
     then the overlays' index.html; returns OUT.csv."""
     out_csv = Path(out)
     config = result.config
-    out_csv.parent.mkdir(parents=True, exist_ok=True)
-    result.breasts.to_csv(out_csv, index=False)
-    result.images.to_csv(image_csv_path(out_csv), index=False)
+    write_csv_atomic(out_csv, result.breasts)
+    write_csv_atomic(image_csv_path(out_csv), result.images)
     render, report = None, None
     if config.cams is not None and result.overlays is not None:
         cams = Path(config.cams)
         cams.mkdir(parents=True, exist_ok=True)
         for item in result.overlays:
-            (cams / item.name).write_bytes(item.png)
+            atomic_write(cams / item.name, lambda tmp, png=item.png: tmp.write_bytes(png))
         report = os.path.relpath(cams / "index.html", out_csv.parent)
 
         def render() -> Path:

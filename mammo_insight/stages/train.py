@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.cohort.folds import folds_record
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
@@ -112,10 +113,10 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
 def write_train(result: TrainResult) -> Path:
     """The run-level files into the run folder, then the manifest, then RUN/index.html; returns the page."""
     out = result.out
-    result.oof.to_csv(out / "oof_predictions.csv", index=False)
+    write_csv_atomic(out / "oof_predictions.csv", result.oof)
     if result.oof_breasts is not None:
-        result.oof_breasts.to_csv(out / "oof_breast_predictions.csv", index=False)
-    result.history.to_csv(out / "history.csv", index=False)
+        write_csv_atomic(out / "oof_breast_predictions.csv", result.oof_breasts)
+    write_csv_atomic(out / "history.csv", result.history)
     save_run_config(out, result.values)
     save_metrics_json(out / "metrics.json", result.metrics)
     save_metrics_json(out / "baselines.json", result.baselines)

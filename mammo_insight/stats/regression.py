@@ -424,10 +424,15 @@ def age_curve(frame: pl.DataFrame, points: int = 60) -> pd.DataFrame:
     Empty when age is not recorded. Columns: age, rate, ci_low, ci_high.
     """
     breasts = breast_table(frame, []).dropna(subset=["age"])
-    if breasts.empty or breasts["cancer"].nunique() < 2:
-        return pd.DataFrame(columns=["age", "rate", "ci_low", "ci_high"])
+    empty = pd.DataFrame(columns=["age", "rate", "ci_low", "ci_high"])
+    if breasts.empty or breasts["cancer"].nunique() < 2 or breasts["age"].nunique() < 2:
+        return empty  # one age (or one outcome) has no curve: the design would be singular
     design = pd.DataFrame({"const": 1.0, AGE_TERM: (breasts["age"] - AGE_CENTER) / AGE_SCALE})
-    result, _ = fit_logistic(design, breasts["cancer"], breasts["patient_id"])
+    try:
+        result, _ = fit_logistic(design, breasts["cancer"], breasts["patient_id"])
+    except np.linalg.LinAlgError:  # e.g. fewer women than clusters need
+        log.warning("age curve: the age-alone model cannot be fitted on %d breasts; not drawn", len(breasts))
+        return empty
     low, high = breasts["age"].quantile([0.005, 0.995])
     grid = np.linspace(low, high, points)
     pred = result.get_prediction(np.column_stack([np.ones(points), (grid - AGE_CENTER) / AGE_SCALE]))

@@ -78,7 +78,47 @@ def read_mapping(path: Path | None) -> dict[str, Any]:
         raise CohortError(
             f"generic: {path} lacks the key 'csv' (the table's path relative to the dataset root)"
         )
+    _check_types(mapping, path)
     return mapping
+
+
+SCALAR = (str, int, float, bool)
+
+
+def _check_types(mapping: dict[str, Any], path: Path) -> None:
+    """Each key holds what it must (a list or a number where a name belongs is named, not str()-ed)."""
+
+    def expect(where: str, value: Any, ok: bool, what: str) -> None:
+        if not ok:
+            raise CohortError(f"generic: {path} {where} must be {what}, got {value!r}")
+
+    def is_values(value: Any) -> bool:
+        items = value if isinstance(value, list) else [value]
+        return all(isinstance(v, SCALAR) for v in items)
+
+    for key in ("csv", "sep", "image_root", "label_meaning"):
+        if key in mapping:
+            expect(f"'{key}'", mapping[key], isinstance(mapping[key], str), "a string")
+    if "missing_values" in mapping:
+        value = mapping["missing_values"]
+        expect("'missing_values'", value, is_values(value), "a value or a list of values")
+    for table in ("columns", "factors", "label", "values"):
+        value = mapping.get(table, {})
+        expect(f"[{table}]", value, isinstance(value, dict), "a table")
+    for table in ("columns", "factors"):
+        for key, value in mapping.get(table, {}).items():
+            expect(f"[{table}] {key}", value, isinstance(value, str), "a string")
+    label = mapping.get("label", {})
+    for key in ("column", "target"):
+        if key in label:
+            expect(f"[label] {key}", label[key], isinstance(label[key], str), "a column name (a string)")
+    for key in ("positive", "negative"):
+        if key in label:
+            expect(f"[label] {key}", label[key], is_values(label[key]), "a value or a list of values")
+    for column, recode in mapping.get("values", {}).items():
+        expect(f"[values.{column}]", recode, isinstance(recode, dict), "a table of old = new values")
+        for old, new in recode.items():
+            expect(f"[values.{column}] {old}", new, isinstance(new, SCALAR), "a single value")
 
 
 def _as_strings(values: Any) -> list[str]:
@@ -122,10 +162,18 @@ def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: 
         )
 
 
-def _label(raw: pd.DataFrame, label: dict[str, Any]) -> pd.Series:
-    """1 for positive values, 0 for negative ones (or for every other value when no negatives are listed)."""
+def _label(raw: pd.DataFrame, label: dict[str, Any], path: Path) -> pd.Series:
+    """1 for positive values, 0 for negative ones (or for every other value when no negatives are listed).
+
+    Positive values that match no cell are an error: a typo there would silently make every label 0."""
     values = raw[label["column"]]
     positive = values.isin(_as_strings(label["positive"]))
+    if not positive.any():
+        seen = sorted(values.dropna().astype(str).unique())
+        raise CohortError(
+            f"generic: {path} [label] positive = {label['positive']!r} matches no value of column "
+            f"'{label['column']}'; it holds {seen[:10]}{' ...' if len(seen) > 10 else ''}"
+        )
     negative = (
         values.isin(_as_strings(label["negative"])) if "negative" in label else values.notna() & ~positive
     )
@@ -255,7 +303,7 @@ class GenericAdapter(DatasetAdapter):
             if kind == "continuous":
                 table[column] = _continuous(table[column], column, csv)
         if "label" in spec:
-            table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"]).to_numpy()
+            table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"], mapping).to_numpy()
         image_root = root / spec.get("image_root", ".")
         if "image_path" in columns:
             table["image_path"] = _image_paths(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.tables import check_column_case, read_table
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_canonical, file_lines
 from mammo_insight.errors import CohortError
 
@@ -49,8 +50,9 @@ class RsnaAdapter(DatasetAdapter):
                 break
         else:
             raise CohortError(f"rsna: neither train.csv nor test.csv found in {root}")
-        raw = pd.read_csv(csv, dtype=str, keep_default_na=False)
+        raw = read_table(csv)
         raw = raw.rename(columns=RENAMES)
+        check_column_case(raw, [*DIRECT, "birads", "prediction_id"], csv, "rsna")
         needed = ["patient_id", "image_id", "laterality", "view"]
         missing = [c for c in needed if c not in raw.columns]
         if missing:
@@ -73,7 +75,7 @@ class RsnaAdapter(DatasetAdapter):
 
 def _annotations(path: Path) -> pd.DataFrame:
     """Lesion circles (image_id str; x, y, radius float in original pixels, x right, y down)."""
-    ann = pd.read_csv(path, dtype={"image_id": str})
+    ann = read_table(path)
     missing = [c for c in ANNOTATION_COLUMNS if c not in ann.columns]
     if missing:
         raise CohortError(f"rsna: {path} lacks column(s) {', '.join(missing)}")

@@ -15,7 +15,14 @@ import pandas as pd
 from mammo_insight.cohort.schema import file_lines
 from mammo_insight.errors import CohortError
 
-__all__ = ["drop_trailing_blank_rows", "file_lines", "first_present", "read_table", "require_columns"]
+__all__ = [
+    "check_column_case",
+    "drop_trailing_blank_rows",
+    "file_lines",
+    "first_present",
+    "read_table",
+    "require_columns",
+]
 
 EXCEL_READERS = {".xlsx": "openpyxl", ".xlsm": "openpyxl", ".xls": "xlrd"}
 
@@ -69,3 +76,14 @@ def require_columns(raw: pd.DataFrame, columns: Iterable[str], path: Path, datas
 def first_present(raw: pd.DataFrame, names: Iterable[str]) -> str | None:
     """The first of several spellings of one column that the table uses (CBIS: 'breast density'/'breast_density')."""
     return next((n for n in names if n in raw.columns), None)
+
+
+def check_column_case(raw: pd.DataFrame, columns: Iterable[str], path: Path, dataset: str) -> None:
+    """A column the layout defines but spelled in other case ('Cancer') is named, not silently ignored."""
+    lower = {str(c).lower(): c for c in raw.columns}
+    wrong = [(lower[c.lower()], c) for c in columns if c not in raw.columns and c.lower() in lower]
+    if wrong:
+        raise CohortError(
+            f"{dataset}: {path} has column(s) {', '.join(f'{w!r} (expected {c!r})' for w, c in wrong)}; "
+            "column names are case-sensitive"
+        )

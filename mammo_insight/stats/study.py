@@ -16,7 +16,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.progress import Timings
+from mammo_insight.progress import Timings, progress_bar
 from mammo_insight.stats.factors import Factor, build_study_frame
 from mammo_insight.stats.findings import write_findings
 from mammo_insight.stats.leakage import audit_leakage
@@ -37,6 +37,20 @@ SUMMARY_KEYS = [
     "prevalence_image",
     "prevalence_breast",
 ]
+# the timed parts of run_study, in order: the progress bar names the one running
+STUDY_PARTS = (
+    "summary",
+    "leakage",
+    "frame",
+    "rates",
+    "age_rates",
+    "tests",
+    "regression",
+    "age_curve",
+    "missingness",
+    "site_machine",
+    "findings",
+)
 
 
 @dataclass
@@ -84,13 +98,24 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
 
 
 def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
-    """Compute every table of the study from a validated cohort."""
-    timings = Timings()
+    """Compute every table of the study from a validated cohort, with a progress bar naming each part."""
+    with progress_bar() as bar:
+        task = bar.add_task("eda", total=len(STUDY_PARTS))
+        timings = Timings()
 
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        with timings.part(name):
-            return fn()
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            bar.update(task, description=f"eda: {name}")
+            with timings.part(name):
+                result = fn()
+            bar.advance(task)
+            return result
 
+        return _study(cohort, seed, timed, timings)
+
+
+def _study(
+    cohort: Cohort, seed: int, timed: Callable[[str, Callable[[], Any]], Any], timings: Timings
+) -> StudyResult:
     table = cohort.table
     if table["cancer"].isna().all():
         raise MammoInsightError(

@@ -9,7 +9,11 @@ Backends, all returning the same stored values (tests check it where they are in
   plugin handles (not RLE, which pydicom's own decoder then reads); GDCM's JPEG 2000 decoder uses
   about 1.6 cores per image;
 - "dicomsdl": dicomsdl's own decoder, often the fastest for JPEG 2000;
-- "auto": dicomsdl when installed, else pydicom.
+- "auto" (the default): per file, the fastest installed decoder for its transfer syntax, from
+  ``AUTO_ORDER``. Measured with the decoders' single-thread CPU time on synthetic 1024 x 768
+  images (megapixels per CPU second, pydicom / gdcm / dicomsdl): JPEG lossless process 14
+  13.0 / 19.4 / 46.1, JPEG 2000 4.8 / 4.0 / 4.9 (on real RSNA JPEG 2000 files dicomsdl 32.4
+  against pydicom 25.5), RLE 132 / 123 / 125, uncompressed 296 / 266 / 280 (no decoding: ties).
 
 Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never needed.
 """
@@ -29,6 +33,17 @@ import numpy as np
 from mammo_insight.errors import DicomError
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
+# fastest first, per transfer syntax (see the module docstring); other syntaxes use DEFAULT_ORDER
+JPEG_2000 = ("dicomsdl", "pydicom", "gdcm")  # GDCM's is multi-threaded: slower per core with workers
+JPEG_LOSSLESS = ("dicomsdl", "gdcm", "pydicom")
+AUTO_ORDER = {
+    "JPEG 2000 Image Compression (Lossless Only)": JPEG_2000,
+    "JPEG 2000 Image Compression": JPEG_2000,
+    "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])": JPEG_LOSSLESS,
+    "JPEG Lossless, Non-Hierarchical (Process 14)": JPEG_LOSSLESS,
+    "RLE Lossless": ("pydicom", "dicomsdl", "gdcm"),
+}
+DEFAULT_ORDER = ("pydicom", "dicomsdl", "gdcm")
 PLAIN_SUFFIXES = {".png": "PNG", ".pgm": "PGM", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -53,13 +68,24 @@ def available_backends() -> list[str]:
     return found
 
 
+def auto_backend(transfer_syntax: str) -> str:
+    """The fastest installed decoder for a transfer syntax (its name, as pydicom spells it)."""
+    found = available_backends()
+    return next(b for b in AUTO_ORDER.get(transfer_syntax, DEFAULT_ORDER) if b in found)
+
+
+def auto_choices() -> dict[str, str]:
+    """What 'auto' decodes each listed transfer syntax with here (recorded in the cache's manifest)."""
+    return {**{ts: auto_backend(ts) for ts in AUTO_ORDER}, "other": auto_backend("")}
+
+
 def resolve_backend(name: str) -> str:
-    """'auto' -> the fastest installed decoder; a named one must be installed."""
+    """A decoder name checked: 'auto' stays 'auto' (chosen per file), a named one must be installed."""
     if name not in BACKENDS:
         raise DicomError(f"unknown decoder backend {name!r}; choose one of {', '.join(BACKENDS)}")
     found = available_backends()
     if name == "auto":
-        return found[0]
+        return name
     if name not in found:
         raise DicomError(f"decoder backend {name!r} is not installed (installed: {', '.join(found)})")
     return name
@@ -150,7 +176,7 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     ts_name = ts.name if ts is not None else "unknown"
     try:
-        pixels = _decode(ds, path, resolve_backend(backend) if backend == "auto" else backend)
+        pixels = _decode(ds, path, auto_backend(ts_name) if backend == "auto" else backend)
     except DicomError:
         raise
     except Exception as exc:  # decoders raise RuntimeError, ValueError, ... on damaged streams

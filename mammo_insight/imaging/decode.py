@@ -10,10 +10,11 @@ Backends, all returning the same stored values (tests check it where they are in
   about 1.6 cores per image;
 - "dicomsdl": dicomsdl's own decoder, often the fastest for JPEG 2000;
 - "auto" (the default): per file, the fastest installed decoder for its transfer syntax, from
-  ``AUTO_ORDER``. Measured with the decoders' single-thread CPU time on synthetic 1024 x 768
-  images (megapixels per CPU second, pydicom / gdcm / dicomsdl): JPEG lossless process 14
-  13.0 / 19.4 / 46.1, JPEG 2000 4.8 / 4.0 / 4.9 (on real RSNA JPEG 2000 files dicomsdl 32.4
-  against pydicom 25.5), RLE 132 / 123 / 125, uncompressed 296 / 266 / 280 (no decoding: ties).
+  ``AUTO_ORDER``, measured by ``benchmarks/bench_decoders.py`` (megapixels per CPU second, one
+  thread, two runs on a shared machine, dicomsdl / pydicom / GDCM): JPEG lossless process 14
+  46-48 / 13 / 19, JPEG 2000 4.9-5.1 / 4.7-4.8 / 3.9-4.0 (real RSNA files: 1.59 against 1.48
+  images per CPU second), RLE 123-125 / 115-132 / 119-123 and uncompressed 280-362 / 247-296 /
+  241-266: ties within the runs' noise, where pydicom (the reference decoder) is kept.
 
 Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never needed.
 """

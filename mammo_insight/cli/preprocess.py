@@ -26,7 +26,9 @@ def command(
     scheduler: Annotated[
         str | None, typer.Option(help="dask scheduler address (default: a LocalCluster)")
     ] = None,
-    decoder: Annotated[str, typer.Option(help="auto, pydicom, gdcm or dicomsdl")] = "pydicom",
+    decoder: Annotated[
+        str, typer.Option(help="auto (the fastest installed per transfer syntax), pydicom, gdcm or dicomsdl")
+    ] = "auto",
     sheet_size: Annotated[int, typer.Option(min=0, help="images on the contact sheet")] = 24,
     retry_failed: Annotated[bool, typer.Option(help="redo images that failed in an earlier run")] = False,
     seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,

@@ -9,7 +9,12 @@ Backends, all returning the same stored values (tests check it where they are in
   plugin handles (not RLE, which pydicom's own decoder then reads); GDCM's JPEG 2000 decoder uses
   about 1.6 cores per image;
 - "dicomsdl": dicomsdl's own decoder, often the fastest for JPEG 2000;
-- "auto": dicomsdl when installed, else pydicom.
+- "auto" (the default): per file, the fastest installed decoder for its transfer syntax, from
+  ``AUTO_ORDER``, measured by ``benchmarks/bench_decoders.py`` (megapixels per CPU second, one
+  thread, two runs on a shared machine, dicomsdl / pydicom / GDCM): JPEG lossless process 14
+  46-48 / 13 / 19, JPEG 2000 4.9-5.1 / 4.7-4.8 / 3.9-4.0 (real RSNA files: 1.59 against 1.48
+  images per CPU second), RLE 123-125 / 115-132 / 119-123 and uncompressed 280-362 / 247-296 /
+  241-266: ties within the runs' noise, where pydicom (the reference decoder) is kept.
 
 Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never needed.
 """
@@ -31,6 +36,17 @@ from mammo_insight.imaging.integrity import pixel_problem, stream_problem
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
 MAX_PLAIN_PIXELS = 100_000_000  # 10x the largest digitised film; a larger PNG/PGM header is not decoded
+# fastest first, per transfer syntax (see the module docstring); other syntaxes use DEFAULT_ORDER
+JPEG_2000 = ("dicomsdl", "pydicom", "gdcm")  # GDCM's is multi-threaded: slower per core with workers
+JPEG_LOSSLESS = ("dicomsdl", "gdcm", "pydicom")
+AUTO_ORDER = {
+    "JPEG 2000 Image Compression (Lossless Only)": JPEG_2000,
+    "JPEG 2000 Image Compression": JPEG_2000,
+    "JPEG Lossless, Non-Hierarchical, First-Order Prediction (Process 14 [Selection Value 1])": JPEG_LOSSLESS,
+    "JPEG Lossless, Non-Hierarchical (Process 14)": JPEG_LOSSLESS,
+    "RLE Lossless": ("pydicom", "dicomsdl", "gdcm"),
+}
+DEFAULT_ORDER = ("pydicom", "dicomsdl", "gdcm")
 PLAIN_SUFFIXES = {".png": "PNG", ".pgm": "PGM", ".tif": "TIFF", ".tiff": "TIFF"}
 
 
@@ -61,13 +77,24 @@ def available_backends() -> list[str]:
     return found
 
 
+def auto_backend(transfer_syntax: str) -> str:
+    """The fastest installed decoder for a transfer syntax (its name, as pydicom spells it)."""
+    found = available_backends()
+    return next(b for b in AUTO_ORDER.get(transfer_syntax, DEFAULT_ORDER) if b in found)
+
+
+def auto_choices() -> dict[str, str]:
+    """What 'auto' decodes each listed transfer syntax with here (recorded in the cache's manifest)."""
+    return {**{ts: auto_backend(ts) for ts in AUTO_ORDER}, "other": auto_backend("")}
+
+
 def resolve_backend(name: str) -> str:
-    """'auto' -> the fastest installed decoder; a named one must be installed."""
+    """A decoder name checked: 'auto' stays 'auto' (chosen per file), a named one must be installed."""
     if name not in BACKENDS:
         raise DicomError(f"unknown decoder backend {name!r}; choose one of {', '.join(BACKENDS)}")
     found = available_backends()
     if name == "auto":
-        return found[0]
+        return name
     if name not in found:
         raise DicomError(f"decoder backend {name!r} is not installed (installed: {', '.join(found)})")
     return name
@@ -189,12 +216,11 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     if damaged:
         raise DicomError(f"{path}: pixel data could not be decoded ({ts_name}; damaged stream: {damaged})")
     try:
-        pixels = _decode(ds, path, resolve_backend(backend) if backend == "auto" else backend)
+        pixels = _decode(ds, path, auto_backend(ts_name) if backend == "auto" else backend)
     except DicomError:
         raise
-    except (
-        BaseException
-    ) as exc:  # decoders raise RuntimeError, ValueError, even Rust panics on damaged streams
+    # decoders raise RuntimeError, ValueError, even Rust panics (BaseException) on damaged streams
+    except BaseException as exc:
         if is_interrupt(exc):
             raise
         raise DicomError(

@@ -34,8 +34,8 @@ THUMBS_DIR = "thumbs"
 class PreprocessConfig:
     """What decides the cache's pixels; a cache is only resumed with the same values.
 
-    ``size``: (height, width) of every cache image. ``decoder``: the DICOM decoder (pydicom, gdcm or
-    dicomsdl; not the engine that runs the work). ``to_dict()`` is what CACHE/config.json holds and
+    ``size``: (height, width) of every cache image. ``decoder``: the DICOM decoder (auto, pydicom, gdcm
+    or dicomsdl; auto picks per transfer syntax, see imaging.decode; not the engine that runs the work). ``to_dict()`` is what CACHE/config.json holds and
     ``from_dict()`` reads it back (also older caches: key "backend", flip "left"/"none"), so the cache's
     config.json is the one record of how a cache was made.
     """
@@ -43,7 +43,7 @@ class PreprocessConfig:
     size: tuple[int, int]
     bits: int = 8
     flip: bool = True
-    decoder: str = "pydicom"
+    decoder: str = "auto"
     margin: float = 0.01
     mask: bool = True  # blank what lies outside the breast (labels, markers inside the box)
 

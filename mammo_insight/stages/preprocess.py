@@ -20,7 +20,7 @@ from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.build import build_cache
 from mammo_insight.imaging.cache import CONTACT_SHEET_FILE
-from mammo_insight.imaging.decode import resolve_backend
+from mammo_insight.imaging.decode import auto_choices, resolve_backend
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.stages.base import StageResult, finish_stage
 
@@ -40,7 +40,7 @@ class PreprocessStageConfig:
     bits: int = 8
     flip: bool = True
     mask: bool = True
-    decoder: str = "pydicom"
+    decoder: str = "auto"
     workers: int = 1
     engine: str = "local"
     scheduler: str | None = None
@@ -114,6 +114,8 @@ def write_preprocess(result: PreprocessResult) -> Path:
         "engine": c.engine,
         "summary": result.summary,
     }
+    if result.pixels.decoder == "auto":
+        config["auto_decoders"] = auto_choices()
     sheet = CONTACT_SHEET_FILE if result.summary.get("contact_sheet") else None
     return finish_stage(c.out, result, config, seed=c.seed, inputs=table_files(c), report=sheet)
 

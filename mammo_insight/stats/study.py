@@ -18,7 +18,7 @@ import polars as pl
 
 from mammo_insight.cohort.schema import UNITS, Cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.progress import Timings
+from mammo_insight.progress import Timings, progress_bar
 from mammo_insight.stats.factors import UNIT_IDS, Factor, build_study_frame
 from mammo_insight.stats.findings import WALD, write_findings
 from mammo_insight.stats.leakage import audit_leakage
@@ -53,6 +53,22 @@ SUMMARY_KEYS = [
     "n_labelled_breasts",
     "known_units",
 ]
+# the timed parts of run_study, in order: the progress bar names the one running
+STUDY_PARTS = (
+    "summary",
+    "leakage",
+    "frame",
+    "rates",
+    "age_rates",
+    "structure",
+    "regression",
+    "tests",
+    "clustering",
+    "age_curve",
+    "missingness",
+    "site_machine",
+    "findings",
+)
 
 
 @dataclass
@@ -106,13 +122,24 @@ def summarise(table: pd.DataFrame, known_units: tuple[str, ...] = UNITS) -> dict
 
 
 def run_study(cohort: Cohort, seed: int = 0) -> StudyResult:
-    """Compute every table of the study from a validated cohort."""
-    timings = Timings()
+    """Compute every table of the study from a validated cohort, with a progress bar naming each part."""
+    with progress_bar() as bar:
+        task = bar.add_task("eda", total=len(STUDY_PARTS))
+        timings = Timings()
 
-    def timed(name: str, fn: Callable[[], Any]) -> Any:
-        with timings.part(name):
-            return fn()
+        def timed(name: str, fn: Callable[[], Any]) -> Any:
+            bar.update(task, description=f"eda: {name}")
+            with timings.part(name):
+                result = fn()
+            bar.advance(task)
+            return result
 
+        return _study(cohort, seed, timed, timings)
+
+
+def _study(
+    cohort: Cohort, seed: int, timed: Callable[[str, Callable[[], Any]], Any], timings: Timings
+) -> StudyResult:
     table = cohort.table
     if table["cancer"].isna().all():
         raise MammoInsightError(
@@ -235,6 +262,7 @@ def one_family(
             "note": "logistic regression, covariance clustered by woman"
             if "patient" in units
             else "logistic regression; women not identified, units taken as independent",
+            "reason": "joint test of the factor's terms in an adjusted model",
         }
         for _, r in fits.joint.iterrows()
     ]

@@ -7,6 +7,14 @@ images of one breast are not independent. Levels recorded as missing are left ou
 Fisher's exact test (Freeman-Halton extension, Monte Carlo p-value, for more than two levels).
 Ordered factors also get a Cochran-Armitage trend test (the linear-by-linear association test of
 statsmodels, which for a k x 2 table is Cochran-Armitage). Holm's correction covers every test.
+tests.csv says which test was run on each table and why (its `reason` column).
+
+The Monte Carlo test is scipy's (random tables with the table's margins from ``stats.random_table``,
+the table's probability as statistic, ``stats.monte_carlo_test``) called here directly:
+``stats.fisher_exact(method=MonteCarloMethod)`` (scipy 1.17) guesses whether it was handed one table
+or a batch from the array's size and fails with "cannot reshape array" once a table holds more units
+than a batch of resamples holds cells (9,999 x 12 = 119,988 for a 6 x 2 table). Same draws, same
+p-value below that size, and every size works; the cost depends on the number of cells, not on N.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ TEST_COLUMNS = [
     "p_adjusted",
     "significant",
     "note",
+    "reason",
 ]
 MIN_EXPECTED = 5.0
 ALPHA = 0.05
@@ -50,18 +59,43 @@ def contingency(frame: pl.DataFrame, factor: Factor, unit: str) -> pd.DataFrame:
     return pd.DataFrame({"neg": counts["n"] - counts["pos"], "pos": counts["pos"]}).astype(np.int64)
 
 
-def independence_test(table: np.ndarray, seed: int = 0) -> tuple[str, float, float]:
-    """(name, statistic, p) of chi-square, or Fisher's exact test when an expected count is below 5."""
+def independence_test(table: np.ndarray, seed: int = 0) -> tuple[str, float, float, str]:
+    """(name, statistic, p, why this test) of chi-square, or Fisher's exact test when an expected count is below 5."""
     expected = stats.contingency.expected_freq(table)
+    smallest = f"smallest expected count {expected.min():,.2f}"
     if (expected >= MIN_EXPECTED).all():
         res = stats.chi2_contingency(table, correction=False)
-        return "chi-square", float(res.statistic), float(res.pvalue)
+        return "chi-square", float(res.statistic), float(res.pvalue), f"{smallest} >= {MIN_EXPECTED:g}"
+    sparse = f"{smallest} < {MIN_EXPECTED:g}"
     if table.shape == (2, 2):
         res = stats.fisher_exact(table)
-        return "Fisher exact", float(res.statistic), float(res.pvalue)
-    method = stats.MonteCarloMethod(n_resamples=MONTE_CARLO_RESAMPLES, rng=np.random.default_rng(seed))
-    res = stats.fisher_exact(table, method=method)
-    return "Fisher exact (Freeman-Halton, Monte Carlo)", float(res.statistic), float(res.pvalue)
+        return "Fisher exact", float(res.statistic), float(res.pvalue), f"{sparse}; 2 x 2: exact"
+    try:
+        statistic, p = freeman_halton_monte_carlo(table, seed)
+    except (ValueError, FloatingPointError) as exc:  # a library refusal must not cost the other tests
+        res = stats.chi2_contingency(table, correction=False)
+        reason = f"{sparse}, but the Monte Carlo test failed ({exc}): chi-square, approximate"
+        return "chi-square", float(res.statistic), float(res.pvalue), reason
+    shape = f"{table.shape[0]} x {table.shape[1]}"
+    reason = f"{sparse}; {shape}: {MONTE_CARLO_RESAMPLES:,} random tables with the same margins"
+    return "Fisher exact (Freeman-Halton, Monte Carlo)", statistic, p, reason
+
+
+def freeman_halton_monte_carlo(table: np.ndarray, seed: int) -> tuple[float, float]:
+    """(probability of the table, Monte Carlo p) as scipy's fisher_exact computes them, at any table total."""
+    rng = np.random.default_rng(seed)
+    null = stats.random_table(table.sum(axis=1), table.sum(axis=0), seed=rng)
+
+    def draw(size: tuple[int, ...]) -> np.ndarray:
+        return null.rvs(size=size[0]).reshape(size)
+
+    def probability(tables: np.ndarray, axis: int) -> np.ndarray:
+        return null.pmf(tables.reshape(tables.shape[:-1] + table.shape))
+
+    res = stats.monte_carlo_test(
+        table.ravel(), draw, probability, n_resamples=MONTE_CARLO_RESAMPLES, alternative="less"
+    )
+    return float(min(res.statistic, 1.0)), float(res.pvalue)
 
 
 def trend_test(table: np.ndarray) -> tuple[float, float]:
@@ -85,7 +119,7 @@ def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0)
         if len(counts) < 2 or counts["pos"].sum() == 0 or counts["neg"].sum() == 0:
             continue
         table = counts.to_numpy()
-        name, statistic, p = independence_test(table, seed)
+        name, statistic, p, reason = independence_test(table, seed)
         base = {
             "factor": factor.name,
             "unit": unit,
@@ -93,10 +127,11 @@ def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0)
             "n_levels": len(counts),
             "note": note,
         }
-        rows.append({**base, "test": name, "statistic": statistic, "p_value": p})
+        rows.append({**base, "test": name, "statistic": statistic, "p_value": p, "reason": reason})
         if factor.ordered and len(counts) > 2:
             z, p_trend = trend_test(table)
-            rows.append({**base, "test": "Cochran-Armitage trend", "statistic": z, "p_value": p_trend})
+            trend = {"test": "Cochran-Armitage trend", "statistic": z, "p_value": p_trend}
+            rows.append({**base, **trend, "reason": f"ordered factor with {len(counts)} levels"})
     return adjust_family(pd.DataFrame(rows, columns=TEST_COLUMNS))
 
 

@@ -62,9 +62,7 @@ class RsnaAdapter(DatasetAdapter):
             if col in raw.columns:
                 table[col] = raw[col].to_numpy()
         images = root / f"{split}_images"
-        table["image_path"] = [
-            str(images / p / f"{i}.dcm") for p, i in zip(raw["patient_id"], raw["image_id"])
-        ]
+        table["image_path"] = (f"{images}/" + raw["patient_id"] + "/" + raw["image_id"] + ".dcm").to_numpy()
         if "prediction_id" in raw.columns:
             table["breast_id"] = raw["prediction_id"].to_numpy()
         cohort = self.cohort(table, source=str(csv))

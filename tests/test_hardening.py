@@ -221,7 +221,7 @@ def test_junk_csv_gives_a_message_naming_column_and_rows(kind, command, synth_ro
 def test_generic_mapping_with_a_missing_column_names_it(synth_root, tmp_path):
     (tmp_path / "map.toml").write_text(
         'csv = "train.csv"\n[columns]\npatient_id = "patient_id"\n'
-        'image_id = "image_id"\nlaterality = "side"\n'
+        'image_id = "image_id"\nlaterality = "side"\ncancer = "cancer"\n'
     )
     result = cli(
         "cohort",
@@ -533,7 +533,7 @@ def test_generic_paths_escaping_the_image_root_are_rejected(synth_root, tmp_path
     shutil.copytree(synth_root / "train_images", tmp_path / "train_images")
     (tmp_path / "map.toml").write_text(
         'csv = "table.csv"\n[columns]\npatient_id = "patient_id"\n'
-        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n'
+        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\ncancer = "cancer"\n'
     )
     for command in ("cohort", "preprocess"):
         result = cli(
@@ -572,7 +572,7 @@ def test_cache_files_cannot_be_written_outside_the_cache(synth_root, tmp_path):
     shutil.copytree(synth_root / "train_images", tmp_path / "train_images")
     (tmp_path / "map.toml").write_text(
         'csv = "table.csv"\n[columns]\npatient_id = "patient_id"\n'
-        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\n'
+        'image_id = "image_id"\nlaterality = "laterality"\nimage_path = "path"\ncancer = "cancer"\n'
     )
     result = cli(
         "preprocess",

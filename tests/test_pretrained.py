@@ -12,6 +12,7 @@ import torch
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.models import pretrained
+from mammo_insight.models.config import TrainConfig
 from mammo_insight.models.factory import build_classifier, create_backbone
 
 needs_lite0 = pytest.mark.skipif(
@@ -118,3 +119,30 @@ def test_input_normalization_averages_the_pretrained_rgb_statistics():
     assert mean == pytest.approx(np.mean([0.485, 0.456, 0.406])) and std == pytest.approx(
         np.mean([0.229, 0.224, 0.225])
     )
+
+
+@pytest.mark.parametrize(("recorded", "expected"), [((0.3, 0.2), (0.3, 0.2)), (None, (0.0, 1.0))])
+def test_every_stage_rebuilds_the_runs_normalisation_from_config_json(tmp_path, recorded, expected):
+    """TrainedRun.model (evaluate, embed, explain, predict) and explain's random twin read input_mean/std;
+    a run made before normalisation existed records none and loads without it."""
+    from mammo_insight.explain.cam_run import random_twin
+    from mammo_insight.models.run_io import save_fold_model, save_run_config
+    from mammo_insight.models.trained_run import TrainedRun
+
+    config = {"model": "test_resnet", "view_mode": "single", "image_size": [32, 24]}
+    if recorded:
+        config |= {"input_mean": recorded[0], "input_std": recorded[1]}
+    save_run_config(tmp_path, config)
+    save_fold_model(tmp_path, 0, build_classifier("test_resnet"))
+    run = TrainedRun.open(tmp_path)
+    model = run.model(0)
+    assert (float(model.normalize.mean), float(model.normalize.std)) == pytest.approx(expected)
+    twin = random_twin(run.model_name, run.view_mode, run.image_size, 0, normalization=run.normalization)
+    assert (float(twin.normalize.mean), float(twin.normalize.std)) == pytest.approx(expected)
+
+
+def test_the_run_config_records_the_normalisation_and_normalize_false_turns_it_off():
+    from mammo_insight.models.training import run_normalization
+
+    assert run_normalization(TrainConfig(model="tf_efficientnet_lite0")) == pytest.approx((0.5, 0.5))
+    assert run_normalization(TrainConfig(model="tf_efficientnet_lite0", normalize=False)) is None

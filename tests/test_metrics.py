@@ -405,6 +405,7 @@ def test_real_rsna_baselines_and_age_score(data_dir):
     assert age["n_missing_prob"] == 16 and age["roc_auc"]["ci_low"] > 0.55  # older women: more cancers
 
 
+@pytest.mark.slow
 def test_frozen_features_join_the_baselines_and_use_only_training_folds():
     """A feature that carries the label in the held-out rows only must not help: the model sees training rows."""
     rng = np.random.default_rng(11)

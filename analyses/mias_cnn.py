@@ -6,7 +6,8 @@ Runs the toolkit's own commands: preprocess (256x128), train with examples/mias_
 (tf_efficientnet_lite0 from the pip-shipped ImageNet weights, extra `pretrained`; 5 patient-grouped
 folds), and explain (Grad-CAM on the fold models, pointing game and energy inside the MIAS lesion circles
 next to their chance levels, model-randomisation check). ``--control`` also trains the same recipe from
-random weights (examples/mias_random.toml). Every step resumes: rerunning after a kill finishes the rest.
+random weights (examples/mias_random.toml). Every step resumes: rerunning after a kill finishes the rest, and a finished run or explain folder is
+reused as it is.
 
 The output is aggregates only: summary.json, results.csv, curves.png and index.html hold metrics with
 intervals, curves and the CAM check numbers, never a film or a case page (explain's case PNGs stay in
@@ -107,11 +108,15 @@ def main() -> None:
     }
     for name, run in runs.items():
         toml = EXAMPLES / ("mias_pretrained.toml" if name == "pretrained" else "mias_random.toml")
+        if (
+            run / "metrics.json"
+        ).is_file():  # a finished run (its folds resume, but its baselines are redone)
+            continue
         walls[f"train ({name})"] = cli(
             "train", "--cache", str(cache), "--out", str(run), "--config", str(toml)
         )
     explained = work / "explain"
-    if not args.no_explain:
+    if not args.no_explain and not (explained / "cam_metrics.json").is_file():
         walls["explain"] = cli(
             "explain",
             "--run",

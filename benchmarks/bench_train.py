@@ -2,11 +2,14 @@
 
     python benchmarks/bench_train.py                      # CPU: resnet10t, 128x96, 256 images
     python benchmarks/bench_train.py --device cuda        # GPU: efficientnet_b0, 512x256, 2048 images, mixed precision
+    python benchmarks/bench_train.py --device cuda --model tf_efficientnet_lite0 --pretrained   # extra `pretrained`
 
 Both loops train the same timm model (1 channel) on the same cached PNGs, batch size, optimizer
 (AdamW), loss and precision; the engine goes through Lightning (make_loaders / make_module /
 make_trainer, the code train_run uses, with its epoch-seeded sampler and per-epoch scoring), the
-bare loop is a plain DataLoader + autocast loop. Augmentation is off in both. The first epoch is
+bare loop is a plain DataLoader + autocast loop. Both start from the same weights (random, or the run's
+pretrained start with ``--pretrained``: models/factory.create_backbone) and normalise the input with the
+backbone's pretrained mean/std as every run does (factory.input_normalization). Augmentation is off in both. The first epoch is
 warm-up; the median of the others is reported. Target: engine overhead at most 10%.
 """
 
@@ -94,18 +97,29 @@ def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
 
 
 def bench_bare(cache: Path, table, config, size, device: str) -> list[float]:
-    import timm
     import torch
     from torch.utils.data import DataLoader
 
     from mammo_insight.models.data import CacheImageDataset
+    from mammo_insight.models.factory import create_backbone, input_normalization
     from mammo_insight.models.training import lightning_device
 
     torch.manual_seed(0)
     _, precision = lightning_device(config)
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
-    backbone = timm.create_model(config.model, pretrained=False, num_classes=1, in_chans=1)
-    model = backbone.to(device)
+    backbone = create_backbone(config.model, pretrained=config.pretrained)
+    mean, std = input_normalization(config.model)
+    head = torch.nn.Linear(backbone.num_features, 1)
+
+    class Bare(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone, self.head = backbone, head
+
+        def forward(self, x):
+            return self.head(self.backbone((x - mean) / std))
+
+    model = Bare().to(device)
     if device == "cuda":
         model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -155,6 +169,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="including one warm-up epoch")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--precision", default="auto", help="auto, 32-true, 16-mixed or bf16-mixed (GPU)")
+    parser.add_argument(
+        "--pretrained", action="store_true", help="start from ImageNet weights (as train does)"
+    )
     args = parser.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -182,6 +199,7 @@ def main() -> None:
         augment=off,
         precision=args.precision,
         schedule="none",
+        pretrained=args.pretrained,
     )
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp)

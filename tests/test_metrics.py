@@ -19,6 +19,7 @@ from mammo_insight.metrics import (
     delong_test,
     evaluate_baselines,
     evaluate_predictions,
+    features_logreg_baseline,
     majority_baseline,
     metrics_frame,
     metrics_with_ci,
@@ -402,3 +403,29 @@ def test_real_rsna_baselines_and_age_score(data_dir):
     breasts = aggregate_to_breast(table.assign(prob=table["age"] / 100), "mean")
     age = metrics_with_ci(breasts["cancer"], breasts["prob"], breasts["patient_id"], n_boot=200)
     assert age["n_missing_prob"] == 16 and age["roc_auc"]["ci_low"] > 0.55  # older women: more cancers
+
+
+@pytest.mark.slow
+def test_frozen_features_join_the_baselines_and_use_only_training_folds():
+    """A feature that carries the label in the held-out rows only must not help: the model sees training rows."""
+    rng = np.random.default_rng(11)
+    n = 300
+    y = (rng.random(n) < 0.3).astype(float)
+    signal = rng.normal(size=(n, 20))
+    signal[:, 0] += 2.0 * y  # one informative feature among noise
+    table = pd.DataFrame(
+        {
+            "image_id": [f"i{i}" for i in range(n)],
+            "breast_id": [f"b{i // 2}" for i in range(n)],
+            "patient_id": [f"p{i // 4}" for i in range(n)],
+            "fold": (np.arange(n) // 4) % 5,
+            "cancer": y,
+        }
+    )
+    body = evaluate_baselines(table, None, n_boot=100, features=signal)
+    assert set(body) == {"majority", "prevalence_random", "frozen_features"}
+    assert body["frozen_features"]["image"]["roc_auc"]["ci_low"] > 0.75
+    assert "frozen_features" not in evaluate_baselines(table, None, n_boot=50)
+    noise = rng.normal(size=(n, 20))
+    prob = features_logreg_baseline(noise, y, table["fold"].to_numpy())
+    assert abs(skm.roc_auc_score(y, prob) - 0.5) < 0.12

@@ -250,7 +250,7 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
     import numpy as np
     import torch
 
-    from mammo_insight.models.lightning_module import ProgressiveUnfreeze
+    from mammo_insight.models.lightning_module import GroupUnfreeze
     from mammo_insight.models.losses import FocalLoss
     from mammo_insight.models.sampling import EpochSampler
 
@@ -275,7 +275,7 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
         plans.append((self.epoch, self.labels, self.labels[self._plan()]))
         return sampler_iter(self)
 
-    unfreeze = ProgressiveUnfreeze.on_train_epoch_start
+    unfreeze = GroupUnfreeze.on_train_epoch_start
 
     def recording_unfreeze(self, trainer, pl_module):
         unfreeze(self, trainer, pl_module)
@@ -296,7 +296,7 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
         return value
 
     monkeypatch.setattr(EpochSampler, "__iter__", recording_iter)
-    monkeypatch.setattr(ProgressiveUnfreeze, "on_train_epoch_start", recording_unfreeze)
+    monkeypatch.setattr(GroupUnfreeze, "on_train_epoch_start", recording_unfreeze)
     monkeypatch.setattr(FocalLoss, "forward", recording_focal)
 
     lr, patience = 0.01, 3

@@ -24,6 +24,14 @@ def command(
     weights: Annotated[
         Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")
     ] = None,
+    pretrained: Annotated[
+        bool | None,
+        typer.Option(
+            "--pretrained/--no-pretrained",
+            help="ImageNet weights: pip-shipped (extra `pretrained`: tf_efficientnet_lite0), "
+            "else timm's cache or hub",
+        ),
+    ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1)] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
     threads: Annotated[
@@ -43,6 +51,7 @@ def command(
         epochs=epochs,
         seed=seed,
         weights=str(weights) if weights else None,
+        pretrained=pretrained,
         batch_size=batch_size,
         device=device,
         cpu_threads=threads,

@@ -74,12 +74,18 @@ class ExplainedCase:
 
 
 def random_twin(
-    model_name: str, view_mode: str, image_size: tuple[int, int] | None, seed: int
+    model_name: str,
+    view_mode: str,
+    image_size: tuple[int, int] | None,
+    seed: int,
+    *,
+    normalization: tuple[float, float] | None = None,
 ) -> torch.nn.Module:
-    """The run's architecture with fresh random weights (seeded without touching the global RNG)."""
+    """The run's architecture and input normalisation with fresh random weights (seeded without touching
+    the global RNG)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_classifier(model_name, view_mode, img_size=image_size)
+        model = build_classifier(model_name, view_mode, img_size=image_size, normalization=normalization)
     return model.eval()
 
 

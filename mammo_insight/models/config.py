@@ -60,8 +60,13 @@ class TrainConfig:
     positive_label: float = 1.0  # soft positive labels, e.g. 0.9
     warmup_epochs: int = 0  # phase 1: balanced subset; then the full data at real prevalence
     warmup_pos_ratio: float = 0.5
-    freeze_epochs: int = 0  # progressive unfreezing: backbone frozen for this many epochs,
-    unfreeze_stages: int = 1  # then unfrozen from the head down in this many stages, one per epoch
+    # transfer learning, by timm's parameter groups (models/unfreeze.py)
+    freeze_epochs: int = 0  # backbone frozen (head only) for this many epochs,
+    unfreeze_stages: int = 1  # then its groups opened top-down in this many steps, one per epoch
+    trainable_groups: int = 0  # only the last N groups of the backbone ever train (0: all)
+    group_level: str = "coarse"  # coarse (stem, stages) | fine (blocks): timm's group_matcher
+    unfreeze_lr_scale: float = 1.0  # LR factor of groups frozen at the first epoch (e.g. 0.1)
+    layer_decay: float = 1.0  # layer-wise LR decay: each group gets lr * layer_decay ** (groups above it)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     # multi-view
     max_views: int = 4
@@ -75,6 +80,8 @@ class TrainConfig:
     num_workers: int = 0
     cpu_threads: int | None = None  # torch intra-op threads on the CPU (1 is fastest on a shared machine)
     weights: str | None = None  # local pretrained weights file
+    pretrained: bool = False  # ImageNet weights: pip-shipped (extra `pretrained`) or timm's cache/hub
+    normalize: bool = True  # (x - mean) / std with the backbone's pretrained mean/std (1 channel: averages)
     threshold_method: str = (
         "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
     )
@@ -173,6 +180,13 @@ def validate_config(config: TrainConfig) -> None:
         "max_views": config.max_views >= 1,
         "num_workers": config.num_workers >= 0,
         "label_column": bool(config.label_column),
+        "group_level": config.group_level in {"coarse", "fine"},
+        "freeze_epochs": config.freeze_epochs >= 0,
+        "unfreeze_stages": config.unfreeze_stages >= 1,
+        "trainable_groups": config.trainable_groups >= 0,
+        "unfreeze_lr_scale": config.unfreeze_lr_scale > 0,
+        "layer_decay": 0 < config.layer_decay <= 1,
+        "pretrained": not (config.pretrained and config.weights),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

@@ -1,8 +1,12 @@
 """Build the single-view and multi-view classifiers from any timm backbone.
 
-Input is one channel (mammograms are grey). Pretrained weights come only from a local file
-(``weights``, loaded through timm's public pretrained API); nothing is downloaded. Both models expose ``embed`` (the pooled feature vector
-that embeddings and fusion use) and return one malignancy logit per image or per breast.
+Input is one channel (mammograms are grey). Pretrained weights come from a local file (``weights``) or, with
+``pretrained=True``, from a pip-shipped copy or timm's own cache and hub (models/pretrained.py); both load
+through timm's public pretrained API. Both models normalise their input with the backbone's pretrained
+mean and std (`input_normalization`) inside ``embed``, so every stage that runs a model (train, evaluate,
+embed, explain, predict) feeds it the same [0, 1] images and gets the same normalisation. Both expose
+``embed`` (the pooled feature vector that embeddings and fusion use) and return one malignancy logit per
+image or per breast.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import torch
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.models.pretrained import offline_message, packaged_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +33,56 @@ def has_fixed_input_size(name: str) -> bool:
         return False
 
 
+def input_normalization(name: str) -> tuple[float, float]:
+    """(mean, std) of the 1-channel input: the averages of the backbone's pretrained RGB mean and std.
+
+    timm keeps them in the model's pretrained config; a grey image is the same value in R, G and B, and
+    the stem folded by ``adapt_input_conv`` sums the RGB filters, so one average per statistic matches
+    what the pretrained stem expects. Models without a config get ImageNet's.
+    """
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    mean = getattr(cfg, "mean", None) or timm.data.IMAGENET_DEFAULT_MEAN
+    std = getattr(cfg, "std", None) or timm.data.IMAGENET_DEFAULT_STD
+    return float(sum(mean) / len(mean)), float(sum(std) / len(std))
+
+
 def create_backbone(
-    name: str, weights: str | Path | None = None, img_size: tuple[int, int] | None = None
+    name: str,
+    weights: str | Path | None = None,
+    img_size: tuple[int, int] | None = None,
+    *,
+    pretrained: bool = False,
 ) -> nn.Module:
     """A timm feature extractor (num_classes=0) with 1-channel input.
 
     ``weights``: a local timm/torchvision state dict for the 3-channel model, loaded through timm's own
-    pretrained path (see `load_weights`). ``img_size`` (H, W) is passed to models with a fixed input
-    size (ViTs) and ignored by the others, which take any size.
+    pretrained path (see `load_weights`). ``pretrained``: ImageNet weights from the pip-shipped copy when
+    an installed package has them, else timm's cache or hub (a clear error offline). ``img_size`` (H, W) is
+    passed to models with a fixed input size (ViTs) and ignored by the others, which take any size.
     """
     extra = {"img_size": tuple(img_size)} if img_size is not None and has_fixed_input_size(name) else {}
+    if weights is not None and pretrained:
+        raise MammoInsightError("give --weights FILE or --pretrained, not both")
     if weights is not None:
         return load_weights(name, Path(weights), **extra)
+    if not timm.is_model(name):
+        raise MammoInsightError(f"unknown timm model '{name}'")
+    if pretrained:
+        return load_pretrained(name, **extra)
+    return timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **extra)
+
+
+def load_pretrained(name: str, **kwargs: Any) -> nn.Module:
+    """``name`` with ImageNet weights: the pip-shipped copy if installed, else timm's pretrained=True."""
+    state = packaged_state_dict(name)
+    if state is not None:
+        return _load_state(name, state, f"the packaged ImageNet weights of {name}", **kwargs)
     try:
-        return timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **extra)
-    except RuntimeError as exc:  # timm raises RuntimeError for unknown names
-        raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
+        model = timm.create_model(name, pretrained=True, num_classes=0, in_chans=1, **kwargs)
+    except Exception as exc:  # offline: huggingface_hub / urllib raise their own connection errors
+        raise MammoInsightError(offline_message(name, exc)) from exc
+    log.info("loaded timm's ImageNet weights of %s (stem folded to 1 channel)", name)
+    return model
 
 
 def _listed(keys: list[str], limit: int = 12) -> str:
@@ -66,7 +105,7 @@ def _stem_only(file_shape: tuple, own_shape: tuple) -> bool:
     )
 
 
-def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_error: str = "") -> None:
+def _refuse(source: str, name: str, own: dict, shapes: dict[str, tuple], *, load_error: str = "") -> None:
     """Raise the MammoInsightError listing what of the backbone did not load, if anything.
 
     Without ``load_error`` timm loaded the file (its filter and stem adaptation made the shapes fit), so only
@@ -97,8 +136,7 @@ def _refuse(path: Path, name: str, own: dict, shapes: dict[str, tuple], *, load_
     if unexpected:
         parts.append(f"the file has {len(unexpected)} the model does not ({_listed(unexpected)})")
     raise MammoInsightError(
-        f"weights file {path} does not load into {name}: {'; '.join(parts)}; "
-        "is it a checkpoint of another architecture?"
+        f"{source} does not load into {name}: {'; '.join(parts)}; is it a checkpoint of another architecture?"
     )
 
 
@@ -125,6 +163,11 @@ def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
         ) from exc
     if not isinstance(state, dict) or not state:
         raise MammoInsightError(f"weights file {path} holds no state dict")
+    return _load_state(name, state, f"weights file {path}", **kwargs)
+
+
+def _load_state(name: str, state: dict, source: str, **kwargs: Any) -> nn.Module:
+    """timm.create_model(pretrained=True) on ``state``, refusing a partial load (see `load_weights`)."""
     shapes = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
     try:
         model = timm.create_model(
@@ -139,30 +182,52 @@ def load_weights(name: str, path: Path, **kwargs: Any) -> nn.Module:
         if not timm.is_model(name):
             raise MammoInsightError(f"unknown timm model '{name}': {exc}") from exc
         plain = timm.create_model(name, pretrained=False, num_classes=0, in_chans=1, **kwargs).state_dict()
-        _refuse(path, name, plain, shapes, load_error=" ".join(str(exc).split())[:300])
+        _refuse(source, name, plain, shapes, load_error=" ".join(str(exc).split())[:300])
         raise  # _refuse always raises
     own = model.state_dict()
-    _refuse(path, name, own, shapes)
+    _refuse(source, name, own, shapes)
     unexpected = _unexpected(name, own, shapes)
     if unexpected:
         log.warning(
-            "weights file %s: %d tensor(s) the %s backbone has no place for were ignored: %s",
-            path,
+            "%s: %d tensor(s) the %s backbone has no place for were ignored: %s",
+            source,
             len(unexpected),
             name,
             _listed(unexpected),
         )
     log.info(
-        "loaded %d tensors of %s from %s (classifier dropped, stem folded to 1 channel)", len(own), name, path
+        "loaded %d tensors of %s from %s (classifier dropped, stem folded to 1 channel)",
+        len(own),
+        name,
+        source,
     )
     return model
+
+
+class InputNormalization(nn.Module):
+    """(x - mean) / std on 1-channel images in [0, 1]; mean and std are rebuilt from the run's config.json,
+    not stored in the state dict (fold models of runs made before normalisation keep loading)."""
+
+    def __init__(self, mean: float = 0.0, std: float = 1.0):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(float(mean)), persistent=False)
+        self.register_buffer("std", torch.tensor(float(std)), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"mean={float(self.mean):.4g}, std={float(self.std):.4g}"
 
 
 class SingleViewClassifier(nn.Module):
     """One image -> one logit. ``embed`` gives the pooled backbone features."""
 
-    def __init__(self, backbone: nn.Module, dropout: float = 0.0):
+    def __init__(
+        self, backbone: nn.Module, dropout: float = 0.0, normalization: tuple[float, float] = (0.0, 1.0)
+    ):
         super().__init__()
+        self.normalize = InputNormalization(*normalization)
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(backbone.num_features, 1)
@@ -172,7 +237,7 @@ class SingleViewClassifier(nn.Module):
         return int(self.backbone.num_features)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
+        return self.backbone(self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x))).squeeze(-1)
@@ -185,8 +250,11 @@ class MultiViewClassifier(nn.Module):
     or three views works: absent views are masked out of the pooling.
     """
 
-    def __init__(self, backbone: nn.Module, dropout: float = 0.0):
+    def __init__(
+        self, backbone: nn.Module, dropout: float = 0.0, normalization: tuple[float, float] = (0.0, 1.0)
+    ):
         super().__init__()
+        self.normalize = InputNormalization(*normalization)
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * backbone.num_features, 1)
@@ -199,7 +267,7 @@ class MultiViewClassifier(nn.Module):
         b, v = x.shape[:2]
         if mask is None:
             mask = torch.ones(b, v, dtype=torch.bool, device=x.device)
-        feats = self.backbone(x.flatten(0, 1)).view(b, v, -1)
+        feats = self.backbone(self.normalize(x.flatten(0, 1))).view(b, v, -1)
         m = mask.unsqueeze(-1).to(feats.dtype)
         mean = (feats * m).sum(1) / m.sum(1).clamp_min(1.0)
         maxed = feats.masked_fill(~mask.unsqueeze(-1), torch.finfo(feats.dtype).min).amax(1)
@@ -214,13 +282,21 @@ def build_classifier(
     view_mode: str = "single",
     *,
     weights: str | Path | None = None,
+    pretrained: bool = False,
     dropout: float = 0.0,
     img_size: tuple[int, int] | None = None,
+    normalization: tuple[float, float] | None = None,
 ) -> nn.Module:
-    """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast)."""
-    backbone = create_backbone(model_name, weights, img_size)
+    """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast).
+
+    ``normalization``: (mean, std) of the input, None for none (runs made before it was recorded).
+    """
+    if view_mode not in {"single", "multi"}:
+        raise MammoInsightError(f"view mode must be 'single' or 'multi', got {view_mode!r}")
+    backbone = create_backbone(model_name, weights, img_size, pretrained=pretrained)
+    norm = tuple(normalization) if normalization is not None else (0.0, 1.0)
     if view_mode == "single":
-        return SingleViewClassifier(backbone, dropout)
+        return SingleViewClassifier(backbone, dropout, norm)
     if view_mode == "multi":
-        return MultiViewClassifier(backbone, dropout)
+        return MultiViewClassifier(backbone, dropout, norm)
     raise MammoInsightError(f"view mode must be 'single' or 'multi', got {view_mode!r}")

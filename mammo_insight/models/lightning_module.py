@@ -16,6 +16,7 @@ from torch import nn
 
 from mammo_insight.metrics import pf1, roc_auc
 from mammo_insight.models.config import TrainConfig
+from mammo_insight.models.unfreeze import apply_schedule, backbone_groups, lr_multipliers
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,18 @@ class ClassifierModule(pl.LightningModule):
             self._log_scores("val")
         self._outputs["val"].clear()
 
+    def param_groups(self) -> list[dict]:
+        """One optimizer group per backbone group (its LR factor from models/unfreeze.py), then the rest."""
+        groups = backbone_groups(self.model.backbone, self.config.group_level)
+        factors = lr_multipliers(len(groups), self.config)
+        in_backbone = {id(p) for g in groups for p in g}
+        rest = [p for p in self.model.parameters() if id(p) not in in_backbone]
+        out = [{"params": g, "lr": self.config.lr * f} for g, f in zip(groups, factors)]
+        return [*out, {"params": rest, "lr": self.config.lr}]
+
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=self.config.lr, weight_decay=self.config.weight_decay
+            self.param_groups(), lr=self.config.lr, weight_decay=self.config.weight_decay
         )
         if self.config.schedule == "cosine":
             scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -119,23 +129,18 @@ def monitor_key(monitor: str) -> str:
     return {"pf1": "val_pf1", "auc": "val_auc", "loss": "val_loss"}[monitor]
 
 
-class ProgressiveUnfreeze(pl.Callback):
-    """Backbone frozen for ``freeze_epochs``, then unfrozen head-down in ``stages`` steps, one per epoch.
+class GroupUnfreeze(pl.Callback):
+    """Sets which backbone groups train at the start of each epoch (models/unfreeze.py).
 
-    Stateless (a function of the epoch), so it survives a resume. All parameters stay in the
-    optimizer; frozen ones just get no gradient, which AdamW skips.
+    Stateless (a function of the epoch), so it survives a resume.
     """
 
-    def __init__(self, freeze_epochs: int, stages: int):
-        self.freeze_epochs = freeze_epochs
-        self.stages = max(stages, 1)
+    def __init__(self, config: TrainConfig):
+        self.config = config
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        blocks = list(pl_module.model.backbone.children())
-        done = trainer.current_epoch - self.freeze_epochs + 1  # stages unfrozen so far
-        n_open = len(blocks) if done >= self.stages else round(len(blocks) * max(done, 0) / self.stages)
-        for i, block in enumerate(blocks):
-            block.requires_grad_(i >= len(blocks) - n_open)
+        groups = backbone_groups(pl_module.model.backbone, self.config.group_level)
+        apply_schedule(groups, trainer.current_epoch, self.config)
 
 
 class StepSeed(pl.Callback):

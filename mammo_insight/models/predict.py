@@ -59,3 +59,23 @@ def predict_cache(
     breasts["prob"] = _probs(model, DataLoader(ds, batch_size, num_workers=num_workers), device)
     images["prob"] = images["breast_id"].map(breasts.set_index("breast_id")["prob"])
     return images, breasts
+
+
+@torch.inference_mode()
+def cache_features(
+    model: nn.Module,
+    cache_dir: str | Path,
+    table: pd.DataFrame,
+    *,
+    image_size: tuple[int, int] | None,
+    batch_size: int = 32,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
+    """(n, D): a single-view classifier's pooled features (``embed``) of every row's cached image."""
+    device = torch.device(device)
+    model.eval()
+    ds = CacheImageDataset(
+        cache_dir, table.reset_index(drop=True), size=image_size, labels=np.zeros(len(table))
+    )
+    out = [model.embed(batch["image"].to(device)).float().cpu() for batch in DataLoader(ds, batch_size)]
+    return torch.cat(out).numpy() if out else np.zeros((0, model.embedding_dim), np.float32)

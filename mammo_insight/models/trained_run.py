@@ -81,6 +81,12 @@ class TrainedRun:
         return (int(size[0]), int(size[1])) if size else None
 
     @property
+    def normalization(self) -> tuple[float, float] | None:
+        """(mean, std) the run's models normalise their input with; None for runs made before it existed."""
+        mean, std = self.config.get("input_mean"), self.config.get("input_std")
+        return (float(mean), float(std)) if mean is not None and std is not None else None
+
+    @property
     def max_views(self) -> int:
         return int(self.config.get("max_views", 4))
 
@@ -148,7 +154,9 @@ class TrainedRun:
                 f"{self.root}: fold {fold} has no model ({path} missing); folds with a model: "
                 f"{list(self.folds)}"
             )
-        model = build_classifier(self.model_name, self.view_mode, img_size=self.image_size)
+        model = build_classifier(
+            self.model_name, self.view_mode, img_size=self.image_size, normalization=self.normalization
+        )
         model.load_state_dict(load_weights(path))
         return model.to(device).eval()
 

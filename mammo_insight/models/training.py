@@ -33,13 +33,8 @@ from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
 from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.device import resolve_device
-from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.lightning_module import (
-    ClassifierModule,
-    ProgressiveUnfreeze,
-    StepSeed,
-    monitor_key,
-)
+from mammo_insight.models.factory import build_classifier, input_normalization
+from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
 from mammo_insight.models.losses import build_loss
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
@@ -156,6 +151,11 @@ def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
     return table
 
 
+def run_normalization(config: TrainConfig) -> tuple[float, float] | None:
+    """(mean, std) the run's models normalise their input with (config.json input_mean, input_std)."""
+    return input_normalization(config.model) if config.normalize else None
+
+
 def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
     """config.json: every option plus what the run depends on (image size, cache hash, versions)."""
     values = config.to_dict()
@@ -169,7 +169,10 @@ def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -
             if preprocess
             else [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])]
         )
+    mean_std = run_normalization(config)
     values.update(
+        input_mean=mean_std[0] if mean_std else None,
+        input_std=mean_std[1] if mean_std else None,
         cache=str(cache_dir),
         cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
         versions=package_versions(),
@@ -250,7 +253,13 @@ def make_module(
     """The classifier in its LightningModule; channels_last on a GPU for single-view models."""
     channels_last = accelerator == "gpu" and config.channels_last and config.view_mode == "single"
     model = build_classifier(
-        config.model, config.view_mode, weights=config.weights, dropout=config.dropout, img_size=size
+        config.model,
+        config.view_mode,
+        weights=config.weights,
+        pretrained=config.pretrained,
+        dropout=config.dropout,
+        img_size=size,
+        normalization=run_normalization(config),
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -327,8 +336,8 @@ def train_fold(
                 monitor_key(config.monitor), mode=mode, patience=config.early_stopping_patience
             )
         )
-    if config.freeze_epochs > 0:
-        callbacks.append(ProgressiveUnfreeze(config.freeze_epochs, config.unfreeze_stages))
+    if config.freeze_epochs > 0 or config.trainable_groups > 0 or config.unfreeze_stages > 1:
+        callbacks.append(GroupUnfreeze(config))
     trainer = make_trainer(config, accelerator, precision, callbacks)
     resume = resume_checkpoint(ckpt_dir)
     if resume is not None:

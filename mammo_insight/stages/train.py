@@ -29,6 +29,9 @@ from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, sav
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
 from mammo_insight.models import run_figures
 from mammo_insight.models.config import TrainConfig
+from mammo_insight.models.device import resolve_device
+from mammo_insight.models.factory import build_classifier
+from mammo_insight.models.predict import cache_features
 from mammo_insight.models.run_io import save_run_config
 from mammo_insight.models.run_report import render_run_report, run_headline
 from mammo_insight.models.training import FoldOutputs, train_folds
@@ -83,6 +86,34 @@ def cache_pixels(cache_dir: Path, table: pd.DataFrame, size: tuple[int, int] = P
     return np.stack(rows).reshape(len(rows), h, w) if rows else np.zeros((0, h, w), np.float32)
 
 
+def frozen_features(cache_dir: Path, table: pd.DataFrame, values: dict[str, Any]) -> np.ndarray | None:
+    """The pooled features of the run's pretrained backbone before any training (None without one).
+
+    The backbone is loaded exactly as the folds start (same weights, normalisation, input size), so the
+    frozen-feature baseline is what those weights give with a linear model on top and nothing learned.
+    """
+    if not (values.get("pretrained") or values.get("weights")):
+        return None
+    log.info("frozen-feature baseline: %d images through the pretrained %s", len(table), values["model"])
+    mean, std = values.get("input_mean"), values.get("input_std")
+    model = build_classifier(
+        values["model"],
+        weights=values.get("weights"),
+        pretrained=bool(values.get("pretrained")),
+        img_size=tuple(values["image_size"]),
+        normalization=(mean, std) if mean is not None else None,
+    )
+    device = resolve_device(values.get("device", "auto"))
+    return cache_features(
+        model.to(device),
+        cache_dir,
+        table,
+        image_size=tuple(values["image_size"]),
+        batch_size=int(values.get("batch_size", 16)),
+        device=device,
+    )
+
+
 def _results(folds: FoldOutputs) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
     oof = pd.concat(folds.images, ignore_index=True)
     breasts = [b for b in folds.breasts if b is not None]
@@ -106,7 +137,13 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
     values.update(threshold=thresholds["image"], thresholds=thresholds)
     metrics["folds"] = folds_record(folds.table["patient_id"], folds.table[label], folds.folds, seed=seed)
     scored = folds.table.assign(fold=folds.folds)[folds.table["image_id"].isin(oof["image_id"])]
-    baselines = evaluate_baselines(scored, cache_pixels(config.cache, scored), seed=seed, label=label)
+    baselines = evaluate_baselines(
+        scored,
+        cache_pixels(config.cache, scored),
+        seed=seed,
+        label=label,
+        features=frozen_features(config.cache, scored, values),
+    )
     return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines)
 
 

@@ -1,0 +1,209 @@
+"""mini-MIAS abnormal vs normal from an ImageNet-pretrained start, written as a committed report.
+
+    python analyses/mias_cnn.py /path/to/mias [--work /tmp/mias_cnn] [--out reports/mias_cnn] [--control]
+
+Runs the toolkit's own commands: preprocess (256x128), train with examples/mias_pretrained.toml
+(tf_efficientnet_lite0 from the pip-shipped ImageNet weights, extra `pretrained`; 5 patient-grouped
+folds), and explain (Grad-CAM on the fold models, pointing game and energy inside the MIAS lesion circles
+next to their chance levels, model-randomisation check). ``--control`` also trains the same recipe from
+random weights (examples/mias_random.toml). Every step resumes: rerunning after a kill finishes the rest, and a finished run or explain folder is
+reused as it is.
+
+The output is aggregates only: summary.json, results.csv, curves.png and index.html hold metrics with
+intervals, curves and the CAM check numbers, never a film or a case page (explain's case PNGs stay in
+--work).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from mammo_insight.metrics import aggregate_to_breast
+from mammo_insight.models import run_figures
+from mammo_insight.report.blocks import figure, fmt_ci, paragraph, table
+from mammo_insight.report.render import Section, render_page
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+LEVEL = "breast"  # MIAS films are one view per breast: breast and image level coincide
+CAM_KEYS = (
+    "n_cases",
+    "layer",
+    "cam_grid",
+    "pointing_game",
+    "pointing_game_ci",
+    "energy_inside",
+    "energy_inside_ci",
+    "lesion_area_fraction",  # the chance level of both: a map blind to the lesion
+    "pointing_game_cell",
+    "lesion_area_fraction_cell",
+    "randomised_pointing_game",
+    "randomised_energy_inside",
+    "randomisation_rank_corr",
+    "randomisation_rank_corr_ci",
+)
+CHECK_COLUMNS = ["pointing", "energy_inside", "area_fraction", "rank_corr"]
+
+
+def true_positive_checks(checks: pd.DataFrame, oof: pd.DataFrame, threshold: float) -> dict:
+    """Mean lesion checks over the annotated films the run called abnormal correctly (out-of-fold)."""
+    tp = oof.loc[(oof["cancer"] == 1) & (oof["prob"] >= threshold), "image_id"].astype(str)
+    rows = checks[checks["image_id"].astype(str).isin(set(tp)) & checks["pointing"].notna()]
+    rows = rows.drop_duplicates("image_id")
+    return {"n": len(rows), **{c: float(rows[c].mean()) for c in CHECK_COLUMNS if c in rows and len(rows)}}
+
+
+def cli(*args: str) -> float:
+    """Run one mammo-insight command in a child process; returns its wall time in seconds."""
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "mammo_insight.cli.app", *args], check=True)
+    return time.perf_counter() - start
+
+
+def rows_of(name: str, metrics: dict) -> dict:
+    level = metrics[LEVEL]
+    return {
+        "model": name,
+        "roc_auc": fmt_ci(level["roc_auc"]),
+        "pr_auc": fmt_ci(level["pr_auc"]),
+        "pf1": fmt_ci(level["pf1"]),
+        "balanced_accuracy": fmt_ci(level["balanced_accuracy"]),
+        "roc_auc_value": level["roc_auc"]["value"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path, help="mini-MIAS folder (Info.txt, mdbNNN.png|pgm)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/mias_cnn"), help="cache, runs, explain")
+    parser.add_argument("--out", type=Path, default=Path("reports/mias_cnn"))
+    parser.add_argument("--control", action="store_true", help="also train the recipe from random weights")
+    parser.add_argument("--no-explain", action="store_true", help="leave out the Grad-CAM checks (time)")
+    args = parser.parse_args()
+    work, out = args.work, args.out
+    cache, runs = work / "cache256", {"pretrained": work / "run_pretrained"}
+    if args.control:
+        runs["random weights"] = work / "run_random"
+
+    walls = {
+        "preprocess": cli(
+            "preprocess",
+            "--dataset",
+            "mias",
+            "--root",
+            str(args.root),
+            "--out",
+            str(cache),
+            "--size",
+            "256x128",
+            "--workers",
+            "1",
+        )
+    }
+    for name, run in runs.items():
+        toml = EXAMPLES / ("mias_pretrained.toml" if name == "pretrained" else "mias_random.toml")
+        if (
+            run / "metrics.json"
+        ).is_file():  # a finished run (its folds resume, but its baselines are redone)
+            continue
+        walls[f"train ({name})"] = cli(
+            "train", "--cache", str(cache), "--out", str(run), "--config", str(toml)
+        )
+    explained = work / "explain"
+    if not args.no_explain and not (explained / "cam_metrics.json").is_file():
+        walls["explain"] = cli(
+            "explain",
+            "--run",
+            str(runs["pretrained"]),
+            "--cache",
+            str(cache),
+            "--out",
+            str(explained),
+            "--n",
+            "2",
+            "--max-checked",
+            "100",
+            "--device",
+            "cpu",
+        )
+
+    results, curves = [], {}
+    for name, run in runs.items():
+        metrics = json.loads((run / "metrics.json").read_text())
+        results.append(rows_of(f"CNN, {name}", metrics))
+        oof = pd.read_csv(run / "oof_predictions.csv")
+        curves[f"CNN, {name}"] = aggregate_to_breast(oof[oof["cancer"].notna()], "mean")
+    baselines = json.loads((runs["pretrained"] / "baselines.json").read_text())
+    for name in ("frozen_features", "pixel_logreg", "prevalence_random"):
+        if name in baselines:
+            results.append(rows_of(name, baselines[name]))
+    cam_summary: dict = {"not run": "--no-explain"}
+    if not args.no_explain:
+        cam = json.loads((explained / "cam_metrics.json").read_text())
+        cam_summary = {k: cam.get(k) for k in CAM_KEYS}
+        threshold = json.loads((runs["pretrained"] / "config.json").read_text())["thresholds"]["image"]
+        cam_summary["true_positives"] = true_positive_checks(
+            pd.read_csv(explained / "tables" / "cam_checks.csv"),
+            pd.read_csv(runs["pretrained"] / "oof_predictions.csv"),
+            threshold,
+        )
+    config = json.loads((runs["pretrained"] / "config.json").read_text())
+    summary = {
+        "task": "mini-MIAS abnormal (benign or malignant) vs normal film, breast level, out-of-fold",
+        "recipe": {
+            k: config.get(k)
+            for k in (
+                "model",
+                "pretrained",
+                "image_size",
+                "folds",
+                "epochs",
+                "lr",
+                "batch_size",
+                "trainable_groups",
+                "input_mean",
+                "input_std",
+            )
+        },
+        "results": results,
+        "cam_checks": cam_summary,
+        "wall_seconds": {k: round(v, 1) for k, v in walls.items()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
+    frame = pd.DataFrame(results).drop(columns="roc_auc_value")
+    frame.to_csv(out / "results.csv", index=False)
+    sections = [
+        Section("Out-of-fold results (breast level, 95% intervals resampling women)", [table(frame)]),
+        Section(
+            "Curves", [figure(lambda: run_figures.roc_pr_curves(curves), "Out-of-fold ROC and PR curves")]
+        ),
+        Section(
+            "Grad-CAM checks on the MIAS lesion circles",
+            [
+                paragraph(
+                    "Pointing game and energy inside the lesion circles over a random sample of annotated "
+                    "films; lesion_area_fraction is the chance level of both. true_positives: the same "
+                    "checks over the films the run called abnormal correctly."
+                ),
+                paragraph(json.dumps(cam_summary, default=float)),
+            ],
+        ),
+        Section(
+            "Recipe and wall time (2 shared CPU cores)",
+            [paragraph(json.dumps(summary["recipe"])), paragraph(json.dumps(summary["wall_seconds"]))],
+        ),
+    ]
+    render_page(out / "index.html", "mini-MIAS: pretrained CNN, abnormal vs normal", sections)
+    print(frame.to_string(index=False))
+    print(json.dumps(cam_summary, default=float))
+
+
+if __name__ == "__main__":
+    main()

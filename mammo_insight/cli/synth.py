@@ -16,13 +16,27 @@ def command(
         str, typer.Option(help="base image size HxW; a few sizes around it are used")
     ] = "256x192",
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
+    scanner_signature: Annotated[
+        bool,
+        typer.Option(
+            help="plant a scanner signature: machine-specific cancer rates and a machine-specific "
+            "intensity curve in every image (for testing whether a model reads the scanner)"
+        ),
+    ] = False,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
     from mammo_insight.sizes import parse_size
     from mammo_insight.stages.synth import SynthConfig, run_synth, write_synth
 
     result = run_synth(
-        SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence)
+        SynthConfig(
+            out=out,
+            patients=patients,
+            seed=seed,
+            size=parse_size(size),
+            prevalence=prevalence,
+            scanner_signature=scanner_signature,
+        )
     )
     write_synth(result)
     for key, value in result.summary.items():

@@ -37,7 +37,7 @@ def adjustment_design(breasts: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     cols: dict[str, np.ndarray] = {}
     used = []
     y = breasts["cancer"].to_numpy()
-    if "age" in breasts and breasts["age"].notna().any():
+    if "age" in breasts and pd.to_numeric(breasts["age"], errors="coerce").nunique() > 1:
         age = pd.to_numeric(breasts["age"], errors="coerce")
         cols["age (per 10 years)"] = ((age.fillna(age.median()) - 60.0) / 10.0).to_numpy()
         used.append("age")
@@ -49,7 +49,7 @@ def adjustment_design(breasts: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
             if ((level == v) & (y == 1)).any() and (level == "A").any():
                 cols[f"density {v} vs A"] = (level == v).to_numpy(float)
         used.append("density")
-    if "machine_id" in breasts:
+    if "machine_id" in breasts and breasts["machine_id"].nunique() > 1:
         machine = breasts["machine_id"].astype(str)
         events = pd.Series(y).groupby(machine.to_numpy()).sum()
         rare = set(events.index[events < MIN_MACHINE_EVENTS])

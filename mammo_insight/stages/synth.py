@@ -17,6 +17,7 @@ class SynthConfig:
     seed: int = 0
     size: tuple[int, int] = (256, 192)
     prevalence: float = 0.2
+    scanner_signature: bool = False  # machine-specific cancer rates and intensity curves (synth.table)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ def run_synth(config: SynthConfig) -> SynthResult:
         seed=config.seed,
         size=config.size,
         prevalence=config.prevalence,
+        scanner_signature=config.scanner_signature,
     )
     return SynthResult(config, summary)
 

@@ -17,9 +17,10 @@ import pandas as pd
 
 from mammo_insight.progress import track
 from mammo_insight.synth.dicom import PROFILES, ImageMeta, to_stored, write_dicom
-from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image
+from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image, scanner_curve
 from mammo_insight.synth.table import (
     RSNA_COLUMNS,
+    SCANNER_EFFECTS,
     TRUE_EFFECTS,
     TrueEffects,
     breast_level,
@@ -49,15 +50,23 @@ def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_synthetic_cohort(
-    out: Path, n_patients: int, seed: int, size: tuple[int, int] = (256, 192), *, prevalence: float = 0.2
+    out: Path,
+    n_patients: int,
+    seed: int,
+    size: tuple[int, int] = (256, 192),
+    *,
+    prevalence: float = 0.2,
+    scanner_signature: bool = False,
 ) -> dict:
     """Write the cohort (see module docstring) and return summary counts.
 
     size is the base (height, width); each woman's images use one of a few sizes around it
-    (x1, x1.25, x1.5). prevalence is the fraction of positive breasts.
+    (x1, x1.25, x1.5). prevalence is the fraction of positive breasts. scanner_signature: machine-specific
+    cancer rates (``SCANNER_EFFECTS``) and each machine's intensity curve burnt into its images.
     """
     out = Path(out)
-    table = make_synthetic_table(n_patients, seed, prevalence)
+    effects = SCANNER_EFFECTS if scanner_signature else TRUE_EFFECTS
+    table = make_synthetic_table(n_patients, seed, prevalence, effects=effects)
     out.mkdir(parents=True, exist_ok=True)
     _rsna_csv(table).to_csv(out / "train.csv", index=False)
 
@@ -91,6 +100,8 @@ def make_synthetic_cohort(
             lesion=lesions.get(key),
             pad_far_side=i % PAD_EVERY == pad_phase,
         )
+        if scanner_signature:
+            img = scanner_curve(img, row["machine_id"])
         profile = PROFILES[order[i % len(PROFILES)]]
         stored, pad_value = to_stored(img.pixels, img.padding, profile)
         meta = ImageMeta(

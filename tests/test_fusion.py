@@ -349,3 +349,39 @@ def test_logistic_leaves_out_the_view_counts_and_takes_unseen_machines():
     )
     unseen = _as_frame(pd.DataFrame({"age": [55.0], "machine_id": ["99"]}), ["age", "machine_id"])
     assert 0 < model.predict_proba(unseen)[0, 1] < 1
+
+
+@pytest.mark.slow
+def test_planted_risk_is_scored_as_the_oracle_beside_the_models(tmp_path):
+    from mammo_insight.synth.table import breast_level
+
+    raw = make_synthetic_table(400, 0)
+    root = tmp_path / "synth"
+    root.mkdir()
+    raw[RSNA_COLUMNS].to_csv(root / "train.csv", index=False)
+    table = load_cohort("rsna", root).table
+    truth = breast_level(raw)
+    planted = pd.Series(
+        truth["p_cancer"].to_numpy(), index=truth["patient_id"].astype(str) + "_" + truth["laterality"]
+    )
+    cfg = FusionConfig(n_boot=100, shap_rows=100, interaction_rows=20, params=FAST)
+    result = run_fusion(table, None, cfg, planted_risk=planted)
+    oracle = result.scores["oracle"]["roc_auc"]["value"]
+    assert oracle == pytest.approx(
+        roc_auc_score(result.breasts["cancer"], planted[result.breasts["breast_id"]])
+    )
+    assert oracle > auc(result, result.best_metadata) and "oracle" not in result.probs
+    missing = run_fusion(table, None, cfg, planted_risk=planted.iloc[:10])
+    assert "oracle" not in missing.scores and any("planted risk" in w for w in missing.warnings)
+
+
+def test_planted_risk_file_errors_name_the_file(tmp_path):
+    from mammo_insight.errors import MammoInsightError
+    from mammo_insight.stages.fuse import read_planted_risk
+
+    path = tmp_path / "planted_risk.csv"
+    pd.DataFrame({"breast_id": ["1_L"], "risk": [0.1]}).to_csv(path, index=False)
+    with pytest.raises(MammoInsightError, match="planted_risk.csv: missing column"):
+        read_planted_risk(path)
+    pd.DataFrame({"breast_id": ["1_L"], "planted_risk": [0.1]}).to_csv(path, index=False)
+    assert read_planted_risk(path)["1_L"] == 0.1

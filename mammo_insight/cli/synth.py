@@ -23,6 +23,13 @@ def command(
             "intensity curve in every image (for testing whether a model reads the scanner)"
         ),
     ] = False,
+    strong_effects: Annotated[
+        bool,
+        typer.Option(
+            help="stronger planted metadata effects (age OR 3 per 10 years, density D 8x A): detectable in "
+            "a cohort of a hundred women, as the demo uses"
+        ),
+    ] = False,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
     from mammo_insight.sizes import parse_size
@@ -36,6 +43,7 @@ def command(
             size=parse_size(size),
             prevalence=prevalence,
             scanner_signature=scanner_signature,
+            strong_effects=strong_effects,
         )
     )
     write_synth(result)

@@ -169,11 +169,14 @@ def run_fusion(
     config: FusionConfig | None = None,
     *,
     post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
+    planted_risk: pd.Series | None = None,
 ) -> FusionResult:
     """Cross-validate metadata-only (LightGBM and logistic), image-only and fused LightGBM at breast level;
     explain with SHAP.
 
     ``post_outcome``: the cohort's post-outcome columns (Cohort.post_outcome), left out unless included.
+    ``planted_risk``: a synthetic cohort's true cancer probability per breast_id (synth's planted_risk.csv),
+    scored beside the models as "oracle": the best any metadata-only model could do.
     """
     cfg = config or FusionConfig()
     timings = Timings()
@@ -257,6 +260,16 @@ def run_fusion(
     with timings.part("metrics + paired tests"):
         scores = score_models(y, probs, groups, cfg.n_boot, seed=cfg.seed)
         best_metadata = best_metadata_model(scores)
+        if planted_risk is not None:
+            risk = planted_risk.reindex(breasts["breast_id"].astype(str)).to_numpy(float)
+            if np.isnan(risk).any():
+                warnings.append(
+                    f"{int(np.isnan(risk).sum())} breast(s) have no planted risk: no oracle shown"
+                )
+            else:
+                scores["oracle"] = score_models(y, {"oracle": risk}, groups, cfg.n_boot, seed=cfg.seed)[
+                    "oracle"
+                ]
         comparisons = paired_comparisons(
             y, probs, groups, cfg.n_boot, best_metadata=best_metadata, seed=cfg.seed
         )

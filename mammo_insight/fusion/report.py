@@ -43,6 +43,7 @@ MODEL_WORDS = {
     "metadata_logistic": "metadata only (logistic)",
     "image": "image embeddings only",
     "fused": "metadata + images",
+    "oracle": "planted metadata risk (oracle)",
 }
 
 
@@ -108,6 +109,15 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             )
             + " What the images add is measured against the best one."
         )
+    if "oracle" in result.scores and best is not None:
+        out.append(
+            f"The planted metadata risk (the generator's own risk model, which no model sees) ranks cancers "
+            f"with ROC-AUC {_auc(result, 'oracle')}: the ceiling of any metadata-only model on these breasts. "
+            f"The best metadata-only model reaches {_auc(result, best)}."
+        )
+    sources = [m for m in ("image", best) if m in result.scores]
+    if "fused" in result.scores and len(sources) == 2:
+        out.append(_fusion_sentence(result, sources))
     cmp = result.comparisons.get(f"fused_vs_{best}")
     if cmp:
         d = cmp["roc_auc"]
@@ -131,6 +141,33 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             "so the added value of the images is not measured here (run `mammo-insight embed` first)."
         )
     return out
+
+
+def _fusion_sentence(result: FusionResult, sources: list[str]) -> str:
+    """Is the fused model at least as good as each single source? If not, say why in plain words."""
+    fused = result.scores["fused"]["roc_auc"]["value"]
+    behind = [m for m in sources if result.scores[m]["roc_auc"]["value"] > fused]
+    if not behind:
+        return (
+            f"Fusion does what it is for: the fused model ({fused:.3f}) is at least as good as each single "
+            "source ("
+            + ", ".join(f"{MODEL_WORDS[m]} {result.scores[m]['roc_auc']['value']:.3f}" for m in sources)
+            + ")."
+        )
+    m = behind[0]
+    cmp = result.comparisons.get(f"fused_vs_{m}", {}).get("roc_auc")
+    gap = (
+        f" (difference {cmp['diff']:+.3f}, 95% CI {cmp['ci_low']:+.3f} to {cmp['ci_high']:+.3f})"
+        if cmp
+        else ""
+    )
+    return (
+        f"The fused model ({fused:.3f}) scores below the {MODEL_WORDS[m]} model "
+        f"({result.scores[m]['roc_auc']['value']:.3f}){gap}. Fusing costs the trees data: they must learn the "
+        f"second source from {int(result.breasts['cancer'].sum())} positive breasts in each training fold, "
+        "and where one source carries most of the signal its noise can outweigh what the other adds; an "
+        "interval that includes 0 means the two cannot be told apart on this cohort."
+    )
 
 
 def settings_table(settings: dict[str, list[dict]]) -> pd.DataFrame:

@@ -18,6 +18,7 @@ class SynthConfig:
     size: tuple[int, int] = (256, 192)
     prevalence: float = 0.2
     scanner_signature: bool = False  # machine-specific cancer rates and intensity curves (synth.table)
+    strong_effects: bool = False  # metadata effects a cohort of a hundred women can detect (the demo's)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ def run_synth(config: SynthConfig) -> SynthResult:
         size=config.size,
         prevalence=config.prevalence,
         scanner_signature=config.scanner_signature,
+        strong_effects=config.strong_effects,
     )
     return SynthResult(config, summary)
 

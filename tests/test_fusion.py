@@ -318,7 +318,9 @@ def test_inner_search_picks_from_the_grid_and_skips_when_women_are_too_few():
     X, y = _u_shaped_age(800)
     grid = ((2, 50, 1.0), (31, 5, 0.0))
     _, chosen = lgbm.tune_and_fit(X, y, np.arange(len(y)), LgbmParams(search=grid), 0)
-    assert (chosen["num_leaves"], chosen["min_child_samples"], chosen["reg_lambda"]) in grid
+    picked = next(g for g in grid if (g[0], g[2]) == (chosen["num_leaves"], chosen["reg_lambda"]))
+    # the minimum leaf is capped at 1/20 of the inner fitting rows (600 here: 30)
+    assert chosen["min_child_samples"] == min(picked[1], 600 // lgbm.MIN_LEAF_SHARE)
     _, fixed = lgbm.tune_and_fit(X.iloc[:3], np.array([0, 1, 0]), np.arange(3), LgbmParams(search=grid), 0)
     assert not fixed["searched"] and fixed["num_leaves"] == LgbmParams().num_leaves
 

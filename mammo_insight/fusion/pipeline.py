@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -21,6 +21,7 @@ from mammo_insight.fusion.compare import best_metadata_model, paired_comparisons
 from mammo_insight.fusion.emb_table import embedding_columns
 from mammo_insight.fusion.features import breast_features, leaky_columns_of
 from mammo_insight.fusion.lgbm import (
+    CANDIDATE_KEYS,
     IMAGE_PREFIX,
     CvFit,
     ImageFeatures,
@@ -125,10 +126,20 @@ def _view_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str], 
     return _image_features(mean.reindex(breast_ids.astype(str).to_numpy()), cols)
 
 
-def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: FusionConfig) -> pd.DataFrame:
-    """Image-only model from one view's embeddings (CC only, MLO only) on the breasts that have that view."""
+def _per_view_auc(
+    emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: FusionConfig, image_settings: list[dict]
+) -> pd.DataFrame:
+    """Image-only model from one view's embeddings (CC only, MLO only) on the breasts that have that view.
+
+    Fitted with the settings the two-view image model chose (no search of its own): the question is which
+    view carries the signal, not the best model per view, and it halves the time.
+    """
     from mammo_insight.metrics import metrics_with_ci
 
+    chosen = consensus_settings(image_settings)
+    params = replace(
+        cfg.params, search=(), **{k: chosen[k] for k in (*CANDIDATE_KEYS, "n_estimators") if k in chosen}
+    )
     out = []
     for view in PER_VIEWS:
         matrix = _view_embeddings(emb, b["breast_id"], cols, view)
@@ -141,7 +152,7 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
             matrix[have],
             y,
             fold,
-            params=cfg.params,
+            params=params,
             groups=b["patient_id"].astype(str).to_numpy()[have],
             n_pca=cfg.n_pca,
             seed=cfg.seed,
@@ -256,7 +267,7 @@ def run_fusion(
     per_view = pd.DataFrame()
     if embeddings is not None:
         with timings.part("per-view image models"):
-            per_view = _per_view_auc(embeddings, breasts, cols, cfg)
+            per_view = _per_view_auc(embeddings, breasts, cols, cfg, settings["image"])
     with timings.part("metrics + paired tests"):
         scores = score_models(y, probs, groups, cfg.n_boot, seed=cfg.seed)
         best_metadata = best_metadata_model(scores)
@@ -318,7 +329,7 @@ def scanner_checks(
     images = images.merge(
         table[["image_id", *targets]].astype({"image_id": "string"}), on="image_id", how="inner"
     )
-    probes = run_probes(images, cols, n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
+    probes = run_probes(images, cols, n_boot=min(cfg.n_boot, 100), seed=cfg.seed)
     within, tests = within_group_auc(breasts, score, n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
     return ScannerChecks(odds, probes, within, tests, scanner_verdict(probes, tests))
 

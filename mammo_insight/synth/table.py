@@ -22,7 +22,7 @@ Generative model (one woman -> two breasts -> images), chosen to mirror RSNA's t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -111,18 +111,29 @@ class TrueEffects:
 TRUE_EFFECTS = TrueEffects()
 # machine-specific cancer rates, as RSNA's (0 % on machine 210, 2.6 % on 170): what a CNN that recognises the
 # scanner could exploit
-SCANNER_EFFECTS = TrueEffects(
-    machine_log_or={
-        "49": 0.0,
-        "216": 0.6,
-        "93": -0.6,
-        "210": -1.5,
-        "170": 1.0,
-        "21": 0.4,
-        "29": -0.4,
-        "48": 0.8,
-    }
-)
+SCANNER_MACHINE_LOG_OR = {
+    "49": 0.0,
+    "216": 0.6,
+    "93": -0.6,
+    "210": -1.5,
+    "170": 1.0,
+    "21": 0.4,
+    "29": -0.4,
+    "48": 0.8,
+}
+SCANNER_EFFECTS = TrueEffects(machine_log_or=SCANNER_MACHINE_LOG_OR)
+# metadata effects a small cohort can detect (the demo's 120 women): age OR 3 per 10 years, density D 8x A
+STRONG_AGE_OR = 3.0
+STRONG_DENSITY_OR = {"A": 1.0, "B": 2.0, "C": 4.0, "D": 8.0}
+
+
+def effects_for(*, strong: bool = False, scanner_signature: bool = False) -> TrueEffects:
+    """The planted effects for synth's options: the documented defaults, stronger metadata effects, a scanner."""
+    return replace(
+        TRUE_EFFECTS,
+        **({"age_or_per_10y": STRONG_AGE_OR, "density_or": dict(STRONG_DENSITY_OR)} if strong else {}),
+        **({"machine_log_or": dict(SCANNER_MACHINE_LOG_OR)} if scanner_signature else {}),
+    )
 
 
 def solve_intercept(linear: np.ndarray, prevalence: float) -> float:

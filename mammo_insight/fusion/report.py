@@ -112,7 +112,8 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
     if "oracle" in result.scores and best is not None:
         out.append(
             f"The planted metadata risk (the generator's own risk model, which no model sees) ranks cancers "
-            f"with ROC-AUC {_auc(result, 'oracle')}: the ceiling of any metadata-only model on these breasts. "
+            f"with ROC-AUC {_auc(result, 'oracle')}: what a metadata-only model can approach (beating it would be "
+            "chance). "
             f"The best metadata-only model reaches {_auc(result, best)}."
         )
     sources = [m for m in ("image", best) if m in result.scores]
@@ -496,5 +497,5 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
         out / "index.html",
         f"Fusion: metadata + image embeddings ({dataset})",
         sections,
-        subtitle="LightGBM at breast level, explained with SHAP",
+        subtitle="LightGBM and logistic regression at breast level, explained with SHAP",
     )

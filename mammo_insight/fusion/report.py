@@ -101,7 +101,7 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
     best = result.best_metadata
     if best is not None and len([m for m in ("metadata", "metadata_logistic") if m in result.scores]) == 2:
         out.append(
-            f"The best metadata-only model is the {MODEL_WORDS[best]} ({_auc(result, best)}); the other "
+            f"Best metadata-only model: {MODEL_WORDS[best]}, ROC-AUC {_auc(result, best)}; the other "
             + (
                 f"scores {_auc(result, 'metadata')}."
                 if best == "metadata_logistic"

@@ -86,9 +86,12 @@ def auc(result, model: str) -> float:
 @pytest.mark.slow
 def test_fused_beats_both_sources_and_images_carry_shap_weight(fused):
     _, _, result, _ = fused
-    assert set(result.probs) == {"metadata", "image", "fused"}
+    assert set(result.probs) == {"metadata", "metadata_logistic", "image", "fused"}
     assert auc(result, "metadata") > 0.55  # the planted age/density effects are found
-    assert auc(result, "fused") > auc(result, "metadata") + 0.05
+    assert auc(result, "metadata_logistic") > 0.55
+    best = result.best_metadata
+    assert auc(result, best) == max(auc(result, "metadata"), auc(result, "metadata_logistic"))
+    assert auc(result, "fused") > auc(result, best) + 0.05
     assert auc(result, "fused") > auc(result, "image")
     gain = result.comparisons["fused_vs_metadata"]["roc_auc"]
     assert gain["ci_low"] > 0
@@ -121,16 +124,26 @@ def test_outputs_follow_the_contract(fused):
     write_outputs(result, out)
     page = render_report(result, out, "synthetic")
     metrics = json.loads((out / "metrics.json").read_text())
-    for model in ("metadata", "image", "fused"):
+    for model in ("metadata", "metadata_logistic", "image", "fused"):
         cell = metrics[model]["roc_auc"]
         assert cell["ci_low"] <= cell["value"] <= cell["ci_high"]
-    assert {"fused_vs_metadata", "fused_vs_image", "image_vs_metadata"} <= set(metrics["comparisons"])
+    best = metrics["best_metadata_model"]
+    assert {
+        "fused_vs_metadata",
+        "fused_vs_metadata_logistic",
+        "fused_vs_image",
+        f"image_vs_{best}",
+        "metadata_logistic_vs_metadata",
+    } <= set(metrics["comparisons"])
     folds = metrics["folds"]  # the folds actually used: the embeddings' CNN folds
     assert folds["k"] == result.breasts["fold"].nunique() and folds["source"].startswith("the embeddings'")
+    # the settings each fold chose are recorded, for every model
+    assert {len(v) for v in metrics["settings"].values()} == {folds["k"]}
+    assert all(s["searched"] for s in metrics["settings"]["fused"])
     assert sum(f["patients"] for f in folds["per_fold"]) == result.breasts["patient_id"].nunique()
     oof = pd.read_csv(out / "oof_predictions.csv")
     assert list(oof.columns[:5]) == ["breast_id", "patient_id", "fold", "model", "prob"]
-    assert len(oof) == 3 * len(result.breasts) and oof["prob"].between(0, 1).all()
+    assert len(oof) == 4 * len(result.breasts) and oof["prob"].between(0, 1).all()
     imp = pd.read_csv(out / "tables" / "shap_importance.csv")
     assert list(imp.columns) == ["feature", "group", "mean_abs_shap"] and set(imp["group"]) == {
         "metadata",
@@ -196,9 +209,9 @@ def test_fold_models_with_their_own_embedding_spaces_are_read_through_their_logi
     bases = [np.linalg.qr(rng.normal(size=(8, 8)))[0] for _ in range(3)]
     emb = np.vstack([latent[i] @ bases[fold[i]] for i in range(n)])
     params = LgbmParams(n_estimators=60)
-    without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params=params, n_pca=4))
+    without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params=params, n_pca=4).prob)
     with_logit = roc_auc_score(
-        y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params=params, n_pca=4)
+        y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params=params, n_pca=4).prob
     )
     assert without < 0.65, "the per-fold rotation should hide the signal from the components"
     assert with_logit > 0.75
@@ -238,8 +251,11 @@ def test_cli_include_leaky_warns_loudly_and_metadata_only_runs(tmp_path):
     assert metrics["metadata"]["roc_auc"]["value"] > 0.9
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "fuse-train" and manifest["report"] == "index.html"
-    assert set(manifest["headline"]) == {"metadata only ROC-AUC"}
-    assert manifest["headline"]["metadata only ROC-AUC"].startswith(
+    assert set(manifest["headline"]) == {
+        "metadata only (LightGBM) ROC-AUC",
+        "metadata only (logistic) ROC-AUC",
+    }
+    assert manifest["headline"]["metadata only (LightGBM) ROC-AUC"].startswith(
         f"{metrics['metadata']['roc_auc']['value']:.3f}"
     )
 
@@ -276,3 +292,98 @@ def test_rows_outside_the_cnn_run_get_patient_grouped_folds_and_known_folds_stay
     np.testing.assert_array_equal(filled[fold >= 0], fold[fold >= 0])
     assert set(filled) == {0, 1, 2}
     assert pd.Series(filled).groupby(groups).nunique().max() == 1
+
+
+def _u_shaped_age(n: int = 4000, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Risk falls then rises with age (a shape a linear term cannot follow) plus a noise column."""
+    rng = np.random.default_rng(seed)
+    age = rng.uniform(35, 85, n)
+    logit = -2.0 + 0.004 * (age - 60) ** 2
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    return pd.DataFrame({"age": age, "noise": rng.normal(size=n)}), y
+
+
+def test_monotone_age_constraint_takes_effect():
+    X, y = _u_shaped_age()
+    grid = np.linspace(35, 85, 26)
+    probe = pd.DataFrame({"age": grid, "noise": 0.0})
+    for monotone in (True, False):
+        model, chosen = lgbm.tune_and_fit(X, y, np.arange(len(y)), LgbmParams(monotone_age=monotone), 0)
+        steps = np.diff(model.predict_proba(probe)[:, 1])
+        assert chosen["searched"] and chosen["n_estimators"] < LgbmParams().n_estimators  # early-stopped
+        assert (steps >= -1e-12).all() == monotone
+
+
+def test_inner_search_picks_from_the_grid_and_skips_when_women_are_too_few():
+    X, y = _u_shaped_age(800)
+    grid = ((2, 50, 1.0), (31, 5, 0.0))
+    _, chosen = lgbm.tune_and_fit(X, y, np.arange(len(y)), LgbmParams(search=grid), 0)
+    picked = next(g for g in grid if (g[0], g[2]) == (chosen["num_leaves"], chosen["reg_lambda"]))
+    # the minimum leaf is capped at 1/20 of the inner fitting rows (600 here: 30)
+    assert chosen["min_child_samples"] == min(picked[1], 600 // lgbm.MIN_LEAF_SHARE)
+    _, fixed = lgbm.tune_and_fit(X.iloc[:3], np.array([0, 1, 0]), np.arange(3), LgbmParams(search=grid), 0)
+    assert not fixed["searched"] and fixed["num_leaves"] == LgbmParams().num_leaves
+
+
+def test_logistic_age_spline_follows_a_curve_a_line_cannot():
+    from mammo_insight.fusion.logistic import LogisticSettings, cross_validate_logistic
+
+    X, y = _u_shaped_age()
+    fold = grouped_folds(y, np.arange(len(y)), 5, 0)
+    spline = cross_validate_logistic(X, y, fold, settings=LogisticSettings(age_form="spline"))
+    linear = cross_validate_logistic(X, y, fold, settings=LogisticSettings(age_form="linear"))
+    assert roc_auc_score(y, spline.prob) > roc_auc_score(y, linear.prob) + 0.1
+    assert spline.settings[0]["age_form"] == "spline" and len(spline.settings) == 5
+
+
+def test_logistic_leaves_out_the_view_counts_and_takes_unseen_machines():
+    from mammo_insight.fusion.logistic import LogisticSettings, _as_frame, logistic_columns
+
+    features = ["age", "density", "density_missing", "machine_id", "implant", "n_images", "has_CC"]
+    assert logistic_columns(features) == ["age", "density", "density_missing", "machine_id", "implant"]
+    meta = pd.DataFrame(
+        {"age": [50.0, 60.0, np.nan, 70.0], "machine_id": pd.Categorical(["1", "2", "1", "2"])}
+    )
+    model = (
+        LogisticSettings()
+        .pipeline(["age", "machine_id"])
+        .fit(_as_frame(meta, ["age", "machine_id"]), [0, 1, 0, 1])
+    )
+    unseen = _as_frame(pd.DataFrame({"age": [55.0], "machine_id": ["99"]}), ["age", "machine_id"])
+    assert 0 < model.predict_proba(unseen)[0, 1] < 1
+
+
+@pytest.mark.slow
+def test_planted_risk_is_scored_as_the_oracle_beside_the_models(tmp_path):
+    from mammo_insight.synth.table import breast_level
+
+    raw = make_synthetic_table(400, 0)
+    root = tmp_path / "synth"
+    root.mkdir()
+    raw[RSNA_COLUMNS].to_csv(root / "train.csv", index=False)
+    table = load_cohort("rsna", root).table
+    truth = breast_level(raw)
+    planted = pd.Series(
+        truth["p_cancer"].to_numpy(), index=truth["patient_id"].astype(str) + "_" + truth["laterality"]
+    )
+    cfg = FusionConfig(n_boot=100, shap_rows=100, interaction_rows=20, params=FAST)
+    result = run_fusion(table, None, cfg, planted_risk=planted)
+    oracle = result.scores["oracle"]["roc_auc"]["value"]
+    assert oracle == pytest.approx(
+        roc_auc_score(result.breasts["cancer"], planted[result.breasts["breast_id"]])
+    )
+    assert oracle > auc(result, result.best_metadata) and "oracle" not in result.probs
+    missing = run_fusion(table, None, cfg, planted_risk=planted.iloc[:10])
+    assert "oracle" not in missing.scores and any("planted risk" in w for w in missing.warnings)
+
+
+def test_planted_risk_file_errors_name_the_file(tmp_path):
+    from mammo_insight.errors import MammoInsightError
+    from mammo_insight.stages.fuse import read_planted_risk
+
+    path = tmp_path / "planted_risk.csv"
+    pd.DataFrame({"breast_id": ["1_L"], "risk": [0.1]}).to_csv(path, index=False)
+    with pytest.raises(MammoInsightError, match="planted_risk.csv: missing column"):
+        read_planted_risk(path)
+    pd.DataFrame({"breast_id": ["1_L"], "planted_risk": [0.1]}).to_csv(path, index=False)
+    assert read_planted_risk(path)["1_L"] == 0.1

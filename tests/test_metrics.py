@@ -429,3 +429,19 @@ def test_frozen_features_join_the_baselines_and_use_only_training_folds():
     noise = rng.normal(size=(n, 20))
     prob = features_logreg_baseline(noise, y, table["fold"].to_numpy())
     assert abs(skm.roc_auc_score(y, prob) - 0.5) < 0.12
+
+
+def test_net_benefit_matches_its_definition_and_the_reference_strategies():
+    from mammo_insight.metrics import net_benefit
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(500) < 0.1).astype(int)
+    p = np.clip(0.1 + 0.3 * y + rng.normal(0, 0.1, 500), 0, 1)
+    t = np.array([0.05, 0.2, 0.4])
+    for th, nb in zip(t, net_benefit(y, p, t)):
+        flagged = p >= th
+        expected = (flagged & (y == 1)).sum() / 500 - (flagged & (y == 0)).sum() / 500 * th / (1 - th)
+        assert nb == pytest.approx(expected)
+    treat_all = net_benefit(y, np.ones(500), t)
+    assert treat_all == pytest.approx(y.mean() - (1 - y.mean()) * t / (1 - t))
+    assert net_benefit(y, np.zeros(500), [0.1])[0] == 0.0

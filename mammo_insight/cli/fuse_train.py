@@ -17,6 +17,10 @@ def command(
         Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")
     ] = None,
     embeddings: Annotated[Path | None, typer.Option(help="EMB.parquet from `mammo-insight embed`")] = None,
+    planted_risk: Annotated[
+        Path | None,
+        typer.Option(help="a synthetic cohort's planted_risk.csv: its true risk is scored beside the models"),
+    ] = None,
     folds: Annotated[int, typer.Option(min=2, help="folds when the embeddings carry none")] = 5,
     seed: Annotated[int, typer.Option(help="random seed")] = 0,
     include_leaky: Annotated[
@@ -56,6 +60,7 @@ def command(
         mapping=mapping,
         cohort=cohort,
         embeddings=embeddings,
+        planted_risk=planted_risk,
         folds=folds,
         seed=seed,
         include_leaky=include,

@@ -16,6 +16,20 @@ def command(
         str, typer.Option(help="base image size HxW; a few sizes around it are used")
     ] = "256x192",
     prevalence: Annotated[float, typer.Option(min=0.0, max=1.0, help="fraction of positive breasts")] = 0.2,
+    scanner_signature: Annotated[
+        bool,
+        typer.Option(
+            help="plant a scanner signature: machine-specific cancer rates and a machine-specific "
+            "intensity curve in every image (for testing whether a model reads the scanner)"
+        ),
+    ] = False,
+    strong_effects: Annotated[
+        bool,
+        typer.Option(
+            help="stronger planted metadata effects (age OR 3 per 10 years, density D 8x A): detectable in "
+            "a cohort of a hundred women, as the demo uses"
+        ),
+    ] = False,
 ) -> None:
     """Write DIR/train.csv, DIR/train_images/<patient>/<image>.dcm and DIR/annotations.csv."""
     from mammo_insight.files import claim_output
@@ -24,7 +38,15 @@ def command(
 
     with claim_output(out, "synth"):
         result = run_synth(
-            SynthConfig(out=out, patients=patients, seed=seed, size=parse_size(size), prevalence=prevalence)
+            SynthConfig(
+                out=out,
+                patients=patients,
+                seed=seed,
+                size=parse_size(size),
+                prevalence=prevalence,
+                scanner_signature=scanner_signature,
+                strong_effects=strong_effects,
+            )
         )
         write_synth(result)
     for key, value in result.summary.items():

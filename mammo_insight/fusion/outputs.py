@@ -11,7 +11,7 @@ from mammo_insight.files import write_csv_atomic
 from mammo_insight.fusion.compare import comparison_table
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.fusion.shap_tabular import group_attribution, importance_table
-from mammo_insight.metrics import save_metrics_json
+from mammo_insight.metrics import calibration_table, net_benefit, save_metrics_json
 
 OOF_COLUMNS = ["breast_id", "patient_id", "fold", "model", "prob", "cancer"]
 
@@ -53,7 +53,8 @@ def shap_groups(result: FusionResult) -> pd.DataFrame:
 
 
 def metrics_body(result: FusionResult) -> dict:
-    """metrics.json: one key per model (metadata, image, fused) plus the comparisons and the run facts."""
+    """metrics.json: one key per model (metadata, metadata_logistic, image, fused) plus the comparisons, the
+    settings each fold chose and the run facts."""
     body: dict = dict(result.scores)
     body["comparisons"] = result.comparisons
     body["per_view_image_auc"] = result.per_view.to_dict(orient="records")
@@ -63,8 +64,41 @@ def metrics_body(result: FusionResult) -> dict:
     body["included_leaky"] = result.included_leaky
     body["warnings"] = result.warnings
     body["explained_model"] = result.explained_model
+    body["best_metadata_model"] = result.best_metadata
+    body["settings"] = result.settings
     body["folds"] = result.folds
+    if result.scanner is not None:
+        body["image_score_odds_ratio"] = result.scanner.odds_ratio
+        body["scanner_probes"] = result.scanner.probes.to_dict(orient="records")
+        body["within_group_auc"] = result.scanner.within.to_dict(orient="records")
+        body["heterogeneity"] = result.scanner.heterogeneity
+        body["scanner_verdict"] = result.scanner.verdict
     return body
+
+
+def decision_curves(result: FusionResult, thresholds: np.ndarray | None = None) -> pd.DataFrame:
+    """Net benefit per model and threshold, with treat-all and treat-none, on the out-of-fold predictions."""
+    y = result.breasts["cancer"].to_numpy(int)
+    t = default_thresholds(y) if thresholds is None else thresholds
+    curves = {"treat all": net_benefit(y, np.ones(len(y)), t), "treat none": np.zeros(len(t))}
+    curves.update({name: net_benefit(y, p, t) for name, p in result.probs.items()})
+    return pd.DataFrame(
+        [{"model": m, "threshold": th, "net_benefit": nb} for m, v in curves.items() for th, nb in zip(t, v)]
+    )
+
+
+def default_thresholds(y: np.ndarray) -> np.ndarray:
+    """0 to four times the prevalence (at least 10 %): the thresholds a screening decision could use."""
+    return np.linspace(0.0, max(0.1, 4 * float(np.mean(y))), 41)[:-1]
+
+
+def calibration_curves(result: FusionResult, n_bins: int = 10) -> pd.DataFrame:
+    """Reliability table per model: equal-count bins, because probabilities of a rare outcome crowd near 0."""
+    y = result.breasts["cancer"].to_numpy(int)
+    return pd.concat(
+        [calibration_table(y, p, n_bins, "quantile").assign(model=name) for name, p in result.probs.items()],
+        ignore_index=True,
+    )
 
 
 def write_outputs(result: FusionResult, out: Path) -> dict[str, Path]:
@@ -84,6 +118,15 @@ def write_outputs(result: FusionResult, out: Path) -> dict[str, Path]:
     write_csv_atomic(paths["groups"], shap_groups(result))
     write_csv_atomic(paths["comparisons"], comparison_table(result.comparisons))
     write_csv_atomic(paths["per_view"], result.per_view)
+    paths["decision"] = tables / "decision_curves.csv"
+    write_csv_atomic(paths["decision"], decision_curves(result))
+    paths["calibration"] = tables / "calibration.csv"
+    write_csv_atomic(paths["calibration"], calibration_curves(result))
+    if result.scanner is not None:
+        paths["probes"] = tables / "scanner_probes.csv"
+        write_csv_atomic(paths["probes"], result.scanner.probes)
+        paths["within"] = tables / "within_group_auc.csv"
+        write_csv_atomic(paths["within"], result.scanner.within)
     if result.interactions is not None:
         paths["interactions"] = tables / "shap_interactions.csv"
         write_csv_atomic(paths["interactions"], result.interactions)

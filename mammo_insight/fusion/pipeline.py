@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -17,18 +17,22 @@ import pandas as pd
 from mammo_insight.cohort.folds import folds_record
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.fusion.compare import paired_comparisons, score_models
+from mammo_insight.fusion.compare import best_metadata_model, paired_comparisons, score_models
 from mammo_insight.fusion.emb_table import embedding_columns
 from mammo_insight.fusion.features import breast_features, leaky_columns_of
 from mammo_insight.fusion.lgbm import (
+    CANDIDATE_KEYS,
     IMAGE_PREFIX,
+    CvFit,
     ImageFeatures,
     LgbmParams,
+    consensus_settings,
     cross_validate,
     fill_folds,
     fit_final,
     grouped_folds,
 )
+from mammo_insight.fusion.logistic import LogisticSettings, cross_validate_logistic
 from mammo_insight.progress import Timings
 
 log = logging.getLogger(__name__)
@@ -53,6 +57,7 @@ class FusionConfig:
     n_top_risk: int = 5
     n_boot: int = 1000
     params: LgbmParams = field(default_factory=LgbmParams)
+    logistic: LogisticSettings = field(default_factory=LogisticSettings)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,8 @@ class FusionResult:
     breasts: pd.DataFrame  # breast_id, patient_id, cancer, fold, metadata features
     meta_features: list[str]
     probs: dict[str, np.ndarray]  # model -> out-of-fold probability per breast (rows of `breasts`)
+    settings: dict[str, list[dict]]  # model -> the settings each fold used (chosen by the in-fold search)
+    best_metadata: str | None  # the metadata-only model with the higher ROC-AUC: what the images must beat
     scores: dict
     comparisons: dict
     per_view: pd.DataFrame
@@ -78,6 +85,18 @@ class FusionResult:
     emb_dim: int
     folds: dict  # the folds actually used (cohort.folds.folds_record + requested, source)
     timings: Timings
+    scanner: ScannerChecks | None = None  # with embeddings: adjusted odds ratio, probes, within-machine AUC
+
+
+@dataclass(frozen=True)
+class ScannerChecks:
+    """What the images add beyond the metadata, and whether the image model reads the scanner."""
+
+    odds_ratio: dict  # fusion.incremental.adjusted_odds_ratio
+    probes: pd.DataFrame  # fusion.probes.run_probes
+    within: pd.DataFrame  # the image score's ROC-AUC per machine and site
+    heterogeneity: dict  # factor -> Cochran's Q test
+    verdict: str
 
 
 def _image_features(frame: pd.DataFrame, cols: list[str]) -> ImageFeatures:
@@ -107,10 +126,20 @@ def _view_embeddings(emb: pd.DataFrame, breast_ids: pd.Series, cols: list[str], 
     return _image_features(mean.reindex(breast_ids.astype(str).to_numpy()), cols)
 
 
-def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: FusionConfig) -> pd.DataFrame:
-    """Image-only model from one view's embeddings (CC only, MLO only) on the breasts that have that view."""
+def _per_view_auc(
+    emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: FusionConfig, image_settings: list[dict]
+) -> pd.DataFrame:
+    """Image-only model from one view's embeddings (CC only, MLO only) on the breasts that have that view.
+
+    Fitted with the settings the two-view image model chose (no search of its own): the question is which
+    view carries the signal, not the best model per view, and it halves the time.
+    """
     from mammo_insight.metrics import metrics_with_ci
 
+    chosen = consensus_settings(image_settings)
+    params = replace(
+        cfg.params, search=(), **{k: chosen[k] for k in (*CANDIDATE_KEYS, "n_estimators") if k in chosen}
+    )
     out = []
     for view in PER_VIEWS:
         matrix = _view_embeddings(emb, b["breast_id"], cols, view)
@@ -123,11 +152,12 @@ def _per_view_auc(emb: pd.DataFrame, b: pd.DataFrame, cols: list[str], cfg: Fusi
             matrix[have],
             y,
             fold,
-            params=cfg.params,
+            params=params,
+            groups=b["patient_id"].astype(str).to_numpy()[have],
             n_pca=cfg.n_pca,
             seed=cfg.seed,
             workers=cfg.workers,
-        )
+        ).prob
         m = metrics_with_ci(y, prob, b["patient_id"].to_numpy()[have], None, n_boot=cfg.n_boot, seed=cfg.seed)
         out.append(
             {
@@ -150,10 +180,14 @@ def run_fusion(
     config: FusionConfig | None = None,
     *,
     post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
+    planted_risk: pd.Series | None = None,
 ) -> FusionResult:
-    """Cross-validate metadata-only, image-only and fused LightGBM at breast level; explain with SHAP.
+    """Cross-validate metadata-only (LightGBM and logistic), image-only and fused LightGBM at breast level;
+    explain with SHAP.
 
     ``post_outcome``: the cohort's post-outcome columns (Cohort.post_outcome), left out unless included.
+    ``planted_risk``: a synthetic cohort's true cancer probability per breast_id (synth's planted_risk.csv),
+    scored beside the models as "oracle": the best any metadata-only model could do.
     """
     cfg = config or FusionConfig()
     timings = Timings()
@@ -210,27 +244,57 @@ def run_fusion(
         raise MammoInsightError(
             "no feature left: every metadata column is leaky or empty and no embeddings given"
         )
-    probs: dict[str, np.ndarray] = {}
-    with timings.part("cross-validation (3 models)"):
-        fitting = {"params": cfg.params, "n_pca": cfg.n_pca, "seed": cfg.seed, "workers": cfg.workers}
+    fits: dict[str, CvFit] = {}
+    with timings.part("cross-validation (4 models)"):
+        fitting = {
+            "params": cfg.params,
+            "groups": groups,
+            "n_pca": cfg.n_pca,
+            "seed": cfg.seed,
+            "workers": cfg.workers,
+        }
         if meta is not None:
-            probs["metadata"] = cross_validate(meta, None, y, fold, **fitting)
+            fits["metadata"] = cross_validate(meta, None, y, fold, **fitting)
+            fits["metadata_logistic"] = cross_validate_logistic(
+                meta, y, fold, settings=cfg.logistic, workers=cfg.workers
+            )
         if emb_matrix is not None:
-            probs["image"] = cross_validate(None, emb_matrix, y, fold, **fitting)
+            fits["image"] = cross_validate(None, emb_matrix, y, fold, **fitting)
         if meta is not None and emb_matrix is not None:
-            probs["fused"] = cross_validate(meta, emb_matrix, y, fold, **fitting)
+            fits["fused"] = cross_validate(meta, emb_matrix, y, fold, **fitting)
+    probs = {name: fit.prob for name, fit in fits.items()}
+    settings = {name: fit.settings for name, fit in fits.items()}
     per_view = pd.DataFrame()
     if embeddings is not None:
         with timings.part("per-view image models"):
-            per_view = _per_view_auc(embeddings, breasts, cols, cfg)
+            per_view = _per_view_auc(embeddings, breasts, cols, cfg, settings["image"])
     with timings.part("metrics + paired tests"):
         scores = score_models(y, probs, groups, cfg.n_boot, seed=cfg.seed)
-        comparisons = paired_comparisons(y, probs, groups, cfg.n_boot, seed=cfg.seed)
-    shap_fields = explain(probs, y, meta, emb_matrix, cfg=cfg, timings=timings)
+        best_metadata = best_metadata_model(scores)
+        if planted_risk is not None:
+            risk = planted_risk.reindex(breasts["breast_id"].astype(str)).to_numpy(float)
+            if np.isnan(risk).any():
+                warnings.append(
+                    f"{int(np.isnan(risk).sum())} breast(s) have no planted risk: no oracle shown"
+                )
+            else:
+                scores["oracle"] = score_models(y, {"oracle": risk}, groups, cfg.n_boot, seed=cfg.seed)[
+                    "oracle"
+                ]
+        comparisons = paired_comparisons(
+            y, probs, groups, cfg.n_boot, best_metadata=best_metadata, seed=cfg.seed
+        )
+    scanner = None
+    if emb_matrix is not None and "image" in probs:
+        with timings.part("incremental value + scanner probes"):
+            scanner = scanner_checks(table, embeddings, breasts, emb_matrix, probs["image"], cols, cfg)
+    shap_fields = explain(probs, y, meta, emb_matrix, cfg=cfg, settings=settings, timings=timings)
     return FusionResult(
         breasts=breasts,
         meta_features=meta_features,
         probs=probs,
+        settings=settings,
+        best_metadata=best_metadata,
         scores=scores,
         comparisons=comparisons,
         per_view=per_view,
@@ -240,8 +304,34 @@ def run_fusion(
         timings=timings,
         emb_dim=len(cols),
         folds=folds_used,
+        scanner=scanner,
         **shap_fields,
     )
+
+
+def scanner_checks(
+    table: pd.DataFrame,
+    embeddings: pd.DataFrame,
+    breasts: pd.DataFrame,
+    emb_matrix: ImageFeatures,
+    image_prob: np.ndarray,
+    cols: list[str],
+    cfg: FusionConfig,
+) -> ScannerChecks:
+    """The image score's adjusted odds ratio, the probes on the image-level embeddings, AUC per machine/site."""
+    from mammo_insight.fusion.incremental import adjusted_odds_ratio, image_score
+    from mammo_insight.fusion.probes import run_probes, scanner_verdict, within_group_auc
+
+    score, score_name = image_score(emb_matrix.logit, image_prob)
+    odds = adjusted_odds_ratio(breasts, score, score_name)
+    targets = [c for c in ("site_id", "machine_id", "laterality", "age", "density") if c in table.columns]
+    images = embeddings[embeddings["level"] == "image"].drop(columns=targets, errors="ignore")
+    images = images.merge(
+        table[["image_id", *targets]].astype({"image_id": "string"}), on="image_id", how="inner"
+    )
+    probes = run_probes(images, cols, n_boot=min(cfg.n_boot, 100), seed=cfg.seed)
+    within, tests = within_group_auc(breasts, score, n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
+    return ScannerChecks(odds, probes, within, tests, scanner_verdict(probes, tests))
 
 
 def explain(
@@ -251,11 +341,12 @@ def explain(
     emb: ImageFeatures | None,
     *,
     cfg: FusionConfig,
+    settings: dict[str, list[dict]],
     timings: Timings,
 ) -> dict[str, Any]:
-    """Fit the final model (fused when possible) on every breast and explain a sample of breasts with SHAP.
+    """Fit the final tree model (fused when possible) on every breast and explain a sample with SHAP.
 
-    Returns the SHAP fields of FusionResult.
+    The final model uses the settings the folds chose most often. Returns the SHAP fields of FusionResult.
     """
     from mammo_insight.fusion.shap_tabular import top_interactions, tree_shap
 
@@ -263,7 +354,15 @@ def explain(
     use_meta = meta if name in ("fused", "metadata") else None
     use_emb = emb if name in ("fused", "image") else None
     with timings.part("final model"):
-        model, X = fit_final(use_meta, use_emb, y, cfg.params, n_pca=cfg.n_pca, seed=cfg.seed)
+        model, X = fit_final(
+            use_meta,
+            use_emb,
+            y,
+            cfg.params,
+            settings=consensus_settings(settings[name]),
+            n_pca=cfg.n_pca,
+            seed=cfg.seed,
+        )
     rng = np.random.default_rng(cfg.seed)
     top = np.argsort(-probs[name], kind="stable")[: cfg.n_top_risk]
     sample = rng.permutation(len(X))[: cfg.shap_rows]

@@ -10,7 +10,7 @@ from markupsafe import Markup
 
 from mammo_insight.fusion import shap_tabular as st
 from mammo_insight.fusion.compare import comparison_table, scores_table
-from mammo_insight.fusion.outputs import shap_groups, shap_importance
+from mammo_insight.fusion.outputs import calibration_curves, decision_curves, shap_groups, shap_importance
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.report import (
     Section,
@@ -32,9 +32,19 @@ FILES = [
     "tables/model_comparison.csv",
     "tables/per_view_auc.csv",
     "tables/shap_interactions.csv",
+    "tables/decision_curves.csv",
+    "tables/calibration.csv",
+    "tables/scanner_probes.csv",
+    "tables/within_group_auc.csv",
     "manifest.json",
 ]
-MODEL_WORDS = {"metadata": "metadata only", "image": "image embeddings only", "fused": "metadata + images"}
+MODEL_WORDS = {
+    "metadata": "metadata only (LightGBM)",
+    "metadata_logistic": "metadata only (logistic)",
+    "image": "image embeddings only",
+    "fused": "metadata + images",
+    "oracle": "planted metadata risk (oracle)",
+}
 
 
 def _auc(result: FusionResult, model: str) -> str:
@@ -88,7 +98,28 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
                 "are not clearly different."
             )
         out.append(f"Image signal by view (image-only model on one view's embeddings): {views}. {tail}")
-    cmp = result.comparisons.get("fused_vs_metadata")
+    best = result.best_metadata
+    if best is not None and len([m for m in ("metadata", "metadata_logistic") if m in result.scores]) == 2:
+        out.append(
+            f"Best metadata-only model: {MODEL_WORDS[best]}, ROC-AUC {_auc(result, best)}; the other "
+            + (
+                f"scores {_auc(result, 'metadata')}."
+                if best == "metadata_logistic"
+                else f"scores {_auc(result, 'metadata_logistic')}."
+            )
+            + " What the images add is measured against the best one."
+        )
+    if "oracle" in result.scores and best is not None:
+        out.append(
+            f"The planted metadata risk (the generator's own risk model, which no model sees) ranks cancers "
+            f"with ROC-AUC {_auc(result, 'oracle')}: what a metadata-only model can approach (beating it would be "
+            "chance). "
+            f"The best metadata-only model reaches {_auc(result, best)}."
+        )
+    sources = [m for m in ("image", best) if m in result.scores]
+    if "fused" in result.scores and len(sources) == 2:
+        out.append(_fusion_sentence(result, sources))
+    cmp = result.comparisons.get(f"fused_vs_{best}")
     if cmp:
         d = cmp["roc_auc"]
         verdict = (
@@ -99,17 +130,51 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             else "a loss"
         )
         out.append(
-            f"Adding the images to the metadata changes breast-level ROC-AUC from {d['value_b']:.3f} to "
+            f"Adding the images to the metadata changes breast-level ROC-AUC from {d['value_b']:.3f} (best "
+            f"metadata-only model) to "
             f"{d['value_a']:.3f}: difference {d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to "
             f"{d['ci_high']:+.3f}, bootstrap p = {d['p_value']:.3g}, DeLong p = "
             f"{cmp['delong']['p_value']:.3g}): {verdict}."
         )
-    elif "metadata" in result.scores:
+    elif best is not None:
         out.append(
-            f"Metadata-only breast-level ROC-AUC is {_auc(result, 'metadata')}. No embeddings were given, "
+            f"Metadata-only breast-level ROC-AUC is {_auc(result, best)} ({MODEL_WORDS[best]}). No embeddings were given, "
             "so the added value of the images is not measured here (run `mammo-insight embed` first)."
         )
     return out
+
+
+def _fusion_sentence(result: FusionResult, sources: list[str]) -> str:
+    """Is the fused model at least as good as each single source? If not, say why in plain words."""
+    fused = result.scores["fused"]["roc_auc"]["value"]
+    behind = [m for m in sources if result.scores[m]["roc_auc"]["value"] > fused]
+    if not behind:
+        return (
+            f"Fusion does what it is for: the fused model ({fused:.3f}) is at least as good as each single "
+            "source ("
+            + ", ".join(f"{MODEL_WORDS[m]} {result.scores[m]['roc_auc']['value']:.3f}" for m in sources)
+            + ")."
+        )
+    m = behind[0]
+    cmp = result.comparisons.get(f"fused_vs_{m}", {}).get("roc_auc")
+    gap = (
+        f" (difference {cmp['diff']:+.3f}, 95% CI {cmp['ci_low']:+.3f} to {cmp['ci_high']:+.3f})"
+        if cmp
+        else ""
+    )
+    return (
+        f"The fused model ({fused:.3f}) scores below the {MODEL_WORDS[m]} model "
+        f"({result.scores[m]['roc_auc']['value']:.3f}){gap}. Fusing costs the trees data: they must learn the "
+        f"second source from {int(result.breasts['cancer'].sum())} positive breasts in each training fold, "
+        "and where one source carries most of the signal its noise can outweigh what the other adds; an "
+        "interval that includes 0 means the two cannot be told apart on this cohort."
+    )
+
+
+def settings_table(settings: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per model and fold: the settings the in-fold search chose (or the fixed ones)."""
+    rows = [{"model": model, **chosen} for model, per_fold in settings.items() for chosen in per_fold]
+    return pd.DataFrame(rows).sort_values(["model", "fold"]) if rows else pd.DataFrame()
 
 
 def roc_figure(result: FusionResult):
@@ -127,6 +192,116 @@ def roc_figure(result: FusionResult):
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def decision_figure(result: FusionResult):
+    """Net benefit against threshold for each model, treat-all and treat-none."""
+    import matplotlib.pyplot as plt
+
+    curves = decision_curves(result)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, part in curves.groupby("model", sort=False):
+        style = {"treat all": "k--", "treat none": "k:"}.get(name, "-")
+        ax.plot(part["threshold"], part["net_benefit"], style, label=MODEL_WORDS.get(name, name))
+    prevalence = float(result.breasts["cancer"].mean())
+    ax.set_ylim(-0.2 * prevalence, 1.1 * prevalence)
+    ax.set_xlabel("threshold probability (who is called back)")
+    ax.set_ylabel("net benefit (true positives per breast)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def calibration_figure(result: FusionResult):
+    """Observed cancer rate against mean predicted probability, equal-count bins, per model."""
+    import matplotlib.pyplot as plt
+
+    table_ = calibration_curves(result)
+    fig, ax = plt.subplots(figsize=(5, 5))
+    top = float(max(table_["mean_prob"].max(), table_["observed_rate"].max())) * 1.05
+    ax.plot([0, top], [0, top], "k:", lw=0.8)
+    for name, part in table_.groupby("model", sort=False):
+        ax.plot(part["mean_prob"], part["observed_rate"], "o-", ms=3, label=MODEL_WORDS.get(name, name))
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("observed cancer rate (bin)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def _odds_sentence(odds: dict) -> str:
+    crude, adjusted = odds["crude"], odds["adjusted"]
+    verdict = (
+        "the image carries information beyond these factors"
+        if adjusted["ci_low"] > 1
+        else "the interval includes 1: no evidence that the image adds to these factors"
+    )
+    return (
+        f"Odds ratio of cancer per standard deviation of the image score ({odds['score']}): crude "
+        f"{crude['odds_ratio']:.2f} ({crude['ci_low']:.2f}-{crude['ci_high']:.2f}), adjusted for "
+        f"{', '.join(odds['adjusted_for']) or 'nothing'} {adjusted['odds_ratio']:.2f} "
+        f"({adjusted['ci_low']:.2f}-{adjusted['ci_high']:.2f}, p = {adjusted['p_value']:.3g}; logistic GLM, "
+        f"standard errors clustered by woman): {verdict}."
+    )
+
+
+def _incremental_section(result: FusionResult) -> Section:
+    best = result.best_metadata
+    blocks = []
+    cmp = result.comparisons.get(f"fused_vs_{best}")
+    if cmp:
+        d = cmp["roc_auc"]
+        blocks.append(
+            paragraph(
+                f"Fused against the best metadata-only model ({MODEL_WORDS[best]}): ROC-AUC {d['value_a']:.3f} "
+                f"against {d['value_b']:.3f}, difference {d['diff']:+.3f} ({d['ci_low']:+.3f} to "
+                f"{d['ci_high']:+.3f}; paired bootstrap over women p = {d['p_value']:.3g}, DeLong p = "
+                f"{cmp['delong']['p_value']:.3g})."
+            )
+        )
+    if result.scanner is not None:
+        odds = result.scanner.odds_ratio
+        blocks.append(paragraph(_odds_sentence(odds)))
+        terms = pd.DataFrame(odds.get("adjusted_terms", []))
+        if len(terms):
+            blocks.append(table(terms.drop(columns=["model"]), "adjusted model: every term (odds ratios)"))
+    return Section("What the images add beyond the metadata", blocks or [paragraph("No embeddings given.")])
+
+
+def _scanner_section(result: FusionResult) -> Section:
+    checks = result.scanner
+    if checks is None:
+        return Section("Does the image model read the scanner?", [paragraph("No embeddings given.")])
+    tests = pd.DataFrame(
+        [
+            {
+                "factor": f,
+                **{k: v for k, v in t.items() if k != "left_out"},
+                "left out (cancers of breasts)": "; ".join(t["left_out"]),
+            }
+            for f, t in checks.heterogeneity.items()
+        ]
+    )
+    return Section(
+        "Does the image model read the scanner?",
+        [
+            paragraph(checks.verdict, "lead"),
+            paragraph(
+                "Probes: a logistic regression predicts each factor from the image's out-of-fold embedding "
+                "(and from the CNN score alone), cross-validated in 5 patient-grouped folds, scored by ROC-AUC "
+                "(one-vs-rest averaged over machines or sites); chance is 0.5. A probe near 1 for machine or "
+                "site means the image model can tell the scanner; near 1 for view or laterality is expected "
+                "(the images differ) and harmless by itself."
+            ),
+            table(checks.probes, "probes on the out-of-fold embeddings and the CNN score"),
+            paragraph(
+                "The image score's ROC-AUC inside each machine and site (levels with fewer than 3 cancers are "
+                "left out), and Cochran's Q test of whether they differ."
+            ),
+            table(checks.within, "image score ROC-AUC within each machine and site"),
+            table(tests, "heterogeneity between machines and between sites"),
+        ],
+    )
 
 
 def _dependence_blocks(result: FusionResult) -> list:
@@ -218,8 +393,19 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                 if result.comparisons
                 else paragraph("Only one model: nothing to compare."),
                 figure(lambda: roc_figure(result), "ROC curves (out-of-fold)"),
+                paragraph(
+                    "Decision curves: net benefit (true positives per breast, minus false positives weighted by "
+                    "the odds of the threshold) of calling back every breast whose out-of-fold risk passes the "
+                    "threshold, beside calling back everyone and no one. A model is useful where its curve is "
+                    "above both. Calibration: observed rate against predicted probability in equal-count bins "
+                    "(tables/decision_curves.csv, tables/calibration.csv)."
+                ),
+                figure(lambda: decision_figure(result), "decision curves (out-of-fold)"),
+                figure(lambda: calibration_figure(result), "calibration (out-of-fold, 10 equal-count bins)"),
             ],
         ),
+        _incremental_section(result),
+        _scanner_section(result),
     ]
     if len(result.per_view):
         sections.append(
@@ -285,6 +471,13 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                         + (", ".join(result.excluded_leaky) or "none")
                         + ".",
                         f"Included despite being leaky (--include-leaky): {', '.join(result.included_leaky) or 'none'}.",
+                        (
+                            "LightGBM: inside each training fold a small search over (leaves, minimum leaf size, L2) "
+                            "with early stopping on a patient-grouped inner split; age constrained monotone when "
+                            "set. Logistic: age as a cubic spline, site and machine one-hot, density and implant "
+                            "scaled, L2 penalty; view counts left out (often work-up). The settings each fold "
+                            "used are in metrics.json ('settings') and in the table below."
+                        ),
                         f"Embeddings: {result.emb_dim}-d, reduced by PCA fitted on each training fold only."
                         if result.emb_dim
                         else "Embeddings: none given (metadata only).",
@@ -295,6 +488,7 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                         *[w for w in result.warnings if not w.startswith("WARNING")],
                     ]
                 ),
+                table(settings_table(result.settings), "settings chosen per fold"),
                 Markup("<p>Files: ") + Markup(" · ").join(raw_link(f, f) for f in FILES) + Markup("</p>"),
             ],
         ),
@@ -303,5 +497,5 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
         out / "index.html",
         f"Fusion: metadata + image embeddings ({dataset})",
         sections,
-        subtitle="LightGBM at breast level, explained with SHAP",
+        subtitle="LightGBM and logistic regression at breast level, explained with SHAP",
     )

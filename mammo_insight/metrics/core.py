@@ -208,3 +208,17 @@ def calibration_table(y_true, prob, n_bins: int = 10, strategy: str = "uniform")
     out["bin_low"] = edges[out["bin"]]
     out["bin_high"] = edges[np.minimum(out["bin"] + 1, len(edges) - 1)]
     return out[["bin", "bin_low", "bin_high", "mean_prob", "observed_rate", "n"]]
+
+
+def net_benefit(y_true, prob, thresholds) -> np.ndarray:
+    """Decision-curve net benefit at each threshold t: TP/n - FP/n * t / (1 - t) (Vickers & Elkin 2006).
+
+    Treating everyone is ``net_benefit(y, np.ones_like(y), t)``; treating no one is 0.
+    """
+    y, p = clean_inputs(y_true, prob)
+    t = np.asarray(thresholds, dtype=float)
+    flagged = p[None, :] >= t[:, None]
+    tp = (flagged & (y[None, :] == 1)).sum(axis=1)
+    fp = (flagged & (y[None, :] == 0)).sum(axis=1)
+    n = max(y.size, 1)
+    return tp / n - fp / n * t / (1.0 - t)

@@ -20,6 +20,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import load_cohort_source
+from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.compare import scores_table
 from mammo_insight.fusion.emb_table import read_embeddings
 from mammo_insight.fusion.lgbm import LgbmParams
@@ -39,6 +40,7 @@ class FuseConfig:
     mapping: Path | None = None
     cohort: Path | None = None
     embeddings: Path | None = None
+    planted_risk: Path | None = None  # a synthetic cohort's planted_risk.csv: the oracle beside the models
     folds: int = 5
     seed: int = 0
     include_leaky: tuple[str, ...] = ()
@@ -97,8 +99,31 @@ def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
     embeddings = read_embeddings(config.embeddings) if config.embeddings is not None else None
     if config.embeddings is not None:
         inputs["embeddings"] = config.embeddings
-    fusion = run_fusion(cohort.table, embeddings, config.fusion_config(), post_outcome=cohort.post_outcome)
+    planted = None
+    if config.planted_risk is not None:
+        planted = read_planted_risk(config.planted_risk)
+        inputs["planted_risk"] = config.planted_risk
+    fusion = run_fusion(
+        cohort.table,
+        embeddings,
+        config.fusion_config(),
+        post_outcome=cohort.post_outcome,
+        planted_risk=planted,
+    )
     return FuseResult(config, fusion, config.dataset or cohort.dataset, cohort.label_meaning, inputs)
+
+
+def read_planted_risk(path: Path) -> pd.Series:
+    """planted_risk per breast_id from synth's planted_risk.csv; a missing file or column is a one-line error."""
+    if not Path(path).is_file():
+        raise MammoInsightError(f"--planted-risk: {path} does not exist")
+    frame = pd.read_csv(path, dtype={"breast_id": str})
+    missing = [c for c in ("breast_id", "planted_risk") if c not in frame.columns]
+    if missing:
+        raise MammoInsightError(
+            f"{path}: missing column(s) {', '.join(missing)} (expected breast_id, planted_risk)"
+        )
+    return frame.set_index("breast_id")["planted_risk"].astype(float)
 
 
 def write_fuse(result: FuseResult, out: Path) -> Path:
@@ -112,6 +137,7 @@ def write_fuse(result: FuseResult, out: Path) -> Path:
         "root": c.root,
         "cohort": c.cohort,
         "embeddings": c.embeddings,
+        "planted_risk": c.planted_risk,
         "folds": result.fusion.folds.get("k", c.folds),
         "folds_requested": c.folds,
         "include_leaky": list(c.include_leaky),
@@ -119,6 +145,7 @@ def write_fuse(result: FuseResult, out: Path) -> Path:
         "shap_rows": c.shap_rows,
         "workers": c.workers,
         "params": vars(fusion_config.params),
+        "logistic": vars(fusion_config.logistic),
         "n_pca": fusion_config.n_pca,
     }
     page = out / "index.html"

@@ -17,6 +17,8 @@ class SynthConfig:
     seed: int = 0
     size: tuple[int, int] = (256, 192)
     prevalence: float = 0.2
+    scanner_signature: bool = False  # machine-specific cancer rates and intensity curves (synth.table)
+    strong_effects: bool = False  # metadata effects a cohort of a hundred women can detect (the demo's)
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,8 @@ def run_synth(config: SynthConfig) -> SynthResult:
         seed=config.seed,
         size=config.size,
         prevalence=config.prevalence,
+        scanner_signature=config.scanner_signature,
+        strong_effects=config.strong_effects,
     )
     return SynthResult(config, summary)
 

@@ -1,7 +1,7 @@
 """A synthetic RSNA-like cohort on disk: the embedded default for the demo and the tests.
 
 Writes, under ``out``: train.csv (RSNA's exact columns), train_images/<patient_id>/<image_id>.dcm,
-annotations.csv (image_id, x, y, radius of each planted lesion, original pixels, x right, y down) and
+planted_risk.csv (breast_id, the generator's cancer probability of the breast), annotations.csv (image_id, x, y, radius of each planted lesion, original pixels, x right, y down) and
 breast_boxes.csv (image_id, x0, y0, x1, y1: the true breast bounding box, x1/y1 exclusive).
 The planted effects are documented in :mod:`mammo_insight.synth.table` (``TRUE_EFFECTS``);
 the DICOM variety in :mod:`mammo_insight.synth.dicom`. Same seed, same bytes.
@@ -17,12 +17,13 @@ import pandas as pd
 
 from mammo_insight.progress import track
 from mammo_insight.synth.dicom import PROFILES, ImageMeta, to_stored, write_dicom
-from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image
+from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image, scanner_curve
 from mammo_insight.synth.table import (
     RSNA_COLUMNS,
     TRUE_EFFECTS,
     TrueEffects,
     breast_level,
+    effects_for,
     make_synthetic_table,
 )
 
@@ -34,6 +35,7 @@ SIZE_FACTORS = (1.0, 1.25, 1.5)
 SIZE_SHARES = (0.6, 0.25, 0.15)
 PAD_EVERY = 8  # one image in 8 (seeded phase) gets a padding strip, so even tiny cohorts have one
 PROGRESS_MIN_IMAGES = 400
+PLANTED_RISK_FILE = "planted_risk.csv"  # breast_id, planted_risk
 
 
 def _even(v: float) -> int:
@@ -49,17 +51,35 @@ def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def make_synthetic_cohort(
-    out: Path, n_patients: int, seed: int, size: tuple[int, int] = (256, 192), *, prevalence: float = 0.2
+    out: Path,
+    n_patients: int,
+    seed: int,
+    size: tuple[int, int] = (256, 192),
+    *,
+    prevalence: float = 0.2,
+    scanner_signature: bool = False,
+    strong_effects: bool = False,
 ) -> dict:
     """Write the cohort (see module docstring) and return summary counts.
 
     size is the base (height, width); each woman's images use one of a few sizes around it
-    (x1, x1.25, x1.5). prevalence is the fraction of positive breasts.
+    (x1, x1.25, x1.5). prevalence is the fraction of positive breasts. scanner_signature: machine-specific
+    cancer rates and each machine's intensity curve burnt into its images. strong_effects: metadata effects
+    a cohort of a hundred women can detect (``effects_for``). Also writes planted_risk.csv: each breast's
+    cancer probability under the generator's own risk model (the oracle a metadata model can at best reach).
     """
     out = Path(out)
-    table = make_synthetic_table(n_patients, seed, prevalence)
+    effects = effects_for(strong=strong_effects, scanner_signature=scanner_signature)
+    table = make_synthetic_table(n_patients, seed, prevalence, effects=effects)
     out.mkdir(parents=True, exist_ok=True)
     _rsna_csv(table).to_csv(out / "train.csv", index=False)
+    planted = breast_level(table)
+    pd.DataFrame(
+        {
+            "breast_id": planted["patient_id"].astype(str) + "_" + planted["laterality"],
+            "planted_risk": planted["p_cancer"],
+        }
+    ).to_csv(out / PLANTED_RISK_FILE, index=False)
 
     women = table["patient_id"].unique()
     woman_rng = np.random.default_rng([seed, 1])
@@ -91,6 +111,8 @@ def make_synthetic_cohort(
             lesion=lesions.get(key),
             pad_far_side=i % PAD_EVERY == pad_phase,
         )
+        if scanner_signature:
+            img = scanner_curve(img, row["machine_id"])
         profile = PROFILES[order[i % len(PROFILES)]]
         stored, pad_value = to_stored(img.pixels, img.padding, profile)
         meta = ImageMeta(

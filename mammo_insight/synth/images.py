@@ -225,3 +225,32 @@ def _burn_label(
                     out[sq] = 0.95
             return out
     return img
+
+
+# a display gamma per machine (its own detector and processing), spread apart within each site
+SCANNER_GAMMA = {
+    "49": 0.5,
+    "216": 0.75,
+    "93": 1.0,
+    "210": 1.25,
+    "170": 1.5,
+    "190": 1.75,
+    "197": 2.0,
+    "21": 0.6,
+    "29": 1.1,
+    "48": 1.7,
+}
+
+
+def scanner_gamma(machine_id: str) -> float:
+    """The machine's gamma; a machine outside the table gets one from its id (stable across runs)."""
+    if str(machine_id) in SCANNER_GAMMA:
+        return SCANNER_GAMMA[str(machine_id)]
+    return 0.5 + 1.5 * (int.from_bytes(str(machine_id).encode(), "little") % 1009) / 1008
+
+
+def scanner_curve(image: RenderedImage, machine_id: str) -> RenderedImage:
+    """The machine's intensity curve applied to the whole image: a scanner signature a CNN can learn,
+    which survives the preprocessing's crop and label masking because it lives in the breast itself."""
+    pixels = np.clip(image.pixels, 0.0, 1.0) ** scanner_gamma(machine_id)
+    return RenderedImage(pixels.astype(np.float32), image.padding, image.breast_box, image.lesion)

@@ -3,8 +3,10 @@
 Generative model (one woman -> two breasts -> images), chosen to mirror RSNA's train.csv:
 
 - site 1 (49 % of women) and site 2; machines are nested in sites (site 1: 49, 216, 93, 210, 170, 190,
-  197; site 2: 21, 29, 48) with RSNA-like shares. Site and machine have NO direct effect on cancer:
-  any crude association is confounding through age/density or chance.
+  197; site 2: 21, 29, 48) with RSNA-like shares. Site and machine have NO direct effect on cancer by
+  default: any crude association is confounding through age/density or chance. ``SCANNER_EFFECTS``
+  (synth --scanner-signature) plants machine-specific cancer rates (``machine_log_or``), which the
+  images then betray through a machine-specific intensity curve (synth.images.scanner_curve).
 - age ~ Normal(58.5, 10) rounded, clipped to 35-90; a tiny fraction recorded missing.
 - density (A-D) is a latent for every woman; it is RECORDED only at site 1 (empty at site 2), as in RSNA.
 - implant only at site 1 (about 5 % of its women, about 3 % overall); no effect on cancer.
@@ -20,7 +22,7 @@ Generative model (one woman -> two breasts -> images), chosen to mirror RSNA's t
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -74,6 +76,7 @@ class TrueEffects:
             "2": {"21": 0.33, "29": 0.33, "48": 0.34},
         }
     )
+    machine_log_or: dict[str, float] = field(default_factory=dict)  # per machine; empty = no machine effect
     site_or: float = 1.0  # no direct site effect (documented null)
     machine_or: float = 1.0  # no direct machine effect (documented null)
     implant_or: float = 1.0  # no implant effect
@@ -106,6 +109,31 @@ class TrueEffects:
 
 
 TRUE_EFFECTS = TrueEffects()
+# machine-specific cancer rates, as RSNA's (0 % on machine 210, 2.6 % on 170): what a CNN that recognises the
+# scanner could exploit
+SCANNER_MACHINE_LOG_OR = {
+    "49": 0.0,
+    "216": 0.6,
+    "93": -0.6,
+    "210": -1.5,
+    "170": 1.0,
+    "21": 0.4,
+    "29": -0.4,
+    "48": 0.8,
+}
+SCANNER_EFFECTS = TrueEffects(machine_log_or=SCANNER_MACHINE_LOG_OR)
+# metadata effects a small cohort can detect (the demo's 120 women): age OR 3 per 10 years, density D 8x A
+STRONG_AGE_OR = 3.0
+STRONG_DENSITY_OR = {"A": 1.0, "B": 2.0, "C": 4.0, "D": 8.0}
+
+
+def effects_for(*, strong: bool = False, scanner_signature: bool = False) -> TrueEffects:
+    """The planted effects for synth's options: the documented defaults, stronger metadata effects, a scanner."""
+    return replace(
+        TRUE_EFFECTS,
+        **({"age_or_per_10y": STRONG_AGE_OR, "density_or": dict(STRONG_DENSITY_OR)} if strong else {}),
+        **({"machine_log_or": dict(SCANNER_MACHINE_LOG_OR)} if scanner_signature else {}),
+    )
 
 
 def solve_intercept(linear: np.ndarray, prevalence: float) -> float:
@@ -150,8 +178,10 @@ def _breasts(
     b = women.loc[women.index.repeat(2)].reset_index(drop=True)
     b["laterality"] = np.tile(["L", "R"], len(women))
     n = len(b)
-    linear = np.log(eff.age_or_per_10y) * (b["age"].to_numpy() - eff.age_center) / 10.0 + np.log(
-        b["density_true"].map(eff.density_or).to_numpy(dtype=float)
+    linear = (
+        np.log(eff.age_or_per_10y) * (b["age"].to_numpy() - eff.age_center) / 10.0
+        + np.log(b["density_true"].map(eff.density_or).to_numpy(dtype=float))
+        + b["machine_id"].map(eff.machine_log_or).fillna(0.0).to_numpy(dtype=float)
     )
     if 0.0 < prevalence < 1.0:
         b["p_cancer"] = expit(solve_intercept(linear, prevalence) + linear)

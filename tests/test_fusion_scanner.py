@@ -1,0 +1,113 @@
+"""Does the image model read the scanner? The probes find a planted scanner signature and stay at chance
+without one; the within-machine heterogeneity test and the adjusted odds ratio behave as their textbooks say.
+
+The image features here are the breast's intensity histogram of the rendered synthetic images (a
+frozen, model-free feature): what a CNN could pick up most easily.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from mammo_insight.fusion.incremental import adjusted_odds_ratio
+from mammo_insight.fusion.probes import heterogeneity, run_probes, scanner_verdict, within_group_auc
+from mammo_insight.synth.images import render_image, scanner_curve
+from mammo_insight.synth.table import SCANNER_EFFECTS, TRUE_EFFECTS, make_synthetic_table
+
+BINS = 16
+
+
+def histogram_features(
+    signature: bool, n_patients: int = 100, seed: int = 0
+) -> tuple[pd.DataFrame, list[str]]:
+    table = make_synthetic_table(
+        n_patients, seed, 0.2, effects=SCANNER_EFFECTS if signature else TRUE_EFFECTS
+    )
+    rows = []
+    for i, row in enumerate(table.itertuples()):
+        image = render_image(
+            np.random.default_rng([seed, i]),
+            48,
+            32,
+            row.laterality,
+            view=row.view,
+            density=row.density_true,
+            lesion=None,
+            pad_far_side=False,
+        )
+        if signature:
+            image = scanner_curve(image, row.machine_id)
+        tissue = image.pixels[image.pixels > 0.05]
+        rows.append(np.histogram(tissue, bins=BINS, range=(0, 1), density=True)[0])
+    cols = [f"emb_{i:03d}" for i in range(BINS)]
+    images = pd.concat([table.reset_index(drop=True), pd.DataFrame(np.array(rows), columns=cols)], axis=1)
+    return images.astype({"patient_id": str}), cols
+
+
+@pytest.mark.slow
+def test_machine_probe_finds_a_planted_scanner_signature_and_chance_without_one():
+    found = {}
+    for signature in (True, False):
+        images, cols = histogram_features(signature)
+        probes = run_probes(images, cols, n_boot=100).set_index("probe")
+        found[signature] = probes.loc["machine"]
+    assert found[True]["roc_auc"] > 0.95
+    assert found[False]["ci_low"] < 0.5 < found[False]["ci_high"]
+    assert abs(found[False]["roc_auc"] - 0.5) < 0.07
+    assert "Yes" in scanner_verdict(pd.DataFrame([found[True].rename(None)]).assign(probe="machine"), {})
+
+
+def test_scanner_signature_plants_machine_specific_cancer_rates_and_nothing_by_default():
+    def rates(effects):
+        table = make_synthetic_table(6000, 0, 0.2, effects=effects).drop_duplicates(
+            ["patient_id", "laterality"]
+        )
+        return table.groupby("machine_id")["cancer"].mean()
+
+    planted, default = rates(SCANNER_EFFECTS), rates(TRUE_EFFECTS)
+    assert planted["170"] > 2 * planted["210"]  # log-OR +1.0 against -1.5
+    assert abs(default["170"] - default["210"]) < planted["170"] - planted["210"]
+
+
+def test_heterogeneity_tells_equal_from_different_aucs():
+    same = [
+        {"roc_auc": 0.70, "ci_low": 0.65, "ci_high": 0.75},
+        {"roc_auc": 0.71, "ci_low": 0.66, "ci_high": 0.76},
+    ]
+    apart = [
+        {"roc_auc": 0.55, "ci_low": 0.50, "ci_high": 0.60},
+        {"roc_auc": 0.85, "ci_low": 0.80, "ci_high": 0.90},
+    ]
+    assert heterogeneity(same)["p_value"] > 0.5
+    assert heterogeneity(apart)["p_value"] < 1e-6
+    assert np.isnan(heterogeneity(same[:1])["p_value"])
+
+
+def _breasts_with_a_score(score_effect: float, machine_effect: float, n: int = 4000, seed: int = 0):
+    """Breasts of n/2 women on two machines; cancer depends on the machine and (optionally) on a score."""
+    rng = np.random.default_rng(seed)
+    patient = np.repeat(np.arange(n // 2), 2).astype(str)
+    machine = np.repeat(rng.choice(["A", "B"], n // 2), 2)
+    score = rng.normal(size=n) + machine_effect * (machine == "B")
+    logit = -2.0 + score_effect * score + machine_effect * (machine == "B")
+    y = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    breasts = pd.DataFrame({"patient_id": patient, "machine_id": machine, "cancer": y, "age": 60.0})
+    return breasts, score
+
+
+def test_adjusted_odds_ratio_removes_what_the_score_only_borrows_from_the_machine():
+    breasts, score = _breasts_with_a_score(score_effect=0.0, machine_effect=1.5)
+    odds = adjusted_odds_ratio(breasts, score, "test score")
+    assert odds["crude"]["ci_low"] > 1.1  # the score looks predictive: it reads the machine
+    assert odds["adjusted"]["ci_low"] < 1 < odds["adjusted"]["ci_high"]  # within machines it is not
+    real, score = _breasts_with_a_score(score_effect=0.8, machine_effect=1.5)
+    assert adjusted_odds_ratio(real, score, "test score")["adjusted"]["ci_low"] > 1.5
+
+
+def test_within_machine_auc_and_its_test():
+    breasts, score = _breasts_with_a_score(score_effect=0.8, machine_effect=0.0)
+    within, tests = within_group_auc(breasts, score, ("machine_id",), n_boot=100)
+    assert set(within["level"]) == {"A", "B"} and (within["roc_auc"] > 0.6).all()
+    assert tests["machine_id"]["p_value"] > 0.01 and tests["machine_id"]["left_out"] == []

@@ -467,7 +467,8 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                 bullet_list(
                     [
                         f"Metadata features: {', '.join(result.meta_features) or 'none'}.",
-                        "Excluded as leaky (post-outcome or implausibly predictive, from the leakage audit): "
+                        "Excluded as leaky (declared post-outcome, recorded or missing by label, or implausibly predictive: "
+                        "the leakage audit, eda's leakage.csv gives each reason): "
                         + (", ".join(result.excluded_leaky) or "none")
                         + ".",
                         f"Included despite being leaky (--include-leaky): {', '.join(result.included_leaky) or 'none'}.",

@@ -126,9 +126,9 @@ def main() -> None:
             "--out",
             str(explained),
             "--n",
-            "2",
+            "1",
             "--max-checked",
-            "100",
+            "60",
             "--device",
             "cpu",
         )

@@ -67,7 +67,8 @@ def trained(tmp_path_factory) -> dict[str, Path]:
 
 def _by_hand(run: Path, cache: Path) -> pd.DataFrame:
     """The expected predictions, without the package's scoring code: each fold's state dict loaded into a
-    plain timm backbone and linear head, the cache PNGs read with PIL, sigmoid of the logit, folds averaged.
+    plain timm backbone and linear head, the cache PNGs read with PIL and normalised with config.json's
+    input_mean/input_std, sigmoid of the logit, folds averaged.
 
     Single view: one row per image (index image_id). Multi view: one row per breast (index breast_id), the
     head reading [mean, max] of the breast's view features. Column "prob"; "breast_id" for images.
@@ -83,7 +84,9 @@ def _by_hand(run: Path, cache: Path) -> pd.DataFrame:
     for image_id, row in index.iterrows():
         array = np.asarray(Image.open(cache / row["cache_path"]))
         assert list(array.shape) == config["image_size"]  # no resizing to reproduce
-        pixels[image_id] = torch.from_numpy(array.astype(np.float32) / np.iinfo(array.dtype).max)[None]
+        unit = torch.from_numpy(array.astype(np.float32) / np.iinfo(array.dtype).max)[None]
+        # the normalisation the run recorded (the backbone's pretrained mean/std), as the model applies it
+        pixels[image_id] = (unit - config.get("input_mean", 0.0)) / config.get("input_std", 1.0)
     groups = index.groupby("breast_id").groups if multi else {i: [i] for i in index.index}
     folds = sorted((run / "folds").glob("fold_*/model.pt"))
     assert len(folds) == config["folds"]

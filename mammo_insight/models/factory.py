@@ -65,7 +65,7 @@ def create_backbone(
         raise MammoInsightError("give --weights FILE or --pretrained, not both")
     if weights is not None:
         return load_weights(name, Path(weights), **extra)
-    if not timm.is_model(name):
+    if not timm.is_model(name) and not name.startswith(("hf-hub:", "hf_hub:", "local-dir:")):
         raise MammoInsightError(f"unknown timm model '{name}'")
     if pretrained:
         return load_pretrained(name, **extra)

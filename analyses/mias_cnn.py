@@ -54,9 +54,26 @@ CHECK_COLUMNS = ["pointing", "energy_inside", "area_fraction", "rank_corr"]
 def true_positive_checks(checks: pd.DataFrame, oof: pd.DataFrame, threshold: float) -> dict:
     """Mean lesion checks over the annotated films the run called abnormal correctly (out-of-fold)."""
     tp = oof.loc[(oof["cancer"] == 1) & (oof["prob"] >= threshold), "image_id"].astype(str)
-    rows = checks[checks["image_id"].astype(str).isin(set(tp)) & checks["pointing"].notna()]
+    # the check sample only (energy is measured there): gallery films carry a pointing value too
+    sample = checks["energy_inside"].notna() & checks["pointing"].notna()
+    rows = checks[checks["image_id"].astype(str).isin(set(tp)) & sample]
     rows = rows.drop_duplicates("image_id")
     return {"n": len(rows), **{c: float(rows[c].mean()) for c in CHECK_COLUMNS if c in rows and len(rows)}}
+
+
+def check_rows(cam: dict) -> pd.DataFrame:
+    """The CAM checks as a readable table: each value with its interval, the true-positive subset last."""
+    rows = []
+    for key, value in cam.items():
+        if key.endswith("_ci") or key == "true_positives":
+            continue
+        ci = cam.get(f"{key}_ci")
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        rows.append({"check": key, "value": shown + (f" ({ci[0]:.3f}-{ci[1]:.3f})" if ci else "")})
+    for key, value in cam.get("true_positives", {}).items():
+        shown = f"{value:.3f}" if isinstance(value, float) else str(value)
+        rows.append({"check": f"true positives: {key}", "value": shown})
+    return pd.DataFrame(rows)
 
 
 def cli(*args: str) -> float:
@@ -198,19 +215,23 @@ def main() -> None:
                     "films; lesion_area_fraction is the chance level of both. true_positives: the same "
                     "checks over the films the run called abnormal correctly."
                 ),
-                table(
-                    pd.DataFrame(
-                        [
-                            {"check": k, "value": json.dumps(v, default=lambda x: round(float(x), 4))}
-                            for k, v in cam_summary.items()
-                        ]
-                    )
-                ),
+                table(check_rows(cam_summary)),
             ],
         ),
         Section(
             "Recipe and wall time (2 shared CPU cores)",
-            [paragraph(json.dumps(summary["recipe"])), paragraph(json.dumps(summary["wall_seconds"]))],
+            [
+                table(
+                    pd.DataFrame(
+                        {"option": list(summary["recipe"]), "value": map(str, summary["recipe"].values())}
+                    )
+                ),
+                table(
+                    pd.DataFrame(
+                        {"step": list(summary["wall_seconds"]), "seconds": summary["wall_seconds"].values()}
+                    )
+                ),
+            ],
         ),
     ]
     render_page(out / "index.html", "mini-MIAS: pretrained CNN, abnormal vs normal", sections)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from mammo_insight.explain.checks import in_check_sample
 from mammo_insight.metrics import aggregate_to_breast
 from mammo_insight.models import run_figures
 from mammo_insight.report.blocks import figure, fmt_ci, paragraph, table
@@ -54,8 +55,8 @@ CHECK_COLUMNS = ["pointing", "energy_inside", "area_fraction", "rank_corr"]
 def true_positive_checks(checks: pd.DataFrame, oof: pd.DataFrame, threshold: float) -> dict:
     """Mean lesion checks over the annotated films the run called abnormal correctly (out-of-fold)."""
     tp = oof.loc[(oof["cancer"] == 1) & (oof["prob"] >= threshold), "image_id"].astype(str)
-    # the check sample only (energy is measured there): gallery films carry a pointing value too
-    sample = checks["energy_inside"].notna() & checks["pointing"].notna()
+    # the rows cam_metrics.json averages: gallery films carry lesion checks too, flat maps lack an energy
+    sample = in_check_sample(checks)
     rows = checks[checks["image_id"].astype(str).isin(set(tp)) & sample]
     rows = rows.drop_duplicates("image_id")
     return {"n": len(rows), **{c: float(rows[c].mean()) for c in CHECK_COLUMNS if c in rows and len(rows)}}

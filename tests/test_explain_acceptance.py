@@ -174,7 +174,8 @@ def test_gradcam_points_at_planted_lesions_and_randomised_model_does_not(trained
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
     assert len(list((out / "cases").glob("*.png"))) == len(list((out / "cases").glob("*.html"))) >= 30
     checks = pd.read_csv(out / "tables" / "cam_checks.csv")
-    assert checks["pointing"].notna().sum() == saved["n_cases"]
+    assert checks["in_checks"].sum() == saved["n_cases"]
+    assert checks.loc[checks["in_checks"], "pointing"].mean() == pytest.approx(saved["pointing_game"])
 
 
 def _untrained_run(root: Path, cache: Path, view_mode: str) -> Path:
@@ -246,6 +247,10 @@ def test_cli_writes_the_contract_files(small_cohort):
         assert key in metrics
     assert metrics["method"] == "eigencam" and metrics["n_cases"] == 5
     assert 0 <= metrics["pointing_game"] <= 1 and metrics["lesion_area_fraction"] > 0
+    table = pd.read_csv(out / "tables" / "cam_checks.csv")
+    summarised = table[table["in_checks"]]
+    assert len(summarised) == metrics["n_cases"]
+    assert summarised["pointing"].mean() == pytest.approx(metrics["pointing_game"], abs=1e-12)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["stage"] == "explain" and manifest["report"] == "index.html"
     assert manifest["headline"]["method"] == "eigencam" and manifest["headline"]["n cases"] == "5"
@@ -269,7 +274,7 @@ def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
     per_case = checks.groupby("case_id")["image_id"].nunique()
     assert set(per_case) == {2}  # CC and MLO of each breast
     assert all(c.endswith(("_L", "_R")) for c in per_case.index)
-    sampled = checks[checks["categories"].str.contains("checked") & checks["pointing"].notna()]
+    sampled = checks[checks["in_checks"]]
     assert metrics["view_mode"] == "multi" and metrics["n_cases"] == len(sampled) == 6  # 3 breasts x 2 views
 
 

@@ -9,6 +9,7 @@ import pytest
 from mammo_insight.explain.checks import (
     area_fraction,
     energy_inside,
+    in_check_sample,
     lesion_mask,
     mean_with_ci,
     pointing_hit,
@@ -92,3 +93,38 @@ def test_summarise_checks_columns():
     assert summary["pointing"]["mean"] == pytest.approx(2 / 3)
     assert summary["rank_corr"]["n"] == 2
     assert "area_fraction" not in summary
+
+
+def test_one_hit_in_n_gives_one_over_n_in_the_table_and_the_summary():
+    """The CSV's pointing column over the in_checks rows and the summary are the same number."""
+    inside = lesion_mask(SHAPE, LESION)
+    n = 5
+    sampled = [_map_with_peak(35, 42)] + [_map_with_peak(80, 80)] * (n - 1)  # one hit, n - 1 misses
+    rows = [
+        {"patient_id": f"p{i}", "categories": "checked", "pointing": pointing_hit(m, inside)}
+        for i, m in enumerate(sampled)
+    ]
+    rows.append(
+        {"patient_id": "g", "categories": "TP", "pointing": 1.0}
+    )  # gallery pick: confident, not sampled
+    rows.append({"patient_id": "u", "categories": "FP+checked", "pointing": np.nan})  # sampled, no lesion
+    table = pd.DataFrame(rows)
+    table["in_checks"] = in_check_sample(table)
+    assert table["in_checks"].tolist() == [True] * n + [False, False]
+    assert table.loc[table["in_checks"], "pointing"].mean() == 1 / n
+    assert summarise_checks(table[table["in_checks"]], n_boot=200)["pointing"]["mean"] == 1 / n
+    assert table["pointing"].mean() != 1 / n  # the gallery hit would inflate it
+
+
+def test_check_sample_keeps_a_flat_map_that_has_no_energy():
+    inside = lesion_mask(SHAPE, LESION)
+    flat = np.zeros(SHAPE, np.float32)
+    table = pd.DataFrame(
+        {
+            "categories": ["FN+checked", "TP"],
+            "pointing": [pointing_hit(flat, inside), 1.0],
+            "energy_inside": [energy_inside(flat, inside), 0.2],
+        }
+    )
+    assert in_check_sample(table).tolist() == [True, False]
+    assert not in_check_sample(table.drop(columns="pointing")).any()

@@ -9,6 +9,9 @@ as a boolean mask instead.
   uniform random pick among the maximal pixels, so a flat (all-zero) map scores exactly the chance
   rate, the lesion's share of the region the model saw (``support``), instead of a hit or a miss
   decided by array order.
+  Per image the value is therefore 1 or 0 except for a map with tied maxima, where it is the
+  lesion's share of the tied pixels; the summary is the plain mean of these values over the check
+  sample, the rows of ``tables/cam_checks.csv`` with ``in_checks`` true.
 - Energy inside: the share of the CAM's total mass that falls inside the lesion; its chance
   reference is the same area share.
 - Model randomisation (Adebayo et al. 2018): Spearman rank correlation between the CAM of the
@@ -23,6 +26,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from mammo_insight.metrics.bootstrap import group_codes, percentile_interval, resample_counts
+
+CHECK_SAMPLE = "checked"  # the case category of the seeded random sample of annotated images
 
 
 def lesion_mask(shape: tuple[int, int], lesions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
@@ -110,6 +115,18 @@ def mean_with_ci(
     boot = (w @ sums) / np.maximum(w @ counts, 1e-12)
     low, high = percentile_interval(boot, float(v.mean()), level, min_valid=1)
     return {"mean": float(v.mean()), "ci_low": low, "ci_high": high, "n": n}
+
+
+def in_check_sample(per_image: pd.DataFrame) -> pd.Series:
+    """Rows the summary averages: the random sample of annotated images, each with a lesion.
+
+    Gallery picks (TP/FP/FN) carry lesion checks too but are chosen by confidence, so they are left
+    out; a flat map stays in (it scores the chance level), so ``energy_inside`` is no sample marker.
+    """
+    if "pointing" not in per_image or "categories" not in per_image:
+        return pd.Series(False, index=per_image.index)
+    sampled = per_image["categories"].astype(str).str.split("+").apply(lambda c: CHECK_SAMPLE in c)
+    return sampled & per_image["pointing"].notna()
 
 
 def summarise_checks(per_image: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> dict[str, dict]:

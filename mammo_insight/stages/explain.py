@@ -124,7 +124,7 @@ def _cases(
         {
             "case_id": annotated[unit].astype(str),
             "fold": annotated["fold"].astype(int),
-            "category": "checked",
+            "category": checks.CHECK_SAMPLE,
             "prob": annotated["prob"],
             "label": annotated[label],
         }
@@ -227,13 +227,11 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         layer, grid = explainers.random.target.name, list(explainers.random.grid_shape or [])
 
     per_image = pd.DataFrame([rec for case in explained for rec in case.records])
-    # the checks summarise the random sample of annotated images only: gallery picks are chosen by confidence
-    in_sample = per_image["categories"].str.split("+").apply(lambda c: "checked" in c)
-    lesion_rows = (
-        per_image[in_sample & per_image["pointing"].notna()]
-        if "pointing" in per_image
-        else per_image.iloc[:0]
+    # the column says which rows the summary averages, so the CSV reproduces cam_metrics.json
+    per_image.insert(
+        per_image.columns.get_loc("categories") + 1, "in_checks", checks.in_check_sample(per_image)
     )
+    lesion_rows = per_image[per_image["in_checks"]]
     summary = checks.summarise_checks(lesion_rows, seed=cfg.seed)
     summary["rank_corr"] = checks.mean_with_ci(
         per_image["rank_corr"].to_numpy(), per_image["patient_id"].to_numpy(), seed=cfg.seed
@@ -241,6 +239,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     metrics: dict[str, Any] = {
         "method": cfg.method,
         "n_cases": len(lesion_rows),
+        "summary_rows": "rows of tables/cam_checks.csv with in_checks true",
         "n_explained_images": len(per_image),
         "tolerance_px": cfg.tolerance,
         "threshold": float(threshold),

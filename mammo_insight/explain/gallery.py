@@ -189,7 +189,9 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
         (
             f"Pointing game: share of annotated images whose CAM maximum lies inside a lesion circle"
             f"{f' widened by {tolerance:g} original pixels' if tolerance else ''}; ties count as a random pick "
-            "among the maximal pixels, so a flat map scores the chance level."
+            "among the maximal pixels, so a flat map scores the chance level. All lesion figures average the "
+            "random sample of annotated images, the rows with in_checks true in the per-image table; gallery cases "
+            "are picked by confidence and left out."
         ),
         (
             "Energy inside: share of the CAM's mass inside the lesion. Both have the lesion's share of the "

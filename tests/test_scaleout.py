@@ -117,6 +117,9 @@ def _preprocess(root: Path, out: Path, *extra: str) -> list[str]:
 
 
 def test_local_cluster_gives_the_same_cache(tmp_path, synth_root, reference) -> None:
+    """...and leaves this process's environment as it was (the nannies set OMP_NUM_THREADS=1 in it, which
+    made every later training subprocess single-threaded)."""
+    environ = dict(os.environ)
     out = tmp_path / "cache"
     build_cache(
         load_cohort("rsna", synth_root),
@@ -128,6 +131,7 @@ def test_local_cluster_gives_the_same_cache(tmp_path, synth_root, reference) -> 
         sheet_size=0,
     )
     _assert_same_cache(out, reference)
+    assert dict(os.environ) == environ
 
 
 def test_scheduler_by_address_gives_the_same_cache(tmp_path, synth_root, reference, cluster) -> None:

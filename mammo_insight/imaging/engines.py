@@ -155,6 +155,9 @@ def _dask(
             "--backend dask needs the optional extra: pip install 'mammo-insight[distributed]'"
         ) from exc
     cluster = None
+    # a LocalCluster's nannies set OMP/MKL/OPENBLAS_NUM_THREADS=1 in this process's environment for their
+    # workers and leave them there: every later child process (a training run) would get one thread
+    environ = dict(os.environ)
     if address:
         client = Client(address)
     else:
@@ -176,6 +179,8 @@ def _dask(
         client.close()
         if cluster is not None:
             cluster.close()
+        os.environ.clear()
+        os.environ.update(environ)
 
 
 def run_tasks(

@@ -82,6 +82,7 @@ def claim_output(
         if out.is_dir():
             raise MammoInsightError(f"{out} is a folder; --out must name a file here")
         lock_path = out.parent / f".{out.name}.lock"
+    created = folder and not out.exists()
     try:
         lock_path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -103,9 +104,12 @@ def claim_output(
             raise MammoInsightError(f"cannot write to {lock_path.parent}: {exc.strerror or exc}") from exc
         yield out
     finally:
-        if not folder:
+        # a file output's lock, and a folder this run made but wrote nothing into (it stopped at once), go
+        if not folder or (created and [p.name for p in out.iterdir()] == [LOCK_FILE]):
             lock_path.unlink(missing_ok=True)
         os.close(fd)  # releases the flock
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
 
 
 def _check_folder(out: Path, stage: str, *, reuse: bool, markers: tuple[str, ...]) -> None:

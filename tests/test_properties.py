@@ -99,7 +99,9 @@ def csv_bytes(draw, modes: tuple[str, ...] = ("plausible", "spoiled", "anything"
             if what == "column":
                 columns[draw(st.integers(0, len(columns) - 1))] = draw(COLUMN)
             elif rows and what == "cell":
-                rows[draw(st.integers(0, len(rows) - 1))][draw(st.integers(0, len(columns) - 1))] = draw(CELL)
+                row = rows[draw(st.integers(0, len(rows) - 1))]  # a ragged row may be shorter than the header
+                if row:
+                    row[draw(st.integers(0, len(row) - 1))] = draw(CELL)
             elif rows:
                 row = rows[draw(st.integers(0, len(rows) - 1))]
                 row.extend(draw(st.lists(CELL, min_size=1, max_size=2))) if draw(st.booleans()) else row.pop()

@@ -232,6 +232,8 @@ def stream_problem(ds) -> str | None:
     from pydicom.encaps import generate_frames
 
     syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax is not None and not syntax.is_transfer_syntax:
+        return None  # a UID no decoder knows: the decoders' own message names it
     if syntax is not None and not syntax.is_encapsulated and "PixelData" in ds:
         return _native_length_problem(ds)
     if syntax not in JPEG_SYNTAXES and syntax not in J2K_SYNTAXES and syntax != RLE_SYNTAX:

@@ -11,7 +11,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from mammo_insight.files import write_text_atomic
+from mammo_insight.files import MANIFEST_FILE, write_text_atomic
 
 TRACKED_PACKAGES = [
     "mammo-insight",
@@ -57,7 +57,7 @@ def manifest_path(out: str | Path) -> Path:
     it, so two outputs in one folder never overwrite each other's manifest.
     """
     out = Path(out)
-    return out.with_name(out.name + ".manifest.json") if out.suffix else out / "manifest.json"
+    return out.with_name(f"{out.name}.{MANIFEST_FILE}") if out.suffix else out / MANIFEST_FILE
 
 
 def write_manifest(

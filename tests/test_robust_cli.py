@@ -139,11 +139,9 @@ BAD_MAPPINGS = {
 }
 
 
-@pytest.mark.parametrize("kind", sorted(BAD_MAPPINGS))
-def test_a_wrong_typed_generic_mapping_is_one_line(kind, tmp_path, capsys, monkeypatch):
-    mapping, words = BAD_MAPPINGS[kind]
-    root, path = _generic(tmp_path, mapping)
-    result = run_cli(
+def _cohort_of(root, path, tmp_path, capsys, monkeypatch):
+    """`cohort --dataset generic` on a mapping: (exit code, stdout, stderr)."""
+    return run_cli(
         capsys,
         monkeypatch,
         "cohort",
@@ -156,24 +154,19 @@ def test_a_wrong_typed_generic_mapping_is_one_line(kind, tmp_path, capsys, monke
         "--out",
         tmp_path / "c.parquet",
     )
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MAPPINGS))
+def test_a_wrong_typed_generic_mapping_is_one_line(kind, tmp_path, capsys, monkeypatch):
+    mapping, words = BAD_MAPPINGS[kind]
+    root, path = _generic(tmp_path, mapping)
+    result = _cohort_of(root, path, tmp_path, capsys, monkeypatch)
     assert_one_line_error(result, str(path), words)
 
 
 def test_the_good_mapping_loads(tmp_path, capsys, monkeypatch):
     root, path = _generic(tmp_path, GOOD_MAPPING)
-    code, out, err = run_cli(
-        capsys,
-        monkeypatch,
-        "cohort",
-        "--dataset",
-        "generic",
-        "--root",
-        root,
-        "--mapping",
-        path,
-        "--out",
-        tmp_path / "c.parquet",
-    )
+    code, out, err = _cohort_of(root, path, tmp_path, capsys, monkeypatch)
     assert code == 0 and "n_positive_images: 2" in out, err
 
 

@@ -107,6 +107,20 @@ def _clean_str(series: pd.Series) -> pd.Series:
     return out.mask(out.isin(["", "nan", "None", "NaN", "<NA>"]))
 
 
+def _numbers(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+    """(the values as float64, True where a filled cell is not a number).
+
+    Each distinct value is parsed once (a million-row column holds a few hundred ages), then spread back.
+    """
+    codes, distinct = pd.factorize(values)  # empty cells get -1
+    distinct = pd.Series(distinct, dtype=object)
+    parsed = pd.to_numeric(distinct.replace({"True": 1, "False": 0, True: 1, False: 0}), errors="coerce")
+    not_number = parsed.isna() & _clean_str(distinct.astype("string")).notna()
+    numbers = np.append(parsed.to_numpy(dtype="float64"), np.nan)[codes]  # -1 picks the appended NaN
+    bad = np.append(not_number.to_numpy(dtype=bool), False)[codes]
+    return pd.Series(numbers, index=values.index), pd.Series(bad, index=values.index)
+
+
 # an id that would lead a file path out of its folder: a '..' part, absolute, or a drive letter
 ESCAPES_FOLDER = r"(?:^|[/\\])\.\.(?:[/\\]|$)|^[/\\]|^[^\W\d_]:"
 
@@ -147,15 +161,14 @@ def validate_cohort(
         if col in out.columns:
             out[col] = _clean_str(out[col])
     for col in NUMERIC_COLUMNS:
-        numeric = pd.to_numeric(out[col].replace({"True": 1, "False": 0, True: 1, False: 0}), errors="coerce")
-        bad = numeric.isna() & out[col].notna() & (_clean_str(out[col].astype("string")).notna())
+        numeric, bad = _numbers(out[col])
         if bad.any():
             example = out.loc[bad, col].iloc[0]
             raise CohortError(
                 f"{source}: column '{col}' must be numeric; {_rows(bad)} hold non-numeric "
                 f"values such as {example!r}"
             )
-        out[col] = numeric.astype("float64")
+        out[col] = numeric
     required = [c for c in REQUIRED_VALUES if not (laterality_may_be_unknown and c == "laterality")]
     for col in required:
         empty = out[col].isna()

@@ -241,9 +241,12 @@ def _id_codes(ids: pd.Series) -> np.ndarray:
     return pd.factorize(ids.astype(str), sort=True)[0].astype(np.int64)
 
 
-def constant_within(frame: pl.DataFrame, column: str, unit: str) -> bool:
-    """Whether ``column`` takes one value per unit (breast, patient) in at least 99% of units."""
-    if unit == "image":
-        return True
-    per_unit = frame.group_by(UNIT_IDS[unit]).agg(pl.col(column).n_unique().alias("k"))
-    return float((per_unit["k"] == 1).mean()) >= 0.99
+def constant_within(frame: pl.DataFrame, columns: Sequence[str], unit: str) -> set[str]:
+    """The ``columns`` that take one value per unit (breast, patient) in at least 99% of units.
+
+    One group-by for all columns: at a million images each group-by costs a fraction of a second.
+    """
+    if unit == "image" or not columns:
+        return set(columns)
+    per_unit = frame.group_by(UNIT_IDS[unit]).agg(pl.col(c).n_unique() for c in columns)
+    return {c for c in columns if float((per_unit[c] == 1).mean()) >= 0.99}

@@ -153,12 +153,19 @@ class _InSample:
         pos = np.bincount(self.of_breast, weights=breast_label, minlength=len(self.patterns))
         return self._auc(rate, pos)
 
-    def null(self, permuted: np.ndarray) -> list[float]:
-        """The AUC under each row of ``permuted`` (permutations x breasts of 0/1 labels)."""
+    def null(self, permuted: list[np.ndarray]) -> list[float]:
+        """The AUC under each permutation (``permuted``: the positive breasts' indices of each)."""
         n = len(self.patterns)
-        pos = np.stack([np.bincount(self.of_breast, weights=row, minlength=n) for row in permuted])
+        pos = np.stack([np.bincount(self.of_breast[p], minlength=n) for p in permuted]).astype(float)
         rates = pos @ self.patterns / self.n_level
         return [self._auc(rate, p) for rate, p in zip(rates, pos)]
+
+
+def _as_row(positives: np.ndarray, n_breasts: int) -> np.ndarray:
+    """0/1 breast labels from the positive breasts' indices."""
+    row = np.zeros(n_breasts)
+    row[positives] = 1.0
+    return row
 
 
 def _better_direction(auc: float) -> float:
@@ -171,10 +178,14 @@ def _auc_with_null(
     breast: np.ndarray,
     breast_label: np.ndarray,
     *,
-    permuted: np.ndarray,
+    permuted: list[np.ndarray],
     folds: Callable[[], list[tuple[np.ndarray, np.ndarray]]],
 ) -> tuple[float, float, float, str]:
-    """(AUC, null 2.5%, null 97.5%, method) of one column's level codes; ``permuted``: shuffled breast labels."""
+    """(AUC, null 2.5%, null 97.5%, method) of one column's level codes.
+
+    ``permuted``: the positive breasts' indices under each permutation of the breast labels (indices, not
+    0/1 rows: at a million images a few thousand positives per permutation, not half a million floats).
+    """
     if len(np.unique(codes)) <= MAX_IN_SAMPLE_LEVELS:
         scorer = _InSample(codes, breast, len(breast_label))
         auc = scorer.auc(y, breast_label.astype(float))
@@ -185,7 +196,10 @@ def _auc_with_null(
         if not fold_list:
             return float("nan"), float("nan"), float("nan"), ""
         auc = _better_direction(column_auc(codes, y, breast, fold_list))
-        null = [_better_direction(column_auc(codes, row[breast], breast, fold_list)) for row in permuted]
+        null = [
+            _better_direction(column_auc(codes, _as_row(p, len(breast_label))[breast], breast, fold_list))
+            for p in permuted
+        ]
         method = OUT_OF_FOLD
     low, high = np.nanpercentile(null, [2.5, 97.5])
     return float(auc), float(low), float(high), method
@@ -234,23 +248,26 @@ def _exclusive_values(values: pd.Series, y: np.ndarray) -> str:
     recorded = values.notna().to_numpy()
     if not recorded.any() or values[recorded].nunique() > MAX_LEVELS_AS_IS:
         return ""
-    text = values.map(lambda v: f"{v:g}" if isinstance(v, float) else str(v)).to_numpy()
-    positive = y == 1
+    level_codes, levels = pd.factorize(values)  # each level formatted once, not each of a million cells
+    text_codes, texts = pd.factorize(
+        np.array([f"{v:g}" if isinstance(v, float) else str(v) for v in levels], dtype=object)
+    )  # levels alike as text (1 and 1.0) are one
+    codes = text_codes[level_codes[recorded]]
+    positive = y[recorded] == 1
     for name, members, other_name in (
         ("cancers", positive, "non-cancers"),
         ("non-cancers", ~positive, "cancers"),
     ):
-        here = recorded & members
-        if here.sum() < MIN_CLASS_N:
+        if members.sum() < MIN_CLASS_N:
             continue
-        seen_other = set(text[recorded & ~members])
-        exclusive = ~np.isin(text[here], list(seen_other))
+        seen_other = np.bincount(codes[~members], minlength=len(texts)) > 0
+        exclusive = ~seen_other[codes[members]]
         if exclusive.mean() >= EXCLUSIVE_SHARE:
-            levels = sorted(set(text[here][exclusive]))
+            levels = sorted(texts[np.unique(codes[members][exclusive])])
             shown = ", ".join(levels[:4]) + (" ..." if len(levels) > 4 else "")
             return (
                 f"values recorded for {name} never occur among {other_name} ({int(exclusive.sum()):,} of "
-                f"{int(here.sum()):,} recorded images of {name}: {shown})"
+                f"{int(members.sum()):,} recorded images of {name}: {shown})"
             )
     return ""
 
@@ -282,9 +299,7 @@ def audit_leakage(
     both_classes = bool(len(y)) and 0 < breast_label.sum() < len(breast_label)
     rng = np.random.default_rng(seed)
     permuted = (
-        np.stack([rng.permutation(breast_label) for _ in range(N_PERMUTATIONS)]).astype(float)
-        if both_classes
-        else np.empty((0, 0))
+        [np.flatnonzero(rng.permutation(breast_label)) for _ in range(N_PERMUTATIONS)] if both_classes else []
     )
     folds = cache(lambda: _patient_folds(groups, y))  # only many-level columns need them
     rows = []

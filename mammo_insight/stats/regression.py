@@ -68,34 +68,59 @@ BREAST_RULE = {
 }
 
 
-def _breast_value(factor: Factor) -> pl.Expr:
-    """The breast's value of a factor by its documented rule (BREAST_RULE); 'missing' only when no image has one."""
-    if factor.kind == "continuous":
-        return pl.col(factor.name).max()
-    rank = {lv: i for i, lv in enumerate(lv for lv in factor.levels if lv != MISSING)}
-    ranked = pl.col(factor.name).replace_strict(rank, default=None, return_dtype=pl.Int64)
-    if factor.ordered:
-        best = ranked.max()
-    else:  # most frequent recorded level; ties go to the lowest rank
-        best = ranked.drop_nulls().mode().min()
-    levels = [lv for lv in factor.levels if lv != MISSING]
-    return best.replace_strict(dict(enumerate(levels)), default=MISSING, return_dtype=pl.String).fill_null(
-        MISSING
-    )
+def _levels(factor: Factor) -> list[str]:
+    return [lv for lv in factor.levels if lv != MISSING]
 
 
 def breast_table(frame: pl.DataFrame, factors: list[Factor]) -> pd.DataFrame:
-    """One row per breast: patient, label, mean age and each factor by its rule (BREAST_RULE)."""
+    """One row per breast: patient, label, mean age and each factor by its documented rule (BREAST_RULE);
+    'missing' only when no image of the breast has a value.
+
+    Levels are ranked once over the images, then aggregated with min/max; the most frequent level (a
+    per-group mode, slow at a million images) is computed only for the few breasts whose images disagree.
+    """
+    ranked = frame.with_columns(
+        pl.col(f.name).replace_strict(
+            {lv: i for i, lv in enumerate(_levels(f))}, default=None, return_dtype=pl.Int64
+        )
+        for f in factors
+        if f.kind != "continuous"
+    )
     aggs = [pl.col("patient_id").first(), pl.col("cancer").max(), pl.col("age").mean()]
-    aggs += [_breast_value(f).alias(f.name) for f in factors]
-    return frame.group_by("breast_id", maintain_order=True).agg(aggs).to_pandas()
+    aggs += [pl.col(f.name).max() for f in factors]
+    modal = [f.name for f in factors if f.kind != "continuous" and not f.ordered]
+    aggs += [pl.col(name).min().alias(f"{name} min") for name in modal]
+    breasts = ranked.group_by("breast_id", maintain_order=True).agg(aggs)
+    for name in modal:  # most frequent recorded level; ties go to the lowest rank
+        mixed = breasts.filter(pl.col(f"{name} min") != pl.col(name))["breast_id"]
+        if len(mixed):
+            mode = (
+                ranked.filter(pl.col("breast_id").is_in(mixed.implode()))
+                .group_by("breast_id")
+                .agg(pl.col(name).drop_nulls().mode().min().alias("mode"))
+            )
+            breasts = (
+                breasts.join(mode, on="breast_id", how="left", maintain_order="left")
+                .with_columns(pl.coalesce("mode", name).alias(name))
+                .drop("mode")
+            )
+        breasts = breasts.drop(f"{name} min")
+    breasts = breasts.with_columns(
+        pl.col(f.name)
+        .replace_strict(dict(enumerate(_levels(f))), default=MISSING, return_dtype=pl.String)
+        .fill_null(MISSING)
+        for f in factors
+        if f.kind != "continuous"
+    )
+    return breasts.to_pandas()
 
 
 def mixed_breast_notes(frame: pl.DataFrame, factors: list[Factor]) -> list[str]:
     """For each breast-level factor, the breasts whose images hold two or more recorded levels, and how they count."""
     notes = []
+    breast_level = constant_within(frame, [f.name for f in factors if not f.binned_from], "breast")
     for f in factors:
-        if f.binned_from or not constant_within(frame, f.name, "breast"):
+        if f.name not in breast_level:
             continue
         recorded = frame.filter(pl.col(f.name).is_not_null())
         if f.kind != "continuous":
@@ -115,16 +140,16 @@ def model_factors(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[Fact
     """Screening-time factors usable at breast level, with notes on those left out and why."""
     names = {f.name for f in factors}
     kept, notes = [], []
-    for f in factors:
-        if f.post_outcome or f.binned_from:
-            continue
+    candidates = [f for f in factors if not (f.post_outcome or f.binned_from)]
+    per_breast = constant_within(frame, [f.name for f in candidates if f.kind != "continuous"], "breast")
+    for f in candidates:
         if f.name == "machine_id" and "site_id" in names:
             notes.append(
                 "machine_id is not a term: machines are nested in sites (see the site x machine table), "
                 "so machine and site cannot be separated"
             )
             continue
-        if f.kind != "continuous" and not constant_within(frame, f.name, "breast"):
+        if f.kind != "continuous" and f.name not in per_breast:
             notes.append(f"{f.name} varies within a breast, so it is not a breast-level term")
             continue
         kept.append(f)
@@ -249,13 +274,32 @@ def build_design(
     return design, y, data["patient_id"], notes, len(spec.rows) - len(data)
 
 
+def _pattern_start(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+    """The estimate from the distinct (design row, label) patterns weighted by their counts, or None when
+    rows are nearly all distinct. The same maximum likelihood as from every row, from a few thousand rows
+    instead of a million: started there, the clustered fit on every row converges in one or two steps."""
+    rows = pd.DataFrame(np.column_stack([x, y])).value_counts(sort=False)
+    if len(rows) > len(y) // 10:
+        return None
+    patterns = np.array(rows.index.tolist(), dtype=float)
+    model = sm.GLM(
+        patterns[:, -1], patterns[:, :-1], family=sm.families.Binomial(), freq_weights=rows.to_numpy()
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fitted = model.fit(maxiter=100)
+    return np.asarray(fitted.params) if fitted.converged else None
+
+
 def fit_logistic(design: pd.DataFrame, y: pd.Series, groups: pd.Series):
     """Logistic GLM with patient-clustered sandwich errors; returns (result, converged)."""
     codes = pd.factorize(groups)[0]
-    model = sm.GLM(y.to_numpy(), design.to_numpy(), family=sm.families.Binomial())
+    x, outcome = design.to_numpy(dtype=float), y.to_numpy(dtype=float)
+    model = sm.GLM(outcome, x, family=sm.families.Binomial())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, maxiter=100)
+        start = _pattern_start(x, outcome)
+        result = model.fit(cov_type="cluster", cov_kwds={"groups": codes}, maxiter=100, start_params=start)
     converged = bool(result.converged) and not any("converge" in str(w.message).lower() for w in caught)
     return result, converged
 
@@ -339,9 +383,13 @@ def clustered_association_p(frame: pl.DataFrame, factor: Factor, unit: str) -> f
     return rows[0]["p_value"] if rows else float("nan")
 
 
-def model_specs(breasts: pd.DataFrame, frame: pl.DataFrame, factors: list[Factor]) -> list[ModelSpec]:
-    """All breasts; one model per site (when several sites); age alone (the continuous trend)."""
-    usable, notes = model_factors(frame, factors)
+def model_specs(
+    breasts: pd.DataFrame, factors: list[Factor], usable: list[Factor], notes: list[str]
+) -> list[ModelSpec]:
+    """All breasts; one model per site (when several sites); age alone (the continuous trend).
+
+    ``usable``: the factors that may be terms, with the ``notes`` on the others (model_factors).
+    """
     all_rows = np.arange(len(breasts))
     age_flagged = any(f.binned_from == "age" and f.post_outcome for f in factors)
     has_age = bool(breasts["age"].notna().any()) and not age_flagged
@@ -373,9 +421,10 @@ def fit_models(frame: pl.DataFrame, factors: list[Factor], site_aliases: Collect
     ``site_aliases``: 'factor=level' pairs whose breasts are one site's (missingness.site_structure); their
     terms stay in the model (and the odds-ratio table) but out of the factor's joint test.
     """
-    breasts = breast_table(frame, [f for f in factors if not f.post_outcome])
+    usable, left_out = model_factors(frame, factors)
+    breasts = breast_table(frame, usable)
     or_rows, model_rows, joint_rows = [], [], []
-    for spec in model_specs(breasts, frame, factors):
+    for spec in model_specs(breasts, factors, usable, left_out):
         design, y, groups, notes, n_dropped = build_design(breasts, spec)
         n_cancer = int(y.sum())
         info = {

@@ -109,10 +109,10 @@ def trend_test(table: np.ndarray) -> tuple[float, float]:
 def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0) -> pd.DataFrame:
     """One row per test run, with Holm-adjusted p-values; post-outcome and continuous factors are not tested."""
     rows = []
-    for factor in factors:
-        if factor.kind == "continuous" or factor.post_outcome:
-            continue
-        unit = "breast" if constant_within(frame, factor.name, "breast") else "image"
+    tested = [f for f in factors if f.kind != "continuous" and not f.post_outcome]
+    per_breast = constant_within(frame, [f.name for f in tested], "breast")
+    for factor in tested:
+        unit = "breast" if factor.name in per_breast else "image"
         note = "" if unit == "breast" else "varies within a breast: tested over images, which are clustered"
         counts = contingency(frame, factor, unit)
         counts = counts[(counts["neg"] + counts["pos"]) > 0]

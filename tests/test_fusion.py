@@ -334,6 +334,13 @@ def test_logistic_age_spline_follows_a_curve_a_line_cannot():
     linear = cross_validate_logistic(X, y, fold, settings=LogisticSettings(age_form="linear"))
     assert roc_auc_score(y, spline.prob) > roc_auc_score(y, linear.prob) + 0.1
     assert spline.settings[0]["age_form"] == "spline" and len(spline.settings) == 5
+    auto = cross_validate_logistic(X, y, fold)  # AIC keeps the curve where risk bends...
+    assert [s["age_form"] for s in auto.settings] == ["spline"] * 5
+    assert np.allclose(auto.prob, spline.prob)
+    rng = np.random.default_rng(1)  # ...and the line where log-odds rise straight with age
+    straight = rng.random(len(y)) < 1 / (1 + np.exp(-(-2.0 + 0.05 * (X["age"] - 60))))
+    line = cross_validate_logistic(X, straight.astype(int).to_numpy(), fold)
+    assert [s["age_form"] for s in line.settings] == ["linear"] * 5
 
 
 def test_logistic_leaves_out_the_view_counts_and_takes_unseen_machines():
@@ -346,7 +353,7 @@ def test_logistic_leaves_out_the_view_counts_and_takes_unseen_machines():
     )
     model = (
         LogisticSettings()
-        .pipeline(["age", "machine_id"])
+        .pipeline(["age", "machine_id"], "spline")
         .fit(_as_frame(meta, ["age", "machine_id"]), [0, 1, 0, 1])
     )
     unseen = _as_frame(pd.DataFrame({"age": [55.0], "machine_id": ["99"]}), ["age", "machine_id"])

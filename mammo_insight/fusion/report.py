@@ -475,7 +475,8 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
                         (
                             "LightGBM: inside each training fold a small search over (leaves, minimum leaf size, L2) "
                             "with early stopping on a patient-grouped inner split; age constrained monotone when "
-                            "set. Logistic: age as a cubic spline, site and machine one-hot, density and implant "
+                            "set. Logistic: age as a line or a cubic spline (the lower AIC in each training fold), site and "
+                            "machine one-hot, density and implant "
                             "scaled, L2 penalty; view counts left out (often work-up). The settings each fold "
                             "used are in metrics.json ('settings') and in the table below."
                         ),

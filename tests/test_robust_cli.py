@@ -14,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -303,19 +305,16 @@ def test_a_second_claim_on_a_held_output_stops_at_once(tmp_path):
     assert not (tmp_path / ".x.parquet.lock").exists()  # a file output leaves no lock behind
 
 
-def test_two_preprocess_runs_on_one_cache_collide_with_a_message_and_a_killed_holder_frees_it(
-    tmp_path, capsys, monkeypatch
-):
-    """Another process holds CACHE (as a running preprocess would); a second preprocess stops at once with
-    one line; after kill -9 of the holder the kernel has dropped the lock and the cache can be claimed."""
-    cache = tmp_path / "cache"
+@contextmanager
+def _held_by_another_process(folder: Path) -> Iterator[subprocess.Popen]:
+    """A second process holding FOLDER's lock as a running preprocess would; SIGKILLed on exit."""
     holder = subprocess.Popen(
         [
             sys.executable,
             "-c",
             (
                 "import time; from mammo_insight.files import claim_output\n"
-                f"with claim_output({str(cache)!r}, 'preprocess'):\n    print('held', flush=True); time.sleep(60)"
+                f"with claim_output({str(folder)!r}, 'preprocess'):\n    print('held', flush=True); time.sleep(60)"
             ),
         ],
         cwd=REPO,
@@ -325,15 +324,41 @@ def test_two_preprocess_runs_on_one_cache_collide_with_a_message_and_a_killed_ho
     )
     try:
         assert holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+
+
+def test_two_preprocess_runs_on_one_cache_collide_with_a_message_and_a_killed_holder_frees_it(
+    tmp_path, capsys, monkeypatch
+):
+    """Another process holds CACHE (as a running preprocess would); a second preprocess stops at once with
+    one line; after kill -9 of the holder the kernel has dropped the lock and the cache can be claimed."""
+    cache = tmp_path / "cache"
+    with _held_by_another_process(cache) as holder:
         started = time.monotonic()
         result = run_cli(capsys, monkeypatch, *_args(FOLDER_COMMANDS["preprocess"], tmp_path, cache))
         assert_one_line_error(result, "in use by another mammo-insight run", f"pid {holder.pid}")
         assert time.monotonic() - started < 10
-    finally:
-        holder.send_signal(signal.SIGKILL)
-        holder.wait()
     with claim_output(cache, "preprocess"):
         pass
+
+
+def test_predict_holds_its_cache_so_a_concurrent_run_on_it_stops_at_once(tmp_path, capsys, monkeypatch):
+    """predict --cache writes a preprocess cache: a run (preprocess or predict) already writing there
+    stops it before any work, with one line; a folder of something else is refused too."""
+    cache = tmp_path / "cache"
+    args = ["predict", "--run", tmp_path / "nowhere", "--images", tmp_path / "nowhere", "--cache", cache]
+    with _held_by_another_process(cache) as holder:
+        result = run_cli(capsys, monkeypatch, *args, "--out", tmp_path / "p.csv")
+        assert_one_line_error(result, "in use by another mammo-insight run", f"pid {holder.pid}")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a cache")
+    args[-1] = other
+    assert_one_line_error(run_cli(capsys, monkeypatch, *args, "--out", tmp_path / "p.csv"), str(other))
+    assert not (tmp_path / "p.csv").exists()
 
 
 # full disk: the write fails with ENOSPC; the message is one line and no partial file is left ----------

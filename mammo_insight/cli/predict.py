@@ -32,11 +32,17 @@ def command(
     from contextlib import ExitStack
 
     from mammo_insight.files import claim_output
+    from mammo_insight.imaging.build import JOURNAL_FILE
+    from mammo_insight.imaging.cache import INDEX_FILE
     from mammo_insight.stages.predict import PredictConfig, image_csv_path, run_predict, write_predict
 
     with claim_output(out, "predict", folder=False), ExitStack() as stack:
         if cams is not None:  # may be the folder of OUT itself
             stack.enter_context(claim_output(cams, "predict", reuse=True))
+        if (
+            cache is not None
+        ):  # a preprocess cache: new, or one this or `preprocess` began; held while we write
+            stack.enter_context(claim_output(cache, "preprocess", markers=(JOURNAL_FILE, INDEX_FILE)))
         result = run_predict(
             PredictConfig(
                 run=run,

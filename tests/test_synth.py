@@ -159,6 +159,28 @@ def test_same_seed_same_bytes(tmp_path):
     assert _digest(tmp_path / "a") != _digest(tmp_path / "c")
 
 
+def test_a_write_that_fails_mid_file_leaves_no_torn_dicom(tmp_path, monkeypatch):
+    """synth writes each DICOM (and each table) through files.atomic_write: a save that dies half-way
+    (a kill, a full disk) leaves no file that looks complete, so a rerun never reads a torn film."""
+    real_save = pydicom.Dataset.save_as
+    calls = []
+
+    def dies_on_the_third(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 3:
+            Path(path).write_bytes(b"DICM half a file")
+            raise OSError(28, "No space left on device")
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(pydicom.Dataset, "save_as", dies_on_the_third)
+    with pytest.raises(OSError, match="No space"):
+        make_synthetic_cohort(tmp_path / "c", n_patients=3, seed=11, size=(48, 36))
+    written = sorted((tmp_path / "c").rglob("*.dcm"))
+    assert len(written) == 2 and not list((tmp_path / "c").rglob("*.tmp"))
+    for path in written:
+        assert pydicom.dcmread(path).pixel_array.shape == (48, 36)
+
+
 def _fit(n_patients: int, seed: int):
     breasts = breast_level(make_synthetic_table(n_patients, seed=seed))
     breasts["age10"] = (breasts["age_true"] - TRUE_EFFECTS.age_center) / 10.0

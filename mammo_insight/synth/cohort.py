@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.progress import track
 from mammo_insight.synth.dicom import PROFILES, ImageMeta, to_stored, write_dicom
 from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image, scanner_curve
@@ -72,14 +73,15 @@ def make_synthetic_cohort(
     effects = effects_for(strong=strong_effects, scanner_signature=scanner_signature)
     table = make_synthetic_table(n_patients, seed, prevalence, effects=effects)
     out.mkdir(parents=True, exist_ok=True)
-    _rsna_csv(table).to_csv(out / "train.csv", index=False)
+    write_csv_atomic(out / "train.csv", _rsna_csv(table), index=False)
     planted = breast_level(table)
-    pd.DataFrame(
+    risk = pd.DataFrame(
         {
             "breast_id": planted["patient_id"].astype(str) + "_" + planted["laterality"],
             "planted_risk": planted["p_cancer"],
         }
-    ).to_csv(out / PLANTED_RISK_FILE, index=False)
+    )
+    write_csv_atomic(out / PLANTED_RISK_FILE, risk, index=False)
 
     women = table["patient_id"].unique()
     woman_rng = np.random.default_rng([seed, 1])
@@ -134,12 +136,10 @@ def make_synthetic_cohort(
         box_rows.append((row["image_id"], *img.breast_box))
         if img.lesion is not None:
             ann_rows.append((row["image_id"], *(round(v, 2) for v in img.lesion)))
-    pd.DataFrame(ann_rows, columns=["image_id", "x", "y", "radius"]).to_csv(
-        out / "annotations.csv", index=False
-    )
-    pd.DataFrame(box_rows, columns=["image_id", "x0", "y0", "x1", "y1"]).to_csv(
-        out / "breast_boxes.csv", index=False
-    )
+    annotations = pd.DataFrame(ann_rows, columns=["image_id", "x", "y", "radius"])
+    write_csv_atomic(out / "annotations.csv", annotations, index=False)
+    boxes = pd.DataFrame(box_rows, columns=["image_id", "x0", "y0", "x1", "y1"])
+    write_csv_atomic(out / "breast_boxes.csv", boxes, index=False)
     breasts = breast_level(table)
     summary = {
         "n_images": len(table),

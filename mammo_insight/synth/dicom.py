@@ -26,6 +26,7 @@ from pydicom.uid import (
     generate_uid,
 )
 
+from mammo_insight.files import atomic_write
 from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless_sv1
 
 MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
@@ -195,5 +196,4 @@ def write_dicom(
     elif syntax != ExplicitVRLittleEndian:
         # pinned plugin: GDCM, when installed, would encode RLE differently (same seed, same bytes everywhere)
         ds.compress(syntax, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    ds.save_as(path, enforce_file_format=True)
+    atomic_write(path, lambda tmp: ds.save_as(tmp, enforce_file_format=True))  # a kill leaves no torn file

@@ -171,3 +171,26 @@ def test_config_toml_then_flags(tmp_path):
         load_config(path)
     with pytest.raises(MammoInsightError, match="view_mode"):
         load_config(None, view_mode="triple")
+
+
+def test_checkpoints_are_written_atomically_so_a_failed_save_keeps_the_last_good_one(tmp_path, monkeypatch):
+    """Every fold's Trainer writes through AtomicCheckpointIO: a save that dies half-way (kill, full
+    disk) leaves the previous last.ckpt whole and no stray temporary file."""
+    from mammo_insight.models import training
+
+    trainer = training.make_trainer(TrainConfig(epochs=1), "cpu", "32-true", [])
+    io = trainer.strategy.checkpoint_io
+    assert isinstance(io, training.AtomicCheckpointIO)
+    last = tmp_path / "fold_0" / "last.ckpt"
+    io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, last)
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        with open(f, "wb") as handle:
+            handle.write(b"PK\x03\x04 torn")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(training.torch, "save", dies_half_way)
+    with pytest.raises(OSError, match="No space"):
+        io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, last)
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]

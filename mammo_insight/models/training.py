@@ -21,11 +21,12 @@ import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch.utils.data import DataLoader
 
 from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.files import write_csv_atomic
+from mammo_insight.files import atomic_write, write_csv_atomic
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
@@ -269,6 +270,17 @@ def make_module(
     return ClassifierModule(model, config, loss, use_channels_last=channels_last)
 
 
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer through files.atomic_write: a temporary file beside the checkpoint,
+    then a rename. Lightning's own writer moves a file from the system temp folder (a copy when that is
+    another disk), so a kill or a full disk there could leave a torn last.ckpt."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
 def make_trainer(
     config: TrainConfig, accelerator: str, precision: str, callbacks: list[pl.Callback], **overrides: Any
 ) -> pl.Trainer:
@@ -287,6 +299,7 @@ def make_trainer(
         "reload_dataloaders_every_n_epochs": 1 if config.warmup_epochs else 0,
         "enable_model_summary": False,
         "log_every_n_steps": 1,
+        "plugins": [AtomicCheckpointIO()],
         **overrides,
     }
     return pl.Trainer(**options)

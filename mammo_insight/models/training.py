@@ -55,7 +55,7 @@ RUNTIME_OPTIONS = {
 
 
 class History(pl.Callback):
-    """Per-epoch loss, pF1, ROC-AUC and LR of both splits; saved inside checkpoints so resumes keep it."""
+    """Per-epoch loss, pF1, ROC-AUC, balanced accuracy and LR of both splits; saved inside checkpoints so resumes keep it."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -79,6 +79,7 @@ class History(pl.Callback):
                     "loss": m.get(f"{split}_loss", np.nan),
                     "pf1": m.get(f"{split}_pf1", np.nan),
                     "roc_auc": m.get(f"{split}_auc", np.nan),
+                    "balanced_accuracy": m.get(f"{split}_balanced_accuracy", np.nan),
                     "lr": lr,
                 }
             )
@@ -227,10 +228,19 @@ def _datasets(
     return train_ds, val_ds
 
 
+def _breast_of_items(dataset: Any) -> np.ndarray | None:
+    table = getattr(dataset, "table", None)
+    return table["breast_id"].to_numpy() if table is not None and "breast_id" in table else None
+
+
 def make_loaders(
     train_ds: Any, val_ds: Any, hard_labels: np.ndarray, config: TrainConfig, *, accelerator: str
 ) -> tuple[DataLoader, DataLoader]:
-    """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader."""
+    """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader.
+
+    An image dataset's items are grouped by breast for the sampler, so the warm-up subset keeps a breast's
+    views together (a breast dataset's items are breasts already).
+    """
     common = {
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,
@@ -240,7 +250,7 @@ def make_loaders(
     }
     train_loader = DataLoader(
         train_ds,
-        sampler=EpochSampler(hard_labels, config),
+        sampler=EpochSampler(hard_labels, config, groups=_breast_of_items(train_ds)),
         drop_last=len(train_ds) >= 2 * config.batch_size,
         **common,
     )

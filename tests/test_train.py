@@ -258,3 +258,27 @@ def test_config_toml_then_flags(tmp_path):
         load_config(path)
     with pytest.raises(MammoInsightError, match="view_mode"):
         load_config(None, view_mode="triple")
+
+
+def test_config_takes_the_study_recipes_and_refuses_out_of_range_values(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_text(
+        'model = "small_cnn"\nmonitor = "balanced_accuracy"\nthreshold_method = "sensitivity"\n'
+        "target_sensitivity = 0.85\n[augment]\nzoom = 0.1\nshift = 0.05\npatch_drop_rate = 0.2\npatch_size = 32\n"
+    )
+    config = load_config(path)
+    assert (config.monitor, config.threshold_method, config.target_sensitivity) == (
+        "balanced_accuracy",
+        "sensitivity",
+        0.85,
+    )
+    assert (config.augment.zoom, config.augment.shift, config.augment.patch_drop_rate) == (0.1, 0.05, 0.2)
+    assert config.augment.patch_size == 32
+    for bad, name in (
+        ({"target_sensitivity": 1.5}, "target_sensitivity=1.5"),
+        ({"threshold_method": "youden"}, "threshold_method='youden'"),
+        ({"augment": {"patch_drop_rate": 2.0}}, "augment.patch_drop_rate=2.0"),
+        ({"augment": {"zoom": 1.0}}, "augment.zoom=1.0"),
+    ):
+        with pytest.raises(MammoInsightError, match=name):
+            load_config(None, **bad)

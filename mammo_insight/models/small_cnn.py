@@ -56,6 +56,11 @@ class SmallCNN(nn.Module):
         self.num_features = self.head_hidden_size = widths[-1]
         self.num_classes = num_classes
         self.head = nn.Linear(widths[-1], num_classes) if num_classes else nn.Identity()
+        for (
+            module
+        ) in self.modules():  # He init keeps activations near the batch-norm's initial running stats,
+            if isinstance(module, nn.Conv2d):  # so an evaluation after a few steps is not thrown off by them
+                nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return {"stem": r"^stages\.0\.", "blocks": r"^stages\.(\d+)"}

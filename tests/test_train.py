@@ -282,3 +282,16 @@ def test_config_takes_the_study_recipes_and_refuses_out_of_range_values(tmp_path
     ):
         with pytest.raises(MammoInsightError, match=name):
             load_config(None, **bad)
+
+
+def test_a_run_made_before_an_option_existed_still_resumes(tmp_path):
+    """config.json without the newer keys reads them at their defaults: same settings resume, others refuse."""
+    from mammo_insight.models.run_io import save_run_config
+    from mammo_insight.models.training import _check_resumable
+
+    old = TrainConfig().to_dict()
+    del old["target_sensitivity"], old["augment"]["zoom"], old["augment"]["patch_drop_rate"]
+    save_run_config(tmp_path, old)
+    _check_resumable(tmp_path, TrainConfig().to_dict())
+    with pytest.raises(MammoInsightError, match="augment differ"):
+        _check_resumable(tmp_path, TrainConfig(augment=AugmentConfig(zoom=0.1)).to_dict())

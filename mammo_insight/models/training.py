@@ -193,7 +193,7 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
 
     if not (out_dir / "config.json").is_file():
         return
-    old = load_run_config(out_dir)
+    old = _with_defaults(load_run_config(out_dir))
     skip = RUNTIME_OPTIONS | {"versions", "cache", "threshold", "thresholds"}
     differ = sorted(k for k in values if k not in skip and k in old and _norm(old[k]) != _norm(values[k]))
     if differ:
@@ -201,6 +201,16 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
             f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
             "use a new --out folder, or delete this one to start over"
         )
+
+
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A config.json with the options it predates filled in at their defaults (what that run used),
+    so a run made before an option existed still resumes."""
+    defaults = TrainConfig().to_dict()
+    merged = {**defaults, **old}
+    if isinstance(old.get("augment"), dict):
+        merged["augment"] = {**defaults["augment"], **old["augment"]}
+    return merged
 
 
 def _norm(value: Any) -> Any:

@@ -177,7 +177,8 @@ def test_cli_rsna_format_writes_the_competition_submission(trained, tmp_path):
     )
     assert json.loads(out.with_name("submission.csv.manifest.json").read_text())["config"]["format"] == "rsna"
     wrong = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "x.csv"), "--format", "kaggle"])
-    assert wrong.exit_code == 2 and "--format must be one of breasts, rsna" in wrong.output
+    assert isinstance(wrong.exception, MammoInsightError)
+    assert "--format must be one of breasts, rsna, got 'kaggle'" in str(wrong.exception)
 
 
 def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.metrics.core import THRESHOLD_METHODS
 from mammo_insight.models.device import is_device_name
 
 
@@ -243,6 +242,8 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 
 def validate_config(config: TrainConfig) -> None:
+    from mammo_insight.metrics.core import THRESHOLD_METHODS  # here: the CLI imports this module at start-up
+
     checks = {
         "view_mode": config.view_mode in {"single", "multi"},
         "schedule": config.schedule in {"cosine", "plateau", "none"},

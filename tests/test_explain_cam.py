@@ -24,6 +24,7 @@ from mammo_insight.models.factory import (
         ("convnext_atto", "norm_pre"),
         ("test_resnet", "layer4"),
         ("test_efficientnet", "bn2"),
+        ("small_cnn", "stages"),  # the from-scratch baseline: its last block's pooled map
     ],
 )
 def test_cnn_target_layer_is_the_final_feature_map(name, expected):

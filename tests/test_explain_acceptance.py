@@ -256,6 +256,7 @@ def test_cli_writes_the_contract_files(small_cohort):
     assert manifest["headline"]["method"] == "eigencam" and manifest["headline"]["n cases"] == "5"
     html = (out / "index.html").read_text()
     assert "Gallery, fold 0" in html and "data:image/png;base64" in html
+    assert "TN: most confident true negatives" in html  # beside the TP maps
     pngs = list((out / "cases").glob("*.png"))
     assert pngs and len(pngs) == len(list((out / "cases").glob("*.html")))
     assert cv2.imread(str(pngs[0])).shape[0] > 300

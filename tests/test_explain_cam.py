@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import timm
 import torch
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.cam import METHODS, CamExplainer, LogitTarget, ToGrid, find_target_layer
 from mammo_insight.models.factory import (
     MultiViewClassifier,
-    SingleViewClassifier,
     build_classifier,
     create_backbone,
 )
@@ -26,6 +24,7 @@ from mammo_insight.models.factory import (
         ("convnext_atto", "norm_pre"),
         ("test_resnet", "layer4"),
         ("test_efficientnet", "bn2"),
+        ("small_cnn", "stages"),  # the from-scratch baseline: its last block's pooled map
     ],
 )
 def test_cnn_target_layer_is_the_final_feature_map(name, expected):
@@ -57,7 +56,7 @@ def test_vit_uses_last_block_norm1_and_drops_the_class_token():
 
 
 def test_vit_cam_has_the_input_shape():
-    model = SingleViewClassifier(timm.create_model("test_vit", pretrained=False, num_classes=0, in_chans=1))
+    model = build_classifier("test_vit")
     with CamExplainer(model, "gradcampp") as cam:
         result = cam(torch.rand(2, 1, 160, 160))
     assert result.maps.shape == (2, 160, 160) and result.logits.shape == (2,)

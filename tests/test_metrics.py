@@ -81,6 +81,9 @@ def test_point_metrics_agree_with_sklearn(decimals):
     assert got["recall"] == pytest.approx(skm.recall_score(y, pred))
     assert got["accuracy"] == pytest.approx(skm.accuracy_score(y, pred))
     assert got["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, pred))
+    assert got["specificity"] == pytest.approx(skm.recall_score(y, pred, pos_label=0))
+    assert got["npv"] == pytest.approx(skm.precision_score(y, pred, pos_label=0))
+    assert got["f1_negative"] == pytest.approx(skm.f1_score(y, pred, pos_label=0))
     tn, fp, fn, tp = skm.confusion_matrix(y, pred).ravel()
     assert (got["tn"], got["fp"], got["fn"], got["tp"]) == (tn, fp, fn, tp)
     assert list(got) == METRIC_NAMES
@@ -183,6 +186,30 @@ def test_tune_threshold_best_f1_and_prevalence():
     assert (p >= t_prev).sum() == y.sum()
     separable = tune_threshold([0, 0, 1, 1], [0.1, 0.2, 0.8, 0.9])
     assert 0.2 < separable <= 0.8
+
+
+def test_sensitivity_threshold_reaches_its_target_on_oof_predictions():
+    """threshold_method sensitivity: the highest cut whose recall reaches the target, at image and breast
+    level of out-of-fold predictions (ties included); one step higher misses it."""
+    rng = np.random.default_rng(11)
+    n_breasts = 400
+    breast = np.repeat(np.arange(n_breasts), 2)
+    y = np.repeat((rng.random(n_breasts) < 0.15).astype(float), 2)
+    p = np.round(1 / (1 + np.exp(-(rng.normal(0, 1, y.size) + 1.5 * y - 1.5))), 2)  # ties
+    oof = pd.DataFrame(
+        {"breast_id": breast.astype(str), "patient_id": (breast // 2).astype(str), "prob": p, "cancer": y}
+    )
+    for target in (0.8, 0.9, 0.95):
+        t = tune_threshold(y, p, "sensitivity", target_sensitivity=target)
+        assert skm.recall_score(y, p >= t) >= target
+        assert skm.recall_score(y, p > t) < target  # the next cut up falls short: the highest one reaching it
+        metrics = evaluate_predictions(
+            oof, None, n_boot=20, threshold_method="sensitivity", target_sensitivity=target
+        )
+        for level in ("image", "breast", "breast_max"):
+            assert metrics[level]["recall"]["value"] >= target, (level, target)
+            assert f"sensitivity >= {target:g}" in metrics[level]["threshold_source"]
+    assert tune_threshold([0, 1, 1], [0.2, 0.5, 0.9], "sensitivity", target_sensitivity=1.0) == 0.5
 
 
 def test_calibration_table_on_calibrated_predictions():

@@ -159,6 +159,28 @@ def test_predict_matches_the_run(trained, tmp_path):
     }
 
 
+def test_cli_rsna_format_writes_the_competition_submission(trained, tmp_path):
+    """--format rsna: prediction_id = patient_laterality, cancer = the breast probability the full table has."""
+    full = predict_studies(trained["run"], trained["images"], tmp_path / "full.csv").breasts
+    out = tmp_path / "submission.csv"
+    command = ["predict", "--run", str(trained["run"]), "--images", str(trained["images"])]
+    result = CliRunner().invoke(app, [*command, "--out", str(out), "--format", "rsna"])
+    assert result.exit_code == 0, result.output
+    assert "(RSNA format)" in result.output
+    submission = pd.read_csv(out, dtype={"prediction_id": str})
+    assert list(submission.columns) == ["prediction_id", "cancer"]
+    truth = pd.read_csv(trained["root"] / "cohort" / "train.csv", dtype=str)
+    assert sorted(submission["prediction_id"]) == sorted(set(truth["patient_id"] + "_" + truth["laterality"]))
+    expected = full.set_index(full["patient_id"] + "_" + full["laterality"])["prob"]
+    np.testing.assert_allclose(
+        submission.set_index("prediction_id")["cancer"], expected.loc[submission["prediction_id"]], atol=1e-6
+    )
+    assert json.loads(out.with_name("submission.csv.manifest.json").read_text())["config"]["format"] == "rsna"
+    wrong = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "x.csv"), "--format", "kaggle"])
+    assert isinstance(wrong.exception, MammoInsightError)
+    assert "--format must be one of breasts, rsna, got 'kaggle'" in str(wrong.exception)
+
+
 def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):
     images = tmp_path / "studies"
     shutil.copytree(trained["images"], images)

@@ -9,8 +9,9 @@ import torch
 
 from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.augment import build_augment
+from mammo_insight.models.augment import GridPatchDrop, build_augment
 from mammo_insight.models.config import AugmentConfig, TrainConfig, load_config
+from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.losses import FocalLoss, build_loss
 from mammo_insight.models.sampling import (
     EpochSampler,
@@ -21,6 +22,7 @@ from mammo_insight.models.sampling import (
     resampled_indices,
     soft_labels,
 )
+from mammo_insight.models.training import make_loaders
 
 
 def _table(n_patients: int = 60, seed: int = 0) -> pd.DataFrame:
@@ -101,6 +103,55 @@ def test_undersampling_oversampling_and_warmup_subset():
     assert len(epoch_plan(labels, config, 0)) == 20 and len(epoch_plan(labels, config, 1)) == 100
 
 
+def test_warmup_subset_keeps_breasts_whole():
+    """Single-view warm-up draws breasts, not images: each breast's views are all in the subset or all out,
+    and the positive share is counted in breasts."""
+    rng = np.random.default_rng(0)
+    n_breasts = 200
+    views = rng.integers(1, 5, n_breasts)  # 1 to 4 images per breast
+    breast = np.repeat(np.arange(n_breasts), views)
+    positive_breast = rng.random(n_breasts) < 0.1
+    labels = (positive_breast[breast] & (rng.random(len(breast)) < 0.7)).astype(float)  # not every view
+    positive_breast = np.bincount(breast, weights=labels, minlength=n_breasts) > 0
+    groups = np.array([f"b{b}" for b in breast])
+    config = TrainConfig(warmup_epochs=2, warmup_pos_ratio=0.5, seed=3)
+    for epoch in (0, 1):
+        subset = epoch_plan(labels, config, epoch, groups)
+        assert len(set(subset)) == len(subset)
+        picked = np.zeros(len(breast), dtype=bool)
+        picked[subset] = True
+        per_breast = np.bincount(breast, weights=picked, minlength=n_breasts)
+        assert np.array_equal(per_breast[per_breast > 0], views[per_breast > 0])  # whole breasts
+        chosen = per_breast > 0
+        assert chosen[positive_breast].all() and chosen.sum() == 2 * positive_breast.sum()
+    per_image = epoch_plan(labels, config, 0)  # without groups images are drawn one by one
+    split = np.bincount(breast[per_image], minlength=n_breasts)
+    assert ((split > 0) & (split < views)).any()
+    sampler = EpochSampler(labels, config, groups=groups)
+    assert sorted(i for i, _ in sampler) == sorted(epoch_plan(labels, config, 0, groups).tolist())
+
+
+def test_training_loader_groups_images_by_breast(tmp_path):
+    """The single-view training loader hands the sampler each image's breast; a breast dataset needs none."""
+    table = pd.DataFrame(
+        {
+            "cache_path": ["a.png", "b.png", "c.png"],
+            "breast_id": ["p1_L", "p1_L", "p2_R"],
+            "cancer": [1, 0, 0],
+        }
+    )
+    images = CacheImageDataset(tmp_path, table)
+    loader, _ = make_loaders(images, images, images.labels, TrainConfig(warmup_epochs=1), accelerator="cpu")
+    assert loader.sampler.groups.tolist() == ["p1_L", "p1_L", "p2_R"]
+    breasts = CacheBreastDataset(
+        tmp_path, table.assign(patient_id=["p1", "p1", "p2"], image_id=["1", "2", "3"], view="CC")
+    )
+    loader, _ = make_loaders(
+        breasts, breasts, breasts.labels, TrainConfig(warmup_epochs=1), accelerator="cpu"
+    )
+    assert loader.sampler.groups is None and len(breasts) == 2
+
+
 def test_epoch_sampler_yields_index_and_seed_per_epoch():
     sampler = EpochSampler(np.array([1.0, 0.0, 0.0, 1.0]), TrainConfig(seed=1))
     first = list(sampler)
@@ -156,6 +207,42 @@ def test_augmentations_keep_shape_and_range_and_erase_a_patch():
     assert build_augment(off) is None
 
 
+def test_grid_patch_drop_blanks_whole_cells_at_the_asked_rate():
+    """Each 16x16 cell of the grid is blanked or kept whole, and the blanked share is the drop rate."""
+    torch.manual_seed(0)
+    image = torch.full((1, 512, 496), 0.5)  # 32 x 31 cells
+    quiet = {"hflip": 0, "rotate_degrees": 0, "brightness": 0, "contrast": 0}
+    for rate in (0.1, 0.5):
+        out = build_augment(AugmentConfig(**quiet, patch_drop_rate=rate, patch_size=16))(image)
+        cells = (out[0] == 0).float().unfold(0, 16, 16).unfold(1, 16, 16).mean(dim=(-1, -2))
+        assert set(cells.unique().tolist()) <= {0.0, 1.0}  # cells dropped whole
+        assert cells.mean().item() == pytest.approx(rate, abs=0.04)
+    edge = GridPatchDrop(patch_size=10, rate=1.0)(torch.ones(1, 25, 13))  # edge cells cut short
+    assert edge.shape == (1, 25, 13) and (edge == 0).all()
+    assert torch.equal(GridPatchDrop(patch_size=32, rate=0.0)(image), image)
+
+
+def test_zoom_and_shift_move_the_image():
+    """A bright square moves with shift and changes size with zoom; both off leaves it alone."""
+    image = torch.zeros(1, 64, 64)
+    image[:, 24:40, 24:40] = 1.0
+    quiet = {"hflip": 0, "rotate_degrees": 0, "brightness": 0, "contrast": 0}
+    assert build_augment(AugmentConfig(**quiet)) is None
+    areas, centres = [], []
+    for seed in range(20):
+        torch.manual_seed(seed)
+        zoomed = build_augment(AugmentConfig(**quiet, zoom=0.3))(image)
+        areas.append(float((zoomed > 0.5).sum()))
+        torch.manual_seed(seed)
+        shifted = build_augment(AugmentConfig(**quiet, shift=0.2))(image)
+        ys, xs = torch.nonzero(shifted[0] > 0.5, as_tuple=True)
+        centres.append((float(ys.float().mean()), float(xs.float().mean())))
+    assert min(areas) < 0.85 * 256 and max(areas) > 1.15 * 256  # 16x16 square, zoom in [0.7, 1.3]
+    assert all(abs(a - 256) < 256 * 0.75 for a in areas)
+    offsets = np.abs(np.array(centres) - 31.5)
+    assert offsets.max() > 3 and offsets.max() <= 0.2 * 64 + 1  # moved, by at most 20% of the side
+
+
 def test_config_toml_then_flags(tmp_path):
     path = tmp_path / "train.toml"
     path.write_text('model = "resnet10t"\nepochs = 7\nloss = "focal"\n[augment]\nerase_p = 0.3\n')
@@ -194,3 +281,40 @@ def test_checkpoints_are_written_atomically_so_a_failed_save_keeps_the_last_good
         io.save_checkpoint({"epoch": 2, "w": torch.zeros(3)}, last)
     assert torch.load(last, weights_only=True)["epoch"] == 1
     assert [p.name for p in last.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_config_takes_the_study_recipes_and_refuses_out_of_range_values(tmp_path):
+    path = tmp_path / "recipe.toml"
+    path.write_text(
+        'model = "small_cnn"\nmonitor = "balanced_accuracy"\nthreshold_method = "sensitivity"\n'
+        "target_sensitivity = 0.85\n[augment]\nzoom = 0.1\nshift = 0.05\npatch_drop_rate = 0.2\npatch_size = 32\n"
+    )
+    config = load_config(path)
+    assert (config.monitor, config.threshold_method, config.target_sensitivity) == (
+        "balanced_accuracy",
+        "sensitivity",
+        0.85,
+    )
+    assert (config.augment.zoom, config.augment.shift, config.augment.patch_drop_rate) == (0.1, 0.05, 0.2)
+    assert config.augment.patch_size == 32
+    for bad, name in (
+        ({"target_sensitivity": 1.5}, "target_sensitivity=1.5"),
+        ({"threshold_method": "youden"}, "threshold_method='youden'"),
+        ({"augment": {"patch_drop_rate": 2.0}}, "augment.patch_drop_rate=2.0"),
+        ({"augment": {"zoom": 1.0}}, "augment.zoom=1.0"),
+    ):
+        with pytest.raises(MammoInsightError, match=name):
+            load_config(None, **bad)
+
+
+def test_a_run_made_before_an_option_existed_still_resumes(tmp_path):
+    """config.json without the newer keys reads them at their defaults: same settings resume, others refuse."""
+    from mammo_insight.models.run_io import save_run_config
+    from mammo_insight.models.training import _check_resumable
+
+    old = TrainConfig().to_dict()
+    del old["target_sensitivity"], old["augment"]["zoom"], old["augment"]["patch_drop_rate"]
+    save_run_config(tmp_path, old)
+    _check_resumable(tmp_path, TrainConfig().to_dict())
+    with pytest.raises(MammoInsightError, match="augment differ"):
+        _check_resumable(tmp_path, TrainConfig(augment=AugmentConfig(zoom=0.1)).to_dict())

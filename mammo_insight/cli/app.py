@@ -38,7 +38,8 @@ COMMANDS = [
 ]
 
 for _name in COMMANDS:
-    app.command(_name.replace("_", "-"))(importlib.import_module(f"mammo_insight.cli.{_name}").command)
+    _module = importlib.import_module(f"mammo_insight.cli.{_name}")
+    app.command(_name.replace("_", "-"), epilog=getattr(_module, "EPILOG", None))(_module.command)
 
 err_console = Console(stderr=True, soft_wrap=True)
 # failures of the disk, not of the program: a full or read-only disk, a folder the user may not write

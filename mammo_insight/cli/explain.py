@@ -17,7 +17,7 @@ def command(
     cache: Annotated[Path, typer.Option(help="image cache the run was trained on (index.parquet)")],
     out: Annotated[Path, typer.Option(help="output folder")],
     method: Annotated[str, typer.Option(help="gradcam | gradcampp | eigencam (gradient-free)")] = "gradcam",
-    n: Annotated[int, typer.Option(min=0, help="gallery cases per fold and category (TP, FP, FN)")] = 3,
+    n: Annotated[int, typer.Option(min=0, help="gallery cases per fold and category (TP, FP, FN, TN)")] = 3,
     fold: Annotated[int | None, typer.Option(help="explain only this fold")] = None,
     max_checked: Annotated[int, typer.Option(min=0, help="annotated images used by the lesion checks")] = 100,
     tolerance: Annotated[

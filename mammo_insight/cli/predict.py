@@ -27,6 +27,14 @@ def command(
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     batch_size: Annotated[int, typer.Option(min=1)] = 32,
     workers: Annotated[int, typer.Option(min=1, help="preprocessing worker processes")] = 1,
+    output_format: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="breasts: the full breast table; rsna: the RSNA competition's prediction_id,cancer "
+            "(prediction_id = patient_id_laterality, cancer = the breast probability)",
+        ),
+    ] = "breasts",
 ) -> None:
     """Preprocess IMAGES as the run was trained, score with every fold model (mean), decide at the run's threshold."""
     from contextlib import ExitStack
@@ -54,6 +62,7 @@ def command(
                 device=device,
                 batch_size=batch_size,
                 workers=workers,
+                output_format=output_format,
             )
         )
         breast_csv = write_predict(result, out)
@@ -67,7 +76,7 @@ def command(
     typer.echo(f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed")
     for row in failed.head(10).itertuples(index=False):
         typer.echo(f"  failed: {row.file}: {row.reason}")
-    typer.echo(f"breast predictions: {breast_csv}")
+    typer.echo(f"breast predictions{' (RSNA format)' if output_format == 'rsna' else ''}: {breast_csv}")
     typer.echo(f"image predictions: {image_csv_path(breast_csv)}")
     if cams is not None:
         typer.echo(f"Grad-CAM overlays: {cams / 'index.html'}")

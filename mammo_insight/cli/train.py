@@ -9,7 +9,10 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.models.config import options_epilog
 from mammo_insight.models.device import DEVICE_HELP
+
+EPILOG = options_epilog()
 
 
 def command(

@@ -120,7 +120,7 @@ def mean_with_ci(
 def in_check_sample(per_image: pd.DataFrame) -> pd.Series:
     """Rows the summary averages: the random sample of annotated images, each with a lesion.
 
-    Gallery picks (TP/FP/FN) carry lesion checks too but are chosen by confidence, so they are left
+    Gallery picks (TP/FP/FN/TN) carry lesion checks too but are chosen by confidence, so they are left
     out; a flat map stays in (it scores the chance level), so ``energy_inside`` is no sample marker.
     """
     if "pointing" not in per_image or "categories" not in per_image:

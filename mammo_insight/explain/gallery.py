@@ -2,7 +2,9 @@
 
 The gallery takes, per fold, the most confident true positives, false positives and false negatives
 from the out-of-fold predictions at the run's operating threshold (config.json ``threshold``): the
-cases where a wrong explanation would mislead most. Each case gets a PNG (original with the CAM,
+cases where a wrong explanation would mislead most; and the most confident true negatives (normal or
+benign breasts: in CMMD every negative is a biopsied benign finding), so the maps of cancers can be set
+beside the maps of breasts the model calls clear. Each case gets a PNG (original with the CAM,
 model input with the CAM, the randomised model's CAM) and a page; the index holds the checks and
 thumbnails linking to the case pages.
 """
@@ -32,13 +34,14 @@ CATEGORIES = {
     "TP": "most confident true positives",
     "FP": "most confident false positives",
     "FN": "most confident false negatives (missed cancers, lowest probability)",
+    "TN": "most confident true negatives (normal or benign, lowest probability): to compare with the TP maps",
 }
 
 
 def select_gallery(
     oof: pd.DataFrame, threshold: float, n: int, unit: str = "image_id", *, label: str = "cancer"
 ) -> pd.DataFrame:
-    """Per fold, n cases of each category: TP and FP by highest probability, FN by lowest.
+    """Per fold, n cases of each category: TP and FP by highest probability, FN and TN by lowest.
 
     Returns columns case_id, fold, category, prob, label (one row per case and category).
     """
@@ -51,6 +54,7 @@ def select_gallery(
             "TP": g[pos & pred].nlargest(n, "prob"),
             "FP": g[~pos & pred].nlargest(n, "prob"),
             "FN": g[pos & ~pred].nsmallest(n, "prob"),
+            "TN": g[~pos & ~pred].nsmallest(n, "prob"),
         }
         for category, rows in chosen.items():
             picks.append(

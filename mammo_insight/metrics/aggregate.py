@@ -77,14 +77,16 @@ def evaluate_predictions(
     prob: str = "prob",
     breast_preds: pd.DataFrame | None = None,
     threshold_method: str = "best_f1",
+    target_sensitivity: float = 0.9,
 ) -> dict:
     """The metrics.json body: {"image": ..., "breast": ..., "breast_max": ...}.
 
     Each level holds every metric as {"value", "ci_low", "ci_high"} (see `metrics_with_ci`), with
     intervals resampling patients. "breast" aggregates by the mean of the breast's images, "breast_max"
     by the max. `threshold` is one number for every level, a mapping level -> number (e.g. the
-    thresholds a training run stored, for external validation), or None to tune best-F1 per level on
-    these predictions with `threshold_method` (best_f1 or prevalence; optimistic, and each level's
+    thresholds a training run stored, for external validation), or None to tune one per level on
+    these predictions with `threshold_method` (best_f1, prevalence, or sensitivity reaching
+    ``target_sensitivity``; optimistic, and each level's
     "threshold_source" says so; read the tuned values back with `thresholds_of`).
     breast_preds: a model's own breast-level predictions (breast_id, patient_id, prob, label; e.g. a
     multi-view model): "breast" then scores them as they are instead of the mean over images.
@@ -105,6 +107,7 @@ def evaluate_predictions(
             n_boot=n_boot,
             seed=seed,
             threshold_method=threshold_method,
+            target_sensitivity=target_sensitivity,
         )
     return result
 

@@ -7,7 +7,10 @@ rows without a probability (an image that failed to load), with a warning; metri
 
 Conventions (chosen to match scikit-learn where it defines them):
 - a prediction is positive when prob >= threshold;
-- precision with no predicted positive is 0 (scikit-learn's zero_division=0);
+- precision with no predicted positive is 0 (scikit-learn's zero_division=0), and so is npv (the
+  negative predictive value) with no predicted negative;
+- specificity is the recall of the negatives, f1_negative the F1 of the negative class (scikit-learn's
+  f1_score with pos_label=0);
 - macro_f1 is the unweighted mean of the per-class F1 over the classes present (as scikit-learn);
 - balanced_accuracy is the mean of the recalls of the classes present;
 - pr_auc is average precision (the step-wise area, scikit-learn's average_precision_score).
@@ -28,7 +31,10 @@ METRIC_NAMES = [
     "balanced_accuracy",
     "precision",
     "recall",
+    "specificity",
+    "npv",
     "f1",
+    "f1_negative",
     "macro_f1",
     "pf1",
     "roc_auc",
@@ -115,6 +121,7 @@ def counts_metrics(tn, fp, fn, tp) -> dict[str, np.ndarray]:
     n = tn + fp + fn + tp
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        npv = np.where(tn + fn > 0, tn / (tn + fn), 0.0)
         recall = np.where(tp + fn > 0, tp / (tp + fn), np.nan)
         specificity = np.where(tn + fp > 0, tn / (tn + fp), np.nan)
         f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / (2 * tp + fp + fn), 0.0)
@@ -138,7 +145,10 @@ def counts_metrics(tn, fp, fn, tp) -> dict[str, np.ndarray]:
         "balanced_accuracy": balanced,
         "precision": precision,
         "recall": recall,
+        "specificity": specificity,
+        "npv": npv,
         "f1": f1,
+        "f1_negative": f1_neg,
         "macro_f1": macro_f1,
         "tn": tn,
         "fp": fp,
@@ -162,11 +172,16 @@ def point_metrics(y_true, prob, threshold: float) -> dict[str, float]:
     return {k: out[k] for k in METRIC_NAMES}
 
 
-def tune_threshold(y_true, prob, method: str = "best_f1") -> float:
+THRESHOLD_METHODS = ("best_f1", "prevalence", "sensitivity")
+
+
+def tune_threshold(y_true, prob, method: str = "best_f1", *, target_sensitivity: float = 0.9) -> float:
     """A decision threshold chosen on (ideally out-of-fold) predictions.
 
     best_f1: the probability cut that maximises F1 (prediction positive when prob >= threshold);
-    prevalence: the cut that flags as many rows as there are positives (predicted rate = prevalence).
+    prevalence: the cut that flags as many rows as there are positives (predicted rate = prevalence);
+    sensitivity: the highest cut whose sensitivity (recall) reaches ``target_sensitivity`` (a screening
+    operating point: flag as few as possible while missing at most 1 - target of the cancers).
     Tuning and scoring on the same rows flatters threshold metrics: pass a threshold tuned elsewhere
     when the figure must be honest. Falls back to 0.5 (with a warning) when there is no positive.
     """
@@ -177,12 +192,15 @@ def tune_threshold(y_true, prob, method: str = "best_f1") -> float:
         return 0.5
     if method == "prevalence":
         return float(np.sort(p)[::-1][n_pos - 1])
-    if method != "best_f1":
-        raise ValueError(f"unknown threshold method {method!r} (best_f1 or prevalence)")
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"unknown threshold method {method!r} ({', '.join(THRESHOLD_METHODS)})")
     order = np.argsort(-p, kind="mergesort")
     ys, ps = y[order], p[order]
     last_of_level = np.r_[ps[1:] != ps[:-1], True]
     tp = np.cumsum(ys)[last_of_level]
+    if method == "sensitivity":  # recall grows as the cut falls: the first level that reaches the target
+        reached = np.flatnonzero(tp >= target_sensitivity * n_pos - 1e-9)
+        return float(ps[last_of_level][reached[0]])
     flagged = np.flatnonzero(last_of_level) + 1
     f1 = 2 * tp / (flagged + n_pos)
     return float(ps[last_of_level][int(np.argmax(f1))])

@@ -6,6 +6,7 @@ The resolved config is written to RUN/config.json, so a run can be rebuilt and r
 from __future__ import annotations
 
 import dataclasses
+import operator
 import tomllib
 import types
 import typing
@@ -17,78 +18,159 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.models.device import is_device_name
 
 
+def option(default: Any, doc: str) -> Any:
+    """A config field with its documentation: `options_table` and ``train --help`` are generated from it."""
+    return field(default=default, metadata={"doc": doc})
+
+
 @dataclass
 class AugmentConfig:
-    """Training-time augmentation; every transform is off at 0 (or False)."""
+    """Training-time augmentation (the ``[augment]`` table); every transform is off at 0 (or False)."""
 
-    hflip: float = 0.5
-    vflip: float = 0.0
-    rotate_degrees: float = 10.0
-    brightness: float = 0.1
-    contrast: float = 0.1
-    noise_std: float = 0.0
-    erase_p: float = 0.0  # random patch erasure ("destructive patching")
-    erase_scale: tuple[float, float] = (0.02, 0.1)
+    hflip: float = option(0.5, "probability of a horizontal flip")
+    vflip: float = option(0.0, "probability of a vertical flip")
+    rotate_degrees: float = option(10.0, "rotation drawn from +-this many degrees")
+    brightness: float = option(0.1, "brightness jitter (torchvision ColorJitter)")
+    contrast: float = option(0.1, "contrast jitter (torchvision ColorJitter)")
+    noise_std: float = option(0.0, "standard deviation of added Gaussian noise (image in [0, 1])")
+    zoom: float = option(0.0, "zoom drawn from 1 +- zoom (0.1: 90% to 110%)")
+    shift: float = option(0.0, "shift drawn from +-this fraction of the width and height")
+    erase_p: float = option(0.0, "probability of blanking one random box (random erasing)")
+    erase_scale: tuple[float, float] = option(
+        (0.02, 0.1), "area range of that box, as fractions of the image"
+    )
+    patch_drop_rate: float = option(
+        0.0, "destructive patching: each cell of a patch_size grid is blanked with this probability"
+    )
+    patch_size: int = option(16, "side in pixels of the grid cells patch_drop_rate drops")
 
 
 @dataclass
 class TrainConfig:
     """Everything a training run depends on. Field names are the TOML keys (augment is a table)."""
 
-    model: str = "efficientnet_b0"
-    view_mode: str = "single"  # single (per image) | multi (per breast)
-    image_size: tuple[int, int] | None = None  # (H, W); None: the cache's size
-    folds: int = 5
-    epochs: int = 10
-    seed: int = 0
-    batch_size: int = 16
-    lr: float = 3e-4
-    weight_decay: float = 1e-4
-    dropout: float = 0.0
-    schedule: str = "cosine"  # cosine | plateau (ReduceLROnPlateau on the monitored metric) | none
-    monitor: str = "pf1"  # pf1 | auc | loss: selects the fold checkpoint and drives plateau/early stop
-    early_stopping_patience: int = 0  # 0: off
-    # imbalance remedies
-    loss: str = "bce"  # bce | focal
-    focal_gamma: float = 2.0
-    focal_alpha: float | None = 0.25
-    pos_weight: float | str | None = None  # a number, "auto" (negatives/positives) or None
-    sampler: str = "none"  # none | balanced
-    target_pos_ratio: float = 0.5  # positive fraction per epoch with the balanced sampler
-    undersample_negatives: float | None = None  # keep this fraction of negatives each epoch (sampler none)
-    oversample_positives: int = 1  # repeat each positive this many times per epoch
-    positive_label: float = 1.0  # soft positive labels, e.g. 0.9
-    warmup_epochs: int = 0  # phase 1: balanced subset; then the full data at real prevalence
-    warmup_pos_ratio: float = 0.5
-    # transfer learning, by timm's parameter groups (models/unfreeze.py)
-    freeze_epochs: int = 0  # backbone frozen (head only) for this many epochs,
-    unfreeze_stages: int = 1  # then its groups opened top-down in this many steps, one per epoch
-    trainable_groups: int = 0  # only the last N groups of the backbone ever train (0: all)
-    group_level: str = "coarse"  # coarse (stem, stages) | fine (blocks): timm's group_matcher
-    unfreeze_lr_scale: float = 1.0  # LR factor of groups frozen at the first epoch (e.g. 0.1)
-    layer_decay: float = 1.0  # layer-wise LR decay: each group gets lr * layer_decay ** (groups above it)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    # multi-view
-    max_views: int = 4
-    # engine
-    device: str = "auto"  # auto | cpu | cuda | cuda:N (models/device.resolve_device)
-    precision: str = "auto"  # auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed
-    channels_last: bool = True  # GPU only
-    devices: int | str = "auto"
-    num_nodes: int = 1
-    strategy: str = "auto"  # e.g. ddp
-    num_workers: int = 0
-    cpu_threads: int | None = None  # torch intra-op threads on the CPU (1 is fastest on a shared machine)
-    weights: str | None = None  # local pretrained weights file
-    pretrained: bool = False  # ImageNet weights: pip-shipped (extra `pretrained`) or timm's cache/hub
-    normalize: bool = True  # (x - mean) / std with the backbone's pretrained mean/std (1 channel: averages)
-    threshold_method: str = (
-        "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
+    model: str = option("efficientnet_b0", "any timm model name, or small_cnn (from scratch)")
+    view_mode: str = option("single", "single (one image per item) | multi (one breast per item)")
+    image_size: tuple[int, int] | None = option(
+        None, "(H, W) the images are resized to; none: the cache's size"
     )
-    label_column: str = "cancer"
+    folds: int = option(5, "patient-grouped cross-validation folds")
+    epochs: int = option(10, "epochs per fold")
+    seed: int = option(0, "seed of folds, sampling, augmentation and initialisation")
+    batch_size: int = option(16, "images (single) or breasts (multi) per batch")
+    lr: float = option(3e-4, "AdamW learning rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    dropout: float = option(0.0, "dropout before the classifier head")
+    schedule: str = option("cosine", "cosine | plateau (ReduceLROnPlateau on the monitored metric) | none")
+    monitor: str = option(
+        "pf1",
+        "pf1 | auc | loss | balanced_accuracy (at 0.5): selects the fold checkpoint, drives plateau and early stop",
+    )
+    early_stopping_patience: int = option(0, "epochs without improvement before a fold stops; 0: off")
+    # imbalance remedies
+    loss: str = option("bce", "bce | focal")
+    focal_gamma: float = option(2.0, "focal loss gamma")
+    focal_alpha: float | None = option(0.25, "focal loss alpha (weight of positives); none: unweighted")
+    pos_weight: float | str | None = option(
+        None, 'BCE weight of positives: a number, "auto" (negatives/positives) or none'
+    )
+    sampler: str = option("none", "none | balanced (draw with replacement at target_pos_ratio)")
+    target_pos_ratio: float = option(0.5, "positive fraction per epoch with the balanced sampler")
+    undersample_negatives: float | None = option(
+        None, "keep this fraction of negatives each epoch (sampler none); none: all"
+    )
+    oversample_positives: int = option(1, "repeat each positive this many times per epoch")
+    positive_label: float = option(1.0, "label of positives (soft labels, e.g. 0.9)")
+    warmup_epochs: int = option(
+        0, "first epochs on a balanced subset drawn per breast, then the full data at real prevalence"
+    )
+    warmup_pos_ratio: float = option(0.5, "positive share (of breasts) in the warm-up subset")
+    # transfer learning, by timm's parameter groups (models/unfreeze.py)
+    freeze_epochs: int = option(0, "epochs with the backbone frozen (head only)")
+    unfreeze_stages: int = option(
+        1, "then the backbone's groups open top-down in this many steps, one per epoch"
+    )
+    trainable_groups: int = option(0, "only the last N groups of the backbone ever train; 0: all")
+    group_level: str = option("coarse", "coarse (stem, stages) | fine (blocks): timm's group_matcher")
+    unfreeze_lr_scale: float = option(1.0, "LR factor of groups frozen at the first epoch (e.g. 0.1)")
+    layer_decay: float = option(
+        1.0, "layer-wise LR decay: each group gets lr * layer_decay ** (groups above it)"
+    )
+    augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "the [augment] table"})
+    # multi-view
+    max_views: int = option(4, "views per breast a multi-view model reads (extra views left out)")
+    # engine
+    device: str = option("auto", "auto | cpu | cuda | cuda:N")
+    precision: str = option(
+        "auto", "auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed"
+    )
+    channels_last: bool = option(True, "channels_last memory layout (GPU, single view)")
+    devices: int | str = option("auto", "Lightning devices (GPUs per node)")
+    num_nodes: int = option(1, "Lightning nodes")
+    strategy: str = option("auto", "Lightning strategy, e.g. ddp")
+    num_workers: int = option(0, "data loader worker processes")
+    cpu_threads: int | None = option(
+        None, "torch intra-op threads on the CPU (1 is fastest on a shared machine)"
+    )
+    weights: str | None = option(None, "local pretrained weights file")
+    pretrained: bool = option(False, "ImageNet weights: pip-shipped (extra `pretrained`) or timm's cache/hub")
+    normalize: bool = option(True, "(x - mean) / std with the backbone's pretrained mean and std")
+    threshold_method: str = option(
+        "best_f1",
+        "best_f1 | prevalence | sensitivity: how the operating threshold is tuned on OOF predictions",
+    )
+    target_sensitivity: float = option(0.9, "with threshold_method sensitivity: the highest cut reaching it")
+    label_column: str = option("cancer", "cache index column holding the 0/1 label")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _toml_value(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return repr(value)
+
+
+def option_rows() -> list[tuple[str, str, str, str]]:
+    """(TOML key, type, default, meaning) of every training option, ``augment.*`` for the [augment] table."""
+    rows = []
+    for cls, prefix in ((TrainConfig, ""), (AugmentConfig, "augment.")):
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            if f.name == "augment":
+                continue
+            rows.append(
+                (prefix + f.name, str(f.type), _toml_value(getattr(defaults, f.name)), f.metadata["doc"])
+            )
+    return rows
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def options_epilog() -> str:
+    """``train --help``'s list of the TOML keys with their defaults, one line each."""
+    return "\n".join(
+        [
+            "Options of the --config TOML file (top-level keys or a [train] table; augment.* is the [augment] table):"
+        ]
+        + [f"{key} = {default}: {doc}" for key, _, default, doc in option_rows()]
+    )
+
+
+def options_table() -> str:
+    """The Markdown table of every TOML key with its default (the README's copy is checked against it)."""
+    lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    lines += [f"| `{k}` | {_cell(t)} | `{d}` | {_cell(m)} |" for k, t, d, m in option_rows()]
+    return "\n".join(lines) + "\n"
 
 
 def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
@@ -160,14 +242,17 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 
 def validate_config(config: TrainConfig) -> None:
+    from mammo_insight.metrics.core import THRESHOLD_METHODS  # here: the CLI imports this module at start-up
+
     checks = {
         "view_mode": config.view_mode in {"single", "multi"},
         "schedule": config.schedule in {"cosine", "plateau", "none"},
-        "monitor": config.monitor in {"pf1", "auc", "loss"},
+        "monitor": config.monitor in {"pf1", "auc", "loss", "balanced_accuracy"},
         "loss": config.loss in {"bce", "focal"},
         "sampler": config.sampler in {"none", "balanced"},
         "device": is_device_name(config.device),
-        "threshold_method": config.threshold_method in {"best_f1", "prevalence"},
+        "threshold_method": config.threshold_method in THRESHOLD_METHODS,
+        "target_sensitivity": 0 < config.target_sensitivity <= 1,
         "folds": config.folds >= 2,
         "epochs": config.epochs >= 1,
         "target_pos_ratio": 0 < config.target_pos_ratio < 1,
@@ -187,9 +272,14 @@ def validate_config(config: TrainConfig) -> None:
         "unfreeze_lr_scale": config.unfreeze_lr_scale > 0,
         "layer_decay": 0 < config.layer_decay <= 1,
         "pretrained": not (config.pretrained and config.weights),
+        "augment.zoom": 0 <= config.augment.zoom < 1,
+        "augment.shift": 0 <= config.augment.shift <= 1,
+        "augment.patch_drop_rate": 0 <= config.augment.patch_drop_rate <= 1,
+        "augment.patch_size": config.augment.patch_size >= 1,
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:
         raise MammoInsightError(
-            "invalid training option(s): " + ", ".join(f"{name}={getattr(config, name)!r}" for name in bad)
+            "invalid training option(s): "
+            + ", ".join(f"{name}={operator.attrgetter(name)(config)!r}" for name in bad)
         )

@@ -6,7 +6,9 @@ through timm's public pretrained API. Both models normalise their input with the
 mean and std (`input_normalization`) inside ``embed``, so every stage that runs a model (train, evaluate,
 embed, explain, predict) feeds it the same [0, 1] images and gets the same normalisation. Both expose
 ``embed`` (the pooled feature vector that embeddings and fusion use) and return one malignancy logit per
-image or per breast.
+image or per breast. The head is sized from that vector as one forward pass of a blank image at the run's
+size measures it (`feature_size`), which also turns an input too small for the backbone into an error
+naming the smallest size it takes.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ import torch
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.models import small_cnn  # noqa: F401 - registers `small_cnn` with timm
 from mammo_insight.models.pretrained import offline_message, packaged_state_dict
 
 log = logging.getLogger(__name__)
+PROBE_SIDE = 64  # the largest side of the blank image `feature_size` tries first
 
 
 def has_fixed_input_size(name: str) -> bool:
@@ -204,6 +208,77 @@ def _load_state(name: str, state: dict, source: str, **kwargs: Any) -> nn.Module
     return model
 
 
+def _blank_forward(backbone: nn.Module, size: tuple[int, int]) -> torch.Tensor | str:
+    """The backbone's output for one blank 1-channel image of ``size`` (eval mode, no gradient, no
+    batch-norm statistics moved), or the error text when that size is too small for it."""
+    was_training = backbone.training
+    backbone.eval()
+    try:
+        with torch.no_grad():
+            return backbone(torch.zeros(1, 1, *size))
+    except (
+        RuntimeError
+    ) as exc:  # "Kernel size can't be greater than actual input size", "Output size is too small"
+        return " ".join(str(exc).split())
+    finally:
+        backbone.train(was_training)
+
+
+def minimum_input_side(name: str, *, start: int, limit: int = 1024) -> int | None:
+    """The smallest square side ``name`` takes, found by trying forwards (no hand-kept table), or None
+    when none up to ``limit`` works. The side doubles from ``start`` until one runs, then bisects."""
+    fixed = has_fixed_input_size(name)
+    shared = None if fixed else create_backbone(name)
+
+    def runs(side: int) -> bool:
+        try:  # a model built for one size (ViT) is rebuilt at each size tried
+            backbone = create_backbone(name, img_size=(side, side)) if fixed else shared
+        except (RuntimeError, ValueError, AssertionError):
+            return False
+        return not isinstance(_blank_forward(backbone, (side, side)), str)
+
+    low = high = max(start, 1)
+    while not runs(high):
+        if high >= limit:
+            return None
+        low, high = high, min(2 * high, limit)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if runs(middle) else (middle, high)
+    return high
+
+
+def feature_size(backbone: nn.Module, name: str, img_size: tuple[int, int] | None) -> int:
+    """Length of the pooled feature vector the backbone produces, from one forward pass of a blank image.
+
+    ``num_features`` is not it for every family (timm's vgg16 says 512 and pools to 4096 through its
+    pre-logits MLP). The pass runs at ``img_size`` (else the model's pretrained input size), so an input
+    too small for the backbone stops here, naming the smallest size it takes, not inside training. It
+    first tries a crop of at most PROBE_SIDE a side (the pooled length does not depend on the size, and a
+    backbone that takes a smaller input takes a larger one): a blank 512x512 pass costs resnet50 about 2 s
+    on one CPU thread, each time a fold model is built.
+    """
+    size = tuple(img_size) if img_size is not None else _default_input_size(name)
+    probe = size if has_fixed_input_size(name) else (min(size[0], PROBE_SIDE), min(size[1], PROBE_SIDE))
+    out = _blank_forward(backbone, probe)
+    if isinstance(out, str) and probe != size:  # too small a crop for this backbone: the real size decides
+        out = _blank_forward(backbone, size)
+    if not isinstance(out, str):
+        return int(out.shape[-1])
+    side = minimum_input_side(name, start=min(size))
+    need = f"at least {side}x{side} pixels" if side else "a larger input"
+    raise MammoInsightError(
+        f"model {name} needs an input of {need}, the images are {size[0]}x{size[1]} "
+        f"(preprocess --size or the image_size option): {out[:200]}"
+    )
+
+
+def _default_input_size(name: str) -> tuple[int, int]:
+    cfg = timm.models.get_pretrained_cfg(name, allow_unregistered=True)
+    input_size = getattr(cfg, "input_size", None) or (3, 224, 224)
+    return int(input_size[-2]), int(input_size[-1])
+
+
 class InputNormalization(nn.Module):
     """(x - mean) / std on 1-channel images in [0, 1]; mean and std are rebuilt from the run's config.json,
     not stored in the state dict (fold models of runs made before normalisation keep loading)."""
@@ -224,17 +299,19 @@ class SingleViewClassifier(nn.Module):
     """One image -> one logit. ``embed`` gives the pooled backbone features."""
 
     def __init__(
-        self, backbone: nn.Module, dropout: float = 0.0, normalization: tuple[float, float] = (0.0, 1.0)
+        self,
+        backbone: nn.Module,
+        dropout: float = 0.0,
+        normalization: tuple[float, float] = (0.0, 1.0),
+        *,
+        n_features: int,
     ):
         super().__init__()
         self.normalize = InputNormalization(*normalization)
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(backbone.num_features, 1)
-
-    @property
-    def embedding_dim(self) -> int:
-        return int(self.backbone.num_features)
+        self.embedding_dim = n_features
+        self.head = nn.Linear(n_features, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))
@@ -251,17 +328,19 @@ class MultiViewClassifier(nn.Module):
     """
 
     def __init__(
-        self, backbone: nn.Module, dropout: float = 0.0, normalization: tuple[float, float] = (0.0, 1.0)
+        self,
+        backbone: nn.Module,
+        dropout: float = 0.0,
+        normalization: tuple[float, float] = (0.0, 1.0),
+        *,
+        n_features: int,
     ):
         super().__init__()
         self.normalize = InputNormalization(*normalization)
         self.backbone = backbone
         self.dropout = nn.Dropout(dropout)
-        self.head = nn.Linear(2 * backbone.num_features, 1)
-
-    @property
-    def embedding_dim(self) -> int:
-        return 2 * int(self.backbone.num_features)
+        self.embedding_dim = 2 * n_features
+        self.head = nn.Linear(2 * n_features, 1)
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, v = x.shape[:2]
@@ -295,8 +374,5 @@ def build_classifier(
         raise MammoInsightError(f"view mode must be 'single' or 'multi', got {view_mode!r}")
     backbone = create_backbone(model_name, weights, img_size, pretrained=pretrained)
     norm = tuple(normalization) if normalization is not None else (0.0, 1.0)
-    if view_mode == "single":
-        return SingleViewClassifier(backbone, dropout, norm)
-    if view_mode == "multi":
-        return MultiViewClassifier(backbone, dropout, norm)
-    raise MammoInsightError(f"view mode must be 'single' or 'multi', got {view_mode!r}")
+    classifier = SingleViewClassifier if view_mode == "single" else MultiViewClassifier
+    return classifier(backbone, dropout, norm, n_features=feature_size(backbone, model_name, img_size))

@@ -14,11 +14,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammo_insight.metrics import pf1, roc_auc
+from mammo_insight.metrics import pf1, point_metrics, roc_auc
 from mammo_insight.models.config import TrainConfig
 from mammo_insight.models.unfreeze import apply_schedule, backbone_groups, lr_multipliers
 
 log = logging.getLogger(__name__)
+# The epoch's balanced accuracy (monitor = "balanced_accuracy") cuts at 0.5: a fixed point, so epochs compare;
+# a model trained at the real prevalence rarely crosses it (pair it with pos_weight or a balanced sampler).
+BALANCED_ACCURACY_CUT = 0.5
 
 
 class ClassifierModule(pl.LightningModule):
@@ -80,8 +83,10 @@ class ClassifierModule(pl.LightningModule):
             self.log(f"{split}_loss", float(total) / len(probs))
         outputs.clear()
         auc = roc_auc(labels, probs)
+        balanced = point_metrics(labels, probs, BALANCED_ACCURACY_CUT)["balanced_accuracy"]
         self.log(f"{split}_pf1", float(np.nan_to_num(pf1(labels, probs))), prog_bar=split == "val")
         self.log(f"{split}_auc", float(auc) if np.isfinite(auc) else 0.5, prog_bar=split == "val")
+        self.log(f"{split}_balanced_accuracy", float(np.nan_to_num(balanced, nan=0.5)))
 
     def on_validation_epoch_end(self) -> None:
         # Validation runs after the epoch's last training batch, so both splits are scored here and
@@ -126,7 +131,7 @@ class ClassifierModule(pl.LightningModule):
 
 
 def monitor_key(monitor: str) -> str:
-    return {"pf1": "val_pf1", "auc": "val_auc", "loss": "val_loss"}[monitor]
+    return f"val_{monitor}"
 
 
 class GroupUnfreeze(pl.Callback):

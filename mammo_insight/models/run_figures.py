@@ -23,8 +23,13 @@ COLORS = {
 
 
 def learning_curves(history: pd.DataFrame) -> Figure:
-    """Loss, pF1 and ROC-AUC per epoch: train dashed, validation solid, one line per fold."""
-    metrics = [m for m in ("loss", "pf1", "roc_auc") if m in history.columns]
+    """Loss, pF1, ROC-AUC and balanced accuracy (at 0.5; runs before it have none) per epoch: train dashed,
+    validation solid, one line per fold."""
+    metrics = [
+        m
+        for m in ("loss", "pf1", "roc_auc", "balanced_accuracy")
+        if m in history.columns and history[m].notna().any()
+    ]
     fig = Figure(figsize=(4.2 * len(metrics), 3.3), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     folds = sorted(history["fold"].dropna().unique()) if "fold" in history.columns else [None]

@@ -320,7 +320,7 @@ def render_run_report(
                 [
                     figure(
                         lambda: figs.learning_curves(history),
-                        "Loss, pF1 and ROC-AUC per epoch; one line per fold",
+                        "Loss, pF1, ROC-AUC and balanced accuracy (at 0.5) per epoch; one line per fold",
                     )
                 ],
             )

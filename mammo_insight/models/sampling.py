@@ -7,6 +7,7 @@ after a resume. ``EpochSampler`` also hands each item an augmentation seed.
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import Sampler
 
@@ -43,11 +44,22 @@ def balanced_indices(
     return rng.permutation(picked)
 
 
-def balanced_subset(labels: np.ndarray, pos_ratio: float, rng: np.random.Generator) -> np.ndarray:
-    """Every positive plus enough negatives (without replacement) for ``pos_ratio``: the warm-up set."""
-    pos, neg = np.flatnonzero(labels > 0.5), np.flatnonzero(labels <= 0.5)
+def balanced_subset(
+    labels: np.ndarray, pos_ratio: float, rng: np.random.Generator, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """The warm-up set: every positive group plus enough negative groups (drawn without replacement) for
+    ``pos_ratio`` of the groups to be positive, with all the items of each group drawn.
+
+    ``groups``: one id per item, the breast of each image in single-view mode, so a breast's views are
+    all in the subset or all out (a group is positive when any of its items is); None: one item each.
+    """
+    codes = np.arange(len(labels)) if groups is None else pd.factorize(np.asarray(groups))[0]
+    positive = np.zeros(codes.max() + 1 if len(codes) else 0, dtype=bool)
+    np.logical_or.at(positive, codes, np.asarray(labels) > 0.5)
+    pos, neg = np.flatnonzero(positive), np.flatnonzero(~positive)
     n_neg = min(len(neg), max(1, round(len(pos) * (1 - pos_ratio) / pos_ratio)) if len(pos) else len(neg))
-    return rng.permutation(np.concatenate([pos, rng.choice(neg, n_neg, replace=False)]))
+    chosen = np.concatenate([pos, rng.choice(neg, n_neg, replace=False)])
+    return rng.permutation(np.flatnonzero(np.isin(codes, chosen)))
 
 
 def resampled_indices(
@@ -67,29 +79,35 @@ def resampled_indices(
     return rng.permutation(np.concatenate([np.repeat(pos, oversample_positives), neg]))
 
 
-def epoch_plan(labels: np.ndarray, config: TrainConfig, epoch: int) -> np.ndarray:
-    """The item indices of one epoch: warm-up subset, balanced draw, or resampled full data."""
+def epoch_plan(
+    labels: np.ndarray, config: TrainConfig, epoch: int, groups: np.ndarray | None = None
+) -> np.ndarray:
+    """The item indices of one epoch: warm-up subset (whole ``groups``), balanced draw, or resampled full data."""
     rng = np.random.default_rng([config.seed, epoch])
     if epoch < config.warmup_epochs:
-        return balanced_subset(labels, config.warmup_pos_ratio, rng)
+        return balanced_subset(labels, config.warmup_pos_ratio, rng, groups)
     if config.sampler == "balanced":
         return balanced_indices(labels, config.target_pos_ratio, rng)
     return resampled_indices(labels, config.undersample_negatives, config.oversample_positives, rng)
 
 
 class EpochSampler(Sampler):
-    """Yields (index, augmentation seed) per item; Lightning calls ``set_epoch`` before each epoch."""
+    """Yields (index, augmentation seed) per item; Lightning calls ``set_epoch`` before each epoch.
 
-    def __init__(self, labels: np.ndarray, config: TrainConfig):
+    ``groups``: the breast of each item when items are images, so the warm-up subset keeps breasts whole.
+    """
+
+    def __init__(self, labels: np.ndarray, config: TrainConfig, groups: np.ndarray | None = None):
         self.labels = np.asarray(labels)
         self.config = config
+        self.groups = None if groups is None else np.asarray(groups)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def _plan(self) -> np.ndarray:
-        return epoch_plan(self.labels, self.config, self.epoch)
+        return epoch_plan(self.labels, self.config, self.epoch, self.groups)
 
     def __len__(self) -> int:
         return len(self._plan())

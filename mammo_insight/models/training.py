@@ -56,7 +56,7 @@ RUNTIME_OPTIONS = {
 
 
 class History(pl.Callback):
-    """Per-epoch loss, pF1, ROC-AUC and LR of both splits; saved inside checkpoints so resumes keep it."""
+    """Per-epoch loss, pF1, ROC-AUC, balanced accuracy and LR of both splits; saved inside checkpoints so resumes keep it."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
@@ -80,6 +80,7 @@ class History(pl.Callback):
                     "loss": m.get(f"{split}_loss", np.nan),
                     "pf1": m.get(f"{split}_pf1", np.nan),
                     "roc_auc": m.get(f"{split}_auc", np.nan),
+                    "balanced_accuracy": m.get(f"{split}_balanced_accuracy", np.nan),
                     "lr": lr,
                 }
             )
@@ -193,7 +194,7 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
 
     if not (out_dir / "config.json").is_file():
         return
-    old = load_run_config(out_dir)
+    old = _with_defaults(load_run_config(out_dir))
     skip = RUNTIME_OPTIONS | {"versions", "cache", "threshold", "thresholds"}
     differ = sorted(k for k in values if k not in skip and k in old and _norm(old[k]) != _norm(values[k]))
     if differ:
@@ -201,6 +202,16 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
             f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
             "use a new --out folder, or delete this one to start over"
         )
+
+
+def _with_defaults(old: dict[str, Any]) -> dict[str, Any]:
+    """A config.json with the options it predates filled in at their defaults (what that run used),
+    so a run made before an option existed still resumes."""
+    defaults = TrainConfig().to_dict()
+    merged = {**defaults, **old}
+    if isinstance(old.get("augment"), dict):
+        merged["augment"] = {**defaults["augment"], **old["augment"]}
+    return merged
 
 
 def _norm(value: Any) -> Any:
@@ -228,10 +239,19 @@ def _datasets(
     return train_ds, val_ds
 
 
+def _breast_of_items(dataset: Any) -> np.ndarray | None:
+    table = getattr(dataset, "table", None)
+    return table["breast_id"].to_numpy() if table is not None and "breast_id" in table else None
+
+
 def make_loaders(
     train_ds: Any, val_ds: Any, hard_labels: np.ndarray, config: TrainConfig, *, accelerator: str
 ) -> tuple[DataLoader, DataLoader]:
-    """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader."""
+    """Training loader (epoch-seeded sampler: imbalance plan + augmentation seeds) and validation loader.
+
+    An image dataset's items are grouped by breast for the sampler, so the warm-up subset keeps a breast's
+    views together (a breast dataset's items are breasts already).
+    """
     common = {
         "batch_size": config.batch_size,
         "num_workers": config.num_workers,
@@ -241,7 +261,7 @@ def make_loaders(
     }
     train_loader = DataLoader(
         train_ds,
-        sampler=EpochSampler(hard_labels, config),
+        sampler=EpochSampler(hard_labels, config, groups=_breast_of_items(train_ds)),
         drop_last=len(train_ds) >= 2 * config.batch_size,
         **common,
     )

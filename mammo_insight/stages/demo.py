@@ -38,7 +38,7 @@ class DemoSettings:
     epochs: int = 12
     lr: float = 3e-3
     target_pos_ratio: float = 0.4  # balanced sampler: positive share of each training epoch
-    explain_cases: int = 1  # gallery cases per fold and category (TP, FP, FN)
+    explain_cases: int = 1  # gallery cases per fold and category (TP, FP, FN, TN)
     explain_checked: int = 16  # annotated images in the pointing-game sample (a page each: ~0.5 MB)
     # resnet10t's last stage is a 4 x 3 grid at 128x96, coarser than the lesions; its third gives 8 x 6:
     # pointing game 0.25 (chance 0.03) instead of 0.007 on the default cohort

@@ -1,7 +1,7 @@
 """`explain`: CAMs of a run's fold models on held-out cases, checked against lesions, as a gallery.
 
 Every case is explained by the fold model that never saw its woman (the ``fold`` column of the OOF
-predictions). Cases are the gallery (per fold: most confident TP, FP, FN) plus the annotated images
+predictions). Cases are the gallery (per fold: most confident TP, FP, FN, TN) plus the annotated images
 used by the checks (up to ``max_checked``, a seeded random sample when there are more). The per-case
 mechanics (inputs, CAMs mapped to the original pixels, checks, figures) are in
 :mod:`mammo_insight.explain.cam_run`.
@@ -25,7 +25,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks
 from mammo_insight.explain.cam import METHODS, CamExplainer
 from mammo_insight.explain.cam_run import CaseContext, ExplainedCase, explain_batch, random_twin
-from mammo_insight.explain.gallery import render_case_page, render_index, select_gallery
+from mammo_insight.explain.gallery import CATEGORIES, render_case_page, render_index, select_gallery
 from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_annotations, read_cache_index
 from mammo_insight.models.device import resolve_device
@@ -45,7 +45,7 @@ SUMMARY_KEYS = {
     "randomised_pointing_game_cell": "random_pointing_cell",
     "lesion_area_fraction_cell": "area_fraction_cell",
 }
-GALLERY_CATEGORIES = ("TP", "FP", "FN")
+GALLERY_CATEGORIES = tuple(CATEGORIES)  # TP, FP, FN, TN
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class ExplainResult(StageResult):
         }
 
     def gallery(self) -> dict[tuple[int, str], list]:
-        """(fold, TP/FP/FN) -> [(thumbnail, caption, case page)] for every fold with a case."""
+        """(fold, TP/FP/FN/TN) -> [(thumbnail, caption, case page)] for every fold with a case."""
         items: dict[tuple[int, str], list] = {}
         for case in self.cases:
             for category in case.categories:
@@ -175,7 +175,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         raise MammoInsightError(f"{run_dir / 'config.json'} records no image_size")
     threshold = run.config.get("threshold")
     if threshold is None:
-        raise MammoInsightError("config.json of the run has no 'threshold'; cannot pick TP/FP/FN cases")
+        raise MammoInsightError("config.json of the run has no 'threshold'; cannot pick TP/FP/FN/TN cases")
     oof = run.oof()
     if label not in oof:
         raise MammoInsightError(f"{run_dir / 'oof_predictions.csv'} has no column {label!r}")

@@ -17,7 +17,8 @@ be determined is written in the ``notes`` column. No identifying DICOM tag (Pati
 ...) is ever copied to an output; PatientID only as that keyed hash.
 
 OUT.csv (breasts), OUT_images.csv (files), OUT.csv.manifest.json beside them; with ``cams`` one Grad-CAM
-overlay PNG per scored image and index.html in that folder.
+overlay PNG per scored image and index.html in that folder. With ``output_format="rsna"`` OUT.csv is the
+RSNA competition's submission instead (`rsna_submission`: prediction_id, cancer).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ IMAGE_COLUMNS = [
     "notes",
 ]
 CAM_SIDE = 768  # longest side of an overlay PNG
+OUTPUT_FORMATS = ("breasts", "rsna")
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class PredictConfig:
 
     cache: keep the preprocessed images there (default: a temporary folder, deleted afterwards).
     cams: write one Grad-CAM overlay PNG per scored image (on the original mammogram) and index.html there.
+    output_format: "breasts" (OUT.csv is the breast table) or "rsna" (the competition's prediction_id,cancer).
     """
 
     run: Path
@@ -92,6 +95,7 @@ class PredictConfig:
     device: str = "auto"
     batch_size: int = 32
     workers: int = 1
+    output_format: str = "breasts"
 
 
 @dataclass(frozen=True, eq=False)
@@ -263,6 +267,31 @@ def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Coho
     return cohort
 
 
+def rsna_submission(breasts: pd.DataFrame) -> pd.DataFrame:
+    """The RSNA Screening Mammography submission: prediction_id = patient_id + "_" + laterality, cancer = the
+    breast probability (formed as the run's metrics formed it: the mean of a breast's images, or a
+    multi-view model's own breast output).
+
+    A breast without L/R laterality or without a probability (none of its images could be scored) has no
+    place in that format: it is left out with a warning naming it.
+    """
+    laterality = breasts["laterality"].astype("string").str.upper()
+    keep = laterality.isin(["L", "R"]).fillna(False) & breasts["prob"].notna()
+    if not keep.all():
+        left_out = breasts.loc[~keep, "breast_id"].astype(str).tolist()
+        log.warning(
+            "%d breast(s) left out of the RSNA file (laterality not L/R, or no scored image): %s",
+            len(left_out),
+            ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else ""),
+        )
+    return pd.DataFrame(
+        {
+            "prediction_id": breasts.loc[keep, "patient_id"].astype(str) + "_" + laterality[keep],
+            "cancer": breasts.loc[keep, "prob"].astype(float),
+        }
+    ).reset_index(drop=True)
+
+
 def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, threshold: float) -> pd.DataFrame:
     """One row per breast of the input, also those none of whose images could be scored (prob empty)."""
     rows = image_rows[image_rows["breast_id"].notna()]
@@ -300,6 +329,10 @@ def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, thresh
 
 def run_predict(config: PredictConfig) -> PredictResult:
     """Preprocess the images as the run was trained, score them with every fold model (mean), decide."""
+    if config.output_format not in OUTPUT_FORMATS:
+        raise MammoInsightError(
+            f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {config.output_format!r}"
+        )
     device = resolve_device(config.device)  # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
     images_dir = Path(config.images)
@@ -365,11 +398,13 @@ def run_predict(config: PredictConfig) -> PredictResult:
 
 
 def write_predict(result: PredictResult, out: str | Path) -> Path:
-    """OUT.csv (one row per breast), OUT_images.csv (one row per file), the overlays, then OUT.csv.manifest.json,
-    then the overlays' index.html; returns OUT.csv."""
+    """OUT.csv (one row per breast; ``output_format="rsna"``: the competition's prediction_id,cancer),
+    OUT_images.csv (one row per file), the overlays, then OUT.csv.manifest.json, then the overlays'
+    index.html; returns OUT.csv."""
     out_csv = Path(out)
     config = result.config
-    write_csv_atomic(out_csv, result.breasts)
+    rsna = config.output_format == "rsna"
+    write_csv_atomic(out_csv, rsna_submission(result.breasts) if rsna else result.breasts)
     write_csv_atomic(image_csv_path(out_csv), result.images)
     render, report = None, None
     if config.cams is not None and result.overlays is not None:
@@ -390,6 +425,7 @@ def write_predict(result: PredictResult, out: str | Path) -> Path:
             "run": str(run_dir),
             "images": str(config.images),
             "out": out_csv.name,
+            "format": config.output_format,
             "dataset": config.dataset,
             "threshold": result.threshold,
             "preprocess": result.preprocess,

@@ -38,7 +38,7 @@ from mammo_insight.models.training import FoldOutputs, train_folds
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
-HISTORY_COLUMNS = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "lr"]
+HISTORY_COLUMNS = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "balanced_accuracy", "lr"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def frozen_features(cache_dir: Path, table: pd.DataFrame, values: dict[str, Any]
 def _results(folds: FoldOutputs) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]:
     oof = pd.concat(folds.images, ignore_index=True)
     breasts = [b for b in folds.breasts if b is not None]
-    history = pd.concat(folds.history, ignore_index=True)[HISTORY_COLUMNS]
+    history = pd.concat(folds.history, ignore_index=True).reindex(columns=HISTORY_COLUMNS)
     return oof, (pd.concat(breasts, ignore_index=True) if breasts else None), history
 
 
@@ -131,7 +131,12 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
     label, seed = values["label_column"], values["seed"]
     # thresholds tuned per level on these out-of-fold predictions; metrics.json says they are optimistic
     metrics = evaluate_predictions(
-        oof, None, seed=seed, label=label, threshold_method=values["threshold_method"]
+        oof,
+        None,
+        seed=seed,
+        label=label,
+        threshold_method=values["threshold_method"],
+        target_sensitivity=values["target_sensitivity"],
     )
     thresholds = thresholds_of(metrics)
     values.update(threshold=thresholds["image"], thresholds=thresholds)

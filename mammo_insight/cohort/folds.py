@@ -195,3 +195,29 @@ def folds_record(
     if train_only:
         record["train_only_patients"] = int(train_only)
     return record
+
+
+def fold_mismatch(a: pd.DataFrame, b: pd.DataFrame, *, names: tuple[str, str] = ("a", "b")) -> str | None:
+    """The first image (by woman, then image id) scored in another fold, or in one table only; None when the
+    two out-of-fold tables (image_id, patient_id, fold) validate every image in the same fold.
+
+    Runs compared or averaged on out-of-fold predictions must share their folds: otherwise each image's two
+    probabilities come from models that saw different women, and a paired test compares split luck.
+    """
+    keys = ["patient_id", "image_id"]
+    merged = a[[*keys, "fold"]].merge(
+        b[[*keys, "fold"]], on=keys, how="outer", suffixes=("_a", "_b"), indicator=True
+    )
+    merged = merged.astype({"patient_id": str, "image_id": str}).sort_values(keys, kind="stable")
+    differ = merged[(merged["_merge"] != "both") | (merged["fold_a"] != merged["fold_b"])]
+    if differ.empty:
+        return None
+    row = differ.iloc[0]
+
+    def fold(value: Any) -> str:
+        return "not scored" if pd.isna(value) else f"fold {int(value)}"
+
+    return (
+        f"woman {row['patient_id']}, image {row['image_id']}: {fold(row['fold_a'])} in {names[0]}, "
+        f"{fold(row['fold_b'])} in {names[1]}"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -296,9 +296,14 @@ def _files_section(run_dir: Path) -> Section:
 
 
 def render_run_report(
-    run_dir: str | Path, out_path: str | Path | None = None, title: str | None = None
+    run_dir: str | Path,
+    out_path: str | Path | None = None,
+    title: str | None = None,
+    extra: Sequence[Section] = (),
 ) -> Path:
-    """Write RUN/index.html (or out_path) from the run directory's files; returns the page path."""
+    """Write RUN/index.html (or out_path) from the run directory's files; returns the page path.
+
+    `extra`: sections a stage adds after the metrics (an ensemble's members, a dataset-shift check)."""
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json")
     metrics = _read_json(run_dir / "metrics.json")
@@ -313,6 +318,7 @@ def render_run_report(
         sections.append(_metrics_section(metrics))
     else:
         sections.append(Section("Metrics with intervals", [paragraph("metrics.json is missing.", "warn")]))
+    sections += extra
     if history is not None and not history.empty:
         sections.append(
             Section(

@@ -28,12 +28,37 @@ TRAIN_ONLY_COLUMNS = ("is_augmented", "external_only")
 POLICY = "patient-grouped, stratified on the patient's label (StratifiedGroupKFold, shuffled with the seed)"
 
 
+TRUE_WORDS = {"true", "t", "yes", "y", "1", "1.0"}
+FALSE_WORDS = {"false", "f", "no", "n", "0", "0.0"}
+
+
+def flag_values(values: pd.Series, where: str, ids: pd.Series | None = None) -> pd.Series:
+    """A train-only flag as booleans, missing = False: booleans, 0/1, or the words true/false, yes/no.
+
+    A dataset's own table writes flags as text ("False" is a non-empty, truthy string), so text is read as
+    words; anything else stops with `where` (the column and its file), the first such value and its row.
+    """
+    if pd.api.types.is_bool_dtype(values):
+        return values.fillna(False).astype(bool)
+    text = values.astype("string").str.strip().str.lower()
+    known = text.isna() | (text == "") | text.isin(TRUE_WORDS | FALSE_WORDS)
+    if not known.all():
+        row = int((~known).to_numpy().argmax())
+        name = f"image {ids.iloc[row]}" if ids is not None else f"row {row + 1}"
+        raise MammoInsightError(
+            f"{where} holds {values.iloc[row]!r} ({name}; {int((~known).sum())} such row(s)): a train-only flag "
+            "must be true/false, yes/no or 1/0 (empty = false)"
+        )
+    return text.isin(TRUE_WORDS).fillna(False).astype(bool)
+
+
 def train_only_mask(table: pd.DataFrame) -> pd.Series:
     """True for rows that may train but never validate or test."""
     mask = pd.Series(False, index=table.index)
+    ids = table.get("image_id")
     for column in TRAIN_ONLY_COLUMNS:
         if column in table:
-            mask |= table[column].fillna(False).astype(bool)
+            mask |= flag_values(table[column], f"column {column}", ids)
     return mask
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
-from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.models.data import CACHE_ROOT, CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier, input_normalization
 from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
@@ -52,6 +53,8 @@ RUNTIME_OPTIONS = {
     "num_workers",
     "cpu_threads",
 }
+SOURCE_COLUMN = "training_source"  # home or ext<k>, when a run trains on external caches too
+HOME_SOURCE = "home"
 
 
 class History(pl.Callback):
@@ -151,6 +154,41 @@ def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
     return table
 
 
+def external_name(k: int) -> str:
+    """How the k-th external cache (from 1) is named in ids, the source column and config.json."""
+    return f"ext{k}"
+
+
+def load_sources(
+    cache_dir: Path, external: Sequence[Path], label_column: str, *, positives_only: bool = False
+) -> pd.DataFrame:
+    """The home cache's training rows, then each external cache's rows flagged ``external_only``.
+
+    External rows train in every fold and are never validated or scored (``cohort.folds``). Their ids are
+    prefixed with the cache's name (``ext1:P001``), so that a woman of another dataset who shares an id with
+    a home woman is never taken for her; ``cache_root`` says where their images are, ``SOURCE_COLUMN`` which
+    cache each row came from (home or ext<k>). `positives_only` keeps only an external cache's positives,
+    the studies' recipe of adding another dataset's cancers.
+    """
+    home = load_training_table(cache_dir, label_column)
+    if not external:
+        return home
+    parts = [home.assign(**{SOURCE_COLUMN: HOME_SOURCE})]
+    for k, path in enumerate(external, start=1):
+        rows = load_training_table(path, label_column)
+        if positives_only:
+            rows = rows[pd.to_numeric(rows[label_column]) == 1]
+            if rows.empty:
+                raise MammoInsightError(
+                    f"{path / INDEX_FILE} has no positive ({label_column} = 1) row to add"
+                )
+        name = external_name(k)
+        ids = {c: name + ":" + rows[c].astype(str) for c in ("patient_id", "breast_id", "image_id")}
+        parts.append(rows.assign(**ids, external_only=True, **{CACHE_ROOT: str(path), SOURCE_COLUMN: name}))
+        log.info("external cache %s (%s): %d training-only images", name, path, len(rows))
+    return pd.concat(parts, ignore_index=True)
+
+
 def run_normalization(config: TrainConfig) -> tuple[float, float] | None:
     """(mean, std) the run's models normalise their input with (config.json input_mean, input_std)."""
     return input_normalization(config.model) if config.normalize else None
@@ -194,7 +232,9 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
         return
     old = load_run_config(out_dir)
     skip = RUNTIME_OPTIONS | {"versions", "cache", "threshold", "thresholds"}
-    differ = sorted(k for k in values if k not in skip and k in old and _norm(old[k]) != _norm(values[k]))
+    # options a run made before them lacks are not compared; the external caches are, added or dropped too
+    keys = {k for k in values if k in old} | {"external_caches", "external_positives_only"}
+    differ = sorted(k for k in keys - skip if _norm(old.get(k)) != _norm(values.get(k)))
     if differ:
         raise MammoInsightError(
             f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
@@ -404,11 +444,17 @@ class FoldOutputs:
 
 
 def train_folds(
-    cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None
+    cache_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    external_caches: Sequence[str | Path] = (),
+    external_positives_only: bool = False,
 ) -> FoldOutputs | None:
     """Train every fold (resuming what an interrupted run left, skipping finished folds).
 
-    Returns None on a DDP rank other than 0: it trains every fold with rank 0, which writes the files.
+    `external_caches`: more caches whose rows only train (see `load_sources`). Returns None on a DDP rank
+    other than 0: it trains every fold with rank 0, which writes the files.
     """
     config = config or TrainConfig()
     validate_config(config)
@@ -416,14 +462,28 @@ def train_folds(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.cpu_threads or threads)
     try:
-        return _train_folds(cache_dir, out_dir, config)
+        external = [Path(p) for p in external_caches]
+        table = load_sources(cache_dir, external, config.label_column, positives_only=external_positives_only)
+        values = resolved_config(config, cache_dir, table)
+        if external:
+            values["external_positives_only"] = external_positives_only
+            values["external_caches"] = [
+                {
+                    "name": external_name(k),
+                    "cache": str(path),
+                    "cache_index_sha256": file_sha256(path / INDEX_FILE),
+                    "n_images": int((table[SOURCE_COLUMN] == external_name(k)).sum()),
+                }
+                for k, path in enumerate(external, start=1)
+            ]
+        return _train_folds(cache_dir, out_dir, config, table, values)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_folds(cache_dir: Path, out_dir: Path, config: TrainConfig) -> FoldOutputs | None:
-    table = load_training_table(cache_dir, config.label_column)
-    values = resolved_config(config, cache_dir, table)
+def _train_folds(
+    cache_dir: Path, out_dir: Path, config: TrainConfig, table: pd.DataFrame, values: dict[str, Any]
+) -> FoldOutputs | None:
     size = tuple(values["image_size"])
     _check_resumable(out_dir, values)
     save_run_config(out_dir, values)

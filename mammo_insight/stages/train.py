@@ -48,6 +48,8 @@ class TrainStageConfig:
     cache: Path
     out: Path
     options: TrainConfig = field(default_factory=TrainConfig)
+    external_caches: tuple[Path, ...] = ()  # train-only rows from other caches, never validated or scored
+    external_positives_only: bool = False  # of those, only the positives (the studies' recipe)
 
 
 @dataclass(frozen=True)
@@ -123,7 +125,13 @@ def _results(folds: FoldOutputs) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
 
 def run_train(config: TrainStageConfig) -> TrainResult | None:
     """Train every fold (resuming what an interrupted run left); None on a DDP worker rank (rank 0 writes)."""
-    folds = train_folds(config.cache, config.out, config.options)
+    folds = train_folds(
+        config.cache,
+        config.out,
+        config.options,
+        external_caches=config.external_caches,
+        external_positives_only=config.external_positives_only,
+    )
     if folds is None:
         return None
     oof, oof_breasts, history = _results(folds)
@@ -163,7 +171,13 @@ def write_train(result: TrainResult) -> Path:
         result,
         values,
         seed=result.values["seed"],
-        inputs={"cache_index": result.config.cache / INDEX_FILE},
+        inputs={
+            "cache_index": result.config.cache / INDEX_FILE,
+            **{
+                f"external_cache_index_{k}": p / INDEX_FILE
+                for k, p in enumerate(result.config.external_caches, 1)
+            },
+        },
         render=lambda: render_run_report(out),
     )
     log.info("run written to %s", out)

@@ -27,12 +27,12 @@ from torch.utils.data import DataLoader
 from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import write_csv_atomic
-from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
+from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.models.augment import build_augment
 from mammo_insight.models.config import TrainConfig, validate_config
-from mammo_insight.models.data import CACHE_ROOT, CacheBreastDataset, CacheImageDataset
+from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier, input_normalization
 from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
@@ -40,6 +40,7 @@ from mammo_insight.models.losses import build_loss
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
+from mammo_insight.models.sources import SOURCE_COLUMN, external_name, load_sources
 
 log = logging.getLogger(__name__)
 # Options that may change between an interrupted run and its resume (they do not change the result).
@@ -53,8 +54,6 @@ RUNTIME_OPTIONS = {
     "num_workers",
     "cpu_threads",
 }
-SOURCE_COLUMN = "training_source"  # home or ext<k>, when a run trains on external caches too
-HOME_SOURCE = "home"
 
 
 class History(pl.Callback):
@@ -129,64 +128,6 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
             continue
         return path
     return None
-
-
-def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
-    """The ok cache rows with a known label (unlabelled rows cannot train or be scored)."""
-    index = read_cache_index(cache_dir)
-    if label_column not in index:
-        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no column {label_column!r}")
-    table = index[index[label_column].notna()].reset_index(drop=True)
-    dropped = len(index) - len(table)
-    if dropped:
-        log.warning("%d cache row(s) without a %s label are left out", dropped, label_column)
-    if table.empty:
-        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label_column} label")
-    labels = pd.to_numeric(table[label_column], errors="coerce")
-    bad = ~labels.isin([0, 1])
-    if bad.any():  # caught before any fold trains, not when the metrics meet a non-binary label
-        row = int(bad.to_numpy().argmax())
-        raise MammoInsightError(
-            f"label_column {label_column!r} must hold 0/1 labels, but {cache_dir / INDEX_FILE} holds "
-            f"{table[label_column].iloc[row]!r} (image {table['image_id'].iloc[row]}); "
-            f"{int(bad.sum())} such row(s)"
-        )
-    return table
-
-
-def external_name(k: int) -> str:
-    """How the k-th external cache (from 1) is named in ids, the source column and config.json."""
-    return f"ext{k}"
-
-
-def load_sources(
-    cache_dir: Path, external: Sequence[Path], label_column: str, *, positives_only: bool = False
-) -> pd.DataFrame:
-    """The home cache's training rows, then each external cache's rows flagged ``external_only``.
-
-    External rows train in every fold and are never validated or scored (``cohort.folds``). Their ids are
-    prefixed with the cache's name (``ext1:P001``), so that a woman of another dataset who shares an id with
-    a home woman is never taken for her; ``cache_root`` says where their images are, ``SOURCE_COLUMN`` which
-    cache each row came from (home or ext<k>). `positives_only` keeps only an external cache's positives,
-    the studies' recipe of adding another dataset's cancers.
-    """
-    home = load_training_table(cache_dir, label_column)
-    if not external:
-        return home
-    parts = [home.assign(**{SOURCE_COLUMN: HOME_SOURCE})]
-    for k, path in enumerate(external, start=1):
-        rows = load_training_table(path, label_column)
-        if positives_only:
-            rows = rows[pd.to_numeric(rows[label_column]) == 1]
-            if rows.empty:
-                raise MammoInsightError(
-                    f"{path / INDEX_FILE} has no positive ({label_column} = 1) row to add"
-                )
-        name = external_name(k)
-        ids = {c: name + ":" + rows[c].astype(str) for c in ("patient_id", "breast_id", "image_id")}
-        parts.append(rows.assign(**ids, external_only=True, **{CACHE_ROOT: str(path), SOURCE_COLUMN: name}))
-        log.info("external cache %s (%s): %d training-only images", name, path, len(rows))
-    return pd.concat(parts, ignore_index=True)
 
 
 def run_normalization(config: TrainConfig) -> tuple[float, float] | None:

@@ -24,6 +24,7 @@ import pandas as pd
 
 from mammo_insight.cohort.folds import folds_record
 from mammo_insight.files import write_csv_atomic
+from mammo_insight.fusion.shift import shift_check
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
@@ -33,8 +34,11 @@ from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier
 from mammo_insight.models.predict import cache_features
 from mammo_insight.models.run_io import save_run_config
-from mammo_insight.models.run_report import render_run_report, run_headline
+from mammo_insight.models.run_report import SHIFT_FILE, render_run_report, run_headline
+from mammo_insight.models.sources import source_films
+from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.models.training import FoldOutputs, train_folds
+from mammo_insight.report import fmt_ci
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,7 @@ class TrainResult(StageResult):
     history: pd.DataFrame
     metrics: dict[str, Any]
     baselines: dict[str, Any]
+    shift: dict[str, Any] | None = None  # the dataset-shift check of a run with external caches
     stage = "train"
     title = "CNN training"
 
@@ -71,7 +76,13 @@ class TrainResult(StageResult):
         return self.config.out
 
     def headline(self) -> dict[str, str]:
-        return run_headline(self.metrics)
+        out = run_headline(self.metrics)
+        for probe in (self.shift or {}).get("probes", []):
+            if probe["input"] != "CNN score":
+                out[f"source probe ROC-AUC ({probe['probe'].split(', ')[1]})"] = fmt_ci(
+                    {"value": probe["roc_auc"], "ci_low": probe["ci_low"], "ci_high": probe["ci_high"]}
+                )
+        return out
 
     def figures(self) -> list[tuple[Callable[[], Any], str]]:
         label = self.values["label_column"]
@@ -152,7 +163,30 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
         label=label,
         features=frozen_features(config.cache, scored, values),
     )
-    return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines)
+    shift = dataset_shift(config, folds, values, thresholds["image"]) if config.external_caches else None
+    return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines, shift)
+
+
+def dataset_shift(
+    config: TrainStageConfig, folds: FoldOutputs, values: dict[str, Any], threshold: float
+) -> dict[str, Any]:
+    """Where the home and the external caches meet: can the fold models tell the sources apart?"""
+    run = TrainedRun.open(config.out)
+    device = resolve_device(values.get("device", "auto"))
+    films, features = source_films(
+        run,
+        config.cache,
+        folds.table,
+        folds.folds,
+        device=device,
+        batch_size=int(values.get("batch_size", 16)),
+    )
+    log.info(
+        "dataset-shift check: %d home and %d external films",
+        (films["source"] == "home").sum(),
+        (films["source"] != "home").sum(),
+    )
+    return shift_check(films, features, threshold, seed=values["seed"])
 
 
 def write_train(result: TrainResult) -> Path:
@@ -165,6 +199,8 @@ def write_train(result: TrainResult) -> Path:
     save_run_config(out, result.values)
     save_metrics_json(out / "metrics.json", result.metrics)
     save_metrics_json(out / "baselines.json", result.baselines)
+    if result.shift is not None:
+        save_metrics_json(out / SHIFT_FILE, result.shift)
     values = {k: v for k, v in result.values.items() if k != "versions"}
     finish_stage(
         out,

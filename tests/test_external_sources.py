@@ -157,3 +157,36 @@ def test_a_run_with_an_external_cache_never_scores_it_and_reports_the_shift(tmp_
 
     again = CliRunner().invoke(app, [str(a) for a in args])  # the same folder without the external cache
     assert again.exit_code != 0 and "external_caches" in str(again.exception)
+
+    # evaluate: the external training cache is not external to the run; another cache meets the run's own
+    refused = CliRunner().invoke(
+        app, [str(a) for a in ["evaluate", "--run", out, "--cache", ext, "--out", tmp_path / "no"]]
+    )
+    assert refused.exit_code != 0 and f"{positive_women} of its 10 women" in str(refused.exception)
+    other = write_cache(tmp_path / "other", n_patients=10, seed=2, size=(32, 24), prevalence=0.5)
+    index = pd.read_parquet(other / "index.parquet")
+    for column in ("patient_id", "breast_id", "image_id"):  # other women (cache_path still finds the images)
+        index[column] = "Q" + index[column]
+    index.to_parquet(other / "index.parquet")
+    evaluate = [
+        "evaluate",
+        "--run",
+        out,
+        "--cache",
+        other,
+        "--out",
+        tmp_path / "ev",
+        "--shift-check",
+        "--device",
+        "cpu",
+    ]
+    evaluated = CliRunner().invoke(app, [str(a) for a in evaluate])
+    assert evaluated.exit_code == 0, evaluated.output
+    shift = json.loads((tmp_path / "ev" / "shift.json").read_text())
+    groups = {(g["source"], g["label"]): g for g in shift["groups"]}
+    assert (
+        groups[("evaluated", 1)]["scored"] == "never trained on"
+        and groups[("home", 1)]["scored"] == "out of fold"
+    )
+    assert groups[("evaluated", 1)]["n_women"] == index.loc[index["cancer"] == 1, "patient_id"].nunique()
+    assert "Dataset shift" in (tmp_path / "ev" / "index.html").read_text()

@@ -24,8 +24,10 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.probes import PROBE_FOLDS, macro_auc, oof_probe
 from mammo_insight.metrics import metrics_with_ci
 from mammo_insight.metrics.bootstrap import group_codes, percentile_interval, resample_counts
+from mammo_insight.report import fmt_ci
 
 HOME = "home"
+TRAINED_ON = "by models trained on them (optimistic)"  # external_only films: every fold model saw them
 PROBE_COLUMNS = ["probe", "input", "n_images", "n_women", "roc_auc", "ci_low", "ci_high", "chance"]
 GROUP_COLUMNS = [
     "source",
@@ -103,7 +105,14 @@ def share_with_ci(
     return (point, *percentile_interval(draws, point))
 
 
-def source_groups(films: pd.DataFrame, threshold: float, *, n_boot: int = 200, seed: int = 0) -> pd.DataFrame:
+def source_groups(
+    films: pd.DataFrame,
+    threshold: float,
+    *,
+    external_scored: str = TRAINED_ON,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
     """Per (source, label): mean score and the share called positive at `threshold`, with intervals."""
     rows = []
     for (source, label), part in films.groupby(["source", "label"], sort=True):
@@ -117,7 +126,7 @@ def source_groups(films: pd.DataFrame, threshold: float, *, n_boot: int = 200, s
             {
                 "source": source,
                 "label": int(label),
-                "scored": "out of fold" if source == HOME else "by models trained on it (optimistic)",
+                "scored": "out of fold" if source == HOME else external_scored,
                 "n_images": len(part),
                 "n_women": part["patient_id"].nunique(),
                 "mean_prob": float(part["prob"].mean()),
@@ -155,7 +164,7 @@ def source_aucs(films: pd.DataFrame, *, n_boot: int = 200, seed: int = 0) -> pd.
     return pd.DataFrame(rows, columns=AUC_COLUMNS)
 
 
-def shift_verdict(probes: pd.DataFrame, groups: pd.DataFrame) -> str:
+def shift_verdict(probes: pd.DataFrame, groups: pd.DataFrame, external_scored: str = TRAINED_ON) -> str:
     """The plain-words answer to "does the model tell the datasets apart?" from the numbers above."""
     parts = []
     among = probes[(probes["probe"] == "which source, positives only") & (probes["input"] != "CNN score")]
@@ -175,28 +184,47 @@ def shift_verdict(probes: pd.DataFrame, groups: pd.DataFrame) -> str:
         others = ", ".join(f"{s} {v:.0%}" for s, v in called.items() if s != HOME)
         parts.append(
             f"Positives called positive at the run's threshold: home {called[HOME]:.0%} (out of fold), {others} "
-            "(by models trained on them). External positives called positive far more often than the home ones "
-            "means the external films are recognised, not their cancers: judge the model on the home positives "
+            f"({external_scored}). A wide gap between the sources says the model reads the dataset as well as "
+            "the cancer (the studies saw external films all called positive): judge it on the home positives "
             "alone."
         )
     return " ".join(parts) or "Too few films of each source for the shift check."
 
 
 def shift_check(
-    films: pd.DataFrame, features: np.ndarray | None, threshold: float, *, n_boot: int = 200, seed: int = 0
+    films: pd.DataFrame,
+    features: np.ndarray | None,
+    threshold: float,
+    *,
+    external_scored: str = TRAINED_ON,
+    note: str = "",
+    n_boot: int = 200,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """The whole check as shift.json: probes, groups, AUCs against the home negatives, a verdict.
+    """The whole check as shift.json: probes, groups, AUCs against the home negatives, a verdict, a note.
 
-    ``films``: one row per film with patient_id, source ("home" or an external name), label (0/1), prob;
-    ``features``: the matching rows of pooled features, or None (multi-view runs: the score only).
+    ``films``: one row per film with patient_id, source ("home" or another name), label (0/1), prob;
+    ``features``: the matching rows of pooled features, or None (multi-view runs: the score only);
+    `external_scored` says how the other films were scored, `note` what the reader should know of both.
     """
     probes = source_probes(films, features, n_boot=n_boot, seed=seed)
-    groups = source_groups(films, threshold, n_boot=n_boot, seed=seed)
+    groups = source_groups(films, threshold, external_scored=external_scored, n_boot=n_boot, seed=seed)
     aucs = source_aucs(films, n_boot=n_boot, seed=seed)
     return {
         "threshold": float(threshold),
         "probes": probes.to_dict("records"),
         "groups": groups.to_dict("records"),
         "aucs": aucs.to_dict("records"),
-        "verdict": shift_verdict(probes, groups),
+        "verdict": shift_verdict(probes, groups, external_scored),
+        "note": note,
     }
+
+
+def shift_headline(shift: dict[str, Any] | None) -> dict[str, str]:
+    """The feature probes' ROC-AUCs with intervals, for a stage's headline ({} without a check)."""
+    out = {}
+    for probe in (shift or {}).get("probes", []):
+        if probe["input"] != "CNN score":
+            cell = {"value": probe["roc_auc"], "ci_low": probe["ci_low"], "ci_high": probe["ci_high"]}
+            out[f"source probe ROC-AUC ({probe['probe'].split(', ')[1]})"] = fmt_ci(cell)
+    return out

@@ -317,13 +317,7 @@ def shift_section(shift: Mapping) -> Section:
                 frame("aucs", "roc_auc"),
                 caption="ROC-AUC of each source's positives against the home negatives",
             ),
-            paragraph(
-                "External films train in every fold and are never validated: none is in oof_predictions.csv or "
-                "the metrics above, which are the home dataset's alone. Here each external woman is scored by "
-                "one fold model (all of them trained on her), so external figures are optimistic; home films "
-                "are scored out of fold. Intervals resample women.",
-                "note",
-            ),
+            paragraph(f"{shift.get('note', '')} Intervals resample women.", "note"),
         ],
     )
 

@@ -216,3 +216,43 @@ def test_runs_on_other_folds_are_refused_naming_the_first_mismatch(trained, tmp_
     message = str(result.exception)
     assert "was not validated on the folds of" in message and "first difference: woman P0" in message
     assert "fold 0" in message and "fold 1" in message
+
+
+@pytest.mark.slow
+def test_predict_with_an_ensemble_scores_new_studies_with_the_mean_of_its_members(tmp_path: Path):
+    """DICOM studies through the real preprocessing: the ensemble's breast probability is the members' mean,
+    decided at the ensemble's own threshold."""
+    from mammo_insight.cohort.adapters import load_cohort
+    from mammo_insight.imaging.build import build_cache
+    from mammo_insight.imaging.pipeline import PreprocessConfig
+    from mammo_insight.models.config import load_config
+    from mammo_insight.stages.predict import PredictConfig, run_predict
+    from mammo_insight.stages.train import train_run
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    make_synthetic_cohort(tmp_path / "cohort", n_patients=10, seed=0, size=(96, 72), prevalence=0.4)
+    cache = tmp_path / "cache"
+    cohort = load_cohort("rsna", tmp_path / "cohort")
+    build_cache(cohort, cache, PreprocessConfig(size=(48, 32)), sheet_size=0, show_progress=False)
+    for name, lr in (("a", 3e-4), ("b", 3e-3)):
+        train_run(cache, tmp_path / name, load_config(None, **TINY, lr=lr))
+    ens = tmp_path / "ens"
+    assert (
+        _cli("ensemble", "--runs", tmp_path / "a", tmp_path / "b", "--out", ens, "--n-boot", 20).exit_code
+        == 0
+    )
+
+    images = tmp_path / "cohort" / "train_images"
+    predicted = {
+        n: run_predict(PredictConfig(run=tmp_path / n, images=images)).breasts for n in ("a", "b", "ens")
+    }
+    members = [predicted[n].set_index("breast_id")["prob"] for n in "ab"]
+    got = predicted["ens"].set_index("breast_id")
+    np.testing.assert_allclose(got["prob"], ((members[0] + members[1]) / 2).loc[got.index], atol=1e-5)
+    threshold = json.loads((ens / "metrics.json").read_text())["breast"]["threshold"]
+    assert (
+        np.allclose(got["threshold"], threshold)
+        and (got["decision"] == (got["prob"] >= threshold).astype(int)).all()
+    )
+    with pytest.raises(MammoInsightError, match="is an ensemble of 2 runs"):
+        run_predict(PredictConfig(run=ens, images=images, cams=tmp_path / "cams"))

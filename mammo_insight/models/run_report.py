@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+from markupsafe import Markup
 
 from mammo_insight.metrics import (
     METRIC_NAMES,
@@ -332,8 +333,8 @@ def _files_section(run_dir: Path) -> Section:
         SHIFT_FILE,
         "manifest.json",
     ]
-    links = [raw_link(n, n) for n in names if (run_dir / n).is_file()]
-    return Section("Files", [paragraph("Raw outputs of this run:"), *links])
+    links = Markup(" · ").join(raw_link(n, n) for n in names if (run_dir / n).is_file())
+    return Section("Files", [Markup("<p>Raw outputs of this run: ") + links + Markup("</p>")])
 
 
 def render_run_report(

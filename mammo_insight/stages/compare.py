@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.metrics import metrics_frame, save_metrics_json
@@ -178,11 +179,9 @@ def _render(result: CompareResult, out: Path) -> Path:
                 ],
             )
         )
-    links = [
-        raw_link(n, n)
-        for n in ("compare.json", "tables/metrics.csv", "tables/paired.csv", "tables/settings.csv")
-    ]
-    sections.append(Section("Files", [paragraph("Raw outputs:"), *links]))
+    names = ("compare.json", "tables/metrics.csv", "tables/paired.csv", "tables/settings.csv")
+    links = Markup("<p>Raw outputs: ") + Markup(" · ").join(raw_link(n, n) for n in names) + Markup("</p>")
+    sections.append(Section("Files", [links]))
     return render_page(
         out / "index.html", "Runs compared on the same folds", sections, " vs ".join(result.names)
     )

@@ -256,3 +256,23 @@ def test_predict_with_an_ensemble_scores_new_studies_with_the_mean_of_its_member
     )
     with pytest.raises(MammoInsightError, match="is an ensemble of 2 runs"):
         run_predict(PredictConfig(run=ens, images=images, cams=tmp_path / "cams"))
+
+
+@pytest.mark.slow
+def test_multi_view_runs_average_their_own_breast_outputs_and_do_not_mix_with_single_view(
+    trained, tmp_path: Path
+):
+    from mammo_insight.models.config import load_config
+    from mammo_insight.stages.train import train_run
+
+    runs = {}
+    for name, lr in (("mva", 3e-4), ("mvb", 3e-3)):
+        options = load_config(None, **{**TINY, "batch_size": 4}, view_mode="multi", lr=lr)
+        runs[name] = train_run(trained["cache"], tmp_path / name, options)
+    out = tmp_path / "ens"
+    assert _cli("ensemble", "--runs", runs["mva"], runs["mvb"], "--out", out, "--n-boot", 20).exit_code == 0
+    own = [pd.read_csv(runs[n] / "oof_breast_predictions.csv").set_index("breast_id")["prob"] for n in runs]
+    got = pd.read_csv(out / "oof_breast_predictions.csv").set_index("breast_id")["prob"]
+    np.testing.assert_allclose(got, ((own[0] + own[1]) / 2).loc[got.index])
+    mixed = _cli("ensemble", "--runs", trained["a"], runs["mva"], "--out", tmp_path / "mixed")
+    assert mixed.exit_code != 0 and "view_mode: 'multi' vs 'single'" in str(mixed.exception)

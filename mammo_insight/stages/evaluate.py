@@ -4,7 +4,8 @@ Every fold model of the run scores the cache and the fold probabilities are aver
 (``TrainedRun.ensemble_predict``). The operating thresholds are the ones the run tuned on its own
 out-of-fold predictions, never re-tuned on the external data (that would be optimistic).
 
-OUT/oof_predictions.csv (fold -1: mean of folds), metrics.json, config.json, manifest.json, index.html.
+OUT/oof_predictions.csv (fold -1: mean of folds), metrics.json, config.json, manifest.json, index.html;
+with ``shift_check`` also shift.json: the dataset-shift check where the run's training cache meets this one.
 """
 
 from __future__ import annotations

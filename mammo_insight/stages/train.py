@@ -4,6 +4,8 @@ The per-fold work (Lightning: checkpoints, resume, early stopping, mixed precisi
 mammo_insight.models.training and writes RUN/folds/fold_<k>/ as each fold finishes, so an interrupted
 run resumes. This stage then writes the run-level files: out-of-fold predictions, history, thresholds,
 metrics with intervals, the baselines every model is judged against, the manifest, and the report.
+With ``external_caches`` (``--external-cache``) other caches' rows train only (models/sources.py) and
+RUN/shift.json holds the dataset-shift check where the sources meet (fusion/shift.py).
 
     from mammo_insight.stages import train
     result = train.run_train(train.TrainStageConfig(cache=Path("cache"), out=Path("runs/r18"),

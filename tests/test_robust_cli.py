@@ -182,6 +182,8 @@ FOLDER_COMMANDS = {
     "evaluate": ["evaluate", "--run", "NOWHERE", "--cache", "NOWHERE"],
     "explain": ["explain", "--run", "NOWHERE", "--cache", "NOWHERE"],
     "fuse-train": ["fuse-train", "--dataset", "rsna", "--root", "ROOT"],
+    "ensemble": ["ensemble", "--runs", "NOWHERE", "NOWHERE"],
+    "compare": ["compare", "--runs", "NOWHERE", "NOWHERE"],
 }
 FILE_COMMANDS = {
     "cohort": ["cohort", "--dataset", "rsna", "--root", "ROOT"],

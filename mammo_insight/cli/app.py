@@ -35,6 +35,8 @@ COMMANDS = [
     "embed",
     "fuse_train",
     "predict",
+    "ensemble",
+    "compare",
 ]
 
 for _name in COMMANDS:

@@ -20,6 +20,13 @@ def command(
         bool,
         typer.Option(help="score a cache that shares women with the run's training data; labelled internal"),
     ] = False,
+    shift_check: Annotated[
+        bool,
+        typer.Option(
+            help="also probe 'training cache or this one?' on the fold models' features, and score each "
+            "source's positives apart (reads the run's training cache again)"
+        ),
+    ] = False,
 ) -> None:
     """Score CACHE with every fold model (mean of folds), at the run's own thresholds; write metrics + report."""
     from mammo_insight.files import claim_output
@@ -28,7 +35,12 @@ def command(
     with claim_output(out, "evaluate"):
         result = run_evaluate(
             EvaluateConfig(
-                run=run, cache=cache, device=device, batch_size=batch_size, allow_overlap=allow_overlap
+                run=run,
+                cache=cache,
+                device=device,
+                batch_size=batch_size,
+                allow_overlap=allow_overlap,
+                shift_check=shift_check,
             )
         )
         page = write_evaluate(result, out)

@@ -40,6 +40,16 @@ def command(
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch CPU threads (1 is fastest on a busy machine)")
     ] = None,
+    external_cache: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="another cache whose images only train (external_only: never validated, never in "
+            "oof_predictions.csv or the metrics); repeat for more; the report adds a dataset-shift check"
+        ),
+    ] = None,
+    external_positives_only: Annotated[
+        bool, typer.Option(help="take only the positives of --external-cache (the studies' recipe)")
+    ] = False,
 ) -> None:
     """Train one model per fold; write RUN/oof_predictions.csv, metrics.json, history.csv, folds/, index.html."""
     from mammo_insight.files import claim_output
@@ -63,7 +73,15 @@ def command(
     # torchrun RANK): only global rank 0 claims the folder
     worker_rank = any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
     with nullcontext() if worker_rank else claim_output(out, "train", markers=("folds",)):
-        result = run_train(TrainStageConfig(cache, out, options))
+        result = run_train(
+            TrainStageConfig(
+                cache,
+                out,
+                options,
+                external_caches=tuple(external_cache or ()),
+                external_positives_only=external_positives_only,
+            )
+        )
         if result is None:  # a DDP worker rank: rank 0 writes the run
             return
         page = write_train(result)

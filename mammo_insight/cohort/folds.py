@@ -28,12 +28,37 @@ TRAIN_ONLY_COLUMNS = ("is_augmented", "external_only")
 POLICY = "patient-grouped, stratified on the patient's label (StratifiedGroupKFold, shuffled with the seed)"
 
 
+TRUE_WORDS = {"true", "t", "yes", "y", "1", "1.0"}
+FALSE_WORDS = {"false", "f", "no", "n", "0", "0.0"}
+
+
+def flag_values(values: pd.Series, where: str, ids: pd.Series | None = None) -> pd.Series:
+    """A train-only flag as booleans, missing = False: booleans, 0/1, or the words true/false, yes/no.
+
+    A dataset's own table writes flags as text ("False" is a non-empty, truthy string), so text is read as
+    words; anything else stops with `where` (the column and its file), the first such value and its row.
+    """
+    if pd.api.types.is_bool_dtype(values):
+        return values.fillna(False).astype(bool)
+    text = values.astype("string").str.strip().str.lower()
+    known = text.isna() | (text == "") | text.isin(TRUE_WORDS | FALSE_WORDS)
+    if not known.all():
+        row = int((~known).to_numpy().argmax())
+        name = f"image {ids.iloc[row]}" if ids is not None else f"row {row + 1}"
+        raise MammoInsightError(
+            f"{where} holds {values.iloc[row]!r} ({name}; {int((~known).sum())} such row(s)): a train-only flag "
+            "must be true/false, yes/no or 1/0 (empty = false)"
+        )
+    return text.isin(TRUE_WORDS).fillna(False).astype(bool)
+
+
 def train_only_mask(table: pd.DataFrame) -> pd.Series:
     """True for rows that may train but never validate or test."""
     mask = pd.Series(False, index=table.index)
+    ids = table.get("image_id")
     for column in TRAIN_ONLY_COLUMNS:
         if column in table:
-            mask |= table[column].fillna(False).astype(bool)
+            mask |= flag_values(table[column], f"column {column}", ids)
     return mask
 
 
@@ -195,3 +220,29 @@ def folds_record(
     if train_only:
         record["train_only_patients"] = int(train_only)
     return record
+
+
+def fold_mismatch(a: pd.DataFrame, b: pd.DataFrame, *, names: tuple[str, str] = ("a", "b")) -> str | None:
+    """The first image (by woman, then image id) scored in another fold, or in one table only; None when the
+    two out-of-fold tables (image_id, patient_id, fold) validate every image in the same fold.
+
+    Runs compared or averaged on out-of-fold predictions must share their folds: otherwise each image's two
+    probabilities come from models that saw different women, and a paired test compares split luck.
+    """
+    keys = ["patient_id", "image_id"]
+    merged = a[[*keys, "fold"]].merge(
+        b[[*keys, "fold"]], on=keys, how="outer", suffixes=("_a", "_b"), indicator=True
+    )
+    merged = merged.astype({"patient_id": str, "image_id": str}).sort_values(keys, kind="stable")
+    differ = merged[(merged["_merge"] != "both") | (merged["fold_a"] != merged["fold_b"])]
+    if differ.empty:
+        return None
+    row = differ.iloc[0]
+
+    def fold(value: Any) -> str:
+        return "not scored" if pd.isna(value) else f"fold {int(value)}"
+
+    return (
+        f"woman {row['patient_id']}, image {row['image_id']}: {fold(row['fold_a'])} in {names[0]}, "
+        f"{fold(row['fold_b'])} in {names[1]}"
+    )

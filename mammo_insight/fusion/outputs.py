@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.files import write_csv_atomic
-from mammo_insight.fusion.compare import comparison_table
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.fusion.shap_tabular import group_attribution, importance_table
 from mammo_insight.metrics import calibration_table, net_benefit, save_metrics_json
+from mammo_insight.metrics.compare import comparison_table
 
 OOF_COLUMNS = ["breast_id", "patient_id", "fold", "model", "prob", "cancer"]
 

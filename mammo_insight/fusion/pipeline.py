@@ -17,7 +17,7 @@ import pandas as pd
 from mammo_insight.cohort.folds import folds_record
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.fusion.compare import best_metadata_model, paired_comparisons, score_models
+from mammo_insight.fusion.compare import best_metadata_model, paired_comparisons
 from mammo_insight.fusion.emb_table import embedding_columns
 from mammo_insight.fusion.features import breast_features, leaky_columns_of
 from mammo_insight.fusion.lgbm import (
@@ -33,6 +33,7 @@ from mammo_insight.fusion.lgbm import (
     grouped_folds,
 )
 from mammo_insight.fusion.logistic import LogisticSettings, cross_validate_logistic
+from mammo_insight.metrics.compare import score_models
 from mammo_insight.progress import Timings
 
 log = logging.getLogger(__name__)

@@ -66,7 +66,7 @@ def probe_targets(images: pd.DataFrame) -> dict[str, pd.Series]:
     return {k: v for k, v in out.items() if v.dropna().nunique() >= 2}
 
 
-def _oof_probe(X: np.ndarray, labels: np.ndarray, patient: np.ndarray, seed: int) -> np.ndarray:
+def oof_probe(X: np.ndarray, labels: np.ndarray, patient: np.ndarray, seed: int) -> np.ndarray:
     """Out-of-fold class probabilities (rows x classes, classes sorted) from patient-grouped folds."""
     classes = np.unique(labels)
     fold = patient_folds(patient, np.zeros(len(labels)), PROBE_FOLDS, seed)
@@ -87,7 +87,7 @@ def _oof_probe(X: np.ndarray, labels: np.ndarray, patient: np.ndarray, seed: int
     return prob
 
 
-def _macro_auc(labels: np.ndarray, prob: np.ndarray, patient: np.ndarray, n_boot: int, seed: int):
+def macro_auc(labels: np.ndarray, prob: np.ndarray, patient: np.ndarray, n_boot: int, seed: int):
     """(macro one-vs-rest ROC-AUC, 95 % interval over women); binary targets score the second class."""
     classes = np.unique(labels)
     scored = classes[1:] if len(classes) == 2 else classes
@@ -132,10 +132,10 @@ def run_probes(
             continue
         for source, X in inputs.items():
             try:
-                prob = _oof_probe(X[known], labels, patient, seed)
+                prob = oof_probe(X[known], labels, patient, seed)
             except MammoInsightError:
                 continue
-            value, (low, high) = _macro_auc(labels, prob, patient, n_boot, seed)
+            value, (low, high) = macro_auc(labels, prob, patient, n_boot, seed)
             rows.append(
                 {
                     "probe": name,

@@ -9,9 +9,9 @@ import pandas as pd
 from markupsafe import Markup
 
 from mammo_insight.fusion import shap_tabular as st
-from mammo_insight.fusion.compare import comparison_table, scores_table
 from mammo_insight.fusion.outputs import calibration_curves, decision_curves, shap_groups, shap_importance
 from mammo_insight.fusion.pipeline import FusionResult
+from mammo_insight.metrics.compare import comparison_table, scores_table
 from mammo_insight.report import (
     Section,
     bullet_list,

@@ -20,6 +20,8 @@ from mammo_insight.imaging.cache import load_cache_image
 
 Transform = Callable[[torch.Tensor], torch.Tensor]
 VIEW_ORDER = {"CC": 0, "MLO": 1}
+# A row from another cache (training on several sources) names its cache here; cache_path is relative to it.
+CACHE_ROOT = "cache_root"
 
 
 def breast_table(table: pd.DataFrame, max_views: int, label_column: str = "cancer") -> pd.DataFrame:
@@ -50,7 +52,10 @@ def _key(key: int | tuple[int, int]) -> tuple[int, int | None]:
 
 
 class CacheImageDataset(Dataset):
-    """One cached image -> (tensor 1xHxW, label, row). Keys are an index or (index, augmentation seed)."""
+    """One cached image -> (tensor 1xHxW, label, row). Keys are an index or (index, augmentation seed).
+
+    Images are read from `cache_dir`, or from the row's own ``cache_root`` when the table has that column.
+    """
 
     def __init__(
         self,
@@ -66,6 +71,11 @@ class CacheImageDataset(Dataset):
         self.size = tuple(size) if size is not None else None
         self.table = table.reset_index(drop=True)
         self.paths = self.table["cache_path"].tolist()
+        self.roots = (
+            [Path(r) if isinstance(r, str) else self.cache_dir for r in self.table[CACHE_ROOT]]
+            if CACHE_ROOT in self.table
+            else None
+        )
         self.labels = (
             np.asarray(labels, dtype=np.float32)
             if labels is not None
@@ -77,7 +87,8 @@ class CacheImageDataset(Dataset):
         return len(self.table)
 
     def image(self, i: int) -> torch.Tensor:
-        image = torch.from_numpy(load_cache_image(self.cache_dir, self.paths[i])).unsqueeze(0)
+        root = self.cache_dir if self.roots is None else self.roots[i]
+        image = torch.from_numpy(load_cache_image(root, self.paths[i])).unsqueeze(0)
         if self.size is not None and tuple(image.shape[-2:]) != self.size:
             image = torch.nn.functional.interpolate(
                 image[None], size=self.size, mode="bilinear", antialias=True, align_corners=False

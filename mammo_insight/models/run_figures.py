@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 from sklearn.metrics import precision_recall_curve, roc_curve
 
 from mammo_insight.metrics import average_precision, calibration_table, point_metrics, roc_auc
@@ -186,4 +187,36 @@ def subgroup_forest(rows: pd.DataFrame) -> Figure:
     ax.axvline(0.5, ls="--", color="grey", lw=1)
     ax.set_xlim(-0.02, 1.02)
     ax.set_xlabel(str(rows["metric"].iloc[0]) if len(rows) else "")
+    return fig
+
+
+def overlaid_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
+    """Several runs' loss, pF1 and ROC-AUC per epoch, averaged over folds: validation solid, training dashed."""
+    metrics = ("loss", "pf1", "roc_auc")
+    fig = Figure(figsize=(4.2 * len(metrics), 3.5), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for k, (name, history) in enumerate(histories.items()):
+        color = f"C{k % 10}"
+        mean = history.groupby(["split", "epoch"])[[m for m in metrics if m in history]].mean().reset_index()
+        for ax, metric in zip(axes, metrics):
+            if metric not in mean:
+                continue
+            for split, style in (("val", "-"), ("train", "--")):
+                rows = mean[mean["split"] == split].sort_values("epoch")
+                if rows[metric].notna().any():
+                    ax.plot(
+                        rows["epoch"],
+                        rows[metric],
+                        style,
+                        color=color,
+                        marker=".",
+                        alpha=1.0 if split == "val" else 0.5,
+                        label=f"{name} ({split})",
+                    )
+    for ax, metric in zip(axes, metrics):
+        ax.set_title(f"{metric} (mean over folds)")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0].legend(frameon=False, fontsize="small")
     return fig

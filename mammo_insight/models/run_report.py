@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
+from markupsafe import Markup
 
 from mammo_insight.metrics import (
     METRIC_NAMES,
@@ -50,6 +51,7 @@ BASELINE_METRICS = ["roc_auc", "pr_auc", "pf1", "balanced_accuracy", "f1"]
 SUBGROUP_METRICS = ["roc_auc", "pr_auc", "pf1", "recall"]
 SUBGROUP_BOOT = 200
 LABEL = "cancer"
+SHIFT_FILE = "shift.json"  # the dataset-shift check of a run trained with external caches (fusion.shift)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -282,6 +284,45 @@ def _baselines_section(baselines: Mapping, metrics: Mapping | None) -> Section:
     )
 
 
+def shift_section(shift: Mapping) -> Section:
+    """Where two sources meet: can the model tell them apart, and how it does on the home positives alone."""
+
+    def frame(key: str, interval: str) -> pd.DataFrame:
+        rows = pd.DataFrame(shift.get(key, []))
+        if rows.empty:
+            return rows
+        rows[f"{interval} (95% CI)"] = [
+            fmt_ci({"value": r[interval], "ci_low": r["ci_low"], "ci_high": r["ci_high"]})
+            for r in rows.to_dict("records")
+        ]
+        return rows.drop(columns=[interval, "ci_low", "ci_high"])
+
+    threshold = shift.get("threshold")
+    return Section(
+        "Dataset shift",
+        [
+            paragraph(
+                str(shift.get("verdict", "")), "warn" if "Yes" in str(shift.get("verdict", "")) else ""
+            ),
+            table(
+                frame("probes", "roc_auc"),
+                caption="which source is this film from? patient-grouped probe, chance 0.5",
+            ),
+            table(
+                frame("groups", "called_positive"),
+                caption=f"films called positive at the image threshold {threshold:.4g}, per source and label"
+                if threshold is not None
+                else "films called positive, per source and label",
+            ),
+            table(
+                frame("aucs", "roc_auc"),
+                caption="ROC-AUC of each source's positives against the home negatives",
+            ),
+            paragraph(f"{shift.get('note', '')} Intervals resample women.", "note"),
+        ],
+    )
+
+
 def _files_section(run_dir: Path) -> Section:
     names = [
         "metrics.json",
@@ -289,16 +330,22 @@ def _files_section(run_dir: Path) -> Section:
         "history.csv",
         "baselines.json",
         "config.json",
+        SHIFT_FILE,
         "manifest.json",
     ]
-    links = [raw_link(n, n) for n in names if (run_dir / n).is_file()]
-    return Section("Files", [paragraph("Raw outputs of this run:"), *links])
+    links = Markup(" · ").join(raw_link(n, n) for n in names if (run_dir / n).is_file())
+    return Section("Files", [Markup("<p>Raw outputs of this run: ") + links + Markup("</p>")])
 
 
 def render_run_report(
-    run_dir: str | Path, out_path: str | Path | None = None, title: str | None = None
+    run_dir: str | Path,
+    out_path: str | Path | None = None,
+    title: str | None = None,
+    extra: Sequence[Section] = (),
 ) -> Path:
-    """Write RUN/index.html (or out_path) from the run directory's files; returns the page path."""
+    """Write RUN/index.html (or out_path) from the run directory's files; returns the page path.
+
+    `extra`: sections a stage adds after the metrics (an ensemble's members, a dataset-shift check)."""
     run_dir = Path(run_dir)
     config = _read_json(run_dir / "config.json")
     metrics = _read_json(run_dir / "metrics.json")
@@ -313,6 +360,10 @@ def render_run_report(
         sections.append(_metrics_section(metrics))
     else:
         sections.append(Section("Metrics with intervals", [paragraph("metrics.json is missing.", "warn")]))
+    sections += extra
+    shift = _read_json(run_dir / SHIFT_FILE)
+    if shift:
+        sections.append(shift_section(shift))
     if history is not None and not history.empty:
         sections.append(
             Section(

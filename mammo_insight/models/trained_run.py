@@ -5,7 +5,8 @@ embed, explain and predict all open it with ``TrainedRun.open(run_dir)`` and ask
 folds, a fold's model (the only code in the package that loads fold models), its tuned thresholds, the
 preprocessing its images went through, and the ensemble of its fold models on a cache
 (``ensemble_predict``: every fold model scores the rows and the probabilities are averaged, since no
-fold model saw those images and none is preferred).
+fold model saw those images and none is preferred). A folder written by `ensemble` opens as an
+``models.ensemble.EnsembleRun``, whose fold models average its member runs' fold models.
 """
 
 from __future__ import annotations
@@ -53,6 +54,10 @@ class TrainedRun:
         """Open RUN: its config.json must exist and at least one fold must have a model."""
         root = Path(run_dir)
         config = load_run_config(root)
+        if "ensemble_of" in config:  # written by `ensemble`: its fold models are the members'
+            from mammo_insight.models.ensemble import EnsembleRun
+
+            return EnsembleRun.from_folder(root, config)
         found = (_fold_of(p) for p in (root / "folds").glob("fold_*/model.pt"))
         folds = tuple(sorted(k for k in found if k is not None))
         if not folds:
@@ -97,6 +102,9 @@ class TrainedRun:
     @property
     def seed(self) -> int | None:
         return self.config.get("seed")
+
+    def refuse_ensemble(self, what: str) -> None:
+        """Stop `what` (embed, explain, CAMs) on an ensemble folder, which has no single model's layers."""
 
     # decisions
     def thresholds(self) -> dict[str, float]:

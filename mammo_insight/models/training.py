@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from torch.utils.data import DataLoader
 from mammo_insight.cohort.folds import assign_folds, fold_split
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write, write_csv_atomic
-from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_index
+from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.models.augment import build_augment
@@ -40,6 +41,7 @@ from mammo_insight.models.losses import build_loss
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
+from mammo_insight.models.sources import SOURCE_COLUMN, external_name, load_sources
 
 log = logging.getLogger(__name__)
 # Options that may change between an interrupted run and its resume (they do not change the result).
@@ -130,29 +132,6 @@ def resume_checkpoint(ckpt_dir: Path) -> Path | None:
     return None
 
 
-def load_training_table(cache_dir: Path, label_column: str) -> pd.DataFrame:
-    """The ok cache rows with a known label (unlabelled rows cannot train or be scored)."""
-    index = read_cache_index(cache_dir)
-    if label_column not in index:
-        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no column {label_column!r}")
-    table = index[index[label_column].notna()].reset_index(drop=True)
-    dropped = len(index) - len(table)
-    if dropped:
-        log.warning("%d cache row(s) without a %s label are left out", dropped, label_column)
-    if table.empty:
-        raise MammoInsightError(f"{cache_dir / INDEX_FILE} has no ok row with a {label_column} label")
-    labels = pd.to_numeric(table[label_column], errors="coerce")
-    bad = ~labels.isin([0, 1])
-    if bad.any():  # caught before any fold trains, not when the metrics meet a non-binary label
-        row = int(bad.to_numpy().argmax())
-        raise MammoInsightError(
-            f"label_column {label_column!r} must hold 0/1 labels, but {cache_dir / INDEX_FILE} holds "
-            f"{table[label_column].iloc[row]!r} (image {table['image_id'].iloc[row]}); "
-            f"{int(bad.sum())} such row(s)"
-        )
-    return table
-
-
 def run_normalization(config: TrainConfig) -> tuple[float, float] | None:
     """(mean, std) the run's models normalise their input with (config.json input_mean, input_std)."""
     return input_normalization(config.model) if config.normalize else None
@@ -196,7 +175,9 @@ def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
         return
     old = _with_defaults(load_run_config(out_dir))
     skip = RUNTIME_OPTIONS | {"versions", "cache", "threshold", "thresholds"}
-    differ = sorted(k for k in values if k not in skip and k in old and _norm(old[k]) != _norm(values[k]))
+    # options a run made before them lacks are not compared; the external caches are, added or dropped too
+    keys = {k for k in values if k in old} | {"external_caches", "external_positives_only"}
+    differ = sorted(k for k in keys - skip if _norm(old.get(k)) != _norm(values.get(k)))
     if differ:
         raise MammoInsightError(
             f"{out_dir} holds a run with other settings ({', '.join(differ)} differ): "
@@ -437,11 +418,17 @@ class FoldOutputs:
 
 
 def train_folds(
-    cache_dir: str | Path, out_dir: str | Path, config: TrainConfig | None = None
+    cache_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    external_caches: Sequence[str | Path] = (),
+    external_positives_only: bool = False,
 ) -> FoldOutputs | None:
     """Train every fold (resuming what an interrupted run left, skipping finished folds).
 
-    Returns None on a DDP rank other than 0: it trains every fold with rank 0, which writes the files.
+    `external_caches`: more caches whose rows only train (see `load_sources`). Returns None on a DDP rank
+    other than 0: it trains every fold with rank 0, which writes the files.
     """
     config = config or TrainConfig()
     validate_config(config)
@@ -449,14 +436,28 @@ def train_folds(
     threads = torch.get_num_threads()
     torch.set_num_threads(config.cpu_threads or threads)
     try:
-        return _train_folds(cache_dir, out_dir, config)
+        external = [Path(p) for p in external_caches]
+        table = load_sources(cache_dir, external, config.label_column, positives_only=external_positives_only)
+        values = resolved_config(config, cache_dir, table)
+        if external:
+            values["external_positives_only"] = external_positives_only
+            values["external_caches"] = [
+                {
+                    "name": external_name(k),
+                    "cache": str(path),
+                    "cache_index_sha256": file_sha256(path / INDEX_FILE),
+                    "n_images": int((table[SOURCE_COLUMN] == external_name(k)).sum()),
+                }
+                for k, path in enumerate(external, start=1)
+            ]
+        return _train_folds(cache_dir, out_dir, config, table, values)
     finally:
         torch.set_num_threads(threads)
 
 
-def _train_folds(cache_dir: Path, out_dir: Path, config: TrainConfig) -> FoldOutputs | None:
-    table = load_training_table(cache_dir, config.label_column)
-    values = resolved_config(config, cache_dir, table)
+def _train_folds(
+    cache_dir: Path, out_dir: Path, config: TrainConfig, table: pd.DataFrame, values: dict[str, Any]
+) -> FoldOutputs | None:
     size = tuple(values["image_size"])
     _check_resumable(out_dir, values)
     save_run_config(out_dir, values)

@@ -223,6 +223,7 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
     """The EMB table of every ok image of the cache (image and breast rows, see the module docstring)."""
     device = resolve_device(config.device)  # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
+    run.refuse_ensemble("embed")
     cache_dir = Path(config.cache)
     index = read_cache_index(cache_dir)
     if not len(index):

@@ -169,6 +169,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     device = resolve_device(cfg.device)  # a device that is absent fails before any work
     run_dir, cache_dir = Path(cfg.run), Path(cfg.cache)
     run = TrainedRun.open(run_dir)
+    run.refuse_ensemble("explain")
     label = run.label_column
     unit = "breast_id" if run.multi_view else "image_id"
     if run.image_size is None:

@@ -335,6 +335,8 @@ def run_predict(config: PredictConfig) -> PredictResult:
         )
     device = resolve_device(config.device)  # a device that is absent fails before any work
     run = TrainedRun.open(config.run)
+    if config.cams is not None:
+        run.refuse_ensemble("predict --cams (Grad-CAM)")
     images_dir = Path(config.images)
     threshold = run.threshold("breast")
     preprocess = run.preprocess_config()

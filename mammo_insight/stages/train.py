@@ -4,6 +4,8 @@ The per-fold work (Lightning: checkpoints, resume, early stopping, mixed precisi
 mammo_insight.models.training and writes RUN/folds/fold_<k>/ as each fold finishes, so an interrupted
 run resumes. This stage then writes the run-level files: out-of-fold predictions, history, thresholds,
 metrics with intervals, the baselines every model is judged against, the manifest, and the report.
+With ``external_caches`` (``--external-cache``) other caches' rows train only (models/sources.py) and
+RUN/shift.json holds the dataset-shift check where the sources meet (fusion/shift.py).
 
     from mammo_insight.stages import train
     result = train.run_train(train.TrainStageConfig(cache=Path("cache"), out=Path("runs/r18"),
@@ -24,6 +26,7 @@ import pandas as pd
 
 from mammo_insight.cohort.folds import folds_record
 from mammo_insight.files import write_csv_atomic
+from mammo_insight.fusion.shift import shift_check, shift_headline
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
@@ -33,7 +36,9 @@ from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier
 from mammo_insight.models.predict import cache_features
 from mammo_insight.models.run_io import save_run_config
-from mammo_insight.models.run_report import render_run_report, run_headline
+from mammo_insight.models.run_report import SHIFT_FILE, render_run_report, run_headline
+from mammo_insight.models.sources import source_films
+from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.models.training import FoldOutputs, train_folds
 from mammo_insight.stages.base import StageResult, finish_stage
 
@@ -48,6 +53,8 @@ class TrainStageConfig:
     cache: Path
     out: Path
     options: TrainConfig = field(default_factory=TrainConfig)
+    external_caches: tuple[Path, ...] = ()  # train-only rows from other caches, never validated or scored
+    external_positives_only: bool = False  # of those, only the positives (the studies' recipe)
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,7 @@ class TrainResult(StageResult):
     history: pd.DataFrame
     metrics: dict[str, Any]
     baselines: dict[str, Any]
+    shift: dict[str, Any] | None = None  # the dataset-shift check of a run with external caches
     stage = "train"
     title = "CNN training"
 
@@ -69,7 +77,7 @@ class TrainResult(StageResult):
         return self.config.out
 
     def headline(self) -> dict[str, str]:
-        return run_headline(self.metrics)
+        return {**run_headline(self.metrics), **shift_headline(self.shift)}
 
     def figures(self) -> list[tuple[Callable[[], Any], str]]:
         label = self.values["label_column"]
@@ -123,7 +131,13 @@ def _results(folds: FoldOutputs) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
 
 def run_train(config: TrainStageConfig) -> TrainResult | None:
     """Train every fold (resuming what an interrupted run left); None on a DDP worker rank (rank 0 writes)."""
-    folds = train_folds(config.cache, config.out, config.options)
+    folds = train_folds(
+        config.cache,
+        config.out,
+        config.options,
+        external_caches=config.external_caches,
+        external_positives_only=config.external_positives_only,
+    )
     if folds is None:
         return None
     oof, oof_breasts, history = _results(folds)
@@ -149,7 +163,36 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
         label=label,
         features=frozen_features(config.cache, scored, values),
     )
-    return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines)
+    shift = dataset_shift(config, folds, values, thresholds["image"]) if config.external_caches else None
+    return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines, shift)
+
+
+def dataset_shift(
+    config: TrainStageConfig, folds: FoldOutputs, values: dict[str, Any], threshold: float
+) -> dict[str, Any]:
+    """Where the home and the external caches meet: can the fold models tell the sources apart?"""
+    run = TrainedRun.open(config.out)
+    device = resolve_device(values.get("device", "auto"))
+    films, features = source_films(
+        run,
+        config.cache,
+        folds.table,
+        folds.folds,
+        device=device,
+        batch_size=int(values.get("batch_size", 16)),
+    )
+    log.info(
+        "dataset-shift check: %d home and %d external films",
+        (films["source"] == "home").sum(),
+        (films["source"] != "home").sum(),
+    )
+    note = (
+        "External films train in every fold and are never validated: none is in oof_predictions.csv or the "
+        "metrics above, which are the home dataset's alone. Here each external woman is scored by one fold "
+        "model (all of them trained on her), so external figures are optimistic; home films are scored out "
+        "of fold."
+    )
+    return shift_check(films, features, threshold, note=note, seed=values["seed"])
 
 
 def write_train(result: TrainResult) -> Path:
@@ -162,13 +205,21 @@ def write_train(result: TrainResult) -> Path:
     save_run_config(out, result.values)
     save_metrics_json(out / "metrics.json", result.metrics)
     save_metrics_json(out / "baselines.json", result.baselines)
+    if result.shift is not None:
+        save_metrics_json(out / SHIFT_FILE, result.shift)
     values = {k: v for k, v in result.values.items() if k != "versions"}
     finish_stage(
         out,
         result,
         values,
         seed=result.values["seed"],
-        inputs={"cache_index": result.config.cache / INDEX_FILE},
+        inputs={
+            "cache_index": result.config.cache / INDEX_FILE,
+            **{
+                f"external_cache_index_{k}": p / INDEX_FILE
+                for k, p in enumerate(result.config.external_caches, 1)
+            },
+        },
         render=lambda: render_run_report(out),
     )
     log.info("run written to %s", out)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, read_table
+from mammo_insight.cohort.folds import TRAIN_ONLY_COLUMNS, flag_values
 from mammo_insight.cohort.schema import (
     CANONICAL_COLUMNS,
     DENSITIES,
@@ -129,11 +130,12 @@ def _as_strings(values: Any) -> list[str]:
 
 def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: Path) -> None:
     columns = mapping.get("columns", {})
-    bad_names = sorted(set(columns) - set(CANONICAL_COLUMNS))
+    bad_names = sorted(set(columns) - set(CANONICAL_COLUMNS) - set(TRAIN_ONLY_COLUMNS))
     if bad_names:
         raise CohortError(
             f"generic: {path} [columns] names non-canonical column(s) {bad_names}; "
-            f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)})"
+            f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)}) or the train-only flags "
+            f"({', '.join(TRAIN_ONLY_COLUMNS)})"
         )
     label = mapping.get("label", {})
     if not label and not set(LABEL_COLUMNS) & set(columns):
@@ -299,6 +301,12 @@ class GenericAdapter(DatasetAdapter):
                     f"canonical column nor a factor"
                 )
             table[column] = table[column].replace({str(k): v for k, v in recode.items()})
+        for flag in TRAIN_ONLY_COLUMNS:  # train-only rows: kept out of every validation fold
+            if flag in columns:
+                where = f"generic: column '{columns[flag]}' ({flag}) of {csv}"
+                table[flag] = flag_values(
+                    table[flag], where, table["image_id"] if "image_id" in columns else None
+                )
         for column, kind in factors.items():
             if kind == "continuous":
                 table[column] = _continuous(table[column], column, csv)

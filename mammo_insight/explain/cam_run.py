@@ -219,7 +219,16 @@ def _explain_image(
     lesions = cache_lesions = None
     if lesion_rows is not None and len(lesion_rows):
         cell = half_cell_original(grid, context.size, geom)
-        rec.update(lesion_records(full, full_rand, lesion_rows, geom, context, cell=cell))
+        rec.update(
+            checks.map_checks(
+                full,
+                full_rand,
+                annotations.lesion_masker(lesion_rows, geom, context.cache_dir),
+                mapping.support_mask(geom),
+                tolerance=context.tolerance,
+                cell=cell,
+            )
+        )
         lesions = annotations.circles(lesion_rows)
         cache_lesions = lesion_rows[["cache_x", "cache_y", "cache_radius"]].to_numpy(float)
     display, factor, source = mapping.display_image(row, cache_img, geom, context.display_side)
@@ -241,35 +250,6 @@ def _explain_image(
         (over_rand, "random weights"),
     ]
     return rec, panel
-
-
-def lesion_records(
-    full: np.ndarray,
-    full_rand: np.ndarray,
-    lesion_rows: pd.DataFrame,
-    geom: CacheGeometry,
-    context: CaseContext,
-    *,
-    cell: float,
-) -> dict[str, float]:
-    """The lesion checks of one image's map and its random twin (both in original pixels)."""
-    support = mapping.support_mask(geom)
-
-    def mask(tolerance: float) -> np.ndarray:
-        return annotations.lesion_mask(lesion_rows, geom, context.cache_dir, tolerance=tolerance)
-
-    hit_mask, inside, cell_mask = mask(context.tolerance), mask(0.0), mask(cell)
-    return {
-        "pointing_cell": checks.pointing_hit(full, cell_mask, support),
-        "random_pointing_cell": checks.pointing_hit(full_rand, cell_mask, support),
-        "area_fraction_cell": checks.area_fraction(cell_mask, support),
-        "half_cell_px": cell,
-        "pointing": checks.pointing_hit(full, hit_mask, support),
-        "energy_inside": checks.energy_inside(full, inside),
-        "area_fraction": checks.area_fraction(inside, support),
-        "random_pointing": checks.pointing_hit(full_rand, hit_mask, support),
-        "random_energy_inside": checks.energy_inside(full_rand, inside),
-    }
 
 
 def half_cell_original(grid: tuple[int, int] | None, size: tuple[int, int], geom: CacheGeometry) -> float:

@@ -21,6 +21,8 @@ masks in original pixels, rasterised from the cache's annotations table (circles
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -73,6 +75,35 @@ def lesion_checks(
         "pointing": pointing_hit(heatmap, lesion, support),
         "energy_inside": energy_inside(heatmap, lesion),
         "area_fraction": area_fraction(lesion, support),
+    }
+
+
+def map_checks(
+    heatmap: np.ndarray,
+    random_map: np.ndarray,
+    lesion_at: Callable[[float], np.ndarray],
+    support: np.ndarray,
+    *,
+    tolerance: float,
+    cell: float,
+) -> dict[str, float]:
+    """Every lesion check of one map and its random-weight twin (both in original pixels).
+
+    ``lesion_at(t)`` is the lesion mask widened by t original pixels (``annotations.lesion_masker``);
+    ``cell`` half a map cell's diagonal, the finest the map can point (the ``_cell`` columns).
+    Grad-CAM and the patch lesion map are scored by this one function.
+    """
+    hit_mask, inside, cell_mask = lesion_at(tolerance), lesion_at(0.0), lesion_at(cell)
+    return {
+        "pointing_cell": pointing_hit(heatmap, cell_mask, support),
+        "random_pointing_cell": pointing_hit(random_map, cell_mask, support),
+        "area_fraction_cell": area_fraction(cell_mask, support),
+        "half_cell_px": cell,
+        "pointing": pointing_hit(heatmap, hit_mask, support),
+        "energy_inside": energy_inside(heatmap, inside),
+        "area_fraction": area_fraction(inside, support),
+        "random_pointing": pointing_hit(random_map, hit_mask, support),
+        "random_energy_inside": energy_inside(random_map, inside),
     }
 
 

@@ -26,6 +26,7 @@ resize and padding (:meth:`CacheGeometry.image_to_cache`) as a PNG under CACHE/m
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -303,6 +304,13 @@ def lesion_mask(
             )
             exact |= back >= MASK_LEVEL
     return mask | _widen(exact, tolerance)
+
+
+def lesion_masker(
+    rows: pd.DataFrame, geometry: CacheGeometry, cache_dir: str | Path
+) -> Callable[[float], np.ndarray]:
+    """tolerance -> ``lesion_mask`` of these rows widened by it (what the map checks ask for)."""
+    return lambda tolerance: lesion_mask(rows, geometry, cache_dir, tolerance=tolerance)
 
 
 def cache_lesion_mask(

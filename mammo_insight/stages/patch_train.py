@@ -228,10 +228,25 @@ def _render(result: PatchTrainResult, page: Path) -> Path:
         for level in ("patch", "image", "breast", "breast_max")
     ]
     summary = result.map_metrics
+
+    def cell(key: str) -> str:
+        low, high = summary.get(f"{key}_ci") or (None, None)
+        return fmt_ci({"value": summary.get(key), "ci_low": low, "ci_high": high})
+
     check_rows = [
-        {"check": key, "value": summary.get(key), "95% CI": str(summary.get(f"{key}_ci"))}
-        for key in CHECK_SUMMARY
-        if key in summary
+        {
+            "check": name,
+            "lesion map (95% CI)": cell(key),
+            "chance": cell(chance) if chance else "",
+            "random weights": cell(random) if random else "",
+        }
+        for name, key, chance, random in (
+            ("pointing game", "pointing_game", "lesion_area_fraction", "randomised_pointing_game"),
+            ("pointing game, half-cell tolerance", "pointing_game_cell", "lesion_area_fraction_cell", ""),
+            ("energy inside", "energy_inside", "lesion_area_fraction", "randomised_energy_inside"),
+            ("rank correlation with the random map", "randomisation_rank_corr", "", ""),
+        )
+        if summary.get(key) is not None
     ]
     sections = [
         Section(
@@ -242,7 +257,7 @@ def _render(result: PatchTrainResult, page: Path) -> Path:
                     f"{opts.lesion_patches} jittered patches per annotated lesion (jitter "
                     f"{opts.jitter:g} of the patch), {opts.background_ratio:g} background patches per "
                     f"lesion patch from breast tissue away from lesions; {opts.folds} patient-grouped folds "
-                    f"identical to `train`'s, {opts.epochs} epochs. Image and breast levels score each film "
+                    f"identical to those of train, {opts.epochs} epochs. Image and breast levels score each film "
                     "by the maximum of its out-of-fold lesion map (max pooling, nothing trained on top). "
                     "Intervals resample women."
                 ),

@@ -95,13 +95,18 @@ def test_no_annotation_is_a_clear_error(synth_cache, tmp_path) -> None:
         sample_patches(synth_cache, table, annotations.empty(annotations.CACHE_COLUMNS), config)
 
 
-@pytest.mark.slow
-def test_patch_model_finds_planted_lesions_and_its_map_points_at_them(synth_cache, tmp_path) -> None:
+@pytest.fixture(scope="module")
+def patch_run(synth_cache, tmp_path_factory) -> Path:
     from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train
 
-    out = tmp_path / "patch_run"
-    result = run_patch_train(PatchTrainConfig(synth_cache, out, PatchConfig(**FAST)))
-    write_patch_train(result)
+    out = tmp_path_factory.mktemp("patch_run")
+    write_patch_train(run_patch_train(PatchTrainConfig(synth_cache, out, PatchConfig(**FAST))))
+    return out
+
+
+@pytest.mark.slow
+def test_patch_model_finds_planted_lesions_and_its_map_points_at_them(patch_run) -> None:
+    out = patch_run
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["patch"]["roc_auc"]["value"] > 0.9
     assert metrics["patch"]["n"] == len(pd.read_csv(out / "patches.csv"))
@@ -115,3 +120,28 @@ def test_patch_model_finds_planted_lesions_and_its_map_points_at_them(synth_cach
     assert sorted(oof["fold"].unique()) == [0, 1, 2] and oof["prob"].between(0, 1).all()
     assert sorted(p.name for p in (out / "folds").iterdir()) == ["fold_0", "fold_1", "fold_2"]
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
+
+
+@pytest.mark.slow
+def test_whole_image_run_starts_each_fold_from_its_patch_model(synth_cache, patch_run, tmp_path) -> None:
+    """`train --init-patch-run`: fold k's whole-image model starts from fold k's patch classifier."""
+    import torch
+
+    from mammo_insight.models.config import TrainConfig
+    from mammo_insight.stages.train import TrainStageConfig, run_train
+
+    common = {"model": "test_efficientnet", "folds": 3, "epochs": 1, "batch_size": 16, "device": "cpu"}
+    # a learning rate of 1e-9 leaves the weights where they started: the patch model's, fold by fold
+    options = TrainConfig(**common, lr=1e-9, init_patch_run=str(patch_run))
+    result = run_train(TrainStageConfig(synth_cache, tmp_path / "run", options))
+    assert result.values["init_patch_run"] == str(patch_run)
+    for fold in (0, 2):
+        start = torch.load(patch_run / "folds" / f"fold_{fold}" / "model.pt", weights_only=True)
+        trained = torch.load(tmp_path / "run" / "folds" / f"fold_{fold}" / "model.pt", weights_only=True)
+        learnt = [k for k, v in start.items() if v.is_floating_point() and "running" not in k]
+        assert learnt and all(torch.allclose(start[k], trained[k], atol=1e-5) for k in learnt)
+    other = torch.load(patch_run / "folds" / "fold_1" / "model.pt", weights_only=True)
+    assert not all(torch.allclose(other[k], trained[k], atol=1e-5) for k in learnt)
+    with pytest.raises(MammoInsightError, match="holds test_efficientnet patch models"):
+        wrong = TrainConfig(**{**common, "model": "resnet10t"}, init_patch_run=str(patch_run))
+        run_train(TrainStageConfig(synth_cache, tmp_path / "other", wrong))

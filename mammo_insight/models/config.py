@@ -82,6 +82,7 @@ class TrainConfig:
     weights: str | None = None  # local pretrained weights file
     pretrained: bool = False  # ImageNet weights: pip-shipped (extra `pretrained`) or timm's cache/hub
     normalize: bool = True  # (x - mean) / std with the backbone's pretrained mean/std (1 channel: averages)
+    init_patch_run: str | None = None  # a patch-train folder: fold k starts from its fold-k patch model
     threshold_method: str = (
         "best_f1"  # best_f1 | prevalence: the operating threshold tuned on OOF predictions
     )
@@ -187,6 +188,8 @@ def validate_config(config: TrainConfig) -> None:
         "unfreeze_lr_scale": config.unfreeze_lr_scale > 0,
         "layer_decay": 0 < config.layer_decay <= 1,
         "pretrained": not (config.pretrained and config.weights),
+        "init_patch_run": config.init_patch_run is None
+        or (config.view_mode == "single" and not config.pretrained and not config.weights),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

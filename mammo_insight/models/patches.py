@@ -253,3 +253,30 @@ def load_patch_model(path: Path, config: PatchConfig, device: torch.device) -> n
     )
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
+
+
+def init_from_patch_run(
+    model: nn.Module, patch_run: Path, fold: int, *, model_name: str, normalize: bool
+) -> None:
+    """Load fold ``fold``'s patch classifier (backbone and head) into a whole-image single-view model.
+
+    The backbone is convolutional, so the weights learnt on patches apply to the whole image; the fold
+    must be the same fold (the patch model of fold k never saw fold k's women, and the folds are shared).
+    A patch run of another architecture or normalisation is a MammoInsightError, never a partial load.
+    """
+    import json
+
+    config_file = patch_run / "config.json"
+    if not config_file.is_file():
+        raise MammoInsightError(f"{config_file} not found: is {patch_run} a folder written by `patch-train`?")
+    recorded = json.loads(config_file.read_text())
+    if recorded.get("model") != model_name or bool(recorded.get("normalize", True)) != normalize:
+        raise MammoInsightError(
+            f"{patch_run} holds {recorded.get('model')} patch models (normalize={recorded.get('normalize')}); "
+            f"this run builds {model_name} (normalize={normalize}): use the same model"
+        )
+    weights = patch_run / "folds" / f"fold_{fold}" / "model.pt"
+    if not weights.is_file():
+        raise MammoInsightError(f"{weights} not found: the patch run has no model for fold {fold}")
+    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    log.info("fold %d: initialised from the patch classifier %s", fold, weights)

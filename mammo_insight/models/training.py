@@ -36,6 +36,7 @@ from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier, input_normalization
 from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
 from mammo_insight.models.losses import build_loss
+from mammo_insight.models.patches import init_from_patch_run
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
@@ -317,6 +318,14 @@ def train_fold(
     train_ds.labels = soft_labels(hard, config.positive_label)
     train_loader, val_loader = make_loaders(train_ds, val_ds, hard, config, accelerator=accelerator)
     module = make_module(config, size, hard, accelerator)
+    if config.init_patch_run:
+        init_from_patch_run(
+            module.model,
+            Path(config.init_patch_run),
+            fold,
+            model_name=config.model,
+            normalize=config.normalize,
+        )
 
     ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
     mode = "min" if config.monitor == "loss" else "max"

@@ -11,6 +11,7 @@ simplest whole-image score a patch model gives: max pooling over the breast.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,7 +67,7 @@ def lesion_map_record(
     random_map: LesionMap,
     lesion_rows: pd.DataFrame,
     geom: CacheGeometry,
-    cache_dir,
+    cache_dir: Path,
     *,
     stride: int,
     tolerance: float = 0.0,

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.files import atomic_write, inside_root
+from mammo_insight.files import atomic_write
 from mammo_insight.imaging.geometry import CacheGeometry
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,11 @@ def normalise(annotations: pd.DataFrame, source: str = "annotations") -> pd.Data
                 row = int(missing.to_numpy().argmax())
                 raise MammoInsightError(f"{source}: a {shape} needs column '{column}'; row {row} has none")
     boxes = table["shape"] == "box"
-    if (boxes & ((table["x1"] <= table["x0"]) | (table["y1"] <= table["y0"]))).any():
-        row = int((boxes & ((table["x1"] <= table["x0"]) | (table["y1"] <= table["y0"]))).to_numpy().argmax())
-        raise MammoInsightError(f"{source}: box row {row} is empty (x1 <= x0 or y1 <= y0)")
+    empty_box = boxes & ((table["x1"] <= table["x0"]) | (table["y1"] <= table["y0"]))
+    if empty_box.any():
+        raise MammoInsightError(
+            f"{source}: box row {int(empty_box.to_numpy().argmax())} is empty (x1 <= x0 or y1 <= y0)"
+        )
     table.loc[boxes, "x"] = (table.loc[boxes, "x0"] + table.loc[boxes, "x1"] - 1) / 2
     table.loc[boxes, "y"] = (table.loc[boxes, "y0"] + table.loc[boxes, "y1"] - 1) / 2
     table.loc[boxes, "radius"] = (
@@ -275,11 +277,9 @@ def _widen(mask: np.ndarray, tolerance: float) -> np.ndarray:
 
 
 def _cache_mask_image(cache_dir: str | Path, rel: str) -> np.ndarray:
+    """A lesion's cache-space mask (load_cache_image refuses a path leading outside the cache)."""
     from mammo_insight.imaging.cache import load_cache_image
 
-    path = Path(cache_dir) / rel
-    if not inside_root(path, cache_dir):
-        raise MammoInsightError(f"cache_mask {rel!r} leads outside the cache {cache_dir}; not read")
     return load_cache_image(cache_dir, rel) >= 0.5
 
 

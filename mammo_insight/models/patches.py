@@ -60,7 +60,6 @@ class PatchConfig:
     label_column: str = "cancer"
     device: str = "auto"
     map_stride: int = 0  # lesion-map stride in cache pixels; 0: a quarter of the patch size
-    max_maps: int = 0  # lesion maps kept as figures; every validation image is scored either way
 
     def __post_init__(self) -> None:
         problems = [

@@ -66,9 +66,10 @@ def main() -> None:
     parser.add_argument("--patch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args()
-    cache, run = args.work / "cache", args.work / f"patch_{args.model}_{args.patch_size}"
-    earlier = args.out / "patch_route.json"
-    walls = json.loads(earlier.read_text()).get("wall_seconds", {}) if earlier.is_file() else {}
+    cache, run = args.work / "cache", args.work / f"patch_{args.model}_{args.patch_size}_e{args.epochs}"
+    earlier_file = args.out / "patch_route.json"
+    earlier = json.loads(earlier_file.read_text()) if earlier_file.is_file() else {}
+    walls = earlier.get("wall_seconds", {}) if earlier.get("run") == run.name else {}
     if not (cache / "index.parquet").is_file():
         walls["preprocess"] = cli(
             "preprocess", "--dataset", "mias", "--root", str(args.root), "--out", str(cache),
@@ -115,7 +116,21 @@ def main() -> None:
         "roc_auc": fmt_ci(metrics["patch"]["roc_auc"]),
         "pr_auc": fmt_ci(metrics["patch"]["pr_auc"]),
     }
+    tried = {
+        **earlier.get("tried", {}),
+        run.name: {
+            "model": config["model"],
+            "patch_size": config["patch_size"],
+            "epochs": config["epochs"],
+            "film_roc_auc": fmt_ci(metrics[LEVEL]["roc_auc"]),
+            "patch_roc_auc": fmt_ci(metrics["patch"]["roc_auc"]),
+            "pointing_game": _value(maps, "pointing_game"),
+            "chance": _value(maps, "lesion_area_fraction"),
+            "seconds (stage clock)": metrics["seconds"],
+        },
+    }
     summary = {
+        "run": run.name,
         "task": "mini-MIAS abnormal vs normal film through a lesion-patch classifier, out-of-fold",
         "recipe": {k: config[k] for k in ("model", "pretrained", "patch_size", "lesion_patches", "jitter",
                                           "background_ratio", "epochs", "lr", "batch_size", "folds", "map_stride")},
@@ -123,9 +138,10 @@ def main() -> None:
         "results": rows,
         "lesion_map_checks": maps,
         "wall_seconds": {k: round(v, 1) for k, v in walls.items()},
+        "tried": tried,
     }  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    earlier.write_text(json.dumps(summary, indent=2, default=float))
+    earlier_file.write_text(json.dumps(summary, indent=2, default=float))
     sections = [
         Section(
             "Film-level results beside the whole-image route (breast level, 95% intervals resampling women)",
@@ -150,6 +166,10 @@ def main() -> None:
                 ),
                 table(pd.DataFrame(check_rows)),
             ],
+        ),
+        Section(
+            "What was tried (every recipe run into this report; the first section shows the last run)",
+            [table(pd.DataFrame([{"run": k, **v} for k, v in tried.items()]))],
         ),
         Section(
             "Recipe and wall time (2 shared CPU cores)",

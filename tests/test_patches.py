@@ -145,3 +145,7 @@ def test_whole_image_run_starts_each_fold_from_its_patch_model(synth_cache, patc
     with pytest.raises(MammoInsightError, match="holds test_efficientnet patch models"):
         wrong = TrainConfig(**{**common, "model": "resnet10t"}, init_patch_run=str(patch_run))
         run_train(TrainStageConfig(synth_cache, tmp_path / "other", wrong))
+    with pytest.raises(MammoInsightError, match="folds 3 there, 4 here"):
+        wrong = TrainConfig(**{**common, "folds": 4}, init_patch_run=str(patch_run))
+        run_train(TrainStageConfig(synth_cache, tmp_path / "other", wrong))
+    assert not (tmp_path / "other" / "folds").exists()  # refused before any fold trained

@@ -254,14 +254,13 @@ def load_patch_model(path: Path, config: PatchConfig, device: torch.device) -> n
     return model.to(device).eval()
 
 
-def init_from_patch_run(
-    model: nn.Module, patch_run: Path, fold: int, *, model_name: str, normalize: bool
+def check_patch_run(
+    patch_run: Path, *, model_name: str, normalize: bool, folds: int, seed: int, label: str
 ) -> None:
-    """Load fold ``fold``'s patch classifier (backbone and head) into a whole-image single-view model.
+    """Refuse, before any fold trains, a patch run that is not this run's twin.
 
-    The backbone is convolutional, so the weights learnt on patches apply to the whole image; the fold
-    must be the same fold (the patch model of fold k never saw fold k's women, and the folds are shared).
-    A patch run of another architecture or normalisation is a MammoInsightError, never a partial load.
+    Another model or normalisation cannot load; other folds, seed or label would hand fold k a patch
+    model that trained on fold k's women.
     """
     import json
 
@@ -274,8 +273,25 @@ def init_from_patch_run(
             f"{patch_run} holds {recorded.get('model')} patch models (normalize={recorded.get('normalize')}); "
             f"this run builds {model_name} (normalize={normalize}): use the same model"
         )
+    wanted = {"folds": folds, "seed": seed, "label_column": label}
+    differ = [f"{k} {recorded.get(k)!r} there, {v!r} here" for k, v in wanted.items() if recorded.get(k) != v]
+    if differ:
+        raise MammoInsightError(
+            f"{patch_run} was trained on other folds ({'; '.join(differ)}): its fold models would have "
+            "seen this run's validation women; use the same --folds, --seed and label"
+        )
+    missing = [k for k in range(folds) if not (patch_run / "folds" / f"fold_{k}" / "model.pt").is_file()]
+    if missing:
+        raise MammoInsightError(f"{patch_run} has no patch model for fold(s) {', '.join(map(str, missing))}")
+
+
+def init_from_patch_run(model: nn.Module, patch_run: Path, fold: int) -> None:
+    """Load fold ``fold``'s patch classifier (backbone and head) into a whole-image single-view model.
+
+    The backbone is convolutional, so the weights learnt on patches apply to the whole image; the fold
+    must be the same fold (the patch model of fold k never saw fold k's women, and the folds are shared).
+    ``check_patch_run`` has refused another architecture; the load is strict, never partial.
+    """
     weights = patch_run / "folds" / f"fold_{fold}" / "model.pt"
-    if not weights.is_file():
-        raise MammoInsightError(f"{weights} not found: the patch run has no model for fold {fold}")
     model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
     log.info("fold %d: initialised from the patch classifier %s", fold, weights)

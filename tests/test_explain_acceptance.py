@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS
-from mammo_insight.imaging.cache import ANNOTATIONS_FILE, INDEX_FILE, relative_image_path, write_png_atomic
+from mammo_insight.imaging.annotations import ANNOTATIONS_FILE
+from mammo_insight.imaging.cache import INDEX_FILE, relative_image_path, write_png_atomic
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
 
 ORIG = (200, 150)  # original height, width

@@ -10,12 +10,12 @@ from mammo_insight.explain.checks import (
     area_fraction,
     energy_inside,
     in_check_sample,
-    lesion_mask,
     mean_with_ci,
     pointing_hit,
     rank_correlation,
     summarise_checks,
 )
+from mammo_insight.imaging.annotations import circle_mask as lesion_mask
 
 SHAPE = (100, 120)
 LESION = np.array([[30.0, 40.0, 10.0]])

@@ -86,3 +86,19 @@ def test_from_row_accepts_series_dict_and_namedtuple() -> None:
 def test_rejects_box_outside_image() -> None:
     with pytest.raises(ValueError, match="does not fit"):
         CacheGeometry.fit(100, 100, (0, 0, 120, 100), False, 64, 64)
+
+
+@pytest.mark.parametrize("flipped", [False, True])
+def test_image_to_cache_puts_an_original_block_where_to_cache_puts_its_centre(flipped: bool) -> None:
+    geom = CacheGeometry.fit(300, 200, (20, 30, 180, 290), flipped, 104, 64)
+    block = np.zeros((300, 200), np.float32)
+    block[100:140, 60:100] = 1.0
+    cached = geom.image_to_cache(block)
+    assert cached.shape == (104, 64) and cached[: geom.pad_y].sum() == 0
+    ys, xs = np.nonzero(cached >= 0.5)
+    u, v = geom.to_cache(79.5, 119.5)
+    assert (xs.mean(), ys.mean()) == pytest.approx((float(u), float(v)), abs=0.6)
+    back = geom.heatmap_to_original(cached) >= 0.5
+    assert (back & (block > 0)).sum() / (back | (block > 0)).sum() > 0.85
+    with pytest.raises(ValueError, match="does not match the original image"):
+        geom.image_to_cache(block[:10])

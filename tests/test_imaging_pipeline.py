@@ -19,11 +19,11 @@ import pytest
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging.annotations import read as read_annotations
 from mammo_insight.imaging.build import JOURNAL_FILE, build_cache
 from mammo_insight.imaging.cache import (
     CACHE_COLUMNS,
     load_cache_image,
-    read_cache_annotations,
     read_cache_config,
     read_cache_index,
 )
@@ -133,7 +133,7 @@ def test_tissue_is_bright_on_dark_for_every_dicom_variant(reference, synth_root,
 
 
 def test_annotations_follow_the_geometry(reference, cohort) -> None:
-    lesions = read_cache_annotations(reference)
+    lesions = read_annotations(reference)
     assert len(lesions) == len(cohort.annotations) > 0
     index = read_cache_index(reference).set_index("image_id")
     for rec in lesions.itertuples():
@@ -260,7 +260,7 @@ def test_resume_after_partial_run_redoes_only_the_missing(tmp_path, cohort, refe
     assert summary["processed_now"] == len(cohort.table) - len(keep)
     assert {p: os.stat(out / p).st_mtime_ns for p in kept_ids} == mtimes
     pd.testing.assert_frame_equal(read_cache_index(out), read_cache_index(reference))
-    pd.testing.assert_frame_equal(read_cache_annotations(out), read_cache_annotations(reference))
+    pd.testing.assert_frame_equal(read_annotations(out), read_annotations(reference))
     assert _png_bytes(out) == _png_bytes(reference)
 
 

@@ -30,6 +30,7 @@ COMMANDS = [
     "demo",
     "eda",
     "train",
+    "patch_train",
     "evaluate",
     "explain",
     "embed",

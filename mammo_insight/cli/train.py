@@ -27,6 +27,10 @@ def command(
     weights: Annotated[
         Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")
     ] = None,
+    init_patch_run: Annotated[
+        Path | None,
+        typer.Option(help="a `patch-train` folder: each fold starts from that fold's patch classifier"),
+    ] = None,
     pretrained: Annotated[
         bool | None,
         typer.Option(
@@ -64,6 +68,7 @@ def command(
         epochs=epochs,
         seed=seed,
         weights=str(weights) if weights else None,
+        init_patch_run=str(init_patch_run) if init_patch_run else None,
         pretrained=pretrained,
         batch_size=batch_size,
         device=device,

@@ -63,8 +63,9 @@ MAX_ROWS_SHOWN = 5
 class Cohort:
     """A validated canonical table plus what the label means and any lesion annotations.
 
-    annotations: one row per lesion, columns image_id, x, y, radius in original pixel
-    coordinates (x to the right, y down); empty when the dataset has none.
+    annotations: one row per lesion in original pixel coordinates (x to the right, y down): circles
+    (image_id, x, y, radius; ``shape`` may be absent), boxes (shape "box", x0, y0, x1, y1) or masks
+    (shape "mask", mask_path); imaging.annotations owns the columns. Empty when the dataset has none.
     factors: extra (non-canonical) table columns worth analysing, column -> "categorical" or
     "continuous"; adapters and generic mapping files declare them so eda need not guess.
     post_outcome: the columns decided after the outcome (the adapter's declaration): the leakage audit

@@ -21,6 +21,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, png_bytes, safe_name
+from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import resize, thumbnail
@@ -121,7 +122,7 @@ class CaseContext:
 
     cache_dir: Path
     index: pd.DataFrame  # ok cache rows, image_id and breast_id as str
-    lesions_by_image: Mapping[str, np.ndarray]
+    lesions_by_image: Mapping[str, pd.DataFrame]  # annotations rows per image (imaging.annotations)
     unit: str  # image_id (single-view run) or breast_id (multi-view)
     size: tuple[int, int]
     max_views: int
@@ -202,8 +203,7 @@ def _explain_image(
     cache_img = load_cache_image(context.cache_dir, row)
     full = mapping.cam_to_original(cam, geom)
     full_rand = mapping.cam_to_original(cam_rand, geom)
-    support = mapping.support_mask(geom)
-    lesions = context.lesions_by_image.get(str(row["image_id"]))
+    lesion_rows = context.lesions_by_image.get(str(row["image_id"]))
     rec = {
         "case_id": case.case_id,
         "image_id": row["image_id"],
@@ -216,31 +216,24 @@ def _explain_image(
         "cam_max": float(cam.max()),
         "rank_corr": checks.rank_correlation(cam, cam_rand),
     }
-    if lesions is not None and len(lesions):
-        hit_mask = checks.lesion_mask(full.shape, lesions, context.tolerance)
-        inside = checks.lesion_mask(full.shape, lesions)
+    lesions = cache_lesions = None
+    if lesion_rows is not None and len(lesion_rows):
         cell = half_cell_original(grid, context.size, geom)
-        cell_mask = checks.lesion_mask(full.shape, lesions, cell)
         rec.update(
-            pointing_cell=checks.pointing_hit(full, cell_mask, support),
-            random_pointing_cell=checks.pointing_hit(full_rand, cell_mask, support),
-            area_fraction_cell=checks.area_fraction(cell_mask, support),
-            half_cell_px=cell,
+            checks.map_checks(
+                full,
+                full_rand,
+                annotations.lesion_masker(lesion_rows, geom, context.cache_dir),
+                mapping.support_mask(geom),
+                tolerance=context.tolerance,
+                cell=cell,
+            )
         )
-        rec.update(
-            pointing=checks.pointing_hit(full, hit_mask, support),
-            energy_inside=checks.energy_inside(full, inside),
-            area_fraction=checks.area_fraction(inside, support),
-            random_pointing=checks.pointing_hit(full_rand, hit_mask, support),
-            random_energy_inside=checks.energy_inside(full_rand, inside),
-        )
+        lesions = annotations.circles(lesion_rows)
+        cache_lesions = lesion_rows[["cache_x", "cache_y", "cache_radius"]].to_numpy(float)
     display, factor, source = mapping.display_image(row, cache_img, geom, context.display_side)
     peak = mapping.peak_location(full)
     over = mapping.overlay(display, mapping.downsample(full, factor), lesions, peak, scale=factor)
-    cache_lesions = None
-    if lesions is not None and len(lesions):
-        cx, cy = geom.to_cache(lesions[:, 0], lesions[:, 1])
-        cache_lesions = np.stack([cx, cy, geom.length_to_cache(lesions[:, 2])], axis=1)
     model_in = mapping.overlay(cache_img, resize(cam, cache_img.shape[:2]), cache_lesions)
     over_rand = mapping.overlay(
         display,

@@ -1,8 +1,8 @@
 """Numbers that say whether a CAM is right: pointing game, energy inside the lesion, randomisation check.
 
-All maps here are in original pixels (after ``mapping.cam_to_original``) and lesions are circles
-(x, y, radius) in original pixels, as in ``Cohort.annotations``; a CBIS-style ROI mask can be passed
-as a boolean mask instead.
+All maps here are in original pixels (after ``mapping.cam_to_original``) and lesions are boolean
+masks in original pixels, rasterised from the cache's annotations table (circles, boxes, ROI masks) by
+``imaging.annotations.lesion_mask``.
 
 - Pointing game (Zhang et al. 2016): a hit when the CAM maximum lies inside a lesion, optionally
   widened by ``tolerance`` original pixels (default 0: the circle itself). Ties are scored as a
@@ -21,6 +21,8 @@ as a boolean mask instead.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
@@ -28,20 +30,6 @@ from scipy.stats import spearmanr
 from mammo_insight.metrics.bootstrap import group_codes, percentile_interval, resample_counts
 
 CHECK_SAMPLE = "checked"  # the case category of the seeded random sample of annotated images
-
-
-def lesion_mask(shape: tuple[int, int], lesions: np.ndarray, tolerance: float = 0.0) -> np.ndarray:
-    """Boolean mask of the union of circles (k, 3) = x, y, radius, each widened by ``tolerance`` pixels."""
-    mask = np.zeros(shape, dtype=bool)
-    for x, y, r in np.asarray(lesions, dtype=np.float64).reshape(-1, 3):
-        rr = r + tolerance
-        y0, y1 = max(0, int(np.floor(y - rr))), min(shape[0], int(np.ceil(y + rr)) + 1)
-        x0, x1 = max(0, int(np.floor(x - rr))), min(shape[1], int(np.ceil(x + rr)) + 1)
-        if y0 >= y1 or x0 >= x1:
-            continue
-        yy, xx = np.ogrid[y0:y1, x0:x1]
-        mask[y0:y1, x0:x1] |= (xx - x) ** 2 + (yy - y) ** 2 <= rr**2
-    return mask
 
 
 def pointing_hit(heatmap: np.ndarray, lesion: np.ndarray, support: np.ndarray | None = None) -> float:
@@ -87,6 +75,35 @@ def lesion_checks(
         "pointing": pointing_hit(heatmap, lesion, support),
         "energy_inside": energy_inside(heatmap, lesion),
         "area_fraction": area_fraction(lesion, support),
+    }
+
+
+def map_checks(
+    heatmap: np.ndarray,
+    random_map: np.ndarray,
+    lesion_at: Callable[[float], np.ndarray],
+    support: np.ndarray,
+    *,
+    tolerance: float,
+    cell: float,
+) -> dict[str, float]:
+    """Every lesion check of one map and its random-weight twin (both in original pixels).
+
+    ``lesion_at(t)`` is the lesion mask widened by t original pixels (``annotations.lesion_masker``);
+    ``cell`` half a map cell's diagonal, the finest the map can point (the ``_cell`` columns).
+    Grad-CAM and the patch lesion map are scored by this one function.
+    """
+    hit_mask, inside, cell_mask = lesion_at(tolerance), lesion_at(0.0), lesion_at(cell)
+    return {
+        "pointing_cell": pointing_hit(heatmap, cell_mask, support),
+        "random_pointing_cell": pointing_hit(random_map, cell_mask, support),
+        "area_fraction_cell": area_fraction(cell_mask, support),
+        "half_cell_px": cell,
+        "pointing": pointing_hit(heatmap, hit_mask, support),
+        "energy_inside": energy_inside(heatmap, inside),
+        "area_fraction": area_fraction(inside, support),
+        "random_pointing": pointing_hit(random_map, hit_mask, support),
+        "random_energy_inside": energy_inside(random_map, inside),
     }
 
 

@@ -23,9 +23,8 @@ import pandas as pd
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
+from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import (
-    ANNOTATION_COLUMNS,
-    ANNOTATIONS_FILE,
     CACHE_COLUMNS,
     CONFIG_FILE,
     CONTACT_SHEET_FILE,
@@ -34,7 +33,6 @@ from mammo_insight.imaging.cache import (
     INDEX_FILE,
 )
 from mammo_insight.imaging.engines import run_tasks
-from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.pipeline import PreprocessConfig, failed_record, process_one, source_stamp
 
 log = logging.getLogger(__name__)
@@ -149,25 +147,6 @@ def _index(table: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFr
         index[col] = index[col].astype("string")
     index.attrs["reasons"] = rec["reason"].tolist()
     return index
-
-
-def _annotations(annotations: pd.DataFrame, index: pd.DataFrame) -> pd.DataFrame:
-    """Lesions of ok images in original and cache coordinates."""
-    ok = index[index["status"] == "ok"].set_index("image_id")
-    rows = []
-    for image_id, group in annotations.groupby(annotations["image_id"].astype(str), sort=False):
-        if image_id not in ok.index:
-            continue
-        geom = CacheGeometry.from_row(ok.loc[image_id])
-        u, v = geom.to_cache(group["x"].to_numpy(float), group["y"].to_numpy(float))
-        part = group[["image_id", "x", "y", "radius"]].copy()
-        part["image_id"] = image_id
-        part["cache_x"], part["cache_y"] = u, v
-        part["cache_radius"] = geom.length_to_cache(group["radius"].to_numpy(float))
-        rows.append(part)
-    if not rows:
-        return pd.DataFrame(columns=ANNOTATION_COLUMNS)
-    return pd.concat(rows, ignore_index=True)[ANNOTATION_COLUMNS]
 
 
 def build_cache(
@@ -295,8 +274,8 @@ def build_cache(
         }
     )[FAILURE_COLUMNS]
     atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
-    lesions = _annotations(cohort.annotations, index)
-    atomic_write(out_dir / ANNOTATIONS_FILE, lambda p: lesions.to_parquet(p, index=False))
+    lesions = annotations.to_cache(cohort.annotations, index, out_dir)
+    annotations.write(lesions, out_dir)
     sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]
     sheet = write_contact_sheet(
         out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, annotations=lesions

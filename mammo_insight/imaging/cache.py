@@ -4,7 +4,8 @@ Layout of a cache directory CACHE::
 
     CACHE/index.parquet        one row per cohort image (ok and failed)
     CACHE/images/<patient_id>/<image_id>.png   8- or 16-bit grayscale PNG, out_height x out_width
-    CACHE/annotations.parquet  lesions carried into the cache (may have zero rows)
+    CACHE/annotations.parquet  lesions carried into the cache (may have zero rows; see imaging.annotations)
+    CACHE/masks/<patient_id>/<image_id>_<k>.png  mask lesions in cache pixels
     CACHE/failures.csv         image_id, image_path, reason (header only when nothing failed)
     CACHE/config.json          size, bits, flip policy, dataset, label_meaning, crop settings
     CACHE/manifest.json        mammo_insight.manifest.write_manifest (stage "preprocess")
@@ -31,8 +32,8 @@ Build a :class:`mammo_insight.imaging.geometry.CacheGeometry` from a row with
 Cache pixels are display-correct (modality LUT, VOI LUT, MONOCHROME1 inverted): tissue bright on a
 dark background, 0 is the padding value. ``load_cache_image`` returns float32 in [0, 1].
 
-annotations.parquet: image_id, x, y, radius (original pixels, as in Cohort.annotations) and
-cache_x, cache_y, cache_radius (cache pixels), one row per lesion of an ok image.
+annotations.parquet: one row per lesion of an ok image, circles, boxes and masks in original and cache
+pixels; :mod:`mammo_insight.imaging.annotations` owns its columns and is its only reader and writer.
 
 config.json: ``PreprocessConfig.to_dict()`` ({"size": [H, W], "bits": 8|16, "flip": true|false, "decoder": ...,
 "margin": ..., "mask": ...}) plus "dataset", "label_meaning" and "crop": the one record of how the cache was
@@ -55,13 +56,11 @@ from mammo_insight.files import atomic_write, inside_root
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS
 
 INDEX_FILE = "index.parquet"
-ANNOTATIONS_FILE = "annotations.parquet"
 FAILURES_FILE = "failures.csv"
 CONFIG_FILE = "config.json"
 CONTACT_SHEET_FILE = "contact_sheet.png"
 IMAGES_DIR = "images"
 CACHE_COLUMNS = ["cache_path", *GEOMETRY_COLUMNS, "photometric", "transfer_syntax", "status"]
-ANNOTATION_COLUMNS = ["image_id", "x", "y", "radius", "cache_x", "cache_y", "cache_radius"]
 FAILURE_COLUMNS = ["image_id", "image_path", "reason"]
 
 
@@ -99,14 +98,6 @@ def read_cache_config(cache_dir: str | Path) -> dict[str, Any]:
             f"{path} not found: is {cache_dir} a cache written by `mammo-insight preprocess`?"
         )
     return json.loads(path.read_text())
-
-
-def read_cache_annotations(cache_dir: str | Path) -> pd.DataFrame:
-    """Lesions in original and cache coordinates (empty table with the columns when there are none)."""
-    path = Path(cache_dir) / ANNOTATIONS_FILE
-    if not path.is_file():
-        return pd.DataFrame(columns=ANNOTATION_COLUMNS)
-    return pd.read_parquet(path)
 
 
 def load_cache_image(cache_dir: str | Path, row_or_path: Mapping[str, Any] | Any | str | Path) -> np.ndarray:

@@ -170,6 +170,30 @@ class CacheGeometry:
         """A distance (e.g. a lesion radius) in original pixels -> cache pixels (geometric mean of the axes)."""
         return np.asarray(length, dtype=np.float64) * float(np.sqrt(self.scale_x * self.scale_y))
 
+    def image_to_cache(self, image: np.ndarray) -> np.ndarray:
+        """An array over the original pixels (a lesion mask, a map) -> float32 over the cache canvas.
+
+        The forward twin of ``heatmap_to_original``: crop, resize by area averaging (a mask becomes
+        the covered share of each cache pixel), flip, paste; 0 in the padding.
+        """
+        import cv2
+
+        img = np.asarray(image, dtype=np.float32)
+        if img.shape != (self.orig_height, self.orig_width):
+            raise ValueError(
+                f"array of shape {img.shape} does not match the original image "
+                f"({self.orig_height}, {self.orig_width})"
+            )
+        region = np.ascontiguousarray(img[self.crop_y0 : self.crop_y1, self.crop_x0 : self.crop_x1])
+        small = cv2.resize(region, (self.resized_width, self.resized_height), interpolation=cv2.INTER_AREA)
+        if self.flipped:
+            small = small[:, ::-1]
+        canvas = np.zeros((self.out_height, self.out_width), dtype=np.float32)
+        canvas[
+            self.pad_y : self.pad_y + self.resized_height, self.pad_x : self.pad_x + self.resized_width
+        ] = small
+        return canvas
+
     def heatmap_to_original(self, heatmap: np.ndarray) -> np.ndarray:
         """A map over the cache image (any H x W; resized to the output size first) -> original pixels.
 

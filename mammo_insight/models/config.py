@@ -115,6 +115,10 @@ class TrainConfig:
     weights: str | None = option(None, "local pretrained weights file")
     pretrained: bool = option(False, "ImageNet weights: pip-shipped (extra `pretrained`) or timm's cache/hub")
     normalize: bool = option(True, "(x - mean) / std with the backbone's pretrained mean and std")
+    init_patch_run: str | None = option(
+        None,
+        "a patch-train folder: fold k starts from its fold-k patch model (single view, no other weights)",
+    )
     threshold_method: str = option(
         "best_f1",
         "best_f1 | prevalence | sensitivity: how the operating threshold is tuned on OOF predictions",
@@ -276,6 +280,8 @@ def validate_config(config: TrainConfig) -> None:
         "augment.shift": 0 <= config.augment.shift <= 1,
         "augment.patch_drop_rate": 0 <= config.augment.patch_drop_rate <= 1,
         "augment.patch_size": config.augment.patch_size >= 1,
+        "init_patch_run": config.init_patch_run is None
+        or (config.view_mode == "single" and not config.pretrained and not config.weights),
     }
     bad = [name for name, ok in checks.items() if not ok]
     if bad:

@@ -38,6 +38,7 @@ from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier, input_normalization
 from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
 from mammo_insight.models.losses import build_loss
+from mammo_insight.models.patches import check_patch_run, init_from_patch_run
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
@@ -331,6 +332,8 @@ def train_fold(
     train_ds.labels = soft_labels(hard, config.positive_label)
     train_loader, val_loader = make_loaders(train_ds, val_ds, hard, config, accelerator=accelerator)
     module = make_module(config, size, hard, accelerator)
+    if config.init_patch_run:
+        init_from_patch_run(module.model, Path(config.init_patch_run), fold)
 
     ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
     mode = "min" if config.monitor == "loss" else "max"
@@ -460,6 +463,15 @@ def _train_folds(
 ) -> FoldOutputs | None:
     size = tuple(values["image_size"])
     _check_resumable(out_dir, values)
+    if config.init_patch_run:
+        check_patch_run(
+            Path(config.init_patch_run),
+            model_name=config.model,
+            normalize=config.normalize,
+            folds=config.folds,
+            seed=config.seed,
+            label=config.label_column,
+        )
     save_run_config(out_dir, values)
     folds = assign_folds(table, config.folds, config.seed, config.label_column)
 

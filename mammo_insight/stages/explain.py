@@ -27,7 +27,8 @@ from mammo_insight.explain.cam import METHODS, CamExplainer
 from mammo_insight.explain.cam_run import CaseContext, ExplainedCase, explain_batch, random_twin
 from mammo_insight.explain.gallery import CATEGORIES, render_case_page, render_index, select_gallery
 from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
-from mammo_insight.imaging.cache import INDEX_FILE, read_cache_annotations, read_cache_index
+from mammo_insight.imaging import annotations as lesion_table
+from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.models.device import resolve_device
 from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.progress import progress_bar
@@ -187,8 +188,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         )
     index = read_cache_index(cache_dir)
     index = index.assign(image_id=index["image_id"].astype(str), breast_id=index["breast_id"].astype(str))
-    annotations = read_cache_annotations(cache_dir)
-    annotations = annotations.assign(image_id=annotations["image_id"].astype(str))
+    annotations = lesion_table.read(cache_dir)
     failures = [
         f"image {i}: in the OOF predictions but not an ok image of the cache"
         for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]
@@ -208,9 +208,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         label=label,
         tolerance=cfg.tolerance,
         display_side=cfg.display_side,
-        lesions_by_image={
-            k: g[["x", "y", "radius"]].to_numpy(float) for k, g in annotations.groupby("image_id")
-        },
+        lesions_by_image=lesion_table.by_image(annotations),
     )
     explained: list[ExplainedCase] = []
     with ExitStack() as stack, progress_bar() as bar:

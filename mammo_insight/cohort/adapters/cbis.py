@@ -105,6 +105,46 @@ def resolve_image(root: Path, csv_path: str) -> Path | None:
     return None
 
 
+def roi_mask_files(root: Path, csv_path: str) -> list[Path]:
+    """The DICOM(s) an 'ROI mask file path' names: the literal file, else every DICOM of its case folder.
+
+    TCIA's downloader renames files and puts the ROI mask and the cropped lesion image in one folder, so
+    all candidates are kept; the cache keeps the one the size of the film and binary
+    (imaging.annotations.read_mask_file) and says why it drops the others.
+    """
+    rel = PurePosixPath(csv_path.strip().replace("\\", "/"))
+    if not rel.parts or rel.is_absolute() or ".." in rel.parts:
+        return []
+    for prefix in TREE_PREFIXES:
+        literal = root / prefix / rel
+        if literal.is_file():
+            return [literal.resolve()]
+    for prefix in TREE_PREFIXES:
+        case_dir = root / prefix / rel.parts[0]
+        if case_dir.is_dir():
+            return [p.resolve() for p in sorted(case_dir.rglob("*.dcm"))]
+    return []
+
+
+def roi_masks(root: Path, rows: pd.DataFrame) -> pd.DataFrame:
+    """One mask annotation per ROI file found (image_id, shape 'mask', mask_path, abnormality_type, pathology)."""
+    found = [
+        {
+            "image_id": row["image_id"],
+            "shape": "mask",
+            "mask_path": str(path),
+            "abnormality_type": row["abnormality_type"],
+            "pathology": row["pathology"],
+        }
+        for row in rows.to_dict("records")
+        if isinstance(row["roi_mask"], str) and row["roi_mask"].strip()
+        for path in roi_mask_files(root, row["roi_mask"])
+    ]
+    if found:
+        log.info("cbis: %d ROI mask file(s) found for %d abnormalities", len(found), len(rows))
+    return pd.DataFrame(found, columns=["image_id", "shape", "mask_path", "abnormality_type", "pathology"])
+
+
 class CbisAdapter(DatasetAdapter):
     name = "cbis"
     # the biopsy's verdict (the label's source) and the radiologist's assessment (BI-RADS, the work-up's call);
@@ -165,7 +205,10 @@ class CbisAdapter(DatasetAdapter):
         )
         source = ", ".join(str(p) for p in csvs)
         return self.cohort(
-            table, source=source, factors={"abnormality_type": "categorical", "subtlety": "continuous"}
+            table,
+            source=source,
+            annotations=roi_masks(root, rows),
+            factors={"abnormality_type": "categorical", "subtlety": "continuous"},
         )
 
     @staticmethod

@@ -1,0 +1,282 @@
+"""`patch-train`: a lesion-patch classifier per fold, its patch-level metrics, lesion maps and their checks.
+
+A command of its own rather than `train --stage patch`: its outputs are a different contract (patch
+rows, patch models of a patch input size, lesion-map checks) that evaluate, embed, explain and predict
+do not read, so folding it into `train` would make every reader of a run folder ask which kind it holds.
+
+Everything is out-of-fold: the folds are the whole-image folds (``models.patches.patch_folds``), each
+fold's model scores the patches and slides over the films of the women it never saw. Writes::
+
+    PATCHRUN/config.json            PatchConfig plus the cache it read
+    PATCHRUN/patches.csv            one row per sampled patch: image, fold, centre, label, oof prob
+    PATCHRUN/metrics.json           patch-level metrics with intervals that resample women;
+                                    image- and breast-level metrics of the max-pooled lesion map
+    PATCHRUN/oof_predictions.csv    per image: fold, label, prob (max of its lesion map)
+    PATCHRUN/tables/lesion_map_checks.csv   per annotated image: pointing game, energy inside, chance
+    PATCHRUN/lesion_map_metrics.json        their means with patient-bootstrap intervals
+    PATCHRUN/folds/fold_<k>/model.pt        the fold's patch classifier (state dict)
+    PATCHRUN/manifest.json, index.html
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from mammo_insight.explain import checks
+from mammo_insight.explain.lesion_map import lesion_map_record, slide
+from mammo_insight.files import write_csv_atomic, write_text_atomic
+from mammo_insight.imaging import annotations
+from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
+from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
+from mammo_insight.models.device import resolve_device
+from mammo_insight.models.patches import (
+    PatchConfig,
+    build_patch_model,
+    patch_folds,
+    sample_patches,
+    save_patch_model,
+    score_patches,
+    train_patch_model,
+)
+from mammo_insight.models.sources import load_training_table
+from mammo_insight.report.blocks import fmt_ci, paragraph, table
+from mammo_insight.report.render import Section, render_page
+from mammo_insight.stages.base import StageResult, finish_stage
+
+log = logging.getLogger(__name__)
+CHECK_SUMMARY = {
+    "pointing_game": "pointing",
+    "energy_inside": "energy_inside",
+    "lesion_area_fraction": "area_fraction",
+    "pointing_game_cell": "pointing_cell",
+    "lesion_area_fraction_cell": "area_fraction_cell",
+    "randomised_pointing_game": "random_pointing",
+    "randomised_energy_inside": "random_energy_inside",
+    "randomisation_rank_corr": "rank_corr",
+}
+
+
+@dataclass(frozen=True)
+class PatchTrainConfig:
+    cache: Path
+    out: Path
+    options: PatchConfig = field(default_factory=PatchConfig)
+
+
+@dataclass(frozen=True)
+class PatchTrainResult(StageResult):
+    config: PatchTrainConfig
+    patches: pd.DataFrame
+    images: pd.DataFrame  # per validation image: fold, label, prob (max of its lesion map)
+    map_checks: pd.DataFrame
+    metrics: dict[str, Any]
+    map_metrics: dict[str, Any]
+    stage = "patch-train"
+    title = "Patch classifier and lesion maps"
+
+    def headline(self) -> dict[str, str]:
+        patch = self.metrics["patch"]
+        image = self.metrics["image"]
+        return {
+            "patch ROC-AUC": fmt_ci(patch["roc_auc"]),
+            "image ROC-AUC (max-pooled map)": fmt_ci(image["roc_auc"]),
+            "lesion-map pointing game": _mean_vs(self.map_metrics, "pointing_game", "lesion_area_fraction"),
+        }
+
+    def figures(self) -> list[tuple[Callable[[], Any], str]]:
+        return []
+
+
+def _mean_vs(summary: dict, key: str, chance: str) -> str:
+    value, ref = summary.get(key), summary.get(chance)
+    if value is None:
+        return ""
+    return f"{value:.3f} (chance {ref:.3f})" if ref is not None else f"{value:.3f}"
+
+
+def run_patch_train(config: PatchTrainConfig) -> PatchTrainResult:
+    """Sample patches, train one patch model per fold, score the fold's patches and films out-of-fold."""
+    opts = config.options
+    started = time.perf_counter()
+    device = resolve_device(opts.device)
+    table = patch_folds(load_training_table(config.cache, opts.label_column), opts)
+    table = table.assign(image_id=table["image_id"].astype(str))
+    lesions = annotations.read(config.cache)
+    patches, pixels = sample_patches(config.cache, table, lesions, opts)
+    log.info(
+        "%d patches (%d lesion, %d background) of %dx%d from %d images",
+        len(patches),
+        int(patches["label"].sum()),
+        int((patches["label"] == 0).sum()),
+        opts.patch_size,
+        opts.patch_size,
+        len(table),
+    )
+    patches["prob"] = np.nan
+    lesions_of = annotations.by_image(lesions)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(opts.seed + 1)
+        twin = build_patch_model(opts).to(device).eval()
+    image_rows, check_rows, losses = [], [], {}
+    for fold in range(opts.folds):
+        train = (patches["fold"] != fold).to_numpy()
+        val = ~train
+        model, losses[fold] = train_patch_model(
+            pixels[train], patches.loc[train, "label"].to_numpy(), opts, device
+        )
+        save_patch_model(model, config.out / "folds" / f"fold_{fold}" / "model.pt")
+        patches.loc[val, "prob"] = score_patches(model, pixels[val], device)
+        for row in table[table["fold"] == fold].to_dict("records"):
+            image = load_cache_image(config.cache, row)
+            scored = slide(
+                model,
+                image,
+                patch_size=opts.patch_size,
+                stride=opts.stride,
+                tissue_level=opts.tissue_level,
+                device=device,
+            )
+            image_rows.append({**_image_facts(row, opts.label_column), "fold": fold, "prob": scored.score})
+            own = lesions_of.get(row["image_id"])
+            if own is None:
+                continue
+            random_map = slide(
+                twin,
+                image,
+                patch_size=opts.patch_size,
+                stride=opts.stride,
+                tissue_level=opts.tissue_level,
+                device=device,
+            )
+            record = lesion_map_record(
+                scored, random_map, own, CacheGeometry.from_row(row), config.cache, stride=opts.stride
+            )
+            check_rows.append({**_image_facts(row, opts.label_column), "fold": fold, **record})
+        log.info("fold %d: trained on %d patches, final loss %.3f", fold, int(train.sum()), losses[fold][-1])
+    images = pd.DataFrame(image_rows)
+    map_checks = pd.DataFrame(check_rows)
+    metrics = _metrics(patches, images, opts)
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    metrics["train_loss"] = {str(k): [round(v, 4) for v in vs] for k, vs in losses.items()}
+    return PatchTrainResult(config, patches, images, map_checks, metrics, _map_summary(map_checks, opts.seed))
+
+
+def _image_facts(row: dict, label: str) -> dict[str, Any]:
+    facts = {k: row.get(k) for k in ("image_id", "patient_id", "breast_id", "laterality", "view")}
+    return {**facts, label: row.get(label)}
+
+
+def _metrics(patches: pd.DataFrame, images: pd.DataFrame, opts: PatchConfig) -> dict[str, Any]:
+    label = opts.label_column
+    patch = metrics_with_ci(patches["label"], patches["prob"], patches["patient_id"], seed=opts.seed)
+    levels = evaluate_predictions(images, None, seed=opts.seed, label=label)
+    counts = patches.groupby("kind").size().to_dict()
+    return {"patch": patch, **levels, "patch_counts": counts, "folds": opts.folds}
+
+
+def _map_summary(map_checks: pd.DataFrame, seed: int) -> dict[str, Any]:
+    if map_checks.empty:
+        return {"n_images": 0}
+    summary = checks.summarise_checks(map_checks, seed=seed)
+    out: dict[str, Any] = {"n_images": len(map_checks)}
+    for key, column in CHECK_SUMMARY.items():
+        entry = summary.get(column) or {}
+        out[key] = entry.get("mean")
+        out[f"{key}_ci"] = [entry.get("ci_low"), entry.get("ci_high")]
+    return out
+
+
+def write_patch_train(result: PatchTrainResult) -> Path:
+    """The run's tables and metrics, then the manifest, then index.html (returned)."""
+    out = result.config.out
+    opts = result.config.options
+    values = {**opts.to_dict(), "cache": str(result.config.cache), "stage": "patch-train"}
+    write_text_atomic(out / "config.json", json.dumps(values, indent=2))
+    write_csv_atomic(out / "patches.csv", result.patches)
+    write_csv_atomic(out / "oof_predictions.csv", result.images)
+    write_csv_atomic(out / "tables" / "lesion_map_checks.csv", result.map_checks)
+    save_metrics_json(out / "metrics.json", result.metrics)
+    save_metrics_json(out / "lesion_map_metrics.json", result.map_metrics)
+    finish_stage(
+        out,
+        result,
+        values,
+        seed=opts.seed,
+        inputs={"cache_index": result.config.cache / INDEX_FILE},
+        render=lambda: _render(result, out / "index.html"),
+    )
+    return out / "index.html"
+
+
+def _render(result: PatchTrainResult, page: Path) -> Path:
+    opts = result.config.options
+    metrics = result.metrics
+    rows = [
+        {"level": level, "n": metrics[level]["n"], "positives": metrics[level]["n_pos"]}
+        | {name: fmt_ci(metrics[level][name]) for name in ("roc_auc", "pr_auc", "balanced_accuracy")}
+        for level in ("patch", "image", "breast", "breast_max")
+    ]
+    summary = result.map_metrics
+
+    def cell(key: str) -> str:
+        low, high = summary.get(f"{key}_ci") or (None, None)
+        return fmt_ci({"value": summary.get(key), "ci_low": low, "ci_high": high})
+
+    check_rows = [
+        {
+            "check": name,
+            "lesion map (95% CI)": cell(key),
+            "chance": cell(chance) if chance else "",
+            "random weights": cell(random) if random else "",
+        }
+        for name, key, chance, random in (
+            ("pointing game", "pointing_game", "lesion_area_fraction", "randomised_pointing_game"),
+            ("pointing game, half-cell tolerance", "pointing_game_cell", "lesion_area_fraction_cell", ""),
+            ("energy inside", "energy_inside", "lesion_area_fraction", "randomised_energy_inside"),
+            ("rank correlation with the random map", "randomisation_rank_corr", "", ""),
+        )
+        if summary.get(key) is not None
+    ]
+    sections = [
+        Section(
+            "Patch classifier",
+            [
+                paragraph(
+                    f"{opts.model} on {opts.patch_size}x{opts.patch_size} cache-pixel patches: "
+                    f"{opts.lesion_patches} jittered patches per annotated lesion (jitter "
+                    f"{opts.jitter:g} of the patch), {opts.background_ratio:g} background patches per "
+                    f"lesion patch from breast tissue away from lesions; {opts.folds} patient-grouped folds "
+                    f"identical to those of train, {opts.epochs} epochs. Image and breast levels score each film "
+                    "by the maximum of its out-of-fold lesion map (max pooling, nothing trained on top). "
+                    "Intervals resample women."
+                ),
+                table(pd.DataFrame(rows)),
+            ],
+        ),
+        Section(
+            "Lesion-map checks",
+            [
+                paragraph(
+                    f"The fold's patch model slid over each annotated validation film (stride {opts.stride} "
+                    "cache pixels), mapped to the original pixels and scored like Grad-CAM: pointing game "
+                    "and energy inside the lesions against the lesion's share of the crop (the chance "
+                    "level of both), and the same map from random weights."
+                ),
+                table(pd.DataFrame(check_rows)) if check_rows else paragraph("No annotated validation film."),
+            ],
+        ),
+    ]
+    return render_page(
+        page, "Patch classifier", sections, subtitle=f"mammo-insight patch-train; {result.config.cache}"
+    )

@@ -22,7 +22,7 @@ from mammo_insight.cohort.folds import train_only_mask
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.models.data import CACHE_ROOT
-from mammo_insight.models.predict import cache_features, predict_cache
+from mammo_insight.models.predict import cache_features
 from mammo_insight.models.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
@@ -113,17 +113,7 @@ def source_films(
         if rows.empty:
             continue
         model = run.model(fold, device)
-        images, _ = predict_cache(
-            model,
-            cache_dir,
-            rows,
-            run.view_mode,
-            image_size=run.image_size,
-            batch_size=batch_size,
-            max_views=run.max_views,
-            device=device,
-            label_column=label,
-        )
+        images, _ = run.score(model, cache_dir, rows, device=device, batch_size=batch_size)
         films.append(
             pd.DataFrame(
                 {

@@ -179,6 +179,29 @@ class TrainedRun:
         """The out-of-fold predictions; ``fold`` says which model never saw each patient."""
         return load_oof(self.root)
 
+    def score(
+        self,
+        model: nn.Module,
+        cache_dir: str | Path,
+        rows: pd.DataFrame,
+        *,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+    ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """(image predictions, breast predictions or None) of one of this run's models on cache rows, read as
+        the run reads its input (view mode, image size, views per breast, label column)."""
+        return predict_cache(
+            model,
+            cache_dir,
+            rows,
+            self.view_mode,
+            image_size=self.image_size,
+            batch_size=batch_size,
+            max_views=self.max_views,
+            device=device,
+            label_column=self.label_column,
+        )
+
     def ensemble_predict(
         self,
         cache_dir: str | Path,
@@ -197,17 +220,7 @@ class TrainedRun:
         images = breasts = None
         for fold, model in self.models(device):
             log.info("fold %d model scores %d images of %s", fold, len(rows), cache_dir)
-            images, breasts = predict_cache(
-                model,
-                cache_dir,
-                rows,
-                self.view_mode,
-                image_size=self.image_size,
-                batch_size=batch_size,
-                max_views=self.max_views,
-                device=device,
-                label_column=label,
-            )
+            images, breasts = self.score(model, cache_dir, rows, device=device, batch_size=batch_size)
             image_probs.append(images["prob"].to_numpy())
             if breasts is not None:
                 breast_probs.append(breasts["prob"].to_numpy())

@@ -214,21 +214,26 @@ def heterogeneity(rows: list[dict]) -> dict:
     return {"levels": int(ok.sum()), "pooled_auc": pooled, "q": q, "df": df, "p_value": float(chi2.sf(q, df))}
 
 
+def probe_strength(row: pd.Series) -> tuple[str, str]:
+    """("strong" | "some" | "little", the AUC as text) of one probe row, graded on its interval's lower end:
+    the one scale every verdict on a probe (scanner, dataset shift) reads."""
+    auc = f"probe ROC-AUC {row.roc_auc:.3f} ({row.ci_low:.3f}-{row.ci_high:.3f}; chance 0.5)"
+    return ("strong" if row.ci_low > 0.8 else "some" if row.ci_low > 0.6 else "little"), auc
+
+
 def scanner_verdict(probes: pd.DataFrame, tests: dict) -> str:
     """The plain-words answer to "does the image model read the scanner?" from the numbers above."""
     parts = []
     machine = probes[(probes["probe"] == "machine") & (probes["input"] == "embeddings")]
     if len(machine):
-        r = machine.iloc[0]
-        auc = f"probe ROC-AUC {r.roc_auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f}; chance 0.5)"
-        if r.ci_low > 0.8:
-            parts.append(
-                f"Yes: the embeddings tell the machine apart ({auc}), so the image model sees the scanner."
-            )
-        elif r.ci_low > 0.6:
-            parts.append(f"Partly: the embeddings carry some machine information ({auc}).")
-        else:
-            parts.append(f"The embeddings carry little machine information ({auc}).")
+        strength, auc = probe_strength(machine.iloc[0])
+        parts.append(
+            {
+                "strong": f"Yes: the embeddings tell the machine apart ({auc}), so the image model sees the scanner.",
+                "some": f"Partly: the embeddings carry some machine information ({auc}).",
+                "little": f"The embeddings carry little machine information ({auc}).",
+            }[strength]
+        )
     test = tests.get("machine_id")
     if test and test["levels"] >= 2:
         if test["p_value"] < 0.05:

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.fusion.probes import PROBE_FOLDS, macro_auc, oof_probe
+from mammo_insight.fusion.probes import PROBE_FOLDS, macro_auc, oof_probe, probe_strength
 from mammo_insight.metrics import metrics_with_ci
 from mammo_insight.metrics.bootstrap import group_codes, percentile_interval, resample_counts
 from mammo_insight.report import fmt_ci
@@ -169,16 +169,14 @@ def shift_verdict(probes: pd.DataFrame, groups: pd.DataFrame, external_scored: s
     parts = []
     among = probes[(probes["probe"] == "which source, positives only") & (probes["input"] != "CNN score")]
     if len(among):
-        r = among.iloc[0]
-        auc = f"probe ROC-AUC {r.roc_auc:.3f} ({r.ci_low:.3f}-{r.ci_high:.3f}; chance 0.5)"
-        if r.ci_low > 0.8:
-            parts.append(
-                f"Yes: among the cancers alone, the model's features tell the datasets apart ({auc})."
-            )
-        elif r.ci_low > 0.6:
-            parts.append(f"Partly: among the cancers, the features carry some dataset information ({auc}).")
-        else:
-            parts.append(f"Among the cancers, the features carry little dataset information ({auc}).")
+        strength, auc = probe_strength(among.iloc[0])
+        parts.append(
+            {
+                "strong": f"Yes: among the cancers alone, the model's features tell the datasets apart ({auc}).",
+                "some": f"Partly: among the cancers, the features carry some dataset information ({auc}).",
+                "little": f"Among the cancers, the features carry little dataset information ({auc}).",
+            }[strength]
+        )
     called = groups[groups["label"] == 1].set_index("source")["called_positive"]
     if HOME in called and len(called) > 1:
         others = ", ".join(f"{s} {v:.0%}" for s, v in called.items() if s != HOME)

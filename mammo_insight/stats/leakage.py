@@ -245,10 +245,10 @@ def _one_class_state(recorded: np.ndarray, breast: np.ndarray, breast_label: np.
 
 def _exclusive_values(values: pd.Series, y: np.ndarray) -> str:
     """Why the recorded values depend on the label ('' when they do not): one class's values unseen in the other."""
-    recorded = values.notna().to_numpy()
-    if not recorded.any() or values[recorded].nunique() > MAX_LEVELS_AS_IS:
-        return ""
     level_codes, levels = pd.factorize(values)  # each level formatted once, not each of a million cells
+    recorded = level_codes >= 0
+    if not recorded.any() or len(levels) > MAX_LEVELS_AS_IS:
+        return ""
     text_codes, texts = pd.factorize(
         np.array([f"{v:g}" if isinstance(v, float) else str(v) for v in levels], dtype=object)
     )  # levels alike as text (1 and 1.0) are one

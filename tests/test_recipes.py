@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 from train_cache import write_cache
 
 from mammo_insight.models.config import load_config
@@ -58,3 +59,29 @@ def test_small_cnn_recipe_trains_on_balanced_accuracy_and_operates_at_the_target
     assert np.isclose(metrics["image"]["npv"]["value"], npv)
     html = (out / "index.html").read_text()
     assert all(name in html for name in ("specificity", "npv", "f1_negative"))
+
+
+@pytest.mark.parametrize("select_epoch", ["best", "last"])
+def test_select_epoch_decides_which_epoch_scores_the_fold(tmp_path: Path, select_epoch: str):
+    """'last' scores the fold with the final epoch's weights, never the epoch chosen on that fold: each
+    fold's out-of-fold ROC-AUC equals the logged validation AUC of its final epoch, 'best' its highest."""
+    cache = write_cache(tmp_path / "cache", n_patients=16, seed=2, prevalence=0.4)
+    index = pd.read_parquet(cache / "index.parquet")  # a label the pixels do not carry: AUC wanders by epoch
+    noise = dict(zip(index["breast_id"].unique(), np.random.default_rng(0).random(32) < 0.4, strict=False))
+    index["noise"] = index["breast_id"].map(noise).astype(int)
+    index.to_parquet(cache / "index.parquet")
+    config = load_config(
+        None, model="small_cnn", folds=2, epochs=4, batch_size=8, lr=0.003, cpu_threads=1,
+        monitor="auc", select_epoch=select_epoch, label_column="noise",
+    )  # fmt: skip
+    out = train_run(cache, tmp_path / "run", config)
+    history = pd.read_csv(out / "history.csv")
+    oof = load_oof(out)
+    differ = 0
+    for fold, rows in oof.groupby("fold"):
+        val = history[(history["split"] == "val") & (history["fold"] == fold)].sort_values("epoch")["roc_auc"]
+        expected = val.iloc[-1] if select_epoch == "last" else val.max()
+        got = roc_auc_score(rows["noise"], rows["prob"])
+        assert got == pytest.approx(expected, abs=1e-6), (got, val.tolist())
+        differ += not np.isclose(val.iloc[-1], val.max())
+    assert differ  # the data make the two choices differ, so the test tells them apart

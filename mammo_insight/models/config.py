@@ -67,6 +67,11 @@ class TrainConfig:
         "pf1 | auc | loss | balanced_accuracy (at 0.5): selects the fold checkpoint, drives plateau and early stop",
     )
     early_stopping_patience: int = option(0, "epochs without improvement before a fold stops; 0: off")
+    select_epoch: str = option(
+        "best",
+        "best (the monitored epoch: chosen on the fold it then scores, so its OOF figures lean optimistic) "
+        "| last (the final epoch: no choice made on the scored fold)",
+    )
     # imbalance remedies
     loss: str = option("bce", "bce | focal")
     focal_gamma: float = option(2.0, "focal loss gamma")
@@ -252,6 +257,7 @@ def validate_config(config: TrainConfig) -> None:
         "view_mode": config.view_mode in {"single", "multi"},
         "schedule": config.schedule in {"cosine", "plateau", "none"},
         "monitor": config.monitor in {"pf1", "auc", "loss", "balanced_accuracy"},
+        "select_epoch": config.select_epoch in {"best", "last"},
         "loss": config.loss in {"bce", "focal"},
         "sampler": config.sampler in {"none", "balanced"},
         "device": is_device_name(config.device),

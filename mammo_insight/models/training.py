@@ -343,10 +343,14 @@ def train_fold(
         monitor=monitor_key(config.monitor),
         mode=mode,
         save_top_k=1,
-        save_last=True,
+    )
+    # Lightning's save_last writes last.ckpt only in epochs that improve the monitored metric; the epoch
+    # a resume starts from and select_epoch = "last" need the final epoch, so a second callback keeps it.
+    latest = pl.callbacks.ModelCheckpoint(
+        dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1, enable_version_counter=False
     )
     history = History()
-    callbacks: list[pl.Callback] = [history, checkpoint, StepSeed(config.seed + fold)]
+    callbacks: list[pl.Callback] = [history, checkpoint, latest, StepSeed(config.seed + fold)]
     if config.early_stopping_patience > 0:
         callbacks.append(
             pl.callbacks.EarlyStopping(
@@ -365,8 +369,8 @@ def train_fold(
     if not trainer.is_global_zero:
         return None
 
-    best = checkpoint.best_model_path or str(ckpt_dir / "last.ckpt")
-    state = load_weights(best)["state_dict"]
+    chosen = checkpoint.best_model_path if config.select_epoch == "best" else ""
+    state = load_weights(chosen or str(ckpt_dir / "last.ckpt"))["state_dict"]
     module.load_state_dict(state)
     model = module.model.to(memory_format=torch.contiguous_format)
     save_fold_model(out_dir, fold, model)

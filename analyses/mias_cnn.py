@@ -1,23 +1,27 @@
 """mini-MIAS abnormal vs normal from an ImageNet-pretrained start, written as a committed report.
 
     python analyses/mias_cnn.py /path/to/mias [--work /tmp/mias_cnn] [--out reports/mias_cnn] [--control]
+        [--size 256x128] [--config examples/mias_pretrained.toml] [--device cpu]
 
-Runs the toolkit's own commands: preprocess (256x128), train with examples/mias_pretrained.toml
-(tf_efficientnet_lite0 from the pip-shipped ImageNet weights, extra `pretrained`; 5 patient-grouped
-folds), and explain (Grad-CAM on the fold models, pointing game and energy inside the MIAS lesion circles
-next to their chance levels, model-randomisation check). ``--control`` also trains the same recipe from
-random weights (examples/mias_random.toml). Every step resumes: rerunning after a kill finishes the rest, and a finished run or explain folder is
-reused as it is.
+Runs the toolkit's own commands: preprocess (--size), train with --config (default
+examples/mias_pretrained.toml: tf_efficientnet_lite0 from the pip-shipped ImageNet weights, extra
+`pretrained`; 5 patient-grouped folds), and explain (Grad-CAM on the fold models, pointing game and energy
+inside the MIAS lesion circles next to their chance levels, model-randomisation check). ``--control`` also
+trains the same recipe from random weights (--control-config, default examples/mias_random.toml). The GPU
+study is ``--size 512x256 --config examples/mias_gpu.toml --control-config examples/mias_gpu_random.toml
+--device cuda``. Every step resumes: rerunning after a kill finishes the rest, and a finished run or
+explain folder is reused as it is (runs are named after their config file, so recipes sit side by side).
 
 The output is aggregates only: summary.json, results.csv, curves.png and index.html hold metrics with
 intervals, curves and the CAM check numbers, never a film or a case page (explain's case PNGs stay in
---work).
+--work). summary.json's "tried" keeps one row per recipe ever written into the report.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -77,11 +81,17 @@ def check_rows(cam: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def start(*args: str) -> tuple[subprocess.Popen, float]:
+    """Start one mammo-insight command in a child process; returns it and its start time."""
+    return subprocess.Popen([sys.executable, "-m", "mammo_insight.cli.app", *args]), time.perf_counter()
+
+
 def cli(*args: str) -> float:
     """Run one mammo-insight command in a child process; returns its wall time in seconds."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "mammo_insight.cli.app", *args], check=True)
-    return time.perf_counter() - start
+    process, started = start(*args)
+    if process.wait():
+        raise SystemExit(f"mammo-insight {args[0]} failed with exit status {process.returncode}")
+    return time.perf_counter() - started
 
 
 def rows_of(name: str, metrics: dict) -> dict:
@@ -96,9 +106,34 @@ def rows_of(name: str, metrics: dict) -> dict:
     }
 
 
-def earlier_walls(out: Path) -> dict:
+def host(device: str) -> str:
+    """Where the steps ran, for the wall times: the GPU's name or the CPU core count."""
+    if device.startswith("cuda"):
+        import torch
+
+        return f"{torch.cuda.get_device_name()}, {os.cpu_count()} CPU cores"
+    return f"{os.cpu_count()} CPU cores"
+
+
+def earlier_summary(out: Path) -> dict:
     path = out / "summary.json"
-    return json.loads(path.read_text()).get("wall_seconds", {}) if path.is_file() else {}
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def tried_row(summary: dict) -> dict:
+    """One line of the "tried" table: a recipe, where it ran, its AUCs beside the free baselines."""
+    recipe = summary["recipe"]
+    aucs = {row["model"]: row["roc_auc"] for row in summary["results"]}
+    return {
+        "size": "x".join(map(str, recipe.get("image_size") or [])),
+        "epochs": recipe.get("epochs"),
+        "trainable_groups": recipe.get("trainable_groups"),
+        "lr": recipe.get("lr"),
+        "select_epoch": recipe.get("select_epoch", "best"),  # runs before the option chose the best epoch
+        "device": recipe.get("device", "cpu"),
+        **{f"roc_auc: {model}": value for model, value in aucs.items()},
+        "seconds (train)": summary["wall_seconds"].get("train (pretrained)"),
+    }
 
 
 def main() -> None:
@@ -106,55 +141,41 @@ def main() -> None:
     parser.add_argument("root", type=Path, help="mini-MIAS folder (Info.txt, mdbNNN.png|pgm)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mias_cnn"), help="cache, runs, explain")
     parser.add_argument("--out", type=Path, default=Path("reports/mias_cnn"))
+    parser.add_argument("--size", default="256x128", help="cache size HxW")
+    parser.add_argument("--config", type=Path, default=EXAMPLES / "mias_pretrained.toml")
     parser.add_argument("--control", action="store_true", help="also train the recipe from random weights")
+    parser.add_argument("--control-config", type=Path, default=EXAMPLES / "mias_random.toml")
+    parser.add_argument("--device", default="cpu", help="explain's device")
     parser.add_argument("--no-explain", action="store_true", help="leave out the Grad-CAM checks (time)")
     args = parser.parse_args()
     work, out = args.work, args.out
-    cache, runs = work / "cache256", {"pretrained": work / "run_pretrained"}
+    cache = work / f"cache{args.size.replace('x', '_')}"
+    configs = {"pretrained": args.config}
     if args.control:
-        runs["random weights"] = work / "run_random"
+        configs["random weights"] = args.control_config
+    runs = {name: work / f"run_{toml.stem}" for name, toml in configs.items()}
 
-    walls = {
-        "preprocess": cli(
-            "preprocess",
-            "--dataset",
-            "mias",
-            "--root",
-            str(args.root),
-            "--out",
-            str(cache),
-            "--size",
-            "256x128",
-            "--workers",
-            "1",
-        )
+    walls = {}
+    if not (cache / "index.parquet").is_file():
+        walls["preprocess"] = cli(
+            "preprocess", "--dataset", "mias", "--root", str(args.root), "--out", str(cache),
+            "--size", args.size, "--workers", "1",
+        )  # fmt: skip
+    todo = {name: run for name, run in runs.items() if not (run / "metrics.json").is_file()}
+    trains = {  # side by side: the control needs no result of the pretrained run (a GPU has room for both)
+        name: start("train", "--cache", str(cache), "--out", str(run), "--config", str(configs[name]))
+        for name, run in todo.items()
     }
-    for name, run in runs.items():
-        toml = EXAMPLES / ("mias_pretrained.toml" if name == "pretrained" else "mias_random.toml")
-        if (
-            run / "metrics.json"
-        ).is_file():  # a finished run (its folds resume, but its baselines are redone)
-            continue
-        walls[f"train ({name})"] = cli(
-            "train", "--cache", str(cache), "--out", str(run), "--config", str(toml)
-        )
-    explained = work / "explain"
+    for name, (process, started) in trains.items():
+        if process.wait():
+            raise SystemExit(f"train ({name}) failed with exit status {process.returncode}")
+        walls[f"train ({name})"] = time.perf_counter() - started
+    explained = work / f"explain_{args.config.stem}"
     if not args.no_explain and not (explained / "cam_metrics.json").is_file():
         walls["explain"] = cli(
-            "explain",
-            "--run",
-            str(runs["pretrained"]),
-            "--cache",
-            str(cache),
-            "--out",
-            str(explained),
-            "--n",
-            "1",
-            "--max-checked",
-            "60",
-            "--device",
-            "cpu",
-        )
+            "explain", "--run", str(runs["pretrained"]), "--cache", str(cache), "--out", str(explained),
+            "--n", "1", "--max-checked", "60", "--device", args.device,
+        )  # fmt: skip
 
     results, curves = [], {}
     for name, run in runs.items():
@@ -177,7 +198,11 @@ def main() -> None:
             threshold,
         )
     config = json.loads((runs["pretrained"] / "config.json").read_text())
+    earlier = earlier_summary(out)
+    same_recipe = earlier if earlier.get("config_file") == args.config.name else {}
     summary = {
+        "config_file": args.config.name,
+        "host": host(args.device),
         "task": "mini-MIAS abnormal (benign or malignant) vs normal film, breast level, out-of-fold",
         "recipe": {
             k: config.get(k)
@@ -190,6 +215,10 @@ def main() -> None:
                 "lr",
                 "batch_size",
                 "trainable_groups",
+                "layer_decay",
+                "pos_weight",
+                "select_epoch",
+                "device",
                 "input_mean",
                 "input_std",
             )
@@ -197,8 +226,15 @@ def main() -> None:
         "results": results,
         "cam_checks": cam_summary,
         # a step already measured into this report keeps that wall time (a resumed step's is not its cost)
-        "wall_seconds": {**{k: round(v, 1) for k, v in walls.items()}, **earlier_walls(out)},
+        "wall_seconds": {**{k: round(v, 1) for k, v in walls.items()}, **same_recipe.get("wall_seconds", {})},
     }
+    # a report written before the "tried" table: its one recipe becomes the table's first row
+    first = (
+        {earlier.get("config_file", "mias_pretrained.toml"): tried_row(earlier)}
+        if earlier.get("results")
+        else {}
+    )
+    summary["tried"] = {**(earlier.get("tried") or first), args.config.name: tried_row(summary)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     frame = pd.DataFrame(results).drop(columns="roc_auc_value")
@@ -220,7 +256,11 @@ def main() -> None:
             ],
         ),
         Section(
-            "Recipe and wall time (2 shared CPU cores)",
+            "What was tried (every recipe written into this report; the sections above show the last)",
+            [table(pd.DataFrame([{"config": k, **v} for k, v in summary["tried"].items()]))],
+        ),
+        Section(
+            f"Recipe and wall time ({summary['host']})",
             [
                 table(
                     pd.DataFrame(

@@ -1,11 +1,14 @@
 """mini-MIAS through the patch route, written next to the whole-image results in reports/mias_cnn/.
 
     python analyses/mias_patch.py /path/to/mias [--work /tmp/mias_patch] [--out reports/mias_cnn]
-        [--model resnet10t] [--patch-size 32] [--epochs 8]
+        [--model resnet10t] [--patch-size 32] [--epochs 8] [--size 256x128] [--pretrained]
+        [--device cpu] [--whole-image-config TOML]
 
 Runs the toolkit's own commands: preprocess (256x128, the cache the whole-image study used) and
 patch-train (patches of the annotated lesion circles and of breast tissue, 5 patient-grouped folds,
-the whole-image folds), then puts the patch route's out-of-fold film score (the maximum of its lesion
+the whole-image folds; --pretrained starts from ImageNet weights), optionally a whole-image model
+fine-tuned end to end from each fold's patch model (--whole-image-config: `train --init-patch-run`),
+then puts the patch route's out-of-fold film score (the maximum of its lesion
 map) beside the whole-image fine-tune, the frozen-feature probe and the pixel baseline read from
 OUT/summary.json (written by analyses/mias_cnn.py), and its lesion-map checks beside Grad-CAM's.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -65,8 +69,22 @@ def main() -> None:
     parser.add_argument("--model", default="resnet10t")
     parser.add_argument("--patch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=8)
+    parser.add_argument("--size", default="256x128", help="cache size HxW")
+    parser.add_argument("--pretrained", action="store_true", help="ImageNet start of the patch model")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    parser.add_argument(
+        "--whole-image-config",
+        type=Path,
+        help="train this recipe from each fold's patch model (train --init-patch-run) and add its row",
+    )
     args = parser.parse_args()
-    cache, run = args.work / "cache", args.work / f"patch_{args.model}_{args.patch_size}_e{args.epochs}"
+    size = args.size.replace("x", "_")
+    cache = args.work / ("cache" if args.size == "256x128" else f"cache{size}")
+    origin = "_imagenet" if args.pretrained else ""
+    run = args.work / f"patch_{args.model}{origin}_{args.patch_size}_e{args.epochs}" if args.size == "256x128" else (
+        args.work / f"patch_{args.model}{origin}_{size}_{args.patch_size}_e{args.epochs}"
+    )  # fmt: skip
     earlier_file = args.out / "patch_route.json"
     earlier = json.loads(earlier_file.read_text()) if earlier_file.is_file() else {}
     walls = earlier.get("wall_seconds", {}) if earlier.get("run") == run.name else {}
@@ -79,7 +97,16 @@ def main() -> None:
         walls["patch-train"] = cli(
             "patch-train", "--cache", str(cache), "--out", str(run), "--model", args.model,
             "--patch-size", str(args.patch_size), "--epochs", str(args.epochs), "--folds", "5",
-            "--device", "cpu",
+            "--device", args.device, "--batch-size", str(args.batch_size),
+            "--pretrained" if args.pretrained else "--no-pretrained",
+        )  # fmt: skip
+    whole_run = (
+        run.with_name(f"{run.name}_whole_{args.whole_image_config.stem}") if args.whole_image_config else None
+    )
+    if whole_run is not None and not (whole_run / "metrics.json").is_file():
+        walls["train from the patch models"] = cli(
+            "train", "--cache", str(cache), "--out", str(whole_run), "--config", str(args.whole_image_config),
+            "--no-pretrained", "--init-patch-run", str(run), "--device", args.device,
         )  # fmt: skip
     metrics = json.loads((run / "metrics.json").read_text())
     if "patch-train" not in walls:  # a run made elsewhere: the stage's own clock, start-up left out
@@ -100,6 +127,12 @@ def main() -> None:
         },
         *({k: v for k, v in r.items() if k != "roc_auc_value"} for r in whole.get("results", [])),
     ]
+    if whole_run is not None:
+        fine_tuned = json.loads((whole_run / "metrics.json").read_text())[LEVEL]
+        rows.insert(1, {
+            "model": f"whole image, fine-tuned end to end from the fold's patch model ({args.whole_image_config.name})",
+            **{k: fmt_ci(fine_tuned[k]) for k in ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")},
+        })  # fmt: skip
     cam = whole.get("cam_checks", {})
     check_rows = [
         {
@@ -122,7 +155,9 @@ def main() -> None:
             "model": config["model"],
             "patch_size": config["patch_size"],
             "epochs": config["epochs"],
+            "size": args.size,
             "film_roc_auc": fmt_ci(metrics[LEVEL]["roc_auc"]),
+            "whole_image_from_patches_roc_auc": rows[1]["roc_auc"] if whole_run is not None else "",
             "patch_roc_auc": fmt_ci(metrics["patch"]["roc_auc"]),
             "pointing_game": _value(maps, "pointing_game"),
             "chance": _value(maps, "lesion_area_fraction"),
@@ -172,7 +207,7 @@ def main() -> None:
             [table(pd.DataFrame([{"run": k, **v} for k, v in tried.items()]))],
         ),
         Section(
-            "Recipe and wall time (2 shared CPU cores)",
+            f"Recipe and wall time ({'GPU' if args.device != 'cpu' else 'CPU'}, {os.cpu_count()} CPU cores)",
             [
                 table(pd.DataFrame({"option": list(summary["recipe"]), "value": map(str, summary["recipe"].values())})),
                 table(pd.DataFrame({"step": list(summary["wall_seconds"]), "seconds": summary["wall_seconds"].values()})),

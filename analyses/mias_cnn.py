@@ -120,6 +120,12 @@ def earlier_summary(out: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def tried_key(summary: dict) -> str:
+    """A recipe's name in the "tried" table: its file and the epoch that scored each fold."""
+    recipe = summary["recipe"]
+    return f"{summary.get('config_file', 'mias_pretrained.toml')}, {recipe.get('select_epoch', 'best')} epoch"
+
+
 def tried_row(summary: dict) -> dict:
     """One line of the "tried" table: a recipe, where it ran, its AUCs beside the free baselines."""
     recipe = summary["recipe"]
@@ -229,12 +235,8 @@ def main() -> None:
         "wall_seconds": {**{k: round(v, 1) for k, v in walls.items()}, **same_recipe.get("wall_seconds", {})},
     }
     # a report written before the "tried" table: its one recipe becomes the table's first row
-    first = (
-        {earlier.get("config_file", "mias_pretrained.toml"): tried_row(earlier)}
-        if earlier.get("results")
-        else {}
-    )
-    summary["tried"] = {**(earlier.get("tried") or first), args.config.name: tried_row(summary)}
+    first = {tried_key(earlier): tried_row(earlier)} if earlier.get("results") else {}
+    summary["tried"] = {**(earlier.get("tried") or first), tried_key(summary): tried_row(summary)}
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     frame = pd.DataFrame(results).drop(columns="roc_auc_value")

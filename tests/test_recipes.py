@@ -10,11 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from sklearn.metrics import roc_auc_score
 from train_cache import write_cache
 
 from mammo_insight.models.config import load_config
-from mammo_insight.models.run_io import load_oof
+from mammo_insight.models.run_io import fold_model_path, load_oof
 from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow
@@ -85,3 +86,20 @@ def test_select_epoch_decides_which_epoch_scores_the_fold(tmp_path: Path, select
         assert got == pytest.approx(expected, abs=1e-6), (got, val.tolist())
         differ += not np.isclose(val.iloc[-1], val.max())
     assert differ  # the data make the two choices differ, so the test tells them apart
+
+
+@pytest.mark.parametrize("frozen_bn", ["update", "keep"])
+def test_frozen_bn_keep_survives_lightning_training_and_validation(tmp_path: Path, frozen_bn: str):
+    """Through the whole engine (train/validation switches included), frozen groups' BatchNorm layers
+    keep their starting statistics with "keep" (a fresh layer's: mean 0) and move with "update"."""
+    cache = write_cache(tmp_path / "cache", n_patients=8, seed=3, prevalence=0.5)
+    config = load_config(
+        None, model="test_efficientnet", folds=2, epochs=2, batch_size=8, cpu_threads=1,
+        trainable_groups=1, frozen_bn=frozen_bn,
+    )  # fmt: skip
+    out = train_run(cache, tmp_path / "run", config)
+    state = torch.load(fold_model_path(out, 0), weights_only=True)
+    stem = [v for k, v in state.items() if k.startswith("backbone.bn1.running_mean")]
+    head = [v for k, v in state.items() if k.startswith("backbone.bn2.running_mean")]
+    assert stem and head and bool(head[0].abs().sum() > 0)  # the trained top group's layer moved
+    assert bool(stem[0].abs().sum() == 0) == (frozen_bn == "keep")

@@ -82,3 +82,36 @@ def test_open_groups_counts_from_the_top():
     config = TrainConfig(freeze_epochs=2, unfreeze_stages=2, trainable_groups=4)
     assert [open_groups(e, 10, config) for e in range(5)] == [0, 0, 2, 4, 4]
     assert [open_groups(e, 10, TrainConfig()) for e in range(2)] == [10, 10]
+
+
+def _bn_layers(backbone, group):
+    """BatchNorm layers whose parameters all lie in ``group``."""
+    ids = {id(p) for p in group}
+    return [
+        m
+        for m in backbone.modules()
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+        and all(id(p) in ids for p in m.parameters(recurse=False))
+    ]
+
+
+@pytest.mark.parametrize("frozen_bn", ["update", "keep"])
+def test_frozen_bn_keep_leaves_the_running_statistics_of_frozen_groups_alone(frozen_bn):
+    from mammo_insight.models.lightning_module import GroupUnfreeze
+
+    model = build_classifier("test_efficientnet", img_size=(32, 32))
+    config = TrainConfig(model="test_efficientnet", trainable_groups=1, frozen_bn=frozen_bn)
+    groups = backbone_groups(model.backbone, config.group_level)
+    frozen, top = _bn_layers(model.backbone, groups[0]), _bn_layers(model.backbone, groups[-1])
+    assert frozen and top
+    before = [m.running_mean.clone() for m in frozen + top]
+    callback, trainer = GroupUnfreeze(config), type("Trainer", (), {"current_epoch": 0})()
+    model.train()
+    callback.on_train_epoch_start(trainer, type("Module", (), {"model": model})())
+    callback.on_train_batch_start(trainer, type("Module", (), {"model": model})(), None, 0)
+    model(torch.rand(4, 1, 32, 32) * 3 + 1)
+    moved = [not torch.equal(b, m.running_mean) for b, m in zip(before, frozen + top)]
+    assert all(moved[len(frozen) :])  # the trained group's statistics always adapt
+    assert all(moved[: len(frozen)]) == (frozen_bn == "update") and any(moved[: len(frozen)]) == (
+        frozen_bn == "update"
+    )

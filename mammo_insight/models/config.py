@@ -101,6 +101,11 @@ class TrainConfig:
     layer_decay: float = option(
         1.0, "layer-wise LR decay: each group gets lr * layer_decay ** (groups above it)"
     )
+    frozen_bn: str = option(
+        "update",
+        "update (BatchNorm layers of frozen groups still adapt their running statistics) | keep (they "
+        "keep the pretrained statistics: eval mode while frozen)",
+    )
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "the [augment] table"})
     # multi-view
     max_views: int = option(4, "views per breast a multi-view model reads (extra views left out)")
@@ -281,6 +286,7 @@ def validate_config(config: TrainConfig) -> None:
         "trainable_groups": config.trainable_groups >= 0,
         "unfreeze_lr_scale": config.unfreeze_lr_scale > 0,
         "layer_decay": 0 < config.layer_decay <= 1,
+        "frozen_bn": config.frozen_bn in {"update", "keep"},
         "pretrained": not (config.pretrained and config.weights),
         "augment.zoom": 0 <= config.augment.zoom < 1,
         "augment.shift": 0 <= config.augment.shift <= 1,

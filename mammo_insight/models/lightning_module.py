@@ -16,7 +16,7 @@ from torch import nn
 
 from mammo_insight.metrics import pf1, point_metrics, roc_auc
 from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.unfreeze import apply_schedule, backbone_groups, lr_multipliers
+from mammo_insight.models.unfreeze import apply_schedule, backbone_groups, keep_frozen_bn_stats, lr_multipliers
 
 log = logging.getLogger(__name__)
 # The epoch's balanced accuracy (monitor = "balanced_accuracy") cuts at 0.5: a fixed point, so epochs compare;
@@ -146,6 +146,13 @@ class GroupUnfreeze(pl.Callback):
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         groups = backbone_groups(pl_module.model.backbone, self.config.group_level)
         apply_schedule(groups, trainer.current_epoch, self.config)
+
+    def on_train_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: object, batch_idx: int
+    ) -> None:
+        # per batch: Lightning puts the whole model back in train mode after every validation run
+        if self.config.frozen_bn == "keep":
+            keep_frozen_bn_stats(pl_module.model.backbone)
 
 
 class StepSeed(pl.Callback):

@@ -13,7 +13,10 @@ The schedule, a function of the epoch only (so it survives a resume):
   equal steps, one per epoch;
 - each group's learning rate is lr x ``layer_decay`` ** (groups above it), and groups that were frozen
   at the first epoch get a further x ``unfreeze_lr_scale`` (a lower rate for features opened late).
-All parameters stay in the optimizer; frozen ones get no gradient, which AdamW skips.
+All parameters stay in the optimizer; frozen ones get no gradient, which AdamW skips. A frozen group's
+BatchNorm layers still update their running statistics in train mode unless ``frozen_bn = "keep"``
+puts them in eval mode (the pretrained statistics stay: what small batches of another domain would
+otherwise overwrite).
 """
 
 from __future__ import annotations
@@ -58,6 +61,15 @@ def apply_schedule(groups: list[list[nn.Parameter]], epoch: int, config: Any) ->
     for i, group in enumerate(groups):
         for param in group:
             param.requires_grad_(i >= len(groups) - n_open)
+
+
+def keep_frozen_bn_stats(backbone: nn.Module) -> None:
+    """Put every BatchNorm layer whose parameters are all frozen in eval mode (call after train())."""
+    for module in backbone.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters(recurse=False))
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
 
 
 def lr_multipliers(n_groups: int, config: Any) -> list[float]:

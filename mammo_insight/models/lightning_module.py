@@ -16,7 +16,12 @@ from torch import nn
 
 from mammo_insight.metrics import pf1, point_metrics, roc_auc
 from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.unfreeze import apply_schedule, backbone_groups, keep_frozen_bn_stats, lr_multipliers
+from mammo_insight.models.unfreeze import (
+    apply_schedule,
+    backbone_groups,
+    keep_frozen_bn_stats,
+    lr_multipliers,
+)
 
 log = logging.getLogger(__name__)
 # The epoch's balanced accuracy (monitor = "balanced_accuracy") cuts at 0.5: a fixed point, so epochs compare;

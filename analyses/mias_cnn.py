@@ -136,7 +136,7 @@ def tried_row(summary: dict) -> dict:
         "trainable_groups": recipe.get("trainable_groups"),
         "lr": recipe.get("lr"),
         "select_epoch": recipe.get("select_epoch", "best"),  # runs before the option chose the best epoch
-        "device": recipe.get("device", "cpu"),
+        "where": summary.get("host", "2 CPU cores"),
         **{f"roc_auc: {model}": value for model, value in aucs.items()},
         "seconds (train)": summary["wall_seconds"].get("train (pretrained)"),
     }

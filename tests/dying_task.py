@@ -3,12 +3,14 @@ monkeypatch in the test process never reaches a worker; this module does)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 from pathlib import Path
 
 DIES_BY_EXIT = "dies_by_exit"
 DIES_BY_SEGFAULT = "dies_by_segfault"
+DISK_FULL_MARK = ".disk_full"
 
 
 def dies_on_request(task: dict) -> dict:
@@ -29,3 +31,23 @@ def process_or_die(task: dict) -> dict:
     if name.startswith(DIES_BY_SEGFAULT):
         os.kill(os.getpid(), signal.SIGSEGV)
     return process_one(task)
+
+
+def process_on_a_disk_that_fills_up(task: dict) -> dict:
+    """process_one, on a disk that fills up at the image whose DICOM has a sidecar file NAME.disk_full
+    beside it: that image's PNG write gets half its bytes down, then ENOSPC, as a real full disk does."""
+    from mammo_insight.imaging.pipeline import process_one
+
+    if not Path(task["image_path"]).with_suffix(DISK_FULL_MARK).exists():
+        return process_one(task)
+    write_bytes = Path.write_bytes
+
+    def half_then_full(self: Path, data: bytes) -> int:
+        write_bytes(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    Path.write_bytes = half_then_full  # this worker process only, and only for this one task
+    try:
+        return process_one(task)
+    finally:
+        Path.write_bytes = write_bytes

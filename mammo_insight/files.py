@@ -30,6 +30,12 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(Path(tmp))
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.errno is not None and exc.filename in (None, tmp):
+            # name the file being written, not a temporary that is gone: "CACHE/index.parquet: No space left"
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+
 import pytest
 
 from mammo_insight.files import atomic_write, write_text_atomic
@@ -26,3 +29,14 @@ def test_two_writers_use_distinct_temporaries(tmp_path):
     atomic_write(tmp_path / "a.csv", lambda tmp: (seen.append(tmp), tmp.write_text("2")))
     assert seen[0] != seen[1] and (tmp_path / "a.csv").read_text() == "2"
     assert all(p.parent == tmp_path and p.name.startswith(".a.csv.") for p in seen)
+
+
+def test_a_full_disk_names_the_file_being_written_not_its_temporary(tmp_path):
+    def full(tmp):
+        tmp.write_text("half")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "index.parquet", full)
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "index.parquet")
+    assert list(tmp_path.iterdir()) == []

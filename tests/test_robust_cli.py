@@ -621,3 +621,57 @@ def test_evaluate_refuses_a_cache_sharing_women_with_the_run(tmp_path):
     other.to_csv(run / "oof_predictions.csv", index=False)
     result = run_evaluate(EvaluateConfig(run=run, cache=cache, device="cpu"))
     assert "validation" not in result.headline() and result.title.startswith("External validation")
+
+
+@pytest.mark.slow
+def test_preprocess_on_a_disk_that_fills_up_is_one_line_and_resumes(tmp_path, capsys, monkeypatch):
+    """The disk fills up at the third image (in the decoding worker, --workers 1) and then at the index
+    (in the main process): each time one line, no torn or temporary file, no index; once there is room,
+    the rerun resumes from the journal to a complete cache."""
+    import cv2
+    from dying_task import DISK_FULL_MARK, process_on_a_disk_that_fills_up
+
+    from mammo_insight.imaging.build import JOURNAL_FILE
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    root = tmp_path / "rsna"
+    make_synthetic_cohort(root, n_patients=3, seed=1, size=(128, 96))
+    third = pd.read_csv(root / "train.csv").iloc[2]
+    mark = root / "train_images" / str(third["patient_id"]) / f"{third['image_id']}{DISK_FULL_MARK}"
+    mark.touch()
+    monkeypatch.setattr("mammo_insight.imaging.build.process_one", process_on_a_disk_that_fills_up)
+    out = tmp_path / "cache"
+    args = [
+        "preprocess",
+        "--dataset",
+        "rsna",
+        "--root",
+        root,
+        "--out",
+        out,
+        "--size",
+        "64x32",
+        "--workers",
+        "1",
+    ]
+
+    def assert_nothing_torn() -> None:
+        assert not (out / "index.parquet").exists() and not (out / "failures.csv").exists()
+        assert list(out.rglob("*.tmp")) == []
+        for png in out.rglob("*.png"):
+            assert cv2.imread(str(png), cv2.IMREAD_UNCHANGED) is not None, png
+
+    assert_one_line_error(run_cli(capsys, monkeypatch, *args), "No space left on device", ".png:")
+    assert_nothing_torn()
+    journaled = (out / JOURNAL_FILE).read_text().count("\n")
+    assert 2 <= journaled < len(pd.read_csv(root / "train.csv"))
+    mark.unlink()
+    with monkeypatch.context() as index_write:
+        index_write.setattr("pandas.DataFrame.to_parquet", _enospc)
+        assert_one_line_error(run_cli(capsys, monkeypatch, *args), "No space left on device")
+    assert_nothing_torn()
+    code, stdout, err = run_cli(capsys, monkeypatch, *args)
+    assert code == 0, err
+    index = pd.read_parquet(out / "index.parquet")
+    assert (index["status"] == "ok").all() and len(index) == len(pd.read_csv(root / "train.csv"))
+    assert f"already_done: {len(index)}" in stdout

@@ -1,4 +1,4 @@
-"""Hostile pixels: decoder panics and dead workers cost one file; corrupt streams never pass as ok.
+"""Hostile pixels: decoder panics and dead decoder processes cost one file; corrupt streams never pass as ok.
 
 The corpus is made at test time: every synthetic DICOM (every transfer syntax the generator writes)
 damaged in four ways (synth/corrupt.py), each with its expected verdict.
@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 import pytest
-from dying_task import dies_on_request
+from dying_task import DIES_BY_EXIT, DIES_BY_SEGFAULT, dies_on_request, process_or_die
 from pydicom.dataset import Dataset
 
 from mammo_insight.cohort.adapters import load_cohort
@@ -23,7 +23,7 @@ from mammo_insight.imaging.build import JOURNAL_FILE, build_cache, crashed_recor
 from mammo_insight.imaging.decode import read_image
 from mammo_insight.imaging.engines import run_tasks
 from mammo_insight.imaging.integrity import pixel_problem
-from mammo_insight.imaging.pipeline import PreprocessConfig
+from mammo_insight.imaging.pipeline import PreprocessConfig, process_one
 from mammo_insight.synth.corrupt import DAMAGES, write_damaged
 
 SIZE = (64, 32)
@@ -90,46 +90,86 @@ def _panicking_rle(by_syntax, tmp_path) -> Path:
     pytest.fail("no damaged RLE file made pylibjpeg-rle panic")
 
 
-def test_a_decoder_panic_is_one_failed_file(by_syntax, synth_root, tmp_path, monkeypatch) -> None:
+def _cohort_with(bad_path: Path, bad_id: str, synth_root: Path, n_good: int = 3) -> Cohort:
+    table = load_cohort("rsna", synth_root).table.head(n_good).copy()
+    bad = table.iloc[0].copy()
+    bad["image_id"], bad["image_path"] = bad_id, str(bad_path)
+    return Cohort(validate_cohort(pd.concat([table, bad.to_frame().T], ignore_index=True)), "rsna", "t")
+
+
+def test_a_decoder_panic_is_one_failed_record(by_syntax, tmp_path, monkeypatch) -> None:
     # the RLE segment walk now catches this file before the decoder sees it: switched off here so that
-    # the decoder's Rust panic (a BaseException) is what must be caught
+    # the decoder's Rust panic (a BaseException) is what must be caught; in this process, as the
+    # monkeypatch reaches no pool worker (the worker runs this same process_one)
     monkeypatch.setattr("mammo_insight.imaging.decode.stream_problem", lambda ds: None)
     panicking = _panicking_rle(by_syntax, tmp_path)
-    cohort = load_cohort("rsna", synth_root)
-    table = cohort.table.head(3).copy()
-    bad = table.iloc[0].copy()
-    bad["image_id"], bad["image_path"] = "panics", str(panicking)
-    mixed = Cohort(validate_cohort(pd.concat([table, bad.to_frame().T], ignore_index=True)), "rsna", "t")
+    task = {
+        "image_id": "panics",
+        "patient_id": "p",
+        "image_path": str(panicking),
+        "image_root": None,
+        "cache_dir": str(tmp_path / "c"),
+        "config": PreprocessConfig(size=SIZE).to_dict(),
+        "thumbnail": False,
+    }
+    record = process_one(task)
+    assert record["status"] == "failed" and "PanicException" in record["reason"]
+    assert str(panicking) in record["reason"]
+
+
+@pytest.mark.parametrize("how", [DIES_BY_EXIT, DIES_BY_SEGFAULT])
+def test_a_decoder_that_kills_its_process_costs_one_file_with_one_worker(
+    how, synth_root, tmp_path, monkeypatch
+) -> None:
+    """--workers 1 decodes in a one-process pool: a decoder that ends its process (os._exit, a real
+    SIGSEGV) leaves a finished cache, that file a failures.csv row, every other file cached."""
+    dying = tmp_path / f"{how}.dcm"
+    dying.write_bytes(next(synth_root.rglob("*.dcm")).read_bytes())
+    # by name, so the pool's worker imports it: the test's stand-in for a decoder that crashes
+    monkeypatch.setattr("mammo_insight.imaging.build.process_one", process_or_die)
     out = tmp_path / "cache"
-    summary = build_cache(mixed, out, PreprocessConfig(size=SIZE), show_progress=False, sheet_size=0)
+    summary = build_cache(
+        _cohort_with(dying, "dies", synth_root),
+        out,
+        PreprocessConfig(size=SIZE),
+        show_progress=False,
+        sheet_size=0,
+    )
     assert summary["ok"] == 3 and summary["failed"] == 1
     failures = pd.read_csv(out / "failures.csv")
-    assert failures["image_id"].tolist() == ["panics"] and "PanicException" in failures["reason"][0]
+    assert failures["image_id"].tolist() == ["dies"]
+    expected = "exit 3" if how == DIES_BY_EXIT else "killed by SIGSEGV"
+    assert f"{dying}: the decoder process died ({expected})" in failures["reason"][0]
+    index = pd.read_parquet(out / "index.parquet")
+    cached = index[index["status"] == "ok"]
+    assert len(cached) == 3 and all((out / p).is_file() for p in cached["cache_path"])
     journal = [json.loads(line) for line in (out / JOURNAL_FILE).read_text().splitlines()]
-    assert any(r["image_id"] == "panics" and r["status"] == "failed" for r in journal)
+    assert sorted(r["image_id"] for r in journal) == sorted(index["image_id"].astype(str))
 
 
 @pytest.mark.slow
-def test_a_dead_worker_takes_only_its_own_task_with_it() -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_dead_worker_takes_only_its_own_task_with_it(workers) -> None:
     tasks = [{"image_id": f"i{k}", "image_path": f"/x/{k}.dcm", "die": k == 4} for k in range(12)]
-    results = list(run_tasks(dies_on_request, tasks, workers=2, on_crash=crashed_record))
+    results = list(run_tasks(dies_on_request, tasks, workers=workers, on_crash=crashed_record))
     by_id = {r["image_id"]: r for r in results}
     assert sorted(by_id) == sorted(t["image_id"] for t in tasks) and len(results) == len(tasks)
-    assert by_id["i4"]["status"] == "failed" and "/x/4.dcm" in by_id["i4"]["reason"]
-    assert "worker process died" in by_id["i4"]["reason"]
+    assert by_id["i4"]["status"] == "failed"
+    assert "/x/4.dcm: the decoder process died (exit 3)" in by_id["i4"]["reason"]
     assert all(r["status"] == "ok" for k, r in by_id.items() if k != "i4")
 
 
 @pytest.mark.slow
-def test_the_pool_gives_a_damaged_file_as_a_failure_too(by_syntax, synth_root, tmp_path) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_pool_gives_a_damaged_file_as_a_failure_too(workers, by_syntax, synth_root, tmp_path) -> None:
     panicking = write_damaged(by_syntax["RLE Lossless"][0], tmp_path / "bad.dcm", "junk", 500)
-    cohort = load_cohort("rsna", synth_root)
-    table = cohort.table.head(3).copy()
-    bad = table.iloc[0].copy()
-    bad["image_id"], bad["image_path"] = "panics", str(panicking)
-    mixed = Cohort(validate_cohort(pd.concat([table, bad.to_frame().T], ignore_index=True)), "rsna", "t")
     summary = build_cache(
-        mixed, tmp_path / "c", PreprocessConfig(size=SIZE), workers=2, show_progress=False, sheet_size=0
+        _cohort_with(panicking, "panics", synth_root),
+        tmp_path / "c",
+        PreprocessConfig(size=SIZE),
+        workers=workers,
+        show_progress=False,
+        sheet_size=0,
     )
     assert summary["ok"] == 3 and summary["failed"] == 1
 

@@ -88,12 +88,13 @@ def read_journal(out_dir: Path) -> dict[str, dict[str, Any]]:
     return done
 
 
-def crashed_record(task: dict[str, Any]) -> dict[str, Any]:
-    """The failure of an image whose worker process died while it was processed (twice: once in the
-    pool, once alone), e.g. a segmentation fault in a decoder's native code."""
+def crashed_record(task: dict[str, Any], how: str) -> dict[str, Any]:
+    """The failure of an image whose decoder process died under it (twice: once in the pool, once alone),
+    e.g. a segmentation fault in a decoder's native code; ``how`` is the exit status in words."""
     return failed_record(
         task["image_id"],
-        f"{task['image_path']}: the worker process died while decoding it (crash in native code)",
+        f"{task['image_path']}: the decoder process died ({how}) while decoding it, "
+        "twice (a crash in native code or the out-of-memory killer)",
     )
 
 

@@ -1,7 +1,10 @@
-"""Where process_one runs: inline, a local process pool, or a Dask cluster; results stream back in any order.
+"""Where process_one runs: a local process pool (one worker included) or a Dask cluster; results stream back
+in any order.
 
 Each engine yields records as they finish, so the caller can journal them at once (resume) and move
-the progress bar. Every worker keeps OpenCV to one thread: N workers then use N cores, no more.
+the progress bar. Every worker keeps OpenCV to one thread: N workers then use N cores, no more. Nothing
+is decoded in the main process: a decoder that crashes (native code, os._exit, the OOM killer) ends
+only its worker, and the run goes on.
 """
 
 from __future__ import annotations
@@ -45,18 +48,6 @@ def worker_init(main_pid: int) -> None:
     single_thread_worker()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_when_gone, args=(main_pid,), daemon=True).start()
-
-
-def _inline(fn: Callable[[Task], dict], tasks: Sequence[Task]) -> Iterator[dict]:
-    import cv2
-
-    before = cv2.getNumThreads()
-    cv2.setNumThreads(1)
-    try:
-        for task in tasks:
-            yield fn(task)
-    finally:
-        cv2.setNumThreads(before)
 
 
 def _new_pool(workers: int):
@@ -107,21 +98,37 @@ def _pool_until_broken(
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _alone(fn: Callable[[Task], dict], task: Task, on_crash: Callable[[Task], dict]) -> dict:
-    """One suspect of a broken pool in a pool of its own: its result, or on_crash(task) if it kills it too."""
+def how_it_ended(exitcode: int | None) -> str:
+    """A dead process's exit status in words: "exit 3", "killed by SIGSEGV"."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"killed by signal {-exitcode}"
+    return f"exit {exitcode}"
+
+
+def _alone(fn: Callable[[Task], dict], task: Task, on_crash: Callable[[Task, str], dict]) -> dict:
+    """One suspect of a broken pool in a pool of its own: its result, or on_crash(task, how) if it kills
+    that worker too (``how``: the worker's exit status in words)."""
     from concurrent.futures.process import BrokenProcessPool
 
     pool = _new_pool(1)
     try:
-        return pool.submit(fn, task).result()
-    except BrokenProcessPool:
-        return on_crash(task)
+        future = pool.submit(fn, task)
+        # submit has started the one worker; the pool offers no public way to its exit status
+        (worker,) = pool._processes.values()
+        try:
+            return future.result()
+        except BrokenProcessPool:
+            worker.join()
+            return on_crash(task, how_it_ended(worker.exitcode))
     finally:
         pool.shutdown(wait=True)
 
 
 def _pool(
-    fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, on_crash: Callable[[Task], dict]
+    fn: Callable[[Task], dict], tasks: Sequence[Task], workers: int, on_crash: Callable[[Task, str], dict]
 ) -> Iterator[dict]:
     """A process pool where a worker that dies takes only its own task with it.
 
@@ -146,7 +153,7 @@ def _dask(
     tasks: Sequence[Task],
     workers: int,
     address: str | None,
-    on_crash: Callable[[Task], dict],
+    on_crash: Callable[[Task, str], dict],
 ) -> Iterator[dict]:
     try:
         from distributed import Client, KilledWorker, LocalCluster, as_completed
@@ -173,7 +180,7 @@ def _dask(
             try:
                 yield future.result()
             except KilledWorker:  # the task killed every worker Dask gave it to
-                yield on_crash(task_of[future.key])
+                yield on_crash(task_of[future.key], "Dask's KilledWorker: every worker it ran on died")
             future.release()
     finally:
         client.close()
@@ -190,14 +197,14 @@ def run_tasks(
     engine: str = "local",
     *,
     address: str | None = None,
-    on_crash: Callable[[Task], dict],
+    on_crash: Callable[[Task, str], dict],
 ) -> Iterator[dict]:
     """Run ``fn`` over ``tasks``; yields each result as it completes.
 
-    engine "local": inline when workers == 1 (no pickling), else a process pool; "dask": a
-    dask.distributed LocalCluster of ``workers`` processes, or the scheduler at ``address``.
-    ``on_crash(task)`` is the result of a task whose worker process died under it (the pool and Dask
-    engines go on with the rest; inline, a crash in native code ends the process).
+    engine "local": a pool of ``workers`` processes, also for one worker (which costs about nothing per
+    real image, README, Performance); "dask": a dask.distributed LocalCluster of ``workers`` processes,
+    or the scheduler at ``address``. ``on_crash(task, how)`` is the result of a task whose worker process
+    died under it, ``how`` that process's exit status in words; the other tasks go on.
     """
     if engine not in ENGINES:
         raise MammoInsightError(f"unknown backend {engine!r}; choose one of {', '.join(ENGINES)}")
@@ -205,6 +212,4 @@ def run_tasks(
         return iter(())
     if engine == "dask":
         return _dask(fn, tasks, workers, address, on_crash)
-    if workers <= 1:
-        return _inline(fn, tasks)
-    return _pool(fn, tasks, workers, on_crash)
+    return _pool(fn, tasks, max(workers, 1), on_crash)

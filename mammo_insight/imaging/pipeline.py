@@ -1,7 +1,7 @@
 """One image from file to cache PNG: decode, display table, breast box, crop, flip, resize, pad, write.
 
-``process_one`` is the unit of work every engine (inline, process pool, Dask) runs; it never raises
-for a bad image, it returns a failed record with the reason. The order keeps the cost close to the
+``process_one`` is the unit of work every engine (process pool, Dask) runs; it never raises for a bad
+image, it returns a failed record with the reason (a full disk, which is no fault of the image, raises). The order keeps the cost close to the
 decoder's own: the breast is found on a strided view (no copy, at most ~512 px), the display table is
 built once over the stored values, and only the cropped region is looked up and resized.
 """

@@ -131,6 +131,14 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     )
 
 
+def _mean_ci(summary: Mapping, name: str) -> str:
+    """'mean (low–high)' of one check of a summary (``checks.summarise_checks``), '–' when absent."""
+    entry = summary.get(name) or {}
+    if entry.get("mean") is None:
+        return "–"
+    return f"{entry['mean']:.3f} ({_fmt(entry.get('ci_low'))}–{_fmt(entry.get('ci_high'))})"
+
+
 def render_case_page(
     path,
     case_id: str,
@@ -186,10 +194,7 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
     """The headline checks with their chance references and how to read them."""
 
     def ci(name: str) -> str:
-        entry = metrics.get("summary", {}).get(name) or {}
-        if entry.get("mean") is None:
-            return "–"
-        return f"{entry['mean']:.3f} ({_fmt(entry.get('ci_low'))}–{_fmt(entry.get('ci_high'))})"
+        return _mean_ci(metrics.get("summary", {}), name)
 
     cards = {
         "cases": str(metrics.get("n_cases", 0)),
@@ -238,13 +243,7 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
 def lesion_map_blocks(metrics: Mapping) -> list:
     """Grad-CAM and the patch model's lesion map side by side on the same images, with the chance levels."""
     cam, lesion = metrics.get("summary", {}), metrics["lesion_map"]
-
-    def ci(summary: Mapping, name: str) -> str:
-        entry = summary.get(name) or {}
-        if entry.get("mean") is None:
-            return "–"
-        return f"{entry['mean']:.3f} ({_fmt(entry.get('ci_low'))}–{_fmt(entry.get('ci_high'))})"
-
+    ci = _mean_ci
     rows = [
         {
             "check": name,

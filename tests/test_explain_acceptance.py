@@ -357,6 +357,29 @@ def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
     assert metrics["view_mode"] == "multi" and metrics["n_cases"] == len(sampled) == 6  # 3 breasts x 2 views
 
 
+@pytest.mark.slow
+def test_multi_view_run_gets_a_lesion_map_for_every_view(small_cohort):
+    """--patch-run on a multi-view run: each view of a breast mapped by the breast's fold patch model."""
+    from mammo_insight.models.patches import PatchConfig, build_patch_model, save_patch_model
+    from mammo_insight.stages.explain import ExplainConfig, run_explain
+
+    root, cache = small_cohort
+    run = _untrained_run(root, cache, "multi")
+    patch_run = root / "untrained_patch_run"
+    options = PatchConfig(model="test_efficientnet", patch_size=16, folds=2, device="cpu")
+    patch_run.mkdir()
+    (patch_run / "config.json").write_text(json.dumps(options.to_dict()))
+    pd.read_csv(run / "oof_predictions.csv").to_csv(patch_run / "oof_predictions.csv", index=False)
+    for fold in (0, 1):
+        save_patch_model(build_patch_model(options), patch_run / "folds" / f"fold_{fold}" / "model.pt")
+    result = run_explain(ExplainConfig(run=run, cache=cache, n=1, max_checked=3, patch_run=patch_run))
+    checks = result.checks
+    sampled = checks[checks["in_checks"]]
+    assert result.metrics["lesion_map"]["n_cases"] == result.metrics["n_cases"] == len(sampled) == 6
+    assert sampled["map_pointing"].notna().all() and checks["map_max"].between(0, 1).all()
+    assert set(checks.groupby("case_id")["image_id"].nunique()) == {2}
+
+
 def test_a_run_without_threshold_is_a_clear_error(small_cohort):
     from mammo_insight.errors import MammoInsightError
     from mammo_insight.models.run_io import load_run_config, save_run_config

@@ -33,6 +33,12 @@ def command(
     batch_size: Annotated[int, typer.Option(min=1, help="images per CAM batch")] = 8,
     seed: Annotated[int, typer.Option(help="seed of the randomised model and of the check sample")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    patch_run: Annotated[
+        Path | None,
+        typer.Option(
+            help="a `patch-train` run on the same folds: its lesion map beside each CAM, checked the same way"
+        ),
+    ] = None,
 ) -> None:
     """Write OUT/index.html, OUT/cam_metrics.json, OUT/cases/*.png|html, OUT/tables/cam_checks.csv."""
     from mammo_insight.files import claim_output
@@ -52,6 +58,7 @@ def command(
                 batch_size=batch_size,
                 seed=seed,
                 device=device,
+                patch_run=patch_run,
             )
         )
         page = write_explain(result, out)
@@ -66,6 +73,13 @@ def command(
     ):
         value = result.metrics.get(key)
         typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+    lesion_map = result.metrics.get("lesion_map") or {}
+    for key in ("pointing_game", "energy_inside", "lesion_area_fraction", "randomised_pointing_game"):
+        if key in lesion_map:
+            value = lesion_map[key]
+            typer.echo(
+                f"lesion map {key}: {value:.3f}" if isinstance(value, float) else f"lesion map {key}: {value}"
+            )
     for problem in result.failures:
         typer.echo(f"problem: {problem}", err=True)
     typer.echo(f"wrote {page}")

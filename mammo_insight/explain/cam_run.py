@@ -2,7 +2,9 @@
 
 `explain_batch` takes a batch of cases (an image, or a breast's views for a multi-view run), runs the
 trained and the random-weight explainers on them and returns one `ExplainedCase` per case: the per-image
-check records, the case figure (PNG bytes) and its gallery thumbnail. Nothing is written here: the
+check records, the case figure (PNG bytes) and its gallery thumbnail. With a patch run
+(``CaseContext.lesion_maps``) each image also gets the patch model's lesion map, checked by the same
+``checks.map_checks`` into ``map_``-prefixed columns, and drawn beside the CAM. Nothing is written here: the
 explain stage (mammo_insight/stages/explain.py) chooses the cases, runs the fold models and writes files.
 """
 
@@ -21,6 +23,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, png_bytes, safe_name
+from mammo_insight.explain.lesion_map import PatchRunMaps, lesion_map_record
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
@@ -38,7 +41,13 @@ CASE_TABLE_COLUMNS = [
     "area_fraction",
     "random_pointing",
     "random_energy_inside",
+    "map_max",
+    "map_rank_corr",
+    "map_pointing",
+    "map_energy_inside",
+    "map_random_pointing",
 ]
+MAP_PREFIX = "map_"  # the lesion map's columns: the CAM's check names with this prefix
 
 
 @dataclass(frozen=True, eq=False)
@@ -129,6 +138,7 @@ class CaseContext:
     label: str
     tolerance: float
     display_side: int
+    lesion_maps: PatchRunMaps | None = None  # a patch run's lesion maps beside the CAMs
 
     @property
     def multi(self) -> bool:
@@ -163,9 +173,9 @@ def explain_batch(
             )
             panels.append(panel)
             records.append(rec)
-            if v == 0:
-                over = panel[0][0]
-                thumb = thumbnail(over)
+            if v == 0:  # the CAM, and the lesion map beside it when there is one
+                shown = [panel[0][0]] + ([panel[1][0]] if context.lesion_maps is not None else [])
+                thumb = thumbnail(np.hstack(shown))
         name = safe_name(case.case_id)
         for rec in records:
             rec["png"] = f"cases/{name}.png"
@@ -242,14 +252,49 @@ def _explain_image(
         mapping.peak_location(full_rand),
         scale=factor,
     )
-    hit = rec.get("pointing")
-    verdict = "" if hit is None else (", hit" if hit >= 0.5 else ", miss")
     panel = [
-        (over, f"{row.get('view', '')} {row.get('laterality', '')}: original ({source}){verdict}"),
+        (
+            over,
+            f"{row.get('view', '')} {row.get('laterality', '')}: original ({source}){_verdict(rec.get('pointing'))}",
+        ),
         (model_in, "model input"),
         (over_rand, "random weights"),
     ]
+    if context.lesion_maps is not None:
+        lesion_map, random_map = context.lesion_maps.maps(int(case.fold), cache_img)
+        rec[f"{MAP_PREFIX}max"] = lesion_map.score
+        rec[f"{MAP_PREFIX}rank_corr"] = checks.rank_correlation(lesion_map.heatmap, random_map.heatmap)
+        if lesions is not None:
+            record = lesion_map_record(
+                lesion_map,
+                random_map,
+                lesion_rows,
+                geom,
+                context.cache_dir,
+                stride=context.lesion_maps.config.stride,
+                tolerance=context.tolerance,
+            )
+            rec.update({f"{MAP_PREFIX}{k}": v for k, v in record.items()})
+        full_map = geom.heatmap_to_original(lesion_map.heatmap)
+        over_map = mapping.overlay(
+            display,
+            mapping.downsample(full_map, factor),
+            lesions,
+            mapping.peak_location(full_map),
+            scale=factor,
+        )
+        panel.insert(
+            1,
+            (
+                over_map,
+                f"lesion map (patch model, max {lesion_map.score:.2f}){_verdict(rec.get(f'{MAP_PREFIX}pointing'))}",
+            ),
+        )
     return rec, panel
+
+
+def _verdict(hit: float | None) -> str:
+    return "" if hit is None else (", hit" if hit >= 0.5 else ", miss")
 
 
 def half_cell_original(grid: tuple[int, int] | None, size: tuple[int, int], geom: CacheGeometry) -> float:

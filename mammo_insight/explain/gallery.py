@@ -131,19 +131,40 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     )
 
 
+def _mean_ci(summary: Mapping, name: str) -> str:
+    """'mean (low–high)' of one check of a summary (``checks.summarise_checks``), '–' when absent."""
+    entry = summary.get(name) or {}
+    if entry.get("mean") is None:
+        return "–"
+    return f"{entry['mean']:.3f} ({_fmt(entry.get('ci_low'))}–{_fmt(entry.get('ci_high'))})"
+
+
 def render_case_page(
-    path, case_id: str, png_name: str, facts: Mapping[str, str], *, per_image: pd.DataFrame, method: str
+    path,
+    case_id: str,
+    png_name: str,
+    facts: Mapping[str, str],
+    *,
+    per_image: pd.DataFrame,
+    method: str,
+    lesion_map: bool = False,
 ):
     """OUT/cases/<case>.html: the case figure, its numbers, and how to read it."""
+    beside = (
+        "Second: the patch model's lesion map (the same fold's patch classifier slid over the breast) on "
+        "the same original, cross at its maximum. "
+        if lesion_map
+        else ""
+    )
     blocks = [
         metric_cards(dict(facts)),
         image(
             path.parent / png_name,
             caption=(
-                f"Left: {method} of the trained model on the original image (green circle: annotated lesion; "
-                "cross: CAM maximum). Middle: the model input (after crop, flip, resize and padding) with the same "
-                "map. Right: the same architecture with random weights; if it looks like the left panel, the map "
-                "shows image structure, not what the model learned."
+                f"First: {method} of the trained model on the original image (green circle: annotated lesion; "
+                f"cross: CAM maximum). {beside}Then the model input (after crop, flip, resize and padding) with "
+                "the CAM. Last: the same architecture with random weights; if it looks like the first panel, the "
+                "map shows image structure, not what the model learned."
             ),
         ),
         raw_link("Back to the gallery", "../index.html"),
@@ -173,10 +194,7 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
     """The headline checks with their chance references and how to read them."""
 
     def ci(name: str) -> str:
-        entry = metrics.get("summary", {}).get(name) or {}
-        if entry.get("mean") is None:
-            return "–"
-        return f"{entry['mean']:.3f} ({_fmt(entry.get('ci_low'))}–{_fmt(entry.get('ci_high'))})"
+        return _mean_ci(metrics.get("summary", {}), name)
 
     cards = {
         "cases": str(metrics.get("n_cases", 0)),
@@ -216,7 +234,44 @@ def checks_section(metrics: Mapping, tolerance: float) -> Section:
             "lesions train at a larger size or choose a finer layer with --layer (e.g. backbone.layer3)."
         ),
     ]
-    return Section("Do the maps point at the lesions?", [metric_cards(cards), bullet_list(notes)])
+    blocks = [metric_cards(cards), bullet_list(notes)]
+    if metrics.get("lesion_map"):
+        blocks += lesion_map_blocks(metrics)
+    return Section("Do the maps point at the lesions?", blocks)
+
+
+def lesion_map_blocks(metrics: Mapping) -> list:
+    """Grad-CAM and the patch model's lesion map side by side on the same images, with the chance levels."""
+    cam, lesion = metrics.get("summary", {}), metrics["lesion_map"]
+    ci = _mean_ci
+    rows = [
+        {
+            "check": name,
+            f"{metrics.get('method', 'CAM')}": ci(cam, column),
+            "lesion map": ci(lesion["summary"], column),
+            "chance (CAM / lesion map)": (
+                f"{ci(cam, chance)} / {ci(lesion['summary'], chance)}" if chance else ""
+            ),
+        }
+        for name, column, chance in (
+            ("pointing game", "pointing", "area_fraction"),
+            ("pointing game, half-cell tolerance", "pointing_cell", "area_fraction_cell"),
+            ("energy inside lesion", "energy_inside", "area_fraction"),
+            ("randomised pointing game", "random_pointing", "area_fraction"),
+            ("randomisation rank corr.", "rank_corr", ""),
+        )
+    ]
+    return [
+        Markup("<h3>Beside the lesion map of the patch model</h3>"),
+        paragraph(
+            f"The patch classifier of {lesion['patch_run']} ({lesion['model']}, {lesion['patch_size']}-pixel "
+            f"patches, stride {lesion['stride']} cache pixels), the fold model that never saw the woman, slid "
+            "over the breast of the same images and scored by the same checks. Half-cell tolerance widens the "
+            "lesion by half of each map's own cell (the CAM grid's, the lesion map's stride), so the two chance "
+            "levels differ there."
+        ),
+        table(pd.DataFrame(rows)),
+    ]
 
 
 def render_index(
@@ -274,5 +329,6 @@ def render_index(
         sections,
         nav=nav,
         subtitle=f"{metrics['method']} of the malignancy logit, mapped onto the original images; "
-        f"run {metrics.get('run', '')}",
+        f"run {metrics.get('run', '')}"
+        + (f"; lesion maps of {metrics['lesion_map']['patch_run']}" if metrics.get("lesion_map") else ""),
     )

@@ -6,6 +6,9 @@ cell, so the map lives on the cache canvas and goes back to the original mammogr
 ``CacheGeometry.heatmap_to_original`` as Grad-CAM, and is checked by the same ``checks.map_checks``
 (pointing game, energy inside, chance levels, the random-weight twin). Its maximum is also the
 simplest whole-image score a patch model gives: max pooling over the breast.
+
+``PatchRunMaps`` brings a `patch-train` run's fold models into `explain`, so each gallery film's lesion
+map (from the fold model that never saw that woman) stands beside its Grad-CAM.
 """
 
 from __future__ import annotations
@@ -18,10 +21,19 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mammo_insight.cohort.folds import fold_mismatch
+from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.models.patches import cut_patches, score_patches, tissue_mask
+from mammo_insight.models.patches import (
+    build_patch_model,
+    cut_patches,
+    load_patch_model,
+    read_patch_config,
+    score_patches,
+    tissue_mask,
+)
 
 
 @dataclass(frozen=True)
@@ -86,3 +98,59 @@ def lesion_map_record(
     )
     record["rank_corr"] = checks.rank_correlation(lesion_map.heatmap, random_map.heatmap)
     return record
+
+
+class PatchRunMaps:
+    """A `patch-train` run's fold models slid over the films `explain` shows, with a random-weight twin.
+
+    Film of fold k, patch model of fold k: ``check_folds`` refuses a patch run whose folds differ from
+    the explained run's, because its fold model could then have trained on that woman's lesions.
+    """
+
+    def __init__(self, patch_run: Path, device: torch.device, seed: int):
+        self.root = Path(patch_run)
+        self.config = read_patch_config(self.root)
+        self.device = device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.random = build_patch_model(self.config).to(device).eval()
+        self._fold: int | None = None
+        self._model: nn.Module | None = None
+
+    def check_folds(self, oof: pd.DataFrame, run_dir: Path) -> None:
+        """Every image of ``oof`` must be validated in the same fold by the patch run, with a fold model."""
+        path = self.root / "oof_predictions.csv"
+        if not path.is_file():
+            raise MammoInsightError(f"{path} not found: is {self.root} a folder written by `patch-train`?")
+        theirs = pd.read_csv(path, dtype={"image_id": str, "patient_id": str})
+        mine = oof[["patient_id", "image_id", "fold"]].drop_duplicates("image_id")
+        mine = mine.astype({"patient_id": str, "image_id": str})
+        problem = fold_mismatch(
+            mine, theirs[theirs["image_id"].isin(mine["image_id"])], names=(str(run_dir), str(self.root))
+        )
+        if problem:
+            raise MammoInsightError(
+                f"{self.root} was trained on other folds than {run_dir} ({problem}): its fold models could have "
+                "seen the women they would map; use a patch run with the same --folds, --seed and label"
+            )
+        missing = sorted(int(k) for k in mine["fold"].unique() if not self._weights(int(k)).is_file())
+        if missing:
+            raise MammoInsightError(
+                f"{self.root} has no patch model for fold(s) {', '.join(map(str, missing))}"
+            )
+
+    def _weights(self, fold: int) -> Path:
+        return self.root / "folds" / f"fold_{fold}" / "model.pt"
+
+    def maps(self, fold: int, image: np.ndarray) -> tuple[LesionMap, LesionMap]:
+        """(fold model's map, random twin's map) of one cache image."""
+        if fold != self._fold:
+            self._model = load_patch_model(self._weights(fold), self.config, self.device)
+            self._fold = fold
+        options = {
+            "patch_size": self.config.patch_size,
+            "stride": self.config.stride,
+            "tissue_level": self.config.tissue_level,
+            "device": self.device,
+        }
+        return slide(self._model, image, **options), slide(self.random, image, **options)

@@ -254,6 +254,24 @@ def load_patch_model(path: Path, config: PatchConfig, device: torch.device) -> n
     return model.to(device).eval()
 
 
+def _recorded_config(patch_run: Path) -> dict[str, Any]:
+    """PATCHRUN/config.json as written by `patch-train`, or a one-line error naming the file."""
+    import json
+
+    config_file = Path(patch_run) / "config.json"
+    if not config_file.is_file():
+        raise MammoInsightError(f"{config_file} not found: is {patch_run} a folder written by `patch-train`?")
+    return json.loads(config_file.read_text())
+
+
+def read_patch_config(patch_run: Path) -> PatchConfig:
+    """The PatchConfig a patch run was trained with (what its fold models need to be rebuilt and slid)."""
+    from dataclasses import fields
+
+    recorded = _recorded_config(patch_run)
+    return PatchConfig(**{f.name: recorded[f.name] for f in fields(PatchConfig) if f.name in recorded})
+
+
 def check_patch_run(
     patch_run: Path, *, model_name: str, normalize: bool, folds: int, seed: int, label: str
 ) -> None:
@@ -262,12 +280,7 @@ def check_patch_run(
     Another model or normalisation cannot load; other folds, seed or label would hand fold k a patch
     model that trained on fold k's women.
     """
-    import json
-
-    config_file = patch_run / "config.json"
-    if not config_file.is_file():
-        raise MammoInsightError(f"{config_file} not found: is {patch_run} a folder written by `patch-train`?")
-    recorded = json.loads(config_file.read_text())
+    recorded = _recorded_config(patch_run)
     if recorded.get("model") != model_name or bool(recorded.get("normalize", True)) != normalize:
         raise MammoInsightError(
             f"{patch_run} holds {recorded.get('model')} patch models (normalize={recorded.get('normalize')}); "

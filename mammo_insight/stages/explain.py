@@ -6,6 +6,10 @@ used by the checks (up to ``max_checked``, a seeded random sample when there are
 mechanics (inputs, CAMs mapped to the original pixels, checks, figures) are in
 :mod:`mammo_insight.explain.cam_run`.
 
+With ``patch_run`` (a `patch-train` folder on the same folds) each explained image also gets that run's
+lesion map from the same fold, checked like the CAM (``map_`` columns of cam_checks.csv, the
+``lesion_map`` entry of cam_metrics.json) and drawn beside it.
+
 OUT/index.html, OUT/cam_metrics.json, OUT/tables/cam_checks.csv, OUT/cases/<case>.png|.html,
 OUT/manifest.json.
 """
@@ -24,8 +28,9 @@ import pandas as pd
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks
 from mammo_insight.explain.cam import METHODS, CamExplainer
-from mammo_insight.explain.cam_run import CaseContext, ExplainedCase, explain_batch, random_twin
+from mammo_insight.explain.cam_run import MAP_PREFIX, CaseContext, ExplainedCase, explain_batch, random_twin
 from mammo_insight.explain.gallery import CATEGORIES, render_case_page, render_index, select_gallery
+from mammo_insight.explain.lesion_map import PatchRunMaps
 from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations as lesion_table
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
@@ -65,6 +70,7 @@ class ExplainConfig:
     seed: int = 0  # random-model weights and the check sample
     display_side: int = 640  # longest side of displayed originals
     device: str = "auto"
+    patch_run: Path | None = None  # a `patch-train` run on the same folds: its lesion maps beside the CAMs
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,11 +88,14 @@ class ExplainResult(StageResult):
 
     def headline(self) -> dict[str, str]:
         m = self.metrics
-        return {
+        shown = {
             k.replace("_", " "): f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, ""))
             for k in ("method", "n_cases", "pointing_game", "energy_inside", "randomisation_rank_corr")
             if k in m
         }
+        if isinstance((m.get("lesion_map") or {}).get("pointing_game"), float):
+            shown["lesion map pointing game"] = f"{m['lesion_map']['pointing_game']:.3f}"
+        return shown
 
     def gallery(self) -> dict[tuple[int, str], list]:
         """(fold, TP/FP/FN/TN) -> [(thumbnail, caption, case page)] for every fold with a case."""
@@ -189,6 +198,10 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     index = read_cache_index(cache_dir)
     index = index.assign(image_id=index["image_id"].astype(str), breast_id=index["breast_id"].astype(str))
     annotations = lesion_table.read(cache_dir)
+    lesion_maps = None
+    if cfg.patch_run is not None:
+        lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
+        lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], run_dir)
     failures = [
         f"image {i}: in the OOF predictions but not an ok image of the cache"
         for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]
@@ -209,6 +222,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         tolerance=cfg.tolerance,
         display_side=cfg.display_side,
         lesions_by_image=lesion_table.by_image(annotations),
+        lesion_maps=lesion_maps,
     )
     explained: list[ExplainedCase] = []
     with ExitStack() as stack, progress_bar() as bar:
@@ -230,14 +244,10 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     per_image.insert(
         per_image.columns.get_loc("categories") + 1, "in_checks", checks.in_check_sample(per_image)
     )
-    lesion_rows = per_image[per_image["in_checks"]]
-    summary = checks.summarise_checks(lesion_rows, seed=cfg.seed)
-    summary["rank_corr"] = checks.mean_with_ci(
-        per_image["rank_corr"].to_numpy(), per_image["patient_id"].to_numpy(), seed=cfg.seed
-    )
+    summary = _summary(per_image, seed=cfg.seed)
     metrics: dict[str, Any] = {
         "method": cfg.method,
-        "n_cases": len(lesion_rows),
+        "n_cases": int(per_image["in_checks"].sum()),
         "summary_rows": "rows of tables/cam_checks.csv with in_checks true",
         "n_explained_images": len(per_image),
         "tolerance_px": cfg.tolerance,
@@ -250,17 +260,51 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         "input_size": list(run.image_size),
         "folds": sorted(int(f) for f in cases["fold"].unique()),
     }
-    for key, column in SUMMARY_KEYS.items():
-        entry = summary.get(column) or {}
-        metrics[key] = entry.get("mean")
-        metrics[f"{key}_ci"] = [entry.get("ci_low"), entry.get("ci_high")]
+    metrics.update(_headline_checks(summary))
     metrics["n_flat_maps"] = int((per_image["cam_max"] <= 0).sum()) if "cam_max" in per_image else 0
     metrics["summary"] = summary
+    if lesion_maps is not None:
+        map_summary = _summary(per_image, seed=cfg.seed, prefix=MAP_PREFIX)
+        metrics["lesion_map"] = {
+            "patch_run": str(lesion_maps.root),
+            "model": lesion_maps.config.model,
+            "patch_size": lesion_maps.config.patch_size,
+            "stride": lesion_maps.config.stride,
+            "n_cases": int(map_summary.get("pointing", {}).get("n", 0)),
+            **_headline_checks(map_summary),
+            "n_flat_maps": int((per_image[f"{MAP_PREFIX}max"] <= 0).sum()),
+            "summary": map_summary,
+        }
     metrics["failures"] = failures
     log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
     return ExplainResult(
         config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics, failures=tuple(failures)
     )
+
+
+def _summary(per_image: pd.DataFrame, *, seed: int, prefix: str = "") -> dict[str, dict]:
+    """Means and patient-bootstrap intervals of one map's check columns (the CAM's, or ``prefix``ed ones).
+
+    Lesion checks average the check sample (``in_checks``); the rank correlation every explained image.
+    """
+    columns = {c: c.removeprefix(prefix) for c in per_image if c.startswith(prefix)}
+    frame = per_image[list(columns)].rename(columns=columns)
+    frame = frame.assign(patient_id=per_image["patient_id"], categories=per_image["categories"])
+    summary = checks.summarise_checks(frame[per_image["in_checks"]], seed=seed)
+    summary["rank_corr"] = checks.mean_with_ci(
+        frame["rank_corr"].to_numpy(), frame["patient_id"].to_numpy(), seed=seed
+    )
+    return summary
+
+
+def _headline_checks(summary: dict[str, dict]) -> dict[str, Any]:
+    """cam_metrics.json's named figures (pointing_game, its _ci, ...) from a summary."""
+    out: dict[str, Any] = {}
+    for key, column in SUMMARY_KEYS.items():
+        entry = summary.get(column) or {}
+        out[key] = entry.get("mean")
+        out[f"{key}_ci"] = [entry.get("ci_low"), entry.get("ci_high")]
+    return out
 
 
 def write_explain(result: ExplainResult, out: str | Path) -> Path:
@@ -278,6 +322,7 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
             case.facts,
             per_image=case.table(),
             method=cfg.method,
+            lesion_map=cfg.patch_run is not None,
         )
     write_csv_atomic(out / "tables" / "cam_checks.csv", result.checks)
     write_text_atomic(out / "cam_metrics.json", json.dumps(result.metrics, indent=2, default=float))
@@ -286,9 +331,18 @@ def write_explain(result: ExplainResult, out: str | Path) -> Path:
     finish_stage(
         out,
         result,
-        {**asdict(cfg), "run": str(run_dir), "cache": str(cache_dir)},
+        {
+            **asdict(cfg),
+            "run": str(run_dir),
+            "cache": str(cache_dir),
+            "patch_run": None if cfg.patch_run is None else str(cfg.patch_run),
+        },
         seed=cfg.seed,
-        inputs={"oof_predictions": run_dir / "oof_predictions.csv", "cache_index": cache_dir / INDEX_FILE},
+        inputs={
+            "oof_predictions": run_dir / "oof_predictions.csv",
+            "cache_index": cache_dir / INDEX_FILE,
+            **({} if cfg.patch_run is None else {"patch_run_config": Path(cfg.patch_run) / "config.json"}),
+        },
         render=lambda: render_index(
             out / "index.html",
             result.metrics,

@@ -117,10 +117,12 @@ def _alone(fn: Callable[[Task], dict], task: Task, on_crash: Callable[[Task, str
     try:
         future = pool.submit(fn, task)
         # submit has started the one worker; the pool offers no public way to its exit status
-        (worker,) = pool._processes.values()
+        worker = next(iter((pool._processes or {}).values()), None)
         try:
             return future.result()
         except BrokenProcessPool:
+            if worker is None:  # a Python whose pool hides its processes: the file still fails alone
+                return on_crash(task, "exit status unknown")
             worker.join()
             return on_crash(task, how_it_ended(worker.exitcode))
     finally:

@@ -13,6 +13,7 @@ from mammo_insight.cohort.folds import assign_folds
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
+from mammo_insight.models.map_pooling import MAP_STATISTICS
 from mammo_insight.models.patches import PatchConfig, cut_patches, patch_folds, sample_patches
 from mammo_insight.models.sources import load_training_table
 
@@ -118,6 +119,12 @@ def test_patch_model_finds_planted_lesions_and_its_map_points_at_them(patch_run)
     assert len(checks) == maps["n_images"] > 0
     oof = pd.read_csv(out / "oof_predictions.csv")
     assert sorted(oof["fold"].unique()) == [0, 1, 2] and oof["prob"].between(0, 1).all()
+    # the pooling's inputs and its out-of-fold learned score sit beside the max, which stays prob
+    assert set(MAP_STATISTICS) <= set(oof.columns) and (oof["prob"] == oof["map_max"]).all()
+    assert oof["prob_learned"].between(0, 1).all()
+    assert (oof["map_top_mean"] <= oof["map_max"]).all() and (oof["map_mean"] <= oof["map_top_mean"]).all()
+    assert metrics["learned"]["image"]["n"] == metrics["image"]["n"] == len(oof)
+    assert sorted(metrics["learned_pooling"]["coefficients"]) == ["0", "1", "2"]
     assert sorted(p.name for p in (out / "folds").iterdir()) == ["fold_0", "fold_1", "fold_2"]
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
 

@@ -38,10 +38,11 @@ from mammo_insight.models.patches import (
 
 @dataclass(frozen=True)
 class LesionMap:
-    """One image's patch scores on the cache canvas and its max-pooled score."""
+    """One image's patch scores on the cache canvas, its max-pooled score and the scores of its cells."""
 
     heatmap: np.ndarray  # (out_height, out_width) float32, probability of 'lesion', 0 off tissue
     score: float  # max over the scored centres (0.0 when no centre lies on tissue)
+    cells: np.ndarray  # the scores of the tissue cells, one per scored centre (the pooling's inputs)
 
 
 def grid_centres(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,7 +72,8 @@ def slide(
         grid[on] = score_patches(model, cut_patches(image, cx[on], cy[on], patch_size), device)
     rows, cols = -(-h // stride), -(-w // stride)
     heat = np.kron(grid.reshape(rows, cols), np.ones((stride, stride), np.float32))[:h, :w]
-    return LesionMap(np.ascontiguousarray(heat * tissue), float(grid[on].max()) if on.any() else 0.0)
+    cells = grid[on]
+    return LesionMap(np.ascontiguousarray(heat * tissue), float(cells.max()) if on.any() else 0.0, cells)
 
 
 def lesion_map_record(

@@ -10,8 +10,11 @@ fold's model scores the patches and slides over the films of the women it never 
     PATCHRUN/config.json            PatchConfig plus the cache it read
     PATCHRUN/patches.csv            one row per sampled patch: image, fold, centre, label, oof prob
     PATCHRUN/metrics.json           patch-level metrics with intervals that resample women;
-                                    image- and breast-level metrics of the max-pooled lesion map
-    PATCHRUN/oof_predictions.csv    per image: fold, label, prob (max of its lesion map)
+                                    image- and breast-level metrics of the max-pooled lesion map, and
+                                    under "learned" the same levels of the learned pooling, with its
+                                    per-fold coefficients under "learned_pooling"
+    PATCHRUN/oof_predictions.csv    per image: fold, label, prob (max of its lesion map), the map's
+                                    statistics (map_*) and prob_learned (``models.map_pooling``)
     PATCHRUN/tables/lesion_map_checks.csv   per annotated image: pointing game, energy inside, chance
     PATCHRUN/lesion_map_metrics.json        their means with patient-bootstrap intervals
     PATCHRUN/folds/fold_<k>/model.pt        the fold's patch classifier (state dict)
@@ -33,13 +36,14 @@ import pandas as pd
 import torch
 
 from mammo_insight.explain import checks
-from mammo_insight.explain.lesion_map import lesion_map_record, slide
+from mammo_insight.explain.lesion_map import LesionMap, lesion_map_record, slide
 from mammo_insight.files import write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
 from mammo_insight.models.device import resolve_device
+from mammo_insight.models.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
 from mammo_insight.models.patches import (
     PatchConfig,
     build_patch_model,
@@ -78,7 +82,7 @@ class PatchTrainConfig:
 class PatchTrainResult(StageResult):
     config: PatchTrainConfig
     patches: pd.DataFrame
-    images: pd.DataFrame  # per validation image: fold, label, prob (max of its lesion map)
+    images: pd.DataFrame  # per validation image: fold, label, prob (max of its map), map_*, prob_learned
     map_checks: pd.DataFrame
     metrics: dict[str, Any]
     map_metrics: dict[str, Any]
@@ -90,7 +94,8 @@ class PatchTrainResult(StageResult):
         image = self.metrics["image"]
         return {
             "patch ROC-AUC": fmt_ci(patch["roc_auc"]),
-            "image ROC-AUC (max-pooled map)": fmt_ci(image["roc_auc"]),
+            "image ROC-AUC (max-pooled map, prob)": fmt_ci(image["roc_auc"]),
+            "image ROC-AUC (learned pooling)": fmt_ci(self.metrics["learned"]["image"]["roc_auc"]),
             "lesion-map pointing game": _mean_vs(self.map_metrics, "pointing_game", "lesion_area_fraction"),
         }
 
@@ -139,37 +144,44 @@ def run_patch_train(config: PatchTrainConfig) -> PatchTrainResult:
         patches.loc[val, "prob"] = score_patches(model, pixels[val], device)
         for row in table[table["fold"] == fold].to_dict("records"):
             image = load_cache_image(config.cache, row)
-            scored = slide(
-                model,
-                image,
-                patch_size=opts.patch_size,
-                stride=opts.stride,
-                tissue_level=opts.tissue_level,
-                device=device,
-            )
-            image_rows.append({**_image_facts(row, opts.label_column), "fold": fold, "prob": scored.score})
+            scored = slide_film(model, image, opts, device)
+            image_rows.append(film_record(row, fold, scored, opts.label_column))
             own = lesions_of.get(row["image_id"])
             if own is None:
                 continue
-            random_map = slide(
-                twin,
-                image,
-                patch_size=opts.patch_size,
-                stride=opts.stride,
-                tissue_level=opts.tissue_level,
-                device=device,
-            )
+            random_map = slide_film(twin, image, opts, device)
             record = lesion_map_record(
                 scored, random_map, own, CacheGeometry.from_row(row), config.cache, stride=opts.stride
             )
             check_rows.append({**_image_facts(row, opts.label_column), "fold": fold, **record})
         log.info("fold %d: trained on %d patches, final loss %.3f", fold, int(train.sum()), losses[fold][-1])
     images = pd.DataFrame(image_rows)
+    images["prob_learned"], coefficients = learned_film_scores(images, opts.label_column)
     map_checks = pd.DataFrame(check_rows)
     metrics = _metrics(patches, images, opts)
+    metrics["learned_pooling"] = {"features": MAP_STATISTICS, "C": PENALTY_C, "coefficients": coefficients}
     metrics["seconds"] = round(time.perf_counter() - started, 1)
     metrics["train_loss"] = {str(k): [round(v, 4) for v in vs] for k, vs in losses.items()}
     return PatchTrainResult(config, patches, images, map_checks, metrics, _map_summary(map_checks, opts.seed))
+
+
+def slide_film(
+    model: torch.nn.Module, image: np.ndarray, opts: PatchConfig, device: torch.device
+) -> LesionMap:
+    """One cache image's lesion map at the run's patch size, stride and tissue level."""
+    return slide(
+        model,
+        image,
+        patch_size=opts.patch_size,
+        stride=opts.stride,
+        tissue_level=opts.tissue_level,
+        device=device,
+    )
+
+
+def film_record(row: dict, fold: int, scored: LesionMap, label: str) -> dict[str, Any]:
+    """One oof_predictions.csv row before pooling: the film, its fold, prob (the map's max), the map_* inputs."""
+    return {**_image_facts(row, label), "fold": fold, "prob": scored.score, **map_statistics(scored.cells)}
 
 
 def _image_facts(row: dict, label: str) -> dict[str, Any]:
@@ -181,8 +193,9 @@ def _metrics(patches: pd.DataFrame, images: pd.DataFrame, opts: PatchConfig) -> 
     label = opts.label_column
     patch = metrics_with_ci(patches["label"], patches["prob"], patches["patient_id"], seed=opts.seed)
     levels = evaluate_predictions(images, None, seed=opts.seed, label=label)
+    learned = evaluate_predictions(images, None, seed=opts.seed, label=label, prob="prob_learned")
     counts = patches.groupby("kind").size().to_dict()
-    return {"patch": patch, **levels, "patch_counts": counts, "folds": opts.folds}
+    return {"patch": patch, **levels, "learned": learned, "patch_counts": counts, "folds": opts.folds}
 
 
 def _map_summary(map_checks: pd.DataFrame, seed: int) -> dict[str, Any]:
@@ -222,10 +235,12 @@ def write_patch_train(result: PatchTrainResult) -> Path:
 def _render(result: PatchTrainResult, page: Path) -> Path:
     opts = result.config.options
     metrics = result.metrics
+    levels = [(level, metrics[level]) for level in ("patch", "image", "breast", "breast_max")]
+    levels += [(f"{level}, learned pooling", metrics["learned"][level]) for level in ("image", "breast")]
     rows = [
-        {"level": level, "n": metrics[level]["n"], "positives": metrics[level]["n_pos"]}
-        | {name: fmt_ci(metrics[level][name]) for name in ("roc_auc", "pr_auc", "balanced_accuracy")}
-        for level in ("patch", "image", "breast", "breast_max")
+        {"level": level, "n": values["n"], "positives": values["n_pos"]}
+        | {name: fmt_ci(values[name]) for name in ("roc_auc", "pr_auc", "balanced_accuracy")}
+        for level, values in levels
     ]
     summary = result.map_metrics
 
@@ -258,7 +273,12 @@ def _render(result: PatchTrainResult, page: Path) -> Path:
                     f"{opts.jitter:g} of the patch), {opts.background_ratio:g} background patches per "
                     f"lesion patch from breast tissue away from lesions; {opts.folds} patient-grouped folds "
                     f"identical to those of train, {opts.epochs} epochs. Image and breast levels score each film "
-                    "by the maximum of its out-of-fold lesion map (max pooling, nothing trained on top). "
+                    "by the maximum of its out-of-fold lesion map (max pooling, nothing trained on top; "
+                    "this is prob in oof_predictions.csv). The learned-pooling rows score it by a logistic "
+                    f"regression (standardised, L2 with C={PENALTY_C:g}) over five statistics of the map's "
+                    "tissue cells (max, mean of the top 5, share above 0.5, mean, standard deviation), "
+                    "fitted for each fold on the other folds' films (prob_learned). Caveat: the other "
+                    "folds' statistics came from patch models that trained on this fold's women. "
                     "Intervals resample women."
                 ),
                 table(pd.DataFrame(rows)),

@@ -13,7 +13,7 @@ import torch
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.gallery import checks_section
 from mammo_insight.explain.lesion_map import PatchRunMaps
-from mammo_insight.models.patches import PatchConfig
+from mammo_insight.models.patches import PatchConfig, patch_scale_mismatch
 from mammo_insight.report.render import render_page
 from mammo_insight.stages.explain import _summary
 
@@ -90,3 +90,22 @@ def test_the_index_sets_the_lesion_map_beside_the_cam_only_when_there_is_one(tmp
     row = html[html.index("pointing game</td>") :].split("</tr>")[0]
     assert "0.000" in row and "0.667" in row and "0.020" in row  # CAM, lesion map, chance
     assert np.isfinite(metrics["lesion_map"]["summary"]["pointing"]["ci_low"])
+
+
+def _cache(root: Path, size: list[int]) -> Path:
+    root.mkdir(parents=True)
+    (root / "config.json").write_text(json.dumps({"size": size, "bits": 8}))
+    return root
+
+
+def test_a_patch_run_slid_over_a_cache_of_another_resolution_is_named(tmp_path) -> None:
+    run = _patch_run(tmp_path / "run", [0, 0, 1, 1], (0, 1))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "cache_size": [64, 32]}))
+    assert patch_scale_mismatch(run, _cache(tmp_path / "same", [64, 32])) is None
+    message = patch_scale_mismatch(run, _cache(tmp_path / "finer", [128, 64]))
+    assert message is not None and "64x32 cache images" in message and "holds 128x64" in message
+    # a run from before cache_size was recorded: compared through the cache it names
+    (run / "config.json").write_text(json.dumps({**config, "cache": str(tmp_path / "finer")}))
+    assert patch_scale_mismatch(run, tmp_path / "finer") is None
+    assert "128x64 cache images" in patch_scale_mismatch(run, tmp_path / "same")

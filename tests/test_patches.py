@@ -127,6 +127,8 @@ def test_patch_model_finds_planted_lesions_and_its_map_points_at_them(patch_run)
     assert sorted(metrics["learned_pooling"]["coefficients"]) == ["0", "1", "2"]
     assert sorted(p.name for p in (out / "folds").iterdir()) == ["fold_0", "fold_1", "fold_2"]
     assert (out / "index.html").is_file() and (out / "manifest.json").is_file()
+    recorded = json.loads((out / "config.json").read_text())
+    assert recorded["cache_size"] == json.loads((Path(recorded["cache"]) / "config.json").read_text())["size"]
 
 
 @pytest.mark.slow

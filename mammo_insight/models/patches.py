@@ -31,7 +31,7 @@ from torch import nn
 from mammo_insight.cohort.folds import assign_folds
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging import annotations
-from mammo_insight.imaging.cache import load_cache_image
+from mammo_insight.imaging.cache import load_cache_image, read_cache_config
 from mammo_insight.models.factory import build_classifier, input_normalization
 
 log = logging.getLogger(__name__)
@@ -296,6 +296,27 @@ def check_patch_run(
     missing = [k for k in range(folds) if not (patch_run / "folds" / f"fold_{k}" / "model.pt").is_file()]
     if missing:
         raise MammoInsightError(f"{patch_run} has no patch model for fold(s) {', '.join(map(str, missing))}")
+
+
+def patch_scale_mismatch(patch_run: Path, cache_dir: Path) -> str | None:
+    """Why ``patch_run``'s patches would have another scale on ``cache_dir``'s images, or None.
+
+    A patch is a fixed number of cache pixels, so a lesion of the same size covers another share of
+    it on a cache of another resolution: the patch classifier would be slid at a scale it never saw.
+    Runs recorded before ``cache_size`` are compared through the cache they name, when it is still there.
+    """
+    recorded = _recorded_config(patch_run)
+    theirs = recorded.get("cache_size")
+    if theirs is None and recorded.get("cache") and (Path(recorded["cache"]) / "config.json").is_file():
+        theirs = read_cache_config(recorded["cache"]).get("size")
+    mine = read_cache_config(cache_dir).get("size")
+    if theirs is None or mine is None or list(theirs) == list(mine):
+        return None
+    return (
+        f"{patch_run} was trained on {theirs[0]}x{theirs[1]} cache images, {cache_dir} holds "
+        f"{mine[0]}x{mine[1]}: its {recorded.get('patch_size')}-pixel patches would cover another "
+        "share of each lesion"
+    )
 
 
 def init_from_patch_run(model: nn.Module, patch_run: Path, fold: int) -> None:

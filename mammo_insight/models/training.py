@@ -38,7 +38,7 @@ from mammo_insight.models.device import resolve_device
 from mammo_insight.models.factory import build_classifier, input_normalization
 from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
 from mammo_insight.models.losses import build_loss
-from mammo_insight.models.patches import check_patch_run, init_from_patch_run
+from mammo_insight.models.patches import check_patch_run, init_from_patch_run, patch_scale_mismatch
 from mammo_insight.models.predict import predict_cache
 from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
@@ -476,6 +476,9 @@ def _train_folds(
             seed=config.seed,
             label=config.label_column,
         )
+        scale = patch_scale_mismatch(Path(config.init_patch_run), cache_dir)
+        if scale:
+            log.warning("%s; fine-tuning starts from features learnt at another scale", scale)
     save_run_config(out_dir, values)
     folds = assign_folds(table, config.folds, config.seed, config.label_column)
 

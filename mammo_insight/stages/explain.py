@@ -35,6 +35,7 @@ from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomi
 from mammo_insight.imaging import annotations as lesion_table
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.models.device import resolve_device
+from mammo_insight.models.patches import patch_scale_mismatch
 from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.progress import progress_bar
 from mammo_insight.stages.base import StageResult, finish_stage
@@ -200,6 +201,9 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     annotations = lesion_table.read(cache_dir)
     lesion_maps = None
     if cfg.patch_run is not None:
+        scale = patch_scale_mismatch(Path(cfg.patch_run), cache_dir)
+        if scale:
+            raise MammoInsightError(f"{scale}; explain with the cache the patch run was trained on")
         lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
         lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], run_dir)
     failures = [

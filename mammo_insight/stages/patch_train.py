@@ -7,7 +7,7 @@ do not read, so folding it into `train` would make every reader of a run folder 
 Everything is out-of-fold: the folds are the whole-image folds (``models.patches.patch_folds``), each
 fold's model scores the patches and slides over the films of the women it never saw. Writes::
 
-    PATCHRUN/config.json            PatchConfig plus the cache it read
+    PATCHRUN/config.json            PatchConfig plus the cache it read and that cache's image size
     PATCHRUN/patches.csv            one row per sampled patch: image, fold, centre, label, oof prob
     PATCHRUN/metrics.json           patch-level metrics with intervals that resample women;
                                     image- and breast-level metrics of the max-pooled lesion map, and
@@ -39,7 +39,7 @@ from mammo_insight.explain import checks
 from mammo_insight.explain.lesion_map import LesionMap, lesion_map_record, slide
 from mammo_insight.files import write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations
-from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
+from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, read_cache_config
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
 from mammo_insight.models.device import resolve_device
@@ -214,7 +214,12 @@ def write_patch_train(result: PatchTrainResult) -> Path:
     """The run's tables and metrics, then the manifest, then index.html (returned)."""
     out = result.config.out
     opts = result.config.options
-    values = {**opts.to_dict(), "cache": str(result.config.cache), "stage": "patch-train"}
+    values = {
+        **opts.to_dict(),
+        "cache": str(result.config.cache),
+        "cache_size": read_cache_config(result.config.cache)["size"],
+        "stage": "patch-train",
+    }
     write_text_atomic(out / "config.json", json.dumps(values, indent=2))
     write_csv_atomic(out / "patches.csv", result.patches)
     write_csv_atomic(out / "oof_predictions.csv", result.images)

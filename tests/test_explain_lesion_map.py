@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.explain.checks import rank_correlation
 from mammo_insight.explain.gallery import checks_section
-from mammo_insight.explain.lesion_map import PatchRunMaps
+from mammo_insight.explain.lesion_map import LesionMap, PatchRunMaps, randomisation_rank_corr
 from mammo_insight.models.patches import PatchConfig, patch_scale_mismatch
 from mammo_insight.report.render import render_page
 from mammo_insight.stages.explain import _summary
@@ -109,3 +110,21 @@ def test_a_patch_run_slid_over_a_cache_of_another_resolution_is_named(tmp_path) 
     (run / "config.json").write_text(json.dumps({**config, "cache": str(tmp_path / "finer")}))
     assert patch_scale_mismatch(run, tmp_path / "finer") is None
     assert "128x64 cache images" in patch_scale_mismatch(run, tmp_path / "same")
+
+
+def test_the_randomisation_check_of_a_lesion_map_ignores_the_shared_tissue_support() -> None:
+    """Two maps that agree only on where the tissue is are not called similar."""
+    rng = np.random.default_rng(0)
+    tissue = np.zeros((40, 20), bool)
+    tissue[5:35, :12] = True
+    trained, random = rng.random(tissue.sum()), rng.random(tissue.sum())
+
+    def as_map(cells: np.ndarray) -> LesionMap:
+        heatmap = np.zeros(tissue.shape, np.float32)
+        heatmap[tissue] = cells
+        return LesionMap(heatmap, float(cells.max()), cells)
+
+    whole_canvas = rank_correlation(as_map(trained).heatmap, as_map(random).heatmap)
+    assert whole_canvas > 0.4  # what the canvas-wide correlation used to report
+    assert abs(randomisation_rank_corr(as_map(trained), as_map(random))) < 0.15
+    assert randomisation_rank_corr(as_map(trained), as_map(2 * trained)) == pytest.approx(1.0)

@@ -23,7 +23,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, png_bytes, safe_name
-from mammo_insight.explain.lesion_map import PatchRunMaps, lesion_map_record
+from mammo_insight.explain.lesion_map import PatchRunMaps, lesion_map_record, randomisation_rank_corr
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
@@ -263,7 +263,7 @@ def _explain_image(
     if context.lesion_maps is not None:
         lesion_map, random_map = context.lesion_maps.maps(int(case.fold), cache_img)
         rec[f"{MAP_PREFIX}max"] = lesion_map.score
-        rec[f"{MAP_PREFIX}rank_corr"] = checks.rank_correlation(lesion_map.heatmap, random_map.heatmap)
+        rec[f"{MAP_PREFIX}rank_corr"] = randomisation_rank_corr(lesion_map, random_map)
         if lesions is not None:
             record = lesion_map_record(
                 lesion_map,

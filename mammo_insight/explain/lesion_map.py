@@ -76,6 +76,15 @@ def slide(
     return LesionMap(np.ascontiguousarray(heat * tissue), float(cells.max()) if on.any() else 0.0, cells)
 
 
+def randomisation_rank_corr(lesion_map: LesionMap, random_map: LesionMap) -> float:
+    """Spearman correlation of the two maps over the tissue cells only.
+
+    Both maps are 0 off the tissue, so a correlation over the whole canvas rewards the shared support
+    (0.80 on the synthetic films, 0.54-0.69 on mini-MIAS) rather than what the model learnt.
+    """
+    return checks.rank_correlation(lesion_map.cells, random_map.cells)
+
+
 def lesion_map_record(
     lesion_map: LesionMap,
     random_map: LesionMap,
@@ -98,7 +107,7 @@ def lesion_map_record(
         tolerance=tolerance,
         cell=cell,
     )
-    record["rank_corr"] = checks.rank_correlation(lesion_map.heatmap, random_map.heatmap)
+    record["rank_corr"] = randomisation_rank_corr(lesion_map, random_map)
     return record
 
 

@@ -224,6 +224,8 @@ def test_lesion_map_beside_gradcam_points_at_planted_lesions_where_gradcam_does_
     assert lesion_map["pointing_game"] > metrics["pointing_game"] + 0.5
     assert metrics["pointing_game"] < 2 * chance  # Grad-CAM at this grid: no better than chance
     assert lesion_map["randomised_pointing_game"] <= max(0.25, 5 * chance)
+    print("lesion map randomisation rank correlation over tissue:", lesion_map["randomisation_rank_corr"])
+    assert lesion_map["randomisation_rank_corr"] < 0.5  # over the tissue cells, not the shared support
     table = pd.read_csv(out / "tables" / "cam_checks.csv")
     sampled = table[table["in_checks"]]
     assert sampled["map_pointing"].mean() == pytest.approx(lesion_map["pointing_game"])

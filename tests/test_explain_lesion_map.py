@@ -110,6 +110,8 @@ def test_a_patch_run_slid_over_a_cache_of_another_resolution_is_named(tmp_path) 
     (run / "config.json").write_text(json.dumps({**config, "cache": str(tmp_path / "finer")}))
     assert patch_scale_mismatch(run, tmp_path / "finer") is None
     assert "128x64 cache images" in patch_scale_mismatch(run, tmp_path / "same")
+    (tmp_path / "by_hand").mkdir()  # a cache without config.json (built by hand): nothing to compare
+    assert patch_scale_mismatch(run, tmp_path / "by_hand") is None
 
 
 def test_the_randomisation_check_of_a_lesion_map_ignores_the_shared_tissue_support() -> None:

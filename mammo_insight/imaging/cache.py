@@ -91,6 +91,15 @@ def read_cache_index(cache_dir: str | Path, include_failed: bool = False) -> pd.
     return index[index["status"] == "ok"].reset_index(drop=True)
 
 
+def recorded_image_size(cache_dir: str | Path) -> list[int] | None:
+    """[height, width] of a cache's images as its config.json records them; None for a cache without one."""
+    path = Path(cache_dir) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    size = read_cache_config(cache_dir).get("size")
+    return None if size is None else [int(v) for v in size]
+
+
 def read_cache_config(cache_dir: str | Path) -> dict[str, Any]:
     path = Path(cache_dir) / CONFIG_FILE
     if not path.is_file():

@@ -31,7 +31,7 @@ from torch import nn
 from mammo_insight.cohort.folds import assign_folds
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging import annotations
-from mammo_insight.imaging.cache import load_cache_image, read_cache_config
+from mammo_insight.imaging.cache import load_cache_image, recorded_image_size
 from mammo_insight.models.factory import build_classifier, input_normalization
 
 log = logging.getLogger(__name__)
@@ -307,9 +307,9 @@ def patch_scale_mismatch(patch_run: Path, cache_dir: Path) -> str | None:
     """
     recorded = _recorded_config(patch_run)
     theirs = recorded.get("cache_size")
-    if theirs is None and recorded.get("cache") and (Path(recorded["cache"]) / "config.json").is_file():
-        theirs = read_cache_config(recorded["cache"]).get("size")
-    mine = read_cache_config(cache_dir).get("size")
+    if theirs is None and recorded.get("cache"):
+        theirs = recorded_image_size(recorded["cache"])
+    mine = recorded_image_size(cache_dir)
     if theirs is None or mine is None or list(theirs) == list(mine):
         return None
     return (

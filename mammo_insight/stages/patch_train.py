@@ -39,7 +39,7 @@ from mammo_insight.explain import checks
 from mammo_insight.explain.lesion_map import LesionMap, lesion_map_record, slide
 from mammo_insight.files import write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations
-from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, read_cache_config
+from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, recorded_image_size
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
 from mammo_insight.models.device import resolve_device
@@ -217,7 +217,7 @@ def write_patch_train(result: PatchTrainResult) -> Path:
     values = {
         **opts.to_dict(),
         "cache": str(result.config.cache),
-        "cache_size": read_cache_config(result.config.cache)["size"],
+        "cache_size": recorded_image_size(result.config.cache),
         "stage": "patch-train",
     }
     write_text_atomic(out / "config.json", json.dumps(values, indent=2))

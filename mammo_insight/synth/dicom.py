@@ -27,7 +27,7 @@ from pydicom.uid import (
 )
 
 from mammo_insight.files import atomic_write
-from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless_sv1
+from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless
 
 MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
 IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1473.1")  # fixed: no library version in the bytes
@@ -190,7 +190,7 @@ def write_dicom(
     if syntax == JPEG2000Lossless and min(stored.shape) < J2K_MIN_SIDE:
         syntax = ExplicitVRLittleEndian  # openjpeg's 6 DWT levels need at least 32 pixels a side
     if syntax == JPEGLosslessSV1:
-        ds.PixelData = encapsulate([encode_jpeg_lossless_sv1(stored, profile.bits_stored)])
+        ds.PixelData = encapsulate([encode_jpeg_lossless(stored, profile.bits_stored)])
         ds["PixelData"].VR = "OB"
         ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
     elif syntax != ExplicitVRLittleEndian:

@@ -16,7 +16,6 @@ import pytest
 from dying_task import DIES_BY_EXIT, DIES_BY_SEGFAULT, dies_on_request, process_or_die
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
-from pydicom.uid import JPEGLossless, JPEGLosslessSV1
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, validate_cohort
@@ -27,7 +26,7 @@ from mammo_insight.imaging.engines import run_tasks
 from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem
 from mammo_insight.imaging.pipeline import PreprocessConfig, process_one
 from mammo_insight.synth.corrupt import DAMAGES, damage_bytes, write_damaged
-from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless
+from mammo_insight.synth.dicom import set_jpeg_lossless
 
 SIZE = (64, 32)
 
@@ -249,16 +248,9 @@ def test_no_real_image_is_flagged(data_dir) -> None:
 
 def _as_jpeg_lossless(template: Path, pixels: np.ndarray, out: Path, *, bits: int, **encoding) -> Path:
     """``pixels`` (unsigned, < 2**bits) as a lossless JPEG DICOM with ``template``'s header."""
-    ds = pydicom.dcmread(template)
-    stream = encode_jpeg_lossless(pixels.astype(np.uint16), bits, **encoding)
-    ds.PixelData = encapsulate([stream])
-    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1 if encoding.get("predictor", 1) == 1 else JPEGLossless
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    for tag in ("PixelPaddingValue", "RescaleSlope", "RescaleIntercept"):
-        ds.pop(tag, None)
-    ds.save_as(out, enforce_file_format=True)
+    set_jpeg_lossless(pydicom.dcmread(template), pixels.astype(np.uint16), bits, **encoding).save_as(
+        out, enforce_file_format=True
+    )
     return out
 
 

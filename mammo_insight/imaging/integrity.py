@@ -17,12 +17,16 @@ decoder's own errors:
 - ``pixel_problem`` looks at the decoded stored values: the size the header promises, values within
   BitsStored, RescaleSlope not 0, not all zero, not constant or nearly so (one value on more than
   99.5% of the pixels).
+- ``coded_length_problem`` recounts a lossless JPEG after decoding: the decoded pixels, coded with the
+  stream's own predictor, point transform and Huffman table, must fill exactly the entropy-coded bytes
+  of each restart interval. A run of zero bytes is a run of valid codes (the walk cannot see it), but
+  the decoder reads it as samples the encoder never wrote, loses its place, and the count differs.
 
-What cannot be caught this way: junk that happens to respect the stream's syntax, runs of zero bytes in
-JPEG-lossless entropy data (valid Huffman codes: a flat background is coded so too), short zero runs in
-JPEG 2000 packet data, and any damage to native
-(uncompressed) pixel data, which has no redundancy. The README gives the detection rates measured on the
-damaged corpus (``benchmarks/bench_corruption.py``).
+What cannot be caught this way: junk that happens to respect the stream's syntax (JPEG 2000 packet
+data: MQ-coded code-block bodies have no redundancy a walk can check and the decoder reports nothing),
+short zero runs in JPEG 2000 packet data, and any damage to native (uncompressed) pixel data, which has
+no redundancy. The README gives the detection rates measured on the damaged corpus
+(``benchmarks/bench_corruption.py``).
 """
 
 from __future__ import annotations

@@ -330,16 +330,32 @@ def test_no_real_image_reencoded_as_lossless_jpeg_is_flagged(data_dir, by_syntax
     assert not flagged, flagged[:3]
 
 
-def test_a_stream_coding_more_bits_than_bits_stored_is_left_unchecked(by_syntax, tmp_path) -> None:
-    """pydicom masks decoded values to BitsStored: a 16-bit stream in a 12-bit header cannot be recounted
-    from what the decoder returns, so the check stands aside rather than flag a sound file."""
+def test_a_stream_coding_more_bits_than_bits_stored_is_recounted_on_what_it_codes(
+    by_syntax, tmp_path
+) -> None:
+    """pydicom masks decoded values to BitsStored: a 16-bit stream in a 12-bit header (top bits set) does
+    not recount from what pydicom returns, so the check recounts libjpeg's unmasked output: sound passes,
+    a zero run is still caught."""
     template = by_syntax["JPEG Lossless"][0]
-    image = np.random.default_rng(2).integers(0, 1 << 16, size=(40, 30)).astype(np.uint16)
+    image = (read_image(template).pixels & 0xFFF) | 0xA000  # top bits set, as some writers leave them
     path = _as_jpeg_lossless(template, image, tmp_path / "wide.dcm", bits=16)
     ds = pydicom.dcmread(path)
-    assert coded_length_problem(image, ds) is None  # recounted: sound
     ds.BitsStored, ds.HighBit = 12, 11
-    assert ds.pixel_array.max() < 1 << 12
-    assert coded_length_problem(ds.pixel_array, ds) is None
+    ds.save_as(path)
+    masked = read_image(path).pixels
+    assert masked.max() < 1 << 12
     ds.BitsStored = 16
-    assert coded_length_problem(image & 0xFFF, ds) is not None  # what the check would say if it ran
+    assert coded_length_problem(masked, ds) is not None  # what the masked values alone would say
+    with pytest.raises(DicomError, match="the lossless JPEG's"):
+        read_image(_with_zero_run(path, 16))
+
+
+def test_a_jpeg_fragment_padded_with_0xff_after_its_eoi_passes(by_syntax, tmp_path) -> None:
+    """DCTOOL pads an odd-length fragment with 0xFF, not 0x00 (pydicom-data's JPEG-LL.dcm): a sound file."""
+    source = by_syntax["JPEG Lossless"][0]
+    ds = pydicom.dcmread(source)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1)).rstrip(b"\0")
+    ds.PixelData = encapsulate([frame + b"\xff"])  # then 0x00 up to an even length where needed
+    path = tmp_path / "ff_padded.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_array_equal(read_image(path).pixels, read_image(source).pixels)

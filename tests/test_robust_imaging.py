@@ -350,9 +350,11 @@ def test_a_stream_coding_more_bits_than_bits_stored_is_recounted_on_what_it_code
         read_image(_with_zero_run(path, 16))
 
 
-def test_a_jpeg_fragment_padded_with_0xff_after_its_eoi_passes(by_syntax, tmp_path) -> None:
-    """DCTOOL pads an odd-length fragment with 0xFF, not 0x00 (pydicom-data's JPEG-LL.dcm): a sound file."""
-    source = by_syntax["JPEG Lossless"][0]
+@pytest.mark.parametrize("syntax", ["JPEG Lossless", "JPEG 2000"])
+def test_a_fragment_padded_with_0xff_after_its_end_marker_passes(syntax, by_syntax, tmp_path) -> None:
+    """DCTOOL pads an odd-length fragment with 0xFF, not 0x00 (pydicom-data's JPEG-LL.dcm, MR2_J2KR.dcm,
+    RG3_J2KI.dcm): sound files, once refused by the walk."""
+    source = by_syntax[syntax][0]
     ds = pydicom.dcmread(source)
     frame = next(generate_frames(ds.PixelData, number_of_frames=1)).rstrip(b"\0")
     ds.PixelData = encapsulate([frame + b"\xff"])  # then 0x00 up to an even length where needed

@@ -64,9 +64,10 @@ JPEG_RESTART = re.compile(rb"\xff+[\xd0-\xd7]")
 JPEG_MARKER_IN_DATA = re.compile(rb"\xff[^\x00\xff]")
 
 
-def _unpadded_jpeg(frame: bytes) -> bytes:
-    """A JPEG frame without the padding after its EOI: a fragment is padded to an even length with 0x00
-    (some writers pad more), or with one 0xFF (DCTOOL's JPEG-LL.dcm in pydicom-data, a sound file)."""
+def _unpadded(frame: bytes) -> bytes:
+    """A JPEG or JPEG 2000 frame without the padding after its end marker (EOI, EOC: both 0xFFD9): a
+    fragment is padded to an even length with 0x00 (some writers pad more), or with one 0xFF (DCTOOL:
+    pydicom-data's JPEG-LL.dcm, MR2_J2KR.dcm, RG3_J2KI.dcm, sound files)."""
     buf = bytes(frame).rstrip(b"\0")
     return buf[:-1] if buf.endswith(b"\xff\xd9\xff") else buf
 
@@ -205,7 +206,7 @@ def _j2k_problem(buf: bytes) -> str | None:
         buf = _jp2_codestream(buf)
         if buf is None:
             return "the JP2 file holds no codestream box"
-        buf = buf.rstrip(b"\0")
+        buf = _unpadded(buf)
     if not buf.startswith(b"\xff\x4f\xff\x51"):
         return "the JPEG 2000 stream does not start with SOC and SIZ"
     end = len(buf)
@@ -322,8 +323,8 @@ def stream_problem(ds) -> str | None:
     if syntax == RLE_SYNTAX:
         return _rle_problem(bytes(frame), ds)
     if syntax in JPEG_SYNTAXES:
-        return _jpeg_problem(_unpadded_jpeg(frame))
-    return _j2k_problem(bytes(frame).rstrip(b"\0"))  # a fragment is padded to an even length (or more)
+        return _jpeg_problem(_unpadded(frame))
+    return _j2k_problem(_unpadded(frame))
 
 
 def pixel_problem(pixels: np.ndarray, ds=None) -> str | None:
@@ -372,7 +373,7 @@ def coded_length_problem(pixels: np.ndarray, ds) -> str | None:
     if syntax not in JPEG_SYNTAXES:
         return None
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    frame = _unpadded_jpeg(next(generate_frames(ds.PixelData, number_of_frames=frames)))
+    frame = _unpadded(next(generate_frames(ds.PixelData, number_of_frames=frames)))
     scan = _lossless_scan(frame)
     if scan is None or not 1 <= scan.predictor <= 7 or scan.restart_interval % pixels.shape[1]:
         return None

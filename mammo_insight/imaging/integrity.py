@@ -55,8 +55,8 @@ J2K_MAX_ZERO_RUN = 64
 # JPEG markers that may follow a scan: tables, restart interval, comment, application data, next scan
 JPEG_BETWEEN_SCANS = {0xC4, 0xCC, 0xDB, 0xDD, 0xDA, 0xDC, 0xFE, *range(0xE0, 0xF0)}
 JPEG_LOSSLESS_SOF = 0xC3  # process 14, Huffman-coded: the only lossless frame the length check recounts
-# a restart marker, with the fill bytes that may precede it (a data byte 0xFF is always followed by 0x00)
 UNCODED = 255  # the cost of a residual category without a Huffman code (a real one takes at most 32 bits)
+# a restart marker, with the fill bytes that may precede it (a data byte 0xFF is always followed by 0x00)
 JPEG_RESTART = re.compile(rb"\xff+[\xd0-\xd7]")
 
 
@@ -126,7 +126,18 @@ class LosslessScan:
 
 def _lossless_scan(buf: bytes) -> LosslessScan | None:
     """The one-component, one-scan lossless JPEG in ``buf`` (already walked by ``_jpeg_problem``), or None
-    for anything else (DCT, several components or scans), which the length check leaves alone."""
+    for anything else (DCT, several components or scans, tables too short to read: the decoder names
+    those), which the length check leaves alone."""
+    try:
+        scan = _read_lossless_scan(buf)
+    except IndexError:
+        return None
+    if scan is None or not 2 <= scan.precision <= 16 or scan.point_transform >= scan.precision:
+        return None
+    return scan
+
+
+def _read_lossless_scan(buf: bytes) -> LosslessScan | None:
     pos, end = 2, len(buf)
     precision, restart, tables = None, 0, {}
     while pos + 4 <= end:

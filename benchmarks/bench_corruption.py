@@ -1,7 +1,7 @@
 """Detection rates of corrupt pixel streams: every transfer syntax the synthetic generator writes, four
 kinds of damage (synth/corrupt.py), each file's verdict from read_image (failed = caught).
 
-    python benchmarks/bench_corruption.py [--patients 8] [--seeds 3]
+    python benchmarks/bench_corruption.py [--patients 8] [--seeds 3] [--sizes 500 2000]
 
 Prints, per syntax and damage, how many damaged files failed with a reason, how many decoded to wrong
 pixels without a word (missed) and how many decoded to the right pixels anyway (harmless).
@@ -21,13 +21,12 @@ from mammo_insight.imaging.decode import read_image
 from mammo_insight.synth.cohort import make_synthetic_cohort
 from mammo_insight.synth.corrupt import DAMAGES, write_damaged
 
-SIZES = (500, 2000)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--patients", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[500, 2000], help="bytes damaged per run")
     args = parser.parse_args()
     counts: dict[tuple[str, str], collections.Counter] = collections.defaultdict(collections.Counter)
     with tempfile.TemporaryDirectory() as tmp:
@@ -37,7 +36,7 @@ def main() -> None:
             syntax = pydicom.dcmread(source, stop_before_pixels=True).file_meta.TransferSyntaxUID.name
             good = read_image(source).pixels
             for damage in DAMAGES:
-                for n in SIZES if damage != "truncate" else (0,):
+                for n in args.sizes if damage != "truncate" else (0,):
                     for seed in range(args.seeds):
                         out = write_damaged(source, Path(tmp) / "damaged.dcm", damage, n, seed=seed)
                         try:

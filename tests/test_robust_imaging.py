@@ -15,6 +15,7 @@ import pydicom
 import pytest
 from dying_task import DIES_BY_EXIT, DIES_BY_SEGFAULT, dies_on_request, process_or_die
 from pydicom.dataset import Dataset
+from pydicom.encaps import encapsulate, generate_frames
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, validate_cohort
@@ -22,9 +23,10 @@ from mammo_insight.errors import DicomError
 from mammo_insight.imaging.build import JOURNAL_FILE, build_cache, crashed_record
 from mammo_insight.imaging.decode import read_image
 from mammo_insight.imaging.engines import run_tasks
-from mammo_insight.imaging.integrity import pixel_problem
+from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem
 from mammo_insight.imaging.pipeline import PreprocessConfig, process_one
-from mammo_insight.synth.corrupt import DAMAGES, write_damaged
+from mammo_insight.synth.corrupt import DAMAGES, damage_bytes, write_damaged
+from mammo_insight.synth.dicom import set_jpeg_lossless
 
 SIZE = (64, 32)
 
@@ -48,12 +50,12 @@ def by_syntax(synth_root) -> dict[str, list[Path]]:
 
 
 # What the checks guarantee on this corpus (README, Robustness). Damage that is not listed is not
-# reliably caught: zero runs in JPEG-lossless entropy data, any damage to native pixel data, and
-# (about half the time) 500 junk bytes in JPEG 2000 packet data.
+# reliably caught: any damage to native pixel data, and (about one run in six) 500 junk bytes in
+# JPEG 2000 packet data.
 CAUGHT = {
     "RLE Lossless": {"junk", "zeros", "insert", "truncate"},
     "JPEG 2000": {"zeros", "insert", "truncate"},
-    "JPEG Lossless": {"junk", "insert", "truncate"},
+    "JPEG Lossless": {"junk", "zeros", "insert", "truncate"},
     "Explicit VR Little Endian": {"insert", "truncate"},
 }
 
@@ -242,3 +244,120 @@ def test_no_real_image_is_flagged(data_dir) -> None:
         except DicomError as exc:
             flagged.append(str(exc))
     assert not flagged, flagged[:3]
+
+
+def _as_jpeg_lossless(template: Path, pixels: np.ndarray, out: Path, *, bits: int, **encoding) -> Path:
+    """``pixels`` (unsigned, < 2**bits) as a lossless JPEG DICOM with ``template``'s header."""
+    set_jpeg_lossless(pydicom.dcmread(template), pixels.astype(np.uint16), bits, **encoding).save_as(
+        out, enforce_file_format=True
+    )
+    return out
+
+
+def _with_zero_run(path: Path, n: int) -> Path:
+    ds = pydicom.dcmread(path)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([damage_bytes(frame, "zeros", n, np.random.default_rng(0))])
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        {},
+        {"predictor": 4},
+        {"predictor": 5},
+        {"predictor": 7},
+        {"rows_per_interval": 1},
+        {"predictor": 6, "rows_per_interval": 7},
+    ],
+)
+def test_a_zero_run_in_lossless_jpeg_data_is_caught_and_the_clean_stream_passes(
+    encoding, by_syntax, tmp_path
+) -> None:
+    """The decoded pixels must code to exactly the stream's entropy-coded bytes (per restart interval),
+    with the stream's own predictor: the clean image passes, a run of zero bytes (valid Huffman codes,
+    invisible to the stream walk) does not, whatever the predictor or restart interval."""
+    template = by_syntax["JPEG Lossless"][0]
+    image = read_image(template).pixels
+    bits = int(pydicom.dcmread(template, stop_before_pixels=True).BitsStored)
+    clean = _as_jpeg_lossless(template, image, tmp_path / "clean.dcm", bits=bits, **encoding)
+    np.testing.assert_array_equal(read_image(clean).pixels, image)
+    short = _with_zero_run(
+        _as_jpeg_lossless(template, image, tmp_path / "z16.dcm", bits=bits, **encoding), 16
+    )
+    with pytest.raises(DicomError, match="the lossless JPEG's"):
+        read_image(short)
+    long = _with_zero_run(
+        _as_jpeg_lossless(template, image, tmp_path / "z500.dcm", bits=bits, **encoding), 500
+    )
+    with pytest.raises(DicomError, match="the lossless JPEG's|restart markers are out of order"):
+        read_image(long)
+
+
+def test_the_coded_length_check_reads_signed_samples_as_the_stream_codes_them(by_syntax, tmp_path) -> None:
+    """A signed image: the decoder sign-extends the 12-bit samples, the check masks them back."""
+    template = by_syntax["JPEG Lossless"][0]
+    signed = np.random.default_rng(1).integers(-2048, 2048, size=(40, 30)).astype(np.int16)
+    path = _as_jpeg_lossless(template, signed.view(np.uint16) & 0xFFF, tmp_path / "s.dcm", bits=12)
+    ds = pydicom.dcmread(path)
+    ds.PixelRepresentation = 1
+    assert ds.pixel_array.min() < 0
+    assert coded_length_problem(ds.pixel_array, ds) is None
+    changed = ds.pixel_array.copy()
+    changed[10] = 0  # a row the stream does not hold
+    assert "the lossless JPEG's" in coded_length_problem(changed, ds)
+
+
+@pytest.mark.slow
+def test_no_real_image_reencoded_as_lossless_jpeg_is_flagged(data_dir, by_syntax, tmp_path) -> None:
+    """No real lossless JPEG DICOM is in the data: every real image (RSNA, CBIS-DDSM, mini-MIAS) is
+    re-encoded so (predictor 1, DICOM's SV1 syntax) and must pass every check, the coded length included."""
+    files = sorted(data_dir.rglob("*.dcm")) + sorted(data_dir.rglob("mdb*.png"))
+    assert files
+    flagged = []
+    for path in files:
+        image = read_image(path).pixels
+        bits = (
+            8 if image.dtype == np.uint8 else int(pydicom.dcmread(path, stop_before_pixels=True).BitsStored)
+        )
+        out = _as_jpeg_lossless(by_syntax["JPEG Lossless"][0], image, tmp_path / "re.dcm", bits=bits)
+        try:
+            read_image(out)
+        except DicomError as exc:
+            flagged.append(f"{path}: {exc}")
+    assert not flagged, flagged[:3]
+
+
+def test_a_stream_coding_more_bits_than_bits_stored_is_recounted_on_what_it_codes(
+    by_syntax, tmp_path
+) -> None:
+    """pydicom masks decoded values to BitsStored: a 16-bit stream in a 12-bit header (top bits set) does
+    not recount from what pydicom returns, so the check recounts libjpeg's unmasked output: sound passes,
+    a zero run is still caught."""
+    template = by_syntax["JPEG Lossless"][0]
+    image = (read_image(template).pixels & 0xFFF) | 0xA000  # top bits set, as some writers leave them
+    path = _as_jpeg_lossless(template, image, tmp_path / "wide.dcm", bits=16)
+    ds = pydicom.dcmread(path)
+    ds.BitsStored, ds.HighBit = 12, 11
+    ds.save_as(path)
+    masked = read_image(path).pixels
+    assert masked.max() < 1 << 12
+    ds.BitsStored = 16
+    assert coded_length_problem(masked, ds) is not None  # what the masked values alone would say
+    with pytest.raises(DicomError, match="the lossless JPEG's"):
+        read_image(_with_zero_run(path, 16))
+
+
+@pytest.mark.parametrize("syntax", ["JPEG Lossless", "JPEG 2000"])
+def test_a_fragment_padded_with_0xff_after_its_end_marker_passes(syntax, by_syntax, tmp_path) -> None:
+    """DCTOOL pads an odd-length fragment with 0xFF, not 0x00 (pydicom-data's JPEG-LL.dcm, MR2_J2KR.dcm,
+    RG3_J2KI.dcm): sound files, once refused by the walk."""
+    source = by_syntax[syntax][0]
+    ds = pydicom.dcmread(source)
+    frame = next(generate_frames(ds.PixelData, number_of_frames=1)).rstrip(b"\0")
+    ds.PixelData = encapsulate([frame + b"\xff"])  # then 0x00 up to an even length where needed
+    path = tmp_path / "ff_padded.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    np.testing.assert_array_equal(read_image(path).pixels, read_image(source).pixels)

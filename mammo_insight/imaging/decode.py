@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from mammo_insight.errors import DicomError
-from mammo_insight.imaging.integrity import pixel_problem, stream_problem
+from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem, stream_problem
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
 MAX_PLAIN_PIXELS = 100_000_000  # 10x the largest digitised film; a larger PNG/PGM header is not decoded
@@ -237,7 +237,7 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
         if pixels.min() < np.iinfo(narrow).min or pixels.max() > np.iinfo(narrow).max:
             raise DicomError(f"{path}: stored values exceed 16 bits (range {pixels.min()}..{pixels.max()})")
         pixels = pixels.astype(narrow)
-    implausible = pixel_problem(pixels, ds)
+    implausible = pixel_problem(pixels, ds) or coded_length_problem(pixels, ds)
     if implausible:
         raise DicomError(f"{path}: {implausible}")
     return RawImage(pixels, ds, str(ds.PhotometricInterpretation).upper(), ts_name)

@@ -17,19 +17,28 @@ decoder's own errors:
 - ``pixel_problem`` looks at the decoded stored values: the size the header promises, values within
   BitsStored, RescaleSlope not 0, not all zero, not constant or nearly so (one value on more than
   99.5% of the pixels).
+- ``coded_length_problem`` recounts a lossless JPEG after decoding: the decoded pixels, coded with the
+  stream's own predictor, point transform and Huffman table, must fill exactly the entropy-coded bytes
+  of each restart interval. A run of zero bytes is a run of valid codes (the walk cannot see it), but
+  the decoder reads it as samples the encoder never wrote, loses its place, and the count differs.
+  Exact: a sound stream cannot be off by one byte (checked on every real image re-encoded and on three
+  lossless JPEG DICOMs from other encoders).
 
-What cannot be caught this way: junk that happens to respect the stream's syntax, runs of zero bytes in
-JPEG-lossless entropy data (valid Huffman codes: a flat background is coded so too), short zero runs in
-JPEG 2000 packet data, and any damage to native
-(uncompressed) pixel data, which has no redundancy. The README gives the detection rates measured on the
-damaged corpus (``benchmarks/bench_corruption.py``).
+What cannot be caught this way: junk that happens to respect the stream's syntax (JPEG 2000 packet
+data: MQ-coded code-block bodies have no redundancy a walk can check and the decoder reports nothing),
+short zero runs in JPEG 2000 packet data, and any damage to native (uncompressed) pixel data, which has
+no redundancy. The README gives the detection rates measured on the damaged corpus
+(``benchmarks/bench_corruption.py``).
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import numpy as np
+
+from mammo_insight.synth.jpeg_lossless import CATEGORY_OF_RESIDUAL, canonical_codes, residuals
 
 JPEG_SYNTAXES = {
     "1.2.840.10008.1.2.4.50",  # baseline
@@ -45,10 +54,22 @@ NEAR_CONSTANT_SHARE = 0.995
 J2K_MAX_ZERO_RUN = 64
 # JPEG markers that may follow a scan: tables, restart interval, comment, application data, next scan
 JPEG_BETWEEN_SCANS = {0xC4, 0xCC, 0xDB, 0xDD, 0xDA, 0xDC, 0xFE, *range(0xE0, 0xF0)}
+JPEG_LOSSLESS_SOF = 0xC3  # process 14, Huffman-coded: the only lossless frame the length check recounts
+UNCODED = 255  # the cost of a residual category without a Huffman code (a real one takes at most 32 bits)
+# a restart marker, with the fill bytes that may precede it (a data byte 0xFF is always followed by 0x00)
+JPEG_RESTART = re.compile(rb"\xff+[\xd0-\xd7]")
 
 
 # inside entropy-coded data a 0xFF is followed by 0x00 (stuffing) or 0xFF (fill); anything else is a marker
 JPEG_MARKER_IN_DATA = re.compile(rb"\xff[^\x00\xff]")
+
+
+def _unpadded(frame: bytes) -> bytes:
+    """A JPEG or JPEG 2000 frame without the padding after its end marker (EOI, EOC: both 0xFFD9): a
+    fragment is padded to an even length with 0x00 (some writers pad more), or with one 0xFF (DCTOOL:
+    pydicom-data's JPEG-LL.dcm, MR2_J2KR.dcm, RG3_J2KI.dcm, sound files)."""
+    buf = bytes(frame).rstrip(b"\0")
+    return buf[:-1] if buf.endswith(b"\xff\xd9\xff") else buf
 
 
 def _jpeg_problem(buf: bytes) -> str | None:
@@ -91,6 +112,73 @@ def _jpeg_problem(buf: bytes) -> str | None:
     return None if scans else "the JPEG stream holds no scan"
 
 
+@dataclass(frozen=True)
+class LosslessScan:
+    """What recounting a lossless JPEG's bits needs: from SOF3, DRI, the DHT and the one SOS."""
+
+    precision: int
+    predictor: int
+    point_transform: int
+    restart_interval: int
+    code_lengths: np.ndarray  # bits of each category's Huffman code, 0 where it has none
+    entropy_bytes: list[int]  # entropy-coded bytes of each restart interval, stuffing and fill removed
+
+
+def _lossless_scan(buf: bytes) -> LosslessScan | None:
+    """The one-component, one-scan lossless JPEG in ``buf`` (already walked by ``_jpeg_problem``), or None
+    for anything else (DCT, several components or scans, tables too short to read: the decoder names
+    those), which the length check leaves alone."""
+    try:
+        scan = _read_lossless_scan(buf)
+    except IndexError:
+        return None
+    if scan is None or not 2 <= scan.precision <= 16 or scan.point_transform >= scan.precision:
+        return None
+    return scan
+
+
+def _read_lossless_scan(buf: bytes) -> LosslessScan | None:
+    pos, end = 2, len(buf)
+    precision, restart, tables = None, 0, {}
+    while pos + 4 <= end:
+        marker, length = buf[pos + 1], _u16(buf, pos + 2)
+        body = buf[pos + 4 : pos + 2 + length]
+        if marker in range(0xC0, 0xD0) and marker not in (0xC4, 0xC8, 0xCC):  # a frame header
+            if marker != JPEG_LOSSLESS_SOF or body[5] != 1:
+                return None
+            precision = body[0]
+        elif marker == 0xC4:
+            at = 0
+            while at + 17 <= len(body):
+                bits = list(body[at + 1 : at + 17])
+                tables[body[at]] = (bits, list(body[at + 17 : at + 17 + sum(bits)]))
+                at += 17 + sum(bits)
+        elif marker == 0xDD:
+            restart = _u16(body, 0)
+        elif marker == 0xDA:
+            table = tables.get(body[2] >> 4)  # class 0 (DC/lossless) << 4 | the component's table
+            if precision is None or table is None or body[0] != 1:
+                return None
+            data = buf[pos + 2 + length : end - 2].rstrip(b"\xff")  # fill bytes before EOI
+            plain = data.count(b"\xff") == data.count(b"\xff\x00")  # no marker: one interval (fast path)
+            intervals = [data] if plain else JPEG_RESTART.split(data)
+            if not plain and any(JPEG_MARKER_IN_DATA.search(part) for part in intervals):
+                return None  # a second scan or table: not a single-scan image
+            if max(table[1], default=0) > 16:
+                return None  # no lossless category above 16: the decoder names the bad table
+            _, code_lengths = canonical_codes(*table)
+            return LosslessScan(
+                precision,
+                predictor=body[3],
+                point_transform=body[5] & 0x0F,
+                restart_interval=restart,
+                code_lengths=code_lengths,
+                entropy_bytes=[len(part) - part.count(b"\xff\x00") for part in intervals],
+            )
+        pos += 2 + length
+    return None
+
+
 def _u16(buf: bytes, pos: int) -> int:
     return int.from_bytes(buf[pos : pos + 2], "big")
 
@@ -129,7 +217,7 @@ def _j2k_problem(buf: bytes) -> str | None:
         buf = _jp2_codestream(buf)
         if buf is None:
             return "the JP2 file holds no codestream box"
-        buf = buf.rstrip(b"\0")
+        buf = _unpadded(buf)
     if not buf.startswith(b"\xff\x4f\xff\x51"):
         return "the JPEG 2000 stream does not start with SOC and SIZ"
     end = len(buf)
@@ -245,10 +333,9 @@ def stream_problem(ds) -> str | None:
         return f"the encapsulated pixel data is damaged ({type(exc).__name__}: {exc})"
     if syntax == RLE_SYNTAX:
         return _rle_problem(bytes(frame), ds)
-    buf = bytes(frame).rstrip(b"\0")  # a fragment is padded to an even length (some writers pad more)
     if syntax in JPEG_SYNTAXES:
-        return _jpeg_problem(buf)
-    return _j2k_problem(buf)
+        return _jpeg_problem(_unpadded(frame))
+    return _j2k_problem(_unpadded(frame))
 
 
 def pixel_problem(pixels: np.ndarray, ds=None) -> str | None:
@@ -279,5 +366,70 @@ def pixel_problem(pixels: np.ndarray, ds=None) -> str | None:
         return (
             f"{share:.1%} of the pixels hold the value {int(values[counts.argmax()])} "
             "(a nearly constant image)"
+        )
+    return None
+
+
+def coded_length_problem(pixels: np.ndarray, ds) -> str | None:
+    """Do the decoded pixels code to exactly the lossless JPEG stream's length? Recounted from the
+    stream's own predictor and Huffman table, a sound image needs every entropy-coded byte of each
+    restart interval and no more. Damage the stream walk cannot see (zero bytes are valid codes) makes
+    the decoder lose its place: it stops before the data ends or reads past it, and the count differs.
+    A precision above BitsStored: pydicom drops the top bits the stream codes, so a mismatch is checked
+    again on pylibjpeg-libjpeg's own output, which keeps them. None also where the check does not apply
+    (other syntaxes, a frame beyond what is recounted)."""
+    from pydicom.encaps import generate_frames
+
+    syntax = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
+    if syntax not in JPEG_SYNTAXES:
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    frame = _unpadded(next(generate_frames(ds.PixelData, number_of_frames=frames)))
+    scan = _lossless_scan(frame)
+    if scan is None or not 1 <= scan.predictor <= 7 or scan.restart_interval % pixels.shape[1]:
+        return None
+    problem = _recount_problem(pixels, scan)
+    if problem and scan.precision > int(ds.get("BitsStored") or scan.precision):
+        from libjpeg import decode
+
+        try:
+            kept = np.asarray(decode(frame))
+        except Exception:  # noqa: BLE001 - a stream libjpeg refuses is damaged: the finding stands
+            return problem
+        problem = _recount_problem(kept, scan)
+    return problem
+
+
+def _recount_problem(pixels: np.ndarray, scan: LosslessScan) -> str | None:
+    rows, cols = pixels.shape
+    rows_per_interval = scan.restart_interval // cols
+    if pixels.dtype.kind == "i":  # sign-extended by the decoder: back to the stream's P-bit samples
+        pixels = pixels.astype(np.int32) & ((1 << scan.precision) - 1)
+    residual = residuals(
+        pixels,
+        scan.precision,
+        scan.predictor,
+        point_transform=scan.point_transform,
+        rows_per_interval=rows_per_interval,
+    )
+    extra_bits = np.arange(17) * (np.arange(17) < 16)  # category k carries k extra bits, 16 none
+    cost = np.where(scan.code_lengths > 0, scan.code_lengths + extra_bits, UNCODED).astype(np.uint8)
+    per_sample = cost[CATEGORY_OF_RESIDUAL][residual]  # bits each residual takes: one lookup per pixel
+    if per_sample.max() == UNCODED:
+        return (
+            "the decoded pixels hold a residual whose category the lossless JPEG's Huffman table cannot "
+            "code (damaged entropy-coded data)"
+        )
+    step = (rows_per_interval or rows) * cols
+    full = per_sample.size // step * step
+    bits = per_sample[:full].reshape(-1, step).sum(axis=1, dtype=np.int64).tolist()
+    if full < per_sample.size:
+        bits.append(int(per_sample[full:].sum(dtype=np.int64)))
+    needed = [(b + 7) // 8 for b in bits]
+    if needed != scan.entropy_bytes:
+        held, coded = sum(scan.entropy_bytes), sum(needed)
+        return (
+            f"the lossless JPEG's entropy-coded data holds {held} bytes where the decoded pixels code to "
+            f"{coded} (in {len(needed)} restart intervals): damaged data the decoder read out of step"
         )
     return None

@@ -21,13 +21,14 @@ from pydicom.uid import (
     UID,
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
+    JPEGLossless,
     JPEGLosslessSV1,
     RLELossless,
     generate_uid,
 )
 
 from mammo_insight.files import atomic_write
-from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless_sv1
+from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless
 
 MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
 IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1473.1")  # fixed: no library version in the bytes
@@ -181,6 +182,23 @@ def build_dataset(
     return ds
 
 
+def set_jpeg_lossless(
+    ds: Dataset, stored: np.ndarray, bits: int, predictor: int = 1, *, rows_per_interval: int = 0
+) -> Dataset:
+    """``ds`` holding ``stored`` (unsigned, < 2**bits) as one lossless JPEG frame, its pixel module to
+    match: the synthetic files, and real pixels re-encoded so for the checks no real file in the data
+    exercises (no real lossless JPEG DICOM is in it)."""
+    ds.PixelData = encapsulate(
+        [encode_jpeg_lossless(stored, bits, predictor, rows_per_interval=rows_per_interval)]
+    )
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1 if predictor == 1 else JPEGLossless
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8 if bits <= 8 else 16), bits, bits - 1
+    ds.PixelRepresentation = 0
+    return ds
+
+
 def write_dicom(
     path: Path, stored: np.ndarray, pad_value: int | None, profile: DicomProfile, *, meta: ImageMeta
 ) -> None:
@@ -190,9 +208,7 @@ def write_dicom(
     if syntax == JPEG2000Lossless and min(stored.shape) < J2K_MIN_SIDE:
         syntax = ExplicitVRLittleEndian  # openjpeg's 6 DWT levels need at least 32 pixels a side
     if syntax == JPEGLosslessSV1:
-        ds.PixelData = encapsulate([encode_jpeg_lossless_sv1(stored, profile.bits_stored)])
-        ds["PixelData"].VR = "OB"
-        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1
+        set_jpeg_lossless(ds, stored, profile.bits_stored)
     elif syntax != ExplicitVRLittleEndian:
         # pinned plugin: GDCM, when installed, would encode RLE differently (same seed, same bytes everywhere)
         ds.compress(syntax, stored, encoding_plugin="pylibjpeg", generate_instance_uid=False)

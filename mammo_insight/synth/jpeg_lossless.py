@@ -4,7 +4,8 @@ Why hand-written: a large share of RSNA's DICOMs use this transfer syntax, the s
 exercise it, and no encoder ships with pydicom or pylibjpeg (only decoders; GDCM encodes but is an
 optional heavy dependency). This is ITU-T T.81 Annex H with one component, predictor 1, point
 transform 0 and an optimal Huffman table (Annex K.2); pylibjpeg-libjpeg decodes it bit-exactly
-(tests/test_synth.py checks this).
+(tests/test_synth.py checks this). Its residual model (every predictor, point transform, restart
+intervals) also serves ``imaging/integrity.py``, which recounts the bits a decoded image codes to.
 """
 
 from __future__ import annotations
@@ -16,24 +17,46 @@ import numpy as np
 MAX_CATEGORY = 16
 
 
-def _differences(image: np.ndarray, precision: int) -> np.ndarray:
-    """Prediction residuals for selection value 1 (left neighbour; above for the first column)."""
-    x = image.astype(np.int64)
-    pred = np.empty_like(x)
-    pred[:, 1:] = x[:, :-1]
-    pred[1:, 0] = x[:-1, 0]
-    pred[0, 0] = 1 << (precision - 1)
-    diff = (x - pred) & 0xFFFF
-    return np.where(diff >= 0x8000, diff - 0x10000, diff).ravel()
+def residuals(
+    image: np.ndarray,
+    precision: int,
+    predictor: int = 1,
+    *,
+    point_transform: int = 0,
+    rows_per_interval: int = 0,
+) -> np.ndarray:
+    """Prediction residuals modulo 2**16 (T.81 H.1.2.1), row-major, as uint16 (view as int16 for the signed
+    value): predictor 1-7 (Ra, Rb, Rc, Ra+Rb-Rc, Ra+((Rb-Rc)>>1), Rb+((Ra-Rc)>>1), (Ra+Rb)>>1) inside the
+    image, Ra on the first row of the scan and of each restart interval (``rows_per_interval`` rows; 0:
+    none), whose first sample is predicted by 2**(precision-point_transform-1), Rb on the first column of
+    every other row. Predictors 1-4 are linear, so wrapping uint16 arithmetic is exact (and 3x faster)."""
+    x = image.astype(np.uint16, copy=False)
+    if point_transform:
+        x = x >> point_transform
+    res = np.empty_like(x)
+    if predictor <= 4:
+        ra, rb, rc = x[1:, :-1], x[:-1, 1:], x[:-1, :-1]
+        pred = {1: lambda: ra, 2: lambda: rb, 3: lambda: rc, 4: lambda: ra + rb - rc}[predictor]()
+        np.subtract(x[1:, 1:], pred, out=res[1:, 1:])
+    else:
+        wide = x.astype(np.int32)
+        ra, rb, rc = wide[1:, :-1], wide[:-1, 1:], wide[:-1, :-1]
+        pred = {5: lambda: ra + ((rb - rc) >> 1), 6: lambda: rb + ((ra - rc) >> 1), 7: lambda: (ra + rb) >> 1}
+        res[1:, 1:] = (wide[1:, 1:] - pred[predictor]()).astype(np.uint16)
+    np.subtract(x[1:, 0], x[:-1, 0], out=res[1:, 0])
+    first_rows = np.arange(0, x.shape[0], rows_per_interval or x.shape[0])
+    res[first_rows, 1:] = x[first_rows, 1:] - x[first_rows, :-1]
+    res[first_rows, 0] = x[first_rows, 0] - np.uint16(1 << (precision - point_transform - 1))
+    return res.ravel()
 
 
-def _categories(diff: np.ndarray) -> np.ndarray:
-    """SSSS: the bit length of |diff| (16 for the single value -32768 == +32768 modulo 2**16)."""
-    mag = np.abs(diff)
-    cat = np.zeros(mag.shape, dtype=np.int64)
-    nz = mag > 0
-    cat[nz] = np.floor(np.log2(mag[nz])).astype(np.int64) + 1
-    return np.minimum(cat, MAX_CATEGORY)
+def categories(residual: np.ndarray) -> np.ndarray:
+    """SSSS of uint16 residuals: the bit length of |diff| (16 for -32768 == +32768 modulo 2**16)."""
+    return CATEGORY_OF_RESIDUAL[residual]
+
+
+_MAGNITUDE = np.minimum(np.arange(1 << 16), (1 << 16) - np.arange(1 << 16))
+CATEGORY_OF_RESIDUAL = np.array([int(v).bit_length() for v in _MAGNITUDE], dtype=np.uint8)
 
 
 def huffman_table(freq: np.ndarray) -> tuple[list[int], list[int]]:
@@ -81,7 +104,7 @@ def huffman_table(freq: np.ndarray) -> tuple[list[int], list[int]]:
     return bits[1:17], huffval
 
 
-def _codes(bits: list[int], huffval: list[int]) -> tuple[np.ndarray, np.ndarray]:
+def canonical_codes(bits: list[int], huffval: list[int]) -> tuple[np.ndarray, np.ndarray]:
     """Canonical code and length per symbol (T.81 Annex C)."""
     code_of = np.zeros(MAX_CATEGORY + 1, dtype=np.uint64)
     len_of = np.zeros(MAX_CATEGORY + 1, dtype=np.int64)
@@ -122,8 +145,12 @@ def _segment(marker: int, payload: bytes) -> bytes:
     return struct.pack(">HH", marker, len(payload) + 2) + payload
 
 
-def encode_jpeg_lossless_sv1(image: np.ndarray, precision: int) -> bytes:
-    """One grayscale frame (unsigned, values < 2**precision) -> a lossless JPEG codestream."""
+def encode_jpeg_lossless(
+    image: np.ndarray, precision: int, predictor: int = 1, *, rows_per_interval: int = 0
+) -> bytes:
+    """One grayscale frame (unsigned, values < 2**precision) -> a lossless JPEG codestream, with restart
+    markers every ``rows_per_interval`` rows (0: none). Predictor 1 is DICOM's SV1 syntax (.70); the
+    others (.57) exercise the integrity check's residual model."""
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D grayscale image, got shape {image.shape}")
     if not 2 <= precision <= 16:
@@ -131,23 +158,32 @@ def encode_jpeg_lossless_sv1(image: np.ndarray, precision: int) -> bytes:
     if image.min() < 0 or int(image.max()) >= 1 << precision:
         raise ValueError(f"pixel values must lie in [0, 2**{precision}) for precision {precision}")
     rows, cols = image.shape
-    diff = _differences(image, precision)
-    cat = _categories(diff)
+    residual = residuals(image, precision, predictor, rows_per_interval=rows_per_interval)
+    diff = residual.view(np.int16).astype(np.int64)
+    cat = categories(residual).astype(np.int64)
     bits, huffval = huffman_table(np.bincount(cat, minlength=MAX_CATEGORY + 1))
-    code_of, len_of = _codes(bits, huffval)
+    code_of, len_of = canonical_codes(bits, huffval)
     extra = np.where(diff < 0, diff - 1, diff) & ((np.int64(1) << cat) - 1)
     extra = np.where(cat == MAX_CATEGORY, 0, extra).astype(np.uint64)
     extra_len = np.where(cat == MAX_CATEGORY, 0, cat)
     values = (code_of[cat] << extra_len.astype(np.uint64)) | extra
     lengths = len_of[cat] + extra_len
+    step = (rows_per_interval or rows) * cols
+    intervals = [_pack(values[i : i + step], lengths[i : i + step]) for i in range(0, rows * cols, step)]
+    entropy = b"".join(
+        data + (bytes([0xFF, 0xD0 + k % 8]) if k < len(intervals) - 1 else b"")
+        for k, data in enumerate(intervals)
+    )
     sof = struct.pack(">BHHB", precision, rows, cols, 1) + bytes([1, 0x11, 0])
     dht = bytes([0x00]) + bytes(bits) + bytes(huffval)
-    sos = bytes([1, 1, 0x00, 1, 0, 0])  # Ns=1, Cs=1 Td=0, Ss=predictor 1, Se=0, Ah/Al=0
+    dri = _segment(0xFFDD, struct.pack(">H", step)) if rows_per_interval else b""
+    sos = bytes([1, 1, 0x00, predictor, 0, 0])  # Ns=1, Cs=1 Td=0, Ss=predictor, Se=0, Ah/Al=0
     return (
         b"\xff\xd8"
         + _segment(0xFFC3, sof)
         + _segment(0xFFC4, dht)
+        + dri
         + _segment(0xFFDA, sos)
-        + _pack(values, lengths)
+        + entropy
         + b"\xff\xd9"
     )

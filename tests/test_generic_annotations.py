@@ -100,6 +100,8 @@ def _spoil(row: int, column: str, value: str) -> list[str]:
             _spoil(1, "breast_density", "DENSITY D"),
             r"image 'img_a' \(line\(s\) 2, 3\) that disagree on 'density'",
         ),
+        # after the collapse, validation still names the CSV's line (img_c is the 4th data row)
+        (_spoil(3, "laterality", "X"), r"'laterality' has unknown value\(s\) \['X'\] in line\(s\) 5"),
     ],
 )
 def test_bad_annotation_rows_name_file_column_and_line(tmp_path, rows, message) -> None:

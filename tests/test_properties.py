@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, REQUIRED_VALUES, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.imaging import annotations
 
 pytestmark = pytest.mark.slow  # a few hundred examples each: tens of seconds on a busy machine
 
@@ -80,8 +81,12 @@ PLAUSIBLE_BY_COLUMN = {
 
 
 @st.composite
-def csv_bytes(draw, modes: tuple[str, ...] = ("plausible", "spoiled", "anything")) -> bytes:
-    """RSNA's layout with plausible cells, the same with a few cells, columns or bytes spoiled, or anything."""
+def csv_bytes(
+    draw, modes: tuple[str, ...] = ("plausible", "spoiled", "anything"), repeat_images: bool = False
+) -> bytes:
+    """RSNA's layout with plausible cells, the same with a few cells, columns or bytes spoiled, or anything.
+
+    ``repeat_images``: now and then a row repeated, as in a table with one row per finding."""
     mode = draw(st.sampled_from(modes))
     n_rows = draw(st.integers(1 if mode == "plausible" else 0, 6))
     if mode == "anything":
@@ -93,6 +98,8 @@ def csv_bytes(draw, modes: tuple[str, ...] = ("plausible", "spoiled", "anything"
             [str(1000 + i) if c == "image_id" else draw(PLAUSIBLE_BY_COLUMN[c]) for c in columns]
             for i in range(n_rows)
         ]
+        if repeat_images and n_rows and draw(st.integers(0, 3)) == 0:
+            rows += [list(rows[draw(st.integers(0, n_rows - 1))]) for _ in range(draw(st.integers(1, 2)))]
     if mode == "spoiled":
         for _ in range(draw(st.integers(1, 3))):
             what = draw(st.sampled_from(["cell", "cell", "column", "ragged"]))
@@ -186,6 +193,19 @@ def mappings(draw) -> dict:
             mapping["label"] = {"column": "cancer", "positive": draw(st.sampled_from(["1", ["1", "1.0"], 1]))}
         if draw(st.booleans()):
             mapping["factors"] = {"machine_id": "categorical"}
+        if draw(st.integers(0, 3)):
+            valid = draw(
+                st.sampled_from(
+                    [("site_id", "cancer", "machine_id", "machine_id"), ("machine_id", "site_id", "site_id")]
+                )
+            )
+            numeric = st.sampled_from(["site_id", "age", "machine_id", "cancer"])
+            chosen = valid if draw(st.integers(0, 3)) else [draw(numeric) for _ in valid]
+            mapping["annotations"] = dict(
+                zip(("x0", "y0", "x1", "y1") if len(valid) == 4 else ("x", "y", "radius"), chosen)
+            )
+        if draw(st.booleans()):
+            mapping["image_path_format"] = draw(st.sampled_from(["{site_id}/{image_id}.png", "{age}.dcm"]))
         return mapping
     for canonical in draw(st.lists(st.sampled_from([*CANONICAL_COLUMNS, "junk"]), max_size=4)):
         columns[canonical] = draw(NAME_OR_JUNK)
@@ -219,6 +239,18 @@ def mappings(draw) -> dict:
         "post_outcome": st.one_of(
             st.lists(st.sampled_from(["birads", "age", "site_id"]), max_size=2), ANY_VALUE
         ),
+        "annotations": st.one_of(
+            st.dictionaries(
+                st.sampled_from(["x0", "y0", "x1", "y1", "x", "y", "radius", "abnormality", "z"]),
+                NAME_OR_JUNK,
+                max_size=5,
+            ),
+            ANY_VALUE,
+        ),
+        "image_path_format": st.one_of(
+            st.sampled_from(["{image_id}.png", "{view!r}", "{age:>3}", "{a.b}", "{", "x", "{}", "{nope}"]),
+            ANY_VALUE,
+        ),
         "label_meaning": ANY_VALUE,
         "image_root": ANY_VALUE,
         draw(st.text(min_size=1, max_size=4)): ANY_VALUE,
@@ -230,14 +262,26 @@ def mappings(draw) -> dict:
 
 
 @PROPERTY
-@given(mapping=mappings(), body=csv_bytes(modes=("plausible", "plausible", "spoiled", "anything")))
+@given(
+    mapping=mappings(),
+    body=csv_bytes(modes=("plausible", "plausible", "spoiled", "anything"), repeat_images=True),
+)
 def test_any_generic_mapping_gives_a_valid_cohort_or_a_message(mapping: dict, body: bytes):
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         (root / "t.csv").write_bytes(body)
         path = root / "map.toml"
         path.write_text("\n".join(f"{json.dumps(k)} = {_toml(v)}" for k, v in mapping.items()) + "\n")
-        _outcome(lambda: load_cohort("generic", root, path))
+        _outcome(lambda: _with_lesions(load_cohort("generic", root, path)))
+
+
+def _with_lesions(cohort: Cohort) -> Cohort:
+    """The cohort, once its lesions are a valid annotations table on its own images."""
+    lesions = annotations.normalise(cohort.annotations) if len(cohort.annotations) else cohort.annotations
+    assert set(lesions["image_id"].astype(str)) <= set(cohort.table["image_id"])
+    if len(lesions):
+        event("a cohort with lesions")
+    return cohort
 
 
 CANONICAL_CELL = st.one_of(

@@ -16,8 +16,8 @@ class DatasetAdapter(ABC):
 
     ``load`` returns a Cohort whose table passed :func:`validate_cohort`: one row per image,
     canonical columns (absent ones empty), labels 1.0/0.0/NaN, ``image_path`` absolute or None,
-    ``breast_id`` = patient_id + "_" + laterality. ``annotations`` hold lesion circles in original
-    pixel coordinates (x right, y down). ``label_meaning`` is shown in every report.
+    ``breast_id`` = patient_id + "_" + laterality. ``annotations`` hold lesions (circles, boxes, masks:
+    imaging.annotations) in original pixel coordinates (x right, y down). ``label_meaning`` is shown in every report.
     ``post_outcome`` names the columns decided after the outcome (the Cohort carries the list): the
     leakage audit, eda and fuse-train read it from the cohort, never from a global list.
     """
@@ -39,10 +39,13 @@ class DatasetAdapter(ABC):
         notes: Sequence[str] = (),
         laterality_may_be_unknown: bool = False,
         image_root: Path | None = None,
+        lines: Sequence[int] | None = None,
     ) -> Cohort:
         """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list."""
         cohort = Cohort(
-            validate_cohort(table, source=source, laterality_may_be_unknown=laterality_may_be_unknown),
+            validate_cohort(
+                table, source=source, lines=lines, laterality_may_be_unknown=laterality_may_be_unknown
+            ),
             dataset=self.name,
             label_meaning=self.label_meaning if label_meaning is None else label_meaning,
             factors=dict(factors or {}),

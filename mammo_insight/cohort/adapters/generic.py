@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import string
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -50,11 +51,16 @@ KEYS = {
     "values",
     "factors",
     "post_outcome",
+    "annotations",
+    "image_path_format",
 }
 LABEL_KEYS = {"column", "target", "positive", "negative"}
 BIRADS_CODE = r"^[0-6](?:[abcABC]|\.0)?$"  # 4a/4b/4c are BI-RADS 4; "3.0" is 3
 ROW_ID = "row"
 FACTOR_KINDS = {"categorical", "continuous"}
+# [annotations]: canonical coordinate -> source column, one complete set per mapping (imaging.annotations)
+SHAPE_KEYS = {"box": ("x0", "y0", "x1", "y1"), "circle": ("x", "y", "radius")}
+ANNOTATION_KEYS = {*SHAPE_KEYS["box"], *SHAPE_KEYS["circle"], "abnormality"}
 DEFAULT_LABEL_MEANING = (
     "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
 )
@@ -97,16 +103,16 @@ def _check_types(mapping: dict[str, Any], path: Path) -> None:
         items = value if isinstance(value, list) else [value]
         return all(isinstance(v, SCALAR) for v in items)
 
-    for key in ("csv", "sep", "image_root", "label_meaning"):
+    for key in ("csv", "sep", "image_root", "label_meaning", "image_path_format"):
         if key in mapping:
             expect(f"'{key}'", mapping[key], isinstance(mapping[key], str), "a string")
     if "missing_values" in mapping:
         value = mapping["missing_values"]
         expect("'missing_values'", value, is_values(value), "a value or a list of values")
-    for table in ("columns", "factors", "label", "values"):
+    for table in ("columns", "factors", "label", "values", "annotations"):
         value = mapping.get(table, {})
         expect(f"[{table}]", value, isinstance(value, dict), "a table")
-    for table in ("columns", "factors"):
+    for table in ("columns", "factors", "annotations"):
         for key, value in mapping.get(table, {}).items():
             expect(f"[{table}] {key}", value, isinstance(value, str), "a string")
     label = mapping.get("label", {})
@@ -156,12 +162,150 @@ def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: 
         raise CohortError(
             f"generic: {path} [factors] kinds must be 'categorical' or 'continuous', got {bad_kinds}"
         )
-    named = [*columns.values(), *([label["column"]] if label else []), *mapping.get("factors", {})]
+    _check_annotation_keys(mapping.get("annotations"), path)
+    if "image_path_format" in mapping and "image_path" in columns:
+        raise CohortError(
+            f"generic: {path} gives both 'image_path_format' and [columns] image_path; keep one"
+        )
+    named = [
+        *columns.values(),
+        *([label["column"]] if label else []),
+        *mapping.get("factors", {}),
+        *mapping.get("annotations", {}).values(),
+        *_format_fields(mapping.get("image_path_format"), path),
+    ]
     absent = [c for c in dict.fromkeys(named) if c not in raw.columns]
     if absent:
         raise CohortError(
             f"generic: {path} names column(s) {absent} that {csv} lacks; the CSV has {list(raw.columns)}"
         )
+
+
+def _format_fields(template: str | None, path: Path) -> list[str]:
+    """The source columns an ``image_path_format`` names ("images/{study_id}/{image_id}.dicom").
+
+    Only plain {column} fields: a conversion, a format spec or an attribute/index lookup is refused,
+    so a cell can only be pasted in, never evaluated."""
+    if template is None:
+        return []
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise CohortError(f"generic: {path} 'image_path_format' {template!r} is malformed: {exc}") from exc
+    fields = [field for _, field, spec, conversion in parts if field is not None]
+    plain = all(
+        field and not set(field) & set(".[]") and not spec and conversion is None
+        for _, field, spec, conversion in parts
+        if field is not None
+    )
+    if not fields or not plain:
+        raise CohortError(
+            f"generic: {path} 'image_path_format' {template!r} must name source columns as plain "
+            "{column} fields, e.g. 'images/{study_id}/{image_id}.dicom'"
+        )
+    return fields
+
+
+def _formatted_paths(raw: pd.DataFrame, template: str, path: Path) -> pd.Series:
+    """Each row's image path from ``image_path_format``; None where a field's cell is missing."""
+    fields = list(dict.fromkeys(_format_fields(template, path)))
+    cells = raw[fields]
+    complete = cells.notna().all(axis=1)
+    return pd.Series(
+        [
+            template.format_map(dict(zip(fields, values))) if ok else None
+            for ok, values in zip(complete, cells.itertuples(index=False, name=None))
+        ],
+        index=raw.index,
+        dtype=object,
+    )
+
+
+def _check_annotation_keys(spec: dict[str, str] | None, path: Path) -> None:
+    """[annotations] names exactly one complete shape: x0, y0, x1, y1 (box) or x, y, radius (circle)."""
+    if spec is None:
+        return
+    unknown = sorted(set(spec) - ANNOTATION_KEYS)
+    if unknown:
+        raise CohortError(
+            f"generic: {path} [annotations] has unknown key(s) {unknown}; allowed: x0, y0, x1, y1 (a box), "
+            "x, y, radius (a circle), abnormality"
+        )
+    complete = [shape for shape, keys in SHAPE_KEYS.items() if set(keys) <= set(spec)]
+    coordinates = set(spec) - {"abnormality"}
+    if len(complete) != 1 or coordinates != set(SHAPE_KEYS[complete[0]]):
+        raise CohortError(
+            f"generic: {path} [annotations] must name the columns of one shape: x0, y0, x1, y1 (a box) or "
+            f"x, y, radius (a circle); it names {sorted(coordinates)}"
+        )
+
+
+def _annotations(raw: pd.DataFrame, image_ids: pd.Series, spec: dict[str, str], csv: Path) -> pd.DataFrame:
+    """One lesion per row whose coordinate cells are all filled; rows with none of them give no lesion.
+
+    A row with only some of them, a cell that is not a finite number, an empty box (x1 <= x0 or
+    y1 <= y0) or a radius <= 0 stops the load naming the CSV, the column and the line.
+    """
+    shape = "box" if "x0" in spec else "circle"
+    keys = SHAPE_KEYS[shape]
+    cells = raw[[spec[k] for k in keys]].set_axis(keys, axis=1)
+    filled = cells.notna()
+    partial = filled.any(axis=1) & ~filled.all(axis=1)
+    if partial.any():
+        row = int(partial.to_numpy().argmax())
+        empty_key = next(k for k in keys if not filled.iloc[row][k])
+        raise CohortError(
+            f"generic: {csv} line {row + 2}: annotation column '{spec[empty_key]}' ({empty_key}) is empty "
+            f"while the row's other {shape} columns are filled"
+        )
+    numbers = cells.apply(pd.to_numeric, errors="coerce").astype("float64")
+    for key in keys:
+        bad = filled[key] & ~numbers[key].between(-float("inf"), float("inf"), inclusive="neither")
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise CohortError(
+                f"generic: {csv} line {row + 2}: annotation column '{spec[key]}' ({key}) holds "
+                f"{cells[key].iloc[row]!r}, not a finite number"
+            )
+    if shape == "box":
+        bad = (numbers["x1"] <= numbers["x0"]) | (numbers["y1"] <= numbers["y0"])
+        problem = "an empty box (x1 <= x0 or y1 <= y0)"
+    else:
+        bad = numbers["radius"] <= 0
+        problem = "a radius <= 0"
+    if bad.any():
+        row = int(bad.to_numpy().argmax())
+        columns = ", ".join(f"'{spec[k]}'" for k in keys)
+        raise CohortError(f"generic: {csv} line {row + 2}: annotation columns {columns} give {problem}")
+    keep = filled.all(axis=1).to_numpy() & image_ids.notna().to_numpy()
+    lesions = numbers[keep].assign(image_id=image_ids[keep].astype(str).to_numpy(), shape=shape)
+    if "abnormality" in spec:
+        lesions["abnormality"] = raw.loc[keep, spec["abnormality"]].to_numpy()
+    return lesions.reset_index(drop=True)
+
+
+def _one_row_per_image(table: pd.DataFrame, csv: Path) -> tuple[pd.DataFrame, list[int] | None]:
+    """A table with one row per finding (annotations) collapsed to one row per image, and the kept rows'
+    file lines (None when no image repeats).
+
+    The rows of one image must agree on every column the cohort keeps; one that differs (a label
+    taken from a per-finding column, say) stops the load naming the column, the image and the lines.
+    """
+    repeated = table["image_id"].notna() & table["image_id"].duplicated(keep=False)
+    if not repeated.any():
+        return table, None
+    groups = table[repeated].astype("string").groupby(table.loc[repeated, "image_id"])
+    for column in table.columns:
+        differs = groups[column].nunique(dropna=False) > 1
+        if differs.any():
+            image = differs.index[int(differs.to_numpy().argmax())]
+            rows = (table["image_id"] == image).to_numpy().nonzero()[0]
+            raise CohortError(
+                f"generic: {csv} holds several rows of image {image!r} ({file_lines(rows)}) that disagree on "
+                f"'{column}'; with [annotations] the rows of one image may differ only in their lesion"
+            )
+    keep = (~table["image_id"].duplicated() | table["image_id"].isna()).to_numpy()
+    return table[keep].reset_index(drop=True), [int(i) + 2 for i in keep.nonzero()[0]]
 
 
 def _label(raw: pd.DataFrame, label: dict[str, Any], path: Path) -> pd.Series:
@@ -186,7 +330,7 @@ def _image_paths(cells: pd.Series, image_root: Path, path: Path, column: str) ->
     """Absolute paths under image_root; a path that escapes it (.., absolute elsewhere) stops the load."""
     base = os.path.normpath(image_root.absolute())
     resolved = cells.map(lambda v: os.path.normpath(os.path.join(base, v)) if isinstance(v, str) else None)
-    outside = resolved.map(lambda p: p is not None and os.path.commonpath([base, p]) != base)
+    outside = resolved.map(lambda p: isinstance(p, str) and os.path.commonpath([base, p]) != base)
     if outside.any():
         shown = ", ".join(repr(v) for v in cells[outside].head(3))
         raise CohortError(
@@ -313,15 +457,25 @@ class GenericAdapter(DatasetAdapter):
         if "label" in spec:
             table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"], mapping).to_numpy()
         image_root = root / spec.get("image_root", ".")
-        if "image_path" in columns:
-            table["image_path"] = _image_paths(
-                raw[columns["image_path"]], image_root, mapping, columns["image_path"]
-            ).to_numpy()
+        if "image_path" in columns or "image_path_format" in spec:
+            cells, named = (
+                (raw[columns["image_path"]], columns["image_path"])
+                if "image_path" in columns
+                else (_formatted_paths(raw, spec["image_path_format"], mapping), "image_path_format")
+            )
+            table["image_path"] = _image_paths(cells, image_root, mapping, named).to_numpy()
             if "image_id" not in columns:
-                table["image_id"] = raw[columns["image_path"]].to_numpy()
+                table["image_id"] = cells.to_numpy()
         elif "image_id" not in columns:
             table["image_id"] = [f"{ROW_ID}{line}" for line in range(2, len(table) + 2)]
         notes = _out_of_range(table, columns, csv)
+        lesions, lines = None, None
+        if "annotations" in spec:
+            table["image_id"] = table["image_id"].map(
+                lambda v: v.strip() or None if isinstance(v, str) else v
+            )
+            lesions = _annotations(raw, table["image_id"], spec["annotations"], csv)
+            table, lines = _one_row_per_image(table, csv)
         known_units, unit_notes = _identify_units(table, columns)
         return self.cohort(
             table,
@@ -333,6 +487,8 @@ class GenericAdapter(DatasetAdapter):
             notes=[*unit_notes, *notes],
             laterality_may_be_unknown="laterality" not in columns,
             image_root=image_root,
+            annotations=lesions,
+            lines=lines,
         )
 
 

@@ -14,14 +14,22 @@ The official INbreast.xls ends with a totals row (counts under Bi-Rads and the f
 Name); rows without a File Name are not images and are skipped, with a note naming their lines. The
 finding columns (Mass, Micros, Distortion, Asymmetry, Findings notes) describe what the reading found:
 they are kept as ``finding_*`` columns and declared post-outcome, like the BI-RADS assessment.
+
+Lesion outlines, when root/AllXML exists, come from AllXML/<File Name>.xml (OsiriX ROI exports, Apple
+plists): see :func:`read_rois`.
 """
 
 from __future__ import annotations
 
 import logging
+import plistlib
+import re
+import xml.parsers.expat
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pydicom
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
@@ -45,6 +53,12 @@ FINDINGS = {
 # 6 biopsy-proven -> 1; 4, 4a (2-10%) and 4b (10-50%) are too uncertain to call -> empty.
 LABEL = {"1": 0.0, "2": 0.0, "3": 0.0, "4C": 1.0, "5": 1.0, "6": 1.0}
 DENSITY = {"1": "A", "2": "B", "3": "C", "4": "D"}
+XML_DIR = "AllXML"
+POINT = re.compile(r"^\(\s*([-+0-9.eE]+)\s*,\s*([-+0-9.eE]+)\s*\)$")
+# A one-point ROI marks a single calcification. Individual calcifications are 0.1-1 mm across and INbreast's
+# pixels are 70 um, so a 0.5 mm radius (7 px) covers the largest of them with a margin for the marker's
+# placement, while staying small enough that a map lit anywhere near the film's centre is not credited.
+POINT_RADIUS_PX = 7.0
 
 
 def find_table(root: Path) -> Path:
@@ -63,6 +77,105 @@ def dicom_index(dicom_dir: Path) -> dict[str, tuple[Path, str | None]]:
         parts = path.stem.split("_")
         index.setdefault(parts[0], (path.resolve(), parts[1] if len(parts) > 2 else None))
     return index
+
+
+def image_size(path: str | None) -> tuple[int, int] | None:
+    """(height, width) from a DICOM header (no pixel decode); None when there is no readable header."""
+    if not path:
+        return None
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["Rows", "Columns"])
+        return int(ds.Rows), int(ds.Columns)
+    except Exception:  # noqa: BLE001 - an unreadable DICOM is preprocess's failure to report, not the load's
+        return None
+
+
+def _roi_lesion(points: np.ndarray, size: tuple[int, int] | None) -> dict | None:
+    """One ROI's lesion row (circle for one point, else its bounding box); None when off the image.
+
+    Point_px are pixel coordinates of the DICOM's pixel array (x right, y down, integer = pixel centre),
+    so the box holds the pixels each point falls in, half-open; it is clipped to the image.
+    """
+    if len(points) == 1:
+        x, y = points[0]
+        inside = size is None or (-0.5 <= x < size[1] - 0.5 and -0.5 <= y < size[0] - 0.5)
+        return {"shape": "circle", "x": x, "y": y, "radius": POINT_RADIUS_PX} if inside else None
+    x0, y0 = np.floor(points.min(axis=0) + 0.5)
+    x1, y1 = np.floor(points.max(axis=0) + 0.5) + 1
+    if size is not None:
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, size[1]), min(y1, size[0])
+    if x1 <= x0 or y1 <= y0:
+        return None
+    return {"shape": "box", "x0": x0, "y0": y0, "x1": x1, "y1": y1}
+
+
+def _points(roi: object) -> tuple[np.ndarray | None, str]:
+    """An ROI's Point_px as an (n, 2) array of x, y; else None and what is wrong with them."""
+    raw = roi.get("Point_px") if isinstance(roi, dict) else None
+    if not isinstance(raw, list) or not raw:
+        return None, "no Point_px list"
+    points = []
+    for point in raw:
+        match = POINT.match(str(point).strip())
+        try:
+            xy = (float(match[1]), float(match[2])) if match else None
+        except ValueError:
+            xy = None
+        if xy is None or not np.isfinite(xy).all():
+            return None, f"a point {point!r} that is not '(x, y)'"
+        points.append(xy)
+    return np.array(points), ""
+
+
+def read_rois(xml_dir: Path, images: pd.DataFrame) -> pd.DataFrame:
+    """The lesions of AllXML/<image_id>.xml for each image (image_id, image_path): one row per ROI.
+
+    Each file is a plist whose Images[*].ROIs[*] carry a Name (Mass, Calcification, Cluster, ...; kept as
+    'abnormality') and Point_px, strings "(x, y)" in original pixels. A polygon becomes its bounding box,
+    a single point a small circle (POINT_RADIUS_PX says why its size). A file that is not a plist, or an
+    ROI with a point that is not "(x, y)", is skipped with a warning naming the file and the ROI; an ROI
+    off its image (size from the DICOM header, when there is one) is dropped with a warning.
+    """
+    rows = []
+    for image_id, image_path in zip(images["image_id"], images["image_path"]):
+        path = xml_dir / f"{image_id}.xml"
+        if not path.is_file():
+            continue
+        try:
+            with path.open("rb") as handle:
+                plist = plistlib.load(handle)
+            rois = [roi for image in plist["Images"] for roi in image.get("ROIs", [])]
+        except (
+            plistlib.InvalidFileException,
+            xml.parsers.expat.ExpatError,
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+        ) as exc:
+            log.warning(
+                "inbreast: %s is not an ROI plist (%s: %s); its lesions are left out",
+                path,
+                type(exc).__name__,
+                exc,
+            )
+            continue
+        size = image_size(image_path)
+        for number, roi in enumerate(rois):
+            name = str(roi.get("Name") or "") if isinstance(roi, dict) else ""
+            where = f"{path} ROI {number} ({name or 'no Name'})"
+            points, problem = _points(roi)
+            if points is None:
+                log.warning("inbreast: %s has %s; left out", where, problem)
+                continue
+            lesion = _roi_lesion(points, size)
+            if lesion is None:
+                log.warning("inbreast: %s lies outside its %dx%d image; left out", where, size[1], size[0])
+                continue
+            rows.append({"image_id": image_id, **lesion, "abnormality": name or None})
+    return pd.DataFrame(
+        rows, columns=["image_id", "shape", "x", "y", "radius", "x0", "y0", "x1", "y1", "abnormality"]
+    )
 
 
 class InbreastAdapter(DatasetAdapter):
@@ -141,7 +254,11 @@ class InbreastAdapter(DatasetAdapter):
             name = next((v for k, v in FINDINGS.items() if header.lower().startswith(k)), None)
             if name and name not in table.columns:
                 table[name] = raw[header].replace("", None).to_numpy()
-        return self.cohort(table, source=str(table_path), known_units=known_units, notes=notes)
+        xml_dir = root / XML_DIR
+        lesions = read_rois(xml_dir, table) if xml_dir.is_dir() else None
+        return self.cohort(
+            table, source=str(table_path), known_units=known_units, notes=notes, annotations=lesions
+        )
 
 
 ADAPTER = InbreastAdapter()

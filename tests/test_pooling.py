@@ -133,3 +133,13 @@ def test_a_patch_model_initialises_a_pooled_model_except_its_fresh_pool(tmp_path
     torch.save(broken, tmp_path / "folds" / "fold_0" / "model.pt")
     with pytest.raises(MammoInsightError, match="missing \\['head.bias'\\]"):
         init_from_patch_run(whole, tmp_path, 0)
+
+
+def test_train_takes_the_pool_as_a_flag(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from mammo_insight.cli.app import app
+
+    args = ["train", "--cache", str(tmp_path / "cache"), "--out", str(tmp_path / "run"), "--pool", "median"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code != 0 and "pool='median'" in str(refused.exception)

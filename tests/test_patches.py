@@ -158,3 +158,45 @@ def test_whole_image_run_starts_each_fold_from_its_patch_model(synth_cache, patc
         wrong = TrainConfig(**{**common, "folds": 4}, init_patch_run=str(patch_run))
         run_train(TrainStageConfig(synth_cache, tmp_path / "other", wrong))
     assert not (tmp_path / "other" / "folds").exists()  # refused before any fold trained
+
+
+@pytest.mark.slow
+def test_frozen_patch_features_with_an_attention_head_train_only_the_head(
+    synth_cache, patch_run, tmp_path
+) -> None:
+    """Item (a): `--init-patch-run` with freeze_epochs = epochs and frozen_bn = "keep" trains the attention
+    pool and the linear head on the patch model's frozen feature map; the backbone leaves as it came."""
+    import torch
+
+    from mammo_insight.models.config import TrainConfig
+    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.stages.train import TrainStageConfig, run_train
+
+    options = TrainConfig(
+        model="test_efficientnet",
+        folds=3,
+        epochs=2,
+        batch_size=16,
+        device="cpu",
+        lr=1e-2,
+        pool="attention",
+        freeze_epochs=2,
+        frozen_bn="keep",
+        init_patch_run=str(patch_run),
+    )
+    result = run_train(TrainStageConfig(synth_cache, tmp_path / "run", options))
+    assert result.values["pool"] == "attention"
+    start = torch.load(patch_run / "folds" / "fold_1" / "model.pt", weights_only=True)
+    trained = torch.load(tmp_path / "run" / "folds" / "fold_1" / "model.pt", weights_only=True)
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(start[k], trained[k]) for k in backbone)  # running stats too
+    assert not torch.allclose(start["head.weight"], trained["head.weight"])
+    assert {k for k in trained if k.startswith("pool.")} == {
+        f"pool.{layer}.{p}" for layer in ("value", "gate", "score") for p in ("weight", "bias")
+    }
+    run = TrainedRun.open(tmp_path / "run")
+    model = run.model(1)
+    assert run.pool == "attention" and model.embed(torch.rand(2, 1, 128, 96)).shape == (
+        2,
+        model.embedding_dim,
+    )

@@ -31,6 +31,12 @@ def command(
         Path | None,
         typer.Option(help="a `patch-train` folder: each fold starts from that fold's patch classifier"),
     ] = None,
+    pool: Annotated[
+        str | None,
+        typer.Option(
+            help="avg | max | gem | attention: how each image's feature map is pooled (option pool)"
+        ),
+    ] = None,
     pretrained: Annotated[
         bool | None,
         typer.Option(
@@ -69,6 +75,7 @@ def command(
         seed=seed,
         weights=str(weights) if weights else None,
         init_patch_run=str(init_patch_run) if init_patch_run else None,
+        pool=pool,
         pretrained=pretrained,
         batch_size=batch_size,
         device=device,

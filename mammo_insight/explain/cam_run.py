@@ -90,12 +90,15 @@ def random_twin(
     seed: int,
     *,
     normalization: tuple[float, float] | None = None,
+    pool: str = "avg",
 ) -> torch.nn.Module:
-    """The run's architecture and input normalisation with fresh random weights (seeded without touching
-    the global RNG)."""
+    """The run's architecture (its pooling too) and input normalisation with fresh random weights (seeded
+    without touching the global RNG)."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_classifier(model_name, view_mode, img_size=image_size, normalization=normalization)
+        model = build_classifier(
+            model_name, view_mode, img_size=image_size, normalization=normalization, pool=pool
+        )
     return model.eval()
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.models.device import is_device_name
+from mammo_insight.models.pooling import POOLS
 
 
 def option(default: Any, doc: str) -> Any:
@@ -61,6 +62,12 @@ class TrainConfig:
     lr: float = option(3e-4, "AdamW learning rate")
     weight_decay: float = option(1e-4, "AdamW weight decay")
     dropout: float = option(0.0, "dropout before the classifier head")
+    pool: str = option(
+        "avg",
+        "how the backbone's feature map becomes one vector (models/pooling.py): avg (the backbone's global "
+        "average) | max | gem (generalized mean, learned exponent) | attention (gated attention-MIL over the "
+        "cells)",
+    )
     schedule: str = option("cosine", "cosine | plateau (ReduceLROnPlateau on the monitored metric) | none")
     monitor: str = option(
         "pf1",
@@ -91,7 +98,9 @@ class TrainConfig:
     )
     warmup_pos_ratio: float = option(0.5, "positive share (of breasts) in the warm-up subset")
     # transfer learning, by timm's parameter groups (models/unfreeze.py)
-    freeze_epochs: int = option(0, "epochs with the backbone frozen (head only)")
+    freeze_epochs: int = option(
+        0, "epochs with the backbone frozen (head only); = epochs: only the head (and pool) ever trains"
+    )
     unfreeze_stages: int = option(
         1, "then the backbone's groups open top-down in this many steps, one per epoch"
     )
@@ -276,6 +285,7 @@ def validate_config(config: TrainConfig) -> None:
         "batch_size": config.batch_size >= 1,
         "lr": config.lr > 0,
         "dropout": 0 <= config.dropout < 1,
+        "pool": config.pool in POOLS,
         "image_size": config.image_size is None or min(config.image_size) >= 16,
         "max_views": config.max_views >= 1,
         "num_workers": config.num_workers >= 0,

@@ -6,7 +6,8 @@ through timm's public pretrained API. Both models normalise their input with the
 mean and std (`input_normalization`) inside ``embed``, so every stage that runs a model (train, evaluate,
 embed, explain, predict) feeds it the same [0, 1] images and gets the same normalisation. Both expose
 ``embed`` (the pooled feature vector that embeddings and fusion use) and return one malignancy logit per
-image or per breast. The head is sized from that vector as one forward pass of a blank image at the run's
+image or per breast. The pooling is the backbone's own global average, or with ``pool`` a head over its
+feature map (models/pooling.py). The head is sized from that vector as one forward pass of a blank image at the run's
 size measures it (`feature_size`), which also turns an input too small for the backbone into an error
 naming the smallest size it takes.
 """
@@ -23,6 +24,7 @@ from torch import nn
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.models import small_cnn  # noqa: F401 - registers `small_cnn` with timm
+from mammo_insight.models.pooling import build_pool, pooled_features
 from mammo_insight.models.pretrained import offline_message, packaged_state_dict
 
 log = logging.getLogger(__name__)
@@ -208,14 +210,18 @@ def _load_state(name: str, state: dict, source: str, **kwargs: Any) -> nn.Module
     return model
 
 
-def _blank_forward(backbone: nn.Module, size: tuple[int, int]) -> torch.Tensor | str:
-    """The backbone's output for one blank 1-channel image of ``size`` (eval mode, no gradient, no
-    batch-norm statistics moved), or the error text when that size is too small for it."""
+def _blank_forward(
+    backbone: nn.Module, size: tuple[int, int], *, feature_map: bool = False
+) -> torch.Tensor | str:
+    """The backbone's output (its ``forward_features`` map with ``feature_map``) for one blank 1-channel
+    image of ``size`` (eval mode, no gradient, no batch-norm statistics moved), or the error text when
+    that size is too small for it."""
     was_training = backbone.training
     backbone.eval()
+    forward = backbone.forward_features if feature_map else backbone
     try:
         with torch.no_grad():
-            return backbone(torch.zeros(1, 1, *size))
+            return forward(torch.zeros(1, 1, *size))
     except (
         RuntimeError
     ) as exc:  # "Kernel size can't be greater than actual input size", "Output size is too small"
@@ -248,8 +254,13 @@ def minimum_input_side(name: str, *, start: int, limit: int = 1024) -> int | Non
     return high
 
 
-def feature_size(backbone: nn.Module, name: str, img_size: tuple[int, int] | None) -> int:
+def feature_size(
+    backbone: nn.Module, name: str, img_size: tuple[int, int] | None, *, feature_map: bool = False
+) -> int:
     """Length of the pooled feature vector the backbone produces, from one forward pass of a blank image.
+
+    With ``feature_map``: the channels of its ``forward_features`` map, which must be NCHW (a pooling
+    head reads its cells; a ViT's token sequence is refused).
 
     ``num_features`` is not it for every family (timm's vgg16 says 512 and pools to 4096 through its
     pre-logits MLP). The pass runs at ``img_size`` (else the model's pretrained input size), so an input
@@ -260,9 +271,16 @@ def feature_size(backbone: nn.Module, name: str, img_size: tuple[int, int] | Non
     """
     size = tuple(img_size) if img_size is not None else _default_input_size(name)
     probe = size if has_fixed_input_size(name) else (min(size[0], PROBE_SIDE), min(size[1], PROBE_SIDE))
-    out = _blank_forward(backbone, probe)
+    out = _blank_forward(backbone, probe, feature_map=feature_map)
     if isinstance(out, str) and probe != size:  # too small a crop for this backbone: the real size decides
-        out = _blank_forward(backbone, size)
+        out = _blank_forward(backbone, size, feature_map=feature_map)
+    if not isinstance(out, str) and feature_map:
+        if out.ndim != 4:
+            raise MammoInsightError(
+                f"model {name}'s forward_features gives a {out.ndim}-d output, not an NCHW feature map: "
+                'pool it with pool = "avg"'
+            )
+        return int(out.shape[1])
     if not isinstance(out, str):
         return int(out.shape[-1])
     side = minimum_input_side(name, start=min(size))
@@ -305,16 +323,18 @@ class SingleViewClassifier(nn.Module):
         normalization: tuple[float, float] = (0.0, 1.0),
         *,
         n_features: int,
+        pool: nn.Module | None = None,
     ):
         super().__init__()
         self.normalize = InputNormalization(*normalization)
         self.backbone = backbone
+        self.pool = pool
         self.dropout = nn.Dropout(dropout)
         self.embedding_dim = n_features
         self.head = nn.Linear(n_features, 1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.normalize(x))
+        return pooled_features(self.backbone, self.pool, self.normalize(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.embed(x))).squeeze(-1)
@@ -334,10 +354,12 @@ class MultiViewClassifier(nn.Module):
         normalization: tuple[float, float] = (0.0, 1.0),
         *,
         n_features: int,
+        pool: nn.Module | None = None,
     ):
         super().__init__()
         self.normalize = InputNormalization(*normalization)
         self.backbone = backbone
+        self.pool = pool
         self.dropout = nn.Dropout(dropout)
         self.embedding_dim = 2 * n_features
         self.head = nn.Linear(2 * n_features, 1)
@@ -346,7 +368,7 @@ class MultiViewClassifier(nn.Module):
         b, v = x.shape[:2]
         if mask is None:
             mask = torch.ones(b, v, dtype=torch.bool, device=x.device)
-        feats = self.backbone(self.normalize(x.flatten(0, 1))).view(b, v, -1)
+        feats = pooled_features(self.backbone, self.pool, self.normalize(x.flatten(0, 1))).view(b, v, -1)
         m = mask.unsqueeze(-1).to(feats.dtype)
         mean = (feats * m).sum(1) / m.sum(1).clamp_min(1.0)
         maxed = feats.masked_fill(~mask.unsqueeze(-1), torch.finfo(feats.dtype).min).amax(1)
@@ -365,14 +387,17 @@ def build_classifier(
     dropout: float = 0.0,
     img_size: tuple[int, int] | None = None,
     normalization: tuple[float, float] | None = None,
+    pool: str = "avg",
 ) -> nn.Module:
     """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast).
 
     ``normalization``: (mean, std) of the input, None for none (runs made before it was recorded).
+    ``pool``: how each image's feature map becomes one vector (models/pooling.py; ``avg`` is the backbone's).
     """
     if view_mode not in {"single", "multi"}:
         raise MammoInsightError(f"view mode must be 'single' or 'multi', got {view_mode!r}")
     backbone = create_backbone(model_name, weights, img_size, pretrained=pretrained)
     norm = tuple(normalization) if normalization is not None else (0.0, 1.0)
     classifier = SingleViewClassifier if view_mode == "single" else MultiViewClassifier
-    return classifier(backbone, dropout, norm, n_features=feature_size(backbone, model_name, img_size))
+    n_features = feature_size(backbone, model_name, img_size, feature_map=pool != "avg")
+    return classifier(backbone, dropout, norm, n_features=n_features, pool=build_pool(pool, n_features))

@@ -324,8 +324,17 @@ def init_from_patch_run(model: nn.Module, patch_run: Path, fold: int) -> None:
 
     The backbone is convolutional, so the weights learnt on patches apply to the whole image; the fold
     must be the same fold (the patch model of fold k never saw fold k's women, and the folds are shared).
-    ``check_patch_run`` has refused another architecture; the load is strict, never partial.
+    ``check_patch_run`` has refused another architecture; the load is strict, never partial, except for
+    a pooling head (option ``pool``), which the patch model has not and which starts fresh: the patch
+    head then scores the pooled cells (with ``attention``, the weighted mean of the cells' features).
     """
     weights = patch_run / "folds" / f"fold_{fold}" / "model.pt"
-    model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    missing, unexpected = model.load_state_dict(
+        torch.load(weights, map_location="cpu", weights_only=True), strict=False
+    )
+    missing = [k for k in missing if not k.startswith("pool.")]
+    if missing or unexpected:
+        raise MammoInsightError(
+            f"{weights} does not load into the whole-image model: missing {missing}, unexpected {unexpected}"
+        )
     log.info("fold %d: initialised from the patch classifier %s", fold, weights)

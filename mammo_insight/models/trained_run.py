@@ -92,6 +92,11 @@ class TrainedRun:
         return (float(mean), float(std)) if mean is not None and std is not None else None
 
     @property
+    def pool(self) -> str:
+        """How its models pool the feature map; runs made before the option used the backbone's average."""
+        return str(self.config.get("pool", "avg"))
+
+    @property
     def max_views(self) -> int:
         return int(self.config.get("max_views", 4))
 
@@ -163,7 +168,11 @@ class TrainedRun:
                 f"{list(self.folds)}"
             )
         model = build_classifier(
-            self.model_name, self.view_mode, img_size=self.image_size, normalization=self.normalization
+            self.model_name,
+            self.view_mode,
+            img_size=self.image_size,
+            normalization=self.normalization,
+            pool=self.pool,
         )
         model.load_state_dict(load_weights(path))
         return model.to(device).eval()

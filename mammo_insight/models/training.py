@@ -263,6 +263,7 @@ def make_module(
         dropout=config.dropout,
         img_size=size,
         normalization=run_normalization(config),
+        pool=config.pool,
     )
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -154,9 +154,9 @@ class _Explainers:
     def __init__(self, run: TrainedRun, cfg: ExplainConfig, device, stack: ExitStack):
         self.run, self.cfg, self.device, self.stack = run, cfg, device, stack
         size = run.image_size
-        twin = random_twin(run.model_name, run.view_mode, size, cfg.seed, normalization=run.normalization).to(
-            device
-        )
+        twin = random_twin(
+            run.model_name, run.view_mode, size, cfg.seed, normalization=run.normalization, pool=run.pool
+        ).to(device)
         self.random = stack.enter_context(CamExplainer(twin, cfg.method, size, cfg.layer))
         self.trained: CamExplainer | None = None
         self.fold: int | None = None

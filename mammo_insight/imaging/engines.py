@@ -123,7 +123,9 @@ def _alone(fn: Callable[[Task], dict], task: Task, on_crash: Callable[[Task, str
         except BrokenProcessPool:
             if worker is None:  # a Python whose pool hides its processes: the file still fails alone
                 return on_crash(task, "exit status unknown")
-            worker.join()
+            # the pool's own thread joins its dead worker; joining it here too would race that thread
+            # for the fork server's one status message, and the loser reads exit 255
+            pool.shutdown(wait=True)
             return on_crash(task, how_it_ended(worker.exitcode))
     finally:
         pool.shutdown(wait=True)

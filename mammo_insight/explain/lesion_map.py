@@ -53,6 +53,17 @@ def grid_centres(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.nd
     return gx.ravel(), gy.ravel()
 
 
+def tissue_centres(
+    image: np.ndarray, stride: int, tissue_level: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cx, cy, on) of the stride grid's cells; ``on``: the cell's centre pixel lies on breast tissue."""
+    h, w = image.shape
+    cx, cy = grid_centres((h, w), stride)
+    tissue = tissue_mask(image, tissue_level)
+    on = tissue[np.clip(np.rint(cy).astype(int), 0, h - 1), np.clip(np.rint(cx).astype(int), 0, w - 1)]
+    return cx, cy, on
+
+
 def slide(
     model: nn.Module,
     image: np.ndarray,
@@ -64,9 +75,8 @@ def slide(
 ) -> LesionMap:
     """The patch model over every tissue cell of one cache image."""
     h, w = image.shape
-    cx, cy = grid_centres((h, w), stride)
+    cx, cy, on = tissue_centres(image, stride, tissue_level)
     tissue = tissue_mask(image, tissue_level)
-    on = tissue[np.clip(np.rint(cy).astype(int), 0, h - 1), np.clip(np.rint(cx).astype(int), 0, w - 1)]
     grid = np.zeros(len(cx), dtype=np.float32)
     if on.any():
         grid[on] = score_patches(model, cut_patches(image, cx[on], cy[on], patch_size), device)
@@ -74,6 +84,34 @@ def slide(
     heat = np.kron(grid.reshape(rows, cols), np.ones((stride, stride), np.float32))[:h, :w]
     cells = grid[on]
     return LesionMap(np.ascontiguousarray(heat * tissue), float(cells.max()) if on.any() else 0.0, cells)
+
+
+@torch.no_grad()
+def tile_features(
+    model: nn.Module,
+    image: np.ndarray,
+    *,
+    patch_size: int,
+    stride: int,
+    tissue_level: float,
+    device: torch.device,
+    batch_size: int = 256,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(features (n, C), logits (n,)) of the tissue tiles ``slide`` scores, in its order: the patch model's
+    pooled backbone features of each tile cut on its own (the instances of a multiple-instance head) and
+    its head's logit on them (their sigmoid is ``slide``'s cells)."""
+    cx, cy, on = tissue_centres(image, stride, tissue_level)
+    tiles = cut_patches(image, cx[on], cy[on], patch_size)
+    features, logits = [], []
+    model.eval()
+    for start in range(0, len(tiles), batch_size):
+        batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size])).unsqueeze(1)
+        embedded = model.embed(batch.to(device))
+        features.append(embedded.float().cpu().numpy())
+        logits.append(model.head(embedded).squeeze(-1).float().cpu().numpy())
+    if not features:
+        return np.zeros((0, model.embedding_dim), np.float32), np.zeros(0, np.float32)
+    return np.concatenate(features), np.concatenate(logits)
 
 
 def randomisation_rank_corr(lesion_map: LesionMap, random_map: LesionMap) -> float:

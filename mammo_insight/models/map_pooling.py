@@ -47,7 +47,8 @@ def map_statistics(cells: np.ndarray) -> dict[str, float]:
     }
 
 
-def _pooling_model() -> Any:
+def standardised_logistic() -> Any:
+    """Standardised inputs and an L2 logistic regression (C = PENALTY_C): the learned pooling's model."""
     return make_pipeline(StandardScaler(), LogisticRegression(C=PENALTY_C, max_iter=1000))
 
 
@@ -71,7 +72,7 @@ def learned_film_scores(
             log.warning("fold %s: the other folds' films hold one class; learned score is constant", k)
             scores[held] = float(y[train].mean()) if train.any() else 0.5
             continue
-        model = _pooling_model().fit(x[train], y[train].astype(int))
+        model = standardised_logistic().fit(x[train], y[train].astype(int))
         scores[held] = model.predict_proba(x[held])[:, 1]
         regression = model[-1]
         coefficients[str(k)] = {

@@ -55,15 +55,18 @@ class GatedAttentionPool(nn.Module):
         self.gate = nn.Linear(n_features, hidden)
         self.score = nn.Linear(hidden, 1)
 
-    def weights(self, fmap: torch.Tensor) -> torch.Tensor:
-        """(B, H, W) attention of each cell; every image's weights sum to 1."""
+    def weights(self, fmap: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H, W) attention of each cell; every image's weights sum to 1. ``mask`` (B, H, W), bool: only
+        its cells get weight (padding in a batch of bags of several sizes, see ``models.tile_mil``)."""
         b, _, h, w = fmap.shape
         cells = fmap.flatten(2).transpose(1, 2)  # (B, N, C)
-        scores = self.score(torch.tanh(self.value(cells)) * torch.sigmoid(self.gate(cells)))
-        return scores.squeeze(-1).softmax(dim=1).view(b, h, w)
+        scores = self.score(torch.tanh(self.value(cells)) * torch.sigmoid(self.gate(cells))).squeeze(-1)
+        if mask is not None:
+            scores = scores.masked_fill(~mask.flatten(1), float("-inf"))
+        return scores.softmax(dim=1).view(b, h, w)
 
-    def forward(self, fmap: torch.Tensor) -> torch.Tensor:
-        return torch.einsum("bchw,bhw->bc", fmap, self.weights(fmap))
+    def forward(self, fmap: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return torch.einsum("bchw,bhw->bc", fmap, self.weights(fmap, mask))
 
 
 def build_pool(name: str, n_features: int) -> nn.Module | None:

@@ -130,3 +130,11 @@ def test_repeated_rows_without_annotations_stay_an_error(tmp_path) -> None:
     mapping = text[: text.rindex("[annotations]")]
     with pytest.raises(MammoInsightError, match="'image_id' must be unique"):
         load_cohort("generic", *_root(tmp_path, mapping=mapping))
+
+
+def test_a_path_format_leading_out_of_the_image_root_is_named_as_the_format(tmp_path) -> None:
+    mapping = EXAMPLE.read_text().replace("{study_id}/", "../{study_id}/")
+    with pytest.raises(
+        MammoInsightError, match=r"generic: 'image_path_format' points outside the image root"
+    ):
+        load_cohort("generic", *_root(tmp_path, mapping=mapping))

@@ -326,15 +326,17 @@ def _label(raw: pd.DataFrame, label: dict[str, Any], path: Path) -> pd.Series:
     return pd.Series(1.0, index=raw.index).where(positive, pd.Series(0.0, index=raw.index).where(negative))
 
 
-def _image_paths(cells: pd.Series, image_root: Path, path: Path, column: str) -> pd.Series:
-    """Absolute paths under image_root; a path that escapes it (.., absolute elsewhere) stops the load."""
+def _image_paths(cells: pd.Series, image_root: Path, path: Path, source: str) -> pd.Series:
+    """Absolute paths under image_root; a path that escapes it (.., absolute elsewhere) stops the load.
+
+    ``source`` names where the paths came from in the message: a column, or the mapping's format."""
     base = os.path.normpath(image_root.absolute())
     resolved = cells.map(lambda v: os.path.normpath(os.path.join(base, v)) if isinstance(v, str) else None)
     outside = resolved.map(lambda p: isinstance(p, str) and os.path.commonpath([base, p]) != base)
     if outside.any():
         shown = ", ".join(repr(v) for v in cells[outside].head(3))
         raise CohortError(
-            f"generic: image path column '{column}' points outside the image root {base} in "
+            f"generic: {source} points outside the image root {base} in "
             f"{file_lines(outside.to_numpy().nonzero()[0])} ({shown}); fix the CSV or "
             f"'image_root' in {path}"
         )
@@ -459,9 +461,9 @@ class GenericAdapter(DatasetAdapter):
         image_root = root / spec.get("image_root", ".")
         if "image_path" in columns or "image_path_format" in spec:
             cells, named = (
-                (raw[columns["image_path"]], columns["image_path"])
+                (raw[columns["image_path"]], f"image path column '{columns['image_path']}'")
                 if "image_path" in columns
-                else (_formatted_paths(raw, spec["image_path_format"], mapping), "image_path_format")
+                else (_formatted_paths(raw, spec["image_path_format"], mapping), "'image_path_format'")
             )
             table["image_path"] = _image_paths(cells, image_root, mapping, named).to_numpy()
             if "image_id" not in columns:

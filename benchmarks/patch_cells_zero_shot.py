@@ -15,7 +15,6 @@ says how much of the patch signal the whole-film feature map keeps. Writes nothi
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
-from mammo_insight.models.patches import load_patch_model, patch_folds, read_patch_config
+from mammo_insight.models.patches import load_patch_model, patch_folds, patch_run_cache, read_patch_config
 from mammo_insight.models.sources import load_training_table
 
 SCORES = ("head_on_avg", "head_on_max", "max_of_cell_heads", "mean_of_cell_heads", "max_of_tiles")
@@ -58,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     opts = read_patch_config(args.patch_run)
-    cache = args.cache or Path(json.loads((args.patch_run / "config.json").read_text())["cache"])
+    cache = args.cache or patch_run_cache(args.patch_run)
     table = patch_folds(load_training_table(cache, opts.label_column), opts)
     started = time.perf_counter()
     rows = []

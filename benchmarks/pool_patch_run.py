@@ -12,7 +12,6 @@ existed can be measured without retraining; ``--out`` keeps the per-film table.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
 from mammo_insight.models.map_pooling import learned_film_scores
-from mammo_insight.models.patches import load_patch_model, patch_folds, read_patch_config
+from mammo_insight.models.patches import load_patch_model, patch_folds, patch_run_cache, read_patch_config
 from mammo_insight.models.sources import load_training_table
 from mammo_insight.stages.patch_train import film_record, slide_film
 
@@ -38,7 +37,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     opts = read_patch_config(args.patch_run)
-    cache = args.cache or Path(json.loads((args.patch_run / "config.json").read_text())["cache"])
+    cache = args.cache or patch_run_cache(args.patch_run)
     device = torch.device("cpu")
     table = patch_folds(load_training_table(cache, opts.label_column), opts)
     recorded = pd.read_csv(args.patch_run / "oof_predictions.csv", dtype={"image_id": str})

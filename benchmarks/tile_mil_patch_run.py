@@ -15,7 +15,6 @@ PATCHRUN; each fold model runs over every film, so this costs folds x the films'
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import torch
 from mammo_insight.explain.lesion_map import tile_features
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
-from mammo_insight.models.patches import load_patch_model, patch_folds, read_patch_config
+from mammo_insight.models.patches import load_patch_model, patch_folds, patch_run_cache, read_patch_config
 from mammo_insight.models.sources import load_training_table
 from mammo_insight.models.tile_mil import MilRecipe, out_of_fold_scores
 
@@ -42,7 +41,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     opts = read_patch_config(args.patch_run)
-    cache = args.cache or Path(json.loads((args.patch_run / "config.json").read_text())["cache"])
+    cache = args.cache or patch_run_cache(args.patch_run)
     device = torch.device("cpu")
     films = patch_folds(load_training_table(cache, opts.label_column), opts).reset_index(drop=True)
     images = [load_cache_image(cache, row) for row in films.to_dict("records")]

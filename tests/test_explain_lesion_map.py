@@ -13,8 +13,14 @@ import torch
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.checks import rank_correlation
 from mammo_insight.explain.gallery import checks_section
-from mammo_insight.explain.lesion_map import LesionMap, PatchRunMaps, randomisation_rank_corr
-from mammo_insight.models.patches import PatchConfig, patch_scale_mismatch
+from mammo_insight.explain.lesion_map import (
+    LesionMap,
+    PatchRunMaps,
+    randomisation_rank_corr,
+    slide,
+    tile_features,
+)
+from mammo_insight.models.patches import PatchConfig, build_patch_model, patch_run_cache, patch_scale_mismatch
 from mammo_insight.report.render import render_page
 from mammo_insight.stages.explain import _summary
 
@@ -130,3 +136,24 @@ def test_the_randomisation_check_of_a_lesion_map_ignores_the_shared_tissue_suppo
     assert whole_canvas > 0.4  # what the canvas-wide correlation used to report
     assert abs(randomisation_rank_corr(as_map(trained), as_map(random))) < 0.15
     assert randomisation_rank_corr(as_map(trained), as_map(2 * trained)) == pytest.approx(1.0)
+
+
+def test_tile_features_are_the_tiles_the_lesion_map_scores() -> None:
+    """The multiple-instance study's tiles are slide's cells: same tiles, same order, same scores."""
+    model = build_patch_model(PatchConfig(model="test_efficientnet", patch_size=16, device="cpu")).eval()
+    image = np.zeros((64, 48), np.float32)
+    image[8:56, :30] = np.random.default_rng(0).random((48, 30))
+    options = {"patch_size": 16, "stride": 4, "tissue_level": 0.05, "device": torch.device("cpu")}
+    lesion_map = slide(model, image, **options)
+    features, logits = tile_features(model, image, **options, batch_size=7)  # several batches
+    assert features.shape == (len(lesion_map.cells), model.embedding_dim) and len(lesion_map.cells) > 7
+    assert np.allclose(1 / (1 + np.exp(-logits)), lesion_map.cells, atol=1e-6)
+
+
+def test_a_patch_run_without_a_recorded_cache_says_so(tmp_path) -> None:
+    run = _patch_run(tmp_path / "run", [0, 0, 1, 1], (0, 1))
+    with pytest.raises(MammoInsightError, match=r"names no cache: give the cache explicitly"):
+        patch_run_cache(run)
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**config, "cache": str(tmp_path / "cache")}))
+    assert patch_run_cache(run) == tmp_path / "cache"

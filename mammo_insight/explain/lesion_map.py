@@ -30,6 +30,7 @@ from mammo_insight.models.patches import (
     build_patch_model,
     cut_patches,
     load_patch_model,
+    patch_batches,
     read_patch_config,
     score_patches,
     tissue_mask,
@@ -53,13 +54,10 @@ def grid_centres(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.nd
     return gx.ravel(), gy.ravel()
 
 
-def tissue_centres(
-    image: np.ndarray, stride: int, tissue_level: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cx, cy, on) of the stride grid's cells; ``on``: the cell's centre pixel lies on breast tissue."""
-    h, w = image.shape
+def tissue_centres(tissue: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cx, cy, on) of the stride grid's cells; ``on``: the cell's centre pixel lies on ``tissue``."""
+    h, w = tissue.shape
     cx, cy = grid_centres((h, w), stride)
-    tissue = tissue_mask(image, tissue_level)
     on = tissue[np.clip(np.rint(cy).astype(int), 0, h - 1), np.clip(np.rint(cx).astype(int), 0, w - 1)]
     return cx, cy, on
 
@@ -75,8 +73,8 @@ def slide(
 ) -> LesionMap:
     """The patch model over every tissue cell of one cache image."""
     h, w = image.shape
-    cx, cy, on = tissue_centres(image, stride, tissue_level)
     tissue = tissue_mask(image, tissue_level)
+    cx, cy, on = tissue_centres(tissue, stride)
     grid = np.zeros(len(cx), dtype=np.float32)
     if on.any():
         grid[on] = score_patches(model, cut_patches(image, cx[on], cy[on], patch_size), device)
@@ -100,12 +98,11 @@ def tile_features(
     """(features (n, C), logits (n,)) of the tissue tiles ``slide`` scores, in its order: the patch model's
     pooled backbone features of each tile cut on its own (the instances of a multiple-instance head) and
     its head's logit on them (their sigmoid is ``slide``'s cells)."""
-    cx, cy, on = tissue_centres(image, stride, tissue_level)
+    cx, cy, on = tissue_centres(tissue_mask(image, tissue_level), stride)
     tiles = cut_patches(image, cx[on], cy[on], patch_size)
     features, logits = [], []
     model.eval()
-    for start in range(0, len(tiles), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(tiles[start : start + batch_size])).unsqueeze(1)
+    for batch in patch_batches(tiles, batch_size):
         embedded = model.embed(batch.to(device))
         features.append(embedded.float().cpu().numpy())
         logits.append(model.head(embedded).squeeze(-1).float().cpu().numpy())

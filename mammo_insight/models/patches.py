@@ -19,6 +19,7 @@ rows with a label), the same k and seed, so a woman's patches validate in the fo
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -233,11 +234,17 @@ def score_patches(
 ) -> np.ndarray:
     """Probability of 'lesion' per patch."""
     model.eval()
-    out = []
-    for start in range(0, len(patches), batch_size):
-        batch = torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size])).unsqueeze(1)
-        out.append(torch.sigmoid(model(batch.to(device)).float()).cpu().numpy())
+    out = [
+        torch.sigmoid(model(batch.to(device)).float()).cpu().numpy()
+        for batch in patch_batches(patches, batch_size)
+    ]
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def patch_batches(patches: np.ndarray, batch_size: int) -> Iterator[torch.Tensor]:
+    """(n, P, P) patches as (B, 1, P, P) tensors, ``batch_size`` at a time: what a patch model takes."""
+    for start in range(0, len(patches), batch_size):
+        yield torch.from_numpy(np.ascontiguousarray(patches[start : start + batch_size])).unsqueeze(1)
 
 
 def save_patch_model(model: nn.Module, path: Path) -> None:
@@ -262,6 +269,16 @@ def _recorded_config(patch_run: Path) -> dict[str, Any]:
     if not config_file.is_file():
         raise MammoInsightError(f"{config_file} not found: is {patch_run} a folder written by `patch-train`?")
     return json.loads(config_file.read_text())
+
+
+def patch_run_cache(patch_run: Path) -> Path:
+    """The cache a patch run was trained on, as its config.json records it."""
+    recorded = _recorded_config(patch_run)
+    if not recorded.get("cache"):
+        raise MammoInsightError(
+            f"{Path(patch_run) / 'config.json'} names no cache: give the cache explicitly"
+        )
+    return Path(recorded["cache"])
 
 
 def read_patch_config(patch_run: Path) -> PatchConfig:

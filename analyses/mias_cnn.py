@@ -31,9 +31,9 @@ import pandas as pd
 
 from mammo_insight.explain.checks import in_check_sample
 from mammo_insight.metrics import aggregate_to_breast
-from mammo_insight.models import run_figures
 from mammo_insight.report.blocks import figure, fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
+from mammo_insight.runs import run_figures
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 LEVEL = "breast"  # MIAS films are one view per breast: breast and image level coincide

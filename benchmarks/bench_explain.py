@@ -16,7 +16,7 @@ import time
 import torch
 
 from mammo_insight.explain.cam import METHODS, CamExplainer
-from mammo_insight.models.factory import build_classifier
+from mammo_insight.nets.factory import build_classifier
 
 
 def main() -> None:

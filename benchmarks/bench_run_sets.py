@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.metrics import evaluate_predictions
-from mammo_insight.models.run_sets import averaged_predictions, compare_runs, open_run_set
+from mammo_insight.runs.run_sets import averaged_predictions, compare_runs, open_run_set
 
 
 def fake_oof(n_women: int, seed: int) -> pd.DataFrame:

@@ -8,7 +8,7 @@ Both loops train the same timm model (1 channel) on the same cached PNGs, batch 
 (AdamW), loss and precision; the engine goes through Lightning (make_loaders / make_module /
 make_trainer, the code train_run uses, with its epoch-seeded sampler and per-epoch scoring), the
 bare loop is a plain DataLoader + autocast loop. Both start from the same weights (random, or the run's
-pretrained start with ``--pretrained``: models/factory.create_backbone) and normalise the input with the
+pretrained start with ``--pretrained``: nets.factory.create_backbone) and normalise the input with the
 backbone's pretrained mean/std as every run does (factory.input_normalization). Augmentation is off in both. The first epoch is
 warm-up; the median of the others is reported. Target: engine overhead at most 10%.
 """
@@ -62,8 +62,8 @@ def _sync(device: str) -> None:
 def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
     import lightning.pytorch as pl
 
-    from mammo_insight.models.data import CacheImageDataset
-    from mammo_insight.models.training import lightning_device, make_loaders, make_module, make_trainer
+    from mammo_insight.runs.data import CacheImageDataset
+    from mammo_insight.training.loop import lightning_device, make_loaders, make_module, make_trainer
 
     class EpochTimer(pl.Callback):
         def __init__(self) -> None:
@@ -100,9 +100,9 @@ def bench_bare(cache: Path, table, config, size, device: str) -> list[float]:
     import torch
     from torch.utils.data import DataLoader
 
-    from mammo_insight.models.data import CacheImageDataset
-    from mammo_insight.models.factory import create_backbone, input_normalization
-    from mammo_insight.models.training import lightning_device
+    from mammo_insight.nets.factory import create_backbone, input_normalization
+    from mammo_insight.runs.data import CacheImageDataset
+    from mammo_insight.training.loop import lightning_device
 
     torch.manual_seed(0)
     _, precision = lightning_device(config)
@@ -178,7 +178,7 @@ def main() -> None:
 
     import torch
 
-    from mammo_insight.models.config import AugmentConfig, TrainConfig
+    from mammo_insight.runs.config import AugmentConfig, TrainConfig
 
     device = (
         "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"

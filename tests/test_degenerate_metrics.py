@@ -18,9 +18,9 @@ from test_run_report import fabricate_run
 
 from mammo_insight.metrics import METRIC_NAMES, evaluate_predictions, metrics_with_ci, save_metrics_json
 from mammo_insight.metrics.bootstrap import paired_bootstrap, percentile_interval
-from mammo_insight.models import run_figures
-from mammo_insight.models.run_report import render_run_report
 from mammo_insight.report import figure
+from mammo_insight.runs import run_figures
+from mammo_insight.runs.run_report import render_run_report
 
 BOUNDED = ["roc_auc", "pr_auc", "pf1", "balanced_accuracy", "f1", "recall", "precision", "accuracy"]
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.config import load_config
-from mammo_insight.models.device import resolve_device
+from mammo_insight.nets.device import resolve_device
+from mammo_insight.runs.config import load_config
 
 
 def _cuda(monkeypatch, count: int) -> None:
@@ -54,7 +54,7 @@ def test_an_unknown_name_is_an_error(name):
 
 
 def test_training_uses_the_same_policy(monkeypatch):
-    from mammo_insight.models.training import lightning_device
+    from mammo_insight.training.loop import lightning_device
 
     _cuda(monkeypatch, 0)
     assert lightning_device(load_config(None, device="auto")) == ("cpu", "32-true")

@@ -121,7 +121,7 @@ def write_lesion_cohort(root: Path, n_patients: int = 40, seed: int = 0, prevale
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """A test_resnet trained briefly with train_run (one torch thread: faster on busy shared cores)."""
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import train_run
 
     threads = torch.get_num_threads()
@@ -182,7 +182,7 @@ def test_gradcam_points_at_planted_lesions_and_randomised_model_does_not(trained
 @pytest.fixture(scope="module")
 def patch_run(trained_run, tmp_path_factory) -> Path:
     """`patch-train` on the trained run's cache and folds (2 folds, seed 0, like the fixture run)."""
-    from mammo_insight.models.patches import PatchConfig
+    from mammo_insight.runs.patch import PatchConfig
     from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train
 
     _, cache = trained_run
@@ -260,8 +260,8 @@ def _plain_case_widths(run: Path, cache: Path, out: Path) -> dict[str, int]:
 
 def _untrained_run(root: Path, cache: Path, view_mode: str) -> Path:
     """A run directory by hand (random weights, random OOF probabilities): cheap, for the pipeline's plumbing."""
-    from mammo_insight.models.factory import build_classifier
-    from mammo_insight.models.run_io import save_fold_model, save_run_config
+    from mammo_insight.nets.factory import build_classifier
+    from mammo_insight.runs.run_io import save_fold_model, save_run_config
 
     index = pd.read_parquet(cache / INDEX_FILE)
     run = root / f"run_{view_mode}"
@@ -362,8 +362,9 @@ def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
 @pytest.mark.slow
 def test_multi_view_run_gets_a_lesion_map_for_every_view(small_cohort):
     """--patch-run on a multi-view run: each view of a breast mapped by the breast's fold patch model."""
-    from mammo_insight.models.patches import PatchConfig, build_patch_model, save_patch_model
+    from mammo_insight.runs.patch import PatchConfig, build_patch_model
     from mammo_insight.stages.explain import ExplainConfig, run_explain
+    from mammo_insight.training.patches import save_patch_model
 
     root, cache = small_cohort
     run = _untrained_run(root, cache, "multi")
@@ -384,7 +385,7 @@ def test_multi_view_run_gets_a_lesion_map_for_every_view(small_cohort):
 
 def test_a_run_without_threshold_is_a_clear_error(small_cohort):
     from mammo_insight.errors import MammoInsightError
-    from mammo_insight.models.run_io import load_run_config, save_run_config
+    from mammo_insight.runs.run_io import load_run_config, save_run_config
     from mammo_insight.stages.explain import ExplainConfig, run_explain
 
     root, cache = small_cohort

@@ -8,7 +8,7 @@ import torch
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.cam import METHODS, CamExplainer, LogitTarget, ToGrid, find_target_layer
-from mammo_insight.models.factory import (
+from mammo_insight.nets.factory import (
     MultiViewClassifier,
     build_classifier,
     create_backbone,

@@ -20,8 +20,8 @@ from mammo_insight.explain.lesion_map import (
     slide,
     tile_features,
 )
-from mammo_insight.models.patches import PatchConfig, build_patch_model, patch_run_cache, patch_scale_mismatch
 from mammo_insight.report.render import render_page
+from mammo_insight.runs.patch import PatchConfig, build_patch_model, patch_run_cache, patch_scale_mismatch
 from mammo_insight.stages.explain import _summary
 
 OOF = pd.DataFrame(

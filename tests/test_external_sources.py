@@ -18,8 +18,8 @@ from mammo_insight.cohort.folds import flag_values, train_only_mask
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.fusion.shift import share_with_ci, shift_check
 from mammo_insight.imaging.cache import relative_image_path, write_png_atomic
-from mammo_insight.models.data import CacheImageDataset
-from mammo_insight.models.sources import SOURCE_COLUMN, load_sources
+from mammo_insight.runs.data import CacheImageDataset
+from mammo_insight.training.sources import SOURCE_COLUMN, load_sources
 
 
 def test_flags_read_as_words_and_anything_else_is_named():

@@ -293,7 +293,7 @@ def test_eda_report_escapes_a_generic_mapping_extra_column(synth_root, tmp_path)
 
 
 def _train_config():
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
 
     return load_config(
         None,
@@ -415,9 +415,9 @@ def test_every_torch_load_in_the_package_passes_weights_only_true():
 def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     import torch
 
-    from mammo_insight.models.factory import build_classifier
-    from mammo_insight.models.run_io import fold_model_path
-    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.nets.factory import build_classifier
+    from mammo_insight.runs.run_io import fold_model_path
+    from mammo_insight.runs.trained_run import TrainedRun
 
     # the payload is real: a plain unpickle runs it
     probe = tmp_path / "probe.pt"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mammo_insight.models.map_pooling import MAP_STATISTICS, learned_film_scores, map_statistics
+from mammo_insight.runs.map_pooling import MAP_STATISTICS, learned_film_scores, map_statistics
 
 
 def _films(n: int = 200, seed: int = 0) -> pd.DataFrame:

@@ -13,9 +13,10 @@ from mammo_insight.cohort.folds import assign_folds
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
-from mammo_insight.models.map_pooling import MAP_STATISTICS
-from mammo_insight.models.patches import PatchConfig, cut_patches, patch_folds, sample_patches
-from mammo_insight.models.sources import load_training_table
+from mammo_insight.runs.map_pooling import MAP_STATISTICS
+from mammo_insight.runs.patch import PatchConfig, cut_patches
+from mammo_insight.training.patches import patch_folds, sample_patches
+from mammo_insight.training.sources import load_training_table
 
 FAST = {"model": "test_efficientnet", "patch_size": 24, "folds": 3, "epochs": 4, "device": "cpu"}
 
@@ -136,7 +137,7 @@ def test_whole_image_run_starts_each_fold_from_its_patch_model(synth_cache, patc
     """`train --init-patch-run`: fold k's whole-image model starts from fold k's patch classifier."""
     import torch
 
-    from mammo_insight.models.config import TrainConfig
+    from mammo_insight.runs.config import TrainConfig
     from mammo_insight.stages.train import TrainStageConfig, run_train
 
     common = {"model": "test_efficientnet", "folds": 3, "epochs": 1, "batch_size": 16, "device": "cpu"}
@@ -168,8 +169,8 @@ def test_frozen_patch_features_with_an_attention_head_train_only_the_head(
     pool and the linear head on the patch model's frozen feature map; the backbone leaves as it came."""
     import torch
 
-    from mammo_insight.models.config import TrainConfig
-    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.runs.config import TrainConfig
+    from mammo_insight.runs.trained_run import TrainedRun
     from mammo_insight.stages.train import TrainStageConfig, run_train
 
     options = TrainConfig(

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.config import TrainConfig, config_from_dict, load_config
-from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.pooling import GatedAttentionPool, GeMPool, MaxPool
+from mammo_insight.nets.factory import build_classifier
+from mammo_insight.nets.pooling import GatedAttentionPool, GeMPool, MaxPool
+from mammo_insight.runs.config import TrainConfig, config_from_dict, load_config
 
 
 def _one_hot_cell(value: float = 9.0) -> torch.Tensor:
@@ -104,8 +104,8 @@ def test_the_pool_option_is_checked_recorded_and_defaults_to_avg() -> None:
 
 
 def test_a_run_saved_before_the_option_opens_with_the_average(tmp_path) -> None:
-    from mammo_insight.models.run_io import save_fold_model
-    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.runs.run_io import save_fold_model
+    from mammo_insight.runs.trained_run import TrainedRun
 
     model = build_classifier("small_cnn", img_size=(32, 32))
     save_fold_model(tmp_path, 0, model)
@@ -120,8 +120,8 @@ def test_a_run_saved_before_the_option_opens_with_the_average(tmp_path) -> None:
 
 
 def test_a_patch_model_initialises_a_pooled_model_except_its_fresh_pool(tmp_path) -> None:
-    from mammo_insight.models.patches import init_from_patch_run
-    from mammo_insight.models.run_io import save_fold_model
+    from mammo_insight.runs.patch import init_from_patch_run
+    from mammo_insight.runs.run_io import save_fold_model
 
     patch_model = build_classifier("small_cnn", img_size=(32, 32))
     save_fold_model(tmp_path, 0, patch_model)

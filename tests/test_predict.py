@@ -42,7 +42,7 @@ def trained(tmp_path_factory) -> dict[str, Path]:
     from mammo_insight.cohort.adapters import load_cohort
     from mammo_insight.imaging.build import build_cache
     from mammo_insight.imaging.pipeline import PreprocessConfig
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import train_run
     from mammo_insight.synth.cohort import make_synthetic_cohort
 
@@ -255,7 +255,7 @@ def test_cli_flat_folder_with_cams_keeps_no_identifying_tag(trained, tmp_path):
 
 def test_multi_view_run_scores_breasts(trained, tmp_path):
     """A multi-view run: the breast probability is the model's breast output (mean of folds), not an image mean."""
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import train_run
 
     run = train_run(

@@ -11,9 +11,9 @@ import timm
 import torch
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models import pretrained
-from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.factory import build_classifier, create_backbone
+from mammo_insight.nets import pretrained
+from mammo_insight.nets.factory import build_classifier, create_backbone
+from mammo_insight.runs.config import TrainConfig
 
 needs_lite0 = pytest.mark.skipif(
     pretrained.packaged_weights_file("tf_efficientnet_lite0") is None,
@@ -112,7 +112,7 @@ def test_the_classifier_normalises_its_input_with_the_given_mean_and_std():
 
 
 def test_input_normalization_averages_the_pretrained_rgb_statistics():
-    from mammo_insight.models.factory import input_normalization
+    from mammo_insight.nets.factory import input_normalization
 
     assert input_normalization("tf_efficientnet_lite0") == pytest.approx((0.5, 0.5))
     mean, std = input_normalization("resnet18")
@@ -126,8 +126,8 @@ def test_every_stage_rebuilds_the_runs_normalisation_from_config_json(tmp_path, 
     """TrainedRun.model (evaluate, embed, explain, predict) and explain's random twin read input_mean/std;
     a run made before normalisation existed records none and loads without it."""
     from mammo_insight.explain.cam_run import random_twin
-    from mammo_insight.models.run_io import save_fold_model, save_run_config
-    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.runs.run_io import save_fold_model, save_run_config
+    from mammo_insight.runs.trained_run import TrainedRun
 
     config = {"model": "test_resnet", "view_mode": "single", "image_size": [32, 24]}
     if recorded:
@@ -142,7 +142,7 @@ def test_every_stage_rebuilds_the_runs_normalisation_from_config_json(tmp_path, 
 
 
 def test_the_run_config_records_the_normalisation_and_normalize_false_turns_it_off():
-    from mammo_insight.models.training import run_normalization
+    from mammo_insight.training.loop import run_normalization
 
     assert run_normalization(TrainConfig(model="tf_efficientnet_lite0")) == pytest.approx((0.5, 0.5))
     assert run_normalization(TrainConfig(model="tf_efficientnet_lite0", normalize=False)) is None

@@ -24,18 +24,18 @@ def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
 
 def test_readme_lists_every_training_option_with_its_default():
     """The README's options table is the one `options_table` generates from the config dataclass."""
-    from mammo_insight.models.config import options_table
+    from mammo_insight.runs.config import options_table
 
     text = README.read_text()
     table = text.split("<!-- options:start -->\n", 1)[1].split("<!-- options:end -->", 1)[0]
-    assert table == options_table(), "README options table is stale: paste models.config.options_table()"
+    assert table == options_table(), "README options table is stale: paste runs.config.options_table()"
 
 
 def test_train_help_lists_every_toml_key():
     from typer.testing import CliRunner
 
     from mammo_insight.cli.app import app
-    from mammo_insight.models.config import option_rows
+    from mammo_insight.runs.config import option_rows
 
     out = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"}).output
     for key, _, default, _ in option_rows():

@@ -14,8 +14,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 from train_cache import write_cache
 
-from mammo_insight.models.config import load_config
-from mammo_insight.models.run_io import fold_model_path, load_oof
+from mammo_insight.runs.config import load_config
+from mammo_insight.runs.run_io import fold_model_path, load_oof
 from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow

@@ -455,7 +455,7 @@ def test_a_wrong_typed_training_option_is_one_line(body, tmp_path, capsys, monke
 def test_a_non_binary_label_column_stops_before_any_fold_trains(tmp_path, capsys, monkeypatch):
     from train_cache import write_cache
 
-    from mammo_insight.models import training
+    from mammo_insight.training import loop as training
 
     cache = write_cache(tmp_path / "cache", n_patients=6, seed=0)
     monkeypatch.setattr(training, "train_fold", lambda *a, **k: pytest.fail("a fold trained"))
@@ -482,8 +482,8 @@ def test_a_malicious_fold_model_is_refused_in_one_line(tmp_path):
     import torch
     from test_trained_run import make_run
 
-    from mammo_insight.models.run_io import fold_model_path
-    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.runs.run_io import fold_model_path
+    from mammo_insight.runs.trained_run import TrainedRun
 
     make_run(tmp_path / "run", "single", folds=(0,))
     marker = tmp_path / "payload_ran"
@@ -496,7 +496,7 @@ def test_a_malicious_fold_model_is_refused_in_one_line(tmp_path):
 def test_a_torn_last_checkpoint_is_set_aside_and_the_best_one_resumes(tmp_path, caplog):
     import torch
 
-    from mammo_insight.models.training import resume_checkpoint
+    from mammo_insight.training.loop import resume_checkpoint
 
     ckpt = tmp_path / "fold_0"
     ckpt.mkdir()
@@ -522,7 +522,7 @@ def test_each_training_batch_draws_the_same_random_numbers_whatever_ran_before()
 
     import torch
 
-    from mammo_insight.models.lightning_module import StepSeed
+    from mammo_insight.training.lightning_module import StepSeed
 
     def draws(epoch: int, batch: int) -> tuple:
         StepSeed(7).on_train_batch_start(SimpleNamespace(current_epoch=epoch), None, None, batch)

@@ -11,7 +11,7 @@ import pytest
 from browser import check_pages, chromium_path
 
 from mammo_insight.metrics import evaluate_baselines, evaluate_predictions, save_metrics_json
-from mammo_insight.models.run_report import metrics_table, render_run_report
+from mammo_insight.runs.run_report import metrics_table, render_run_report
 
 pytestmark = (
     pytest.mark.slow

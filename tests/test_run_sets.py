@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.folds import fold_mismatch
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.run_sets import averaged_predictions, compare_runs, open_run_set
+from mammo_insight.runs.run_sets import averaged_predictions, compare_runs, open_run_set
 from mammo_insight.stages.compare import settings_that_differ
 
 
@@ -120,7 +120,7 @@ TINY = {"model": "test_resnet", "folds": 2, "epochs": 1, "batch_size": 8, "cpu_t
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> dict[str, Path]:
     """Three 1-epoch runs on one 16-woman cache: a and b on the same folds (other lr), c on other folds."""
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import train_run
 
     root = tmp_path_factory.mktemp("runsets")
@@ -139,8 +139,8 @@ def _cli(*args: str):
 @pytest.mark.slow
 def test_ensemble_of_two_runs_is_a_run_that_evaluate_and_predict_use(trained, tmp_path: Path):
     from mammo_insight.imaging.cache import read_cache_index
-    from mammo_insight.models.ensemble import EnsembleRun
-    from mammo_insight.models.trained_run import TrainedRun
+    from mammo_insight.runs.ensemble import EnsembleRun
+    from mammo_insight.runs.trained_run import TrainedRun
 
     out = tmp_path / "ens"
     result = _cli("ensemble", "--runs", trained["a"], trained["b"], "--out", out, "--n-boot", 50)
@@ -225,7 +225,7 @@ def test_predict_with_an_ensemble_scores_new_studies_with_the_mean_of_its_member
     from mammo_insight.cohort.adapters import load_cohort
     from mammo_insight.imaging.build import build_cache
     from mammo_insight.imaging.pipeline import PreprocessConfig
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.predict import PredictConfig, run_predict
     from mammo_insight.stages.train import train_run
     from mammo_insight.synth.cohort import make_synthetic_cohort
@@ -262,7 +262,7 @@ def test_predict_with_an_ensemble_scores_new_studies_with_the_mean_of_its_member
 def test_multi_view_runs_average_their_own_breast_outputs_and_do_not_mix_with_single_view(
     trained, tmp_path: Path
 ):
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import train_run
 
     runs = {}

@@ -13,7 +13,7 @@ from test_trained_run import make_cache, make_run
 from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.evaluate import EvaluateConfig, EvaluateResult, run_evaluate, write_evaluate
 
 

@@ -16,8 +16,8 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGLosslessSV1, RLELossless
 
 from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.imaging.jpeg_lossless import encode_jpeg_lossless
 from mammo_insight.synth.cohort import TRUE_EFFECTS, breast_level, make_synthetic_cohort, make_synthetic_table
-from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless
 from mammo_insight.synth.table import RSNA_COLUMNS
 
 SIZE = (80, 60)

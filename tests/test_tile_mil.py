@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from mammo_insight.models.tile_mil import MilRecipe, fit_attention_mil, out_of_fold_scores, score_bags
+ANALYSES = Path(__file__).resolve().parents[1] / "analyses"
+sys.path.insert(0, str(ANALYSES))  # the study's own module lives beside its script
+from tile_mil import MilRecipe, fit_attention_mil, out_of_fold_scores, score_bags
 
 pytestmark = pytest.mark.slow  # each test trains heads
 

@@ -17,9 +17,9 @@ from train_cache import write_cache
 from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
-from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.run_io import load_oof
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.runs.config import TrainConfig
+from mammo_insight.runs.run_io import load_oof
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow
@@ -39,7 +39,7 @@ rotate_degrees = 0
 
 
 def _config(**changes) -> TrainConfig:
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
 
     return load_config(
         None,
@@ -140,7 +140,7 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
     # the exported fold model reproduces its out-of-fold probabilities
     assert TrainedRun.open(run).folds == (0, 1)
     model = TrainedRun.open(run).model(0)
-    from mammo_insight.models.predict import predict_cache
+    from mammo_insight.runs.predict import predict_cache
 
     val = index[index["image_id"].isin(oof.loc[oof["fold"] == 0, "image_id"])]
     again, _ = predict_cache(model, cache, val, "single", image_size=(64, 48))
@@ -220,7 +220,7 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     preds = pd.read_csv(out / "oof_predictions.csv")
     assert len(preds) == 12 * 4 and (preds["fold"] == -1).all() and "COPY" not in set(preds["image_id"])
     # every fold model scores every image (resized to the run's 64 x 48) and the probabilities are averaged
-    from mammo_insight.models.predict import predict_cache
+    from mammo_insight.runs.predict import predict_cache
 
     opened = TrainedRun.open(run)
     per_fold = [
@@ -250,9 +250,9 @@ def test_every_imbalance_and_schedule_option_takes_effect(tmp_path: Path, monkey
     import numpy as np
     import torch
 
-    from mammo_insight.models.lightning_module import GroupUnfreeze
-    from mammo_insight.models.losses import FocalLoss
-    from mammo_insight.models.sampling import EpochSampler
+    from mammo_insight.training.lightning_module import GroupUnfreeze
+    from mammo_insight.training.losses import FocalLoss
+    from mammo_insight.training.sampling import EpochSampler
 
     cache = write_cache(tmp_path / "cache", n_patients=12, seed=2, prevalence=0.15)
     index = pd.read_parquet(cache / "index.parquet")
@@ -427,7 +427,7 @@ def test_kill_9_at_several_points_with_dropout_and_augmentation_resumes_byte_ide
 
     def epoch_of(path: Path) -> int:
         from mammo_insight.errors import MammoInsightError
-        from mammo_insight.models.run_io import load_weights
+        from mammo_insight.runs.run_io import load_weights
 
         try:
             return int(load_weights(path)["epoch"])

@@ -1,20 +1,20 @@
 """Transfer-learning schedule by timm's parameter groups: the trainable share of the backbone per epoch for
-each family, and the learning rates of the groups (models/unfreeze.py)."""
+each family, and the learning rates of the groups (nets/unfreeze.py)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.unfreeze import (
+from mammo_insight.nets.factory import build_classifier
+from mammo_insight.nets.unfreeze import (
     apply_schedule,
     backbone_groups,
     lr_multipliers,
     open_groups,
     trainable_fraction,
 )
+from mammo_insight.runs.config import TrainConfig
 
 FAMILIES = ["test_resnet", "test_efficientnet", "test_convnext", "densenet121", "test_vit"]
 
@@ -55,7 +55,7 @@ def test_fine_groups_are_finer_than_coarse_ones():
 
 
 def test_layer_decay_and_the_lower_rate_of_late_groups_reach_the_optimizer():
-    from mammo_insight.models.lightning_module import ClassifierModule
+    from mammo_insight.training.lightning_module import ClassifierModule
 
     config = TrainConfig(
         model="test_resnet",
@@ -97,7 +97,7 @@ def _bn_layers(backbone, group):
 
 @pytest.mark.parametrize("frozen_bn", ["update", "keep"])
 def test_frozen_bn_keep_leaves_the_running_statistics_of_frozen_groups_alone(frozen_bn):
-    from mammo_insight.models.lightning_module import GroupUnfreeze
+    from mammo_insight.training.lightning_module import GroupUnfreeze
 
     model = build_classifier("test_efficientnet", img_size=(32, 32))
     config = TrainConfig(model="test_efficientnet", trainable_groups=1, frozen_bn=frozen_bn)

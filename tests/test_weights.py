@@ -10,7 +10,7 @@ import timm
 import torch
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.factory import build_classifier, create_backbone
+from mammo_insight.nets.factory import build_classifier, create_backbone
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_unexpected_tensors_are_reported(rgb_weights, tmp_path, caplog):
     _, state = rgb_weights
     path = tmp_path / "extra.pth"
     torch.save({**state, "aux_head.weight": torch.zeros(2)}, path)
-    with caplog.at_level(logging.WARNING, logger="mammo_insight.models.factory"):
+    with caplog.at_level(logging.WARNING, logger="mammo_insight.nets.factory"):
         create_backbone("test_resnet", path)
     assert "aux_head.weight" in caplog.text and "fc.weight" not in caplog.text
 
@@ -96,6 +96,6 @@ def test_wrapped_checkpoints_load_and_missing_files_are_errors(rgb_weights, tmp_
 def test_the_factory_imports_no_private_timm_module():
     from pathlib import Path
 
-    from mammo_insight.models import factory
+    from mammo_insight.nets import factory
 
     assert "timm.models._" not in Path(factory.__file__).read_text()

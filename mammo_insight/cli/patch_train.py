@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP
 
 
 def command(
@@ -31,7 +31,7 @@ def command(
 ) -> None:
     """Write PATCHRUN/patches.csv, metrics.json, oof_predictions.csv, lesion-map checks, folds/, index.html."""
     from mammo_insight.files import claim_output
-    from mammo_insight.models.patches import PatchConfig
+    from mammo_insight.runs.patch import PatchConfig
     from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train
 
     options = PatchConfig(

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP
 
 
 def command(

@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from mammo_insight.models.config import options_epilog
-from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.runs.config import options_epilog
 
 EPILOG = options_epilog()
 
@@ -63,7 +63,7 @@ def command(
 ) -> None:
     """Train one model per fold; write RUN/oof_predictions.csv, metrics.json, history.csv, folds/, index.html."""
     from mammo_insight.files import claim_output
-    from mammo_insight.models.config import load_config
+    from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import TrainStageConfig, run_train, write_train
 
     options = load_config(

@@ -28,7 +28,7 @@ from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.factory import MultiViewClassifier
+from mammo_insight.nets.factory import MultiViewClassifier
 
 
 class SignedEigenCAM(EigenCAM):

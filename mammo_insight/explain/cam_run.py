@@ -28,8 +28,8 @@ from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import resize, thumbnail
-from mammo_insight.models.data import CacheImageDataset, breast_table
-from mammo_insight.models.factory import build_classifier
+from mammo_insight.nets.factory import build_classifier
+from mammo_insight.runs.data import CacheImageDataset, breast_table
 
 log = logging.getLogger(__name__)
 CASE_TABLE_COLUMNS = [

@@ -26,7 +26,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.models.patches import (
+from mammo_insight.runs.patch import (
     build_patch_model,
     cut_patches,
     load_patch_model,

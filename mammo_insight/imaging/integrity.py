@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from mammo_insight.synth.jpeg_lossless import CATEGORY_OF_RESIDUAL, canonical_codes, residuals
+from mammo_insight.imaging.jpeg_lossless import CATEGORY_OF_RESIDUAL, canonical_codes, residuals
 
 JPEG_SYNTAXES = {
     "1.2.840.10008.1.2.4.50",  # baseline

@@ -22,9 +22,6 @@ from markupsafe import Markup
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.metrics import metrics_frame, save_metrics_json
 from mammo_insight.metrics.compare import comparison_table
-from mammo_insight.models import run_figures
-from mammo_insight.models.run_report import LEVEL_TITLES, metrics_table
-from mammo_insight.models.run_sets import COMPARED_METRICS, compare_runs, open_run_set
 from mammo_insight.report import (
     Section,
     figure,
@@ -35,6 +32,9 @@ from mammo_insight.report import (
     render_page,
     table,
 )
+from mammo_insight.runs import run_figures
+from mammo_insight.runs.run_report import LEVEL_TITLES, metrics_table
+from mammo_insight.runs.run_sets import COMPARED_METRICS, compare_runs, open_run_set
 from mammo_insight.stages.base import StageResult, finish_stage
 
 # config.json keys that say where or when a run was made, not how it was trained

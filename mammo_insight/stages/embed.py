@@ -33,10 +33,10 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
 from mammo_insight.fusion.emb_table import ID_COLUMNS, embedding_columns
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_config, read_cache_index
-from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.nets.device import resolve_device
 from mammo_insight.progress import progress_bar
+from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)

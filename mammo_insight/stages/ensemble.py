@@ -4,7 +4,7 @@ The runs' out-of-fold probabilities are averaged image by image (and breast by b
 runs), which is honest only because every image was held out by the same women's fold in each run:
 runs on other folds are refused, naming the first woman and image that differ. The average is scored by
 the shared metrics with thresholds tuned on it (labelled optimistic, as a run's own), and OUT opens as a
-run (``TrainedRun.open`` gives a ``models.ensemble.EnsembleRun``), so `evaluate --run OUT` and
+run (``TrainedRun.open`` gives a ``runs.ensemble.EnsembleRun``), so `evaluate --run OUT` and
 `predict --run OUT` score new images with the mean of every member's fold models.
 
     from mammo_insight.stages import ensemble
@@ -23,12 +23,12 @@ import pandas as pd
 
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
-from mammo_insight.models.ensemble import MEMBERS_KEY, shared_input
-from mammo_insight.models.run_io import save_run_config
-from mammo_insight.models.run_report import render_run_report, run_headline
-from mammo_insight.models.run_sets import RunSet, averaged_predictions, open_run_set
-from mammo_insight.models.trained_run import TrainedRun
 from mammo_insight.report import Section, fmt_ci, paragraph, table
+from mammo_insight.runs.ensemble import MEMBERS_KEY, shared_input
+from mammo_insight.runs.run_io import save_run_config
+from mammo_insight.runs.run_report import render_run_report, run_headline
+from mammo_insight.runs.run_sets import RunSet, averaged_predictions, open_run_set
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 
 MEMBER_METRICS = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")

@@ -24,13 +24,13 @@ from mammo_insight.fusion.shift import shift_check, shift_headline
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_config, read_cache_index
 from mammo_insight.manifest import file_sha256
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json
-from mammo_insight.models.data import CACHE_ROOT
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.run_io import save_run_config
-from mammo_insight.models.run_report import SHIFT_FILE, render_run_report, run_headline
-from mammo_insight.models.sources import HOME_SOURCE, SOURCE_COLUMN, source_films
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.nets.device import resolve_device
+from mammo_insight.runs.data import CACHE_ROOT
+from mammo_insight.runs.run_io import save_run_config
+from mammo_insight.runs.run_report import SHIFT_FILE, render_run_report, run_headline
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.training.sources import HOME_SOURCE, SOURCE_COLUMN, source_films
 
 log = logging.getLogger(__name__)
 

@@ -34,10 +34,10 @@ from mammo_insight.explain.lesion_map import PatchRunMaps
 from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations as lesion_table
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.patches import patch_scale_mismatch
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.nets.device import resolve_device
 from mammo_insight.progress import progress_bar
+from mammo_insight.runs.patch import patch_scale_mismatch
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)

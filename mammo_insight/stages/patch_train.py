@@ -4,7 +4,7 @@ A command of its own rather than `train --stage patch`: its outputs are a differ
 rows, patch models of a patch input size, lesion-map checks) that evaluate, embed, explain and predict
 do not read, so folding it into `train` would make every reader of a run folder ask which kind it holds.
 
-Everything is out-of-fold: the folds are the whole-image folds (``models.patches.patch_folds``), each
+Everything is out-of-fold: the folds are the whole-image folds (``runs.patch.patch_folds``), each
 fold's model scores the patches and slides over the films of the women it never saw. Writes::
 
     PATCHRUN/config.json            PatchConfig plus the cache it read and that cache's image size
@@ -42,21 +42,14 @@ from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, recorded_image_size
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
-from mammo_insight.models.patches import (
-    PatchConfig,
-    build_patch_model,
-    patch_folds,
-    sample_patches,
-    save_patch_model,
-    score_patches,
-    train_patch_model,
-)
-from mammo_insight.models.sources import load_training_table
+from mammo_insight.nets.device import resolve_device
 from mammo_insight.report.blocks import fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
+from mammo_insight.runs.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
+from mammo_insight.runs.patch import PatchConfig, build_patch_model, score_patches
 from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.training.patches import patch_folds, sample_patches, save_patch_model, train_patch_model
+from mammo_insight.training.sources import load_training_table
 
 log = logging.getLogger(__name__)
 CHECK_SUMMARY = {

@@ -46,8 +46,8 @@ from mammo_insight.files import atomic_write, inside_root, write_csv_atomic
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import thumbnail
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.nets.device import resolve_device
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
@@ -484,7 +484,7 @@ def _cam_maps(
     """image_id -> Grad-CAM over the model input, the mean of the fold models' maps (as for the probabilities)."""
     from torch.utils.data import DataLoader
 
-    from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+    from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
 
     size = run.image_size
     table = ok.assign(_label=np.nan)

@@ -1,10 +1,10 @@
 """`train`: k-fold CNN training on an image cache, writing a run directory.
 
 The per-fold work (Lightning: checkpoints, resume, early stopping, mixed precision, DDP) lives in
-mammo_insight.models.training and writes RUN/folds/fold_<k>/ as each fold finishes, so an interrupted
+mammo_insight.training.loop and writes RUN/folds/fold_<k>/ as each fold finishes, so an interrupted
 run resumes. This stage then writes the run-level files: out-of-fold predictions, history, thresholds,
 metrics with intervals, the baselines every model is judged against, the manifest, and the report.
-With ``external_caches`` (``--external-cache``) other caches' rows train only (models/sources.py) and
+With ``external_caches`` (``--external-cache``) other caches' rows train only (training/sources.py) and
 RUN/shift.json holds the dataset-shift check where the sources meet (fusion/shift.py).
 
     from mammo_insight.stages import train
@@ -30,17 +30,17 @@ from mammo_insight.fusion.shift import shift_check, shift_headline
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
-from mammo_insight.models import run_figures
-from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.predict import cache_features
-from mammo_insight.models.run_io import save_run_config
-from mammo_insight.models.run_report import SHIFT_FILE, render_run_report, run_headline
-from mammo_insight.models.sources import source_films
-from mammo_insight.models.trained_run import TrainedRun
-from mammo_insight.models.training import FoldOutputs, train_folds
+from mammo_insight.nets.device import resolve_device
+from mammo_insight.nets.factory import build_classifier
+from mammo_insight.runs import run_figures
+from mammo_insight.runs.config import TrainConfig
+from mammo_insight.runs.predict import cache_features
+from mammo_insight.runs.run_io import save_run_config
+from mammo_insight.runs.run_report import SHIFT_FILE, render_run_report, run_headline
+from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.training.loop import FoldOutputs, train_folds
+from mammo_insight.training.sources import source_films
 
 log = logging.getLogger(__name__)
 HISTORY_COLUMNS = ["fold", "epoch", "split", "loss", "pf1", "roc_auc", "balanced_accuracy", "lr"]

@@ -28,7 +28,7 @@ from pydicom.uid import (
 )
 
 from mammo_insight.files import atomic_write
-from mammo_insight.synth.jpeg_lossless import encode_jpeg_lossless
+from mammo_insight.imaging.jpeg_lossless import encode_jpeg_lossless
 
 MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
 IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1473.1")  # fixed: no library version in the bytes

@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Sampler
 
-from mammo_insight.models.config import TrainConfig
+from mammo_insight.runs.config import TrainConfig
 
 
 def pos_weight_value(labels: np.ndarray, setting: float | str | None) -> float | None:

@@ -21,9 +21,9 @@ import torch
 from mammo_insight.cohort.folds import train_only_mask
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
-from mammo_insight.models.data import CACHE_ROOT
-from mammo_insight.models.predict import cache_features
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.runs.data import CACHE_ROOT
+from mammo_insight.runs.predict import cache_features
+from mammo_insight.runs.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
 SOURCE_COLUMN = "training_source"  # home or ext<k>, when a run trains on external caches too

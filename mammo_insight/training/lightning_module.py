@@ -15,13 +15,13 @@ import torch
 from torch import nn
 
 from mammo_insight.metrics import pf1, point_metrics, roc_auc
-from mammo_insight.models.config import TrainConfig
-from mammo_insight.models.unfreeze import (
+from mammo_insight.nets.unfreeze import (
     apply_schedule,
     backbone_groups,
     keep_frozen_bn_stats,
     lr_multipliers,
 )
+from mammo_insight.runs.config import TrainConfig
 
 log = logging.getLogger(__name__)
 # The epoch's balanced accuracy (monitor = "balanced_accuracy") cuts at 0.5: a fixed point, so epochs compare;
@@ -102,7 +102,7 @@ class ClassifierModule(pl.LightningModule):
         self._outputs["val"].clear()
 
     def param_groups(self) -> list[dict]:
-        """One optimizer group per backbone group (its LR factor from models/unfreeze.py), then the rest."""
+        """One optimizer group per backbone group (its LR factor from nets/unfreeze.py), then the rest."""
         groups = backbone_groups(self.model.backbone, self.config.group_level)
         factors = lr_multipliers(len(groups), self.config)
         in_backbone = {id(p) for g in groups for p in g}
@@ -140,7 +140,7 @@ def monitor_key(monitor: str) -> str:
 
 
 class GroupUnfreeze(pl.Callback):
-    """Sets which backbone groups train at the start of each epoch (models/unfreeze.py).
+    """Sets which backbone groups train at the start of each epoch (nets/unfreeze.py).
 
     Stateless (a function of the epoch), so it survives a resume.
     """
@@ -168,7 +168,7 @@ class StepSeed(pl.Callback):
     not on what ran before (a resumed run builds its data loader iterator, which draws from torch's
     generator, at another moment than an uninterrupted one), so a run resumed from an epoch-end
     checkpoint after a kill -9 draws exactly what the uninterrupted run drew. The sampler and the
-    augmentation are seeded per epoch and per item already (models/sampling.EpochSampler).
+    augmentation are seeded per epoch and per item already (training.sampling.EpochSampler).
     """
 
     def __init__(self, seed: int):

@@ -1,4 +1,4 @@
-"""The run directory contract that train writes and `TrainedRun` (models/trained_run.py) reads.
+"""The run directory contract that train writes and `TrainedRun` (runs/trained_run.py) reads.
 
 RUN/config.json          resolved training config: model, view_mode, image_size [H, W], folds, seed,
                          threshold (tuned on out-of-fold predictions), cache_index_sha256, ...

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.device import is_device_name
-from mammo_insight.models.pooling import POOLS
+from mammo_insight.nets.device import is_device_name
+from mammo_insight.nets.pooling import POOLS
 
 
 def option(default: Any, doc: str) -> Any:
@@ -64,7 +64,7 @@ class TrainConfig:
     dropout: float = option(0.0, "dropout before the classifier head")
     pool: str = option(
         "avg",
-        "how the backbone's feature map becomes one vector (models/pooling.py): avg (the backbone's global "
+        "how the backbone's feature map becomes one vector (nets/pooling.py): avg (the backbone's global "
         "average) | max | gem (generalized mean, learned exponent) | attention (gated attention-MIL over the "
         "cells)",
     )
@@ -97,7 +97,7 @@ class TrainConfig:
         0, "first epochs on a balanced subset drawn per breast, then the full data at real prevalence"
     )
     warmup_pos_ratio: float = option(0.5, "positive share (of breasts) in the warm-up subset")
-    # transfer learning, by timm's parameter groups (models/unfreeze.py)
+    # transfer learning, by timm's parameter groups (nets/unfreeze.py)
     freeze_epochs: int = option(
         0, "epochs with the backbone frozen (head only); = epochs: only the head (and pool) ever trains"
     )

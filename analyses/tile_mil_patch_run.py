@@ -1,10 +1,10 @@
 """Study: an attention-MIL head over true patch features, from a finished `patch-train` run's fold models.
 
-    python benchmarks/tile_mil_patch_run.py PATCHRUN [--cache CACHE] [--stride 16] [--threads 1]
+    python analyses/tile_mil_patch_run.py PATCHRUN [--cache CACHE] [--stride 16] [--threads 1]
 
 For each outer fold k, fold k's saved patch model is run on every tissue tile of every film (the tiles
 the lesion map cuts at ``--stride``: ``explain.lesion_map.tile_features``); each film's bag is its tiles'
-pooled backbone features. ``models.tile_mil.out_of_fold_scores`` fits, on the films outside fold k, the
+pooled backbone features. ``analyses.tile_mil.out_of_fold_scores`` fits, on the films outside fold k, the
 gated attention-MIL head and the mean of the bag's features with a logistic regression, and scores fold k's
 films. Beside them, the max of fold k's tile scores on fold k's films: at stride 32 the non-overlapping
 tiles of `patch_cells_zero_shot.py`'s ``max_of_tiles``, at the run's map stride the run's ``prob``.
@@ -21,13 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from tile_mil import MilRecipe, out_of_fold_scores
 
 from mammo_insight.explain.lesion_map import tile_features
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
-from mammo_insight.models.patches import load_patch_model, patch_folds, patch_run_cache, read_patch_config
-from mammo_insight.models.sources import load_training_table
-from mammo_insight.models.tile_mil import MilRecipe, out_of_fold_scores
+from mammo_insight.runs.patch import load_patch_model, patch_run_cache, read_patch_config
+from mammo_insight.training.patches import patch_folds
+from mammo_insight.training.sources import load_training_table
 
 
 def main() -> None:

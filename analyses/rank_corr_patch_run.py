@@ -1,6 +1,6 @@
 """Study: a finished `patch-train` run's randomisation check, over the tissue cells and over the whole canvas.
 
-    python benchmarks/rank_corr_patch_run.py PATCHRUN [--cache CACHE] [--threads 1]
+    python analyses/rank_corr_patch_run.py PATCHRUN [--cache CACHE] [--threads 1]
 
 Slides each fold's saved patch model and the stage's seeded random-weight twin over the annotated films
 of that fold (``stages.patch_train.slide_film``, the run's patch size, stride and tissue level) and prints
@@ -22,15 +22,10 @@ from mammo_insight.explain.lesion_map import randomisation_rank_corr
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics.bootstrap import percentile_interval
-from mammo_insight.models.patches import (
-    build_patch_model,
-    load_patch_model,
-    patch_folds,
-    patch_run_cache,
-    read_patch_config,
-)
-from mammo_insight.models.sources import load_training_table
+from mammo_insight.runs.patch import build_patch_model, load_patch_model, patch_run_cache, read_patch_config
 from mammo_insight.stages.patch_train import slide_film
+from mammo_insight.training.patches import patch_folds
+from mammo_insight.training.sources import load_training_table
 
 
 def main() -> None:

@@ -1,12 +1,12 @@
 """`TrainedRun`: a training run folder opened, the one way every stage reads what `train` wrote.
 
-A run folder (see :mod:`mammo_insight.models.run_io` for the files) holds one model per fold. Evaluate,
+A run folder (see :mod:`mammo_insight.runs.run_io` for the files) holds one model per fold. Evaluate,
 embed, explain and predict all open it with ``TrainedRun.open(run_dir)`` and ask it for its config, its
 folds, a fold's model (the only code in the package that loads fold models), its tuned thresholds, the
 preprocessing its images went through, and the ensemble of its fold models on a cache
 (``ensemble_predict``: every fold model scores the rows and the probabilities are averaged, since no
 fold model saw those images and none is preferred). A folder written by `ensemble` opens as an
-``models.ensemble.EnsembleRun``, whose fold models average its member runs' fold models.
+``runs.ensemble.EnsembleRun``, whose fold models average its member runs' fold models.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import CONFIG_FILE
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.metrics import thresholds_of
-from mammo_insight.models.factory import build_classifier
-from mammo_insight.models.predict import predict_cache
-from mammo_insight.models.run_io import fold_model_path, load_oof, load_run_config, load_weights
+from mammo_insight.nets.factory import build_classifier
+from mammo_insight.runs.predict import predict_cache
+from mammo_insight.runs.run_io import fold_model_path, load_oof, load_run_config, load_weights
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class TrainedRun:
         root = Path(run_dir)
         config = load_run_config(root)
         if "ensemble_of" in config:  # written by `ensemble`: its fold models are the members'
-            from mammo_insight.models.ensemble import EnsembleRun
+            from mammo_insight.runs.ensemble import EnsembleRun
 
             return EnsembleRun.from_folder(root, config)
         found = (_fold_of(p) for p in (root / "folds").glob("fold_*/model.pt"))

@@ -24,7 +24,6 @@ from mammo_insight.metrics import (
     subgroup_metrics,
     thresholds_of,
 )
-from mammo_insight.models import run_figures as figs
 from mammo_insight.report import (
     Section,
     bullet_list,
@@ -36,6 +35,7 @@ from mammo_insight.report import (
     render_page,
     table,
 )
+from mammo_insight.runs import run_figures as figs
 
 log = logging.getLogger(__name__)
 

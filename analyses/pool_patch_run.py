@@ -1,6 +1,6 @@
 """Study: the learned pooling against the max on a finished `patch-train` run, from its saved fold models.
 
-    python benchmarks/pool_patch_run.py PATCHRUN [--cache CACHE] [--out OUT.csv] [--threads 2]
+    python analyses/pool_patch_run.py PATCHRUN [--cache CACHE] [--out OUT.csv] [--threads 2]
 
 Slides each fold's saved patch model over its own fold's films again (``stages.patch_train.slide_film``,
 the run's patch size, stride and tissue level), records the map statistics, fits the stacked pooling
@@ -20,10 +20,11 @@ import torch
 
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
-from mammo_insight.models.map_pooling import learned_film_scores
-from mammo_insight.models.patches import load_patch_model, patch_folds, patch_run_cache, read_patch_config
-from mammo_insight.models.sources import load_training_table
+from mammo_insight.runs.map_pooling import learned_film_scores
+from mammo_insight.runs.patch import load_patch_model, patch_run_cache, read_patch_config
 from mammo_insight.stages.patch_train import film_record, slide_film
+from mammo_insight.training.patches import patch_folds
+from mammo_insight.training.sources import load_training_table
 
 
 def main() -> None:

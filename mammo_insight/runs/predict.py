@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
 
 # Carried into prediction files so subgroup tables can be built from them.
 CONTEXT_COLUMNS = ["view", "laterality", "age", "density", "site_id", "machine_id"]

@@ -1,6 +1,6 @@
 """Study: what a patch model's head says about the whole film's feature map, with nothing trained on top.
 
-    python benchmarks/patch_cells_zero_shot.py PATCHRUN [--cache CACHE] [--threads 1]
+    python analyses/patch_cells_zero_shot.py PATCHRUN [--cache CACHE] [--threads 1]
 
 The whole-image models of `train --init-patch-run --pool ...` read the patch backbone's feature map of the
 whole film (one cell per 32 pixels for an EfficientNet), not the patch model's input: a 32-pixel patch on
@@ -23,8 +23,9 @@ import torch
 
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
-from mammo_insight.models.patches import load_patch_model, patch_folds, patch_run_cache, read_patch_config
-from mammo_insight.models.sources import load_training_table
+from mammo_insight.runs.patch import load_patch_model, patch_run_cache, read_patch_config
+from mammo_insight.training.patches import patch_folds
+from mammo_insight.training.sources import load_training_table
 
 SCORES = ("head_on_avg", "head_on_max", "max_of_cell_heads", "mean_of_cell_heads", "max_of_tiles")
 

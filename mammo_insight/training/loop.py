@@ -31,18 +31,18 @@ from mammo_insight.files import atomic_write, write_csv_atomic
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
-from mammo_insight.models.augment import build_augment
-from mammo_insight.models.config import TrainConfig, validate_config
-from mammo_insight.models.data import CacheBreastDataset, CacheImageDataset
-from mammo_insight.models.device import resolve_device
-from mammo_insight.models.factory import build_classifier, input_normalization
-from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
-from mammo_insight.models.losses import build_loss
-from mammo_insight.models.patches import check_patch_run, init_from_patch_run, patch_scale_mismatch
-from mammo_insight.models.predict import predict_cache
-from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
-from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
-from mammo_insight.models.sources import SOURCE_COLUMN, external_name, load_sources
+from mammo_insight.nets.device import resolve_device
+from mammo_insight.nets.factory import build_classifier, input_normalization
+from mammo_insight.runs.config import TrainConfig, validate_config
+from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
+from mammo_insight.runs.patch import check_patch_run, init_from_patch_run, patch_scale_mismatch
+from mammo_insight.runs.predict import predict_cache
+from mammo_insight.runs.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
+from mammo_insight.training.augment import build_augment
+from mammo_insight.training.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
+from mammo_insight.training.losses import build_loss
+from mammo_insight.training.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
+from mammo_insight.training.sources import SOURCE_COLUMN, external_name, load_sources
 
 log = logging.getLogger(__name__)
 # Options that may change between an interrupted run and its resume (they do not change the result).
@@ -96,7 +96,7 @@ class History(pl.Callback):
 
 
 def lightning_device(config: TrainConfig) -> tuple[str, str]:
-    """(Lightning accelerator, precision) from ``--device`` (models/device.resolve_device's policy):
+    """(Lightning accelerator, precision) from ``--device`` (nets.device.resolve_device's policy):
     mixed precision only on a GPU."""
     accelerator = "gpu" if resolve_device(config.device).type == "cuda" else "cpu"
     if accelerator == "cpu":
@@ -170,7 +170,7 @@ def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -
 
 def _check_resumable(out_dir: Path, values: dict[str, Any]) -> None:
     """Refuse to resume into a run directory made with other settings or another cache."""
-    from mammo_insight.models.run_io import load_run_config
+    from mammo_insight.runs.run_io import load_run_config
 
     if not (out_dir / "config.json").is_file():
         return

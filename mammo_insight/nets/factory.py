@@ -1,13 +1,13 @@
 """Build the single-view and multi-view classifiers from any timm backbone.
 
 Input is one channel (mammograms are grey). Pretrained weights come from a local file (``weights``) or, with
-``pretrained=True``, from a pip-shipped copy or timm's own cache and hub (models/pretrained.py); both load
+``pretrained=True``, from a pip-shipped copy or timm's own cache and hub (nets/pretrained.py); both load
 through timm's public pretrained API. Both models normalise their input with the backbone's pretrained
 mean and std (`input_normalization`) inside ``embed``, so every stage that runs a model (train, evaluate,
 embed, explain, predict) feeds it the same [0, 1] images and gets the same normalisation. Both expose
 ``embed`` (the pooled feature vector that embeddings and fusion use) and return one malignancy logit per
 image or per breast. The pooling is the backbone's own global average, or with ``pool`` a head over its
-feature map (models/pooling.py). The head is sized from that vector as one forward pass of a blank image at the run's
+feature map (nets/pooling.py). The head is sized from that vector as one forward pass of a blank image at the run's
 size measures it (`feature_size`), which also turns an input too small for the backbone into an error
 naming the smallest size it takes.
 """
@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models import small_cnn  # noqa: F401 - registers `small_cnn` with timm
-from mammo_insight.models.pooling import build_pool, pooled_features
-from mammo_insight.models.pretrained import offline_message, packaged_state_dict
+from mammo_insight.nets import small_cnn  # noqa: F401 - registers `small_cnn` with timm
+from mammo_insight.nets.pooling import build_pool, pooled_features
+from mammo_insight.nets.pretrained import offline_message, packaged_state_dict
 
 log = logging.getLogger(__name__)
 PROBE_SIDE = 64  # the largest side of the blank image `feature_size` tries first
@@ -392,7 +392,7 @@ def build_classifier(
     """The classifier a run config describes: view_mode 'single' (per image) or 'multi' (per breast).
 
     ``normalization``: (mean, std) of the input, None for none (runs made before it was recorded).
-    ``pool``: how each image's feature map becomes one vector (models/pooling.py; ``avg`` is the backbone's).
+    ``pool``: how each image's feature map becomes one vector (nets/pooling.py; ``avg`` is the backbone's).
     """
     if view_mode not in {"single", "multi"}:
         raise MammoInsightError(f"view mode must be 'single' or 'multi', got {view_mode!r}")

@@ -4,7 +4,7 @@ Why: on mini-MIAS a pooling head over the patch backbone's whole-film feature ma
 a cell of that map is not a patch feature (its receptive field spans its neighbours, never the zero padding
 a lone patch has), while the same patch model on each tile on its own keeps the lesion signal. Here the
 frozen patch backbone is run on each tile (``explain.lesion_map.tile_features``: the tiles ``slide`` cuts),
-and a gated attention-MIL head (Ilse et al. 2018; ``models.pooling.GatedAttentionPool`` over the bag) is
+and a gated attention-MIL head (Ilse et al. 2018; ``nets.pooling.GatedAttentionPool`` over the bag) is
 trained per film label: it can weight the few tiles that hold a lesion instead of the hottest one only.
 
 The recipe (``MilRecipe``) was fixed before any mini-MIAS figure of this head was seen (on synthetic
@@ -29,8 +29,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mammo_insight.models.map_pooling import standardised_logistic
-from mammo_insight.models.pooling import ATTENTION_HIDDEN, GatedAttentionPool
+from mammo_insight.nets.pooling import ATTENTION_HIDDEN, GatedAttentionPool
+from mammo_insight.runs.map_pooling import standardised_logistic
 
 
 @dataclass(frozen=True)

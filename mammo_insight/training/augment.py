@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from torchvision.transforms import v2
 
-from mammo_insight.models.config import AugmentConfig
+from mammo_insight.runs.config import AugmentConfig
 
 
 class GridPatchDrop(nn.Module):

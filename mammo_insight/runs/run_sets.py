@@ -23,7 +23,7 @@ from mammo_insight.cohort.folds import fold_mismatch
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, thresholds_of
 from mammo_insight.metrics.compare import paired_comparisons
-from mammo_insight.models.run_io import load_oof, load_run_config
+from mammo_insight.runs.run_io import load_oof, load_run_config
 
 log = logging.getLogger(__name__)
 IDS = {"image_id": str, "breast_id": str, "patient_id": str}

@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.models.trained_run import TrainedRun
+from mammo_insight.runs.trained_run import TrainedRun
 
 MEMBERS_KEY = "ensemble_of"
 SHARED_INPUT = ("view_mode", "image_size", "max_views")

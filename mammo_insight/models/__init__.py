@@ -1,1 +1,0 @@
-"""timm-backed image classifiers, the run-directory contract, training glue and embeddings."""

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from browser import check_pages, chromium_path
 
-from mammo_insight.stages.demo import DemoSettings, run_demo
+from mammo_insight.stages.demo import DemoConfig, DemoSettings, run_demo, write_demo
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +27,7 @@ IDENTIFYING_TAGS = (
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("demo")
-    run_demo(out, DemoSettings())
+    write_demo(run_demo(DemoConfig(out, DemoSettings())), out)
     return out
 
 

@@ -188,7 +188,7 @@ def patch_run(trained_run, tmp_path_factory) -> Path:
     _, cache = trained_run
     out = tmp_path_factory.mktemp("explain_patch_run")
     options = PatchConfig(model="test_efficientnet", patch_size=16, folds=2, epochs=4, device="cpu")
-    write_patch_train(run_patch_train(PatchTrainConfig(cache, out, options)))
+    write_patch_train(run_patch_train(PatchTrainConfig(cache, out, options)), out)
     return out
 
 

@@ -102,7 +102,7 @@ def patch_run(synth_cache, tmp_path_factory) -> Path:
     from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train
 
     out = tmp_path_factory.mktemp("patch_run")
-    write_patch_train(run_patch_train(PatchTrainConfig(synth_cache, out, PatchConfig(**FAST))))
+    write_patch_train(run_patch_train(PatchTrainConfig(synth_cache, out, PatchConfig(**FAST))), out)
     return out
 
 

@@ -26,7 +26,7 @@ def test_swapped_files_are_redone_and_counted(tmp_path) -> None:
     make_synthetic_cohort(root, n_patients=2, seed=4, size=(96, 64), prevalence=0.5)
     config = PreprocessStageConfig(dataset="rsna", root=root, out=tmp_path / "cache", size=SIZE, sheet_size=0)
     first = run_preprocess(config)
-    manifest = json.loads(Path(write_preprocess(first)).read_text())
+    manifest = json.loads(Path(write_preprocess(first, first.config.out)).read_text())
     assert "table train.csv" in manifest["inputs"] and manifest["inputs"]["table train.csv"]["sha256"]
     assert first.summary["changed_inputs"] == 0 and len(first.summary["table_sha256"]) == 64
 

@@ -42,7 +42,7 @@ def test_preprocess_and_eda_manifests_carry_headline_and_report(synth_root, tmp_
     pre = run_preprocess(
         PreprocessStageConfig(dataset="rsna", root=synth_root, out=cache, size=(64, 32), sheet_size=4)
     )
-    write_preprocess(pre)
+    write_preprocess(pre, pre.config.out)
     n = pre.summary["images"]
     manifest = json.loads((cache / "manifest.json").read_text())
     assert manifest["stage"] == "preprocess" and manifest["report"] == "contact_sheet.png"

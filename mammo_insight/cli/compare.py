@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     runs: Annotated[list[Path], typer.Option(help="run folders trained on the same folds (--runs A B C)")],
@@ -20,8 +22,6 @@ def command(
     from mammo_insight.stages.compare import CompareConfig, run_compare, write_compare
 
     with claim_output(out, "compare"):
-        result = run_compare(CompareConfig((*runs, *(more_runs or [])), out, n_boot, seed))
-        page = write_compare(result)
-    for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        result = run_compare(CompareConfig((*runs, *(more_runs or [])), n_boot, seed))
+        page = write_compare(result, out)
+    print_result(result, page, "report:")

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("reports/demo"),
@@ -15,8 +17,9 @@ def command(
 ) -> None:
     """Run synth, eda, preprocess, train, embed, fuse-train and explain; write OUT/index.html."""
     from mammo_insight.files import claim_output
-    from mammo_insight.stages.demo import DemoSettings, run_demo
+    from mammo_insight.stages.demo import DemoConfig, DemoSettings, run_demo, write_demo
 
     with claim_output(out, "demo", reuse=True):
-        page = run_demo(out, DemoSettings(patients=patients, seed=seed))
-    typer.echo(f"open {page}")
+        result = run_demo(DemoConfig(out, DemoSettings(patients=patients, seed=seed)))
+        page = write_demo(result, out)
+    print_result(result, page, "open")

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder (index.html, summary.json, tables/)")],
@@ -25,7 +27,4 @@ def command(
     with claim_output(out, "eda"):
         result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
         page = write_eda(result, out)
-    typer.echo(", ".join(f"{key}: {value}" for key, value in result.headline().items()))
-    for finding in result.findings[:3]:
-        typer.echo(f"- {finding}")
-    typer.echo(f"wrote {page}")
+    print_result(result, page)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     runs: Annotated[list[Path], typer.Option(help="run folders trained on the same folds (--runs A B C)")],
@@ -19,8 +21,6 @@ def command(
     from mammo_insight.stages.ensemble import EnsembleConfig, run_ensemble, write_ensemble
 
     with claim_output(out, "ensemble"):
-        result = run_ensemble(EnsembleConfig((*runs, *(more_runs or [])), out, n_boot))
-        page = write_ensemble(result)
-    for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        result = run_ensemble(EnsembleConfig((*runs, *(more_runs or [])), n_boot))
+        page = write_ensemble(result, out)
+    print_result(result, page, "report:")

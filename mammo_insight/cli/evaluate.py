@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
 from mammo_insight.nets.device import DEVICE_HELP
 
 
@@ -44,6 +45,4 @@ def command(
             )
         )
         page = write_evaluate(result, out)
-    for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+    print_result(result, page, "report:")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
 from mammo_insight.nets.device import DEVICE_HELP
 
 
@@ -62,24 +63,4 @@ def command(
             )
         )
         page = write_explain(result, out)
-    for key in (
-        "method",
-        "n_cases",
-        "pointing_game",
-        "energy_inside",
-        "lesion_area_fraction",
-        "randomisation_rank_corr",
-        "randomised_pointing_game",
-    ):
-        value = result.metrics.get(key)
-        typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
-    lesion_map = result.metrics.get("lesion_map") or {}
-    for key in ("pointing_game", "energy_inside", "lesion_area_fraction", "randomised_pointing_game"):
-        if key in lesion_map:
-            value = lesion_map[key]
-            typer.echo(
-                f"lesion map {key}: {value:.3f}" if isinstance(value, float) else f"lesion map {key}: {value}"
-            )
-    for problem in result.failures:
-        typer.echo(f"problem: {problem}", err=True)
-    typer.echo(f"wrote {page}")
+    print_result(result, page)

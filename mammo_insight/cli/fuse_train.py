@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder")],
@@ -42,7 +44,6 @@ def command(
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
     from mammo_insight.files import claim_output
-    from mammo_insight.report import fmt_ci
     from mammo_insight.stages.fuse import FuseConfig, run_fuse, write_fuse
 
     include = tuple(include_leaky or ())
@@ -72,11 +73,4 @@ def command(
     with claim_output(out, "fuse-train"):
         result = run_fuse(config)
         page = write_fuse(result, out)
-    for model, body in result.scores.items():
-        typer.echo(
-            f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "
-            f"pF1 {fmt_ci(body['pf1'])}, {body['n']} breasts, {body['n_pos']} positive"
-        )
-    for w in result.fusion.warnings:
-        typer.echo(w, err=True)
-    typer.echo(f"wrote {page}")
+    print_result(result, page)

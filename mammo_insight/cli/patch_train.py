@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
 from mammo_insight.nets.device import DEVICE_HELP
 
 
@@ -51,7 +52,5 @@ def command(
     )
     with claim_output(out, "patch-train", markers=("folds",)):
         result = run_patch_train(PatchTrainConfig(cache, out, options))
-        page = write_patch_train(result)
-    for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        page = write_patch_train(result, out)
+    print_result(result, page, "report:")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
 from mammo_insight.nets.device import DEVICE_HELP
 
 
@@ -66,17 +67,6 @@ def command(
             )
         )
         breast_csv = write_predict(result, out)
-    breasts, files = result.breasts, result.images
-    scored = breasts["prob"].notna()
-    typer.echo(
-        f"breasts: {int(scored.sum())} scored, {int(breasts.loc[scored, 'decision'].sum())} positive at "
-        f"threshold {result.threshold:.3f}"
-    )
-    failed = files[files["status"] != "ok"]
-    typer.echo(f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed")
-    for row in failed.head(10).itertuples(index=False):
-        typer.echo(f"  failed: {row.file}: {row.reason}")
+    print_result(result, None)
     typer.echo(f"breast predictions{' (RSNA format)' if output_format == 'rsna' else ''}: {breast_csv}")
     typer.echo(f"image predictions: {image_csv_path(breast_csv)}")
-    if cams is not None:
-        typer.echo(f"Grad-CAM overlays: {cams / 'index.html'}")

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")],
@@ -59,8 +61,5 @@ def command(
     )
     with claim_output(out, "preprocess", markers=(JOURNAL_FILE, INDEX_FILE)):
         result = run_preprocess(config)
-        write_preprocess(result)
-    for key, value in result.summary.items():
-        typer.echo(f"{key}: {value}")
-    if result.summary["failed"]:
-        typer.echo(f"{result.summary['failed']} image(s) failed: see {out / 'failures.csv'}")
+        write_preprocess(result, out)
+    print_result(result, out)

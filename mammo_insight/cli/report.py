@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     runs: Annotated[list[Path], typer.Option(help="stage directories, or folders holding them")],
@@ -15,8 +17,9 @@ def command(
 ) -> None:
     """Write OUT/index.html linking every stage report found under --runs."""
     from mammo_insight.files import claim_output
-    from mammo_insight.stages.report import write_report
+    from mammo_insight.stages.report import ReportConfig, run_report, write_report
 
     with claim_output(out, "report", reuse=True):  # an index may sit beside the outputs it links
-        page = write_report([*runs, *(more_runs or [])], out)
-    typer.echo(f"wrote {page}")
+        result = run_report(ReportConfig((*runs, *(more_runs or []))))
+        page = write_report(result, out)
+    print_result(result, page)

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.output import print_result
+
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder (RSNA layout)")],
@@ -48,6 +50,5 @@ def command(
                 strong_effects=strong_effects,
             )
         )
-        write_synth(result)
-    for key, value in result.summary.items():
-        typer.echo(f"{key}: {value}")
+        write_synth(result, out)
+    print_result(result, out)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.cli.output import print_result
+from mammo_insight.nets.device import DEVICE_HELP, is_ddp_worker
 from mammo_insight.runs.config import options_epilog
 
 EPILOG = options_epilog()
@@ -81,10 +81,8 @@ def command(
         device=device,
         cpu_threads=threads,
     )
-    # DDP worker ranks rerun this command while rank 0 holds the lock (Lightning sets LOCAL_RANK/NODE_RANK,
-    # torchrun RANK): only global rank 0 claims the folder
-    worker_rank = any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-    with nullcontext() if worker_rank else claim_output(out, "train", markers=("folds",)):
+    # DDP worker ranks rerun this command while rank 0 holds the lock: only global rank 0 claims the folder
+    with nullcontext() if is_ddp_worker() else claim_output(out, "train", markers=("folds",)):
         result = run_train(
             TrainStageConfig(
                 cache,
@@ -94,9 +92,6 @@ def command(
                 external_positives_only=external_positives_only,
             )
         )
-        if result is None:  # a DDP worker rank: rank 0 writes the run
-            return
-        page = write_train(result)
-    for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        page = write_train(result, out)
+    if result.writer:
+        print_result(result, page, "report:")

@@ -51,3 +51,11 @@ def resolve_device(name: str) -> torch.device:
             f"--device {name} was asked for but torch sees {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})"
         )
     return torch.device("cuda", index)
+
+
+def is_ddp_worker() -> bool:
+    """True in a DDP worker process (global rank above 0): Lightning sets LOCAL_RANK and NODE_RANK when it
+    starts the processes itself, torchrun and SLURM set RANK. Only global rank 0 claims and writes a run."""
+    import os
+
+    return any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))

@@ -75,11 +75,16 @@ def find_stage_outputs(roots: list[Path]) -> list[tuple[dict[str, Any], Path]]:
 
 
 def build_index(roots: list[Path], out: Path, title: str = "mammo-insight reports") -> Path:
-    """Write OUT/index.html linking each stage's report with its headline numbers."""
+    """Write OUT/index.html linking each stage's report under ``roots`` with its headline numbers."""
+    return render_index(find_stage_outputs(roots), out, title)
+
+
+def render_index(outputs: list[tuple[dict[str, Any], Path]], out: Path, title: str) -> Path:
+    """OUT/index.html over ``find_stage_outputs``' (manifest, path) pairs; returns the page."""
     out.mkdir(parents=True, exist_ok=True)
     sections = []
     rows = []
-    for manifest, path in find_stage_outputs(roots):
+    for manifest, path in outputs:
         stage = str(manifest.get("stage", "unknown"))
         name = path.name.removesuffix(".manifest.json") if path.name != "manifest.json" else path.parent.name
         report = manifest.get("report")

@@ -16,7 +16,6 @@ from typing import Any
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.device import is_device_name
-from mammo_insight.nets.pooling import POOLS
 
 
 def option(default: Any, doc: str) -> Any:
@@ -266,6 +265,7 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 def validate_config(config: TrainConfig) -> None:
     from mammo_insight.metrics.core import THRESHOLD_METHODS  # here: the CLI imports this module at start-up
+    from mammo_insight.nets.pooling import POOLS  # and this one imports torch
 
     checks = {
         "view_mode": config.view_mode in {"single", "multi"},

@@ -15,6 +15,7 @@ from typing import Any
 
 from markupsafe import escape
 
+from mammo_insight.errors import MammoInsightError
 from mammo_insight.manifest import write_manifest
 from mammo_insight.report.blocks import figure, metric_cards
 
@@ -29,6 +30,14 @@ class StageResult:
         """The few formatted numbers worth seeing first (label -> text)."""
         return {}
 
+    def lines(self) -> list[str]:
+        """What the command prints when the stage is done: by default the headline, one figure a line."""
+        return [f"{label}: {value}" for label, value in self.headline().items() if value]
+
+    def problems(self) -> list[str]:
+        """Warnings the command prints on stderr (failed files, a sample too small, ...)."""
+        return []
+
     def figures(self) -> list[tuple[Callable[[], Any], str]]:
         """The report's key figures as (draw, caption) pairs, for the notebook view."""
         return []
@@ -37,6 +46,19 @@ class StageResult:
         cards = metric_cards({k: v for k, v in self.headline().items() if v})
         drawn = "".join(str(figure(draw, caption)) for draw, caption in self.figures())
         return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}{drawn}</div>"
+
+
+def working_folder(result_folder: Path, out: str | Path, stage: str) -> Path:
+    """``out`` for a stage that builds its folder while it runs (synth, preprocess, train, patch-train).
+
+    Their fold models, cache images or DICOMs are already in the folder the config named, so the
+    summary files must go there too: another ``out`` would split one run across two folders.
+    """
+    if Path(out).resolve() != Path(result_folder).resolve():
+        raise MammoInsightError(
+            f"{stage} built {result_folder} while it ran: write its results there, not to {out}"
+        )
+    return Path(result_folder)
 
 
 def finish_stage(

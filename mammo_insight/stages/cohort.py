@@ -37,6 +37,18 @@ class CohortResult(StageResult):
             for k, v in self.counts().items()
         }
 
+    def lines(self) -> list[str]:
+        lines = [
+            f"{k}: {'not identified by the source' if v is None else v}" for k, v in self.counts().items()
+        ]
+        lines += [f"note: {note}" for note in self.cohort.notes]
+        if not self.counts()["n_labelled_images"]:
+            lines.append(
+                "labels: missing: no image has a cancer label (no label column, or one under another name), "
+                "so nothing can be counted as positive"
+            )
+        return [*lines, f"label: {self.cohort.label_meaning}"]
+
 
 def run_cohort(config: CohortConfig) -> CohortResult:
     return CohortResult(config, load_cohort(config.dataset, config.root, config.mapping))

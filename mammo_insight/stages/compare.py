@@ -43,10 +43,9 @@ NOT_SETTINGS = {"versions", "cache", "cache_index_sha256", "threshold", "thresho
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """The runs compared (two or more, same folds) and the output folder."""
+    """The runs compared (two or more, same folds) and the bootstrap's size and seed."""
 
     runs: tuple[Path, ...]
-    out: Path
     n_boot: int = 1000
     seed: int = 0
 
@@ -187,9 +186,9 @@ def _render(result: CompareResult, out: Path) -> Path:
     )
 
 
-def write_compare(result: CompareResult) -> Path:
+def write_compare(result: CompareResult, out: Path) -> Path:
     """OUT/compare.json and tables/*.csv, then the manifest, then index.html (returned)."""
-    out = result.config.out
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     save_metrics_json(out / "compare.json", result.comparison)
     write_csv_atomic(out / "tables" / "metrics.csv", result.metrics_long())

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.stages.report import write_report
+from mammo_insight.stages.base import StageResult
+from mammo_insight.stages.report import ReportConfig, run_report, write_report
 
 log = logging.getLogger(__name__)
 
@@ -197,8 +198,36 @@ def plan(out: Path, s: DemoSettings) -> list[Stage]:
     ]
 
 
-def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> Path:
-    """Run every stage into OUT and write OUT/index.html; raise listing the stages that failed."""
+@dataclass(frozen=True)
+class DemoConfig:
+    """The folder every stage writes into and the demo's settings."""
+
+    out: Path
+    settings: DemoSettings = field(default_factory=DemoSettings)
+
+
+@dataclass(frozen=True)
+class DemoResult(StageResult):
+    """Which stages ran, which failed (stage -> the last line of its log) and how long it all took."""
+
+    config: DemoConfig
+    stages: tuple[str, ...]
+    failed: dict[str, str]
+    seconds: float
+    stage = "demo"
+    title = "Demo"
+
+    def headline(self) -> dict[str, str]:
+        done = len(self.stages) - len(self.failed)
+        return {"stages done": f"{done} of {len(self.stages)}", "minutes": f"{self.seconds / 60:.1f}"}
+
+    def problems(self) -> list[str]:
+        return [f"{name}: {reason}" for name, reason in self.failed.items()]
+
+
+def run_demo(config: DemoConfig) -> DemoResult:
+    """Run every stage into OUT, each as its own CLI subprocess; a failed stage is recorded, not raised."""
+    out, settings = config.out, config.settings
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_config.toml").write_text(train_config(settings))
     stages = plan(out, settings)
@@ -233,8 +262,16 @@ def run_demo(out: Path, settings: DemoSettings = DemoSettings()) -> Path:
             )
             continue
         log.info("%s done in %.0f s", prefix, time.perf_counter() - t0)
-    page = write_report([out], out, title="mammo-insight demo")
-    log.info("demo finished in %.0f s: %s", time.perf_counter() - started, page)
-    if failed:
-        raise MammoInsightError("demo: stage(s) failed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
+    log.info("demo stages finished in %.0f s", time.perf_counter() - started)
+    return DemoResult(config, tuple(s.name for s in stages), failed, time.perf_counter() - started)
+
+
+def write_demo(result: DemoResult, out: Path) -> Path:
+    """OUT/index.html over every stage's output (failed ones are missing from it); returns the page.
+
+    Raises, after the page is written, listing the stages that failed.
+    """
+    page = write_report(run_report(ReportConfig((Path(out),), "mammo-insight demo")), out)
+    if result.failed:
+        raise MammoInsightError("demo: stage(s) failed: " + "; ".join(result.problems()))
     return page

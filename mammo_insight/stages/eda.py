@@ -82,6 +82,10 @@ class EdaResult(StageResult):
             k, n, unit = s["n_cancer_breasts"], s["n_labelled_breasts"], "breasts with cancer"
         return {"images": f"{s['n_images']:,}", "women": women, unit: f"{k:,} of {n:,} ({k / n:.2%})"}
 
+    def lines(self) -> list[str]:
+        summary = ", ".join(f"{key}: {value}" for key, value in self.headline().items())
+        return [summary, *(f"- {finding}" for finding in self.findings[:3])]
+
 
 def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
     """Compute every table of the study: on `cohort` when given (a notebook's), else on the config's source."""

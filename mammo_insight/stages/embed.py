@@ -218,6 +218,12 @@ class EmbedResult(StageResult):
             "embedding dim": str(self.dim),
         }
 
+    def lines(self) -> list[str]:
+        return [
+            f"images: {len(self.images)} ({self.n_held_out} not out-of-fold: mean over fold models)",
+            f"breasts: {len(self.breasts)}; embedding dim: {self.dim}",
+        ]
+
 
 def run_embed(config: EmbedConfig) -> EmbedResult:
     """The EMB table of every ok image of the cache (image and breast rows, see the module docstring)."""

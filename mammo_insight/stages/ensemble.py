@@ -8,8 +8,8 @@ run (``TrainedRun.open`` gives a ``runs.ensemble.EnsembleRun``), so `evaluate --
 `predict --run OUT` score new images with the mean of every member's fold models.
 
     from mammo_insight.stages import ensemble
-    result = ensemble.run_ensemble(ensemble.EnsembleConfig(runs=(Path("runs/a"), Path("runs/b")), out=Path("ens")))
-    ensemble.write_ensemble(result)
+    result = ensemble.run_ensemble(ensemble.EnsembleConfig(runs=(Path("runs/a"), Path("runs/b"))))
+    ensemble.write_ensemble(result, Path("ens"))
 """
 
 from __future__ import annotations
@@ -36,10 +36,9 @@ MEMBER_METRICS = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")
 
 @dataclass(frozen=True)
 class EnsembleConfig:
-    """The runs averaged (two or more, same folds) and the output folder."""
+    """The runs averaged (two or more, same folds) and the bootstrap's size."""
 
     runs: tuple[Path, ...]
-    out: Path
     n_boot: int = 1000
 
 
@@ -131,9 +130,9 @@ def members_section(result: EnsembleResult) -> Section:
     )
 
 
-def write_ensemble(result: EnsembleResult) -> Path:
+def write_ensemble(result: EnsembleResult, out: Path) -> Path:
     """OUT/oof_predictions.csv, metrics.json, config.json, then the manifest, then index.html (returned)."""
-    out = result.config.out
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_csv_atomic(out / "oof_predictions.csv", result.oof)
     if result.oof_breasts is not None:

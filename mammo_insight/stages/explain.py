@@ -54,6 +54,17 @@ SUMMARY_KEYS = {
 }
 GALLERY_CATEGORIES = tuple(CATEGORIES)  # TP, FP, FN, TN
 
+EXPLAIN_PRINTED = (
+    "method",
+    "n_cases",
+    "pointing_game",
+    "energy_inside",
+    "lesion_area_fraction",
+    "randomisation_rank_corr",
+    "randomised_pointing_game",
+)
+LESION_MAP_PRINTED = ("pointing_game", "energy_inside", "lesion_area_fraction", "randomised_pointing_game")
+
 
 @dataclass(frozen=True)
 class ExplainConfig:
@@ -97,6 +108,25 @@ class ExplainResult(StageResult):
         if isinstance((m.get("lesion_map") or {}).get("pointing_game"), float):
             shown["lesion map pointing game"] = f"{m['lesion_map']['pointing_game']:.3f}"
         return shown
+
+    def lines(self) -> list[str]:
+        lines = []
+        for key in EXPLAIN_PRINTED:
+            value = self.metrics.get(key)
+            lines.append(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+        lesion_map = self.metrics.get("lesion_map") or {}
+        for key in LESION_MAP_PRINTED:
+            if key in lesion_map:
+                value = lesion_map[key]
+                lines.append(
+                    f"lesion map {key}: {value:.3f}"
+                    if isinstance(value, float)
+                    else f"lesion map {key}: {value}"
+                )
+        return lines
+
+    def problems(self) -> list[str]:
+        return [f"problem: {problem}" for problem in self.failures]
 
     def gallery(self) -> dict[tuple[int, str], list]:
         """(fold, TP/FP/FN/TN) -> [(thumbnail, caption, case page)] for every fold with a case."""

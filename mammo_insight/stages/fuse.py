@@ -88,6 +88,16 @@ class FuseResult(StageResult):
             f"{MODEL_WORDS.get(m, m)} ROC-AUC": fmt_ci(body["roc_auc"]) for m, body in self.scores.items()
         }
 
+    def lines(self) -> list[str]:
+        return [
+            f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "
+            f"pF1 {fmt_ci(body['pf1'])}, {body['n']} breasts, {body['n_pos']} positive"
+            for model, body in self.scores.items()
+        ]
+
+    def problems(self) -> list[str]:
+        return list(self.fusion.warnings)
+
 
 def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
     """Cross-validate metadata-only, image-only and fused models on `cohort` (or the config's source)."""

@@ -47,7 +47,7 @@ from mammo_insight.report.blocks import fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
 from mammo_insight.runs.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
 from mammo_insight.runs.patch import PatchConfig, build_patch_model, score_patches
-from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.training.patches import patch_folds, sample_patches, save_patch_model, train_patch_model
 from mammo_insight.training.sources import load_training_table
 
@@ -203,9 +203,9 @@ def _map_summary(map_checks: pd.DataFrame, seed: int) -> dict[str, Any]:
     return out
 
 
-def write_patch_train(result: PatchTrainResult) -> Path:
+def write_patch_train(result: PatchTrainResult, out: Path) -> Path:
     """The run's tables and metrics, then the manifest, then index.html (returned)."""
-    out = result.config.out
+    out = working_folder(result.config.out, out, "patch-train")
     opts = result.config.options
     values = {
         **opts.to_dict(),

@@ -135,6 +135,20 @@ class PredictResult(StageResult):
             "flagged positive": str(int(self.breasts.loc[scored, "decision"].sum())),
         }
 
+    def lines(self) -> list[str]:
+        breasts, files = self.breasts, self.images
+        scored = breasts["prob"].notna()
+        failed = files[files["status"] != "ok"]
+        positive = int(breasts.loc[scored, "decision"].sum())
+        lines = [
+            f"breasts: {int(scored.sum())} scored, {positive} positive at threshold {self.threshold:.3f}",
+            f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed",
+            *(f"  failed: {row.file}: {row.reason}" for row in failed.head(10).itertuples(index=False)),
+        ]
+        if self.config.cams is not None:
+            lines.append(f"Grad-CAM overlays: {self.config.cams / 'index.html'}")
+        return lines
+
 
 def image_csv_path(out_csv: str | Path) -> Path:
     """OUT_images.csv beside the breast-level OUT.csv."""

@@ -7,7 +7,7 @@ contact sheet a person looks at.
     from mammo_insight.stages import preprocess
     result = preprocess.run_preprocess(preprocess.PreprocessStageConfig(dataset="rsna", root=Path("data"),
                                                                         out=Path("cache"), size=(512, 256)))
-    preprocess.write_preprocess(result)
+    preprocess.write_preprocess(result, out)
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from mammo_insight.imaging.build import build_cache
 from mammo_insight.imaging.cache import CONTACT_SHEET_FILE
 from mammo_insight.imaging.decode import auto_choices, resolve_backend
 from mammo_insight.imaging.pipeline import PreprocessConfig
-from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 
 ENGINES = ("local", "dask")
 TABLE_SUFFIXES = {".csv", ".txt", ".xls", ".xlsx", ".toml"}
@@ -75,6 +75,13 @@ class PreprocessResult(StageResult):
         s = self.summary
         return {"images cached": f"{s['ok']:,} of {s['images']:,}", "failed images": f"{s['failed']:,}"}
 
+    def lines(self) -> list[str]:
+        return [f"{key}: {value}" for key, value in self.summary.items()]
+
+    def problems(self) -> list[str]:
+        failed = self.summary["failed"]
+        return [f"{failed} image(s) failed: see {self.config.out / 'failures.csv'}"] if failed else []
+
 
 def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
     """Load the cohort and build (or resume) the cache in config.out."""
@@ -103,9 +110,10 @@ def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
     return PreprocessResult(config, pixels, summary)
 
 
-def write_preprocess(result: PreprocessResult) -> Path:
+def write_preprocess(result: PreprocessResult, out: Path) -> Path:
     """The manifest of the cache (its report is the contact sheet); returns the manifest's path."""
     c = result.config
+    working_folder(c.out, out, "preprocess")
     config = {
         **result.pixels.to_dict(),
         "dataset": c.dataset,

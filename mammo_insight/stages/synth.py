@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.synth.cohort import make_synthetic_cohort
 
 
@@ -36,6 +36,9 @@ class SynthResult(StageResult):
             "breasts with a planted lesion": f"{s['n_positive_breasts']:,} of {s['n_breasts']:,}",
         }
 
+    def lines(self) -> list[str]:
+        return [f"{key}: {value}" for key, value in self.summary.items()]
+
 
 def run_synth(config: SynthConfig) -> SynthResult:
     """Write the cohort into config.out (same seed, same bytes) and return its counts."""
@@ -51,7 +54,8 @@ def run_synth(config: SynthConfig) -> SynthResult:
     return SynthResult(config, summary)
 
 
-def write_synth(result: SynthResult) -> Path:
-    """The cohort's manifest (its files were written by run_synth)."""
+def write_synth(result: SynthResult, out: Path) -> Path:
+    """The cohort's manifest (its files were written by run_synth into the same folder)."""
+    out = working_folder(result.config.out, out, "synth")
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}
-    return finish_stage(result.config.out, result, config, seed=result.config.seed, report=None)
+    return finish_stage(out, result, config, seed=result.config.seed, report=None)

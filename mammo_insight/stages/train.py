@@ -10,7 +10,7 @@ RUN/shift.json holds the dataset-shift check where the sources meet (fusion/shif
     from mammo_insight.stages import train
     result = train.run_train(train.TrainStageConfig(cache=Path("cache"), out=Path("runs/r18"),
                                                     options=TrainConfig(model="resnet18", epochs=4)))
-    train.write_train(result)        # result.metrics, result.oof; renders its headline in Jupyter
+    train.write_train(result, Path("runs/r18"))        # result.metrics, result.oof; renders its headline in Jupyter
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from mammo_insight.runs.predict import cache_features
 from mammo_insight.runs.run_io import save_run_config
 from mammo_insight.runs.run_report import SHIFT_FILE, render_run_report, run_headline
 from mammo_insight.runs.trained_run import TrainedRun
-from mammo_insight.stages.base import StageResult, finish_stage
+from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.training.loop import FoldOutputs, train_folds
 from mammo_insight.training.sources import source_films
 
@@ -69,14 +69,23 @@ class TrainResult(StageResult):
     metrics: dict[str, Any]
     baselines: dict[str, Any]
     shift: dict[str, Any] | None = None  # the dataset-shift check of a run with external caches
+    writer: bool = True  # False on a DDP worker rank: its processes trained, global rank 0 writes the run
     stage = "train"
     title = "CNN training"
+
+    @classmethod
+    def of_worker_rank(cls, config: TrainStageConfig) -> TrainResult:
+        """What a DDP worker rank holds once the folds are trained: nothing to write or show."""
+        empty = pd.DataFrame()
+        return cls(config, {}, empty, None, empty, {}, {}, writer=False)
 
     @property
     def out(self) -> Path:
         return self.config.out
 
     def headline(self) -> dict[str, str]:
+        if not self.writer:
+            return {}
         return {**run_headline(self.metrics), **shift_headline(self.shift)}
 
     def figures(self) -> list[tuple[Callable[[], Any], str]]:
@@ -129,8 +138,8 @@ def _results(folds: FoldOutputs) -> tuple[pd.DataFrame, pd.DataFrame | None, pd.
     return oof, (pd.concat(breasts, ignore_index=True) if breasts else None), history
 
 
-def run_train(config: TrainStageConfig) -> TrainResult | None:
-    """Train every fold (resuming what an interrupted run left); None on a DDP worker rank (rank 0 writes)."""
+def run_train(config: TrainStageConfig) -> TrainResult:
+    """Train every fold (resuming what an interrupted run left); on a DDP worker rank an empty result."""
     folds = train_folds(
         config.cache,
         config.out,
@@ -139,7 +148,7 @@ def run_train(config: TrainStageConfig) -> TrainResult | None:
         external_positives_only=config.external_positives_only,
     )
     if folds is None:
-        return None
+        return TrainResult.of_worker_rank(config)
     oof, oof_breasts, history = _results(folds)
     values = dict(folds.values)
     label, seed = values["label_column"], values["seed"]
@@ -195,9 +204,14 @@ def dataset_shift(
     return shift_check(films, features, threshold, note=note, seed=values["seed"])
 
 
-def write_train(result: TrainResult) -> Path:
-    """The run-level files into the run folder, then the manifest, then RUN/index.html; returns the page."""
-    out = result.out
+def write_train(result: TrainResult, out: Path) -> Path:
+    """The run-level files into the run folder, then the manifest, then RUN/index.html; returns the page.
+
+    A DDP worker rank writes nothing: global rank 0 writes the run.
+    """
+    out = working_folder(result.out, out, "train")
+    if not result.writer:
+        return out / "index.html"
     write_csv_atomic(out / "oof_predictions.csv", result.oof)
     if result.oof_breasts is not None:
         write_csv_atomic(out / "oof_breast_predictions.csv", result.oof_breasts)
@@ -228,7 +242,5 @@ def write_train(result: TrainResult) -> Path:
 
 def train_run(cache: str | Path, out: str | Path, options: TrainConfig | None = None) -> Path:
     """Train and write a run folder in one call, as the CLI does; returns the folder."""
-    result = run_train(TrainStageConfig(Path(cache), Path(out), options or TrainConfig()))
-    if result is not None:
-        write_train(result)
+    write_train(run_train(TrainStageConfig(Path(cache), Path(out), options or TrainConfig())), Path(out))
     return Path(out)

@@ -62,137 +62,90 @@ def train_config(s: DemoSettings) -> str:
     return f'lr = {s.lr}\nsampler = "balanced"\ntarget_pos_ratio = {s.target_pos_ratio}\nbatch_size = 16\n'
 
 
+def command_line(command: str, *flags: str, **options: object) -> list[str]:
+    """``command --option value ...`` from keyword options (underscores become dashes), then bare flags."""
+    args = [command]
+    for name, value in options.items():
+        args += [f"--{name.replace('_', '-')}", str(value)]
+    return [*args, *flags]
+
+
 def plan(out: Path, s: DemoSettings) -> list[Stage]:
+    """The stages in data-flow order, each with the stages whose outputs it reads."""
     data, cache, train = out / "data", out / "cache", out / "train"
     emb = out / "embed" / "embeddings.parquet"
     new = out / "new_studies"
+    strong = ["--strong-effects"] if s.strong_effects else []
+    cohort = {"dataset": "rsna", "root": data}
     return [
         Stage(
             "synth",
-            [
-                "synth",
-                "--out",
-                str(data),
-                "--patients",
-                str(s.patients),
-                "--seed",
-                str(s.seed),
-                "--size",
-                s.synth_size,
-                *(["--strong-effects"] if s.strong_effects else []),
-            ],
+            command_line("synth", *strong, out=data, patients=s.patients, seed=s.seed, size=s.synth_size),
         ),
-        Stage("eda", ["eda", "--dataset", "rsna", "--root", str(data), "--out", str(out / "eda")], ["synth"]),
+        Stage("eda", command_line("eda", **cohort, out=out / "eda"), ["synth"]),
         Stage(
             "preprocess",
-            [
-                "preprocess",
-                "--dataset",
-                "rsna",
-                "--root",
-                str(data),
-                "--out",
-                str(cache),
-                "--size",
-                s.cache_size,
-                "--workers",
-                "2",
-            ],
+            command_line("preprocess", **cohort, out=cache, size=s.cache_size, workers=2),
             ["synth"],
         ),
         Stage(
             "train",
-            [
+            command_line(
                 "train",
-                "--cache",
-                str(cache),
-                "--out",
-                str(train),
-                "--model",
-                s.model,
-                "--folds",
-                str(s.folds),
-                "--epochs",
-                str(s.epochs),
-                "--seed",
-                str(s.seed),
-                "--config",
-                str(out / "train_config.toml"),
-            ],
+                cache=cache,
+                out=train,
+                model=s.model,
+                folds=s.folds,
+                epochs=s.epochs,
+                seed=s.seed,
+                config=out / "train_config.toml",
+            ),
             ["preprocess"],
         ),
-        Stage("embed", ["embed", "--run", str(train), "--cache", str(cache), "--out", str(emb)], ["train"]),
+        Stage("embed", command_line("embed", run=train, cache=cache, out=emb), ["train"]),
         Stage(
             "fuse-train",
-            [
+            command_line(
                 "fuse-train",
-                "--dataset",
-                "rsna",
-                "--root",
-                str(data),
-                "--embeddings",
-                str(emb),
-                "--planted-risk",
-                str(data / "planted_risk.csv"),
-                "--out",
-                str(out / "fusion"),
-                "--folds",
-                str(s.folds),
-                "--seed",
-                str(s.seed),
-            ],
+                **cohort,
+                embeddings=emb,
+                planted_risk=data / "planted_risk.csv",
+                out=out / "fusion",
+                folds=s.folds,
+                seed=s.seed,
+            ),
             ["synth", "embed"],
         ),
         Stage(
             "explain",
-            [
+            command_line(
                 "explain",
-                "--run",
-                str(train),
-                "--cache",
-                str(cache),
-                "--out",
-                str(out / "explain"),
-                "--n",
-                str(s.explain_cases),
-                "--max-checked",
-                str(s.explain_checked),
-                "--seed",
-                str(s.seed),
-                "--layer",
-                s.explain_layer,
-            ],
+                run=train,
+                cache=cache,
+                out=out / "explain",
+                n=s.explain_cases,
+                max_checked=s.explain_checked,
+                seed=s.seed,
+                layer=s.explain_layer,
+            ),
             ["train"],
         ),
         # women the run never saw, as new studies arriving without labels
         Stage(
             "synth-new",
-            [
-                "synth",
-                "--out",
-                str(new),
-                "--patients",
-                str(s.new_patients),
-                "--seed",
-                str(s.seed + 1),
-                "--size",
-                s.synth_size,
-                *(["--strong-effects"] if s.strong_effects else []),
-            ],
+            command_line(
+                "synth", *strong, out=new, patients=s.new_patients, seed=s.seed + 1, size=s.synth_size
+            ),
         ),
         Stage(
             "predict",
-            [
+            command_line(
                 "predict",
-                "--run",
-                str(train),
-                "--images",
-                str(new / "train_images"),
-                "--out",
-                str(out / "predict" / "predictions.csv"),
-                "--cams",
-                str(out / "predict"),
-            ],
+                run=train,
+                images=new / "train_images",
+                out=out / "predict" / "predictions.csv",
+                cams=out / "predict",
+            ),
             ["train", "synth-new"],
         ),
     ]

@@ -77,7 +77,7 @@ def test_leakage_audit_uses_the_policy_and_leaves_aucs_empty_when_too_small(capl
         np.testing.assert_array_equal(test, np.flatnonzero(expected == f))
         assert label[test].sum() > 0 and not set(patient[train]) & set(patient[test])
     # a many-level categorical column (scored out of fold) with fewer positive women than folds
-    n = leakage.MAX_IN_SAMPLE_LEVELS + 8
+    n = 20
     few = pd.DataFrame({"patient_id": [f"W{i}" for i in range(n)], "cancer": [1.0] * 3 + [0.0] * (n - 3)})
     audit = leakage.audit_leakage(few.assign(machine_id=[f"M{i % (n - 2)}" for i in range(n)]))
     assert audit["auc_alone"].isna().all() and "no out-of-fold AUC" in caplog.text

@@ -111,3 +111,68 @@ def test_within_machine_auc_and_its_test():
     within, tests = within_group_auc(breasts, score, ("machine_id",), n_boot=100)
     assert set(within["level"]) == {"A", "B"} and (within["roc_auc"] > 0.6).all()
     assert tests["machine_id"]["p_value"] > 0.01 and tests["machine_id"]["left_out"] == []
+
+
+def _machine_rate_breasts(n_women: int = 3000, seed: int = 0) -> pd.DataFrame:
+    """Breasts on six machines whose cancer rates differ (0.5 % to 8 %), nothing else planted."""
+    rng = np.random.default_rng(seed)
+    patient = np.repeat(np.arange(n_women), 2).astype(str)
+    machine = np.repeat(rng.choice(list("ABCDEF"), n_women), 2)
+    rate = pd.Series(dict(zip("ABCDEF", [0.005, 0.01, 0.02, 0.03, 0.05, 0.08])))[machine].to_numpy()
+    y = (rng.random(2 * n_women) < rate).astype(int)
+    site = np.where(np.isin(machine, list("ABC")), "1", "2")
+    return pd.DataFrame({"patient_id": patient, "machine_id": machine, "site_id": site, "cancer": y})
+
+
+def test_a_score_that_is_the_machine_rate_is_called_scanner_driven():
+    from mammo_insight.fusion.stratified import audit_sentence, stratified_audit
+
+    breasts = _machine_rate_breasts()
+    score = breasts.groupby("machine_id")["cancer"].transform("mean").to_numpy()  # the issue's score
+    audit = stratified_audit(breasts, score, ("machine_id",), n_boot=200).set_index("factor")
+    row = audit.loc["machine_id"]
+    assert row["pooled_low"] > 0.55 and row["stratified_auc"] == pytest.approx(0.5)
+    assert row["gap_low"] > 0 and row["grade"] == "scanner-driven"
+    assert abs(row["factor_only_auc"] - row["pooled_auc"]) < 0.05  # the machine alone gives the same
+    text = audit_sentence(audit.reset_index().iloc[0])
+    assert text.startswith("Scanner-driven") and "within-machine (stratified) ROC-AUC 0.500" in text
+    _, tests = within_group_auc(breasts, score, ("machine_id",), n_boot=100)
+    verdict = scanner_verdict(pd.DataFrame(columns=["probe", "input"]), tests, audit.reset_index())
+    assert "Scanner-driven" in verdict and "no sign that the pooled figure" not in verdict
+
+
+def test_a_score_that_ranks_within_machines_is_not_called_scanner_driven():
+    from mammo_insight.fusion.stratified import stratified_audit
+
+    breasts, score = _breasts_with_a_score(score_effect=0.8, machine_effect=0.0)
+    audit = stratified_audit(breasts, score, ("machine_id",), n_boot=200).iloc[0]
+    assert audit["grade"] == "no" and audit["stratified_low"] > 0.6
+    assert audit["gap_low"] < 0 < audit["gap_high"]
+    # a real score on top of a machine effect it shares: ranks within machines, and borrows from them
+    mixed, score = _breasts_with_a_score(score_effect=0.5, machine_effect=2.0)
+    assert stratified_audit(mixed, score, ("machine_id",), n_boot=200).iloc[0]["grade"] == "partly"
+
+
+@pytest.mark.slow
+def test_the_synthetic_scanner_signature_makes_an_image_score_scanner_driven():
+    """A score learnt from the rendered images' histograms of ``synth --scanner-signature`` reads the
+    machine's intensity curve: the audit calls it scanner-driven; without the signature it has nothing to read."""
+    from mammo_insight.fusion.probes import oof_probe
+    from mammo_insight.fusion.stratified import stratified_audit
+
+    grades = {}
+    for signature in (True, False):
+        images, cols = histogram_features(signature, n_patients=600)
+        breasts = images.groupby(["patient_id", "laterality"], as_index=False).agg(
+            cancer=("cancer", "max"),
+            machine_id=("machine_id", "first"),
+            site_id=("site_id", "first"),
+            **{c: (c, "mean") for c in cols},
+        )
+        label = np.where(breasts["cancer"] == 1, "cancer", "normal")
+        score = oof_probe(breasts[cols].to_numpy(float), label, breasts["patient_id"].to_numpy(), 0)[:, 0]
+        audit = stratified_audit(breasts, score, ("machine_id",), n_boot=200).iloc[0]
+        grades[signature] = audit
+    assert grades[True]["grade"] == "scanner-driven", grades[True].to_dict()
+    assert grades[True]["pooled_low"] > 0.5
+    assert grades[False]["grade"] != "scanner-driven" and grades[False]["pooled_low"] < 0.5

@@ -89,10 +89,8 @@ def test_uninformative_columns_are_not_below_chance_and_say_how():
     audit = audit_leakage(cohort.table, post_outcome=[])
     for column in ("view", "coin", "code"):
         row = _leak(audit, column)
-        assert row["auc_alone"] >= 0.5 and row["null_low"] <= row["auc_alone"] <= row["null_high"] + 0.02
-        assert row["verdict"] == "ok"
-    assert _leak(audit, "coin")["auc_method"].startswith("in-sample")
-    assert _leak(audit, "code")["auc_method"].startswith("out-of-fold")
+        assert row["null_low"] - 0.02 <= row["auc_alone"] <= row["null_high"] + 0.02
+        assert row["verdict"] == "ok" and row["auc_method"].startswith("out-of-fold")
 
 
 def _age_table(positives_per_band: list[int], n_per_band: int = 150, seed: int = 0) -> Cohort:

@@ -73,6 +73,7 @@ def metrics_body(result: FusionResult) -> dict:
         body["within_group_auc"] = result.scanner.within.to_dict(orient="records")
         body["heterogeneity"] = result.scanner.heterogeneity
         body["scanner_verdict"] = result.scanner.verdict
+        body["scanner_stratified_auc"] = result.scanner.stratified.to_dict(orient="records")
     return body
 
 
@@ -127,6 +128,8 @@ def write_outputs(result: FusionResult, out: Path) -> dict[str, Path]:
         write_csv_atomic(paths["probes"], result.scanner.probes)
         paths["within"] = tables / "within_group_auc.csv"
         write_csv_atomic(paths["within"], result.scanner.within)
+        paths["stratified"] = tables / "scanner_stratified_auc.csv"
+        write_csv_atomic(paths["stratified"], result.scanner.stratified)
     if result.interactions is not None:
         paths["interactions"] = tables / "shap_interactions.csv"
         write_csv_atomic(paths["interactions"], result.interactions)

@@ -98,6 +98,7 @@ class ScannerChecks:
     within: pd.DataFrame  # the image score's ROC-AUC per machine and site
     heterogeneity: dict  # factor -> Cochran's Q test
     verdict: str
+    stratified: pd.DataFrame = field(default_factory=pd.DataFrame)  # fusion.stratified.stratified_audit
 
 
 def _image_features(frame: pd.DataFrame, cols: list[str]) -> ImageFeatures:
@@ -322,6 +323,7 @@ def scanner_checks(
     """The image score's adjusted odds ratio, the probes on the image-level embeddings, AUC per machine/site."""
     from mammo_insight.fusion.incremental import adjusted_odds_ratio, image_score
     from mammo_insight.fusion.probes import run_probes, scanner_verdict, within_group_auc
+    from mammo_insight.fusion.stratified import stratified_audit
 
     score, score_name = image_score(emb_matrix.logit, image_prob)
     odds = adjusted_odds_ratio(breasts, score, score_name)
@@ -332,7 +334,8 @@ def scanner_checks(
     )
     probes = run_probes(images, cols, n_boot=min(cfg.n_boot, 100), seed=cfg.seed)
     within, tests = within_group_auc(breasts, score, n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
-    return ScannerChecks(odds, probes, within, tests, scanner_verdict(probes, tests))
+    audit = stratified_audit(breasts, score, n_boot=min(cfg.n_boot, 200), seed=cfg.seed)
+    return ScannerChecks(odds, probes, within, tests, scanner_verdict(probes, tests, audit), audit)
 
 
 def explain(

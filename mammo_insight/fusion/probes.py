@@ -9,8 +9,9 @@ machine 210, 2.6 % on machine 170), so recognising the scanner is worth ROC-AUC 
   machine), whose chance level is 0.5 whatever the class balance, with a 95 % interval over women. A
   machine probe near 1 means the embedding encodes the scanner.
 - the image score's ROC-AUC within each machine and each site, with Cochran's Q test of heterogeneity
-  (inverse-variance weights from the bootstrap intervals): a score that only reads the scanner ranks
-  no better than chance inside a machine.
+  (inverse-variance weights from the bootstrap intervals). Whether the pooled figure rests on the scanner
+  is read from pooled against machine-stratified AUC (``fusion.stratified``): a score that only reads the
+  scanner ranks no better than chance inside every machine, so the heterogeneity test cannot see it.
 """
 
 from __future__ import annotations
@@ -221,8 +222,15 @@ def probe_strength(row: pd.Series) -> tuple[str, str]:
     return ("strong" if row.ci_low > 0.8 else "some" if row.ci_low > 0.6 else "little"), auc
 
 
-def scanner_verdict(probes: pd.DataFrame, tests: dict) -> str:
-    """The plain-words answer to "does the image model read the scanner?" from the numbers above."""
+def scanner_verdict(probes: pd.DataFrame, tests: dict, audit: pd.DataFrame | None = None) -> str:
+    """The plain-words answer to "does the image model read the scanner?" from the numbers above.
+
+    ``audit``: :func:`mammo_insight.fusion.stratified.stratified_audit` of the image score: the verdict on
+    whether the pooled figure rests on telling scanners apart reads pooled against within-machine ROC-AUC,
+    never the heterogeneity test (a scanner-only score is at chance, and so equal, in every machine).
+    """
+    from mammo_insight.fusion.stratified import audit_sentence
+
     parts = []
     machine = probes[(probes["probe"] == "machine") & (probes["input"] == "embeddings")]
     if len(machine):
@@ -234,6 +242,8 @@ def scanner_verdict(probes: pd.DataFrame, tests: dict) -> str:
                 "little": f"The embeddings carry little machine information ({auc}).",
             }[strength]
         )
+    if audit is not None:
+        parts.extend(audit_sentence(row) for _, row in audit.iterrows())
     test = tests.get("machine_id")
     if test and test["levels"] >= 2:
         if test["p_value"] < 0.05:
@@ -244,9 +254,9 @@ def scanner_verdict(probes: pd.DataFrame, tests: dict) -> str:
             )
         else:
             parts.append(
-                f"Within each machine the score ranks cancers about equally well (pooled within-machine "
-                f"ROC-AUC {test['pooled_auc']:.3f}, heterogeneity p = {test['p_value']:.3g}): no sign that "
-                "the pooled figure rests on telling scanners apart."
+                f"The per-machine ROC-AUCs do not differ detectably (Cochran's Q p = {test['p_value']:.3g}; "
+                "a score that only reads the scanner is at chance, and so equal, in every machine: this test "
+                "alone says nothing on a scanner shortcut)."
             )
     elif test is not None:
         parts.append("Too few machines with enough cancers to compare the score's ROC-AUC between them.")

@@ -36,6 +36,7 @@ FILES = [
     "tables/calibration.csv",
     "tables/scanner_probes.csv",
     "tables/within_group_auc.csv",
+    "tables/scanner_stratified_auc.csv",
     "manifest.json",
 ]
 MODEL_WORDS = {
@@ -294,6 +295,13 @@ def _scanner_section(result: FusionResult) -> Section:
                 "(the images differ) and harmless by itself."
             ),
             table(checks.probes, "probes on the out-of-fold embeddings and the CNN score"),
+            paragraph(
+                "Pooled against stratified: the image score's ROC-AUC over all breasts, over only the pairs of a "
+                "cancer and a non-cancer on the same machine (or site), and the machine (site) alone, scored "
+                "by its out-of-fold cancer rate. A pooled figure above the stratified one is ranking borrowed "
+                "from telling scanners apart."
+            ),
+            table(checks.stratified, "pooled, within-machine and within-site ROC-AUC, and the factor alone"),
             paragraph(
                 "The image score's ROC-AUC inside each machine and site (levels with fewer than 3 cancers are "
                 "left out), and Cochran's Q test of whether they differ."

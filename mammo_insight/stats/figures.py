@@ -179,7 +179,7 @@ def leakage_figure(leakage: pd.DataFrame) -> Figure:
     rows = leakage.dropna(subset=["auc_alone"]).sort_values("auc_alone").reset_index(drop=True)
     fig = Figure(figsize=(7, 0.8 + 0.3 * max(len(rows), 1)), layout="constrained")
     ax = fig.subplots()
-    colours = [WARN if v == "leaky" else ACCENT for v in rows["verdict"]]
+    colours = [WARN if v in ("leaky", "suspect") else ACCENT for v in rows["verdict"]]
     ax.barh(range(len(rows)), rows["auc_alone"], color=colours, height=0.6)
     for i, r in rows.iterrows():  # the permutation null: what chance gives
         ax.plot([r["null_low"], r["null_high"]], [i, i], color=INK, lw=2.5, alpha=0.5, solid_capstyle="butt")

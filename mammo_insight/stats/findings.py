@@ -237,17 +237,29 @@ def missingness_findings(missing: pd.DataFrame) -> list[str]:
 def leakage_finding(leakage: pd.DataFrame, recorded: set[str]) -> str:
     """The leaky columns this dataset actually records, each with its reason (empty post-outcome columns are not news)."""
     values = leakage[leakage["audited"] == "values"]
-    leaky = values[(values["verdict"] == "leaky") & values["column"].isin(recorded)]
-    if leaky.empty:
+    flagged = values["column"].isin(recorded) & values["verdict"].isin(["leaky", "suspect"])
+    if not flagged.any():
         return (
-            "No column leaks the label: none is declared post-outcome, none is recorded differently by label, "
-            "and none predicts it with AUC >= 0.9 alone."
+            "No column leaks the label: none is declared post-outcome, none has its recording depend on the "
+            "label (missingness odds ratio), and none predicts it alone with out-of-fold AUC >= 0.7."
         )
-    parts = []
-    for _, r in leaky.iterrows():
-        auc = "" if pd.isna(r["auc_alone"]) else f" (AUC {r['auc_alone']:.2f} alone)"
-        parts.append(f"{r['column']}{auc}: {r['reason']}")
-    return "Leaky columns, excluded from models by default: " + "; ".join(parts) + "."
+    out = []
+    for verdict, title in (
+        ("leaky", "Leaky columns"),
+        ("suspect", "Suspect columns (a possible proxy of the outcome; check when they were recorded)"),
+    ):
+        rows = values[flagged & (values["verdict"] == verdict)]
+        parts = []
+        for _, r in rows.iterrows():
+            auc = "" if pd.isna(r["auc_alone"]) else f" (out-of-fold AUC {r['auc_alone']:.2f} alone)"
+            parts.append(f"{r['column']}{auc}: {r['reason']}")
+        if parts:
+            out.append(
+                f"{title}, left out of the headline findings and the models by default: "
+                + "; ".join(parts)
+                + "."
+            )
+    return " ".join(out)
 
 
 def write_findings(
@@ -270,7 +282,7 @@ def write_findings(
     """
     unit = "breast" if summary["n_breasts"] is not None else "image"
     recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])
-    age_leaky = bool(((leakage["column"] == "age") & (leakage["verdict"] == "leaky")).any())
+    age_leaky = bool(((leakage["column"] == "age") & leakage["verdict"].isin(["leaky", "suspect"])).any())
     findings = [
         prevalence_finding(summary),
         *([] if age_leaky else age_findings(rates, odds, tests, joint, unit)),

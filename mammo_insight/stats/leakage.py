@@ -2,42 +2,44 @@
 
 Two layers decide that a column leaks. The first is knowledge: the cohort's ``post_outcome`` list, which
 its adapter declares (RSNA's BIRADS, biopsy, invasive, difficult_negative_case; CMMD's classification,
-subtype, abnormality ...), is leaky by definition, whatever the data say. The second is an automatic
-check of the data, for the columns nobody declared:
+subtype, abnormality ...), is leaky by definition, whatever the data say. The second is a graded check of
+the data, for the columns nobody declared, from an effect size and its uncertainty, never from one cell:
 
-- label-conditional recording: the column is recorded (or missing) in one class only, e.g. a tumour
-  subtype present for cancers only, or an age missing for every normal breast. Flagged when one class
-  has none of a state (recorded / missing) that the other class has so often that the empty cell has a
-  chance below ``ZERO_CELL_P`` under independence;
+- label-conditional recording: the odds ratio of a breast's column being missing, cancers against
+  non-cancers, with its exact conditional 95 % interval (Fisher's; finite and valid with a zero cell, so
+  one record cannot switch the verdict). ``leaky`` when the whole interval lies beyond ``LEAK_OR`` (or
+  below its inverse), ``suspect`` when it excludes 1 and the estimate lies beyond ``SUSPECT_OR``;
 - label-exclusive values: at least ``EXCLUSIVE_SHARE`` of one class's recorded images hold values that
-  never occur in the other class;
-- an AUC alone implausibly high for a screening-time factor (>= ``LEAKY_AUC`` and above its null).
+  never occur in the other class (``leaky``);
+- the column's AUC alone against its own permutation band: ``leaky`` at ``LEAKY_AUC`` or more,
+  ``suspect`` at ``SUSPECT_AUC`` or more (no screening-time factor of a screening cohort comes near:
+  RSNA's age scores about 0.6), in both cases only above the band.
 
 The missingness indicator of every partly recorded column is audited like a column (a row with
-``audited = 'missingness'``); when it leaks, the column leaks with it, since a model reads an empty cell
-as a value. :func:`leaky_columns` lists what later stages leave out.
+``audited = 'missingness'``); the column takes its indicator's verdict when that is worse, since a model
+reads an empty cell as a value. :func:`flagged_columns` lists what later stages leave out (leaky and
+suspect alike, each with its reason).
 
-The AUC alone: each column is turned into levels (deciles for a continuous column, "missing" as a level
-of its own), each image is scored by its level's cancer rate and a breast by its images' mean score,
-against the breast label. With few levels (<= ``MAX_IN_SAMPLE_LEVELS``) the rates are in-sample: the
-ranking can only be in the right direction, so an uninformative column lands near 0.5, not below it,
-and the optimism of fitting a handful of rates is shown by the permutation null. With more levels
-(identifier-like columns) in-sample rates would memorise women, so the rates come from the other folds
-(patient-grouped, the one folds policy) and the AUC of the better direction is reported (an out-of-fold
-AUC of a column without information falls below 0.5). Either way ``null_low``-``null_high`` is the
-central 95% of the same statistic over ``N_PERMUTATIONS`` permutations of the breast labels: an AUC
-inside it is what chance gives.
+The AUC alone is out of fold for every column: each column is turned into levels (deciles for a
+continuous column, "missing" as a level of its own); in each of ``N_FOLDS`` patient-grouped folds (the
+one folds policy) the levels' cancer rates are counted among the other folds' women, each held-out image
+scored by its level's rate and a breast by its images' mean, and the AUC counts the pairs of a cancer and
+a non-cancer of the same held-out fold. The rates never see the labels they score, so a column without
+information centres on 0.5, in either direction. ``null_low``-``null_high`` is the central 95 % of the
+same statistic over ``N_PERMUTATIONS`` permutations of the breast labels: an AUC inside it is what
+chance gives.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
+from scipy import sparse
+from scipy.stats.contingency import odds_ratio
 
 from mammo_insight.cohort.folds import patient_folds
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
@@ -48,16 +50,19 @@ log = logging.getLogger(__name__)
 # Identifiers and file locations are not metadata: they are never model inputs.
 NOT_AUDITED = ["patient_id", "image_id", "breast_id", "image_path"]
 LEAKY_AUC = 0.9
+SUSPECT_AUC = 0.7
+LEAK_OR = 5.0  # missingness odds ratio whose whole interval lies beyond this (or below 1/this): leaky
+SUSPECT_OR = 2.0  # ... whose interval excludes 1 and estimate lies beyond this: suspect
 N_FOLDS = 5
 MAX_LEVELS_AS_IS = 20  # a numeric column with more distinct values is cut into deciles
-MAX_IN_SAMPLE_LEVELS = 12  # deciles plus 'missing' fit; more levels get out-of-fold rates
 PRIOR_WEIGHT = 10.0  # pseudo-count pulling rare levels toward the overall rate (out-of-fold scoring)
 N_PERMUTATIONS = 200
 ZERO_CELL_P = 1e-3
 EXCLUSIVE_SHARE = 0.9
 MIN_CLASS_N = 10  # a class with fewer recorded images is too small for the label-exclusive-values check
-IN_SAMPLE = "in-sample level rates"
-OUT_OF_FOLD = "out-of-fold level rates, better direction"
+OUT_OF_FOLD = "out-of-fold level rates, pairs within held-out folds"
+LEAKY, SUSPECT, OK = "leaky", "suspect", "ok"
+SEVERITY = {OK: 0, SUSPECT: 1, LEAKY: 2}
 VALUES, MISSINGNESS = "values", "missingness"
 LEAKAGE_COLUMNS = [
     "column",
@@ -67,6 +72,9 @@ LEAKAGE_COLUMNS = [
     "null_low",
     "null_high",
     "auc_method",
+    "missing_or",
+    "or_low",
+    "or_high",
     "verdict",
     "reason",
 ]
@@ -82,127 +90,130 @@ def _level_codes(values: pd.Series) -> np.ndarray:
     return codes + 1
 
 
-def _out_of_fold_scores(
-    codes: np.ndarray, label: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
-) -> np.ndarray:
-    """Each image scored by its level's smoothed cancer rate among the other folds' patients."""
-    scores = np.empty(len(codes))
-    for train_idx, test_idx in folds:
-        prior = label[train_idx].mean()
-        n = np.bincount(codes[train_idx], minlength=codes.max() + 1)
-        pos = np.bincount(codes[train_idx], weights=label[train_idx], minlength=codes.max() + 1)
-        rate = (pos + PRIOR_WEIGHT * prior) / (n + PRIOR_WEIGHT)
-        scores[test_idx] = rate[codes[test_idx]]
-    return scores
+def _auc_parts(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(concordant pair weight, all pair weight) per row, for groups of breasts sharing one score (columns;
+    ties count one half), from the groups' positive and negative counts. Rows are scored at once."""
+    n_rows, m = score.shape
+    order = np.argsort(score, axis=1, kind="stable")
+    s = np.take_along_axis(score, order, 1)
+    new = np.ones(s.shape, dtype=bool)
+    new[:, 1:] = s[:, 1:] != s[:, :-1]
+    tie_group = (np.cumsum(new, axis=1) - 1 + np.arange(n_rows)[:, None] * m).ravel()
+    pos_g, neg_g = (
+        np.bincount(tie_group, np.take_along_axis(w, order, 1).ravel(), n_rows * m).reshape(n_rows, m)
+        for w in (pos, neg)
+    )
+    below = np.cumsum(neg_g, axis=1) - neg_g
+    return (pos_g * (below + 0.5 * neg_g)).sum(axis=1), pos_g.sum(axis=1) * neg_g.sum(axis=1)
 
 
-def column_auc(
-    codes: np.ndarray, label: np.ndarray, breast: np.ndarray, folds: list[tuple[np.ndarray, np.ndarray]]
-) -> float:
-    """Breast-level, patient-grouped out-of-fold AUC of one column alone (NaN when undefined).
+class _OutOfFold:
+    """Out-of-fold AUC of one column, for the real labels and every permutation at once.
 
-    ``breast`` holds integer breast codes 0..n_breasts-1 (a breast's score is its images' mean).
-    """
-    scores = _out_of_fold_scores(codes, label, folds)
-    n_images = np.bincount(breast)
-    breast_score = np.bincount(breast, weights=scores) / n_images
-    breast_label = np.bincount(breast, weights=label) > 0
-    if breast_label.all() or not breast_label.any():
-        return float("nan")
-    return float(roc_auc_score(breast_label, breast_score))
-
-
-def _grouped_auc(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
-    """AUC of groups of breasts sharing one score (ties count one half), from per-group counts."""
-    values, inverse = np.unique(score, return_inverse=True)
-    pos_v = np.bincount(inverse, weights=pos, minlength=len(values))
-    neg_v = np.bincount(inverse, weights=neg, minlength=len(values))
-    below = np.cumsum(neg_v) - neg_v
-    total = pos_v.sum() * neg_v.sum()
-    return float((pos_v * (below + 0.5 * neg_v)).sum() / total) if total else float("nan")
-
-
-class _InSample:
-    """In-sample AUC of one few-level column, computed from breast 'patterns' so permutations are cheap.
-
-    Breasts whose images hold the same count of each level always share a score, so the AUC needs only
-    the positive and negative breasts per pattern; under a permutation of breast labels the level rates
-    follow from the patterns' positive breasts, for all permutations at once.
+    In each fold the levels' cancer rates are counted among the other folds' women (shrunk toward their
+    overall rate by ``PRIOR_WEIGHT`` pseudo-images), each held-out breast scored by its images' mean rate,
+    and the AUC counts the pairs of a cancer and a non-cancer of the same held-out fold. Pooling the
+    folds' scores instead would pull an uninformative column below 0.5 (a held-out cancer lowers its own
+    level's rate in the other folds). Breasts whose images hold the same count of each level ('patterns')
+    share a score, so the work is per pattern, not per breast.
     """
 
-    def __init__(self, codes: np.ndarray, breast: np.ndarray, n_breasts: int) -> None:
-        self.codes, self.k = codes, int(codes.max()) + 1
-        counts = np.bincount(breast * self.k + codes, minlength=n_breasts * self.k).reshape(n_breasts, self.k)
+    def __init__(self, codes: np.ndarray, breast: np.ndarray, n_breasts: int, fold: np.ndarray) -> None:
+        k = int(codes.max()) + 1
+        counts = np.bincount(breast * k + codes, minlength=n_breasts * k).reshape(n_breasts, k)
         dims = counts.max(axis=0) + 1
         if np.prod(dims.astype(float)) < 2**62:  # one integer per row: hashing beats sorting rows
             of_breast = pd.factorize(np.ravel_multi_index(counts.T, dims))[0]
-            first = np.unique(of_breast, return_index=True)[1]
-            self.patterns, self.of_breast = counts[first], of_breast
+            patterns = counts[np.unique(of_breast, return_index=True)[1]]
         else:
-            self.patterns, of_breast = np.unique(counts, axis=0, return_inverse=True)
-            self.of_breast = of_breast.ravel()
-        self.n_level = np.maximum(np.bincount(codes, minlength=self.k), 1)
-        self.n_images = self.patterns.sum(axis=1)
-        self.n_breasts = np.bincount(self.of_breast, minlength=len(self.patterns)).astype(float)
+            patterns, of_breast = np.unique(counts, axis=0, return_inverse=True)
+            of_breast = of_breast.ravel()
+        n_pat = len(patterns)
+        self.patterns = patterns.astype(float)
+        self.n_images = np.maximum(self.patterns.sum(axis=1), 1.0)
+        # pattern x breast, one sparse matrix per side of each fold: times the labels, positives per pattern
+        self.sides = []
+        for f in np.unique(fold):
+            side = []
+            for members in (fold != f, fold == f):
+                rows, cols = of_breast[members], np.flatnonzero(members)
+                side.append(sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), (n_pat, n_breasts)))
+            self.sides.append(tuple(side))
 
-    def _auc(self, rate: np.ndarray, pos: np.ndarray) -> float:
-        return _grouped_auc(self.patterns @ rate / self.n_images, pos, self.n_breasts - pos)
-
-    def auc(self, image_label: np.ndarray, breast_label: np.ndarray) -> float:
-        rate = np.bincount(self.codes, weights=image_label, minlength=self.k) / self.n_level
-        pos = np.bincount(self.of_breast, weights=breast_label, minlength=len(self.patterns))
-        return self._auc(rate, pos)
-
-    def null(self, permuted: list[np.ndarray]) -> list[float]:
-        """The AUC under each permutation (``permuted``: the positive breasts' indices of each)."""
-        n = len(self.patterns)
-        pos = np.stack([np.bincount(self.of_breast[p], minlength=n) for p in permuted]).astype(float)
-        rates = pos @ self.patterns / self.n_level
-        return [self._auc(rate, p) for rate, p in zip(rates, pos)]
-
-
-def _as_row(positives: np.ndarray, n_breasts: int) -> np.ndarray:
-    """0/1 breast labels from the positive breasts' indices."""
-    row = np.zeros(n_breasts)
-    row[positives] = 1.0
-    return row
-
-
-def _better_direction(auc: float) -> float:
-    return 0.5 + abs(auc - 0.5)
+    def aucs(self, labels: np.ndarray) -> np.ndarray:
+        """AUC per column of ``labels`` (breasts x label vectors, 0/1, C-ordered float)."""
+        num, den = np.zeros(labels.shape[1]), np.zeros(labels.shape[1])
+        for to_train, to_test in self.sides:
+            n_tr = np.asarray(to_train.sum(axis=1)).ravel()
+            n_te = np.asarray(to_test.sum(axis=1)).ravel()
+            present = np.flatnonzero(n_te)
+            if not present.size:
+                continue
+            pos_img = (to_train @ labels).T @ self.patterns  # positive images per level, per label vector
+            all_img = n_tr @ self.patterns
+            prior = pos_img.sum(axis=1, keepdims=True) / max(all_img.sum(), 1.0)
+            rate = (pos_img + PRIOR_WEIGHT * prior) / (all_img + PRIOR_WEIGHT)
+            # rounded: breasts of one level mix (1 of A, 2 of A ...) tie exactly, not an ulp apart
+            score = np.round((rate @ self.patterns[present].T) / self.n_images[present], 12)
+            pos_te = (to_test @ labels).T[:, present]
+            a, b = _auc_parts(score, pos_te, n_te[present] - pos_te)
+            num += a
+            den += b
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return num / den
 
 
 def _auc_with_null(
-    codes: np.ndarray,
-    y: np.ndarray,
-    breast: np.ndarray,
-    breast_label: np.ndarray,
-    *,
-    permuted: list[np.ndarray],
-    folds: Callable[[], list[tuple[np.ndarray, np.ndarray]]],
-) -> tuple[float, float, float, str]:
-    """(AUC, null 2.5%, null 97.5%, method) of one column's level codes.
+    codes: np.ndarray, breast: np.ndarray, labels: np.ndarray, fold: np.ndarray
+) -> tuple[float, float, float]:
+    """(out-of-fold AUC, null 2.5 %, null 97.5 %) of one column's level codes.
 
-    ``permuted``: the positive breasts' indices under each permutation of the breast labels (indices, not
-    0/1 rows: at a million images a few thousand positives per permutation, not half a million floats).
+    ``labels``: breasts x (the breast labels, then their permutations), C-ordered; ``fold`` per breast.
     """
-    if len(np.unique(codes)) <= MAX_IN_SAMPLE_LEVELS:
-        scorer = _InSample(codes, breast, len(breast_label))
-        auc = scorer.auc(y, breast_label.astype(float))
-        null = scorer.null(permuted)
-        method = IN_SAMPLE
-    else:
-        fold_list = folds()
-        if not fold_list:
-            return float("nan"), float("nan"), float("nan"), ""
-        auc = _better_direction(column_auc(codes, y, breast, fold_list))
-        null = [
-            _better_direction(column_auc(codes, _as_row(p, len(breast_label))[breast], breast, fold_list))
-            for p in permuted
-        ]
-        method = OUT_OF_FOLD
-    low, high = np.nanpercentile(null, [2.5, 97.5])
-    return float(auc), float(low), float(high), method
+    aucs = _OutOfFold(codes, breast, labels.shape[0], fold).aucs(labels)
+    low, high = np.nanpercentile(aucs[1:], [2.5, 97.5]) if len(aucs) > 1 else (np.nan, np.nan)
+    return float(aucs[0]), float(low), float(high)
+
+
+def missing_odds_ratio(
+    recorded: np.ndarray, breast: np.ndarray, breast_label: np.ndarray
+) -> tuple[float, float, float]:
+    """(odds ratio of a breast's column being missing, cancers against non-cancers, exact 95 % interval).
+
+    A breast counts as recorded when one of its images is. The conditional (Fisher) estimate and interval
+    stay defined with a zero cell (the estimate is then 0 or infinite, the interval finite on one side).
+    """
+    rec = np.bincount(breast, weights=recorded.astype(float), minlength=len(breast_label)) > 0
+    table = [
+        [int((~rec & breast_label).sum()), int((rec & breast_label).sum())],
+        [int((~rec & ~breast_label).sum()), int((rec & ~breast_label).sum())],
+    ]
+    if min(sum(table[0]), sum(table[1]), table[0][0] + table[1][0], table[0][1] + table[1][1]) == 0:
+        return float("nan"), float("nan"), float("nan")
+    result = odds_ratio(table, kind="conditional")
+    ci = result.confidence_interval(0.95)
+    return float(result.statistic), float(ci.low), float(ci.high)
+
+
+def _or_grade(estimate: float, low: float, high: float) -> str:
+    """leaky / suspect / ok from a missingness odds ratio and its interval (see the module docstring)."""
+    if np.isnan(estimate) or np.isnan(low) or np.isnan(high):
+        return OK
+    if low > LEAK_OR or high < 1 / LEAK_OR:
+        return LEAKY
+    if (low > 1 and estimate > SUSPECT_OR) or (high < 1 and estimate < 1 / SUSPECT_OR):
+        return SUSPECT
+    return OK
+
+
+def _auc_grade(auc: float, high: float) -> str:
+    if np.isnan(auc) or not auc > high:
+        return OK
+    return LEAKY if auc >= LEAKY_AUC else SUSPECT if auc >= SUSPECT_AUC else OK
+
+
+def _worse(a: str, b: str) -> str:
+    return a if SEVERITY[a] >= SEVERITY[b] else b
 
 
 def _patient_folds(
@@ -277,6 +288,30 @@ def audited_columns(table: pd.DataFrame, label: str = "cancer") -> list[str]:
     return [c for c in table.columns if c != label and c not in NOT_AUDITED]
 
 
+def _breast_fold(groups: pd.Series, y: np.ndarray, breast: np.ndarray, n_breasts: int) -> np.ndarray | None:
+    """Each breast's fold under the one folds policy (a woman's breasts share hers), None when too few women."""
+    folds = _patient_folds(groups, y)
+    if not folds:
+        return None
+    fold = np.empty(len(y), dtype=np.int64)
+    for f, (_, test) in enumerate(folds):
+        fold[test] = f
+    out = np.zeros(n_breasts, dtype=np.int64)
+    out[breast] = fold
+    return out
+
+
+def _missing_reason(recorded, breast, breast_label, estimate, low, high) -> str:
+    rec = np.bincount(breast, weights=recorded.astype(float), minlength=len(breast_label)) > 0
+    n_pos, n_neg = int(breast_label.sum()), int((~breast_label).sum())
+    m_pos, m_neg = int((~rec & breast_label).sum()), int((~rec & ~breast_label).sum())
+    zero = _one_class_state(recorded, breast, breast_label)
+    return (
+        f"missing for {m_pos:,} of {n_pos:,} cancers and {m_neg:,} of {n_neg:,} non-cancers (breasts): "
+        f"odds ratio {estimate:.3g}, 95% exact interval {low:.3g}-{high:.3g}" + (f"; {zero}" if zero else "")
+    )
+
+
 def audit_leakage(
     table: pd.DataFrame,
     label: str = "cancer",
@@ -285,8 +320,8 @@ def audit_leakage(
     seed: int = 0,
 ) -> pd.DataFrame:
     """One row per audited column (``audited = 'values'``) and per partly recorded column's missingness
-    indicator (``'missingness'``): AUC alone with its permutation null and method, verdict ('leaky' or 'ok')
-    and the reason for a leaky verdict.
+    indicator (``'missingness'``): out-of-fold AUC alone with its permutation band, the missingness odds
+    ratio with its exact interval, the verdict ('leaky', 'suspect' or 'ok') and the reason for a flag.
 
     Post-outcome columns (``post_outcome``: the cohort's declaration, Cohort.post_outcome; the canonical
     ones by default) are never available at screening and always leaky. Entirely empty columns get no AUC.
@@ -298,24 +333,30 @@ def audit_leakage(
     breast_label = np.bincount(breast, weights=y) > 0 if len(y) else np.array([], dtype=bool)
     both_classes = bool(len(y)) and 0 < breast_label.sum() < len(breast_label)
     rng = np.random.default_rng(seed)
-    permuted = (
-        [np.flatnonzero(rng.permutation(breast_label)) for _ in range(N_PERMUTATIONS)] if both_classes else []
+    labels = (
+        np.column_stack([breast_label, *(rng.permutation(breast_label) for _ in range(N_PERMUTATIONS))])
+        .astype(np.float64)
+        .copy(order="C")
+        if both_classes
+        else None
     )
-    folds = cache(lambda: _patient_folds(groups, y))  # only many-level columns need them
+    fold = cache(lambda: _breast_fold(groups, y, breast, len(breast_label)))
     rows = []
 
-    def audit(column: str, codes: np.ndarray, *, audited: str, reasons: list[str]) -> dict:
+    def audit(column: str, codes: np.ndarray, *, audited: str, reasons: list[str], grade: str) -> dict:
         available = column not in post_outcome
         auc = low = high = float("nan")
-        method = ""
-        if both_classes and len(np.unique(codes)) > 1:
-            auc, low, high, method = _auc_with_null(
-                codes, y, breast, breast_label, permuted=permuted, folds=folds
+        if labels is not None and len(np.unique(codes)) > 1 and fold() is not None:
+            auc, low, high = _auc_with_null(codes, breast, labels, fold())
+        by_auc = _auc_grade(auc, high)
+        if by_auc != OK:
+            bar = LEAKY_AUC if by_auc == LEAKY else SUSPECT_AUC
+            reasons.append(
+                f"predicts the label alone with out-of-fold AUC {auc:.3f} (>= {bar}, above chance)"
             )
         if not available:
             reasons = ["decided after the outcome (declared by the dataset)", *reasons]
-        if not np.isnan(auc) and auc >= LEAKY_AUC and not auc <= high:
-            reasons.append(f"predicts the label alone with AUC {auc:.3f} (>= {LEAKY_AUC})")
+            grade = LEAKY
         return {
             "column": column,
             "audited": audited,
@@ -323,8 +364,11 @@ def audit_leakage(
             "auc_alone": auc,
             "null_low": low,
             "null_high": high,
-            "auc_method": method,
-            "verdict": "leaky" if reasons else "ok",
+            "auc_method": OUT_OF_FOLD if np.isfinite(auc) else "",
+            "missing_or": float("nan"),
+            "or_low": float("nan"),
+            "or_high": float("nan"),
+            "verdict": _worse(grade, by_auc),
             "reason": "; ".join(reasons),
         }
 
@@ -332,27 +376,43 @@ def audit_leakage(
         values = known[col]
         recorded = values.notna().to_numpy()
         value_reasons = [r for r in [_exclusive_values(values, y)] if r] if both_classes else []
-        value_row = audit(col, _level_codes(values), audited=VALUES, reasons=value_reasons)
+        value_row = audit(
+            col,
+            _level_codes(values),
+            audited=VALUES,
+            reasons=value_reasons,
+            grade=LEAKY if value_reasons else OK,
+        )
         rows.append(value_row)
         if 0 < recorded.sum() < len(recorded):
-            state = _one_class_state(recorded, breast, breast_label) if both_classes else ""
-            miss_row = audit(
-                col, (~recorded).astype(np.int64), audited=MISSINGNESS, reasons=[state] if state else []
-            )
+            odds = missing_odds_ratio(recorded, breast, breast_label) if both_classes else (np.nan,) * 3
+            grade = _or_grade(*odds)
+            why = [_missing_reason(recorded, breast, breast_label, *odds)] if grade != OK else []
+            miss_row = audit(col, (~recorded).astype(np.int64), audited=MISSINGNESS, reasons=why, grade=grade)
+            miss_row.update(missing_or=odds[0], or_low=odds[1], or_high=odds[2])
             rows.append(miss_row)
-            if miss_row["verdict"] == "leaky" and col not in post_outcome:
-                value_row["verdict"] = "leaky"
-                why = miss_row["reason"].split("; ")[0]
+            if miss_row["verdict"] != OK and col not in post_outcome:
+                value_row["verdict"] = _worse(value_row["verdict"], miss_row["verdict"])
                 value_row["reason"] = "; ".join(
-                    r for r in [value_row["reason"], f"its missingness encodes the label: {why}"] if r
+                    r
+                    for r in [
+                        value_row["reason"],
+                        f"its missingness encodes the label: {miss_row['reason']}",
+                    ]
+                    if r
                 )
         log.debug("leakage %s: auc %.3f, %s", col, value_row["auc_alone"], value_row["verdict"])
     return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
 
 
+def flagged_columns(leakage: pd.DataFrame) -> list[str]:
+    """The columns of an audit that later stages leave out: leaky or suspect."""
+    return list(dict.fromkeys(leakage.loc[leakage["verdict"].isin([LEAKY, SUSPECT]), "column"]))
+
+
 def leaky_columns(
     table: pd.DataFrame, label: str = "cancer", *, post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS)
 ) -> list[str]:
-    """The columns later stages exclude by default (post-outcome, label-conditional, or implausibly predictive)."""
-    audit = audit_leakage(table, label, post_outcome=post_outcome)
-    return list(dict.fromkeys(audit.loc[audit["verdict"] == "leaky", "column"]))
+    """The columns later stages exclude by default: post-outcome, recorded by label, or predicting it too well
+    (leaky or suspect)."""
+    return flagged_columns(audit_leakage(table, label, post_outcome=post_outcome))

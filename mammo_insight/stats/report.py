@@ -22,7 +22,7 @@ from mammo_insight.report import (
     table,
 )
 from mammo_insight.stats import figures
-from mammo_insight.stats.leakage import LEAKY_AUC
+from mammo_insight.stats.leakage import LEAK_OR, LEAKY_AUC, SUSPECT_AUC, SUSPECT_OR
 from mammo_insight.stats.regression import AGE_CENTER
 from mammo_insight.stats.study import StudyResult
 from mammo_insight.stats.tests import CORRECTION
@@ -87,8 +87,8 @@ def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
-    ordered = leakage.assign(_leaky=leakage["verdict"] != "leaky").sort_values(
-        ["_leaky", "auc_alone"], ascending=[True, False]
+    ordered = leakage.assign(_rank=leakage["verdict"].map({"leaky": 0, "suspect": 1}).fillna(2)).sort_values(
+        ["_rank", "auc_alone"], ascending=[True, False]
     )
     return pd.DataFrame(
         {
@@ -100,7 +100,10 @@ def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
                 "–" if pd.isna(lo) else f"{lo:.3f}–{hi:.3f}"
                 for lo, hi in zip(ordered["null_low"], ordered["null_high"])
             ],
-            "how": ordered["auc_method"].map(lambda m: m or "–"),
+            "missing: odds ratio (95% exact)": [
+                "–" if pd.isna(o) else f"{o:.3g} ({lo:.3g}–{hi:.3g})"
+                for o, lo, hi in zip(ordered["missing_or"], ordered["or_low"], ordered["or_high"])
+            ],
             "verdict": ordered["verdict"],
             "why": [
                 r if r else ("empty column" if pd.isna(a) else "")
@@ -271,15 +274,18 @@ def _leakage(result: StudyResult) -> Section:
         "Leakage audit",
         [
             paragraph(
-                "A column leaks the label when the dataset declares it decided after the outcome, when it is "
-                "recorded differently by label (present only for cancers, missing only for normals, or values "
-                f"that occur in one class only), or when on its own it predicts the label implausibly well (AUC "
-                f">= {LEAKY_AUC}). Whether a column is recorded or missing is audited like a column: when that "
-                "leaks, the column leaks. The AUC alone scores each level by its cancer rate, at breast level: "
-                "in-sample for columns with few levels (it cannot fall below chance the wrong way), out-of-fold "
-                "by woman for many-level columns (reported in the better direction). 'Chance' is the central "
-                "95% of the same AUC with the labels permuted: an AUC inside it is what no association gives. "
-                "Later stages leave leaky columns out by default."
+                "A column is leaky when the dataset declares it decided after the outcome, when its values occur "
+                "in one class only, when its recording depends strongly on the label (the odds ratio of a "
+                f"breast's value being missing, cancers against non-cancers, with its whole exact 95% interval "
+                f"beyond {LEAK_OR:g} or below 1/{LEAK_OR:g}), or when alone it predicts the label with AUC >= "
+                f"{LEAKY_AUC}. It is suspect when that odds ratio's interval excludes 1 with an estimate beyond "
+                f"{SUSPECT_OR:g} (or below 1/{SUSPECT_OR:g}), or when its AUC alone is >= {SUSPECT_AUC}: no "
+                "screening-time factor comes near, a proxy of the outcome does. The AUC alone is out of fold: "
+                "each level's cancer rate is counted among the other folds' women (5 folds grouped by woman) and "
+                "scores the held-out breasts, pairs taken within a held-out fold, so a column without "
+                "information centres on 0.5 and may fall either side of it. 'Chance' is the central 95% of "
+                "the same AUC with the labels permuted. Leaky and suspect columns leave the headline findings "
+                "and the models by default, with the reason in the table."
             ),
             figure(
                 lambda: figures.leakage_figure(result.leakage),

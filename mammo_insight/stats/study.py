@@ -21,7 +21,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.progress import Timings, progress_bar
 from mammo_insight.stats.factors import UNIT_IDS, Factor, build_study_frame
 from mammo_insight.stats.findings import WALD, write_findings
-from mammo_insight.stats.leakage import audit_leakage
+from mammo_insight.stats.leakage import audit_leakage, flagged_columns
 from mammo_insight.stats.missingness import (
     missingness_by_site,
     nesting_remark,
@@ -149,7 +149,7 @@ def _study(
     units = tuple(cohort.known_units)
     summary = timed("summary", lambda: summarise(table, units))
     leakage = timed("leakage", lambda: audit_leakage(table, post_outcome=cohort.post_outcome, seed=seed))
-    leaky = set(leakage.loc[leakage["verdict"] == "leaky", "column"])
+    leaky = set(flagged_columns(leakage))
     study = timed(
         "frame", lambda: build_study_frame(table, cohort.factors, leaky, post_outcome=cohort.post_outcome)
     )

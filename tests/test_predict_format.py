@@ -7,7 +7,7 @@ import logging
 import numpy as np
 import pandas as pd
 
-from mammo_insight.stages.predict import rsna_submission
+from mammo_insight.cohort.adapters.rsna import submission as rsna_submission
 
 
 def test_rsna_submission_names_breasts_patient_laterality_and_leaves_out_what_it_cannot_name(caplog):

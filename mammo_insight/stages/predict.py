@@ -18,7 +18,7 @@ be determined is written in the ``notes`` column. No identifying DICOM tag (Pati
 
 OUT.csv (breasts), OUT_images.csv (files), OUT.csv.manifest.json beside them; with ``cams`` one Grad-CAM
 overlay PNG per scored image and index.html in that folder. With ``output_format="rsna"`` OUT.csv is the
-RSNA competition's submission instead (`rsna_submission`: prediction_id, cancer).
+RSNA competition's submission instead (`cohort.adapters.rsna.submission`: prediction_id, cancer).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo_insight.cohort.adapters.rsna import submission as rsna_submission
 from mammo_insight.cohort.dicom_header import laterality_of, view_of
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
@@ -279,31 +280,6 @@ def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Coho
     table["notes"] = ""
     cohort.table = table
     return cohort
-
-
-def rsna_submission(breasts: pd.DataFrame) -> pd.DataFrame:
-    """The RSNA Screening Mammography submission: prediction_id = patient_id + "_" + laterality, cancer = the
-    breast probability (formed as the run's metrics formed it: the mean of a breast's images, or a
-    multi-view model's own breast output).
-
-    A breast without L/R laterality or without a probability (none of its images could be scored) has no
-    place in that format: it is left out with a warning naming it.
-    """
-    laterality = breasts["laterality"].astype("string").str.upper()
-    keep = laterality.isin(["L", "R"]).fillna(False) & breasts["prob"].notna()
-    if not keep.all():
-        left_out = breasts.loc[~keep, "breast_id"].astype(str).tolist()
-        log.warning(
-            "%d breast(s) left out of the RSNA file (laterality not L/R, or no scored image): %s",
-            len(left_out),
-            ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else ""),
-        )
-    return pd.DataFrame(
-        {
-            "prediction_id": breasts.loc[keep, "patient_id"].astype(str) + "_" + laterality[keep],
-            "cancer": breasts.loc[keep, "prob"].astype(float),
-        }
-    ).reset_index(drop=True)
 
 
 def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, threshold: float) -> pd.DataFrame:

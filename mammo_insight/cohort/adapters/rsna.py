@@ -6,6 +6,7 @@ root/annotations.csv (image_id, x, y, radius; written by the synthetic cohort) b
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +16,7 @@ from mammo_insight.cohort.adapters.tables import check_column_case, read_table
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, empty_canonical, file_lines
 from mammo_insight.errors import CohortError
 
+log = logging.getLogger(__name__)
 RENAMES = {"BIRADS": "birads"}
 DIRECT = [
     "patient_id",
@@ -91,3 +93,28 @@ def _annotations(path: Path) -> pd.DataFrame:
 
 
 ADAPTER = RsnaAdapter()
+
+
+def submission(breasts: pd.DataFrame) -> pd.DataFrame:
+    """The RSNA Screening Mammography submission: prediction_id = patient_id + "_" + laterality, cancer = the
+    breast probability (formed as the run's metrics formed it: the mean of a breast's images, or a
+    multi-view model's own breast output).
+
+    A breast without L/R laterality or without a probability (none of its images could be scored) has no
+    place in that format: it is left out with a warning naming it.
+    """
+    laterality = breasts["laterality"].astype("string").str.upper()
+    keep = laterality.isin(["L", "R"]).fillna(False) & breasts["prob"].notna()
+    if not keep.all():
+        left_out = breasts.loc[~keep, "breast_id"].astype(str).tolist()
+        log.warning(
+            "%d breast(s) left out of the RSNA file (laterality not L/R, or no scored image): %s",
+            len(left_out),
+            ", ".join(left_out[:10]) + (" ..." if len(left_out) > 10 else ""),
+        )
+    return pd.DataFrame(
+        {
+            "prediction_id": breasts.loc[keep, "patient_id"].astype(str) + "_" + laterality[keep],
+            "cancer": breasts.loc[keep, "prob"].astype(float),
+        }
+    ).reset_index(drop=True)

@@ -79,7 +79,7 @@ def _padded(bags: Sequence[np.ndarray], n_features: int) -> tuple[torch.Tensor, 
     sizes = [max(len(b), 1) for b in bags]
     x = np.zeros((len(bags), max(sizes), n_features), np.float32)
     mask = np.zeros((len(bags), max(sizes)), bool)
-    for i, (bag, size) in enumerate(zip(bags, sizes)):
+    for i, (bag, size) in enumerate(zip(bags, sizes, strict=True)):
         x[i, : len(bag)] = bag
         mask[i, :size] = True
     return torch.from_numpy(x), torch.from_numpy(mask)

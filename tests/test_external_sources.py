@@ -65,8 +65,8 @@ def test_external_rows_are_flagged_prefixed_and_read_from_their_own_cache(tmp_pa
     assert train_only_mask(table).tolist() == (table[SOURCE_COLUMN] == "ext1").tolist()
     dataset = CacheImageDataset(home, table.reset_index(drop=True), size=(8, 6))
     pixels = [float(dataset[i]["image"].max()) for i in range(len(table))]
-    assert all(p == 0 for p, s in zip(pixels, table[SOURCE_COLUMN]) if s == "ext1")
-    assert all(p > 0 for p, s in zip(pixels, table[SOURCE_COLUMN]) if s == "home")
+    assert all(p == 0 for p, s in zip(pixels, table[SOURCE_COLUMN], strict=True) if s == "ext1")
+    assert all(p > 0 for p, s in zip(pixels, table[SOURCE_COLUMN], strict=True) if s == "home")
     negatives = write_cache(tmp_path / "neg", n_patients=2, seed=0, size=(8, 6), prevalence=0.0)
     with pytest.raises(MammoInsightError, match="no positive"):
         load_sources(home, [negatives], "cancer", positives_only=True)

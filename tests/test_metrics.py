@@ -465,7 +465,7 @@ def test_net_benefit_matches_its_definition_and_the_reference_strategies():
     y = (rng.random(500) < 0.1).astype(int)
     p = np.clip(0.1 + 0.3 * y + rng.normal(0, 0.1, 500), 0, 1)
     t = np.array([0.05, 0.2, 0.4])
-    for th, nb in zip(t, net_benefit(y, p, t)):
+    for th, nb in zip(t, net_benefit(y, p, t), strict=True):
         flagged = p >= th
         expected = (flagged & (y == 1)).sum() / 500 - (flagged & (y == 0)).sum() / 500 * th / (1 - th)
         assert nb == pytest.approx(expected)

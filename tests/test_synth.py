@@ -211,8 +211,8 @@ def test_95ci_from_2000_women_covers_the_planted_odds_ratios():
         ci = _fit(2_000, seed=seed).conf_int()
         hits.append([ci.loc[name, 0] < value < ci.loc[name, 1] for name, value in truth.items()])
     coverage = np.asarray(hits).mean(axis=0)
-    assert (coverage >= 0.8).all(), dict(zip(truth, coverage))
-    assert coverage.mean() >= 0.88, dict(zip(truth, coverage))
+    assert (coverage >= 0.8).all(), dict(zip(truth, coverage, strict=True))
+    assert coverage.mean() >= 0.88, dict(zip(truth, coverage, strict=True))
 
 
 def test_site_machine_and_implant_have_no_planted_effect():

@@ -45,7 +45,7 @@ def test_head_finds_the_planted_instance_the_mean_hides() -> None:
     assert roc_auc_score(labels, scores["mean_logistic"]) < 0.65
 
     train = folds == 0
-    head = fit_attention_mil([b for b, t in zip(bags, train) if t], labels[train])
+    head = fit_attention_mil([b for b, t in zip(bags, train, strict=True) if t], labels[train])
     held_positive = [i for i in np.flatnonzero(~train) if planted[i] is not None]
     with torch.no_grad():
         weight_on_planted = [

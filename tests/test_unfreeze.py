@@ -110,7 +110,7 @@ def test_frozen_bn_keep_leaves_the_running_statistics_of_frozen_groups_alone(fro
     callback.on_train_epoch_start(trainer, type("Module", (), {"model": model})())
     callback.on_train_batch_start(trainer, type("Module", (), {"model": model})(), None, 0)
     model(torch.rand(4, 1, 32, 32) * 3 + 1)
-    moved = [not torch.equal(b, m.running_mean) for b, m in zip(before, frozen + top)]
+    moved = [not torch.equal(b, m.running_mean) for b, m in zip(before, frozen + top, strict=True)]
     assert all(moved[len(frozen) :])  # the trained group's statistics always adapt
     assert all(moved[: len(frozen)]) == (frozen_bn == "update") and any(moved[: len(frozen)]) == (
         frozen_bn == "update"

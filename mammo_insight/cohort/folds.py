@@ -90,7 +90,7 @@ def patient_folds(
     """Fold number (0..k-1) per row under the one policy: every row of a woman in her fold."""
     patients = patient_labels(patient_id, label)
     check_fold_counts(len(patients), int(patients.sum()), k)
-    fold_of = dict(zip(patients.index, stratified_group_folds(patients.to_numpy(), k, seed)))
+    fold_of = dict(zip(patients.index, stratified_group_folds(patients.to_numpy(), k, seed), strict=True))
     return np.array(pd.Series(np.asarray(patient_id)).map(fold_of), dtype=int)
 
 
@@ -180,7 +180,7 @@ def assign_folds(table: pd.DataFrame, n_folds: int, seed: int, label_column: str
     """Fold number per row (0..k-1, or -1 for train-only rows of train-only patients)."""
     eligible = table[~train_only_mask(table)]
     folds = patient_folds(eligible["patient_id"], eligible[label_column], n_folds, seed)
-    fold_of = dict(zip(eligible["patient_id"], folds))
+    fold_of = dict(zip(eligible["patient_id"], folds, strict=True))
     return table["patient_id"].map(fold_of).fillna(-1).astype(int).rename("fold")
 
 

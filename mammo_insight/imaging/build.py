@@ -104,7 +104,7 @@ def _changed_inputs(done: dict[str, dict[str, Any]], ids: list[str], paths: pd.S
     Journals written before sources were recorded have no stamp: their images are kept as they are.
     """
     changed = []
-    for image_id, path in zip(ids, paths):
+    for image_id, path in zip(ids, paths, strict=True):
         record = done.get(image_id)
         if record is None or "source_size" not in record or not isinstance(path, str):
             continue
@@ -207,7 +207,7 @@ def build_cache(
             " ..." if len(changed) > 5 else "",
         )
     sample = _sample(
-        [i for i, p in zip(ids, table["image_path"]) if isinstance(p, str) and Path(p).is_file()],
+        [i for i, p in zip(ids, table["image_path"], strict=True) if isinstance(p, str) and Path(p).is_file()],
         sheet_size,
         seed,
     )
@@ -271,7 +271,7 @@ def build_cache(
         {
             "image_id": index.loc[failed, "image_id"],
             "image_path": index.loc[failed, "image_path"],
-            "reason": [r for r, f in zip(reasons, failed) if f],
+            "reason": [r for r, f in zip(reasons, failed, strict=True) if f],
         }
     )[FAILURE_COLUMNS]
     atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))

@@ -44,7 +44,7 @@ def _fit_height(img: np.ndarray, height: int) -> np.ndarray:
 def _circles(img: np.ndarray, xs, ys, rs, *, factor_x: float, factor_y: float) -> None:
     import cv2
 
-    for x, y, r in zip(xs, ys, rs):
+    for x, y, r in zip(xs, ys, rs, strict=True):
         radius = max(2, int(np.rint(r * (factor_x + factor_y) / 2)))
         centre = (int(np.rint(x * factor_x)), int(np.rint(y * factor_y)))
         cv2.circle(img, centre, radius, (40, 200, 40), 1, cv2.LINE_AA)

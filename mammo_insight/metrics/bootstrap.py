@@ -137,7 +137,7 @@ def bootstrap_metrics(
         )
     keys = list(stats)
     per_group = np.stack([np.bincount(codes, weights=stats[k], minlength=n_groups) for k in keys], axis=1)
-    summed = dict(zip(keys, (weights.astype(np.float64) @ per_group).T))
+    summed = dict(zip(keys, (weights.astype(np.float64) @ per_group).T, strict=True))
     out: dict[str, np.ndarray] = {"pf1": pf1_from_sums(summed["ctp"], summed["cfp"], summed["n_pos"])}
     if threshold is not None:
         out.update(counts_metrics(summed["tn"], summed["fp"], summed["fn"], summed["tp"]))

@@ -220,7 +220,7 @@ def _images(rng: np.random.Generator, breasts: pd.DataFrame, eff: TrueEffects) -
     extra_lat = rng.choice(["L", "R"], size=len(extra_pid))
     extra_view = _choice(rng, eff.extra_views, len(extra_pid))
     src = breasts.set_index(["patient_id", "laterality"])
-    extra = src.loc[list(zip(extra_pid, extra_lat))].reset_index()
+    extra = src.loc[list(zip(extra_pid, extra_lat, strict=True))].reset_index()
     extra["view"] = extra_view
     table = pd.concat([rows, extra], ignore_index=True)
     table["image_id"] = rng.choice(2**31 - 10**6, size=len(table), replace=False) + 10**6

@@ -137,7 +137,7 @@ def read_rois(xml_dir: Path, images: pd.DataFrame) -> pd.DataFrame:
     off its image (size from the DICOM header, when there is one) is dropped with a warning.
     """
     rows = []
-    for image_id, image_path in zip(images["image_id"], images["image_path"]):
+    for image_id, image_path in zip(images["image_id"], images["image_path"], strict=True):
         path = xml_dir / f"{image_id}.xml"
         if not path.is_file():
             continue

@@ -166,7 +166,7 @@ class MiasAdapter(DatasetAdapter):
             {
                 "image_id": located["ref"].to_numpy(),
                 "x": located["x"].to_numpy(),
-                "y": [heights[r] - y for r, y in zip(located["ref"], located["y"])],
+                "y": [heights[r] - y for r, y in zip(located["ref"], located["y"], strict=True)],
                 "radius": located["radius"].to_numpy(),
                 "abnormality": located["abnormality"].to_numpy(),
                 "severity": located["severity"].to_numpy(),

@@ -14,6 +14,7 @@ from sklearn import metrics as skm
 
 from mammo_insight.metrics import (
     METRIC_NAMES,
+    ThresholdRule,
     aggregate_to_breast,
     calibration_table,
     delong_test,
@@ -203,9 +204,7 @@ def test_sensitivity_threshold_reaches_its_target_on_oof_predictions():
         t = tune_threshold(y, p, "sensitivity", target_sensitivity=target)
         assert skm.recall_score(y, p >= t) >= target
         assert skm.recall_score(y, p > t) < target  # the next cut up falls short: the highest one reaching it
-        metrics = evaluate_predictions(
-            oof, None, n_boot=20, threshold_method="sensitivity", target_sensitivity=target
-        )
+        metrics = evaluate_predictions(oof, None, n_boot=20, rule=ThresholdRule("sensitivity", target))
         for level in ("image", "breast", "breast_max"):
             assert metrics[level]["recall"]["value"] >= target, (level, target)
             assert f"sensitivity >= {target:g}" in metrics[level]["threshold_source"]

@@ -207,7 +207,11 @@ def build_cache(
             " ..." if len(changed) > 5 else "",
         )
     sample = _sample(
-        [i for i, p in zip(ids, table["image_path"], strict=True) if isinstance(p, str) and Path(p).is_file()],
+        [
+            i
+            for i, p in zip(ids, table["image_path"], strict=True)
+            if isinstance(p, str) and Path(p).is_file()
+        ],
         sheet_size,
         seed,
     )

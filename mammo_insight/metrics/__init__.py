@@ -25,6 +25,7 @@ from mammo_insight.metrics.baselines import (
 from mammo_insight.metrics.bootstrap import delong_test, metrics_with_ci, paired_bootstrap
 from mammo_insight.metrics.core import (
     METRIC_NAMES,
+    ThresholdRule,
     average_precision,
     calibration_table,
     net_benefit,
@@ -38,6 +39,7 @@ from mammo_insight.metrics.subgroups import add_age_band, subgroup_metrics
 __all__ = [
     "BASELINES",
     "METRIC_NAMES",
+    "ThresholdRule",
     "add_age_band",
     "aggregate_to_breast",
     "average_precision",

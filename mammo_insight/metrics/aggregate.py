@@ -18,6 +18,7 @@ import pandas as pd
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import write_text_atomic
 from mammo_insight.metrics.bootstrap import metrics_with_ci
+from mammo_insight.metrics.core import BEST_F1, ThresholdRule
 
 BREAST_LEVEL_COLUMNS = [
     "fold",
@@ -76,8 +77,7 @@ def evaluate_predictions(
     label: str = "cancer",
     prob: str = "prob",
     breast_preds: pd.DataFrame | None = None,
-    threshold_method: str = "best_f1",
-    target_sensitivity: float = 0.9,
+    rule: ThresholdRule = BEST_F1,
 ) -> dict:
     """The metrics.json body: {"image": ..., "breast": ..., "breast_max": ...}.
 
@@ -85,8 +85,8 @@ def evaluate_predictions(
     intervals resampling patients. "breast" aggregates by the mean of the breast's images, "breast_max"
     by the max. `threshold` is one number for every level, a mapping level -> number (e.g. the
     thresholds a training run stored, for external validation), or None to tune one per level on
-    these predictions with `threshold_method` (best_f1, prevalence, or sensitivity reaching
-    ``target_sensitivity``; optimistic, and each level's
+    these predictions by ``rule`` (`ThresholdRule`: best_f1, prevalence, or the highest cut reaching a
+    target sensitivity; optimistic, and each level's
     "threshold_source" says so; read the tuned values back with `thresholds_of`).
     breast_preds: a model's own breast-level predictions (breast_id, patient_id, prob, label; e.g. a
     multi-view model): "breast" then scores them as they are instead of the mean over images.
@@ -106,8 +106,7 @@ def evaluate_predictions(
             _threshold_for(threshold, level),
             n_boot=n_boot,
             seed=seed,
-            threshold_method=threshold_method,
-            target_sensitivity=target_sensitivity,
+            rule=rule,
         )
     return result
 

@@ -20,8 +20,10 @@ from scipy import sparse
 from scipy.stats import norm, rankdata
 
 from mammo_insight.metrics.core import (
+    BEST_F1,
     METRIC_NAMES,
     THRESHOLD_FREE,
+    ThresholdRule,
     clean_inputs,
     counts_metrics,
     pf1_from_sums,
@@ -182,15 +184,14 @@ def metrics_with_ci(
     *,
     n_boot: int = 1000,
     seed: int = 0,
-    threshold_method: str = "best_f1",
-    target_sensitivity: float = 0.9,
+    rule: ThresholdRule = BEST_F1,
 ) -> dict:
     """Every point metric with a 95% percentile-bootstrap interval resampling groups (patients).
 
     Returns {metric: {"value", "ci_low", "ci_high"}, ..., "threshold", "threshold_source", "n", "n_pos",
     "n_groups", "n_boot", "n_boot_valid"}. With threshold=None the threshold is tuned (best F1) on these
-    same rows by ``threshold_method`` (`tune_threshold`: best_f1, prevalence, or sensitivity reaching
-    ``target_sensitivity``), which flatters the threshold metrics (accuracy .. f1, confusion counts): pass a threshold
+    same rows by ``rule`` (`ThresholdRule`: best_f1, prevalence, or the highest cut reaching a target
+    sensitivity), which flatters the threshold metrics (accuracy .. f1, confusion counts): pass a threshold
     tuned on other data (e.g. the training run's out-of-fold predictions) for an honest figure.
     The threshold itself is held fixed across resamples. Unlabelled rows (NaN label) are dropped.
     """
@@ -199,13 +200,8 @@ def metrics_with_ci(
     n_missing = int((~np.isnan(labels) & np.isnan(probs)).sum())
     source = "given"
     if threshold is None:
-        threshold = tune_threshold(y, p, threshold_method, target_sensitivity=target_sensitivity)
-        method = (
-            f"sensitivity >= {target_sensitivity:g}"
-            if threshold_method == "sensitivity"
-            else threshold_method
-        )
-        source = f"tuned ({method}) on these data: optimistic"
+        threshold = rule.tune(y, p)
+        source = f"tuned ({rule.describe()}) on these data: optimistic"
     codes, n_groups = group_codes(None if groups is None else g, y.size)
     point = point_metrics(y, p, threshold)
     boot = (

@@ -19,6 +19,7 @@ Conventions (chosen to match scikit-learn where it defines them):
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -173,6 +174,23 @@ def point_metrics(y_true, prob, threshold: float) -> dict[str, float]:
 
 
 THRESHOLD_METHODS = ("best_f1", "prevalence", "sensitivity")
+
+
+@dataclass(frozen=True)
+class ThresholdRule:
+    """How an operating threshold is tuned on predictions: `tune_threshold`'s method and its target."""
+
+    method: str = "best_f1"
+    target_sensitivity: float = 0.9  # with method "sensitivity": the highest cut reaching it
+
+    def tune(self, y_true, prob) -> float:
+        return tune_threshold(y_true, prob, self.method, target_sensitivity=self.target_sensitivity)
+
+    def describe(self) -> str:
+        return f"sensitivity >= {self.target_sensitivity:g}" if self.method == "sensitivity" else self.method
+
+
+BEST_F1 = ThresholdRule()  # the default rule: the cut that maximises F1
 
 
 def tune_threshold(y_true, prob, method: str = "best_f1", *, target_sensitivity: float = 0.9) -> float:

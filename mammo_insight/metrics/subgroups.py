@@ -32,18 +32,17 @@ def subgroup_metrics(
     label: str = "cancer",
     prob: str = "prob",
     *,
-    group: str = "patient_id",
     threshold: float | None = None,
     n_boot: int = 200,
     seed: int = 0,
     metrics: list[str] | None = None,
-    min_rows: int = 1,
 ) -> pd.DataFrame:
     """Tidy rows (factor, level, n, n_pos, metric, value, ci_low, ci_high) for every level of each factor.
 
     One threshold serves every subgroup (tuned best-F1 on the whole of `df` when None) so subgroups are
     compared at the same operating point. Factors absent from `df` are skipped; "age_band" is derived
-    from "age" when needed; rows with a missing level are left out. Intervals resample `group`.
+    from "age" when needed; rows with a missing level are left out. Intervals resample women
+    (patient_id; rows when the table has none).
     """
     df = add_age_band(df)
     require_columns(df, [label, prob], "subgroup table")
@@ -55,9 +54,7 @@ def subgroup_metrics(
     rows = []
     for factor in by:
         for level, part in labelled.groupby(factor, sort=True, dropna=True, observed=True):
-            if len(part) < min_rows:
-                continue
-            groups = part[group] if group in part.columns else None
+            groups = part["patient_id"] if "patient_id" in part.columns else None
             res = metrics_with_ci(part[label], part[prob], groups, threshold, n_boot=n_boot, seed=seed)
             for name in metrics:
                 rows.append(

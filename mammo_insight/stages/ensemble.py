@@ -22,7 +22,7 @@ from typing import Any
 import pandas as pd
 
 from mammo_insight.files import write_csv_atomic
-from mammo_insight.metrics import evaluate_predictions, save_metrics_json, thresholds_of
+from mammo_insight.metrics import ThresholdRule, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.report import Section, fmt_ci, paragraph, table
 from mammo_insight.runs.ensemble import MEMBERS_KEY, shared_input
 from mammo_insight.runs.run_io import save_run_config
@@ -76,7 +76,9 @@ def run_ensemble(config: EnsembleConfig) -> EnsembleResult:
     images, breasts = averaged_predictions(runs)
     first = runs.configs[0]
     seed = int(first.get("seed") or 0)
-    method = str(first.get("threshold_method", "best_f1"))
+    rule = ThresholdRule(
+        str(first.get("threshold_method", "best_f1")), float(first.get("target_sensitivity", 0.9))
+    )
     metrics = evaluate_predictions(
         images,
         None,
@@ -84,7 +86,7 @@ def run_ensemble(config: EnsembleConfig) -> EnsembleResult:
         seed,
         label=runs.label,
         breast_preds=breasts,
-        threshold_method=method,
+        rule=rule,
     )
     member_metrics = _member_metrics(runs)
     folds = member_metrics[runs.names[0]].get("folds")
@@ -99,7 +101,8 @@ def run_ensemble(config: EnsembleConfig) -> EnsembleResult:
         "label_column": runs.label,
         "folds": first.get("folds"),
         "seed": seed,
-        "threshold_method": method,
+        "threshold_method": rule.method,
+        "target_sensitivity": rule.target_sensitivity,
         "threshold": thresholds.get("image"),
         "thresholds": thresholds,
         "n_images": len(images),

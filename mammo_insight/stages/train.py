@@ -28,7 +28,13 @@ from mammo_insight.cohort.folds import folds_record
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.fusion.shift import shift_check, shift_headline
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image
-from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, save_metrics_json, thresholds_of
+from mammo_insight.metrics import (
+    ThresholdRule,
+    aggregate_to_breast,
+    evaluate_predictions,
+    save_metrics_json,
+    thresholds_of,
+)
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.nets.factory import build_classifier
@@ -158,8 +164,7 @@ def run_train(config: TrainStageConfig) -> TrainResult:
         None,
         seed=seed,
         label=label,
-        threshold_method=values["threshold_method"],
-        target_sensitivity=values["target_sensitivity"],
+        rule=ThresholdRule(values["threshold_method"], values["target_sensitivity"]),
     )
     thresholds = thresholds_of(metrics)
     values.update(threshold=thresholds["image"], thresholds=thresholds)

@@ -20,7 +20,7 @@ from pydicom.encaps import encapsulate, generate_frames
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, validate_cohort
 from mammo_insight.errors import DicomError
-from mammo_insight.imaging.build import JOURNAL_FILE, build_cache, crashed_record
+from mammo_insight.imaging.build import JOURNAL_FILE, Engine, build_cache, crashed_record
 from mammo_insight.imaging.decode import read_image
 from mammo_insight.imaging.engines import run_tasks
 from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem
@@ -169,7 +169,7 @@ def test_the_pool_gives_a_damaged_file_as_a_failure_too(workers, by_syntax, synt
         _cohort_with(panicking, "panics", synth_root),
         tmp_path / "c",
         PreprocessConfig(size=SIZE),
-        workers=workers,
+        Engine(workers),
         show_progress=False,
         sheet_size=0,
     )

@@ -20,7 +20,7 @@ from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.annotations import read as read_annotations
-from mammo_insight.imaging.build import JOURNAL_FILE, build_cache
+from mammo_insight.imaging.build import JOURNAL_FILE, Engine, build_cache
 from mammo_insight.imaging.cache import (
     CACHE_COLUMNS,
     load_cache_image,
@@ -318,9 +318,7 @@ def test_changed_settings_refuse_to_resume(tmp_path, cohort) -> None:
 def _same_as_reference(cohort, reference, tmp_path, engine: str) -> None:
     small = Cohort(cohort.table.head(6), cohort.dataset, cohort.label_meaning, cohort.annotations)
     out = tmp_path / engine
-    build_cache(
-        small, out, PreprocessConfig(size=SIZE), workers=2, engine=engine, show_progress=False, sheet_size=0
-    )
+    build_cache(small, out, PreprocessConfig(size=SIZE), Engine(2, engine), show_progress=False, sheet_size=0)
     pd.testing.assert_frame_equal(read_cache_index(out), read_cache_index(reference).head(6))
     for rel, data in _png_bytes(out).items():
         assert (reference / rel).read_bytes() == data

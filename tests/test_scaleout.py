@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.imaging.build import JOURNAL_FILE, build_cache
+from mammo_insight.imaging.build import JOURNAL_FILE, Engine, build_cache
 from mammo_insight.imaging.cache import read_cache_index
 from mammo_insight.imaging.pipeline import PreprocessConfig
 
@@ -125,8 +125,7 @@ def test_local_cluster_gives_the_same_cache(tmp_path, synth_root, reference) -> 
         load_cohort("rsna", synth_root),
         out,
         PreprocessConfig(size=SIZE),
-        workers=2,
-        engine="dask",
+        Engine(2, "dask"),
         show_progress=False,
         sheet_size=0,
     )

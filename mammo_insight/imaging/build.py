@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -150,37 +151,30 @@ def _index(table: pd.DataFrame, records: dict[str, dict[str, Any]]) -> pd.DataFr
     return index
 
 
-def build_cache(
-    cohort: Cohort,
-    out_dir: str | Path,
-    config: PreprocessConfig,
-    workers: int = 1,
-    *,
-    engine: str = "local",
-    address: str | None = None,
-    sheet_size: int = 24,
-    retry_failed: bool = False,
-    seed: int = 0,
-    show_progress: bool = True,
-) -> dict[str, Any]:
-    """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept.
+@dataclass(frozen=True)
+class Engine:
+    """Where the images are decoded: ``workers`` processes of a local pool, or a Dask cluster."""
 
-    Writes the cache's files (config.json, images, index, annotations, failures, contact sheet); the
-    preprocess stage adds the manifest.
-    """
-    from mammo_insight.imaging.contact_sheet import write_contact_sheet
-    from mammo_insight.progress import progress_bar
+    workers: int = 1
+    engine: str = "local"  # local | dask
+    address: str | None = None  # a running Dask scheduler; None starts a local cluster (engine dask)
 
-    started = time.perf_counter()
-    clash = [c for c in cohort.table.columns if c in CACHE_COLUMNS + ["reason"]]
-    if clash:
-        raise MammoInsightError(
-            f"the cohort has column(s) {', '.join(clash)}, which the cache index writes "
-            "itself; rename them in the cohort"
-        )
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    settings = {
+
+@dataclass
+class _Plan:
+    """What a (re)run of the cache still has to do, read from the cohort and the journal."""
+
+    done: dict[str, dict[str, Any]]  # image_id -> finished record (ok or failed), from the journal
+    tasks: list[dict[str, Any]]  # images to decode
+    immediate: list[dict[str, Any]]  # failures known without decoding (no image path)
+    sample: set[str]  # image ids drawn for the contact sheet
+    changed: list[str]  # ids redone because their file changed since it was cached
+    already_done: int
+
+
+def _settings(cohort: Cohort, config: PreprocessConfig) -> dict[str, Any]:
+    """CACHE/config.json: the pixel settings, the dataset and how the breast was cropped."""
+    return {
         **config.to_dict(),
         "dataset": cohort.dataset,
         "label_meaning": cohort.label_meaning,
@@ -190,7 +184,11 @@ def build_cache(
             "mask_outside_breast": config.mask,
         },
     }
-    _check_config(out_dir, settings)
+
+
+def _plan(
+    cohort: Cohort, out_dir: Path, config: PreprocessConfig, *, sheet_size: int, seed: int, retry_failed: bool
+) -> _Plan:
     done = read_journal(out_dir)
     if retry_failed:
         done = {k: v for k, v in done.items() if v.get("status") == "ok"}
@@ -234,7 +232,13 @@ def build_cache(
                 "thumbnail": image_id in sample,
             }
         )
-    skipped = len(done)
+    return _Plan(done, tasks, immediate, sample, changed, len(done))
+
+
+def _run(plan: _Plan, out_dir: Path, engine: Engine, show_progress: bool) -> None:
+    """Decode the plan's tasks, journalling each record as it arrives (the journal is what resumes)."""
+    from mammo_insight.progress import progress_bar
+
     n_failed = 0
     with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
 
@@ -242,7 +246,7 @@ def build_cache(
             nonlocal n_failed
             journal.write(json.dumps(record) + "\n")
             journal.flush()
-            done[record["image_id"]] = record
+            plan.done[record["image_id"]] = record
             if record["status"] != "ok":
                 n_failed += 1
                 if n_failed <= MAX_FAILURES_LOGGED:
@@ -252,14 +256,19 @@ def build_cache(
                         " (further failures only in failures.csv)" if n_failed == MAX_FAILURES_LOGGED else "",
                     )
 
-        for record in immediate:
+        for record in plan.immediate:
             keep(record)
         results = run_tasks(
-            process_one, tasks, workers=workers, engine=engine, address=address, on_crash=crashed_record
+            process_one,
+            plan.tasks,
+            workers=engine.workers,
+            engine=engine.engine,
+            address=engine.address,
+            on_crash=crashed_record,
         )
-        if show_progress and tasks:
+        if show_progress and plan.tasks:
             with progress_bar() as bar:
-                task_id = bar.add_task("preprocess", total=len(tasks))
+                task_id = bar.add_task("preprocess", total=len(plan.tasks))
                 for record in results:
                     keep(record)
                     bar.advance(task_id)
@@ -267,7 +276,14 @@ def build_cache(
             for record in results:
                 keep(record)
 
-    index = _index(table, done)
+
+def _write_outputs(
+    cohort: Cohort, out_dir: Path, config: PreprocessConfig, plan: _Plan
+) -> tuple[pd.DataFrame, Any]:
+    """The index, failures, annotations and contact sheet, assembled from the journal in cohort order."""
+    from mammo_insight.imaging.contact_sheet import write_contact_sheet
+
+    index = _index(cohort.table, plan.done)
     reasons = index.attrs.pop("reasons")
     atomic_write(out_dir / INDEX_FILE, lambda p: index.to_parquet(p, index=False))
     failed = index["status"] != "ok"
@@ -281,19 +297,51 @@ def build_cache(
     atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
     lesions = annotations.to_cache(cohort.annotations, index, out_dir)
     annotations.write(lesions, out_dir)
-    sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]
+    sheet_rows = index[index["image_id"].astype(str).isin(plan.sample) & ~failed]
     sheet = write_contact_sheet(
         out_dir, sheet_rows, config, out_dir / CONTACT_SHEET_FILE, annotations=lesions
     )
-    summary = {
+    return index, sheet
+
+
+def build_cache(
+    cohort: Cohort,
+    out_dir: str | Path,
+    config: PreprocessConfig,
+    engine: Engine = Engine(),
+    *,
+    sheet_size: int = 24,
+    retry_failed: bool = False,
+    seed: int = 0,
+    show_progress: bool = True,
+) -> dict[str, Any]:
+    """Cache every cohort image under out_dir; returns counts. Safe to rerun: finished images are kept.
+
+    Writes the cache's files (config.json, images, index, annotations, failures, contact sheet); the
+    preprocess stage adds the manifest.
+    """
+    started = time.perf_counter()
+    clash = [c for c in cohort.table.columns if c in CACHE_COLUMNS + ["reason"]]
+    if clash:
+        raise MammoInsightError(
+            f"the cohort has column(s) {', '.join(clash)}, which the cache index writes "
+            "itself; rename them in the cohort"
+        )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _check_config(out_dir, _settings(cohort, config))
+    plan = _plan(cohort, out_dir, config, sheet_size=sheet_size, seed=seed, retry_failed=retry_failed)
+    _run(plan, out_dir, engine, show_progress)
+    index, sheet = _write_outputs(cohort, out_dir, config, plan)
+    failed = index["status"] != "ok"
+    return {
         "images": len(index),
         "ok": int((~failed).sum()),
         "failed": int(failed.sum()),
-        "already_done": skipped,
-        "changed_inputs": len(changed),
-        "processed_now": len(tasks) + len(immediate),
-        "table_sha256": table_sha256(table),
+        "already_done": plan.already_done,
+        "changed_inputs": len(plan.changed),
+        "processed_now": len(plan.tasks) + len(plan.immediate),
+        "table_sha256": table_sha256(cohort.table),
         "seconds": round(time.perf_counter() - started, 2),
         "contact_sheet": str(sheet) if sheet else None,
     }
-    return summary

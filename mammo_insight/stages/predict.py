@@ -337,14 +337,14 @@ def run_predict(config: PredictConfig) -> PredictResult:
         cohort, unreadable = dataset_cohort(config.dataset, images_dir, mapping_file), pd.DataFrame()
     else:
         cohort, unreadable = folder_cohort(images_dir)
-    from mammo_insight.imaging.build import build_cache
+    from mammo_insight.imaging.build import Engine, build_cache
 
     with tempfile.TemporaryDirectory(prefix="mammo-predict-") as tmp:
         cache = Path(config.cache) if config.cache else Path(tmp) / "cache"
         if cohort.table.empty:
             index = pd.DataFrame(columns=["image_id", "status"])
         else:
-            build_cache(cohort, cache, preprocess, workers=config.workers, sheet_size=0, show_progress=False)
+            build_cache(cohort, cache, preprocess, Engine(config.workers), sheet_size=0, show_progress=False)
             index = read_cache_index(cache, include_failed=True)
         ok = index[index["status"] == "ok"].reset_index(drop=True)
         if ok.empty:

@@ -18,7 +18,7 @@ from typing import Any
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.imaging.build import build_cache
+from mammo_insight.imaging.build import Engine, build_cache
 from mammo_insight.imaging.cache import CONTACT_SHEET_FILE
 from mammo_insight.imaging.decode import auto_choices, resolve_backend
 from mammo_insight.imaging.pipeline import PreprocessConfig
@@ -100,9 +100,7 @@ def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
         cohort,
         config.out,
         pixels,
-        workers=config.workers,
-        engine=config.engine,
-        address=config.scheduler,
+        Engine(config.workers, config.engine, config.scheduler),
         sheet_size=config.sheet_size,
         retry_failed=config.retry_failed,
         seed=config.seed,

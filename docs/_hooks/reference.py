@@ -11,6 +11,7 @@ import html
 import importlib
 import json
 import re
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -38,14 +39,19 @@ def _cell(text: str) -> str:
 
 def _type_name(param: Any) -> str:
     """The option's type as its annotation says (typer keeps it in the parameter's type descriptor)."""
-    if param.is_flag:
+    if getattr(param, "is_flag", False):
         return "flag"
     annotation = param.type_descriptor.annotation
+    if typing.get_origin(annotation) is list:  # a repeatable option: its items' type
+        (annotation,) = typing.get_args(annotation)
     return getattr(annotation, "__name__", str(annotation)).lower()
 
 
 def _option_row(param: Any) -> str:
-    names = ", ".join(f"`{n}`" for n in [*param.opts, *param.secondary_opts])
+    if param.param_type_name == "argument":
+        names = f"`{param.name.upper()}`"
+    else:
+        names = ", ".join(f"`{n}`" for n in [*param.opts, *param.secondary_opts])
     kind = _type_name(param)
     if param.required:
         default = "required"
@@ -56,7 +62,7 @@ def _option_row(param: Any) -> str:
         if isinstance(shown, list | tuple):
             shown = " ".join(map(str, shown))
         default = f"`{shown}`" if str(shown) != "" else ""
-    if getattr(param, "multiple", False):
+    if getattr(param, "multiple", False) or getattr(param, "nargs", 1) == -1:
         kind += " (repeatable)"
     return f"| {names} | {kind} | {default} | {_cell(getattr(param, 'help', None) or '')} |"
 
@@ -66,7 +72,7 @@ def command_section(name: str, command: Any) -> str:
     arguments = " ".join(p.name.upper() for p in command.params if p.param_type_name == "argument")
     lines = [f"## `{name}`", "", (command.help or "").strip(), ""]
     lines += ["```", f"mammo-insight {name} [OPTIONS] {arguments}".rstrip(), "```", ""]
-    options = [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
+    options = [p for p in command.params if p.name != "help"]
     if options:
         lines += ["| option | type | default | meaning |", "|---|---|---|---|"]
         lines += [_option_row(p) for p in options]

@@ -10,9 +10,9 @@ import pytest
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.cohort.schema import Cohort, empty_canonical, validate_cohort
+from mammo_insight.stats.design import AGE_TERM
 from mammo_insight.stats.factors import quartiles
 from mammo_insight.stats.leakage import audit_leakage
-from mammo_insight.stats.regression import AGE_TERM
 from mammo_insight.stats.study import run_study
 
 
@@ -234,8 +234,8 @@ def test_breast_level_values_follow_the_documented_rule_and_mixed_breasts_are_no
     table["machine_id"] = np.repeat(rng.choice(["m1", "m2"], n), 2)
     table.loc[1, "machine_id"] = "m2" if table.loc[0, "machine_id"] == "m1" else "m1"
     cohort = Cohort(validate_cohort(table), "made", "", factors={"subtlety": "continuous"})
+    from mammo_insight.stats.breasts import breast_table
     from mammo_insight.stats.factors import build_study_frame
-    from mammo_insight.stats.regression import breast_table
 
     study = build_study_frame(cohort.table, cohort.factors)
     breasts = breast_table(study.frame, [f for f in study.factors if f.name == "subtlety"])

@@ -12,10 +12,11 @@ from typer.testing import CliRunner
 
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, Cohort, validate_cohort
 from mammo_insight.stages.eda import EdaConfig, EdaResult, write_eda
+from mammo_insight.stats.design import AGE_TERM
 from mammo_insight.stats.factors import AGE_BANDS, build_study_frame
 from mammo_insight.stats.leakage import LEAKAGE_COLUMNS
 from mammo_insight.stats.rates import RATE_COLUMNS, compute_rates, wilson
-from mammo_insight.stats.regression import AGE_TERM, fit_models
+from mammo_insight.stats.regression import fit_models
 from mammo_insight.stats.study import SUMMARY_KEYS, run_study
 from mammo_insight.stats.tests import association_tests
 from mammo_insight.synth.table import RSNA_COLUMNS, TRUE_EFFECTS, make_synthetic_table

@@ -12,8 +12,9 @@ from __future__ import annotations
 import pandas as pd
 from scipy.stats import spearmanr
 
+from mammo_insight.stats.design import AGE_TERM
 from mammo_insight.stats.factors import MISSING
-from mammo_insight.stats.regression import AGE_ALONE, AGE_TERM
+from mammo_insight.stats.regression import AGE_ALONE
 
 MIN_BAND_N = 100  # an age band with fewer units is too noisy to headline
 MIN_MACHINE_N = 200

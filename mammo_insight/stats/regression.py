@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Collection
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 import numpy as np
@@ -30,248 +29,27 @@ import polars as pl
 import statsmodels.api as sm
 from scipy import stats
 
-from mammo_insight.stats.factors import MISSING, Factor, constant_within
+from mammo_insight.stats.breasts import breast_table, model_factors
+from mammo_insight.stats.design import (
+    AGE_CENTER,
+    AGE_SCALE,
+    AGE_TERM,
+    MIN_EVENTS,
+    ModelSpec,
+    build_design,
+    design_block,
+)
+from mammo_insight.stats.factors import MISSING, Factor
 
 log = logging.getLogger(__name__)
 
 OR_COLUMNS = ["model", "term", "odds_ratio", "ci_low", "ci_high", "p_value"]
 JOINT_COLUMNS = ["model", "factor", "n_terms", "statistic", "p_value"]
 MODEL_COLUMNS = ["model", "terms", "n_breasts", "n_patients", "n_cancer", "n_dropped", "converged", "notes"]
-AGE_CENTER = 60.0
-AGE_SCALE = 10.0
-AGE_TERM = "age (per 10 years)"
 AGE_ALONE = "age alone"
-MIN_EVENTS = 5
-MIN_UNITS = 30
-ALIAS_CORR = 0.95
 MAX_SITES = 10
-OTHER = "other"
 MAX_LOG_SE = 5.0  # a log-odds standard error this large means (quasi-)separation, not an estimate
 MAX_LOG_OR = 10.0
-
-
-@dataclass
-class ModelSpec:
-    """One model: its name, the breasts it uses and the factors it tries."""
-
-    name: str
-    rows: np.ndarray
-    factors: list[Factor]
-    use_age: bool = True
-    notes: list[str] = field(default_factory=list)
-
-
-BREAST_RULE = {
-    "continuous": "the highest value among the breast's images",
-    "ordinal": "the highest recorded level among the breast's images",
-    "categorical": "the level most of the breast's images hold (ties: the first in level order)",
-}
-
-
-def _levels(factor: Factor) -> list[str]:
-    return [lv for lv in factor.levels if lv != MISSING]
-
-
-def breast_table(frame: pl.DataFrame, factors: list[Factor]) -> pd.DataFrame:
-    """One row per breast: patient, label, mean age and each factor by its documented rule (BREAST_RULE);
-    'missing' only when no image of the breast has a value.
-
-    Levels are ranked once over the images, then aggregated with min/max; the most frequent level (a
-    per-group mode, slow at a million images) is computed only for the few breasts whose images disagree.
-    """
-    ranked = frame.with_columns(
-        pl.col(f.name).replace_strict(
-            {lv: i for i, lv in enumerate(_levels(f))}, default=None, return_dtype=pl.Int64
-        )
-        for f in factors
-        if f.kind != "continuous"
-    )
-    aggs = [pl.col("patient_id").first(), pl.col("cancer").max(), pl.col("age").mean()]
-    aggs += [pl.col(f.name).max() for f in factors]
-    modal = [f.name for f in factors if f.kind != "continuous" and not f.ordered]
-    aggs += [pl.col(name).min().alias(f"{name} min") for name in modal]
-    breasts = ranked.group_by("breast_id", maintain_order=True).agg(aggs)
-    for name in modal:  # most frequent recorded level; ties go to the lowest rank
-        mixed = breasts.filter(pl.col(f"{name} min") != pl.col(name))["breast_id"]
-        if len(mixed):
-            mode = (
-                ranked.filter(pl.col("breast_id").is_in(mixed.implode()))
-                .group_by("breast_id")
-                .agg(pl.col(name).drop_nulls().mode().min().alias("mode"))
-            )
-            breasts = (
-                breasts.join(mode, on="breast_id", how="left", maintain_order="left")
-                .with_columns(pl.coalesce("mode", name).alias(name))
-                .drop("mode")
-            )
-        breasts = breasts.drop(f"{name} min")
-    breasts = breasts.with_columns(
-        pl.col(f.name)
-        .replace_strict(dict(enumerate(_levels(f))), default=MISSING, return_dtype=pl.String)
-        .fill_null(MISSING)
-        for f in factors
-        if f.kind != "continuous"
-    )
-    return breasts.to_pandas()
-
-
-def mixed_breast_notes(frame: pl.DataFrame, factors: list[Factor]) -> list[str]:
-    """For each breast-level factor, the breasts whose images hold two or more recorded levels, and how they count."""
-    notes = []
-    breast_level = constant_within(frame, [f.name for f in factors if not f.binned_from], "breast")
-    for f in factors:
-        if f.name not in breast_level:
-            continue
-        recorded = frame.filter(pl.col(f.name).is_not_null())
-        if f.kind != "continuous":
-            recorded = recorded.filter(pl.col(f.name) != MISSING)
-        per_breast = recorded.group_by("breast_id").agg(pl.col(f.name).n_unique().alias("k"))
-        n_mixed = int((per_breast["k"] > 1).sum())
-        if n_mixed:
-            notes.append(
-                f"{f.name}: {n_mixed:,} breast(s) have images with different values; in the rates such a breast "
-                f"counts under each of its levels (so the levels' breasts sum to more than the breasts), and "
-                f"in the models it takes {BREAST_RULE[f.kind]}."
-            )
-    return notes
-
-
-def model_factors(frame: pl.DataFrame, factors: list[Factor]) -> tuple[list[Factor], list[str]]:
-    """Screening-time factors usable at breast level, with notes on those left out and why."""
-    names = {f.name for f in factors}
-    kept, notes = [], []
-    candidates = [f for f in factors if not (f.post_outcome or f.binned_from)]
-    per_breast = constant_within(frame, [f.name for f in candidates if f.kind != "continuous"], "breast")
-    for f in candidates:
-        if f.name == "machine_id" and "site_id" in names:
-            notes.append(
-                "machine_id is not a term: machines are nested in sites (see the site x machine table), "
-                "so machine and site cannot be separated"
-            )
-            continue
-        if f.kind != "continuous" and f.name not in per_breast:
-            notes.append(f"{f.name} varies within a breast, so it is not a breast-level term")
-            continue
-        kept.append(f)
-    return kept, notes
-
-
-def _pool_rare(values: pd.Series, y: pd.Series, factor: Factor) -> tuple[pd.Series, list[str]]:
-    """Pool rare levels into 'other' (when there are two or more of them)."""
-    counts = pd.DataFrame({"v": values, "y": y}).groupby("v")["y"].agg(["size", "sum"])
-    rare = counts.index[(counts["sum"] < MIN_EVENTS) | (counts["size"] < MIN_UNITS)].tolist()
-    if len(rare) < 2:
-        return values, []
-    return (
-        values.where(~values.isin(rare), OTHER),
-        [f"{factor.name}: rare levels {', '.join(map(str, rare))} pooled as '{OTHER}'"],
-    )
-
-
-def _separated(values: pd.Series, y: pd.Series) -> list[str]:
-    """Levels where every breast is negative (or every one positive): their odds ratio does not exist."""
-    counts = pd.DataFrame({"v": values, "y": y}).groupby("v")["y"].agg(["size", "sum"])
-    return counts.index[(counts["sum"] == 0) | (counts["sum"] == counts["size"])].tolist()
-
-
-def _reference(values: pd.Series, factor: Factor) -> str:
-    """The lowest recorded level of an ordered factor, else the most common level (ties: factor order)."""
-    counts = values.value_counts()
-    order = [lv for lv in (*factor.levels, OTHER) if lv in counts.index]
-    if factor.ordered:
-        recorded = [lv for lv in order if lv not in (MISSING, OTHER)]
-        if recorded:
-            return recorded[0]
-    return str(counts.reindex(order).idxmax())
-
-
-def _design_block(values: pd.Series, factor: Factor) -> pd.DataFrame:
-    """Treatment-coded dummies (reference = lowest ordered level or the most common level)."""
-    if factor.kind == "continuous":
-        sd = values.std()
-        return pd.DataFrame({f"{factor.name} (per SD = {sd:.3g})": (values - values.mean()) / sd})
-    ref = _reference(values, factor)
-    present = set(values.unique())
-    order = [lv for lv in (*factor.levels, OTHER) if lv in present and lv != ref]
-    codes = values.to_numpy(dtype=object)
-    return pd.DataFrame(
-        {f"{factor.name}={lv} (vs {ref})": (codes == lv).astype(float) for lv in order}, index=values.index
-    )
-
-
-def _aliased(block: pd.DataFrame, design: pd.DataFrame) -> str:
-    """The existing column a new block's column (almost) duplicates, or ''."""
-    for new in block.columns:
-        for old in design.columns:
-            if design[old].std() == 0 or block[new].std() == 0:
-                continue
-            r = np.corrcoef(design[old], block[new])[0, 1]
-            if abs(r) > ALIAS_CORR:
-                return f"'{new}' and '{old}' are almost the same variable (r = {r:.2f}), so their effects cannot be told apart"
-    return ""
-
-
-def _usable_rows(data: pd.DataFrame, spec: ModelSpec) -> tuple[pd.DataFrame, list[str]]:
-    """Drop breasts without age (or another continuous term), pool rare levels, drop separated levels."""
-    notes = []
-    keep = pd.Series(True, index=data.index)
-    for col in (["age"] if spec.use_age else []) + [f.name for f in spec.factors if f.kind == "continuous"]:
-        absent = data[col].isna()
-        if absent.any():
-            notes.append(f"{int(absent.sum())} breast(s) without {col} dropped")
-        keep &= ~absent
-    data = data[keep].copy()
-    for f in spec.factors:
-        if f.kind == "continuous":
-            continue
-        data[f.name], pooled = _pool_rare(data[f.name].astype(str), data["cancer"], f)
-        notes += pooled
-        separated = _separated(data[f.name], data["cancer"])
-        if separated and data[f.name].nunique() - len(separated) < 2:
-            notes.append(
-                f"{f.name}: level(s) {', '.join(map(str, separated))} have no cancers (or only cancers) "
-                "and no other level is left to compare with: not a term"
-            )
-            data[f.name] = MISSING  # one value: build_design leaves it out
-        elif separated:
-            gone = data[f.name].isin(separated)
-            notes.append(
-                f"{int(gone.sum())} breast(s) at {f.name} level(s) {', '.join(map(str, separated))} "
-                "dropped (no cancers there, so no odds ratio)"
-            )
-            data = data[~gone]
-    return data, notes
-
-
-def build_design(
-    breasts: pd.DataFrame, spec: ModelSpec
-) -> tuple[pd.DataFrame, pd.Series, pd.Series, list[str], int]:
-    """(X, y, groups, notes, n_dropped) for one model; X holds a constant and the kept terms.
-
-    ``X.attrs['blocks']`` maps each factor (and age) to its columns, for the joint tests.
-    """
-    data, notes = _usable_rows(breasts.iloc[spec.rows], spec)
-    notes = list(spec.notes) + notes
-    y = data["cancer"].astype(float)
-    design = pd.DataFrame({"const": 1.0}, index=data.index)
-    blocks: dict[str, list[str]] = {}
-    if spec.use_age:
-        design[AGE_TERM] = (data["age"] - AGE_CENTER) / AGE_SCALE
-        blocks["age"] = [AGE_TERM]
-    for f in spec.factors:
-        if data[f.name].nunique() < 2:
-            if not any(n.startswith(f"{f.name}: level(s)") for n in notes):
-                notes.append(f"{f.name} has one value in this model's breasts: not a term")
-            continue
-        block = _design_block(data[f.name], f)
-        alias = _aliased(block, design)
-        if alias:
-            notes.append(f"{f.name} left out: {alias}")
-            continue
-        design = pd.concat([design, block], axis=1)
-        blocks[f.name] = list(block.columns)
-    design.attrs["blocks"] = blocks
-    return design, y, data["patient_id"], notes, len(spec.rows) - len(data)
 
 
 def _pattern_start(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
@@ -372,7 +150,7 @@ def clustered_association_p(frame: pl.DataFrame, factor: Factor, unit: str) -> f
     data = data[data[factor.name].isin(usable)]
     if len(usable) < 2:
         return float("nan")
-    block = _design_block(data[factor.name].astype(str), factor)
+    block = design_block(data[factor.name].astype(str), factor)
     design = pd.concat([pd.DataFrame({"const": 1.0}, index=data.index), block], axis=1)
     try:
         result, _ = fit_logistic(design, data["cancer"].astype(float), data["patient_id"])

@@ -22,8 +22,8 @@ from mammo_insight.report import (
     table,
 )
 from mammo_insight.stats import figures
+from mammo_insight.stats.design import AGE_CENTER
 from mammo_insight.stats.leakage import LEAK_OR, LEAKY_AUC, SUSPECT_AUC, SUSPECT_OR
-from mammo_insight.stats.regression import AGE_CENTER
 from mammo_insight.stats.study import StudyResult
 from mammo_insight.stats.tests import CORRECTION
 

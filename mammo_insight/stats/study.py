@@ -19,6 +19,7 @@ import polars as pl
 from mammo_insight.cohort.schema import UNITS, Cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.progress import Timings, progress_bar
+from mammo_insight.stats.breasts import mixed_breast_notes
 from mammo_insight.stats.factors import UNIT_IDS, Factor, build_study_frame
 from mammo_insight.stats.findings import WALD, write_findings
 from mammo_insight.stats.leakage import audit_leakage, flagged_columns
@@ -29,13 +30,7 @@ from mammo_insight.stats.missingness import (
     site_structure,
 )
 from mammo_insight.stats.rates import compute_rates, rates_by_age
-from mammo_insight.stats.regression import (
-    ModelFits,
-    age_curve,
-    clustered_association_p,
-    fit_models,
-    mixed_breast_notes,
-)
+from mammo_insight.stats.regression import ModelFits, age_curve, clustered_association_p, fit_models
 from mammo_insight.stats.tests import TEST_COLUMNS, adjust_family, association_tests
 
 log = logging.getLogger(__name__)

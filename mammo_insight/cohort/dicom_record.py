@@ -1,0 +1,245 @@
+"""One DICOM header as one row of the cohort table: what a study of site, machine, view, age and acquisition
+needs, and nothing that identifies a woman.
+
+Identifiers (PatientID, StudyInstanceUID, AccessionNumber, SOPInstanceUID) and identifying places
+(InstitutionName, StationName, DeviceSerialNumber) are kept only as keyed hashes (HMAC-SHA256 under the
+project's salt, cohort.dicom_scan): the same woman gets the same id in every command of one project, and no
+id can be traced back by hashing likely MRNs. The birth date serves only to compute an age when PatientAge
+is absent; names, dates and physician fields are never read into a row. Manufacturer and model name no
+person or place and stay as they are.
+
+View modifiers (ViewModifierCodeSequence, inside the ViewCodeSequence item or beside it) are kept as codes
+and meanings; the ones that mark diagnostic work-up (spot compression, magnification, rolled or tangential
+views: taken because a finding was seen) also fill ``workup_view``, a column the leakage audit checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from datetime import date
+from typing import Any
+
+from mammo_insight.cohort.dicom_header import laterality_of, view_of
+
+# what one row needs; read with pydicom's specific_tags so the rest of a header is skipped unparsed
+TAGS = [
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "PatientID",
+    "StudyInstanceUID",
+    "AccessionNumber",
+    "ImageLaterality",
+    "Laterality",
+    "ViewPosition",
+    "ViewCodeSequence",
+    "ViewModifierCodeSequence",
+    "PatientAge",
+    "PatientBirthDate",
+    "StudyDate",
+    "InstitutionName",
+    "StationName",
+    "DeviceSerialNumber",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "KVP",
+    "Exposure",
+    "ExposureInuAs",
+    "XRayTubeCurrent",
+    "ExposureTime",
+    "BodyPartThickness",
+    "CompressionForce",
+    "OrganDose",
+    "EntranceDoseInmGy",
+    "AnodeTargetMaterial",
+    "FilterMaterial",
+    "PresentationIntentType",
+    "BurnedInAnnotation",
+    "BreastImplantPresent",
+    "Rows",
+    "Columns",
+    "ImagerPixelSpacing",
+    "PixelSpacing",
+    "BitsStored",
+    "PhotometricInterpretation",
+]
+# SOP classes by UID: the row says which (a secondary capture is a copy, often annotated, of another image)
+SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "mammography for presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "mammography for processing",
+    "1.2.840.10008.5.1.4.1.1.1.1": "digital x-ray for presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "digital x-ray for processing",
+    "1.2.840.10008.5.1.4.1.1.7": "secondary capture",
+    "1.2.840.10008.5.1.4.1.1.13.1.3": "breast tomosynthesis",
+}
+# view modifier meanings (DICOM CID 4015) that mark a diagnostic work-up image, lower case, matched as words
+WORKUP_MODIFIERS = ("spot compression", "magnification", "magnified", "rolled", "tangential")
+# continuous acquisition columns and the header keyword each comes from
+NUMERIC_TAGS = {
+    "kvp": "KVP",
+    "tube_current_ma": "XRayTubeCurrent",
+    "exposure_time_ms": "ExposureTime",
+    "thickness_mm": "BodyPartThickness",
+    "compression_force_n": "CompressionForce",
+    "organ_dose_mgy": "OrganDose",
+    "entrance_dose_mgy": "EntranceDoseInmGy",
+    "rows": "Rows",
+    "columns": "Columns",
+    "bits_stored": "BitsStored",
+}
+ACQUISITION_FACTORS = {
+    "manufacturer": "categorical",
+    "model": "categorical",
+    "target_filter": "categorical",
+    "presentation_intent": "categorical",
+    "burned_in_annotation": "categorical",
+    "view_modifiers": "categorical",
+    "workup_view": "categorical",
+    "kvp": "continuous",
+    "exposure_mas": "continuous",
+    "thickness_mm": "continuous",
+    "compression_force_n": "continuous",
+    "organ_dose_mgy": "continuous",
+    "images_in_study": "continuous",
+}
+# columns that name things, not factors: never analysed, never audited
+ID_COLUMNS = ["study_id", "accession_id", "file"]
+AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
+def keyed_id(kind: str, value: str, salt: bytes) -> str:
+    """``kind``'s first letter + 16 hex of HMAC-SHA256(salt, kind:value): stable within a project, opaque outside."""
+    digest = hmac.new(salt, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return f"{kind[0]}{digest[:16]}"
+
+
+def _text(ds: Any, keyword: str) -> str:
+    value = ds.get(keyword, None)
+    if value is None:
+        return ""
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def _number(ds: Any, keyword: str) -> float | None:
+    value = ds.get(keyword, None)
+    if value is None or value == "":
+        return None
+    try:
+        first = value[0] if not isinstance(value, str) and hasattr(value, "__getitem__") else value
+        return float(first)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _date(text: str) -> date | None:
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except (ValueError, IndexError):
+        return None
+
+
+def age_of(ds: Any) -> float | None:
+    """PatientAge ('058Y', '006M'), else whole years from PatientBirthDate to StudyDate; None when neither."""
+    match = re.fullmatch(r"(\d{1,3})([YMWD])", _text(ds, "PatientAge").upper())
+    if match:
+        return round(int(match.group(1)) * AGE_UNITS[match.group(2)], 2)
+    born, seen = _date(_text(ds, "PatientBirthDate")), _date(_text(ds, "StudyDate"))
+    if born is None or seen is None or seen < born:
+        return None
+    return float(seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day)))
+
+
+def _codes(items: Any) -> tuple[list[str], list[str]]:
+    codes, meanings = [], []
+    for item in items or []:
+        code, meaning = str(item.get("CodeValue", "") or ""), str(item.get("CodeMeaning", "") or "")
+        if code or meaning:
+            codes.append(code.strip())
+            meanings.append(meaning.strip().lower())
+    return codes, meanings
+
+
+def view_codes(ds: Any) -> dict[str, str | None]:
+    """The view code and meaning, the modifiers' codes and meanings (' | '-joined), and the work-up ones."""
+    view_items = list(ds.get("ViewCodeSequence", []) or [])
+    view_code, view_meaning = _codes(view_items[:1])
+    modifiers = [*(ds.get("ViewModifierCodeSequence", []) or [])]
+    for item in view_items:
+        modifiers.extend(item.get("ViewModifierCodeSequence", []) or [])
+    mod_codes, mod_meanings = _codes(modifiers)
+    workup = [m for m in mod_meanings if any(w in m for w in WORKUP_MODIFIERS)]
+    return {
+        "view_code": view_code[0] if view_code else None,
+        "view_meaning": view_meaning[0] if view_meaning else None,
+        "view_modifier_codes": " | ".join(mod_codes) or None,
+        "view_modifiers": " | ".join(mod_meanings) or None,
+        "workup_view": " | ".join(workup) or None,
+    }
+
+
+def _machine(ds: Any, salt: bytes) -> str | None:
+    """The machine: its serial number, else its station name, hashed (both can name a hospital)."""
+    for keyword in ("DeviceSerialNumber", "StationName"):
+        value = _text(ds, keyword)
+        if value:
+            return keyed_id("machine", f"{_text(ds, 'Manufacturer')}|{value}", salt)
+    return None
+
+
+def _exposure_mas(ds: Any) -> float | None:
+    mas = _number(ds, "Exposure")
+    if mas is None and (uas := _number(ds, "ExposureInuAs")) is not None:
+        mas = uas / 1000.0
+    return mas
+
+
+def _yes_no(text: str) -> float | None:
+    return {"YES": 1.0, "NO": 0.0}.get(text.upper())
+
+
+def header_record(ds: Any, salt: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """One cohort row (without image_path and image_id, which the scan sets) from a header read without pixels.
+
+    ``extra``: column -> DICOM keyword of further tags a mapping file asks for, kept as text.
+    """
+    sop_uid = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or _text(ds, "SOPClassUID"))
+    sop = SOP_CLASSES.get(_text(ds, "SOPClassUID") or sop_uid, _text(ds, "SOPClassUID") or sop_uid or None)
+    intent = _text(ds, "PresentationIntentType").upper() or None
+    spacing = _number(ds, "ImagerPixelSpacing") or _number(ds, "PixelSpacing")
+    target, filt = _text(ds, "AnodeTargetMaterial").upper(), _text(ds, "FilterMaterial").upper()
+    ids = {
+        "patient_id": ("patient", _text(ds, "PatientID")),
+        "study_id": ("study", _text(ds, "StudyInstanceUID")),
+        "accession_id": ("accession", _text(ds, "AccessionNumber")),
+        "site_id": ("site", _text(ds, "InstitutionName")),
+    }
+    row: dict[str, Any] = {col: keyed_id(kind, v, salt) if v else None for col, (kind, v) in ids.items()}
+    row.update(
+        {
+            "laterality": laterality_of(ds),
+            "view": view_of(ds),
+            "age": age_of(ds),
+            "machine_id": _machine(ds, salt),
+            "implant": _yes_no(_text(ds, "BreastImplantPresent")),
+            "modality": _text(ds, "Modality").upper() or None,
+            "sop_class": sop,
+            "secondary_capture": "yes" if sop == "secondary capture" else "no",
+            "presentation_intent": intent,
+            "for_processing": "yes" if (intent == "FOR PROCESSING" or "processing" in str(sop)) else "no",
+            "burned_in_annotation": _text(ds, "BurnedInAnnotation").upper() or None,
+            "manufacturer": _text(ds, "Manufacturer") or None,
+            "model": _text(ds, "ManufacturerModelName") or None,
+            "exposure_mas": _exposure_mas(ds),
+            "target_filter": f"{target}/{filt}" if target or filt else None,
+            "pixel_spacing_mm": spacing,
+            "photometric": _text(ds, "PhotometricInterpretation").upper() or None,
+            **view_codes(ds),
+        }
+    )
+    row.update({col: _number(ds, keyword) for col, keyword in NUMERIC_TAGS.items()})
+    row.update({col: _text(ds, keyword) or None for col, keyword in (extra or {}).items()})
+    return row

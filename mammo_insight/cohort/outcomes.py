@@ -4,6 +4,7 @@
 PatientID, StudyInstanceUID or AccessionNumber, which is hashed with the project's salt exactly as the scan
 hashed the headers, so the join never needs a raw id in the table. An optional ``laterality`` column (L/R)
 makes the outcome a breast's; without it the outcome is every breast of the patient, study or accession.
+An optional ``density`` column (A-D, as a report records it; headers carry none) fills the cohort's density.
 
 What did not match is listed, never dropped in silence: studies without an outcome (their images keep an
 empty label), outcome rows without images (by their line in the file), and breasts that two outcome rows
@@ -41,6 +42,11 @@ class OutcomesSpec:
     path: Path
     on: str = "study"
     label: str = "cancer"
+
+
+def outcomes_spec(path: Path | None, on: str = "study", label: str = "cancer") -> OutcomesSpec | None:
+    """The spec of ``--outcomes/--on/--label`` (None without ``--outcomes``)."""
+    return None if path is None else OutcomesSpec(Path(path), on, label)
 
 
 def _key_column(raw: pd.DataFrame, spec: OutcomesSpec) -> str:
@@ -90,6 +96,7 @@ def read_outcomes(spec: OutcomesSpec, salt: bytes) -> pd.DataFrame:
             "key": [keyed_id(kind, v, salt) for v in raw[key_col]],
             "laterality": lat.astype(object),
             "label": label.to_numpy(dtype=float),
+            "density": raw["density"].str.upper().replace("", None) if "density" in raw.columns else None,
             "line": np.arange(len(raw)) + 2,
         }
     )
@@ -114,11 +121,15 @@ def join_outcomes(table: pd.DataFrame, outcomes: pd.DataFrame, on: str) -> tuple
     whole_match = out[[key, "breast_id"]].reset_index().merge(whole, left_on=key, right_on="key")
     matched = pd.concat([side_match, whole_match], ignore_index=True)
     per_breast = matched.groupby("breast_id").agg(
-        labels=("label", lambda s: sorted(set(s.dropna()))), lines=("line", _lines)
+        labels=("label", lambda s: sorted(set(s.dropna()))),
+        lines=("line", _lines),
+        density=("density", "first"),
     )
     conflicts = per_breast[per_breast["labels"].map(len) > 1]
     agreed = per_breast[per_breast["labels"].map(len) == 1]["labels"].map(lambda v: v[0])
     out["cancer"] = out["breast_id"].map(agreed).astype(float)
+    if outcomes["density"].notna().any():
+        out["density"] = out["breast_id"].map(per_breast["density"]).astype(object)
     report = []
     for breast, row in conflicts.iterrows():
         members = out[out["breast_id"] == breast]

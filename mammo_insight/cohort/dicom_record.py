@@ -104,8 +104,6 @@ ACQUISITION_FACTORS = {
     "organ_dose_mgy": "continuous",
     "images_in_study": "continuous",
 }
-# columns that name things, not factors: never analysed, never audited
-ID_COLUMNS = ["study_id", "accession_id", "file"]
 AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
 
 

@@ -45,8 +45,9 @@ from mammo_insight.errors import MammoInsightError
 
 log = logging.getLogger(__name__)
 
-# Identifiers and file locations are not metadata: they are never model inputs.
-NOT_AUDITED = ["patient_id", "image_id", "breast_id", "image_path"]
+# Identifiers and file locations are not metadata: they are never model inputs (study_id, accession_id and
+# file: the hashed study ids and relative paths of a DICOM tree, cohort.adapters.dicom).
+NOT_AUDITED = ["patient_id", "image_id", "breast_id", "image_path", "study_id", "accession_id", "file"]
 LEAKY_AUC = 0.9
 N_FOLDS = 5
 MAX_LEVELS_AS_IS = 20  # a numeric column with more distinct values is cut into deciles

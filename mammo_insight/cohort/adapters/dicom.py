@@ -190,6 +190,13 @@ class DicomAdapter(DatasetAdapter):
             table, match = join_outcomes(table, labels, outcomes.on)
             reports["outcome_match"] = match
             notes.extend(match_notes(match, len(labels), outcomes.path))
+        post_outcome = []
+        if table["workup_view"].notna().any():  # a count of a study's images counts its work-up views too
+            post_outcome.append("images_in_study")
+            notes.append(
+                f"{int(table['workup_view'].notna().sum())} work-up image(s) (spot compression, magnification: "
+                "taken because a finding was seen); images_in_study counts them, so it is declared post-outcome"
+            )
         factors = {
             c: k
             for c, k in {**ACQUISITION_FACTORS, **dict.fromkeys(options.tags, "categorical")}.items()
@@ -199,6 +206,7 @@ class DicomAdapter(DatasetAdapter):
             table,
             source=str(root),
             factors=factors,
+            post_outcome=post_outcome,
             notes=notes,
             laterality_may_be_unknown=True,
             image_root=root,

@@ -234,7 +234,7 @@ def header_record(ds: Any, salt: bytes, extra: dict[str, str] | None = None) -> 
             "exposure_mas": _exposure_mas(ds),
             "target_filter": f"{target}/{filt}" if target or filt else None,
             "pixel_spacing_mm": spacing,
-            "photometric": _text(ds, "PhotometricInterpretation").upper() or None,
+            "photometric_interpretation": _text(ds, "PhotometricInterpretation").upper() or None,
             **view_codes(ds),
         }
     )

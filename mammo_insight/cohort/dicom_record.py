@@ -18,10 +18,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+import struct
 from datetime import date
+from functools import cache
 from typing import Any
 
-from mammo_insight.cohort.dicom_header import laterality_of, view_of
+from pydicom.datadict import dictionary_VR
+
+from mammo_insight.cohort.dicom_header import VIEW_CODES
 
 # what one row needs; read with pydicom's specific_tags so the rest of a header is skipped unparsed
 TAGS = [
@@ -104,6 +108,8 @@ ACQUISITION_FACTORS = {
     "organ_dose_mgy": "continuous",
     "images_in_study": "continuous",
 }
+TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
+BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
 
 
@@ -113,8 +119,58 @@ def keyed_id(kind: str, value: str, salt: bytes) -> str:
     return f"{kind[0]}{digest[:16]}"
 
 
-def _text(ds: Any, keyword: str) -> str:
-    value = ds.get(keyword, None)
+@cache
+def _tag(keyword: str) -> int | None:
+    from pydicom.datadict import tag_for_keyword
+
+    return tag_for_keyword(keyword)
+
+
+class Header:
+    """A dataset's top-level elements by tag, as pydicom read them (raw until used): one pass over the
+    header instead of a tag conversion per lookup."""
+
+    def __new__(cls, ds: Any) -> Header:  # noqa: PYI034 - a Header of a Header is itself
+        return ds if isinstance(ds, Header) else super().__new__(cls)
+
+    def __init__(self, ds: Any) -> None:
+        if ds is self:
+            return
+        self.ds = ds
+        self.elements = {int(e.tag): e for e in ds.elements()}
+
+
+def _value(header: Any, keyword: str) -> Any:
+    """The element's value, its raw bytes decoded here for the simple VRs.
+
+    pydicom leaves a header's elements raw until one is used and then converts it through its hooks, which
+    costs more per element than reading the whole header did; a row needs about forty, so the text and
+    binary number VRs are decoded from the raw bytes directly (UTF-8, else Latin-1: the ids are only
+    hashed, and the same bytes always give the same id). Other VRs and converted elements go through pydicom.
+    """
+    ds = Header(header)
+    elem = ds.elements.get(_tag(keyword))
+    if elem is None:
+        return None
+    value = elem.value
+    if not isinstance(value, bytes):
+        return value
+    vr = elem.VR or dictionary_VR(elem.tag)
+    if vr in BINARY_VRS:
+        size = struct.calcsize(BINARY_VRS[vr])
+        if len(value) < size:
+            return None
+        return struct.unpack_from(("<" if elem.is_little_endian else ">") + BINARY_VRS[vr], value)[0]
+    if vr in TEXT_VRS:
+        try:
+            return value.decode("utf-8").strip(" \x00")
+        except UnicodeDecodeError:
+            return value.decode("latin-1").strip(" \x00")
+    return ds.ds[elem.tag].value
+
+
+def text_of(ds: Any, keyword: str) -> str:
+    value = _value(ds, keyword)
     if value is None:
         return ""
     if not isinstance(value, str) and hasattr(value, "__iter__"):
@@ -122,13 +178,16 @@ def _text(ds: Any, keyword: str) -> str:
     return str(value).strip()
 
 
-def _number(ds: Any, keyword: str) -> float | None:
-    value = ds.get(keyword, None)
+def number_of(ds: Any, keyword: str) -> float | None:
+    value = _value(ds, keyword)
     if value is None or value == "":
         return None
     try:
-        first = value[0] if not isinstance(value, str) and hasattr(value, "__getitem__") else value
-        return float(first)
+        if isinstance(value, str):
+            value = value.split("\\")[0]
+        elif hasattr(value, "__getitem__"):
+            value = value[0]
+        return float(value)
     except (TypeError, ValueError, IndexError):
         return None
 
@@ -142,10 +201,10 @@ def _date(text: str) -> date | None:
 
 def age_of(ds: Any) -> float | None:
     """PatientAge ('058Y', '006M'), else whole years from PatientBirthDate to StudyDate; None when neither."""
-    match = re.fullmatch(r"(\d{1,3})([YMWD])", _text(ds, "PatientAge").upper())
+    match = re.fullmatch(r"(\d{1,3})([YMWD])", text_of(ds, "PatientAge").upper())
     if match:
         return round(int(match.group(1)) * AGE_UNITS[match.group(2)], 2)
-    born, seen = _date(_text(ds, "PatientBirthDate")), _date(_text(ds, "StudyDate"))
+    born, seen = _date(text_of(ds, "PatientBirthDate")), _date(text_of(ds, "StudyDate"))
     if born is None or seen is None or seen < born:
         return None
     return float(seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day)))
@@ -154,20 +213,20 @@ def age_of(ds: Any) -> float | None:
 def _codes(items: Any) -> tuple[list[str], list[str]]:
     codes, meanings = [], []
     for item in items or []:
-        code, meaning = str(item.get("CodeValue", "") or ""), str(item.get("CodeMeaning", "") or "")
+        code, meaning = text_of(item, "CodeValue"), text_of(item, "CodeMeaning")
         if code or meaning:
-            codes.append(code.strip())
-            meanings.append(meaning.strip().lower())
+            codes.append(code)
+            meanings.append(meaning.lower())
     return codes, meanings
 
 
 def view_codes(ds: Any) -> dict[str, str | None]:
     """The view code and meaning, the modifiers' codes and meanings (' | '-joined), and the work-up ones."""
-    view_items = list(ds.get("ViewCodeSequence", []) or [])
+    view_items = list(_value(ds, "ViewCodeSequence") or [])
     view_code, view_meaning = _codes(view_items[:1])
-    modifiers = [*(ds.get("ViewModifierCodeSequence", []) or [])]
+    modifiers = [*(_value(ds, "ViewModifierCodeSequence") or [])]
     for item in view_items:
-        modifiers.extend(item.get("ViewModifierCodeSequence", []) or [])
+        modifiers.extend(_value(item, "ViewModifierCodeSequence") or [])
     mod_codes, mod_meanings = _codes(modifiers)
     workup = [m for m in mod_meanings if any(w in m for w in WORKUP_MODIFIERS)]
     return {
@@ -179,18 +238,24 @@ def view_codes(ds: Any) -> dict[str, str | None]:
     }
 
 
+def _laterality(ds: Any) -> str | None:
+    """ImageLaterality, else the series' Laterality (as cohort.dicom_header reads them)."""
+    side = (text_of(ds, "ImageLaterality") or text_of(ds, "Laterality")).upper()[:1]
+    return side if side in ("L", "R") else None
+
+
 def _machine(ds: Any, salt: bytes) -> str | None:
     """The machine: its serial number, else its station name, hashed (both can name a hospital)."""
     for keyword in ("DeviceSerialNumber", "StationName"):
-        value = _text(ds, keyword)
+        value = text_of(ds, keyword)
         if value:
-            return keyed_id("machine", f"{_text(ds, 'Manufacturer')}|{value}", salt)
+            return keyed_id("machine", f"{text_of(ds, 'Manufacturer')}|{value}", salt)
     return None
 
 
 def _exposure_mas(ds: Any) -> float | None:
-    mas = _number(ds, "Exposure")
-    if mas is None and (uas := _number(ds, "ExposureInuAs")) is not None:
+    mas = number_of(ds, "Exposure")
+    if mas is None and (uas := number_of(ds, "ExposureInuAs")) is not None:
         mas = uas / 1000.0
     return mas
 
@@ -204,40 +269,47 @@ def header_record(ds: Any, salt: bytes, extra: dict[str, str] | None = None) -> 
 
     ``extra``: column -> DICOM keyword of further tags a mapping file asks for, kept as text.
     """
-    sop_uid = str(getattr(ds, "file_meta", {}).get("MediaStorageSOPClassUID", "") or _text(ds, "SOPClassUID"))
-    sop = SOP_CLASSES.get(_text(ds, "SOPClassUID") or sop_uid, _text(ds, "SOPClassUID") or sop_uid or None)
-    intent = _text(ds, "PresentationIntentType").upper() or None
-    spacing = _number(ds, "ImagerPixelSpacing") or _number(ds, "PixelSpacing")
-    target, filt = _text(ds, "AnodeTargetMaterial").upper(), _text(ds, "FilterMaterial").upper()
+    meta = getattr(ds.ds if isinstance(ds, Header) else ds, "file_meta", {})
+    ds = Header(ds)
+    sop_uid = str(meta.get("MediaStorageSOPClassUID", "") or text_of(ds, "SOPClassUID"))
+    sop = SOP_CLASSES.get(
+        text_of(ds, "SOPClassUID") or sop_uid, text_of(ds, "SOPClassUID") or sop_uid or None
+    )
+    intent = text_of(ds, "PresentationIntentType").upper() or None
+    spacing = number_of(ds, "ImagerPixelSpacing") or number_of(ds, "PixelSpacing")
+    target, filt = text_of(ds, "AnodeTargetMaterial").upper(), text_of(ds, "FilterMaterial").upper()
     ids = {
-        "patient_id": ("patient", _text(ds, "PatientID")),
-        "study_id": ("study", _text(ds, "StudyInstanceUID")),
-        "accession_id": ("accession", _text(ds, "AccessionNumber")),
-        "site_id": ("site", _text(ds, "InstitutionName")),
+        "patient_id": ("patient", text_of(ds, "PatientID")),
+        "study_id": ("study", text_of(ds, "StudyInstanceUID")),
+        "accession_id": ("accession", text_of(ds, "AccessionNumber")),
+        "site_id": ("site", text_of(ds, "InstitutionName")),
     }
     row: dict[str, Any] = {col: keyed_id(kind, v, salt) if v else None for col, (kind, v) in ids.items()}
+    views = view_codes(ds)
     row.update(
         {
-            "laterality": laterality_of(ds),
-            "view": view_of(ds),
+            "laterality": _laterality(ds),
+            "view": text_of(ds, "ViewPosition").upper()
+            or VIEW_CODES.get(views["view_code"] or "")
+            or VIEW_CODES.get(views["view_meaning"] or ""),
             "age": age_of(ds),
             "machine_id": _machine(ds, salt),
-            "implant": _yes_no(_text(ds, "BreastImplantPresent")),
-            "modality": _text(ds, "Modality").upper() or None,
+            "implant": _yes_no(text_of(ds, "BreastImplantPresent")),
+            "modality": text_of(ds, "Modality").upper() or None,
             "sop_class": sop,
             "secondary_capture": "yes" if sop == "secondary capture" else "no",
             "presentation_intent": intent,
             "for_processing": "yes" if (intent == "FOR PROCESSING" or "processing" in str(sop)) else "no",
-            "burned_in_annotation": _text(ds, "BurnedInAnnotation").upper() or None,
-            "manufacturer": _text(ds, "Manufacturer") or None,
-            "model": _text(ds, "ManufacturerModelName") or None,
+            "burned_in_annotation": text_of(ds, "BurnedInAnnotation").upper() or None,
+            "manufacturer": text_of(ds, "Manufacturer") or None,
+            "model": text_of(ds, "ManufacturerModelName") or None,
             "exposure_mas": _exposure_mas(ds),
             "target_filter": f"{target}/{filt}" if target or filt else None,
             "pixel_spacing_mm": spacing,
-            "photometric_interpretation": _text(ds, "PhotometricInterpretation").upper() or None,
-            **view_codes(ds),
+            "photometric_interpretation": text_of(ds, "PhotometricInterpretation").upper() or None,
+            **views,
         }
     )
-    row.update({col: _number(ds, keyword) for col, keyword in NUMERIC_TAGS.items()})
-    row.update({col: _text(ds, keyword) or None for col, keyword in (extra or {}).items()})
+    row.update({col: number_of(ds, keyword) for col, keyword in NUMERIC_TAGS.items()})
+    row.update({col: text_of(ds, keyword) or None for col, keyword in (extra or {}).items()})
     return row

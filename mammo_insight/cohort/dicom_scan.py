@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from mammo_insight.cohort.dicom_record import TAGS, header_record, keyed_id
+from mammo_insight.cohort.dicom_record import TAGS, Header, header_record, keyed_id, number_of, text_of
 from mammo_insight.errors import CohortError
 from mammo_insight.files import atomic_write, inside_root
 from mammo_insight.workers import WorkerSetup, run_tasks
@@ -117,16 +117,17 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
         return _failed(rel, stamp, NOT_DICOM, f"not a readable DICOM ({type(exc).__name__}: {exc})")
     except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal
         return _failed(rel, stamp, UNREADABLE, f"not a readable DICOM ({type(exc).__name__}: {exc})")
-    modality = str(ds.get("Modality", "") or "").strip().upper()
+    ds = Header(ds)  # its elements by tag, once
+    modality = text_of(ds, "Modality").upper()
     if modality and modality != "MG":
         return _failed(rel, stamp, NOT_MAMMOGRAM, f"Modality {modality}, not MG")
-    if not ds.get("Rows") or not ds.get("Columns"):
+    if not number_of(ds, "Rows") or not number_of(ds, "Columns"):
         return _failed(rel, stamp, NO_IMAGE, "no Rows/Columns: not an image")
     try:
         row = header_record(ds, salt, extra)
     except Exception as exc:  # noqa: BLE001 - a malformed value is this file's failure, not the scan's
         return _failed(rel, stamp, UNREADABLE, f"a malformed header value ({type(exc).__name__}: {exc})")
-    sop = str(ds.get("SOPInstanceUID", "") or "").strip()
+    sop = text_of(ds, "SOPInstanceUID")
     row["image_key"] = keyed_id("image", sop or f"file:{rel}", salt)
     return {"file": rel, **stamp, "status": "ok", "row": row}
 

@@ -273,3 +273,26 @@ def test_age_from_patient_age_else_from_the_dates(years, born, seen):
     assert "PatientBirthDate" not in header_record(ds, b"s") and born.strftime("%Y%m%d") not in str(
         header_record(ds, b"s")
     )
+
+
+def test_the_real_dicoms_scan_and_say_what_they_lack(data_dir):
+    """RSNA's stripped headers and CBIS-DDSM's secondary captures scan without error; what each lacks shows."""
+    rsna = load_cohort("dicom", data_dir / "rsna").table
+    assert len(rsna) == 12 and rsna["laterality"].notna().all()
+    assert rsna["view"].isna().all() and rsna["age"].isna().all() and rsna["kvp"].isna().all()  # stripped
+    cbis = load_cohort("dicom", data_dir / "cbis_ddsm")
+    assert len(cbis.table) == 4 and (cbis.table["secondary_capture"] == "yes").all()
+    assert set(cbis.reports["scan_failures"]["file"]) == {"manifest.csv"}
+
+
+@pytest.mark.slow
+def test_the_dask_backend_gives_the_same_table(tree, tmp_path, monkeypatch):
+    pytest.importorskip("distributed")
+    monkeypatch.setenv("MAMMO_INSIGHT_SALT", "one project")
+    local = load_cohort("dicom", tree).table
+    mapping = tmp_path / "m.toml"
+    mapping.write_text('[dicom]\nbackend = "dask"\nworkers = 1\n')
+    shutil.rmtree(tmp_path / "scan_home")  # no journal to resume from: Dask reads every file (same salt)
+    on_dask = load_cohort("dicom", tree, mapping)
+    assert not any("from the journal" in n for n in on_dask.notes)
+    pd.testing.assert_frame_equal(on_dask.table, local)

@@ -27,48 +27,6 @@ from pydicom.datadict import dictionary_VR
 
 from mammo_insight.cohort.dicom_header import VIEW_CODES
 
-# what one row needs; read with pydicom's specific_tags so the rest of a header is skipped unparsed
-TAGS = [
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "Modality",
-    "PatientID",
-    "StudyInstanceUID",
-    "AccessionNumber",
-    "ImageLaterality",
-    "Laterality",
-    "ViewPosition",
-    "ViewCodeSequence",
-    "ViewModifierCodeSequence",
-    "PatientAge",
-    "PatientBirthDate",
-    "StudyDate",
-    "InstitutionName",
-    "StationName",
-    "DeviceSerialNumber",
-    "Manufacturer",
-    "ManufacturerModelName",
-    "KVP",
-    "Exposure",
-    "ExposureInuAs",
-    "XRayTubeCurrent",
-    "ExposureTime",
-    "BodyPartThickness",
-    "CompressionForce",
-    "OrganDose",
-    "EntranceDoseInmGy",
-    "AnodeTargetMaterial",
-    "FilterMaterial",
-    "PresentationIntentType",
-    "BurnedInAnnotation",
-    "BreastImplantPresent",
-    "Rows",
-    "Columns",
-    "ImagerPixelSpacing",
-    "PixelSpacing",
-    "BitsStored",
-    "PhotometricInterpretation",
-]
 # SOP classes by UID: the row says which (a secondary capture is a copy, often annotated, of another image)
 SOP_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.1.2": "mammography for presentation",
@@ -137,7 +95,7 @@ class Header:
         if ds is self:
             return
         self.ds = ds
-        self.elements = {int(e.tag): e for e in ds.elements()}
+        self.elements = {int(e.tag): e for e in ds.values()}  # raw as read (elements() converts each)
 
 
 def _value(header: Any, keyword: str) -> Any:

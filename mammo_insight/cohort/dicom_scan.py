@@ -1,7 +1,7 @@
 """A header-only scan of a DICOM tree: parallel, resumable, and never stopped by one bad file.
 
-Files are read with pydicom without pixel data (``stop_before_pixels`` and ``specific_tags``: the tags
-cohort.dicom_record needs and no others are parsed), in worker processes (mammo_insight.workers: a local
+Files are read with pydicom without pixel data (``stop_before_pixels``; the values a row needs are decoded
+from the raw elements, cohort.dicom_record), in worker processes (mammo_insight.workers: a local
 pool, or Dask for a tree on a cluster's shared filesystem), a chunk of files per task so that the cost of a
 task is spread over many files.
 
@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from mammo_insight.cohort.dicom_record import TAGS, Header, header_record, keyed_id, number_of, text_of
+from mammo_insight.cohort.dicom_record import Header, header_record, keyed_id, number_of, text_of
 from mammo_insight.errors import CohortError
 from mammo_insight.files import atomic_write, inside_root
 from mammo_insight.workers import WorkerSetup, run_tasks
@@ -112,7 +112,7 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
     if path.is_symlink() and not inside_root(path, root):
         return _failed(rel, stamp, OUTSIDE, f"a link that leads outside {root}; not read")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=[*TAGS, *extra.values()])
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError as exc:
         return _failed(rel, stamp, NOT_DICOM, f"not a readable DICOM ({type(exc).__name__}: {exc})")
     except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal

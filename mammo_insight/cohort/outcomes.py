@@ -130,6 +130,14 @@ def join_outcomes(table: pd.DataFrame, outcomes: pd.DataFrame, on: str) -> tuple
     out["cancer"] = out["breast_id"].map(agreed).astype(float)
     if outcomes["density"].notna().any():
         out["density"] = out["breast_id"].map(per_breast["density"]).astype(object)
+    return out, _match_report(out, matched, conflicts, outcomes, on)
+
+
+def _match_report(
+    out: pd.DataFrame, matched: pd.DataFrame, conflicts: pd.DataFrame, outcomes: pd.DataFrame, on: str
+) -> pd.DataFrame:
+    """One row per conflicting breast, per study without an outcome, per outcome row without images."""
+    key = ON[on]
     report = []
     for breast, row in conflicts.iterrows():
         members = out[out["breast_id"] == breast]
@@ -179,7 +187,7 @@ def join_outcomes(table: pd.DataFrame, outcomes: pd.DataFrame, on: str) -> tuple
                 "detail": f"no image in the tree has this {on}",
             }
         )
-    return out, pd.DataFrame(report, columns=REPORT_COLUMNS)
+    return pd.DataFrame(report, columns=REPORT_COLUMNS)
 
 
 def match_notes(report: pd.DataFrame, n_outcomes: int, path: Path) -> list[str]:

@@ -138,9 +138,7 @@ def main() -> None:
             rates[(n, name)] = r["files"] / r["seconds"]
             if mode == "scan" and workers == args.workers[0]:
                 peaks[n] = r["peak_mb"]
-            print(
-                f"| {n:,} | {name} | {rates[(n, name)]:,.0f} | {r['peak_mb']:.0f} | {r['worker_peak_mb']:.0f} |"
-            )
+            print(f"| {n:,} | {name} | {rates[(n, name)]:,.0f} | {r['peak_mb']:.0f} |")
     for n in args.files:
         one = rates.get((n, "scan, 1 worker(s)"))
         two = rates.get((n, "scan, 2 worker(s)"))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from mammo_insight.stages.predict import folder_cohort
+from mammo_insight.cohort.adapters.dicom import folder_cohort
 
 
 @pytest.fixture(scope="module")

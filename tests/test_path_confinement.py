@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 
 from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.cohort.adapters.dicom import folder_cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.build import build_cache
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, read_cache_index
 from mammo_insight.imaging.pipeline import PreprocessConfig
-from mammo_insight.stages.predict import folder_cohort
 
 SIZE = (64, 32)
 

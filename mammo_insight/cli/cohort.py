@@ -11,16 +11,26 @@ from mammo_insight.cli.output import print_result
 
 
 def command(
-    dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")],
+    dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast, generic or dicom")],
     root: Annotated[Path, typer.Option(help="dataset root folder")],
     out: Annotated[Path, typer.Option(help="output .parquet file")],
-    mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="TOML mapping file (generic; dicom: [dicom] scan options)")
+    ] = None,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(help="--dataset dicom: a CSV of labels keyed by patient, study or accession"),
+    ] = None,
+    on: Annotated[
+        str, typer.Option(help="what --outcomes is keyed by: patient, study or accession")
+    ] = "study",
+    label: Annotated[str, typer.Option(help="the 0/1 label column of --outcomes")] = "cancer",
 ) -> None:
     """Write the canonical cohort table and print its counts."""
     from mammo_insight.files import claim_output
     from mammo_insight.stages.cohort import CohortConfig, run_cohort, write_cohort
 
     with claim_output(out, "cohort", folder=False):
-        result = run_cohort(CohortConfig(dataset, root, mapping))
+        result = run_cohort(CohortConfig(dataset, root, mapping, outcomes, on, label))
         write_cohort(result, out)
     print_result(result, out)

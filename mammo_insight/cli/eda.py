@@ -12,9 +12,21 @@ from mammo_insight.cli.output import print_result
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder (index.html, summary.json, tables/)")],
-    dataset: Annotated[str | None, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="rsna, mias, cbis, cmmd, inbreast, generic or dicom")
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="dataset root folder")] = None,
-    mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="TOML mapping file (generic; dicom: [dicom] scan options)")
+    ] = None,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(help="--dataset dicom: a CSV of labels keyed by patient, study or accession"),
+    ] = None,
+    on: Annotated[
+        str, typer.Option(help="what --outcomes is keyed by: patient, study or accession")
+    ] = "study",
+    label: Annotated[str, typer.Option(help="the 0/1 label column of --outcomes")] = "cancer",
     cohort: Annotated[
         Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")
     ] = None,
@@ -25,6 +37,17 @@ def command(
     from mammo_insight.stages.eda import EdaConfig, run_eda, write_eda
 
     with claim_output(out, "eda"):
-        result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
+        result = run_eda(
+            EdaConfig(
+                dataset=dataset,
+                root=root,
+                mapping=mapping,
+                outcomes=outcomes,
+                on=on,
+                label=label,
+                cohort=cohort,
+                seed=seed,
+            )
+        )
         page = write_eda(result, out)
     print_result(result, page)

@@ -12,9 +12,21 @@ from mammo_insight.cli.output import print_result
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder")],
-    dataset: Annotated[str | None, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")] = None,
+    dataset: Annotated[
+        str | None, typer.Option(help="rsna, mias, cbis, cmmd, inbreast, generic or dicom")
+    ] = None,
     root: Annotated[Path | None, typer.Option(help="dataset root folder")] = None,
-    mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="TOML mapping file (generic; dicom: [dicom] scan options)")
+    ] = None,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(help="--dataset dicom: a CSV of labels keyed by patient, study or accession"),
+    ] = None,
+    on: Annotated[
+        str, typer.Option(help="what --outcomes is keyed by: patient, study or accession")
+    ] = "study",
+    label: Annotated[str, typer.Option(help="the 0/1 label column of --outcomes")] = "cancer",
     cohort: Annotated[
         Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")
     ] = None,
@@ -59,6 +71,9 @@ def command(
         dataset=dataset,
         root=root,
         mapping=mapping,
+        outcomes=outcomes,
+        on=on,
+        label=label,
         cohort=cohort,
         embeddings=embeddings,
         planted_risk=planted_risk,

@@ -11,12 +11,22 @@ from mammo_insight.cli.output import print_result
 
 
 def command(
-    dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")],
+    dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast, generic or dicom")],
     root: Annotated[Path, typer.Option(help="dataset root folder")],
     out: Annotated[Path, typer.Option(help="cache folder (created; an existing one is resumed)")],
     size: Annotated[str, typer.Option(help="output size HEIGHTxWIDTH, e.g. 1024x512 or 512x256")] = "512x256",
     workers: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 1,
-    mapping: Annotated[Path | None, typer.Option(help="TOML mapping file (generic datasets)")] = None,
+    mapping: Annotated[
+        Path | None, typer.Option(help="TOML mapping file (generic; dicom: [dicom] scan options)")
+    ] = None,
+    outcomes: Annotated[
+        Path | None,
+        typer.Option(help="--dataset dicom: a CSV of labels keyed by patient, study or accession"),
+    ] = None,
+    on: Annotated[
+        str, typer.Option(help="what --outcomes is keyed by: patient, study or accession")
+    ] = "study",
+    label: Annotated[str, typer.Option(help="the 0/1 label column of --outcomes")] = "cancer",
     bits: Annotated[int, typer.Option(help="PNG bit depth: 8 or 16")] = 8,
     flip: Annotated[
         bool, typer.Option("--flip/--no-flip", help="mirror so every chest wall is on the left")
@@ -48,6 +58,9 @@ def command(
         out=out,
         size=parse_size(size),
         mapping=mapping,
+        outcomes=outcomes,
+        on=on,
+        label=label,
         bits=bits,
         flip=flip,
         mask=mask,

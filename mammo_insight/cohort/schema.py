@@ -75,6 +75,8 @@ class Cohort:
     known_units: the units whose ids are real (image, breast, patient); when a source cannot identify
     women (or breasts), their ids are placeholders (each image its own) and eda reports no figures there.
     notes: what loading did to the source (rows skipped, codes out of range): shown in the eda report.
+    reports: listings from loading, name -> table (the DICOM scan's files not used, the outcomes' match
+    report): written beside the cohort file and into eda's tables/.
     """
 
     table: pd.DataFrame
@@ -88,6 +90,7 @@ class Cohort:
     image_root: Path | None = None  # None: paths unchecked (a cohort read from a table file)
     known_units: tuple[str, ...] = UNITS
     notes: list[str] = field(default_factory=list)
+    reports: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def file_lines(positions: Iterable[int], lines: Sequence[int] | None = None) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from mammo_insight.cohort.outcomes import OutcomesSpec
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, UNITS, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
@@ -24,12 +25,19 @@ ROOT_FILES = ("train.csv", "test.csv", "Info.txt", "manifest.csv")
 
 
 def load_cohort_source(
-    *, cohort: Path | None, dataset: str | None, root: Path | None, mapping: Path | None
+    *,
+    cohort: Path | None,
+    dataset: str | None,
+    root: Path | None,
+    mapping: Path | None,
+    outcomes: OutcomesSpec | None = None,
 ) -> tuple[Cohort, dict[str, Path]]:
-    """(the validated cohort, input files to hash in the manifest) from exactly one of the two forms."""
-    if cohort is not None and (root is not None or mapping is not None):
+    """(the validated cohort, input files to hash in the manifest) from exactly one of the two forms;
+    ``outcomes``: the labels of a dicom tree (``--outcomes``), hashed into the manifest too."""
+    if cohort is not None and (root is not None or mapping is not None or outcomes is not None):
         raise MammoInsightError(
-            "give either --cohort FILE.parquet or --dataset/--root (with --mapping for generic), not both"
+            "give either --cohort FILE.parquet or --dataset/--root (with --mapping for generic, --outcomes "
+            "for dicom), not both"
         )
     if cohort is not None:
         return read_cohort_file(Path(cohort), dataset=dataset), {"cohort": Path(cohort)}
@@ -40,8 +48,10 @@ def load_cohort_source(
     from mammo_insight.cohort.adapters import load_cohort
 
     root = Path(root)
-    loaded = load_cohort(dataset, root, mapping)
+    loaded = load_cohort(dataset, root, mapping, outcomes)
     inputs: dict[str, Path] = {"mapping": Path(mapping)} if mapping else {}
+    if outcomes is not None:
+        inputs["outcomes"] = Path(outcomes.path)
     for name in ROOT_FILES:
         if (root / name).is_file():
             inputs[name] = root / name

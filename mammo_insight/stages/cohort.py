@@ -6,9 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.cohort.outcomes import outcomes_spec
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import write_cohort_file
 from mammo_insight.cohort.summary import cohort_counts
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.stages.base import StageResult, finish_stage
 
 NOT_IDENTIFIED = "not identified by the source"
@@ -19,6 +21,9 @@ class CohortConfig:
     dataset: str
     root: Path
     mapping: Path | None = None
+    outcomes: Path | None = None  # --dataset dicom: labels joined from this CSV (cohort.outcomes)
+    on: str = "study"
+    label: str = "cancer"
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,23 @@ class CohortResult(StageResult):
 
 
 def run_cohort(config: CohortConfig) -> CohortResult:
-    return CohortResult(config, load_cohort(config.dataset, config.root, config.mapping))
+    return CohortResult(
+        config,
+        load_cohort(
+            config.dataset,
+            config.root,
+            config.mapping,
+            outcomes_spec(config.outcomes, config.on, config.label),
+        ),
+    )
 
 
 def write_cohort(result: CohortResult, out: Path) -> Path:
-    """OUT.parquet (and OUT_annotations.parquet when the dataset has lesions), then OUT.parquet.manifest.json."""
+    """OUT.parquet (and OUT_annotations.parquet when the dataset has lesions, OUT_<report>.csv for each listing
+    of the loading: a DICOM scan's files not used, an outcomes match), then OUT.parquet.manifest.json."""
     write_cohort_file(result.cohort, out)
+    for name, listing in result.cohort.reports.items():
+        write_csv_atomic(out.with_name(f"{out.stem}_{name}.csv"), listing, index=False)
     c = result.config
     finish_stage(
         out,

@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from mammo_insight.cohort.outcomes import outcomes_spec
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.files import write_csv_atomic, write_text_atomic
@@ -32,6 +33,9 @@ class EdaConfig:
     dataset: str | None = None
     root: Path | None = None
     mapping: Path | None = None
+    outcomes: Path | None = None  # --dataset dicom: labels joined from this CSV (cohort.outcomes)
+    on: str = "study"
+    label: str = "cancer"
     cohort: Path | None = None
     seed: int = 0
 
@@ -43,6 +47,7 @@ class EdaResult(StageResult):
     config: EdaConfig
     study: StudyResult
     inputs: dict[str, Path] = field(default_factory=dict)
+    reports: dict[str, pd.DataFrame] = field(default_factory=dict)  # the cohort's loading listings
     stage = "eda"
     title = "Dataset study (EDA)"
 
@@ -92,9 +97,13 @@ def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
     inputs: dict[str, Path] = {}
     if cohort is None:
         cohort, inputs = load_cohort_source(
-            cohort=config.cohort, dataset=config.dataset, root=config.root, mapping=config.mapping
+            cohort=config.cohort,
+            dataset=config.dataset,
+            root=config.root,
+            mapping=config.mapping,
+            outcomes=outcomes_spec(config.outcomes, config.on, config.label),
         )
-    return EdaResult(config, run_study(cohort, seed=config.seed), inputs)
+    return EdaResult(config, run_study(cohort, seed=config.seed), inputs, dict(cohort.reports))
 
 
 def write_eda(result: EdaResult, out: Path) -> Path:
@@ -105,6 +114,8 @@ def write_eda(result: EdaResult, out: Path) -> Path:
     write_text_atomic(out / "summary.json", json.dumps({k: study.summary[k] for k in SUMMARY_KEYS}, indent=2))
     for name in ("rates", "odds_ratios", "leakage", "missingness", "tests", "models"):
         write_csv_atomic(tables / f"{name}.csv", getattr(study, name))
+    for name, listing in result.reports.items():  # a DICOM scan's files not used, an outcomes match
+        write_csv_atomic(tables / f"{name}.csv", listing)
     if not study.site_machine.empty:
         write_csv_atomic(tables / "site_machine.csv", study.site_machine, index=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from mammo_insight.cohort.outcomes import outcomes_spec
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.errors import MammoInsightError
@@ -38,6 +39,9 @@ class FuseConfig:
     dataset: str | None = None
     root: Path | None = None
     mapping: Path | None = None
+    outcomes: Path | None = None  # --dataset dicom: labels joined from this CSV (cohort.outcomes)
+    on: str = "study"
+    label: str = "cancer"
     cohort: Path | None = None
     embeddings: Path | None = None
     planted_risk: Path | None = None  # a synthetic cohort's planted_risk.csv: the oracle beside the models
@@ -104,7 +108,11 @@ def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
     inputs: dict[str, Path] = {}
     if cohort is None:
         cohort, inputs = load_cohort_source(
-            cohort=config.cohort, dataset=config.dataset, root=config.root, mapping=config.mapping
+            cohort=config.cohort,
+            dataset=config.dataset,
+            root=config.root,
+            mapping=config.mapping,
+            outcomes=outcomes_spec(config.outcomes, config.on, config.label),
         )
     embeddings = read_embeddings(config.embeddings) if config.embeddings is not None else None
     if config.embeddings is not None:

@@ -8,13 +8,13 @@ probabilities are formed as the run's metrics formed them: the mean over a breas
 single-view model, the model's own breast output for a multi-view one; the decision is
 prob >= the breast-level threshold the run tuned on its out-of-fold predictions.
 
-Without ``dataset`` the folder needs no CSV: patient_id is the first sub-folder under DIR
-(RSNA layout ``<patient_id>/<image_id>.dcm``), or for files directly in DIR a keyed hash (HMAC-SHA256)
-of the DICOM PatientID under a random key drawn for each run and kept in memory only, so images of one
-woman share an id within a run and no id can be traced back to a PatientID by hashing guesses; laterality and view come from cohort.dicom_header (ImageLaterality/Laterality, ViewPosition or
-ViewCodeSequence). What could not
-be determined is written in the ``notes`` column. No identifying DICOM tag (PatientName, BirthDate,
-...) is ever copied to an output; PatientID only as that keyed hash.
+Without ``dataset`` the folder needs no CSV: it is read by the dicom adapter's header scan
+(cohort.adapters.dicom.folder_cohort): patient_id is the first sub-folder under DIR (RSNA layout
+``<patient_id>/<image_id>.dcm``), or for files directly in DIR a keyed hash (HMAC-SHA256) of the DICOM
+PatientID under a random key drawn for each run and kept in memory only, so images of one woman share an
+id within a run and no id can be traced back to a PatientID by hashing guesses; laterality and view come
+from the header. What could not be determined is written in the ``notes`` column. No identifying DICOM tag
+(PatientName, BirthDate, ...) is ever copied to an output; PatientID only as that keyed hash.
 
 OUT.csv (breasts), OUT_images.csv (files), OUT.csv.manifest.json beside them; with ``cams`` one Grad-CAM
 overlay PNG per scored image and index.html in that folder. With ``output_format="rsna"`` OUT.csv is the
@@ -23,11 +23,8 @@ RSNA competition's submission instead (`cohort.adapters.rsna.submission`: predic
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import os
-import secrets
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,14 +33,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from mammo_insight.cohort.adapters.dicom import folder_cohort
 from mammo_insight.cohort.adapters.rsna import submission as rsna_submission
-from mammo_insight.cohort.dicom_header import laterality_of, view_of
-from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort, validate_cohort
+from mammo_insight.cohort.schema import Cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import mapping as cam_mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
-from mammo_insight.files import atomic_write, inside_root, write_csv_atomic
+from mammo_insight.files import atomic_write, write_csv_atomic
 from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import thumbnail
@@ -157,114 +154,6 @@ def image_csv_path(out_csv: str | Path) -> Path:
     return out_csv.with_name(f"{out_csv.stem}_images.csv")
 
 
-def _hashed(value: str, key: bytes) -> str:
-    """A patient id that groups one woman's images in this run and reveals nothing of ``value``: HMAC
-    under a per-run random key (a plain hash of a PatientID is undone by hashing every likely id)."""
-    return "pid-" + hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:12]
-
-
-def _unique_ids(candidates: list[str]) -> list[str]:
-    """The candidates with later duplicates suffixed -2, -3, ... (never an id already taken)."""
-    taken, out = set(candidates), []
-    seen: set[str] = set()
-    for value in candidates:
-        if value in seen:
-            k = 2
-            while f"{value}-{k}" in taken:
-                k += 1
-            value = f"{value}-{k}"
-            taken.add(value)
-        seen.add(value)
-        out.append(value)
-    return out
-
-
-def _header_facts(path: Path, key: bytes) -> tuple[dict[str, str | None], str | None]:
-    """(laterality, view, hashed patient id) from the header only, or the reason it is not a DICOM."""
-    import pydicom
-
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal
-        return {}, f"{path.name}: not a readable DICOM ({type(exc).__name__}: {exc})"
-    pid = str(ds.get("PatientID") or "").strip()
-    return {
-        "laterality": laterality_of(ds),
-        "view": view_of(ds),
-        "hashed_patient": _hashed(pid, key) if pid else None,
-    }, None
-
-
-def folder_cohort(images_dir: Path) -> tuple[Cohort, pd.DataFrame]:
-    """A canonical table for a folder of DICOMs without a CSV, plus the files whose header is unreadable."""
-    files = sorted(
-        p
-        for p in images_dir.rglob("*")
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(images_dir).parts)
-    )
-    if not files:
-        raise MammoInsightError(f"{images_dir} holds no file to predict on")
-    stems = pd.Series([p.stem for p in files])
-    image_ids = _unique_ids(
-        [
-            "_".join(p.relative_to(images_dir).with_suffix("").parts) if dup else stem
-            for p, stem, dup in zip(files, stems, stems.duplicated(keep=False))
-        ]
-    )
-    key = secrets.token_bytes(32)  # this run's only: never written anywhere
-    rows, failed = [], []
-    for path, image_id in zip(files, image_ids):
-        rel = path.relative_to(images_dir)
-        if inside_root(path, images_dir):
-            facts, reason = _header_facts(path, key)
-        else:  # a link out of the folder is never opened
-            facts, reason = {}, f"{rel}: a link that leads outside {images_dir}; not read"
-        notes = []
-        if len(rel.parts) > 1:
-            patient = rel.parts[0]
-        elif reason is None and facts.get("hashed_patient"):
-            patient = facts["hashed_patient"]
-        else:
-            patient = f"file-{image_id}"
-            notes.append("patient unknown (no sub-folder, no PatientID)")
-        lat = facts.get("laterality")
-        if lat is None:
-            notes.append("laterality unknown: scored as its own breast")
-        if facts.get("view") is None:
-            notes.append("view unknown")
-        if reason:  # no breast to attach it to: listed in the image table only
-            failed.append(
-                {
-                    "patient_id": patient if len(rel.parts) > 1 else None,
-                    "image_id": image_id,
-                    "file": str(rel),
-                    "reason": reason,
-                    "notes": "",
-                }
-            )
-            continue
-        rows.append(
-            {
-                "patient_id": patient,
-                "image_id": image_id,
-                "laterality": lat,
-                "view": facts.get("view"),
-                "breast_id": f"{patient}_{lat}" if lat else f"{patient}_{image_id}",
-                "image_path": str(path),
-                "file": str(rel),
-                "notes": "; ".join(notes),
-            }
-        )
-    table = pd.DataFrame(rows, columns=[*CANONICAL_COLUMNS, "file", "notes"])
-    for col in CANONICAL_COLUMNS:
-        if col not in ("patient_id", "image_id", "laterality", "view", "breast_id", "image_path"):
-            table[col] = np.nan
-    if len(table):  # no readable file at all is reported by the caller, with the reasons
-        table = validate_cohort(table, source=str(images_dir), laterality_may_be_unknown=True)
-    cohort = Cohort(table, dataset="folder", label_meaning="unknown (unlabelled)", image_root=images_dir)
-    return cohort, pd.DataFrame(failed)
-
-
 def dataset_cohort(dataset: str, images_dir: Path, mapping: Path | None) -> Cohort:
     """A cohort through the dataset's adapter; image_path kept relative to the root for the outputs."""
     from mammo_insight.cohort.adapters import load_cohort
@@ -336,7 +225,7 @@ def run_predict(config: PredictConfig) -> PredictResult:
         mapping_file = Path(config.mapping) if config.mapping else None
         cohort, unreadable = dataset_cohort(config.dataset, images_dir, mapping_file), pd.DataFrame()
     else:
-        cohort, unreadable = folder_cohort(images_dir)
+        cohort, unreadable = folder_cohort(images_dir, workers=config.workers)
     from mammo_insight.imaging.build import Engine, build_cache
 
     with tempfile.TemporaryDirectory(prefix="mammo-predict-") as tmp:

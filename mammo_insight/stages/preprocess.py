@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.cohort.outcomes import outcomes_spec
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.build import Engine, build_cache
 from mammo_insight.imaging.cache import CONTACT_SHEET_FILE
@@ -37,6 +38,9 @@ class PreprocessStageConfig:
     out: Path
     size: tuple[int, int] = (512, 256)
     mapping: Path | None = None
+    outcomes: Path | None = None  # --dataset dicom: labels joined from this CSV (cohort.outcomes)
+    on: str = "study"
+    label: str = "cancer"
     bits: int = 8
     flip: bool = True
     mask: bool = True
@@ -88,7 +92,9 @@ def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
     if config.engine not in ENGINES:
         raise MammoInsightError(f"--backend must be local or dask, got {config.engine!r}")
     pixels = config.pixels()
-    cohort = load_cohort(config.dataset, config.root, config.mapping)
+    cohort = load_cohort(
+        config.dataset, config.root, config.mapping, outcomes_spec(config.outcomes, config.on, config.label)
+    )
     paths = cohort.table["image_path"].dropna()
     if not any(Path(p).is_file() for p in paths):
         example = f" (e.g. {paths.iloc[0]})" if len(paths) else ""

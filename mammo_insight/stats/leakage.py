@@ -47,8 +47,9 @@ from mammo_insight.errors import MammoInsightError
 
 log = logging.getLogger(__name__)
 
-# Identifiers and file locations are not metadata: they are never model inputs.
-NOT_AUDITED = ["patient_id", "image_id", "breast_id", "image_path"]
+# Identifiers and file locations are not metadata: they are never model inputs (study_id, accession_id and
+# file: the hashed study ids and relative paths of a DICOM tree, cohort.adapters.dicom).
+NOT_AUDITED = ["patient_id", "image_id", "breast_id", "image_path", "study_id", "accession_id", "file"]
 LEAKY_AUC = 0.9
 SUSPECT_AUC = 0.7
 LEAK_OR = 5.0  # missingness odds ratio whose whole interval lies beyond this (or below 1/this): leaky

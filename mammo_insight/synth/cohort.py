@@ -10,6 +10,7 @@ the DICOM variety in :mod:`mammo_insight.synth.dicom`. Same seed, same bytes.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ import pandas as pd
 
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.progress import track
-from mammo_insight.synth.dicom import PROFILES, ImageMeta, to_stored, write_dicom
+from mammo_insight.synth.dicom import PROFILES, DicomProfile, ImageMeta, study_uid, to_stored, write_dicom
+from mammo_insight.synth.headers import PROCESSING_MACHINE, workup_views
 from mammo_insight.synth.images import LesionSpec, draw_lesion_spec, render_image, scanner_curve
 from mammo_insight.synth.table import (
     RSNA_COLUMNS,
@@ -37,6 +39,8 @@ SIZE_SHARES = (0.6, 0.25, 0.15)
 PAD_EVERY = 8  # one image in 8 (seeded phase) gets a padding strip, so even tiny cohorts have one
 PROGRESS_MIN_IMAGES = 400
 PLANTED_RISK_FILE = "planted_risk.csv"  # breast_id, planted_risk
+OUTCOMES_FILE = "outcomes.csv"  # StudyInstanceUID, laterality, cancer, density
+UNLISTED = "unlisted_images"  # work-up views and FOR PROCESSING copies: in the tree, not in train.csv
 
 
 def _even(v: float) -> int:
@@ -49,6 +53,56 @@ def _rsna_csv(table: pd.DataFrame) -> pd.DataFrame:
     out["age"] = out["age"].astype("Int64")
     out["difficult_negative_case"] = out["difficult_negative_case"].map({True: "True", False: "False"})
     return out
+
+
+def extra_images(
+    out: Path,
+    stored: np.ndarray,
+    pad: int | None,
+    profile: DicomProfile,
+    meta: ImageMeta,
+    *,
+    lesion: LesionSpec | None,
+) -> None:
+    """The files a hospital tree holds beside the screening images, under unlisted_images/ (not in
+    train.csv): a FOR PROCESSING copy of every image of PROCESSING_MACHINE, and the work-up views of a
+    share of positive breasts (one per breast, beside its CC image). Drawn from their own generators."""
+    folder = out / UNLISTED / meta.patient_id
+    if meta.machine_id == PROCESSING_MACHINE:
+        copy = replace(meta, instance="processing")
+        write_dicom(folder / f"{meta.image_id}_processing.dcm", stored, pad, profile, meta=copy)
+    if lesion is None:
+        return
+    for code, meaning in workup_views(meta.seed, int(meta.patient_id), meta.laterality):
+        tag = meaning.split()[0].lower()
+        rng = np.random.default_rng([meta.seed, 9, int(meta.image_id), ord(tag[0])])
+        img = render_image(
+            rng,
+            *stored.shape,
+            meta.laterality,
+            view="CC",
+            density=meta.density,
+            lesion=lesion,
+            pad_far_side=False,
+        )
+        work, _ = to_stored(img.pixels, img.padding, profile)
+        workup = replace(meta, modifiers=((code, meaning),), instance=tag)
+        write_dicom(folder / f"{meta.image_id}_{tag}.dcm", work, None, profile, meta=workup)
+
+
+def write_outcomes(out: Path, table: pd.DataFrame, seed: int) -> Path:
+    """OUTCOMES_FILE: one row per breast of each study (StudyInstanceUID as the DICOMs carry it,
+    laterality, cancer, and density as a report records it: site 1 only), so the tree alone is a
+    hospital-style export: ``--dataset dicom --root OUT --outcomes OUT/outcomes.csv --on study``."""
+    breasts = table.groupby(["patient_id", "laterality"], sort=False).agg(
+        site_id=("site_id", "first"), cancer=("cancer", "max"), density=("density", "first")
+    )
+    rows = []
+    for (pid, lat), b in breasts.iterrows():
+        meta = ImageMeta(str(pid), "0", lat, "CC", float("nan"), str(b["site_id"]), seed)
+        rows.append((study_uid(meta), lat, int(b["cancer"]), b["density"] or ""))
+    frame = pd.DataFrame(rows, columns=["StudyInstanceUID", "laterality", "cancer", "density"])
+    return write_csv_atomic(out / OUTCOMES_FILE, frame, index=False)
 
 
 def make_synthetic_cohort(
@@ -82,6 +136,7 @@ def make_synthetic_cohort(
         }
     )
     write_csv_atomic(out / PLANTED_RISK_FILE, risk, index=False)
+    write_outcomes(out, table, seed)
 
     women = table["patient_id"].unique()
     woman_rng = np.random.default_rng([seed, 1])
@@ -125,13 +180,16 @@ def make_synthetic_cohort(
             age=float(row["age_true"]),
             site_id=str(row["site_id"]),
             seed=seed,
+            machine_id=str(row["machine_id"]),
+            size_factor=float(f),
+            density=str(row["density_true"]),
         )
+        pad = pad_value if img.padding.any() else None
         write_dicom(
-            out / "train_images" / str(pid) / f"{row['image_id']}.dcm",
-            stored,
-            pad_value if img.padding.any() else None,
-            profile,
-            meta=meta,
+            out / "train_images" / str(pid) / f"{row['image_id']}.dcm", stored, pad, profile, meta=meta
+        )
+        extra_images(
+            out, stored, pad, profile, meta, lesion=lesions.get(key) if row["view"] == "CC" else None
         )
         box_rows.append((row["image_id"], *img.breast_box))
         if img.lesion is not None:

@@ -29,12 +29,13 @@ from pydicom.uid import (
 
 from mammo_insight.files import atomic_write
 from mammo_insight.imaging.jpeg_lossless import encode_jpeg_lossless
+from mammo_insight.synth.headers import MACHINES, VIEW_CODES, acquisition, phi_tags
 
 MAMMO_FOR_PRESENTATION = UID("1.2.840.10008.5.1.4.1.1.1.2")
+MAMMO_FOR_PROCESSING = UID("1.2.840.10008.5.1.4.1.1.1.2.1")
 IMPLEMENTATION_UID = UID("1.2.826.0.1.3680043.10.1473.1")  # fixed: no library version in the bytes
 SYNTAXES = (JPEG2000Lossless, JPEGLosslessSV1, RLELossless, ExplicitVRLittleEndian)
 J2K_MIN_SIDE = 32
-FIRST_NAMES = ("JANE", "MARY", "ANNA", "ROSA", "EMMA", "LENA", "SARA", "IRIS")
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,12 @@ PROFILES = (
 
 @dataclass(frozen=True)
 class ImageMeta:
-    """Header facts for one image (ids as in train.csv)."""
+    """Header facts for one image (ids as in train.csv).
+
+    machine_id, size_factor, density: what the acquisition values depend on (synth.headers);
+    modifiers: (code, meaning) view modifiers of a work-up image; instance: "" for the screening image,
+    else what this extra file is ("spot", "processing", ...: part of its UID and file name).
+    """
 
     patient_id: str
     image_id: str
@@ -80,6 +86,11 @@ class ImageMeta:
     age: float
     site_id: str
     seed: int
+    machine_id: str = ""
+    size_factor: float = 1.0
+    density: str = ""
+    modifiers: tuple[tuple[str, str], ...] = ()
+    instance: str = ""
 
 
 def _stored_range(bits: int) -> tuple[int, int]:
@@ -103,6 +114,11 @@ def _uid(meta: ImageMeta, *parts: str) -> UID:
     return generate_uid(entropy_srcs=["mammo-insight-synth", str(meta.seed), meta.patient_id, *parts])
 
 
+def study_uid(meta: ImageMeta) -> UID:
+    """The woman's one screening study (synth writes outcomes.csv keyed by it)."""
+    return _uid(meta, "study")
+
+
 def _voi_lut_item(lo: int, hi: int) -> Dataset:
     """A VOI LUT Sequence item mapping stored lo..hi to 12-bit output through a gentle S-curve."""
     n = hi - lo + 1
@@ -121,9 +137,10 @@ def build_dataset(
 ) -> Dataset:
     """A Digital Mammography For Presentation dataset with the given pixels (still uncompressed)."""
     rows, cols = stored.shape
-    sop_uid = _uid(meta, meta.image_id)
+    sop_uid = _uid(meta, meta.image_id, *([meta.instance] if meta.instance else []))
+    sop_class = MAMMO_FOR_PROCESSING if meta.instance == "processing" else MAMMO_FOR_PRESENTATION
     fm = FileMetaDataset()
-    fm.MediaStorageSOPClassUID = MAMMO_FOR_PRESENTATION
+    fm.MediaStorageSOPClassUID = sop_class
     fm.MediaStorageSOPInstanceUID = sop_uid
     fm.TransferSyntaxUID = ExplicitVRLittleEndian
     fm.ImplementationClassUID = IMPLEMENTATION_UID
@@ -131,25 +148,25 @@ def build_dataset(
     ds = Dataset()
     ds.file_meta = fm
     ds.SpecificCharacterSet = "ISO_IR 100"
-    ds.SOPClassUID = MAMMO_FOR_PRESENTATION
+    ds.SOPClassUID = sop_class
     ds.SOPInstanceUID = sop_uid
     ds.StudyDate = "20200101"
     ds.Modality = "MG"
-    ds.Manufacturer = "SYNTHETIC"
-    ds.InstitutionName = f"SYNTH GENERAL HOSPITAL SITE {meta.site_id}"
-    ds.ReferringPhysicianName = "SYNTH^DOCTOR"
-    ds.AccessionNumber = f"ACC{meta.patient_id}"
-    ds.PatientName = f"SYNTH^{FIRST_NAMES[int(meta.patient_id) % len(FIRST_NAMES)]}"
-    ds.PatientID = meta.patient_id
+    for keyword, value in phi_tags(meta.patient_id, meta.site_id, meta.machine_id or "0").items():
+        setattr(ds, keyword, value)
     age = 60 if np.isnan(meta.age) else int(meta.age)
-    ds.PatientBirthDate = f"{2020 - age:04d}{1 + int(meta.patient_id) % 12:02d}15"
+    # born after the study day of the year: StudyDate - PatientBirthDate gives the age itself
+    ds.PatientBirthDate = f"{2019 - age:04d}{1 + int(meta.patient_id) % 12:02d}15"
+    if meta.site_id == "1":  # site 2 leaves PatientAge out: its age comes from the dates
+        ds.PatientAge = f"{age:03d}Y"
     ds.PatientSex = "F"
-    ds.StudyInstanceUID = _uid(meta, "study")
+    set_acquisition(ds, meta)
+    ds.StudyInstanceUID = study_uid(meta)
     ds.SeriesInstanceUID = _uid(meta, "series", meta.laterality)
     ds.InstanceNumber = 1
     ds.ImageLaterality = meta.laterality
     ds.ViewPosition = meta.view
-    ds.PresentationIntentType = "FOR PRESENTATION"
+    ds.PresentationIntentType = "FOR PROCESSING" if meta.instance == "processing" else "FOR PRESENTATION"
     ds.BurnedInAnnotation = "YES"
     ds.SamplesPerPixel = 1
     ds.PhotometricInterpretation = profile.photometric
@@ -197,6 +214,36 @@ def set_jpeg_lossless(
     ds.BitsAllocated, ds.BitsStored, ds.HighBit = (8 if bits <= 8 else 16), bits, bits - 1
     ds.PixelRepresentation = 0
     return ds
+
+
+def _code(value: str, meaning: str) -> Dataset:
+    item = Dataset()
+    item.CodeValue = value
+    item.CodingSchemeDesignator = "SRT" if value.startswith("R-") else "SCT"
+    item.CodeMeaning = meaning
+    return item
+
+
+def set_acquisition(ds: Dataset, meta: ImageMeta) -> None:
+    """Machine, exposure and view code tags (synth.headers); nothing here draws from the cohort's generators."""
+    manufacturer, model, (target, filt) = MACHINES.get(meta.machine_id, ("SYNTHETIC", "SYNTH-1", ("W", "RH")))
+    ds.Manufacturer, ds.ManufacturerModelName = manufacturer, model
+    exposure = "" if meta.instance == "processing" else meta.instance  # a copy shares its exposure
+    acq = acquisition(meta.seed, int(meta.image_id), meta.size_factor, meta.density, meta.view, exposure)
+    ds.KVP = f"{acq.kvp:g}"
+    ds.Exposure = round(acq.mas)
+    ds.ExposureInuAs = round(acq.mas * 1000)
+    ds.BodyPartThickness = f"{acq.thickness:g}"
+    ds.CompressionForce = f"{acq.force:g}"
+    ds.OrganDose = f"{acq.dose:g}"
+    ds.AnodeTargetMaterial, ds.FilterMaterial = target, filt
+    ds.BreastImplantPresent = "NO"
+    view = VIEW_CODES.get(meta.view)
+    if view is not None:
+        item = _code(*view)
+        if meta.modifiers:
+            item.ViewModifierCodeSequence = Sequence([_code(*m) for m in meta.modifiers])
+        ds.ViewCodeSequence = Sequence([item])
 
 
 def write_dicom(

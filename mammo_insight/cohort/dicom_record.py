@@ -1,0 +1,273 @@
+"""One DICOM header as one row of the cohort table: what a study of site, machine, view, age and acquisition
+needs, and nothing that identifies a woman.
+
+Identifiers (PatientID, StudyInstanceUID, AccessionNumber, SOPInstanceUID) and identifying places
+(InstitutionName, StationName, DeviceSerialNumber) are kept only as keyed hashes (HMAC-SHA256 under the
+project's salt, cohort.dicom_scan): the same woman gets the same id in every command of one project, and no
+id can be traced back by hashing likely MRNs. The birth date serves only to compute an age when PatientAge
+is absent; names, dates and physician fields are never read into a row. Manufacturer and model name no
+person or place and stay as they are.
+
+View modifiers (ViewModifierCodeSequence, inside the ViewCodeSequence item or beside it) are kept as codes
+and meanings; the ones that mark diagnostic work-up (spot compression, magnification, rolled or tangential
+views: taken because a finding was seen) also fill ``workup_view``, a column the leakage audit checks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import struct
+from datetime import date
+from functools import cache
+from typing import Any
+
+from pydicom.datadict import dictionary_VR
+
+from mammo_insight.cohort.dicom_header import VIEW_CODES
+
+# SOP classes by UID: the row says which (a secondary capture is a copy, often annotated, of another image)
+SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.1.2": "mammography for presentation",
+    "1.2.840.10008.5.1.4.1.1.1.2.1": "mammography for processing",
+    "1.2.840.10008.5.1.4.1.1.1.1": "digital x-ray for presentation",
+    "1.2.840.10008.5.1.4.1.1.1.1.1": "digital x-ray for processing",
+    "1.2.840.10008.5.1.4.1.1.7": "secondary capture",
+    "1.2.840.10008.5.1.4.1.1.13.1.3": "breast tomosynthesis",
+}
+# view modifier meanings (DICOM CID 4015) that mark a diagnostic work-up image, lower case, matched as words
+WORKUP_MODIFIERS = ("spot compression", "magnification", "magnified", "rolled", "tangential")
+# continuous acquisition columns and the header keyword each comes from
+NUMERIC_TAGS = {
+    "kvp": "KVP",
+    "tube_current_ma": "XRayTubeCurrent",
+    "exposure_time_ms": "ExposureTime",
+    "thickness_mm": "BodyPartThickness",
+    "compression_force_n": "CompressionForce",
+    "organ_dose_mgy": "OrganDose",
+    "entrance_dose_mgy": "EntranceDoseInmGy",
+    "rows": "Rows",
+    "columns": "Columns",
+    "bits_stored": "BitsStored",
+}
+ACQUISITION_FACTORS = {
+    "manufacturer": "categorical",
+    "model": "categorical",
+    "target_filter": "categorical",
+    "presentation_intent": "categorical",
+    "burned_in_annotation": "categorical",
+    "view_modifiers": "categorical",
+    "workup_view": "categorical",
+    "kvp": "continuous",
+    "exposure_mas": "continuous",
+    "thickness_mm": "continuous",
+    "compression_force_n": "continuous",
+    "organ_dose_mgy": "continuous",
+    "images_in_study": "continuous",
+}
+TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
+BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
+
+
+def keyed_id(kind: str, value: str, salt: bytes) -> str:
+    """``kind``'s first letter + 16 hex of HMAC-SHA256(salt, kind:value): stable within a project, opaque outside."""
+    digest = hmac.new(salt, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
+    return f"{kind[0]}{digest[:16]}"
+
+
+@cache
+def _tag(keyword: str) -> int | None:
+    from pydicom.datadict import tag_for_keyword
+
+    return tag_for_keyword(keyword)
+
+
+class Header:
+    """A dataset's top-level elements by tag, as pydicom read them (raw until used): one pass over the
+    header instead of a tag conversion per lookup."""
+
+    def __new__(cls, ds: Any) -> Header:  # noqa: PYI034 - a Header of a Header is itself
+        return ds if isinstance(ds, Header) else super().__new__(cls)
+
+    def __init__(self, ds: Any) -> None:
+        if ds is self:
+            return
+        self.ds = ds
+        self.elements = {int(e.tag): e for e in ds.values()}  # raw as read (elements() converts each)
+
+
+def _value(header: Any, keyword: str) -> Any:
+    """The element's value, its raw bytes decoded here for the simple VRs.
+
+    pydicom leaves a header's elements raw until one is used and then converts it through its hooks, which
+    costs more per element than reading the whole header did; a row needs about forty, so the text and
+    binary number VRs are decoded from the raw bytes directly (UTF-8, else Latin-1: the ids are only
+    hashed, and the same bytes always give the same id). Other VRs and converted elements go through pydicom.
+    """
+    ds = Header(header)
+    elem = ds.elements.get(_tag(keyword))
+    if elem is None:
+        return None
+    value = elem.value
+    if not isinstance(value, bytes):
+        return value
+    vr = elem.VR or dictionary_VR(elem.tag)
+    if vr in BINARY_VRS:
+        size = struct.calcsize(BINARY_VRS[vr])
+        if len(value) < size:
+            return None
+        return struct.unpack_from(("<" if elem.is_little_endian else ">") + BINARY_VRS[vr], value)[0]
+    if vr in TEXT_VRS:
+        try:
+            return value.decode("utf-8").strip(" \x00")
+        except UnicodeDecodeError:
+            return value.decode("latin-1").strip(" \x00")
+    return ds.ds[elem.tag].value
+
+
+def text_of(ds: Any, keyword: str) -> str:
+    value = _value(ds, keyword)
+    if value is None:
+        return ""
+    if not isinstance(value, str) and hasattr(value, "__iter__"):
+        value = "\\".join(str(v) for v in value)
+    return str(value).strip()
+
+
+def number_of(ds: Any, keyword: str) -> float | None:
+    value = _value(ds, keyword)
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, str):
+            value = value.split("\\")[0]
+        elif hasattr(value, "__getitem__"):
+            value = value[0]
+        return float(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _date(text: str) -> date | None:
+    try:
+        return date(int(text[:4]), int(text[4:6]), int(text[6:8]))
+    except (ValueError, IndexError):
+        return None
+
+
+def age_of(ds: Any) -> float | None:
+    """PatientAge ('058Y', '006M'), else whole years from PatientBirthDate to StudyDate; None when neither."""
+    match = re.fullmatch(r"(\d{1,3})([YMWD])", text_of(ds, "PatientAge").upper())
+    if match:
+        return round(int(match.group(1)) * AGE_UNITS[match.group(2)], 2)
+    born, seen = _date(text_of(ds, "PatientBirthDate")), _date(text_of(ds, "StudyDate"))
+    if born is None or seen is None or seen < born:
+        return None
+    return float(seen.year - born.year - ((seen.month, seen.day) < (born.month, born.day)))
+
+
+def _codes(items: Any) -> tuple[list[str], list[str]]:
+    codes, meanings = [], []
+    for item in items or []:
+        code, meaning = text_of(item, "CodeValue"), text_of(item, "CodeMeaning")
+        if code or meaning:
+            codes.append(code)
+            meanings.append(meaning.lower())
+    return codes, meanings
+
+
+def view_codes(ds: Any) -> dict[str, str | None]:
+    """The view code and meaning, the modifiers' codes and meanings (' | '-joined), and the work-up ones."""
+    view_items = list(_value(ds, "ViewCodeSequence") or [])
+    view_code, view_meaning = _codes(view_items[:1])
+    modifiers = [*(_value(ds, "ViewModifierCodeSequence") or [])]
+    for item in view_items:
+        modifiers.extend(_value(item, "ViewModifierCodeSequence") or [])
+    mod_codes, mod_meanings = _codes(modifiers)
+    workup = [m for m in mod_meanings if any(w in m for w in WORKUP_MODIFIERS)]
+    return {
+        "view_code": view_code[0] if view_code else None,
+        "view_meaning": view_meaning[0] if view_meaning else None,
+        "view_modifier_codes": " | ".join(mod_codes) or None,
+        "view_modifiers": " | ".join(mod_meanings) or None,
+        "workup_view": " | ".join(workup) or None,
+    }
+
+
+def _laterality(ds: Any) -> str | None:
+    """ImageLaterality, else the series' Laterality (as cohort.dicom_header reads them)."""
+    side = (text_of(ds, "ImageLaterality") or text_of(ds, "Laterality")).upper()[:1]
+    return side if side in ("L", "R") else None
+
+
+def _machine(ds: Any, salt: bytes) -> str | None:
+    """The machine: its serial number, else its station name, hashed (both can name a hospital)."""
+    for keyword in ("DeviceSerialNumber", "StationName"):
+        value = text_of(ds, keyword)
+        if value:
+            return keyed_id("machine", f"{text_of(ds, 'Manufacturer')}|{value}", salt)
+    return None
+
+
+def _exposure_mas(ds: Any) -> float | None:
+    mas = number_of(ds, "Exposure")
+    if mas is None and (uas := number_of(ds, "ExposureInuAs")) is not None:
+        mas = uas / 1000.0
+    return mas
+
+
+def _yes_no(text: str) -> float | None:
+    return {"YES": 1.0, "NO": 0.0}.get(text.upper())
+
+
+def header_record(ds: Any, salt: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
+    """One cohort row (without image_path and image_id, which the scan sets) from a header read without pixels.
+
+    ``extra``: column -> DICOM keyword of further tags a mapping file asks for, kept as text.
+    """
+    meta = getattr(ds.ds if isinstance(ds, Header) else ds, "file_meta", {})
+    ds = Header(ds)
+    sop_uid = str(meta.get("MediaStorageSOPClassUID", "") or text_of(ds, "SOPClassUID"))
+    sop = SOP_CLASSES.get(
+        text_of(ds, "SOPClassUID") or sop_uid, text_of(ds, "SOPClassUID") or sop_uid or None
+    )
+    intent = text_of(ds, "PresentationIntentType").upper() or None
+    spacing = number_of(ds, "ImagerPixelSpacing") or number_of(ds, "PixelSpacing")
+    target, filt = text_of(ds, "AnodeTargetMaterial").upper(), text_of(ds, "FilterMaterial").upper()
+    ids = {
+        "patient_id": ("patient", text_of(ds, "PatientID")),
+        "study_id": ("study", text_of(ds, "StudyInstanceUID")),
+        "accession_id": ("accession", text_of(ds, "AccessionNumber")),
+        "site_id": ("site", text_of(ds, "InstitutionName")),
+    }
+    row: dict[str, Any] = {col: keyed_id(kind, v, salt) if v else None for col, (kind, v) in ids.items()}
+    views = view_codes(ds)
+    row.update(
+        {
+            "laterality": _laterality(ds),
+            "view": text_of(ds, "ViewPosition").upper()
+            or VIEW_CODES.get(views["view_code"] or "")
+            or VIEW_CODES.get(views["view_meaning"] or ""),
+            "age": age_of(ds),
+            "machine_id": _machine(ds, salt),
+            "implant": _yes_no(text_of(ds, "BreastImplantPresent")),
+            "modality": text_of(ds, "Modality").upper() or None,
+            "sop_class": sop,
+            "secondary_capture": "yes" if sop == "secondary capture" else "no",
+            "presentation_intent": intent,
+            "for_processing": "yes" if (intent == "FOR PROCESSING" or "processing" in str(sop)) else "no",
+            "burned_in_annotation": text_of(ds, "BurnedInAnnotation").upper() or None,
+            "manufacturer": text_of(ds, "Manufacturer") or None,
+            "model": text_of(ds, "ManufacturerModelName") or None,
+            "exposure_mas": _exposure_mas(ds),
+            "target_filter": f"{target}/{filt}" if target or filt else None,
+            "pixel_spacing_mm": spacing,
+            "photometric_interpretation": text_of(ds, "PhotometricInterpretation").upper() or None,
+            **views,
+        }
+    )
+    row.update({col: number_of(ds, keyword) for col, keyword in NUMERIC_TAGS.items()})
+    row.update({col: text_of(ds, keyword) or None for col, keyword in (extra or {}).items()})
+    return row

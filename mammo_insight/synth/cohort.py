@@ -10,7 +10,7 @@ the DICOM variety in :mod:`mammo_insight.synth.dicom`. Same seed, same bytes.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -105,6 +105,71 @@ def write_outcomes(out: Path, table: pd.DataFrame, seed: int) -> Path:
     return write_csv_atomic(out / OUTCOMES_FILE, frame, index=False)
 
 
+@dataclass(frozen=True)
+class _Layout:
+    """What every image of the cohort is drawn with beside its own seed: each woman's size factor, the
+    storage profiles' order, which images get padding, the base size and the scanner signature."""
+
+    seed: int
+    size: tuple[int, int]
+    factor: dict
+    order: np.ndarray
+    pad_phase: int
+    scanner_signature: bool
+
+
+def _write_tables(out: Path, table: pd.DataFrame, seed: int) -> None:
+    """train.csv, planted_risk.csv (each breast's true cancer probability) and outcomes.csv."""
+    write_csv_atomic(out / "train.csv", _rsna_csv(table), index=False)
+    planted = breast_level(table)
+    risk = pd.DataFrame(
+        {
+            "breast_id": planted["patient_id"].astype(str) + "_" + planted["laterality"],
+            "planted_risk": planted["p_cancer"],
+        }
+    )
+    write_csv_atomic(out / PLANTED_RISK_FILE, risk, index=False)
+    write_outcomes(out, table, seed)
+
+
+def _write_image(out: Path, i: int, row: dict, layout: _Layout, lesion: LesionSpec | None) -> tuple:
+    """Render, store and write one image (and its work-up copies); returns (breast box row, lesion row)."""
+    rng = np.random.default_rng([layout.seed, 4, int(row["image_id"])])
+    f = layout.factor[row["patient_id"]]
+    img = render_image(
+        rng,
+        _even(layout.size[0] * f),
+        _even(layout.size[1] * f),
+        row["laterality"],
+        view=row["view"],
+        density=row["density_true"],
+        lesion=lesion,
+        pad_far_side=i % PAD_EVERY == layout.pad_phase,
+    )
+    if layout.scanner_signature:
+        img = scanner_curve(img, row["machine_id"])
+    profile = PROFILES[layout.order[i % len(PROFILES)]]
+    stored, pad_value = to_stored(img.pixels, img.padding, profile)
+    pid = int(row["patient_id"])
+    meta = ImageMeta(
+        patient_id=str(pid),
+        image_id=str(row["image_id"]),
+        laterality=row["laterality"],
+        view=row["view"],
+        age=float(row["age_true"]),
+        site_id=str(row["site_id"]),
+        seed=layout.seed,
+        machine_id=str(row["machine_id"]),
+        size_factor=float(f),
+        density=str(row["density_true"]),
+    )
+    pad = pad_value if img.padding.any() else None
+    write_dicom(out / "train_images" / str(pid) / f"{row['image_id']}.dcm", stored, pad, profile, meta=meta)
+    extra_images(out, stored, pad, profile, meta, lesion=lesion if row["view"] == "CC" else None)
+    lesion_row = None if img.lesion is None else (row["image_id"], *(round(v, 2) for v in img.lesion))
+    return (row["image_id"], *img.breast_box), lesion_row
+
+
 def make_synthetic_cohort(
     out: Path,
     n_patients: int,
@@ -127,22 +192,18 @@ def make_synthetic_cohort(
     effects = effects_for(strong=strong_effects, scanner_signature=scanner_signature)
     table = make_synthetic_table(n_patients, seed, prevalence, effects=effects)
     out.mkdir(parents=True, exist_ok=True)
-    write_csv_atomic(out / "train.csv", _rsna_csv(table), index=False)
-    planted = breast_level(table)
-    risk = pd.DataFrame(
-        {
-            "breast_id": planted["patient_id"].astype(str) + "_" + planted["laterality"],
-            "planted_risk": planted["p_cancer"],
-        }
-    )
-    write_csv_atomic(out / PLANTED_RISK_FILE, risk, index=False)
-    write_outcomes(out, table, seed)
+    _write_tables(out, table, seed)
 
     women = table["patient_id"].unique()
     woman_rng = np.random.default_rng([seed, 1])
-    factor = dict(zip(women, woman_rng.choice(SIZE_FACTORS, size=len(women), p=SIZE_SHARES)))
-    order = np.random.default_rng([seed, 2]).permutation(len(PROFILES))
-    pad_phase = int(np.random.default_rng([seed, 5]).integers(PAD_EVERY))
+    layout = _Layout(
+        seed=seed,
+        size=size,
+        factor=dict(zip(women, woman_rng.choice(SIZE_FACTORS, size=len(women), p=SIZE_SHARES), strict=True)),
+        order=np.random.default_rng([seed, 2]).permutation(len(PROFILES)),
+        pad_phase=int(np.random.default_rng([seed, 5]).integers(PAD_EVERY)),
+        scanner_signature=scanner_signature,
+    )
     lesions: dict[tuple[int, str], LesionSpec] = {}
     ann_rows, box_rows = [], []
     rows = table.to_dict("records")
@@ -152,48 +213,13 @@ def make_synthetic_cohort(
         else enumerate(rows)
     )
     for i, row in items:
-        pid, lat = int(row["patient_id"]), row["laterality"]
-        key = (pid, lat)
+        key = (int(row["patient_id"]), row["laterality"])
         if row["cancer"] == 1 and key not in lesions:
-            lesions[key] = draw_lesion_spec(np.random.default_rng([seed, 3, pid, ord(lat)]))
-        rng = np.random.default_rng([seed, 4, int(row["image_id"])])
-        f = factor[row["patient_id"]]
-        img = render_image(
-            rng,
-            _even(size[0] * f),
-            _even(size[1] * f),
-            lat,
-            view=row["view"],
-            density=row["density_true"],
-            lesion=lesions.get(key),
-            pad_far_side=i % PAD_EVERY == pad_phase,
-        )
-        if scanner_signature:
-            img = scanner_curve(img, row["machine_id"])
-        profile = PROFILES[order[i % len(PROFILES)]]
-        stored, pad_value = to_stored(img.pixels, img.padding, profile)
-        meta = ImageMeta(
-            patient_id=str(pid),
-            image_id=str(row["image_id"]),
-            laterality=lat,
-            view=row["view"],
-            age=float(row["age_true"]),
-            site_id=str(row["site_id"]),
-            seed=seed,
-            machine_id=str(row["machine_id"]),
-            size_factor=float(f),
-            density=str(row["density_true"]),
-        )
-        pad = pad_value if img.padding.any() else None
-        write_dicom(
-            out / "train_images" / str(pid) / f"{row['image_id']}.dcm", stored, pad, profile, meta=meta
-        )
-        extra_images(
-            out, stored, pad, profile, meta, lesion=lesions.get(key) if row["view"] == "CC" else None
-        )
-        box_rows.append((row["image_id"], *img.breast_box))
-        if img.lesion is not None:
-            ann_rows.append((row["image_id"], *(round(v, 2) for v in img.lesion)))
+            lesions[key] = draw_lesion_spec(np.random.default_rng([seed, 3, key[0], ord(key[1])]))
+        box_row, lesion_row = _write_image(out, i, row, layout, lesions.get(key))
+        box_rows.append(box_row)
+        if lesion_row is not None:
+            ann_rows.append(lesion_row)
     annotations = pd.DataFrame(ann_rows, columns=["image_id", "x", "y", "radius"])
     write_csv_atomic(out / "annotations.csv", annotations, index=False)
     boxes = pd.DataFrame(box_rows, columns=["image_id", "x0", "y0", "x1", "y1"])

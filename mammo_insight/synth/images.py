@@ -168,37 +168,65 @@ def render_image(
 
     lesion_xyr = None
     if lesion is not None:
-        d_c = lesion.rho * a * np.cos(lesion.theta)
-        y_c = cy + lesion.rho * b * np.sin(lesion.theta)
-        x_c = d_c if laterality == "L" else (w - 1 - d_c)
-        r = lesion.radius_frac * h
-        win = (
-            slice(max(0, int(y_c - 1.3 * r)), int(y_c + 1.3 * r) + 2),
-            slice(max(0, int(x_c - 1.3 * r)), int(x_c + 1.3 * r) + 2),
-        )
-        dx, dy = xx[win] - x_c, yy[win] - y_c
-        lobes = 1.0 + 0.12 * np.sin(3.0 * np.arctan2(dy, dx) + lesion.theta)
-        blob = np.clip(1.0 - (dx**2 + dy**2) / r**2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine[win])
-        img[win] += 0.24 * blob * breast[win]
-        lesion_xyr = (float(x_c), float(y_c), float(r))
+        lesion_xyr = _paint_lesion(img, lesion, (a, b, cy), laterality, fine=fine, breast=breast)
 
     img = np.clip(img, 0.01, 1.0)
     xs, ys = np.flatnonzero(breast.any(axis=0)), np.flatnonzero(breast.any(axis=1))
-    box = [int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1]
+    box = (int(xs[0]), int(ys[0]), int(xs[-1]) + 1, int(ys[-1]) + 1)
     img = _burn_label(img, breast, f"{laterality} {view}", laterality, rng=rng)
+    return _on_canvas(img, width, pad, laterality, box, lesion_xyr)
 
+
+def _paint_lesion(
+    img: np.ndarray,
+    lesion: LesionSpec,
+    ellipse: tuple[float, float, float],
+    laterality: str,
+    *,
+    fine: np.ndarray,
+    breast: np.ndarray,
+) -> tuple[float, float, float]:
+    """Add a lobulated mass in place at the lesion's polar position in the breast ellipse (a, b, cy);
+    returns its (x, y, radius) in this image's pixels."""
+    a, b, cy = ellipse
+    h, w = img.shape
+    d_c = lesion.rho * a * np.cos(lesion.theta)
+    y_c = cy + lesion.rho * b * np.sin(lesion.theta)
+    x_c = d_c if laterality == "L" else (w - 1 - d_c)
+    r = lesion.radius_frac * h
+    win = (
+        slice(max(0, int(y_c - 1.3 * r)), int(y_c + 1.3 * r) + 2),
+        slice(max(0, int(x_c - 1.3 * r)), int(x_c + 1.3 * r) + 2),
+    )
+    yy, xx = np.mgrid[win].astype(np.float32)
+    dx, dy = xx - x_c, yy - y_c
+    lobes = 1.0 + 0.12 * np.sin(3.0 * np.arctan2(dy, dx) + lesion.theta)
+    blob = np.clip(1.0 - (dx**2 + dy**2) / r**2 * lobes, 0.0, 1.0) ** 0.35 * (1.0 + 0.08 * fine[win])
+    img[win] += 0.24 * blob * breast[win]
+    return float(x_c), float(y_c), float(r)
+
+
+def _on_canvas(
+    img: np.ndarray,
+    width: int,
+    pad: int,
+    laterality: str,
+    box: tuple[int, int, int, int],
+    lesion_xyr: tuple[float, float, float] | None,
+) -> RenderedImage:
+    """The breast image on the full-width canvas, the padding strip on the side away from the chest wall."""
+    height, w = img.shape
     full = np.zeros((height, width), dtype=np.float32)
     padding = np.zeros((height, width), dtype=bool)
-    offset = 0 if laterality == "L" else pad  # the strip goes on the side away from the chest wall
+    offset = 0 if laterality == "L" else pad
     full[:, offset : offset + w] = img
     if pad:
         strip = slice(w, width) if laterality == "L" else slice(0, pad)
         padding[:, strip] = True
-    box[0] += offset
-    box[2] += offset
+    shifted = (box[0] + offset, box[1], box[2] + offset, box[3])
     if lesion_xyr is not None:
         lesion_xyr = (lesion_xyr[0] + offset, lesion_xyr[1], lesion_xyr[2])
-    return RenderedImage(full, padding, tuple(box), lesion_xyr)
+    return RenderedImage(full, padding, shifted, lesion_xyr)
 
 
 def _burn_label(

@@ -9,8 +9,8 @@ note that the report shows, so nothing disappears silently.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -135,6 +135,101 @@ class StudyFrame:
     n_unlabelled: int
 
 
+@dataclass
+class _FrameBuilder:
+    """The analysis frame's columns, factors and notes as they are decided, column by column."""
+
+    data: dict[str, pd.Series | np.ndarray]
+    factors: list[Factor] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def add(
+        self, name: str, values: pd.Series, kind: str, post_outcome: bool = False, binned_from: str = ""
+    ) -> None:
+        """Keep ``name`` as a factor unless it is empty, single-valued or identifier-like (noted)."""
+        if values.isna().all() if kind == "continuous" else (values == MISSING).all():
+            self.notes.append(f"'{name}' is empty for every image: not analysed.")
+            return
+        if kind == "continuous":
+            self.data[name] = pd.to_numeric(values, errors="coerce").astype(float)
+            self.factors.append(Factor(name, kind, post_outcome=post_outcome))
+            return
+        distinct = values[values != MISSING].nunique()
+        if distinct < 2:
+            self.notes.append(f"'{name}' has a single recorded value: not analysed.")
+            return
+        if distinct > MAX_LEVELS:
+            self.notes.append(f"'{name}' has {distinct} distinct values (identifier-like): not analysed.")
+            return
+        self.data[name] = values
+        order = ORDERED.get(name) or (
+            sorted(set(values) - {MISSING}, key=_band_start) if binned_from else None
+        )
+        self.factors.append(
+            Factor(name, kind, _sort_levels(list(values.unique()), order), post_outcome, binned_from)
+        )
+
+
+def _canonical_factors(frame: _FrameBuilder, labelled: pd.DataFrame, flagged: Callable[[str], bool]) -> None:
+    for name in CANONICAL_FACTORS:
+        if name == "age_band":
+            if labelled["age"].notna().any():
+                frame.add(
+                    "age_band", age_bands(labelled["age"]), "ordinal", flagged("age"), binned_from="age"
+                )
+                if flagged("age"):
+                    frame.notes.append(
+                        "'age' is flagged by the leakage audit: its bands are shown, never tested or modelled."
+                    )
+            else:
+                frame.notes.append("'age' is empty for every image: no age bands and no age trend.")
+            continue
+        values = _as_levels(labelled[name])
+        if name == "implant":
+            values = values.map(lambda v: YES_NO.get(v, v))
+        frame.add(name, values, "ordinal" if name in ORDERED else "categorical", post_outcome=flagged(name))
+
+
+def _extra_factors(
+    frame: _FrameBuilder,
+    table: pd.DataFrame,
+    labelled: pd.DataFrame,
+    declared: dict[str, str],
+    flagged: Callable[[str], bool],
+) -> None:
+    """The dataset's own columns: the declared ones, or all of them guessed from their values."""
+    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in NOT_FACTORS]
+    undeclared = [c for c in extras if declared and c not in declared]
+    if undeclared:
+        frame.notes.append(
+            f"Extra column(s) {', '.join(undeclared)} not declared as factors by the dataset: "
+            "not analysed (they still appear in the leakage audit)."
+        )
+    for col in (c for c in extras if c not in undeclared):
+        kind = declared.get(col) or _guess_kind(labelled[col])
+        if kind not in ("categorical", "continuous"):
+            frame.notes.append(
+                f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed."
+            )
+            continue
+        if kind == "continuous":
+            numeric = pd.to_numeric(labelled[col], errors="coerce")
+            frame.add(col, numeric, kind, post_outcome=flagged(col))
+            if numeric.nunique() >= 4:
+                frame.add(
+                    f"{col}_quartile",
+                    quartiles(numeric),
+                    "ordinal",
+                    post_outcome=flagged(col),
+                    binned_from=col,
+                )
+        else:
+            frame.add(col, _as_levels(labelled[col]), kind, post_outcome=flagged(col))
+    for col in declared:
+        if col not in table.columns:
+            frame.notes.append(f"'{col}' is declared as a factor but is not a column of the table.")
+
+
 def build_study_frame(
     table: pd.DataFrame,
     extra_factors: dict[str, str] | None = None,
@@ -147,95 +242,29 @@ def build_study_frame(
     guessed from their values. Columns in ``post_outcome`` (Cohort.post_outcome, the adapter's declaration)
     or in ``leaky`` (the leakage audit's verdict) are shown but flagged: never tested, never a model term.
     """
-    notes: list[str] = []
     labelled = table[table["cancer"].notna()]
     n_unlabelled = len(table) - len(labelled)
+    frame = _FrameBuilder(
+        {
+            "patient_id": _id_codes(labelled["patient_id"]),
+            "breast_id": _id_codes(labelled["breast_id"]),
+            "image_id": _id_codes(labelled["image_id"]),
+            "cancer": labelled["cancer"].astype(float),
+            "age": pd.to_numeric(labelled["age"], errors="coerce").astype(float),
+        }
+    )
     if n_unlabelled:
-        notes.append(f"{n_unlabelled} image(s) without a cancer label are left out of every rate and model.")
-    data: dict[str, pd.Series | np.ndarray] = {
-        "patient_id": _id_codes(labelled["patient_id"]),
-        "breast_id": _id_codes(labelled["breast_id"]),
-        "image_id": _id_codes(labelled["image_id"]),
-        "cancer": labelled["cancer"].astype(float),
-        "age": pd.to_numeric(labelled["age"], errors="coerce").astype(float),
-    }
-    factors: list[Factor] = []
-
-    def add(
-        name: str, values: pd.Series, kind: str, post_outcome: bool = False, binned_from: str = ""
-    ) -> None:
-        if values.isna().all() if kind == "continuous" else (values == MISSING).all():
-            notes.append(f"'{name}' is empty for every image: not analysed.")
-            return
-        if kind == "continuous":
-            data[name] = pd.to_numeric(values, errors="coerce").astype(float)
-            factors.append(Factor(name, kind, post_outcome=post_outcome))
-            return
-        distinct = values[values != MISSING].nunique()
-        if distinct < 2:
-            notes.append(f"'{name}' has a single recorded value: not analysed.")
-            return
-        if distinct > MAX_LEVELS:
-            notes.append(f"'{name}' has {distinct} distinct values (identifier-like): not analysed.")
-            return
-        data[name] = values
-        order = ORDERED.get(name) or (
-            sorted(set(values) - {MISSING}, key=_band_start) if binned_from else None
-        )
-        factors.append(
-            Factor(name, kind, _sort_levels(list(values.unique()), order), post_outcome, binned_from)
+        frame.notes.append(
+            f"{n_unlabelled} image(s) without a cancer label are left out of every rate and model."
         )
 
-    for name in CANONICAL_FACTORS:
-        if name == "age_band":
-            if labelled["age"].notna().any():
-                flagged = "age" in post_outcome or "age" in leaky
-                add("age_band", age_bands(labelled["age"]), "ordinal", flagged, binned_from="age")
-                if flagged:
-                    notes.append(
-                        "'age' is flagged by the leakage audit: its bands are shown, never tested or modelled."
-                    )
-            else:
-                notes.append("'age' is empty for every image: no age bands and no age trend.")
-            continue
-        values = _as_levels(labelled[name])
-        if name == "implant":
-            values = values.map(lambda v: YES_NO.get(v, v))
-        add(
-            name,
-            values,
-            "ordinal" if name in ORDERED else "categorical",
-            post_outcome=name in post_outcome or name in leaky,
-        )
+    def flagged(name: str) -> bool:
+        return name in post_outcome or name in leaky
 
-    declared = dict(extra_factors or {})
-    extras = [c for c in table.columns if c not in CANONICAL_COLUMNS and c not in NOT_FACTORS]
-    undeclared = [c for c in extras if declared and c not in declared]
-    if undeclared:
-        notes.append(
-            f"Extra column(s) {', '.join(undeclared)} not declared as factors by the dataset: "
-            "not analysed (they still appear in the leakage audit)."
-        )
-    for col in (c for c in extras if c not in undeclared):
-        kind = declared.get(col) or _guess_kind(labelled[col])
-        if kind not in ("categorical", "continuous"):
-            notes.append(
-                f"'{col}' is declared as '{kind}', expected categorical or continuous: not analysed."
-            )
-            continue
-        flagged = col in post_outcome or col in leaky
-        if kind == "continuous":
-            numeric = pd.to_numeric(labelled[col], errors="coerce")
-            add(col, numeric, kind, post_outcome=flagged)
-            if numeric.nunique() >= 4:
-                add(f"{col}_quartile", quartiles(numeric), "ordinal", post_outcome=flagged, binned_from=col)
-        else:
-            add(col, _as_levels(labelled[col]), kind, post_outcome=flagged)
-    for col in declared:
-        if col not in table.columns:
-            notes.append(f"'{col}' is declared as a factor but is not a column of the table.")
-    frame = pl.from_pandas(pd.DataFrame(data).reset_index(drop=True))
-    return StudyFrame(frame, factors, notes, n_unlabelled)
+    _canonical_factors(frame, labelled, flagged)
+    _extra_factors(frame, table, labelled, dict(extra_factors or {}), flagged)
+    data = pl.from_pandas(pd.DataFrame(frame.data).reset_index(drop=True))
+    return StudyFrame(data, frame.factors, frame.notes, n_unlabelled)
 
 
 def _id_codes(ids: pd.Series) -> np.ndarray:

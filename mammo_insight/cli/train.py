@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
@@ -65,6 +64,7 @@ def command(
     from mammo_insight.files import claim_output
     from mammo_insight.runs.config import load_config
     from mammo_insight.stages.train import TrainStageConfig, run_train, write_train
+    from mammo_insight.training.engine import worker_rank
 
     options = load_config(
         config,
@@ -81,10 +81,8 @@ def command(
         device=device,
         cpu_threads=threads,
     )
-    # DDP worker ranks rerun this command while rank 0 holds the lock (Lightning sets LOCAL_RANK/NODE_RANK,
-    # torchrun RANK): only global rank 0 claims the folder
-    worker_rank = any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
-    with nullcontext() if worker_rank else claim_output(out, "train", markers=("folds",)):
+    # DDP worker ranks rerun this command while rank 0 holds the lock: only global rank 0 claims the folder
+    with nullcontext() if worker_rank() else claim_output(out, "train", markers=("folds",)):
         result = run_train(
             TrainStageConfig(
                 cache,

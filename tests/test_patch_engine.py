@@ -179,3 +179,37 @@ def test_killed_patch_train_resumes_and_ends_where_an_uninterrupted_run_ends(
 def test_a_rerun_with_other_settings_is_refused(synth_cache, straight) -> None:
     with pytest.raises(MammoInsightError, match="lesion_patches differ"):
         _run(synth_cache, straight, lesion_patches=2)
+
+
+@pytest.mark.slow
+def test_ddp_patch_train_on_two_cpu_processes_scores_every_patch_and_writes_once(
+    synth_cache, tmp_path
+) -> None:
+    """`patch-train --config` with devices = 2 and strategy = "ddp": two CPU processes (gloo) train each
+    fold; rank 0 alone scores, writes and reports."""
+    config = tmp_path / "ddp.toml"
+    config.write_text(
+        'model = "test_efficientnet"\npatch_size = 16\nfolds = 2\nepochs = 2\ndevice = "cpu"\n'
+        'cpu_threads = 1\ndevices = 2\nstrategy = "ddp"\n'
+    )
+    run = tmp_path / "run"
+    repo = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "mammo_insight.cli.app", "patch-train", "--cache", str(synth_cache)]
+        + ["--out", str(run), "--config", str(config)],
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("report: ") == 1
+    recorded = json.loads((run / "config.json").read_text())
+    assert (recorded["strategy"], recorded["devices"], recorded["epochs"]) == ("ddp", 2, 2)
+    patches = pd.read_csv(run / "patches.csv")
+    assert patches["prob"].between(0, 1).all() and set(patches["fold"]) == {0, 1}
+    for fold in (0, 1):
+        history = pd.read_csv(run / "folds" / f"fold_{fold}" / "history.csv")
+        assert sorted(history["epoch"].unique()) == [0, 1]
+    assert not (run / "checkpoints").exists()

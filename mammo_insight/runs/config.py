@@ -154,8 +154,7 @@ class TrainConfig:
     target_sensitivity: float = option(0.9, "with threshold_method sensitivity: the highest cut reaching it")
     label_column: str = option("cancer", "cache index column holding the 0/1 label")
 
-    def __post_init__(self) -> None:
-        # config.json gives lists and an [augment] dict: the same values, the types the fields declare
+    def __post_init__(self) -> None:  # config.json gives lists and an [augment] dict: the declared types
         if isinstance(self.augment, dict):
             object.__setattr__(self, "augment", _augment_of(type(self), self.augment, "[augment]"))
         if isinstance(self.image_size, list):
@@ -172,15 +171,13 @@ def _redefault(name: str, default: Any, why: str) -> Any:
     return option(default, f"{doc} ({why})")
 
 
-# Flips only: the patch dataset adds the quarter turn (transpose) that completes a square's symmetries.
 PATCH_AUGMENT = AugmentConfig(hflip=0.5, vflip=0.5, rotate_degrees=0.0, brightness=0.0, contrast=0.0)
 
 
 @dataclass(frozen=True)
 class PatchConfig(TrainConfig):
-    """patch-train's settings: the training options (same engine: Lightning, checkpoints, resume, devices),
-    the patch recipe's defaults where they differ, and how patches are sampled. Written to PATCHRUN/config.json.
-    """
+    """patch-train's settings (PATCHRUN/config.json): the training options, read by the same engine, with the
+    patch recipe's defaults where they differ, and how patches are sampled."""
 
     model: str = _redefault("model", "resnet10t", "patch-train: resnet10t")
     epochs: int = _redefault("epochs", 8, "patch-train: 8")
@@ -190,7 +187,7 @@ class PatchConfig(TrainConfig):
     pos_weight: float | str | None = _redefault("pos_weight", "auto", "patch-train: auto, balanced BCE")
     augment: AugmentConfig = field(
         default_factory=lambda: PATCH_AUGMENT,
-        metadata={"doc": "the [augment] table (patch-train: flips; every patch is also transposed at p 0.5)"},
+        metadata={"doc": "the [augment] table (patch-train: flips only; the patch dataset adds a transpose)"},
     )
     patch_size: int = option(32, "patch side in cache pixels, square")
     lesion_patches: int = option(4, "jittered patches per annotated lesion")
@@ -281,9 +278,8 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
 
 def _augment_of(cls: type[TrainConfig], values: dict[str, Any], source: str) -> AugmentConfig:
     """An [augment] table over the augmentation defaults of ``cls`` (a patch run's are flips only)."""
-    default = cls.__dataclass_fields__["augment"].default_factory()
     _coerce(AugmentConfig, values, source)  # names and types checked as given
-    return dataclasses.replace(default, **values)
+    return dataclasses.replace(cls.__dataclass_fields__["augment"].default_factory(), **values)
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -345,8 +341,7 @@ def validate_config(config: TrainConfig) -> None:
 
 
 def _patch_checks(config: PatchConfig) -> dict[str, bool]:
-    """A patch model scores one patch: single view at the patch size, average pooling (what a patch run's
-    readers rebuild), no whole-image start."""
+    """A patch model scores one patch: one view at the patch size, average pooling (what readers rebuild)."""
     return {
         "patch_size": config.patch_size >= 8,
         "lesion_patches": config.lesion_patches >= 1,

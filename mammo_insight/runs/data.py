@@ -44,7 +44,9 @@ def seeded_transform(transform: Transform | None, image: torch.Tensor, item_seed
     if transform is None or item_seed is None:
         return image
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(item_seed)
+        # the CPU generator only (what the transforms draw from): torch.manual_seed would also queue a
+        # seeding of every lazy CUDA/XPU/MTIA device, recording a stack trace each time (ms per item)
+        torch.default_generator.manual_seed(item_seed)
         return transform(image)
 
 

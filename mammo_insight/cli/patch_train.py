@@ -10,35 +10,37 @@ import typer
 
 from mammo_insight.nets.device import DEVICE_HELP
 
-Int = Annotated[int | None, typer.Option(min=1)]
-
 
 def command(
     cache: Annotated[
         Path, typer.Option(help="image cache with lesion annotations (`mammo-insight preprocess`)")
     ],
     out: Annotated[Path, typer.Option(help="patch run directory (rerun the same command to resume it)")],
-    patch_size: Annotated[int | None, typer.Option(min=8, help="patch side in cache pixels [32]")] = None,
+    patch_size: Annotated[
+        int | None, typer.Option(min=8, help="patch side in cache pixels; default 32")
+    ] = None,
     background_ratio: Annotated[
-        float | None, typer.Option(help="background patches per lesion patch [3]")
+        float | None, typer.Option(help="background patches per lesion patch; default 3")
     ] = None,
     lesion_patches: Annotated[
-        int | None, typer.Option(min=1, help="jittered patches per annotated lesion [4]")
+        int | None, typer.Option(min=1, help="jittered patches per annotated lesion; default 4")
     ] = None,
     jitter: Annotated[
-        float | None, typer.Option(help="centre jitter, fraction of the patch side per axis [0.25]")
+        float | None, typer.Option(help="centre jitter, fraction of the patch side per axis; default 0.25")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="any timm model name [resnet10t]")] = None,
+    model: Annotated[str | None, typer.Option(help="any timm model name; default resnet10t")] = None,
     pretrained: Annotated[
-        bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet start [no]")
+        bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet start; default no")
     ] = None,
     folds: Annotated[
-        int | None, typer.Option(min=2, help="patient-grouped folds (the same as `train`'s) [5]")
+        int | None, typer.Option(min=2, help="patient-grouped folds (the same as `train`'s); default 5")
     ] = None,
-    epochs: Int = None,
-    batch_size: Int = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs per fold; default 8")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="patches per batch; default 64")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate; default 1e-3")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of folds, sampling, initialisation; default 0")
+    ] = None,
     stride: Annotated[
         int | None, typer.Option(min=0, help="lesion-map stride in cache pixels (0: patch/4)")
     ] = None,
@@ -49,7 +51,7 @@ def command(
     threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads")] = None,
     config: Annotated[
         Path | None,
-        typer.Option(help="TOML file of training options (top-level keys or a [patch] table; flags win)"),
+        typer.Option(help="TOML file of training options (top-level keys or a table named patch; flags win)"),
     ] = None,
 ) -> None:
     """Write PATCHRUN/patches.csv, metrics.json, oof_predictions.csv, lesion-map checks, folds/, index.html."""

@@ -63,7 +63,8 @@ def bench_engine(cache: Path, table, config, size, device: str) -> list[float]:
     import lightning.pytorch as pl
 
     from mammo_insight.runs.data import CacheImageDataset
-    from mammo_insight.training.loop import lightning_device, make_loaders, make_module, make_trainer
+    from mammo_insight.training.engine import lightning_device, make_loaders, make_trainer
+    from mammo_insight.training.loop import make_module
 
     class EpochTimer(pl.Callback):
         def __init__(self) -> None:
@@ -102,7 +103,7 @@ def bench_bare(cache: Path, table, config, size, device: str) -> list[float]:
 
     from mammo_insight.nets.factory import create_backbone, input_normalization
     from mammo_insight.runs.data import CacheImageDataset
-    from mammo_insight.training.loop import lightning_device
+    from mammo_insight.training.engine import lightning_device
 
     torch.manual_seed(0)
     _, precision = lightning_device(config)

@@ -32,3 +32,18 @@ def data_dir() -> Path:
     if not value or not Path(value).is_dir():
         pytest.skip("MAMMO_INSIGHT_DATA_DIR is not set to a folder of real data")
     return Path(value)
+
+
+@pytest.fixture(scope="session")
+def synth_cache(tmp_path_factory) -> Path:
+    """A synthetic cohort with planted lesions (24 women, half positive) cached at 128x96: the patch tests' cache."""
+    from mammo_insight.cohort.adapters import load_cohort
+    from mammo_insight.imaging.build import build_cache
+    from mammo_insight.imaging.pipeline import PreprocessConfig
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    root = tmp_path_factory.mktemp("patch_synth")
+    make_synthetic_cohort(root / "data", n_patients=24, seed=1, size=(256, 192), prevalence=0.5)
+    cohort = load_cohort("rsna", root / "data")
+    build_cache(cohort, root / "cache", PreprocessConfig(size=(128, 96)), show_progress=False, sheet_size=0)
+    return root / "cache"

@@ -496,7 +496,7 @@ def test_a_malicious_fold_model_is_refused_in_one_line(tmp_path):
 def test_a_torn_last_checkpoint_is_set_aside_and_the_best_one_resumes(tmp_path, caplog):
     import torch
 
-    from mammo_insight.training.loop import resume_checkpoint
+    from mammo_insight.training.engine import resume_checkpoint
 
     ckpt = tmp_path / "fold_0"
     ckpt.mkdir()

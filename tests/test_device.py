@@ -54,7 +54,7 @@ def test_an_unknown_name_is_an_error(name):
 
 
 def test_training_uses_the_same_policy(monkeypatch):
-    from mammo_insight.training.loop import lightning_device
+    from mammo_insight.training.engine import lightning_device
 
     _cuda(monkeypatch, 0)
     assert lightning_device(load_config(None, device="auto")) == ("cpu", "32-true")

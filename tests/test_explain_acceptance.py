@@ -363,8 +363,8 @@ def test_multi_view_run_explains_every_view_of_a_breast(small_cohort):
 def test_multi_view_run_gets_a_lesion_map_for_every_view(small_cohort):
     """--patch-run on a multi-view run: each view of a breast mapped by the breast's fold patch model."""
     from mammo_insight.runs.patch import PatchConfig, build_patch_model
+    from mammo_insight.runs.run_io import save_fold_model
     from mammo_insight.stages.explain import ExplainConfig, run_explain
-    from mammo_insight.training.patches import save_patch_model
 
     root, cache = small_cohort
     run = _untrained_run(root, cache, "multi")
@@ -374,7 +374,7 @@ def test_multi_view_run_gets_a_lesion_map_for_every_view(small_cohort):
     (patch_run / "config.json").write_text(json.dumps(options.to_dict()))
     pd.read_csv(run / "oof_predictions.csv").to_csv(patch_run / "oof_predictions.csv", index=False)
     for fold in (0, 1):
-        save_patch_model(build_patch_model(options), patch_run / "folds" / f"fold_{fold}" / "model.pt")
+        save_fold_model(patch_run, fold, build_patch_model(options))
     result = run_explain(ExplainConfig(run=run, cache=cache, n=1, max_checked=3, patch_run=patch_run))
     checks = result.checks
     sampled = checks[checks["in_checks"]]

@@ -18,21 +18,14 @@ from mammo_insight.runs.patch import PatchConfig, cut_patches
 from mammo_insight.training.patches import patch_folds, sample_patches
 from mammo_insight.training.sources import load_training_table
 
-FAST = {"model": "test_efficientnet", "patch_size": 24, "folds": 3, "epochs": 4, "device": "cpu"}
-
-
-@pytest.fixture(scope="module")
-def synth_cache(tmp_path_factory) -> Path:
-    from mammo_insight.cohort.adapters import load_cohort
-    from mammo_insight.imaging.build import build_cache
-    from mammo_insight.imaging.pipeline import PreprocessConfig
-    from mammo_insight.synth.cohort import make_synthetic_cohort
-
-    root = tmp_path_factory.mktemp("patch_synth")
-    make_synthetic_cohort(root / "data", n_patients=24, seed=1, size=(256, 192), prevalence=0.5)
-    cohort = load_cohort("rsna", root / "data")
-    build_cache(cohort, root / "cache", PreprocessConfig(size=(128, 96)), show_progress=False, sheet_size=0)
-    return root / "cache"
+FAST = {
+    "model": "test_efficientnet",
+    "patch_size": 24,
+    "folds": 3,
+    "epochs": 4,
+    "device": "cpu",
+    "cpu_threads": 1,
+}
 
 
 def _sampled(cache: Path, **options) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame, PatchConfig]:

@@ -12,7 +12,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.runs.config import AugmentConfig, TrainConfig, load_config
 from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.training.augment import GridPatchDrop, build_augment
-from mammo_insight.training.loop import make_loaders
+from mammo_insight.training.engine import make_loaders
 from mammo_insight.training.losses import FocalLoss, build_loss
 from mammo_insight.training.sampling import (
     EpochSampler,
@@ -263,7 +263,7 @@ def test_config_toml_then_flags(tmp_path):
 def test_checkpoints_are_written_atomically_so_a_failed_save_keeps_the_last_good_one(tmp_path, monkeypatch):
     """Every fold's Trainer writes through AtomicCheckpointIO: a save that dies half-way (kill, full
     disk) leaves the previous last.ckpt whole and no stray temporary file."""
-    from mammo_insight.training import loop as training
+    from mammo_insight.training import engine as training
 
     trainer = training.make_trainer(TrainConfig(epochs=1), "cpu", "32-true", [])
     io = trainer.strategy.checkpoint_io
@@ -310,11 +310,11 @@ def test_config_takes_the_study_recipes_and_refuses_out_of_range_values(tmp_path
 def test_a_run_made_before_an_option_existed_still_resumes(tmp_path):
     """config.json without the newer keys reads them at their defaults: same settings resume, others refuse."""
     from mammo_insight.runs.run_io import save_run_config
-    from mammo_insight.training.loop import _check_resumable
+    from mammo_insight.training.engine import check_resumable
 
     old = TrainConfig().to_dict()
     del old["target_sensitivity"], old["augment"]["zoom"], old["augment"]["patch_drop_rate"]
     save_run_config(tmp_path, old)
-    _check_resumable(tmp_path, TrainConfig().to_dict())
+    check_resumable(tmp_path, TrainConfig().to_dict(), TrainConfig())
     with pytest.raises(MammoInsightError, match="augment differ"):
-        _check_resumable(tmp_path, TrainConfig(augment=AugmentConfig(zoom=0.1)).to_dict())
+        check_resumable(tmp_path, TrainConfig(augment=AugmentConfig(zoom=0.1)).to_dict(), TrainConfig())

@@ -2,40 +2,67 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP, is_ddp_worker
 
 
 def command(
     cache: Annotated[
         Path, typer.Option(help="image cache with lesion annotations (`mammo-insight preprocess`)")
     ],
-    out: Annotated[Path, typer.Option(help="patch run directory")],
-    patch_size: Annotated[int, typer.Option(min=8, help="patch side in cache pixels")] = 32,
-    background_ratio: Annotated[float, typer.Option(help="background patches per lesion patch")] = 3.0,
-    lesion_patches: Annotated[int, typer.Option(min=1, help="jittered patches per annotated lesion")] = 4,
-    jitter: Annotated[float, typer.Option(help="centre jitter, fraction of the patch side per axis")] = 0.25,
-    model: Annotated[str, typer.Option(help="any timm model name")] = "resnet10t",
-    pretrained: Annotated[bool, typer.Option("--pretrained/--no-pretrained", help="ImageNet start")] = False,
-    folds: Annotated[int, typer.Option(min=2, help="patient-grouped folds (the same as `train`'s)")] = 5,
-    epochs: Annotated[int, typer.Option(min=1)] = 8,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
-    lr: Annotated[float, typer.Option()] = 1e-3,
-    seed: Annotated[int, typer.Option()] = 0,
-    stride: Annotated[int, typer.Option(min=0, help="lesion-map stride in cache pixels (0: patch/4)")] = 0,
-    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
+    out: Annotated[Path, typer.Option(help="patch run directory (rerun the same command to resume it)")],
+    patch_size: Annotated[
+        int | None, typer.Option(min=8, help="patch side in cache pixels; default 32")
+    ] = None,
+    background_ratio: Annotated[
+        float | None, typer.Option(help="background patches per lesion patch; default 3")
+    ] = None,
+    lesion_patches: Annotated[
+        int | None, typer.Option(min=1, help="jittered patches per annotated lesion; default 4")
+    ] = None,
+    jitter: Annotated[
+        float | None, typer.Option(help="centre jitter, fraction of the patch side per axis; default 0.25")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="any timm model name; default resnet10t")] = None,
+    pretrained: Annotated[
+        bool | None, typer.Option("--pretrained/--no-pretrained", help="ImageNet start; default no")
+    ] = None,
+    folds: Annotated[
+        int | None, typer.Option(min=2, help="patient-grouped folds (the same as `train`'s); default 5")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="epochs per fold; default 8")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="patches per batch; default 64")] = None,
+    lr: Annotated[float | None, typer.Option(help="AdamW learning rate; default 1e-3")] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="seed of folds, sampling, initialisation; default 0")
+    ] = None,
+    stride: Annotated[
+        int | None, typer.Option(min=0, help="lesion-map stride in cache pixels (0: patch/4)")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto (bf16 on a GPU that has it, 32 on the CPU) | 32-true | 16-mixed")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch CPU threads")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="TOML file of training options (top-level keys or a table named patch; flags win)"),
+    ] = None,
 ) -> None:
     """Write PATCHRUN/patches.csv, metrics.json, oof_predictions.csv, lesion-map checks, folds/, index.html."""
     from mammo_insight.files import claim_output
-    from mammo_insight.runs.patch import PatchConfig
+    from mammo_insight.runs.config import PatchConfig, load_config
     from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train
 
-    options = PatchConfig(
+    options = load_config(
+        config,
+        kind=PatchConfig,
         patch_size=patch_size,
         background_ratio=background_ratio,
         lesion_patches=lesion_patches,
@@ -49,8 +76,12 @@ def command(
         seed=seed,
         map_stride=stride,
         device=device,
+        precision=precision,
+        cpu_threads=threads,
     )
-    with claim_output(out, "patch-train", markers=("folds",)):
+    # DDP worker ranks rerun this command while rank 0 holds the folder: only rank 0 claims it and writes
+    with nullcontext() if is_ddp_worker() else claim_output(out, "patch-train", markers=("folds",)):
         result = run_patch_train(PatchTrainConfig(cache, out, options))
         page = write_patch_train(result, out)
-    print_result(result, page, "report:")
+    if result.writer:
+        print_result(result, page, "report:")

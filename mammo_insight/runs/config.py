@@ -1,6 +1,8 @@
-"""The training configuration: one dataclass with defaults, overridable by a TOML file and CLI flags.
+"""The training configuration: one frozen dataclass with defaults, overridable by a TOML file and CLI flags.
 
 The resolved config is written to RUN/config.json, so a run can be rebuilt and resumed from it.
+``PatchConfig`` (patch-train) is a ``TrainConfig`` with the patch recipe's defaults and the sampling
+options added: both train on the same engine (training/engine.py) and pass the same validator.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def option(default: Any, doc: str) -> Any:
     return field(default=default, metadata={"doc": doc})
 
 
-@dataclass
+@dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation (the ``[augment]`` table); every transform is off at 0 (or False)."""
 
@@ -44,10 +46,17 @@ class AugmentConfig:
     )
     patch_size: int = option(16, "side in pixels of the grid cells patch_drop_rate drops")
 
+    def __post_init__(self) -> None:
+        if isinstance(self.erase_scale, list):  # config.json holds a list
+            object.__setattr__(self, "erase_scale", tuple(self.erase_scale))
 
-@dataclass
+
+@dataclass(frozen=True)
 class TrainConfig:
-    """Everything a training run depends on. Field names are the TOML keys (augment is a table)."""
+    """Everything a training run depends on. Field names are the TOML keys (augment is a table).
+
+    Frozen: a changed setting is a new config (``dataclasses.replace``), validated on construction.
+    """
 
     model: str = option("efficientnet_b0", "any timm model name, or small_cnn (from scratch)")
     view_mode: str = option("single", "single (one image per item) | multi (one breast per item)")
@@ -144,8 +153,57 @@ class TrainConfig:
     target_sensitivity: float = option(0.9, "with threshold_method sensitivity: the highest cut reaching it")
     label_column: str = option("cancer", "cache index column holding the 0/1 label")
 
+    def __post_init__(self) -> None:  # config.json gives lists and an [augment] dict: the declared types
+        if isinstance(self.augment, dict):
+            object.__setattr__(self, "augment", _augment_of(type(self), self.augment, "[augment]"))
+        if isinstance(self.image_size, list):
+            object.__setattr__(self, "image_size", tuple(self.image_size))
+        validate_config(self)
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _redefault(name: str, default: Any, why: str) -> Any:
+    """A TrainConfig option with another default in a specialisation (its documentation kept, `why` added)."""
+    doc = TrainConfig.__dataclass_fields__[name].metadata["doc"]
+    return option(default, f"{doc} ({why})")
+
+
+PATCH_AUGMENT = AugmentConfig(hflip=0.5, vflip=0.5, rotate_degrees=0.0, brightness=0.0, contrast=0.0)
+
+
+@dataclass(frozen=True)
+class PatchConfig(TrainConfig):
+    """patch-train's settings (PATCHRUN/config.json): the training options, read by the same engine, with the
+    patch recipe's defaults where they differ, and how patches are sampled."""
+
+    model: str = _redefault("model", "resnet10t", "patch-train: resnet10t")
+    epochs: int = _redefault("epochs", 8, "patch-train: 8")
+    batch_size: int = _redefault("batch_size", 64, "patch-train: 64 patches")
+    lr: float = _redefault("lr", 1e-3, "patch-train: 1e-3")
+    select_epoch: str = _redefault("select_epoch", "last", "patch-train: last")
+    pos_weight: float | str | None = _redefault("pos_weight", "auto", "patch-train: auto, balanced BCE")
+    augment: AugmentConfig = field(
+        default_factory=lambda: PATCH_AUGMENT,
+        metadata={"doc": "the [augment] table (patch-train: flips only; the patch dataset adds a transpose)"},
+    )
+    patch_size: int = option(32, "patch side in cache pixels, square")
+    lesion_patches: int = option(4, "jittered patches per annotated lesion")
+    jitter: float = option(0.25, "centre jitter, fraction of the patch side per axis")
+    background_ratio: float = option(3.0, "background patches per lesion patch")
+    tissue_level: float = option(0.05, "cache intensity above which a pixel is breast tissue")
+    map_stride: int = option(0, "lesion-map stride in cache pixels; 0: a quarter of the patch size")
+
+    @property
+    def stride(self) -> int:
+        return self.map_stride or max(1, self.patch_size // 4)
+
+    @property
+    def normalization(self) -> tuple[float, float] | None:
+        from mammo_insight.nets.factory import input_normalization  # timm: not at CLI start-up
+
+        return input_normalization(self.model) if self.normalize else None
 
 
 def _toml_value(value: Any) -> str:
@@ -164,13 +222,11 @@ def option_rows() -> list[tuple[str, str, str, str]]:
     """(TOML key, type, default, meaning) of every training option, ``augment.*`` for the [augment] table."""
     rows = []
     for cls, prefix in ((TrainConfig, ""), (AugmentConfig, "augment.")):
-        defaults = cls()
+        # the fields' declared defaults, not an instance: validating one would import torch at `--help`
         for f in dataclasses.fields(cls):
             if f.name == "augment":
                 continue
-            rows.append(
-                (prefix + f.name, str(f.type), _toml_value(getattr(defaults, f.name)), f.metadata["doc"])
-            )
+            rows.append((prefix + f.name, str(f.type), _toml_value(f.default), f.metadata["doc"]))
     return rows
 
 
@@ -203,8 +259,8 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
             f"{source}: unknown training option(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
         )
     kwargs = dict(values)
-    if cls is TrainConfig and isinstance(kwargs.get("augment"), dict):
-        kwargs["augment"] = _coerce(AugmentConfig, kwargs["augment"], f"{source} [augment]")
+    if issubclass(cls, TrainConfig) and isinstance(kwargs.get("augment"), dict):
+        kwargs["augment"] = _augment_of(cls, kwargs["augment"], f"{source} [augment]")
     for key in ("image_size", "erase_scale"):
         if isinstance(kwargs.get(key), list):
             kwargs[key] = tuple(kwargs[key])
@@ -215,6 +271,12 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
     if wrong:
         raise MammoInsightError(f"{source}: wrong type for training option(s) {'; '.join(wrong)}")
     return cls(**kwargs)
+
+
+def _augment_of(cls: type[TrainConfig], values: dict[str, Any], source: str) -> AugmentConfig:
+    """An [augment] table over the augmentation defaults of ``cls`` (a patch run's are flips only)."""
+    _coerce(AugmentConfig, values, source)  # names and types checked as given
+    return dataclasses.replace(cls.__dataclass_fields__["augment"].default_factory(), **values)
 
 
 def _fits(value: Any, hint: Any) -> bool:
@@ -239,8 +301,11 @@ def _type_name(hint: Any) -> str:
     return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Defaults <- TOML file <- overrides (CLI flags; None means 'not given')."""
+def load_config(
+    path: str | Path | None = None, *, kind: type[TrainConfig] = TrainConfig, **overrides: Any
+) -> TrainConfig:
+    """Defaults <- TOML file <- overrides (CLI flags; None means 'not given'); ``kind``: TrainConfig or
+    PatchConfig (whose file may hold its keys in a [patch] table)."""
     values: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
@@ -250,11 +315,9 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
             values = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise MammoInsightError(f"config file {path} is not valid TOML: {exc}") from exc
-        values = values.get("train", values)
+        values = values.get("patch" if kind is PatchConfig else "train", values)
     values.update({k: v for k, v in overrides.items() if v is not None})
-    config = _coerce(TrainConfig, values, str(path or "config"))
-    validate_config(config)
-    return config
+    return _coerce(kind, values, str(path or "config"))
 
 
 def config_from_dict(values: dict[str, Any]) -> TrainConfig:
@@ -264,10 +327,36 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 
 
 def validate_config(config: TrainConfig) -> None:
+    """The one validator of training settings (a PatchConfig's too): a one-line error naming every bad option."""
+    checks = {**_train_checks(config), **(_patch_checks(config) if isinstance(config, PatchConfig) else {})}
+    bad = [name for name, ok in checks.items() if not ok]
+    if bad:
+        raise MammoInsightError(
+            "invalid training option(s): "
+            + ", ".join(f"{name}={operator.attrgetter(name)(config)!r}" for name in bad)
+        )
+
+
+def _patch_checks(config: PatchConfig) -> dict[str, bool]:
+    """A patch model scores one patch: one view at the patch size, average pooling (what readers rebuild)."""
+    return {
+        "patch_size": config.patch_size >= 8,
+        "lesion_patches": config.lesion_patches >= 1,
+        "jitter": 0 <= config.jitter <= 0.5,
+        "background_ratio": config.background_ratio > 0,
+        "map_stride": config.map_stride >= 0,
+        "view_mode": config.view_mode == "single",
+        "image_size": config.image_size is None,
+        "pool": config.pool == "avg",
+        "init_patch_run": config.init_patch_run is None,
+    }
+
+
+def _train_checks(config: TrainConfig) -> dict[str, bool]:
     from mammo_insight.metrics.core import THRESHOLD_METHODS  # here: the CLI imports this module at start-up
     from mammo_insight.nets.pooling import POOLS  # and this one imports torch
 
-    checks = {
+    return {
         "view_mode": config.view_mode in {"single", "multi"},
         "schedule": config.schedule in {"cosine", "plateau", "none"},
         "monitor": config.monitor in {"pf1", "auc", "loss", "balanced_accuracy"},
@@ -305,9 +394,3 @@ def validate_config(config: TrainConfig) -> None:
         "init_patch_run": config.init_patch_run is None
         or (config.view_mode == "single" and not config.pretrained and not config.weights),
     }
-    bad = [name for name, ok in checks.items() if not ok]
-    if bad:
-        raise MammoInsightError(
-            "invalid training option(s): "
-            + ", ".join(f"{name}={operator.attrgetter(name)(config)!r}" for name in bad)
-        )

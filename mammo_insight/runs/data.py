@@ -39,15 +39,19 @@ def breast_table(table: pd.DataFrame, max_views: int, label_column: str = "cance
     return out.reset_index()
 
 
-def _seeded(transform: Transform | None, image: torch.Tensor, item_seed: int | None) -> torch.Tensor:
+def seeded_transform(transform: Transform | None, image: torch.Tensor, item_seed: int | None) -> torch.Tensor:
+    """``transform(image)`` drawn from torch's generator seeded by the item's seed (None: no augmentation)."""
     if transform is None or item_seed is None:
         return image
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(item_seed)
+        # the CPU generator only (what the transforms draw from): torch.manual_seed would also queue a
+        # seeding of every lazy CUDA/XPU/MTIA device, recording a stack trace each time (ms per item)
+        torch.default_generator.manual_seed(item_seed)
         return transform(image)
 
 
-def _key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+def item_key(key: int | tuple[int, int]) -> tuple[int, int | None]:
+    """(index, augmentation seed or None) from a sampler key (``EpochSampler`` yields pairs)."""
     return (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
 
 
@@ -96,9 +100,9 @@ class CacheImageDataset(Dataset):
         return image
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        i, seed = _key(key)
+        i, seed = item_key(key)
         return {
-            "image": _seeded(self.transform, self.image(i), seed),
+            "image": seeded_transform(self.transform, self.image(i), seed),
             "label": torch.tensor(self.labels[i]),
             "row": torch.tensor(i),
         }
@@ -135,10 +139,10 @@ class CacheBreastDataset(Dataset):
         return len(self.breasts)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
-        i, seed = _key(key)
+        i, seed = item_key(key)
         rows = self.breasts.at[i, "rows"]
         views = [
-            _seeded(self.transform, self.images.image(r), None if seed is None else seed + k)
+            seeded_transform(self.transform, self.images.image(r), None if seed is None else seed + k)
             for k, r in enumerate(rows)
         ]
         stack = torch.zeros((self.max_views, *views[0].shape), dtype=views[0].dtype)

@@ -4,7 +4,9 @@ A command of its own rather than `train --stage patch`: its outputs are a differ
 rows, patch models of a patch input size, lesion-map checks) that evaluate, embed, explain and predict
 do not read, so folding it into `train` would make every reader of a run folder ask which kind it holds.
 
-Everything is out-of-fold: the folds are the whole-image folds (``runs.patch.patch_folds``), each
+Each fold trains on the engine `train` uses (training/engine.py, through training/patches.py): config.json
+is written first, a rerun of an interrupted command resumes its unfinished fold from last.ckpt and skips
+the finished ones, and a rerun with other settings is refused. Everything is out-of-fold: the folds are the whole-image folds (``runs.patch.patch_folds``), each
 fold's model scores the patches and slides over the films of the women it never saw. Writes::
 
     PATCHRUN/config.json            PatchConfig plus the cache it read and that cache's image size
@@ -17,13 +19,14 @@ fold's model scores the patches and slides over the films of the women it never 
                                     statistics (map_*) and prob_learned (``models.map_pooling``)
     PATCHRUN/tables/lesion_map_checks.csv   per annotated image: pointing game, energy inside, chance
     PATCHRUN/lesion_map_metrics.json        their means with patient-bootstrap intervals
-    PATCHRUN/folds/fold_<k>/model.pt        the fold's patch classifier (state dict)
+    PATCHRUN/folds/fold_<k>/model.pt        the fold's patch classifier (state dict), written atomically
+    PATCHRUN/folds/fold_<k>/history.csv     its per-epoch loss, pF1, ROC-AUC of training and validation patches
+    PATCHRUN/checkpoints/fold_<k>/          Lightning's last.ckpt (every epoch) until the fold is done
     PATCHRUN/manifest.json, index.html
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -37,18 +40,20 @@ import torch
 
 from mammo_insight.explain import checks
 from mammo_insight.explain.lesion_map import LesionMap, lesion_map_record, slide
-from mammo_insight.files import write_csv_atomic, write_text_atomic
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, recorded_image_size
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
+from mammo_insight.metrics import ThresholdRule, evaluate_predictions, metrics_with_ci, save_metrics_json
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.report.blocks import fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
+from mammo_insight.runs.config import PatchConfig
 from mammo_insight.runs.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
-from mammo_insight.runs.patch import PatchConfig, build_patch_model, score_patches
+from mammo_insight.runs.patch import build_patch_model, load_patch_model, score_patches
+from mammo_insight.runs.run_io import fold_model_path, save_run_config
 from mammo_insight.stages.base import StageResult, finish_stage, working_folder
-from mammo_insight.training.patches import patch_folds, sample_patches, save_patch_model, train_patch_model
+from mammo_insight.training.patches import patch_folds, sample_patches, train_patch_folds
 from mammo_insight.training.sources import load_training_table
 
 log = logging.getLogger(__name__)
@@ -79,10 +84,19 @@ class PatchTrainResult(StageResult):
     map_checks: pd.DataFrame
     metrics: dict[str, Any]
     map_metrics: dict[str, Any]
+    writer: bool = True  # False on a DDP worker rank: it trained beside rank 0, which scores and writes
     stage = "patch-train"
     title = "Patch classifier and lesion maps"
 
+    @classmethod
+    def of_worker_rank(cls, config: PatchTrainConfig) -> PatchTrainResult:
+        """What a DDP worker rank holds once the folds are trained: nothing to write or show."""
+        empty = pd.DataFrame()
+        return cls(config, empty, empty, empty, {}, {}, writer=False)
+
     def headline(self) -> dict[str, str]:
+        if not self.writer:
+            return {}
         patch = self.metrics["patch"]
         image = self.metrics["image"]
         return {
@@ -104,10 +118,10 @@ def _mean_vs(summary: dict, key: str, chance: str) -> str:
 
 
 def run_patch_train(config: PatchTrainConfig) -> PatchTrainResult:
-    """Sample patches, train one patch model per fold, score the fold's patches and films out-of-fold."""
+    """Sample patches, train one patch model per fold (resuming an interrupted run), score the fold's
+    patches and films out-of-fold. On a DDP worker rank an empty result (rank 0 scores and writes)."""
     opts = config.options
     started = time.perf_counter()
-    device = resolve_device(opts.device)
     table = patch_folds(load_training_table(config.cache, opts.label_column), opts)
     table = table.assign(image_id=table["image_id"].astype(str))
     lesions = annotations.read(config.cache)
@@ -121,19 +135,49 @@ def run_patch_train(config: PatchTrainConfig) -> PatchTrainResult:
         opts.patch_size,
         len(table),
     )
+    if not train_patch_folds(config.out, run_values(config), patches, pixels, opts):
+        return PatchTrainResult.of_worker_rank(config)
     patches["prob"] = np.nan
-    lesions_of = annotations.by_image(lesions)
+    image_rows, check_rows = _score_folds(config, table, lesions, patches, pixels)
+    images = pd.DataFrame(image_rows)
+    images["prob_learned"], coefficients = learned_film_scores(images, opts.label_column)
+    map_checks = pd.DataFrame(check_rows)
+    metrics = _metrics(patches, images, opts)
+    metrics["learned_pooling"] = {"features": MAP_STATISTICS, "C": PENALTY_C, "coefficients": coefficients}
+    metrics["seconds"] = round(time.perf_counter() - started, 1)
+    metrics["train_loss"] = _train_losses(config.out, opts.folds)
+    return PatchTrainResult(config, patches, images, map_checks, metrics, _map_summary(map_checks, opts.seed))
+
+
+def run_values(config: PatchTrainConfig) -> dict[str, Any]:
+    """PATCHRUN/config.json: the options, the cache read and that cache's image size."""
+    return {
+        **config.options.to_dict(),
+        "cache": str(config.cache),
+        "cache_size": recorded_image_size(config.cache),
+        "stage": "patch-train",
+    }
+
+
+def _score_folds(
+    config: PatchTrainConfig,
+    table: pd.DataFrame,
+    lesions: pd.DataFrame,
+    patches: pd.DataFrame,
+    pixels: np.ndarray,
+) -> tuple[list[dict], list[dict]]:
+    """Each fold's saved model scores its own patches (into patches["prob"]) and slides over its own films:
+    (film rows, lesion-map check rows), the checks beside the same map from random weights."""
+    opts = config.options
+    device = resolve_device(opts.device)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(opts.seed + 1)
         twin = build_patch_model(opts).to(device).eval()
-    image_rows, check_rows, losses = [], [], {}
+    lesions_of = annotations.by_image(lesions)
+    image_rows, check_rows = [], []
     for fold in range(opts.folds):
-        train = (patches["fold"] != fold).to_numpy()
-        val = ~train
-        model, losses[fold] = train_patch_model(
-            pixels[train], patches.loc[train, "label"].to_numpy(), opts, device
-        )
-        save_patch_model(model, config.out / "folds" / f"fold_{fold}" / "model.pt")
+        model = load_patch_model(fold_model_path(config.out, fold), opts, device)
+        val = (patches["fold"] == fold).to_numpy()
         patches.loc[val, "prob"] = score_patches(model, pixels[val], device)
         for row in table[table["fold"] == fold].to_dict("records"):
             image = load_cache_image(config.cache, row)
@@ -147,15 +191,17 @@ def run_patch_train(config: PatchTrainConfig) -> PatchTrainResult:
                 scored, random_map, own, CacheGeometry.from_row(row), config.cache, stride=opts.stride
             )
             check_rows.append({**_image_facts(row, opts.label_column), "fold": fold, **record})
-        log.info("fold %d: trained on %d patches, final loss %.3f", fold, int(train.sum()), losses[fold][-1])
-    images = pd.DataFrame(image_rows)
-    images["prob_learned"], coefficients = learned_film_scores(images, opts.label_column)
-    map_checks = pd.DataFrame(check_rows)
-    metrics = _metrics(patches, images, opts)
-    metrics["learned_pooling"] = {"features": MAP_STATISTICS, "C": PENALTY_C, "coefficients": coefficients}
-    metrics["seconds"] = round(time.perf_counter() - started, 1)
-    metrics["train_loss"] = {str(k): [round(v, 4) for v in vs] for k, vs in losses.items()}
-    return PatchTrainResult(config, patches, images, map_checks, metrics, _map_summary(map_checks, opts.seed))
+    return image_rows, check_rows
+
+
+def _train_losses(out: Path, folds: int) -> dict[str, list[float]]:
+    """Each fold's mean training loss per epoch (its history.csv)."""
+    losses = {}
+    for fold in range(folds):
+        history = pd.read_csv(out / "folds" / f"fold_{fold}" / "history.csv")
+        train = history[history["split"] == "train"].sort_values("epoch")
+        losses[str(fold)] = [round(float(v), 4) for v in train["loss"]]
+    return losses
 
 
 def slide_film(
@@ -185,8 +231,9 @@ def _image_facts(row: dict, label: str) -> dict[str, Any]:
 def _metrics(patches: pd.DataFrame, images: pd.DataFrame, opts: PatchConfig) -> dict[str, Any]:
     label = opts.label_column
     patch = metrics_with_ci(patches["label"], patches["prob"], patches["patient_id"], seed=opts.seed)
-    levels = evaluate_predictions(images, None, seed=opts.seed, label=label)
-    learned = evaluate_predictions(images, None, seed=opts.seed, label=label, prob="prob_learned")
+    rule = ThresholdRule(opts.threshold_method, opts.target_sensitivity)
+    levels = evaluate_predictions(images, None, seed=opts.seed, label=label, rule=rule)
+    learned = evaluate_predictions(images, None, seed=opts.seed, label=label, prob="prob_learned", rule=rule)
     counts = patches.groupby("kind").size().to_dict()
     return {"patch": patch, **levels, "learned": learned, "patch_counts": counts, "folds": opts.folds}
 
@@ -206,14 +253,11 @@ def _map_summary(map_checks: pd.DataFrame, seed: int) -> dict[str, Any]:
 def write_patch_train(result: PatchTrainResult, out: Path) -> Path:
     """The run's tables and metrics, then the manifest, then index.html (returned)."""
     out = working_folder(result.config.out, out, "patch-train")
+    if not result.writer:
+        return out / "index.html"
     opts = result.config.options
-    values = {
-        **opts.to_dict(),
-        "cache": str(result.config.cache),
-        "cache_size": recorded_image_size(result.config.cache),
-        "stage": "patch-train",
-    }
-    write_text_atomic(out / "config.json", json.dumps(values, indent=2))
+    values = run_values(result.config)
+    save_run_config(out, values)
     write_csv_atomic(out / "patches.csv", result.patches)
     write_csv_atomic(out / "oof_predictions.csv", result.images)
     write_csv_atomic(out / "tables" / "lesion_map_checks.csv", result.map_checks)

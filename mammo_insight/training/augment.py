@@ -33,6 +33,25 @@ class GridPatchDrop(nn.Module):
         return f"patch_size={self.patch_size}, rate={self.rate}"
 
 
+class RandomTranspose(nn.Module):
+    """Swap height and width with probability ``p``: with both flips at 0.5, every one of a square's eight
+    symmetries (quarter turns and mirrors) is equally likely; draws from torch's generator."""
+
+    def __init__(self, p: float = 0.5):
+        super().__init__()
+        self.p = float(p)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return image.transpose(-1, -2) if torch.rand(1).item() < self.p else image
+
+
+def patch_augment(config: AugmentConfig) -> v2.Compose:
+    """A lesion patch's augmentation: the [augment] table (a patch run's default: both flips), then a
+    transpose at p 0.5, which completes the quarter turns (a lesion has no up or left)."""
+    steps = build_augment(config)
+    return v2.Compose([*(steps.transforms if steps else []), RandomTranspose(0.5)])
+
+
 def build_augment(config: AugmentConfig) -> v2.Compose | None:
     """The composed transform, or None when every augmentation is off."""
     steps: list[torch.nn.Module] = []

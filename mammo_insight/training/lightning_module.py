@@ -180,4 +180,8 @@ class StepSeed(pl.Callback):
         state = np.random.SeedSequence([self.seed, trainer.current_epoch, batch_idx]).generate_state(3)
         random.seed(int(state[0]))
         np.random.seed(int(state[1]))
-        torch.manual_seed(int(state[2]))  # seeds the CUDA generators as well
+        # torch.manual_seed on a process without CUDA queues a lazy CUDA seeding with a recorded stack
+        # trace on every call (milliseconds per batch, a queue that only grows): seed CUDA when it is up
+        torch.default_generator.manual_seed(int(state[2]))
+        if torch.cuda.is_initialized():
+            torch.cuda.manual_seed_all(int(state[2]))

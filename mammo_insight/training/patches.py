@@ -1,23 +1,45 @@
-"""Patch sampling and the patch classifier's training: lesion-centred and background patches cut from the cache.
+"""Patch sampling and the patch classifier's training: lesion-centred and background patches cut from the
+cache, one classifier per fold trained on the same engine as `train` (training/engine.py: Lightning,
+atomic checkpoints, resume after a kill, seeding, device policy, mixed precision, DDP).
 
 See :mod:`mammo_insight.runs.patch` for what a patch run is and how its models are read back.
 """
 
 from __future__ import annotations
 
+import logging
+import shutil
 from pathlib import Path
+from typing import Any
 
+import lightning.pytorch as pl
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
+from torch.utils.data import Dataset
 
 from mammo_insight.cohort.folds import assign_folds
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
-from mammo_insight.runs.patch import PatchConfig, build_patch_model, cut_patches, tissue_mask
+from mammo_insight.runs.config import PatchConfig
+from mammo_insight.runs.data import Transform, item_key, seeded_transform
+from mammo_insight.runs.patch import build_patch_model, cut_patches, tissue_mask
+from mammo_insight.runs.run_io import save_fold_model, save_run_config
+from mammo_insight.training.augment import patch_augment
+from mammo_insight.training.engine import (
+    check_resumable,
+    classifier_module,
+    cpu_threads,
+    fit_fold,
+    fit_folds,
+    lightning_device,
+    make_loaders,
+)
+from mammo_insight.training.sampling import soft_labels
 
+log = logging.getLogger(__name__)
 PATCH_COLUMNS = ["image_id", "patient_id", "fold", "cx", "cy", "label", "kind"]
 
 
@@ -79,55 +101,73 @@ def patch_folds(table: pd.DataFrame, config: PatchConfig) -> pd.DataFrame:
     return table.assign(fold=assign_folds(table, config.folds, config.seed, config.label_column).to_numpy())
 
 
-def _augment(batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Flips and quarter turns: a lesion has no up or left."""
-    out = batch
-    if torch.rand(1, generator=generator).item() < 0.5:
-        out = out.flip(-1)
-    if torch.rand(1, generator=generator).item() < 0.5:
-        out = out.flip(-2)
-    if torch.rand(1, generator=generator).item() < 0.5:
-        out = out.transpose(-1, -2)
-    return out
+class PatchDataset(Dataset):
+    """Cut patches -> {"image": 1xPxP, "label", "row"}; keys are an index or (index, augmentation seed),
+    so an item's augmentation depends only on (seed, epoch, item), as for the cache datasets."""
+
+    def __init__(self, pixels: np.ndarray, labels: np.ndarray, transform: Transform | None = None):
+        self.pixels = pixels
+        self.labels = np.asarray(labels, dtype=np.float32)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.pixels)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, torch.Tensor]:
+        i, seed = item_key(key)
+        image = torch.from_numpy(self.pixels[i]).unsqueeze(0)
+        return {
+            "image": seeded_transform(self.transform, image, seed).contiguous(),
+            "label": torch.tensor(self.labels[i]),
+            "row": torch.tensor(i),
+        }
 
 
-def train_patch_model(
-    patches: np.ndarray, labels: np.ndarray, config: PatchConfig, device: torch.device
-) -> tuple[nn.Module, list[float]]:
-    """One fold's patch classifier (BCE weighted negatives/positives, Adam, cosine); returns it and its losses."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_patch_model(config).to(device)
-    generator = torch.Generator().manual_seed(config.seed)
-    x = torch.from_numpy(patches).unsqueeze(1)
-    y = torch.from_numpy(labels.astype(np.float32))
-    n_pos = float(y.sum())
-    pos_weight = torch.tensor((len(y) - n_pos) / max(n_pos, 1.0), device=device)
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight)
-    optimiser = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    steps = config.epochs * int(np.ceil(len(y) / config.batch_size))
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(1, steps))
-    losses = []
-    for _ in range(config.epochs):
-        model.train()
-        order = torch.randperm(len(y), generator=generator)
-        total = 0.0
-        for start in range(0, len(y), config.batch_size):
-            idx = order[start : start + config.batch_size]
-            if len(idx) < 2:  # batch norm needs two samples
-                continue
-            batch = _augment(x[idx], generator).to(device)
-            loss = loss_fn(model(batch), y[idx].to(device))
-            optimiser.zero_grad()
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            total += loss.item() * len(idx)
-        losses.append(total / len(y))
-    return model.eval(), losses
+def train_patch_folds(
+    out_dir: Path, values: dict[str, Any], patches: pd.DataFrame, pixels: np.ndarray, config: PatchConfig
+) -> bool:
+    """One patch classifier per fold on the shared engine (training/engine.py), resuming an interrupted run.
+
+    Writes ``values`` to PATCHRUN/config.json first (a rerun with other settings is refused), then per fold
+    folds/fold_<k>/model.pt and history.csv (its presence marks the fold done); Lightning's checkpoints
+    live in checkpoints/fold_<k>/ until then. Returns False on a DDP rank other than 0.
+    """
+    check_resumable(out_dir, values, PatchConfig())
+    save_run_config(out_dir, values)
+
+    def done(fold: int) -> bool:
+        fold_dir = out_dir / "folds" / f"fold_{fold}"
+        return (fold_dir / "history.csv").is_file() and (fold_dir / "model.pt").is_file()
+
+    with cpu_threads(config):
+        return fit_folds(
+            config.folds,
+            done,
+            lambda fold: train_patch_fold(out_dir, patches, pixels, config, fold),
+            out_dir / "checkpoints",
+        )
 
 
-def save_patch_model(model: nn.Module, path: Path) -> None:
-    from mammo_insight.files import atomic_write
-
-    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+def train_patch_fold(
+    out_dir: Path, patches: pd.DataFrame, pixels: np.ndarray, config: PatchConfig, fold: int
+) -> bool:
+    """Fold ``fold``'s patch classifier, trained on the other folds' patches and validated on its own."""
+    train = (patches["fold"] != fold).to_numpy()
+    pl.seed_everything(config.seed + fold, workers=True, verbose=False)
+    accelerator, _ = lightning_device(config)
+    hard = patches.loc[train, "label"].to_numpy(np.float32)
+    train_ds = PatchDataset(
+        pixels[train], soft_labels(hard, config.positive_label), patch_augment(config.augment)
+    )
+    val_ds = PatchDataset(pixels[~train], patches.loc[~train, "label"].to_numpy(np.float32))
+    loaders = make_loaders(train_ds, val_ds, hard, config, accelerator=accelerator)
+    module = classifier_module(build_patch_model(config), config, hard, accelerator)
+    ckpt_dir = out_dir / "checkpoints" / f"fold_{fold}"
+    fit = fit_fold(module, loaders, config, ckpt_dir, seed=config.seed + fold, fold=fold)
+    if fit is None:
+        return False
+    save_fold_model(out_dir, fold, fit.model)
+    write_csv_atomic(out_dir / "folds" / f"fold_{fold}" / "history.csv", fit.history)  # marks it done
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    log.info("fold %d: trained on %d patches", fold, int(train.sum()))
+    return True

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -31,7 +32,9 @@ def command(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per CAM batch")] = 8,
-    seed: Annotated[int, typer.Option(help="seed of the randomised model and of the check sample")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=SEED_MAX, help="seed of the randomised model and of the check sample")
+    ] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     patch_run: Annotated[
         Path | None,

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.sizes import SEED_MAX
+
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder")],
@@ -22,7 +24,7 @@ def command(
         typer.Option(help="a synthetic cohort's planted_risk.csv: its true risk is scored beside the models"),
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="folds when the embeddings carry none")] = 5,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="random seed")] = 0,
     include_leaky: Annotated[
         list[str] | None,
         typer.Option(

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -25,7 +26,7 @@ def command(
     epochs: Annotated[int, typer.Option(min=1)] = 8,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     lr: Annotated[float, typer.Option()] = 1e-3,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX)] = 0,
     stride: Annotated[int, typer.Option(min=0, help="lesion-map stride in cache pixels (0: patch/4)")] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
 ) -> None:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.sizes import SEED_MAX
+
 
 def command(
     dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")],
@@ -31,7 +33,7 @@ def command(
     ] = "auto",
     sheet_size: Annotated[int, typer.Option(min=0, help="images on the contact sheet")] = 24,
     retry_failed: Annotated[bool, typer.Option(help="redo images that failed in an earlier run")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed of the contact-sheet sample")] = 0,
 ) -> None:
     """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
     from mammo_insight.files import claim_output

@@ -11,6 +11,7 @@ import typer
 
 from mammo_insight.models.config import options_epilog
 from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.sizes import SEED_MAX
 
 EPILOG = options_epilog()
 
@@ -22,7 +23,7 @@ def command(
     view_mode: Annotated[str | None, typer.Option(help="single (per image) or multi (per breast)")] = None,
     folds: Annotated[int | None, typer.Option(min=2, help="patient-grouped folds")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX)] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of training options (flags win)")] = None,
     weights: Annotated[
         Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")

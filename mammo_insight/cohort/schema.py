@@ -131,6 +131,21 @@ def _escapes_folder(values: pd.Series) -> pd.Series:
     return values.str.contains(ESCAPES_FOLDER, regex=True).fillna(False).astype(bool)
 
 
+# ids name cache files (ID.png, PATIENT/): no control character (a NUL ends a C path), and short enough that
+# the file name stays under the 255 bytes every common file system allows
+MAX_ID_BYTES = 200
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+
+
+def _bad_file_name(values: pd.Series) -> pd.Series:
+    """True where an id cannot be a file name: a control character, or over MAX_ID_BYTES in UTF-8."""
+    control = values.str.contains(CONTROL_CHARACTERS, regex=True).fillna(False).astype(bool)
+    too_long = values.str.len().fillna(0) * 4 > MAX_ID_BYTES  # only the long ones are encoded to count
+    if too_long.any():
+        too_long[too_long] = values[too_long].map(lambda v: len(v.encode("utf-8")) > MAX_ID_BYTES)
+    return control | too_long.astype(bool)
+
+
 def validate_cohort(
     table: pd.DataFrame,
     source: str = "cohort table",
@@ -210,6 +225,13 @@ def validate_cohort(
             raise CohortError(
                 f"{source}: column '{col}' names cache files, so it may not hold '..' or an absolute "
                 f"path; {values} in {_rows(unsafe)}"
+            )
+        bad_name = _bad_file_name(out[col])
+        if bad_name.any():
+            values = [v[:40] + ("..." if len(v) > 40 else "") for v in dict.fromkeys(out.loc[bad_name, col])]
+            raise CohortError(
+                f"{source}: column '{col}' names cache files, so it may not hold a control character or "
+                f"more than {MAX_ID_BYTES} bytes; {values[:MAX_ROWS_SHOWN]} in {_rows(bad_name)}"
             )
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():

@@ -31,7 +31,15 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise MammoInsightError(f"{run_dir} is not a training run: {path.name} is missing")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # torn by a kill or a full disk, or edited by hand
+        raise MammoInsightError(
+            f"{path}: not a readable run config ({exc}); rerun `train` to rewrite it"
+        ) from exc
+    if not isinstance(config, dict):
+        raise MammoInsightError(f"{path}: not a run config (a JSON object is expected)")
+    return config
 
 
 def save_run_config(run_dir: str | Path, config: dict[str, Any]) -> Path:

@@ -78,6 +78,8 @@ def read_mapping(path: Path | None) -> dict[str, Any]:
         mapping = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CohortError(f"generic: {path} is not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise CohortError(f"generic: {path} nests tables or arrays too deeply to read") from None
     unknown = sorted(set(mapping) - KEYS)
     if unknown:
         raise CohortError(f"generic: {path} has unknown key(s) {unknown}; allowed: {sorted(KEYS)}")

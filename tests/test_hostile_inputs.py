@@ -1,0 +1,91 @@
+"""Issue 31, hostile inputs round two: each listed case ends in a one-line error, a failures row, or the
+right result; never a traceback, never a silently wrong result.
+
+The CLI runs in-process through the real entry point (test_robust_cli.run_cli).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_robust_cli import RSNA_HEADER, RSNA_ROWS, assert_one_line_error, rsna_root, run_cli
+
+from mammo_insight.cohort.adapters import load_cohort
+from mammo_insight.errors import MammoInsightError
+
+
+@pytest.mark.parametrize("command", ["synth", "train", "preprocess", "eda", "compare", "explain"])
+def test_a_negative_seed_is_refused_before_any_work(command, tmp_path, capsys, monkeypatch):
+    code, out, err = run_cli(capsys, monkeypatch, command, "--out", tmp_path / "o", "--seed", "-1")
+    assert code == 2 and "Traceback" not in out + err and "--seed" in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_synth_stage_refuses_a_negative_seed(tmp_path):
+    from mammo_insight.stages.synth import SynthConfig, run_synth
+
+    with pytest.raises(MammoInsightError, match="seed must be an integer"):
+        run_synth(SynthConfig(out=tmp_path / "s", patients=2, seed=-1))
+
+
+def test_preprocess_size_beyond_the_bound_is_one_line(tmp_path, capsys, monkeypatch):
+    root = rsna_root(tmp_path)
+    result = run_cli(
+        capsys, monkeypatch, "preprocess", "--dataset", "rsna", "--root", root, "--out", tmp_path / "c",
+        "--size", "60000x60000",
+    )  # fmt: skip
+    assert_one_line_error(result, "too large", "8192")
+
+
+@pytest.mark.parametrize(
+    "image_id, words",
+    [("12\x0034", ["control character", "line(s) 2"]), ("x" * 300, ["200 bytes", "line(s) 2"])],
+)
+def test_an_image_id_that_cannot_name_a_file_is_refused(image_id, words, tmp_path, capsys, monkeypatch):
+    rows = RSNA_ROWS.splitlines(keepends=True)
+    first = rows[0].split(",")
+    first[2] = image_id
+    root = rsna_root(tmp_path, RSNA_HEADER + ",".join(first) + "".join(rows[1:]))
+    result = run_cli(
+        capsys, monkeypatch, "preprocess", "--dataset", "rsna", "--root", root, "--out", tmp_path / "c"
+    )
+    assert_one_line_error(result, "image_id", *words)
+
+
+def test_a_truncated_run_config_is_one_line(tmp_path):
+    from test_trained_run import make_run
+
+    from mammo_insight.models.run_io import load_run_config
+
+    make_run(tmp_path / "run", "single", folds=(0,))
+    config = tmp_path / "run" / "config.json"
+    config.write_text(config.read_text()[:25])
+    with pytest.raises(MammoInsightError, match="config.json: not a readable run config"):
+        load_run_config(tmp_path / "run")
+    config.write_text(json.dumps([1, 2]))
+    with pytest.raises(MammoInsightError, match="JSON object"):
+        load_run_config(tmp_path / "run")
+
+
+def test_predict_on_a_run_with_a_truncated_config_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_trained_run import make_run
+
+    make_run(tmp_path / "run", "single", folds=(0,))
+    config = tmp_path / "run" / "config.json"
+    config.write_text(config.read_text()[:25])
+    images = tmp_path / "images"
+    images.mkdir()
+    result = run_cli(
+        capsys, monkeypatch, "predict", "--run", tmp_path / "run", "--images", images,
+        "--out", tmp_path / "p.csv",
+    )  # fmt: skip
+    assert_one_line_error(result, "config.json")
+
+
+def test_load_cohort_on_a_valid_table_still_works(tmp_path):
+    cohort = load_cohort("rsna", rsna_root(tmp_path))
+    assert len(cohort.table) == 12 and isinstance(cohort.table, pd.DataFrame)
+    assert Path(cohort.table["image_path"].iloc[0]).name.endswith(".dcm")

@@ -7,6 +7,9 @@ The CLI runs in-process through the real entry point (test_robust_cli.run_cli).
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -15,6 +18,8 @@ from test_robust_cli import RSNA_HEADER, RSNA_ROWS, assert_one_line_error, rsna_
 
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.errors import MammoInsightError
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.parametrize("command", ["synth", "train", "preprocess", "eda", "compare", "explain"])
@@ -89,3 +94,26 @@ def test_load_cohort_on_a_valid_table_still_works(tmp_path):
     cohort = load_cohort("rsna", rsna_root(tmp_path))
     assert len(cohort.table) == 12 and isinstance(cohort.table, pd.DataFrame)
     assert Path(cohort.table["image_path"].iloc[0]).name.endswith(".dcm")
+
+
+@pytest.mark.slow
+def test_train_onto_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path):
+    """A file-size limit (RLIMIT_FSIZE: EFBIG, the same path as ENOSPC) stops the first checkpoint write."""
+    from train_cache import write_cache
+
+    cache = write_cache(tmp_path / "cache", n_patients=8, seed=0)
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))\n"
+        "from mammo_insight.cli.app import main\n"
+        f"sys.argv = ['mammo-insight', 'train', '--cache', {str(cache)!r}, '--out', {str(tmp_path / 'run')!r},"
+        " '--model', 'small_cnn', '--folds', '2', '--epochs', '1', '--threads', '1']\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], check=False, capture_output=True, text=True, timeout=600, cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "1000"},
+    )  # fmt: skip
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(errors) == 1 and ".ckpt: File too large" in errors[0], errors

@@ -34,6 +34,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image, recorded_image_size
 from mammo_insight.models.factory import build_classifier, input_normalization
+from mammo_insight.models.run_io import save_torch
 
 log = logging.getLogger(__name__)
 PATCH_COLUMNS = ["image_id", "patient_id", "fold", "cx", "cy", "label", "kind"]
@@ -250,7 +251,7 @@ def patch_batches(patches: np.ndarray, batch_size: int) -> Iterator[torch.Tensor
 def save_patch_model(model: nn.Module, path: Path) -> None:
     from mammo_insight.files import atomic_write
 
-    atomic_write(path, lambda tmp: torch.save(model.state_dict(), tmp))
+    atomic_write(path, lambda tmp: save_torch(model.state_dict(), tmp))
 
 
 def load_patch_model(path: Path, config: PatchConfig, device: torch.device) -> nn.Module:

@@ -40,7 +40,13 @@ from mammo_insight.models.lightning_module import ClassifierModule, GroupUnfreez
 from mammo_insight.models.losses import build_loss
 from mammo_insight.models.patches import check_patch_run, init_from_patch_run, patch_scale_mismatch
 from mammo_insight.models.predict import predict_cache
-from mammo_insight.models.run_io import TornCheckpointError, load_weights, save_fold_model, save_run_config
+from mammo_insight.models.run_io import (
+    TornCheckpointError,
+    load_weights,
+    save_fold_model,
+    save_run_config,
+    save_torch,
+)
 from mammo_insight.models.sampling import EpochSampler, pos_weight_value, soft_labels, worker_init
 from mammo_insight.models.sources import SOURCE_COLUMN, external_name, load_sources
 
@@ -281,7 +287,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        atomic_write(path, lambda tmp: save_torch(checkpoint, tmp))
 
 
 def make_trainer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -54,6 +55,30 @@ def inside_root(path: str | Path, root: str | Path) -> bool:
     """
     real_root = os.path.realpath(root)
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
+
+
+def inside_dataset(path: str | Path, root: str | Path) -> bool:
+    """:func:`inside_root`, also following the folder links the user made in the root itself.
+
+    A project often points at a read-only mount with a link (``root/train_images -> /kaggle/input/...``):
+    such a link directly inside the root is the user's choice, so files under its target are inside the
+    dataset. Links deeper down (a patient folder, one file) and paths from table content stay confined.
+    """
+    if inside_root(path, root):
+        return True
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([target, real]) == target for target in _linked_folders(str(root)))
+
+
+@functools.lru_cache(maxsize=32)
+def _linked_folders(root: str) -> tuple[str, ...]:
+    """The real paths of the folder links directly inside root (read once per process and root)."""
+    try:
+        with os.scandir(root) as entries:
+            links = [e.path for e in entries if e.is_symlink()]
+    except OSError:
+        return ()
+    return tuple(os.path.realpath(p) for p in links if os.path.isdir(p))
 
 
 def write_csv_atomic(path: str | Path, frame: pd.DataFrame, **to_csv: Any) -> Path:

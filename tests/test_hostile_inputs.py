@@ -117,3 +117,93 @@ def test_train_onto_a_full_disk_is_one_line_naming_the_checkpoint(tmp_path):
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
     assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
     assert len(errors) == 1 and ".ckpt: File too large" in errors[0], errors
+
+
+# the display check (issue 31): stored values vary, the header's transform shows one grey ---------------
+
+DISPLAY_EDITS = {
+    "slope -1 under a linear window": {"RescaleSlope": -1, "RescaleIntercept": 0, "VOILUTFunction": "LINEAR"},
+    "window width 1e30": {"WindowWidth": 1e30, "WindowCenter": 100},
+    "sigmoid of width 1": {"VOILUTFunction": "SIGMOID", "WindowWidth": 1, "WindowCenter": -5000},
+}
+
+
+@pytest.mark.slow
+def test_a_header_that_displays_a_constant_image_is_a_failure_row(tmp_path):
+    import pydicom
+
+    from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    make_synthetic_cohort(tmp_path / "ds", n_patients=3, seed=1, size=(64, 48))
+    files = sorted((tmp_path / "ds" / "train_images").rglob("*.dcm"))
+    edited = {}
+    for path, (case, edits) in zip(files, DISPLAY_EDITS.items(), strict=False):
+        ds = pydicom.dcmread(path)
+        for key, value in edits.items():
+            setattr(ds, key, value)
+        ds.save_as(path)
+        edited[path.stem] = case
+    config = PreprocessStageConfig("rsna", tmp_path / "ds", tmp_path / "cache", size=(64, 48), sheet_size=0)
+    result = run_preprocess(config)
+    failures = pd.read_csv(tmp_path / "cache" / "failures.csv", dtype=str)
+    assert set(failures["image_id"]) == set(edited), failures
+    assert failures["reason"].str.contains("displayed image .after the modality and VOI LUT.").all()
+    assert result.summary["ok"] == len(files) - len(edited)
+
+
+# links the user made are followed; a run that caches (almost) nothing is not a success ------------------
+
+
+@pytest.mark.slow
+def test_a_linked_image_folder_is_followed_and_deeper_links_stay_refused(tmp_path, capsys, monkeypatch):
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    make_synthetic_cohort(tmp_path / "mount", n_patients=2, seed=3, size=(64, 48))
+    root = tmp_path / "project"
+    root.mkdir()
+    (root / "train.csv").write_bytes((tmp_path / "mount" / "train.csv").read_bytes())
+    (root / "train_images").symlink_to(tmp_path / "mount" / "train_images", target_is_directory=True)
+    outside = tmp_path / "elsewhere.dcm"
+    one = next((tmp_path / "mount" / "train_images").rglob("*.dcm"))
+    outside.write_bytes(one.read_bytes())
+    one.unlink()
+    one.symlink_to(outside)  # a link inside the linked folder, to a file out of it: still refused
+    code, _, err = run_cli(
+        capsys, monkeypatch, "preprocess", "--dataset", "rsna", "--root", root, "--out", tmp_path / "c",
+        "--size", "64x48", "--sheet-size", "0", "--max-failed-share", "0.5",
+    )  # fmt: skip
+    assert code == 0, err
+    failures = pd.read_csv(tmp_path / "c" / "failures.csv", dtype=str)
+    assert list(failures["image_id"]) == [one.stem] and "outside the image root" in failures["reason"][0]
+    index = pd.read_parquet(tmp_path / "c" / "index.parquet")
+    assert (index["status"] == "ok").sum() == len(index) - 1
+
+
+@pytest.mark.slow
+def test_a_run_that_fails_too_many_images_exits_non_zero_with_the_count(tmp_path, capsys, monkeypatch):
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    make_synthetic_cohort(tmp_path / "ds", n_patients=2, seed=3, size=(64, 48))
+    files = sorted((tmp_path / "ds" / "train_images").rglob("*.dcm"))
+    files[0].write_bytes(b"not a dicom")
+    args = [
+        "preprocess",
+        "--dataset",
+        "rsna",
+        "--root",
+        tmp_path / "ds",
+        "--size",
+        "64x48",
+        "--sheet-size",
+        "0",
+    ]
+    result = run_cli(capsys, monkeypatch, *args, "--out", tmp_path / "c1")
+    assert_one_line_error(result, f"1 of {len(files)} images failed", "--max-failed-share", "failures.csv")
+    assert (tmp_path / "c1" / "index.parquet").is_file()  # the cache is still written
+    code, _, err = run_cli(capsys, monkeypatch, *args, "--out", tmp_path / "c2", "--max-failed-share", "0.2")
+    assert code == 0, err
+    for path in files:
+        path.write_bytes(b"not a dicom")
+    result = run_cli(capsys, monkeypatch, *args, "--out", tmp_path / "c3", "--max-failed-share", "1")
+    assert_one_line_error(result, f"cached none of the {len(files)} images")

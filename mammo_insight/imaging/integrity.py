@@ -370,6 +370,22 @@ def pixel_problem(pixels: np.ndarray, ds=None) -> str | None:
     return None
 
 
+def display_problem(display: np.ndarray) -> str | None:
+    """What makes a displayed image (stored values after the modality and VOI LUT) unreadable, or None.
+
+    Stored values can vary while the header's transform maps them all to one grey: a RescaleSlope of -1
+    under a positive window, a window of width 1e30, a SIGMOID of width 1, BitsStored below the data.
+    The same rule as for stored values: one value on more than NEAR_CONSTANT_SHARE of the pixels."""
+    values, counts = np.unique(display, return_counts=True)
+    share = counts.max() / counts.sum()
+    if len(values) == 1 or share > NEAR_CONSTANT_SHARE:
+        return (
+            f"the displayed image (after the modality and VOI LUT) shows {share:.1%} of its pixels at one "
+            f"grey ({int(values[counts.argmax()])} of 65535): check RescaleSlope, the window and BitsStored"
+        )
+    return None
+
+
 def coded_length_problem(pixels: np.ndarray, ds) -> str | None:
     """Do the decoded pixels code to exactly the lossless JPEG stream's length? Recounted from the
     stream's own predictor and Huffman table, a sound image needs every entropy-coded byte of each

@@ -120,6 +120,24 @@ def write_preprocess(result: PreprocessResult) -> Path:
     return finish_stage(c.out, result, config, seed=c.seed, inputs=table_files(c), report=sheet)
 
 
+MAX_FAILED_SHARE = 0.1
+
+
+def check_failures(summary: dict[str, Any], out: Path, max_share: float = MAX_FAILED_SHARE) -> None:
+    """Refuse (after the cache is written) a run that cached nothing or failed more than `max_share` of its
+    images: a cache of a few survivors must not pass as a finished preprocess (the exit status says so)."""
+    images, failed = summary["images"], summary["failed"]
+    if images and summary["ok"] == 0:
+        raise MammoInsightError(
+            f"preprocess cached none of the {images:,} images: see {out / 'failures.csv'}"
+        )
+    if images and failed / images > max_share:
+        raise MammoInsightError(
+            f"preprocess: {failed:,} of {images:,} images failed ({failed / images:.1%}, over the "
+            f"{max_share:.0%} allowed by --max-failed-share): see {out / 'failures.csv'}"
+        )
+
+
 def table_files(config: PreprocessStageConfig) -> dict[str, Path]:
     """The files the cohort was read from, for the manifest's sha256s: the tables directly under the root
     (train.csv, Info.txt, a CMMD or INbreast spreadsheet, ...) and the mapping. The images themselves are

@@ -207,3 +207,88 @@ def test_a_run_that_fails_too_many_images_exits_non_zero_with_the_count(tmp_path
         path.write_bytes(b"not a dicom")
     result = run_cli(capsys, monkeypatch, *args, "--out", tmp_path / "c3", "--max-failed-share", "1")
     assert_one_line_error(result, f"cached none of the {len(files)} images")
+
+
+@pytest.mark.parametrize("shape", [(1, 20000), (7, 300), (300, 7, 3)])
+def test_a_tiny_png_is_refused_like_a_dicom(shape, tmp_path):
+    import cv2
+    import numpy as np
+
+    from mammo_insight.errors import DicomError
+    from mammo_insight.imaging.decode import read_image
+
+    path = tmp_path / "tiny.png"
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, shape, dtype=np.uint8))
+    with pytest.raises(DicomError, match=r"tiny.png: a \d+x\d+ image is too small"):
+        read_image(path, "auto")
+    cv2.imwrite(str(path), np.random.default_rng(0).integers(0, 255, (8, 300), dtype=np.uint8))
+    assert read_image(path, "auto").pixels.shape == (8, 300)
+
+
+# breast and woman ids are derived, never trusted ---------------------------------------------------------
+
+
+def _rsna_with(tmp_path: Path, edit) -> Path:
+    rows = [line.split(",") for line in RSNA_ROWS.splitlines()]
+    header = RSNA_HEADER.strip().split(",")
+    header, rows = edit(header, rows)
+    return rsna_root(tmp_path, "\n".join(",".join(r) for r in [header, *rows]) + "\n")
+
+
+def test_a_prediction_id_merging_two_sides_is_refused_naming_the_rows(tmp_path):
+    def edit(header, rows):  # patient 10's right breast is given the left one's id
+        return [*header, "prediction_id"], [[*r, f"{r[1]}_{'L' if r[1] == '10' else r[3]}"] for r in rows]
+
+    with pytest.raises(MammoInsightError, match=r"names more than one woman's breast.*'10_L'.*line\(s\) 2"):
+        load_cohort("rsna", _rsna_with(tmp_path, edit))
+
+
+def test_a_prediction_id_shared_by_two_women_is_refused(tmp_path):
+    def edit(header, rows):
+        return [*header, "prediction_id"], [[*r, f"{'10' if r[1] == '11' else r[1]}_{r[3]}"] for r in rows]
+
+    with pytest.raises(MammoInsightError, match="names more than one woman's breast"):
+        load_cohort("rsna", _rsna_with(tmp_path, edit))
+
+
+def test_a_breast_split_over_two_prediction_ids_is_refused(tmp_path):
+    def edit(header, rows):
+        return [*header, "prediction_id"], [[*r, f"{r[1]}_{r[3]}_{r[2]}"] for r in rows]
+
+    with pytest.raises(MammoInsightError, match="differs between images of one breast"):
+        load_cohort("rsna", _rsna_with(tmp_path, edit))
+
+
+def test_a_consistent_prediction_id_is_taken(tmp_path):
+    def edit(header, rows):
+        return [*header, "prediction_id"], [[*r, f"{r[1]}-{r[3]}"] for r in rows]
+
+    cohort = load_cohort("rsna", _rsna_with(tmp_path, edit))
+    assert cohort.table["breast_id"].nunique() == 6 and cohort.table["breast_id"].iloc[0] == "10-L"
+
+
+def test_two_label_columns_of_one_name_are_refused(tmp_path):
+    def edit(header, rows):  # the second 'cancer' says every image is positive
+        return [*header, "cancer"], [[*r, "1"] for r in rows]
+
+    with pytest.raises(MammoInsightError, match=r"'cancer' appear more than once in the header"):
+        load_cohort("rsna", _rsna_with(tmp_path, edit))
+
+
+@pytest.mark.slow
+def test_a_breast_whose_images_disagree_is_listed_and_counted_positive(tmp_path, caplog):
+    from mammo_insight.stages.eda import EdaConfig, run_eda, write_eda
+
+    def edit(header, rows):  # patient 11's left CC image says cancer, its MLO image does not
+        return header, [[*r[:6], "1" if r[2] == "110" else r[6], r[7]] for r in rows]
+
+    root = _rsna_with(tmp_path, edit)
+    result = run_eda(EdaConfig(dataset="rsna", root=root))
+    assert "1 breast(s) have images labelled both 0 and 1" in caplog.text
+    write_eda(result, tmp_path / "eda")
+    listed = pd.read_csv(tmp_path / "eda" / "tables" / "label_conflicts.csv", dtype={"patient_id": str})
+    assert listed[["breast_id", "n_images", "n_positive", "label_used"]].values.tolist() == [
+        ["11_L", 2, 1, 1]
+    ]
+    assert any("labelled both 0 and 1" in note for note in result.study.notes)
+    assert result.study.summary["n_cancer_breasts"] == 2  # 10_L and the conflicting 11_L

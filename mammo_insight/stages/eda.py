@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.schema import Cohort, label_conflicts
 from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.files import write_csv_atomic, write_text_atomic
 from mammo_insight.stages.base import StageResult, finish_stage
@@ -43,6 +43,7 @@ class EdaResult(StageResult):
     config: EdaConfig
     study: StudyResult
     inputs: dict[str, Path] = field(default_factory=dict)
+    label_conflicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # breasts labelled both 0 and 1
     stage = "eda"
     title = "Dataset study (EDA)"
 
@@ -90,7 +91,14 @@ def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
         cohort, inputs = load_cohort_source(
             cohort=config.cohort, dataset=config.dataset, root=config.root, mapping=config.mapping
         )
-    return EdaResult(config, run_study(cohort, seed=config.seed), inputs)
+    conflicts = label_conflicts(cohort.table)
+    if len(conflicts):
+        note = (
+            f"{len(conflicts):,} breast(s) have images labelled both 0 and 1: each counts as positive (a "
+            "breast's label is the maximum of its images'); they are listed in tables/label_conflicts.csv."
+        )
+        cohort = replace(cohort, notes=[*cohort.notes, note])
+    return EdaResult(config, run_study(cohort, seed=config.seed), inputs, conflicts)
 
 
 def write_eda(result: EdaResult, out: Path) -> Path:
@@ -101,6 +109,7 @@ def write_eda(result: EdaResult, out: Path) -> Path:
     write_text_atomic(out / "summary.json", json.dumps({k: study.summary[k] for k in SUMMARY_KEYS}, indent=2))
     for name in ("rates", "odds_ratios", "leakage", "missingness", "tests", "models"):
         write_csv_atomic(tables / f"{name}.csv", getattr(study, name))
+    write_csv_atomic(tables / "label_conflicts.csv", result.label_conflicts)
     if not study.site_machine.empty:
         write_csv_atomic(tables / "site_machine.csv", study.site_machine, index=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}

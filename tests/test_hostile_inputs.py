@@ -292,3 +292,85 @@ def test_a_breast_whose_images_disagree_is_listed_and_counted_positive(tmp_path,
     ]
     assert any("labelled both 0 and 1" in note for note in result.study.notes)
     assert result.study.summary["n_cancer_breasts"] == 2  # 10_L and the conflicting 11_L
+
+
+# fuse-train: embeddings of another cohort ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_fuse_train_refuses_embeddings_covering_few_breasts_unless_allowed(tmp_path):
+    from test_fusion import FAST, simulated_embeddings, synthetic_table
+
+    from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
+
+    table = synthetic_table(tmp_path, 200)
+    emb = simulated_embeddings(table)
+    patients = table["patient_id"].drop_duplicates()
+    few = emb[emb["patient_id"].isin(set(patients.iloc[: len(patients) // 3]))]  # a third of the women
+    cfg = FusionConfig(n_boot=20, shap_rows=50, interaction_rows=20, params=FAST)
+    with pytest.raises(
+        MammoInsightError, match=r"cover \d+ of the cohort's \d+ labelled breasts .*under the 90%"
+    ):
+        run_fusion(table, few, cfg)
+    partial = run_fusion(table, few, FusionConfig(**{**cfg.__dict__, "allow_partial": True}))
+    assert any(w.startswith("WARNING: Embeddings cover") for w in partial.warnings)
+    full = run_fusion(table, emb, cfg)
+    assert any(w.startswith("Embeddings cover 400 of the cohort's 400") for w in full.warnings), full.warnings
+
+
+# the terminal: data never drives it ----------------------------------------------------------------------
+
+ESCAPE = "\x1b[2J\x1b[31mPWN\x1b[0m"
+
+
+def test_control_characters_of_data_are_escaped_in_log_lines():
+    import io
+    import logging
+
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    from mammo_insight.cli.terminal import EscapeControl, safe
+
+    stream = io.StringIO()
+    handler = RichHandler(console=Console(file=stream, force_terminal=False, width=200), show_path=False)
+    handler.addFilter(EscapeControl())
+    logger = logging.getLogger("test_terminal_escape")
+    logger.addHandler(handler)
+    try:
+        logger.warning("site %s has few images", ESCAPE)
+        logger.warning(f"an f-string with {ESCAPE} and \x9b5m")
+    finally:
+        logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert "\x1b" not in text and "\x9b" not in text and r"\x1b[2J\x1b[31mPWN\x1b[0m" in text
+    assert safe("line\tone\nline two") == "line\tone\nline two"
+
+
+def test_an_error_naming_data_with_escapes_is_escaped(tmp_path, capsys, monkeypatch):
+    result = run_cli(
+        capsys,
+        monkeypatch,
+        "cohort",
+        "--dataset",
+        "rsna",
+        "--root",
+        tmp_path / ESCAPE,
+        "--out",
+        tmp_path / "c.parquet",
+    )
+    assert_one_line_error(result, r"\x1b[2J")
+    assert "\x1b" not in result[1] + result[2]
+
+
+@pytest.mark.slow
+def test_eda_output_on_a_table_with_escapes_is_escaped(tmp_path, capsys, monkeypatch):
+    def edit(header, rows):
+        return header, [[ESCAPE if i == 0 else c for i, c in enumerate(r)] for r in rows]
+
+    root = _rsna_with(tmp_path, edit)
+    code, out, err = run_cli(
+        capsys, monkeypatch, "eda", "--dataset", "rsna", "--root", root, "--out", tmp_path / "eda"
+    )
+    assert code == 0, err
+    assert "\x1b" not in out + err

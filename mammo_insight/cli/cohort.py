@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
+
 
 def command(
     dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast or generic")],
@@ -22,13 +24,13 @@ def command(
         result = run_cohort(CohortConfig(dataset, root, mapping))
         write_cohort(result, out)
     for key, value in result.counts().items():
-        typer.echo(f"{key}: {'not identified by the source' if value is None else value}")
+        echo(f"{key}: {'not identified by the source' if value is None else value}")
     for note in result.cohort.notes:
-        typer.echo(f"note: {note}")
+        echo(f"note: {note}")
     if not result.counts()["n_labelled_images"]:
-        typer.echo(
+        echo(
             "labels: missing: no image has a cancer label (no label column, or one under another name), "
             "so nothing can be counted as positive"
         )
-    typer.echo(f"label: {result.cohort.label_meaning}")
-    typer.echo(f"wrote {out}")
+    echo(f"label: {result.cohort.label_meaning}")
+    echo(f"wrote {out}")

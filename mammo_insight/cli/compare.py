@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -25,5 +26,5 @@ def command(
         result = run_compare(CompareConfig((*runs, *(more_runs or [])), out, n_boot, seed))
         page = write_compare(result)
     for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        echo(f"{label}: {value}")
+    echo(f"report: {page}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -21,4 +22,4 @@ def command(
 
     with claim_output(out, "demo", reuse=True):
         page = run_demo(out, DemoSettings(patients=patients, seed=seed))
-    typer.echo(f"open {page}")
+    echo(f"open {page}")

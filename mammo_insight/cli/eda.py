@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -27,7 +28,7 @@ def command(
     with claim_output(out, "eda"):
         result = run_eda(EdaConfig(dataset=dataset, root=root, mapping=mapping, cohort=cohort, seed=seed))
         page = write_eda(result, out)
-    typer.echo(", ".join(f"{key}: {value}" for key, value in result.headline().items()))
+    echo(", ".join(f"{key}: {value}" for key, value in result.headline().items()))
     for finding in result.findings[:3]:
-        typer.echo(f"- {finding}")
-    typer.echo(f"wrote {page}")
+        echo(f"- {finding}")
+    echo(f"wrote {page}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.models.device import DEVICE_HELP
 
 
@@ -27,6 +28,6 @@ def command(
             EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device, workers=workers)
         )
         path = write_embed(result, out)
-    typer.echo(f"images: {len(result.images)} ({result.n_held_out} not out-of-fold: mean over fold models)")
-    typer.echo(f"breasts: {len(result.breasts)}; embedding dim: {result.dim}")
-    typer.echo(f"wrote {path}")
+    echo(f"images: {len(result.images)} ({result.n_held_out} not out-of-fold: mean over fold models)")
+    echo(f"breasts: {len(result.breasts)}; embedding dim: {result.dim}")
+    echo(f"wrote {path}")

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
+
 
 def command(
     runs: Annotated[list[Path], typer.Option(help="run folders trained on the same folds (--runs A B C)")],
@@ -22,5 +24,5 @@ def command(
         result = run_ensemble(EnsembleConfig((*runs, *(more_runs or [])), out, n_boot))
         page = write_ensemble(result)
     for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        echo(f"{label}: {value}")
+    echo(f"report: {page}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.models.device import DEVICE_HELP
 
 
@@ -45,5 +46,5 @@ def command(
         )
         page = write_evaluate(result, out)
     for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        echo(f"{label}: {value}")
+    echo(f"report: {page}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.models.device import DEVICE_HELP
 from mammo_insight.sizes import SEED_MAX
 
@@ -75,14 +76,14 @@ def command(
         "randomised_pointing_game",
     ):
         value = result.metrics.get(key)
-        typer.echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
+        echo(f"{key}: {value:.3f}" if isinstance(value, float) else f"{key}: {value}")
     lesion_map = result.metrics.get("lesion_map") or {}
     for key in ("pointing_game", "energy_inside", "lesion_area_fraction", "randomised_pointing_game"):
         if key in lesion_map:
             value = lesion_map[key]
-            typer.echo(
+            echo(
                 f"lesion map {key}: {value:.3f}" if isinstance(value, float) else f"lesion map {key}: {value}"
             )
     for problem in result.failures:
-        typer.echo(f"problem: {problem}", err=True)
-    typer.echo(f"wrote {page}")
+        echo(f"problem: {problem}", err=True)
+    echo(f"wrote {page}")

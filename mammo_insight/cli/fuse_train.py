@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -41,6 +42,13 @@ def command(
     threads: Annotated[
         int, typer.Option(min=1, help="LightGBM threads per model (1 is safest on a busy machine)")
     ] = 1,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            help="fit even when the embeddings cover under 90% of the cohort's labelled breasts "
+            "(the page states the coverage)"
+        ),
+    ] = False,
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
     from mammo_insight.files import claim_output
@@ -70,15 +78,16 @@ def command(
         shap_rows=shap_rows,
         workers=workers,
         threads=threads,
+        allow_partial=allow_partial,
     )
     with claim_output(out, "fuse-train"):
         result = run_fuse(config)
         page = write_fuse(result, out)
     for model, body in result.scores.items():
-        typer.echo(
+        echo(
             f"{model}: breast-level ROC-AUC {fmt_ci(body['roc_auc'])}, PR-AUC {fmt_ci(body['pr_auc'])}, "
             f"pF1 {fmt_ci(body['pf1'])}, {body['n']} breasts, {body['n_pos']} positive"
         )
     for w in result.fusion.warnings:
-        typer.echo(w, err=True)
-    typer.echo(f"wrote {page}")
+        echo(w, err=True)
+    echo(f"wrote {page}")

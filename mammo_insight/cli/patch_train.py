@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.models.device import DEVICE_HELP
 from mammo_insight.sizes import SEED_MAX
 
@@ -54,5 +55,5 @@ def command(
         result = run_patch_train(PatchTrainConfig(cache, out, options))
         page = write_patch_train(result)
     for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        echo(f"{label}: {value}")
+    echo(f"report: {page}")

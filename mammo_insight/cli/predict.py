@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.models.device import DEVICE_HELP
 
 
@@ -68,15 +69,15 @@ def command(
         breast_csv = write_predict(result, out)
     breasts, files = result.breasts, result.images
     scored = breasts["prob"].notna()
-    typer.echo(
+    echo(
         f"breasts: {int(scored.sum())} scored, {int(breasts.loc[scored, 'decision'].sum())} positive at "
         f"threshold {result.threshold:.3f}"
     )
     failed = files[files["status"] != "ok"]
-    typer.echo(f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed")
+    echo(f"images: {int((files['status'] == 'ok').sum())} scored, {len(failed)} failed")
     for row in failed.head(10).itertuples(index=False):
-        typer.echo(f"  failed: {row.file}: {row.reason}")
-    typer.echo(f"breast predictions{' (RSNA format)' if output_format == 'rsna' else ''}: {breast_csv}")
-    typer.echo(f"image predictions: {image_csv_path(breast_csv)}")
+        echo(f"  failed: {row.file}: {row.reason}")
+    echo(f"breast predictions{' (RSNA format)' if output_format == 'rsna' else ''}: {breast_csv}")
+    echo(f"image predictions: {image_csv_path(breast_csv)}")
     if cams is not None:
-        typer.echo(f"Grad-CAM overlays: {cams / 'index.html'}")
+        echo(f"Grad-CAM overlays: {cams / 'index.html'}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -77,7 +78,7 @@ def command(
         result = run_preprocess(config)
         write_preprocess(result)
     for key, value in result.summary.items():
-        typer.echo(f"{key}: {value}")
+        echo(f"{key}: {value}")
     if result.summary["failed"]:
-        typer.echo(f"{result.summary['failed']} image(s) failed: see {out / 'failures.csv'}")
+        echo(f"{result.summary['failed']} image(s) failed: see {out / 'failures.csv'}")
     check_failures(result.summary, out, max_failed_share)

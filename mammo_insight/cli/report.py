@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
+
 
 def command(
     runs: Annotated[list[Path], typer.Option(help="stage directories, or folders holding them")],
@@ -19,4 +21,4 @@ def command(
 
     with claim_output(out, "report", reuse=True):  # an index may sit beside the outputs it links
         page = write_report([*runs, *(more_runs or [])], out)
-    typer.echo(f"wrote {page}")
+    echo(f"wrote {page}")

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -52,4 +53,4 @@ def command(
         )
         write_synth(result)
     for key, value in result.summary.items():
-        typer.echo(f"{key}: {value}")
+        echo(f"{key}: {value}")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli.terminal import echo
 from mammo_insight.models.config import options_epilog
 from mammo_insight.models.device import DEVICE_HELP
 from mammo_insight.sizes import SEED_MAX
@@ -99,5 +100,5 @@ def command(
             return
         page = write_train(result)
     for label, value in result.headline().items():
-        typer.echo(f"{label}: {value}")
-    typer.echo(f"report: {page}")
+        echo(f"{label}: {value}")
+    echo(f"report: {page}")

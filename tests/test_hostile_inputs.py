@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_robust_cli import RSNA_HEADER, RSNA_ROWS, assert_one_line_error, rsna_root, run_cli
 
 from mammo_insight.cohort.adapters import load_cohort
@@ -374,3 +376,68 @@ def test_eda_output_on_a_table_with_escapes_is_escaped(tmp_path, capsys, monkeyp
     )
     assert code == 0, err
     assert "\x1b" not in out + err
+
+
+# CSV tables opened in spreadsheets -----------------------------------------------------------------------
+
+
+TEXT = st.text(st.characters(exclude_characters="\r\n"), max_size=8)  # a CSV round trip keeps these
+
+
+@given(
+    cells=st.lists(
+        st.one_of(TEXT, st.sampled_from(["=1+1", "-1.5", "+3", "@A1", "-x", "\tA", "1e5"])),
+        min_size=1,
+        max_size=8,
+    )
+)
+@settings(max_examples=150, deadline=None)
+def test_the_csv_writer_defuses_formulas_and_keeps_numbers(tmp_path_factory, cells):
+    from mammo_insight.files import write_csv_atomic
+
+    path = tmp_path_factory.mktemp("csv") / "t.csv"
+    write_csv_atomic(path, pd.DataFrame({"text": cells, "n": range(len(cells))}))
+    back = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for written, original in zip(back["text"], cells, strict=True):
+        if original.startswith(("=", "+", "-", "@", "\t")) and not _number(original):
+            assert written == "'" + original, (written, original)
+        else:
+            assert written == original, (written, original)
+    assert back["n"].tolist() == [str(i) for i in range(len(cells))]
+
+
+def test_a_carriage_return_first_is_defused_too():
+    from mammo_insight.files import defuse_cell
+
+    assert defuse_cell("\r=1") == "'\r=1" and defuse_cell(-3) == -3 and defuse_cell("-3") == "-3"
+
+
+def _number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def test_failures_csv_defuses_a_formula_image_id(tmp_path, capsys, monkeypatch):
+    def edit(header, rows):
+        return header, [[*r[:2], "@SUM(1+1)" if r[2] == "100" else r[2], *r[3:]] for r in rows]
+
+    root = _rsna_with(tmp_path, edit)
+    (root / "train_images" / "11").mkdir(parents=True)
+    (root / "train_images" / "11" / "110.dcm").write_bytes(b"not a dicom")
+    args = [
+        "preprocess",
+        "--dataset",
+        "rsna",
+        "--root",
+        root,
+        "--out",
+        tmp_path / "c",
+        "--max-failed-share",
+        "1",
+    ]
+    assert_one_line_error(run_cli(capsys, monkeypatch, *args), "cached none")  # no image files here
+    text = (tmp_path / "c" / "failures.csv").read_text()
+    assert "'@SUM(1+1)" in text and "\n@SUM" not in text

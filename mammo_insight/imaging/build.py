@@ -22,7 +22,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.files import atomic_write
+from mammo_insight.files import atomic_write, write_csv_atomic
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import (
     CACHE_COLUMNS,
@@ -274,7 +274,7 @@ def build_cache(
             "reason": [r for r, f in zip(reasons, failed) if f],
         }
     )[FAILURE_COLUMNS]
-    atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
+    write_csv_atomic(out_dir / FAILURES_FILE, failures)
     lesions = annotations.to_cache(cohort.annotations, index, out_dir)
     annotations.write(lesions, out_dir)
     sheet_rows = index[index["image_id"].astype(str).isin(sample) & ~failed]

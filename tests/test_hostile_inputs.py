@@ -441,3 +441,42 @@ def test_failures_csv_defuses_a_formula_image_id(tmp_path, capsys, monkeypatch):
     assert_one_line_error(run_cli(capsys, monkeypatch, *args), "cached none")  # no image files here
     text = (tmp_path / "c" / "failures.csv").read_text()
     assert "'@SUM(1+1)" in text and "\n@SUM" not in text
+
+
+@pytest.mark.parametrize("csv", ["/etc/passwd", "../outside.csv", "sub/../../outside.csv", "link.csv"])
+def test_a_mapping_table_out_of_the_root_is_refused(csv, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "outside.csv").write_text("patient_id,image_id,laterality\n1,a,L\n")
+    (root / "link.csv").symlink_to(tmp_path / "outside.csv")
+    (root / "m.toml").write_text(f'csv = "{csv}"\n[columns]\npatient_id = "patient_id"\n')
+    with pytest.raises(MammoInsightError, match="leads out of the dataset root"):
+        load_cohort("generic", root, root / "m.toml")
+
+
+def test_a_mapping_table_in_a_linked_folder_of_the_root_is_read(tmp_path):
+    (tmp_path / "mount").mkdir()
+    (tmp_path / "mount" / "t.csv").write_text("patient_id,image_id,laterality,cancer\n1,a,L,0\n1,b,R,1\n")
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "tables").symlink_to(tmp_path / "mount", target_is_directory=True)
+    (root / "m.toml").write_text(
+        'csv = "tables/t.csv"\n[columns]\npatient_id = "patient_id"\nimage_id = "image_id"\n'
+        'laterality = "laterality"\ncancer = "cancer"\n'
+    )
+    assert len(load_cohort("generic", root, root / "m.toml").table) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["train", "patch-train"])
+def test_a_missing_gpu_is_refused_before_a_lock_or_config_is_written(command, tmp_path, capsys, monkeypatch):
+    import torch
+    from train_cache import write_cache
+
+    cache = write_cache(tmp_path / "cache", n_patients=4, seed=0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = run_cli(
+        capsys, monkeypatch, command, "--cache", cache, "--out", tmp_path / "run", "--device", "cuda"
+    )
+    assert_one_line_error(result, "--device cuda", "no CUDA GPU")
+    assert not (tmp_path / "run").exists()

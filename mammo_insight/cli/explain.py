@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.terminal import echo
-from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.models.device import DEVICE_HELP, resolve_device
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -48,6 +48,7 @@ def command(
     from mammo_insight.files import claim_output
     from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
+    resolve_device(device)  # a GPU that is not there stops here: no lock, no config.json yet
     with claim_output(out, "explain"):
         result = run_explain(
             ExplainConfig(

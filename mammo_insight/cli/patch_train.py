@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.terminal import echo
-from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.models.device import DEVICE_HELP, resolve_device
 from mammo_insight.sizes import SEED_MAX
 
 
@@ -51,6 +51,7 @@ def command(
         map_stride=stride,
         device=device,
     )
+    resolve_device(device)  # a GPU that is not there stops here: no lock, no config.json yet
     with claim_output(out, "patch-train", markers=("folds",)):
         result = run_patch_train(PatchTrainConfig(cache, out, options))
         page = write_patch_train(result)

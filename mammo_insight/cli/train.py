@@ -11,7 +11,7 @@ import typer
 
 from mammo_insight.cli.terminal import echo
 from mammo_insight.models.config import options_epilog
-from mammo_insight.models.device import DEVICE_HELP
+from mammo_insight.models.device import DEVICE_HELP, resolve_device
 from mammo_insight.sizes import SEED_MAX
 
 EPILOG = options_epilog()
@@ -86,6 +86,7 @@ def command(
     # DDP worker ranks rerun this command while rank 0 holds the lock (Lightning sets LOCAL_RANK/NODE_RANK,
     # torchrun RANK): only global rank 0 claims the folder
     worker_rank = any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
+    resolve_device(options.device)  # a GPU that is not there stops here: no lock, no config.json yet
     with nullcontext() if worker_rank else claim_output(out, "train", markers=("folds",)):
         result = run_train(
             TrainStageConfig(

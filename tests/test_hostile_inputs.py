@@ -480,3 +480,34 @@ def test_a_missing_gpu_is_refused_before_a_lock_or_config_is_written(command, tm
     )
     assert_one_line_error(result, "--device cuda", "no CUDA GPU")
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_demo_stage_log_grows_from_its_first_line_with_a_line_per_epoch(tmp_path, caplog):
+    import threading
+    import time
+
+    from train_cache import write_cache
+
+    from mammo_insight.stages.demo import _run_stage
+
+    cache = write_cache(tmp_path / "cache", n_patients=8, seed=0)
+    log_path = tmp_path / "logs" / "train.log"
+    args = ["train", "--cache", str(cache), "--out", str(tmp_path / "run"), "--model", "small_cnn"]
+    args += ["--folds", "2", "--epochs", "3", "--threads", "1"]
+    outcome: list = []
+    worker = threading.Thread(target=lambda: outcome.append(_run_stage(args, log_path, "[1/1] train")))
+    caplog.set_level("INFO")
+    worker.start()
+    seen_while_running = False
+    while worker.is_alive():
+        if log_path.is_file() and "epoch 1/3" in log_path.read_text(errors="replace"):
+            seen_while_running = worker.is_alive()
+            break
+        time.sleep(0.2)
+    worker.join()
+    assert seen_while_running, log_path.read_text() if log_path.is_file() else "no log"
+    code, last = outcome[0]
+    assert code == 0 and last.startswith("report:"), (code, last)
+    text = log_path.read_text()
+    assert text.count("epoch 3/3") == 2 and "[1/1] train | " in caplog.text

@@ -232,10 +232,12 @@ def build_cache(
         )
     skipped = len(done)
     n_failed = 0
+    n_now, total, step = 0, len(tasks) + len(immediate), max(1, (len(tasks) + len(immediate)) // 10)
+    log.info("preprocess: %d image(s) to cache, %d already done", total, skipped)
     with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
 
         def keep(record: dict[str, Any]) -> None:
-            nonlocal n_failed
+            nonlocal n_failed, n_now
             journal.write(json.dumps(record) + "\n")
             journal.flush()
             done[record["image_id"]] = record
@@ -247,6 +249,9 @@ def build_cache(
                         record["reason"],
                         " (further failures only in failures.csv)" if n_failed == MAX_FAILURES_LOGGED else "",
                     )
+            n_now += 1
+            if n_now % step == 0 or n_now == total:  # a line per tenth: progress in any log, not only a TTY
+                log.info("preprocess: %d of %d images (%d failed)", n_now, total, n_failed)
 
         for record in immediate:
             keep(record)

@@ -80,6 +80,18 @@ class History(pl.Callback):
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
         epoch = trainer.current_epoch
         lr = self._lr
+        if (
+            trainer.is_global_zero
+        ):  # a line per epoch: a long run shows it is alive in any log, not only a TTY
+            log.info(
+                "epoch %d/%d: train loss %.4f, val loss %.4f, val ROC-AUC %.3f, val pF1 %.3f",
+                epoch + 1,
+                trainer.max_epochs,
+                m.get("train_loss", np.nan),
+                m.get("val_loss", np.nan),
+                m.get("val_auc", np.nan),
+                m.get("val_pf1", np.nan),
+            )
         self.rows = [r for r in self.rows if r["epoch"] != epoch]
         for split in ("train", "val"):
             self.rows.append(

@@ -511,3 +511,16 @@ def test_a_demo_stage_log_grows_from_its_first_line_with_a_line_per_epoch(tmp_pa
     assert code == 0 and last.startswith("report:"), (code, last)
     text = log_path.read_text()
     assert text.count("epoch 3/3") == 2 and "[1/1] train | " in caplog.text
+
+
+@pytest.mark.slow
+def test_the_hostile_corpus_has_no_traceback_silent_wrong_result_or_hole():
+    """benchmarks/hostile_corpus.py: over 200 cases beyond the listed ones, by kind (exit 1 on any bad one)."""
+    done = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "hostile_corpus.py")], check=False, capture_output=True,
+        text=True, timeout=1200, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+    )  # fmt: skip
+    totals = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
+    assert totals["traceback"] == totals["silent wrong"] == totals["hole"] == 0
+    assert sum(totals.values()) >= 200 and totals["correct"] >= 50 and totals["clear error"] >= 150

@@ -21,8 +21,10 @@ Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -210,11 +212,22 @@ def _decode(ds, path: Path, backend: str) -> np.ndarray:
     return np.asarray(pixels)
 
 
+def _not_a_file(path: Path) -> str:
+    """Why a path is not a readable image file, in the user's words (a folder is not 'not found')."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return "file not found" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image file"
+    return "is not a regular file (a FIFO, socket or device); not read"
+
+
 def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     """Stored pixel values (2-D, integer) of one image; raises DicomError with the reason."""
     path = Path(path)
     if not path.is_file():
-        raise DicomError(f"{path}: file not found")
+        raise DicomError(f"{path}: {_not_a_file(path)}")
     if path.suffix.lower() in PLAIN_SUFFIXES:
         return _read_plain(path)
     ds = _read_header(path)

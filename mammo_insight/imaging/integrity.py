@@ -309,7 +309,9 @@ def _native_length_problem(ds) -> str | None:
         )
     except (AttributeError, TypeError, ValueError):
         return None  # the decoder names a missing size tag itself
-    found = len(ds.PixelData)
+    found = len(ds.PixelData or b"")  # an empty element reads as None
+    if found == 0:
+        return "the pixel data element is empty (no image stored)"
     if found not in (expected, expected + 1):
         return f"the pixel data holds {found} bytes where Rows x Columns x BitsAllocated needs {expected}"
     return None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import json
 import math
@@ -116,6 +117,19 @@ def option_cases(tmp: Path) -> Iterator[Case]:
         "\ufeffseed = 1\n\x00",
     ):
         yield Case("training option", f"TOML {body[:30]!r}", loader(body + "\n"), ERROR)
+    from mammo_insight.models.patches import PatchConfig
+
+    for key, value in (
+        ("lr", math.nan), ("lr", math.inf), ("lr", -1e-3), ("background_ratio", math.inf),
+        ("background_ratio", math.nan), ("jitter", math.nan), ("tissue_level", -0.1), ("weight_decay", math.nan),
+        ("seed", -1), ("patch_size", 10**6), ("lesion_patches", 10**9),
+    ):  # fmt: skip
+        yield Case(
+            "training option",
+            f"patch-train {key} = {value}",
+            functools.partial(PatchConfig, **{key: value}),
+            ERROR,
+        )
     yield Case("training option", "all defaults", loader(""), lambda c: c.seed == 0 and c.folds == 5)
     yield Case(
         "training option",

@@ -35,6 +35,7 @@ from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image, recorded_image_size
 from mammo_insight.models.factory import build_classifier, input_normalization
 from mammo_insight.models.run_io import save_torch
+from mammo_insight.sizes import SEED_MAX
 
 log = logging.getLogger(__name__)
 PATCH_COLUMNS = ["image_id", "patient_id", "fold", "cx", "cy", "label", "kind"]
@@ -67,10 +68,14 @@ class PatchConfig:
         problems = [
             name
             for name, ok in {
-                "patch_size": self.patch_size >= 8,
-                "lesion_patches": self.lesion_patches >= 1,
+                "patch_size": 8 <= self.patch_size <= 4096,
+                "lesion_patches": 1 <= self.lesion_patches <= 10_000,
                 "jitter": 0 <= self.jitter <= 0.5,
-                "background_ratio": self.background_ratio > 0,
+                "background_ratio": 0 < self.background_ratio <= 1000,  # NaN and inf fail these too
+                "tissue_level": 0 <= self.tissue_level < 1,
+                "lr": 0 < self.lr <= 10,
+                "weight_decay": 0 <= self.weight_decay <= 10,
+                "seed": 0 <= self.seed <= SEED_MAX,
                 "epochs": self.epochs >= 1,
                 "batch_size": self.batch_size >= 1,
                 "folds": self.folds >= 2,

@@ -60,6 +60,7 @@ def main() -> None:
     handler = RichHandler(console=err_console, show_path=False)
     handler.addFilter(EscapeControl())  # data in a message (a site_id, a path) never drives the terminal
     logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler])
+    logging.captureWarnings(True)  # library warnings quote data too (a glyph, a column name): same filter
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners and adverts, printed twice
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

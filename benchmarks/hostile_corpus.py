@@ -1,7 +1,8 @@
 """A hostile corpus (issue 31): cases beyond the issue's listed ones, each run through the same entry
 point a user reaches, each outcome put in one category:
 
-- clear error: a one-line MammoInsightError (or a CLI usage error, exit 2) and nothing else;
+- clear error: a one-line MammoInsightError (or a CLI usage error, exit 2), or for an image a
+  failures.csv row whose reason names the file and the cause;
 - correct: the run succeeded and its oracle (what the right result is) holds;
 - traceback: any other exception, or a traceback on the terminal;
 - silent wrong: success where a refusal was due, or a result the oracle rejects;
@@ -75,6 +76,8 @@ def classify(case: Case) -> tuple[str, str]:
         ok, result = False, exc
     if not ok:
         return ("hole" if case.hole else "silent wrong"), f"oracle failed on: {str(result)[:200]}"
+    if isinstance(result, dict) and result.get("status") == "failed":  # a failures.csv row naming the cause
+        return "clear error", str(result.get("reason"))[:300]
     return "correct", ""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import tempfile
@@ -56,10 +57,80 @@ def inside_root(path: str | Path, root: str | Path) -> bool:
     return os.path.commonpath([real_root, os.path.realpath(path)]) == real_root
 
 
+def inside_dataset(path: str | Path, root: str | Path) -> bool:
+    """:func:`inside_root`, also following the folder links the user made in the root itself.
+
+    A project often points at a read-only mount with a link (``root/train_images -> /kaggle/input/...``):
+    such a link directly inside the root is the user's choice, so files under its target are inside the
+    dataset. Links deeper down (a patient folder, one file) and paths from table content stay confined.
+    """
+    if inside_root(path, root):
+        return True
+    real = os.path.realpath(path)
+    return any(os.path.commonpath([target, real]) == target for target in _linked_folders(str(root)))
+
+
+@functools.lru_cache(maxsize=32)
+def _linked_folders(root: str) -> tuple[str, ...]:
+    """The real paths of the folder links directly inside root (read once per process and root)."""
+    try:
+        with os.scandir(root) as entries:
+            links = [e.path for e in entries if e.is_symlink()]
+    except OSError:
+        return ()
+    return tuple(os.path.realpath(p) for p in links if os.path.isdir(p))
+
+
+# a text cell a spreadsheet would run as a formula (OWASP's CSV injection rule): =, +, -, @, tab, CR first
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def defuse_cell(value: Any) -> Any:
+    """A text cell that starts like a formula gets a leading apostrophe ('=HYPERLINK(...) stays text in
+    Excel, LibreOffice and Sheets); numbers, also written as text ("-1.5", "+3"), and other values are kept."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _holds_text(values: pd.Series | pd.Index) -> bool:
+    from pandas.api.types import is_object_dtype, is_string_dtype
+
+    dtype = values.dtype
+    if hasattr(dtype, "categories"):  # a categorical of text labels
+        return is_object_dtype(dtype.categories.dtype) or is_string_dtype(dtype.categories.dtype)
+    return is_object_dtype(dtype) or is_string_dtype(dtype)
+
+
+def defuse_formulas(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame with every text cell (and index or header label) passed through :func:`defuse_cell`."""
+    out = frame.copy(deep=False)  # columns are replaced, never written into
+    for column in frame.columns:
+        if _holds_text(frame[column]):
+            out[column] = frame[column].astype(object).map(defuse_cell, na_action="ignore")
+    if _holds_text(out.index) and out.index.nlevels == 1:
+        out.index = out.index.map(defuse_cell)
+    if _holds_text(out.columns) and out.columns.nlevels == 1:
+        out.columns = out.columns.map(defuse_cell)
+    return out
+
+
 def write_csv_atomic(path: str | Path, frame: pd.DataFrame, **to_csv: Any) -> Path:
-    """frame.to_csv through atomic_write (index=False unless told)."""
+    """frame.to_csv through atomic_write (index=False unless told): the one CSV writer of every stage.
+
+    Text cells that a spreadsheet would run as formulas are defused (:func:`defuse_cell`): tables/*.csv
+    hold dataset content (site names, ids, reasons) and are opened in spreadsheets."""
     to_csv.setdefault("index", False)
-    return atomic_write(path, lambda tmp: frame.to_csv(tmp, **to_csv))
+    safe = defuse_formulas(frame)
+    return atomic_write(path, lambda tmp: safe.to_csv(tmp, **to_csv))
 
 
 LOCK_FILE = ".lock"

@@ -45,8 +45,10 @@ def test_patch_settings_are_the_training_settings_with_the_patch_recipe() -> Non
         with pytest.raises(dataclasses.FrozenInstanceError):
             config.epochs = 2  # type: ignore[misc]
     # one validator: the shared checks and the patch ones, named in one line
-    with pytest.raises(MammoInsightError, match=r"invalid training option\(s\): lr=0, patch_size=4"):
-        PatchConfig(lr=0, patch_size=4)
+    with pytest.raises(
+        MammoInsightError, match=r"invalid training option\(s\): patch_size=4, lr=0 \(expected 0 < x"
+    ):
+        PatchConfig(lr=0, patch_size=4)  # the patch check, then the shared range of lr
     with pytest.raises(MammoInsightError, match="view_mode='multi'"):
         PatchConfig(view_mode="multi")
     with pytest.raises(MammoInsightError, match="pool='gem'"):

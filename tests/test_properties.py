@@ -8,6 +8,7 @@ MammoInsightError, never another exception. A failure prints the smallest input 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import tempfile
@@ -335,3 +336,93 @@ def test_validate_cohort_accepts_a_valid_table_or_names_the_problem(all_columns,
     pd.testing.assert_frame_equal(again, valid)
     assert valid[REQUIRED_VALUES].notna().all().all()
     assert valid["cancer"].dropna().isin([0.0, 1.0]).all() and valid["age"].dropna().map(np.isfinite).all()
+
+
+# issue 31: every numeric training option has a documented range (runs.config.option_ranges), enforced by
+# load_config before any work: any value outside it (NaN, inf, negative seeds, huge image sizes) is refused
+# with a message naming the key and the range, and any value inside it is taken.
+def _range_values(between) -> st.SearchStrategy:
+    lo, hi = between.lo, between.hi
+    inside = st.floats(lo, hi, exclude_min=between.lo_open, exclude_max=between.hi_open)
+    outside = st.one_of(
+        st.floats(allow_nan=True).filter(lambda v: v not in between),
+        st.sampled_from([math.nan, math.inf, -math.inf, lo - 1, hi + 1, -(2**40), 2**40]),
+    )
+    return st.tuples(st.booleans(), st.one_of(inside, outside))
+
+
+@st.composite
+def option_value(draw) -> tuple[str, object, bool]:
+    """(TOML key, value, whether it lies in the documented range), typed as the option wants."""
+    from mammo_insight.runs.config import AugmentConfig, TrainConfig, option_ranges
+
+    key, between = draw(st.sampled_from(sorted(option_ranges().items(), key=lambda kv: kv[0])))
+    cls, name = (AugmentConfig, key.split(".")[1]) if "." in key else (TrainConfig, key)
+    wants_int = dataclasses.fields(cls)[[f.name for f in dataclasses.fields(cls)].index(name)].type
+    _, value = draw(_range_values(between))
+    integer = "int" in str(wants_int) and "float" not in str(wants_int)
+    if integer:
+        if not math.isfinite(value):
+            value = draw(st.sampled_from([-1, -(2**40), 2**40, int(between.hi) + 1]))
+        value = int(value)
+    ok = value in between
+    if "tuple" in str(wants_int):  # image_size, erase_scale: a pair
+        value = [value, value]
+    return key, value, ok
+
+
+@PROPERTY
+@given(drawn=option_value())
+def test_every_numeric_training_option_is_held_to_its_documented_range(drawn):
+    from mammo_insight.runs.config import load_config
+
+    key, value, ok = drawn
+    table, _, name = key.rpartition(".")
+    body = (f"[{table}]\n" if table else "") + f"{name} = {_toml(value)}\n"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "train.toml"
+        path.write_text(body)
+        if ok:
+            event("in range: taken")
+            config = load_config(path)
+            got = getattr(config.augment, name) if table else getattr(config, name)
+            assert got == (tuple(value) if isinstance(value, list) else value)
+        else:
+            event("out of range: refused")
+            with pytest.raises(MammoInsightError, match=rf"{key}=.*expected"):
+                load_config(path)
+
+
+def test_the_option_ranges_are_documented_in_train_help():
+    from mammo_insight.runs.config import option_ranges, options_epilog
+
+    help_text = options_epilog()
+    assert {"seed", "image_size", "focal_gamma", "lr", "augment.zoom"} <= set(option_ranges())
+    for key, between in option_ranges().items():
+        assert f"{key} = " in help_text and f"[{between}]" in help_text, key
+
+
+@pytest.mark.parametrize(
+    "body, words",
+    [
+        ("seed = -1", ["seed=-1", "0 <= x <= 4294967295"]),
+        ("image_size = [100000, 100000]", ["image_size", "<= 4096"]),
+        ('loss = "focal"\nfocal_gamma = inf', ["focal_gamma=inf"]),
+        ("x = " + "[" * 50_000 + "]" * 50_000, ["too deeply"]),
+    ],
+)
+def test_listed_hostile_train_tomls_are_refused(tmp_path, body, words):
+    from mammo_insight.runs.config import load_config
+
+    path = tmp_path / "train.toml"
+    path.write_text(body + "\n")
+    with pytest.raises(MammoInsightError) as refused:
+        load_config(path)
+    for word in words:
+        assert word in str(refused.value)
+
+
+def test_a_deeply_nested_generic_mapping_is_refused_with_a_message(tmp_path):
+    (tmp_path / "m.toml").write_text('csv = "t.csv"\nx = ' + "[" * 50_000 + "]" * 50_000 + "\n")
+    with pytest.raises(MammoInsightError, match="too deeply"):
+        load_cohort("generic", tmp_path, tmp_path / "m.toml")

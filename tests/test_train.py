@@ -271,9 +271,8 @@ def test_checkpoints_are_written_atomically_so_a_failed_save_keeps_the_last_good
     last = tmp_path / "fold_0" / "last.ckpt"
     io.save_checkpoint({"epoch": 1, "w": torch.ones(3)}, last)
 
-    def dies_half_way(obj, f, *args, **kwargs):
-        with open(f, "wb") as handle:
-            handle.write(b"PK\x03\x04 torn")
+    def dies_half_way(obj, f, *args, **kwargs):  # f: the buffer run_io.save_torch serialises into
+        f.write(b"PK\x03\x04 torn")
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(training.torch, "save", dies_half_way)

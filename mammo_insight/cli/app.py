@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.text import Text
 
+from mammo_insight.cli.terminal import EscapeControl, safe
 from mammo_insight.errors import MammoInsightError
 
 app = typer.Typer(
@@ -51,17 +52,15 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 
 def _error(message: str) -> None:
     # the message verbatim: '[excel]' or '[label]' in it is text, not rich markup
-    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+    err_console.print(Text.assemble(("error:", "bold red"), " ", safe(message)), highlight=False)
     sys.exit(2)
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(message)s",
-        datefmt="[%X]",
-        handlers=[RichHandler(console=err_console, show_path=False)],
-    )
+    handler = RichHandler(console=err_console, show_path=False)
+    handler.addFilter(EscapeControl())  # data in a message (a site_id, a path) never drives the terminal
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]", handlers=[handler])
+    logging.captureWarnings(True)  # library warnings quote data too (a glyph, a column name): same filter
     for noisy in ("lightning.pytorch", "lightning.fabric"):  # device banners and adverts, printed twice
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

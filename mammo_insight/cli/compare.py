@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -15,7 +16,7 @@ def command(
     out: Annotated[Path, typer.Option(help="output folder")],
     more_runs: Annotated[list[Path] | None, typer.Argument(help="further run folders (--runs A B C)")] = None,
     n_boot: Annotated[int, typer.Option(min=1, help="bootstrap resamples of women")] = 1000,
-    seed: Annotated[int, typer.Option(help="seed of the bootstrap resamples")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed of the bootstrap resamples")] = 0,
 ) -> None:
     """Score each run, test every pair (paired bootstrap over women, DeLong), overlay learning curves; OUT/index.html."""
     from mammo_insight.files import claim_output

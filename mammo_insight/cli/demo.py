@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder")] = Path("reports/demo"),
     patients: Annotated[int, typer.Option(min=20, help="women in the synthetic cohort")] = 120,
-    seed: Annotated[int, typer.Option(help="seed for every stage")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed for every stage")] = 0,
 ) -> None:
     """Run synth, eda, preprocess, train, embed, fuse-train and explain; write OUT/index.html."""
     from mammo_insight.files import claim_output

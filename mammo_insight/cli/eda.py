@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -30,7 +31,7 @@ def command(
     cohort: Annotated[
         Path | None, typer.Option(help="a canonical cohort .parquet (instead of --dataset/--root)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed of the Monte Carlo Fisher tests")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed of the Monte Carlo Fisher tests")] = 0,
 ) -> None:
     """Rates with intervals, tests, adjusted odds ratios, missingness and a leakage audit, in one report."""
     from mammo_insight.files import claim_output

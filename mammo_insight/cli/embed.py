@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP, resolve_device
 
 
 def command(
@@ -23,6 +23,7 @@ def command(
     from mammo_insight.files import claim_output
     from mammo_insight.stages.embed import EmbedConfig, run_embed, write_embed
 
+    resolve_device(device)  # a GPU that is not there stops here: no lock, no config.json yet
     with claim_output(out, "embed", folder=False):  # before any embedding is computed
         result = run_embed(
             EmbedConfig(run=run, cache=cache, batch_size=batch_size, device=device, workers=workers)

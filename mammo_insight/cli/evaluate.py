@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP, resolve_device
 
 
 def command(
@@ -33,6 +33,7 @@ def command(
     from mammo_insight.files import claim_output
     from mammo_insight.stages.evaluate import EvaluateConfig, run_evaluate, write_evaluate
 
+    resolve_device(device)  # a GPU that is not there stops here: no lock, no config.json yet
     with claim_output(out, "evaluate"):
         result = run_evaluate(
             EvaluateConfig(

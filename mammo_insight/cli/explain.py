@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.nets.device import DEVICE_HELP, resolve_device
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -32,7 +33,9 @@ def command(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="images per CAM batch")] = 8,
-    seed: Annotated[int, typer.Option(help="seed of the randomised model and of the check sample")] = 0,
+    seed: Annotated[
+        int, typer.Option(min=0, max=SEED_MAX, help="seed of the randomised model and of the check sample")
+    ] = 0,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     patch_run: Annotated[
         Path | None,
@@ -45,6 +48,7 @@ def command(
     from mammo_insight.files import claim_output
     from mammo_insight.stages.explain import ExplainConfig, run_explain, write_explain
 
+    resolve_device(device)  # a GPU that is not there stops here: no lock, no config.json yet
     with claim_output(out, "explain"):
         result = run_explain(
             ExplainConfig(

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -36,7 +37,7 @@ def command(
         typer.Option(help="a synthetic cohort's planted_risk.csv: its true risk is scored beside the models"),
     ] = None,
     folds: Annotated[int, typer.Option(min=2, help="folds when the embeddings carry none")] = 5,
-    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="random seed")] = 0,
     include_leaky: Annotated[
         list[str] | None,
         typer.Option(
@@ -53,6 +54,13 @@ def command(
     threads: Annotated[
         int, typer.Option(min=1, help="LightGBM threads per model (1 is safest on a busy machine)")
     ] = 1,
+    allow_partial: Annotated[
+        bool,
+        typer.Option(
+            help="fit even when the embeddings cover under 90% of the cohort's labelled breasts "
+            "(the page states the coverage)"
+        ),
+    ] = False,
 ) -> None:
     """Cross-validate metadata-only, image-only and fused LightGBM; compare them; explain with SHAP."""
     from mammo_insight.files import claim_output
@@ -84,6 +92,7 @@ def command(
         shap_rows=shap_rows,
         workers=workers,
         threads=threads,
+        allow_partial=allow_partial,
     )
     with claim_output(out, "fuse-train"):
         result = run_fuse(config)

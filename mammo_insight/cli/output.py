@@ -1,11 +1,11 @@
-"""What every command prints when it is done: the result's headline, then where it wrote."""
+"""What every command prints when it is done: the result's headline, then where it wrote (data escaped)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import typer
+from mammo_insight.cli.terminal import echo
 
 if TYPE_CHECKING:  # commands import their stage when they run, so `--help` stays light
     from mammo_insight.stages.base import StageResult
@@ -14,8 +14,8 @@ if TYPE_CHECKING:  # commands import their stage when they run, so `--help` stay
 def print_result(result: StageResult, written: Path | None, what: str = "wrote") -> None:
     """The result's lines (by default its headline), its problems on stderr, then ``wrote PATH``."""
     for line in result.lines():
-        typer.echo(line)
+        echo(line)
     for problem in result.problems():
-        typer.echo(problem, err=True)
+        echo(problem, err=True)
     if written is not None:
-        typer.echo(f"{what} {written}")
+        echo(f"{what} {written}")

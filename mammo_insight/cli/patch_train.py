@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP, is_ddp_worker
+from mammo_insight.nets.device import DEVICE_HELP, is_ddp_worker, resolve_device
 
 
 def command(
@@ -79,6 +79,7 @@ def command(
         precision=precision,
         cpu_threads=threads,
     )
+    resolve_device(options.device)  # a GPU that is not there stops here: no lock, no config.json yet
     # DDP worker ranks rerun this command while rank 0 holds the folder: only rank 0 claims it and writes
     with nullcontext() if is_ddp_worker() else claim_output(out, "patch-train", markers=("folds",)):
         result = run_patch_train(PatchTrainConfig(cache, out, options))

@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP
+from mammo_insight.cli.terminal import echo
+from mammo_insight.nets.device import DEVICE_HELP, resolve_device
 
 
 def command(
@@ -45,6 +46,7 @@ def command(
     from mammo_insight.imaging.cache import INDEX_FILE
     from mammo_insight.stages.predict import PredictConfig, image_csv_path, run_predict, write_predict
 
+    resolve_device(device)  # a GPU that is not there stops here: no lock, no config.json yet
     with claim_output(out, "predict", folder=False), ExitStack() as stack:
         if cams is not None:  # may be the folder of OUT itself
             stack.enter_context(claim_output(cams, "predict", reuse=True))
@@ -68,5 +70,5 @@ def command(
         )
         breast_csv = write_predict(result, out)
     print_result(result, None)
-    typer.echo(f"breast predictions{' (RSNA format)' if output_format == 'rsna' else ''}: {breast_csv}")
-    typer.echo(f"image predictions: {image_csv_path(breast_csv)}")
+    echo(f"breast predictions{' (RSNA format)' if output_format == 'rsna' else ''}: {breast_csv}")
+    echo(f"image predictions: {image_csv_path(breast_csv)}")

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
@@ -43,14 +44,28 @@ def command(
     ] = "auto",
     sheet_size: Annotated[int, typer.Option(min=0, help="images on the contact sheet")] = 24,
     retry_failed: Annotated[bool, typer.Option(help="redo images that failed in an earlier run")] = False,
-    seed: Annotated[int, typer.Option(help="seed of the contact-sheet sample")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed of the contact-sheet sample")] = 0,
+    max_failed_share: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="exit with an error (the cache is still written) when more than this share of the images "
+            "fail, or when none is cached",
+        ),
+    ] = 0.1,
 ) -> None:
     """Write CACHE/index.parquet, images/, annotations.parquet, failures.csv, contact_sheet.png."""
     from mammo_insight.files import claim_output
     from mammo_insight.imaging.build import JOURNAL_FILE
     from mammo_insight.imaging.cache import INDEX_FILE
     from mammo_insight.sizes import parse_size
-    from mammo_insight.stages.preprocess import PreprocessStageConfig, run_preprocess, write_preprocess
+    from mammo_insight.stages.preprocess import (
+        PreprocessStageConfig,
+        check_failures,
+        run_preprocess,
+        write_preprocess,
+    )
 
     config = PreprocessStageConfig(
         dataset=dataset,
@@ -76,3 +91,4 @@ def command(
         result = run_preprocess(config)
         write_preprocess(result, out)
     print_result(result, out)
+    check_failures(result.summary, out, max_failed_share)  # after the cache and its listing are written

@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
+from mammo_insight.sizes import SEED_MAX
 
 
 def command(
     out: Annotated[Path, typer.Option(help="output folder (RSNA layout)")],
     patients: Annotated[int, typer.Option(min=1, help="number of women")] = 100,
-    seed: Annotated[int, typer.Option(help="random seed: same seed, same bytes")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="random seed: same seed, same bytes")] = 0,
     size: Annotated[
         str, typer.Option(help="base image size HxW; a few sizes around it are used")
     ] = "256x192",

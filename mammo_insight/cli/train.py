@@ -9,8 +9,9 @@ from typing import Annotated
 import typer
 
 from mammo_insight.cli.output import print_result
-from mammo_insight.nets.device import DEVICE_HELP, is_ddp_worker
+from mammo_insight.nets.device import DEVICE_HELP, is_ddp_worker, resolve_device
 from mammo_insight.runs.config import options_epilog
+from mammo_insight.sizes import SEED_MAX
 
 EPILOG = options_epilog()
 
@@ -22,7 +23,7 @@ def command(
     view_mode: Annotated[str | None, typer.Option(help="single (per image) or multi (per breast)")] = None,
     folds: Annotated[int | None, typer.Option(min=2, help="patient-grouped folds")] = None,
     epochs: Annotated[int | None, typer.Option(min=1)] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option(min=0, max=SEED_MAX)] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of training options (flags win)")] = None,
     weights: Annotated[
         Path | None, typer.Option(help="local pretrained weights (nothing is downloaded)")
@@ -81,6 +82,7 @@ def command(
         device=device,
         cpu_threads=threads,
     )
+    resolve_device(options.device)  # a GPU that is not there stops here: no lock, no config.json yet
     # DDP worker ranks rerun this command while rank 0 holds the lock: only global rank 0 claims the folder
     with nullcontext() if is_ddp_worker() else claim_output(out, "train", markers=("folds",)):
         result = run_train(

@@ -134,6 +134,21 @@ def _escapes_folder(values: pd.Series) -> pd.Series:
     return values.str.contains(ESCAPES_FOLDER, regex=True).fillna(False).astype(bool)
 
 
+# ids name cache files (ID.png, PATIENT/): no control character (a NUL ends a C path), and short enough that
+# the file name stays under the 255 bytes every common file system allows
+MAX_ID_BYTES = 200
+CONTROL_CHARACTERS = r"[\x00-\x1f\x7f]"
+
+
+def _bad_file_name(values: pd.Series) -> pd.Series:
+    """True where an id cannot be a file name: a control character, or over MAX_ID_BYTES in UTF-8."""
+    control = values.str.contains(CONTROL_CHARACTERS, regex=True).fillna(False).astype(bool)
+    too_long = values.str.len().fillna(0) * 4 > MAX_ID_BYTES  # only the long ones are encoded to count
+    if too_long.any():
+        too_long[too_long] = values[too_long].map(lambda v: len(v.encode("utf-8")) > MAX_ID_BYTES)
+    return control | too_long.astype(bool)
+
+
 def validate_cohort(
     table: pd.DataFrame,
     source: str = "cohort table",
@@ -214,6 +229,13 @@ def validate_cohort(
                 f"{source}: column '{col}' names cache files, so it may not hold '..' or an absolute "
                 f"path; {values} in {_rows(unsafe)}"
             )
+        bad_name = _bad_file_name(out[col])
+        if bad_name.any():
+            values = [v[:40] + ("..." if len(v) > 40 else "") for v in dict.fromkeys(out.loc[bad_name, col])]
+            raise CohortError(
+                f"{source}: column '{col}' names cache files, so it may not hold a control character or "
+                f"more than {MAX_ID_BYTES} bytes; {values[:MAX_ROWS_SHOWN]} in {_rows(bad_name)}"
+            )
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
         values = list(dict.fromkeys(out.loc[dup, "image_id"]))[:MAX_ROWS_SHOWN]
@@ -225,8 +247,49 @@ def validate_cohort(
         out["breast_id"] = expected_breast
     else:
         out["breast_id"] = out["breast_id"].fillna(expected_breast)
+        _check_breast_ids(out, source, lines)
     extra = [c for c in out.columns if c not in CANONICAL_COLUMNS]
     return out[CANONICAL_COLUMNS + extra]
+
+
+def _check_breast_ids(out: pd.DataFrame, source: str, lines: Sequence[int] | None) -> None:
+    """A given breast id (RSNA's prediction_id) must name exactly one woman's one side, and each side one id.
+
+    Breast ids are derived, never trusted: an id shared by two sides or two women would merge their images
+    into one breast (its label, its AUC), and one side under two ids would split it."""
+    if (out["patient_id"] == out["image_id"]).all():  # placeholder women (a generic mapping without them)
+        return
+    known = out["laterality"].notna()  # an image of unknown side is its own breast
+    frame = out.loc[known, ["breast_id", "patient_id", "laterality"]].astype(str)
+    side = frame["patient_id"] + "\x00" + frame["laterality"]
+    merged = side.groupby(frame["breast_id"]).transform("nunique") > 1
+    split = frame["breast_id"].groupby(side).transform("nunique") > 1
+    for bad, what in ((merged, "names more than one woman's breast (patient_id, laterality)"), (split, "")):
+        if bad.any():
+            rows = file_lines(np.flatnonzero(known.to_numpy())[bad.to_numpy()], lines)
+            ids = list(dict.fromkeys(frame.loc[bad, "breast_id"]))[:MAX_ROWS_SHOWN]
+            what = what or "differs between images of one breast (same patient_id and laterality)"
+            raise CohortError(
+                f"{source}: the breast id (prediction_id) {what}: {ids} in {rows}; "
+                "drop the column to derive it as patient_id + '_' + laterality"
+            )
+
+
+def label_conflicts(table: pd.DataFrame, label: str = "cancer") -> pd.DataFrame:
+    """The breasts whose images disagree on the label (some 0, some 1), one row each.
+
+    The rule every stage applies: a breast's label is the maximum of its images' (positive if any image
+    is), as RSNA labels breasts; such a breast is counted positive, and listed here so it can be checked."""
+    labelled = table.loc[table[label].notna(), ["breast_id", "patient_id", "laterality", label]]
+    counts = labelled.groupby("breast_id", sort=True).agg(
+        patient_id=("patient_id", "first"),
+        laterality=("laterality", "first"),
+        n_images=(label, "size"),
+        n_positive=(label, "sum"),
+    )
+    conflicts = counts[(counts["n_positive"] > 0) & (counts["n_positive"] < counts["n_images"])]
+    conflicts = conflicts.assign(n_positive=conflicts["n_positive"].astype(int), label_used=1)
+    return conflicts.reset_index()
 
 
 def empty_canonical(n: int) -> pd.DataFrame:

@@ -57,6 +57,10 @@ class FusionConfig:
     workers: int = 2  # folds fitted at once (threads)
     n_top_risk: int = 5
     n_boot: int = 1000
+    min_coverage: float = (
+        0.9  # share of the labelled breasts the embeddings must cover (unless allow_partial)
+    )
+    allow_partial: bool = False
     params: LgbmParams = field(default_factory=LgbmParams)
     logistic: LogisticSettings = field(default_factory=LogisticSettings)
 
@@ -176,6 +180,27 @@ def _per_view_auc(
     )
 
 
+def _coverage(absent: np.ndarray, cfg: FusionConfig) -> str:
+    """The sentence stating how many labelled breasts the embeddings cover; below cfg.min_coverage a
+    MammoInsightError unless cfg.allow_partial (embeddings of another cohort match a few ids by chance)."""
+    n, covered = len(absent), int((~absent).sum())
+    share = covered / n
+    text = (
+        f"Embeddings cover {covered:,} of the cohort's {n:,} labelled breasts ({share:.1%}); "
+        f"{n - covered:,} breast(s) without one were left out of every model."
+    )
+    if share >= cfg.min_coverage:
+        return text
+    if not cfg.allow_partial:
+        raise MammoInsightError(
+            f"the embeddings cover {covered:,} of the cohort's {n:,} labelled breasts ({share:.1%}), under the "
+            f"{cfg.min_coverage:.0%} fuse-train requires: are they from this cohort? (--allow-partial fits "
+            "the covered breasts only)"
+        )
+    log.warning(text)
+    return f"WARNING: {text} (--allow-partial: the figures describe only the covered breasts)"
+
+
 def run_fusion(
     table: pd.DataFrame,
     embeddings: pd.DataFrame | None = None,
@@ -217,8 +242,8 @@ def run_fusion(
                     "no breast of the cohort has an embedding: do the breast_id values of the "
                     "embeddings file match the cohort's?"
                 )
+            warnings.append(_coverage(absent, cfg))
             if absent.any():
-                warnings.append(f"{int(absent.sum())} breast(s) without an embedding were left out")
                 keep = ~absent
                 breasts, emb_matrix, fold = breasts[keep].reset_index(drop=True), emb_matrix[keep], fold[keep]
     if len(breasts) == 0 or breasts["cancer"].nunique() < 2:

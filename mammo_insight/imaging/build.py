@@ -23,7 +23,7 @@ import pandas as pd
 
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.files import atomic_write
+from mammo_insight.files import atomic_write, write_csv_atomic
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import (
     CACHE_COLUMNS,
@@ -240,10 +240,13 @@ def _run(plan: _Plan, out_dir: Path, engine: Engine, show_progress: bool) -> Non
     from mammo_insight.progress import progress_bar
 
     n_failed = 0
+    total = len(plan.tasks) + len(plan.immediate)
+    n_now, step = 0, max(1, total // 10)
+    log.info("preprocess: %d image(s) to cache, %d already done", total, plan.already_done)
     with open(out_dir / JOURNAL_FILE, "a", encoding="utf-8") as journal:
 
         def keep(record: dict[str, Any]) -> None:
-            nonlocal n_failed
+            nonlocal n_failed, n_now
             journal.write(json.dumps(record) + "\n")
             journal.flush()
             plan.done[record["image_id"]] = record
@@ -255,6 +258,9 @@ def _run(plan: _Plan, out_dir: Path, engine: Engine, show_progress: bool) -> Non
                         record["reason"],
                         " (further failures only in failures.csv)" if n_failed == MAX_FAILURES_LOGGED else "",
                     )
+            n_now += 1
+            if n_now % step == 0 or n_now == total:  # a line per tenth: progress in any log, not only a TTY
+                log.info("preprocess: %d of %d images (%d failed)", n_now, total, n_failed)
 
         for record in plan.immediate:
             keep(record)
@@ -294,7 +300,7 @@ def _write_outputs(
             "reason": [r for r, f in zip(reasons, failed, strict=True) if f],
         }
     )[FAILURE_COLUMNS]
-    atomic_write(out_dir / FAILURES_FILE, lambda p: failures.to_csv(p, index=False))
+    write_csv_atomic(out_dir / FAILURES_FILE, failures)
     lesions = annotations.to_cache(cohort.annotations, index, out_dir)
     annotations.write(lesions, out_dir)
     sheet_rows = index[index["image_id"].astype(str).isin(plan.sample) & ~failed]

@@ -21,8 +21,10 @@ Only pixel-module tags are read; Modality, ViewPosition and PatientAge are never
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import logging
+import stat
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -100,6 +102,9 @@ def resolve_backend(name: str) -> str:
     return name
 
 
+MIN_SIDE = 8  # pixels a side, below which no file (DICOM, PNG, PGM) is read as a mammogram
+
+
 def _plain_size_problem(path: Path) -> str | None:
     """A PNG/PGM whose header claims more pixels than any mammogram (a decompression bomb), read from the
     header alone; None when the size is plausible or the header unreadable (the decoder then says why)."""
@@ -132,7 +137,12 @@ def _read_plain(path: Path) -> RawImage:
     if pixels is None:
         raise DicomError(f"{path}: not a readable {PLAIN_SUFFIXES[path.suffix.lower()]} image")
     if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2GRAY)
+        code = cv2.COLOR_BGRA2GRAY if pixels.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+        pixels = cv2.cvtColor(pixels, code) if pixels.shape[2] in (3, 4) else pixels[:, :, 0]
+    if min(pixels.shape) < MIN_SIDE:  # the same floor as a DICOM's
+        raise DicomError(
+            f"{path}: a {pixels.shape[0]}x{pixels.shape[1]} image is too small to be a mammogram"
+        )
     implausible = pixel_problem(pixels)
     if implausible:
         raise DicomError(f"{path}: {implausible}")
@@ -202,11 +212,22 @@ def _decode(ds, path: Path, backend: str) -> np.ndarray:
     return np.asarray(pixels)
 
 
+def _not_a_file(path: Path) -> str:
+    """Why a path is not a readable image file, in the user's words (a folder is not 'not found')."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        return "file not found" if exc.errno == errno.ENOENT else f"cannot be read ({exc.strerror})"
+    if stat.S_ISDIR(mode):
+        return "is a folder, not an image file"
+    return "is not a regular file (a FIFO, socket or device); not read"
+
+
 def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     """Stored pixel values (2-D, integer) of one image; raises DicomError with the reason."""
     path = Path(path)
     if not path.is_file():
-        raise DicomError(f"{path}: file not found")
+        raise DicomError(f"{path}: {_not_a_file(path)}")
     if path.suffix.lower() in PLAIN_SUFFIXES:
         return _read_plain(path)
     ds = _read_header(path)
@@ -228,7 +249,7 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
         ) from exc
     if pixels.ndim == 3:  # multi-frame: a mammogram is one frame; take the first
         pixels = pixels[0]
-    if pixels.ndim != 2 or min(pixels.shape) < 8:
+    if pixels.ndim != 2 or min(pixels.shape) < MIN_SIDE:
         raise DicomError(f"{path}: decoded pixel array has unusable shape {pixels.shape}")
     if not np.issubdtype(pixels.dtype, np.integer):
         raise DicomError(f"{path}: float pixel data is not supported (dtype {pixels.dtype})")

@@ -309,7 +309,9 @@ def _native_length_problem(ds) -> str | None:
         )
     except (AttributeError, TypeError, ValueError):
         return None  # the decoder names a missing size tag itself
-    found = len(ds.PixelData)
+    found = len(ds.PixelData or b"")  # an empty element reads as None
+    if found == 0:
+        return "the pixel data element is empty (no image stored)"
     if found not in (expected, expected + 1):
         return f"the pixel data holds {found} bytes where Rows x Columns x BitsAllocated needs {expected}"
     return None
@@ -366,6 +368,22 @@ def pixel_problem(pixels: np.ndarray, ds=None) -> str | None:
         return (
             f"{share:.1%} of the pixels hold the value {int(values[counts.argmax()])} "
             "(a nearly constant image)"
+        )
+    return None
+
+
+def display_problem(display: np.ndarray) -> str | None:
+    """What makes a displayed image (stored values after the modality and VOI LUT) unreadable, or None.
+
+    Stored values can vary while the header's transform maps them all to one grey: a RescaleSlope of -1
+    under a positive window, a window of width 1e30, a SIGMOID of width 1, BitsStored below the data.
+    The same rule as for stored values: one value on more than NEAR_CONSTANT_SHARE of the pixels."""
+    values, counts = np.unique(display, return_counts=True)
+    share = counts.max() / counts.sum()
+    if len(values) == 1 or share > NEAR_CONSTANT_SHARE:
+        return (
+            f"the displayed image (after the modality and VOI LUT) shows {share:.1%} of its pixels at one "
+            f"grey ({int(values[counts.argmax()])} of 65535): check RescaleSlope, the window and BitsStored"
         )
     return None
 

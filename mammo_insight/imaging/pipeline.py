@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 
 from mammo_insight.errors import DicomError, MammoInsightError
-from mammo_insight.files import inside_root
+from mammo_insight.files import inside_dataset
 from mammo_insight.imaging.cache import read_cache_config, relative_image_path, write_png_atomic
 from mammo_insight.imaging.crop import box_to_original, find_breast, reduce_for_detection
 from mammo_insight.imaging.decode import RawImage, is_interrupt, read_image
 from mammo_insight.imaging.geometry import GEOMETRY_COLUMNS, CacheGeometry
+from mammo_insight.imaging.integrity import display_problem
 from mammo_insight.imaging.intensity import LUT_MAX, display_lut, lut_index
 from mammo_insight.imaging.resize import thumbnail
 
@@ -119,6 +120,9 @@ def prepare(raw: RawImage, config: PreprocessConfig) -> Prepared:
     sample = pixels[::stride, ::stride]
     table = display_lut(raw.header, pixels.dtype, sample, raw.photometric)
     preview = table[lut_index(sample)]
+    unreadable = display_problem(preview)
+    if unreadable:
+        raise DicomError(unreadable)
     box = find_breast(preview, margin=config.margin)
     crop_box = box_to_original(box, stride, pixels.shape)
     flipped = config.flip and not box.chest_wall_left
@@ -173,7 +177,7 @@ def _process(task: dict[str, Any]) -> dict[str, Any]:
     image_id = str(task["image_id"])
     config = PreprocessConfig.from_dict(task["config"])
     root = task.get("image_root")
-    if root and not inside_root(task["image_path"], root):
+    if root and not inside_dataset(task["image_path"], root):
         return failed_record(
             image_id,
             f"{task['image_path']}: resolves to {os.path.realpath(task['image_path'])}, outside the image "

@@ -8,6 +8,7 @@ options added: both train on the same engine (training/engine.py) and pass the s
 from __future__ import annotations
 
 import dataclasses
+import math
 import operator
 import tomllib
 import types
@@ -18,33 +19,67 @@ from typing import Any
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.device import is_device_name
+from mammo_insight.sizes import SEED_MAX
+
+MAX_IMAGE_SIDE = 4096  # a 4096x4096 batch of 16 already needs ~1 GB per channel before the network
 
 
-def option(default: Any, doc: str) -> Any:
-    """A config field with its documentation: `options_table` and ``train --help`` are generated from it."""
-    return field(default=default, metadata={"doc": doc})
+@dataclass(frozen=True)
+class Between:
+    """The documented range of a numeric option (finite, ``lo <=`` or ``<`` it, ``<=`` or ``<`` ``hi``)."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return False
+        above = value > self.lo if self.lo_open else value >= self.lo
+        below = value < self.hi if self.hi_open else value <= self.hi
+        return above and below
+
+    def __str__(self) -> str:
+        def text(v: float) -> str:
+            return str(int(v)) if float(v).is_integer() else f"{v:g}"
+
+        return f"{text(self.lo)} {'<' if self.lo_open else '<='} x {'<' if self.hi_open else '<='} {text(self.hi)}"
+
+
+UNIT = Between(0, 1)  # a probability or a fraction
+OPEN_UNIT = Between(0, 1, lo_open=True, hi_open=True)
+COUNT = Between(0, 100_000)
+
+
+def option(default: Any, doc: str, between: Between | None = None) -> Any:
+    """A config field with its documentation and, for a number, its range: `options_table`, ``train --help``
+    and `validate_config` are generated from it (every number is refused outside its range, and NaN/inf)."""
+    return field(default=default, metadata={"doc": doc, "between": between})
 
 
 @dataclass(frozen=True)
 class AugmentConfig:
     """Training-time augmentation (the ``[augment]`` table); every transform is off at 0 (or False)."""
 
-    hflip: float = option(0.5, "probability of a horizontal flip")
-    vflip: float = option(0.0, "probability of a vertical flip")
-    rotate_degrees: float = option(10.0, "rotation drawn from +-this many degrees")
-    brightness: float = option(0.1, "brightness jitter (torchvision ColorJitter)")
-    contrast: float = option(0.1, "contrast jitter (torchvision ColorJitter)")
-    noise_std: float = option(0.0, "standard deviation of added Gaussian noise (image in [0, 1])")
-    zoom: float = option(0.0, "zoom drawn from 1 +- zoom (0.1: 90% to 110%)")
-    shift: float = option(0.0, "shift drawn from +-this fraction of the width and height")
-    erase_p: float = option(0.0, "probability of blanking one random box (random erasing)")
+    hflip: float = option(0.5, "probability of a horizontal flip", UNIT)
+    vflip: float = option(0.0, "probability of a vertical flip", UNIT)
+    rotate_degrees: float = option(10.0, "rotation drawn from +-this many degrees", Between(0, 180))
+    brightness: float = option(0.1, "brightness jitter (torchvision ColorJitter)", UNIT)
+    contrast: float = option(0.1, "contrast jitter (torchvision ColorJitter)", UNIT)
+    noise_std: float = option(0.0, "standard deviation of added Gaussian noise (image in [0, 1])", UNIT)
+    zoom: float = option(0.0, "zoom drawn from 1 +- zoom (0.1: 90% to 110%)", Between(0, 1, hi_open=True))
+    shift: float = option(0.0, "shift drawn from +-this fraction of the width and height", UNIT)
+    erase_p: float = option(0.0, "probability of blanking one random box (random erasing)", UNIT)
     erase_scale: tuple[float, float] = option(
-        (0.02, 0.1), "area range of that box, as fractions of the image"
+        (0.02, 0.1), "area range of that box, as fractions of the image", Between(0, 1, lo_open=True)
     )
     patch_drop_rate: float = option(
-        0.0, "destructive patching: each cell of a patch_size grid is blanked with this probability"
+        0.0, "destructive patching: each cell of a patch_size grid is blanked with this probability", UNIT
     )
-    patch_size: int = option(16, "side in pixels of the grid cells patch_drop_rate drops")
+    patch_size: int = option(
+        16, "side in pixels of the grid cells patch_drop_rate drops", Between(1, MAX_IMAGE_SIDE)
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.erase_scale, list):  # config.json holds a list
@@ -61,15 +96,15 @@ class TrainConfig:
     model: str = option("efficientnet_b0", "any timm model name, or small_cnn (from scratch)")
     view_mode: str = option("single", "single (one image per item) | multi (one breast per item)")
     image_size: tuple[int, int] | None = option(
-        None, "(H, W) the images are resized to; none: the cache's size"
+        None, "(H, W) the images are resized to; none: the cache's size", Between(16, MAX_IMAGE_SIDE)
     )
-    folds: int = option(5, "patient-grouped cross-validation folds")
-    epochs: int = option(10, "epochs per fold")
-    seed: int = option(0, "seed of folds, sampling, augmentation and initialisation")
-    batch_size: int = option(16, "images (single) or breasts (multi) per batch")
-    lr: float = option(3e-4, "AdamW learning rate")
-    weight_decay: float = option(1e-4, "AdamW weight decay")
-    dropout: float = option(0.0, "dropout before the classifier head")
+    folds: int = option(5, "patient-grouped cross-validation folds", Between(2, 1000))
+    epochs: int = option(10, "epochs per fold", Between(1, COUNT.hi))
+    seed: int = option(0, "seed of folds, sampling, augmentation and initialisation", Between(0, SEED_MAX))
+    batch_size: int = option(16, "images (single) or breasts (multi) per batch", Between(1, 65536))
+    lr: float = option(3e-4, "AdamW learning rate", Between(0, 10, lo_open=True))
+    weight_decay: float = option(1e-4, "AdamW weight decay", Between(0, 10))
+    dropout: float = option(0.0, "dropout before the classifier head", Between(0, 1, hi_open=True))
     pool: str = option(
         "avg",
         "how the backbone's feature map becomes one vector (nets/pooling.py): avg (the backbone's global "
@@ -81,7 +116,7 @@ class TrainConfig:
         "pf1",
         "pf1 | auc | loss | balanced_accuracy (at 0.5): selects the fold checkpoint, drives plateau and early stop",
     )
-    early_stopping_patience: int = option(0, "epochs without improvement before a fold stops; 0: off")
+    early_stopping_patience: int = option(0, "epochs without improvement before a fold stops; 0: off", COUNT)
     select_epoch: str = option(
         "best",
         "best (the monitored epoch: chosen on the fold it then scores, so its OOF figures lean optimistic) "
@@ -89,34 +124,48 @@ class TrainConfig:
     )
     # imbalance remedies
     loss: str = option("bce", "bce | focal")
-    focal_gamma: float = option(2.0, "focal loss gamma")
-    focal_alpha: float | None = option(0.25, "focal loss alpha (weight of positives); none: unweighted")
+    focal_gamma: float = option(2.0, "focal loss gamma", Between(0, 10))
+    focal_alpha: float | None = option(0.25, "focal loss alpha (weight of positives); none: unweighted", UNIT)
     pos_weight: float | str | None = option(
-        None, 'BCE weight of positives: a number, "auto" (negatives/positives) or none'
+        None,
+        'BCE weight of positives: a number, "auto" (negatives/positives) or none',
+        Between(0, 1e6, lo_open=True),
     )
     sampler: str = option("none", "none | balanced (draw with replacement at target_pos_ratio)")
-    target_pos_ratio: float = option(0.5, "positive fraction per epoch with the balanced sampler")
+    target_pos_ratio: float = option(0.5, "positive fraction per epoch with the balanced sampler", OPEN_UNIT)
     undersample_negatives: float | None = option(
-        None, "keep this fraction of negatives each epoch (sampler none); none: all"
+        None,
+        "keep this fraction of negatives each epoch (sampler none); none: all",
+        Between(0, 1, lo_open=True),
     )
-    oversample_positives: int = option(1, "repeat each positive this many times per epoch")
-    positive_label: float = option(1.0, "label of positives (soft labels, e.g. 0.9)")
+    oversample_positives: int = option(1, "repeat each positive this many times per epoch", Between(1, 1000))
+    positive_label: float = option(
+        1.0, "label of positives (soft labels, e.g. 0.9)", Between(0, 1, lo_open=True)
+    )
     warmup_epochs: int = option(
-        0, "first epochs on a balanced subset drawn per breast, then the full data at real prevalence"
+        0, "first epochs on a balanced subset drawn per breast, then the full data at real prevalence", COUNT
     )
-    warmup_pos_ratio: float = option(0.5, "positive share (of breasts) in the warm-up subset")
+    warmup_pos_ratio: float = option(0.5, "positive share (of breasts) in the warm-up subset", OPEN_UNIT)
     # transfer learning, by timm's parameter groups (nets/unfreeze.py)
     freeze_epochs: int = option(
-        0, "epochs with the backbone frozen (head only); = epochs: only the head (and pool) ever trains"
+        0,
+        "epochs with the backbone frozen (head only); = epochs: only the head (and pool) ever trains",
+        COUNT,
     )
     unfreeze_stages: int = option(
-        1, "then the backbone's groups open top-down in this many steps, one per epoch"
+        1, "then the backbone's groups open top-down in this many steps, one per epoch", Between(1, 1000)
     )
-    trainable_groups: int = option(0, "only the last N groups of the backbone ever train; 0: all")
+    trainable_groups: int = option(
+        0, "only the last N groups of the backbone ever train; 0: all", Between(0, 1000)
+    )
     group_level: str = option("coarse", "coarse (stem, stages) | fine (blocks): timm's group_matcher")
-    unfreeze_lr_scale: float = option(1.0, "LR factor of groups frozen at the first epoch (e.g. 0.1)")
+    unfreeze_lr_scale: float = option(
+        1.0, "LR factor of groups frozen at the first epoch (e.g. 0.1)", Between(0, 100, lo_open=True)
+    )
     layer_decay: float = option(
-        1.0, "layer-wise LR decay: each group gets lr * layer_decay ** (groups above it)"
+        1.0,
+        "layer-wise LR decay: each group gets lr * layer_decay ** (groups above it)",
+        Between(0, 1, lo_open=True),
     )
     frozen_bn: str = option(
         "update",
@@ -125,19 +174,21 @@ class TrainConfig:
     )
     augment: AugmentConfig = field(default_factory=AugmentConfig, metadata={"doc": "the [augment] table"})
     # multi-view
-    max_views: int = option(4, "views per breast a multi-view model reads (extra views left out)")
+    max_views: int = option(
+        4, "views per breast a multi-view model reads (extra views left out)", Between(1, 64)
+    )
     # engine
     device: str = option("auto", "auto | cpu | cuda | cuda:N")
     precision: str = option(
         "auto", "auto (bf16/16-mixed on GPU, 32 on CPU) | 32-true | 16-mixed | bf16-mixed"
     )
     channels_last: bool = option(True, "channels_last memory layout (GPU, single view)")
-    devices: int | str = option("auto", "Lightning devices (GPUs per node)")
-    num_nodes: int = option(1, "Lightning nodes")
+    devices: int | str = option("auto", "Lightning devices (GPUs per node)", Between(1, 1024))
+    num_nodes: int = option(1, "Lightning nodes", Between(1, 100_000))
     strategy: str = option("auto", "Lightning strategy, e.g. ddp")
-    num_workers: int = option(0, "data loader worker processes")
+    num_workers: int = option(0, "data loader worker processes", Between(0, 1024))
     cpu_threads: int | None = option(
-        None, "torch intra-op threads on the CPU (1 is fastest on a shared machine)"
+        None, "torch intra-op threads on the CPU (1 is fastest on a shared machine)", Between(1, 1024)
     )
     weights: str | None = option(None, "local pretrained weights file")
     pretrained: bool = option(False, "ImageNet weights: pip-shipped (extra `pretrained`) or timm's cache/hub")
@@ -150,7 +201,9 @@ class TrainConfig:
         "best_f1",
         "best_f1 | prevalence | sensitivity: how the operating threshold is tuned on OOF predictions",
     )
-    target_sensitivity: float = option(0.9, "with threshold_method sensitivity: the highest cut reaching it")
+    target_sensitivity: float = option(
+        0.9, "with threshold_method sensitivity: the highest cut reaching it", Between(0, 1, lo_open=True)
+    )
     label_column: str = option("cancer", "cache index column holding the 0/1 label")
 
     def __post_init__(self) -> None:  # config.json gives lists and an [augment] dict: the declared types
@@ -235,13 +288,40 @@ def _cell(text: str) -> str:
 
 
 def options_epilog() -> str:
-    """``train --help``'s list of the TOML keys with their defaults, one line each."""
+    """``train --help``'s list of the TOML keys with their defaults and ranges, one line each."""
+    ranges = option_ranges()
     return "\n".join(
         [
             "Options of the --config TOML file (top-level keys or a [train] table; augment.* is the [augment] table):"
         ]
-        + [f"{key} = {default}: {doc}" for key, _, default, doc in option_rows()]
+        + [
+            f"{key} = {default}: {doc}" + (f" [{ranges[key]}]" if key in ranges else "")
+            for key, _, default, doc in option_rows()
+        ]
     )
+
+
+def option_ranges() -> dict[str, Between]:
+    """TOML key -> the documented range of every numeric option (``augment.*`` for the [augment] table)."""
+    ranges = {}
+    for cls, prefix in ((TrainConfig, ""), (AugmentConfig, "augment.")):
+        for f in dataclasses.fields(cls):
+            if f.metadata.get("between") is not None:
+                ranges[prefix + f.name] = f.metadata["between"]
+    return ranges
+
+
+def _out_of_range(config: TrainConfig) -> list[str]:
+    """The numeric options outside their documented range (a number: each element of a pair; NaN, inf)."""
+    bad = []
+    for key, between in option_ranges().items():
+        value = operator.attrgetter(key)(config)
+        numbers = value if isinstance(value, tuple) else (value,)
+        if value is None or all(isinstance(v, str) for v in numbers):  # unset, or "auto"
+            continue
+        if not all(v in between for v in numbers):
+            bad.append(f"{key}={value!r} (expected {between})")
+    return bad
 
 
 def options_table() -> str:
@@ -312,9 +392,11 @@ def load_config(
         if not path.is_file():
             raise MammoInsightError(f"config file {path} does not exist")
         try:
-            values = tomllib.loads(path.read_text())
-        except tomllib.TOMLDecodeError as exc:
+            values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise MammoInsightError(f"config file {path} is not valid TOML: {exc}") from exc
+        except RecursionError:
+            raise MammoInsightError(f"config file {path} nests tables or arrays too deeply to read") from None
         values = values.get("patch" if kind is PatchConfig else "train", values)
     values.update({k: v for k, v in overrides.items() if v is not None})
     return _coerce(kind, values, str(path or "config"))
@@ -329,12 +411,10 @@ def config_from_dict(values: dict[str, Any]) -> TrainConfig:
 def validate_config(config: TrainConfig) -> None:
     """The one validator of training settings (a PatchConfig's too): a one-line error naming every bad option."""
     checks = {**_train_checks(config), **(_patch_checks(config) if isinstance(config, PatchConfig) else {})}
-    bad = [name for name, ok in checks.items() if not ok]
+    bad = [f"{name}={operator.attrgetter(name)(config)!r}" for name, ok in checks.items() if not ok]
+    bad += _out_of_range(config)
     if bad:
-        raise MammoInsightError(
-            "invalid training option(s): "
-            + ", ".join(f"{name}={operator.attrgetter(name)(config)!r}" for name in bad)
-        )
+        raise MammoInsightError("invalid training option(s): " + ", ".join(bad))
 
 
 def _patch_checks(config: PatchConfig) -> dict[str, bool]:
@@ -343,7 +423,8 @@ def _patch_checks(config: PatchConfig) -> dict[str, bool]:
         "patch_size": config.patch_size >= 8,
         "lesion_patches": config.lesion_patches >= 1,
         "jitter": 0 <= config.jitter <= 0.5,
-        "background_ratio": config.background_ratio > 0,
+        "background_ratio": 0 < config.background_ratio < math.inf,
+        "tissue_level": 0 <= config.tissue_level < 1,
         "map_stride": config.map_stride >= 0,
         "view_mode": config.view_mode == "single",
         "image_size": config.image_size is None,
@@ -365,32 +446,12 @@ def _train_checks(config: TrainConfig) -> dict[str, bool]:
         "sampler": config.sampler in {"none", "balanced"},
         "device": is_device_name(config.device),
         "threshold_method": config.threshold_method in THRESHOLD_METHODS,
-        "target_sensitivity": 0 < config.target_sensitivity <= 1,
-        "folds": config.folds >= 2,
-        "epochs": config.epochs >= 1,
-        "target_pos_ratio": 0 < config.target_pos_ratio < 1,
-        "positive_label": 0 < config.positive_label <= 1,
-        "oversample_positives": config.oversample_positives >= 1,
-        "batch_size": config.batch_size >= 1,
-        "lr": config.lr > 0,
-        "dropout": 0 <= config.dropout < 1,
         "pool": config.pool in POOLS,
-        "image_size": config.image_size is None or min(config.image_size) >= 16,
-        "max_views": config.max_views >= 1,
-        "num_workers": config.num_workers >= 0,
         "label_column": bool(config.label_column),
         "group_level": config.group_level in {"coarse", "fine"},
-        "freeze_epochs": config.freeze_epochs >= 0,
-        "unfreeze_stages": config.unfreeze_stages >= 1,
-        "trainable_groups": config.trainable_groups >= 0,
-        "unfreeze_lr_scale": config.unfreeze_lr_scale > 0,
-        "layer_decay": 0 < config.layer_decay <= 1,
         "frozen_bn": config.frozen_bn in {"update", "keep"},
         "pretrained": not (config.pretrained and config.weights),
-        "augment.zoom": 0 <= config.augment.zoom < 1,
-        "augment.shift": 0 <= config.augment.shift <= 1,
-        "augment.patch_drop_rate": 0 <= config.augment.patch_drop_rate <= 1,
-        "augment.patch_size": config.augment.patch_size >= 1,
+        "augment.erase_scale": config.augment.erase_scale[0] <= config.augment.erase_scale[1],
         "init_patch_run": config.init_patch_run is None
         or (config.view_mode == "single" and not config.pretrained and not config.weights),
     }

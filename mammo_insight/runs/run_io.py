@@ -10,6 +10,7 @@ RUN/metrics.json         {"image": {...}, "breast": {...}, "folds": {k, seed, po
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 from pathlib import Path
@@ -31,17 +32,35 @@ def load_run_config(run_dir: str | Path) -> dict[str, Any]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise MammoInsightError(f"{run_dir} is not a training run: {path.name} is missing")
-    return json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, RecursionError) as exc:  # torn by a kill or a full disk, or edited by hand
+        raise MammoInsightError(
+            f"{path}: not a readable run config ({exc}); rerun `train` to rewrite it"
+        ) from exc
+    if not isinstance(config, dict):
+        raise MammoInsightError(f"{path}: not a run config (a JSON object is expected)")
+    return config
 
 
 def save_run_config(run_dir: str | Path, config: dict[str, Any]) -> Path:
     return write_text_atomic(Path(run_dir) / "config.json", json.dumps(config, indent=2, default=str))
 
 
+def save_torch(obj: Any, path: str | Path) -> None:
+    """torch.save through a buffer, then one plain write: a full disk (or a file-size limit) is then an
+    OSError with its errno, which the CLI reports in one line; torch's own writer raises a RuntimeError
+    ("[enforce fail at inline_container.cc] ... file write failed") that names neither."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    with open(path, "wb") as handle:
+        handle.write(buffer.getbuffer())
+
+
 def save_fold_model(run_dir: str | Path, fold: int, model: nn.Module) -> Path:
     """Write atomically so a kill never leaves a half-written model that looks done."""
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    return atomic_write(fold_model_path(run_dir, fold), lambda tmp: torch.save(state, tmp))
+    return atomic_write(fold_model_path(run_dir, fold), lambda tmp: save_torch(state, tmp))
 
 
 class TornCheckpointError(MammoInsightError):

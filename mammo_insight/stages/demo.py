@@ -7,6 +7,7 @@ LightGBM out of one process, and lets a failed stage be reported while independe
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -151,6 +152,32 @@ def plan(out: Path, s: DemoSettings) -> list[Stage]:
     ]
 
 
+def _run_stage(args: list[str], log_path: Path, prefix: str) -> tuple[int, str]:
+    """Run one stage's CLI; its output goes to log_path line by line as it comes (the log exists from the
+    stage's first line) and to this terminal's log (folds, epochs, counts); (exit status, last line)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "COLUMNS": os.environ.get("COLUMNS", "120")}
+    last = "no output"
+    with open(log_path, "w", encoding="utf-8") as sink:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mammo_insight.cli.app", *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+            env=env,
+        )
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            sink.write(line)
+            sink.flush()
+            if line.strip():
+                last = line.strip()
+                log.info("%s | %s", prefix, last)
+        returncode = proc.wait()
+    return returncode, last
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """The folder every stage writes into and the demo's settings."""
@@ -195,22 +222,14 @@ def run_demo(config: DemoConfig) -> DemoResult:
             continue
         log.info("%s ...", prefix)
         t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, "-m", "mammo_insight.cli.app", *stage.args],
-            check=False,
-            capture_output=True,
-            text=True,
-        )
-        (out / "logs").mkdir(exist_ok=True)
-        (out / "logs" / f"{stage.name}.log").write_text(proc.stdout + proc.stderr)
-        if proc.returncode != 0:
-            last = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-1:] or ["no output"]
-            failed[stage.name] = last[0]
+        returncode, last_line = _run_stage(stage.args, out / "logs" / f"{stage.name}.log", prefix)
+        if returncode != 0:
+            failed[stage.name] = last_line
             log.error(
                 "%s failed after %.0f s: %s (log: %s)",
                 prefix,
                 time.perf_counter() - t0,
-                last[0],
+                last_line,
                 out / "logs" / f"{stage.name}.log",
             )
             continue

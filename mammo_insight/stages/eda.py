@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from mammo_insight.cohort.outcomes import outcomes_spec
-from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.schema import Cohort, label_conflicts
 from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.files import write_csv_atomic, write_text_atomic
 from mammo_insight.stages.base import StageResult, finish_stage
@@ -48,6 +48,7 @@ class EdaResult(StageResult):
     study: StudyResult
     inputs: dict[str, Path] = field(default_factory=dict)
     reports: dict[str, pd.DataFrame] = field(default_factory=dict)  # the cohort's loading listings
+    label_conflicts: pd.DataFrame = field(default_factory=pd.DataFrame)  # breasts labelled both 0 and 1
     stage = "eda"
     title = "Dataset study (EDA)"
 
@@ -103,7 +104,14 @@ def run_eda(config: EdaConfig, cohort: Cohort | None = None) -> EdaResult:
             mapping=config.mapping,
             outcomes=outcomes_spec(config.outcomes, config.on, config.label),
         )
-    return EdaResult(config, run_study(cohort, seed=config.seed), inputs, dict(cohort.reports))
+    conflicts = label_conflicts(cohort.table)
+    if len(conflicts):
+        note = (
+            f"{len(conflicts):,} breast(s) have images labelled both 0 and 1: each counts as positive (a "
+            "breast's label is the maximum of its images'); they are listed in tables/label_conflicts.csv."
+        )
+        cohort = replace(cohort, notes=[*cohort.notes, note])
+    return EdaResult(config, run_study(cohort, seed=config.seed), inputs, dict(cohort.reports), conflicts)
 
 
 def write_eda(result: EdaResult, out: Path) -> Path:
@@ -116,6 +124,7 @@ def write_eda(result: EdaResult, out: Path) -> Path:
         write_csv_atomic(tables / f"{name}.csv", getattr(study, name))
     for name, listing in result.reports.items():  # a DICOM scan's files not used, an outcomes match
         write_csv_atomic(tables / f"{name}.csv", listing)
+    write_csv_atomic(tables / "label_conflicts.csv", result.label_conflicts)
     if not study.site_machine.empty:
         write_csv_atomic(tables / "site_machine.csv", study.site_machine, index=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(result.config).items()}

@@ -52,6 +52,7 @@ class FuseConfig:
     shap_rows: int = 3000
     workers: int = 2
     threads: int = 1
+    allow_partial: bool = False  # embeddings covering under FusionConfig.min_coverage of the breasts
 
     def fusion_config(self) -> FusionConfig:
         return FusionConfig(
@@ -61,6 +62,7 @@ class FuseConfig:
             n_boot=self.n_boot,
             shap_rows=self.shap_rows,
             workers=self.workers,
+            allow_partial=self.allow_partial,
             params=LgbmParams(n_jobs=self.threads),
         )
 

@@ -80,11 +80,9 @@ class PreprocessResult(StageResult):
         return {"images cached": f"{s['ok']:,} of {s['images']:,}", "failed images": f"{s['failed']:,}"}
 
     def lines(self) -> list[str]:
-        return [f"{key}: {value}" for key, value in self.summary.items()]
-
-    def problems(self) -> list[str]:
+        lines = [f"{key}: {value}" for key, value in self.summary.items()]
         failed = self.summary["failed"]
-        return [f"{failed} image(s) failed: see {self.config.out / 'failures.csv'}"] if failed else []
+        return [*lines, f"{failed} image(s) failed: see {self.config.out / 'failures.csv'}"] if failed else lines
 
 
 def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:
@@ -130,6 +128,24 @@ def write_preprocess(result: PreprocessResult, out: Path) -> Path:
         config["auto_decoders"] = auto_choices()
     sheet = CONTACT_SHEET_FILE if result.summary.get("contact_sheet") else None
     return finish_stage(c.out, result, config, seed=c.seed, inputs=table_files(c), report=sheet)
+
+
+MAX_FAILED_SHARE = 0.1
+
+
+def check_failures(summary: dict[str, Any], out: Path, max_share: float = MAX_FAILED_SHARE) -> None:
+    """Refuse (after the cache is written) a run that cached nothing or failed more than `max_share` of its
+    images: a cache of a few survivors must not pass as a finished preprocess (the exit status says so)."""
+    images, failed = summary["images"], summary["failed"]
+    if images and summary["ok"] == 0:
+        raise MammoInsightError(
+            f"preprocess cached none of the {images:,} images: see {out / 'failures.csv'}"
+        )
+    if images and failed / images > max_share:
+        raise MammoInsightError(
+            f"preprocess: {failed:,} of {images:,} images failed ({failed / images:.1%}, over the "
+            f"{max_share:.0%} allowed by --max-failed-share): see {out / 'failures.csv'}"
+        )
 
 
 def table_files(config: PreprocessStageConfig) -> dict[str, Path]:

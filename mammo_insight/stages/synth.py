@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mammo_insight.errors import MammoInsightError
+from mammo_insight.sizes import SEED_MAX
 from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.synth.cohort import make_synthetic_cohort
 
@@ -42,6 +44,10 @@ class SynthResult(StageResult):
 
 def run_synth(config: SynthConfig) -> SynthResult:
     """Write the cohort into config.out (same seed, same bytes) and return its counts."""
+    if isinstance(config.seed, bool) or not isinstance(config.seed, int) or not 0 <= config.seed <= SEED_MAX:
+        raise MammoInsightError(f"synth: seed must be an integer 0..{SEED_MAX}, got {config.seed!r}")
+    if not (isinstance(config.prevalence, (int, float)) and 0 <= config.prevalence <= 1):
+        raise MammoInsightError(f"synth: prevalence must lie in 0..1, got {config.prevalence!r}")
     summary = make_synthetic_cohort(
         config.out,
         n_patients=config.patients,

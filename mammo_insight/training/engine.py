@@ -30,7 +30,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.runs.config import TrainConfig
-from mammo_insight.runs.run_io import TornCheckpointError, load_run_config, load_weights
+from mammo_insight.runs.run_io import TornCheckpointError, load_run_config, load_weights, save_torch
 from mammo_insight.training.lightning_module import ClassifierModule, GroupUnfreeze, StepSeed, monitor_key
 from mammo_insight.training.losses import build_loss
 from mammo_insight.training.sampling import EpochSampler, pos_weight_value, worker_init
@@ -64,6 +64,18 @@ class History(pl.Callback):
             return
         m = {k: float(v) for k, v in trainer.callback_metrics.items()}
         epoch = trainer.current_epoch
+        if (
+            trainer.is_global_zero
+        ):  # a line per epoch: a long run shows it is alive in any log, not only a TTY
+            log.info(
+                "epoch %d/%d: train loss %.4f, val loss %.4f, val ROC-AUC %.3f, val pF1 %.3f",
+                epoch + 1,
+                trainer.max_epochs,
+                m.get("train_loss", np.nan),
+                m.get("val_loss", np.nan),
+                m.get("val_auc", np.nan),
+                m.get("val_pf1", np.nan),
+            )
         self.rows = [r for r in self.rows if r["epoch"] != epoch]
         for split in ("train", "val"):
             self.rows.append(
@@ -222,7 +234,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+        atomic_write(path, lambda tmp: save_torch(checkpoint, tmp))
 
 
 def make_trainer(

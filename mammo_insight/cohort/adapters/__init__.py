@@ -8,15 +8,18 @@ labels 1/0/NaN, canonical column names, and whose ``label_meaning`` says what "c
 from __future__ import annotations
 
 import importlib
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mammo_insight.cohort.adapters.base import DatasetAdapter
-from mammo_insight.cohort.schema import Cohort
+from mammo_insight.cohort.schema import Cohort, label_conflicts
 from mammo_insight.errors import CohortError
 
 if TYPE_CHECKING:
     from mammo_insight.cohort.outcomes import OutcomesSpec
+
+log = logging.getLogger(__name__)
 
 # name -> module that defines ADAPTER; imported lazily so one broken optional reader cannot break the rest.
 ADAPTER_MODULES = {
@@ -57,4 +60,13 @@ def load_cohort(
         cohort = get_adapter(dataset).load(root, mapping)
     if cohort.image_root is None:
         cohort.image_root = root
+    conflicts = label_conflicts(cohort.table)
+    if len(conflicts):
+        log.warning(
+            "%s: %d breast(s) have images labelled both 0 and 1 (e.g. %s): each counts as positive "
+            "(a breast's label is the maximum of its images'); eda lists them in tables/label_conflicts.csv",
+            dataset,
+            len(conflicts),
+            ", ".join(conflicts["breast_id"].astype(str)[:5]),
+        )
     return cohort

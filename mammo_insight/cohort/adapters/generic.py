@@ -37,6 +37,7 @@ from mammo_insight.cohort.schema import (
     empty_canonical,
 )
 from mammo_insight.errors import CohortError
+from mammo_insight.files import inside_dataset
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,8 @@ def read_mapping(path: Path | None) -> dict[str, Any]:
         mapping = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise CohortError(f"generic: {path} is not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise CohortError(f"generic: {path} nests tables or arrays too deeply to read") from None
     unknown = sorted(set(mapping) - KEYS)
     if unknown:
         raise CohortError(f"generic: {path} has unknown key(s) {unknown}; allowed: {sorted(KEYS)}")
@@ -417,13 +420,27 @@ def _identify_units(table: pd.DataFrame, columns: dict[str, str]) -> tuple[tuple
     return tuple(u for u in UNITS if u in known), notes
 
 
+def _table_path(root: Path, spec: dict[str, Any], mapping: Path | None) -> Path:
+    """The mapping's 'csv' under the dataset root: '..', an absolute path or a link out of the root (but
+    a folder link the user made in the root) are refused, as for image paths; a mapping names the
+    dataset's own table, never another file of the machine."""
+    csv = root / spec["csv"]
+    text_inside = os.path.commonpath([os.path.normpath(root.absolute()), os.path.normpath(csv.absolute())])
+    if text_inside != os.path.normpath(root.absolute()) or not inside_dataset(csv, root):
+        raise CohortError(
+            f"generic: 'csv' in {mapping} ({spec['csv']!r}) leads out of the dataset root {root}; "
+            "give the table's path relative to --root"
+        )
+    return csv
+
+
 class GenericAdapter(DatasetAdapter):
     name = "generic"
     label_meaning = DEFAULT_LABEL_MEANING
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         spec = read_mapping(mapping)
-        csv = root / spec["csv"]
+        csv = _table_path(root, spec, mapping)
         if not csv.is_file():
             raise CohortError(f"generic: table {csv} (key 'csv' in {mapping}) does not exist")
         raw = read_table(csv, sep=spec.get("sep", ","))

@@ -6,6 +6,7 @@ can name the rows holding junk. Excel readers are optional dependencies (extra `
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Iterable
 from pathlib import Path
@@ -41,11 +42,14 @@ def read_table(path: Path, sep: str | None = ",") -> pd.DataFrame:
                     f"reading {path} needs the optional package '{package}': "
                     f"pip install 'mammo-insight[excel]' (or export the sheet as CSV)"
                 )
-            raw = pd.read_excel(path, dtype=str, keep_default_na=False, engine=package)
+            read = functools.partial(pd.read_excel, path, dtype=str, keep_default_na=False, engine=package)
         else:
-            raw = pd.read_csv(
-                path, dtype=str, keep_default_na=False, sep=sep, engine="python" if sep is None else "c"
+            engine = "python" if sep is None else "c"
+            read = functools.partial(
+                pd.read_csv, path, dtype=str, keep_default_na=False, sep=sep, engine=engine
             )
+        raw = read()
+        _refuse_repeated_columns(read(header=None, nrows=1), path)
     except CohortError:
         raise
     except (OSError, ValueError, pd.errors.ParserError) as exc:
@@ -55,6 +59,20 @@ def read_table(path: Path, sep: str | None = ",") -> pd.DataFrame:
         return raw
     raw = raw.apply(lambda col: col.astype(str).str.strip())
     return drop_trailing_blank_rows(raw)
+
+
+def _refuse_repeated_columns(header: pd.DataFrame, path: Path) -> None:
+    """Two columns of one name (two 'cancer' columns that disagree): pandas would keep both as 'cancer' and
+    'cancer.1' and every reader would take the first in silence, so the table is refused instead."""
+    if header.empty:
+        return
+    names = [str(v).strip() for v in header.iloc[0].tolist() if isinstance(v, str) and v.strip()]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise CohortError(
+            f"{path}: column(s) {', '.join(repr(n) for n in repeated)} appear more than once in the header "
+            "(line 1); keep one of each (which one holds the truth is not guessed)"
+        )
 
 
 def drop_trailing_blank_rows(raw: pd.DataFrame) -> pd.DataFrame:

@@ -97,6 +97,19 @@ def test_the_notebook_page_shows_the_saved_results():
     assert rendered.count('class="nb-output"') >= 5, "the notebook was saved without its results"
 
 
+@pytest.mark.slow
+def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """Getting started's Python example, exactly as printed."""
+    section = (DOCS / "getting-started.md").read_text().split("## From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "getting-started.md", "exec"), {})  # noqa: S102 - the docs example is the test subject
+    out = capsys.readouterr().out
+    assert "'women': '40'" in out and "odds_ratio" in out
+    assert (tmp_path / "out" / "eda" / "index.html").is_file()
+    assert (tmp_path / "out" / "eda" / "manifest.json").is_file()
+
+
 # --- figures name their command -------------------------------------------------------------------
 
 FIGURE = re.compile(r"(?<![\w.])\d+\.\d+(?![\w.])|\b\d[\d,]*(?:\.\d+)?\s?(?:s|ms|min|%|MB|GB|img/s)\b")

@@ -206,6 +206,40 @@ def _data_env() -> dict[str, str]:
     return env
 
 
+# the metadata-plus-images tutorial's folder for each stage's outputs (reference/outputs.md's tables)
+TUTORIAL_OUTPUTS = {
+    "synth": "work/synth",
+    "preprocess": "work/cache",
+    "train": "work/run",
+    "fuse-train": "work/fuse",
+}
+
+
+def listed_outputs(stage: str) -> list[str]:
+    """The files reference/outputs.md lists for a stage, relative to its folder (fold_k as fold_0).
+
+    Rows marked as written only with an option ("with `--...`") or for one dataset ("(CBIS-DDSM)") are left out.
+    """
+    text = (DOCS / "reference" / "outputs.md").read_text()
+    section = text.split(f"\n## {stage}\n", 1)[1].split("\n## ", 1)[0]
+    files = []
+    for row in re.findall(r"^\| (`[^|]+) \| ([^\n]*) \|$", section, re.MULTILINE):
+        if "with `--" in row[1] or "(CBIS-DDSM)" in row[1]:
+            continue
+        names = re.findall(r"`([^`]+)`", row[0])
+        folder = names[0].split("/", 1)[1].rsplit("/", 1)[0] if names[0].count("/") > 1 else ""
+        for i, name in enumerate(names):
+            relative = name.split("/", 1)[1] if i == 0 else f"{folder}/{name}".lstrip("/")
+            files.append(relative.replace("<patient>/<image>.dcm", "").replace("fold_k", "fold_0"))
+    return files
+
+
+def test_listed_outputs_reads_the_tables():
+    assert "tables/shap_groups.csv" in listed_outputs("fuse-train")
+    assert "folds/fold_0/model.pt" in listed_outputs("train")
+    assert "shift.json" not in listed_outputs("train")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in TUTORIALS if "```bash" in p.read_text()], ids=lambda p: p.stem)
 def test_tutorial_commands_run(page, tmp_path):
@@ -236,6 +270,10 @@ def test_tutorial_commands_run(page, tmp_path):
     assert (tmp_path / "work").is_dir()
     html = list((tmp_path / "work").rglob("index.html"))
     assert html, "the tutorial wrote no report"
+    if page.stem == "metadata-plus-images":  # every output file the reference lists is there
+        for stage, folder in TUTORIAL_OUTPUTS.items():
+            for name in listed_outputs(stage):
+                assert (tmp_path / folder / name).exists(), f"{stage}: {name} (reference/outputs.md)"
 
 
 @pytest.mark.slow

@@ -57,6 +57,16 @@ def test_training_options_page_lists_every_option_with_its_default():
         assert meaning.strip(), f"training option {key} has no field doc"
 
 
+def test_the_training_options_example_loads(tmp_path):
+    """The page's example recipe is a valid --config file with the values it shows."""
+    page = (DOCS / "reference" / "training-options.md").read_text()
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(re.search(r"```toml\n(.*?)```", page, re.DOTALL).group(1))
+    config = _hooks().config_module().load_config(recipe)
+    assert (config.epochs, config.warmup_epochs, config.select_epoch) == (12, 2, "last")
+    assert config.augment.rotate_degrees == 10.0
+
+
 def test_train_help_lists_every_toml_key():
     from typer.testing import CliRunner
 

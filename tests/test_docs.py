@@ -40,7 +40,7 @@ def test_readme_is_short_with_the_quick_start_first():
 
 
 def test_every_docs_link_in_the_readme_points_at_a_page():
-    for target in re.findall(r"\]\((docs/[^)#]+)", README.read_text()):
+    for target in re.findall(r"\]\(((?:docs|examples)/[^)#]+)", README.read_text()):
         assert (ROOT / target).is_file(), target
 
 

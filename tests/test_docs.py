@@ -40,7 +40,7 @@ def test_readme_is_short_with_the_quick_start_first():
 
 
 def test_every_docs_link_in_the_readme_points_at_a_page():
-    for target in re.findall(r"\]\((docs/[^)#]+)", README.read_text()):
+    for target in re.findall(r"\]\(((?:docs|examples)/[^)#]+)", README.read_text()):
         assert (ROOT / target).is_file(), target
 
 
@@ -55,6 +55,16 @@ def test_training_options_page_lists_every_option_with_its_default():
     for key, type_name, default, meaning in rows:
         assert f"| `{key}` | {type_name.replace('|', chr(92) + '|')} | `{default}` |" in rendered, key
         assert meaning.strip(), f"training option {key} has no field doc"
+
+
+def test_the_training_options_example_loads(tmp_path):
+    """The page's example recipe is a valid --config file with the values it shows."""
+    page = (DOCS / "reference" / "training-options.md").read_text()
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(re.search(r"```toml\n(.*?)```", page, re.DOTALL).group(1))
+    config = _hooks().config_module().load_config(recipe)
+    assert (config.epochs, config.warmup_epochs, config.select_epoch) == (12, 2, "last")
+    assert config.augment.rotate_degrees == 10.0
 
 
 def test_train_help_lists_every_toml_key():
@@ -95,6 +105,19 @@ def test_the_notebook_page_shows_the_saved_results():
     rendered = _hooks().notebook()
     assert "run_synth" in rendered and "run_fuse" in rendered
     assert rendered.count('class="nb-output"') >= 5, "the notebook was saved without its results"
+
+
+@pytest.mark.slow
+def test_python_api_example_runs(tmp_path, monkeypatch, capsys):
+    """Getting started's Python example, exactly as printed."""
+    section = (DOCS / "getting-started.md").read_text().split("## From Python", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.DOTALL).group(1)
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "getting-started.md", "exec"), {})  # noqa: S102 - the docs example is the test subject
+    out = capsys.readouterr().out
+    assert "'women': '40'" in out and "odds_ratio" in out
+    assert (tmp_path / "out" / "eda" / "index.html").is_file()
+    assert (tmp_path / "out" / "eda" / "manifest.json").is_file()
 
 
 # --- figures name their command -------------------------------------------------------------------
@@ -193,6 +216,40 @@ def _data_env() -> dict[str, str]:
     return env
 
 
+# the metadata-plus-images tutorial's folder for each stage's outputs (reference/outputs.md's tables)
+TUTORIAL_OUTPUTS = {
+    "synth": "work/synth",
+    "preprocess": "work/cache",
+    "train": "work/run",
+    "fuse-train": "work/fuse",
+}
+
+
+def listed_outputs(stage: str) -> list[str]:
+    """The files reference/outputs.md lists for a stage, relative to its folder (fold_k as fold_0).
+
+    Rows marked as written only with an option ("with `--...`") or for one dataset ("(CBIS-DDSM)") are left out.
+    """
+    text = (DOCS / "reference" / "outputs.md").read_text()
+    section = text.split(f"\n## {stage}\n", 1)[1].split("\n## ", 1)[0]
+    files = []
+    for row in re.findall(r"^\| (`[^|]+) \| ([^\n]*) \|$", section, re.MULTILINE):
+        if "with `--" in row[1] or "(CBIS-DDSM)" in row[1]:
+            continue
+        names = re.findall(r"`([^`]+)`", row[0])
+        folder = names[0].split("/", 1)[1].rsplit("/", 1)[0] if names[0].count("/") > 1 else ""
+        for i, name in enumerate(names):
+            relative = name.split("/", 1)[1] if i == 0 else f"{folder}/{name}".lstrip("/")
+            files.append(relative.replace("<patient>/<image>.dcm", "").replace("fold_k", "fold_0"))
+    return files
+
+
+def test_listed_outputs_reads_the_tables():
+    assert "tables/shap_groups.csv" in listed_outputs("fuse-train")
+    assert "folds/fold_0/model.pt" in listed_outputs("train")
+    assert "shift.json" not in listed_outputs("train")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("page", [p for p in TUTORIALS if "```bash" in p.read_text()], ids=lambda p: p.stem)
 def test_tutorial_commands_run(page, tmp_path):
@@ -223,6 +280,10 @@ def test_tutorial_commands_run(page, tmp_path):
     assert (tmp_path / "work").is_dir()
     html = list((tmp_path / "work").rglob("index.html"))
     assert html, "the tutorial wrote no report"
+    if page.stem == "metadata-plus-images":  # every output file the reference lists is there
+        for stage, folder in TUTORIAL_OUTPUTS.items():
+            for name in listed_outputs(stage):
+                assert (tmp_path / folder / name).exists(), f"{stage}: {name} (reference/outputs.md)"
 
 
 @pytest.mark.slow

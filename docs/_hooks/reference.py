@@ -27,7 +27,8 @@ def config_module():
 
 
 def _cell(text: str) -> str:
-    return " ".join(text.split()).replace("|", "\\|")
+    """One table cell: on one line, pipes escaped, <placeholders> shown rather than taken for HTML tags."""
+    return html.escape(" ".join(text.split()), quote=False).replace("|", "\\|")
 
 
 def _type_name(param: Any) -> str:
@@ -63,7 +64,7 @@ def _option_row(param: Any) -> str:
 def command_section(name: str, command: Any) -> str:
     """One command (a typer command, typer's own click): its summary, usage line and a table of its options."""
     arguments = " ".join(p.name.upper() for p in command.params if p.param_type_name == "argument")
-    lines = [f"## `{name}`", "", (command.help or "").strip(), ""]
+    lines = [f"## `{name}`", "", html.escape((command.help or "").strip(), quote=False), ""]
     lines += ["```", f"mammo-insight {name} [OPTIONS] {arguments}".rstrip(), "```", ""]
     options = [p for p in command.params if p.name != "help"]
     if options:
@@ -109,8 +110,8 @@ def notebook() -> str:
     parts = []
     for cell in cells:
         source = "".join(cell["source"])
-        if cell["cell_type"] == "markdown":
-            parts.append(source)
+        if cell["cell_type"] == "markdown":  # its headings one level down: the page has its own title
+            parts.append(re.sub(r"^#", "##", source, flags=re.MULTILINE))
         elif cell["cell_type"] == "code":
             parts.append(f"```python\n{source}\n```")
             results = [o for o in cell.get("outputs", []) if o["output_type"] == "execute_result"]

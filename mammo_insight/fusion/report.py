@@ -9,6 +9,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from mammo_insight.fusion import shap_tabular as st
+from mammo_insight.fusion.features import WORKUP_FEATURES
 from mammo_insight.fusion.outputs import calibration_curves, decision_curves, shap_groups, shap_importance
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.metrics.compare import comparison_table, scores_table
@@ -531,9 +532,17 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
             [
                 bullet_list(
                     [
-                        f"Metadata features: {', '.join(result.meta_features) or 'none'}.",
-                        "Excluded as leaky (declared post-outcome, recorded or missing by label, or implausibly predictive: "
-                        "the leakage audit, eda's leakage.csv gives each reason): "
+                        f"Metadata features: {', '.join(result.meta_features) or 'none'}"
+                        + (
+                            ""
+                            if any(f in result.meta_features for f in WORKUP_FEATURES)
+                            else " (the image counts n_images and n_other_views are left out: extra images often "
+                            "mark work-up after a suspicious finding; --include-workup adds them)"
+                        )
+                        + ".",
+                        "Excluded as leaky or suspect (declared post-outcome, recorded or missing by label, or "
+                        "predicting the label alone too well: the leakage audit, whose verdict and reason per column "
+                        "eda's tables/leakage.csv gives): "
                         + (", ".join(result.excluded_leaky) or "none")
                         + ".",
                         f"Included despite being leaky (--include-leaky): {', '.join(result.included_leaky) or 'none'}.",

@@ -44,6 +44,13 @@ def command(
             help="a leaky (post-outcome) cohort column to use anyway; repeat for several. Figures become optimistic"
         ),
     ] = None,
+    include_workup: Annotated[
+        bool,
+        typer.Option(
+            help="use the image counts (n_images, n_other_views) as features: extra images often mark work-up "
+            "after a suspicious finding, so they are out by default"
+        ),
+    ] = False,
     n_boot: Annotated[
         int, typer.Option(min=0, help="bootstrap resamples for intervals and paired tests")
     ] = 1000,
@@ -88,6 +95,7 @@ def command(
         folds=folds,
         seed=seed,
         include_leaky=include,
+        include_workup=include_workup,
         n_boot=n_boot,
         shap_rows=shap_rows,
         workers=workers,

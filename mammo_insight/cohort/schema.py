@@ -53,6 +53,7 @@ LABEL_COLUMNS = ["cancer", "biopsy", "invasive", "difficult_negative_case", "imp
 # declares none (a cohort .parquet file, a table built in code).
 POST_OUTCOME_COLUMNS = ["birads", "biopsy", "invasive", "difficult_negative_case"]
 UNITS = ("image", "breast", "patient")
+COHORT_KINDS = ("screening", "diagnostic", "biopsied lesions")
 REQUIRED_VALUES = ["patient_id", "image_id", "laterality"]
 LATERALITIES = {"L", "R"}
 DENSITIES = {"A", "B", "C", "D"}
@@ -74,6 +75,9 @@ class Cohort:
     predict's folder); preprocess refuses a file whose real path lies outside it.
     known_units: the units whose ids are real (image, breast, patient); when a source cannot identify
     women (or breasts), their ids are placeholders (each image its own) and eda reports no figures there.
+    row_unit: what one row is, in the words reports use ("image"; "mass" for a table of read masses).
+    kind: the cohort's kind, one of COHORT_KINDS: a screening population, diagnostic exams, or biopsied
+    lesions (whose "cancer rate" is the share of lesions that proved malignant, not a screening rate).
     notes: what loading did to the source (rows skipped, codes out of range): shown in the eda report.
     reports: listings from loading, name -> table (the DICOM scan's files not used, the outcomes' match
     report): written beside the cohort file and into eda's tables/.
@@ -91,6 +95,8 @@ class Cohort:
     known_units: tuple[str, ...] = UNITS
     notes: list[str] = field(default_factory=list)
     reports: dict[str, pd.DataFrame] = field(default_factory=dict)
+    row_unit: str = "image"
+    kind: str = "screening"
 
 
 def file_lines(positions: Iterable[int], lines: Sequence[int] | None = None) -> str:

@@ -14,26 +14,30 @@ import numpy as np
 from mammo_insight.metrics import compare
 
 METADATA_MODELS = ("metadata", "metadata_logistic")  # LightGBM, logistic regression
+# the pre-declared primary metadata model first: "best metadata" is chosen by this order, never by the scores
+PRIMARY_ORDER = ("metadata_logistic", "metadata")
+AGE_ONLY = "age_only"
+CNN, STACKED = "cnn", "stacked"  # the CNN's own out-of-fold score; a logistic stacker on its logit + metadata
 
 
-def best_metadata_model(scores: Mapping) -> str | None:
-    """The metadata-only model with the highest out-of-fold ROC-AUC: the reference the images must beat.
+def best_metadata_model(models: Mapping) -> str | None:
+    """The metadata-only reference the images must beat, by a rule fixed before scoring: the pre-declared
+    primary model (the logistic regression an epidemiologist fits first), the LightGBM when it is absent.
 
-    Picking the better of two on the same predictions flatters it a little; with two models and
-    thousands of breasts that is far smaller than the intervals.
+    Taking the larger of two estimates on the same predictions would flatter the winner, and on a small
+    cohort which one wins flips with the fold draw.
     """
-    present = [m for m in METADATA_MODELS if m in scores]
-    return max(present, key=lambda m: scores[m]["roc_auc"]["value"]) if present else None
+    return next((m for m in PRIMARY_ORDER if m in models), None)
 
 
 def model_pairs(models: list[str], best_metadata: str | None) -> list[tuple[str, str]]:
-    """(a, b) pairs compared: fused against each metadata model and the images, images against the best
-    metadata model, and the two metadata models against each other."""
-    pairs = [("fused", m) for m in METADATA_MODELS] + [("fused", "image")]
-    if best_metadata is not None:
-        pairs.append(("image", best_metadata))
-    pairs.append(("metadata_logistic", "metadata"))
-    return [(a, b) for a, b in pairs if a in models and b in models]
+    """(a, b) pairs compared: every image and fused model against the CNN's own score, the primary metadata
+    model and age alone; the fused models against each metadata model; the metadata models against age."""
+    pairs = [(a, CNN) for a in (STACKED, "fused", "image")]
+    for a in (STACKED, "fused", "image", *METADATA_MODELS):
+        pairs += [(a, b) for b in (best_metadata, AGE_ONLY) if b is not None and b != a]
+    pairs += [("fused", m) for m in METADATA_MODELS] + [("fused", "image"), ("metadata_logistic", "metadata")]
+    return list(dict.fromkeys((a, b) for a, b in pairs if a in models and b in models))
 
 
 def paired_comparisons(

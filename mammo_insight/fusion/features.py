@@ -36,6 +36,9 @@ FEATURE_SOURCES = {
     "n_other_views": "view",
     "n_images": "view",
 }
+# how many images a breast has: extra views are often diagnostic work-up taken after a suspicious finding,
+# so they may carry the outcome; out of the default feature set, in (and named in a warning) on request
+WORKUP_FEATURES = ("n_images", "n_other_views")
 
 
 def leaky_columns_of(
@@ -48,12 +51,17 @@ def leaky_columns_of(
 
 
 def breast_features(
-    table: pd.DataFrame, exclude: Sequence[str] = (), include_leaky: Sequence[str] = ()
+    table: pd.DataFrame,
+    exclude: Sequence[str] = (),
+    include_leaky: Sequence[str] = (),
+    *,
+    workup: bool = False,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per breast: breast_id, patient_id, cancer, then the feature columns (returned as a list).
 
     ``exclude``: cohort columns whose features are dropped (the leaky ones). ``include_leaky``: cohort
     columns added as features anyway (max over the breast's images), named ``leaky_<column>``.
+    ``workup``: keep the image counts (WORKUP_FEATURES), which may mark work-up after a suspicious finding.
     """
     missing = [c for c in ("breast_id", "patient_id", "cancer") if c not in table.columns]
     if missing:
@@ -90,7 +98,9 @@ def breast_features(
     out["density_missing"] = out["density"].isna().astype(float)
     for col in CATEGORICAL:
         out[col] = out[col].astype("string").fillna("missing").astype("category")
-    features = [f for f, src in FEATURE_SOURCES.items() if src not in exclude]
+    features = [
+        f for f, src in FEATURE_SOURCES.items() if src not in exclude and (workup or f not in WORKUP_FEATURES)
+    ]
     features = [f for f in features if not _constant(out[f])]
     for col in include_leaky:
         name = f"leaky_{col}"

@@ -13,13 +13,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy.special import expit
 
 from mammo_insight.cohort.folds import folds_record
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.fusion.compare import best_metadata_model, paired_comparisons
+from mammo_insight.fusion.compare import AGE_ONLY, CNN, STACKED, best_metadata_model, paired_comparisons
 from mammo_insight.fusion.emb_table import embedding_columns
-from mammo_insight.fusion.features import breast_features, leaky_columns_of
+from mammo_insight.fusion.features import WORKUP_FEATURES, breast_features, leaky_columns_of
 from mammo_insight.fusion.lgbm import (
     CANDIDATE_KEYS,
     IMAGE_PREFIX,
@@ -46,11 +47,18 @@ LEAK_WARNING = (
 )
 
 
+WORKUP_WARNING = (
+    "Work-up proxies {cols} were included as features (--include-workup): extra images are often taken "
+    "after a suspicious finding, so the metadata and fused figures may read the work-up, not the screen."
+)
+
+
 @dataclass
 class FusionConfig:
     folds: int = 5
     seed: int = 0
     include_leaky: Sequence[str] = ()
+    include_workup: bool = False  # the image counts (fusion.features.WORKUP_FEATURES) as features
     n_pca: int = 16
     shap_rows: int = 3000
     interaction_rows: int = 200
@@ -201,6 +209,26 @@ def _coverage(absent: np.ndarray, cfg: FusionConfig) -> str:
     return f"WARNING: {text} (--allow-partial: the figures describe only the covered breasts)"
 
 
+def _has_cnn_score(emb: ImageFeatures) -> bool:
+    """The embeddings carry the CNN's own out-of-fold logit for every breast (embed writes cnn_logit)."""
+    return emb.logit is not None and bool(np.isfinite(emb.logit).all())
+
+
+def _reference_fits(
+    meta: pd.DataFrame | None, emb: ImageFeatures | None, y: np.ndarray, fold: np.ndarray, cfg: FusionConfig
+) -> dict[str, CvFit]:
+    """The references every model is read against, on the same folds: age alone (logistic), and with the
+    CNN's score a logistic stacker on its logit plus the metadata (adds the metadata without re-learning
+    the image score from a few hundred positive breasts, as the trees on the embeddings must)."""
+    fits: dict[str, CvFit] = {}
+    common = {"settings": cfg.logistic, "workers": cfg.workers}
+    if meta is not None and "age" in meta.columns:
+        fits[AGE_ONLY] = cross_validate_logistic(meta[["age"]], y, fold, **common)
+    if meta is not None and emb is not None and _has_cnn_score(emb):
+        fits[STACKED] = cross_validate_logistic(meta.assign(cnn_logit=emb.logit), y, fold, **common)
+    return fits
+
+
 def run_fusion(
     table: pd.DataFrame,
     embeddings: pd.DataFrame | None = None,
@@ -227,7 +255,13 @@ def run_fusion(
         warnings.append(LEAK_WARNING.format(cols=", ".join(included)))
         log.warning(warnings[-1])
     with timings.part("features"):
-        breasts, meta_features = breast_features(table, exclude=excluded, include_leaky=included)
+        breasts, meta_features = breast_features(
+            table, exclude=excluded, include_leaky=included, workup=cfg.include_workup
+        )
+        if cfg.include_workup:
+            warnings.append(
+                WORKUP_WARNING.format(cols=", ".join(f for f in WORKUP_FEATURES if f in meta_features))
+            )
         unlabelled = int(breasts["cancer"].isna().sum())
         if unlabelled:
             warnings.append(f"{unlabelled} breast(s) have no cancer label and were left out")
@@ -285,11 +319,14 @@ def run_fusion(
             fits["metadata_logistic"] = cross_validate_logistic(
                 meta, y, fold, settings=cfg.logistic, workers=cfg.workers
             )
+        fits.update(_reference_fits(meta, emb_matrix, y, fold, cfg))
         if emb_matrix is not None:
             fits["image"] = cross_validate(None, emb_matrix, y, fold, **fitting)
         if meta is not None and emb_matrix is not None:
             fits["fused"] = cross_validate(meta, emb_matrix, y, fold, **fitting)
     probs = {name: fit.prob for name, fit in fits.items()}
+    if emb_matrix is not None and _has_cnn_score(emb_matrix):
+        probs = {CNN: expit(emb_matrix.logit), **probs}
     settings = {name: fit.settings for name, fit in fits.items()}
     per_view = pd.DataFrame()
     if embeddings is not None:
@@ -297,7 +334,7 @@ def run_fusion(
             per_view = _per_view_auc(embeddings, breasts, cols, cfg, settings["image"])
     with timings.part("metrics + paired tests"):
         scores = score_models(y, probs, groups, cfg.n_boot, seed=cfg.seed)
-        best_metadata = best_metadata_model(scores)
+        best_metadata = best_metadata_model(probs)
         if planted_risk is not None:
             risk = planted_risk.reindex(breasts["breast_id"].astype(str)).to_numpy(float)
             if np.isnan(risk).any():
@@ -379,7 +416,7 @@ def explain(
     """
     from mammo_insight.fusion.shap_tabular import top_interactions, tree_shap
 
-    name = "fused" if "fused" in probs else next(iter(probs))
+    name = next(m for m in ("fused", "metadata", "image") if m in probs)
     use_meta = meta if name in ("fused", "metadata") else None
     use_emb = emb if name in ("fused", "image") else None
     with timings.part("final model"):

@@ -9,6 +9,7 @@ import pandas as pd
 from markupsafe import Markup
 
 from mammo_insight.fusion import shap_tabular as st
+from mammo_insight.fusion.features import WORKUP_FEATURES
 from mammo_insight.fusion.outputs import calibration_curves, decision_curves, shap_groups, shap_importance
 from mammo_insight.fusion.pipeline import FusionResult
 from mammo_insight.metrics.compare import comparison_table, scores_table
@@ -44,6 +45,9 @@ MODEL_WORDS = {
     "metadata_logistic": "metadata only (logistic)",
     "image": "image embeddings only",
     "fused": "metadata + images",
+    "cnn": "the CNN's own out-of-fold score",
+    "stacked": "CNN score + metadata (logistic stacker)",
+    "age_only": "age only (logistic)",
     "oracle": "planted metadata risk (oracle)",
 }
 
@@ -100,16 +104,8 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             )
         out.append(f"Image signal by view (image-only model on one view's embeddings): {views}. {tail}")
     best = result.best_metadata
-    if best is not None and len([m for m in ("metadata", "metadata_logistic") if m in result.scores]) == 2:
-        out.append(
-            f"Best metadata-only model: {MODEL_WORDS[best]}, ROC-AUC {_auc(result, best)}; the other "
-            + (
-                f"scores {_auc(result, 'metadata')}."
-                if best == "metadata_logistic"
-                else f"scores {_auc(result, 'metadata_logistic')}."
-            )
-            + " What the images add is measured against the best one."
-        )
+    if best is not None:
+        out.append(_metadata_sentence(result, best))
     if "oracle" in result.scores and best is not None:
         out.append(
             f"The planted metadata risk (the generator's own risk model, which no model sees) ranks cancers "
@@ -117,8 +113,10 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             "chance). "
             f"The best metadata-only model reaches {_auc(result, best)}."
         )
+    if "cnn" in result.scores:
+        out.append(_cnn_sentence(result))
     sources = [m for m in ("image", best) if m in result.scores]
-    if "fused" in result.scores and len(sources) == 2:
+    if "fused" in result.scores and len(sources) == 2 and "cnn" not in result.scores:
         out.append(_fusion_sentence(result, sources))
     cmp = result.comparisons.get(f"fused_vs_{best}")
     if cmp:
@@ -131,7 +129,7 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             else "a loss"
         )
         out.append(
-            f"Adding the images to the metadata changes breast-level ROC-AUC from {d['value_b']:.3f} (best "
+            f"Adding the images to the metadata changes breast-level ROC-AUC from {d['value_b']:.3f} (primary "
             f"metadata-only model) to "
             f"{d['value_a']:.3f}: difference {d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to "
             f"{d['ci_high']:+.3f}, bootstrap p = {d['p_value']:.3g}, DeLong p = "
@@ -143,6 +141,66 @@ def answers(result: FusionResult, importance: pd.DataFrame) -> list[str]:
             "so the added value of the images is not measured here (run `mammo-insight embed` first)."
         )
     return out
+
+
+def _diff(result: FusionResult, a: str, b: str) -> str:
+    """'difference +0.012 (95% CI ..., paired bootstrap p = ..., DeLong p = ...)' of a against b, or ''."""
+    cmp = result.comparisons.get(f"{a}_vs_{b}")
+    if not cmp:
+        return ""
+    d = cmp["roc_auc"]
+    return (
+        f"difference {d['diff']:+.3f} (95% CI {d['ci_low']:+.3f} to {d['ci_high']:+.3f}; paired bootstrap over "
+        f"women p = {d['p_value']:.3g}, DeLong p = {cmp['delong']['p_value']:.3g})"
+    )
+
+
+def _metadata_sentence(result: FusionResult, best: str) -> str:
+    """The primary metadata model (chosen before scoring) beside age alone and the other metadata model."""
+    text = (
+        f"Primary metadata-only model (declared before scoring: {MODEL_WORDS[best]}): ROC-AUC "
+        f"{_auc(result, best)}."
+    )
+    if "age_only" in result.scores:
+        text += f" Age alone: {_auc(result, 'age_only')}; the primary model against it: {_diff(result, best, 'age_only')}."
+    other = next((m for m in ("metadata", "metadata_logistic") if m in result.scores and m != best), None)
+    if other:
+        text += f" The {MODEL_WORDS[other]} model scores {_auc(result, other)}."
+    return text + " What the images add is measured against the primary model."
+
+
+def _cnn_sentence(result: FusionResult) -> str:
+    """Is the best fused model at least as good as the CNN's own out-of-fold score? (paired test)."""
+    cnn = result.scores["cnn"]["roc_auc"]["value"]
+    parts = [
+        f"The CNN's own out-of-fold score ranks cancers with ROC-AUC {_auc(result, 'cnn')}: the image-only reference."
+    ]
+    for model in ("stacked", "fused", "image"):
+        cmp = result.comparisons.get(f"{model}_vs_cnn")
+        if not cmp:
+            continue
+        d = cmp["roc_auc"]
+        where = "above" if d["ci_low"] > 0 else "below" if d["ci_high"] < 0 else "not distinguishable from"
+        parts.append(
+            f"The {MODEL_WORDS[model]} model ({result.scores[model]['roc_auc']['value']:.3f}) is {where} it: "
+            f"{_diff(result, model, 'cnn')}."
+        )
+    fused = [m for m in ("stacked", "fused") if f"{m}_vs_cnn" in result.comparisons]
+    if fused:
+        best = max(fused, key=lambda m: result.scores[m]["roc_auc"]["value"])
+        d = result.comparisons[f"{best}_vs_cnn"]["roc_auc"]
+        parts.append(
+            "Fusion is worth having only if it is at least as good as the image model it starts from: "
+            + (
+                f"the best fused model ({MODEL_WORDS[best]}) is not below the CNN's score (paired interval "
+                f"{d['ci_low']:+.3f} to {d['ci_high']:+.3f})."
+                if d["ci_high"] >= 0
+                else f"even the best fused model ({MODEL_WORDS[best]}, {d['value_a']:.3f}) is below the CNN's "
+                f"own score ({cnn:.3f}; paired interval {d['ci_low']:+.3f} to {d['ci_high']:+.3f}): here fusion "
+                "does not pay."
+            )
+        )
+    return " ".join(parts)
 
 
 def _fusion_sentence(result: FusionResult, sources: list[str]) -> str:
@@ -254,7 +312,7 @@ def _incremental_section(result: FusionResult) -> Section:
         d = cmp["roc_auc"]
         blocks.append(
             paragraph(
-                f"Fused against the best metadata-only model ({MODEL_WORDS[best]}): ROC-AUC {d['value_a']:.3f} "
+                f"Fused against the primary metadata-only model ({MODEL_WORDS[best]}): ROC-AUC {d['value_a']:.3f} "
                 f"against {d['value_b']:.3f}, difference {d['diff']:+.3f} ({d['ci_low']:+.3f} to "
                 f"{d['ci_high']:+.3f}; paired bootstrap over women p = {d['p_value']:.3g}, DeLong p = "
                 f"{cmp['delong']['p_value']:.3g})."
@@ -474,9 +532,17 @@ def render_report(result: FusionResult, out: Path, dataset: str, label_meaning: 
             [
                 bullet_list(
                     [
-                        f"Metadata features: {', '.join(result.meta_features) or 'none'}.",
-                        "Excluded as leaky (declared post-outcome, recorded or missing by label, or implausibly predictive: "
-                        "the leakage audit, eda's leakage.csv gives each reason): "
+                        f"Metadata features: {', '.join(result.meta_features) or 'none'}"
+                        + (
+                            ""
+                            if any(f in result.meta_features for f in WORKUP_FEATURES)
+                            else " (the image counts n_images and n_other_views are left out: extra images often "
+                            "mark work-up after a suspicious finding; --include-workup adds them)"
+                        )
+                        + ".",
+                        "Excluded as leaky or suspect (declared post-outcome, recorded or missing by label, or "
+                        "predicting the label alone too well: the leakage audit, whose verdict and reason per column "
+                        "eda's tables/leakage.csv gives): "
                         + (", ".join(result.excluded_leaky) or "none")
                         + ".",
                         f"Included despite being leaky (--include-leaky): {', '.join(result.included_leaky) or 'none'}.",

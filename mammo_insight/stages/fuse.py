@@ -48,6 +48,7 @@ class FuseConfig:
     folds: int = 5
     seed: int = 0
     include_leaky: tuple[str, ...] = ()
+    include_workup: bool = False
     n_boot: int = 1000
     shap_rows: int = 3000
     workers: int = 2
@@ -59,6 +60,7 @@ class FuseConfig:
             folds=self.folds,
             seed=self.seed,
             include_leaky=list(self.include_leaky),
+            include_workup=self.include_workup,
             n_boot=self.n_boot,
             shap_rows=self.shap_rows,
             workers=self.workers,
@@ -161,6 +163,7 @@ def write_fuse(result: FuseResult, out: Path) -> Path:
         "folds": result.fusion.folds.get("k", c.folds),
         "folds_requested": c.folds,
         "include_leaky": list(c.include_leaky),
+        "include_workup": c.include_workup,
         "n_boot": c.n_boot,
         "shap_rows": c.shap_rows,
         "workers": c.workers,

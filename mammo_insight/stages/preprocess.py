@@ -82,7 +82,9 @@ class PreprocessResult(StageResult):
     def lines(self) -> list[str]:
         lines = [f"{key}: {value}" for key, value in self.summary.items()]
         failed = self.summary["failed"]
-        return [*lines, f"{failed} image(s) failed: see {self.config.out / 'failures.csv'}"] if failed else lines
+        return (
+            [*lines, f"{failed} image(s) failed: see {self.config.out / 'failures.csv'}"] if failed else lines
+        )
 
 
 def run_preprocess(config: PreprocessStageConfig) -> PreprocessResult:

@@ -45,19 +45,37 @@ def _of(k: int, n: int, what: str) -> str:
     return f"{k:,} of {n:,} {what} ({_pct(k / n) if n else '–'})"
 
 
-def prevalence_finding(summary: dict) -> str:
-    """Cancer counts at each unit the source identifies, each percentage from the numbers beside it."""
-    images = _of(summary["n_cancer_images"], summary["n_labelled_images"], "labelled images")
+KIND_NOTES = {
+    "diagnostic": " These are diagnostic exams, not a screening population: rates are not screening cancer rates.",
+    "biopsied lesions": " This is a cohort of biopsied lesions, not a screening population: a rate is the share "
+    "of lesions that proved malignant, not a screening cancer rate, and no factor here is a screening-time "
+    "risk factor.",
+}
+
+
+def prevalence_finding(summary: dict, row_unit: str = "image", kind: str = "screening") -> str:
+    """Cancer counts at each unit the source identifies, each percentage from the numbers beside it;
+    ``row_unit`` names what one row is (the adapter's), ``kind`` the cohort's kind."""
+    return _prevalence(summary, row_unit) + KIND_NOTES.get(kind, "")
+
+
+def _plural(unit: str) -> str:
+    return f"{unit}es" if unit.endswith(("s", "x", "ch", "sh")) else f"{unit}s"
+
+
+def _prevalence(summary: dict, row_unit: str) -> str:
+    rows = _plural(row_unit)
+    images = _of(summary["n_cancer_images"], summary["n_labelled_images"], f"labelled {rows}")
     unlabelled_images = summary["n_images"] - summary["n_labelled_images"]
     tail = (
-        f" ({summary['n_images']:,} images in all, {unlabelled_images:,} without a label)"
+        f" ({summary['n_images']:,} {rows} in all, {unlabelled_images:,} without a label)"
         if unlabelled_images
         else ""
     )
     if summary["n_breasts"] is None:
         who = "women" if summary["n_patients"] is None else "breasts"
         return (
-            f"{images} are positive{tail}. The source does not identify {who}, so each image counts as its own "
+            f"{images} are positive{tail}. The source does not identify {who}, so each {row_unit} counts as its own "
             f"unit: {'woman- and breast' if who == 'women' else 'breast'}-level figures are unavailable."
         )
     n_labelled = summary["n_labelled_breasts"]
@@ -84,9 +102,17 @@ def _holm(row: pd.Series) -> str:
 
 
 def age_findings(
-    rates: pd.DataFrame, odds: pd.DataFrame, tests: pd.DataFrame, joint: pd.DataFrame, unit: str = "breast"
+    rates: pd.DataFrame,
+    odds: pd.DataFrame,
+    tests: pd.DataFrame,
+    joint: pd.DataFrame,
+    unit: str = "breast",
+    word: str | None = None,
 ) -> list[str]:
-    """The age-band pattern in words the trend test and the bands support, and the adjusted age odds ratio."""
+    """The age-band pattern in words the trend test and the bands support, and the adjusted age odds ratio.
+
+    ``unit``: the rates' unit (image, breast); ``word``: how the text names it (the adapter's row unit)."""
+    word = word or unit
     bands = rates[
         (rates["factor"] == "age_band")
         & (rates["unit"] == unit)
@@ -103,12 +129,12 @@ def age_findings(
         steady = t is not None and abs(rho) >= MIN_BAND_RHO and (rho > 0) == (t["statistic"] > 0)
         test_text = f"trend test {_holm(t)}" if t is not None else "no trend test"
         if steady and bool(t["significant"]):
-            low, high = bands.loc[bands["rate"].idxmin()], bands.loc[bands["rate"].idxmax()]
+            # the youngest and the oldest band shown (band order, not the lowest and highest rate)
+            first, last = bands.iloc[0], bands.iloc[-1]
             verb = "rises" if rho > 0 else "falls"
-            first, last = (low, high) if rho > 0 else (high, low)
             out.append(
-                f"The {unit}-level cancer rate {verb} from {_ci(first)} at age {first['level']} to "
-                f"{_ci(last)} at {last['level']} ({test_text})."
+                f"The {word}-level cancer rate {verb} from {_ci(first)} at age {first['level']} to "
+                f"{_ci(last)} at {last['level']} ({test_text}; bands with at least {MIN_BAND_N} {_plural(word)})."
             )
         else:
             pattern = "; ".join(
@@ -120,7 +146,7 @@ def age_findings(
                 if t is not None and bool(t["significant"])
                 else "no clear trend with age"
             )
-            out.append(f"By age band the {unit}-level cancer rate is {pattern}: {why} ({test_text}).")
+            out.append(f"By age band the {word}-level cancer rate is {pattern}: {why} ({test_text}).")
     term = odds[(odds["term"] == AGE_TERM) & (odds["model"] == "all breasts")]
     if len(term):
         row = term.iloc[0]
@@ -131,10 +157,7 @@ def age_findings(
         )
         if excludes_one and (test is None or bool(test["significant"])):
             verb = "multiplies" if row["odds_ratio"] > 1 else "multiplies (lowers)"
-            out.append(
-                f"Each 10 years of age {verb} the odds of cancer by {ci} after adjustment for the other "
-                "screening-time factors."
-            )
+            out.append(f"Each 10 years of age {verb} the odds of cancer by {ci} {_adjusted_for(odds)}.")
         elif excludes_one:
             out.append(
                 f"After adjustment, the odds ratio per 10 years of age is {ci}: its interval excludes 1, but "
@@ -146,6 +169,17 @@ def age_findings(
                 "includes 1."
             )
     return out
+
+
+def adjustment_set(odds: pd.DataFrame, model: str = "all breasts") -> list[str]:
+    """The factors (other than age) a fitted model adjusts for, by the names of the odds-ratio table."""
+    terms = odds.loc[(odds["model"] == model) & (odds["term"] != AGE_TERM), "term"]
+    return list(dict.fromkeys(t.split("=")[0].split(" (per SD")[0] for t in terms))
+
+
+def _adjusted_for(odds: pd.DataFrame) -> str:
+    names = adjustment_set(odds)
+    return f"after adjustment for {', '.join(names)}" if names else "with no other factor in the model"
 
 
 def adjusted_findings(odds: pd.DataFrame, joint: pd.DataFrame, aliases: dict[str, str]) -> list[str]:
@@ -186,12 +220,26 @@ def adjusted_findings(odds: pd.DataFrame, joint: pd.DataFrame, aliases: dict[str
     return out
 
 
+DERIVED_SUFFIXES = ("_quartile", "_band", "_decile")
+
+
+def factor_base(name: str) -> str:
+    """The column a tested factor comes from: 'subtlety_quartile' -> 'subtlety', 'age_band' -> 'age'."""
+    for suffix in DERIVED_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def tests_finding(tests: pd.DataFrame) -> str:
     if tests.empty:
         return "No association test could be run (too few levels or cancers)."
     sig = tests[tests["significant"]]
     names = ", ".join(f"{r['factor']} ({r['test']})" for _, r in sig.iterrows()) or "none"
-    quiet = [f for f in dict.fromkeys(tests["factor"]) if f not in set(sig["factor"])]
+    # a factor and its derived forms (subtlety, subtlety_quartile; age, age_band) are one factor: it is
+    # quiet only when none of its forms is significant
+    found = {factor_base(f) for f in sig["factor"]}
+    quiet = [f for f in dict.fromkeys(tests["factor"]) if factor_base(f) not in found]
     n_joint = int(tests["test"].str.startswith(WALD).sum())
     text = (
         f"{len(tests)} tests were run ({len(tests) - n_joint} association tests and {n_joint} joint tests of "
@@ -202,7 +250,13 @@ def tests_finding(tests: pd.DataFrame) -> str:
     return text
 
 
-def machine_finding(rates: pd.DataFrame, remark: str, unit: str = "breast") -> str:
+def machine_finding(
+    rates: pd.DataFrame,
+    remark: str,
+    unit: str = "breast",
+    crosstab: pd.DataFrame | None = None,
+    word: str | None = None,
+) -> str:
     machines = rates[
         (rates["factor"] == "machine_id")
         & (rates["unit"] == unit)
@@ -212,10 +266,33 @@ def machine_finding(rates: pd.DataFrame, remark: str, unit: str = "breast") -> s
     if len(machines) < 2:
         return ""
     low, high = machines.loc[machines["rate"].idxmin()], machines.loc[machines["rate"].idxmax()]
-    return (
-        f"Among machines with at least {MIN_MACHINE_N} {unit}s, the rate ranges from {_ci(low)} on machine "
-        f"{low['level']} to {_ci(high)} on machine {high['level']}. {remark}"
+    overlap = low["ci_high"] >= high["ci_low"]
+    gap = (
+        "their 95% intervals overlap, so even these two, picked as the extremes, are not clearly different"
+        if overlap
+        else "their 95% intervals do not overlap, though the two are picked as the extremes of "
+        f"{len(machines)} machines, which widens any gap"
     )
+    text = (
+        f"Among machines with at least {MIN_MACHINE_N} {_plural(word or unit)}, the rate ranges from {_ci(low)} on machine "
+        f"{low['level']} to {_ci(high)} on machine {high['level']}: {gap}."
+    )
+    sites = _sites_of(crosstab, [str(low["level"]), str(high["level"])])
+    if len(sites) == 1:
+        text += (
+            f" Both machines are at site {sites[0]}: the site does not explain this gap, which mixes the "
+            "machine with who is imaged on it."
+        )
+        return text
+    return f"{text} {remark}"
+
+
+def _sites_of(crosstab: pd.DataFrame | None, machines: list[str]) -> list[str]:
+    """The sites the given machines appear at ([] when unknown)."""
+    if crosstab is None or crosstab.empty or not set(machines) <= set(crosstab.index.astype(str)):
+        return []
+    rows = crosstab.set_axis(crosstab.index.astype(str)).loc[machines]
+    return sorted(str(s) for s in rows.columns[(rows > 0).any(axis=0)])
 
 
 def missingness_findings(missing: pd.DataFrame) -> list[str]:
@@ -275,6 +352,9 @@ def write_findings(
     nesting: str,
     structure: list[str],
     aliases: dict[str, str],
+    crosstab: pd.DataFrame | None = None,
+    row_unit: str = "image",
+    kind: str = "screening",
 ) -> list[str]:
     """The findings, most important first; empty strings are dropped.
 
@@ -282,14 +362,15 @@ def write_findings(
     ``structure``: sentences on levels that are a site or never occur at one; ``aliases``: 'factor=level' -> site.
     """
     unit = "breast" if summary["n_breasts"] is not None else "image"
+    word = row_unit if unit == "image" else unit
     recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])
     age_leaky = bool(((leakage["column"] == "age") & leakage["verdict"].isin(["leaky", "suspect"])).any())
     findings = [
-        prevalence_finding(summary),
-        *([] if age_leaky else age_findings(rates, odds, tests, joint, unit)),
+        prevalence_finding(summary, row_unit, kind),
+        *([] if age_leaky else age_findings(rates, odds, tests, joint, unit, word)),
         *adjusted_findings(odds, joint, aliases),
         tests_finding(tests),
-        machine_finding(rates, nesting, unit),
+        machine_finding(rates, nesting, unit, crosstab, word),
         *missingness_findings(missing),
         *structure,
         leakage_finding(leakage, recorded),

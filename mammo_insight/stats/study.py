@@ -178,6 +178,9 @@ def _study(
             nesting=nesting,
             structure=structure,
             aliases=aliases,
+            crosstab=crosstab,
+            row_unit=cohort.row_unit,
+            kind=cohort.kind,
         ),
     )
     return StudyResult(

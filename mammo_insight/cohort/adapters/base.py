@@ -25,6 +25,8 @@ class DatasetAdapter(ABC):
     name: str = ""
     label_meaning: str = ""
     post_outcome: tuple[str, ...] = ()
+    row_unit: str = "image"  # what one row of the table is, in report words
+    kind: str = "screening"  # schema.COHORT_KINDS: screening, diagnostic, biopsied lesions
 
     def cohort(
         self,
@@ -40,6 +42,8 @@ class DatasetAdapter(ABC):
         laterality_may_be_unknown: bool = False,
         image_root: Path | None = None,
         lines: Sequence[int] | None = None,
+        row_unit: str | None = None,
+        kind: str | None = None,
     ) -> Cohort:
         """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list."""
         cohort = Cohort(
@@ -53,6 +57,8 @@ class DatasetAdapter(ABC):
             known_units=tuple(known_units),
             notes=list(notes),
             image_root=image_root,
+            row_unit=row_unit or self.row_unit,
+            kind=kind or self.kind,
         )
         if annotations is not None:
             cohort.annotations = annotations

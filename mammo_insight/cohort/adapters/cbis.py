@@ -147,6 +147,7 @@ def roi_masks(root: Path, rows: pd.DataFrame) -> pd.DataFrame:
 
 class CbisAdapter(DatasetAdapter):
     name = "cbis"
+    kind = "biopsied lesions"
     # the biopsy's verdict (the label's source) and the radiologist's assessment (BI-RADS, the work-up's call);
     # abnormality type and subtlety describe what a reader sees on the film and stay screening-time factors
     post_outcome = ("pathology", "birads")

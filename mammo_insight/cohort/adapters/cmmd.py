@@ -110,6 +110,7 @@ def read_headers(dicom_root: Path) -> tuple[pd.DataFrame, list[str]]:
 
 class CmmdAdapter(DatasetAdapter):
     name = "cmmd"
+    kind = "biopsied lesions"
     post_outcome = ("classification", "subtype", "abnormality")  # the biopsy's verdict and what it found
     label_meaning = (
         "cancer = 1 when CMMD's clinical table classifies the breast's biopsied lesion as Malignant, "

@@ -29,6 +29,7 @@ from mammo_insight.cohort.adapters.tables import file_lines, read_table
 from mammo_insight.cohort.folds import TRAIN_ONLY_COLUMNS, flag_values
 from mammo_insight.cohort.schema import (
     CANONICAL_COLUMNS,
+    COHORT_KINDS,
     DENSITIES,
     LABEL_COLUMNS,
     POST_OUTCOME_COLUMNS,
@@ -54,6 +55,8 @@ KEYS = {
     "post_outcome",
     "annotations",
     "image_path_format",
+    "row_unit",
+    "cohort_kind",
 }
 LABEL_KEYS = {"column", "target", "positive", "negative"}
 BIRADS_CODE = r"^[0-6](?:[abcABC]|\.0)?$"  # 4a/4b/4c are BI-RADS 4; "3.0" is 3
@@ -106,7 +109,14 @@ def _check_types(mapping: dict[str, Any], path: Path) -> None:
         items = value if isinstance(value, list) else [value]
         return all(isinstance(v, SCALAR) for v in items)
 
-    for key in ("csv", "sep", "image_root", "label_meaning", "image_path_format"):
+    if "cohort_kind" in mapping:
+        expect(
+            "'cohort_kind'",
+            mapping["cohort_kind"],
+            mapping["cohort_kind"] in COHORT_KINDS,
+            f"one of {', '.join(COHORT_KINDS)}",
+        )
+    for key in ("csv", "sep", "image_root", "label_meaning", "image_path_format", "row_unit"):
         if key in mapping:
             expect(f"'{key}'", mapping[key], isinstance(mapping[key], str), "a string")
     if "missing_values" in mapping:
@@ -508,6 +518,8 @@ class GenericAdapter(DatasetAdapter):
             image_root=image_root,
             annotations=lesions,
             lines=lines,
+            row_unit=spec.get("row_unit"),
+            kind=spec.get("cohort_kind"),
         )
 
 

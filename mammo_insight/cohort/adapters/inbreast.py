@@ -180,6 +180,7 @@ def read_rois(xml_dir: Path, images: pd.DataFrame) -> pd.DataFrame:
 
 class InbreastAdapter(DatasetAdapter):
     name = "inbreast"
+    kind = "diagnostic"
     # the label is a function of the BI-RADS assessment; the findings are what that reading saw
     post_outcome = ("birads", "birads_category", *FINDINGS.values())
     label_meaning = (

@@ -99,6 +99,7 @@ def _image_height(path: Path | None, ref: str) -> int | None:
 
 class MiasAdapter(DatasetAdapter):
     name = "mias"
+    kind = "diagnostic"
     # the abnormality class decides the label (NORM or not); severity and malignant come from the work-up
     post_outcome = ("abnormality", "severity", "malignant")
     label_meaning = (

@@ -140,7 +140,7 @@ def _cli(*args: str):
 def test_ensemble_of_two_runs_is_a_run_that_evaluate_and_predict_use(trained, tmp_path: Path):
     from mammo_insight.imaging.cache import read_cache_index
     from mammo_insight.runs.ensemble import EnsembleRun
-    from mammo_insight.runs.trained_run import TrainedRun
+    from mammo_insight.runs.open import open_run
 
     out = tmp_path / "ens"
     result = _cli("ensemble", "--runs", trained["a"], trained["b"], "--out", out, "--n-boot", 50)
@@ -158,7 +158,7 @@ def test_ensemble_of_two_runs_is_a_run_that_evaluate_and_predict_use(trained, tm
     assert "Members" in (out / "index.html").read_text()
 
     # opened as a run: fold k is the mean of the members' fold k models, so scoring averages all of them
-    run = TrainedRun.open(out)
+    run = open_run(out)
     assert (
         isinstance(run, EnsembleRun)
         and run.folds == (0, 1)
@@ -167,7 +167,7 @@ def test_ensemble_of_two_runs_is_a_run_that_evaluate_and_predict_use(trained, tm
     assert run.preprocess_config().size == (32, 24)  # predict builds its cache as the members were
     rows = read_cache_index(trained["cache"]).head(6)
     images, _ = run.ensemble_predict(trained["cache"], rows)
-    parts = [TrainedRun.open(trained[n]).ensemble_predict(trained["cache"], rows)[0]["prob"] for n in "ab"]
+    parts = [open_run(trained[n]).ensemble_predict(trained["cache"], rows)[0]["prob"] for n in "ab"]
     np.testing.assert_allclose(images["prob"], (parts[0] + parts[1]) / 2, atol=1e-5)
 
     evaluated = _cli(

@@ -149,6 +149,61 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
 
+@dataclass(frozen=True)
+class PatchConfig:
+    """How patches are sampled and the patch classifier trained (written to PATCHRUN/config.json)."""
+
+    patch_size: int = 32  # cache pixels, square
+    lesion_patches: int = 4  # jittered patches per annotated lesion
+    jitter: float = 0.25  # of the patch size, each axis
+    background_ratio: float = 3.0  # background patches per lesion patch
+    tissue_level: float = 0.05  # cache intensity above which a pixel is breast tissue
+    model: str = "resnet10t"
+    pretrained: bool = False
+    weights: str | None = None
+    normalize: bool = True  # the backbone's pretrained mean/std, as `train` does
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    folds: int = 5
+    seed: int = 0
+    label_column: str = "cancer"
+    device: str = "auto"
+    map_stride: int = 0  # lesion-map stride in cache pixels; 0: a quarter of the patch size
+
+    def __post_init__(self) -> None:
+        problems = [
+            name
+            for name, ok in {
+                "patch_size": self.patch_size >= 8,
+                "lesion_patches": self.lesion_patches >= 1,
+                "jitter": 0 <= self.jitter <= 0.5,
+                "background_ratio": self.background_ratio > 0,
+                "epochs": self.epochs >= 1,
+                "batch_size": self.batch_size >= 1,
+                "folds": self.folds >= 2,
+                "map_stride": self.map_stride >= 0,
+            }.items()
+            if not ok
+        ]
+        if problems:
+            raise MammoInsightError(f"patch options out of range: {', '.join(problems)}")
+
+    @property
+    def stride(self) -> int:
+        return self.map_stride or max(1, self.patch_size // 4)
+
+    @property
+    def normalization(self) -> tuple[float, float] | None:
+        from mammo_insight.nets.factory import input_normalization  # here: the CLI imports this module
+
+        return input_normalization(self.model) if self.normalize else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 def _toml_value(value: Any) -> str:
     if value is None:
         return "unset"

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,62 +29,10 @@ from torch import nn
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import recorded_image_size
-from mammo_insight.nets.factory import build_classifier, input_normalization
+from mammo_insight.runs.config import PatchConfig
+from mammo_insight.runs.spec import RunSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PatchConfig:
-    """How patches are sampled and the patch classifier trained (written to PATCHRUN/config.json)."""
-
-    patch_size: int = 32  # cache pixels, square
-    lesion_patches: int = 4  # jittered patches per annotated lesion
-    jitter: float = 0.25  # of the patch size, each axis
-    background_ratio: float = 3.0  # background patches per lesion patch
-    tissue_level: float = 0.05  # cache intensity above which a pixel is breast tissue
-    model: str = "resnet10t"
-    pretrained: bool = False
-    weights: str | None = None
-    normalize: bool = True  # the backbone's pretrained mean/std, as `train` does
-    epochs: int = 8
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    folds: int = 5
-    seed: int = 0
-    label_column: str = "cancer"
-    device: str = "auto"
-    map_stride: int = 0  # lesion-map stride in cache pixels; 0: a quarter of the patch size
-
-    def __post_init__(self) -> None:
-        problems = [
-            name
-            for name, ok in {
-                "patch_size": self.patch_size >= 8,
-                "lesion_patches": self.lesion_patches >= 1,
-                "jitter": 0 <= self.jitter <= 0.5,
-                "background_ratio": self.background_ratio > 0,
-                "epochs": self.epochs >= 1,
-                "batch_size": self.batch_size >= 1,
-                "folds": self.folds >= 2,
-                "map_stride": self.map_stride >= 0,
-            }.items()
-            if not ok
-        ]
-        if problems:
-            raise MammoInsightError(f"patch options out of range: {', '.join(problems)}")
-
-    @property
-    def stride(self) -> int:
-        return self.map_stride or max(1, self.patch_size // 4)
-
-    @property
-    def normalization(self) -> tuple[float, float] | None:
-        return input_normalization(self.model) if self.normalize else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def tissue_mask(image: np.ndarray, level: float) -> np.ndarray:
@@ -109,13 +56,8 @@ def cut_patches(image: np.ndarray, cx: np.ndarray, cy: np.ndarray, size: int) ->
 
 
 def build_patch_model(config: PatchConfig) -> nn.Module:
-    return build_classifier(
-        config.model,
-        weights=config.weights,
-        pretrained=config.pretrained,
-        img_size=(config.patch_size, config.patch_size),
-        normalization=config.normalization,
-    )
+    """A patch classifier as a fold starts it (the recipe's pretrained weights, if any)."""
+    return RunSpec.patch(config, image_size=None).build_model(initial=True)
 
 
 @torch.no_grad()
@@ -138,9 +80,7 @@ def patch_batches(patches: np.ndarray, batch_size: int) -> Iterator[torch.Tensor
 
 
 def load_patch_model(path: Path, config: PatchConfig, device: torch.device) -> nn.Module:
-    model = build_classifier(
-        config.model, img_size=(config.patch_size, config.patch_size), normalization=config.normalization
-    )
+    model = RunSpec.patch(config, image_size=None).build_model()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 

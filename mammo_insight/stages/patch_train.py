@@ -23,7 +23,6 @@ fold's model scores the patches and slides over the films of the women it never 
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -36,17 +35,25 @@ import pandas as pd
 import torch
 
 from mammo_insight.explain import checks
-from mammo_insight.explain.lesion_map import LesionMap, lesion_map_record, slide
-from mammo_insight.files import write_csv_atomic, write_text_atomic
+from mammo_insight.explain.lesion_map import lesion_map_record
+from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging import annotations
-from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, recorded_image_size
+from mammo_insight.imaging.cache import (
+    CONFIG_FILE,
+    INDEX_FILE,
+    load_cache_image,
+    read_cache_config,
+    recorded_image_size,
+)
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json
+from mammo_insight.metrics import evaluate_predictions, metrics_with_ci, save_metrics_json, thresholds_of
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.report.blocks import fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
 from mammo_insight.runs.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
 from mammo_insight.runs.patch import PatchConfig, build_patch_model, score_patches
+from mammo_insight.runs.spec import RunSpec
+from mammo_insight.runs.tiles import LesionMap, slide
 from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.training.patches import patch_folds, sample_patches, save_patch_model, train_patch_model
 from mammo_insight.training.sources import load_training_table
@@ -207,13 +214,18 @@ def write_patch_train(result: PatchTrainResult) -> Path:
     """The run's tables and metrics, then the manifest, then index.html (returned)."""
     out = result.config.out
     opts = result.config.options
-    values = {
-        **opts.to_dict(),
-        "cache": str(result.config.cache),
-        "cache_size": recorded_image_size(result.config.cache),
-        "stage": "patch-train",
-    }
-    write_text_atomic(out / "config.json", json.dumps(values, indent=2))
+    cache = result.config.cache
+    size = recorded_image_size(cache)
+    spec = RunSpec.patch(
+        opts,
+        image_size=size,
+        cache=str(cache),
+        preprocess=read_cache_config(cache) if (cache / CONFIG_FILE).is_file() else None,
+        thresholds=thresholds_of(result.metrics),
+        facts={"cache_size": size, "stage": "patch-train"},
+    )
+    spec.write(out)
+    values = spec.to_dict()
     write_csv_atomic(out / "patches.csv", result.patches)
     write_csv_atomic(out / "oof_predictions.csv", result.images)
     write_csv_atomic(out / "tables" / "lesion_map_checks.csv", result.map_checks)

@@ -189,27 +189,11 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     unit = "breast_id" if run.multi_view else "image_id"
     if run.image_size is None:
         raise MammoInsightError(f"{run_dir / 'config.json'} records no image_size")
-    threshold = run.spec.thresholds.get("image")
-    if threshold is None:
-        raise MammoInsightError("config.json of the run has no 'threshold'; cannot pick TP/FP/FN/TN cases")
-    oof = run.oof()
-    if label not in oof:
-        raise MammoInsightError(f"{run_dir / 'oof_predictions.csv'} has no column {label!r}")
-    oof = oof[oof["fold"].isin(run.folds)]
-    if cfg.fold is not None and cfg.fold not in run.folds:
-        raise MammoInsightError(
-            f"{run_dir}: fold {cfg.fold} has no model; folds with a model: {list(run.folds)}"
-        )
+    threshold, oof = _threshold_and_oof(run, cfg.fold)
     index = read_cache_index(cache_dir)
     index = index.assign(image_id=index["image_id"].astype(str), breast_id=index["breast_id"].astype(str))
     annotations = lesion_table.read(cache_dir)
-    lesion_maps = None
-    if cfg.patch_run is not None:
-        scale = patch_scale_mismatch(Path(cfg.patch_run), cache_dir)
-        if scale:
-            raise MammoInsightError(f"{scale}; explain with the cache the patch run was trained on")
-        lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
-        lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], run_dir)
+    lesion_maps = None if cfg.patch_run is None else _beside_maps(cfg, oof, device)
     failures = [
         f"image {i}: in the OOF predictions but not an ok image of the cache"
         for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]
@@ -252,6 +236,27 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     per_image.insert(
         per_image.columns.get_loc("categories") + 1, "in_checks", checks.in_check_sample(per_image)
     )
+    metrics = _metrics(run, cfg, per_image, cases, threshold=threshold, target=(layer, grid))
+    if lesion_maps is not None:
+        metrics["lesion_map"] = _lesion_map_metrics(per_image, lesion_maps, seed=cfg.seed)
+    metrics["failures"] = failures
+    log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
+    return ExplainResult(
+        config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics, failures=tuple(failures)
+    )
+
+
+def _metrics(
+    run: Run,
+    cfg: ExplainConfig,
+    per_image: pd.DataFrame,
+    cases: pd.DataFrame,
+    *,
+    threshold: float,
+    target: tuple[str, list[int]],
+) -> dict[str, Any]:
+    """cam_metrics.json's body: what was explained, with what, and the checks' means and intervals."""
+    layer, grid = target
     summary = _summary(per_image, seed=cfg.seed)
     metrics: dict[str, Any] = {
         "method": "lesion_map" if run.spec.kind == "patch" else cfg.method,
@@ -260,7 +265,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         "n_explained_images": len(per_image),
         "tolerance_px": cfg.tolerance,
         "threshold": float(threshold),
-        "run": str(run_dir),
+        "run": str(Path(cfg.run)),
         "model": run.model_name,
         "kind": run.spec.kind,
         "view_mode": run.view_mode,
@@ -272,23 +277,47 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     metrics.update(_headline_checks(summary))
     metrics["n_flat_maps"] = int((per_image["cam_max"] <= 0).sum()) if "cam_max" in per_image else 0
     metrics["summary"] = summary
-    if lesion_maps is not None:
-        map_summary = _summary(per_image, seed=cfg.seed, prefix=MAP_PREFIX)
-        metrics["lesion_map"] = {
-            "patch_run": str(lesion_maps.root),
-            "model": lesion_maps.config.model,
-            "patch_size": lesion_maps.config.patch_size,
-            "stride": lesion_maps.config.stride,
-            "n_cases": int(map_summary.get("pointing", {}).get("n", 0)),
-            **_headline_checks(map_summary),
-            "n_flat_maps": int((per_image[f"{MAP_PREFIX}max"] <= 0).sum()),
-            "summary": map_summary,
-        }
-    metrics["failures"] = failures
-    log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
-    return ExplainResult(
-        config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics, failures=tuple(failures)
-    )
+    return metrics
+
+
+def _threshold_and_oof(run: Run, fold: int | None) -> tuple[float, pd.DataFrame]:
+    """The run's image threshold and its out-of-fold rows of folds with a model; one-line errors."""
+    threshold = run.spec.thresholds.get("image")
+    if threshold is None:
+        raise MammoInsightError("config.json of the run has no 'threshold'; cannot pick TP/FP/FN/TN cases")
+    oof = run.oof()
+    if run.label_column not in oof:
+        raise MammoInsightError(f"{run.root / 'oof_predictions.csv'} has no column {run.label_column!r}")
+    if fold is not None and fold not in run.folds:
+        raise MammoInsightError(
+            f"{run.root}: fold {fold} has no model; folds with a model: {list(run.folds)}"
+        )
+    return float(threshold), oof[oof["fold"].isin(run.folds)]
+
+
+def _beside_maps(cfg: ExplainConfig, oof: pd.DataFrame, device) -> PatchRunMaps:
+    """The --patch-run's lesion maps to draw beside the CAMs, refused on another scale or other folds."""
+    scale = patch_scale_mismatch(Path(cfg.patch_run), Path(cfg.cache))
+    if scale:
+        raise MammoInsightError(f"{scale}; explain with the cache the patch run was trained on")
+    lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
+    lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], Path(cfg.run))
+    return lesion_maps
+
+
+def _lesion_map_metrics(per_image: pd.DataFrame, lesion_maps: PatchRunMaps, *, seed: int) -> dict[str, Any]:
+    """cam_metrics.json's ``lesion_map`` entry: the --patch-run maps' checks beside the CAMs'."""
+    map_summary = _summary(per_image, seed=seed, prefix=MAP_PREFIX)
+    return {
+        "patch_run": str(lesion_maps.root),
+        "model": lesion_maps.config.model,
+        "patch_size": lesion_maps.config.patch_size,
+        "stride": lesion_maps.config.stride,
+        "n_cases": int(map_summary.get("pointing", {}).get("n", 0)),
+        **_headline_checks(map_summary),
+        "n_flat_maps": int((per_image[f"{MAP_PREFIX}max"] <= 0).sum()),
+        "summary": map_summary,
+    }
 
 
 def _summary(per_image: pd.DataFrame, *, seed: int, prefix: str = "") -> dict[str, dict]:

@@ -21,8 +21,8 @@ from mammo_insight.cohort.schema import CANONICAL_COLUMNS
 from mammo_insight.fusion.emb_table import embedding_columns, read_embeddings
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.nets.factory import build_classifier
-from mammo_insight.runs.run_io import save_fold_model, save_run_config
 from mammo_insight.runs.open import open_run
+from mammo_insight.runs.run_io import save_fold_model, save_run_config
 from mammo_insight.stages.embed import EmbedConfig, run_embed
 
 SIZE = (64, 48)

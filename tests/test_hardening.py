@@ -416,8 +416,8 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     import torch
 
     from mammo_insight.nets.factory import build_classifier
-    from mammo_insight.runs.run_io import fold_model_path
     from mammo_insight.runs.open import open_run
+    from mammo_insight.runs.run_io import fold_model_path
 
     # the payload is real: a plain unpickle runs it
     probe = tmp_path / "probe.pt"

@@ -104,8 +104,8 @@ def test_the_pool_option_is_checked_recorded_and_defaults_to_avg() -> None:
 
 
 def test_a_run_saved_before_the_option_opens_with_the_average(tmp_path) -> None:
-    from mammo_insight.runs.run_io import save_fold_model
     from mammo_insight.runs.open import open_run
+    from mammo_insight.runs.run_io import save_fold_model
 
     model = build_classifier("small_cnn", img_size=(32, 32))
     save_fold_model(tmp_path, 0, model)

@@ -126,8 +126,8 @@ def test_every_stage_rebuilds_the_runs_normalisation_from_config_json(tmp_path, 
     """A run's fold model (evaluate, embed, explain, predict) and explain's random twin read input_mean/std;
     a run made before normalisation existed records none and loads without it."""
     from mammo_insight.explain.cam_run import random_twin
-    from mammo_insight.runs.run_io import save_fold_model, save_run_config
     from mammo_insight.runs.open import open_run
+    from mammo_insight.runs.run_io import save_fold_model, save_run_config
 
     config = {"model": "test_resnet", "view_mode": "single", "image_size": [32, 24]}
     if recorded:

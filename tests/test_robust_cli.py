@@ -482,8 +482,8 @@ def test_a_malicious_fold_model_is_refused_in_one_line(tmp_path):
     import torch
     from test_trained_run import make_run
 
-    from mammo_insight.runs.run_io import fold_model_path
     from mammo_insight.runs.open import open_run
+    from mammo_insight.runs.run_io import fold_model_path
 
     make_run(tmp_path / "run", "single", folds=(0,))
     marker = tmp_path / "payload_ran"

@@ -222,3 +222,9 @@ def test_a_patch_run_is_compared_with_and_ensembled_with_a_cnn_run_on_the_same_f
     assert evaluated.exit_code == 0, evaluated.output
     refused = _cli("embed", "--run", out, "--cache", runs["cache"], "--out", tmp_path / "e.parquet")
     assert refused.exit_code != 0 and "is an ensemble of 2 runs" in str(refused.exception or refused.output)
+    reported = _cli(
+        "report", "--runs", runs["cnn"], "--runs", runs["patch"], "--runs", out, "--out", tmp_path / "rep"
+    )
+    assert reported.exit_code == 0, reported.output
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert "patch-train" in page and "ensemble" in page

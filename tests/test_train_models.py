@@ -8,8 +8,8 @@ import torch
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.factory import build_classifier, minimum_input_side
-from mammo_insight.runs.run_io import save_fold_model, save_run_config
 from mammo_insight.runs.open import open_run
+from mammo_insight.runs.run_io import save_fold_model, save_run_config
 
 SLOW = pytest.mark.slow  # over about 1.5 s on one CPU thread (vgg16: 10 s, its 134 M parameters)
 STUDY_MODELS = [

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
 from mammo_insight.runs.config import TrainConfig
-from mammo_insight.runs.run_io import load_oof
 from mammo_insight.runs.open import open_run
+from mammo_insight.runs.run_io import load_oof
 from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow

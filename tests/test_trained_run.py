@@ -17,8 +17,8 @@ import torch
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.factory import build_classifier
-from mammo_insight.runs.run_io import fold_model_path, save_fold_model, save_run_config
 from mammo_insight.runs.open import open_run
+from mammo_insight.runs.run_io import fold_model_path, save_fold_model, save_run_config
 
 SIZE = (48, 32)
 PATIENTS = ["p0", "p1", "p2"]

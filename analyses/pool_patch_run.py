@@ -68,7 +68,10 @@ def main() -> None:
                 f"{name:12s} {level:10s} ROC-AUC {auc['value']:.3f} ({auc['ci_low']:.3f}-{auc['ci_high']:.3f})"
             )
     print("coefficients (standardised inputs) per fold:")
-    print(pd.DataFrame(coefficients).T.round(2).to_string())
+    weights = {
+        k: {n: v for n, v in fit.items() if not isinstance(v, dict)} for k, fit in coefficients.items()
+    }
+    print(pd.DataFrame(weights).T.round(2).to_string())
     if args.out:
         films.to_csv(args.out, index=False)
 

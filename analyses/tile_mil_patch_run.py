@@ -23,10 +23,10 @@ import pandas as pd
 import torch
 from tile_mil import MilRecipe, out_of_fold_scores
 
-from mammo_insight.explain.lesion_map import tile_features
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
 from mammo_insight.runs.patch import load_patch_model, patch_run_cache, read_patch_config
+from mammo_insight.runs.tiles import tile_features
 from mammo_insight.training.patches import patch_folds
 from mammo_insight.training.sources import load_training_table
 

@@ -482,14 +482,14 @@ def test_a_malicious_fold_model_is_refused_in_one_line(tmp_path):
     import torch
     from test_trained_run import make_run
 
+    from mammo_insight.runs.open import open_run
     from mammo_insight.runs.run_io import fold_model_path
-    from mammo_insight.runs.trained_run import TrainedRun
 
     make_run(tmp_path / "run", "single", folds=(0,))
     marker = tmp_path / "payload_ran"
     torch.save({"state": _Payload(marker)}, fold_model_path(tmp_path / "run", 0))
     with pytest.raises(MammoInsightError, match="refused to unpickle .*model.pt") as caught:
-        TrainedRun.open(tmp_path / "run").model(0)
+        open_run(tmp_path / "run").model(0)
     assert "\n" not in str(caught.value) and not marker.exists()
 
 

@@ -21,8 +21,8 @@ from mammo_insight.cohort.schema import CANONICAL_COLUMNS
 from mammo_insight.fusion.emb_table import embedding_columns, read_embeddings
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.nets.factory import build_classifier
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.run_io import save_fold_model, save_run_config
-from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.embed import EmbedConfig, run_embed
 
 SIZE = (64, 48)
@@ -33,7 +33,7 @@ def compute_embeddings(run, cache, batch_size, device):
 
 
 def load_fold_model(run, fold):
-    return TrainedRun.open(run).model(fold)
+    return open_run(run).model(fold)
 
 
 FOLD_OF = {"p0": 0, "p1": 1, "p2": 2, "p3": 0, "p4": 1}  # p5 is held out (not in the OOF file)

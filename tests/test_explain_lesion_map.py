@@ -13,15 +13,10 @@ import torch
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.checks import rank_correlation
 from mammo_insight.explain.gallery import checks_section
-from mammo_insight.explain.lesion_map import (
-    LesionMap,
-    PatchRunMaps,
-    randomisation_rank_corr,
-    slide,
-    tile_features,
-)
+from mammo_insight.explain.lesion_map import PatchRunMaps, randomisation_rank_corr
 from mammo_insight.report.render import render_page
 from mammo_insight.runs.patch import PatchConfig, build_patch_model, patch_run_cache, patch_scale_mismatch
+from mammo_insight.runs.tiles import LesionMap, slide, tile_features
 from mammo_insight.stages.explain import _summary
 
 OOF = pd.DataFrame(

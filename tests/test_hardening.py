@@ -416,8 +416,8 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     import torch
 
     from mammo_insight.nets.factory import build_classifier
+    from mammo_insight.runs.open import open_run
     from mammo_insight.runs.run_io import fold_model_path
-    from mammo_insight.runs.trained_run import TrainedRun
 
     # the payload is real: a plain unpickle runs it
     probe = tmp_path / "probe.pt"
@@ -429,7 +429,7 @@ def test_a_malicious_checkpoint_is_refused(two_runs, tmp_path):
     marker = tmp_path / "payload_ran"
     torch.save({"state": _Payload(marker)}, fold_model_path(run, 0))
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
-        TrainedRun.open(run).model(0)
+        open_run(run).model(0)
     assert not marker.exists()
     with pytest.raises(Exception, match="(?i)weights_only|unpickl|global"):
         build_classifier("test_resnet", "single", weights=fold_model_path(run, 0))

@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mammo_insight.runs.map_pooling import MAP_STATISTICS, learned_film_scores, map_statistics
+from mammo_insight.runs.map_pooling import (
+    MAP_STATISTICS,
+    learned_film_scores,
+    map_statistics,
+    pooled_probability,
+)
 
 
 def _films(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -69,3 +74,12 @@ def test_a_fold_whose_other_folds_hold_one_class_gets_a_constant_score() -> None
     fold0 = films["fold"].to_numpy() == 0
     assert np.all(scores[fold0] == 0.0) and np.all(scores[~fold0] == 1.0)
     assert coefficients == {}
+
+
+def test_a_recorded_fold_fit_scores_new_films_as_the_fitted_pipeline_did() -> None:
+    """The fit recorded in metrics.json (weights, centre, scale) rescores fold k's films exactly."""
+    films = _films()
+    learned, coefficients = learned_film_scores(films, "cancer")
+    for k, fit in coefficients.items():
+        held = (films["fold"] == int(k)).to_numpy()
+        np.testing.assert_allclose(pooled_probability(films[held], fit), learned[held], rtol=1e-9)

@@ -163,7 +163,7 @@ def test_frozen_patch_features_with_an_attention_head_train_only_the_head(
     import torch
 
     from mammo_insight.runs.config import TrainConfig
-    from mammo_insight.runs.trained_run import TrainedRun
+    from mammo_insight.runs.open import open_run
     from mammo_insight.stages.train import TrainStageConfig, run_train
 
     options = TrainConfig(
@@ -188,7 +188,7 @@ def test_frozen_patch_features_with_an_attention_head_train_only_the_head(
     assert {k for k in trained if k.startswith("pool.")} == {
         f"pool.{layer}.{p}" for layer in ("value", "gate", "score") for p in ("weight", "bias")
     }
-    run = TrainedRun.open(tmp_path / "run")
+    run = open_run(tmp_path / "run")
     model = run.model(1)
     assert run.pool == "attention" and model.embed(torch.rand(2, 1, 128, 96)).shape == (
         2,

@@ -104,19 +104,19 @@ def test_the_pool_option_is_checked_recorded_and_defaults_to_avg() -> None:
 
 
 def test_a_run_saved_before_the_option_opens_with_the_average(tmp_path) -> None:
+    from mammo_insight.runs.open import open_run
     from mammo_insight.runs.run_io import save_fold_model
-    from mammo_insight.runs.trained_run import TrainedRun
 
     model = build_classifier("small_cnn", img_size=(32, 32))
     save_fold_model(tmp_path, 0, model)
     (tmp_path / "config.json").write_text(json.dumps({"model": "small_cnn", "image_size": [32, 32]}))
-    run = TrainedRun.open(tmp_path)
+    run = open_run(tmp_path)
     assert run.pool == "avg" and run.model(0).pool is None
     (tmp_path / "config.json").write_text(
         json.dumps({"model": "small_cnn", "image_size": [32, 32], "pool": "attention"})
     )
     with pytest.raises(RuntimeError, match="pool.value.weight"):  # the pool is part of the architecture
-        TrainedRun.open(tmp_path).model(0)
+        open_run(tmp_path).model(0)
 
 
 def test_a_patch_model_initialises_a_pooled_model_except_its_fresh_pool(tmp_path) -> None:

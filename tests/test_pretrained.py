@@ -123,26 +123,29 @@ def test_input_normalization_averages_the_pretrained_rgb_statistics():
 
 @pytest.mark.parametrize(("recorded", "expected"), [((0.3, 0.2), (0.3, 0.2)), (None, (0.0, 1.0))])
 def test_every_stage_rebuilds_the_runs_normalisation_from_config_json(tmp_path, recorded, expected):
-    """TrainedRun.model (evaluate, embed, explain, predict) and explain's random twin read input_mean/std;
+    """A run's fold model (evaluate, embed, explain, predict) and explain's random twin read input_mean/std;
     a run made before normalisation existed records none and loads without it."""
     from mammo_insight.explain.cam_run import random_twin
+    from mammo_insight.runs.open import open_run
     from mammo_insight.runs.run_io import save_fold_model, save_run_config
-    from mammo_insight.runs.trained_run import TrainedRun
 
     config = {"model": "test_resnet", "view_mode": "single", "image_size": [32, 24]}
     if recorded:
         config |= {"input_mean": recorded[0], "input_std": recorded[1]}
     save_run_config(tmp_path, config)
     save_fold_model(tmp_path, 0, build_classifier("test_resnet"))
-    run = TrainedRun.open(tmp_path)
+    run = open_run(tmp_path)
     model = run.model(0)
     assert (float(model.normalize.mean), float(model.normalize.std)) == pytest.approx(expected)
-    twin = random_twin(run.model_name, run.view_mode, run.image_size, 0, normalization=run.normalization)
+    twin = random_twin(run.spec, 0)
     assert (float(twin.normalize.mean), float(twin.normalize.std)) == pytest.approx(expected)
 
 
 def test_the_run_config_records_the_normalisation_and_normalize_false_turns_it_off():
-    from mammo_insight.training.loop import run_normalization
+    from mammo_insight.runs.spec import RunSpec
 
-    assert run_normalization(TrainConfig(model="tf_efficientnet_lite0")) == pytest.approx((0.5, 0.5))
-    assert run_normalization(TrainConfig(model="tf_efficientnet_lite0", normalize=False)) is None
+    def normalization(**options) -> tuple[float, float] | None:
+        return RunSpec.cnn(TrainConfig(**options), image_size=(32, 32)).normalization
+
+    assert normalization(model="tf_efficientnet_lite0") == pytest.approx((0.5, 0.5))
+    assert normalization(model="tf_efficientnet_lite0", normalize=False) is None

@@ -13,7 +13,7 @@ from test_trained_run import make_cache, make_run
 from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
-from mammo_insight.runs.trained_run import TrainedRun
+from mammo_insight.runs.open import open_run
 from mammo_insight.stages.evaluate import EvaluateConfig, EvaluateResult, run_evaluate, write_evaluate
 
 
@@ -45,7 +45,7 @@ def test_evaluate_stage_scores_with_the_fold_mean_at_the_runs_thresholds(fabrica
     preds = result.predictions
     assert "p0LCC" not in set(preds["image_id"]) and (preds["fold"] == -1).all() and len(preds) == 11
     index = pd.read_parquet(cache / "index.parquet")
-    images, _ = TrainedRun.open(run).ensemble_predict(cache, index[index["image_id"] != "p0LCC"], "cpu")
+    images, _ = open_run(run).ensemble_predict(cache, index[index["image_id"] != "p0LCC"], "cpu")
     np.testing.assert_allclose(
         preds.set_index("image_id")["prob"], images.set_index("image_id")["prob"], rtol=1e-6
     )

@@ -8,8 +8,8 @@ import torch
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.factory import build_classifier, minimum_input_side
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.run_io import save_fold_model, save_run_config
-from mammo_insight.runs.trained_run import TrainedRun
 
 SLOW = pytest.mark.slow  # over about 1.5 s on one CPU thread (vgg16: 10 s, its 134 M parameters)
 STUDY_MODELS = [
@@ -125,7 +125,7 @@ def test_vit_run_rebuilds_at_its_image_size(tmp_path):
         tmp_path, {"model": "vit_small_patch16_224", "view_mode": "multi", "image_size": [64, 48]}
     )
     save_fold_model(tmp_path, 0, model)
-    again = TrainedRun.open(tmp_path).model(0)
+    again = open_run(tmp_path).model(0)
     x, mask = torch.rand(1, 2, 1, 64, 48), torch.tensor([[True, False]])
     with torch.inference_mode():
         assert torch.allclose(model.eval()(x, mask), again(x, mask))

@@ -18,8 +18,8 @@ from typer.testing import CliRunner
 
 from mammo_insight.cli.app import app
 from mammo_insight.runs.config import TrainConfig
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.run_io import load_oof
-from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.train import train_run
 
 pytestmark = pytest.mark.slow
@@ -138,8 +138,8 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
         oof.columns
     )
     # the exported fold model reproduces its out-of-fold probabilities
-    assert TrainedRun.open(run).folds == (0, 1)
-    model = TrainedRun.open(run).model(0)
+    assert open_run(run).folds == (0, 1)
+    model = open_run(run).model(0)
     from mammo_insight.runs.predict import predict_cache
 
     val = index[index["image_id"].isin(oof.loc[oof["fold"] == 0, "image_id"])]
@@ -202,7 +202,7 @@ def test_multi_view_run_with_missing_views(tmp_path: Path):
     assert len(oof) == len(index)
     one_view = index.groupby("breast_id").size().loc[lambda s: s == 1].index
     assert len(one_view) > 0 and oof[oof["breast_id"].isin(one_view)]["prob"].notna().all()
-    assert TrainedRun.open(out).model(1).__class__.__name__ == "MultiViewClassifier"
+    assert open_run(out).model(1).__class__.__name__ == "MultiViewClassifier"
 
 
 def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path):
@@ -222,7 +222,7 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     # every fold model scores every image (resized to the run's 64 x 48) and the probabilities are averaged
     from mammo_insight.runs.predict import predict_cache
 
-    opened = TrainedRun.open(run)
+    opened = open_run(run)
     per_fold = [
         predict_cache(opened.model(k), other, index, "single", image_size=(64, 48))[0].set_index("image_id")[
             "prob"

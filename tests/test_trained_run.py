@@ -1,4 +1,4 @@
-"""TrainedRun: a run folder opened (fabricated: tiny random-init fold models, a PNG cache at the run's size).
+"""open_run on a cnn run folder (fabricated: tiny random-init fold models, a PNG cache at the run's size).
 
 The ensemble is checked against each fold model's own probabilities computed here, by hand, from the
 models as they were saved (not through the package's prediction code).
@@ -17,8 +17,8 @@ import torch
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.factory import build_classifier
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.run_io import fold_model_path, save_fold_model, save_run_config
-from mammo_insight.runs.trained_run import TrainedRun
 
 SIZE = (48, 32)
 PATIENTS = ["p0", "p1", "p2"]
@@ -93,7 +93,7 @@ def test_ensemble_predict_is_the_mean_of_each_fold_models_probability(tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     index = make_cache(cache)
     models = make_run(run_dir, "single")
-    run = TrainedRun.open(run_dir)
+    run = open_run(run_dir)
     assert run.folds == (0, 1, 2) and run.image_size == SIZE and not run.multi_view
     images, breasts = run.ensemble_predict(cache, index.drop(columns=["cancer"]), "cpu", batch_size=5)
     assert breasts is None and images["cancer"].isna().all()  # rows without the label get it empty
@@ -108,7 +108,7 @@ def test_multi_view_ensemble_scores_breasts(tmp_path):
     cache, run_dir = tmp_path / "cache", tmp_path / "run"
     index = make_cache(cache)
     models = make_run(run_dir, "multi", folds=(0, 1))
-    images, breasts = TrainedRun.open(run_dir).ensemble_predict(cache, index, "cpu")
+    images, breasts = open_run(run_dir).ensemble_predict(cache, index, "cpu")
     stack = torch.stack([pixels(cache, "p2RCC"), pixels(cache, "p2RMLO")])[None, :, None]  # (1, V, 1, H, W)
     mask = torch.ones(1, 2, dtype=torch.bool)
     expected = np.mean([torch.sigmoid(m(stack, mask)).item() for m in models])
@@ -119,7 +119,7 @@ def test_multi_view_ensemble_scores_breasts(tmp_path):
 
 def test_model_is_the_saved_fold_model_in_eval_mode(tmp_path):
     models = make_run(tmp_path, "single", folds=(0, 2))
-    run = TrainedRun.open(tmp_path)
+    run = open_run(tmp_path)
     assert run.folds == (0, 2)
     model = run.model(2)
     assert not model.training
@@ -132,19 +132,19 @@ def test_model_is_the_saved_fold_model_in_eval_mode(tmp_path):
 
 def test_a_folder_that_is_not_a_finished_run_is_a_clear_error(tmp_path):
     with pytest.raises(MammoInsightError, match="not a training run"):
-        TrainedRun.open(tmp_path)
+        open_run(tmp_path)
     save_run_config(tmp_path, {"model": "test_resnet", "image_size": list(SIZE)})
     with pytest.raises(MammoInsightError, match="no trained fold model"):
-        TrainedRun.open(tmp_path)
+        open_run(tmp_path)
     fold_model_path(tmp_path, 0).parent.mkdir(parents=True)
     fold_model_path(tmp_path, 0).write_bytes(b"")
     with pytest.raises(MammoInsightError, match="no breast-level threshold"):
-        TrainedRun.open(tmp_path).threshold("breast")
+        open_run(tmp_path).threshold("breast")
 
 
 def test_thresholds_come_from_metrics_json_else_config(tmp_path):
     make_run(tmp_path, "single", folds=(0,), thresholds={"image": 0.2, "breast": 0.3})
-    run = TrainedRun.open(tmp_path)
+    run = open_run(tmp_path)
     assert run.thresholds() == {"image": 0.2, "breast": 0.3}
     (tmp_path / "metrics.json").write_text(
         json.dumps({"image": {"threshold": 0.4}, "breast": {"threshold": 0.5}, "note": "x"})
@@ -162,7 +162,7 @@ def test_preprocessing_is_the_runs_copy_else_its_cache_else_defaults(tmp_path):
         "mask": False,
     }
     make_run(tmp_path / "a", "single", folds=(0,), preprocess=settings)
-    run = TrainedRun.open(tmp_path / "a")
+    run = open_run(tmp_path / "a")
     assert run.preprocess() == settings
     config = run.preprocess_config()
     assert (
@@ -173,8 +173,8 @@ def test_preprocessing_is_the_runs_copy_else_its_cache_else_defaults(tmp_path):
     cache.mkdir()
     (cache / "config.json").write_text(json.dumps({**settings, "bits": 8}))
     make_run(tmp_path / "b", "single", folds=(0,), cache=str(cache))
-    assert TrainedRun.open(tmp_path / "b").preprocess()["bits"] == 8
+    assert open_run(tmp_path / "b").preprocess()["bits"] == 8
 
     make_run(tmp_path / "c", "single", folds=(0,), cache=str(tmp_path / "gone"))
-    assert TrainedRun.open(tmp_path / "c").preprocess() == {"size": list(SIZE)}
-    assert tuple(TrainedRun.open(tmp_path / "c").preprocess_config().size) == SIZE
+    assert open_run(tmp_path / "c").preprocess() == {"size": list(SIZE)}
+    assert tuple(open_run(tmp_path / "c").preprocess_config().size) == SIZE

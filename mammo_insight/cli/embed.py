@@ -12,7 +12,9 @@ from mammo_insight.nets.device import DEVICE_HELP, resolve_device
 
 
 def command(
-    run: Annotated[Path, typer.Option(help="training run folder (from `mammo-insight train`)")],
+    run: Annotated[
+        Path, typer.Option(help="run folder of train or patch-train (an ensemble: embed a member)")
+    ],
     cache: Annotated[Path, typer.Option(help="image cache (from `mammo-insight preprocess`)")],
     out: Annotated[Path, typer.Option(help="output EMB.parquet")],
     batch_size: Annotated[int, typer.Option(min=1, help="images per forward pass")] = 32,

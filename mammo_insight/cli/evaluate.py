@@ -12,7 +12,7 @@ from mammo_insight.nets.device import DEVICE_HELP, resolve_device
 
 
 def command(
-    run: Annotated[Path, typer.Option(help="run directory written by `mammo-insight train`")],
+    run: Annotated[Path, typer.Option(help="run folder of any kind: train, patch-train or ensemble")],
     cache: Annotated[Path, typer.Option(help="another image cache (e.g. INbreast or MIAS)")],
     out: Annotated[Path, typer.Option(help="output folder")],
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",

@@ -14,7 +14,10 @@ from mammo_insight.sizes import SEED_MAX
 
 def command(
     run: Annotated[
-        Path, typer.Option(help="training run directory (config.json, folds/, oof_predictions.csv)")
+        Path,
+        typer.Option(
+            help="run folder written by train or patch-train (config.json, folds/, oof_predictions.csv)"
+        ),
     ],
     cache: Annotated[Path, typer.Option(help="image cache the run was trained on (index.parquet)")],
     out: Annotated[Path, typer.Option(help="output folder")],

@@ -13,7 +13,7 @@ from mammo_insight.nets.device import DEVICE_HELP, resolve_device
 
 
 def command(
-    run: Annotated[Path, typer.Option(help="run directory written by `mammo-insight train`")],
+    run: Annotated[Path, typer.Option(help="run folder of any kind: train, patch-train or ensemble")],
     images: Annotated[Path, typer.Option(help="folder of DICOMs (<patient_id>/<image_id>.dcm or flat)")],
     out: Annotated[Path, typer.Option(help="breast-level CSV to write; per-image rows go to OUT_images.csv")],
     cams: Annotated[

@@ -23,13 +23,18 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
 from mammo_insight.explain.cam import CamExplainer
 from mammo_insight.explain.gallery import compose_panels, png_bytes, safe_name
-from mammo_insight.explain.lesion_map import PatchRunMaps, lesion_map_record, randomisation_rank_corr
+from mammo_insight.explain.lesion_map import (
+    LesionMapExplainer,
+    PatchRunMaps,
+    lesion_map_record,
+    randomisation_rank_corr,
+)
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import resize, thumbnail
-from mammo_insight.nets.factory import build_classifier
 from mammo_insight.runs.data import CacheImageDataset, breast_table
+from mammo_insight.runs.spec import RunSpec
 
 log = logging.getLogger(__name__)
 CASE_TABLE_COLUMNS = [
@@ -83,22 +88,12 @@ class ExplainedCase:
         return frame[[c for c in CASE_TABLE_COLUMNS if c in frame]]
 
 
-def random_twin(
-    model_name: str,
-    view_mode: str,
-    image_size: tuple[int, int] | None,
-    seed: int,
-    *,
-    normalization: tuple[float, float] | None = None,
-    pool: str = "avg",
-) -> torch.nn.Module:
-    """The run's architecture (its pooling too) and input normalisation with fresh random weights (seeded
-    without touching the global RNG)."""
+def random_twin(spec: RunSpec, seed: int) -> torch.nn.Module:
+    """The run's network (architecture, pooling, input normalisation) with fresh random weights, seeded
+    without touching the global RNG."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = build_classifier(
-            model_name, view_mode, img_size=image_size, normalization=normalization, pool=pool
-        )
+        model = spec.build_model()
     return model.eval()
 
 
@@ -149,7 +144,11 @@ class CaseContext:
 
 
 def explain_batch(
-    batch: pd.DataFrame, context: CaseContext, *, trained: CamExplainer, random: CamExplainer
+    batch: pd.DataFrame,
+    context: CaseContext,
+    *,
+    trained: CamExplainer | LesionMapExplainer,
+    random: CamExplainer | LesionMapExplainer,
 ) -> list[ExplainedCase]:
     """CAMs of one batch of cases (columns case_id, fold, categories, prob, label) by both explainers."""
     multi = context.multi

@@ -1,11 +1,8 @@
-"""Lesion maps: the patch classifier slid over the breast, an explanation by construction.
+"""Lesion maps as explanations: a patch run's maps (``runs.tiles.slide``) checked against the lesions.
 
-Patch centres lie on a grid of ``stride`` cache pixels; only centres on breast tissue are scored (the
-rest of the map is 0, like a CAM outside the crop). Each score is painted over its stride x stride
-cell, so the map lives on the cache canvas and goes back to the original mammogram through the same
+A map lives on the cache canvas and goes back to the original mammogram through the same
 ``CacheGeometry.heatmap_to_original`` as Grad-CAM, and is checked by the same ``checks.map_checks``
-(pointing game, energy inside, chance levels, the random-weight twin). Its maximum is also the
-simplest whole-image score a patch model gives: max pooling over the breast.
+(pointing game, energy inside, chance levels, the random-weight twin).
 
 ``PatchRunMaps`` brings a `patch-train` run's fold models into `explain`, so each gallery film's lesion
 map (from the fold model that never saw that woman) stands beside its Grad-CAM.
@@ -13,8 +10,9 @@ map (from the fold model that never saw that woman) stands beside its Grad-CAM.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Self
 
 import numpy as np
 import pandas as pd
@@ -24,91 +22,14 @@ from torch import nn
 from mammo_insight.cohort.folds import fold_mismatch
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks, mapping
+from mammo_insight.explain.cam import CamResult
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.runs.patch import (
-    build_patch_model,
-    cut_patches,
-    load_patch_model,
-    patch_batches,
-    read_patch_config,
-    score_patches,
-    tissue_mask,
-)
+from mammo_insight.runs.patch import build_patch_model, load_patch_model, read_patch_config
+from mammo_insight.runs.patch_run import PatchRun
+from mammo_insight.runs.tiles import LesionMap, slide
 
-
-@dataclass(frozen=True)
-class LesionMap:
-    """One image's patch scores on the cache canvas, its max-pooled score and the scores of its cells."""
-
-    heatmap: np.ndarray  # (out_height, out_width) float32, probability of 'lesion', 0 off tissue
-    score: float  # max over the scored centres (0.0 when no centre lies on tissue)
-    cells: np.ndarray  # the scores of the tissue cells, one per scored centre (the pooling's inputs)
-
-
-def grid_centres(shape: tuple[int, int], stride: int) -> tuple[np.ndarray, np.ndarray]:
-    """(cx, cy) of the cells of a stride grid covering the canvas, row by row (cell centres, cache pixels)."""
-    ys = np.arange(-(-shape[0] // stride)) * stride + stride / 2 - 0.5
-    xs = np.arange(-(-shape[1] // stride)) * stride + stride / 2 - 0.5
-    gx, gy = np.meshgrid(xs, ys)
-    return gx.ravel(), gy.ravel()
-
-
-def tissue_centres(tissue: np.ndarray, stride: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cx, cy, on) of the stride grid's cells; ``on``: the cell's centre pixel lies on ``tissue``."""
-    h, w = tissue.shape
-    cx, cy = grid_centres((h, w), stride)
-    on = tissue[np.clip(np.rint(cy).astype(int), 0, h - 1), np.clip(np.rint(cx).astype(int), 0, w - 1)]
-    return cx, cy, on
-
-
-def slide(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    patch_size: int,
-    stride: int,
-    tissue_level: float,
-    device: torch.device,
-) -> LesionMap:
-    """The patch model over every tissue cell of one cache image."""
-    h, w = image.shape
-    tissue = tissue_mask(image, tissue_level)
-    cx, cy, on = tissue_centres(tissue, stride)
-    grid = np.zeros(len(cx), dtype=np.float32)
-    if on.any():
-        grid[on] = score_patches(model, cut_patches(image, cx[on], cy[on], patch_size), device)
-    rows, cols = -(-h // stride), -(-w // stride)
-    heat = np.kron(grid.reshape(rows, cols), np.ones((stride, stride), np.float32))[:h, :w]
-    cells = grid[on]
-    return LesionMap(np.ascontiguousarray(heat * tissue), float(cells.max()) if on.any() else 0.0, cells)
-
-
-@torch.no_grad()
-def tile_features(
-    model: nn.Module,
-    image: np.ndarray,
-    *,
-    patch_size: int,
-    stride: int,
-    tissue_level: float,
-    device: torch.device,
-    batch_size: int = 256,
-) -> tuple[np.ndarray, np.ndarray]:
-    """(features (n, C), logits (n,)) of the tissue tiles ``slide`` scores, in its order: the patch model's
-    pooled backbone features of each tile cut on its own (the instances of a multiple-instance head) and
-    its head's logit on them (their sigmoid is ``slide``'s cells)."""
-    cx, cy, on = tissue_centres(tissue_mask(image, tissue_level), stride)
-    tiles = cut_patches(image, cx[on], cy[on], patch_size)
-    features, logits = [], []
-    model.eval()
-    for batch in patch_batches(tiles, batch_size):
-        embedded = model.embed(batch.to(device))
-        features.append(embedded.float().cpu().numpy())
-        logits.append(model.head(embedded).squeeze(-1).float().cpu().numpy())
-    if not features:
-        return np.zeros((0, model.embedding_dim), np.float32), np.zeros(0, np.float32)
-    return np.concatenate(features), np.concatenate(logits)
+PROB_EPS = 1e-7
 
 
 def randomisation_rank_corr(lesion_map: LesionMap, random_map: LesionMap) -> float:
@@ -200,3 +121,33 @@ class PatchRunMaps:
             "device": self.device,
         }
         return slide(self._model, image, **options), slide(self.random, image, **options)
+
+
+class LesionMapExplainer:
+    """A patch run's model (a fold model or its random twin) as explain's map maker: each film's lesion map.
+
+    It answers like ``cam.CamExplainer`` (maps on the model input canvas, the model's logit of each film,
+    the map's grid), so explain checks and draws a patch run's maps exactly as it does a CNN's CAMs; the
+    film's logit is that of its film score, the map's max.
+    """
+
+    def __init__(self, run: PatchRun, model: nn.Module, device: torch.device):
+        self.run, self.model, self.device = run, model, device
+        self.target = SimpleNamespace(name=f"lesion map (patch {run.spec.input_size}, stride {run.stride})")
+        self.grid_shape: tuple[int, int] | None = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release: sliding sets no hooks."""
+
+    def __call__(self, images: torch.Tensor, mask: torch.Tensor | None = None) -> CamResult:
+        maps = [self.run.slide(self.model, image[0].cpu().numpy(), self.device) for image in images]
+        h, w = images.shape[-2:]
+        self.grid_shape = (-(-h // self.run.stride), -(-w // self.run.stride))
+        scores = np.clip([m.score for m in maps], PROB_EPS, 1 - PROB_EPS)
+        return CamResult(np.stack([m.heatmap for m in maps]), np.log(scores / (1 - scores)))

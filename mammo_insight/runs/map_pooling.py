@@ -54,8 +54,12 @@ def standardised_logistic() -> Any:
 
 def learned_film_scores(
     films: pd.DataFrame, label: str, *, features: list[str] = MAP_STATISTICS
-) -> tuple[np.ndarray, dict[str, dict[str, float]]]:
-    """(learned score per film, each fold's coefficients): fold k's scores from a fit on the other folds.
+) -> tuple[np.ndarray, dict[str, dict[str, Any]]]:
+    """(learned score per film, each fold's fit): fold k's scores from a fit on the other folds.
+
+    A fold's fit holds the intercept and one weight per statistic (on standardised inputs, so the weights
+    compare), and under ``centre`` and ``scale`` the standardisation, so :func:`pooled_probability` scores a
+    new film exactly as the fold's pipeline does.
 
     A fold whose training films hold a single class gets their prevalence as a constant score (no
     ranking, ROC-AUC 0.5 by construction) and a warning, so the run goes on.
@@ -64,7 +68,7 @@ def learned_film_scores(
     y = films[label].to_numpy(dtype=np.float64)
     fold = films["fold"].to_numpy()
     scores = np.full(len(films), np.nan)
-    coefficients: dict[str, dict[str, float]] = {}
+    coefficients: dict[str, dict[str, Any]] = {}
     for k in np.unique(fold):
         held = fold == k
         train = ~held & ~np.isnan(y)
@@ -74,9 +78,21 @@ def learned_film_scores(
             continue
         model = standardised_logistic().fit(x[train], y[train].astype(int))
         scores[held] = model.predict_proba(x[held])[:, 1]
-        regression = model[-1]
+        scaler, regression = model[0], model[-1]
         coefficients[str(k)] = {
             "intercept": float(regression.intercept_[0]),
             **{name: float(w) for name, w in zip(features, regression.coef_[0])},
+            "centre": dict(zip(features, map(float, scaler.mean_))),
+            "scale": dict(zip(features, map(float, scaler.scale_))),
         }
     return scores, coefficients
+
+
+def pooled_probability(statistics: pd.DataFrame, fit: dict[str, Any]) -> np.ndarray:
+    """The learned pooling of one fold (``learned_film_scores``'s fit) on films' map statistics."""
+    names = list(fit["centre"])
+    x = statistics[names].to_numpy(dtype=np.float64)
+    centre = np.array([fit["centre"][n] for n in names])
+    scale = np.array([fit["scale"][n] for n in names])
+    weights = np.array([fit[n] for n in names])
+    return 1.0 / (1.0 + np.exp(-(fit["intercept"] + ((x - centre) / scale) @ weights)))

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -29,8 +28,8 @@ from torch import nn
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import recorded_image_size
-from mammo_insight.nets.factory import build_classifier
 from mammo_insight.runs.config import PatchConfig
+from mammo_insight.runs.spec import RunSpec
 
 log = logging.getLogger(__name__)
 
@@ -56,14 +55,8 @@ def cut_patches(image: np.ndarray, cx: np.ndarray, cy: np.ndarray, size: int) ->
 
 
 def build_patch_model(config: PatchConfig) -> nn.Module:
-    return build_classifier(
-        config.model,
-        weights=config.weights,
-        pretrained=config.pretrained,
-        dropout=config.dropout,
-        img_size=(config.patch_size, config.patch_size),
-        normalization=config.normalization,
-    )
+    """A patch classifier as a fold starts it (the recipe's pretrained weights, if any)."""
+    return RunSpec.patch(config, image_size=None).build_model(initial=True)
 
 
 @torch.no_grad()
@@ -86,39 +79,35 @@ def patch_batches(patches: np.ndarray, batch_size: int) -> Iterator[torch.Tensor
 
 
 def load_patch_model(path: Path, config: PatchConfig, device: torch.device) -> nn.Module:
-    model = build_classifier(
-        config.model, img_size=(config.patch_size, config.patch_size), normalization=config.normalization
-    )
+    model = RunSpec.patch(config, image_size=None).build_model()
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return model.to(device).eval()
 
 
-def _recorded_config(patch_run: Path) -> dict[str, Any]:
-    """PATCHRUN/config.json as written by `patch-train`, or a one-line error naming the file."""
-    import json
-
+def patch_spec(patch_run: Path) -> RunSpec:
+    """PATCHRUN/config.json as a patch run's spec, or a one-line error naming the file."""
     config_file = Path(patch_run) / "config.json"
     if not config_file.is_file():
         raise MammoInsightError(f"{config_file} not found: is {patch_run} a folder written by `patch-train`?")
-    return json.loads(config_file.read_text())
+    spec = RunSpec.read(patch_run)
+    if spec.kind != "patch":
+        raise MammoInsightError(f"{patch_run} is a {spec.kind} run, not a folder written by `patch-train`")
+    return spec
 
 
 def patch_run_cache(patch_run: Path) -> Path:
     """The cache a patch run was trained on, as its config.json records it."""
-    recorded = _recorded_config(patch_run)
-    if not recorded.get("cache"):
+    spec = patch_spec(patch_run)
+    if not spec.cache:
         raise MammoInsightError(
             f"{Path(patch_run) / 'config.json'} names no cache: give the cache explicitly"
         )
-    return Path(recorded["cache"])
+    return Path(spec.cache)
 
 
 def read_patch_config(patch_run: Path) -> PatchConfig:
     """The PatchConfig a patch run was trained with (what its fold models need to be rebuilt and slid)."""
-    from dataclasses import fields
-
-    recorded = _recorded_config(patch_run)
-    return PatchConfig(**{f.name: recorded[f.name] for f in fields(PatchConfig) if f.name in recorded})
+    return patch_spec(patch_run).recipe
 
 
 def check_patch_run(
@@ -129,14 +118,19 @@ def check_patch_run(
     Another model or normalisation cannot load; other folds, seed or label would hand fold k a patch
     model that trained on fold k's women.
     """
-    recorded = _recorded_config(patch_run)
-    if recorded.get("model") != model_name or bool(recorded.get("normalize", True)) != normalize:
+    spec = patch_spec(patch_run)
+    theirs_normalize = spec.normalization is not None
+    if spec.backbone != model_name or theirs_normalize != normalize:
         raise MammoInsightError(
-            f"{patch_run} holds {recorded.get('model')} patch models (normalize={recorded.get('normalize')}); "
+            f"{patch_run} holds {spec.backbone} patch models (normalize={theirs_normalize}); "
             f"this run builds {model_name} (normalize={normalize}): use the same model"
         )
-    wanted = {"folds": folds, "seed": seed, "label_column": label}
-    differ = [f"{k} {recorded.get(k)!r} there, {v!r} here" for k, v in wanted.items() if recorded.get(k) != v]
+    wanted = {
+        "folds": (spec.folds, folds),
+        "seed": (spec.seed, seed),
+        "label_column": (spec.label_column, label),
+    }
+    differ = [f"{k} {there!r} there, {here!r} here" for k, (there, here) in wanted.items() if there != here]
     if differ:
         raise MammoInsightError(
             f"{patch_run} was trained on other folds ({'; '.join(differ)}): its fold models would have "
@@ -152,18 +146,16 @@ def patch_scale_mismatch(patch_run: Path, cache_dir: Path) -> str | None:
 
     A patch is a fixed number of cache pixels, so a lesion of the same size covers another share of
     it on a cache of another resolution: the patch classifier would be slid at a scale it never saw.
-    Runs recorded before ``cache_size`` are compared through the cache they name, when it is still there.
+    (Runs recorded before ``cache_size`` are read through the cache they name, when it is still there:
+    ``spec.upgrade``.)
     """
-    recorded = _recorded_config(patch_run)
-    theirs = recorded.get("cache_size")
-    if theirs is None and recorded.get("cache"):
-        theirs = recorded_image_size(recorded["cache"])
-    mine = recorded_image_size(cache_dir)
+    spec = patch_spec(patch_run)
+    theirs, mine = spec.image_size, recorded_image_size(cache_dir)
     if theirs is None or mine is None or list(theirs) == list(mine):
         return None
     return (
         f"{patch_run} was trained on {theirs[0]}x{theirs[1]} cache images, {cache_dir} holds "
-        f"{mine[0]}x{mine[1]}: its {recorded.get('patch_size')}-pixel patches would cover another "
+        f"{mine[0]}x{mine[1]}: its {spec.input_size[0]}-pixel patches would cover another "
         "share of each lesion"
     )
 

@@ -23,7 +23,8 @@ from mammo_insight.cohort.folds import fold_mismatch
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.metrics import aggregate_to_breast, evaluate_predictions, thresholds_of
 from mammo_insight.metrics.compare import paired_comparisons
-from mammo_insight.runs.run_io import load_oof, load_run_config
+from mammo_insight.runs.run_io import load_oof
+from mammo_insight.runs.spec import RunSpec
 
 log = logging.getLogger(__name__)
 IDS = {"image_id": str, "breast_id": str, "patient_id": str}
@@ -75,8 +76,9 @@ def open_run_set(run_dirs: Sequence[str | Path]) -> RunSet:
     if repeated:
         raise MammoInsightError(f"run folder {repeated[0]} is named twice in --runs")
     names = _names(roots)
-    configs = [load_run_config(r) for r in roots]
-    labels = {str(c.get("label_column", "cancer")) for c in configs}
+    specs = [RunSpec.read(r) for r in roots]  # any kind; older folders upgraded in memory
+    configs = [spec.to_dict() for spec in specs]
+    labels = {spec.label_column for spec in specs}
     if len(labels) > 1:
         raise MammoInsightError(f"the runs predict different labels ({', '.join(sorted(labels))})")
     oofs = [load_oof(r) for r in roots]

@@ -38,7 +38,16 @@ from mammo_insight.runs.run_sets import COMPARED_METRICS, compare_runs, open_run
 from mammo_insight.stages.base import StageResult, finish_stage
 
 # config.json keys that say where or when a run was made, not how it was trained
-NOT_SETTINGS = {"versions", "cache", "cache_index_sha256", "threshold", "thresholds", "device", "num_workers"}
+NOT_SETTINGS = {
+    "schema_version",
+    "versions",
+    "cache",
+    "cache_index_sha256",
+    "threshold",
+    "thresholds",
+    "device",
+    "num_workers",
+}
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,8 @@
-"""`embed`: out-of-fold CNN embeddings, each image embedded by the fold model that never saw its woman.
+"""`embed`: out-of-fold embeddings of a run, each image embedded by the fold model that never saw its woman.
+
+Any kind of run but an ensemble (``runs.open.open_run``): a cnn run embeds the whole film; a patch run
+the mean of its patch model's features over the film's tissue tiles (``runs.patch_run``), with the logit of
+its film score (its lesion map's max) as ``cnn_logit``.
 
 The table layout lives in :mod:`mammo_insight.fusion.emb_table` (torch-free, so fuse-train reads it without
 importing torch). What each kind of row holds here:
@@ -20,7 +24,7 @@ The table goes to EMB.parquet, its manifest beside it (EMB.parquet.manifest.json
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,11 +36,12 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
 from mammo_insight.fusion.emb_table import ID_COLUMNS, embedding_columns
-from mammo_insight.imaging.cache import INDEX_FILE, read_cache_config, read_cache_index
+from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.progress import progress_bar
-from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
-from mammo_insight.runs.trained_run import TrainedRun
+from mammo_insight.runs.base import Run
+from mammo_insight.runs.data import CacheBreastDataset
+from mammo_insight.runs.open import open_run
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
@@ -75,66 +80,41 @@ def _loader(dataset: Dataset, rows: np.ndarray, batch_size: int, workers: int) -
 
 
 @torch.no_grad()
-def _embed_batches(
-    model: torch.nn.Module,
-    loader: DataLoader,
-    device: torch.device,
-    *,
-    multi: bool,
-    single_view_stack: bool,
-    bar,
-    task,
-) -> np.ndarray:
-    """(n, D + 1): the embedding, then the model's own logit on it (its head is linear on the embedding)."""
+def _embed_stacks(model: torch.nn.Module, loader: DataLoader, device: torch.device) -> np.ndarray:
+    """(n, D + 1) per breast stack: a multi-view model's embedding over its views, then its logit."""
     out = []
     for batch in loader:
-        x = batch["image"].to(device)
-        if multi and single_view_stack:
-            emb = model.embed(x.unsqueeze(1))
-        elif multi:
-            emb = model.embed(x, batch["mask"].to(device))
-        else:
-            emb = model.embed(x)
-        logit = model.head(emb)
-        out.append(torch.cat([emb, logit], dim=1).float().cpu().numpy())
-        bar.advance(task, len(x))
+        emb = model.embed(batch["image"].to(device), batch["mask"].to(device))
+        out.append(torch.cat([emb, model.head(emb)], dim=1).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
-def _embed_dataset(
-    run: TrainedRun,
-    dataset: Dataset,
+def _embed_by_fold(
+    run: Run,
     fold: np.ndarray,
+    embed_rows: Callable[[torch.nn.Module, np.ndarray], np.ndarray],
     *,
     device: torch.device,
-    single_view_stack: bool,
-    batch_size: int,
-    workers: int,
     label: str,
 ) -> np.ndarray:
-    """Embed (and score) every item with its fold's model; items with fold -1 get the mean over folds."""
-    folds, multi = run.folds, run.multi_view
+    """Embed (and score) every item with its fold's model; items with fold -1 get the mean over folds.
+
+    ``embed_rows(model, positions)``: (len(positions), D + 1) for those items, embedding then logit.
+    """
     held_out = np.flatnonzero(fold < 0)
-    total = int((fold >= 0).sum() + len(held_out) * len(folds))
+    total = int((fold >= 0).sum() + len(held_out) * len(run.folds))
     result: np.ndarray | None = None
     with progress_bar() as bar:
         task = bar.add_task(label, total=total)
         for k, model in run.models(device):
-            for rows, weight in ((np.flatnonzero(fold == k), 1.0), (held_out, 1.0 / len(folds))):
+            for rows, weight in ((np.flatnonzero(fold == k), 1.0), (held_out, 1.0 / len(run.folds))):
                 if not len(rows):
                     continue
-                emb = _embed_batches(
-                    model,
-                    _loader(dataset, rows, batch_size, workers),
-                    device,
-                    multi=multi,
-                    single_view_stack=single_view_stack,
-                    bar=bar,
-                    task=task,
-                )
+                emb = embed_rows(model, rows)
                 if result is None:
                     result = np.zeros((len(fold), emb.shape[1]), np.float32)
                 result[rows] += weight * emb
+                bar.advance(task, len(rows))
             del model
     if result is None:
         raise MammoInsightError("nothing to embed: the cache has no usable image")
@@ -228,16 +208,13 @@ class EmbedResult(StageResult):
 def run_embed(config: EmbedConfig) -> EmbedResult:
     """The EMB table of every ok image of the cache (image and breast rows, see the module docstring)."""
     device = resolve_device(config.device)  # a device that is absent fails before any work
-    run = TrainedRun.open(config.run)
+    run = open_run(config.run)
     run.refuse_ensemble("embed")
     cache_dir = Path(config.cache)
     index = read_cache_index(cache_dir)
     if not len(index):
         raise MammoInsightError(f"{cache_dir}: the cache holds no ok image")
     index = index.sort_values(["breast_id", "image_id"]).reset_index(drop=True)
-    size = run.image_size or read_cache_config(cache_dir).get("size")
-    size = tuple(size) if size else None
-    common = {"device": device, "batch_size": config.batch_size, "workers": config.workers}
     by_patient = patient_folds(run.oof())
     image_fold = fold_of_rows(index["patient_id"], by_patient, run.folds)
     n_held = int((image_fold < 0).sum())
@@ -248,25 +225,23 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
             n_held,
             len(run.folds),
         )
-    with torch.inference_mode():
-        images = CacheImageDataset(cache_dir, index, size=size)
-        image_emb = _embed_dataset(
-            run, images, image_fold, single_view_stack=True, label="embedding images", **common
+
+    def image_rows(model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+        return run.embed(
+            model,
+            cache_dir,
+            index.iloc[rows],
+            device=device,
+            batch_size=config.batch_size,
+            workers=config.workers,
         )
+
+    with torch.inference_mode():
+        image_emb = _embed_by_fold(run, image_fold, image_rows, device=device, label="embedding images")
         breasts = _breast_views(index)
         breast_fold = fold_of_rows(breasts["patient_id"], by_patient, run.folds)
         if run.multi_view:
-            stacks = CacheBreastDataset(cache_dir, index, max_views=MAX_VIEWS, size=size)
-            order = stacks.breasts["breast_id"].to_numpy()
-            pos = pd.Series(np.arange(len(order)), index=order)[
-                breasts["breast_id"]
-            ].to_numpy()  # ours -> theirs
-            stack_fold = np.empty_like(breast_fold)
-            stack_fold[pos] = breast_fold
-            stacked = _embed_dataset(
-                run, stacks, stack_fold, single_view_stack=False, label="embedding breasts", **common
-            )
-            breast_emb = stacked[pos]
+            breast_emb = _breast_stacks(run, cache_dir, index, breasts, breast_fold, config, device)
         else:
             codes = pd.Categorical(index["breast_id"], categories=breasts["breast_id"]).codes
             counts = np.bincount(codes, minlength=len(breasts)).astype(np.float32)
@@ -278,6 +253,28 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
         ignore_index=True,
     )
     return EmbedResult(config=config, table=table, device=str(device))
+
+
+def _breast_stacks(
+    run: Run,
+    cache_dir: Path,
+    index: pd.DataFrame,
+    breasts: pd.DataFrame,
+    breast_fold: np.ndarray,
+    config: EmbedConfig,
+    device: torch.device,
+) -> np.ndarray:
+    """A multi-view run's breast rows: its model's embedding over each breast's stacked views."""
+    stacks = CacheBreastDataset(cache_dir, index, max_views=MAX_VIEWS, size=run.image_size)
+    order = stacks.breasts["breast_id"].to_numpy()
+    pos = pd.Series(np.arange(len(order)), index=order)[breasts["breast_id"]].to_numpy()  # ours -> theirs
+    stack_fold = np.empty_like(breast_fold)
+    stack_fold[pos] = breast_fold
+
+    def stack_rows(model: torch.nn.Module, rows: np.ndarray) -> np.ndarray:
+        return _embed_stacks(model, _loader(stacks, rows, config.batch_size, config.workers), device)
+
+    return _embed_by_fold(run, stack_fold, stack_rows, device=device, label="embedding breasts")[pos]
 
 
 def write_embed(result: EmbedResult, out: str | Path) -> Path:

@@ -4,7 +4,7 @@ The runs' out-of-fold probabilities are averaged image by image (and breast by b
 runs), which is honest only because every image was held out by the same women's fold in each run:
 runs on other folds are refused, naming the first woman and image that differ. The average is scored by
 the shared metrics with thresholds tuned on it (labelled optimistic, as a run's own), and OUT opens as a
-run (``TrainedRun.open`` gives a ``runs.ensemble.EnsembleRun``), so `evaluate --run OUT` and
+run (``runs.open.open_run`` gives a ``runs.ensemble.EnsembleRun``), so `evaluate --run OUT` and
 `predict --run OUT` score new images with the mean of every member's fold models.
 
     from mammo_insight.stages import ensemble
@@ -24,11 +24,12 @@ import pandas as pd
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.metrics import ThresholdRule, evaluate_predictions, save_metrics_json, thresholds_of
 from mammo_insight.report import Section, fmt_ci, paragraph, table
-from mammo_insight.runs.ensemble import MEMBERS_KEY, shared_input
+from mammo_insight.runs.ensemble import shared_preprocess
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.run_io import save_run_config
 from mammo_insight.runs.run_report import render_run_report, run_headline
 from mammo_insight.runs.run_sets import RunSet, averaged_predictions, open_run_set
-from mammo_insight.runs.trained_run import TrainedRun
+from mammo_insight.runs.spec import MEMBERS_KEY, RunSpec
 from mammo_insight.stages.base import StageResult, finish_stage
 
 MEMBER_METRICS = ("roc_auc", "pr_auc", "pf1", "balanced_accuracy")
@@ -71,19 +72,18 @@ def _member_metrics(runs: RunSet) -> dict[str, dict[str, Any]]:
 def run_ensemble(config: EnsembleConfig) -> EnsembleResult:
     """Average the runs' out-of-fold predictions (refusing other folds) and score the average."""
     runs = open_run_set(config.runs)
-    members = [TrainedRun.open(root) for root in runs.roots]
-    shared = shared_input(members)
+    members = [open_run(root) for root in runs.roots]
+    shared = shared_preprocess(members)
     images, breasts = averaged_predictions(runs)
-    first = runs.configs[0]
-    seed = int(first.get("seed") or 0)
+    first = members[0].spec
     rule = ThresholdRule(
-        str(first.get("threshold_method", "best_f1")), float(first.get("target_sensitivity", 0.9))
+        getattr(first.recipe, "threshold_method", "best_f1"), getattr(first.recipe, "target_sensitivity", 0.9)
     )
     metrics = evaluate_predictions(
         images,
         None,
         config.n_boot,
-        seed,
+        first.seed,
         label=runs.label,
         breast_preds=breasts,
         rule=rule,
@@ -92,21 +92,28 @@ def run_ensemble(config: EnsembleConfig) -> EnsembleResult:
     folds = member_metrics[runs.names[0]].get("folds")
     if folds:
         metrics["folds"] = folds
-    thresholds = thresholds_of(metrics)
-    values = {
-        MEMBERS_KEY: [str(root.resolve()) for root in runs.roots],
-        "members": list(runs.names),
-        "model": "ensemble: " + " + ".join(f"{n} ({m.model_name})" for n, m in zip(runs.names, members)),
-        **shared,
-        "label_column": runs.label,
-        "folds": first.get("folds"),
-        "seed": seed,
-        "threshold_method": rule.method,
-        "target_sensitivity": rule.target_sensitivity,
-        "threshold": thresholds.get("image"),
-        "thresholds": thresholds,
-        "n_images": len(images),
-    }
+    views = {m.spec.view_mode for m in members}
+    sizes = {m.spec.image_size for m in members}
+    spec = RunSpec(
+        kind="ensemble",
+        backbone="ensemble: " + " + ".join(f"{n} ({m.model_name})" for n, m in zip(runs.names, members)),
+        folds=first.folds,
+        seed=first.seed,
+        view_mode=views.pop() if len(views) == 1 else "mixed",
+        image_size=sizes.pop() if len(sizes) == 1 else None,
+        max_views=max(m.spec.max_views for m in members),
+        label_column=runs.label,
+        thresholds=thresholds_of(metrics),
+        preprocess=shared,
+        members=tuple(str(root.resolve()) for root in runs.roots),
+        facts={
+            "members": list(runs.names),
+            "threshold_method": rule.method,
+            "target_sensitivity": rule.target_sensitivity,
+            "n_images": len(images),
+        },
+    )
+    values = spec.to_dict()
     return EnsembleResult(config, values, images, breasts, metrics, member_metrics)
 
 

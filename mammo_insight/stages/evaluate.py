@@ -1,7 +1,7 @@
 """`evaluate`: external validation of a trained run on another image cache.
 
 Every fold model of the run scores the cache and the fold probabilities are averaged
-(``TrainedRun.ensemble_predict``). The operating thresholds are the ones the run tuned on its own
+(``ensemble_predict`` of the run, of any kind: ``runs.open.open_run``). The operating thresholds are the ones the run tuned on its own
 out-of-fold predictions, never re-tuned on the external data (that would be optimistic).
 
 OUT/oof_predictions.csv (fold -1: mean of folds), metrics.json, config.json, manifest.json, index.html;
@@ -25,10 +25,11 @@ from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE, read_cache_conf
 from mammo_insight.manifest import file_sha256
 from mammo_insight.metrics import evaluate_predictions, save_metrics_json
 from mammo_insight.nets.device import resolve_device
+from mammo_insight.runs.base import Run
 from mammo_insight.runs.data import CACHE_ROOT
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.run_io import save_run_config
 from mammo_insight.runs.run_report import SHIFT_FILE, render_run_report, run_headline
-from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 from mammo_insight.training.sources import HOME_SOURCE, SOURCE_COLUMN, source_films
 
@@ -73,7 +74,7 @@ class EvaluateResult(StageResult):
 INTERNAL = "internal, not external"
 
 
-def training_overlap(run: TrainedRun, table: pd.DataFrame, cache_dir: Path | None = None) -> dict[str, int]:
+def training_overlap(run: Run, table: pd.DataFrame, cache_dir: Path | None = None) -> dict[str, int]:
     """Women and images of `table` that the run trained or validated on (its out-of-fold table, or the
     --external-cache it trained on when `cache_dir` is one); {} if none.
 
@@ -98,14 +99,14 @@ def training_overlap(run: TrainedRun, table: pd.DataFrame, cache_dir: Path | Non
     }
 
 
-def _external_training_cache(run: TrainedRun, table: pd.DataFrame, cache: Path) -> dict[str, int]:
+def _external_training_cache(run: Run, table: pd.DataFrame, cache: Path) -> dict[str, int]:
     """The overlap when `table` came from one of the run's --external-cache caches (every fold trained on it)."""
-    for entry in run.config.get("external_caches") or []:
+    for entry in run.spec.facts.get("external_caches") or []:
         same_path = Path(entry["cache"]).resolve() == cache.resolve()
         same_index = file_sha256(cache / INDEX_FILE) == entry["cache_index_sha256"]
         if same_path or same_index:
             seen = table
-            if run.config.get("external_positives_only"):
+            if run.spec.facts.get("external_positives_only"):
                 seen = table[pd.to_numeric(table[run.label_column]) == 1]
             return {
                 "shared_women": int(seen["patient_id"].nunique()),
@@ -120,7 +121,7 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
     """Score the cache's labelled, non-augmented images with every fold model (mean) at the run's thresholds."""
     device = resolve_device(config.device)  # a device that is absent fails before any work
     run_dir, cache_dir = Path(config.run), Path(config.cache)
-    run = TrainedRun.open(run_dir)
+    run = open_run(run_dir)
     label = run.label_column
     index = read_cache_index(cache_dir)
     if label not in index:
@@ -139,11 +140,9 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         )
     preds, _ = run.ensemble_predict(cache_dir, table, device, config.batch_size)
     preds.insert(preds.columns.get_loc("patient_id") + 1, "fold", -1)
-    metrics = evaluate_predictions(
-        preds, run.thresholds() or None, seed=run.config.get("seed", 0), label=label
-    )
+    metrics = evaluate_predictions(preds, run.thresholds() or None, seed=run.seed, label=label)
     values = {
-        **run.config,
+        **run.spec.to_dict(),
         "evaluated_run": str(run_dir),
         "cache": str(cache_dir),
         "folds_averaged": list(run.folds),
@@ -166,9 +165,9 @@ def run_evaluate(config: EvaluateConfig) -> EvaluateResult:
         device=str(device),
         title=(
             f"Internal validation ({INTERNAL}: {overlap['shared_women']} of {overlap['women']} women were "
-            f"in training): {run.config.get('model')} on {where}"
+            f"in training): {run.model_name} on {where}"
             if overlap
-            else f"External validation: {run.config.get('model')} on {where}"
+            else f"External validation: {run.model_name} on {where}"
         ),
         seed=run.seed,
         inputs={"cache_index": cache_dir / INDEX_FILE, "run_config": run_dir / "config.json"},
@@ -181,14 +180,14 @@ EVALUATED = "evaluated"
 
 
 def evaluation_shift(
-    run: TrainedRun, cache_dir: Path, table: pd.DataFrame, device: Any, batch_size: int
+    run: Run, cache_dir: Path, table: pd.DataFrame, device: Any, batch_size: int
 ) -> dict[str, Any]:
     """The shift check where the run's training cache ("home", scored out of fold) meets this one.
 
     The evaluated films were never trained on, so here neither side's scores are optimistic.
     """
     run.refuse_ensemble("evaluate --shift-check")
-    home_cache = Path(str(run.config.get("cache", "")))
+    home_cache = Path(str(run.spec.cache or ""))
     if not (home_cache / INDEX_FILE).is_file():
         raise MammoInsightError(
             f"--shift-check compares with the run's training cache, and {home_cache} (config.json 'cache') "
@@ -214,7 +213,7 @@ def evaluation_shift(
         run.threshold("image"),
         external_scored="never trained on",
         note=note,
-        seed=run.seed or 0,
+        seed=run.seed,
     )
 
 

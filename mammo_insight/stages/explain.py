@@ -1,4 +1,7 @@
-"""`explain`: CAMs of a run's fold models on held-out cases, checked against lesions, as a gallery.
+"""`explain`: maps of a run's fold models on held-out cases, checked against lesions, as a gallery.
+
+A cnn run's maps are CAMs (``--method``); a patch run's are its lesion maps (its fold model slid over the
+film, ``runs.patch_run``), checked and drawn the same way with a random-weight twin of the patch model.
 
 Every case is explained by the fold model that never saw its woman (the ``fold`` column of the OOF
 predictions). Cases are the gallery (per fold: most confident TP, FP, FN, TN) plus the annotated images
@@ -30,14 +33,15 @@ from mammo_insight.explain import checks
 from mammo_insight.explain.cam import METHODS, CamExplainer
 from mammo_insight.explain.cam_run import MAP_PREFIX, CaseContext, ExplainedCase, explain_batch, random_twin
 from mammo_insight.explain.gallery import CATEGORIES, render_case_page, render_index, select_gallery
-from mammo_insight.explain.lesion_map import PatchRunMaps
+from mammo_insight.explain.lesion_map import LesionMapExplainer, PatchRunMaps
 from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations as lesion_table
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.progress import progress_bar
+from mammo_insight.runs.base import Run
+from mammo_insight.runs.open import open_run
 from mammo_insight.runs.patch import patch_scale_mismatch
-from mammo_insight.runs.trained_run import TrainedRun
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
@@ -179,26 +183,26 @@ def _cases(
 
 
 class _Explainers:
-    """Trained-model and random-model explainers for the fold being processed."""
+    """Trained-model and random-model explainers for the fold being processed: Grad-CAM-style maps of a cnn
+    run's models, lesion maps of a patch run's."""
 
-    def __init__(self, run: TrainedRun, cfg: ExplainConfig, device, stack: ExitStack):
+    def __init__(self, run: Run, cfg: ExplainConfig, device, stack: ExitStack):
         self.run, self.cfg, self.device, self.stack = run, cfg, device, stack
-        size = run.image_size
-        twin = random_twin(
-            run.model_name, run.view_mode, size, cfg.seed, normalization=run.normalization, pool=run.pool
-        ).to(device)
-        self.random = stack.enter_context(CamExplainer(twin, cfg.method, size, cfg.layer))
-        self.trained: CamExplainer | None = None
+        twin = random_twin(run.spec, cfg.seed).to(device)
+        self.random = stack.enter_context(self._explainer(twin))
+        self.trained: CamExplainer | LesionMapExplainer | None = None
         self.fold: int | None = None
 
-    def for_fold(self, fold: int) -> CamExplainer:
+    def _explainer(self, model) -> CamExplainer | LesionMapExplainer:
+        if self.run.spec.kind == "patch":
+            return LesionMapExplainer(self.run, model, self.device)
+        return CamExplainer(model, self.cfg.method, self.run.image_size, self.cfg.layer)
+
+    def for_fold(self, fold: int) -> CamExplainer | LesionMapExplainer:
         if fold != self.fold:
             if self.trained is not None:
                 self.trained.close()
-            model = self.run.model(fold, self.device)
-            self.trained = self.stack.enter_context(
-                CamExplainer(model, self.cfg.method, self.run.image_size, self.cfg.layer)
-            )
+            self.trained = self.stack.enter_context(self._explainer(self.run.model(fold, self.device)))
             self.fold = fold
         return self.trained
 
@@ -209,33 +213,17 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
         raise MammoInsightError(f"--method must be one of {', '.join(METHODS)}, got {cfg.method!r}")
     device = resolve_device(cfg.device)  # a device that is absent fails before any work
     run_dir, cache_dir = Path(cfg.run), Path(cfg.cache)
-    run = TrainedRun.open(run_dir)
+    run = open_run(run_dir)
     run.refuse_ensemble("explain")
     label = run.label_column
     unit = "breast_id" if run.multi_view else "image_id"
     if run.image_size is None:
         raise MammoInsightError(f"{run_dir / 'config.json'} records no image_size")
-    threshold = run.config.get("threshold")
-    if threshold is None:
-        raise MammoInsightError("config.json of the run has no 'threshold'; cannot pick TP/FP/FN/TN cases")
-    oof = run.oof()
-    if label not in oof:
-        raise MammoInsightError(f"{run_dir / 'oof_predictions.csv'} has no column {label!r}")
-    oof = oof[oof["fold"].isin(run.folds)]
-    if cfg.fold is not None and cfg.fold not in run.folds:
-        raise MammoInsightError(
-            f"{run_dir}: fold {cfg.fold} has no model; folds with a model: {list(run.folds)}"
-        )
+    threshold, oof = _threshold_and_oof(run, cfg.fold)
     index = read_cache_index(cache_dir)
     index = index.assign(image_id=index["image_id"].astype(str), breast_id=index["breast_id"].astype(str))
     annotations = lesion_table.read(cache_dir)
-    lesion_maps = None
-    if cfg.patch_run is not None:
-        scale = patch_scale_mismatch(Path(cfg.patch_run), cache_dir)
-        if scale:
-            raise MammoInsightError(f"{scale}; explain with the cache the patch run was trained on")
-        lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
-        lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], run_dir)
+    lesion_maps = None if cfg.patch_run is None else _beside_maps(cfg, oof, device)
     failures = [
         f"image {i}: in the OOF predictions but not an ok image of the cache"
         for i in sorted(set(oof["image_id"]) - set(index["image_id"]))[:20]
@@ -261,7 +249,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     explained: list[ExplainedCase] = []
     with ExitStack() as stack, progress_bar() as bar:
         explainers = _Explainers(run, cfg, device, stack)
-        task = bar.add_task(f"{cfg.method} CAMs", total=len(cases))
+        task = bar.add_task(f"{explainers.random.target.name} maps", total=len(cases))
         for fold, fold_cases in cases.groupby("fold", sort=True):
             trained = explainers.for_fold(int(fold))
             for start in range(0, len(fold_cases), cfg.batch_size):
@@ -278,16 +266,38 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     per_image.insert(
         per_image.columns.get_loc("categories") + 1, "in_checks", checks.in_check_sample(per_image)
     )
+    metrics = _metrics(run, cfg, per_image, cases, threshold=threshold, target=(layer, grid))
+    if lesion_maps is not None:
+        metrics["lesion_map"] = _lesion_map_metrics(per_image, lesion_maps, seed=cfg.seed)
+    metrics["failures"] = failures
+    log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
+    return ExplainResult(
+        config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics, failures=tuple(failures)
+    )
+
+
+def _metrics(
+    run: Run,
+    cfg: ExplainConfig,
+    per_image: pd.DataFrame,
+    cases: pd.DataFrame,
+    *,
+    threshold: float,
+    target: tuple[str, list[int]],
+) -> dict[str, Any]:
+    """cam_metrics.json's body: what was explained, with what, and the checks' means and intervals."""
+    layer, grid = target
     summary = _summary(per_image, seed=cfg.seed)
     metrics: dict[str, Any] = {
-        "method": cfg.method,
+        "method": "lesion_map" if run.spec.kind == "patch" else cfg.method,
         "n_cases": int(per_image["in_checks"].sum()),
         "summary_rows": "rows of tables/cam_checks.csv with in_checks true",
         "n_explained_images": len(per_image),
         "tolerance_px": cfg.tolerance,
         "threshold": float(threshold),
-        "run": str(run_dir),
-        "model": run.config.get("model"),
+        "run": str(Path(cfg.run)),
+        "model": run.model_name,
+        "kind": run.spec.kind,
         "view_mode": run.view_mode,
         "layer": layer,
         "cam_grid": grid,
@@ -297,23 +307,47 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     metrics.update(_headline_checks(summary))
     metrics["n_flat_maps"] = int((per_image["cam_max"] <= 0).sum()) if "cam_max" in per_image else 0
     metrics["summary"] = summary
-    if lesion_maps is not None:
-        map_summary = _summary(per_image, seed=cfg.seed, prefix=MAP_PREFIX)
-        metrics["lesion_map"] = {
-            "patch_run": str(lesion_maps.root),
-            "model": lesion_maps.config.model,
-            "patch_size": lesion_maps.config.patch_size,
-            "stride": lesion_maps.config.stride,
-            "n_cases": int(map_summary.get("pointing", {}).get("n", 0)),
-            **_headline_checks(map_summary),
-            "n_flat_maps": int((per_image[f"{MAP_PREFIX}max"] <= 0).sum()),
-            "summary": map_summary,
-        }
-    metrics["failures"] = failures
-    log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
-    return ExplainResult(
-        config=cfg, cases=tuple(explained), checks=per_image, metrics=metrics, failures=tuple(failures)
-    )
+    return metrics
+
+
+def _threshold_and_oof(run: Run, fold: int | None) -> tuple[float, pd.DataFrame]:
+    """The run's image threshold and its out-of-fold rows of folds with a model; one-line errors."""
+    threshold = run.spec.thresholds.get("image")
+    if threshold is None:
+        raise MammoInsightError("config.json of the run has no 'threshold'; cannot pick TP/FP/FN/TN cases")
+    oof = run.oof()
+    if run.label_column not in oof:
+        raise MammoInsightError(f"{run.root / 'oof_predictions.csv'} has no column {run.label_column!r}")
+    if fold is not None and fold not in run.folds:
+        raise MammoInsightError(
+            f"{run.root}: fold {fold} has no model; folds with a model: {list(run.folds)}"
+        )
+    return float(threshold), oof[oof["fold"].isin(run.folds)]
+
+
+def _beside_maps(cfg: ExplainConfig, oof: pd.DataFrame, device) -> PatchRunMaps:
+    """The --patch-run's lesion maps to draw beside the CAMs, refused on another scale or other folds."""
+    scale = patch_scale_mismatch(Path(cfg.patch_run), Path(cfg.cache))
+    if scale:
+        raise MammoInsightError(f"{scale}; explain with the cache the patch run was trained on")
+    lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
+    lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], Path(cfg.run))
+    return lesion_maps
+
+
+def _lesion_map_metrics(per_image: pd.DataFrame, lesion_maps: PatchRunMaps, *, seed: int) -> dict[str, Any]:
+    """cam_metrics.json's ``lesion_map`` entry: the --patch-run maps' checks beside the CAMs'."""
+    map_summary = _summary(per_image, seed=seed, prefix=MAP_PREFIX)
+    return {
+        "patch_run": str(lesion_maps.root),
+        "model": lesion_maps.config.model,
+        "patch_size": lesion_maps.config.patch_size,
+        "stride": lesion_maps.config.stride,
+        "n_cases": int(map_summary.get("pointing", {}).get("n", 0)),
+        **_headline_checks(map_summary),
+        "n_flat_maps": int((per_image[f"{MAP_PREFIX}max"] <= 0).sum()),
+        "summary": map_summary,
+    }
 
 
 def _summary(per_image: pd.DataFrame, *, seed: int, prefix: str = "") -> dict[str, dict]:

@@ -39,19 +39,33 @@ import pandas as pd
 import torch
 
 from mammo_insight.explain import checks
-from mammo_insight.explain.lesion_map import LesionMap, lesion_map_record, slide
+from mammo_insight.explain.lesion_map import lesion_map_record
 from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging import annotations
-from mammo_insight.imaging.cache import INDEX_FILE, load_cache_image, recorded_image_size
+from mammo_insight.imaging.cache import (
+    CONFIG_FILE,
+    INDEX_FILE,
+    load_cache_image,
+    read_cache_config,
+    recorded_image_size,
+)
 from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.metrics import ThresholdRule, evaluate_predictions, metrics_with_ci, save_metrics_json
+from mammo_insight.metrics import (
+    ThresholdRule,
+    evaluate_predictions,
+    metrics_with_ci,
+    save_metrics_json,
+    thresholds_of,
+)
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.report.blocks import fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
 from mammo_insight.runs.config import PatchConfig
 from mammo_insight.runs.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
 from mammo_insight.runs.patch import build_patch_model, load_patch_model, score_patches
-from mammo_insight.runs.run_io import fold_model_path, save_run_config
+from mammo_insight.runs.run_io import fold_model_path
+from mammo_insight.runs.spec import RunSpec
+from mammo_insight.runs.tiles import LesionMap, slide
 from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.training.patches import patch_folds, sample_patches, train_patch_folds
 from mammo_insight.training.sources import load_training_table
@@ -149,14 +163,23 @@ def run_patch_train(config: PatchTrainConfig) -> PatchTrainResult:
     return PatchTrainResult(config, patches, images, map_checks, metrics, _map_summary(map_checks, opts.seed))
 
 
+def run_spec(config: PatchTrainConfig) -> RunSpec:
+    """The patch run's spec: its recipe, the cache it reads, that cache's image size and preprocessing."""
+    cache = config.cache
+    size = recorded_image_size(cache)
+    return RunSpec.patch(
+        config.options,
+        image_size=size,
+        cache=str(cache),
+        preprocess=read_cache_config(cache) if (cache / CONFIG_FILE).is_file() else None,
+        facts={"cache_size": size, "stage": "patch-train"},
+    )
+
+
 def run_values(config: PatchTrainConfig) -> dict[str, Any]:
-    """PATCHRUN/config.json: the options, the cache read and that cache's image size."""
-    return {
-        **config.options.to_dict(),
-        "cache": str(config.cache),
-        "cache_size": recorded_image_size(config.cache),
-        "stage": "patch-train",
-    }
+    """PATCHRUN/config.json as the folds start (the thresholds come when they are scored): the spec's
+    format from the first write, so a rerun compares like with like."""
+    return run_spec(config).to_dict()
 
 
 def _score_folds(
@@ -256,8 +279,9 @@ def write_patch_train(result: PatchTrainResult, out: Path) -> Path:
     if not result.writer:
         return out / "index.html"
     opts = result.config.options
-    values = run_values(result.config)
-    save_run_config(out, values)
+    spec = run_spec(result.config).with_thresholds(thresholds_of(result.metrics))
+    spec.write(out)
+    values = spec.to_dict()
     write_csv_atomic(out / "patches.csv", result.patches)
     write_csv_atomic(out / "oof_predictions.csv", result.images)
     write_csv_atomic(out / "tables" / "lesion_map_checks.csv", result.map_checks)

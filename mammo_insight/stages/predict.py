@@ -45,7 +45,8 @@ from mammo_insight.imaging.cache import load_cache_image, read_cache_index
 from mammo_insight.imaging.geometry import CacheGeometry
 from mammo_insight.imaging.resize import thumbnail
 from mammo_insight.nets.device import resolve_device
-from mammo_insight.runs.trained_run import TrainedRun
+from mammo_insight.runs.base import Run
+from mammo_insight.runs.open import open_run
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
@@ -213,9 +214,14 @@ def run_predict(config: PredictConfig) -> PredictResult:
             f"--format must be one of {', '.join(OUTPUT_FORMATS)}, got {config.output_format!r}"
         )
     device = resolve_device(config.device)  # a device that is absent fails before any work
-    run = TrainedRun.open(config.run)
+    run = open_run(config.run)
     if config.cams is not None:
         run.refuse_ensemble("predict --cams (Grad-CAM)")
+        if run.spec.kind == "patch":
+            raise MammoInsightError(
+                f"{config.run} is a patch run: --cams draws a whole-image model's Grad-CAM; its lesion maps "
+                "are drawn by `explain --run`"
+            )
     images_dir = Path(config.images)
     threshold = run.threshold("breast")
     preprocess = run.preprocess_config()
@@ -357,9 +363,7 @@ def _image_table(
     return rows[IMAGE_COLUMNS]
 
 
-def _cam_maps(
-    run: TrainedRun, cache: Path, ok: pd.DataFrame, *, device, batch_size: int
-) -> dict[str, np.ndarray]:
+def _cam_maps(run: Run, cache: Path, ok: pd.DataFrame, *, device, batch_size: int) -> dict[str, np.ndarray]:
     """image_id -> Grad-CAM over the model input, the mean of the fold models' maps (as for the probabilities)."""
     from torch.utils.data import DataLoader
 
@@ -387,7 +391,7 @@ def _cam_maps(
 
 
 def _cam_overlays(
-    run: TrainedRun,
+    run: Run,
     cache: Path,
     ok: pd.DataFrame,
     *,

@@ -37,13 +37,13 @@ from mammo_insight.metrics import (
 )
 from mammo_insight.metrics.baselines import PIXEL_SIZE, downsample, evaluate_baselines
 from mammo_insight.nets.device import resolve_device
-from mammo_insight.nets.factory import build_classifier
 from mammo_insight.runs import run_figures
 from mammo_insight.runs.config import TrainConfig
 from mammo_insight.runs.predict import cache_features
 from mammo_insight.runs.run_io import save_run_config
 from mammo_insight.runs.run_report import SHIFT_FILE, render_run_report, run_headline
-from mammo_insight.runs.trained_run import TrainedRun
+from mammo_insight.runs.spec import RunSpec
+from mammo_insight.runs.trained_run import CnnRun
 from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.training.loop import FoldOutputs, train_folds
 from mammo_insight.training.sources import source_films
@@ -109,30 +109,24 @@ def cache_pixels(cache_dir: Path, table: pd.DataFrame, size: tuple[int, int] = P
     return np.stack(rows).reshape(len(rows), h, w) if rows else np.zeros((0, h, w), np.float32)
 
 
-def frozen_features(cache_dir: Path, table: pd.DataFrame, values: dict[str, Any]) -> np.ndarray | None:
+def frozen_features(cache_dir: Path, table: pd.DataFrame, spec: RunSpec) -> np.ndarray | None:
     """The pooled features of the run's pretrained backbone before any training (None without one).
 
-    The backbone is loaded exactly as the folds start (same weights, normalisation, input size), so the
-    frozen-feature baseline is what those weights give with a linear model on top and nothing learned.
+    The backbone is loaded exactly as the folds start (``spec.build_model(initial=True)``: same weights,
+    normalisation, input size), so the frozen-feature baseline is what those weights give with a linear
+    model on top and nothing learned.
     """
-    if not (values.get("pretrained") or values.get("weights")):
+    recipe = spec.recipe
+    if not (recipe.pretrained or recipe.weights):
         return None
-    log.info("frozen-feature baseline: %d images through the pretrained %s", len(table), values["model"])
-    mean, std = values.get("input_mean"), values.get("input_std")
-    model = build_classifier(
-        values["model"],
-        weights=values.get("weights"),
-        pretrained=bool(values.get("pretrained")),
-        img_size=tuple(values["image_size"]),
-        normalization=(mean, std) if mean is not None else None,
-    )
-    device = resolve_device(values.get("device", "auto"))
+    log.info("frozen-feature baseline: %d images through the pretrained %s", len(table), spec.backbone)
+    device = resolve_device(recipe.device)
     return cache_features(
-        model.to(device),
+        spec.build_model(initial=True).to(device),
         cache_dir,
         table,
-        image_size=tuple(values["image_size"]),
-        batch_size=int(values.get("batch_size", 16)),
+        image_size=spec.image_size,
+        batch_size=recipe.batch_size,
         device=device,
     )
 
@@ -156,18 +150,18 @@ def run_train(config: TrainStageConfig) -> TrainResult:
     if folds is None:
         return TrainResult.of_worker_rank(config)
     oof, oof_breasts, history = _results(folds)
-    values = dict(folds.values)
-    label, seed = values["label_column"], values["seed"]
+    spec = RunSpec.from_dict(folds.values)
+    label, seed = spec.label_column, spec.seed
     # thresholds tuned per level on these out-of-fold predictions; metrics.json says they are optimistic
     metrics = evaluate_predictions(
         oof,
         None,
         seed=seed,
         label=label,
-        rule=ThresholdRule(values["threshold_method"], values["target_sensitivity"]),
+        rule=ThresholdRule(spec.recipe.threshold_method, spec.recipe.target_sensitivity),
     )
     thresholds = thresholds_of(metrics)
-    values.update(threshold=thresholds["image"], thresholds=thresholds)
+    spec = spec.with_thresholds(thresholds)
     metrics["folds"] = folds_record(folds.table["patient_id"], folds.table[label], folds.folds, seed=seed)
     scored = folds.table.assign(fold=folds.folds)[folds.table["image_id"].isin(oof["image_id"])]
     baselines = evaluate_baselines(
@@ -175,25 +169,18 @@ def run_train(config: TrainStageConfig) -> TrainResult:
         cache_pixels(config.cache, scored),
         seed=seed,
         label=label,
-        features=frozen_features(config.cache, scored, values),
+        features=frozen_features(config.cache, scored, spec),
     )
-    shift = dataset_shift(config, folds, values, thresholds["image"]) if config.external_caches else None
-    return TrainResult(config, values, oof, oof_breasts, history, metrics, baselines, shift)
+    shift = dataset_shift(config, folds, spec) if config.external_caches else None
+    return TrainResult(config, spec.to_dict(), oof, oof_breasts, history, metrics, baselines, shift)
 
 
-def dataset_shift(
-    config: TrainStageConfig, folds: FoldOutputs, values: dict[str, Any], threshold: float
-) -> dict[str, Any]:
+def dataset_shift(config: TrainStageConfig, folds: FoldOutputs, spec: RunSpec) -> dict[str, Any]:
     """Where the home and the external caches meet: can the fold models tell the sources apart?"""
-    run = TrainedRun.open(config.out)
-    device = resolve_device(values.get("device", "auto"))
+    run = CnnRun.open(config.out, spec)
+    device = resolve_device(spec.recipe.device)
     films, features = source_films(
-        run,
-        config.cache,
-        folds.table,
-        folds.folds,
-        device=device,
-        batch_size=int(values.get("batch_size", 16)),
+        run, config.cache, folds.table, folds.folds, device=device, batch_size=spec.recipe.batch_size
     )
     log.info(
         "dataset-shift check: %d home and %d external films",
@@ -206,7 +193,7 @@ def dataset_shift(
         "model (all of them trained on her), so external figures are optimistic; home films are scored out "
         "of fold."
     )
-    return shift_check(films, features, threshold, note=note, seed=values["seed"])
+    return shift_check(films, features, spec.thresholds["image"], note=note, seed=spec.seed)
 
 
 def write_train(result: TrainResult, out: Path) -> Path:

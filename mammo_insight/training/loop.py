@@ -27,12 +27,12 @@ from mammo_insight.files import write_csv_atomic
 from mammo_insight.imaging.cache import CONFIG_FILE, INDEX_FILE
 from mammo_insight.imaging.pipeline import PreprocessConfig
 from mammo_insight.manifest import file_sha256, package_versions
-from mammo_insight.nets.factory import build_classifier, input_normalization
 from mammo_insight.runs.config import TrainConfig
 from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.runs.patch import check_patch_run, init_from_patch_run, patch_scale_mismatch
 from mammo_insight.runs.predict import predict_cache
 from mammo_insight.runs.run_io import save_fold_model, save_run_config
+from mammo_insight.runs.spec import RunSpec
 from mammo_insight.training.augment import build_augment
 from mammo_insight.training.engine import (
     check_resumable,
@@ -50,39 +50,28 @@ from mammo_insight.training.sources import SOURCE_COLUMN, external_name, load_so
 log = logging.getLogger(__name__)
 
 
-def run_normalization(config: TrainConfig) -> tuple[float, float] | None:
-    """(mean, std) the run's models normalise their input with (config.json input_mean, input_std)."""
-    return input_normalization(config.model) if config.normalize else None
-
-
 def resolved_config(config: TrainConfig, cache_dir: Path, table: pd.DataFrame) -> dict[str, Any]:
-    """config.json: every option plus what the run depends on (image size, cache hash, versions)."""
-    values = config.to_dict()
+    """config.json: the run's spec (every option plus the image size, normalisation, cache copy) and what
+    the run depends on (cache hash, versions, counts)."""
     cache_config = cache_dir / CONFIG_FILE
     preprocess = json.loads(cache_config.read_text()) if cache_config.is_file() else None
-    if (
-        config.image_size is None
-    ):  # the cache's config.json says how it was made; the index only for old caches
-        values["image_size"] = (
-            list(PreprocessConfig.from_dict(preprocess).size)
+    size = config.image_size
+    if size is None:  # the cache's config.json says how it was made; the index only for old caches
+        size = (
+            PreprocessConfig.from_dict(preprocess).size
             if preprocess
-            else [int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0])]
+            else (int(table["out_height"].iloc[0]), int(table["out_width"].iloc[0]))
         )
-    mean_std = run_normalization(config)
-    values.update(
-        input_mean=mean_std[0] if mean_std else None,
-        input_std=mean_std[1] if mean_std else None,
-        cache=str(cache_dir),
-        cache_index_sha256=file_sha256(cache_dir / INDEX_FILE),
-        versions=package_versions(),
-        n_images=len(table),
-        n_patients=int(table["patient_id"].nunique()),
-    )
-    if (
-        preprocess
-    ):  # one verbatim copy, so predict can preprocess new images the same way once the cache is gone
-        values["preprocess"] = preprocess
-    return values
+    facts = {
+        "cache_index_sha256": file_sha256(cache_dir / INDEX_FILE),
+        "versions": package_versions(),
+        "n_images": len(table),
+        "n_patients": int(table["patient_id"].nunique()),
+    }
+    # the cache's config.json copied verbatim, so predict can preprocess new images the same way once the
+    # cache is gone
+    spec = RunSpec.cnn(config, image_size=size, preprocess=preprocess, cache=str(cache_dir), facts=facts)
+    return spec.to_dict()
 
 
 def _datasets(
@@ -106,16 +95,7 @@ def make_module(
     config: TrainConfig, size: tuple[int, int], hard_labels: np.ndarray, accelerator: str
 ) -> ClassifierModule:
     """The whole-image classifier in its LightningModule (engine.classifier_module: loss, channels_last)."""
-    model = build_classifier(
-        config.model,
-        config.view_mode,
-        weights=config.weights,
-        pretrained=config.pretrained,
-        dropout=config.dropout,
-        img_size=size,
-        normalization=run_normalization(config),
-        pool=config.pool,
-    )
+    model = RunSpec.cnn(config, image_size=size).build_model(initial=True)
     return classifier_module(model, config, hard_labels, accelerator)
 
 

@@ -21,9 +21,8 @@ import torch
 from mammo_insight.cohort.folds import train_only_mask
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
+from mammo_insight.runs.base import Run
 from mammo_insight.runs.data import CACHE_ROOT
-from mammo_insight.runs.predict import cache_features
-from mammo_insight.runs.trained_run import TrainedRun
 
 log = logging.getLogger(__name__)
 SOURCE_COLUMN = "training_source"  # home or ext<k>, when a run trains on external caches too
@@ -89,7 +88,7 @@ def load_sources(
 
 
 def source_films(
-    run: TrainedRun,
+    run: Run,
     cache_dir: Path,
     table: pd.DataFrame,
     folds: pd.Series,
@@ -100,7 +99,8 @@ def source_films(
     """(films, pooled features or None): every validated home film and every external film, scored.
 
     films: patient_id, image_id, source (home or ext<k>), label, prob, fold (the model that scored it).
-    Features come from single-view runs only (a multi-view model pools a breast's views).
+    Features (the run's embedding of each film) come from single-view runs only (a multi-view model pools
+    a breast's views).
     """
     label = run.label_column
     home = table[(folds >= 0).to_numpy() & ~train_only_mask(table).to_numpy()]
@@ -127,11 +127,8 @@ def source_films(
             )
         )
         if not run.multi_view:
-            features.append(
-                cache_features(
-                    model, cache_dir, rows, image_size=run.image_size, batch_size=batch_size, device=device
-                )
-            )
+            embedded = run.embed(model, cache_dir, rows, device=device, batch_size=batch_size)
+            features.append(embedded[:, :-1])  # the pooled features, without the logit
         del model
     frame = pd.concat(films, ignore_index=True)
     return frame, (np.concatenate(features) if features else None)

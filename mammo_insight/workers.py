@@ -195,7 +195,7 @@ def _dask(
         if start.setup is not None:
             client.run(start.setup)
         futures = client.map(fn, list(tasks), pure=False)
-        task_of = {future.key: task for future, task in zip(futures, tasks)}
+        task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
         for future in as_completed(futures):
             try:
                 yield future.result()

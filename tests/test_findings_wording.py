@@ -41,7 +41,7 @@ def _band_rates(rates: list[float], n: list[int]) -> pd.DataFrame:
             "level": levels,
             "unit": "breast",
             "n": n,
-            "n_cancer": [round(r * k) for r, k in zip(rates, n)],
+            "n_cancer": [round(r * k) for r, k in zip(rates, n, strict=True)],
             "rate": rates,
             "ci_low": [r / 2 for r in rates],
             "ci_high": [r * 1.5 for r in rates],
@@ -95,7 +95,7 @@ def _uci_root(tmp_path: Path, n: int = 500, seed: int = 0) -> Path:
     shape = np.where(rng.random(n) < 0.3 + 0.4 * severity, 4, rng.integers(1, 4, n))
     lines = ["BI-RADS,Age,Shape,Margin,Density,Severity"] + [
         f"{4 + s},{a},{sh},{rng.integers(1, 6)},{rng.integers(1, 5)},{s}"
-        for s, a, sh in zip(severity, age, shape)
+        for s, a, sh in zip(severity, age, shape, strict=True)
     ]
     (tmp_path / "mammographic_masses.data").write_text("\n".join(lines) + "\n")
     shutil.copy(EXAMPLES / "mammographic_masses.toml", tmp_path / "m.toml")

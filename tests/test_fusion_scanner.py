@@ -118,7 +118,9 @@ def _machine_rate_breasts(n_women: int = 3000, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     patient = np.repeat(np.arange(n_women), 2).astype(str)
     machine = np.repeat(rng.choice(list("ABCDEF"), n_women), 2)
-    rate = pd.Series(dict(zip("ABCDEF", [0.005, 0.01, 0.02, 0.03, 0.05, 0.08])))[machine].to_numpy()
+    rate = pd.Series(dict(zip("ABCDEF", [0.005, 0.01, 0.02, 0.03, 0.05, 0.08], strict=True)))[
+        machine
+    ].to_numpy()
     y = (rng.random(2 * n_women) < rate).astype(int)
     site = np.where(np.isin(machine, list("ABC")), "1", "2")
     return pd.DataFrame({"patient_id": patient, "machine_id": machine, "site_id": site, "cancer": y})

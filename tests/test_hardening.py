@@ -526,7 +526,9 @@ def test_no_identifying_tag_is_written_to_any_output(synth_root, tmp_path):
 @pytest.mark.slow
 def test_generic_paths_escaping_the_image_root_are_rejected(synth_root, tmp_path):
     table = pd.read_csv(synth_root / "train.csv", dtype=str)
-    table["path"] = [f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"])]
+    table["path"] = [
+        f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"], strict=True)
+    ]
     table.loc[3, "path"] = "../../etc/passwd"
     table.loc[5, "path"] = "/etc/passwd"
     table.to_csv(tmp_path / "table.csv", index=False)
@@ -566,7 +568,9 @@ def test_rsna_ids_cannot_point_outside_the_image_folder(synth_root, tmp_path):
 def test_cache_files_cannot_be_written_outside_the_cache(synth_root, tmp_path):
     """patient_id names a cache folder: a '..' in it would write PNGs outside --out."""
     table = pd.read_csv(synth_root / "train.csv", dtype=str)
-    table["path"] = [f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"])]
+    table["path"] = [
+        f"train_images/{p}/{i}.dcm" for p, i in zip(table["patient_id"], table["image_id"], strict=True)
+    ]
     table.loc[1, "patient_id"] = "../../../escaped"
     table.to_csv(tmp_path / "table.csv", index=False)
     shutil.copytree(synth_root / "train_images", tmp_path / "train_images")

@@ -64,7 +64,7 @@ def test_patches_follow_the_lesions_the_tissue_and_the_whole_image_folds(synth_c
             assert (gap <= config.jitter * config.patch_size + 1e-9).all()
     # the folds are train's: the same function over the same training table
     train_folds = assign_folds(load_training_table(synth_cache, "cancer"), 3, 0, "cancer")
-    fold_of = dict(zip(table["image_id"].astype(str), train_folds))
+    fold_of = dict(zip(table["image_id"].astype(str), train_folds, strict=True))
     assert (patches["fold"] == patches["image_id"].map(fold_of)).all()
     assert patches.groupby("patient_id")["fold"].nunique().max() == 1
 

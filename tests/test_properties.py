@@ -203,7 +203,9 @@ def mappings(draw) -> dict:
             numeric = st.sampled_from(["site_id", "age", "machine_id", "cancer"])
             chosen = valid if draw(st.integers(0, 3)) else [draw(numeric) for _ in valid]
             mapping["annotations"] = dict(
-                zip(("x0", "y0", "x1", "y1") if len(valid) == 4 else ("x", "y", "radius"), chosen)
+                zip(
+                    ("x0", "y0", "x1", "y1") if len(valid) == 4 else ("x", "y", "radius"), chosen, strict=True
+                )
             )
         if draw(st.booleans()):
             mapping["image_path_format"] = draw(st.sampled_from(["{site_id}/{image_id}.png", "{age}.dcm"]))

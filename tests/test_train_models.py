@@ -67,7 +67,8 @@ def test_study_backbones_take_a_training_step_at_their_minimum_size(name):
     optimizer.step()
     assert logits.shape == (2,) and torch.isfinite(loss)
     assert all(
-        not torch.equal(b, p) for b, p in zip(before, (model.head.weight, next(model.backbone.parameters())))
+        not torch.equal(b, p)
+        for b, p in zip(before, (model.head.weight, next(model.backbone.parameters())), strict=True)
     )
     if side > MIN_SIDE:
         with pytest.raises(

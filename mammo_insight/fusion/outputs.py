@@ -84,7 +84,11 @@ def decision_curves(result: FusionResult, thresholds: np.ndarray | None = None) 
     curves = {"treat all": net_benefit(y, np.ones(len(y)), t), "treat none": np.zeros(len(t))}
     curves.update({name: net_benefit(y, p, t) for name, p in result.probs.items()})
     return pd.DataFrame(
-        [{"model": m, "threshold": th, "net_benefit": nb} for m, v in curves.items() for th, nb in zip(t, v)]
+        [
+            {"model": m, "threshold": th, "net_benefit": nb}
+            for m, v in curves.items()
+            for th, nb in zip(t, v, strict=True)
+        ]
     )
 
 

@@ -154,7 +154,7 @@ def stratified_audit(
         alone_draws = bootstrap_metrics(y, alone, codes, weights, threshold=None, names=["roc_auc"])
         row = dict(
             zip(
-                AUDIT_COLUMNS,
+                AUDIT_COLUMNS[:-1],  # all but the grade, which reads the row
                 [
                     factor,
                     len(set(strata)),
@@ -163,6 +163,7 @@ def stratified_audit(
                     *_interval(pooled - within, pooled_draws - within_draws),
                     *_interval(roc_auc(y, alone), alone_draws["roc_auc"]),
                 ],
+                strict=True,
             )
         )
         rows.append({**row, "grade": grade(row)})

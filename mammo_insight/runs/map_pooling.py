@@ -81,9 +81,9 @@ def learned_film_scores(
         scaler, regression = model[0], model[-1]
         coefficients[str(k)] = {
             "intercept": float(regression.intercept_[0]),
-            **{name: float(w) for name, w in zip(features, regression.coef_[0])},
-            "centre": dict(zip(features, map(float, scaler.mean_))),
-            "scale": dict(zip(features, map(float, scaler.scale_))),
+            **{name: float(w) for name, w in zip(features, regression.coef_[0], strict=True)},
+            "centre": dict(zip(features, map(float, scaler.mean_), strict=True)),
+            "scale": dict(zip(features, map(float, scaler.scale_), strict=True)),
         }
     return scores, coefficients
 

@@ -48,7 +48,7 @@ def cut_patches(image: np.ndarray, cx: np.ndarray, cy: np.ndarray, size: int) ->
     x0 = np.clip(x0, 0, padded.shape[1] - size)
     y0 = np.clip(y0, 0, padded.shape[0] - size)
     return (
-        np.stack([padded[y : y + size, x : x + size] for x, y in zip(x0, y0)])
+        np.stack([padded[y : y + size, x : x + size] for x, y in zip(x0, y0, strict=True)])
         if len(x0)
         else np.zeros((0, size, size), np.float32)
     )

@@ -34,7 +34,7 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     fig = Figure(figsize=(4.2 * len(metrics), 3.3), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     folds = sorted(history["fold"].dropna().unique()) if "fold" in history.columns else [None]
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         for fold in folds:
             part = history if fold is None else history[history["fold"] == fold]
             for split, style in (("train", "--"), ("val", "-")):
@@ -102,7 +102,7 @@ def per_fold_roc(frame: pd.DataFrame) -> Figure:
 def confusion_matrices(levels: Mapping[str, pd.DataFrame], thresholds: Mapping[str, float]) -> Figure:
     fig = Figure(figsize=(4.0 * len(levels), 3.6), layout="constrained")
     axes = fig.subplots(1, len(levels), squeeze=False)[0]
-    for ax, (level, frame) in zip(axes, levels.items()):
+    for ax, (level, frame) in zip(axes, levels.items(), strict=False):
         t = thresholds.get(level, 0.5)
         m = point_metrics(frame[LABEL], frame[PROB], t)
         grid = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
@@ -163,7 +163,7 @@ def forest_plot(frame: pd.DataFrame, metrics: list[str]) -> Figure:
         figsize=(2.6 * max(len(metrics), 1), 0.45 * frame["level"].nunique() + 1.4), layout="constrained"
     )
     axes = fig.subplots(1, max(len(metrics), 1), squeeze=False, sharey=True)[0]
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         part = frame[frame["metric"] == metric]
         _forest(
             ax,
@@ -180,7 +180,9 @@ def forest_plot(frame: pd.DataFrame, metrics: list[str]) -> Figure:
 
 def subgroup_forest(rows: pd.DataFrame) -> Figure:
     """Tidy subgroup rows of one metric: one line per (factor, level) with its interval."""
-    labels = [f"{f}: {lv} (n={n})" for f, lv, n in zip(rows["factor"], rows["level"], rows["n"])]
+    labels = [
+        f"{f}: {lv} (n={n})" for f, lv, n in zip(rows["factor"], rows["level"], rows["n"], strict=False)
+    ]
     fig = Figure(figsize=(6.5, 0.32 * len(labels) + 1.2), layout="constrained")
     ax = fig.subplots()
     _forest(ax, labels, rows["value"], rows["ci_low"], highs=rows["ci_high"], color=COLORS["breast"])
@@ -198,7 +200,7 @@ def overlaid_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
     for k, (name, history) in enumerate(histories.items()):
         color = f"C{k % 10}"
         mean = history.groupby(["split", "epoch"])[[m for m in metrics if m in history]].mean().reset_index()
-        for ax, metric in zip(axes, metrics):
+        for ax, metric in zip(axes, metrics, strict=False):
             if metric not in mean:
                 continue
             for split, style in (("val", "-"), ("train", "--")):
@@ -213,7 +215,7 @@ def overlaid_learning_curves(histories: Mapping[str, pd.DataFrame]) -> Figure:
                         alpha=1.0 if split == "val" else 0.5,
                         label=f"{name} ({split})",
                     )
-    for ax, metric in zip(axes, metrics):
+    for ax, metric in zip(axes, metrics, strict=False):
         ax.set_title(f"{metric} (mean over folds)")
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -82,7 +82,7 @@ def open_run_set(run_dirs: Sequence[str | Path]) -> RunSet:
     if len(labels) > 1:
         raise MammoInsightError(f"the runs predict different labels ({', '.join(sorted(labels))})")
     oofs = [load_oof(r) for r in roots]
-    for root, name, oof in zip(roots[1:], names[1:], oofs[1:]):
+    for root, name, oof in zip(roots[1:], names[1:], oofs[1:], strict=True):
         mismatch = fold_mismatch(oofs[0], oof, names=(names[0], name))
         if mismatch:
             raise MammoInsightError(
@@ -138,7 +138,7 @@ def compare_runs(runs: RunSet, *, n_boot: int = 1000, seed: int = 0) -> dict[str
             label=label,
             breast_preds=own,
         )
-        for name, root, oof, own in zip(runs.names, runs.roots, runs.oof, runs.own_breasts)
+        for name, root, oof, own in zip(runs.names, runs.roots, runs.oof, runs.own_breasts, strict=True)
     }
     pairs = [(a, b) for i, a in enumerate(runs.names) for b in runs.names[i + 1 :]]
     levels = {"image": runs.oof, "breast": [runs.breasts(i) for i in range(len(runs.roots))]}
@@ -147,7 +147,7 @@ def compare_runs(runs: RunSet, *, n_boot: int = 1000, seed: int = 0) -> dict[str
         labelled = frames[0][label].notna().to_numpy()
         paired[level] = paired_comparisons(
             frames[0][label].to_numpy(float)[labelled],
-            {n: f["prob"].to_numpy(float)[labelled] for n, f in zip(runs.names, frames)},
+            {n: f["prob"].to_numpy(float)[labelled] for n, f in zip(runs.names, frames, strict=True)},
             frames[0]["patient_id"].astype(str).to_numpy()[labelled],
             pairs,
             n_boot,

@@ -110,7 +110,12 @@ def settings_that_differ(names: tuple[str, ...], configs: tuple[dict[str, Any], 
     for key in keys:
         values = [c.get(key) for c in configs]
         if any(v != values[0] for v in values[1:]):
-            rows.append({"option": key, **{n: "–" if v is None else str(v) for n, v in zip(names, values)}})
+            rows.append(
+                {
+                    "option": key,
+                    **{n: "–" if v is None else str(v) for n, v in zip(names, values, strict=True)},
+                }
+            )
     return pd.DataFrame(rows, columns=["option", *names])
 
 
@@ -209,7 +214,8 @@ def write_compare(result: CompareResult, out: Path) -> Path:
         {"runs": [str(r) for r in result.config.runs], "n_boot": result.config.n_boot},
         seed=result.config.seed,
         inputs={
-            f"oof_{n}": Path(r) / "oof_predictions.csv" for n, r in zip(result.names, result.config.runs)
+            f"oof_{n}": Path(r) / "oof_predictions.csv"
+            for n, r in zip(result.names, result.config.runs, strict=True)
         },
         render=lambda: _render(result, out),
     )

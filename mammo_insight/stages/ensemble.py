@@ -63,7 +63,7 @@ class EnsembleResult(StageResult):
 
 def _member_metrics(runs: RunSet) -> dict[str, dict[str, Any]]:
     out = {}
-    for name, root in zip(runs.names, runs.roots):
+    for name, root in zip(runs.names, runs.roots, strict=True):
         path = root / "metrics.json"
         out[name] = json.loads(path.read_text()) if path.is_file() else {}
     return out
@@ -96,7 +96,8 @@ def run_ensemble(config: EnsembleConfig) -> EnsembleResult:
     sizes = {m.spec.image_size for m in members}
     spec = RunSpec(
         kind="ensemble",
-        backbone="ensemble: " + " + ".join(f"{n} ({m.model_name})" for n, m in zip(runs.names, members)),
+        backbone="ensemble: "
+        + " + ".join(f"{n} ({m.model_name})" for n, m in zip(runs.names, members, strict=True)),
         folds=first.folds,
         seed=first.seed,
         view_mode=views.pop() if len(views) == 1 else "mixed",
@@ -156,7 +157,7 @@ def write_ensemble(result: EnsembleResult, out: Path) -> Path:
         seed=result.values["seed"],
         inputs={
             f"oof_{name}": Path(root) / "oof_predictions.csv"
-            for name, root in zip(result.values["members"], result.values[MEMBERS_KEY])
+            for name, root in zip(result.values["members"], result.values[MEMBERS_KEY], strict=True)
         },
         render=lambda: render_run_report(
             out, title=f"Ensemble of {len(result.members)} runs", extra=[members_section(result)]

@@ -197,7 +197,7 @@ def _breast_table(image_rows: pd.DataFrame, breasts: pd.DataFrame | None, thresh
     n_failed = out["breast_id"].map(rows.loc[rows["status"] != "ok", "breast_id"].value_counts()).fillna(0)
     out["notes"] = [
         ("; ".join(filter(None, [n, f"{int(f)} image(s) failed"])) if f else n)
-        for n, f in zip(out["notes"], n_failed)
+        for n, f in zip(out["notes"], n_failed, strict=True)
     ]
     out["prob"] = out["breast_id"].map(prob)
     out["threshold"] = threshold
@@ -332,7 +332,7 @@ def _cache_reasons_by_id(cache: Path) -> dict[str, str]:
     if not path.is_file():
         return {}
     failures = pd.read_csv(path, dtype=str, keep_default_na=False)
-    return dict(zip(failures["image_id"], failures["reason"]))
+    return dict(zip(failures["image_id"], failures["reason"], strict=True))
 
 
 def _image_table(
@@ -383,7 +383,7 @@ def _cam_maps(run: Run, cache: Path, ok: pd.DataFrame, *, device, batch_size: in
             start = 0
             for batch in DataLoader(ds, batch_size):
                 maps = cam(batch["image"], batch.get("mask")).maps
-                for item, ids in zip(maps, keys[start : start + len(maps)]):
+                for item, ids in zip(maps, keys[start : start + len(maps)], strict=True):
                     for k, image_id in enumerate(ids):
                         sums[image_id] = sums.get(image_id, 0) + (item[k] if run.multi_view else item)
                 start += len(maps)

@@ -58,7 +58,7 @@ def rates_figure(rates: pd.DataFrame, factors: list[Factor], ncols: int = 2) -> 
     heights = [max(len(f.levels) for f in shown[r * ncols : (r + 1) * ncols]) + 1.6 for r in range(nrows)]
     fig = Figure(figsize=(12, 0.3 * sum(heights) + 0.3), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False, gridspec_kw={"height_ratios": heights}).ravel()
-    for ax, factor in zip(axes, shown):
+    for ax, factor in zip(axes, shown, strict=False):
         unit = plot_unit(factor, rates)
         sub = rates[(rates["factor"] == factor.name) & (rates["unit"] == unit)].reset_index(drop=True)
         overall_rows = rates[(rates["factor"] == "all") & (rates["unit"] == unit)]["rate"]
@@ -74,7 +74,9 @@ def rates_figure(rates: pd.DataFrame, factors: list[Factor], ncols: int = 2) -> 
             ax.plot(100 * r["rate"], i, "o", color=colour, markersize=5.5)
         ax.axvline(100 * overall, color=MUTED, ls="--", lw=1)
         ax.set_yticks(
-            range(len(sub)), [f"{lv}  (n={n:,})" for lv, n in zip(sub["level"], sub["n"])], fontsize=8
+            range(len(sub)),
+            [f"{lv}  (n={n:,})" for lv, n in zip(sub["level"], sub["n"], strict=False)],
+            fontsize=8,
         )
         ax.set_ylim(len(sub) - 0.5, -0.5)
         ax.set_xlim(0, limit)
@@ -150,7 +152,7 @@ def forest_figure(odds: pd.DataFrame) -> Figure:
     ax.tick_params(axis="x", labelsize=8)
     ax.spines[["top", "right"]].set_visible(False)
     ax.grid(axis="x", color="#e6e9ef", linewidth=0.8, which="both")
-    for label, (_, r) in zip(ax.get_yticklabels(), rows.iterrows()):
+    for label, (_, r) in zip(ax.get_yticklabels(), rows.iterrows(), strict=False):
         label.set_color(colour[r["model"]])
     return fig
 

@@ -45,7 +45,7 @@ def rates_display(rates: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
             "cancers": sub["n_cancer"].map("{:,}".format),
             "rate (95% CI)": [
                 f"{_pct(r)} ({_pct(lo)}–{_pct(hi)})"
-                for r, lo, hi in zip(sub["rate"], sub["ci_low"], sub["ci_high"])
+                for r, lo, hi in zip(sub["rate"], sub["ci_low"], sub["ci_high"], strict=True)
             ],
         }
     )
@@ -58,7 +58,7 @@ def odds_display(odds: pd.DataFrame) -> pd.DataFrame:
             "term": odds["term"],
             "odds ratio (95% CI)": [
                 f"{o:.2f} ({lo:.2f}–{hi:.2f})"
-                for o, lo, hi in zip(odds["odds_ratio"], odds["ci_low"], odds["ci_high"])
+                for o, lo, hi in zip(odds["odds_ratio"], odds["ci_low"], odds["ci_high"], strict=True)
             ],
             "p": odds["p_value"].map(_fmt_p),
         }
@@ -98,16 +98,18 @@ def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
             "AUC alone": ordered["auc_alone"].map(lambda v: "–" if pd.isna(v) else f"{v:.3f}"),
             "chance (95% of permutations)": [
                 "–" if pd.isna(lo) else f"{lo:.3f}–{hi:.3f}"
-                for lo, hi in zip(ordered["null_low"], ordered["null_high"])
+                for lo, hi in zip(ordered["null_low"], ordered["null_high"], strict=True)
             ],
             "missing: odds ratio (95% exact)": [
                 "–" if pd.isna(o) else f"{o:.3g} ({lo:.3g}–{hi:.3g})"
-                for o, lo, hi in zip(ordered["missing_or"], ordered["or_low"], ordered["or_high"])
+                for o, lo, hi in zip(
+                    ordered["missing_or"], ordered["or_low"], ordered["or_high"], strict=True
+                )
             ],
             "verdict": ordered["verdict"],
             "why": [
                 r if r else ("empty column" if pd.isna(a) else "")
-                for r, a in zip(ordered["reason"], ordered["auc_alone"])
+                for r, a in zip(ordered["reason"], ordered["auc_alone"], strict=True)
             ],
         }
     )

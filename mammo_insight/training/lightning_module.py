@@ -107,7 +107,7 @@ class ClassifierModule(pl.LightningModule):
         factors = lr_multipliers(len(groups), self.config)
         in_backbone = {id(p) for g in groups for p in g}
         rest = [p for p in self.model.parameters() if id(p) not in in_backbone]
-        out = [{"params": g, "lr": self.config.lr * f} for g, f in zip(groups, factors)]
+        out = [{"params": g, "lr": self.config.lr * f} for g, f in zip(groups, factors, strict=True)]
         return [*out, {"params": rest, "lr": self.config.lr}]
 
     def configure_optimizers(self):

@@ -60,7 +60,7 @@ def sample_patches(
     per_image = np.full(len(table), n_background // len(table))
     per_image[rng.permutation(len(table))[: n_background % len(table)]] += 1
     rows, pixels = [], []
-    for row, n_bg in zip(table.to_dict("records"), per_image):
+    for row, n_bg in zip(table.to_dict("records"), per_image, strict=True):
         image = load_cache_image(cache_dir, row)
         own = lesions_of.get(str(row["image_id"]))
         centres, kinds = [], []
@@ -81,7 +81,7 @@ def sample_patches(
             continue
         xy = np.asarray(centres, dtype=np.float64)
         pixels.append(cut_patches(image, xy[:, 0], xy[:, 1], size))
-        for (cx, cy), kind in zip(xy, kinds):
+        for (cx, cy), kind in zip(xy, kinds, strict=True):
             rows.append(
                 {
                     "image_id": str(row["image_id"]),

@@ -115,7 +115,7 @@ class EpochSampler(Sampler):
     def __iter__(self):
         plan = self._plan()
         seeds = np.random.default_rng([self.config.seed, self.epoch, 1]).integers(0, 2**31 - 1, len(plan))
-        return iter(zip(plan.tolist(), seeds.tolist()))
+        return iter(zip(plan.tolist(), seeds.tolist(), strict=True))
 
 
 def worker_init(_: int) -> None:

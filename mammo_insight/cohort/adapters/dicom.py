@@ -264,17 +264,17 @@ def folder_cohort(images_dir: Path, workers: int = 1) -> tuple[Cohort, pd.DataFr
     if not scan.n_files:
         raise MammoInsightError(f"{images_dir} holds no file to predict on")
     rows = {r["file"]: r for r in scan.images.to_dict("records")}
-    reasons = dict(zip(scan.failures["file"], scan.failures["reason"]))
+    reasons = dict(zip(scan.failures["file"], scan.failures["reason"], strict=True))
     files = sorted([*rows, *reasons])
     stems = pd.Series([Path(f).stem for f in files])
     image_ids = _unique_ids(
         [
             "_".join(Path(f).with_suffix("").parts) if dup else stem
-            for f, stem, dup in zip(files, stems, stems.duplicated(keep=False))
+            for f, stem, dup in zip(files, stems, stems.duplicated(keep=False), strict=True)
         ]
     )
     kept, failed = [], []
-    for rel, image_id in zip(files, image_ids):
+    for rel, image_id in zip(files, image_ids, strict=True):
         record = rows.get(rel)
         patient, notes = _folder_row(Path(rel), image_id, record)
         if record is None:  # no breast to attach it to: listed in the image table only

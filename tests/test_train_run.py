@@ -140,10 +140,10 @@ def test_out_of_fold_predictions_cover_each_validatable_image_once(run: Path, ca
     # the exported fold model reproduces its out-of-fold probabilities
     assert open_run(run).folds == (0, 1)
     model = open_run(run).model(0)
-    from mammo_insight.runs.predict import predict_cache
+    from mammo_insight.runs.predict import Reading, predict_cache
 
     val = index[index["image_id"].isin(oof.loc[oof["fold"] == 0, "image_id"])]
-    again, _ = predict_cache(model, cache, val, "single", image_size=(64, 48))
+    again, _ = predict_cache(model, cache, val, Reading("single", (64, 48)))
     merged = again.merge(oof, on="image_id", suffixes=("", "_oof"))
     assert (merged["prob"] - merged["prob_oof"]).abs().max() < 1e-5
 
@@ -220,11 +220,11 @@ def test_evaluate_scores_another_cache_with_every_fold(run: Path, tmp_path: Path
     preds = pd.read_csv(out / "oof_predictions.csv")
     assert len(preds) == 12 * 4 and (preds["fold"] == -1).all() and "COPY" not in set(preds["image_id"])
     # every fold model scores every image (resized to the run's 64 x 48) and the probabilities are averaged
-    from mammo_insight.runs.predict import predict_cache
+    from mammo_insight.runs.predict import Reading, predict_cache
 
     opened = open_run(run)
     per_fold = [
-        predict_cache(opened.model(k), other, index, "single", image_size=(64, 48))[0].set_index("image_id")[
+        predict_cache(opened.model(k), other, index, Reading("single", (64, 48)))[0].set_index("image_id")[
             "prob"
         ]
         for k in opened.folds

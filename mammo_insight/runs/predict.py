@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,18 +29,24 @@ def _probs(model: nn.Module, loader: DataLoader, device: torch.device) -> np.nda
     return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
 
 
+@dataclass(frozen=True)
+class Reading:
+    """How a run's models read a cache: one image or a breast's views, at what size, and the label column."""
+
+    view_mode: str = "single"
+    image_size: tuple[int, int] | None = None  # None: the cache's own size
+    max_views: int = 4
+    label_column: str = "cancer"
+
+
 def predict_cache(
     model: nn.Module,
     cache_dir: str | Path,
     table: pd.DataFrame,
-    view_mode: str,
+    reading: Reading,
     *,
-    image_size: tuple[int, int] | None,
     batch_size: int = 32,
-    max_views: int = 4,
     device: str | torch.device = "cpu",
-    label_column: str = "cancer",
-    num_workers: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(image predictions, breast predictions or None).
 
@@ -47,16 +54,19 @@ def predict_cache(
     image-level consumers still work.
     """
     device = torch.device(device)
+    label_column, size = reading.label_column, reading.image_size
     table = table.reset_index(drop=True)
     keep = [c for c in ID_COLUMNS + CONTEXT_COLUMNS if c in table] + [label_column]
     images = table[keep].copy()
-    if view_mode == "single":
-        ds = CacheImageDataset(cache_dir, table, label_column=label_column, size=image_size)
-        images["prob"] = _probs(model, DataLoader(ds, batch_size, num_workers=num_workers), device)
+    if reading.view_mode == "single":
+        ds = CacheImageDataset(cache_dir, table, label_column=label_column, size=size)
+        images["prob"] = _probs(model, DataLoader(ds, batch_size), device)
         return images, None
-    ds = CacheBreastDataset(cache_dir, table, label_column=label_column, max_views=max_views, size=image_size)
+    ds = CacheBreastDataset(
+        cache_dir, table, label_column=label_column, max_views=reading.max_views, size=size
+    )
     breasts = ds.breasts[["breast_id", "patient_id", label_column]].copy()
-    breasts["prob"] = _probs(model, DataLoader(ds, batch_size, num_workers=num_workers), device)
+    breasts["prob"] = _probs(model, DataLoader(ds, batch_size), device)
     images["prob"] = images["breast_id"].map(breasts.set_index("breast_id")["prob"])
     return images, breasts
 

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.runs.base import Predictions, RunFolder, mean_predictions, saved_folds
 from mammo_insight.runs.data import CacheImageDataset
-from mammo_insight.runs.predict import predict_cache
+from mammo_insight.runs.predict import Reading, predict_cache
 from mammo_insight.runs.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -59,12 +59,9 @@ class CnnRun(RunFolder):
             model,
             cache_dir,
             rows,
-            self.view_mode,
-            image_size=self.image_size,
+            Reading(self.view_mode, self.image_size, self.max_views, self.label_column),
             batch_size=batch_size,
-            max_views=self.max_views,
             device=device,
-            label_column=self.label_column,
         )
 
     def ensemble_predict(

@@ -9,6 +9,8 @@ its joint (Wald) test in that model is significant within the one Holm family of
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from scipy.stats import spearmanr
 
@@ -340,27 +342,36 @@ def leakage_finding(leakage: pd.DataFrame, recorded: set[str]) -> str:
     return " ".join(out)
 
 
+@dataclass(frozen=True)
+class StudyTables:
+    """The study's tables the findings are written from (``joint``: the joint Wald tests with their
+    Holm-adjusted p-values, the same family as ``tests``)."""
+
+    summary: dict
+    rates: pd.DataFrame
+    tests: pd.DataFrame
+    odds: pd.DataFrame
+    joint: pd.DataFrame
+    missing: pd.DataFrame
+    leakage: pd.DataFrame
+    crosstab: pd.DataFrame | None = None
+
+
 def write_findings(
-    summary: dict,
-    rates: pd.DataFrame,
-    tests: pd.DataFrame,
-    odds: pd.DataFrame,
+    tables: StudyTables,
     *,
-    joint: pd.DataFrame,
-    missing: pd.DataFrame,
-    leakage: pd.DataFrame,
     nesting: str,
     structure: list[str],
     aliases: dict[str, str],
-    crosstab: pd.DataFrame | None = None,
     row_unit: str = "image",
     kind: str = "screening",
 ) -> list[str]:
     """The findings, most important first; empty strings are dropped.
 
-    ``joint``: the joint Wald tests with their Holm-adjusted p-values (the same family as ``tests``);
     ``structure``: sentences on levels that are a site or never occur at one; ``aliases``: 'factor=level' -> site.
     """
+    summary, rates, tests, odds = tables.summary, tables.rates, tables.tests, tables.odds
+    joint, missing, leakage, crosstab = tables.joint, tables.missing, tables.leakage, tables.crosstab
     unit = "breast" if summary["n_breasts"] is not None else "image"
     word = row_unit if unit == "image" else unit
     recorded = set(missing.loc[(missing["site_id"] == "all") & (missing["missing_fraction"] < 1), "column"])

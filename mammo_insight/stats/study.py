@@ -21,7 +21,7 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.progress import Timings, progress_bar
 from mammo_insight.stats.breasts import mixed_breast_notes
 from mammo_insight.stats.factors import UNIT_IDS, Factor, build_study_frame
-from mammo_insight.stats.findings import WALD, write_findings
+from mammo_insight.stats.findings import WALD, StudyTables, write_findings
 from mammo_insight.stats.leakage import audit_leakage, flagged_columns
 from mammo_insight.stats.missingness import (
     missingness_by_site,
@@ -168,17 +168,10 @@ def _study(
     findings = timed(
         "findings",
         lambda: write_findings(
-            summary,
-            rates,
-            tests,
-            fits.odds,
-            joint=joint,
-            missing=missing,
-            leakage=leakage,
+            StudyTables(summary, rates, tests, fits.odds, joint, missing, leakage, crosstab),
             nesting=nesting,
             structure=structure,
             aliases=aliases,
-            crosstab=crosstab,
             row_unit=cohort.row_unit,
             kind=cohort.kind,
         ),

@@ -30,7 +30,7 @@ from mammo_insight.manifest import file_sha256, package_versions
 from mammo_insight.runs.config import TrainConfig
 from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
 from mammo_insight.runs.patch import check_patch_run, init_from_patch_run, patch_scale_mismatch
-from mammo_insight.runs.predict import predict_cache
+from mammo_insight.runs.predict import Reading, predict_cache
 from mammo_insight.runs.run_io import save_fold_model, save_run_config
 from mammo_insight.runs.spec import RunSpec
 from mammo_insight.training.augment import build_augment
@@ -132,12 +132,9 @@ def train_fold(
         fit.model.to(fit.device),
         cache_dir,
         val,
-        config.view_mode,
-        image_size=size,
+        Reading(config.view_mode, size, config.max_views, config.label_column),
         batch_size=config.batch_size,
-        max_views=config.max_views,
         device=fit.device,
-        label_column=config.label_column,
     )
     fold_dir = out_dir / "folds" / f"fold_{fold}"
     write_csv_atomic(fold_dir / "history.csv", fit.history)

@@ -27,7 +27,8 @@ from pydicom.filebase import DicomBytesIO
 
 from mammo_insight.errors import DicomError
 from mammo_insight.imaging.decode import read_image
-from mammo_insight.imaging.integrity import coded_length_problem, stream_problem
+from mammo_insight.imaging.integrity import coded_length_problem
+from mammo_insight.imaging.stream_walk import stream_problem
 from mammo_insight.synth.corrupt import write_damaged
 from mammo_insight.synth.dicom import set_jpeg_lossless
 

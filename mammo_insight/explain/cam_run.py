@@ -263,36 +263,54 @@ def _explain_image(
         (over_rand, "random weights"),
     ]
     if context.lesion_maps is not None:
-        lesion_map, random_map = context.lesion_maps.maps(int(case.fold), cache_img)
-        rec[f"{MAP_PREFIX}max"] = lesion_map.score
-        rec[f"{MAP_PREFIX}rank_corr"] = randomisation_rank_corr(lesion_map, random_map)
-        if lesions is not None:
-            record = lesion_map_record(
-                lesion_map,
-                random_map,
-                lesion_rows,
-                geom,
-                context.cache_dir,
-                stride=context.lesion_maps.config.stride,
-                tolerance=context.tolerance,
-            )
-            rec.update({f"{MAP_PREFIX}{k}": v for k, v in record.items()})
-        full_map = geom.heatmap_to_original(lesion_map.heatmap)
-        over_map = mapping.overlay(
-            display,
-            mapping.downsample(full_map, factor),
-            lesions,
-            mapping.peak_location(full_map),
-            scale=factor,
+        fields, map_panel = _lesion_map_panel(
+            context, int(case.fold), cache_img, geom, lesion_rows, lesions, display, factor
         )
-        panel.insert(
-            1,
-            (
-                over_map,
-                f"lesion map (patch model, max {lesion_map.score:.2f}){_verdict(rec.get(f'{MAP_PREFIX}pointing'))}",
-            ),
-        )
+        rec.update(fields)
+        panel.insert(1, map_panel)
     return rec, panel
+
+
+def _lesion_map_panel(
+    context: CaseContext,
+    fold: int,
+    cache_img: np.ndarray,
+    geom: CacheGeometry,
+    lesion_rows: pd.DataFrame | None,
+    lesions: np.ndarray | None,
+    display: np.ndarray,
+    factor: float,
+) -> tuple[dict, tuple[np.ndarray, str]]:
+    """One image's lesion map from the fold's patch model (a patch run beside the CAMs): its ``map_``
+    check fields and its figure panel, drawn on the same display image as the CAM."""
+    lesion_map, random_map = context.lesion_maps.maps(fold, cache_img)
+    fields = {
+        f"{MAP_PREFIX}max": lesion_map.score,
+        f"{MAP_PREFIX}rank_corr": randomisation_rank_corr(lesion_map, random_map),
+    }
+    if lesions is not None:
+        record = lesion_map_record(
+            lesion_map,
+            random_map,
+            lesion_rows,
+            geom,
+            context.cache_dir,
+            stride=context.lesion_maps.config.stride,
+            tolerance=context.tolerance,
+        )
+        fields.update({f"{MAP_PREFIX}{k}": v for k, v in record.items()})
+    full_map = geom.heatmap_to_original(lesion_map.heatmap)
+    over_map = mapping.overlay(
+        display,
+        mapping.downsample(full_map, factor),
+        lesions,
+        mapping.peak_location(full_map),
+        scale=factor,
+    )
+    title = (
+        f"lesion map (patch model, max {lesion_map.score:.2f}){_verdict(fields.get(f'{MAP_PREFIX}pointing'))}"
+    )
+    return fields, (over_map, title)
 
 
 def _verdict(hit: float | None) -> str:

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from mammo_insight.errors import DicomError
-from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem, stream_problem
+from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem
+from mammo_insight.imaging.stream_walk import stream_problem
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
 MAX_PLAIN_PIXELS = 100_000_000  # 10x the largest digitised film; a larger PNG/PGM header is not decoded

@@ -3,6 +3,7 @@
 The resolved config is written to RUN/config.json, so a run can be rebuilt and resumed from it.
 ``PatchConfig`` (patch-train) is a ``TrainConfig`` with the patch recipe's defaults and the sampling
 options added: both train on the same engine (training/engine.py) and pass the same validator.
+How an option is declared, type-checked and range-checked lives in runs/options.py.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import dataclasses
 import math
 import operator
 import tomllib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,43 +19,19 @@ from typing import Any
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.nets.device import is_device_name
+from mammo_insight.runs.options import (
+    COUNT,
+    MAX_IMAGE_SIDE,
+    OPEN_UNIT,
+    UNIT,
+    Between,
+    fits,
+    option,
+    out_of_range,
+    toml_value,
+    type_name,
+)
 from mammo_insight.sizes import SEED_MAX
-
-MAX_IMAGE_SIDE = 4096  # a 4096x4096 batch of 16 already needs ~1 GB per channel before the network
-
-
-@dataclass(frozen=True)
-class Between:
-    """The documented range of a numeric option (finite, ``lo <=`` or ``<`` it, ``<=`` or ``<`` ``hi``)."""
-
-    lo: float
-    hi: float
-    lo_open: bool = False
-    hi_open: bool = False
-
-    def __contains__(self, value: object) -> bool:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            return False
-        above = value > self.lo if self.lo_open else value >= self.lo
-        below = value < self.hi if self.hi_open else value <= self.hi
-        return above and below
-
-    def __str__(self) -> str:
-        def text(v: float) -> str:
-            return str(int(v)) if float(v).is_integer() else f"{v:g}"
-
-        return f"{text(self.lo)} {'<' if self.lo_open else '<='} x {'<' if self.hi_open else '<='} {text(self.hi)}"
-
-
-UNIT = Between(0, 1)  # a probability or a fraction
-OPEN_UNIT = Between(0, 1, lo_open=True, hi_open=True)
-COUNT = Between(0, 100_000)
-
-
-def option(default: Any, doc: str, between: Between | None = None) -> Any:
-    """A config field with its documentation and, for a number, its range: `options_table`, ``train --help``
-    and `validate_config` are generated from it (every number is refused outside its range, and NaN/inf)."""
-    return field(default=default, metadata={"doc": doc, "between": between})
 
 
 @dataclass(frozen=True)
@@ -259,18 +235,6 @@ class PatchConfig(TrainConfig):
         return input_normalization(self.model) if self.normalize else None
 
 
-def _toml_value(value: Any) -> str:
-    if value is None:
-        return "unset"
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, str):
-        return f'"{value}"'
-    if isinstance(value, tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
 def option_rows() -> list[tuple[str, str, str, str]]:
     """(TOML key, type, default, meaning) of every training option, ``augment.*`` for the [augment] table."""
     rows = []
@@ -279,7 +243,7 @@ def option_rows() -> list[tuple[str, str, str, str]]:
         for f in dataclasses.fields(cls):
             if f.name == "augment":
                 continue
-            rows.append((prefix + f.name, str(f.type), _toml_value(f.default), f.metadata["doc"]))
+            rows.append((prefix + f.name, str(f.type), toml_value(f.default), f.metadata["doc"]))
     return rows
 
 
@@ -311,19 +275,6 @@ def option_ranges() -> dict[str, Between]:
     return ranges
 
 
-def _out_of_range(config: TrainConfig) -> list[str]:
-    """The numeric options outside their documented range (a number: each element of a pair; NaN, inf)."""
-    bad = []
-    for key, between in option_ranges().items():
-        value = operator.attrgetter(key)(config)
-        numbers = value if isinstance(value, tuple) else (value,)
-        if value is None or all(isinstance(v, str) for v in numbers):  # unset, or "auto"
-            continue
-        if not all(v in between for v in numbers):
-            bad.append(f"{key}={value!r} (expected {between})")
-    return bad
-
-
 def options_table() -> str:
     """The Markdown table of every TOML key with its default (the README's copy is checked against it)."""
     lines = ["| key | type | default | meaning |", "|---|---|---|---|"]
@@ -346,7 +297,7 @@ def _coerce(cls: type, values: dict[str, Any], source: str) -> Any:
             kwargs[key] = tuple(kwargs[key])
     hints = typing.get_type_hints(cls)
     wrong = [
-        f"{k} = {v!r} (expected {_type_name(hints[k])})" for k, v in kwargs.items() if not _fits(v, hints[k])
+        f"{k} = {v!r} (expected {type_name(hints[k])})" for k, v in kwargs.items() if not fits(v, hints[k])
     ]
     if wrong:
         raise MammoInsightError(f"{source}: wrong type for training option(s) {'; '.join(wrong)}")
@@ -357,28 +308,6 @@ def _augment_of(cls: type[TrainConfig], values: dict[str, Any], source: str) -> 
     """An [augment] table over the augmentation defaults of ``cls`` (a patch run's are flips only)."""
     _coerce(AugmentConfig, values, source)  # names and types checked as given
     return dataclasses.replace(cls.__dataclass_fields__["augment"].default_factory(), **values)
-
-
-def _fits(value: Any, hint: Any) -> bool:
-    """Whether a TOML value fits an option's annotation (an int fits a float; a bool fits only bool)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_fits(value, a) for a in args)
-    if origin is tuple:
-        return isinstance(value, tuple) and len(value) == len(args) and all(map(_fits, value, args))
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _type_name(hint: Any) -> str:
-    if dataclasses.is_dataclass(hint):
-        return "a table of options"
-    return str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
 def load_config(
@@ -412,7 +341,7 @@ def validate_config(config: TrainConfig) -> None:
     """The one validator of training settings (a PatchConfig's too): a one-line error naming every bad option."""
     checks = {**_train_checks(config), **(_patch_checks(config) if isinstance(config, PatchConfig) else {})}
     bad = [f"{name}={operator.attrgetter(name)(config)!r}" for name, ok in checks.items() if not ok]
-    bad += _out_of_range(config)
+    bad += out_of_range(config, option_ranges())
     if bad:
         raise MammoInsightError("invalid training option(s): " + ", ".join(bad))
 

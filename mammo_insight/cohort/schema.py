@@ -169,10 +169,6 @@ def validate_cohort(
     ``laterality_may_be_unknown``: unlabelled studies to score (predict's folder mode) may lack it; each
     such image is then its own breast.
     """
-
-    def _rows(mask: pd.Series) -> str:
-        return file_lines(np.flatnonzero(mask.to_numpy()), lines)
-
     if table is None or len(table) == 0:
         raise CohortError(f"{source}: the table is empty (no rows)")
     missing = [c for c in CANONICAL_COLUMNS if c not in table.columns and c != "breast_id"]
@@ -181,6 +177,28 @@ def validate_cohort(
             f"{source}: missing column(s) {', '.join(missing)}; "
             f"expected the canonical columns {', '.join(CANONICAL_COLUMNS)}"
         )
+    out = _canonical_types(table, source, lines)
+    _check_required(out, source, lines, laterality_may_be_unknown=laterality_may_be_unknown)
+    _check_codes(out, source, lines, laterality_may_be_unknown=laterality_may_be_unknown)
+    _check_file_ids(out, source, lines)
+    expected_breast = out["patient_id"] + "_" + out["laterality"]
+    if "breast_id" not in out.columns or out["breast_id"].isna().all():
+        out["breast_id"] = expected_breast
+    else:
+        out["breast_id"] = out["breast_id"].fillna(expected_breast)
+        _check_breast_ids(out, source, lines)
+    extra = [c for c in out.columns if c not in CANONICAL_COLUMNS]
+    return out[CANONICAL_COLUMNS + extra]
+
+
+def _rows(mask: pd.Series, lines: Sequence[int] | None) -> str:
+    """The rows where ``mask`` holds, as the file lines every validation message names."""
+    return file_lines(np.flatnonzero(mask.to_numpy()), lines)
+
+
+def _canonical_types(table: pd.DataFrame, source: str, lines: Sequence[int] | None) -> pd.DataFrame:
+    """A copy with string columns stripped (blank-like cells missing) and numeric columns as float64;
+    a filled numeric cell that is not a number stops the load."""
     out = table.reset_index(drop=True).copy()
     for col in STRING_COLUMNS:
         if col in out.columns:
@@ -190,15 +208,28 @@ def validate_cohort(
         if bad.any():
             example = out.loc[bad, col].iloc[0]
             raise CohortError(
-                f"{source}: column '{col}' must be numeric; {_rows(bad)} hold non-numeric "
+                f"{source}: column '{col}' must be numeric; {_rows(bad, lines)} hold non-numeric "
                 f"values such as {example!r}"
             )
         out[col] = numeric
+    return out
+
+
+def _check_required(
+    out: pd.DataFrame, source: str, lines: Sequence[int] | None, *, laterality_may_be_unknown: bool
+) -> None:
+    """The ids and the side are filled in every row (the side may be empty when it may be unknown)."""
     required = [c for c in REQUIRED_VALUES if not (laterality_may_be_unknown and c == "laterality")]
     for col in required:
         empty = out[col].isna()
         if empty.any():
-            raise CohortError(f"{source}: column '{col}' must not be empty; {_rows(empty)} are empty")
+            raise CohortError(f"{source}: column '{col}' must not be empty; {_rows(empty, lines)} are empty")
+
+
+def _check_codes(
+    out: pd.DataFrame, source: str, lines: Sequence[int] | None, *, laterality_may_be_unknown: bool
+) -> None:
+    """Laterality L/R and density A-D (upper-cased in place), 0/1 labels and an age of 0-120."""
     out["laterality"] = out["laterality"].str.upper()
     bad_lat = ~out["laterality"].isin(list(LATERALITIES))
     if laterality_may_be_unknown:
@@ -206,7 +237,7 @@ def validate_cohort(
     if bad_lat.any():
         values = sorted(set(out.loc[bad_lat, "laterality"].astype(str)))[:MAX_ROWS_SHOWN]
         raise CohortError(
-            f"{source}: column 'laterality' has unknown value(s) {values} in {_rows(bad_lat)}; "
+            f"{source}: column 'laterality' has unknown value(s) {values} in {_rows(bad_lat, lines)}; "
             "expected L or R (map others with a generic mapping file)"
         )
     out["density"] = out["density"].str.upper()
@@ -214,7 +245,7 @@ def validate_cohort(
     if bad_density.any():
         values = sorted(set(out.loc[bad_density, "density"].astype(str)))[:MAX_ROWS_SHOWN]
         raise CohortError(
-            f"{source}: column 'density' has unknown value(s) {values} in {_rows(bad_density)}; "
+            f"{source}: column 'density' has unknown value(s) {values} in {_rows(bad_density, lines)}; "
             "expected A, B, C or D"
         )
     for col in LABEL_COLUMNS:
@@ -222,40 +253,36 @@ def validate_cohort(
         if bad_label.any():
             values = sorted(set(out.loc[bad_label, col]))[:MAX_ROWS_SHOWN]
             raise CohortError(
-                f"{source}: column '{col}' is a 0/1 label but holds {values} in {_rows(bad_label)}"
+                f"{source}: column '{col}' is a 0/1 label but holds {values} in {_rows(bad_label, lines)}"
             )
     bad_age = out["age"].notna() & ((out["age"] < 0) | (out["age"] > 120))
     if bad_age.any():
-        raise CohortError(f"{source}: column 'age' must lie in 0-120; {_rows(bad_age)} do not")
+        raise CohortError(f"{source}: column 'age' must lie in 0-120; {_rows(bad_age, lines)} do not")
+
+
+def _check_file_ids(out: pd.DataFrame, source: str, lines: Sequence[int] | None) -> None:
+    """Patient and image ids name cache files, so each must be a safe file name; image ids are unique."""
     for col in ("patient_id", "image_id"):  # both name files in the image cache
         unsafe = _escapes_folder(out[col])
         if unsafe.any():
             values = list(dict.fromkeys(out.loc[unsafe, col]))[:MAX_ROWS_SHOWN]
             raise CohortError(
                 f"{source}: column '{col}' names cache files, so it may not hold '..' or an absolute "
-                f"path; {values} in {_rows(unsafe)}"
+                f"path; {values} in {_rows(unsafe, lines)}"
             )
         bad_name = _bad_file_name(out[col])
         if bad_name.any():
             values = [v[:40] + ("..." if len(v) > 40 else "") for v in dict.fromkeys(out.loc[bad_name, col])]
             raise CohortError(
                 f"{source}: column '{col}' names cache files, so it may not hold a control character or "
-                f"more than {MAX_ID_BYTES} bytes; {values[:MAX_ROWS_SHOWN]} in {_rows(bad_name)}"
+                f"more than {MAX_ID_BYTES} bytes; {values[:MAX_ROWS_SHOWN]} in {_rows(bad_name, lines)}"
             )
     dup = out["image_id"].duplicated(keep=False)
     if dup.any():
         values = list(dict.fromkeys(out.loc[dup, "image_id"]))[:MAX_ROWS_SHOWN]
         raise CohortError(
-            f"{source}: column 'image_id' must be unique; duplicated id(s) {values} in {_rows(dup)}"
+            f"{source}: column 'image_id' must be unique; duplicated id(s) {values} in {_rows(dup, lines)}"
         )
-    expected_breast = out["patient_id"] + "_" + out["laterality"]
-    if "breast_id" not in out.columns or out["breast_id"].isna().all():
-        out["breast_id"] = expected_breast
-    else:
-        out["breast_id"] = out["breast_id"].fillna(expected_breast)
-        _check_breast_ids(out, source, lines)
-    extra = [c for c in out.columns if c not in CANONICAL_COLUMNS]
-    return out[CANONICAL_COLUMNS + extra]
 
 
 def _check_breast_ids(out: pd.DataFrame, source: str, lines: Sequence[int] | None) -> None:

@@ -36,16 +36,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from functools import cache
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy import sparse
 from scipy.stats.contingency import odds_ratio
 
 from mammo_insight.cohort.folds import patient_folds
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.stats.oof_auc import auc_with_null
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,6 @@ LEAK_OR = 5.0  # missingness odds ratio whose whole interval lies beyond this (o
 SUSPECT_OR = 2.0  # ... whose interval excludes 1 and estimate lies beyond this: suspect
 N_FOLDS = 5
 MAX_LEVELS_AS_IS = 20  # a numeric column with more distinct values is cut into deciles
-PRIOR_WEIGHT = 10.0  # pseudo-count pulling rare levels toward the overall rate (out-of-fold scoring)
 N_PERMUTATIONS = 200
 ZERO_CELL_P = 1e-3
 EXCLUSIVE_SHARE = 0.9
@@ -95,91 +95,6 @@ def _level_codes(values: pd.Series) -> np.ndarray:
     else:
         codes = pd.factorize(values)[0]
     return codes + 1
-
-
-def _auc_parts(score: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(concordant pair weight, all pair weight) per row, for groups of breasts sharing one score (columns;
-    ties count one half), from the groups' positive and negative counts. Rows are scored at once."""
-    n_rows, m = score.shape
-    order = np.argsort(score, axis=1, kind="stable")
-    s = np.take_along_axis(score, order, 1)
-    new = np.ones(s.shape, dtype=bool)
-    new[:, 1:] = s[:, 1:] != s[:, :-1]
-    tie_group = (np.cumsum(new, axis=1) - 1 + np.arange(n_rows)[:, None] * m).ravel()
-    pos_g, neg_g = (
-        np.bincount(tie_group, np.take_along_axis(w, order, 1).ravel(), n_rows * m).reshape(n_rows, m)
-        for w in (pos, neg)
-    )
-    below = np.cumsum(neg_g, axis=1) - neg_g
-    return (pos_g * (below + 0.5 * neg_g)).sum(axis=1), pos_g.sum(axis=1) * neg_g.sum(axis=1)
-
-
-class _OutOfFold:
-    """Out-of-fold AUC of one column, for the real labels and every permutation at once.
-
-    In each fold the levels' cancer rates are counted among the other folds' women (shrunk toward their
-    overall rate by ``PRIOR_WEIGHT`` pseudo-images), each held-out breast scored by its images' mean rate,
-    and the AUC counts the pairs of a cancer and a non-cancer of the same held-out fold. Pooling the
-    folds' scores instead would pull an uninformative column below 0.5 (a held-out cancer lowers its own
-    level's rate in the other folds). Breasts whose images hold the same count of each level ('patterns')
-    share a score, so the work is per pattern, not per breast.
-    """
-
-    def __init__(self, codes: np.ndarray, breast: np.ndarray, n_breasts: int, fold: np.ndarray) -> None:
-        k = int(codes.max()) + 1
-        counts = np.bincount(breast * k + codes, minlength=n_breasts * k).reshape(n_breasts, k)
-        dims = counts.max(axis=0) + 1
-        if np.prod(dims.astype(float)) < 2**62:  # one integer per row: hashing beats sorting rows
-            of_breast = pd.factorize(np.ravel_multi_index(counts.T, dims))[0]
-            patterns = counts[np.unique(of_breast, return_index=True)[1]]
-        else:
-            patterns, of_breast = np.unique(counts, axis=0, return_inverse=True)
-            of_breast = of_breast.ravel()
-        n_pat = len(patterns)
-        self.patterns = patterns.astype(float)
-        self.n_images = np.maximum(self.patterns.sum(axis=1), 1.0)
-        # pattern x breast, one sparse matrix per side of each fold: times the labels, positives per pattern
-        self.sides = []
-        for f in np.unique(fold):
-            side = []
-            for members in (fold != f, fold == f):
-                rows, cols = of_breast[members], np.flatnonzero(members)
-                side.append(sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), (n_pat, n_breasts)))
-            self.sides.append(tuple(side))
-
-    def aucs(self, labels: np.ndarray) -> np.ndarray:
-        """AUC per column of ``labels`` (breasts x label vectors, 0/1, C-ordered float)."""
-        num, den = np.zeros(labels.shape[1]), np.zeros(labels.shape[1])
-        for to_train, to_test in self.sides:
-            n_tr = np.asarray(to_train.sum(axis=1)).ravel()
-            n_te = np.asarray(to_test.sum(axis=1)).ravel()
-            present = np.flatnonzero(n_te)
-            if not present.size:
-                continue
-            pos_img = (to_train @ labels).T @ self.patterns  # positive images per level, per label vector
-            all_img = n_tr @ self.patterns
-            prior = pos_img.sum(axis=1, keepdims=True) / max(all_img.sum(), 1.0)
-            rate = (pos_img + PRIOR_WEIGHT * prior) / (all_img + PRIOR_WEIGHT)
-            # rounded: breasts of one level mix (1 of A, 2 of A ...) tie exactly, not an ulp apart
-            score = np.round((rate @ self.patterns[present].T) / self.n_images[present], 12)
-            pos_te = (to_test @ labels).T[:, present]
-            a, b = _auc_parts(score, pos_te, n_te[present] - pos_te)
-            num += a
-            den += b
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return num / den
-
-
-def _auc_with_null(
-    codes: np.ndarray, breast: np.ndarray, labels: np.ndarray, fold: np.ndarray
-) -> tuple[float, float, float]:
-    """(out-of-fold AUC, null 2.5 %, null 97.5 %) of one column's level codes.
-
-    ``labels``: breasts x (the breast labels, then their permutations), C-ordered; ``fold`` per breast.
-    """
-    aucs = _OutOfFold(codes, breast, labels.shape[0], fold).aucs(labels)
-    low, high = np.nanpercentile(aucs[1:], [2.5, 97.5]) if len(aucs) > 1 else (np.nan, np.nan)
-    return float(aucs[0]), float(low), float(high)
 
 
 def missing_odds_ratio(
@@ -320,20 +235,27 @@ def _missing_reason(recorded, breast, breast_label, estimate, low, high) -> str:
     )
 
 
-def audit_leakage(
-    table: pd.DataFrame,
-    label: str = "cancer",
-    *,
-    post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
-    seed: int = 0,
-) -> pd.DataFrame:
-    """One row per audited column (``audited = 'values'``) and per partly recorded column's missingness
-    indicator (``'missingness'``): out-of-fold AUC alone with its permutation band, the missingness odds
-    ratio with its exact interval, the verdict ('leaky', 'suspect' or 'ok') and the reason for a flag.
+@dataclass
+class _Labelled:
+    """The audit's labelled rows at breast level, shared by every column's AUC and odds ratio."""
 
-    Post-outcome columns (``post_outcome``: the cohort's declaration, Cohort.post_outcome; the canonical
-    ones by default) are never available at screening and always leaky. Entirely empty columns get no AUC.
-    """
+    known: pd.DataFrame  # the rows with a label
+    y: np.ndarray  # each labelled image's label
+    groups: pd.Series  # each labelled image's woman (the folds' groups)
+    breast: np.ndarray  # each labelled image's breast, 0 .. n_breasts - 1
+    breast_label: np.ndarray  # each breast's label (positive if any of its images is)
+    both_classes: bool
+    labels: np.ndarray | None  # breasts x (the labels, then N_PERMUTATIONS permutations); None with one class
+    post_outcome: Sequence[str]
+
+    @cached_property
+    def fold(self) -> np.ndarray | None:
+        """Each breast's fold, computed on the first column that needs an out-of-fold AUC."""
+        return _breast_fold(self.groups, self.y, self.breast, len(self.breast_label))
+
+
+def _labelled(table: pd.DataFrame, label: str, post_outcome: Sequence[str], seed: int) -> _Labelled:
+    """The rows of ``table`` with a label, grouped into breasts and women, with ``seed``'s label permutations."""
     known = table[table[label].notna()].reset_index(drop=True)
     y = known[label].to_numpy(dtype=float)
     groups = known["patient_id"] if "patient_id" in known.columns else pd.Series(np.arange(len(known)))
@@ -348,68 +270,93 @@ def audit_leakage(
         if both_classes
         else None
     )
-    fold = cache(lambda: _breast_fold(groups, y, breast, len(breast_label)))
-    rows = []
+    return _Labelled(known, y, groups, breast, breast_label, both_classes, labels, post_outcome)
 
-    def audit(column: str, codes: np.ndarray, *, audited: str, reasons: list[str], grade: str) -> dict:
-        available = column not in post_outcome
-        auc = low = high = float("nan")
-        if labels is not None and len(np.unique(codes)) > 1 and fold() is not None:
-            auc, low, high = _auc_with_null(codes, breast, labels, fold())
-        by_auc = _auc_grade(auc, high, known=column in KNOWN_BEFORE_OUTCOME and audited == VALUES)
-        if by_auc != OK:
-            bar = LEAKY_AUC if by_auc == LEAKY else SUSPECT_AUC
-            reasons.append(
-                f"predicts the label alone with out-of-fold AUC {auc:.3f} (>= {bar}, above chance)"
-            )
-        if not available:
-            reasons = ["decided after the outcome (declared by the dataset)", *reasons]
-            grade = LEAKY
-        return {
-            "column": column,
-            "audited": audited,
-            "available_at_screening": available,
-            "auc_alone": auc,
-            "null_low": low,
-            "null_high": high,
-            "auc_method": OUT_OF_FOLD if np.isfinite(auc) else "",
-            "missing_or": float("nan"),
-            "or_low": float("nan"),
-            "or_high": float("nan"),
-            "verdict": _worse(grade, by_auc),
-            "reason": "; ".join(reasons),
-        }
 
-    for col in audited_columns(table, label):
-        values = known[col]
-        recorded = values.notna().to_numpy()
-        value_reasons = [r for r in [_exclusive_values(values, y)] if r] if both_classes else []
-        value_row = audit(
-            col,
-            _level_codes(values),
-            audited=VALUES,
-            reasons=value_reasons,
-            grade=LEAKY if value_reasons else OK,
+def _audit_row(
+    data: _Labelled, column: str, codes: np.ndarray, *, audited: str, reasons: list[str], grade: str
+) -> dict:
+    """One row of the audit: the AUC alone of ``codes`` with its band, graded together with ``grade``
+    (from the data's other checks, ``reasons`` saying why); a post-outcome column is leaky whatever they say."""
+    available = column not in data.post_outcome
+    auc = low = high = float("nan")
+    if data.labels is not None and len(np.unique(codes)) > 1 and data.fold is not None:
+        auc, low, high = auc_with_null(codes, data.breast, data.labels, data.fold)
+    by_auc = _auc_grade(auc, high, known=column in KNOWN_BEFORE_OUTCOME and audited == VALUES)
+    if by_auc != OK:
+        bar = LEAKY_AUC if by_auc == LEAKY else SUSPECT_AUC
+        reasons.append(f"predicts the label alone with out-of-fold AUC {auc:.3f} (>= {bar}, above chance)")
+    if not available:
+        reasons = ["decided after the outcome (declared by the dataset)", *reasons]
+        grade = LEAKY
+    return {
+        "column": column,
+        "audited": audited,
+        "available_at_screening": available,
+        "auc_alone": auc,
+        "null_low": low,
+        "null_high": high,
+        "auc_method": OUT_OF_FOLD if np.isfinite(auc) else "",
+        "missing_or": float("nan"),
+        "or_low": float("nan"),
+        "or_high": float("nan"),
+        "verdict": _worse(grade, by_auc),
+        "reason": "; ".join(reasons),
+    }
+
+
+def _audit_column(data: _Labelled, col: str) -> list[dict]:
+    """The rows of one column: its values, and its missingness indicator when it is partly recorded (whose
+    verdict the column takes when worse, since a model reads an empty cell as a value)."""
+    values = data.known[col]
+    recorded = values.notna().to_numpy()
+    value_reasons = [r for r in [_exclusive_values(values, data.y)] if r] if data.both_classes else []
+    value_row = _audit_row(
+        data,
+        col,
+        _level_codes(values),
+        audited=VALUES,
+        reasons=value_reasons,
+        grade=LEAKY if value_reasons else OK,
+    )
+    rows = [value_row]
+    if 0 < recorded.sum() < len(recorded):
+        breast, breast_label = data.breast, data.breast_label
+        odds = missing_odds_ratio(recorded, breast, breast_label) if data.both_classes else (np.nan,) * 3
+        grade = _or_grade(*odds)
+        why = [_missing_reason(recorded, breast, breast_label, *odds)] if grade != OK else []
+        miss_row = _audit_row(
+            data, col, (~recorded).astype(np.int64), audited=MISSINGNESS, reasons=why, grade=grade
         )
-        rows.append(value_row)
-        if 0 < recorded.sum() < len(recorded):
-            odds = missing_odds_ratio(recorded, breast, breast_label) if both_classes else (np.nan,) * 3
-            grade = _or_grade(*odds)
-            why = [_missing_reason(recorded, breast, breast_label, *odds)] if grade != OK else []
-            miss_row = audit(col, (~recorded).astype(np.int64), audited=MISSINGNESS, reasons=why, grade=grade)
-            miss_row.update(missing_or=odds[0], or_low=odds[1], or_high=odds[2])
-            rows.append(miss_row)
-            if miss_row["verdict"] != OK and col not in post_outcome:
-                value_row["verdict"] = _worse(value_row["verdict"], miss_row["verdict"])
-                value_row["reason"] = "; ".join(
-                    r
-                    for r in [
-                        value_row["reason"],
-                        f"its missingness encodes the label: {miss_row['reason']}",
-                    ]
-                    if r
-                )
-        log.debug("leakage %s: auc %.3f, %s", col, value_row["auc_alone"], value_row["verdict"])
+        miss_row.update(missing_or=odds[0], or_low=odds[1], or_high=odds[2])
+        rows.append(miss_row)
+        if miss_row["verdict"] != OK and col not in data.post_outcome:
+            value_row["verdict"] = _worse(value_row["verdict"], miss_row["verdict"])
+            value_row["reason"] = "; ".join(
+                r
+                for r in [value_row["reason"], f"its missingness encodes the label: {miss_row['reason']}"]
+                if r
+            )
+    log.debug("leakage %s: auc %.3f, %s", col, value_row["auc_alone"], value_row["verdict"])
+    return rows
+
+
+def audit_leakage(
+    table: pd.DataFrame,
+    label: str = "cancer",
+    *,
+    post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
+    seed: int = 0,
+) -> pd.DataFrame:
+    """One row per audited column (``audited = 'values'``) and per partly recorded column's missingness
+    indicator (``'missingness'``): out-of-fold AUC alone with its permutation band, the missingness odds
+    ratio with its exact interval, the verdict ('leaky', 'suspect' or 'ok') and the reason for a flag.
+
+    Post-outcome columns (``post_outcome``: the cohort's declaration, Cohort.post_outcome; the canonical
+    ones by default) are never available at screening and always leaky. Entirely empty columns get no AUC.
+    """
+    data = _labelled(table, label, post_outcome, seed)
+    rows = [row for col in audited_columns(table, label) for row in _audit_column(data, col)]
     return pd.DataFrame(rows, columns=LEAKAGE_COLUMNS)
 
 

@@ -3,12 +3,30 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
 from mammo_insight.cohort.schema import UNITS, Cohort, validate_cohort
+
+
+@dataclass(frozen=True)
+class CohortDetails:
+    """What a load says about its cohort beyond the table: each field left empty takes the adapter's default.
+
+    Bundled so that :meth:`DatasetAdapter.cohort` keeps a short signature while each adapter names only
+    what it overrides (a generic mapping's label meaning and row unit, a DICOM tree's notes ...).
+    """
+
+    label_meaning: str | None = None
+    post_outcome: Sequence[str] | None = None
+    factors: Mapping[str, str] = field(default_factory=dict)
+    known_units: tuple[str, ...] = UNITS
+    notes: Sequence[str] = ()
+    row_unit: str | None = None
+    kind: str | None = None
 
 
 class DatasetAdapter(ABC):
@@ -33,32 +51,29 @@ class DatasetAdapter(ABC):
         table: pd.DataFrame,
         *,
         source: str,
-        label_meaning: str | None = None,
-        post_outcome: Sequence[str] | None = None,
+        details: CohortDetails | None = None,
         annotations: pd.DataFrame | None = None,
-        factors: dict[str, str] | None = None,
-        known_units: tuple[str, ...] = UNITS,
-        notes: Sequence[str] = (),
         laterality_may_be_unknown: bool = False,
         image_root: Path | None = None,
         lines: Sequence[int] | None = None,
-        row_unit: str | None = None,
-        kind: str | None = None,
     ) -> Cohort:
-        """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list."""
+        """The validated Cohort of ``table``, carrying this adapter's name, label meaning and post-outcome list
+        unless ``details`` overrides them."""
+        details = details or CohortDetails()
+        label_meaning, post_outcome = details.label_meaning, details.post_outcome
         cohort = Cohort(
             validate_cohort(
                 table, source=source, lines=lines, laterality_may_be_unknown=laterality_may_be_unknown
             ),
             dataset=self.name,
             label_meaning=self.label_meaning if label_meaning is None else label_meaning,
-            factors=dict(factors or {}),
+            factors=dict(details.factors),
             post_outcome=list(self.post_outcome if post_outcome is None else post_outcome),
-            known_units=tuple(known_units),
-            notes=list(notes),
+            known_units=tuple(details.known_units),
+            notes=list(details.notes),
             image_root=image_root,
-            row_unit=row_unit or self.row_unit,
-            kind=kind or self.kind,
+            row_unit=details.row_unit or self.row_unit,
+            kind=details.kind or self.kind,
         )
         if annotations is not None:
             cohort.annotations = annotations

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
 from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
@@ -208,8 +208,8 @@ class CbisAdapter(DatasetAdapter):
         return self.cohort(
             table,
             source=source,
+            details=CohortDetails(factors={"abnormality_type": "categorical", "subtlety": "continuous"}),
             annotations=roi_masks(root, rows),
-            factors={"abnormality_type": "categorical", "subtlety": "continuous"},
         )
 
     @staticmethod

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
 from mammo_insight.cohort.dicom_record import ACQUISITION_FACTORS
 from mammo_insight.cohort.dicom_scan import DUPLICATE, FAILURE_COLUMNS, ScanConfig, ScanResult, scan_tree
 from mammo_insight.cohort.outcomes import OutcomesSpec, join_outcomes, match_notes, read_outcomes
@@ -205,9 +205,7 @@ class DicomAdapter(DatasetAdapter):
         cohort = self.cohort(
             table,
             source=str(root),
-            factors=factors,
-            post_outcome=post_outcome,
-            notes=notes,
+            details=CohortDetails(factors=factors, post_outcome=post_outcome, notes=notes),
             laterality_may_be_unknown=True,
             image_root=root,
         )

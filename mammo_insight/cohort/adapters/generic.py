@@ -17,211 +17,37 @@ from __future__ import annotations
 
 import logging
 import os
-import string
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
+from mammo_insight.cohort.adapters.generic_mapping import (
+    SHAPE_KEYS,
+    as_strings,
+    check_mapping,
+    format_fields,
+    read_mapping,
+)
 from mammo_insight.cohort.adapters.tables import file_lines, read_table
 from mammo_insight.cohort.folds import TRAIN_ONLY_COLUMNS, flag_values
-from mammo_insight.cohort.schema import (
-    CANONICAL_COLUMNS,
-    COHORT_KINDS,
-    DENSITIES,
-    LABEL_COLUMNS,
-    POST_OUTCOME_COLUMNS,
-    UNITS,
-    Cohort,
-    empty_canonical,
-)
+from mammo_insight.cohort.schema import DENSITIES, POST_OUTCOME_COLUMNS, UNITS, Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 from mammo_insight.files import inside_dataset
 
 log = logging.getLogger(__name__)
 
-KEYS = {
-    "csv",
-    "sep",
-    "image_root",
-    "missing_values",
-    "label_meaning",
-    "columns",
-    "label",
-    "values",
-    "factors",
-    "post_outcome",
-    "annotations",
-    "image_path_format",
-    "row_unit",
-    "cohort_kind",
-}
-LABEL_KEYS = {"column", "target", "positive", "negative"}
 BIRADS_CODE = r"^[0-6](?:[abcABC]|\.0)?$"  # 4a/4b/4c are BI-RADS 4; "3.0" is 3
 ROW_ID = "row"
-FACTOR_KINDS = {"categorical", "continuous"}
-# [annotations]: canonical coordinate -> source column, one complete set per mapping (imaging.annotations)
-SHAPE_KEYS = {"box": ("x0", "y0", "x1", "y1"), "circle": ("x", "y", "radius")}
-ANNOTATION_KEYS = {*SHAPE_KEYS["box"], *SHAPE_KEYS["circle"], "abnormality"}
 DEFAULT_LABEL_MEANING = (
     "cancer = 1 where the label column holds a positive value (defined by the mapping file)."
 )
 
 
-def read_mapping(path: Path | None) -> dict[str, Any]:
-    if path is None:
-        raise CohortError(
-            "generic: a TOML mapping file is required (--mapping FILE.toml); "
-            "see examples/cbis_ddsm_manifest.toml"
-        )
-    if not path.is_file():
-        raise CohortError(f"generic: mapping file {path} does not exist")
-    try:
-        mapping = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise CohortError(f"generic: {path} is not valid TOML: {exc}") from exc
-    except RecursionError:
-        raise CohortError(f"generic: {path} nests tables or arrays too deeply to read") from None
-    unknown = sorted(set(mapping) - KEYS)
-    if unknown:
-        raise CohortError(f"generic: {path} has unknown key(s) {unknown}; allowed: {sorted(KEYS)}")
-    if "csv" not in mapping:
-        raise CohortError(
-            f"generic: {path} lacks the key 'csv' (the table's path relative to the dataset root)"
-        )
-    _check_types(mapping, path)
-    return mapping
-
-
-SCALAR = (str, int, float, bool)
-
-
-def _check_types(mapping: dict[str, Any], path: Path) -> None:
-    """Each key holds what it must (a list or a number where a name belongs is named, not str()-ed)."""
-
-    def expect(where: str, value: Any, ok: bool, what: str) -> None:
-        if not ok:
-            raise CohortError(f"generic: {path} {where} must be {what}, got {value!r}")
-
-    def is_values(value: Any) -> bool:
-        items = value if isinstance(value, list) else [value]
-        return all(isinstance(v, SCALAR) for v in items)
-
-    if "cohort_kind" in mapping:
-        expect(
-            "'cohort_kind'",
-            mapping["cohort_kind"],
-            mapping["cohort_kind"] in COHORT_KINDS,
-            f"one of {', '.join(COHORT_KINDS)}",
-        )
-    for key in ("csv", "sep", "image_root", "label_meaning", "image_path_format", "row_unit"):
-        if key in mapping:
-            expect(f"'{key}'", mapping[key], isinstance(mapping[key], str), "a string")
-    if "missing_values" in mapping:
-        value = mapping["missing_values"]
-        expect("'missing_values'", value, is_values(value), "a value or a list of values")
-    for table in ("columns", "factors", "label", "values", "annotations"):
-        value = mapping.get(table, {})
-        expect(f"[{table}]", value, isinstance(value, dict), "a table")
-    for table in ("columns", "factors", "annotations"):
-        for key, value in mapping.get(table, {}).items():
-            expect(f"[{table}] {key}", value, isinstance(value, str), "a string")
-    label = mapping.get("label", {})
-    for key in ("column", "target"):
-        if key in label:
-            expect(f"[label] {key}", label[key], isinstance(label[key], str), "a column name (a string)")
-    for key in ("positive", "negative"):
-        if key in label:
-            expect(f"[label] {key}", label[key], is_values(label[key]), "a value or a list of values")
-    for column, recode in mapping.get("values", {}).items():
-        expect(f"[values.{column}]", recode, isinstance(recode, dict), "a table of old = new values")
-        for old, new in recode.items():
-            expect(f"[values.{column}] {old}", new, isinstance(new, SCALAR), "a single value")
-
-
-def _as_strings(values: Any) -> list[str]:
-    """TOML lists or scalars of any type, compared with CSV cells as text."""
-    items = values if isinstance(values, list) else [values]
-    return [str(v) for v in items]
-
-
-def _check_mapping(mapping: dict[str, Any], raw: pd.DataFrame, path: Path, csv: Path) -> None:
-    columns = mapping.get("columns", {})
-    bad_names = sorted(set(columns) - set(CANONICAL_COLUMNS) - set(TRAIN_ONLY_COLUMNS))
-    if bad_names:
-        raise CohortError(
-            f"generic: {path} [columns] names non-canonical column(s) {bad_names}; "
-            f"keys must be canonical names ({', '.join(CANONICAL_COLUMNS)}) or the train-only flags "
-            f"({', '.join(TRAIN_ONLY_COLUMNS)})"
-        )
-    label = mapping.get("label", {})
-    if not label and not set(LABEL_COLUMNS) & set(columns):
-        raise CohortError(
-            f"generic: {path} needs a label: a [label] table (column, positive) or 'cancer' in [columns]"
-        )
-    if set(label) - LABEL_KEYS:
-        raise CohortError(f"generic: {path} [label] has unknown key(s) {sorted(set(label) - LABEL_KEYS)}")
-    if label and ("column" not in label or "positive" not in label):
-        raise CohortError(f"generic: {path} [label] needs 'column' and 'positive'")
-    target = label.get("target", "cancer")
-    if label and target not in LABEL_COLUMNS:
-        raise CohortError(f"generic: {path} [label] target '{target}' must be one of {LABEL_COLUMNS}")
-    if label and target in columns:
-        raise CohortError(f"generic: {path} maps '{target}' both in [columns] and in [label]; keep one")
-    bad_kinds = {c: k for c, k in mapping.get("factors", {}).items() if k not in FACTOR_KINDS}
-    if bad_kinds:
-        raise CohortError(
-            f"generic: {path} [factors] kinds must be 'categorical' or 'continuous', got {bad_kinds}"
-        )
-    _check_annotation_keys(mapping.get("annotations"), path)
-    if "image_path_format" in mapping and "image_path" in columns:
-        raise CohortError(
-            f"generic: {path} gives both 'image_path_format' and [columns] image_path; keep one"
-        )
-    named = [
-        *columns.values(),
-        *([label["column"]] if label else []),
-        *mapping.get("factors", {}),
-        *mapping.get("annotations", {}).values(),
-        *_format_fields(mapping.get("image_path_format"), path),
-    ]
-    absent = [c for c in dict.fromkeys(named) if c not in raw.columns]
-    if absent:
-        raise CohortError(
-            f"generic: {path} names column(s) {absent} that {csv} lacks; the CSV has {list(raw.columns)}"
-        )
-
-
-def _format_fields(template: str | None, path: Path) -> list[str]:
-    """The source columns an ``image_path_format`` names ("images/{study_id}/{image_id}.dicom").
-
-    Only plain {column} fields: a conversion, a format spec or an attribute/index lookup is refused,
-    so a cell can only be pasted in, never evaluated."""
-    if template is None:
-        return []
-    try:
-        parts = list(string.Formatter().parse(template))
-    except ValueError as exc:
-        raise CohortError(f"generic: {path} 'image_path_format' {template!r} is malformed: {exc}") from exc
-    fields = [field for _, field, spec, conversion in parts if field is not None]
-    plain = all(
-        field and not set(field) & set(".[]") and not spec and conversion is None
-        for _, field, spec, conversion in parts
-        if field is not None
-    )
-    if not fields or not plain:
-        raise CohortError(
-            f"generic: {path} 'image_path_format' {template!r} must name source columns as plain "
-            "{column} fields, e.g. 'images/{study_id}/{image_id}.dicom'"
-        )
-    return fields
-
-
 def _formatted_paths(raw: pd.DataFrame, template: str, path: Path) -> pd.Series:
     """Each row's image path from ``image_path_format``; None where a field's cell is missing."""
-    fields = list(dict.fromkeys(_format_fields(template, path)))
+    fields = list(dict.fromkeys(format_fields(template, path)))
     cells = raw[fields]
     complete = cells.notna().all(axis=1)
     return pd.Series(
@@ -232,25 +58,6 @@ def _formatted_paths(raw: pd.DataFrame, template: str, path: Path) -> pd.Series:
         index=raw.index,
         dtype=object,
     )
-
-
-def _check_annotation_keys(spec: dict[str, str] | None, path: Path) -> None:
-    """[annotations] names exactly one complete shape: x0, y0, x1, y1 (box) or x, y, radius (circle)."""
-    if spec is None:
-        return
-    unknown = sorted(set(spec) - ANNOTATION_KEYS)
-    if unknown:
-        raise CohortError(
-            f"generic: {path} [annotations] has unknown key(s) {unknown}; allowed: x0, y0, x1, y1 (a box), "
-            "x, y, radius (a circle), abnormality"
-        )
-    complete = [shape for shape, keys in SHAPE_KEYS.items() if set(keys) <= set(spec)]
-    coordinates = set(spec) - {"abnormality"}
-    if len(complete) != 1 or coordinates != set(SHAPE_KEYS[complete[0]]):
-        raise CohortError(
-            f"generic: {path} [annotations] must name the columns of one shape: x0, y0, x1, y1 (a box) or "
-            f"x, y, radius (a circle); it names {sorted(coordinates)}"
-        )
 
 
 def _annotations(raw: pd.DataFrame, image_ids: pd.Series, spec: dict[str, str], csv: Path) -> pd.DataFrame:
@@ -326,7 +133,7 @@ def _label(raw: pd.DataFrame, label: dict[str, Any], path: Path) -> pd.Series:
 
     Positive values that match no cell are an error: a typo there would silently make every label 0."""
     values = raw[label["column"]]
-    positive = values.isin(_as_strings(label["positive"]))
+    positive = values.isin(as_strings(label["positive"]))
     if not positive.any():
         seen = sorted(values.dropna().astype(str).unique())
         raise CohortError(
@@ -334,7 +141,7 @@ def _label(raw: pd.DataFrame, label: dict[str, Any], path: Path) -> pd.Series:
             f"'{label['column']}'; it holds {seen[:10]}{' ...' if len(seen) > 10 else ''}"
         )
     negative = (
-        values.isin(_as_strings(label["negative"])) if "negative" in label else values.notna() & ~positive
+        values.isin(as_strings(label["negative"])) if "negative" in label else values.notna() & ~positive
     )
     return pd.Series(1.0, index=raw.index).where(positive, pd.Series(0.0, index=raw.index).where(negative))
 
@@ -450,53 +257,12 @@ class GenericAdapter(DatasetAdapter):
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
         spec = read_mapping(mapping)
-        csv = _table_path(root, spec, mapping)
-        if not csv.is_file():
-            raise CohortError(f"generic: table {csv} (key 'csv' in {mapping}) does not exist")
-        raw = read_table(csv, sep=spec.get("sep", ","))
-        if raw.empty:
-            raise CohortError(f"generic: {csv} has no data rows")
-        missing = {"", *_as_strings(spec.get("missing_values", []))}
-        raw = raw.mask(raw.isin(missing))
-        _check_mapping(spec, raw, mapping, csv)
+        csv, raw = _read_raw(root, spec, mapping)
+        check_mapping(spec, raw, mapping, csv)
         columns: dict[str, str] = spec.get("columns", {})
-        factors: dict[str, str] = spec.get("factors", {})
-        table = empty_canonical(len(raw))
-        for canonical, source in columns.items():
-            table[canonical] = raw[source].to_numpy()
-        for column, kind in factors.items():
-            if column not in table.columns:
-                table[column] = raw[column].to_numpy()
-        for column, recode in spec.get("values", {}).items():
-            if column not in table.columns:
-                raise CohortError(
-                    f"generic: {mapping} [values.{column}] names a column that is neither a mapped "
-                    f"canonical column nor a factor"
-                )
-            table[column] = table[column].replace({str(k): v for k, v in recode.items()})
-        for flag in TRAIN_ONLY_COLUMNS:  # train-only rows: kept out of every validation fold
-            if flag in columns:
-                where = f"generic: column '{columns[flag]}' ({flag}) of {csv}"
-                table[flag] = flag_values(
-                    table[flag], where, table["image_id"] if "image_id" in columns else None
-                )
-        for column, kind in factors.items():
-            if kind == "continuous":
-                table[column] = _continuous(table[column], column, csv)
-        if "label" in spec:
-            table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"], mapping).to_numpy()
+        table = _canonical_table(spec, raw, mapping, csv)
         image_root = root / spec.get("image_root", ".")
-        if "image_path" in columns or "image_path_format" in spec:
-            cells, named = (
-                (raw[columns["image_path"]], f"image path column '{columns['image_path']}'")
-                if "image_path" in columns
-                else (_formatted_paths(raw, spec["image_path_format"], mapping), "'image_path_format'")
-            )
-            table["image_path"] = _image_paths(cells, image_root, mapping, named).to_numpy()
-            if "image_id" not in columns:
-                table["image_id"] = cells.to_numpy()
-        elif "image_id" not in columns:
-            table["image_id"] = [f"{ROW_ID}{line}" for line in range(2, len(table) + 2)]
+        _fill_images(table, raw, spec, image_root, mapping)
         notes = _out_of_range(table, columns, csv)
         lesions, lines = None, None
         if "annotations" in spec:
@@ -506,21 +272,89 @@ class GenericAdapter(DatasetAdapter):
             lesions = _annotations(raw, table["image_id"], spec["annotations"], csv)
             table, lines = _one_row_per_image(table, csv)
         known_units, unit_notes = _identify_units(table, columns)
-        return self.cohort(
-            table,
-            source=f"{csv} (mapped by {mapping})",
-            factors=factors,
+        details = CohortDetails(
             label_meaning=spec.get("label_meaning", DEFAULT_LABEL_MEANING),
             post_outcome=_post_outcome(spec, table, mapping),
+            factors=spec.get("factors", {}),
             known_units=known_units,
             notes=[*unit_notes, *notes],
-            laterality_may_be_unknown="laterality" not in columns,
-            image_root=image_root,
-            annotations=lesions,
-            lines=lines,
             row_unit=spec.get("row_unit"),
             kind=spec.get("cohort_kind"),
         )
+        return self.cohort(
+            table,
+            source=f"{csv} (mapped by {mapping})",
+            details=details,
+            annotations=lesions,
+            laterality_may_be_unknown="laterality" not in columns,
+            image_root=image_root,
+            lines=lines,
+        )
+
+
+def _read_raw(root: Path, spec: dict[str, Any], mapping: Path | None) -> tuple[Path, pd.DataFrame]:
+    """The mapped CSV and its cells, the mapping's missing values (and empty cells) made missing."""
+    csv = _table_path(root, spec, mapping)
+    if not csv.is_file():
+        raise CohortError(f"generic: table {csv} (key 'csv' in {mapping}) does not exist")
+    raw = read_table(csv, sep=spec.get("sep", ","))
+    if raw.empty:
+        raise CohortError(f"generic: {csv} has no data rows")
+    missing = {"", *as_strings(spec.get("missing_values", []))}
+    return csv, raw.mask(raw.isin(missing))
+
+
+def _canonical_table(
+    spec: dict[str, Any], raw: pd.DataFrame, mapping: Path | None, csv: Path
+) -> pd.DataFrame:
+    """The canonical table filled from the mapped columns and factors: recoded, train-only flags read,
+    continuous factors made numeric, the label derived from [label]."""
+    columns: dict[str, str] = spec.get("columns", {})
+    factors: dict[str, str] = spec.get("factors", {})
+    table = empty_canonical(len(raw))
+    for canonical, source in columns.items():
+        table[canonical] = raw[source].to_numpy()
+    for column in factors:
+        if column not in table.columns:
+            table[column] = raw[column].to_numpy()
+    for column, recode in spec.get("values", {}).items():
+        if column not in table.columns:
+            raise CohortError(
+                f"generic: {mapping} [values.{column}] names a column that is neither a mapped "
+                f"canonical column nor a factor"
+            )
+        table[column] = table[column].replace({str(k): v for k, v in recode.items()})
+    for flag in TRAIN_ONLY_COLUMNS:  # train-only rows: kept out of every validation fold
+        if flag in columns:
+            where = f"generic: column '{columns[flag]}' ({flag}) of {csv}"
+            table[flag] = flag_values(
+                table[flag], where, table["image_id"] if "image_id" in columns else None
+            )
+    for column, kind in factors.items():
+        if kind == "continuous":
+            table[column] = _continuous(table[column], column, csv)
+    if "label" in spec:
+        table[spec["label"].get("target", "cancer")] = _label(raw, spec["label"], mapping).to_numpy()
+    return table
+
+
+def _fill_images(
+    table: pd.DataFrame, raw: pd.DataFrame, spec: dict[str, Any], image_root: Path, mapping: Path | None
+) -> None:
+    """Image paths (a column or the mapping's format) under ``image_root``; an image id from the path when
+    none is mapped, or from the file line when there is no path either."""
+    columns: dict[str, str] = spec.get("columns", {})
+    if "image_path" in columns or "image_path_format" in spec:
+        cells, named = (
+            (raw[columns["image_path"]], f"image path column '{columns['image_path']}'")
+            if "image_path" in columns
+            else (_formatted_paths(raw, spec["image_path_format"], mapping), "'image_path_format'")
+        )
+        table["image_path"] = _image_paths(cells, image_root, mapping, named).to_numpy()
+        if "image_id" not in columns:
+            table["image_id"] = cells.to_numpy()
+    elif "image_id" not in columns:
+        table["image_id"] = [f"{ROW_ID}{line}" for line in range(2, len(table) + 2)]
 
 
 ADAPTER = GenericAdapter()

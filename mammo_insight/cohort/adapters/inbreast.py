@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, first_present, read_table, require_columns
 from mammo_insight.cohort.schema import UNITS, Cohort, empty_canonical
 from mammo_insight.errors import CohortError
@@ -258,7 +258,10 @@ class InbreastAdapter(DatasetAdapter):
         xml_dir = root / XML_DIR
         lesions = read_rois(xml_dir, table) if xml_dir.is_dir() else None
         return self.cohort(
-            table, source=str(table_path), known_units=known_units, notes=notes, annotations=lesions
+            table,
+            source=str(table_path),
+            details=CohortDetails(known_units=known_units, notes=notes),
+            annotations=lesions,
         )
 
 

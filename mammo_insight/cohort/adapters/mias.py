@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
-from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
 from mammo_insight.cohort.schema import Cohort, empty_canonical
 from mammo_insight.errors import CohortError
 
@@ -153,8 +153,8 @@ class MiasAdapter(DatasetAdapter):
         return self.cohort(
             table,
             source=str(info_path),
+            details=CohortDetails(factors={"tissue": "categorical"}),
             annotations=self._annotations(lesions, paths),
-            factors={"tissue": "categorical"},
         )
 
     @staticmethod

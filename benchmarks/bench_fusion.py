@@ -23,10 +23,11 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.fusion.lgbm import LgbmParams, cross_validate, grouped_folds
+from mammo_insight.fusion.config import FusionConfig
+from mammo_insight.fusion.lgbm import FoldFitting, LgbmParams, cross_validate, grouped_folds
 from mammo_insight.fusion.logistic import cross_validate_logistic
 from mammo_insight.fusion.outputs import write_outputs
-from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
+from mammo_insight.fusion.pipeline import run_fusion
 from mammo_insight.fusion.report import render_report
 from mammo_insight.metrics import roc_auc
 from mammo_insight.report import fmt_ci
@@ -113,7 +114,7 @@ def metadata_only(table: pd.DataFrame) -> None:
         fold = grouped_folds(y, groups, 5, seed)
         lr = cross_validate_logistic(meta, y, fold, workers=2).prob
         trees = cross_validate(
-            meta, None, y, fold, params=LgbmParams(), groups=groups, seed=seed, workers=2
+            meta, None, y, fold, fitting=FoldFitting(LgbmParams(), seed=seed), groups=groups, workers=2
         ).prob
         print(f"  folds seed {seed}: logistic {roc_auc(y, lr):.4f}, LightGBM {roc_auc(y, trees):.4f}")
 

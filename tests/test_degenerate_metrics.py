@@ -183,9 +183,10 @@ def test_eda_report_renders_when_a_factor_separates_the_label(tmp_path):
 def test_fusion_explain_and_index_render_from_degenerate_numbers(tmp_path):
     from mammo_insight.cohort.adapters import load_cohort
     from mammo_insight.explain.gallery import render_index
+    from mammo_insight.fusion.config import FusionConfig
     from mammo_insight.fusion.lgbm import LgbmParams
     from mammo_insight.fusion.outputs import write_outputs
-    from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
+    from mammo_insight.fusion.pipeline import run_fusion
     from mammo_insight.fusion.report import render_report
     from mammo_insight.manifest import write_manifest
     from mammo_insight.report.index import build_index

@@ -23,10 +23,18 @@ from typer.testing import CliRunner
 from mammo_insight.cli.app import app
 from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.fusion import lgbm
+from mammo_insight.fusion.config import FusionConfig
 from mammo_insight.fusion.features import breast_features
-from mammo_insight.fusion.lgbm import ImageFeatures, LgbmParams, cross_validate, fit_fold_pca, grouped_folds
+from mammo_insight.fusion.lgbm import (
+    FoldFitting,
+    ImageFeatures,
+    LgbmParams,
+    cross_validate,
+    fit_fold_pca,
+    grouped_folds,
+)
 from mammo_insight.fusion.outputs import write_outputs
-from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
+from mammo_insight.fusion.pipeline import run_fusion
 from mammo_insight.fusion.report import render_report
 from mammo_insight.fusion.shap_tabular import group_share
 from mammo_insight.synth.table import RSNA_COLUMNS, make_synthetic_table
@@ -192,7 +200,9 @@ def test_cross_validation_fits_pca_on_training_folds_only(monkeypatch):
             return super().fit(X, y)
 
     monkeypatch.setattr(lgbm, "PCA", SpyPCA)
-    cross_validate(None, ImageFeatures(emb), y, fold, params=LgbmParams(n_estimators=10), n_pca=3)
+    cross_validate(
+        None, ImageFeatures(emb), y, fold, fitting=FoldFitting(LgbmParams(n_estimators=10), n_pca=3)
+    )
     assert len(fitted) == 3
     for f, seen in enumerate(fitted):
         assert seen == {k * 1000.0 for k in range(3) if k != f}
@@ -210,9 +220,12 @@ def test_fold_models_with_their_own_embedding_spaces_are_read_through_their_logi
     bases = [np.linalg.qr(rng.normal(size=(8, 8)))[0] for _ in range(3)]
     emb = np.vstack([latent[i] @ bases[fold[i]] for i in range(n)])
     params = LgbmParams(n_estimators=60)
-    without = roc_auc_score(y, cross_validate(None, ImageFeatures(emb), y, fold, params=params, n_pca=4).prob)
+    without = roc_auc_score(
+        y, cross_validate(None, ImageFeatures(emb), y, fold, fitting=FoldFitting(params, n_pca=4)).prob
+    )
     with_logit = roc_auc_score(
-        y, cross_validate(None, ImageFeatures(emb, signal), y, fold, params=params, n_pca=4).prob
+        y,
+        cross_validate(None, ImageFeatures(emb, signal), y, fold, fitting=FoldFitting(params, n_pca=4)).prob,
     )
     assert without < 0.65, "the per-fold rotation should hide the signal from the components"
     assert with_logit > 0.75

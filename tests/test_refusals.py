@@ -336,7 +336,8 @@ def test_a_breast_whose_images_disagree_is_listed_and_counted_positive(tmp_path,
 def test_fuse_train_refuses_embeddings_covering_few_breasts_unless_allowed(tmp_path):
     from test_fusion import FAST, simulated_embeddings, synthetic_table
 
-    from mammo_insight.fusion.pipeline import FusionConfig, run_fusion
+    from mammo_insight.fusion.config import FusionConfig
+    from mammo_insight.fusion.pipeline import run_fusion
 
     table = synthetic_table(tmp_path, 200)
     emb = simulated_embeddings(table)

@@ -43,6 +43,12 @@ class ImageFeatures:
     def __getitem__(self, rows) -> ImageFeatures:
         return ImageFeatures(self.emb[rows], None if self.logit is None else self.logit[rows])
 
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, cols: list[str]) -> ImageFeatures:
+        """Embedding columns and, when the table has it, the CNN logit of the given rows."""
+        logit = frame["cnn_logit"].to_numpy(np.float64) if "cnn_logit" in frame.columns else None
+        return cls(frame[cols].to_numpy(np.float64), logit)
+
     def missing(self) -> np.ndarray:
         """True for rows without an embedding."""
         return np.isnan(self.emb).any(axis=1)
@@ -250,6 +256,15 @@ def has_both_classes(y: np.ndarray) -> bool:
     return len(np.unique(y)) == 2
 
 
+@dataclass(frozen=True)
+class FoldFitting:
+    """How each fold's model is fitted: the tree settings, the embedding's PCA size and the seed."""
+
+    params: LgbmParams
+    n_pca: int = 16
+    seed: int = 0
+
+
 def _fit_predict_fold(
     meta: pd.DataFrame | None,
     emb: ImageFeatures | None,
@@ -258,12 +273,11 @@ def _fit_predict_fold(
     *,
     f: int,
     groups: np.ndarray,
-    params: LgbmParams,
-    n_pca: int,
-    seed: int,
+    fitting: FoldFitting,
 ) -> tuple[np.ndarray, np.ndarray, dict]:
     """(validation rows, their probabilities, chosen settings) of fold f: PCA, search and trees on the
     other folds only."""
+    params, n_pca, seed = fitting.params, fitting.n_pca, fitting.seed
     train, test = np.flatnonzero(fold != f), np.flatnonzero(fold == f)
     if not has_both_classes(y[train]):
         return test, np.full(len(test), y[train].mean()), {"fold": int(f), "searched": False}
@@ -278,10 +292,8 @@ def cross_validate(
     y: np.ndarray,
     fold: np.ndarray,
     *,
-    params: LgbmParams,
+    fitting: FoldFitting,
     groups: np.ndarray | None = None,
-    n_pca: int = 16,
-    seed: int = 0,
     workers: int = 1,
 ) -> CvFit:
     """Out-of-fold probability per row; rows of a fold whose training part holds one class get its rate.
@@ -300,9 +312,7 @@ def cross_validate(
     folds = sorted(set(fold))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         done = pool.map(
-            lambda f: _fit_predict_fold(
-                meta, emb, y, fold, f=f, groups=groups, params=params, n_pca=n_pca, seed=seed
-            ),
+            lambda f: _fit_predict_fold(meta, emb, y, fold, f=f, groups=groups, fitting=fitting),
             folds,
         )
         for test, p, chosen in done:

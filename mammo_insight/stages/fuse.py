@@ -22,11 +22,13 @@ from mammo_insight.cohort.outcomes import outcomes_spec
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.fusion.answers import MODEL_WORDS
+from mammo_insight.fusion.config import FusionConfig
 from mammo_insight.fusion.emb_table import read_embeddings
 from mammo_insight.fusion.lgbm import LgbmParams
 from mammo_insight.fusion.outputs import write_outputs
-from mammo_insight.fusion.pipeline import FusionConfig, FusionResult, run_fusion
-from mammo_insight.fusion.report import MODEL_WORDS, render_report, roc_figure
+from mammo_insight.fusion.pipeline import FusionResult, run_fusion
+from mammo_insight.fusion.report import render_report, roc_figure
 from mammo_insight.metrics.compare import scores_table
 from mammo_insight.report import fmt_ci
 from mammo_insight.stages.base import StageResult, finish_stage

@@ -9,7 +9,6 @@ How an option is declared, type-checked and range-checked lives in runs/options.
 from __future__ import annotations
 
 import dataclasses
-import math
 import operator
 import tomllib
 import typing
@@ -349,10 +348,10 @@ def validate_config(config: TrainConfig) -> None:
 def _patch_checks(config: PatchConfig) -> dict[str, bool]:
     """A patch model scores one patch: one view at the patch size, average pooling (what readers rebuild)."""
     return {
-        "patch_size": config.patch_size >= 8,
-        "lesion_patches": config.lesion_patches >= 1,
+        "patch_size": 8 <= config.patch_size <= MAX_IMAGE_SIDE,
+        "lesion_patches": 1 <= config.lesion_patches <= 10_000,
         "jitter": 0 <= config.jitter <= 0.5,
-        "background_ratio": 0 < config.background_ratio < math.inf,
+        "background_ratio": 0 < config.background_ratio <= 1000,  # NaN and inf fail this too
         "tissue_level": 0 <= config.tissue_level < 1,
         "map_stride": config.map_stride >= 0,
         "view_mode": config.view_mode == "single",

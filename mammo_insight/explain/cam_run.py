@@ -156,7 +156,7 @@ def explain_batch(
         case_images(c, context.index, unit=context.unit, max_views=context.max_views, label=context.label)
         for c in batch["case_id"]
     ]
-    missing = [c for c, rows in zip(batch["case_id"], case_rows) if rows.empty]
+    missing = [c for c, rows in zip(batch["case_id"], case_rows, strict=True) if rows.empty]
     if missing:
         raise MammoInsightError(f"no cache image for case(s) {', '.join(missing)}")
     images, mask = load_inputs(
@@ -164,7 +164,7 @@ def explain_batch(
     )
     got, rnd = trained(images, mask), random(images, mask)
     explained = []
-    for b, (case, rows) in enumerate(zip(batch.itertuples(), case_rows)):
+    for b, (case, rows) in enumerate(zip(batch.itertuples(), case_rows, strict=True)):
         prob = float(1 / (1 + np.exp(-got.logits[b])))
         panels, records, thumb = [], [], None
         for v, row in enumerate(rows.to_dict("records")):

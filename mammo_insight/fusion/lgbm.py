@@ -134,7 +134,7 @@ def tune_and_fit(X: pd.DataFrame, y: np.ndarray, groups: np.ndarray, params: Lgb
     fit_rows, valid_rows = inner
     best: dict | None = None
     for candidate in params.search:
-        settings = dict(zip(CANDIDATE_KEYS, candidate))
+        settings = dict(zip(CANDIDATE_KEYS, candidate, strict=True))
         # a leaf of 200 breasts is regularisation on 20,000 but forbids every split on 300
         settings["min_child_samples"] = min(
             settings["min_child_samples"], max(5, len(fit_rows) // MIN_LEAF_SHARE)
@@ -190,8 +190,12 @@ def consensus_settings(settings: list[dict]) -> dict:
         return settings[0] if settings else {}
     keys = [tuple(s[k] for k in CANDIDATE_KEYS) for s in searched]
     top = max(set(keys), key=keys.count)
-    trees = [s["n_estimators"] for s, key in zip(searched, keys) if key == top]
-    return {**dict(zip(CANDIDATE_KEYS, top)), "n_estimators": int(np.median(trees)), "searched": True}
+    trees = [s["n_estimators"] for s, key in zip(searched, keys, strict=True) if key == top]
+    return {
+        **dict(zip(CANDIDATE_KEYS, top, strict=True)),
+        "n_estimators": int(np.median(trees)),
+        "searched": True,
+    }
 
 
 def grouped_folds(y: np.ndarray, groups: np.ndarray, k: int, seed: int) -> np.ndarray:

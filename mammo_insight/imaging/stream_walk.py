@@ -260,7 +260,7 @@ def _rle_problem(buf: bytes, ds) -> str | None:
     if n_segments != expected or offsets[:1] != [64] or offsets != sorted(offsets) or offsets[-1] > len(buf):
         return f"the RLE header's segment table is damaged ({n_segments} segments at {offsets})"
     target = int(ds.Rows) * int(ds.Columns)
-    for i, (start, end) in enumerate(zip(offsets, [*offsets[1:], len(buf)])):
+    for i, (start, end) in enumerate(zip(offsets, [*offsets[1:], len(buf)], strict=True)):
         pos, out = start, 0
         while out < target and pos < end:
             control = buf[pos]

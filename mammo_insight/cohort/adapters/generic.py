@@ -52,8 +52,8 @@ def _formatted_paths(raw: pd.DataFrame, template: str, path: Path) -> pd.Series:
     complete = cells.notna().all(axis=1)
     return pd.Series(
         [
-            template.format_map(dict(zip(fields, values))) if ok else None
-            for ok, values in zip(complete, cells.itertuples(index=False, name=None))
+            template.format_map(dict(zip(fields, values, strict=True))) if ok else None
+            for ok, values in zip(complete, cells.itertuples(index=False, name=None), strict=True)
         ],
         index=raw.index,
         dtype=object,

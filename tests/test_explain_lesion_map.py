@@ -14,10 +14,10 @@ from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain.checks import rank_correlation
 from mammo_insight.explain.gallery import checks_section
 from mammo_insight.explain.lesion_map import PatchRunMaps, randomisation_rank_corr
+from mammo_insight.explain.summary import map_summary
 from mammo_insight.report.render import render_page
 from mammo_insight.runs.patch import PatchConfig, build_patch_model, patch_run_cache, patch_scale_mismatch
 from mammo_insight.runs.tiles import LesionMap, slide, tile_features
-from mammo_insight.stages.explain import _summary
 
 OOF = pd.DataFrame(
     {"patient_id": ["A", "A", "B", "C"], "image_id": ["a1", "a2", "b1", "c1"], "fold": [0, 0, 1, 1]}
@@ -68,7 +68,7 @@ def _per_image() -> pd.DataFrame:
 
 def test_the_lesion_map_summary_reads_the_map_columns_of_the_check_sample() -> None:
     per_image = _per_image()
-    cam, lesion_map = _summary(per_image, seed=0), _summary(per_image, seed=0, prefix="map_")
+    cam, lesion_map = map_summary(per_image, seed=0), map_summary(per_image, seed=0, prefix="map_")
     assert cam["pointing"]["mean"] == 0.0 and cam["pointing"]["n"] == 3  # the TP gallery pick is left out
     assert lesion_map["pointing"]["mean"] == pytest.approx(2 / 3) and lesion_map["pointing"]["n"] == 3
     assert lesion_map["rank_corr"]["mean"] == pytest.approx(0.65)  # every explained image
@@ -77,7 +77,7 @@ def test_the_lesion_map_summary_reads_the_map_columns_of_the_check_sample() -> N
 
 def test_the_index_sets_the_lesion_map_beside_the_cam_only_when_there_is_one(tmp_path) -> None:
     per_image = _per_image()
-    metrics = {"method": "gradcam", "n_cases": 3, "summary": _summary(per_image, seed=0)}
+    metrics = {"method": "gradcam", "n_cases": 3, "summary": map_summary(per_image, seed=0)}
     plain = render_page(tmp_path / "plain.html", "t", [checks_section(metrics, 0.0)]).read_text()
     assert "lesion map" not in plain
     metrics["lesion_map"] = {
@@ -85,7 +85,7 @@ def test_the_index_sets_the_lesion_map_beside_the_cam_only_when_there_is_one(tmp
         "model": "resnet10t",
         "patch_size": 32,
         "stride": 8,
-        "summary": _summary(per_image, seed=0, prefix="map_"),
+        "summary": map_summary(per_image, seed=0, prefix="map_"),
     }
     html = render_page(tmp_path / "both.html", "t", [checks_section(metrics, 0.0)]).read_text()
     assert "Beside the lesion map of the patch model" in html and "PATCHRUN" in html

@@ -31,9 +31,10 @@ import pandas as pd
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.explain import checks
 from mammo_insight.explain.cam import METHODS, CamExplainer
-from mammo_insight.explain.cam_run import MAP_PREFIX, CaseContext, ExplainedCase, explain_batch, random_twin
+from mammo_insight.explain.cam_run import CaseContext, ExplainedCase, explain_batch, random_twin
 from mammo_insight.explain.gallery import CATEGORIES, render_case_page, render_index, select_gallery
 from mammo_insight.explain.lesion_map import LesionMapExplainer, PatchRunMaps
+from mammo_insight.explain.summary import headline_checks, lesion_map_metrics, map_summary
 from mammo_insight.files import atomic_write, write_csv_atomic, write_text_atomic
 from mammo_insight.imaging import annotations as lesion_table
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
@@ -45,17 +46,6 @@ from mammo_insight.runs.patch import patch_scale_mismatch
 from mammo_insight.stages.base import StageResult, finish_stage
 
 log = logging.getLogger(__name__)
-SUMMARY_KEYS = {
-    "pointing_game": "pointing",
-    "energy_inside": "energy_inside",
-    "lesion_area_fraction": "area_fraction",
-    "randomisation_rank_corr": "rank_corr",
-    "randomised_pointing_game": "random_pointing",
-    "randomised_energy_inside": "random_energy_inside",
-    "pointing_game_cell": "pointing_cell",
-    "randomised_pointing_game_cell": "random_pointing_cell",
-    "lesion_area_fraction_cell": "area_fraction_cell",
-}
 GALLERY_CATEGORIES = tuple(CATEGORIES)  # TP, FP, FN, TN
 
 EXPLAIN_PRINTED = (
@@ -268,7 +258,7 @@ def run_explain(cfg: ExplainConfig) -> ExplainResult:
     )
     metrics = _metrics(run, cfg, per_image, cases, threshold=threshold, target=(layer, grid))
     if lesion_maps is not None:
-        metrics["lesion_map"] = _lesion_map_metrics(per_image, lesion_maps, seed=cfg.seed)
+        metrics["lesion_map"] = lesion_map_metrics(per_image, lesion_maps, seed=cfg.seed)
     metrics["failures"] = failures
     log.info("explained %d images; pointing game %s", len(per_image), metrics["pointing_game"])
     return ExplainResult(
@@ -287,7 +277,7 @@ def _metrics(
 ) -> dict[str, Any]:
     """cam_metrics.json's body: what was explained, with what, and the checks' means and intervals."""
     layer, grid = target
-    summary = _summary(per_image, seed=cfg.seed)
+    summary = map_summary(per_image, seed=cfg.seed)
     metrics: dict[str, Any] = {
         "method": "lesion_map" if run.spec.kind == "patch" else cfg.method,
         "n_cases": int(per_image["in_checks"].sum()),
@@ -304,7 +294,7 @@ def _metrics(
         "input_size": list(run.image_size),
         "folds": sorted(int(f) for f in cases["fold"].unique()),
     }
-    metrics.update(_headline_checks(summary))
+    metrics.update(headline_checks(summary))
     metrics["n_flat_maps"] = int((per_image["cam_max"] <= 0).sum()) if "cam_max" in per_image else 0
     metrics["summary"] = summary
     return metrics
@@ -333,46 +323,6 @@ def _beside_maps(cfg: ExplainConfig, oof: pd.DataFrame, device) -> PatchRunMaps:
     lesion_maps = PatchRunMaps(Path(cfg.patch_run), device, cfg.seed)
     lesion_maps.check_folds(oof if cfg.fold is None else oof[oof["fold"] == cfg.fold], Path(cfg.run))
     return lesion_maps
-
-
-def _lesion_map_metrics(per_image: pd.DataFrame, lesion_maps: PatchRunMaps, *, seed: int) -> dict[str, Any]:
-    """cam_metrics.json's ``lesion_map`` entry: the --patch-run maps' checks beside the CAMs'."""
-    map_summary = _summary(per_image, seed=seed, prefix=MAP_PREFIX)
-    return {
-        "patch_run": str(lesion_maps.root),
-        "model": lesion_maps.config.model,
-        "patch_size": lesion_maps.config.patch_size,
-        "stride": lesion_maps.config.stride,
-        "n_cases": int(map_summary.get("pointing", {}).get("n", 0)),
-        **_headline_checks(map_summary),
-        "n_flat_maps": int((per_image[f"{MAP_PREFIX}max"] <= 0).sum()),
-        "summary": map_summary,
-    }
-
-
-def _summary(per_image: pd.DataFrame, *, seed: int, prefix: str = "") -> dict[str, dict]:
-    """Means and patient-bootstrap intervals of one map's check columns (the CAM's, or ``prefix``ed ones).
-
-    Lesion checks average the check sample (``in_checks``); the rank correlation every explained image.
-    """
-    columns = {c: c.removeprefix(prefix) for c in per_image if c.startswith(prefix)}
-    frame = per_image[list(columns)].rename(columns=columns)
-    frame = frame.assign(patient_id=per_image["patient_id"], categories=per_image["categories"])
-    summary = checks.summarise_checks(frame[per_image["in_checks"]], seed=seed)
-    summary["rank_corr"] = checks.mean_with_ci(
-        frame["rank_corr"].to_numpy(), frame["patient_id"].to_numpy(), seed=seed
-    )
-    return summary
-
-
-def _headline_checks(summary: dict[str, dict]) -> dict[str, Any]:
-    """cam_metrics.json's named figures (pointing_game, its _ci, ...) from a summary."""
-    out: dict[str, Any] = {}
-    for key, column in SUMMARY_KEYS.items():
-        entry = summary.get(column) or {}
-        out[key] = entry.get("mean")
-        out[f"{key}_ci"] = [entry.get("ci_low"), entry.get("ci_high")]
-    return out
 
 
 def write_explain(result: ExplainResult, out: str | Path) -> Path:

@@ -37,15 +37,11 @@ from mammo_insight.cohort.adapters.dicom import folder_cohort
 from mammo_insight.cohort.adapters.rsna import submission as rsna_submission
 from mammo_insight.cohort.schema import Cohort
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.explain import mapping as cam_mapping
-from mammo_insight.explain.cam import CamExplainer
-from mammo_insight.explain.gallery import compose_panels, gallery_block, png_bytes, safe_name
+from mammo_insight.explain.gallery import gallery_block
+from mammo_insight.explain.overlays import CamOverlay, cam_overlays
 from mammo_insight.files import atomic_write, write_csv_atomic
-from mammo_insight.imaging.cache import load_cache_image, read_cache_index
-from mammo_insight.imaging.geometry import CacheGeometry
-from mammo_insight.imaging.resize import thumbnail
+from mammo_insight.imaging.cache import read_cache_index
 from mammo_insight.nets.device import resolve_device
-from mammo_insight.runs.base import Run
 from mammo_insight.runs.open import open_run
 from mammo_insight.stages.base import StageResult, finish_stage
 
@@ -72,7 +68,6 @@ IMAGE_COLUMNS = [
     "reason",
     "notes",
 ]
-CAM_SIDE = 768  # longest side of an overlay PNG
 OUTPUT_FORMATS = ("breasts", "rsna")
 
 
@@ -95,20 +90,6 @@ class PredictConfig:
     batch_size: int = 32
     workers: int = 1
     output_format: str = "breasts"
-
-
-@dataclass(frozen=True, eq=False)
-class CamOverlay:
-    """One scored image's Grad-CAM on the original mammogram: the PNG and its gallery thumbnail."""
-
-    image_id: str
-    caption: str
-    png: bytes
-    thumb: np.ndarray
-
-    @property
-    def name(self) -> str:
-        return f"{safe_name(self.image_id)}.png"
 
 
 @dataclass(frozen=True, eq=False)
@@ -256,7 +237,7 @@ def run_predict(config: PredictConfig) -> PredictResult:
         breast_rows = _breast_table(image_rows, breasts, threshold)
         overlays = None
         if config.cams is not None:
-            overlays = _cam_overlays(
+            overlays = cam_overlays(
                 run,
                 cache,
                 ok,
@@ -361,79 +342,6 @@ def _image_table(
         rows["reason"] = None
     rows["reason"] = rows["reason"].where(rows["reason"].notna(), rows["image_id"].map(reasons))
     return rows[IMAGE_COLUMNS]
-
-
-def _cam_maps(run: Run, cache: Path, ok: pd.DataFrame, *, device, batch_size: int) -> dict[str, np.ndarray]:
-    """image_id -> Grad-CAM over the model input, the mean of the fold models' maps (as for the probabilities)."""
-    from torch.utils.data import DataLoader
-
-    from mammo_insight.runs.data import CacheBreastDataset, CacheImageDataset
-
-    size = run.image_size
-    table = ok.assign(_label=np.nan)
-    if run.multi_view:
-        ds = CacheBreastDataset(cache, table, label_column="_label", max_views=run.max_views, size=size)
-        keys = [[table.at[r, "image_id"] for r in rows] for rows in ds.breasts["rows"]]
-    else:
-        ds = CacheImageDataset(cache, table, label_column="_label", size=size)
-        keys = [[i] for i in table["image_id"]]
-    sums: dict[str, np.ndarray] = {}
-    for _, model in run.models(device):
-        with CamExplainer(model, "gradcam", size) as cam:
-            start = 0
-            for batch in DataLoader(ds, batch_size):
-                maps = cam(batch["image"], batch.get("mask")).maps
-                for item, ids in zip(maps, keys[start : start + len(maps)], strict=True):
-                    for k, image_id in enumerate(ids):
-                        sums[image_id] = sums.get(image_id, 0) + (item[k] if run.multi_view else item)
-                start += len(maps)
-    return {k: v / len(run.folds) for k, v in sums.items()}
-
-
-def _cam_overlays(
-    run: Run,
-    cache: Path,
-    ok: pd.DataFrame,
-    *,
-    image_rows: pd.DataFrame,
-    breast_rows: pd.DataFrame,
-    device,
-    batch_size: int,
-    side: int = CAM_SIDE,
-) -> tuple[CamOverlay, ...]:
-    """One overlay per scored image: the averaged CAM on the original mammogram, titled with its breast's decision."""
-
-    maps = _cam_maps(run, cache, ok, device=device, batch_size=batch_size)
-    breasts = breast_rows.set_index("breast_id")
-    image_prob = image_rows.set_index("image_id")["prob"]
-    items = []
-    for row in ok.itertuples(index=False):
-        geom = CacheGeometry.from_row(row)
-        heat = cam_mapping.cam_to_original(maps[row.image_id], geom)
-        gray, factor, _ = cam_mapping.display_image(row._asdict(), load_cache_image(cache, row), geom, side)
-        peak = cam_mapping.peak_location(heat)
-        shown = cam_mapping.overlay(gray, cam_mapping.downsample(heat, factor), peak=peak, scale=factor)
-        breast = breasts.loc[row.breast_id]
-        decision = "positive" if breast["decision"] == 1 else "negative"
-        title = (
-            f"{row.image_id}  breast {row.breast_id}: p={breast['prob']:.3f} "
-            f"(threshold {breast['threshold']:.3f}) -> {decision}"
-        )
-        sheet = compose_panels(
-            [[(shown, f"Grad-CAM, image p={image_prob[row.image_id]:.3f}; cross: maximum")]],
-            title,
-            height=min(shown.shape[0], 720),
-        )
-        thumb = thumbnail(shown)
-        items.append(
-            CamOverlay(
-                image_id=str(row.image_id),
-                caption=f"{row.image_id} ({row.breast_id}, {decision})",
-                png=png_bytes(sheet),
-                thumb=thumb,
-            )
-        )
-    return tuple(items)
 
 
 def _render_cams(result: PredictResult, page: Path) -> Path:

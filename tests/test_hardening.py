@@ -144,6 +144,8 @@ def test_preprocess_cli_lists_every_bad_file_and_caches_the_rest(synth_root, tmp
         "64x32",
         "--sheet-size",
         "2",
+        "--max-failed-share",  # 6 of 20 fail here, over the default 10% that makes the exit status 2
+        "1",
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr

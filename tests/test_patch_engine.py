@@ -94,7 +94,7 @@ def test_patch_items_are_seeded_and_take_every_symmetry_of_the_square() -> None:
 def _run(cache: Path, out: Path, **changes) -> Path:
     from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train
 
-    write_patch_train(run_patch_train(PatchTrainConfig(cache, out, PatchConfig(**{**FAST, **changes}))))
+    write_patch_train(run_patch_train(PatchTrainConfig(cache, out, PatchConfig(**{**FAST, **changes}))), out)
     return out
 
 
@@ -148,7 +148,7 @@ def test_killed_patch_train_resumes_and_ends_where_an_uninterrupted_run_ends(
         "from mammo_insight.runs.config import PatchConfig;"
         "from mammo_insight.stages.patch_train import PatchTrainConfig, run_patch_train, write_patch_train;"
         f"write_patch_train(run_patch_train(PatchTrainConfig(Path({str(synth_cache)!r}), Path({str(out)!r}),"
-        " PatchConfig(**FAST))))"
+        f" PatchConfig(**FAST))), Path({str(out)!r}))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script],

@@ -49,7 +49,10 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     make_synthetic_cohort(root / "data", n_patients=24, seed=1, size=(256, 192), prevalence=0.5)
     cohort = load_cohort("rsna", root / "data")
     build_cache(cohort, root / "cache", PreprocessConfig(size=(128, 96)), show_progress=False, sheet_size=0)
-    write_patch_train(run_patch_train(PatchTrainConfig(root / "cache", root / "patch", PatchConfig(**PATCH))))
+    write_patch_train(
+        run_patch_train(PatchTrainConfig(root / "cache", root / "patch", PatchConfig(**PATCH))),
+        root / "patch",
+    )
     train_run(root / "cache", root / "cnn", TrainConfig(**CNN))
     return {
         "root": root,

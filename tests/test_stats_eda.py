@@ -235,7 +235,10 @@ def test_rsna_counts_and_rates_match_pandas(data_dir):
     assert "implant=yes never occurs at site 2 (0 of 25,187 images" in text
     values = result.leakage[result.leakage["audited"] == "values"].set_index("column")
     assert set(values.index[values["verdict"] == "leaky"]) == set(POST_OUTCOME_COLUMNS)
-    assert (values["auc_alone"].dropna() >= 0.498).all()
+    # out of fold (issue 30) a column without information scores about 0.5, either side of it: no honest column
+    # reaches the suspect bar, and age (0.634) is the best of them
+    honest = values.loc[values["verdict"] == "ok", "auc_alone"].dropna()
+    assert honest.between(0.45, 0.70).all() and honest.idxmax() == "age"
 
 
 @pytest.mark.slow

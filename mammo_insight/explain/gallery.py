@@ -114,10 +114,12 @@ def compose_panels(
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:
-    """Fast PNG encoding of a uint8 RGB array (cv2, low compression)."""
+    """PNG encoding of a uint8 RGB array (cv2 at zlib's default level 6: about 7% smaller than level 3 for
+    twice the time, some 30 ms more per case figure; every case figure is kept twice, as a file and inside its
+    page)."""
     import cv2
 
-    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 3])
+    ok, data = cv2.imencode(".png", np.ascontiguousarray(rgb[..., ::-1]), [cv2.IMWRITE_PNG_COMPRESSION, 6])
     if not ok:
         raise ValueError("PNG encoding failed")
     return data.tobytes()

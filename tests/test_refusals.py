@@ -1,7 +1,7 @@
-"""Issue 31, hostile inputs round two: each listed case ends in a one-line error, a failures row, or the
+"""Refusals: each hostile case (issue 31) ends in a one-line error, a failures row, or the
 right result; never a traceback, never a silently wrong result.
 
-The CLI runs in-process through the real entry point (test_robust_cli.run_cli).
+The CLI runs in-process through the real entry point (cli_run.run_cli).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from cli_run import RSNA_HEADER, RSNA_ROWS, assert_one_line_error, run_cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,33 +22,6 @@ from mammo_insight.cohort.adapters import load_cohort
 from mammo_insight.errors import MammoInsightError
 
 REPO = Path(__file__).resolve().parent.parent
-RSNA_HEADER = "site_id,patient_id,image_id,laterality,view,age,cancer,machine_id\n"
-RSNA_ROWS = "".join(
-    f"1,{p},{p}{i},{side},{view},55,{int(p == 10 and side == 'L')},49\n"
-    for p in (10, 11, 12)
-    for i, (side, view) in enumerate([("L", "CC"), ("L", "MLO"), ("R", "CC"), ("R", "MLO")])
-)
-
-
-def run_cli(capsys, monkeypatch, *args) -> tuple[int, str, str]:
-    """(exit code, stdout, stderr) of `mammo-insight ARGS` run through the real entry point."""
-    from mammo_insight.cli.app import main
-
-    monkeypatch.setenv("COLUMNS", "1000")
-    monkeypatch.setattr(sys, "argv", ["mammo-insight", *map(str, args)])
-    with pytest.raises(SystemExit) as stop:
-        main()
-    out = capsys.readouterr()
-    return stop.value.code or 0, out.out, out.err
-
-
-def assert_one_line_error(result: tuple[int, str, str], *words: str) -> None:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    assert "Traceback" not in out + err
-    assert err.strip().startswith("error:") and len(err.strip().splitlines()) == 1, err
-    for word in words:
-        assert word in err, (word, err)
 
 
 def rsna_root(tmp_path: Path, body: str = RSNA_HEADER + RSNA_ROWS) -> Path:

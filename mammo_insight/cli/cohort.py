@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli import options
 from mammo_insight.cli.output import print_result
 
 
@@ -14,17 +15,10 @@ def command(
     dataset: Annotated[str, typer.Option(help="rsna, mias, cbis, cmmd, inbreast, generic or dicom")],
     root: Annotated[Path, typer.Option(help="dataset root folder")],
     out: Annotated[Path, typer.Option(help="output .parquet file")],
-    mapping: Annotated[
-        Path | None, typer.Option(help="TOML mapping file (generic; dicom: [dicom] scan options)")
-    ] = None,
-    outcomes: Annotated[
-        Path | None,
-        typer.Option(help="--dataset dicom: a CSV of labels keyed by patient, study or accession"),
-    ] = None,
-    on: Annotated[
-        str, typer.Option(help="what --outcomes is keyed by: patient, study or accession")
-    ] = "study",
-    label: Annotated[str, typer.Option(help="the 0/1 label column of --outcomes")] = "cancer",
+    mapping: options.Mapping = None,
+    outcomes: options.Outcomes = None,
+    on: options.OutcomesKey = "study",
+    label: options.OutcomesLabel = "cancer",
 ) -> None:
     """Write the canonical cohort table and print its counts."""
     from mammo_insight.files import claim_output

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from mammo_insight.cli import options
 from mammo_insight.cli.output import print_result
 from mammo_insight.sizes import SEED_MAX
 
@@ -17,17 +18,10 @@ def command(
     out: Annotated[Path, typer.Option(help="cache folder (created; an existing one is resumed)")],
     size: Annotated[str, typer.Option(help="output size HEIGHTxWIDTH, e.g. 1024x512 or 512x256")] = "512x256",
     workers: Annotated[int, typer.Option(min=1, help="parallel worker processes")] = 1,
-    mapping: Annotated[
-        Path | None, typer.Option(help="TOML mapping file (generic; dicom: [dicom] scan options)")
-    ] = None,
-    outcomes: Annotated[
-        Path | None,
-        typer.Option(help="--dataset dicom: a CSV of labels keyed by patient, study or accession"),
-    ] = None,
-    on: Annotated[
-        str, typer.Option(help="what --outcomes is keyed by: patient, study or accession")
-    ] = "study",
-    label: Annotated[str, typer.Option(help="the 0/1 label column of --outcomes")] = "cancer",
+    mapping: options.Mapping = None,
+    outcomes: options.Outcomes = None,
+    on: options.OutcomesKey = "study",
+    label: options.OutcomesLabel = "cancer",
     bits: Annotated[int, typer.Option(help="PNG bit depth: 8 or 16")] = 8,
     flip: Annotated[
         bool, typer.Option("--flip/--no-flip", help="mirror so every chest wall is on the left")

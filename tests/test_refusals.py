@@ -389,7 +389,9 @@ def test_eda_output_on_a_table_with_escapes_is_escaped(tmp_path, capsys, monkeyp
 # CSV tables opened in spreadsheets -----------------------------------------------------------------------
 
 
-TEXT = st.text(st.characters(exclude_characters="\r\n"), max_size=8)  # a CSV round trip keeps these
+# what a CSV round trip keeps: no line breaks, and no lone surrogates (no decoded file holds one, and UTF-8
+# cannot write one)
+TEXT = st.text(st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]), max_size=8)
 
 
 @given(

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,4 @@ def resolve_device(name: str) -> torch.device:
 def is_ddp_worker() -> bool:
     """True in a DDP worker process (global rank above 0): Lightning sets LOCAL_RANK and NODE_RANK when it
     starts the processes itself, torchrun and SLURM set RANK. Only global rank 0 claims and writes a run."""
-    import os
-
     return any(os.environ.get(name, "0") != "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))

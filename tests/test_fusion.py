@@ -366,11 +366,8 @@ def test_logistic_leaves_out_the_view_counts_and_takes_unseen_machines():
     meta = pd.DataFrame(
         {"age": [50.0, 60.0, np.nan, 70.0], "machine_id": pd.Categorical(["1", "2", "1", "2"])}
     )
-    model = (
-        LogisticSettings()
-        .pipeline(["age", "machine_id"], "spline")
-        .fit(_as_frame(meta, ["age", "machine_id"]), [0, 1, 0, 1])
-    )
+    X = _as_frame(meta, ["age", "machine_id"])
+    model = LogisticSettings().pipeline(X, "spline").fit(X, [0, 1, 0, 1])
     unseen = _as_frame(pd.DataFrame({"age": [55.0], "machine_id": ["99"]}), ["age", "machine_id"])
     assert 0 < model.predict_proba(unseen)[0, 1] < 1
 
@@ -442,3 +439,56 @@ def test_the_cnn_score_is_the_image_reference_and_the_stacker_adds_metadata_to_i
     html = unescape(render_report(result, out, "synthetic").read_text())
     assert "The CNN's own out-of-fold score ranks cancers" in html and "paired bootstrap over women" in html
     assert "Age alone" in html and "declared before scoring" in html
+
+
+def _table_with_a_tissue_factor(n_women: int = 800, seed: int = 0) -> pd.DataFrame:
+    """Two films (L, R) per woman, no age or density; cancer risk set by a dataset-specific 'tissue' column."""
+    rng = np.random.default_rng(seed)
+    women = np.arange(n_women).astype(str)
+    tissue = rng.choice(["F", "G", "D"], size=2 * n_women)
+    risk = pd.Series(tissue).map({"F": 0.1, "G": 0.2, "D": 0.4}).to_numpy()  # under the audit's suspect bar
+    laterality = np.tile(["L", "R"], n_women)
+    patient = np.repeat(women, 2)
+    return pd.DataFrame(
+        {
+            "patient_id": patient,
+            "image_id": [f"{p}{s}" for p, s in zip(patient, laterality, strict=True)],
+            "breast_id": [f"{p}_{s}" for p, s in zip(patient, laterality, strict=True)],
+            "laterality": laterality,
+            "view": "MLO",
+            "age": np.nan,
+            "density": pd.NA,
+            "site_id": pd.NA,
+            "machine_id": pd.NA,
+            "implant": np.nan,
+            "tissue": tissue,
+            "cancer": (rng.random(2 * n_women) < risk).astype(float),
+        }
+    )
+
+
+def test_breast_features_take_laterality_and_the_cohort_s_declared_factors():
+    table = _table_with_a_tissue_factor(20)
+    table["grey"] = np.arange(len(table), dtype=float)
+    breasts, features = breast_features(table, factors={"tissue": "categorical", "grey": "continuous"})
+    assert features == ["laterality_left", "tissue", "grey"]
+    assert isinstance(breasts["tissue"].dtype, pd.CategoricalDtype)
+    assert breasts.set_index("breast_id").loc["0_L", "laterality_left"] == 1.0
+    assert breasts.set_index("breast_id").loc["0_R", "grey"] == 1.0
+    _, without = breast_features(table)
+    assert without == ["laterality_left"]
+    _, excluded = breast_features(table, exclude=["tissue"], factors={"tissue": "categorical"})
+    assert "tissue" not in excluded
+
+
+@pytest.mark.slow
+def test_a_declared_factor_carries_its_risk_into_both_metadata_models():
+    table = _table_with_a_tissue_factor()
+    cfg = FusionConfig(n_boot=50, shap_rows=200, interaction_rows=50, params=FAST)
+    with_tissue = run_fusion(table, None, cfg, factors={"tissue": "categorical"})
+    assert "tissue" in with_tissue.meta_features
+    for model in ("metadata", "metadata_logistic"):  # planted: 0.1 / 0.2 / 0.4 by tissue, AUC about 0.67
+        assert with_tissue.scores[model]["roc_auc"]["value"] > 0.62, model
+    without = run_fusion(table, None, cfg)
+    assert without.meta_features == ["laterality_left"]
+    assert without.scores["metadata_logistic"]["roc_auc"]["value"] < 0.6

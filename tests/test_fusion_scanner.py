@@ -178,3 +178,18 @@ def test_the_synthetic_scanner_signature_makes_an_image_score_scanner_driven():
     assert grades[True]["grade"] == "scanner-driven", grades[True].to_dict()
     assert grades[True]["pooled_low"] > 0.5
     assert grades[False]["grade"] != "scanner-driven" and grades[False]["pooled_low"] < 0.5
+
+
+def test_the_cohort_s_own_factor_is_adjusted_for_when_named():
+    """mini-MIAS has no BI-RADS density but its background tissue: a score that only reads the tissue looks
+    predictive crude and adjusted for the canonical factors, and loses it once the tissue is adjusted for."""
+    breasts, score = _breasts_with_a_score(score_effect=0.0, machine_effect=1.5)
+    breasts = breasts.rename(columns={"machine_id": "tissue"}).assign(
+        tissue=lambda b: b["tissue"].map({"A": "F", "B": "D"}).astype("category")
+    )
+    canonical_only = adjusted_odds_ratio(breasts, score, "test score")
+    assert "tissue" not in canonical_only["adjusted_for"]
+    assert canonical_only["adjusted"]["ci_low"] > 1.1
+    with_tissue = adjusted_odds_ratio(breasts, score, "test score", factors=["tissue"])
+    assert with_tissue["adjusted_for"] == ["tissue"]
+    assert with_tissue["adjusted"]["ci_low"] < 1 < with_tissue["adjusted"]["ci_high"]

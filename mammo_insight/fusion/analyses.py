@@ -6,6 +6,7 @@ Imports no torch (see mammo_insight.fusion.pipeline).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -100,14 +101,16 @@ def scanner_checks(
     image_prob: np.ndarray,
     cols: list[str],
     cfg: FusionConfig,
+    factors: Sequence[str] = (),
 ) -> ScannerChecks:
-    """The image score's adjusted odds ratio, the probes on the image-level embeddings, AUC per machine/site."""
+    """The image score's adjusted odds ratio (adjusted for the canonical factors and the cohort's own
+    ``factors``), the probes on the image-level embeddings, AUC per machine/site."""
     from mammo_insight.fusion.incremental import adjusted_odds_ratio, image_score
     from mammo_insight.fusion.probes import run_probes, scanner_verdict, within_group_auc
     from mammo_insight.fusion.stratified import stratified_audit
 
     score, score_name = image_score(emb_matrix.logit, image_prob)
-    odds = adjusted_odds_ratio(breasts, score, score_name)
+    odds = adjusted_odds_ratio(breasts, score, score_name, factors)
     targets = [c for c in ("site_id", "machine_id", "laterality", "age", "density") if c in table.columns]
     images = embeddings[embeddings["level"] == "image"].drop(columns=targets, errors="ignore")
     images = images.merge(

@@ -2,7 +2,8 @@
 
 The label belongs to the breast (RSNA's prediction_id), so every feature is aggregated to one row per
 breast: age, density (ordinal A=1..D=4 plus a missing flag), site and machine (categorical), implant,
-which views exist and how many images. Columns decided after the outcome (the cohort's post-outcome list,
+laterality, which views exist and how many images, and the dataset's own factors (Cohort.factors: mini-MIAS's
+background tissue, a mapping's declared columns), categorical or continuous as the cohort declares them. Columns decided after the outcome (the cohort's post-outcome list,
 which its adapter declares) and those the leakage audit calls leaky never enter unless the caller names
 them in ``include_leaky``.
 """
@@ -10,7 +11,7 @@ them in ``include_leaky``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,6 +32,7 @@ FEATURE_SOURCES = {
     "site_id": "site_id",
     "machine_id": "machine_id",
     "implant": "implant",
+    "laterality_left": "laterality",
     "has_CC": "view",
     "has_MLO": "view",
     "n_other_views": "view",
@@ -56,12 +58,15 @@ def breast_features(
     include_leaky: Sequence[str] = (),
     *,
     workup: bool = False,
+    factors: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
     """One row per breast: breast_id, patient_id, cancer, then the feature columns (returned as a list).
 
     ``exclude``: cohort columns whose features are dropped (the leaky ones). ``include_leaky``: cohort
     columns added as features anyway (max over the breast's images), named ``leaky_<column>``.
     ``workup``: keep the image counts (WORKUP_FEATURES), which may mark work-up after a suspicious finding.
+    ``factors``: the cohort's own columns (Cohort.factors, column -> "categorical" or "continuous"), each a
+    feature under its own name (the breast's first level, or its mean), unless ``exclude`` names it.
     """
     missing = [c for c in ("breast_id", "patient_id", "cancer") if c not in table.columns]
     if missing:
@@ -78,6 +83,7 @@ def breast_features(
         _cc=(table["view"] == "CC").astype(float),
         _mlo=(table["view"] == "MLO").astype(float),
         _other=(~table["view"].isin(MAIN_VIEWS)).astype(float),
+        _left=(table["laterality"] == "L").astype(float).where(table["laterality"].isin(("L", "R"))),
     )
     g = t.groupby("breast_id", sort=True)
     out = pd.DataFrame(
@@ -89,6 +95,7 @@ def breast_features(
             "site_id": g["site_id"].first(),
             "machine_id": g["machine_id"].first(),
             "implant": g["implant"].max(),
+            "laterality_left": g["_left"].first(),
             "has_CC": g["_cc"].max(),
             "has_MLO": g["_mlo"].max(),
             "n_other_views": g["_other"].sum(),
@@ -101,12 +108,40 @@ def breast_features(
     features = [
         f for f, src in FEATURE_SOURCES.items() if src not in exclude and (workup or f not in WORKUP_FEATURES)
     ]
+    features += _factor_features(out, t, factors or {}, exclude)
     features = [f for f in features if not _constant(out[f])]
     for col in include_leaky:
         name = f"leaky_{col}"
         out[name] = pd.to_numeric(t[col], errors="coerce").astype("float64").groupby(t["breast_id"]).max()
         features.append(name)
     return out.reset_index()[["breast_id", "patient_id", "cancer", *features]], features
+
+
+def _factor_features(
+    out: pd.DataFrame, table: pd.DataFrame, factors: Mapping[str, str], exclude: Sequence[str]
+) -> list[str]:
+    """Add the cohort's own factor columns to ``out`` (one row per breast); returns their names.
+
+    A name that collides with a built-in feature or a bookkeeping column is left out (the built-in wins).
+    """
+    taken = {"patient_id", "cancer", "breast_id", *FEATURE_SOURCES}
+    names = [c for c in factors if c in table.columns and c not in exclude and c not in taken]
+    g = table.groupby("breast_id", sort=True)
+    for col in names:
+        if factors[col] == "continuous":
+            out[col] = pd.to_numeric(table[col], errors="coerce").groupby(table["breast_id"]).mean()
+        else:
+            out[col] = g[col].first().astype("string").fillna("missing").astype("category")
+    return names
+
+
+def categorical_features(frame: pd.DataFrame) -> list[str]:
+    """The columns the models treat as levels (one-hot in the logistic model): category or text dtype."""
+    return [
+        c
+        for c in frame.columns
+        if isinstance(frame[c].dtype, pd.CategoricalDtype) or pd.api.types.is_string_dtype(frame[c].dtype)
+    ]
 
 
 def _constant(values: pd.Series) -> bool:

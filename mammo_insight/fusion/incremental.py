@@ -2,7 +2,7 @@
 
 A logistic GLM of breast-level cancer on the image score (per standard deviation), with and without
 the metadata factors (age per 10 years, density with a missing level, machine one-hot with rare
-machines pooled, implant), standard errors clustered by woman (the eda stage's fit,
+machines pooled, implant, and the cohort's own factors such as mini-MIAS's background tissue), standard errors clustered by woman (the eda stage's fit,
 :func:`mammo_insight.stats.regression.fit_logistic`). An adjusted odds ratio whose interval excludes 1
 says the score ranks cancers within strata of age, density and scanner, not only through them.
 
@@ -11,6 +11,8 @@ image-only model's out-of-fold probability.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -32,8 +34,9 @@ def image_score(cnn_logit: np.ndarray | None, image_prob: np.ndarray) -> tuple[n
     ), "the logit of the image-only model's out-of-fold probability"
 
 
-def adjustment_design(breasts: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """Metadata columns of the adjusted model (no intercept) and the factors used."""
+def adjustment_design(breasts: pd.DataFrame, factors: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """Metadata columns of the adjusted model (no intercept) and the factors used; ``factors`` names the
+    cohort's own feature columns in ``breasts`` (Cohort.factors), adjusted for too."""
     cols: dict[str, np.ndarray] = {}
     used = []
     y = breasts["cancer"].to_numpy()
@@ -58,6 +61,14 @@ def adjustment_design(breasts: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     if "implant" in breasts and pd.to_numeric(breasts["implant"], errors="coerce").fillna(0).nunique() > 1:
         cols["implant"] = pd.to_numeric(breasts["implant"], errors="coerce").fillna(0).to_numpy(float)
         used.append("implant")
+    for factor in factors:  # the dataset's own (mini-MIAS's background tissue: its density)
+        if factor in breasts and breasts[factor].nunique() > 1:
+            if pd.api.types.is_numeric_dtype(breasts[factor]):
+                values = pd.to_numeric(breasts[factor], errors="coerce")
+                cols[factor] = ((values - values.mean()) / (values.std() or 1.0)).fillna(0.0).to_numpy()
+            else:
+                cols.update(_dummies(breasts[factor], factor, y))
+            used.append(factor)
     return pd.DataFrame(cols, index=breasts.index), used
 
 
@@ -71,12 +82,14 @@ def _dummies(level: pd.Series, name: str, y: np.ndarray) -> dict[str, np.ndarray
     return {f"{name} {v}": (level == v).to_numpy(float) for v in sorted(set(level)) if v != reference}
 
 
-def adjusted_odds_ratio(breasts: pd.DataFrame, score: np.ndarray, score_name: str) -> dict:
+def adjusted_odds_ratio(
+    breasts: pd.DataFrame, score: np.ndarray, score_name: str, factors: Sequence[str] = ()
+) -> dict:
     """Crude and adjusted odds ratio of the image score (per SD), clustered by woman, as one dict."""
     z = (score - score.mean()) / (score.std() or 1.0)
     y = breasts["cancer"].astype(int).reset_index(drop=True)
     groups = breasts["patient_id"].astype(str).reset_index(drop=True)
-    adjusters, used = adjustment_design(breasts.reset_index(drop=True))
+    adjusters, used = adjustment_design(breasts.reset_index(drop=True), factors)
     out: dict = {
         "score": score_name,
         "adjusted_for": used,

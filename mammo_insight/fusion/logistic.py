@@ -26,7 +26,7 @@ from sklearn.metrics import log_loss
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
-from mammo_insight.fusion.features import CATEGORICAL, FEATURE_SOURCES
+from mammo_insight.fusion.features import FEATURE_SOURCES, categorical_features
 from mammo_insight.fusion.lgbm import CvFit, has_both_classes
 
 AGE = "age"
@@ -49,15 +49,18 @@ class LogisticSettings:
     age_form: str = "auto"
     spline_knots: int = 3
 
-    def pipeline(self, columns: list[str], age_form: str) -> Pipeline:
-        return logistic_pipeline(columns, c=self.c, age_form=age_form, knots=self.spline_knots)
+    def pipeline(self, X: pd.DataFrame, age_form: str) -> Pipeline:
+        columns = list(X.columns)
+        return logistic_pipeline(
+            columns, categorical_features(X), c=self.c, age_form=age_form, knots=self.spline_knots
+        )
 
     def fit(self, X: pd.DataFrame, y: np.ndarray) -> tuple[Pipeline, str]:
         """The fitted pipeline and its age form ("auto" picks by AIC on these training rows)."""
         forms = [self.age_form] if self.age_form != "auto" else ["linear", "spline"]
         if AGE not in X.columns:
             forms = forms[:1]
-        fits = [(self.pipeline(list(X.columns), form).fit(X, y), form) for form in forms]
+        fits = [(self.pipeline(X, form).fit(X, y), form) for form in forms]
         return min(fits, key=lambda fit: _aic(fit[0], X, y))
 
 
@@ -72,8 +75,11 @@ def logistic_columns(features: list[str]) -> list[str]:
     return [f for f in features if FEATURE_SOURCES.get(f) != "view"]
 
 
-def logistic_pipeline(columns: list[str], *, c: float, age_form: str, knots: int) -> Pipeline:
-    """Imputation, age curve, one-hot and scaling, then L2 logistic regression, as one scikit-learn pipeline."""
+def logistic_pipeline(
+    columns: list[str], categorical: list[str], *, c: float, age_form: str, knots: int
+) -> Pipeline:
+    """Imputation, age curve, one-hot of ``categorical`` and scaling, then L2 logistic regression, as one
+    scikit-learn pipeline."""
     steps = []
     if AGE in columns:
         age = (
@@ -82,10 +88,9 @@ def logistic_pipeline(columns: list[str], *, c: float, age_form: str, knots: int
             else StandardScaler()
         )
         steps.append(("age", make_pipeline(SimpleImputer(strategy="median"), age), [AGE]))
-    categorical = [c_ for c_ in columns if c_ in CATEGORICAL]
     if categorical:
         steps.append(("categorical", OneHotEncoder(handle_unknown="ignore"), categorical))
-    numeric = [c_ for c_ in columns if c_ != AGE and c_ not in CATEGORICAL]
+    numeric = [c_ for c_ in columns if c_ != AGE and c_ not in categorical]
     if numeric:
         steps.append(
             (
@@ -100,8 +105,9 @@ def logistic_pipeline(columns: list[str], *, c: float, age_form: str, knots: int
 def _as_frame(meta: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
     """Categoricals as plain strings (OneHotEncoder wants one dtype per column), numbers as float."""
     out = meta[columns].copy()
+    categorical = categorical_features(out)
     for col in columns:
-        out[col] = out[col].astype(str) if col in CATEGORICAL else pd.to_numeric(out[col], errors="coerce")
+        out[col] = out[col].astype(str) if col in categorical else pd.to_numeric(out[col], errors="coerce")
     return out
 
 

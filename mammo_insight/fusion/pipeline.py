@@ -7,7 +7,7 @@ Imports no torch: LightGBM/libgomp and torch's OpenMP runtime are kept in separa
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,11 +148,17 @@ def _leaky_columns(
 
 
 def _labelled_breasts(
-    table: pd.DataFrame, excluded: list[str], included: list[str], cfg: FusionConfig, warnings: list[str]
+    table: pd.DataFrame,
+    leaky: tuple[list[str], list[str]],
+    factors: Mapping[str, str],
+    cfg: FusionConfig,
+    warnings: list[str],
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Breast-level features of the labelled breasts (the unlabelled ones are left out, with a warning)."""
+    """Breast-level features of the labelled breasts (the unlabelled ones are left out, with a warning);
+    ``leaky`` is (excluded, included)."""
+    excluded, included = leaky
     breasts, meta_features = breast_features(
-        table, exclude=excluded, include_leaky=included, workup=cfg.include_workup
+        table, exclude=excluded, include_leaky=included, workup=cfg.include_workup, factors=factors
     )
     if cfg.include_workup:
         warnings.append(
@@ -255,12 +261,14 @@ def run_fusion(
     config: FusionConfig | None = None,
     *,
     post_outcome: Sequence[str] = tuple(POST_OUTCOME_COLUMNS),
+    factors: Mapping[str, str] | None = None,
     planted_risk: pd.Series | None = None,
 ) -> FusionResult:
     """Cross-validate metadata-only (LightGBM and logistic), image-only and fused LightGBM at breast level;
     explain with SHAP.
 
     ``post_outcome``: the cohort's post-outcome columns (Cohort.post_outcome), left out unless included.
+    ``factors``: the cohort's own columns (Cohort.factors), metadata features beside the canonical ones.
     ``planted_risk``: a synthetic cohort's true cancer probability per breast_id (synth's planted_risk.csv),
     scored beside the models as "oracle": the best any metadata-only model could do.
     """
@@ -270,7 +278,7 @@ def run_fusion(
     with timings.part("leakage audit"):
         excluded, included = _leaky_columns(table, post_outcome, cfg, warnings)
     with timings.part("features"):
-        breasts, meta_features = _labelled_breasts(table, excluded, included, cfg, warnings)
+        breasts, meta_features = _labelled_breasts(table, (excluded, included), factors or {}, cfg, warnings)
         breasts, emb_matrix, fold, cols = _with_embeddings(breasts, embeddings, cfg, warnings)
     if len(breasts) == 0 or breasts["cancer"].nunique() < 2:
         raise MammoInsightError("fuse-train needs labelled breasts of both classes (cancer 0 and 1)")
@@ -308,7 +316,8 @@ def run_fusion(
     scanner = None
     if emb_matrix is not None and "image" in probs:
         with timings.part("incremental value + scanner probes"):
-            scanner = scanner_checks(table, embeddings, breasts, emb_matrix, probs["image"], cols, cfg)
+            own = [f for f in (factors or {}) if f in meta_features]
+            scanner = scanner_checks(table, embeddings, breasts, emb_matrix, probs["image"], cols, cfg, own)
     shap_fields = explain(probs, y, meta, emb_matrix, cfg=cfg, settings=settings, timings=timings)
     return FusionResult(
         breasts=breasts,

@@ -132,6 +132,7 @@ def run_fuse(config: FuseConfig, cohort: Cohort | None = None) -> FuseResult:
         embeddings,
         config.fusion_config(),
         post_outcome=cohort.post_outcome,
+        factors=cohort.factors,
         planted_risk=planted,
     )
     return FuseResult(config, fusion, config.dataset or cohort.dataset, cohort.label_meaning, inputs)

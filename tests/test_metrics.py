@@ -471,3 +471,16 @@ def test_net_benefit_matches_its_definition_and_the_reference_strategies():
     treat_all = net_benefit(y, np.ones(500), t)
     assert treat_all == pytest.approx(y.mean() - (1 - y.mean()) * t / (1 - t))
     assert net_benefit(y, np.zeros(500), [0.1])[0] == 0.0
+
+
+def test_net_benefit_refuses_a_threshold_of_one_and_the_default_grid_stays_below_it():
+    from mammo_insight.fusion.outputs import default_thresholds
+    from mammo_insight.metrics import net_benefit
+
+    y = np.r_[np.ones(36), np.zeros(64)]  # a diagnostic set: 36 % positive, four times is past 1
+    grid = default_thresholds(y)
+    assert grid.max() < 0.9 and grid.max() > 0.8
+    assert np.isfinite(net_benefit(y, np.ones(100), grid)).all()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        net_benefit(y, np.ones(100), [0.5, 1.0])
+    assert default_thresholds(np.r_[np.ones(2), np.zeros(98)]).max() == pytest.approx(0.1 * 39 / 40)

@@ -93,8 +93,9 @@ def decision_curves(result: FusionResult, thresholds: np.ndarray | None = None) 
 
 
 def default_thresholds(y: np.ndarray) -> np.ndarray:
-    """0 to four times the prevalence (at least 10 %): the thresholds a screening decision could use."""
-    return np.linspace(0.0, max(0.1, 4 * float(np.mean(y))), 41)[:-1]
+    """0 to four times the prevalence (at least 10 %, at most 0.9): the thresholds a screening decision could
+    use; a diagnostic set's prevalence (mini-MIAS: 36 % abnormal) would otherwise carry them past 1."""
+    return np.linspace(0.0, min(0.9, max(0.1, 4 * float(np.mean(y)))), 41)[:-1]
 
 
 def calibration_curves(result: FusionResult, n_bins: int = 10) -> pd.DataFrame:

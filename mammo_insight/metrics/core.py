@@ -253,6 +253,8 @@ def net_benefit(y_true, prob, thresholds) -> np.ndarray:
     """
     y, p = clean_inputs(y_true, prob)
     t = np.asarray(thresholds, dtype=float)
+    if ((t < 0) | (t >= 1)).any():
+        raise ValueError(f"net benefit needs thresholds in [0, 1); got {t.min():g} to {t.max():g}")
     flagged = p[None, :] >= t[:, None]
     tp = (flagged & (y[None, :] == 1)).sum(axis=1)
     fp = (flagged & (y[None, :] == 0)).sum(axis=1)

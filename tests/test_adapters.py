@@ -349,6 +349,7 @@ def test_cmmd_fabricated(tmp_path, caplog):
     assert t["view"].tolist() == ["CC", "MLO", "MLO", "CC", "CC"]
     np.testing.assert_array_equal(t["cancer"], [1.0, 1.0, np.nan, 0.0, np.nan])  # R of D1-0001 not in table
     assert t.loc[0, "age"] == 44 and t.loc[0, "subtype"] == "Luminal A"
+    assert cohort.factors == {"abnormality": "categorical"} and "abnormality" not in cohort.post_outcome
     assert t["image_path"].map(lambda p: Path(p).is_file()).all()
     assert "broken.dcm" in caplog.text and "D1-0003" in caplog.text
 

@@ -16,7 +16,7 @@ from mammo_insight.stats.leakage import audit_leakage
 EXPECTED = {
     "rsna": set(POST_OUTCOME_COLUMNS),
     "cbis": {"pathology", "birads"},
-    "cmmd": {"classification", "subtype", "abnormality"},
+    "cmmd": {"classification", "subtype"},
     "inbreast": {
         "birads",
         "birads_category",
@@ -137,3 +137,13 @@ def test_generic_post_outcome_naming_an_absent_column_is_clear(tmp_path) -> None
     (tmp_path / "m.toml").write_text(GENERIC_TOML.format(post='post_outcome = ["nope"]'))
     with pytest.raises(CohortError, match="post_outcome.*nope"):
         load_cohort("generic", tmp_path, tmp_path / "m.toml")
+
+
+def test_a_lesion_s_radiological_type_follows_one_rule_in_both_biopsied_lesion_sets() -> None:
+    """CBIS's abnormality_type and CMMD's abnormality are both what a reader sees on the film before the
+    biopsy: a factor of the analysis in both, post-outcome in neither (mini-MIAS's 'abnormality' is the
+    label's own source there, so it stays post-outcome)."""
+    lesion_type = {"cbis": "abnormality_type", "cmmd": "abnormality"}
+    for name, column in lesion_type.items():
+        assert column not in get_adapter(name).post_outcome, name
+    assert "abnormality" in get_adapter("mias").post_outcome

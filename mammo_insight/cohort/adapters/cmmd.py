@@ -21,7 +21,7 @@ import pandas as pd
 import pydicom
 from pydicom.errors import InvalidDicomError
 
-from mammo_insight.cohort.adapters.base import DatasetAdapter
+from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
 from mammo_insight.cohort.adapters.tables import file_lines, read_table, require_columns
 from mammo_insight.cohort.dicom_header import HEADER_TAGS, laterality_of, view_of
 from mammo_insight.cohort.schema import Cohort, empty_canonical
@@ -111,13 +111,16 @@ def read_headers(dicom_root: Path) -> tuple[pd.DataFrame, list[str]]:
 class CmmdAdapter(DatasetAdapter):
     name = "cmmd"
     kind = "biopsied lesions"
-    post_outcome = ("classification", "subtype", "abnormality")  # the biopsy's verdict and what it found
+    # the biopsy's verdict and the tumour's molecular subtype; the lesion's type (calcification, mass, both) is
+    # what a reader sees on the film before the biopsy: a factor, by the rule CBIS's abnormality_type follows
+    post_outcome = ("classification", "subtype")
     label_meaning = (
         "cancer = 1 when CMMD's clinical table classifies the breast's biopsied lesion as Malignant, "
         "0 when Benign (every CMMD breast in the table holds a lesion: this is lesion malignancy, "
         "not screening detection). Images of a breast absent from the clinical table have an "
-        "empty label. 'abnormality' (calcification/mass/both) and 'subtype' (molecular subtype, "
-        "malignant cases only) are known after the outcome."
+        "empty label. 'subtype' (molecular subtype, malignant cases only) is known after the outcome; "
+        "'abnormality' (calcification/mass/both) is the lesion's appearance on the film, read before the "
+        "biopsy, and is analysed as a factor."
     )
 
     def load(self, root: Path, mapping: Path | None = None) -> Cohort:
@@ -157,7 +160,9 @@ class CmmdAdapter(DatasetAdapter):
             table[col] = merged[col].to_numpy()
         for col in ("abnormality", "classification", "subtype"):
             table[col] = merged[col].to_numpy()
-        return self.cohort(table, source=str(table_path))
+        return self.cohort(
+            table, source=str(table_path), details=CohortDetails(factors={"abnormality": "categorical"})
+        )
 
     @staticmethod
     def _fill_laterality(images: pd.DataFrame, clinical: pd.DataFrame) -> pd.DataFrame:

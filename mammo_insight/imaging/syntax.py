@@ -152,6 +152,8 @@ def _length_problem(body: bytes, implicit: bool, little: bool) -> str | None:
     previous = None
     for element in _elements(body, implicit, little):
         if previous is not None and _lost_step(element, previous):
+            if previous[2] + previous[3] == pixels:
+                return None  # it ends where the pixel data begins: that element is the damaged one
             culprit, consequence = previous, "and what follows it is no valid element"
         elif element is not None and element[3] != 0xFFFFFFFF and element[2] + element[3] > pixels:
             culprit, consequence = element, "and runs over the pixel data element"

@@ -26,6 +26,7 @@ import json
 import math
 import os
 import re
+import shutil
 import sys
 import tempfile
 import traceback
@@ -39,6 +40,7 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(1, str(REPO / "tests"))  # lying_dicom: DICOMs whose header lies, shared with the tests
 
 from mammo_insight.errors import MammoInsightError
 
@@ -481,6 +483,71 @@ def image_cases(tmp: Path) -> Iterator[Case]:
     (folder / "link.dcm").symlink_to(source)
     yield Case("image file", "a link out of the root", one(folder / "link.dcm"),
                lambda r: failed(r) and "outside the image root" in r["reason"], hole=True)  # fmt: skip
+    yield from lying_cases(source, folder, one, failed, ok)
+    yield from folder_link_cases(tmp)
+
+
+def lying_cases(source: Path, folder: Path, one, failed, ok) -> Iterator[Case]:
+    """DICOMs whose header lies about their content: the reason must name the mismatch (or the element
+    whose length is bad), not a symptom ("no pixel data", a decoder's exception)."""
+    import lying_dicom as lie
+    import pydicom
+
+    body = pydicom.dcmread(source)
+    body.decompress()  # native pixel data under whatever header the case claims
+
+    def case(name: str, path: Path, words: str | None) -> Case:
+        expect = ok if words is None else (lambda r: failed(r) and words in r["reason"])
+        return Case("image file", name, one(path), expect)
+
+    for syntax, label in ((lie.J2K_LOSSLESS, "JPEG 2000"), (lie.JPEG_LS_LOSSLESS, "JPEG-LS"),
+                          (lie.JPEG_LOSSLESS_SV1, "JPEG lossless"), (lie.RLE, "RLE")):  # fmt: skip
+        path = lie.write_lying(folder / f"native under {label}.dcm", body, syntax)
+        yield case(f"{label} syntax over native pixel data", path, "but the pixel data is native")
+    for start, label in ((lie.J2K_START, "JPEG 2000"), (lie.LOSSLESS_JPEG_START, "lossless JPEG")):
+        fragments = lie.encapsulated_body(start + bytes(60))
+        path = lie.write_lying(folder / f"{label} fragments under native.dcm", fragments, lie.EXPLICIT_LE)
+        yield case(f"native syntax over {label} fragments", path, "but the pixel data is encapsulated")
+    path = lie.write_lying(folder / "little under big.dcm", body, lie.EXPLICIT_BE)
+    yield case("big-endian syntax over a little-endian data set", path, "written Explicit VR Little Endian")
+    path = lie.write_lying(folder / "plain under deflated.dcm", body, lie.DEFLATED)
+    yield case("deflated syntax over a data set not deflated", path, "not deflated")
+    for length in (200, 3):
+        path = lie.set_rows_length(
+            lie.write_lying(folder / f"rows {length}.dcm", body, lie.EXPLICIT_LE), length
+        )
+        yield case(f"Rows element length {length}", path, "bad element length: (0028,0010) Rows")
+    path = lie.write_lying(folder / "explicit under implicit.dcm", body, "1.2.840.10008.1.2")
+    yield case("implicit syntax over an explicit data set (pydicom reads it right)", path, None)
+    path = lie.write_lying(folder / "long pixel length.dcm", body, lie.EXPLICIT_LE)
+    lie.set_pixel_data_length(path, 0xFFFFFFF0)
+    yield case("pixel data length past the end of a whole file", path, None)
+
+
+def folder_link_cases(tmp: Path) -> Iterator[Case]:
+    """predict's folder mode: the folder links a user makes are followed (the folder itself, a folder
+    directly in it); a folder link deeper down that leads out is refused by name, never read."""
+    from mammo_insight.cohort.adapters.dicom import folder_cohort
+
+    mounted = sorted((tmp / "synth" / "train_images").iterdir())
+    project = tmp / "linked_project"
+    shutil.copytree(mounted[2], project / mounted[2].name)  # a plain folder beside the links
+    (project / mounted[0].name).symlink_to(mounted[0], target_is_directory=True)
+    (project / "site").mkdir()
+    (project / "site" / mounted[1].name).symlink_to(mounted[1], target_is_directory=True)
+    (tmp / "linked_studies").symlink_to(project, target_is_directory=True)
+    expected = {p.stem for folder in (mounted[0], mounted[2]) for p in folder.glob("*.dcm")}
+
+    def scan() -> object:
+        return folder_cohort(tmp / "linked_studies")
+
+    yield Case("folder link", "the folder given and a patient folder in it are links", scan,
+               lambda r: set(r[0].table["image_id"]) == expected)  # fmt: skip
+    linked_out = {p.stem for p in mounted[1].glob("*.dcm")}
+    yield Case("folder link", "a patient folder linked out two levels down is not read", scan,
+               lambda r: not linked_out & set(r[0].table["image_id"]), hole=True)  # fmt: skip
+    yield Case("folder link", "... and is listed as refused, not dropped unseen", scan,
+               lambda r: list(r[1]["file"]) == [f"site/{mounted[1].name}"] and "outside" in r[1]["reason"][0])  # fmt: skip
 
 
 # run folders ---------------------------------------------------------------------------------------------

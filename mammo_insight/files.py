@@ -6,7 +6,7 @@ import fcntl
 import functools
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,21 +26,35 @@ def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temporary(path)
     try:
-        write(Path(tmp))
+        write(tmp)
         os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        if exc.errno is not None and exc.filename in (None, tmp):
+        tmp.unlink(missing_ok=True)
+        if exc.errno is not None and exc.filename in (None, str(tmp)):
             # name the file being written, not a temporary that is gone: "CACHE/index.parquet: No space left"
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _new_temporary(path: Path) -> Path:
+    """A new empty file beside path, made with mode 0666 & ~umask as open() makes one.
+
+    tempfile.mkstemp makes 0600, which the rename would carry to the output: a report or table written
+    for colleagues would be unreadable to them. O_EXCL never opens an existing file or follows a link.
+    """
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

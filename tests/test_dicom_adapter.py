@@ -4,6 +4,7 @@ the synthetic tree's planted headers."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
 from mammo_insight.cohort.adapters import load_cohort
-from mammo_insight.cohort.adapters.dicom import read_options
+from mammo_insight.cohort.adapters.dicom import project_salt, read_options
 from mammo_insight.cohort.dicom_record import age_of, header_record
 from mammo_insight.cohort.dicom_scan import JOURNAL, ScanConfig, scan_tree
 from mammo_insight.cohort.outcomes import CONFLICT, NO_IMAGES, NO_OUTCOME, OutcomesSpec
@@ -189,6 +190,24 @@ def test_bad_outcomes_are_one_line_errors(tree, tmp_path):
         load_cohort("dicom", tree, outcomes=OutcomesSpec(path, on="accession"))
     with pytest.raises(MammoInsightError, match="--dataset dicom"):
         load_cohort("rsna", tree, outcomes=OutcomesSpec(path))
+
+
+def test_the_salt_is_private_from_its_first_byte(tmp_path, monkeypatch):
+    """Outputs are made 0666 & ~umask (files.atomic_write); the salt file is made 0600 before it is written."""
+    modes = []
+    write_text = Path.write_text
+
+    def spying(self, *args, **kwargs):
+        modes.append(self.stat().st_mode & 0o777)
+        return write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", spying)
+    old = os.umask(0o022)
+    try:
+        salt = project_salt(tmp_path)
+    finally:
+        os.umask(old)
+    assert modes == [0o600] and (tmp_path / "salt").stat().st_mode & 0o777 == 0o600 and len(salt) == 64
 
 
 @pytest.mark.slow

@@ -40,3 +40,17 @@ def test_a_full_disk_names_the_file_being_written_not_its_temporary(tmp_path):
         atomic_write(tmp_path / "index.parquet", full)
     assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(tmp_path / "index.parquet")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002], ids=["022", "077", "002"])
+def test_outputs_get_the_mode_open_would_give_under_the_umask(tmp_path, umask):
+    """A report written for colleagues is readable by them: 0666 & ~umask, as open() gives, not mkstemp's 0600."""
+    old = os.umask(umask)
+    try:
+        written = write_text_atomic(tmp_path / "index.html", "<p>report</p>")
+        with open(tmp_path / "plain.html", "w") as handle:
+            handle.write("<p>report</p>")
+    finally:
+        os.umask(old)
+    assert written.stat().st_mode & 0o777 == 0o666 & ~umask
+    assert written.stat().st_mode & 0o777 == (tmp_path / "plain.html").stat().st_mode & 0o777

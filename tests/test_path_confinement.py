@@ -88,3 +88,30 @@ def test_predict_folder_mode_never_opens_a_link_out_of_the_folder(tmp_path, link
     assert "passwd" not in set(cohort.table["image_id"])
     reason = unreadable.set_index("image_id").loc["passwd", "reason"]
     assert "outside" in reason and "not read" in reason
+
+
+def test_predict_folder_mode_follows_the_folder_links_the_user_made(tmp_path) -> None:
+    """The folder given may be a link, and so may a folder directly in it (``studies/site_b -> /mnt/...``):
+    both are followed, as the dataset adapters follow a linked image folder (files.inside_dataset). A
+    folder link deeper down that leads out is listed as refused, never dropped unseen."""
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+
+    make_synthetic_cohort(tmp_path / "mount", n_patients=3, seed=5, size=(96, 64), prevalence=0.5)
+    mounted = sorted((tmp_path / "mount" / "train_images").iterdir())
+    project = tmp_path / "project"
+    shutil.copytree(mounted[0], project / mounted[0].name)
+    (project / mounted[1].name).symlink_to(mounted[1], target_is_directory=True)
+    (project / "site").mkdir()
+    (project / "site" / mounted[2].name).symlink_to(mounted[2], target_is_directory=True)
+    given = tmp_path / "studies"
+    given.symlink_to(project, target_is_directory=True)
+
+    cohort, unreadable = folder_cohort(given)
+    expected = {p.stem for folder in mounted[:2] for p in folder.glob("*.dcm")}
+    assert set(cohort.table["image_id"]) == expected
+    assert set(cohort.table["patient_id"]) == {mounted[0].name, mounted[1].name}
+    refused = unreadable.set_index("file")["reason"]
+    assert list(refused.index) == [f"site/{mounted[2].name}"] and "outside" in refused.iloc[0]
+    out = tmp_path / "cache"
+    build_cache(cohort, out, PreprocessConfig(size=SIZE), show_progress=False, sheet_size=0)
+    assert set(read_cache_index(out)["image_id"]) == expected  # every image read, none refused

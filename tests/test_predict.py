@@ -201,6 +201,34 @@ def test_corrupt_files_are_listed_and_the_rest_scored(trained, tmp_path):
     assert result.breasts["prob"].notna().all()
 
 
+def test_cli_follows_the_folder_links_the_user_made(trained, tmp_path):
+    """`predict --images LINK` where LINK is a folder link and a patient folder in it is a link too (the
+    usual way to point at a read-only mount): every image is scored, as from the folder itself."""
+    patients = sorted(trained["images"].iterdir())
+    project = tmp_path / "project"
+    project.mkdir()
+    for patient in patients:
+        (project / patient.name).symlink_to(patient, target_is_directory=True)
+    (tmp_path / "studies").symlink_to(project, target_is_directory=True)
+    for name, images in (("plain", trained["images"]), ("linked", tmp_path / "studies")):
+        result = CliRunner().invoke(
+            app,
+            [
+                "predict",
+                "--run",
+                str(trained["run"]),
+                "--images",
+                str(images),
+                "--out",
+                str(tmp_path / f"{name}.csv"),
+            ],
+        )
+        assert result.exit_code == 0, result.output
+    plain, linked = (pd.read_csv(tmp_path / f"{name}.csv") for name in ("plain", "linked"))
+    assert len(linked) == len(plain) > 0 and linked["prob"].notna().all()
+    pd.testing.assert_frame_equal(linked, plain)
+
+
 def test_empty_or_unreadable_folder_is_a_clear_error(trained, tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MammoInsightError, match="no file to predict on"):

@@ -30,7 +30,7 @@ import pandas as pd
 
 from mammo_insight.cohort.dicom_record import Header, header_record, keyed_id, number_of, text_of
 from mammo_insight.errors import CohortError
-from mammo_insight.files import atomic_write, inside_root
+from mammo_insight.files import atomic_write, inside_dataset
 from mammo_insight.workers import WorkerSetup, run_tasks
 
 log = logging.getLogger(__name__)
@@ -84,12 +84,20 @@ class ScanResult:
 
 
 def list_files(root: Path) -> list[str]:
-    """Every file under ``root`` as a sorted relative POSIX path; hidden files and folders are skipped,
-    linked folders are not followed (a linked file is listed, and refused when it leads out of the tree)."""
+    """Every file under ``root`` as a sorted relative POSIX path; hidden files and folders are skipped.
+
+    Folder links directly in the root are followed (the user made them: ``studies/site_a -> /mnt/...``,
+    the rule of ``files.inside_dataset``); deeper folder links are not, and one that leads out of the
+    dataset is listed so that the scan refuses it by name instead of dropping its files unseen. A linked
+    file is listed, and refused when it leads out of the dataset."""
     found = []
-    for folder, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
+    for folder, dirs, files in os.walk(root, followlinks=True):
         base = Path(folder).relative_to(root)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        if base != Path("."):  # below the top level, links are not followed
+            linked = [d for d in dirs if os.path.islink(os.path.join(folder, d))]
+            dirs[:] = [d for d in dirs if d not in linked]
+            files = [*files, *(d for d in linked if not inside_dataset(os.path.join(folder, d), root))]
         found.extend((base / name).as_posix() for name in files if not name.startswith("."))
     return sorted(found)
 
@@ -109,7 +117,7 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
     except OSError as exc:
         return _failed(rel, {}, UNREADABLE, f"cannot be opened ({exc.strerror or exc})")
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if path.is_symlink() and not inside_root(path, root):
+    if path.is_symlink() and not inside_dataset(path, root):
         return _failed(rel, stamp, OUTSIDE, f"a link that leads outside {root}; not read")
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)

@@ -36,6 +36,7 @@ import numpy as np
 from mammo_insight.errors import DicomError
 from mammo_insight.imaging.integrity import coded_length_problem, pixel_problem
 from mammo_insight.imaging.stream_walk import stream_problem
+from mammo_insight.imaging.syntax import encoding_problem, pixel_syntax_problem
 
 BACKENDS = ("auto", "pydicom", "gdcm", "dicomsdl")
 MAX_PLAIN_PIXELS = 100_000_000  # 10x the largest digitised film; a larger PNG/PGM header is not decoded
@@ -161,12 +162,19 @@ def _read_header(path: Path):
     except InvalidDicomError as exc:
         raise DicomError(f"{path}: not a DICOM file ({exc})") from exc
     except Exception as exc:  # pydicom raises many types on damaged headers
-        raise DicomError(f"{path}: unreadable DICOM header ({type(exc).__name__}: {exc})") from exc
+        mismatch = encoding_problem(path, _declared_syntax(path))
+        raise DicomError(
+            f"{path}: {mismatch or f'unreadable DICOM header ({type(exc).__name__}: {exc})'}"
+        ) from exc
     ended = [str(w.message) for w in caught if "end of file" in str(w.message).lower()]
     if ended:
-        raise DicomError(f"{path}: the file is truncated, pixel data could not be decoded ({ended[0]})")
+        mismatch = encoding_problem(path, ds.file_meta.get("TransferSyntaxUID"))
+        raise DicomError(
+            f"{path}: {mismatch or f'the file is truncated, pixel data could not be decoded ({ended[0]})'}"
+        )
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        raise DicomError(f"{path}: the DICOM file has no pixel data")
+        mismatch = encoding_problem(path, ds.file_meta.get("TransferSyntaxUID"))
+        raise DicomError(f"{path}: {mismatch or 'the DICOM file has no pixel data'}")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if photometric not in ("MONOCHROME1", "MONOCHROME2"):
         raise DicomError(
@@ -176,6 +184,16 @@ def _read_header(path: Path):
     if int(ds.get("SamplesPerPixel", 1)) != 1:
         raise DicomError(f"{path}: {ds.SamplesPerPixel} samples per pixel; expected 1 (grayscale)")
     return ds
+
+
+def _declared_syntax(path: Path):
+    """The file meta's TransferSyntaxUID, or None where even the meta group does not parse."""
+    from pydicom.filereader import read_file_meta_info
+
+    try:
+        return read_file_meta_info(path).get("TransferSyntaxUID")
+    except Exception:  # noqa: BLE001 - no syntax to compare with: the caller's message stands
+        return None
 
 
 def _plugin_decodes(ds, plugin: str) -> bool:
@@ -234,6 +252,9 @@ def read_image(path: str | Path, backend: str = "pydicom") -> RawImage:
     ds = _read_header(path)
     ts = ds.file_meta.get("TransferSyntaxUID") if hasattr(ds, "file_meta") else None
     ts_name = ts.name if ts is not None else "unknown"
+    mismatch = pixel_syntax_problem(ds)
+    if mismatch:
+        raise DicomError(f"{path}: {mismatch}")
     damaged = stream_problem(ds)
     if damaged:
         raise DicomError(f"{path}: pixel data could not be decoded ({ts_name}; damaged stream: {damaged})")

@@ -98,7 +98,8 @@ def project_salt(home: Path) -> bytes:
     path = home / SALT_FILE
     if not path.is_file():
         home.mkdir(parents=True, exist_ok=True)
-        atomic_write(path, lambda p: (p.write_text(secrets.token_hex(32)), p.chmod(0o600)))
+        # made private before the salt is written into it
+        atomic_write(path, lambda p: (p.chmod(0o600), p.write_text(secrets.token_hex(32))))
     return path.read_text().strip().encode()
 
 

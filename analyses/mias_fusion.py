@@ -182,20 +182,50 @@ def auc_rows(work: Path, seeds: list[int]) -> tuple[list[dict], dict]:
             {
                 "model": name,
                 **{f"seed {s}": fmt_ci(by_seed.get(s)) if s in by_seed else "" for s in seeds},
-                "mean over seeds": float(point.mean()),
+                "mean over seeds": round(float(point.mean()), 3),
                 "range": f"{point.min():.3f}–{point.max():.3f}" if len(point) > 1 else "one seed",
             }
         )
     return rows, values
 
 
+KEY_COMPARISONS = {  # fuse-train's comparison -> what it asks
+    "stacked_vs_cnn": "does adding tissue + laterality to the film score help? (logistic stacker)",
+    "fused_vs_cnn": "does the fused LightGBM beat the film score it starts from?",
+    "fused_vs_image": "does the metadata add to the image LightGBM?",
+    "image_vs_metadata_logistic": "does the image LightGBM beat the metadata?",
+    "stacked_vs_metadata_logistic": "does the film score (+ metadata) beat the metadata?",
+}
+
+
 def comparison_rows(work: Path, seeds: list[int]) -> list[dict]:
-    """fuse-train's paired tests (same films, same folds) for every seed."""
+    """fuse-train's paired tests (same films, same folds), one row per comparison and seed: ROC-AUC a - b."""
     rows = []
     for s in seeds:
-        for c in read_json(work / f"fuse_s{s}" / "metrics.json").get("comparisons", []):
-            rows.append({"seed": s, **{k: v for k, v in c.items() if not isinstance(v, dict | list)}})
+        for name, c in read_json(work / f"fuse_s{s}" / "metrics.json").get("comparisons", {}).items():
+            auc, delong = c["roc_auc"], c.get("delong") or {}
+            rows.append(
+                {
+                    "seed": s,
+                    "a vs b": name.replace("_vs_", " vs "),
+                    "key": name,
+                    "ROC-AUC a - b": f"{auc['diff']:+.3f} ({auc['ci_low']:+.3f} to {auc['ci_high']:+.3f})",
+                    "p (bootstrap over women)": auc["p_value"],
+                    "p (DeLong)": delong.get("p_value"),
+                }
+            )
     return rows
+
+
+def key_comparisons(rows: list[dict]) -> pd.DataFrame:
+    """The comparisons the study asks about, seeds side by side (the full list is in summary.json)."""
+    frame = pd.DataFrame(rows)
+    frame = frame[frame["key"].isin(KEY_COMPARISONS)]
+    cell = frame["ROC-AUC a - b"] + ", p " + frame["p (bootstrap over women)"].map("{:.3f}".format)
+    wide = frame.assign(cell=cell).pivot(index="key", columns="seed", values="cell")
+    wide.columns = [f"seed {c}" for c in wide.columns]
+    wide.insert(0, "question", [KEY_COMPARISONS[k] for k in wide.index])
+    return wide.reindex([k for k in KEY_COMPARISONS if k in wide.index]).rename_axis("a vs b").reset_index()
 
 
 def odds_rows(work: Path, seeds: list[int]) -> list[dict]:
@@ -219,12 +249,17 @@ def odds_rows(work: Path, seeds: list[int]) -> list[dict]:
 
 
 def shap_rows(work: Path, seeds: list[int]) -> tuple[list[dict], pd.DataFrame]:
-    """The share of |SHAP| that metadata and image features carry per seed, and the last seed's top features."""
+    """The share of mean |SHAP| that the metadata and the image features carry in the fused model, per seed,
+    and the last seed's top features."""
     rows, importance = [], pd.DataFrame()
     for s in seeds:
         tables = work / f"fuse_s{s}" / "tables"
         groups = pd.read_csv(tables / "shap_groups.csv")
-        rows.append({"seed": s, **{str(r.iloc[0]): r.iloc[-1] for _, r in groups.iterrows()}})
+        magnitude = {g: float(groups[g].abs().mean()) for g in ("metadata", "image") if g in groups}
+        total = sum(magnitude.values()) or 1.0
+        rows.append(
+            {"seed": s, **{f"{g} share of |SHAP|": round(v / total, 3) for g, v in magnitude.items()}}
+        )
         importance = pd.read_csv(tables / "shap_importance.csv").head(10).assign(seed=s)
     return rows, importance
 
@@ -324,6 +359,10 @@ def write_report(args: argparse.Namespace, walls: dict[str, float]) -> None:
     work, seeds, out = args.work, args.seeds, args.out
     earlier = read_json(out / "summary.json") if (out / "summary.json").is_file() else {}
     walls = {**earlier.get("wall_seconds", {}), **{k: round(v, 1) for k, v in walls.items()}}
+    for s in seeds:  # a patch run made before this call: the stage's own clock (start-up left out)
+        if f"patch-train seed {s}" not in walls:
+            seconds = read_json(work / f"patch_s{s}" / "metrics.json")["seconds"]
+            walls[f"patch-train seed {s} (the stage's own clock)"] = round(seconds, 1)
     aucs, _ = auc_rows(work, seeds)
     summary = {
         "protocol": str(PROTOCOL),
@@ -364,8 +403,14 @@ def sections(summary: dict, args: argparse.Namespace) -> list[Section]:
         ),
         Section("Film-level ROC-AUC per fold seed", [table(pd.DataFrame(summary["film_roc_auc"]))]),
         Section(
-            "Paired tests (DeLong / bootstrap on the same films and folds)",
-            [table(pd.DataFrame(summary["paired_tests"]))],
+            "Paired tests on the same films and folds (ROC-AUC difference a - b with its 95% interval)",
+            [
+                table(key_comparisons(summary["paired_tests"])),
+                paragraph(
+                    "Every comparison fuse-train made, with DeLong's p beside the bootstrap's, is in "
+                    "summary.json (paired_tests) and on each seed's fuse-train page."
+                ),
+            ],
         ),
         Section(
             "What the image adds beyond background tissue",

@@ -35,6 +35,7 @@ from mammo_insight.report.render import Section, render_page
 
 PROTOCOL = Path("examples/mias_fusion.toml")
 WHOLE_IMAGE = Path("examples/mias_patch_attention.toml")
+SECONDARY = (Path("examples/mias_fusion_lite1.toml"), 1)  # pre-registered: a larger backbone, one seed
 LEVEL = "breast"  # one film per breast in mini-MIAS: film and breast level coincide
 SELECTED_SEED0 = {"roc_auc": "0.684 (0.621–0.743)", "source": "reports/mias_cnn/patch_route.json"}
 FUSE_MODELS = {  # fuse-train's model -> the row's name here
@@ -118,6 +119,33 @@ def run_chain(args: argparse.Namespace) -> dict[str, float]:
                 "--workers",
                 "1",
             )
+    config, s = SECONDARY
+    if args.secondary and not (w / f"patch_lite1_s{s}" / "metrics.json").is_file():
+        walls[f"patch-train {config.stem} seed {s}"] = cli(
+            "patch-train",
+            "--cache",
+            str(cache),
+            "--out",
+            str(w / f"patch_lite1_s{s}"),
+            "--config",
+            str(config),
+            "--seed",
+            str(s),
+            "--threads",
+            str(args.threads),
+            *dev,
+        )
+    if args.secondary and not (w / f"compare_lite1_s{s}" / "compare.json").is_file():
+        cli(
+            "compare",
+            "--runs",
+            str(w / f"patch_s{s}"),
+            str(w / f"patch_lite1_s{s}"),
+            "--out",
+            str(w / f"compare_lite1_s{s}"),
+            "--seed",
+            str(s),
+        )
     for s in args.whole_image_seeds:
         whole, explained = w / f"whole_s{s}", w / f"explain_s{s}"
         if not (whole / "metrics.json").is_file():
@@ -348,6 +376,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/mias_fusion"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3], help="the protocol's fold seeds")
     parser.add_argument("--whole-image-seeds", type=int, nargs="*", default=[1])
+    parser.add_argument(
+        "--no-secondary",
+        dest="secondary",
+        action="store_false",
+        help=f"leave out the pre-registered secondary comparison ({SECONDARY[0]})",
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()

@@ -58,6 +58,7 @@ from mammo_insight.metrics import (
     thresholds_of,
 )
 from mammo_insight.nets.device import resolve_device
+from mammo_insight.progress import track
 from mammo_insight.report.blocks import fmt_ci, paragraph, table
 from mammo_insight.report.render import Section, render_page
 from mammo_insight.runs.config import PatchConfig
@@ -202,7 +203,8 @@ def _score_folds(
         model = load_patch_model(fold_model_path(config.out, fold), opts, device)
         val = (patches["fold"] == fold).to_numpy()
         patches.loc[val, "prob"] = score_patches(model, pixels[val], device)
-        for row in table[table["fold"] == fold].to_dict("records"):
+        films = table[table["fold"] == fold].to_dict("records")
+        for row in track(films, f"fold {fold}: lesion maps", total=len(films)):
             image = load_cache_image(config.cache, row)
             scored = slide_film(model, image, opts, device)
             image_rows.append(film_record(row, fold, scored, opts.label_column))

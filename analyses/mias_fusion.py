@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 from markupsafe import Markup
 
-from mammo_insight.report.blocks import figure, fmt_ci, paragraph, raw_link, table
+from mammo_insight.report.blocks import bullet_list, figure, fmt_ci, paragraph, raw_link, table
 from mammo_insight.report.render import Section, render_page
 
 PROTOCOL = Path("examples/mias_fusion.toml")
@@ -182,6 +182,11 @@ def run_chain(args: argparse.Namespace) -> dict[str, float]:
                 *dev,
             )
     return walls
+
+
+def records(frame: pd.DataFrame) -> list[dict]:
+    """Rows for summary.json, an undefined value (DeLong's p of a PR-AUC) as null, never NaN."""
+    return frame.astype(object).where(frame.notna(), None).to_dict("records")
 
 
 def read_json(path: Path) -> dict:
@@ -343,6 +348,17 @@ def _with_ci(record: dict, key: str) -> str:
     return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci and None not in ci else "")
 
 
+def secondary_tables(work: Path) -> tuple[pd.DataFrame, pd.DataFrame] | None:
+    """The pre-registered backbone comparison from `compare`: film ROC-AUC per run, the paired test."""
+    folder = work / f"compare_lite1_s{SECONDARY[1]}" / "tables"
+    if not (folder / "paired.csv").is_file():
+        return None
+    metrics = pd.read_csv(folder / "metrics.csv")
+    aucs = metrics[(metrics["level"] == LEVEL) & (metrics["metric"] == "roc_auc")]
+    paired = pd.read_csv(folder / "paired.csv")
+    return aucs, paired[paired["level"] == LEVEL]
+
+
 def curves_figure(work: Path, seeds: list[int], kind: str):
     """Decision (net benefit) or calibration curves of the main models, one line per seed."""
     import matplotlib.pyplot as plt
@@ -401,12 +417,22 @@ def write_report(args: argparse.Namespace, walls: dict[str, float]) -> None:
     summary = {
         "protocol": str(PROTOCOL),
         "seeds": seeds,
+        "answers": answers(work, seeds),
         "film_roc_auc": aucs,
         "selected_after_the_fact_seed0": SELECTED_SEED0,
         "paired_tests": comparison_rows(work, seeds),
         "image_score_odds_ratio": odds_rows(work, seeds),
         "shap_share": shap_rows(work, seeds)[0],
         "map_checks": map_rows(work, seeds),
+        "secondary": {
+            "protocol": str(SECONDARY[0]),
+            "seed": SECONDARY[1],
+            **(
+                {}
+                if (found := secondary_tables(work)) is None
+                else {"roc_auc": records(found[0]), "paired": records(found[1])}
+            ),
+        },
         "wall_seconds": walls,
         "host": f"{'GPU' if args.device != 'cpu' else 'CPU'}, {os.cpu_count()} CPU cores",
     }
@@ -423,6 +449,7 @@ def sections(summary: dict, args: argparse.Namespace) -> list[Section]:
     importance = shap_rows(work, seeds)[1]
     links = Markup(", ").join(raw_link(f"seed {s}", f"fuse_seed{s}.html") for s in seeds)
     return [
+        Section("Answers", [bullet_list(answers(work, seeds))]),
         Section(
             "Protocol",
             [
@@ -481,6 +508,7 @@ def sections(summary: dict, args: argparse.Namespace) -> list[Section]:
                 table(pd.DataFrame(summary["map_checks"])),
             ],
         ),
+        *secondary_section(work),
         Section(
             f"Wall time ({summary['host']})",
             [
@@ -491,6 +519,56 @@ def sections(summary: dict, args: argparse.Namespace) -> list[Section]:
                 )
             ],
         ),
+    ]
+
+
+GOAL = 0.70  # issue 28: film-level ROC-AUC of the best image model under the protocol
+
+
+def answers(work: Path, seeds: list[int]) -> list[str]:
+    """The study's answers in words, each computed from the runs (nothing here is typed in by hand)."""
+    _, values = auc_rows(work, seeds)
+    patch = np.mean([v["value"] for v in values[FUSE_MODELS["cnn"]].values()])
+    meta = [v for k, by_seed in values.items() if k.startswith("metadata") for v in by_seed.values()]
+    chance = sum(v["ci_low"] < 0.5 < v["ci_high"] for v in meta)
+    out = [
+        f"The patch route's film score averages ROC-AUC {patch:.3f} over the {len(seeds)} fold seeds: "
+        + ("at or above" if patch >= GOAL else "below")
+        + f" the {GOAL:.2f} goal.",
+        f"The metadata alone (tissue, laterality): {chance} of {len(meta)} fits have an interval that holds 0.5.",
+    ]
+    for model in ("fused", "stacked"):
+        diffs = []
+        for s in seeds:
+            c = read_json(work / f"fuse_s{s}" / "metrics.json")["comparisons"].get(f"{model}_vs_cnn")
+            if c:
+                diffs.append(c["roc_auc"])
+        below = sum(d["ci_high"] < 0 for d in diffs)
+        level = sum(d["ci_low"] <= 0 <= d["ci_high"] for d in diffs)
+        out.append(
+            f"{FUSE_MODELS[model]} against the film score it starts from: below it on {below} seed(s), "
+            f"level with it (interval across 0) on {level}, above it on {len(diffs) - below - level}."
+        )
+    return out
+
+
+def secondary_section(work: Path) -> list[Section]:
+    found = secondary_tables(work)
+    if found is None:
+        return []
+    return [
+        Section(
+            f"Secondary, pre-registered: EfficientNet-Lite1 in place of Lite0 (fold seed {SECONDARY[1]})",
+            [
+                paragraph(
+                    f"{SECONDARY[0]} (committed before its run): the protocol's recipe with the larger "
+                    "ImageNet backbone, the same folds, compared film by film (`mammo-insight compare`: "
+                    "paired bootstrap over women and DeLong). It never replaces the headline."
+                ),
+                table(found[0]),
+                table(found[1]),
+            ],
+        )
     ]
 
 

@@ -130,4 +130,4 @@ def test_cmmd_names_its_adjustment_set_and_its_kind(tmp_path):
     text = " ".join(findings)
     assert "screening-time" not in text.replace("no factor here is a screening-time", "")
     age = next(f for f in findings if f.startswith("Each 10 years of age"))
-    assert age.endswith("after adjustment for laterality.")
+    assert age.endswith("after adjustment for laterality, abnormality.")  # the lesion type is a factor

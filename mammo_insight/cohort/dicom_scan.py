@@ -24,6 +24,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISLNK
 from typing import Any
 
 import pandas as pd
@@ -103,13 +104,15 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    path = root / rel
+    path = os.path.join(root, rel)
     try:
-        stat = path.stat()
+        stat = os.lstat(path)  # one call for most files: a link's own stamp is replaced by its target's
+        link = S_ISLNK(stat.st_mode)
+        stat = os.stat(path) if link else stat
     except OSError as exc:
         return _failed(rel, {}, UNREADABLE, f"cannot be opened ({exc.strerror or exc})")
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if path.is_symlink() and not inside_root(path, root):
+    if link and not inside_root(path, root):
         return _failed(rel, stamp, OUTSIDE, f"a link that leads outside {root}; not read")
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)

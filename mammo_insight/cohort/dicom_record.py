@@ -257,17 +257,20 @@ def _yes_no(text: str) -> float | None:
     return {"YES": 1.0, "NO": 0.0}.get(text.upper())
 
 
+def _meta_sop_class(ds: Header) -> str:
+    """The file meta's SOP class, read raw too (pydicom's conversion of it cost more than a row)."""
+    meta = getattr(ds.ds, "file_meta", None)
+    return text_of(meta, "MediaStorageSOPClassUID") if meta else ""
+
+
 def header_record(ds: Any, salt: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """One cohort row (without image_path and image_id, which the scan sets) from a header read without pixels.
 
     ``extra``: column -> DICOM keyword of further tags a mapping file asks for, kept as text.
     """
     ds = Header(ds)
-    meta = getattr(ds.ds, "file_meta", None)  # read raw too: pydicom's conversion costs more than the row
-    sop_uid = (text_of(meta, "MediaStorageSOPClassUID") if meta else "") or text_of(ds, "SOPClassUID")
-    sop = SOP_CLASSES.get(
-        text_of(ds, "SOPClassUID") or sop_uid, text_of(ds, "SOPClassUID") or sop_uid or None
-    )
+    sop_uid = text_of(ds, "SOPClassUID") or _meta_sop_class(ds)
+    sop = SOP_CLASSES.get(sop_uid, sop_uid or None)
     intent = text_of(ds, "PresentationIntentType").upper() or None
     spacing = number_of(ds, "ImagerPixelSpacing") or number_of(ds, "PixelSpacing")
     target, filt = text_of(ds, "AnodeTargetMaterial").upper(), text_of(ds, "FilterMaterial").upper()

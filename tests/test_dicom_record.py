@@ -12,7 +12,6 @@ from pydicom.sequence import Sequence
 
 from mammo_insight.cohort.dicom_record import Header, header_record, view_codes
 
-
 SYNTAX = {
     (False, True): pydicom.uid.ExplicitVRLittleEndian,
     (True, True): pydicom.uid.ImplicitVRLittleEndian,

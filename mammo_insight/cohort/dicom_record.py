@@ -15,8 +15,8 @@ views: taken because a finding was seen) also fill ``workup_view``, a column the
 
 from __future__ import annotations
 
-import hashlib
 import hmac
+import io
 import re
 import struct
 from datetime import date
@@ -68,13 +68,13 @@ ACQUISITION_FACTORS = {
 }
 TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
 BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
+ITEM_TAG, UNDEFINED_LENGTH = (0xFFFE, 0xE000), 0xFFFFFFFF
 AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
 
 
 def keyed_id(kind: str, value: str, salt: bytes) -> str:
     """``kind``'s first letter + 16 hex of HMAC-SHA256(salt, kind:value): stable within a project, opaque outside."""
-    digest = hmac.new(salt, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
-    return f"{kind[0]}{digest[:16]}"
+    return kind[0] + hmac.digest(salt, f"{kind}:{value}".encode(), "sha256")[:8].hex()
 
 
 @cache
@@ -85,34 +85,63 @@ def _tag(keyword: str) -> int | None:
 
 
 class Header:
-    """A dataset's top-level elements by tag, as pydicom read them (raw until used): one pass over the
-    header instead of a tag conversion per lookup."""
+    """A dataset's elements by tag, as pydicom read them (raw until used): one pass over the header instead
+    of a tag conversion per lookup. ``ds``, the pydicom dataset (None for a sequence item read by _items),
+    converts what _value does not decode itself."""
 
-    def __new__(cls, ds: Any) -> Header:  # noqa: PYI034 - a Header of a Header is itself
+    def __new__(cls, ds: Any, elements: dict[int, Any] | None = None) -> Header:  # noqa: PYI034
         return ds if isinstance(ds, Header) else super().__new__(cls)
 
-    def __init__(self, ds: Any) -> None:
+    def __init__(self, ds: Any, elements: dict[int, Any] | None = None) -> None:
         if ds is self:
             return
         self.ds = ds
-        self.elements = {int(e.tag): e for e in ds.values()}  # raw as read (elements() converts each)
+        # raw as read (Dataset.elements() would convert each)
+        self.elements = elements if elements is not None else {int(e.tag): e for e in ds.values()}
+
+
+def _items(elem: Any) -> list[Header]:
+    """A sequence's items, read from its raw bytes without making a pydicom Dataset of each.
+
+    Converting a sequence through pydicom (a Sequence of Datasets, each built with its bookkeeping) cost
+    more than the rest of a row; the items' elements are read here with pydicom's own element reader and
+    left raw like the top level's. A sequence of undefined length was converted by dcmread already.
+    """
+    from pydicom.filereader import data_element_generator
+
+    value = elem.value
+    if not isinstance(value, bytes):
+        return [Header(item) for item in value or []]
+    fp = io.BytesIO(value)
+    head = "<HHL" if elem.is_little_endian else ">HHL"
+    items = []
+    while len(tag_length := fp.read(8)) == 8:
+        group, element, length = struct.unpack(head, tag_length)
+        if (group, element) != ITEM_TAG:  # the sequence delimiter: no more items
+            break
+        # an item of undefined length ends at its delimiter, where pydicom's reader stops
+        body = fp if length == UNDEFINED_LENGTH else io.BytesIO(fp.read(length))
+        found = data_element_generator(body, elem.is_implicit_VR, elem.is_little_endian)
+        items.append(Header(None, {int(e.tag): e for e in found}))
+    return items
 
 
 def _value(header: Any, keyword: str) -> Any:
-    """The element's value, its raw bytes decoded here for the simple VRs.
+    """The element's value, its raw bytes decoded here for the simple VRs and sequences.
 
     pydicom leaves a header's elements raw until one is used and then converts it through its hooks, which
     costs more per element than reading the whole header did; a row needs about forty, so the text and
     binary number VRs are decoded from the raw bytes directly (UTF-8, else Latin-1: the ids are only
-    hashed, and the same bytes always give the same id). Other VRs and converted elements go through pydicom.
+    hashed, and the same bytes always give the same id) and a sequence's items are read raw (_items).
+    Other VRs and converted elements go through pydicom.
     """
-    ds = Header(header)
+    ds = header if type(header) is Header else Header(header)  # called some fifty times a row
     elem = ds.elements.get(_tag(keyword))
     if elem is None:
         return None
     value = elem.value
     if not isinstance(value, bytes):
-        return value
+        return _items(elem) if elem.VR == "SQ" else value
     vr = elem.VR or dictionary_VR(elem.tag)
     if vr in BINARY_VRS:
         size = struct.calcsize(BINARY_VRS[vr])
@@ -124,6 +153,12 @@ def _value(header: Any, keyword: str) -> Any:
             return value.decode("utf-8").strip(" \x00")
         except UnicodeDecodeError:
             return value.decode("latin-1").strip(" \x00")
+    if vr == "SQ":
+        return _items(elem)
+    if ds.ds is None:
+        from pydicom.dataelem import convert_raw_data_element
+
+        return convert_raw_data_element(elem).value
     return ds.ds[elem.tag].value
 
 
@@ -222,17 +257,20 @@ def _yes_no(text: str) -> float | None:
     return {"YES": 1.0, "NO": 0.0}.get(text.upper())
 
 
+def _meta_sop_class(ds: Header) -> str:
+    """The file meta's SOP class, read raw too (pydicom's conversion of it cost more than a row)."""
+    meta = getattr(ds.ds, "file_meta", None)
+    return text_of(meta, "MediaStorageSOPClassUID") if meta else ""
+
+
 def header_record(ds: Any, salt: bytes, extra: dict[str, str] | None = None) -> dict[str, Any]:
     """One cohort row (without image_path and image_id, which the scan sets) from a header read without pixels.
 
     ``extra``: column -> DICOM keyword of further tags a mapping file asks for, kept as text.
     """
-    meta = getattr(ds.ds if isinstance(ds, Header) else ds, "file_meta", {})
     ds = Header(ds)
-    sop_uid = str(meta.get("MediaStorageSOPClassUID", "") or text_of(ds, "SOPClassUID"))
-    sop = SOP_CLASSES.get(
-        text_of(ds, "SOPClassUID") or sop_uid, text_of(ds, "SOPClassUID") or sop_uid or None
-    )
+    sop_uid = text_of(ds, "SOPClassUID") or _meta_sop_class(ds)
+    sop = SOP_CLASSES.get(sop_uid, sop_uid or None)
     intent = text_of(ds, "PresentationIntentType").upper() or None
     spacing = number_of(ds, "ImagerPixelSpacing") or number_of(ds, "PixelSpacing")
     target, filt = text_of(ds, "AnodeTargetMaterial").upper(), text_of(ds, "FilterMaterial").upper()

@@ -18,12 +18,15 @@ reason, listed and counted; none is fatal.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISLNK
 from typing import Any
 
 import pandas as pd
@@ -47,7 +50,7 @@ NOT_DICOM, NOT_MAMMOGRAM, NO_IMAGE, UNREADABLE, OUTSIDE, DUPLICATE, CRASHED = (
     "duplicate image",
     "reader crashed",
 )
-HEADER_READER = WorkerSetup(preload=("pydicom", "mammo_insight.cohort.dicom_record"))
+HEADER_READER = WorkerSetup(preload=("pydicom", "pyarrow", "mammo_insight.cohort.dicom_record"))
 
 
 @dataclass(frozen=True)
@@ -111,13 +114,15 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
     import pydicom
     from pydicom.errors import InvalidDicomError
 
-    path = root / rel
+    path = os.path.join(root, rel)
     try:
-        stat = path.stat()
+        stat = os.lstat(path)  # one call for most files: a link's own stamp is replaced by its target's
+        link = S_ISLNK(stat.st_mode)
+        stat = os.stat(path) if link else stat
     except OSError as exc:
         return _failed(rel, {}, UNREADABLE, f"cannot be opened ({exc.strerror or exc})")
     stamp = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
-    if path.is_symlink() and not inside_dataset(path, root):
+    if link and not inside_dataset(path, root):
         return _failed(rel, stamp, OUTSIDE, f"a link that leads outside {root}; not read")
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -140,17 +145,29 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
     return {"file": rel, **stamp, "status": "ok", "row": row}
 
 
+def _chunk(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Records as they travel and are kept: their journal lines (made in the worker), the rows as one Arrow
+    table (columnar: a row costs its bytes, not a dict of Python objects) and the failures."""
+    import pyarrow as pa
+
+    rows = [{"file": r["file"], **r["row"]} for r in records if r["status"] == "ok"]
+    return {
+        "journal": "".join(json.dumps(r) + "\n" for r in records),
+        "n": len(records),
+        "rows": pa.Table.from_pylist(rows) if rows else None,
+        "failures": [tuple(r[k] for k in FAILURE_COLUMNS) for r in records if r["status"] != "ok"],
+    }
+
+
 def scan_chunk(task: dict[str, Any]) -> dict[str, Any]:
-    """Worker task: the records of one chunk of files."""
+    """Worker task: one chunk of files, returned as one message (_chunk)."""
     root, salt = Path(task["root"]), bytes.fromhex(task["salt"])
-    return {"records": [read_one(root, rel, salt, task["extra"]) for rel in task["files"]]}
+    return _chunk([read_one(root, rel, salt, task["extra"]) for rel in task["files"]])
 
 
 def _crashed(task: dict[str, Any], how: str) -> dict[str, Any]:
     """A chunk whose reader process died twice: each of its files is listed (no file of it is trusted)."""
-    return {
-        "records": [_failed(rel, {}, CRASHED, f"the header reader died ({how})") for rel in task["files"]]
-    }
+    return _chunk([_failed(rel, {}, CRASHED, f"the header reader died ({how})") for rel in task["files"]])
 
 
 def _state(config: ScanConfig) -> dict[str, Any]:
@@ -160,20 +177,22 @@ def _state(config: ScanConfig) -> dict[str, Any]:
     }
 
 
-def _journal_lines(path: Path) -> list[dict[str, Any]]:
-    records = []
+def _journal_lines(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) of each readable line; a torn last line is skipped (its file is read again)."""
     if path.is_file():
         with open(path, encoding="utf-8") as fh:
-            for line in fh:
+            for number, line in enumerate(fh):
                 try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:  # a torn last line: that file is read again
+                    record = json.loads(line)
+                except json.JSONDecodeError:
                     continue
-    return records
+                if "file" in record:
+                    yield number, record
 
 
-def _open_journal(config: ScanConfig) -> dict[str, dict[str, Any]]:
-    """file -> its last journal record, when the journal was made under this salt and these tags; else {}."""
+def _open_journal(config: ScanConfig) -> dict[str, tuple[int | None, int | None, int]]:
+    """file -> (size, mtime_ns, line number) of its last journal record, when the journal was made under this
+    salt and these tags; else {}. Only the stamps are kept: the rows are read again from the lines used."""
     config.journal_dir.mkdir(parents=True, exist_ok=True)
     state_path, journal = config.journal_dir / STATE, config.journal_dir / JOURNAL
     state = _state(config)
@@ -184,17 +203,30 @@ def _open_journal(config: ScanConfig) -> dict[str, dict[str, Any]]:
             journal.unlink()
         atomic_write(state_path, lambda p: p.write_text(json.dumps(state)))
         return {}
-    return {r["file"]: r for r in _journal_lines(journal) if "file" in r}
+    return {r["file"]: (r.get("size"), r.get("mtime_ns"), n) for n, r in _journal_lines(journal)}
 
 
-def _still_current(record: dict[str, Any], root: Path) -> bool:
-    if "size" not in record:
+def _still_current(stamp: tuple[int | None, int | None, int], path: Path) -> bool:
+    if stamp[0] is None:
         return False  # a failure before the file could be stat'ed: try again
     try:
-        stat = (root / record["file"]).stat()
+        stat = path.stat()
     except OSError:
         return False
-    return stat.st_size == record["size"] and stat.st_mtime_ns == record["mtime_ns"]
+    return (stat.st_size, stat.st_mtime_ns) == stamp[:2]
+
+
+def _resumed(config: ScanConfig, lines: set[int]) -> Iterator[dict[str, Any]]:
+    """The journal's records on ``lines`` as chunks, read again in one pass."""
+    batch = []
+    for number, record in _journal_lines(config.journal_dir / JOURNAL):
+        if number in lines:
+            batch.append(record)
+            if len(batch) >= max(1, config.chunk_files):
+                yield _chunk(batch)
+                batch = []
+    if batch:
+        yield _chunk(batch)
 
 
 def _tasks(config: ScanConfig, todo: list[str]) -> list[dict[str, Any]]:
@@ -203,8 +235,8 @@ def _tasks(config: ScanConfig, todo: list[str]) -> list[dict[str, Any]]:
     return [{**common, "files": todo[i : i + step]} for i in range(0, len(todo), step)]
 
 
-def _run(config: ScanConfig, todo: list[str], done: dict[str, dict[str, Any]]) -> None:
-    """Scan ``todo`` in chunks, appending each finished record to the journal and to ``done``."""
+def _run(config: ScanConfig, todo: list[str]) -> Iterator[dict[str, Any]]:
+    """Scan ``todo`` in chunks, appending each chunk's lines to the journal as it comes; yields the chunks."""
     from mammo_insight.progress import progress_bar
 
     tasks = _tasks(config, todo)
@@ -224,19 +256,42 @@ def _run(config: ScanConfig, todo: list[str], done: dict[str, dict[str, Any]]) -
             bar.start()
         try:
             for result in results:
-                for record in result["records"]:
-                    journal.write(json.dumps(record) + "\n")
-                    done[record["file"]] = record
+                journal.write(result["journal"])
                 journal.flush()
+                del result["journal"]
                 if bar:
-                    bar.advance(task_id, len(result["records"]))
+                    bar.advance(task_id, result["n"])
+                yield result
         finally:
             if bar:
                 bar.stop()
 
 
+def _tables(chunks: Iterator[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows, failures) of every chunk, each sorted by file (the order of list_files)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    tables, failures = [], []
+    for chunk in chunks:
+        if chunk["rows"] is not None:
+            tables.append(chunk["rows"])
+        failures.extend(chunk["failures"])
+    if tables:
+        rows = pa.concat_tables(tables, promote_options="default")
+        del tables
+        order = pc.sort_indices(rows, sort_keys=[("file", "ascending")])
+        images = rows.take(order).to_pandas()
+    else:
+        images = pd.DataFrame(columns=["file"])
+    return images, pd.DataFrame(sorted(failures), columns=FAILURE_COLUMNS)
+
+
 def scan_tree(config: ScanConfig) -> ScanResult:
-    """Scan (or finish scanning) every file under the root; rows and failures in file order."""
+    """Scan (or finish scanning) every file under the root; rows and failures in file order.
+
+    Nothing is kept per file but its path and, once read, its row in an Arrow chunk: the rows of a million
+    files take their bytes, not a dict each (the journal on disk is what makes a scan resumable)."""
     from pydicom.datadict import tag_for_keyword
 
     unknown = [k for k in config.extra_tags.values() if tag_for_keyword(k) is None]
@@ -246,17 +301,9 @@ def scan_tree(config: ScanConfig) -> ScanResult:
         )
     files = list_files(config.root)
     journal = _open_journal(config)
-    done = {f: r for f in files if (r := journal.get(f)) is not None and _still_current(r, config.root)}
-    resumed = len(done)
-    todo = [f for f in files if f not in done]
-    if todo:
-        _run(config, todo, done)
-    rows, failures = [], []
-    for rel in files:
-        record = done[rel]
-        if record["status"] == "ok":
-            rows.append({"file": rel, **record["row"]})
-        else:
-            failures.append({k: record[k] for k in FAILURE_COLUMNS})
-    images = pd.DataFrame(rows) if rows else pd.DataFrame(columns=["file"])
-    return ScanResult(images, pd.DataFrame(failures, columns=FAILURE_COLUMNS), len(files), resumed)
+    lines = {s[2] for f in files if (s := journal.get(f)) is not None and _still_current(s, config.root / f)}
+    resumed = len(lines)
+    todo = [f for f in files if (s := journal.get(f)) is None or s[2] not in lines]
+    del journal
+    images, failures = _tables(itertools.chain(_resumed(config, lines), _run(config, todo) if todo else []))
+    return ScanResult(images, failures, len(files), resumed)

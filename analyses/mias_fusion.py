@@ -64,123 +64,54 @@ def cli(*args: str) -> float:
     return time.perf_counter() - started
 
 
+def step(walls: dict[str, float], name: str, done: Path, *args: str) -> None:
+    """Run one command unless ``done`` (the file it writes last) exists; its wall time goes to ``walls``."""
+    if not done.is_file():
+        walls[name] = cli(*args)
+
+
+def patch_train(cache: Path, out: Path, config: Path, seed: int, args: argparse.Namespace) -> list[str]:
+    """The patch-train command line of one recipe and fold seed."""
+    return ["patch-train", "--cache", str(cache), "--out", str(out), "--config", str(config), "--seed", str(seed),
+            "--threads", str(args.threads), "--device", args.device]  # fmt: skip
+
+
 def run_chain(args: argparse.Namespace) -> dict[str, float]:
     """Every command the study needs that --work does not hold yet; returns the wall time of each run."""
     w, dev, walls = args.work, ["--device", args.device], {}
     cache = w / "cache"
-    if not (cache / "index.parquet").is_file():
-        walls["preprocess"] = cli(
-            "preprocess",
-            "--dataset",
-            "mias",
-            "--root",
-            str(args.root),
-            "--out",
-            str(cache),
-            "--size",
-            "256x128",
-        )
+    step(walls, "preprocess", cache / "index.parquet",
+         "preprocess", "--dataset", "mias", "--root", str(args.root), "--out", str(cache),
+         "--size", "256x128")  # fmt: skip
     for s in args.seeds:
         patch, emb, fuse = w / f"patch_s{s}", w / f"emb_s{s}.parquet", w / f"fuse_s{s}"
-        if not (patch / "metrics.json").is_file():
-            walls[f"patch-train seed {s}"] = cli(
-                "patch-train",
-                "--cache",
-                str(cache),
-                "--out",
-                str(patch),
-                "--config",
-                str(PROTOCOL),
-                "--seed",
-                str(s),
-                "--threads",
-                str(args.threads),
-                *dev,
-            )
-        if not emb.is_file():
-            walls[f"embed seed {s}"] = cli(
-                "embed", "--run", str(patch), "--cache", str(cache), "--out", str(emb), *dev
-            )
-        if not (fuse / "metrics.json").is_file():
-            walls[f"fuse-train seed {s}"] = cli(
-                "fuse-train",
-                "--dataset",
-                "mias",
-                "--root",
-                str(args.root),
-                "--embeddings",
-                str(emb),
-                "--out",
-                str(fuse),
-                "--seed",
-                str(s),
-                "--threads",
-                str(args.threads),
-                "--workers",
-                "1",
-            )
-    config, s = SECONDARY
-    if args.secondary and not (w / f"patch_lite1_s{s}" / "metrics.json").is_file():
-        walls[f"patch-train {config.stem} seed {s}"] = cli(
-            "patch-train",
-            "--cache",
-            str(cache),
-            "--out",
-            str(w / f"patch_lite1_s{s}"),
-            "--config",
-            str(config),
-            "--seed",
-            str(s),
-            "--threads",
-            str(args.threads),
-            *dev,
+        step(
+            walls,
+            f"patch-train seed {s}",
+            patch / "metrics.json",
+            *patch_train(cache, patch, PROTOCOL, s, args),
         )
-    if args.secondary and not (w / f"compare_lite1_s{s}" / "compare.json").is_file():
-        cli(
-            "compare",
-            "--runs",
-            str(w / f"patch_s{s}"),
-            str(w / f"patch_lite1_s{s}"),
-            "--out",
-            str(w / f"compare_lite1_s{s}"),
-            "--seed",
-            str(s),
-        )
+        step(walls, f"embed seed {s}", emb,
+             "embed", "--run", str(patch), "--cache", str(cache), "--out", str(emb), *dev)  # fmt: skip
+        step(walls, f"fuse-train seed {s}", fuse / "metrics.json",
+             "fuse-train", "--dataset", "mias", "--root", str(args.root), "--embeddings", str(emb), "--out",
+             str(fuse), "--seed", str(s), "--threads", str(args.threads), "--workers", "1")  # fmt: skip
+    if args.secondary:
+        config, s = SECONDARY
+        other, compared = w / f"patch_lite1_s{s}", w / f"compare_lite1_s{s}"
+        step(walls, f"patch-train {config.stem} seed {s}", other / "metrics.json",
+             *patch_train(cache, other, config, s, args))  # fmt: skip
+        step(walls, f"compare seed {s}", compared / "compare.json",
+             "compare", "--runs", str(w / f"patch_s{s}"), str(other), "--out", str(compared),
+             "--seed", str(s))  # fmt: skip
     for s in args.whole_image_seeds:
-        whole, explained = w / f"whole_s{s}", w / f"explain_s{s}"
-        if not (whole / "metrics.json").is_file():
-            walls[f"train from the patch models seed {s}"] = cli(
-                "train",
-                "--cache",
-                str(cache),
-                "--out",
-                str(whole),
-                "--config",
-                str(WHOLE_IMAGE),
-                "--no-pretrained",
-                "--init-patch-run",
-                str(w / f"patch_s{s}"),
-                "--seed",
-                str(s),
-                *dev,
-            )
-        if not (explained / "cam_metrics.json").is_file():
-            walls[f"explain seed {s}"] = cli(
-                "explain",
-                "--run",
-                str(whole),
-                "--cache",
-                str(cache),
-                "--out",
-                str(explained),
-                "--n",
-                "0",
-                "--max-checked",
-                "1000",
-                "--patch-run",
-                str(w / f"patch_s{s}"),
-                *dev,
-            )
+        patch, whole, explained = w / f"patch_s{s}", w / f"whole_s{s}", w / f"explain_s{s}"
+        step(walls, f"train from the patch models seed {s}", whole / "metrics.json",
+             "train", "--cache", str(cache), "--out", str(whole), "--config", str(WHOLE_IMAGE), "--no-pretrained",
+             "--init-patch-run", str(patch), "--seed", str(s), *dev)  # fmt: skip
+        step(walls, f"explain seed {s}", explained / "cam_metrics.json",
+             "explain", "--run", str(whole), "--cache", str(cache), "--out", str(explained), "--n", "0",
+             "--max-checked", "1000", "--patch-run", str(patch), *dev)  # fmt: skip
     return walls
 
 
@@ -197,9 +128,9 @@ def auc_rows(work: Path, seeds: list[int]) -> tuple[list[dict], dict]:
     """One row per model: the film ROC-AUC per seed with its interval, the mean and range over seeds."""
     values: dict[str, dict[int, dict]] = {}
     for s in seeds:
-        values.setdefault("image only: the patch route's film score (max of its lesion map)", {})[s] = (
-            read_json(work / f"patch_s{s}" / "metrics.json")[LEVEL]["roc_auc"]
-        )
+        values.setdefault(FUSE_MODELS["cnn"], {})[s] = read_json(work / f"patch_s{s}" / "metrics.json")[
+            LEVEL
+        ]["roc_auc"]
         fused = read_json(work / f"fuse_s{s}" / "metrics.json")
         for model, name in FUSE_MODELS.items():
             if model in fused and model != "cnn":
@@ -243,6 +174,7 @@ def comparison_rows(work: Path, seeds: list[int]) -> list[dict]:
                     "a vs b": name.replace("_vs_", " vs "),
                     "key": name,
                     "ROC-AUC a - b": f"{auc['diff']:+.3f} ({auc['ci_low']:+.3f} to {auc['ci_high']:+.3f})",
+                    **{k: auc[k] for k in ("diff", "ci_low", "ci_high")},
                     "p (bootstrap over women)": auc["p_value"],
                     "p (DeLong)": delong.get("p_value"),
                 }
@@ -413,16 +345,20 @@ def write_report(args: argparse.Namespace, walls: dict[str, float]) -> None:
         if f"patch-train seed {s}" not in walls:
             seconds = read_json(work / f"patch_s{s}" / "metrics.json")["seconds"]
             walls[f"patch-train seed {s} (the stage's own clock)"] = round(seconds, 1)
-    aucs, _ = auc_rows(work, seeds)
+    aucs, values = auc_rows(work, seeds)
+    paired = comparison_rows(work, seeds)
+    shares, importance = shap_rows(work, seeds)
+    films = read_json(work / f"patch_s{seeds[0]}" / "metrics.json")[LEVEL]
     summary = {
         "protocol": str(PROTOCOL),
         "seeds": seeds,
-        "answers": answers(work, seeds),
+        "films": {"women": films["n_groups"], "films": films["n"], "abnormal": films["n_pos"]},
+        "answers": answers(values, paired, seeds),
         "film_roc_auc": aucs,
         "selected_after_the_fact_seed0": SELECTED_SEED0,
-        "paired_tests": comparison_rows(work, seeds),
+        "paired_tests": paired,
         "image_score_odds_ratio": odds_rows(work, seeds),
-        "shap_share": shap_rows(work, seeds)[0],
+        "shap_share": shares,
         "map_checks": map_rows(work, seeds),
         "secondary": {
             "protocol": str(SECONDARY[0]),
@@ -440,22 +376,26 @@ def write_report(args: argparse.Namespace, walls: dict[str, float]) -> None:
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
     for s in seeds:
         shutil.copyfile(work / f"fuse_s{s}" / "index.html", out / f"fuse_seed{s}.html")
-    render_page(out / "index.html", "mini-MIAS: real films from patch run to fusion", sections(summary, args))
+    render_page(
+        out / "index.html",
+        "mini-MIAS: real films from patch run to fusion",
+        sections(summary, importance, args),
+    )
     print(pd.DataFrame(aucs).to_string(index=False))
 
 
-def sections(summary: dict, args: argparse.Namespace) -> list[Section]:
-    work, seeds = args.work, args.seeds
-    importance = shap_rows(work, seeds)[1]
+def sections(summary: dict, importance: pd.DataFrame, args: argparse.Namespace) -> list[Section]:
+    work, seeds, n = args.work, args.seeds, summary["films"]
     links = Markup(", ").join(raw_link(f"seed {s}", f"fuse_seed{s}.html") for s in seeds)
     return [
-        Section("Answers", [bullet_list(answers(work, seeds))]),
+        Section("Answers", [bullet_list(summary["answers"])]),
         Section(
             "Protocol",
             [
                 paragraph(
                     f"Pre-registered in {PROTOCOL} (committed before these runs): one recipe, fold seeds "
-                    f"{', '.join(map(str, seeds))}, 5 patient-grouped folds each (161 women, 322 films, 115 abnormal). "
+                    f"{', '.join(map(str, seeds))}, 5 patient-grouped folds each ({n['women']} women, {n['films']} films, "
+                    f"{n['abnormal']} abnormal). "
                     "Film-level ROC-AUC is out-of-fold; intervals resample women. The seed-0 figure of the same recipe, "
                     f"{SELECTED_SEED0['roc_auc']}, was the best of four recipes tried on seed 0: selected after the "
                     "fact, shown only beside these."
@@ -525,9 +465,8 @@ def sections(summary: dict, args: argparse.Namespace) -> list[Section]:
 GOAL = 0.70  # issue 28: film-level ROC-AUC of the best image model under the protocol
 
 
-def answers(work: Path, seeds: list[int]) -> list[str]:
-    """The study's answers in words, each computed from the runs (nothing here is typed in by hand)."""
-    _, values = auc_rows(work, seeds)
+def answers(values: dict[str, dict[int, dict]], paired: list[dict], seeds: list[int]) -> list[str]:
+    """The study's answers in words, each computed from the runs' figures (auc_rows' values, comparison_rows)."""
     patch = np.mean([v["value"] for v in values[FUSE_MODELS["cnn"]].values()])
     meta = [v for k, by_seed in values.items() if k.startswith("metadata") for v in by_seed.values()]
     chance = sum(v["ci_low"] < 0.5 < v["ci_high"] for v in meta)
@@ -538,11 +477,7 @@ def answers(work: Path, seeds: list[int]) -> list[str]:
         f"The metadata alone (tissue, laterality): {chance} of {len(meta)} fits have an interval that holds 0.5.",
     ]
     for model in ("fused", "stacked"):
-        diffs = []
-        for s in seeds:
-            c = read_json(work / f"fuse_s{s}" / "metrics.json")["comparisons"].get(f"{model}_vs_cnn")
-            if c:
-                diffs.append(c["roc_auc"])
+        diffs = [row for row in paired if row["key"] == f"{model}_vs_cnn"]
         below = sum(d["ci_high"] < 0 for d in diffs)
         level = sum(d["ci_low"] <= 0 <= d["ci_high"] for d in diffs)
         out.append(

@@ -104,7 +104,7 @@ def breast_features(
     )
     out["density_missing"] = out["density"].isna().astype(float)
     for col in CATEGORICAL:
-        out[col] = out[col].astype("string").fillna("missing").astype("category")
+        out[col] = _levels(out[col])
     features = [
         f for f, src in FEATURE_SOURCES.items() if src not in exclude and (workup or f not in WORKUP_FEATURES)
     ]
@@ -131,8 +131,13 @@ def _factor_features(
         if factors[col] == "continuous":
             out[col] = pd.to_numeric(table[col], errors="coerce").groupby(table["breast_id"]).mean()
         else:
-            out[col] = g[col].first().astype("string").fillna("missing").astype("category")
+            out[col] = _levels(g[col].first())
     return names
+
+
+def _levels(values: pd.Series) -> pd.Series:
+    """A categorical feature's values as levels, an empty cell its own level "missing" (it may mean something)."""
+    return values.astype("string").fillna("missing").astype("category")
 
 
 def categorical_features(frame: pd.DataFrame) -> list[str]:

@@ -2,7 +2,7 @@
 
     python analyses/pool_patch_run.py PATCHRUN [--cache CACHE] [--out OUT.csv] [--threads 2]
 
-Slides each fold's saved patch model over its own fold's films again (``stages.patch_train.slide_film``,
+Slides each fold's saved patch model over its own fold's films again (``runs.patch_run.slide_film``,
 the run's patch size, stride and tissue level), records the map statistics, fits the stacked pooling
 (``models.map_pooling``) and prints image- and breast-level ROC-AUC of the max and of the learned score
 with patient-bootstrap intervals. Writes nothing into PATCHRUN, so a run written before the pooling
@@ -22,7 +22,8 @@ from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics import evaluate_predictions
 from mammo_insight.runs.map_pooling import learned_film_scores
 from mammo_insight.runs.patch import load_patch_model, patch_run_cache, read_patch_config
-from mammo_insight.stages.patch_train import film_record, slide_film
+from mammo_insight.runs.patch_run import slide_film
+from mammo_insight.stages.patch_train import film_record
 from mammo_insight.training.patches import patch_folds
 from mammo_insight.training.sources import load_training_table
 

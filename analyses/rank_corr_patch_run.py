@@ -3,7 +3,7 @@
     python analyses/rank_corr_patch_run.py PATCHRUN [--cache CACHE] [--threads 1]
 
 Slides each fold's saved patch model and the stage's seeded random-weight twin over the annotated films
-of that fold (``stages.patch_train.slide_film``, the run's patch size, stride and tissue level) and prints
+of that fold (``runs.patch_run.slide_film``, the run's patch size, stride and tissue level) and prints
 the mean Spearman correlation of the two maps with a bootstrap interval over films: over the tissue cells
 (``explain.lesion_map.randomisation_rank_corr``, what runs report now) and over the whole canvas, where
 both maps are 0 off the breast (what runs reported before). Writes nothing into PATCHRUN.
@@ -23,7 +23,7 @@ from mammo_insight.imaging import annotations
 from mammo_insight.imaging.cache import load_cache_image
 from mammo_insight.metrics.bootstrap import percentile_interval
 from mammo_insight.runs.patch import build_patch_model, load_patch_model, patch_run_cache, read_patch_config
-from mammo_insight.stages.patch_train import slide_film
+from mammo_insight.runs.patch_run import slide_film
 from mammo_insight.training.patches import patch_folds
 from mammo_insight.training.sources import load_training_table
 

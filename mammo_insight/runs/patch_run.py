@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.runs.base import Predictions, RunFolder, mean_predictions, saved_folds
+from mammo_insight.runs.config import PatchConfig
 from mammo_insight.runs.data import CacheImageDataset
 from mammo_insight.runs.map_pooling import map_statistics, pooled_probability
 from mammo_insight.runs.predict import CONTEXT_COLUMNS, ID_COLUMNS
@@ -37,6 +38,19 @@ from mammo_insight.runs.tiles import LesionMap, slide, tile_features
 
 log = logging.getLogger(__name__)
 PROB_EPS = 1e-7
+
+
+def slide_film(model: nn.Module, image: np.ndarray, recipe: PatchConfig, device: torch.device) -> LesionMap:
+    """One cache image's lesion map at the recipe's patch size, stride and tissue level: how patch-train
+    scores its folds and how every reader of the run slides again."""
+    return slide(
+        model,
+        image,
+        patch_size=recipe.patch_size,
+        stride=recipe.stride,
+        tissue_level=recipe.tissue_level,
+        device=device,
+    )
 
 
 @dataclass(frozen=True)
@@ -60,15 +74,7 @@ class PatchRun(RunFolder):
 
     def slide(self, model: nn.Module, image: np.ndarray, device: Any = "cpu") -> LesionMap:
         """One film's lesion map by one of the run's patch models (or a random twin)."""
-        recipe = self.spec.recipe
-        return slide(
-            model,
-            image,
-            patch_size=recipe.patch_size,
-            stride=self.stride,
-            tissue_level=recipe.tissue_level,
-            device=torch.device(device),
-        )
+        return slide_film(model, image, self.spec.recipe, torch.device(device))
 
     def films(self, cache_dir: str | Path, rows: pd.DataFrame) -> CacheImageDataset:
         """The rows' films as the run reads them: at its training cache size (resized when they differ)."""

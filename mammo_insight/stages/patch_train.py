@@ -64,9 +64,10 @@ from mammo_insight.report.render import Section, render_page
 from mammo_insight.runs.config import PatchConfig
 from mammo_insight.runs.map_pooling import MAP_STATISTICS, PENALTY_C, learned_film_scores, map_statistics
 from mammo_insight.runs.patch import build_patch_model, load_patch_model, score_patches
+from mammo_insight.runs.patch_run import slide_film
 from mammo_insight.runs.run_io import fold_model_path
 from mammo_insight.runs.spec import RunSpec
-from mammo_insight.runs.tiles import LesionMap, slide
+from mammo_insight.runs.tiles import LesionMap
 from mammo_insight.stages.base import StageResult, finish_stage, working_folder
 from mammo_insight.training.patches import patch_folds, sample_patches, train_patch_folds
 from mammo_insight.training.sources import load_training_table
@@ -227,20 +228,6 @@ def _train_losses(out: Path, folds: int) -> dict[str, list[float]]:
         train = history[history["split"] == "train"].sort_values("epoch")
         losses[str(fold)] = [round(float(v), 4) for v in train["loss"]]
     return losses
-
-
-def slide_film(
-    model: torch.nn.Module, image: np.ndarray, opts: PatchConfig, device: torch.device
-) -> LesionMap:
-    """One cache image's lesion map at the run's patch size, stride and tissue level."""
-    return slide(
-        model,
-        image,
-        patch_size=opts.patch_size,
-        stride=opts.stride,
-        tissue_level=opts.tissue_level,
-        device=device,
-    )
 
 
 def film_record(row: dict, fold: int, scored: LesionMap, label: str) -> dict[str, Any]:

@@ -214,18 +214,15 @@ def odds_rows(work: Path, seeds: list[int]) -> list[dict]:
 
 
 def shap_rows(work: Path, seeds: list[int]) -> tuple[list[dict], pd.DataFrame]:
-    """The share of mean |SHAP| that the metadata and the image features carry in the fused model, per seed,
-    and the last seed's top features."""
+    """Each feature group's share of the fused model's total mean |SHAP| per seed (fuse-train's own figure,
+    fusion.shap_tabular.group_share, summed from its importance table), and the last seed's top features."""
     rows, importance = [], pd.DataFrame()
     for s in seeds:
-        tables = work / f"fuse_s{s}" / "tables"
-        groups = pd.read_csv(tables / "shap_groups.csv")
-        magnitude = {g: float(groups[g].abs().mean()) for g in ("metadata", "image") if g in groups}
-        total = sum(magnitude.values()) or 1.0
-        rows.append(
-            {"seed": s, **{f"{g} share of |SHAP|": round(v / total, 3) for g, v in magnitude.items()}}
-        )
-        importance = pd.read_csv(tables / "shap_importance.csv").head(10).assign(seed=s)
+        table_ = pd.read_csv(work / f"fuse_s{s}" / "tables" / "shap_importance.csv")
+        by_group = table_.groupby("group")["mean_abs_shap"].sum()
+        share = by_group / (by_group.sum() or 1.0)
+        rows.append({"seed": s, **{f"{g} share of |SHAP|": round(float(v), 3) for g, v in share.items()}})
+        importance = table_.head(10).assign(seed=s)
     return rows, importance
 
 

@@ -315,3 +315,31 @@ def test_the_dask_backend_gives_the_same_table(tree, tmp_path, monkeypatch):
     on_dask = load_cohort("dicom", tree, mapping)
     assert not any("from the journal" in n for n in on_dask.notes)
     pd.testing.assert_frame_equal(on_dask.table, local)
+
+
+@given(
+    n=st.integers(1, 60),
+    size=st.integers(1, 9),
+    seed=st.integers(0, 2**16),
+    resumed=st.booleans(),
+)
+def test_rows_come_out_in_file_order_however_the_chunks_arrive(n, size, seed, resumed):
+    """Chunks of a fresh scan arrive in any order (their rows each in order); a resumed scan's rows can be
+    in any order at all: the table is in file order either way, with every row once."""
+    import random
+
+    from mammo_insight.cohort.dicom_scan import _chunk, _tables
+
+    files = [f"{i:03d}/x.dcm" for i in range(n)]
+    records = [
+        {"file": f, "status": "ok", "row": {"value": i, "kind": "ab"[i % 2]}} for i, f in enumerate(files)
+    ]
+    rng = random.Random(seed)
+    if resumed:
+        rng.shuffle(records)
+    chunks = [_chunk(records[i : i + size]) for i in range(0, n, size)]
+    rng.shuffle(chunks)
+    images, failures = _tables(iter(chunks))
+    assert images["file"].tolist() == files
+    assert images["value"].tolist() == list(range(n))
+    assert failures.empty

@@ -1,5 +1,4 @@
-"""The canonical cohort table and the adapters that map datasets onto it."""
+"""The canonical cohort table (cohort.schema) and the adapters that map datasets onto it.
 
-from mammo_insight.cohort.schema import CANONICAL_COLUMNS, LABEL_COLUMNS, Cohort, validate_cohort
-
-__all__ = ["CANONICAL_COLUMNS", "LABEL_COLUMNS", "Cohort", "validate_cohort"]
+Nothing is imported here: a header-reading worker process imports cohort.dicom_scan without pandas.
+"""

@@ -1,6 +1,6 @@
 """A header-only scan of a DICOM tree: parallel, resumable, and never stopped by one bad file.
 
-Files are read with pydicom without pixel data (``stop_before_pixels``; the values a row needs are decoded
+Files are read with pydicom without pixel data (cohort.dicom_record.read_header; the values a row needs are decoded
 from the raw elements, cohort.dicom_record), in worker processes (mammo_insight.workers: a local
 pool, or Dask for a tree on a cluster's shared filesystem), a chunk of files per task so that the cost of a
 task is spread over many files.
@@ -27,14 +27,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from stat import S_ISLNK
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
-from mammo_insight.cohort.dicom_record import Header, header_record, keyed_id, number_of, text_of
+from mammo_insight.cohort.dicom_record import header_record, keyed_id, number_of, read_header, text_of
 from mammo_insight.errors import CohortError
 from mammo_insight.files import atomic_write, inside_dataset
 from mammo_insight.workers import WorkerSetup, run_tasks
+
+if TYPE_CHECKING:  # pandas is imported where the table is made: the header readers never import it
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 JOURNAL = "scan.jsonl"
@@ -50,7 +51,7 @@ NOT_DICOM, NOT_MAMMOGRAM, NO_IMAGE, UNREADABLE, OUTSIDE, DUPLICATE, CRASHED = (
     "duplicate image",
     "reader crashed",
 )
-HEADER_READER = WorkerSetup(preload=("pydicom", "pyarrow", "mammo_insight.cohort.dicom_record"))
+HEADER_READER = WorkerSetup(preload=("pydicom", "mammo_insight.cohort.dicom_scan"))
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,6 @@ def _failed(rel: str, stamp: dict[str, int], kind: str, reason: str) -> dict[str
 
 def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[str, Any]:
     """One file's journal record: its stamp and its row, or the kind and reason of its failure."""
-    import pydicom
     from pydicom.errors import InvalidDicomError
 
     path = os.path.join(root, rel)
@@ -125,12 +125,11 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
     if link and not inside_dataset(path, root):
         return _failed(rel, stamp, OUTSIDE, f"a link that leads outside {root}; not read")
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = read_header(path)  # its elements by tag, once
     except InvalidDicomError as exc:
         return _failed(rel, stamp, NOT_DICOM, f"not a readable DICOM ({type(exc).__name__}: {exc})")
     except Exception as exc:  # noqa: BLE001 - any unreadable header is listed, never fatal
         return _failed(rel, stamp, UNREADABLE, f"not a readable DICOM ({type(exc).__name__}: {exc})")
-    ds = Header(ds)  # its elements by tag, once
     modality = text_of(ds, "Modality").upper()
     if modality and modality != "MG":
         return _failed(rel, stamp, NOT_MAMMOGRAM, f"Modality {modality}, not MG")
@@ -146,15 +145,15 @@ def read_one(root: Path, rel: str, salt: bytes, extra: dict[str, str]) -> dict[s
 
 
 def _chunk(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Records as they travel and are kept: their journal lines (made in the worker), the rows as one Arrow
-    table (columnar: a row costs its bytes, not a dict of Python objects) and the failures."""
-    import pyarrow as pa
-
+    """Records as they travel and are kept: their journal lines (made in the worker), the rows as columns
+    (made an Arrow table by _tables in the main process: a worker that builds Arrow imports pandas too,
+    a third of a second per worker) and the failures."""
     rows = [{"file": r["file"], **r["row"]} for r in records if r["status"] == "ok"]
+    names = dict.fromkeys(name for row in rows for name in row)
     return {
         "journal": "".join(json.dumps(r) + "\n" for r in records),
         "n": len(records),
-        "rows": pa.Table.from_pylist(rows) if rows else None,
+        "columns": {name: [row.get(name) for row in rows] for name in names} if rows else None,
         "failures": [tuple(r[k] for k in FAILURE_COLUMNS) for r in records if r["status"] != "ok"],
     }
 
@@ -268,20 +267,31 @@ def _run(config: ScanConfig, todo: list[str]) -> Iterator[dict[str, Any]]:
 
 
 def _tables(chunks: Iterator[dict[str, Any]]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rows, failures) of every chunk, each sorted by file (the order of list_files)."""
+    """(rows, failures) of every chunk, each sorted by file (the order of list_files).
+
+    A fresh scan's chunks are runs of consecutive files, each in order, that arrive in any order: put the
+    chunks in order and the rows are sorted without a copy of the table; a resumed scan's rows are sorted
+    by a take (a copy). The table then becomes pandas column by column, freeing the Arrow buffers as it
+    goes, so the scan's peak is about one copy of its rows."""
+    import pandas as pd
     import pyarrow as pa
     import pyarrow.compute as pc
 
     tables, failures = [], []
     for chunk in chunks:
-        if chunk["rows"] is not None:
-            tables.append(chunk["rows"])
+        if chunk["columns"] is not None:
+            tables.append(pa.Table.from_pydict(chunk.pop("columns")))
         failures.extend(chunk["failures"])
     if tables:
+        tables.sort(key=lambda t: t["file"][0].as_py())
         rows = pa.concat_tables(tables, promote_options="default")
         del tables
-        order = pc.sort_indices(rows, sort_keys=[("file", "ascending")])
-        images = rows.take(order).to_pandas()
+        files = rows["file"]
+        if len(files) > 1 and not pc.all(pc.less(files[:-1], files[1:])).as_py():
+            rows = rows.take(pc.sort_indices(rows, sort_keys=[("file", "ascending")]))
+        del files
+        images = rows.to_pandas(split_blocks=True, self_destruct=True)
+        del rows
     else:
         images = pd.DataFrame(columns=["file"])
     return images, pd.DataFrame(sorted(failures), columns=FAILURE_COLUMNS)

@@ -40,12 +40,9 @@ def test_a_cohort_file_from_the_cohort_command_keeps_its_declarations(mias_root,
     direct, _ = load_cohort_source(cohort=None, dataset="mias", root=mias_root, mapping=None)
     cohort, inputs = load_cohort_source(cohort=out, dataset=None, root=None, mapping=None)
     assert inputs == {"cohort": out}
-    assert (cohort.dataset, cohort.label_meaning, cohort.factors, cohort.post_outcome) == (
-        "mias",
-        direct.label_meaning,
-        direct.factors,
-        direct.post_outcome,
-    )
+    declarations = ("label_meaning", "factors", "post_outcome", "exposure", "row_unit", "kind")
+    assert cohort.dataset == "mias"
+    assert [getattr(cohort, d) for d in declarations] == [getattr(direct, d) for d in declarations]
     pd.testing.assert_frame_equal(cohort.table, direct.table)
     assert len(cohort.annotations) == len(direct.annotations) == 2
 
@@ -86,3 +83,23 @@ def test_a_cohort_file_breaking_the_contract_is_named(tmp_path) -> None:
     pd.DataFrame({"patient_id": ["a"]}).to_parquet(path)
     with pytest.raises(MammoInsightError, match="bad.parquet: missing column"):
         load_cohort_source(cohort=path, dataset=None, root=None, mapping=None)
+
+
+def test_a_cohort_file_keeps_exposure_kind_and_row_unit_and_refuses_an_unknown_kind(
+    mias_root, tmp_path
+) -> None:
+    """The declarations eda words its findings and fits its models by survive the file; a kind from a file
+    made elsewhere that is none of COHORT_KINDS falls back to screening."""
+    from mammo_insight.cohort.source import ATTRS_KEY, write_cohort_file
+
+    cohort, _ = load_cohort_source(cohort=None, dataset="mias", root=mias_root, mapping=None)
+    cohort.exposure, cohort.kind, cohort.row_unit = ["tissue"], "biopsied lesions", "lesion"
+    path = write_cohort_file(cohort, tmp_path / "c.parquet")
+    back, _ = load_cohort_source(cohort=path, dataset=None, root=None, mapping=None)
+    assert (back.exposure, back.kind, back.row_unit) == (["tissue"], "biopsied lesions", "lesion")
+    table = pd.read_parquet(path)
+    table.attrs[ATTRS_KEY]["kind"] = "<script>"
+    table.to_parquet(tmp_path / "odd.parquet")
+    assert load_cohort_source(cohort=tmp_path / "odd.parquet", dataset=None, root=None, mapping=None)[
+        0
+    ].kind == ("screening")

@@ -343,3 +343,35 @@ def test_rows_come_out_in_file_order_however_the_chunks_arrive(n, size, seed, re
     assert images["file"].tolist() == files
     assert images["value"].tolist() == list(range(n))
     assert failures.empty
+
+
+@pytest.mark.slow
+def test_eda_on_a_tree_recovers_the_planted_age_and_density_effects(tmp_path):
+    """A hospital-style tree with strong planted effects: eda from the headers and outcomes.csv finds age
+    (its interval covers the planted odds ratio) and density (rising with the level, intervals above 1) in
+    the screening model; the exposure factors, which the synthetic machines set from density, sit in a model
+    of their own, where they take much of density's effect: the reason they are kept out of the first."""
+    from typer.testing import CliRunner
+
+    from mammo_insight.cli.app import app
+    from mammo_insight.stats.design import AGE_TERM
+    from mammo_insight.stats.regression import WITH_EXPOSURE
+    from mammo_insight.synth.cohort import make_synthetic_cohort
+    from mammo_insight.synth.table import effects_for
+
+    root = tmp_path / "tree"
+    make_synthetic_cohort(root, n_patients=1000, seed=7, size=(16, 12), prevalence=0.2, strong_effects=True)
+    args = ["eda", "--dataset", "dicom", "--root", root, "--outcomes", root / "outcomes.csv", "--on", "study"]
+    result = CliRunner().invoke(app, [*map(str, args), "--out", str(tmp_path / "eda")])
+    assert result.exit_code == 0, result.output
+    odds = pd.read_csv(tmp_path / "eda" / "tables" / "odds_ratios.csv")
+    screening = odds[odds["model"] == "all breasts"].set_index("term")
+    age = screening.loc[AGE_TERM]
+    assert age["ci_low"] <= effects_for(strong=True).age_or_per_10y <= age["ci_high"] and age["ci_low"] > 1
+    density = screening[screening.index.str.startswith("density=") & ~screening.index.str.contains("missing")]
+    assert len(density) >= 2 and (density["ci_low"] > 1).all()
+    assert density["odds_ratio"].is_monotonic_increasing  # C below D, as planted
+    assert not screening.index.str.startswith(("kvp", "exposure_mas", "organ_dose_mgy")).any()
+    exposure = odds[odds["model"] == WITH_EXPOSURE].set_index("term")
+    assert exposure.index.str.startswith("kvp").any()
+    assert exposure.loc[density.index, "odds_ratio"].max() < density["odds_ratio"].max()

@@ -67,6 +67,16 @@ ACQUISITION_FACTORS = {
     "organ_dose_mgy": "continuous",
     "images_in_study": "continuous",
 }
+# the acquisition factors the breast itself sets (automatic exposure control reads its thickness and density;
+# the compression is of this breast): Cohort.exposure, modelled beside the screening factors, not among them
+EXPOSURE_FACTORS = (
+    "kvp",
+    "exposure_mas",
+    "target_filter",
+    "thickness_mm",
+    "compression_force_n",
+    "organ_dose_mgy",
+)
 TEXT_VRS = {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT"}
 BINARY_VRS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 ITEM_TAG, UNDEFINED_LENGTH = (0xFFFE, 0xE000), 0xFFFFFFFF

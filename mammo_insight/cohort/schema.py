@@ -71,6 +71,10 @@ class Cohort:
     "continuous"; adapters and generic mapping files declare them so eda need not guess.
     post_outcome: the columns decided after the outcome (the adapter's declaration): the leakage audit
     calls them leaky whatever their AUC, eda never tests them, fuse-train never uses them unless asked.
+    exposure: factors measured or set at acquisition from the breast itself (kVp, mAs, dose and filter
+    chosen by automatic exposure control from its thickness and density; the thickness and force of its
+    compression): adjusting the screening factors for them would take away part of density's and size's
+    own effect, so eda fits them in a model of their own beside the screening factors.
     image_root: the folder the images were found under (the dataset root, a generic mapping's image_root,
     predict's folder); preprocess refuses a file whose real path lies outside it.
     known_units: the units whose ids are real (image, breast, patient); when a source cannot identify
@@ -91,6 +95,7 @@ class Cohort:
     )
     factors: dict[str, str] = field(default_factory=dict)
     post_outcome: list[str] = field(default_factory=lambda: list(POST_OUTCOME_COLUMNS))
+    exposure: list[str] = field(default_factory=list)
     image_root: Path | None = None  # None: paths unchecked (a cohort read from a table file)
     known_units: tuple[str, ...] = UNITS
     notes: list[str] = field(default_factory=list)

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from mammo_insight.cohort.outcomes import OutcomesSpec
-from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS, UNITS, Cohort, validate_cohort
+from mammo_insight.cohort.schema import COHORT_KINDS, POST_OUTCOME_COLUMNS, UNITS, Cohort, validate_cohort
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.files import atomic_write
 
@@ -74,8 +74,11 @@ def read_cohort_file(path: Path, dataset: str | None = None) -> Cohort:
         label_meaning=meta.get("label_meaning") or PARQUET_LABEL,
         factors=dict(meta.get("factors") or {}),
         post_outcome=list(meta.get("post_outcome") or POST_OUTCOME_COLUMNS),
+        exposure=[str(c) for c in meta.get("exposure") or []],
         known_units=tuple(meta.get("known_units") or UNITS),
         notes=list(meta.get("notes") or []),
+        row_unit=str(meta.get("row_unit") or "image"),
+        kind=meta["kind"] if meta.get("kind") in COHORT_KINDS else "screening",
     )
     annotations = path.with_name(path.stem + "_annotations.parquet")
     if annotations.is_file():
@@ -93,8 +96,11 @@ def write_cohort_file(cohort: Cohort, path: Path) -> Path:
             "label_meaning": cohort.label_meaning,
             "factors": dict(cohort.factors),
             "post_outcome": list(cohort.post_outcome),
+            "exposure": list(cohort.exposure),
             "known_units": list(cohort.known_units),
             "notes": list(cohort.notes),
+            "row_unit": cohort.row_unit,
+            "kind": cohort.kind,
         }
     }
     atomic_write(path, lambda tmp: table.to_parquet(tmp, index=False))

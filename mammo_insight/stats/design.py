@@ -17,6 +17,7 @@ MIN_EVENTS = 5  # fewer cancers than this in a level: pooled into OTHER
 MIN_UNITS = 30  # fewer breasts than this in a level: pooled too
 ALIAS_CORR = 0.95  # a factor this correlated with an earlier one is left out of the model
 OTHER = "other"
+POOLED = " + "  # joins an ordered factor's neighbouring levels pooled into one ('A + B')
 
 
 @dataclass
@@ -31,8 +32,11 @@ class ModelSpec:
 
 
 def _pool_rare(values: pd.Series, y: pd.Series, factor: Factor) -> tuple[pd.Series, list[str]]:
-    """Pool rare levels into 'other' (when there are two or more of them)."""
+    """Pool rare levels: an ordered factor's into their neighbours (density A with B, never A with D),
+    another factor's into 'other' (when there are two or more of them)."""
     counts = pd.DataFrame({"v": values, "y": y}).groupby("v")["y"].agg(["size", "sum"])
+    if factor.ordered:
+        return _pool_neighbours(values, counts, factor)
     rare = counts.index[(counts["sum"] < MIN_EVENTS) | (counts["size"] < MIN_UNITS)].tolist()
     if len(rare) < 2:
         return values, []
@@ -40,6 +44,33 @@ def _pool_rare(values: pd.Series, y: pd.Series, factor: Factor) -> tuple[pd.Seri
         values.where(~values.isin(rare), OTHER),
         [f"{factor.name}: rare levels {', '.join(map(str, rare))} pooled as '{OTHER}'"],
     )
+
+
+def _pool_neighbours(values: pd.Series, counts: pd.DataFrame, factor: Factor) -> tuple[pd.Series, list[str]]:
+    """An ordered factor's rare recorded levels merged, one at a time, with the smaller of their neighbours
+    until every run of levels has MIN_EVENTS cancers and MIN_UNITS breasts (or one run is left)."""
+    runs = [[lv] for lv in factor.levels if lv in counts.index and lv != MISSING]
+
+    def rare(run: list[str]) -> bool:
+        return counts.loc[run, "sum"].sum() < MIN_EVENTS or counts.loc[run, "size"].sum() < MIN_UNITS
+
+    while len(runs) > 1 and any(rare(run) for run in runs):
+        i = next(i for i, run in enumerate(runs) if rare(run))
+        neighbours = [j for j in (i - 1, i + 1) if 0 <= j < len(runs)]
+        j = min(neighbours, key=lambda j: counts.loc[runs[j], "size"].sum())
+        lo, hi = sorted((i, j))
+        runs[lo : hi + 1] = [runs[lo] + runs[hi]]
+    pooled = {lv: POOLED.join(run) for run in runs if len(run) > 1 for lv in run}
+    if not pooled:
+        return values, []
+    names = ", ".join(f"'{POOLED.join(run)}'" for run in runs if len(run) > 1)
+    return values.replace(pooled), [f"{factor.name}: sparse levels pooled with their neighbours as {names}"]
+
+
+def _position(level: str, factor: Factor) -> int:
+    """A level's place in the factor's order: a pooled run ('A + B') takes its first level's, 'other' last."""
+    places = [factor.levels.index(part) for part in level.split(POOLED) if part in factor.levels]
+    return min(places) if places else len(factor.levels)
 
 
 def _separated(values: pd.Series, y: pd.Series) -> list[str]:
@@ -51,7 +82,7 @@ def _separated(values: pd.Series, y: pd.Series) -> list[str]:
 def _reference(values: pd.Series, factor: Factor) -> str:
     """The lowest recorded level of an ordered factor, else the most common level (ties: factor order)."""
     counts = values.value_counts()
-    order = [lv for lv in (*factor.levels, OTHER) if lv in counts.index]
+    order = sorted(counts.index, key=lambda lv: _position(lv, factor))
     if factor.ordered:
         recorded = [lv for lv in order if lv not in (MISSING, OTHER)]
         if recorded:
@@ -65,8 +96,7 @@ def design_block(values: pd.Series, factor: Factor) -> pd.DataFrame:
         sd = values.std()
         return pd.DataFrame({f"{factor.name} (per SD = {sd:.3g})": (values - values.mean()) / sd})
     ref = _reference(values, factor)
-    present = set(values.unique())
-    order = [lv for lv in (*factor.levels, OTHER) if lv in present and lv != ref]
+    order = sorted((lv for lv in values.unique() if lv != ref), key=lambda lv: _position(lv, factor))
     codes = values.to_numpy(dtype=object)
     return pd.DataFrame(
         {f"{factor.name}={lv} (vs {ref})": (codes == lv).astype(float) for lv in order}, index=values.index

@@ -47,6 +47,7 @@ OR_COLUMNS = ["model", "term", "odds_ratio", "ci_low", "ci_high", "p_value"]
 JOINT_COLUMNS = ["model", "factor", "n_terms", "statistic", "p_value"]
 MODEL_COLUMNS = ["model", "terms", "n_breasts", "n_patients", "n_cancer", "n_dropped", "converged", "notes"]
 AGE_ALONE = "age alone"
+WITH_EXPOSURE = "with exposure factors"  # the screening factors plus Cohort.exposure
 MAX_SITES = 10
 MAX_LOG_SE = 5.0  # a log-odds standard error this large means (quasi-)separation, not an estimate
 MAX_LOG_OR = 10.0
@@ -162,24 +163,34 @@ def clustered_association_p(frame: pl.DataFrame, factor: Factor, unit: str) -> f
 
 
 def model_specs(
-    breasts: pd.DataFrame, factors: list[Factor], usable: list[Factor], notes: list[str]
+    breasts: pd.DataFrame,
+    factors: list[Factor],
+    usable: list[Factor],
+    notes: list[str],
+    exposure: Collection[str] = (),
 ) -> list[ModelSpec]:
-    """All breasts; one model per site (when several sites); age alone (the continuous trend).
+    """All breasts; one model per site (when several sites); with the exposure factors; age alone.
 
     ``usable``: the factors that may be terms, with the ``notes`` on the others (model_factors).
+    ``exposure`` (Cohort.exposure): factors the breast itself sets at acquisition (kVp and dose follow its
+    thickness and density). They stay out of the screening models, where they would take part of
+    density's own effect, and enter one model of their own: every screening factor plus them.
     """
     all_rows = np.arange(len(breasts))
     age_flagged = any(f.binned_from == "age" and f.post_outcome for f in factors)
     has_age = bool(breasts["age"].notna().any()) and not age_flagged
-    specs = [ModelSpec("all breasts", all_rows, usable, has_age, notes)]
-    sites = [f for f in usable if f.name == "site_id"]
+    screening = [f for f in usable if f.name not in exposure]
+    specs = [ModelSpec("all breasts", all_rows, screening, has_age, notes)]
+    sites = [f for f in screening if f.name == "site_id"]
     if sites:
         levels = [lv for lv in sites[0].levels if lv != MISSING]
         if 2 <= len(levels) <= MAX_SITES:
-            others = [f for f in usable if f.name != "site_id"]
+            others = [f for f in screening if f.name != "site_id"]
             for level in levels:
                 rows = np.flatnonzero((breasts["site_id"] == level).to_numpy())
                 specs.append(ModelSpec(f"site {level}", rows, others, has_age))
+    if len(screening) < len(usable):
+        specs.append(ModelSpec(WITH_EXPOSURE, all_rows, usable, has_age))
     if has_age:
         specs.append(ModelSpec(AGE_ALONE, all_rows, []))
     return specs
@@ -193,16 +204,22 @@ class ModelFits(NamedTuple):
     joint: pd.DataFrame
 
 
-def fit_models(frame: pl.DataFrame, factors: list[Factor], site_aliases: Collection[str] = ()) -> ModelFits:
+def fit_models(
+    frame: pl.DataFrame,
+    factors: list[Factor],
+    site_aliases: Collection[str] = (),
+    exposure: Collection[str] = (),
+) -> ModelFits:
     """Every model spec fitted: odds ratios, the models table and the joint test of each factor per model.
 
     ``site_aliases``: 'factor=level' pairs whose breasts are one site's (missingness.site_structure); their
-    terms stay in the model (and the odds-ratio table) but out of the factor's joint test.
+    terms stay in the model (and the odds-ratio table) but out of the factor's joint test. ``exposure``:
+    Cohort.exposure, fitted in a model of their own (model_specs).
     """
     usable, left_out = model_factors(frame, factors)
     breasts = breast_table(frame, usable)
     or_rows, model_rows, joint_rows = [], [], []
-    for spec in model_specs(breasts, factors, usable, left_out):
+    for spec in model_specs(breasts, factors, usable, left_out, exposure):
         design, y, groups, notes, n_dropped = build_design(breasts, spec)
         n_cancer = int(y.sum())
         info = {

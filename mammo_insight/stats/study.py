@@ -155,7 +155,10 @@ def _study(
     )
     age_rates = timed("age_rates", lambda: rates_by_age(frame_for_age))
     structure, aliases = timed("structure", lambda: site_structure(study.frame, study.factors))
-    fits = timed("regression", lambda: fit_models(study.frame, study.factors, site_aliases=set(aliases)))
+    fits = timed(
+        "regression",
+        lambda: fit_models(study.frame, study.factors, site_aliases=set(aliases), exposure=cohort.exposure),
+    )
     tests = timed("tests", lambda: association_tests(study.frame, study.factors, seed=seed))
     tests, joint = timed(
         "clustering", lambda: one_family(tests, fits, units=units, frame=study.frame, factors=study.factors)

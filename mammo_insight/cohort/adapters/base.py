@@ -23,6 +23,7 @@ class CohortDetails:
     label_meaning: str | None = None
     post_outcome: Sequence[str] | None = None
     factors: Mapping[str, str] = field(default_factory=dict)
+    exposure: Sequence[str] = ()
     known_units: tuple[str, ...] = UNITS
     notes: Sequence[str] = ()
     row_unit: str | None = None
@@ -68,6 +69,7 @@ class DatasetAdapter(ABC):
             dataset=self.name,
             label_meaning=self.label_meaning if label_meaning is None else label_meaning,
             factors=dict(details.factors),
+            exposure=list(details.exposure),
             post_outcome=list(self.post_outcome if post_outcome is None else post_outcome),
             known_units=tuple(details.known_units),
             notes=list(details.notes),

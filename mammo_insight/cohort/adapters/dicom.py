@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mammo_insight.cohort.adapters.base import CohortDetails, DatasetAdapter
-from mammo_insight.cohort.dicom_record import ACQUISITION_FACTORS
+from mammo_insight.cohort.dicom_record import ACQUISITION_FACTORS, EXPOSURE_FACTORS
 from mammo_insight.cohort.dicom_scan import DUPLICATE, FAILURE_COLUMNS, ScanConfig, ScanResult, scan_tree
 from mammo_insight.cohort.outcomes import OutcomesSpec, join_outcomes, match_notes, read_outcomes
 from mammo_insight.cohort.schema import CANONICAL_COLUMNS, Cohort, empty_canonical, validate_cohort
@@ -206,7 +206,12 @@ class DicomAdapter(DatasetAdapter):
         cohort = self.cohort(
             table,
             source=str(root),
-            details=CohortDetails(factors=factors, post_outcome=post_outcome, notes=notes),
+            details=CohortDetails(
+                factors=factors,
+                post_outcome=post_outcome,
+                exposure=[c for c in EXPOSURE_FACTORS if c in factors],
+                notes=notes,
+            ),
             laterality_may_be_unknown=True,
             image_root=root,
         )

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from mammo_insight.metrics.bootstrap import delong_test, metrics_with_ci, paired_bootstrap
+from mammo_insight.metrics.bootstrap import PairedBootstrap, delong_test, metrics_with_ci
 from mammo_insight.report import fmt_ci
 
 PAIRED_METRICS = ("roc_auc", "pr_auc")
@@ -43,12 +43,9 @@ def paired_comparisons(
     seed: int = 0,
 ) -> dict:
     """{"a_vs_b": {metric: paired bootstrap of a - b, ..., "delong": DeLong's test}} for each pair."""
-    out = {}
+    out, paired = {}, PairedBootstrap(y, patient_id, n_boot=n_boot, seed=seed)
     for a, b in pairs:
-        body = {
-            m: paired_bootstrap(y, probs[a], probs[b], patient_id, metric=m, n_boot=n_boot, seed=seed)
-            for m in metrics
-        }
+        body = {m: paired.compare((a, probs[a]), (b, probs[b]), metric=m) for m in metrics}
         body["delong"] = delong_test(y, probs[a], probs[b])
         out[f"{a}_vs_{b}"] = body
     return out

@@ -41,11 +41,11 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
-from scipy.stats.contingency import odds_ratio
 
 from mammo_insight.cohort.folds import patient_folds
 from mammo_insight.cohort.schema import POST_OUTCOME_COLUMNS
 from mammo_insight.errors import MammoInsightError
+from mammo_insight.stats.exact_odds import conditional_odds_ratio
 from mammo_insight.stats.oof_auc import auc_with_null
 
 log = logging.getLogger(__name__)
@@ -110,11 +110,7 @@ def missing_odds_ratio(
         [int((~rec & breast_label).sum()), int((rec & breast_label).sum())],
         [int((~rec & ~breast_label).sum()), int((rec & ~breast_label).sum())],
     ]
-    if min(sum(table[0]), sum(table[1]), table[0][0] + table[1][0], table[0][1] + table[1][1]) == 0:
-        return float("nan"), float("nan"), float("nan")
-    result = odds_ratio(table, kind="conditional")
-    ci = result.confidence_interval(0.95)
-    return float(result.statistic), float(ci.low), float(ci.high)
+    return conditional_odds_ratio(table)
 
 
 def _or_grade(estimate: float, low: float, high: float) -> str:
@@ -262,14 +258,13 @@ def _labelled(table: pd.DataFrame, label: str, post_outcome: Sequence[str], seed
     breast = pd.factorize(known["breast_id"] if "breast_id" in known.columns else groups)[0]
     breast_label = np.bincount(breast, weights=y) > 0 if len(y) else np.array([], dtype=bool)
     both_classes = bool(len(y)) and 0 < breast_label.sum() < len(breast_label)
-    rng = np.random.default_rng(seed)
-    labels = (
-        np.column_stack([breast_label, *(rng.permutation(breast_label) for _ in range(N_PERMUTATIONS))])
-        .astype(np.float64)
-        .copy(order="C")
-        if both_classes
-        else None
-    )
+    labels = None
+    if both_classes:  # float32: counts of 0/1 labels stay exact, and the matrix is half the memory to read
+        rng = np.random.default_rng(seed)
+        labels = np.empty((len(breast_label), N_PERMUTATIONS + 1), dtype=np.float32)
+        labels[:, 0] = breast_label
+        for i in range(1, N_PERMUTATIONS + 1):
+            labels[:, i] = rng.permutation(breast_label)
     return _Labelled(known, y, groups, breast, breast_label, both_classes, labels, post_outcome)
 
 

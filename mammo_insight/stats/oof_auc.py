@@ -55,31 +55,35 @@ class _OutOfFold:
         n_pat = len(patterns)
         self.patterns = patterns.astype(float)
         self.n_images = np.maximum(self.patterns.sum(axis=1), 1.0)
-        # pattern x breast, one sparse matrix per side of each fold: times the labels, positives per pattern
-        self.sides = []
+        # pattern x breast: times the labels, positives per pattern; all breasts once, and each fold's
+        # held-out breasts (a fold's training side is the difference: the folds' products together read
+        # the labels twice, where one product per side and fold read them ten times)
+        ones = np.ones(n_breasts, dtype=np.float32)  # the labels' type: a product never copies them
+        self.every = sparse.csr_matrix((ones, (of_breast, np.arange(n_breasts))), (n_pat, n_breasts))
+        self.held_out = []
         for f in np.unique(fold):
-            side = []
-            for members in (fold != f, fold == f):
-                rows, cols = of_breast[members], np.flatnonzero(members)
-                side.append(sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), (n_pat, n_breasts)))
-            self.sides.append(tuple(side))
+            rows, cols = of_breast[fold == f], np.flatnonzero(fold == f)
+            self.held_out.append(sparse.csr_matrix((ones[: len(rows)], (rows, cols)), (n_pat, n_breasts)))
 
     def aucs(self, labels: np.ndarray) -> np.ndarray:
-        """AUC per column of ``labels`` (breasts x label vectors, 0/1, C-ordered float)."""
+        """AUC per column of ``labels`` (breasts x label vectors, 0/1, C-ordered float32)."""
         num, den = np.zeros(labels.shape[1]), np.zeros(labels.shape[1])
-        for to_train, to_test in self.sides:
-            n_tr = np.asarray(to_train.sum(axis=1)).ravel()
+        pos_all = self.every @ labels  # counts of 0/1 values: exact, so the differences below are too
+        n_all = np.asarray(self.every.sum(axis=1)).ravel()
+        for to_test in self.held_out:
             n_te = np.asarray(to_test.sum(axis=1)).ravel()
+            n_tr = n_all - n_te
             present = np.flatnonzero(n_te)
             if not present.size:
                 continue
-            pos_img = (to_train @ labels).T @ self.patterns  # positive images per level, per label vector
+            pos_test = to_test @ labels
+            pos_img = (pos_all - pos_test).T @ self.patterns  # positive images per level, per label vector
             all_img = n_tr @ self.patterns
             prior = pos_img.sum(axis=1, keepdims=True) / max(all_img.sum(), 1.0)
             rate = (pos_img + PRIOR_WEIGHT * prior) / (all_img + PRIOR_WEIGHT)
             # rounded: breasts of one level mix (1 of A, 2 of A ...) tie exactly, not an ulp apart
             score = np.round((rate @ self.patterns[present].T) / self.n_images[present], 12)
-            pos_te = (to_test @ labels).T[:, present]
+            pos_te = pos_test.T[:, present]
             a, b = _auc_parts(score, pos_te, n_te[present] - pos_te)
             num += a
             den += b
@@ -92,7 +96,7 @@ def auc_with_null(
 ) -> tuple[float, float, float]:
     """(out-of-fold AUC, null 2.5 %, null 97.5 %) of one column's level codes.
 
-    ``labels``: breasts x (the breast labels, then their permutations), C-ordered; ``fold`` per breast.
+    ``labels``: breasts x (the breast labels, then their permutations), C-ordered float32; ``fold`` per breast.
     """
     aucs = _OutOfFold(codes, breast, labels.shape[0], fold).aucs(labels)
     low, high = np.nanpercentile(aucs[1:], [2.5, 97.5]) if len(aucs) > 1 else (np.nan, np.nan)

@@ -24,8 +24,6 @@ from datetime import date
 from functools import cache, lru_cache
 from typing import Any
 
-from pydicom.datadict import dictionary_VR
-
 from mammo_insight.cohort.dicom_header import VIEW_CODES
 
 # SOP classes by UID: the row says which (a secondary capture is a copy, often annotated, of another image)
@@ -88,6 +86,14 @@ AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 7 / 365.25, "D": 1 / 365.25}
 def keyed_id(kind: str, value: str, salt: bytes) -> str:
     """``kind``'s first letter + 16 hex of HMAC-SHA256(salt, kind:value): stable within a project, opaque outside."""
     return kind[0] + hmac.digest(salt, f"{kind}:{value}".encode(), "sha256")[:8].hex()
+
+
+def _dictionary_vr(tag: int) -> str:
+    """The VR an implicit-VR element's tag has in the DICOM dictionary (pydicom imported here only: the
+    cohort's outcomes join imports this module, and eda never reads a header)."""
+    from pydicom.datadict import dictionary_VR
+
+    return dictionary_VR(tag)
 
 
 @cache
@@ -222,7 +228,7 @@ def _value(header: Any, keyword: str) -> Any:
     value = elem.value
     if not isinstance(value, bytes):
         return _items(elem) if elem.VR == "SQ" else value
-    vr = elem.VR or dictionary_VR(elem.tag)
+    vr = elem.VR or _dictionary_vr(elem.tag)
     if vr in BINARY_VRS:
         size = struct.calcsize(BINARY_VRS[vr])
         if len(value) < size:

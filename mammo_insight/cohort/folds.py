@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.utils import check_random_state
 
 from mammo_insight.errors import MammoInsightError
 
@@ -106,7 +105,7 @@ def stratified_group_folds(group_label: np.ndarray, k: int, seed: int) -> np.nda
     floats, in the order numpy sums them, so the scores and the folds are identical (tested against
     sklearn).
     """
-    rng = check_random_state(seed)
+    rng = np.random.RandomState(seed)  # sklearn's check_random_state(seed) for an integer seed
     _, y_inv, y_cnt = np.unique(np.asarray(group_label), return_inverse=True, return_counts=True)
     n, n_classes = len(y_inv), len(y_cnt)
     perm = np.arange(n)

@@ -26,8 +26,9 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 import polars as pl
-import statsmodels.api as sm
 from scipy import stats
+from statsmodels.genmod import families
+from statsmodels.genmod.generalized_linear_model import GLM
 
 from mammo_insight.stats.breasts import breast_table, model_factors
 from mammo_insight.stats.design import (
@@ -61,9 +62,7 @@ def _pattern_start(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     if len(rows) > len(y) // 10:
         return None
     patterns = np.array(rows.index.tolist(), dtype=float)
-    model = sm.GLM(
-        patterns[:, -1], patterns[:, :-1], family=sm.families.Binomial(), freq_weights=rows.to_numpy()
-    )
+    model = GLM(patterns[:, -1], patterns[:, :-1], family=families.Binomial(), freq_weights=rows.to_numpy())
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fitted = model.fit(maxiter=100)
@@ -74,7 +73,7 @@ def fit_logistic(design: pd.DataFrame, y: pd.Series, groups: pd.Series):
     """Logistic GLM with patient-clustered sandwich errors; returns (result, converged)."""
     codes = pd.factorize(groups)[0]
     x, outcome = design.to_numpy(dtype=float), y.to_numpy(dtype=float)
-    model = sm.GLM(outcome, x, family=sm.families.Binomial())
+    model = GLM(outcome, x, family=families.Binomial())
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         start = _pattern_start(x, outcome)

@@ -8,8 +8,8 @@ new set of women, not duplicated rows of the same ones). Each command runs as th
 subprocess; wall time, CPU time (user + system) and peak resident memory come from that child's
 rusage (os.wait4), so nothing of the parent is counted. Prints one row per (stage, size) and the
 growth of each figure between consecutive sizes next to the growth in rows (growth no worse than
-linear: time ratio <= row ratio). Goals on 2 cores: eda on 20x (1,094,120 rows) <= 60 s wall and
-<= 4 GB peak; fuse-train on 20x <= 3 min.
+linear: time ratio <= row ratio). Goals on an idle 2-core machine: eda on 20x (1,094,120 rows) <= 30 s
+wall and <= 4 GB peak; fuse-train on 20x <= 3 min, its figures at 1x unchanged by any speed-up.
 """
 
 from __future__ import annotations

@@ -242,6 +242,29 @@ def test_delong_and_paired_bootstrap_agree_on_a_clear_difference():
     assert same["p_value"] > 0.2
 
 
+def test_a_paired_comparison_scores_both_models_on_their_common_rows():
+    """A row one model could not score (NaN) is left out for both, whichever side it is on; pairs that share
+    a model reuse its resampled values and give what the pair alone gives."""
+    from mammo_insight.metrics.bootstrap import PairedBootstrap
+
+    rng = np.random.default_rng(3)
+    n = 400
+    y = (rng.random(n) < 0.3).astype(float)
+    a = rng.normal(0, 1, n) + y
+    b = a.copy()
+    b[:40] = np.nan  # b failed on 40 rows: on the rest it is a
+    for first, second in ((a, b), (b, a)):
+        result = paired_bootstrap(y, first, second, np.arange(n) // 2, n_boot=100)
+        assert result["value_a"] == result["value_b"] == pytest.approx(skm.roc_auc_score(y[40:], a[40:]))
+        assert result["diff"] == 0.0
+    c = rng.normal(0, 1, n) + 0.5 * y
+    shared = PairedBootstrap(y, np.arange(n) // 2, n_boot=100)
+    for pair in (("a", "c"), ("b", "c"), ("a", "b")):
+        probs = {"a": a, "b": b, "c": c}
+        alone = paired_bootstrap(y, probs[pair[0]], probs[pair[1]], np.arange(n) // 2, n_boot=100)
+        assert shared.compare((pair[0], probs[pair[0]]), (pair[1], probs[pair[1]])) == alone
+
+
 def test_delong_variance_matches_hanley_mcneil_scale():
     """Against a model compared with itself plus noise, DeLong's z must stay moderate (no false alarm)."""
     rng = np.random.default_rng(12)

@@ -293,7 +293,9 @@ class PairedBootstrap:
         """metric(a) - metric(b) (each a (name, probabilities) pair) as paired_bootstrap reports it."""
         (name_a, prob_a), (name_b, prob_b) = a, b
         groups = np.arange(np.asarray(prob_a).size) if self.groups is None else self.groups
-        y, pa, pb, g = clean_inputs(self.y_true, prob_a, prob_b, groups)
+        # the pair's common rows: a row either model could not score is left out for both
+        unscored = np.isnan(np.asarray(prob_a, dtype=float)) | np.isnan(np.asarray(prob_b, dtype=float))
+        y, pa, pb, g = clean_inputs(self.y_true, np.where(unscored, np.nan, prob_a), prob_b, groups)
         pa, pb = pa.astype(float), pb.astype(float)
         if metric not in METRIC_NAMES:
             raise ValueError(f"unknown metric {metric!r}; one of {', '.join(METRIC_NAMES)}")
@@ -302,7 +304,7 @@ class PairedBootstrap:
             ta, tb = tune_threshold(y, pa), tune_threshold(y, pb)
         codes, n_groups = group_codes(None if self.groups is None else g, y.size)
         weights = resample_counts(n_groups, self.n_boot, self.seed)
-        rows = hashlib.blake2b(np.isnan(np.asarray(prob_a, dtype=float)).tobytes()).hexdigest()
+        rows = hashlib.blake2b(unscored.tobytes()).hexdigest()
 
         def resampled(name: str, p: np.ndarray, t: float | None) -> tuple[float, np.ndarray]:
             key = (name, metric, t, rows)

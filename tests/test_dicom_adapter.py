@@ -375,3 +375,5 @@ def test_eda_on_a_tree_recovers_the_planted_age_and_density_effects(tmp_path):
     exposure = odds[odds["model"] == WITH_EXPOSURE].set_index("term")
     assert exposure.index.str.startswith("kvp").any()
     assert exposure.loc[density.index, "odds_ratio"].max() < density["odds_ratio"].max()
+    models = pd.read_csv(tmp_path / "eda" / "tables" / "models.csv").set_index("model")
+    assert f"fitted in the model '{WITH_EXPOSURE}'" in models.loc["all breasts", "notes"]  # the page says why

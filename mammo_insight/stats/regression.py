@@ -179,6 +179,10 @@ def model_specs(
     age_flagged = any(f.binned_from == "age" and f.post_outcome for f in factors)
     has_age = bool(breasts["age"].notna().any()) and not age_flagged
     screening = [f for f in usable if f.name not in exposure]
+    held_out = [f.name for f in usable if f.name in exposure]
+    if held_out:
+        why = "set at acquisition from the breast's thickness and density, they would take part of its effect"
+        notes = [*notes, f"{', '.join(held_out)}: fitted in the model '{WITH_EXPOSURE}', not here ({why})"]
     specs = [ModelSpec("all breasts", all_rows, screening, has_age, notes)]
     sites = [f for f in screening if f.name == "site_id"]
     if sites:

@@ -89,8 +89,8 @@ def patient_folds(
     """Fold number (0..k-1) per row under the one policy: every row of a woman in her fold."""
     patients = patient_labels(patient_id, label)
     check_fold_counts(len(patients), int(patients.sum()), k)
-    fold_of = dict(zip(patients.index, stratified_group_folds(patients.to_numpy(), k, seed), strict=True))
-    return np.array(pd.Series(np.asarray(patient_id)).map(fold_of), dtype=int)
+    folds = stratified_group_folds(patients.to_numpy(), k, seed)
+    return folds[patients.index.get_indexer(np.asarray(patient_id))].astype(int)
 
 
 def stratified_group_folds(group_label: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -186,7 +186,7 @@ def _canonical_factors(frame: _FrameBuilder, labelled: pd.DataFrame, flagged: Ca
             continue
         values = _as_levels(labelled[name])
         if name == "implant":
-            values = values.map(lambda v: YES_NO.get(v, v))
+            values = values.replace(YES_NO)
         frame.add(name, values, "ordinal" if name in ORDERED else "categorical", post_outcome=flagged(name))
 
 

@@ -259,12 +259,14 @@ def _labelled(table: pd.DataFrame, label: str, post_outcome: Sequence[str], seed
     breast_label = np.bincount(breast, weights=y) > 0 if len(y) else np.array([], dtype=bool)
     both_classes = bool(len(y)) and 0 < breast_label.sum() < len(breast_label)
     labels = None
-    if both_classes:  # float32: counts of 0/1 labels stay exact, and the matrix is half the memory to read
+    if both_classes:
         rng = np.random.default_rng(seed)
-        labels = np.empty((len(breast_label), N_PERMUTATIONS + 1), dtype=np.float32)
-        labels[:, 0] = breast_label
+        rows = np.empty((N_PERMUTATIONS + 1, len(breast_label)), dtype=bool)  # one label vector per row
+        rows[0] = breast_label
         for i in range(1, N_PERMUTATIONS + 1):
-            labels[:, i] = rng.permutation(breast_label)
+            rows[i] = rng.permutation(breast_label)
+        # breasts x vectors, float32: counts of 0/1 labels stay exact, at half the memory of float64
+        labels = np.ascontiguousarray(rows.T).astype(np.float32)
     return _Labelled(known, y, groups, breast, breast_label, both_classes, labels, post_outcome)
 
 

@@ -55,11 +55,10 @@ class _OutOfFold:
         n_pat = len(patterns)
         self.patterns = patterns.astype(float)
         self.n_images = np.maximum(self.patterns.sum(axis=1), 1.0)
-        # pattern x breast: times the labels, positives per pattern; all breasts once, and each fold's
-        # held-out breasts (a fold's training side is the difference: the folds' products together read
-        # the labels twice, where one product per side and fold read them ten times)
+        # pattern x breast, one matrix per fold's held-out breasts: times the labels, positives per pattern.
+        # A fold's training counts are all minus its own, and all is the sum of the folds' (counts of 0/1
+        # labels: exact), so the labels are read once per column, not once per side and fold
         ones = np.ones(n_breasts, dtype=np.float32)  # the labels' type: a product never copies them
-        self.every = sparse.csr_matrix((ones, (of_breast, np.arange(n_breasts))), (n_pat, n_breasts))
         self.held_out = []
         for f in np.unique(fold):
             rows, cols = of_breast[fold == f], np.flatnonzero(fold == f)
@@ -68,15 +67,14 @@ class _OutOfFold:
     def aucs(self, labels: np.ndarray) -> np.ndarray:
         """AUC per column of ``labels`` (breasts x label vectors, 0/1, C-ordered float32)."""
         num, den = np.zeros(labels.shape[1]), np.zeros(labels.shape[1])
-        pos_all = self.every @ labels  # counts of 0/1 values: exact, so the differences below are too
-        n_all = np.asarray(self.every.sum(axis=1)).ravel()
-        for to_test in self.held_out:
-            n_te = np.asarray(to_test.sum(axis=1)).ravel()
+        pos_tests = [to_test @ labels for to_test in self.held_out]
+        n_tests = [np.asarray(to_test.sum(axis=1)).ravel() for to_test in self.held_out]
+        pos_all, n_all = sum(pos_tests), sum(n_tests)
+        for pos_test, n_te in zip(pos_tests, n_tests, strict=True):
             n_tr = n_all - n_te
             present = np.flatnonzero(n_te)
             if not present.size:
                 continue
-            pos_test = to_test @ labels
             pos_img = (pos_all - pos_test).T @ self.patterns  # positive images per level, per label vector
             all_img = n_tr @ self.patterns
             prior = pos_img.sum(axis=1, keepdims=True) / max(all_img.sum(), 1.0)

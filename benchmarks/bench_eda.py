@@ -21,29 +21,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from bench_scale import run_command  # one child-process measurement for both benchmarks
 
 YDATA = (
     "import sys, pandas as pd\n"
     "from ydata_profiling import ProfileReport\n"
     "ProfileReport(pd.read_csv(sys.argv[1]), title='RSNA', progress_bar=False).to_file(sys.argv[2])\n"
 )
-
-
-def _child(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
-    """(CPU s, wall s, peak MB) of one command in its own process."""
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    assert proc.stderr is not None
-    err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[:3]} failed:\n{err.decode(errors='replace')[-2000:]}")
-    return usage.ru_utime + usage.ru_stime, time.perf_counter() - start, usage.ru_maxrss / 1024
 
 
 def compare_with_ydata(csv: Path, ydata_python: str, repeats: int) -> None:
@@ -58,9 +47,11 @@ def compare_with_ydata(csv: Path, ydata_python: str, repeats: int) -> None:
         }
         for _ in range(repeats):
             for name, cmd in runs.items():
-                result = _child(cmd, env)
-                if name not in best or result[0] < best[name][0]:
-                    best[name] = result
+                wall, cpu, peak, ok = run_command(cmd, env)
+                if not ok:
+                    raise SystemExit(f"{name} failed")
+                if name not in best or cpu < best[name][0]:
+                    best[name] = (cpu, wall, peak)
     print(f"side by side on {csv} (best of {repeats}, each command in its own process):")
     for name, (cpu, wall, peak) in best.items():
         print(f"  {name:<18} {cpu:6.2f} s CPU  {wall:6.2f} s wall  {peak:6.0f} MB peak")

@@ -56,10 +56,9 @@ def replicate(csv: Path, copies: int, root: Path) -> int:
     return len(big)
 
 
-def measure(stage: str, root: Path, out: Path, env: dict[str, str]) -> tuple[float, float, float, bool]:
-    """(wall s, CPU s, peak MB, exit ok) of one CLI command in a child process."""
-    cmd = [sys.executable, "-m", "mammo_insight.cli.app", stage, "--dataset", "rsna", "--root", str(root)]
-    cmd += ["--out", str(out)]
+def run_command(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float, bool]:
+    """(wall s, CPU s, peak MB, exit ok) of one command in a child process, from that child's rusage
+    (os.wait4: nothing of this process is counted); a failure prints the tail of its stderr."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     assert proc.stderr is not None
@@ -68,8 +67,14 @@ def measure(stage: str, root: Path, out: Path, env: dict[str, str]) -> tuple[flo
     wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        print(f"  {stage} failed (exit {proc.returncode}):\n{err.decode(errors='replace')[-2000:]}")
+        print(f"  {cmd[:4]} failed (exit {proc.returncode}):\n{err.decode(errors='replace')[-2000:]}")
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, proc.returncode == 0
+
+
+def measure(stage: str, root: Path, out: Path, env: dict[str, str]) -> tuple[float, float, float, bool]:
+    """(wall s, CPU s, peak MB, exit ok) of one CLI command in a child process."""
+    cmd = [sys.executable, "-m", "mammo_insight.cli.app", stage, "--dataset", "rsna", "--root", str(root)]
+    return run_command([*cmd, "--out", str(out)], env)
 
 
 def main() -> None:

@@ -35,11 +35,11 @@ class _Support:
     def mean(self, psi: float) -> float:
         return float(np.exp(self._log_pmf(psi)) @ self.x)
 
-    def cdf(self, psi: float) -> float:
+    def at_most(self, psi: float) -> float:
         """P(X <= observed)."""
         return float(np.exp(logsumexp(self._log_pmf(psi)[self.x <= self.observed])))
 
-    def sf_below(self, psi: float) -> float:
+    def at_least(self, psi: float) -> float:
         """P(X >= observed)."""
         return float(np.exp(logsumexp(self._log_pmf(psi)[self.x >= self.observed])))
 
@@ -82,6 +82,6 @@ def conditional_odds_ratio(table: list[list[int]], confidence: float = 0.95) -> 
     estimate = (
         0.0 if at_low else np.inf if at_high else _solve(lambda nc: support.mean(nc) - support.observed)
     )
-    low = 0.0 if at_low else _solve(lambda nc: support.sf_below(nc) - alpha)
-    high = np.inf if at_high else _solve(lambda nc: alpha - support.cdf(nc))
+    low = 0.0 if at_low else _solve(lambda nc: support.at_least(nc) - alpha)
+    high = np.inf if at_high else _solve(lambda nc: alpha - support.at_most(nc))
     return float(estimate), float(low), float(high)

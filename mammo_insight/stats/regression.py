@@ -192,7 +192,7 @@ def model_specs(
             for level in levels:
                 rows = np.flatnonzero((breasts["site_id"] == level).to_numpy())
                 specs.append(ModelSpec(f"site {level}", rows, others, has_age))
-    if len(screening) < len(usable):
+    if held_out:
         specs.append(ModelSpec(WITH_EXPOSURE, all_rows, usable, has_age))
     if has_age:
         specs.append(ModelSpec(AGE_ALONE, all_rows, []))

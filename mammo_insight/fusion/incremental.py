@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logit
 
-from mammo_insight.stats.regression import fit_logistic, odds_ratio_rows
+from mammo_insight.stats.regression import fit_logistic, odds_ratio_rows, on_one_blas_thread
 
 MIN_MACHINE_EVENTS = 5  # machines with fewer cancers are pooled into one level
 SCORE_TERM = "image score (per SD)"
@@ -82,6 +82,7 @@ def _dummies(level: pd.Series, name: str, y: np.ndarray) -> dict[str, np.ndarray
     return {f"{name} {v}": (level == v).to_numpy(float) for v in sorted(set(level)) if v != reference}
 
 
+@on_one_blas_thread
 def adjusted_odds_ratio(
     breasts: pd.DataFrame, score: np.ndarray, score_name: str, factors: Sequence[str] = ()
 ) -> dict:

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Collection
-from typing import NamedTuple
+from collections.abc import Callable, Collection
+from functools import cache, wraps
+from typing import NamedTuple, ParamSpec, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,6 +30,7 @@ import polars as pl
 from scipy import stats
 from statsmodels.genmod import families
 from statsmodels.genmod.generalized_linear_model import GLM
+from threadpoolctl import ThreadpoolController
 
 from mammo_insight.stats.breasts import breast_table, model_factors
 from mammo_insight.stats.design import (
@@ -69,6 +71,32 @@ def _pattern_start(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
     return np.asarray(fitted.params) if fitted.converged else None
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@cache
+def _blas() -> ThreadpoolController:
+    return ThreadpoolController()
+
+
+def on_one_blas_thread(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run ``fn`` (which fits GLMs and reads their results) with BLAS on one thread.
+
+    A design here is n x p with p a few dozen: a second BLAS thread splits little, and between a fit's
+    many small products it spins, about 0.5 s of CPU on RSNA's eda for no gain in wall time
+    (benchmarks/bench_eda.py).
+    """
+
+    @wraps(fn)
+    def limited(*args: P.args, **kwargs: P.kwargs) -> R:
+        with _blas().limit(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+
+    return limited
+
+
+@on_one_blas_thread
 def fit_logistic(design: pd.DataFrame, y: pd.Series, groups: pd.Series):
     """Logistic GLM with patient-clustered sandwich errors; returns (result, converged)."""
     codes = pd.factorize(groups)[0]
@@ -131,6 +159,7 @@ def joint_test_rows(name: str, result, design: pd.DataFrame, *, left_out: Collec
     return rows
 
 
+@on_one_blas_thread
 def clustered_association_p(frame: pl.DataFrame, factor: Factor, unit: str) -> float:
     """p of the association of a factor with cancer over breasts or images, clustered by woman.
 
@@ -207,6 +236,7 @@ class ModelFits(NamedTuple):
     joint: pd.DataFrame
 
 
+@on_one_blas_thread
 def fit_models(
     frame: pl.DataFrame,
     factors: list[Factor],
@@ -265,6 +295,7 @@ def fit_models(
     )
 
 
+@on_one_blas_thread
 def age_curve(frame: pl.DataFrame, points: int = 60) -> pd.DataFrame:
     """Breast-level cancer probability by age from the age-alone logistic model, with 95% bands.
 

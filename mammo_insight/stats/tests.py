@@ -24,7 +24,6 @@ import pandas as pd
 import polars as pl
 from scipy import stats
 from statsmodels.stats.contingency_tables import Table
-from statsmodels.stats.multitest import multipletests
 
 from mammo_insight.stats.factors import MISSING, UNIT_IDS, Factor, constant_within
 
@@ -135,10 +134,19 @@ def association_tests(frame: pl.DataFrame, factors: list[Factor], seed: int = 0)
     return adjust_family(pd.DataFrame(rows, columns=TEST_COLUMNS))
 
 
+def holm(p_values: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: statsmodels' ``multipletests(method="holm")``, which runs a
+    full garbage collection on every call (70 ms in eda's process), held to it by a test. NaN stays NaN."""
+    p = np.asarray(p_values, dtype=float)
+    order = np.argsort(p)  # NaN last, so it reaches no other p-value's maximum
+    adjusted = np.empty_like(p)
+    adjusted[order] = np.minimum(np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)), 1.0)
+    return adjusted
+
+
 def adjust_family(result: pd.DataFrame) -> pd.DataFrame:
     """Holm's correction over every row of a tests table (the whole family: the study adds its joint tests)."""
     if len(result):
-        reject, adjusted, _, _ = multipletests(result["p_value"].to_numpy(), alpha=ALPHA, method=CORRECTION)
-        result["p_adjusted"] = adjusted
-        result["significant"] = reject
+        result["p_adjusted"] = holm(result["p_value"].to_numpy())
+        result["significant"] = result["p_adjusted"] <= ALPHA
     return result

@@ -83,6 +83,8 @@ def image(src: bytes | np.ndarray | str | Path, caption: str = "", width: int | 
 
 
 def _fmt(value, digits: int) -> str:
+    if isinstance(value, Markup):  # a mark built by report.glyphs, already escaped
+        return value
     if isinstance(value, (float, np.floating)):
         if np.isnan(value):
             return "–"
@@ -94,16 +96,20 @@ def _fmt(value, digits: int) -> str:
     return str(value)
 
 
+def _cell_class(value) -> str:
+    if isinstance(value, Markup):
+        return "mark"
+    return "num" if isinstance(value, (int, float, np.number)) else ""
+
+
 def table(df: pd.DataFrame, caption: str = "", digits: int = 3, max_rows: int = 200) -> Markup:
-    """An HTML table of a DataFrame; every cell escaped; long tables truncated with a note."""
+    """An HTML table of a DataFrame; every cell escaped except the Markup of report.glyphs' marks; long
+    tables truncated with a note."""
     shown = df.head(max_rows)
     head = "".join(f"<th>{escape(str(c))}</th>" for c in shown.columns)
     rows = []
     for rec in shown.itertuples(index=False):
-        cells = "".join(
-            f'<td class="{"num" if isinstance(v, (int, float, np.number)) else ""}">{escape(_fmt(v, digits))}</td>'
-            for v in rec
-        )
+        cells = "".join(f'<td class="{_cell_class(v)}">{escape(_fmt(v, digits))}</td>' for v in rec)
         rows.append(f"<tr>{cells}</tr>")
     note = (
         f'<p class="note">{len(df) - max_rows} more rows in the CSV file.</p>' if len(df) > max_rows else ""

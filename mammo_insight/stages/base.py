@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from mammo_insight.errors import MammoInsightError
 from mammo_insight.manifest import write_manifest
@@ -42,10 +42,15 @@ class StageResult:
         """The report's key figures as (draw, caption) pairs, for the notebook view."""
         return []
 
+    def tables(self) -> list[Markup]:
+        """The report's key tables, ready to show, for the notebook view (under the figures)."""
+        return []
+
     def _repr_html_(self) -> str:
         cards = metric_cards({k: v for k, v in self.headline().items() if v})
         drawn = "".join(str(figure(draw, caption)) for draw, caption in self.figures())
-        return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}{drawn}</div>"
+        tables = "".join(str(t) for t in self.tables())
+        return f"<div><strong>{escape(self.title or self.stage)}</strong>{cards}{drawn}{tables}</div>"
 
 
 def working_folder(result_folder: Path, out: str | Path, stage: str) -> Path:

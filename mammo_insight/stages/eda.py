@@ -9,20 +9,19 @@ eda.write_eda(result, Path("out/eda"))
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
+from markupsafe import Markup
 
 from mammo_insight.cohort.outcomes import outcomes_spec
 from mammo_insight.cohort.schema import Cohort, label_conflicts
 from mammo_insight.cohort.source import load_cohort_source
 from mammo_insight.files import write_csv_atomic, write_text_atomic
+from mammo_insight.report import table
 from mammo_insight.stages.base import StageResult, finish_stage
-from mammo_insight.stats import figures as stats_figures
-from mammo_insight.stats.report import render_study
+from mammo_insight.stats.report import odds_display, render_study
 from mammo_insight.stats.study import SUMMARY_KEYS, StudyResult, run_study
 
 
@@ -76,8 +75,8 @@ class EdaResult(StageResult):
     def findings(self) -> list[str]:
         return self.study.findings
 
-    def figures(self) -> list[tuple[Callable[[], Any], str]]:
-        return [(lambda: stats_figures.forest_figure(self.odds_ratios), "Odds ratios with 95% intervals")]
+    def tables(self) -> list[Markup]:
+        return [table(odds_display(self.odds_ratios), "Odds ratios with 95% intervals", max_rows=1000)]
 
     def headline(self) -> dict[str, str]:
         s = self.study.summary

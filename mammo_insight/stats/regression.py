@@ -296,14 +296,15 @@ def fit_models(
 
 
 @on_one_blas_thread
-def age_curve(frame: pl.DataFrame, points: int = 60) -> pd.DataFrame:
-    """Breast-level cancer probability by age from the age-alone logistic model, with 95% bands.
+def age_curve(frame: pl.DataFrame, ages: np.ndarray) -> pd.DataFrame:
+    """Breast-level cancer probability at ``ages`` from the age-alone logistic model, with 95% bands.
 
     Empty when age is not recorded. Columns: age, rate, ci_low, ci_high.
     """
     breasts = breast_table(frame, []).dropna(subset=["age"])
     empty = pd.DataFrame(columns=["age", "rate", "ci_low", "ci_high"])
-    if breasts.empty or breasts["cancer"].nunique() < 2 or breasts["age"].nunique() < 2:
+    ages = np.asarray(ages, dtype=float)
+    if not len(ages) or breasts.empty or breasts["cancer"].nunique() < 2 or breasts["age"].nunique() < 2:
         return empty  # one age (or one outcome) has no curve: the design would be singular
     design = pd.DataFrame({"const": 1.0, AGE_TERM: (breasts["age"] - AGE_CENTER) / AGE_SCALE})
     try:
@@ -311,13 +312,11 @@ def age_curve(frame: pl.DataFrame, points: int = 60) -> pd.DataFrame:
     except np.linalg.LinAlgError:  # e.g. fewer women than clusters need
         log.warning("age curve: the age-alone model cannot be fitted on %d breasts; not drawn", len(breasts))
         return empty
-    low, high = breasts["age"].quantile([0.005, 0.995])
-    grid = np.linspace(low, high, points)
-    pred = result.get_prediction(np.column_stack([np.ones(points), (grid - AGE_CENTER) / AGE_SCALE]))
+    pred = result.get_prediction(np.column_stack([np.ones(len(ages)), (ages - AGE_CENTER) / AGE_SCALE]))
     frame_ci = pred.summary_frame(alpha=0.05)
     return pd.DataFrame(
         {
-            "age": grid,
+            "age": ages,
             "rate": frame_ci["mean"].to_numpy(),
             "ci_low": frame_ci["mean_ci_lower"].to_numpy(),
             "ci_high": frame_ci["mean_ci_upper"].to_numpy(),

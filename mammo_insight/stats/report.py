@@ -15,21 +15,28 @@ from mammo_insight.report import (
     Section,
     bullet_list,
     details,
-    figure,
     metric_cards,
     paragraph,
     render_page,
     table,
 )
-from mammo_insight.stats import figures
 from mammo_insight.stats.design import AGE_CENTER
+from mammo_insight.stats.forest_tables import (
+    age_forest,
+    auc_marks,
+    missingness_heat,
+    odds_marks,
+    pct,
+    rate_ci,
+    rates_forest,
+    with_marks,
+)
 from mammo_insight.stats.leakage import LEAK_OR, LEAKY_AUC, SUSPECT_AUC, SUSPECT_OR
 from mammo_insight.stats.study import StudyResult
 from mammo_insight.stats.tests import CORRECTION
 
-
-def _pct(x: float) -> str:
-    return "–" if pd.isna(x) else f"{100 * x:.1f}%"
+ODDS_MARK = "odds ratio, 95% CI (log scale; dashed: 1)"
+AUC_MARK = "AUC alone (grey: chance; dotted: suspect, leaky)"
 
 
 def rates_display(rates: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
@@ -44,7 +51,7 @@ def rates_display(rates: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
             "n": sub["n"].map("{:,}".format),
             "cancers": sub["n_cancer"].map("{:,}".format),
             "rate (95% CI)": [
-                f"{_pct(r)} ({_pct(lo)}–{_pct(hi)})"
+                rate_ci(r, lo, hi)
                 for r, lo, hi in zip(sub["rate"], sub["ci_low"], sub["ci_high"], strict=True)
             ],
         }
@@ -52,7 +59,9 @@ def rates_display(rates: pd.DataFrame, unit: str | None = None) -> pd.DataFrame:
 
 
 def odds_display(odds: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame(
+    """The odds ratios as a forest table: one log scale for every row, its axis as the last row."""
+    marks, scale = odds_marks(odds)
+    display = pd.DataFrame(
         {
             "model": odds["model"],
             "term": odds["term"],
@@ -63,6 +72,7 @@ def odds_display(odds: pd.DataFrame) -> pd.DataFrame:
             "p": odds["p_value"].map(_fmt_p),
         }
     )
+    return with_marks(display, ODDS_MARK, marks, scale)
 
 
 def _fmt_p(p: float) -> str:
@@ -87,10 +97,12 @@ def tests_display(tests: pd.DataFrame) -> pd.DataFrame:
 
 
 def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
+    """The audit, leaky columns first, each column's AUC alone drawn over its permutations' band."""
     ordered = leakage.assign(_rank=leakage["verdict"].map({"leaky": 0, "suspect": 1}).fillna(2)).sort_values(
         ["_rank", "auc_alone"], ascending=[True, False]
     )
-    return pd.DataFrame(
+    marks, scale = auc_marks(ordered, LEAKY_AUC, SUSPECT_AUC)
+    display = pd.DataFrame(
         {
             "column": ordered["column"]
             + ordered["audited"].map({"values": "", "missingness": " (missing or not)"}),
@@ -113,6 +125,7 @@ def leakage_display(leakage: pd.DataFrame) -> pd.DataFrame:
             ],
         }
     )
+    return with_marks(display, AUC_MARK, marks, scale)
 
 
 def models_display(models: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +148,7 @@ def _overview(result: StudyResult) -> Section:
         return "not identified" if s[key] is None else f"{s[key]:,}"
 
     def share(k: str, n: str) -> str:
-        return "–" if s[k] is None or not s[n] else f"{s[k]:,}/{s[n]:,} = {_pct(s[k] / s[n])}"
+        return "–" if s[k] is None or not s[n] else f"{s[k]:,}/{s[n]:,} = {pct(s[k] / s[n])}"
 
     cards = metric_cards(
         {
@@ -169,15 +182,17 @@ def _rates(result: StudyResult) -> list[Section]:
     plotted = [f for f in result.factors if f.kind != "continuous"]
     blocks = []
     if plotted:
-        blocks.append(
-            figure(
-                lambda: figures.rates_figure(result.rates, plotted),
-                "Cancer rate per level with its 95% Wilson interval; the dashed line is the overall "
-                "rate; n beside each level; an arrow marks an interval running past the axis. Grey: value not recorded. Red: leaks the label (decided after the outcome or flagged by the audit).",
-            )
-        )
+        blocks += [
+            table(rates_forest(result.rates, plotted), max_rows=1000),
+            paragraph(
+                "Per breast (per image for view, which varies within a breast): the cancer rate of each level "
+                "with its 95% Wilson interval, drawn on the factor's own scale (the row under its levels); the "
+                "dashed line is the overall rate; an arrow marks an interval running past the scale. Grey: "
+                "value not recorded. Red: leaks the label (decided after the outcome or flagged by the audit).",
+                "note",
+            ),
+        ]
     blocks += [
-        table(rates_display(result.rates, "breast"), "Breast-level rates", max_rows=400),
         details("All units (image, breast, woman)", [table(rates_display(result.rates), max_rows=1000)]),
         paragraph(
             "A breast or a woman counts under a level when one of her images has it; for view, which "
@@ -191,11 +206,14 @@ def _rates(result: StudyResult) -> list[Section]:
             Section(
                 "Age as a continuous trend",
                 [
-                    figure(
-                        lambda: figures.age_figure(result.age_rates, result.age_fit),
-                        "Breast-level cancer rate in 5-year age bins (bins with fewer than 30 breasts left out) and the "
-                        "logistic trend on age, with its 95% band (standard errors clustered on women).",
-                    )
+                    table(age_forest(result.age_rates, result.age_fit)),
+                    paragraph(
+                        "Breast-level cancer rate in 5-year age bins (bins with fewer than 30 breasts left out), "
+                        "observed with its 95% Wilson interval (dot and line), beside the logistic trend on age "
+                        "at the bin's middle with its 95% band (dark tick on the grey band; standard errors "
+                        "clustered on women).",
+                        "note",
+                    ),
                 ],
             )
         )
@@ -236,14 +254,14 @@ def _regression(result: StudyResult) -> Section:
         )
     ]
     if len(result.odds_ratios):
-        blocks.append(
-            figure(
-                lambda: figures.forest_figure(result.odds_ratios),
-                "Odds ratios with 95% intervals (log scale); an interval crossing the dashed line at 1 "
-                "is compatible with no effect.",
-            )
-        )
-        blocks.append(table(odds_display(result.odds_ratios), "Odds ratios"))
+        blocks += [
+            table(odds_display(result.odds_ratios), "Odds ratios", max_rows=1000),
+            paragraph(
+                "Odds ratios with 95% intervals on one log scale (the last row); an interval crossing the "
+                "dashed line at 1 is compatible with no effect.",
+                "note",
+            ),
+        ]
     blocks.append(table(models_display(result.models), "Breasts each model used and dropped"))
     notes = [
         f"{r['model']}: {note}"
@@ -258,10 +276,7 @@ def _regression(result: StudyResult) -> Section:
 
 def _missingness(result: StudyResult) -> Section:
     blocks = [
-        figure(
-            lambda: figures.missingness_figure(result.missingness),
-            "Share of images with the column empty, over all sites and per site.",
-        ),
+        table(missingness_heat(result.missingness), "Share of images with the column empty"),
         paragraph(result.nesting),
     ]
     if not result.site_machine.empty:
@@ -289,11 +304,13 @@ def _leakage(result: StudyResult) -> Section:
                 "the same AUC with the labels permuted. Leaky and suspect columns leave the headline findings "
                 "and the models by default, with the reason in the table."
             ),
-            figure(
-                lambda: figures.leakage_figure(result.leakage),
-                "AUC of each column alone; dashed 0.5 = chance, dotted = the leakage threshold.",
+            table(leakage_display(result.leakage), max_rows=1000),
+            paragraph(
+                "The mark: each column's AUC alone (dot) over the central 95% of its permutations (grey); "
+                f"dashed 0.5 = no information; dotted: the suspect ({SUSPECT_AUC}) and leaky ({LEAKY_AUC}) "
+                "thresholds.",
+                "note",
             ),
-            table(leakage_display(result.leakage)),
         ],
     )
 

@@ -163,7 +163,7 @@ def _study(
     tests, joint = timed(
         "clustering", lambda: one_family(tests, fits, units=units, frame=study.frame, factors=study.factors)
     )
-    age_fit = timed("age_curve", lambda: age_curve(frame_for_age))
+    age_fit = timed("age_curve", lambda: age_curve(frame_for_age, age_rates["age_mid"].to_numpy()))
     missing = timed("missingness", lambda: missingness_by_site(table))
     crosstab = timed("site_machine", lambda: site_machine_table(table))
     nesting = nesting_remark(crosstab)

@@ -55,7 +55,9 @@ def test_preprocess_and_eda_manifests_carry_headline_and_report(synth_root, tmp_
     assert manifest["inputs"]["train.csv"]["sha256"]
     notebook = eda._repr_html_()
     assert "Dataset study" in notebook and f">{n}<" in notebook
-    assert "Odds ratios with 95% intervals" in notebook and '<svg class="mark"' in notebook  # its forest table
+    assert (
+        "Odds ratios with 95% intervals" in notebook and '<svg class="mark"' in notebook
+    )  # its forest table
     assert {"factor", "level", "rate", "ci_low", "ci_high"} <= set(eda.rates.columns) and len(eda.rates)
 
     html = build_index([tmp_path], tmp_path / "index").read_text()

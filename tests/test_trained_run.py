@@ -178,3 +178,18 @@ def test_preprocessing_is_the_runs_copy_else_its_cache_else_defaults(tmp_path):
     make_run(tmp_path / "c", "single", folds=(0,), cache=str(tmp_path / "gone"))
     assert open_run(tmp_path / "c").preprocess() == {"size": list(SIZE)}
     assert tuple(open_run(tmp_path / "c").preprocess_config().size) == SIZE
+
+
+def test_the_mean_of_scorings_keeps_only_the_score_columns_every_part_has():
+    """A patch run's learned pooling recorded for some folds only, or one ensemble member's: left out, not
+    averaged over the parts that have it; a column every part has is averaged."""
+    from mammo_insight.runs.base import mean_predictions
+
+    ids = pd.DataFrame({"image_id": ["a", "b"]})
+    with_pooling = (ids.assign(prob=[0.2, 0.4], prob_learned=[0.1, 0.3]), None)
+    without = (ids.assign(prob=[0.6, 0.8]), None)
+    images, breasts = mean_predictions([with_pooling, without])
+    assert breasts is None and list(images.columns) == ["image_id", "prob"]
+    np.testing.assert_allclose(images["prob"], [0.4, 0.6])
+    both, _ = mean_predictions([with_pooling, (ids.assign(prob=[0.6, 0.8], prob_learned=[0.5, 0.7]), None)])
+    np.testing.assert_allclose(both["prob_learned"], [0.3, 0.5])

@@ -50,9 +50,17 @@ class Run(Protocol):
     def refuse_ensemble(self, what: str) -> None: ...
 
     def score(
-        self, model: nn.Module, cache_dir: str | Path, rows: pd.DataFrame, *, device: Any, batch_size: int
+        self,
+        model: nn.Module,
+        cache_dir: str | Path,
+        rows: pd.DataFrame,
+        *,
+        device: Any,
+        batch_size: int,
+        fold: int | None = None,
     ) -> Predictions:
-        """One fold model's predictions on cache rows, read as the run reads its input."""
+        """One fold model's predictions on cache rows, read as the run reads its input; ``fold``, the
+        model's fold, for what the run recorded per fold (a patch run's learned pooling)."""
 
     def ensemble_predict(
         self, cache_dir: str | Path, rows: pd.DataFrame, device: Any = "cpu", batch_size: int = 32
@@ -212,11 +220,31 @@ class RunFolder:
         """The out-of-fold predictions; ``fold`` says which model never saw each patient."""
         return load_oof(self.root)
 
+    def ensemble_predict(
+        self,
+        cache_dir: str | Path,
+        rows: pd.DataFrame,
+        device: str | torch.device = "cpu",
+        batch_size: int = 32,
+    ) -> Predictions:
+        """(image predictions, breast predictions or None) of cache rows: the mean of every fold model's
+        scores (no fold model saw these images and none is preferred). Multi-view runs score breasts (the
+        image rows carry their breast's probability); rows without the run's label column get it empty."""
+        label = self.label_column
+        rows = rows.assign(**{label: np.nan}) if label not in rows else rows
+        parts = []
+        for fold, model in self.models(device):
+            log.info("%s: fold %d's model scores %d images of %s", self.root, fold, len(rows), cache_dir)
+            parts.append(self.score(model, cache_dir, rows, device=device, batch_size=batch_size, fold=fold))
+        return mean_predictions(parts)
+
 
 def mean_predictions(parts: list[Predictions]) -> Predictions:
-    """The mean of several scorings of the same rows: image probabilities (and every other ``prob*`` column)
-    row by row, breast probabilities breast by breast when every part has breasts."""
-    images = parts[0][0].copy()
+    """The mean of several scorings of the same rows: image probabilities (and every other ``prob*`` column
+    that every part has; one some parts lack, such as a patch run's learned pooling recorded for some folds,
+    is left out) row by row, breast probabilities breast by breast when every part has breasts."""
+    shared = set.intersection(*(set(p[0].columns) for p in parts))
+    images = parts[0][0][[c for c in parts[0][0] if c in shared or not c.startswith("prob")]].copy()
     for column in [c for c in images if c.startswith("prob")]:
         images[column] = np.mean([p[0][column].to_numpy() for p in parts], axis=0)
     if any(p[1] is None for p in parts):

@@ -96,7 +96,7 @@ class EnsembleRun(RunFolder):
         """The members' averaged predictions, averaged; breast rows when a member scores breasts itself
         (the others' breasts are the mean of their films, as their metrics read them)."""
         parts = [m.ensemble_predict(cache_dir, rows, device, batch_size) for m in self.members]
-        images = mean_predictions([(p[0][[c for c in p[0] if c != "prob_learned"]], None) for p in parts])[0]
+        images = mean_predictions([(p[0], None) for p in parts])[0]
         if all(p[1] is None for p in parts):
             return images, None
         label = self.label_column

@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.runs.base import Predictions, RunFolder, mean_predictions, saved_folds
+from mammo_insight.runs.base import Predictions, RunFolder, saved_folds
 from mammo_insight.runs.config import PatchConfig
 from mammo_insight.runs.data import CacheImageDataset
 from mammo_insight.runs.map_pooling import map_statistics, pooled_probability
@@ -105,24 +105,6 @@ class PatchRun(RunFolder):
         if fit is not None and "centre" in fit:
             images["prob_learned"] = pooled_probability(stats, fit)
         return images, None
-
-    def ensemble_predict(
-        self,
-        cache_dir: str | Path,
-        rows: pd.DataFrame,
-        device: Any = "cpu",
-        batch_size: int = 32,
-    ) -> Predictions:
-        """Every fold model's film scores (max of its map; learned pooling where recorded), averaged."""
-        label = self.label_column
-        rows = rows.assign(**{label: np.nan}) if label not in rows else rows
-        parts = []
-        for fold, model in self.models(device):
-            log.info("fold %d patch model slides over %d films of %s", fold, len(rows), cache_dir)
-            parts.append(self.score(model, cache_dir, rows, device=device, fold=fold))
-        if len({tuple(p[0].columns) for p in parts}) > 1:  # some folds without a recorded pooling
-            parts = [(p[0].drop(columns=["prob_learned"], errors="ignore"), None) for p in parts]
-        return mean_predictions(parts)
 
     @torch.inference_mode()
     def embed(

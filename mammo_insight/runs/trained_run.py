@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.runs.base import Predictions, RunFolder, mean_predictions, saved_folds
+from mammo_insight.runs.base import Predictions, RunFolder, saved_folds
 from mammo_insight.runs.data import CacheImageDataset
 from mammo_insight.runs.predict import Reading, predict_cache
 from mammo_insight.runs.spec import RunSpec
@@ -52,9 +52,11 @@ class CnnRun(RunFolder):
         *,
         device: str | torch.device = "cpu",
         batch_size: int = 32,
+        fold: int | None = None,
     ) -> Predictions:
         """(image predictions, breast predictions or None) of one of this run's models on cache rows, read as
-        the run reads its input (view mode, image size, views per breast, label column)."""
+        the run reads its input (view mode, image size, views per breast, label column); a whole-image
+        model scores alike whatever its ``fold``."""
         return predict_cache(
             model,
             cache_dir,
@@ -63,26 +65,6 @@ class CnnRun(RunFolder):
             batch_size=batch_size,
             device=device,
         )
-
-    def ensemble_predict(
-        self,
-        cache_dir: str | Path,
-        rows: pd.DataFrame,
-        device: str | torch.device = "cpu",
-        batch_size: int = 32,
-    ) -> Predictions:
-        """(image predictions, breast predictions or None) of cache rows: the mean of every fold model's probability.
-
-        Multi-view runs score breasts (the image rows carry their breast's probability). Rows without the
-        run's label column get it empty.
-        """
-        label = self.label_column
-        rows = rows.assign(**{label: np.nan}) if label not in rows else rows
-        parts = []
-        for fold, model in self.models(device):
-            log.info("fold %d model scores %d images of %s", fold, len(rows), cache_dir)
-            parts.append(self.score(model, cache_dir, rows, device=device, batch_size=batch_size))
-        return mean_predictions(parts)
 
     @torch.inference_mode()
     def embed(

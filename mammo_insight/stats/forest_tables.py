@@ -43,6 +43,11 @@ def rate_scale(rates: pd.DataFrame, overall: float) -> Scale:
     return Scale(0.0, 100 * top * 1.08)
 
 
+def _rate_mark(row, scale: Scale, label: str, **style) -> Markup:
+    """A row of a rates table (rate, ci_low, ci_high as fractions) drawn in percent."""
+    return interval(100 * row.rate, 100 * row.ci_low, 100 * row.ci_high, scale, label=label, **style)
+
+
 def _blank(columns: list[str], mark: Markup) -> dict:
     return {**dict.fromkeys(columns, ""), columns[-1]: mark}
 
@@ -73,14 +78,12 @@ def rates_forest(rates: pd.DataFrame, factors: list[Factor]) -> pd.DataFrame:
         for i, r in enumerate(sub.itertuples(index=False)):
             colour = MUTED if r.level == MISSING else (WARN if factor.post_outcome else ACCENT)
             text = rate_ci(r.rate, r.ci_low, r.ci_high)
-            mark = interval(
-                100 * r.rate,
-                100 * r.ci_low,
-                100 * r.ci_high,
+            mark = _rate_mark(
+                r,
                 scale,
+                f"{factor.name} {r.level}: {text}",
                 colour=colour,
                 references=[(100 * overall, MUTED, "dashed")],
-                label=f"{factor.name} {r.level}: {text}",
             )
             rows.append(
                 {
@@ -166,14 +169,12 @@ def age_forest(age_rates: pd.DataFrame, age_fit: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for r, (_, model) in zip(age_rates.itertuples(index=False), fit.iterrows(), strict=True):
         text = rate_ci(r.rate, r.ci_low, r.ci_high)
-        mark = interval(
-            100 * r.rate,
-            100 * r.ci_low,
-            100 * r.ci_high,
+        mark = _rate_mark(
+            r,
             scale,
+            f"age {r.age_bin}: {text}",
             references=[(100 * model["rate"], INK, "solid")],
             band=(100 * model["ci_low"], 100 * model["ci_high"]),
-            label=f"age {r.age_bin}: {text}",
         )
         rows.append(
             {

@@ -180,8 +180,11 @@ class InputNormalization(nn.Module):
         return f"mean={float(self.mean):.4g}, std={float(self.std):.4g}"
 
 
-class SingleViewClassifier(nn.Module):
-    """One image -> one logit. ``embed`` gives the pooled backbone features."""
+class _Classifier(nn.Module):
+    """What both classifiers hold: the input normalization, the backbone, an optional feature-map pooling,
+    dropout, and a linear head on an embedding ``views_pooled`` times the backbone's features wide."""
+
+    views_pooled = 1
 
     def __init__(
         self,
@@ -197,8 +200,12 @@ class SingleViewClassifier(nn.Module):
         self.backbone = backbone
         self.pool = pool
         self.dropout = nn.Dropout(dropout)
-        self.embedding_dim = n_features
-        self.head = nn.Linear(n_features, 1)
+        self.embedding_dim = self.views_pooled * n_features
+        self.head = nn.Linear(self.embedding_dim, 1)
+
+
+class SingleViewClassifier(_Classifier):
+    """One image -> one logit. ``embed`` gives the pooled backbone features."""
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return pooled_features(self.backbone, self.pool, self.normalize(x))
@@ -207,29 +214,14 @@ class SingleViewClassifier(nn.Module):
         return self.head(self.dropout(self.embed(x))).squeeze(-1)
 
 
-class MultiViewClassifier(nn.Module):
+class MultiViewClassifier(_Classifier):
     """A breast's views (CC, MLO, any extra) through one shared encoder, mean-and-max pooled.
 
     x: (B, V, 1, H, W); mask: (B, V) bool, True where a view exists. A breast with one view
     or three views works: absent views are masked out of the pooling.
     """
 
-    def __init__(
-        self,
-        backbone: nn.Module,
-        dropout: float = 0.0,
-        normalization: tuple[float, float] = (0.0, 1.0),
-        *,
-        n_features: int,
-        pool: nn.Module | None = None,
-    ):
-        super().__init__()
-        self.normalize = InputNormalization(*normalization)
-        self.backbone = backbone
-        self.pool = pool
-        self.dropout = nn.Dropout(dropout)
-        self.embedding_dim = 2 * n_features
-        self.head = nn.Linear(2 * n_features, 1)
+    views_pooled = 2  # the views' mean and their max, side by side
 
     def embed(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         b, v = x.shape[:2]

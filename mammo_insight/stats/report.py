@@ -1,7 +1,8 @@
 """The eda HTML page: findings first, then the evidence (rates, tests, odds ratios, missingness, leakage).
 
-Written for a clinician-researcher: numbers as percentages with intervals, one sentence under each
-figure saying how to read it, the long tables folded away. Every string from the data goes through
+Written for a clinician-researcher: numbers as percentages with intervals, drawn as marks in the tables
+that hold them (stats.forest_tables), one sentence under each saying how to read it, the long tables
+folded away. Every string from the data goes through
 the report blocks, which escape it.
 """
 

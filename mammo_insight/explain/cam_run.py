@@ -244,16 +244,9 @@ def _explain_image(
         lesions = annotations.circles(lesion_rows)
         cache_lesions = lesion_rows[["cache_x", "cache_y", "cache_radius"]].to_numpy(float)
     display, factor, source = mapping.display_image(row, cache_img, geom, context.display_side)
-    peak = mapping.peak_location(full)
-    over = mapping.overlay(display, mapping.downsample(full, factor), lesions, peak, scale=factor)
+    over = mapping.overlay_original(display, full, factor, lesions)
     model_in = mapping.overlay(cache_img, resize(cam, cache_img.shape[:2]), cache_lesions)
-    over_rand = mapping.overlay(
-        display,
-        mapping.downsample(full_rand, factor),
-        lesions,
-        mapping.peak_location(full_rand),
-        scale=factor,
-    )
+    over_rand = mapping.overlay_original(display, full_rand, factor, lesions)
     panel = [
         (
             over,
@@ -299,13 +292,8 @@ def _lesion_map_panel(
             tolerance=context.tolerance,
         )
         fields.update({f"{MAP_PREFIX}{k}": v for k, v in record.items()})
-    full_map = geom.heatmap_to_original(lesion_map.heatmap)
-    over_map = mapping.overlay(
-        display,
-        mapping.downsample(full_map, factor),
-        lesions,
-        mapping.peak_location(full_map),
-        scale=factor,
+    over_map = mapping.overlay_original(
+        display, geom.heatmap_to_original(lesion_map.heatmap), factor, lesions
     )
     title = (
         f"lesion map (patch model, max {lesion_map.score:.2f}){_verdict(fields.get(f'{MAP_PREFIX}pointing'))}"

@@ -88,6 +88,14 @@ def overlay(
     return out
 
 
+def overlay_original(
+    display: np.ndarray, heatmap: np.ndarray, factor: float, lesions: np.ndarray | None = None
+) -> np.ndarray:
+    """A map at the original film's resolution over its display image (``display_image``'s, ``factor``
+    times the original's size), its maximum crossed; ``lesions`` in original pixels."""
+    return overlay(display, downsample(heatmap, factor), lesions, peak_location(heatmap), scale=factor)
+
+
 def peak_location(heatmap: np.ndarray) -> tuple[float, float] | None:
     """(x, y) of the map's maximum (mean position of tied maxima); None for an all-zero map."""
     if not np.any(heatmap > 0):

@@ -84,8 +84,7 @@ def cam_overlays(
         geom = CacheGeometry.from_row(row)
         heat = cam_mapping.cam_to_original(maps[row.image_id], geom)
         gray, factor, _ = cam_mapping.display_image(row._asdict(), load_cache_image(cache, row), geom, side)
-        peak = cam_mapping.peak_location(heat)
-        shown = cam_mapping.overlay(gray, cam_mapping.downsample(heat, factor), peak=peak, scale=factor)
+        shown = cam_mapping.overlay_original(gray, heat, factor)
         breast = breasts.loc[row.breast_id]
         decision = "positive" if breast["decision"] == 1 else "negative"
         title = (

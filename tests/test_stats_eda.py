@@ -135,6 +135,21 @@ def test_output_contract_and_escaping(tmp_path):
     assert "<script>alert(1)</script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert "<b>synthetic</b>" not in html and "<i>label</i>" not in html
     assert "http://" not in html.replace("http://www.w3.org", "") and "https://" not in html
+    # every picture is a mark in the table it draws: a row per rate level (plus a scale row per factor),
+    # odds ratio, audited column and age bin (plus one scale row each), a shaded cell per column and site
+    from mammo_insight.stats.forest_tables import plot_unit
+
+    plotted = [f for f in result.factors if f.kind != "continuous"]
+    rate_rows = sum(
+        ((result.rates["factor"] == f.name) & (result.rates["unit"] == plot_unit(f, result.rates))).sum() + 1
+        for f in plotted
+    )
+    assert len(result.age_rates) and len(result.odds_ratios)  # this cohort has both sections
+    expected_marks = (
+        rate_rows + len(result.odds_ratios) + 1 + len(result.leakage) + 1 + len(result.age_rates) + 1
+    )
+    assert html.count('<svg class="mark"') == expected_marks
+    assert html.count('class="heat"') == len(result.missingness) and "<img" not in html
     summary = json.loads((out / "summary.json").read_text())
     assert list(summary) == SUMMARY_KEYS
     assert summary["n_images"] == len(table)

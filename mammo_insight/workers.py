@@ -166,6 +166,19 @@ def _pool(
             yield _alone(fn, task, on_crash, start)
 
 
+def _setup_plugin(setup: Callable[[], None]) -> Any:
+    """A Dask worker plugin that runs ``setup`` on every worker, those alive now and any that starts while
+    the tasks run: ``client.run`` reached only the first, so a worker its nanny restarted after a crash
+    decoded without it (OpenCV on every core)."""
+    from distributed import WorkerPlugin
+
+    class Setup(WorkerPlugin):
+        def setup(self, worker: Any) -> None:
+            setup()
+
+    return Setup()
+
+
 def _dask(
     fn: Callable[[Task], dict],
     tasks: Sequence[Task],
@@ -191,9 +204,10 @@ def _dask(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
         )
         client = Client(cluster)
+    plugin = f"mammo-insight-setup-{os.getpid()}" if start.setup is not None else None
     try:
-        if start.setup is not None:
-            client.run(start.setup)
+        if plugin is not None:
+            client.register_plugin(_setup_plugin(start.setup), name=plugin)
         futures = client.map(fn, list(tasks), pure=False)
         task_of = {future.key: task for future, task in zip(futures, tasks, strict=True)}
         for future in as_completed(futures):
@@ -203,6 +217,8 @@ def _dask(
                 yield on_crash(task_of[future.key], "Dask's KilledWorker: every worker it ran on died")
             future.release()
     finally:
+        if plugin is not None:  # a cluster reached by address is the user's: leave its future workers alone
+            client.unregister_worker_plugin(plugin)
         client.close()
         if cluster is not None:
             cluster.close()

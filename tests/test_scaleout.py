@@ -170,6 +170,55 @@ def test_a_worker_killed_mid_run_is_recovered(tmp_path, synth_root, reference, c
     assert "failed: 0" in stdout
 
 
+SETUP_MARK = "MAMMO_INSIGHT_TEST_WORKER_SETUP"
+
+
+def _mark_worker() -> None:
+    os.environ[SETUP_MARK] = "done"
+
+
+def _die_once_then_report(marker: str) -> dict:
+    """The first call kills its worker (its nanny starts a new one); the retry says whether the worker it
+    ran on went through the setup."""
+    if not Path(marker).exists():
+        Path(marker).write_text("")
+        os.kill(os.getpid(), signal.SIGKILL)
+    return {"setup": os.environ.get(SETUP_MARK), "pid": os.getpid()}
+
+
+def test_a_worker_restarted_mid_run_runs_the_worker_setup(tmp_path) -> None:
+    """The setup reaches a worker that starts while the tasks run (a plugin, not a one-off client.run),
+    and is taken off the user's scheduler afterwards."""
+    import cloudpickle
+
+    from mammo_insight.workers import WorkerSetup, run_tasks
+
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers need not import this file
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        (first,) = client.run(os.getpid).values()
+        results = list(
+            run_tasks(
+                _die_once_then_report,
+                [str(tmp_path / "died")],
+                engine="dask",
+                address=cluster.scheduler_address,
+                on_crash=lambda task, how: {"crashed": how},
+                start=WorkerSetup(setup=_mark_worker),
+            )
+        )
+        assert results == [{"setup": "done", "pid": results[0]["pid"]}] and results[0]["pid"] != first
+        assert not any("mammo-insight-setup" in name for name in client.run_on_scheduler(_plugin_names))
+
+
+def _plugin_names(dask_scheduler) -> list[str]:
+    return list(dask_scheduler.worker_plugins)
+
+
 DDP_CONFIG = """model = "resnet10t"
 epochs = 2
 folds = 2

@@ -137,6 +137,21 @@ def test_breast_rows_pool_their_images(single):
         breasts.loc[pooled.index, cols].to_numpy(float), pooled.to_numpy(), rtol=1e-5, atol=1e-6
     )
     assert breasts.loc["p2_L", "fold"] == 2 and not breasts.loc["p5_R", "oof"]
+    # a breast's logit is train's breast score: the mean of its images' probabilities, not of their logits
+    probs = (1 / (1 + np.exp(-images["cnn_logit"].astype(float)))).groupby(images["breast_id"]).mean()
+    np.testing.assert_allclose(
+        breasts.loc[probs.index, "cnn_logit"].astype(float), np.log(probs / (1 - probs)), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_a_breast_logit_averages_probabilities_not_logits():
+    """Two breasts whose images' mean logit is equal (-1): train ranks the one with a confident image first."""
+    from mammo_insight.stages.embed import _breast_logit
+
+    got = _breast_logit(np.array([-4.0, 2.0, -1.0, -1.0]), np.array([0, 0, 1, 1]), np.array([2.0, 2.0]))
+    mean_prob = (1 / (1 + np.exp(4.0)) + 1 / (1 + np.exp(-2.0))) / 2
+    np.testing.assert_allclose(got, [np.log(mean_prob / (1 - mean_prob)), -1.0], rtol=1e-6)
+    assert got[0] > got[1]
 
 
 @pytest.mark.slow

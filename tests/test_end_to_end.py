@@ -68,6 +68,14 @@ def test_the_short_cpu_training_finds_the_planted_lesions(demo_dir: Path):
     assert auc["value"] >= 0.8 and auc["ci_low"] > 0.5, f"out-of-fold breast-level ROC-AUC {auc}"
 
 
+def test_the_fusion_page_reads_the_cnn_score_the_train_page_reports(demo_dir: Path):
+    """fuse-train's image-only reference is train's out-of-fold breast score (embed writes each breast's
+    logit from the mean of its images' probabilities, as train averages them)."""
+    train = json.loads((demo_dir / "train" / "metrics.json").read_text())["breast"]["roc_auc"]["value"]
+    fused = json.loads((demo_dir / "fusion" / "metrics.json").read_text())["cnn"]["roc_auc"]["value"]
+    assert fused == pytest.approx(train, abs=1e-9)
+
+
 @pytest.mark.skipif(chromium_path() is None, reason="Debian's chromium is not installed")
 def test_every_page_renders_without_errors(demo_dir: Path, tmp_path: Path):
     pages = sorted(demo_dir.rglob("*.html"))

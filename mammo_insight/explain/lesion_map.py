@@ -25,11 +25,10 @@ from mammo_insight.explain import checks, mapping
 from mammo_insight.explain.cam import CamResult
 from mammo_insight.imaging import annotations
 from mammo_insight.imaging.geometry import CacheGeometry
+from mammo_insight.runs.base import prob_logit
 from mammo_insight.runs.patch import build_patch_model, load_patch_model, read_patch_config
 from mammo_insight.runs.patch_run import PatchRun
 from mammo_insight.runs.tiles import LesionMap, slide
-
-PROB_EPS = 1e-7
 
 
 def randomisation_rank_corr(lesion_map: LesionMap, random_map: LesionMap) -> float:
@@ -149,5 +148,4 @@ class LesionMapExplainer:
         maps = [self.run.slide(self.model, image[0].cpu().numpy(), self.device) for image in images]
         h, w = images.shape[-2:]
         self.grid_shape = (-(-h // self.run.stride), -(-w // self.run.stride))
-        scores = np.clip([m.score for m in maps], PROB_EPS, 1 - PROB_EPS)
-        return CamResult(np.stack([m.heatmap for m in maps]), np.log(scores / (1 - scores)))
+        return CamResult(np.stack([m.heatmap for m in maps]), prob_logit([m.score for m in maps]))

@@ -31,6 +31,13 @@ from mammo_insight.runs.spec import RunSpec
 
 log = logging.getLogger(__name__)
 Predictions = tuple[pd.DataFrame, pd.DataFrame | None]  # (image rows, breast rows or None)
+PROB_EPS = 1e-7  # how far from 0 and 1 a probability is clipped before its logit
+
+
+def prob_logit(prob: float | np.ndarray) -> np.ndarray:
+    """The logit of probabilities, clipped PROB_EPS from 0 and 1 so that a certain score stays finite."""
+    p = np.clip(np.asarray(prob, dtype=np.float64), PROB_EPS, 1 - PROB_EPS)
+    return np.log(p / (1 - p))
 
 
 class Run(Protocol):

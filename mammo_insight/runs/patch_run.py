@@ -28,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from mammo_insight.errors import MammoInsightError
-from mammo_insight.runs.base import Predictions, RunFolder, saved_folds
+from mammo_insight.runs.base import Predictions, RunFolder, prob_logit, saved_folds
 from mammo_insight.runs.config import PatchConfig
 from mammo_insight.runs.data import CacheImageDataset
 from mammo_insight.runs.map_pooling import map_statistics, pooled_probability
@@ -37,7 +37,6 @@ from mammo_insight.runs.spec import RunSpec
 from mammo_insight.runs.tiles import LesionMap, slide, tile_features
 
 log = logging.getLogger(__name__)
-PROB_EPS = 1e-7
 
 
 def slide_film(model: nn.Module, image: np.ndarray, recipe: PatchConfig, device: torch.device) -> LesionMap:
@@ -136,7 +135,7 @@ class PatchRun(RunFolder):
             score = float(1 / (1 + np.exp(-logits.max()))) if len(logits) else 0.0
             if len(features):
                 out[i, :-1] = features.mean(axis=0)
-            out[i, -1] = np.log(max(score, PROB_EPS) / max(1 - score, PROB_EPS))
+            out[i, -1] = prob_logit(score)
         return out
 
 

@@ -11,7 +11,8 @@ importing torch). What each kind of row holds here:
   oof, emb_000 ... emb_{D-1}. Single-view runs: the model's ``embed`` of the image. Multi-view runs: the
   model's ``embed`` of that view alone (a one-view stack).
 - ``level == "breast"``: one row per breast: image_id empty, view = the breast's views joined by "+"
-  (e.g. "CC+MLO"), same other columns. Single-view runs: the mean of the breast's image embeddings.
+  (e.g. "CC+MLO"), same other columns. Single-view runs: the mean of the breast's image embeddings, with
+  as ``cnn_logit`` the logit of the mean of its images' probabilities (the breast score `train` reports).
   Multi-view runs: the model's ``embed`` over the breast's stacked views (what its head sees).
 
 ``fold`` is the run's out-of-fold assignment of the patient (from RUN/oof_predictions.csv) and ``oof``
@@ -39,7 +40,7 @@ from mammo_insight.fusion.emb_table import ID_COLUMNS, embedding_columns
 from mammo_insight.imaging.cache import INDEX_FILE, read_cache_index
 from mammo_insight.nets.device import resolve_device
 from mammo_insight.progress import progress_bar
-from mammo_insight.runs.base import Run
+from mammo_insight.runs.base import Run, prob_logit
 from mammo_insight.runs.data import CacheBreastDataset
 from mammo_insight.runs.open import open_run
 from mammo_insight.stages.base import StageResult, finish_stage
@@ -248,11 +249,21 @@ def run_embed(config: EmbedConfig) -> EmbedResult:
             breast_emb = np.zeros((len(breasts), image_emb.shape[1]), np.float32)
             np.add.at(breast_emb, codes, image_emb)
             breast_emb /= counts[:, None]
+            breast_emb[:, -1] = _breast_logit(image_emb[:, -1], codes, counts)
     table = pd.concat(
         [_frame("image", index, image_emb, image_fold), _frame("breast", breasts, breast_emb, breast_fold)],
         ignore_index=True,
     )
     return EmbedResult(config=config, table=table, device=str(device))
+
+
+def _breast_logit(image_logits: np.ndarray, codes: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Each breast's logit as `train` scores a breast: the logit of the mean of its images' probabilities
+    (the mean of their logits would rank breasts otherwise, and fuse-train reads this as the CNN's own
+    breast score)."""
+    probs = np.zeros(len(counts))
+    np.add.at(probs, codes, 1 / (1 + np.exp(-image_logits.astype(np.float64))))
+    return prob_logit(probs / counts).astype(np.float32)
 
 
 def _breast_stacks(

@@ -3,7 +3,6 @@ any file they write (nor in what they print), and eda flags the planted work-up 
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import subprocess
@@ -13,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
+from phi import holds, output_texts
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent
@@ -57,20 +57,6 @@ def _secrets(tree: Path) -> set[str]:
             if value:
                 values |= {value, *(part for part in value.split("^") if len(part) > 4)}
     return values - {"SYNTH"}  # the shared prefix of every fake name: its parts are checked instead
-
-
-def _texts(path: Path) -> list[bytes]:
-    data = path.read_bytes()
-    texts = [data, data.decode("utf-8", "ignore").encode()]
-    if path.suffix == ".png":
-        from PIL import Image
-
-        with Image.open(path) as im:
-            texts.append(json.dumps({str(k): str(v) for k, v in im.info.items()}).encode())
-    if path.suffix == ".parquet":
-        frame = pd.read_parquet(io.BytesIO(data))
-        texts.append(frame.astype(str).to_csv().encode() + json.dumps(frame.attrs, default=str).encode())
-    return texts
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +123,7 @@ def test_no_identifying_value_reaches_any_output(runs):
     written = [p for p in runs["out"].rglob("*") if p.is_file()]
     kinds = {p.suffix for p in written}
     assert {".csv", ".parquet", ".json", ".html", ".png", ".jsonl", ".txt"} <= kinds, kinds
-    hits = [(p, s) for p in written for t in _texts(p) for s in secrets if s.encode() in t]
+    hits = [(p, s) for p in written for t in output_texts(p) for s in secrets if holds(t, s)]
     assert not hits, hits[:5]
 
 

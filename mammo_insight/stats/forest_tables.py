@@ -8,6 +8,8 @@ figures beside them. Rows that share a mark's scale are one factor's levels (rat
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from markupsafe import Markup
@@ -35,12 +37,12 @@ def plot_unit(factor: Factor, rates: pd.DataFrame) -> str:
     return unit if ((rates["factor"] == factor.name) & (rates["unit"] == unit)).any() else "image"
 
 
-def rate_scale(rates: pd.DataFrame, overall: float) -> Scale:
-    """0 to the top of the intervals of the levels with enough units, in percent; a tiny level's
-    interval may run past it (an arrow marks it)."""
+def rate_scale(rates: pd.DataFrame, overall: float, also: Sequence[float] = ()) -> Scale:
+    """0 to the top of the intervals of the levels with enough units (and of ``also``), in percent; a tiny
+    level's interval may run past it (an arrow marks it)."""
     solid = rates[rates["n"] >= MIN_N_FOR_AXIS]
-    top = max(solid["ci_high"].max() if len(solid) else 0.0, rates["rate"].max(), 2 * overall, 1e-3)
-    return Scale(0.0, 100 * top * 1.08)
+    tops = [*solid["ci_high"], *rates["rate"], *also, 2 * overall, 1e-3]
+    return Scale(0.0, 100 * float(np.nanmax(tops)) * 1.08)
 
 
 def _rate_mark(row, scale: Scale, label: str, **style) -> Markup:
@@ -165,7 +167,7 @@ def age_forest(age_rates: pd.DataFrame, age_fit: pd.DataFrame) -> pd.DataFrame:
     mark_name = "observed rate, 95% CI; model: tick and band"
     columns = ["age", "breasts", "cancers", "observed rate (95% CI)", "model (95% band)", mark_name]
     fit = age_fit.set_index("age").reindex(age_rates["age_mid"].to_numpy())
-    scale = Scale(0.0, 100 * 1.08 * float(np.nanmax([*age_rates["ci_high"], *fit["ci_high"], 1e-3])))
+    scale = rate_scale(age_rates, 0.0, also=fit["ci_high"].tolist())  # the model's band too
     rows = []
     for r, (_, model) in zip(age_rates.itertuples(index=False), fit.iterrows(), strict=True):
         text = rate_ci(r.rate, r.ci_low, r.ci_high)
